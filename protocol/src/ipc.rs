@@ -1,0 +1,1 @@
+//! Frames between a supervisor and its worker processes (being written).

@@ -1,0 +1,331 @@
+//! The task record and the outcomes a run can have.
+//!
+//! Crashes are values first and words second: [`ExitReason`] and
+//! [`FailureKind`] say what happened, and their `Display` impls are the one
+//! place where the wording shown to users ("killed by signal 11 (SIGSEGV)",
+//! "timeout (30 s) reached") is written.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Where a task is in its life.
+///
+/// `queued -> running -> finished | failed`, `queued -> canceled`, and
+/// `running -> queued` when a reentrant task is interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting in a queue (or moved to a slot but not started yet).
+    Queued,
+    /// A worker process is running it.
+    Running,
+    /// Ended with success (or a failure a middleware marked as handled).
+    Finished,
+    /// Ended with a failure; the record holds the error text.
+    Failed,
+    /// Removed from its queue before it ran.
+    Canceled,
+}
+
+impl TaskStatus {
+    /// The word stored in Redis and shown by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Finished => "finished",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Canceled => "canceled",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status word that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for TaskStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => TaskStatus::Queued,
+            "running" => TaskStatus::Running,
+            "finished" => TaskStatus::Finished,
+            "failed" => TaskStatus::Failed,
+            "canceled" => TaskStatus::Canceled,
+            other => return Err(UnknownStatus(other.to_owned())),
+        })
+    }
+}
+
+/// An earlier attempt of a reentrant task that was interrupted and requeued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedRun {
+    /// When the interrupted attempt started, if it had started.
+    pub started_at: Option<Timestamp>,
+    /// When the attempt was given up.
+    pub ended_at: Timestamp,
+    /// Why it ended, in the wording of [`FailureKind`].
+    pub reason: String,
+}
+
+/// Everything Redis holds about one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task id (a UUID in its hyphenated form when we made it).
+    pub id: String,
+    /// The name the task function is registered under.
+    pub task: String,
+    /// The arguments, as JSON.
+    pub args: serde_json::Value,
+    /// Where the task is in its life.
+    pub status: TaskStatus,
+    /// The queue it was enqueued to, and goes back to when requeued.
+    pub queue: String,
+    /// A readable call string such as `send_report(42, to="x")`.
+    pub description: String,
+    /// The failure text, for failed tasks.
+    pub error: Option<String>,
+    /// When it was enqueued (UTC).
+    pub enqueued_at: Timestamp,
+    /// When its current or last run started.
+    pub started_at: Option<Timestamp>,
+    /// When it finished, failed or was canceled.
+    pub ended_at: Option<Timestamp>,
+    /// A JSON object the task may update while it runs.
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    /// Earlier attempts that were interrupted (reentrant tasks only).
+    pub aborted_runs: Vec<AbortedRun>,
+}
+
+/// Builds the readable call string stored as a task's description.
+///
+/// A JSON array becomes positional arguments, an object keyword arguments
+/// (`key=value`), `null` no arguments, and any other value one argument; each
+/// value is written as JSON, so `["x", 2]` reads `send("x", 2)`.
+pub fn describe_call(task: &str, args: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let inner = match args {
+        Value::Null => String::new(),
+        Value::Array(items) => items
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    };
+    format!("{task}({inner})")
+}
+
+/// How a worker process ended, read from its wait status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitReason {
+    /// It called `exit` with this code.
+    Code(i32),
+    /// A signal with this number ended it.
+    Signal(i32),
+}
+
+/// The conventional name of a signal number, such as `SIGSEGV`.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => "unknown signal",
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitReason::Code(code) => write!(f, "exited with code {code}"),
+            ExitReason::Signal(9) => {
+                write!(f, "killed by signal 9 (SIGKILL) - out of memory?")
+            }
+            ExitReason::Signal(sig) => {
+                write!(f, "killed by signal {sig} ({})", signal_name(sig))
+            }
+        }
+    }
+}
+
+/// Why a run failed. The `Display` output is the error text recorded in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The task function returned an error.
+    Error(String),
+    /// The task function panicked; the text holds message and location.
+    Panic(String),
+    /// The worker process ended without reporting an outcome.
+    Crashed(ExitReason),
+    /// The task ran past its timeout and its process group was killed.
+    Timeout { secs: u64 },
+    /// A shutdown interrupted the task.
+    Shutdown,
+    /// Maintenance found the slot running the task dead.
+    WorkerDied,
+    /// The worker process sent something that is not a valid frame.
+    ProtocolViolation(String),
+    /// The worker process could not be started or did not answer its handshake.
+    StartFailed(String),
+    /// The task could not be run as enqueued: unknown name, bad arguments,
+    /// a corrupt record.
+    Invalid(String),
+    /// A reentrant task was interrupted too many times.
+    TooManyAbortedRuns { runs: u32, last: String },
+    /// A `process_outcome` middleware turned the outcome into a failure or
+    /// panicked.
+    Middleware(String),
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureKind::Error(text) => f.write_str(text),
+            FailureKind::Panic(text) => write!(f, "panicked: {text}"),
+            FailureKind::Crashed(reason) => write!(f, "worker process {reason}"),
+            FailureKind::Timeout { secs } => write!(f, "timeout ({secs} s) reached"),
+            FailureKind::Shutdown => f.write_str("worker shutdown"),
+            FailureKind::WorkerDied => f.write_str("worker died"),
+            FailureKind::ProtocolViolation(detail) => write!(f, "protocol violation: {detail}"),
+            FailureKind::StartFailed(detail) => write!(f, "worker failed to start: {detail}"),
+            FailureKind::Invalid(detail) => f.write_str(detail),
+            FailureKind::TooManyAbortedRuns { runs, last } => {
+                write!(f, "gave up after {runs} aborted runs (last: {last})")
+            }
+            FailureKind::Middleware(detail) => write!(f, "middleware: {detail}"),
+        }
+    }
+}
+
+/// A failed run: what happened, and the text recorded for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What happened.
+    pub kind: FailureKind,
+}
+
+impl Failure {
+    /// A failure of this kind.
+    pub fn new(kind: FailureKind) -> Self {
+        Failure { kind }
+    }
+
+    /// The error text recorded in the task record.
+    pub fn message(&self) -> String {
+        self.kind.to_string()
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.kind.fmt(f)
+    }
+}
+
+/// The final outcome of a task run, as `process_outcome` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The task succeeded (or a middleware marked its failure as handled).
+    Success,
+    /// The task failed.
+    Failure(Failure),
+}
+
+impl Outcome {
+    /// A failure of this kind.
+    pub fn failure(kind: FailureKind) -> Self {
+        Outcome::Failure(Failure::new(kind))
+    }
+
+    /// Whether this is a success.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Success)
+    }
+
+    /// The error text, for failures.
+    pub fn error_text(&self) -> Option<String> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Failure(f) => Some(f.message()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_reasons_read_as_documented() {
+        assert_eq!(
+            ExitReason::Signal(11).to_string(),
+            "killed by signal 11 (SIGSEGV)"
+        );
+        assert_eq!(ExitReason::Code(3).to_string(), "exited with code 3");
+        assert_eq!(
+            ExitReason::Signal(9).to_string(),
+            "killed by signal 9 (SIGKILL) - out of memory?"
+        );
+        assert_eq!(
+            FailureKind::Timeout { secs: 30 }.to_string(),
+            "timeout (30 s) reached"
+        );
+    }
+
+    #[test]
+    fn status_round_trips_through_its_word() {
+        for s in [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Finished,
+            TaskStatus::Failed,
+            TaskStatus::Canceled,
+        ] {
+            assert_eq!(s.as_str().parse::<TaskStatus>(), Ok(s));
+        }
+        assert!("done".parse::<TaskStatus>().is_err());
+    }
+
+    #[test]
+    fn descriptions_read_like_calls() {
+        let args = serde_json::json!([42, "x"]);
+        assert_eq!(describe_call("send", &args), r#"send(42, "x")"#);
+        let args = serde_json::json!({"secs": 1});
+        assert_eq!(describe_call("sleep", &args), "sleep(secs=1)");
+        assert_eq!(describe_call("noop", &serde_json::Value::Null), "noop()");
+        assert_eq!(describe_call("one", &serde_json::json!(7)), "one(7)");
+    }
+}

@@ -1,0 +1,5 @@
+//! Settings (being written).
+
+/// Settings (being written).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {}

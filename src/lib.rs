@@ -1,0 +1,2 @@
+//! redis-tasks (being written).
+pub use redis_tasks_protocol as protocol;
