@@ -1,1 +1,30 @@
-//! Worker (being written).
+//! The task side of redis-tasks: what runs inside a worker process.
+//!
+//! # Layout
+//!
+//! - [`registry`]: task functions registered by name, with typed arguments
+//!   and options (`reentrant`, `timeout`).
+//! - [`context`]: [`TaskContext`], what a running task can see and do (its
+//!   id, its meta object, whether a shutdown was requested, the
+//!   postpone-shutdown guard).
+//! - [`middleware`]: the [`Middleware`] trait, the `run_task` chain that wraps
+//!   a task here, and the `process_outcome` pass the supervisor runs.
+//! - [`shutdown`]: how a shutdown request reaches a running task and when it
+//!   takes effect.
+//! - [`process`]: the worker-process loop: handshake, read a task, run the
+//!   chain under `catch_unwind`, report the result.
+//! - [`panic`]: the panic hook that keeps a panic's message and location.
+//! - `sys`: the one module with `unsafe` (taking over the inherited socket).
+
+pub mod context;
+pub mod middleware;
+pub mod panic;
+pub mod process;
+pub mod registry;
+pub mod shutdown;
+mod sys;
+
+pub use context::{MetaSink, TaskContext};
+pub use middleware::{Middleware, MiddlewareChain, MiddlewareError, Next};
+pub use registry::{TaskDef, TaskError, TaskOptions, TaskRegistry};
+pub use shutdown::{PostponeShutdown, ShutdownState};

@@ -1,0 +1,183 @@
+//! The messages a supervisor and a worker process exchange.
+//!
+//! One conversation: the worker process sends [`FromWorker::Hello`]; then,
+//! for each task, the supervisor sends [`ToWorker::Run`], the worker process
+//! may send any number of [`FromWorker::Meta`] updates and ends with
+//! [`FromWorker::Finished`]. [`ToWorker::Shutdown`] may arrive at any time
+//! while a task runs; [`ToWorker::Exit`] asks an idle worker process to
+//! leave. Anything else is a protocol violation.
+
+use std::io::{Read, Write};
+
+use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One task to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTask {
+    /// The task id.
+    pub task_id: String,
+    /// The registered name of the task function.
+    pub task: String,
+    /// The arguments as JSON text, exactly as stored in Redis.
+    pub args_json: String,
+    /// The task's meta object as JSON text.
+    pub meta_json: String,
+}
+
+/// What a task run came to, as the worker process saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskResult {
+    /// The chain and the task returned `Ok`.
+    Success,
+    /// The chain or the task returned an error with this text.
+    Error(String),
+    /// The task panicked: message and location.
+    Panic(String),
+    /// The task could not be run: unknown name, arguments of the wrong shape.
+    Invalid(String),
+}
+
+/// Supervisor to worker process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run this task.
+    Run(RunTask),
+    /// A shutdown was requested: stop the running task as soon as no
+    /// postpone-shutdown guard is held.
+    Shutdown,
+    /// No more work: exit.
+    Exit,
+}
+
+/// Worker process to supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The first frame: who is speaking and which protocol it speaks.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the worker process.
+        version: u32,
+        /// Its process id.
+        pid: u32,
+    },
+    /// The running task replaced its meta object.
+    Meta {
+        /// The task id.
+        task_id: String,
+        /// The whole meta object as JSON text.
+        meta_json: String,
+    },
+    /// The running task ended.
+    Finished {
+        /// The task id.
+        task_id: String,
+        /// How it ended.
+        result: TaskResult,
+    },
+}
+
+type Wire = Configuration<LittleEndian, Varint, Limit<{ MAX_FRAME_BYTES as usize }>>;
+
+/// The bincode configuration of every frame. The limit stops a length field
+/// inside a hostile payload from claiming more memory than a frame can hold.
+fn wire() -> Wire {
+    config::standard().with_limit::<{ MAX_FRAME_BYTES as usize }>()
+}
+
+/// Encodes `msg` into one frame and writes it.
+pub fn send<M: Serialize>(w: &mut impl Write, msg: &M) -> Result<(), FrameError> {
+    let payload = bincode::serde::encode_to_vec(msg, wire())
+        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
+    write_frame(w, &payload, MAX_FRAME_BYTES)
+}
+
+/// Reads and decodes one frame; `Ok(None)` at a clean end of stream.
+pub fn recv<M: DeserializeOwned>(r: &mut impl Read) -> Result<Option<M>, FrameError> {
+    let Some(payload) = read_frame(r, MAX_FRAME_BYTES)? else {
+        return Ok(None);
+    };
+    decode(&payload).map(Some)
+}
+
+/// Decodes one payload; trailing bytes are an error.
+pub fn decode<M: DeserializeOwned>(payload: &[u8]) -> Result<M, FrameError> {
+    let (msg, used) = bincode::serde::decode_from_slice(payload, wire())
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if used != payload.len() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes after the message",
+            payload.len() - used
+        )));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run() -> ToWorker {
+        ToWorker::Run(RunTask {
+            task_id: "0b1c".into(),
+            task: "sleep".into(),
+            args_json: r#"{"secs":1}"#.into(),
+            meta_json: "{}".into(),
+        })
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let mut buf = Vec::new();
+        send(&mut buf, &run()).expect("encode");
+        send(&mut buf, &ToWorker::Shutdown).expect("encode");
+        let mut r = buf.as_slice();
+        assert_eq!(recv::<ToWorker>(&mut r).expect("decode"), Some(run()));
+        assert_eq!(
+            recv::<ToWorker>(&mut r).expect("decode"),
+            Some(ToWorker::Shutdown)
+        );
+        assert_eq!(recv::<ToWorker>(&mut r).expect("eof"), None);
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_malformed() {
+        let err = decode::<FromWorker>(&[0xff, 0xff, 0xff]).expect_err("garbage");
+        assert!(matches!(err, FrameError::Malformed(_)), "{err}");
+        let mut payload = bincode::serde::encode_to_vec(ToWorker::Exit, wire()).expect("encode");
+        payload.push(0);
+        let err = decode::<ToWorker>(&payload).expect_err("trailing");
+        assert!(matches!(err, FrameError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn a_huge_claimed_string_length_does_not_allocate() {
+        // Variant 1 (Meta), then a string length of 2^62.
+        let payload = [1u8, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0x40];
+        assert!(decode::<FromWorker>(&payload).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<FromWorker>(&bytes);
+            let _ = decode::<ToWorker>(&bytes);
+            let mut r = bytes.as_slice();
+            let _ = recv::<FromWorker>(&mut r);
+        }
+
+        #[test]
+        fn any_run_message_round_trips(id in ".*", task in ".*", args in ".*") {
+            let msg = ToWorker::Run(RunTask { task_id: id, task, args_json: args, meta_json: "{}".into() });
+            let mut buf = Vec::new();
+            send(&mut buf, &msg).expect("encode");
+            prop_assert_eq!(recv::<ToWorker>(&mut buf.as_slice()).expect("decode"), Some(msg));
+        }
+    }
+}

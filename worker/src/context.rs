@@ -1,0 +1,103 @@
+//! What a running task can see and do.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::{Map, Value};
+
+use crate::shutdown::{PostponeShutdown, ShutdownState};
+
+/// Where meta updates go: to the supervisor over IPC in a worker process, to
+/// Redis directly when tasks run in-process.
+pub trait MetaSink: Send + Sync {
+    /// Stores the task's whole meta object.
+    fn send_meta(&self, task_id: &str, meta: &Map<String, Value>) -> Result<(), String>;
+}
+
+/// What a task function receives besides its arguments.
+pub struct TaskContext {
+    id: String,
+    task: String,
+    meta: Mutex<Map<String, Value>>,
+    sink: Arc<dyn MetaSink>,
+    shutdown: Arc<ShutdownState>,
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("id", &self.id)
+            .field("task", &self.task)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskContext {
+    /// A context for one run of task `task` with id `id`.
+    pub fn new(
+        id: impl Into<String>,
+        task: impl Into<String>,
+        meta: Map<String, Value>,
+        sink: Arc<dyn MetaSink>,
+        shutdown: Arc<ShutdownState>,
+    ) -> Self {
+        TaskContext {
+            id: id.into(),
+            task: task.into(),
+            meta: Mutex::new(meta),
+            sink,
+            shutdown,
+        }
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The registered name of the task function.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// A copy of the task's meta object.
+    pub fn meta(&self) -> Map<String, Value> {
+        self.meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the meta object and stores it (the supervisor writes it to
+    /// Redis while the task keeps running).
+    pub fn update_meta(&self, change: impl FnOnce(&mut Map<String, Value>)) -> Result<(), String> {
+        let snapshot = {
+            let mut meta = self.meta.lock().unwrap_or_else(PoisonError::into_inner);
+            change(&mut meta);
+            meta.clone()
+        };
+        self.sink.send_meta(&self.id, &snapshot)
+    }
+
+    /// Sets one key of the meta object and stores it.
+    pub fn set_meta(&self, key: &str, value: impl Into<Value>) -> Result<(), String> {
+        let value = value.into();
+        self.update_meta(|meta| {
+            meta.insert(key.to_owned(), value);
+        })
+    }
+
+    /// Whether a shutdown was requested. Only a task holding a
+    /// [`PostponeShutdown`] guard gets to see `true`: without one, the
+    /// request ends the worker process at once.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+
+    /// Postpones any shutdown until the returned guard is dropped, so a
+    /// section that must not be cut in half (a payment, a file rename) runs
+    /// to its end.
+    pub fn postpone_shutdown(&self) -> PostponeShutdown {
+        self.shutdown.postpone()
+    }
+}

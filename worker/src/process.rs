@@ -1,0 +1,171 @@
+//! The worker-process loop.
+//!
+//! A worker process is the user's binary started again by its supervisor,
+//! with [`WORKER_FD_ARG`](redis_tasks_protocol::ipc::WORKER_FD_ARG) naming
+//! the inherited socket. It says hello, then runs one task at a time: read
+//! [`ToWorker::Run`], run the middleware chain around the task inside
+//! `catch_unwind`, reply [`FromWorker::Finished`]. A reader thread watches the
+//! socket while the task runs, so a shutdown request is seen at once. The
+//! process never opens a Redis connection: meta updates go to the
+//! supervisor, which writes them.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use redis_tasks_protocol::ipc::{
+    FrameError, FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv, send,
+};
+use serde_json::{Map, Value};
+
+use crate::context::{MetaSink, TaskContext};
+use crate::middleware::MiddlewareChain;
+use crate::panic;
+use crate::registry::{TaskError, TaskRegistry};
+use crate::shutdown::ShutdownState;
+use crate::sys;
+
+/// Exit code of a worker process ended by a shutdown request.
+pub const EXIT_SHUTDOWN: i32 = 75;
+/// Exit code of a worker process whose supervisor closed the channel.
+pub const EXIT_CHANNEL_CLOSED: i32 = 76;
+/// Exit code of a worker process that received a frame it cannot read.
+pub const EXIT_PROTOCOL: i32 = 77;
+
+/// Why a worker process could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerProcessError {
+    /// The inherited descriptor is not a usable socket.
+    #[error("cannot use the inherited ipc descriptor {fd}: {source}")]
+    Descriptor {
+        /// The descriptor number.
+        fd: i32,
+        /// Why.
+        source: io::Error,
+    },
+    /// Talking to the supervisor failed.
+    #[error("ipc with the supervisor failed: {0}")]
+    Ipc(#[from] FrameError),
+    /// Setting up the process failed.
+    #[error("worker process set-up failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Sends meta updates to the supervisor over the socket.
+struct IpcMeta {
+    writer: Arc<Mutex<UnixStream>>,
+}
+
+impl MetaSink for IpcMeta {
+    fn send_meta(&self, task_id: &str, meta: &Map<String, Value>) -> Result<(), String> {
+        let msg = FromWorker::Meta {
+            task_id: task_id.to_owned(),
+            meta_json: Value::Object(meta.clone()).to_string(),
+        };
+        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        send(&mut *w, &msg).map_err(|e| e.to_string())
+    }
+}
+
+/// Serves tasks on the inherited socket `fd` until told to exit.
+pub fn serve(
+    registry: &TaskRegistry,
+    chain: &MiddlewareChain,
+    fd: i32,
+) -> Result<(), WorkerProcessError> {
+    let stream = sys::take_inherited_socket(fd)
+        .map_err(|source| WorkerProcessError::Descriptor { fd, source })?;
+    panic::install_hook();
+    let mut reader = stream.try_clone()?;
+    let writer = Arc::new(Mutex::new(stream));
+    send(
+        &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
+        &FromWorker::Hello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        },
+    )?;
+
+    let shutdown = ShutdownState::with_effect(|| std::process::exit(EXIT_SHUTDOWN));
+    let (runs, incoming) = mpsc::channel::<RunTask>();
+    let watcher = Arc::clone(&shutdown);
+    thread::Builder::new()
+        .name("ipc-reader".into())
+        .spawn(move || {
+            loop {
+                match recv::<ToWorker>(&mut reader) {
+                    Ok(Some(ToWorker::Run(run))) => {
+                        if runs.send(run).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(ToWorker::Shutdown)) => watcher.request(),
+                    Ok(Some(ToWorker::Exit)) => return,
+                    Ok(None) => std::process::exit(EXIT_CHANNEL_CLOSED),
+                    Err(e) => {
+                        eprintln!("redis-tasks worker process: {e}");
+                        std::process::exit(EXIT_PROTOCOL)
+                    }
+                }
+            }
+        })?;
+
+    let sink: Arc<dyn MetaSink> = Arc::new(IpcMeta {
+        writer: Arc::clone(&writer),
+    });
+    for run in incoming {
+        let result = run_one(
+            registry,
+            chain,
+            &run,
+            Arc::clone(&sink),
+            Arc::clone(&shutdown),
+        );
+        let msg = FromWorker::Finished {
+            task_id: run.task_id,
+            result,
+        };
+        send(
+            &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
+            &msg,
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs one task through the chain and turns whatever happened into a
+/// [`TaskResult`].
+pub fn run_one(
+    registry: &TaskRegistry,
+    chain: &MiddlewareChain,
+    run: &RunTask,
+    sink: Arc<dyn MetaSink>,
+    shutdown: Arc<ShutdownState>,
+) -> TaskResult {
+    let Some(def) = registry.get(&run.task) else {
+        return TaskResult::Invalid(format!(
+            "unknown task function {:?} (this binary knows: {})",
+            run.task,
+            registry.names().join(", ")
+        ));
+    };
+    let args: Value = match serde_json::from_str(&run.args_json) {
+        Ok(args) => args,
+        Err(e) => return TaskResult::Invalid(format!("arguments are not valid JSON: {e}")),
+    };
+    let meta = match serde_json::from_str::<Value>(&run.meta_json) {
+        Ok(Value::Object(meta)) => meta,
+        _ => Map::new(),
+    };
+    let ctx = TaskContext::new(&run.task_id, &run.task, meta, sink, shutdown);
+    panic::clear_last();
+    match catch_unwind(AssertUnwindSafe(|| chain.run_task(def, &ctx, args))) {
+        Ok(Ok(())) => TaskResult::Success,
+        Ok(Err(TaskError::Failed(text))) => TaskResult::Error(text),
+        Ok(Err(e @ TaskError::InvalidArgs { .. })) => TaskResult::Invalid(e.to_string()),
+        Err(payload) => TaskResult::Panic(panic::last_or(payload.as_ref())),
+    }
+}

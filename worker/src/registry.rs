@@ -1,0 +1,161 @@
+//! Task functions, registered by name.
+//!
+//! A task function takes a [`TaskContext`] and typed arguments deserialised
+//! from the JSON stored with the task, and returns `Result<(), E>` for any
+//! displayable error. The registry erases the types so the supervisor and
+//! the worker process can share one table.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::context::TaskContext;
+
+/// Why a task call did not succeed, as the `run_task` chain sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// The task (or a middleware) returned an error with this text.
+    #[error("{0}")]
+    Failed(String),
+    /// The task could not be called: its arguments do not fit its type.
+    #[error("invalid arguments for task {task:?}: {reason}")]
+    InvalidArgs {
+        /// The task name.
+        task: String,
+        /// What serde said.
+        reason: String,
+    },
+}
+
+impl TaskError {
+    /// A failure with this text.
+    pub fn failed(text: impl fmt::Display) -> Self {
+        TaskError::Failed(text.to_string())
+    }
+}
+
+/// Options of one task function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskOptions {
+    /// A reentrant task that is interrupted (shutdown, crash of its worker
+    /// process, death of its supervisor) goes back to the front of its queue
+    /// instead of failing. Default: false.
+    pub reentrant: bool,
+    /// How long one run may take before its process group is killed.
+    /// `None`: the `default_task_timeout` setting.
+    pub timeout: Option<Duration>,
+}
+
+impl TaskOptions {
+    /// Default options: not reentrant, the default timeout.
+    pub fn new() -> Self {
+        TaskOptions::default()
+    }
+
+    /// Marks the task reentrant.
+    pub fn reentrant(mut self, reentrant: bool) -> Self {
+        self.reentrant = reentrant;
+        self
+    }
+
+    /// Sets the task's own timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+type ErasedFn = dyn Fn(&TaskContext, serde_json::Value) -> Result<(), TaskError> + Send + Sync;
+
+/// One registered task function.
+#[derive(Clone)]
+pub struct TaskDef {
+    name: String,
+    options: TaskOptions,
+    run: Arc<ErasedFn>,
+}
+
+impl fmt::Debug for TaskDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskDef")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskDef {
+    /// Wraps a typed task function.
+    pub fn new<A, E, F>(name: impl Into<String>, options: TaskOptions, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        E: fmt::Display,
+        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+    {
+        let name = name.into();
+        let task = name.clone();
+        let run = move |ctx: &TaskContext, args: serde_json::Value| {
+            let args: A = serde_json::from_value(args).map_err(|e| TaskError::InvalidArgs {
+                task: task.clone(),
+                reason: e.to_string(),
+            })?;
+            f(ctx, args).map_err(TaskError::failed)
+        };
+        TaskDef {
+            name,
+            options,
+            run: Arc::new(run),
+        }
+    }
+
+    /// The registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its options.
+    pub fn options(&self) -> TaskOptions {
+        self.options
+    }
+
+    /// Calls the function (without middleware).
+    pub fn call(&self, ctx: &TaskContext, args: serde_json::Value) -> Result<(), TaskError> {
+        (self.run)(ctx, args)
+    }
+}
+
+/// The table of task functions, by name.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRegistry {
+    tasks: BTreeMap<String, TaskDef>,
+}
+
+impl TaskRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        TaskRegistry::default()
+    }
+
+    /// Adds (or replaces) a task function.
+    pub fn insert(&mut self, def: TaskDef) {
+        self.tasks.insert(def.name.clone(), def);
+    }
+
+    /// The task registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&TaskDef> {
+        self.tasks.get(name)
+    }
+
+    /// Every registered name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    /// Whether no task is registered.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
