@@ -1,1 +1,0 @@
-//! Frames between a supervisor and its worker processes (being written).
