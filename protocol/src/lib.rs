@@ -9,11 +9,14 @@
 //!   transitions supervisors perform (fetch, finish, requeue, heartbeat,
 //!   maintenance).
 //! - [`settings`]: the settings file, environment overrides and defaults.
+//! - [`schedule`]: schedule kinds (cron, every, daily), their next runs and
+//!   the daylight-saving smearing between local time and UTC.
 //! - [`ipc`]: the length-prefixed bincode frames a supervisor and its worker
 //!   processes exchange over a socket pair.
 
 pub mod ipc;
 pub mod model;
+pub mod schedule;
 pub mod settings;
 pub mod store;
 

@@ -1,0 +1,73 @@
+//! Environment overrides: `REDIS_URL`, and `RT_<SETTING>` for every scalar
+//! setting (`RT_REDIS_PREFIX`, `RT_DEFAULT_TASK_TIMEOUT`, ...), plus
+//! `RT_MIDDLEWARE` as a comma-separated list.
+//!
+//! An empty variable counts as unset. `RT_REDIS_URL` wins over `REDIS_URL`
+//! when both are set.
+
+use super::Draft;
+use super::error::{Origin, SettingsError};
+use super::values::{Raw, SCALAR_KEYS, apply_scalar};
+
+/// The variable naming the settings file when no path is given.
+pub(super) const SETTINGS_PATH_VAR: &str = "RT_SETTINGS";
+
+/// The variable for a setting: `RT_` and the key in capitals.
+pub(super) fn var_for(key: &str) -> String {
+    format!("RT_{}", key.to_ascii_uppercase())
+}
+
+/// Reads `name` from `env`, treating an empty value as unset.
+pub(super) fn lookup(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|value| !value.trim().is_empty())
+}
+
+/// Applies every override found through `env` over `draft`.
+pub(super) fn apply_env(
+    draft: &mut Draft,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), SettingsError> {
+    // REDIS_URL first, so that RT_REDIS_URL (applied in the loop) wins.
+    let vars = std::iter::once(("REDIS_URL".to_owned(), "redis_url"))
+        .chain(SCALAR_KEYS.into_iter().map(|key| (var_for(key), key)));
+    for (var, key) in vars {
+        let Some(value) = lookup(env, &var) else {
+            continue;
+        };
+        let origin = Origin::Env(var);
+        if let Some(result) = apply_scalar(&mut draft.settings, key, Raw::Env(&value)) {
+            result.map_err(|problem| SettingsError::BadValue {
+                origin: origin.clone(),
+                key: key.to_owned(),
+                problem,
+            })?;
+            draft.set_by(key, &origin);
+        }
+    }
+
+    let var = var_for("middleware");
+    if let Some(value) = lookup(env, &var) {
+        let mut names: Vec<String> = Vec::new();
+        for one in value.split(',').map(str::trim) {
+            let problem = if one.is_empty() || one.chars().any(char::is_whitespace) {
+                Some(format!(
+                    "expected comma-separated middleware names, got {value:?}"
+                ))
+            } else if names.iter().any(|n| n == one) {
+                Some(format!("middleware {one:?} is listed twice"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(SettingsError::BadValue {
+                    origin: Origin::Env(var),
+                    key: "middleware".to_owned(),
+                    problem,
+                });
+            }
+            names.push(one.to_owned());
+        }
+        draft.settings.middleware = names;
+    }
+    Ok(())
+}

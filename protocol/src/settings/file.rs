@@ -1,0 +1,85 @@
+//! Reading the top level of a settings file.
+//!
+//! Each top-level key is one arm here; a later `[queues.<name>]` table for
+//! per-queue settings becomes one more arm next to `schedule`.
+
+use super::Draft;
+use super::entries::read_entries;
+use super::error::{Origin, SettingsError};
+use super::values::{OTHER_KEYS, Raw, SCALAR_KEYS, apply_scalar, hint, name};
+
+/// Applies the settings in TOML `text` (read from `origin`) over `draft`.
+pub(super) fn apply_file(
+    draft: &mut Draft,
+    text: &str,
+    origin: &Origin,
+) -> Result<(), SettingsError> {
+    let table: toml::Table = text.parse().map_err(|err| syntax(&err, text, origin))?;
+    for (key, value) in &table {
+        if let Some(result) = apply_scalar(&mut draft.settings, key, Raw::Toml(value)) {
+            result.map_err(|problem| SettingsError::BadValue {
+                origin: origin.clone(),
+                key: key.clone(),
+                problem,
+            })?;
+            draft.set_by(key, origin);
+            continue;
+        }
+        match key.as_str() {
+            "middleware" => {
+                draft.settings.middleware =
+                    middleware(value).map_err(|problem| SettingsError::BadValue {
+                        origin: origin.clone(),
+                        key: key.clone(),
+                        problem,
+                    })?;
+            }
+            "schedule" => {
+                draft.entries = read_entries(value, origin)?;
+            }
+            _ => {
+                return Err(SettingsError::UnknownKey {
+                    origin: origin.clone(),
+                    key: key.clone(),
+                    hint: hint(key, SCALAR_KEYS.into_iter().chain(OTHER_KEYS)),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `middleware = ["name", ...]`: registered middleware to enable, in order,
+/// each once.
+fn middleware(value: &toml::Value) -> Result<Vec<String>, String> {
+    let toml::Value::Array(items) = value else {
+        return Err(Raw::Toml(value).expected("an array of middleware names"));
+    };
+    let mut names: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let one = name(Raw::Toml(item)).map_err(|p| format!("each middleware name: {p}"))?;
+        if names.contains(&one) {
+            return Err(format!("middleware {one:?} is listed twice"));
+        }
+        names.push(one);
+    }
+    Ok(names)
+}
+
+/// A one-line syntax error with the line and column of the problem.
+fn syntax(err: &toml::de::Error, text: &str, origin: &Origin) -> SettingsError {
+    let start = err.span().map_or(0, |span| span.start).min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
+    SettingsError::Syntax {
+        origin: origin.clone(),
+        line,
+        column,
+        message: err.message().trim().replace('\n', " "),
+    }
+}

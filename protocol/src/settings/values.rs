@@ -1,0 +1,239 @@
+//! Reading one setting's value, from TOML or from an environment variable,
+//! with a message that says what was expected and what was found.
+//!
+//! Every scalar setting is listed once, in [`SCALAR_KEYS`] and
+//! [`apply_scalar`], so the file and the environment accept exactly the same
+//! settings with exactly the same checks.
+
+use crate::schedule::{parse_duration, parse_time_zone};
+
+use super::Settings;
+
+/// A raw value before it is checked.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Raw<'a> {
+    /// A value from the settings file.
+    Toml(&'a toml::Value),
+    /// The text of an environment variable.
+    Env(&'a str),
+}
+
+impl Raw<'_> {
+    /// How the value is shown after "got".
+    fn shown(&self) -> String {
+        match self {
+            Raw::Env(text) => format!("{text:?}"),
+            Raw::Toml(toml::Value::String(text)) => format!("{text:?}"),
+            Raw::Toml(toml::Value::Integer(n)) => n.to_string(),
+            Raw::Toml(toml::Value::Float(x)) => x.to_string(),
+            Raw::Toml(toml::Value::Boolean(b)) => b.to_string(),
+            Raw::Toml(toml::Value::Datetime(d)) => format!("the date {d}"),
+            Raw::Toml(toml::Value::Array(_)) => "an array".to_owned(),
+            Raw::Toml(toml::Value::Table(_)) => "a table".to_owned(),
+        }
+    }
+
+    /// The text of a string value (or of an environment variable).
+    fn text(&self) -> Option<&str> {
+        match self {
+            Raw::Env(text) => Some(text),
+            Raw::Toml(toml::Value::String(text)) => Some(text),
+            Raw::Toml(_) => None,
+        }
+    }
+
+    /// `expected {what}, got {value}`.
+    pub(super) fn expected(&self, what: &str) -> String {
+        format!("expected {what}, got {}", self.shown())
+    }
+}
+
+/// The settings that take a single value, by their names in the file. Each
+/// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
+pub(super) const SCALAR_KEYS: [&str; 13] = [
+    "redis_url",
+    "redis_prefix",
+    "timezone",
+    "default_task_timeout",
+    "expiring_registries_ttl",
+    "dead_worker_ttl",
+    "worker_heartbeat_freq",
+    "worker_heartbeat_timeout",
+    "maintenance_freq",
+    "scheduler_queue",
+    "scheduler_max_catchup",
+    "max_args_bytes",
+    "max_aborted_runs",
+];
+
+/// The settings that are not scalars (their own readers handle them).
+pub(super) const OTHER_KEYS: [&str; 2] = ["middleware", "schedule"];
+
+/// Sets scalar setting `key` from `raw`. Returns `None` when `key` is not a
+/// scalar setting, else whether the value was acceptable (with the problem
+/// when it was not).
+pub(super) fn apply_scalar(
+    settings: &mut Settings,
+    key: &str,
+    raw: Raw<'_>,
+) -> Option<Result<(), String>> {
+    let s = settings;
+    let result = match key {
+        "redis_url" => redis_url(raw).map(|v| s.redis_url = v),
+        "redis_prefix" => name(raw).map(|v| s.redis_prefix = v),
+        "timezone" => time_zone(raw).map(|v| s.timezone = v),
+        "default_task_timeout" => seconds(raw, 1).map(|v| s.default_task_timeout = v),
+        "expiring_registries_ttl" => seconds(raw, 1).map(|v| s.expiring_registries_ttl = v),
+        "dead_worker_ttl" => seconds(raw, 1).map(|v| s.dead_worker_ttl = v),
+        "worker_heartbeat_freq" => seconds(raw, 1).map(|v| s.worker_heartbeat_freq = v),
+        "worker_heartbeat_timeout" => seconds(raw, 1).map(|v| s.worker_heartbeat_timeout = v),
+        "maintenance_freq" => seconds(raw, 1).map(|v| s.maintenance_freq = v),
+        "scheduler_queue" => name(raw).map(|v| s.scheduler_queue = v),
+        "scheduler_max_catchup" => seconds(raw, 0).map(|v| s.scheduler_max_catchup = v),
+        "max_args_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_args_bytes = v),
+        "max_aborted_runs" => count(raw, 0, u64::from(u32::MAX), "runs")
+            .map(|v| s.max_aborted_runs = u32::try_from(v).unwrap_or(u32::MAX)),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// A non-empty string without surrounding whitespace (prefixes, queue names).
+pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
+    let expected = || raw.expected("a non-empty string without spaces");
+    let Some(text) = raw.text() else {
+        return Err(expected());
+    };
+    if text.is_empty() || text.chars().any(char::is_whitespace) {
+        return Err(expected());
+    }
+    Ok(text.to_owned())
+}
+
+/// A Redis URL, checked by the Redis client. The value is never echoed: it
+/// may hold a password.
+fn redis_url(raw: Raw<'_>) -> Result<String, String> {
+    let expected = "expected a redis URL such as \"redis://127.0.0.1:6379\"";
+    let Some(text) = raw.text().map(str::trim) else {
+        return Err(format!("{expected}, got {}", raw.shown()));
+    };
+    redis::IntoConnectionInfo::into_connection_info(text)
+        .map(|_| text.to_owned())
+        .map_err(|err| format!("{expected}: {err}"))
+}
+
+/// An IANA time zone name the system database knows.
+fn time_zone(raw: Raw<'_>) -> Result<String, String> {
+    let Some(text) = raw.text().map(str::trim) else {
+        return Err(raw.expected("an IANA time zone name such as \"Europe/Berlin\""));
+    };
+    parse_time_zone(text)
+        .map(|_| text.to_owned())
+        .map_err(|err| err.to_string())
+}
+
+/// A number of seconds of at least `min`: a TOML integer, or a duration
+/// string (`"90m"`, `"1h30m"`, a bare `"1800"`).
+pub(super) fn seconds(raw: Raw<'_>, min: u64) -> Result<u64, String> {
+    let what = if min > 0 {
+        "a positive whole number of seconds or a duration such as \"90m\""
+    } else {
+        "a whole number of seconds or a duration such as \"90m\""
+    };
+    let value = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+        _ => raw.text().and_then(|text| parse_duration(text).ok()),
+    };
+    value
+        .filter(|secs| *secs >= min)
+        .ok_or_else(|| raw.expected(what))
+}
+
+/// A whole number from `min` to `max` (`unit` names what it counts).
+fn count(raw: Raw<'_>, min: u64, max: u64, unit: &str) -> Result<u64, String> {
+    let value = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+        Raw::Env(text) => text.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    value.filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+        let what = if min > 0 {
+            format!("a positive whole number of {unit}")
+        } else {
+            format!("a whole number of {unit}")
+        };
+        raw.expected(&what)
+    })
+}
+
+/// The known key closest to `key` (a likely typo), as `; did you mean "k"?`.
+pub(super) fn hint<'k>(key: &str, known: impl IntoIterator<Item = &'k str>) -> String {
+    known
+        .into_iter()
+        .map(|candidate| (edit_distance(key, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4))
+        .min()
+        .map(|(_, candidate)| format!("; did you mean {candidate:?}?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_from_integers_and_durations() {
+        let ten = toml::Value::Integer(10);
+        assert_eq!(seconds(Raw::Toml(&ten), 1), Ok(10));
+        let text = toml::Value::String("1h30m".to_owned());
+        assert_eq!(seconds(Raw::Toml(&text), 1), Ok(5_400));
+        assert_eq!(seconds(Raw::Env("30"), 1), Ok(30));
+        assert_eq!(
+            seconds(Raw::Env("ten"), 1),
+            Err("expected a positive whole number of seconds or a duration such as \"90m\", got \"ten\"".to_owned())
+        );
+        assert!(seconds(Raw::Env("0"), 1).is_err());
+        assert_eq!(seconds(Raw::Env("0"), 0), Ok(0));
+        let negative = toml::Value::Integer(-5);
+        assert_eq!(
+            seconds(Raw::Toml(&negative), 0),
+            Err(
+                "expected a whole number of seconds or a duration such as \"90m\", got -5"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn suggests_close_keys_only() {
+        assert_eq!(
+            hint("worker_heartbeat_frq", SCALAR_KEYS),
+            "; did you mean \"worker_heartbeat_freq\"?"
+        );
+        assert_eq!(
+            hint("cronn", ["cron", "every", "daily"]),
+            "; did you mean \"cron\"?"
+        );
+        assert_eq!(hint("colour", SCALAR_KEYS), "");
+    }
+}
