@@ -1,12 +1,389 @@
-//! The Redis schema (being written).
+//! The Redis schema: every key name, every Lua script, and every operation
+//! producers and supervisors perform on Redis.
+//!
+//! Nothing outside this module spells a key. The layout is described for
+//! other languages in `docs/redis-schema.md`; keep the two in step.
+//!
+//! # Layout
+//!
+//! - [`Store`] (this file): one connection to Redis with timeouts, reopened
+//!   after a drop, shared through `&self`.
+//! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
+//!   task hash into a [`TaskRecord`](crate::model::TaskRecord).
+//! - `producer`: [`Queue`] and enqueueing. `tasks`: reading, canceling and
+//!   annotating tasks. `registry`: the finished and failed registries.
+//! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
+//!   into a slot and recording its end. `maintenance`: locks, dead slots,
+//!   expiry.
+//!
+//! # Atomicity
+//!
+//! Every state change is one Lua script (or one command), so a task id is at
+//! every instant in exactly one place: a queue, a slot's private list, a
+//! registry, or gone. Scripts check the type of every key they write before
+//! writing anything, so bad data under our prefix yields
+//! [`StoreError::WrongType`] with nothing changed.
+//!
+//! # Connections
+//!
+//! A [`Store`] holds one lazily opened connection for quick commands and a
+//! second one for [`Store::fetch`], whose blocking wait needs a read timeout
+//! longer than the wait. A connection that fails with an I/O error or a
+//! timeout is dropped and reopened by the next call; the failed call returns
+//! the error and is not retried (the caller decides, since a write may or may
+//! not have happened). Use [`Store::independent`] to get a store with
+//! connections of its own, for another thread.
 
-/// The store (being written).
-#[derive(Debug, Clone)]
-pub struct Store {}
-/// A queue (being written).
-#[derive(Debug, Clone)]
-pub struct Queue {}
-/// Store errors (being written).
-#[derive(Debug, thiserror::Error)]
-#[error("store error")]
-pub struct StoreError {}
+mod error;
+mod fetch;
+mod keys;
+mod maintenance;
+mod producer;
+mod record;
+mod registry;
+mod scripts;
+mod slots;
+mod tasks;
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use redis::{Client, Connection, RedisError};
+
+pub use error::{StoreError, redact_url};
+pub use fetch::Fetched;
+pub use maintenance::Reclaimed;
+pub use producer::Queue;
+pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
+pub use slots::{SlotInfo, WorkerInfo};
+
+use keys::Keys;
+
+use crate::settings::Settings;
+
+/// The default limit on the JSON text of one task's arguments: 1 MiB.
+pub const DEFAULT_MAX_ARGS_BYTES: u64 = 1024 * 1024;
+/// The default time a canceled task's record is kept: 7 days.
+pub const DEFAULT_REGISTRY_TTL_SECS: u64 = 604_800;
+/// How long opening a connection may take before it is an error.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one command may wait for its reply before it is an error.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle on the task store in one Redis server, under one key prefix.
+///
+/// Methods take `&self`; a mutex serialises commands on the connection, so a
+/// `Store` can be shared between threads (a blocking [`fetch`](Store::fetch)
+/// uses a connection of its own and does not hold up other calls).
+pub struct Store {
+    client: Client,
+    addr: String,
+    keys: Keys,
+    conn: Mutex<Option<Connection>>,
+    fetch_conn: Mutex<Option<Connection>>,
+    max_args_bytes: u64,
+    registry_ttl: u64,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("addr", &self.addr)
+            .field("prefix", &self.keys.prefix())
+            .field("max_args_bytes", &self.max_args_bytes)
+            .field("registry_ttl", &self.registry_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A store for the Redis server at `url` (`redis://[:password@]host[:port][/db]`),
+    /// with keys under `prefix`. No connection is made until the first call.
+    pub fn open(url: &str, prefix: &str) -> Result<Store, StoreError> {
+        let client = Client::open(url).map_err(|source| StoreError::InvalidUrl {
+            url: redact_url(url),
+            source,
+        })?;
+        if prefix.is_empty() {
+            return Err(StoreError::InvalidName {
+                what: "key prefix",
+                name: String::new(),
+                reason: "it is empty",
+            });
+        }
+        let addr = client.get_connection_info().addr().to_string();
+        Ok(Store {
+            client,
+            addr,
+            keys: Keys::new(prefix),
+            conn: Mutex::new(None),
+            fetch_conn: Mutex::new(None),
+            max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
+            registry_ttl: DEFAULT_REGISTRY_TTL_SECS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+        })
+    }
+
+    /// A store configured from settings: `redis_url`, `redis_prefix`,
+    /// `max_args_bytes` and `expiring_registries_ttl`.
+    pub fn from_settings(settings: &Settings) -> Result<Store, StoreError> {
+        Ok(Store::open(&settings.redis_url, &settings.redis_prefix)?
+            .with_max_args_bytes(settings.max_args_bytes)
+            .with_registry_ttl(settings.expiring_registries_ttl))
+    }
+
+    /// Sets the limit on the JSON text of one task's arguments.
+    pub fn with_max_args_bytes(mut self, limit: u64) -> Store {
+        self.max_args_bytes = limit;
+        self
+    }
+
+    /// Sets how long (seconds) a canceled task's record is kept.
+    pub fn with_registry_ttl(mut self, secs: u64) -> Store {
+        self.registry_ttl = secs;
+        self
+    }
+
+    /// Sets the connect timeout and the per-command reply timeout.
+    pub fn with_timeouts(mut self, connect: Duration, io: Duration) -> Store {
+        self.connect_timeout = connect;
+        self.io_timeout = io;
+        self
+    }
+
+    /// Another store on the same server, prefix and options, with connections
+    /// of its own (for another thread, since [`fetch`](Store::fetch) blocks).
+    pub fn independent(&self) -> Result<Store, StoreError> {
+        Ok(Store {
+            client: self.client.clone(),
+            addr: self.addr.clone(),
+            keys: self.keys.clone(),
+            conn: Mutex::new(None),
+            fetch_conn: Mutex::new(None),
+            max_args_bytes: self.max_args_bytes,
+            registry_ttl: self.registry_ttl,
+            connect_timeout: self.connect_timeout,
+            io_timeout: self.io_timeout,
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// The server address (`host:port`), safe to show.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The limit on the JSON text of one task's arguments.
+    pub fn max_args_bytes(&self) -> u64 {
+        self.max_args_bytes
+    }
+
+    /// Checks that Redis answers.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.run(&[], |c, _| redis::cmd("PING").query::<String>(c))
+            .map(|_| ())
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub(crate) fn registry_ttl(&self) -> u64 {
+        self.registry_ttl
+    }
+
+    /// Runs `f` on the command connection, opening it first if needed.
+    ///
+    /// `expected` lists keys with the Redis type the schema keeps there; when
+    /// Redis answers `WRONGTYPE`, they are checked to name the culprit.
+    pub(crate) fn run<T>(
+        &self,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = lock(&self.conn);
+        self.run_on(&mut guard, None, expected, f)
+    }
+
+    /// Like [`run`](Self::run) on the fetch connection, with a read timeout
+    /// of `wait` plus the usual reply timeout.
+    pub(crate) fn run_blocking<T>(
+        &self,
+        wait: Duration,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = lock(&self.fetch_conn);
+        self.run_on(&mut guard, Some(wait), expected, f)
+    }
+
+    fn run_on<T>(
+        &self,
+        slot: &mut Option<Connection>,
+        wait: Option<Duration>,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        if slot
+            .as_ref()
+            .is_none_or(|c| !redis::ConnectionLike::is_open(c))
+        {
+            *slot = None;
+            *slot = Some(self.connect()?);
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Err(StoreError::UnexpectedReply {
+                what: "connect",
+                detail: "no connection".to_owned(),
+            });
+        };
+        let read_timeout = self.io_timeout + wait.unwrap_or_default();
+        if let Err(source) = conn.set_read_timeout(Some(read_timeout)) {
+            *slot = None;
+            return Err(self.redis_error(source));
+        }
+        match f(conn, &self.keys) {
+            Ok(value) => Ok(value),
+            Err(err) => {
+                let mapped = self.classify(conn, err, expected);
+                if mapped.is_connection_error() {
+                    *slot = None;
+                }
+                Err(mapped)
+            }
+        }
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)
+            .map_err(connect_error)?;
+        conn.set_write_timeout(Some(self.io_timeout))
+            .map_err(connect_error)?;
+        conn.set_read_timeout(Some(self.io_timeout))
+            .map_err(connect_error)?;
+        Ok(conn)
+    }
+
+    pub(crate) fn redis_error(&self, source: RedisError) -> StoreError {
+        StoreError::Redis {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+
+    /// Turns a Redis error into a store error, naming the key when the
+    /// error is about a key of the wrong type.
+    fn classify(
+        &self,
+        conn: &mut Connection,
+        err: RedisError,
+        expected: &[(&str, &'static str)],
+    ) -> StoreError {
+        match err.code() {
+            Some("RTWRONGTYPE") => {
+                if let Some(e) = parse_script_wrongtype(err.detail().unwrap_or_default()) {
+                    return e;
+                }
+            }
+            Some("WRONGTYPE") => {
+                for (key, want) in expected {
+                    let found: Result<String, _> = redis::cmd("TYPE").arg(*key).query(conn);
+                    if let Ok(found) = found {
+                        if found != "none" && found != *want {
+                            return StoreError::WrongType {
+                                key: (*key).to_owned(),
+                                expected: (*want).to_owned(),
+                                found,
+                            };
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.redis_error(err)
+    }
+}
+
+/// Reads `<key> <found> <expected>` (followed by Redis's note on the script)
+/// from the detail of a script's `RTWRONGTYPE` error.
+fn parse_script_wrongtype(detail: &str) -> Option<StoreError> {
+    let head = detail.split(" script: ").next().unwrap_or(detail).trim();
+    let mut parts = head.rsplitn(3, ' ');
+    let expected = parts.next()?;
+    let found = parts.next()?;
+    let key = parts.next()?;
+    Some(StoreError::WrongType {
+        key: key.to_owned(),
+        expected: expected.to_owned(),
+        found: found.to_owned(),
+    })
+}
+
+/// Locks a connection slot; a panic in another holder only loses that
+/// connection, which is dropped and reopened.
+fn lock(m: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
+    m.lock().unwrap_or_else(|poisoned: PoisonError<_>| {
+        let mut guard = poisoned.into_inner();
+        *guard = None;
+        guard
+    })
+}
+
+/// Turns the replies of a pipeline run with `ignore_errors` into values,
+/// returning the first server error as an error.
+pub(crate) fn replies(values: Vec<redis::Value>) -> Result<Vec<redis::Value>, RedisError> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            redis::Value::ServerError(e) => Err(RedisError::from(e)),
+            other => Ok(other),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_type_errors_name_the_key() {
+        let e = parse_script_wrongtype(
+            "rt:queue:my q string list script: 6b6ee44b5b76, on @user_script:1.",
+        );
+        match e {
+            Some(StoreError::WrongType {
+                key,
+                expected,
+                found,
+            }) => {
+                assert_eq!(key, "rt:queue:my q");
+                assert_eq!(found, "string");
+                assert_eq!(expected, "list");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_its_password() {
+        let err = Store::open("redis://u:hunter2@[bad", "rt").expect_err("bad url");
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(Store::open("redis://127.0.0.1:1", "").is_err());
+    }
+}

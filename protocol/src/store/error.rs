@@ -1,0 +1,190 @@
+//! What can go wrong when talking to the store, as one typed enum.
+//!
+//! Errors never carry a Redis password: the server is named by its address
+//! (`host:port`), and a URL that does not parse is shown with its password
+//! replaced by `***`.
+
+use crate::model::TaskStatus;
+
+/// An error from a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The Redis URL could not be parsed.
+    #[error("invalid redis url {url}: {source}")]
+    InvalidUrl {
+        /// The URL, with any password masked.
+        url: String,
+        /// What the Redis client said about it.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// No connection to Redis could be opened (refused, timed out, bad
+    /// password...).
+    #[error("cannot connect to redis at {addr}: {source}")]
+    Connect {
+        /// The server address (`host:port`).
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A command failed: the connection dropped or timed out, or the server
+    /// answered with an error.
+    #[error("redis at {addr} failed: {source}")]
+    Redis {
+        /// The server address (`host:port`).
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis answered with something this version of the schema does not
+    /// expect (a bug, or another program writing under our prefix).
+    #[error("unexpected reply from redis to {what}: {detail}")]
+    UnexpectedReply {
+        /// The operation that got the reply.
+        what: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// A key under our prefix holds a value of another Redis type.
+    #[error("redis key {key} holds a {found}, but redis-tasks keeps a {expected} there")]
+    WrongType {
+        /// The full key name.
+        key: String,
+        /// The type the schema puts there.
+        expected: String,
+        /// The type Redis reports.
+        found: String,
+    },
+    /// No task with this id exists.
+    #[error("task {id} not found")]
+    NotFound {
+        /// The task id asked for.
+        id: String,
+    },
+    /// A task record exists but cannot be read: a required field is missing
+    /// or a field does not parse.
+    #[error("task {id} has a corrupt record: field {field:?}: {reason}")]
+    Corrupt {
+        /// The task id.
+        id: String,
+        /// The hash field at fault.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Only a queued task can be canceled.
+    #[error("task {id} cannot be canceled: it is {status}, not queued")]
+    NotQueued {
+        /// The task id.
+        id: String,
+        /// Its current status.
+        status: TaskStatus,
+    },
+    /// The task is queued but a worker slot already took it from its queue.
+    #[error("task {id} cannot be canceled: a worker has already taken it from its queue")]
+    Taken {
+        /// The task id.
+        id: String,
+    },
+    /// The JSON text of a task's arguments is over the size limit.
+    #[error("task arguments are {size} bytes of JSON, over the limit of {limit} bytes")]
+    ArgsTooLarge {
+        /// Size of the serialised arguments.
+        size: u64,
+        /// The limit (`max_args_bytes`).
+        limit: u64,
+    },
+    /// The task's arguments could not be serialised to JSON.
+    #[error("cannot serialise task arguments to json: {0}")]
+    Args(#[source] serde_json::Error),
+    /// A queue or task name that the schema cannot hold.
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        /// `queue` or `task`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// `finish` was asked to record a status that does not end a task.
+    #[error("status {status} does not end a task (expected finished or failed)")]
+    NotFinal {
+        /// The status given.
+        status: TaskStatus,
+    },
+    /// A slot cannot be deregistered while its current-task list holds ids.
+    #[error("worker slot {slot} still holds task(s) {ids:?}")]
+    SlotBusy {
+        /// The slot id.
+        slot: String,
+        /// The ids in its current-task list.
+        ids: Vec<String>,
+    },
+}
+
+impl StoreError {
+    /// Whether the error came from the connection or the server's state
+    /// (Redis down, unreachable, timed out, restarting or still loading its
+    /// data) rather than from the data, so retrying later may help.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || matches!(
+                        source.retry_method(),
+                        redis::RetryMethod::Reconnect
+                            | redis::RetryMethod::ReconnectFromInitialConnections
+                            | redis::RetryMethod::WaitAndRetry
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Masks the password of a Redis URL (`redis://user:secret@host` becomes
+/// `redis://user:***@host`) so it can appear in messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let masked = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => "***".to_owned(),
+    };
+    format!("{}{}{}", &url[..rest_start], masked, &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://token@h/1"), "redis://***@h/1");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

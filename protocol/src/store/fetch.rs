@@ -1,0 +1,265 @@
+//! Taking a task into a worker slot, and recording how its run ended.
+//!
+//! Reliable fetch: a task id is moved from its queue into the slot's private
+//! list `P:worker:<slot>:task` in the same atomic step that marks it running,
+//! so a crash at any point leaves it somewhere maintenance can find it.
+//! The end of a run is fenced: it is recorded only if the slot still holds
+//! the id, so a slot that lost its task to maintenance cannot overwrite the
+//! outcome.
+//!
+//! How a slot waits for work lives behind [`Store::fetch`] alone: today it
+//! tries every queue at once, then blocks on the first queue only (`BLMOVE`),
+//! so new work on the main queue is seen at once and lower-priority queues
+//! within one `block` period.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use redis::Value;
+
+use super::record::{hash_from_value, parse_record, score, text_of, time_text};
+use super::{Store, StoreError, scripts};
+use crate::model::{TaskRecord, TaskStatus};
+
+/// A task a slot took and marked running.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The task id (now in the slot's private list).
+    pub id: String,
+    /// Its record, or why it cannot be read (the caller should then fail the
+    /// task with that text through [`Store::finish`]).
+    pub record: Result<TaskRecord, StoreError>,
+}
+
+/// What a fetch or start script answered.
+enum Answer {
+    Nothing,
+    Missing,
+    Task(Box<Fetched>),
+}
+
+impl Store {
+    /// Takes the next task for `slot` from the first non-empty queue of
+    /// `queues` and marks it running; waits up to `block` for work on the
+    /// first queue when all are empty (no wait for a zero `block`).
+    ///
+    /// An id whose record is missing is moved to the failed registry with a
+    /// minimal record (error "task record missing") and the fetch goes on.
+    /// Fails with [`StoreError::SlotBusy`] if the slot still holds a task.
+    pub fn fetch(
+        &self,
+        slot: &str,
+        queues: &[String],
+        block: Duration,
+    ) -> Result<Option<Fetched>, StoreError> {
+        let Some(first) = queues.first() else {
+            return Ok(None);
+        };
+        let deadline = Instant::now() + block;
+        loop {
+            match self.try_fetch(slot, queues)? {
+                Answer::Task(f) => return Ok(Some(*f)),
+                Answer::Nothing | Answer::Missing => {}
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return Ok(None);
+            }
+            let Some(id) = self.wait_for(slot, first, wait)? else {
+                return Ok(None);
+            };
+            match self.start(slot, &id, first)? {
+                Answer::Task(f) => return Ok(Some(*f)),
+                Answer::Nothing => return Ok(None),
+                Answer::Missing => continue,
+            }
+        }
+    }
+
+    /// One non-blocking attempt over all queues.
+    fn try_fetch(&self, slot: &str, queues: &[String]) -> Result<Answer, StoreError> {
+        let now = Timestamp::now();
+        let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
+            let mut inv = scripts::FETCH.prepare_invoke();
+            inv.key(keys.worker_task(slot)).key(keys.worker(slot));
+            for q in queues {
+                inv.key(keys.queue(q));
+            }
+            inv.arg(keys.prefix())
+                .arg(slot)
+                .arg(time_text(now))
+                .arg(score(now));
+            for q in queues {
+                inv.arg(q);
+            }
+            inv.invoke(c)
+        })?;
+        self.answer(slot, value)
+    }
+
+    /// Blocks up to `wait` for an id on `queue`, moving it into the slot's
+    /// list.
+    fn wait_for(
+        &self,
+        slot: &str,
+        queue: &str,
+        wait: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let qk = self.keys().queue(queue);
+        let lk = self.keys().worker_task(slot);
+        // Redis reads a timeout of 0 as "forever": never send less than 1 ms.
+        let secs = wait.as_secs_f64().max(0.001);
+        self.run_blocking(wait, &[(&qk, "list"), (&lk, "list")], |c, _| {
+            redis::cmd("BLMOVE")
+                .arg(&qk)
+                .arg(&lk)
+                .arg("LEFT")
+                .arg("RIGHT")
+                .arg(format!("{secs:.3}"))
+                .query(c)
+        })
+    }
+
+    /// Marks the id a blocking move put into the slot's list as running.
+    fn start(&self, slot: &str, id: &str, queue: &str) -> Result<Answer, StoreError> {
+        let now = Timestamp::now();
+        let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
+            scripts::START
+                .key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .arg(keys.prefix())
+                .arg(slot)
+                .arg(id)
+                .arg(time_text(now))
+                .arg(score(now))
+                .arg(queue)
+                .invoke(c)
+        })?;
+        self.answer(slot, value)
+    }
+
+    fn answer(&self, slot: &str, value: Value) -> Result<Answer, StoreError> {
+        let items = match value {
+            Value::Nil => return Ok(Answer::Nothing),
+            Value::Array(items) => items,
+            other => {
+                return Err(StoreError::UnexpectedReply {
+                    what: "fetch",
+                    detail: format!("{other:?}"),
+                });
+            }
+        };
+        let mut it = items.into_iter();
+        let kind = match it.next() {
+            Some(v) => text_of("fetch", v)?,
+            None => return Ok(Answer::Nothing),
+        };
+        match kind.as_str() {
+            "missing" => Ok(Answer::Missing),
+            "busy" => {
+                let ids = it
+                    .next()
+                    .map(redis::from_redis_value::<Vec<String>>)
+                    .transpose()
+                    .map_err(|e| StoreError::UnexpectedReply {
+                        what: "fetch",
+                        detail: e.to_string(),
+                    })?
+                    .unwrap_or_default();
+                Err(StoreError::SlotBusy {
+                    slot: slot.to_owned(),
+                    ids,
+                })
+            }
+            "task" => {
+                let id = match it.next() {
+                    Some(v) => text_of("fetch", v)?,
+                    None => {
+                        return Err(StoreError::UnexpectedReply {
+                            what: "fetch",
+                            detail: "no task id".to_owned(),
+                        });
+                    }
+                };
+                let record = it
+                    .next()
+                    .ok_or_else(|| StoreError::UnexpectedReply {
+                        what: "fetch",
+                        detail: "no task fields".to_owned(),
+                    })
+                    .and_then(|v| hash_from_value("fetch", v))
+                    .and_then(|hash| parse_record(&id, &hash));
+                Ok(Answer::Task(Box::new(Fetched { id, record })))
+            }
+            other => Err(StoreError::UnexpectedReply {
+                what: "fetch",
+                detail: format!("unknown answer {other:?}"),
+            }),
+        }
+    }
+
+    /// Records the end of a run: `status` ([`TaskStatus::Finished`] or
+    /// [`TaskStatus::Failed`]), `ended_at = now`, the error text, the
+    /// registry entry, and the slot back to idle.
+    ///
+    /// Fenced: only if `slot` still holds `id` in its private list; returns
+    /// `false` and changes nothing otherwise.
+    pub fn finish(
+        &self,
+        slot: &str,
+        id: &str,
+        status: TaskStatus,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let registry = match status {
+            TaskStatus::Finished => self.keys().finished(),
+            TaskStatus::Failed => self.keys().failed(),
+            other => return Err(StoreError::NotFinal { status: other }),
+        };
+        let done: i64 = self.run(&[], |c, keys| {
+            scripts::FINISH
+                .key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.task(id))
+                .key(&registry)
+                .arg(keys.prefix())
+                .arg(id)
+                .arg(status.as_str())
+                .arg(time_text(now))
+                .arg(score(now))
+                .arg(error.unwrap_or(""))
+                .invoke(c)
+        })?;
+        Ok(done == 1)
+    }
+
+    /// Puts an interrupted task back at the FRONT of its origin queue:
+    /// appends `{started_at, ended_at: now, reason}` to its aborted runs,
+    /// sets it queued and clears its start time; the slot goes idle.
+    ///
+    /// Fenced like [`finish`](Store::finish): returns `false` and changes
+    /// nothing when the slot does not hold `id`.
+    pub fn requeue_interrupted(
+        &self,
+        slot: &str,
+        id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done: i64 = self.run(&[], |c, keys| {
+            scripts::REQUEUE_INTERRUPTED
+                .key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.task(id))
+                .key(keys.queues())
+                .arg(keys.prefix())
+                .arg(id)
+                .arg(time_text(now))
+                .arg(reason)
+                .arg(score(now))
+                .invoke(c)
+        })?;
+        Ok(done == 1)
+    }
+}

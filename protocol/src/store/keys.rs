@@ -1,0 +1,96 @@
+//! Every Redis key name of the schema, built from the configured prefix.
+//!
+//! This is the only place in Rust that spells a key; the Lua scripts build
+//! the few keys they discover at run time (a task id popped from a queue)
+//! from the same prefix, passed to them as `ARGV[1]`. `docs/redis-schema.md`
+//! describes each key.
+
+/// Builds key names under one prefix (`P`), joined with `:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix itself (passed to scripts as `ARGV[1]`).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `P:task:<id>`: the task's HASH.
+    pub(crate) fn task(&self, id: &str) -> String {
+        format!("{}:task:{id}", self.prefix)
+    }
+
+    /// `P:queue:<name>`: the queue's LIST of ids.
+    pub(crate) fn queue(&self, name: &str) -> String {
+        format!("{}:queue:{name}", self.prefix)
+    }
+
+    /// `P:queues`: the SET of queue names in use.
+    pub(crate) fn queues(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// `P:finished`: ZSET of finished ids scored by end time.
+    pub(crate) fn finished(&self) -> String {
+        format!("{}:finished", self.prefix)
+    }
+
+    /// `P:failed`: ZSET of failed ids scored by end time.
+    pub(crate) fn failed(&self) -> String {
+        format!("{}:failed", self.prefix)
+    }
+
+    /// `P:workers`: ZSET of live slot ids scored by last heartbeat.
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// `P:worker:<slot>`: the slot's HASH.
+    pub(crate) fn worker(&self, slot: &str) -> String {
+        format!("{}:worker:{slot}", self.prefix)
+    }
+
+    /// `P:worker:<slot>:task`: the slot's private current-task LIST.
+    pub(crate) fn worker_task(&self, slot: &str) -> String {
+        format!("{}:worker:{slot}:task", self.prefix)
+    }
+
+    /// `P:supervisor:<host>:<instance>`: id of the last supervisor run there.
+    pub(crate) fn supervisor(&self, host: &str, instance: &str) -> String {
+        format!("{}:supervisor:{host}:{instance}", self.prefix)
+    }
+
+    /// `P:lock:<name>`: a lock's owner token, with an expiry.
+    pub(crate) fn lock(&self, name: &str) -> String {
+        format!("{}:lock:{name}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let k = Keys::new("rt");
+        assert_eq!(k.task("a-b"), "rt:task:a-b");
+        assert_eq!(k.queue("default"), "rt:queue:default");
+        assert_eq!(k.queues(), "rt:queues");
+        assert_eq!(k.finished(), "rt:finished");
+        assert_eq!(k.failed(), "rt:failed");
+        assert_eq!(k.workers(), "rt:workers");
+        assert_eq!(k.worker("s1"), "rt:worker:s1");
+        assert_eq!(k.worker_task("s1"), "rt:worker:s1:task");
+        assert_eq!(k.supervisor("h", "main"), "rt:supervisor:h:main");
+        assert_eq!(k.lock("maintenance"), "rt:lock:maintenance");
+    }
+}

@@ -1,0 +1,231 @@
+//! The producer side: putting tasks on queues and looking at queues.
+//!
+//! Enqueueing writes the task's hash, appends its id to the tail of the
+//! queue and records the queue name, in one script. Many tasks can be sent
+//! in one round trip with [`Queue::enqueue_many`].
+
+use jiff::Timestamp;
+use redis::Value;
+use serde::Serialize;
+
+use super::record::time_text;
+use super::scripts;
+use super::{Store, StoreError, replies};
+use crate::model::{TaskRecord, describe_call};
+
+/// How many tasks one enqueue script writes (a batch is split into scripts
+/// of this size, all sent in one round trip).
+const ENQUEUE_CHUNK: usize = 500;
+/// How many ids one emptying step removes.
+pub(crate) const EMPTY_BATCH: usize = 500;
+
+/// A named queue in a [`Store`].
+#[derive(Debug, Clone)]
+pub struct Queue<'s> {
+    store: &'s Store,
+    name: String,
+}
+
+/// A task ready to be written: id, name, args JSON, description.
+struct NewTask {
+    id: String,
+    task: String,
+    args: String,
+    description: String,
+}
+
+impl Store {
+    /// The queue called `name` (it needs no creating).
+    pub fn queue(&self, name: impl Into<String>) -> Queue<'_> {
+        Queue {
+            store: self,
+            name: name.into(),
+        }
+    }
+
+    /// The names of all queues in use, sorted.
+    pub fn queues(&self) -> Result<Vec<String>, StoreError> {
+        let key = self.keys().queues();
+        let mut names: Vec<String> = self.run(&[(&key, "set")], |c, _| {
+            redis::cmd("SMEMBERS").arg(&key).query(c)
+        })?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn new_task<A: Serialize + ?Sized>(&self, task: &str, args: &A) -> Result<NewTask, StoreError> {
+        check_name("task", task)?;
+        // The text keeps the order serde writes (a struct's field order).
+        let text = serde_json::to_string(args).map_err(StoreError::Args)?;
+        let size = text.len() as u64;
+        if size > self.max_args_bytes() {
+            return Err(StoreError::ArgsTooLarge {
+                size,
+                limit: self.max_args_bytes(),
+            });
+        }
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(StoreError::Args)?;
+        Ok(NewTask {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            task: task.to_owned(),
+            description: describe_call(task, &value),
+            args: text,
+        })
+    }
+}
+
+impl<'s> Queue<'s> {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Enqueues one call of `task` with `args` (any serde-serialisable
+    /// value, stored as JSON) at the tail of this queue; returns the new id.
+    pub fn enqueue<A: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        args: &A,
+    ) -> Result<String, StoreError> {
+        let mut ids = self.write(vec![self.store.new_task(task, args)?])?;
+        ids.pop().ok_or_else(|| StoreError::UnexpectedReply {
+            what: "enqueue",
+            detail: "no id written".to_owned(),
+        })
+    }
+
+    /// Enqueues many calls in one round trip; returns their ids in order.
+    ///
+    /// Arguments are all checked first; if one is refused nothing is written.
+    pub fn enqueue_many<T: AsRef<str>, A: Serialize>(
+        &self,
+        calls: &[(T, A)],
+    ) -> Result<Vec<String>, StoreError> {
+        let tasks = calls
+            .iter()
+            .map(|(task, args)| self.store.new_task(task.as_ref(), args))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(tasks)
+    }
+
+    fn write(&self, tasks: Vec<NewTask>) -> Result<Vec<String>, StoreError> {
+        check_name("queue", &self.name)?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = time_text(Timestamp::now());
+        let keys = self.store.keys();
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts::ENQUEUE).ignore();
+        for chunk in tasks.chunks(ENQUEUE_CHUNK) {
+            let mut inv = scripts::ENQUEUE.prepare_invoke();
+            inv.key(keys.queues()).arg(keys.prefix());
+            for t in chunk {
+                inv.arg(&t.id)
+                    .arg(&t.task)
+                    .arg(&t.args)
+                    .arg(&self.name)
+                    .arg(&t.description)
+                    .arg(&now);
+            }
+            pipe.invoke_script(&inv);
+        }
+        pipe.ignore_errors();
+        self.store.run(&[], |c, _| {
+            let values: Vec<Value> = pipe.query(c)?;
+            replies(values).map(|_| ())
+        })?;
+        Ok(tasks.into_iter().map(|t| t.id).collect())
+    }
+
+    /// How many tasks wait in the queue.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let key = self.store.keys().queue(&self.name);
+        self.store.run(&[(&key, "list")], |c, _| {
+            redis::cmd("LLEN").arg(&key).query(c)
+        })
+    }
+
+    /// Up to `len` ids from position `offset` (0 = next to run).
+    pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.store.keys().queue(&self.name);
+        let end = offset.saturating_add(len - 1);
+        self.store.run(&[(&key, "list")], |c, _| {
+            redis::cmd("LRANGE").arg(&key).arg(offset).arg(end).query(c)
+        })
+    }
+
+    /// The records of up to `len` tasks from position `offset`; a record
+    /// that cannot be read is an `Err` in its place.
+    pub fn tasks(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
+        let ids = self.ids(offset, len)?;
+        self.store.tasks(&ids)
+    }
+
+    /// Removes every task of the queue, ids and records; returns how many.
+    pub fn empty(&self) -> Result<u64, StoreError> {
+        let key = self.store.keys().queue(&self.name);
+        let mut total = 0;
+        loop {
+            let n: u64 = self.store.run(&[], |c, keys| {
+                scripts::EMPTY_QUEUE
+                    .key(&key)
+                    .arg(keys.prefix())
+                    .arg(EMPTY_BATCH)
+                    .invoke(c)
+            })?;
+            total += n;
+            if n < EMPTY_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Empties the queue and removes its name from the set of queues;
+    /// returns how many tasks were removed.
+    pub fn delete(&self) -> Result<u64, StoreError> {
+        let removed = self.empty()?;
+        let key = self.store.keys().queue(&self.name);
+        self.store.run(&[], |c, keys| {
+            scripts::FORGET_QUEUE
+                .key(&key)
+                .key(keys.queues())
+                .arg(keys.prefix())
+                .arg(&self.name)
+                .invoke::<i64>(c)
+        })?;
+        Ok(removed)
+    }
+}
+
+/// Refuses names the schema cannot hold: empty ones, and ones with
+/// whitespace, commas (slot hashes list queues comma-joined) or control
+/// characters.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("it contains whitespace")
+    } else if name.contains(',') {
+        Some("it contains a comma")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidName {
+            what,
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}

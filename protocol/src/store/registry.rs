@@ -1,0 +1,181 @@
+//! The finished and failed registries: sorted sets of task ids scored by the
+//! time the task ended, and requeueing failed tasks.
+
+use redis::Value;
+
+use super::producer::EMPTY_BATCH;
+use super::record::text_of;
+use super::{Store, StoreError, scripts};
+use crate::model::TaskRecord;
+
+/// Which registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// Tasks that ended with success.
+    Finished,
+    /// Tasks that ended with a failure.
+    Failed,
+}
+
+/// One of the two registries of ended tasks, newest last.
+#[derive(Debug, Clone, Copy)]
+pub struct Registry<'s> {
+    store: &'s Store,
+    kind: RegistryKind,
+}
+
+/// A task id that [`Store::requeue_failed`] left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The id given.
+    pub id: String,
+    /// Why it was not requeued.
+    pub reason: String,
+}
+
+/// What [`Store::requeue_failed`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequeueReport {
+    /// How many tasks went back to their queue.
+    pub requeued: usize,
+    /// The ids that were not touched, with the reason.
+    pub rejected: Vec<Rejected>,
+}
+
+impl Store {
+    /// The registry of finished tasks.
+    pub fn finished(&self) -> Registry<'_> {
+        Registry {
+            store: self,
+            kind: RegistryKind::Finished,
+        }
+    }
+
+    /// The registry of failed tasks.
+    pub fn failed(&self) -> Registry<'_> {
+        Registry {
+            store: self,
+            kind: RegistryKind::Failed,
+        }
+    }
+
+    /// Puts failed tasks back at the tail of their origin queue with error
+    /// and times cleared, in one atomic step. Ids that are not in the failed
+    /// registry, or whose record is missing or not `failed`, are reported in
+    /// [`RequeueReport::rejected`] and left alone.
+    pub fn requeue_failed(&self, ids: &[String]) -> Result<RequeueReport, StoreError> {
+        let mut report = RequeueReport::default();
+        if ids.is_empty() {
+            return Ok(report);
+        }
+        let reply: Vec<Value> = self.run(&[], |c, keys| {
+            let mut inv = scripts::REQUEUE_FAILED.prepare_invoke();
+            inv.key(keys.failed()).key(keys.queues()).arg(keys.prefix());
+            for id in ids {
+                inv.arg(id);
+            }
+            inv.invoke(c)
+        })?;
+        let mut it = reply.into_iter();
+        while let (Some(id), Some(why)) = (it.next(), it.next()) {
+            let id = text_of("requeue", id)?;
+            let why = text_of("requeue", why)?;
+            if why.is_empty() {
+                report.requeued += 1;
+            } else {
+                report.rejected.push(Rejected { id, reason: why });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Requeues every task of the failed registry, a batch at a time (each
+    /// batch is atomic); entries that cannot be requeued stay and are
+    /// reported.
+    pub fn requeue_all_failed(&self) -> Result<RequeueReport, StoreError> {
+        let mut total = RequeueReport::default();
+        let mut offset = 0;
+        loop {
+            let ids = self.failed().ids(offset, EMPTY_BATCH)?;
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            let report = self.requeue_failed(&ids)?;
+            offset += report.rejected.len();
+            total.requeued += report.requeued;
+            total.rejected.extend(report.rejected);
+        }
+    }
+}
+
+impl Registry<'_> {
+    /// Which registry this is.
+    pub fn kind(&self) -> RegistryKind {
+        self.kind
+    }
+
+    fn key(&self) -> String {
+        match self.kind {
+            RegistryKind::Finished => self.store.keys().finished(),
+            RegistryKind::Failed => self.store.keys().failed(),
+        }
+    }
+
+    /// How many ids it holds.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let key = self.key();
+        self.store.run(&[(&key, "zset")], |c, _| {
+            redis::cmd("ZCARD").arg(&key).query(c)
+        })
+    }
+
+    /// Up to `len` ids from position `offset`, oldest first.
+    pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.key();
+        let end = offset.saturating_add(len - 1);
+        self.store.run(&[(&key, "zset")], |c, _| {
+            redis::cmd("ZRANGE").arg(&key).arg(offset).arg(end).query(c)
+        })
+    }
+
+    /// The records of up to `len` tasks from position `offset`; a record
+    /// that cannot be read is an `Err` in its place.
+    pub fn tasks(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
+        let ids = self.ids(offset, len)?;
+        self.store.tasks(&ids)
+    }
+
+    /// Removes every entry and its task record; returns how many.
+    pub fn empty(&self) -> Result<u64, StoreError> {
+        self.store.trim_registry(&self.key(), "+inf")
+    }
+}
+
+impl Store {
+    /// Removes entries of the registry at `key` scored below `max` (or all,
+    /// for `+inf`) with their records, a batch per step.
+    pub(crate) fn trim_registry(&self, key: &str, max: &str) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n: u64 = self.run(&[], |c, keys| {
+                scripts::TRIM_REGISTRY
+                    .key(key)
+                    .arg(keys.prefix())
+                    .arg(max)
+                    .arg(EMPTY_BATCH)
+                    .invoke(c)
+            })?;
+            total += n;
+            if n < EMPTY_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Worker slots in Redis: registration, heartbeats, and what `info` shows.
+//!
+//! Each slot has a hash `P:worker:<slot>` and an entry in the `P:workers`
+//! sorted set scored by its last heartbeat; a slot whose score is too old is
+//! dead (see the maintenance module).
+
+use jiff::Timestamp;
+use redis::Value;
+
+use super::record::{hash_from_value, score, text_field, time_text};
+use super::{Store, StoreError, scripts};
+
+/// What a supervisor registers for one of its slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotInfo {
+    /// The slot id (unique across the fleet).
+    pub id: String,
+    /// A readable description, shown by `info` (e.g. `host.pid/3`).
+    pub description: String,
+    /// The queues it takes work from, in priority order.
+    pub queues: Vec<String>,
+    /// The id of the supervisor that owns it.
+    pub supervisor: String,
+    /// The host name.
+    pub host: String,
+    /// The supervisor's process id.
+    pub pid: u32,
+    /// When the slot started.
+    pub started_at: Timestamp,
+}
+
+/// A live slot as `info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// The slot id.
+    pub id: String,
+    /// Its description.
+    pub description: String,
+    /// Its queues, in priority order.
+    pub queues: Vec<String>,
+    /// `idle` or `busy` (as stored).
+    pub state: String,
+    /// The task it runs, if any.
+    pub current_task: Option<String>,
+    /// The supervisor that owns it.
+    pub supervisor: String,
+    /// Its host.
+    pub host: String,
+    /// The supervisor's process id.
+    pub pid: Option<u32>,
+    /// When it started.
+    pub started_at: Option<Timestamp>,
+    /// Its last heartbeat (from the sorted-set score when the hash lacks it).
+    pub heartbeat_at: Option<Timestamp>,
+}
+
+impl Store {
+    /// Registers a slot (idle, no task) with a first heartbeat at the
+    /// current time (not `started_at`: a slot registered again after Redis
+    /// lost its hash must not look dead). A previous hash of the same slot
+    /// is replaced.
+    pub fn register_slot(&self, slot: &SlotInfo) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let started = time_text(slot.started_at);
+        let beat = time_text(now);
+        let pid = slot.pid.to_string();
+        let queues = slot.queues.join(",");
+        let fields: [(&str, &str); 9] = [
+            ("description", &slot.description),
+            ("queues", &queues),
+            ("state", "idle"),
+            ("current_task", ""),
+            ("supervisor", &slot.supervisor),
+            ("host", &slot.host),
+            ("pid", &pid),
+            ("started_at", &started),
+            ("heartbeat_at", &beat),
+        ];
+        self.run(&[], |c, keys| {
+            let mut inv = scripts::REGISTER_SLOT.prepare_invoke();
+            inv.key(keys.workers())
+                .key(keys.worker(&slot.id))
+                .arg(keys.prefix())
+                .arg(&slot.id)
+                .arg(score(now));
+            for (k, v) in fields {
+                inv.arg(k).arg(v);
+            }
+            inv.invoke::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    /// Records a heartbeat at `now` for each slot, in one atomic step.
+    /// Returns the slots whose hash is gone (Redis lost its data): they were
+    /// not touched and must be registered again.
+    pub fn heartbeat(&self, slots: &[String], now: Timestamp) -> Result<Vec<String>, StoreError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(&[], |c, keys| {
+            let mut inv = scripts::HEARTBEAT.prepare_invoke();
+            inv.key(keys.workers())
+                .arg(keys.prefix())
+                .arg(time_text(now))
+                .arg(score(now));
+            for s in slots {
+                inv.arg(s);
+            }
+            inv.invoke(c)
+        })
+    }
+
+    /// Removes a slot's hash and heartbeat entry. Refused with
+    /// [`StoreError::SlotBusy`] (nothing changed) while its current-task
+    /// list holds an id.
+    pub fn deregister_slot(&self, slot: &str) -> Result<(), StoreError> {
+        let reply: Vec<Value> = self.run(&[], |c, keys| {
+            scripts::DEREGISTER_SLOT
+                .key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.workers())
+                .arg(keys.prefix())
+                .arg(slot)
+                .invoke(c)
+        })?;
+        let mut it = reply.into_iter();
+        match it
+            .next()
+            .map(|v| super::record::text_of("deregister", v))
+            .transpose()?
+        {
+            Some(ok) if ok == "ok" => Ok(()),
+            Some(busy) if busy == "busy" => {
+                let ids: Vec<String> = match it.next() {
+                    Some(v) => {
+                        redis::from_redis_value(v).map_err(|e| StoreError::UnexpectedReply {
+                            what: "deregister",
+                            detail: e.to_string(),
+                        })?
+                    }
+                    None => Vec::new(),
+                };
+                Err(StoreError::SlotBusy {
+                    slot: slot.to_owned(),
+                    ids,
+                })
+            }
+            other => Err(StoreError::UnexpectedReply {
+                what: "deregister",
+                detail: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// The slots registered by supervisor `supervisor_id`.
+    pub fn slots_of_supervisor(&self, supervisor_id: &str) -> Result<Vec<String>, StoreError> {
+        self.run(&[], |c, keys| {
+            scripts::SLOTS_OF_SUPERVISOR
+                .key(keys.workers())
+                .arg(keys.prefix())
+                .arg(supervisor_id)
+                .invoke(c)
+        })
+    }
+
+    /// The process id a slot registered, if its hash holds a readable one.
+    pub fn slot_pid(&self, slot: &str) -> Result<Option<u32>, StoreError> {
+        let key = self.keys().worker(slot);
+        let pid: Option<String> = self.run(&[(&key, "hash")], |c, _| {
+            redis::cmd("HGET").arg(&key).arg("pid").query(c)
+        })?;
+        Ok(pid.and_then(|p| p.parse().ok()))
+    }
+
+    /// The id of the last supervisor run on `host` as instance `instance`.
+    pub fn supervisor_id(&self, host: &str, instance: &str) -> Result<Option<String>, StoreError> {
+        let key = self.keys().supervisor(host, instance);
+        self.run(&[(&key, "string")], |c, _| {
+            redis::cmd("GET").arg(&key).query(c)
+        })
+    }
+
+    /// Records `id` as the supervisor now running on `host` as `instance`.
+    pub fn set_supervisor_id(
+        &self,
+        host: &str,
+        instance: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let key = self.keys().supervisor(host, instance);
+        self.run(&[(&key, "string")], |c, _| {
+            redis::cmd("SET").arg(&key).arg(id).query::<()>(c)
+        })
+    }
+
+    /// Every registered slot, ordered by id.
+    pub fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let workers = self.keys().workers();
+        let scored: Vec<(String, f64)> = self.run(&[(&workers, "zset")], |c, _| {
+            redis::cmd("ZRANGE")
+                .arg(&workers)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(c)
+        })?;
+        if scored.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &scored {
+            pipe.cmd("HGETALL").arg(self.keys().worker(id));
+        }
+        pipe.ignore_errors();
+        // A slot hash of the wrong type shows as empty rather than hiding the rest.
+        let values: Vec<Value> = self.run(&[], |c, _| pipe.query(c))?;
+        let mut out = Vec::with_capacity(scored.len());
+        for (i, (id, beat)) in scored.into_iter().enumerate() {
+            let hash = match values.get(i).cloned() {
+                Some(v) => hash_from_value("HGETALL", v).unwrap_or_default(),
+                None => Default::default(),
+            };
+            let time = |f: &str| text_field(&hash, f).and_then(|t| t.parse::<Timestamp>().ok());
+            out.push(WorkerInfo {
+                description: text_field(&hash, "description").unwrap_or_else(|| id.clone()),
+                queues: text_field(&hash, "queues")
+                    .map(|q| q.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                state: text_field(&hash, "state").unwrap_or_else(|| "unknown".to_owned()),
+                current_task: text_field(&hash, "current_task"),
+                supervisor: text_field(&hash, "supervisor").unwrap_or_default(),
+                host: text_field(&hash, "host").unwrap_or_default(),
+                pid: text_field(&hash, "pid").and_then(|p| p.parse().ok()),
+                started_at: time("started_at"),
+                heartbeat_at: time("heartbeat_at")
+                    .or_else(|| Timestamp::from_microsecond((beat * 1_000_000.0) as i64).ok()),
+                id,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}

@@ -1,0 +1,155 @@
+//! Reading task records, canceling queued tasks and updating a task's meta.
+
+use jiff::Timestamp;
+use redis::Value;
+
+use super::record::{RawHash, hash_from_value, parse_record, text_of, time_text};
+use super::{Store, StoreError, scripts};
+use crate::model::{TaskRecord, TaskStatus};
+
+impl Store {
+    /// The record of task `id`.
+    pub fn task(&self, id: &str) -> Result<TaskRecord, StoreError> {
+        let key = self.keys().task(id);
+        let value: Value = self.run(&[(&key, "hash")], |c, _| {
+            redis::cmd("HGETALL").arg(&key).query(c)
+        })?;
+        parse_record(id, &hash_from_value("HGETALL", value)?)
+    }
+
+    /// The records of several tasks in one round trip, in the order asked;
+    /// each one that cannot be read is an `Err` in its place.
+    pub fn tasks(&self, ids: &[String]) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.keys().task(id));
+        }
+        pipe.ignore_errors();
+        let values: Vec<Value> = self.run(&[], |c, _| pipe.query(c))?;
+        if values.len() != ids.len() {
+            return Err(StoreError::UnexpectedReply {
+                what: "HGETALL pipeline",
+                detail: format!("{} replies for {} ids", values.len(), ids.len()),
+            });
+        }
+        Ok(ids
+            .iter()
+            .zip(values)
+            .map(|(id, value)| self.record_from_reply(id, value))
+            .collect())
+    }
+
+    fn record_from_reply(&self, id: &str, value: Value) -> Result<TaskRecord, StoreError> {
+        match value {
+            Value::ServerError(e) => {
+                // Classify the error as if it came from a lone HGETALL, so a
+                // key of the wrong type is named.
+                let key = self.keys().task(id);
+                let err = redis::RedisError::from(e);
+                match self.run(&[(&key, "hash")], |_, _| Err::<(), _>(err)) {
+                    Err(e) => Err(e),
+                    Ok(()) => Err(StoreError::NotFound { id: id.to_owned() }),
+                }
+            }
+            other => parse_record(id, &hash_from_value("HGETALL", other)?),
+        }
+    }
+
+    /// Cancels a task that waits in its queue: removes it from the queue,
+    /// marks it canceled and lets its record expire after the registry TTL.
+    ///
+    /// Any other state is refused with nothing changed:
+    /// [`StoreError::NotQueued`] for another status, [`StoreError::Taken`]
+    /// when a worker already moved it out of its queue.
+    pub fn cancel(&self, id: &str) -> Result<(), StoreError> {
+        let key = self.keys().task(id);
+        let now = time_text(Timestamp::now());
+        let reply: Vec<Value> = self.run(&[], |c, keys| {
+            scripts::CANCEL
+                .key(&key)
+                .arg(keys.prefix())
+                .arg(id)
+                .arg(&now)
+                .arg(self.registry_ttl())
+                .invoke(c)
+        })?;
+        let mut it = reply.into_iter();
+        let kind = match it.next() {
+            Some(v) => text_of("cancel", v)?,
+            None => String::new(),
+        };
+        let corrupt = |field: &str, reason: String| StoreError::Corrupt {
+            id: id.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        match kind.as_str() {
+            "ok" => Ok(()),
+            "missing" => Err(StoreError::NotFound { id: id.to_owned() }),
+            "taken" => Err(StoreError::Taken { id: id.to_owned() }),
+            "noqueue" => Err(corrupt("queue", "missing".to_owned())),
+            "status" => {
+                let word = match it.next() {
+                    Some(v) => text_of("cancel", v)?,
+                    None => String::new(),
+                };
+                if word.is_empty() {
+                    return Err(corrupt("status", "missing".to_owned()));
+                }
+                let status: TaskStatus = word
+                    .parse()
+                    .map_err(|e: crate::model::UnknownStatus| corrupt("status", e.to_string()))?;
+                Err(StoreError::NotQueued {
+                    id: id.to_owned(),
+                    status,
+                })
+            }
+            other => Err(StoreError::UnexpectedReply {
+                what: "cancel",
+                detail: format!("unknown answer {other:?}"),
+            }),
+        }
+    }
+
+    /// Merges `updates` into the task's `meta` object (keys in `updates`
+    /// replace those in the record; others stay), atomically: the record is
+    /// watched and the write retried if it changed in between.
+    pub fn update_meta(
+        &self,
+        id: &str,
+        updates: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let key = self.keys().task(id);
+        let outcome: Result<(), StoreError> = self.run(&[(&key, "hash")], |c, _| {
+            redis::transaction(c, &[&key], |c, pipe| {
+                let value: Value = redis::cmd("HGETALL").arg(&key).query(c)?;
+                let hash: RawHash = match hash_from_value("HGETALL", value) {
+                    Ok(h) => h,
+                    Err(e) => return Ok(Some(Err(e))),
+                };
+                if hash.is_empty() {
+                    return Ok(Some(Err(StoreError::NotFound { id: id.to_owned() })));
+                }
+                let mut meta = match parse_record(id, &hash) {
+                    Ok(rec) => rec.meta,
+                    Err(e) => return Ok(Some(Err(e))),
+                };
+                for (k, v) in updates {
+                    meta.insert(k.clone(), v.clone());
+                }
+                let text = serde_json::Value::Object(meta).to_string();
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg("meta")
+                    .arg(text)
+                    .ignore()
+                    .query::<Option<()>>(c)
+                    .map(|done| done.map(Ok))
+            })
+        })?;
+        outcome
+    }
+}
