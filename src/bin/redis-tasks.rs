@@ -1,1 +1,51 @@
-fn main() {}
+//! `redis-tasks`: the admin command line, usable without any task code.
+//!
+//! It offers the same subcommands as a user's own binary built with
+//! `redis_tasks::App`, except `worker` (which needs task functions).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use redis_tasks::cli::{AdminCommand, GlobalArgs, error_line, one_line, run_admin};
+
+/// Manage redis-tasks queues, tasks and workers.
+#[derive(Debug, Parser)]
+#[command(name = "redis-tasks", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Usage errors: clap's message without the usage block, as one
+            // line ("error: ...").
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .split("\nUsage:")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.starts_with("For more information"))
+                .collect();
+            eprintln!("{}", one_line(&message.join("\n")));
+            return ExitCode::from(2);
+        }
+    };
+    match run_admin(&cli.global, cli.command, None) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

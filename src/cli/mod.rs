@@ -1,0 +1,163 @@
+//! The admin command line: look at and manage queues, tasks and workers,
+//! with no task code needed.
+//!
+//! The subcommands are a clap [`Subcommand`] enum, [`AdminCommand`], so the
+//! `redis-tasks` binary and a user's own binary (through
+//! [`App`](crate::App), which adds `worker`) offer the same commands. Output
+//! goes to stdout; errors come back as `anyhow` errors for the binary to
+//! print as one line.
+//!
+//! # Layout
+//!
+//! - this file: global flags, the command enum, dispatch.
+//! - `info`: the `info` overview (human and JSON).
+//! - `tasks`: `enqueue`, `task show`, `task cancel`, and the JSON shape of a
+//!   task record.
+//! - `failed`: `failed list` and `failed requeue`.
+//! - `queues`: `empty`.
+//! - `style`: colour on a terminal.
+//! - [`schedule`]: `schedule next`.
+
+mod failed;
+mod info;
+mod queues;
+pub mod schedule;
+mod style;
+mod tasks;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use redis_tasks_protocol::{Settings, Store};
+
+pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
+pub use info::InfoArgs;
+pub use queues::EmptyArgs;
+pub use schedule::ScheduleCommand;
+pub use tasks::{EnqueueArgs, TaskAction, TaskCommand, TaskIdArgs, TaskShowArgs, task_json};
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Settings file (TOML).
+    #[arg(long, global = true, value_name = "PATH", env = "RT_SETTINGS")]
+    pub config: Option<PathBuf>,
+    /// Redis URL, overriding the settings and REDIS_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+}
+
+impl GlobalArgs {
+    /// The settings: defaults, then the file, then the environment, then
+    /// `--redis-url`.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut settings = Settings::load(self.config.as_deref())?;
+        if let Some(url) = &self.redis_url {
+            settings.redis_url = url.clone();
+        }
+        Ok(settings)
+    }
+
+    /// A store configured from [`settings`](Self::settings).
+    pub fn store(&self) -> anyhow::Result<Store> {
+        let settings = self.settings()?;
+        Ok(Store::from_settings(&settings)?)
+    }
+}
+
+/// The admin subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Show queues (with their length), workers and the registries.
+    Info(InfoArgs),
+    /// Remove every task from queues (their records too).
+    Empty(EmptyArgs),
+    /// Enqueue a task; prints its id.
+    Enqueue(EnqueueArgs),
+    /// Show or cancel one task.
+    Task(TaskCommand),
+    /// List or requeue failed tasks.
+    Failed(FailedCommand),
+    /// Check schedules before putting them in the settings file.
+    Schedule(ScheduleCommand),
+}
+
+/// Runs an admin subcommand, printing to stdout.
+///
+/// With `known_tasks` (a binary that registers task functions), `enqueue`
+/// refuses names not in the list; the admin binary passes `None`.
+pub fn run_admin(
+    global: &GlobalArgs,
+    cmd: AdminCommand,
+    known_tasks: Option<&[String]>,
+) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    run_admin_to(global, cmd, known_tasks, &mut out)
+}
+
+/// [`run_admin`] writing to `out`.
+pub fn run_admin_to(
+    global: &GlobalArgs,
+    cmd: AdminCommand,
+    known_tasks: Option<&[String]>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if let AdminCommand::Schedule(mut cmd) = cmd {
+        let settings = global.settings()?;
+        cmd.default_timezone(&settings.timezone);
+        return schedule::run_schedule(cmd, out);
+    }
+    let store = global.store()?;
+    match cmd {
+        AdminCommand::Info(args) => info::run(&store, &args, out),
+        AdminCommand::Empty(args) => queues::empty(&store, &args, out),
+        AdminCommand::Enqueue(args) => tasks::enqueue(&store, &args, known_tasks, out),
+        AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
+        AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
+        // Handled above, without Redis.
+        AdminCommand::Schedule(_) => Ok(()),
+    }
+}
+
+/// An error as the one line the binaries print after `error: `: its
+/// causes joined with `: `, skipping a cause whose text an outer message
+/// already contains, with newlines folded to spaces.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = one_line(&cause.to_string());
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Folds a message to one line: trimmed lines joined with spaces.
+pub fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_skip_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io)
+            .context("reading x: gone")
+            .context("start\nup");
+        assert_eq!(error_line(&e), "start up: reading x: gone");
+    }
+}

@@ -1,0 +1,37 @@
+//! Integration tests: one binary, real `redis-server`s, real processes.
+//!
+//! Table of contents:
+//!
+//! - `support`: the harness. `RedisServer` (a throwaway server per test),
+//!   `wait_until` (poll with a deadline), `Cmd` (run a binary, print
+//!   everything on failure), `snapshot` (all keys, to prove nothing changed).
+//! - `store_producer`: enqueue, batches, size limit, queue listing, empty,
+//!   delete, the raw-command enqueue of `docs/redis-schema.md`.
+//! - `store_tasks`: reading records (missing, corrupt, wrong key type),
+//!   cancel, meta.
+//! - `store_registry`: finished and failed registries, requeue, expiry.
+//! - `store_slots`: slot registration, heartbeats, locks, dead slots,
+//!   reclaim.
+//! - `store_fetch`: reliable fetch, priority, blocking wait, fencing,
+//!   requeue at the front.
+//! - `store_connection`: unreachable Redis, dropped connections.
+//! - `cli_admin`: every admin subcommand against a real server.
+//! - `cli_errors`: bad input to the admin binary: one-line errors, exit
+//!   codes, nothing changed.
+//! - `cli_schedule`: `schedule next`, which needs no Redis.
+//!
+//! Run all with `cargo test --test integration`, or a part with
+//! `cargo test --test integration store_fetch`.
+
+mod support;
+
+mod cli_admin;
+mod cli_errors;
+mod cli_schedule;
+mod e2e;
+mod store_connection;
+mod store_fetch;
+mod store_producer;
+mod store_registry;
+mod store_slots;
+mod store_tasks;

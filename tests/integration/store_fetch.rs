@@ -1,0 +1,383 @@
+//! Reliable fetch: priority order, the blocking wait, records that are
+//! missing or corrupt, fencing of finish and requeue, requeue at the front.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use redis_tasks::protocol::{StoreError, TaskStatus};
+use serde_json::json;
+
+use crate::support::{RedisServer, snapshot, wait_until};
+
+fn queues(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn list(c: &mut redis::Connection, key: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(c)
+        .expect("lrange")
+}
+
+fn field(c: &mut redis::Connection, key: &str, f: &str) -> Option<String> {
+    redis::cmd("HGET").arg(key).arg(f).query(c).expect("hget")
+}
+
+#[test]
+fn fetch_takes_the_first_non_empty_queue_and_marks_everything() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    store
+        .register_slot(&redis_tasks::protocol::store::SlotInfo {
+            id: "s1".into(),
+            description: "host.1/1".into(),
+            queues: queues(&["high", "low"]),
+            supervisor: "sup".into(),
+            host: "host".into(),
+            pid: 1,
+            started_at: Timestamp::now(),
+        })
+        .expect("register");
+    let low = store
+        .queue("low")
+        .enqueue("t", &json!(["low"]))
+        .expect("low");
+    let high = store
+        .queue("high")
+        .enqueue("t", &json!(["high"]))
+        .expect("high");
+    let prio = queues(&["high", "low"]);
+
+    let f = store
+        .fetch("s1", &prio, Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(f.id, high);
+    let rec = f.record.expect("record");
+    assert_eq!(rec.status, TaskStatus::Running);
+    assert!(rec.started_at.is_some());
+    assert_eq!(
+        list(&mut c, "redis_tasks:worker:s1:task"),
+        vec![high.clone()]
+    );
+    assert_eq!(list(&mut c, "redis_tasks:queue:high"), Vec::<String>::new());
+    assert_eq!(
+        field(&mut c, &format!("redis_tasks:task:{high}"), "worker").as_deref(),
+        Some("s1")
+    );
+    assert_eq!(
+        field(&mut c, "redis_tasks:worker:s1", "state").as_deref(),
+        Some("busy")
+    );
+    assert_eq!(
+        field(&mut c, "redis_tasks:worker:s1", "current_task").as_deref(),
+        Some(high.as_str())
+    );
+
+    // A slot holding a task cannot take another.
+    let before = snapshot(&mut c);
+    assert!(matches!(
+        store.fetch("s1", &prio, Duration::ZERO),
+        Err(StoreError::SlotBusy { ids, .. }) if ids == vec![high.clone()]
+    ));
+    assert_eq!(snapshot(&mut c), before);
+
+    let now = Timestamp::now();
+    assert!(
+        store
+            .finish("s1", &high, TaskStatus::Finished, None, now)
+            .expect("finish")
+    );
+    let rec = store.task(&high).expect("task");
+    assert_eq!(
+        (rec.status, rec.ended_at),
+        (
+            TaskStatus::Finished,
+            Some(Timestamp::from_microsecond(now.as_microsecond()).expect("micros"))
+        )
+    );
+    assert_eq!(
+        field(&mut c, &format!("redis_tasks:task:{high}"), "worker"),
+        None
+    );
+    assert_eq!(
+        field(&mut c, "redis_tasks:worker:s1", "state").as_deref(),
+        Some("idle")
+    );
+    assert_eq!(
+        field(&mut c, "redis_tasks:worker:s1", "current_task").as_deref(),
+        Some("")
+    );
+    assert!(list(&mut c, "redis_tasks:worker:s1:task").is_empty());
+
+    let f = store
+        .fetch("s1", &prio, Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(f.id, low);
+    assert!(
+        store
+            .finish("s1", &low, TaskStatus::Failed, Some("bad"), now)
+            .expect("finish")
+    );
+    assert_eq!(store.failed().ids(0, 5).expect("failed"), vec![low]);
+    assert!(
+        store
+            .fetch("s1", &prio, Duration::ZERO)
+            .expect("fetch")
+            .is_none()
+    );
+    assert!(
+        store
+            .fetch("s1", &[], Duration::from_secs(5))
+            .expect("no queues")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_blocked_fetch_wakes_up_for_new_work_on_its_first_queue() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let fetcher = store.independent().expect("independent");
+    let handle = std::thread::spawn(move || {
+        let start = Instant::now();
+        let got = fetcher.fetch("s1", &queues(&["main", "other"]), Duration::from_secs(30));
+        (got, start.elapsed())
+    });
+    let mut c = server.client();
+    wait_until("the fetch to block", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut c)
+            .expect("info");
+        info.contains("blocked_clients:1")
+    });
+    let id = store.queue("main").enqueue("t", &()).expect("enqueue");
+    let (got, elapsed) = handle.join().expect("fetch thread");
+    let f = got.expect("fetch").expect("a task");
+    assert_eq!(f.id, id);
+    assert_eq!(f.record.expect("record").status, TaskStatus::Running);
+    assert!(elapsed < Duration::from_secs(25), "took {elapsed:?}");
+    assert_eq!(list(&mut c, "redis_tasks:worker:s1:task"), vec![id]);
+}
+
+#[test]
+fn a_blocked_fetch_returns_none_after_its_wait() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let start = Instant::now();
+    let got = store
+        .fetch("s1", &queues(&["main"]), Duration::from_millis(300))
+        .expect("fetch");
+    assert!(got.is_none());
+    assert!(start.elapsed() >= Duration::from_millis(290));
+    // The connection is still usable afterwards.
+    assert!(
+        store
+            .fetch("s1", &queues(&["main"]), Duration::ZERO)
+            .expect("again")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_missing_record_goes_to_failed_and_fetch_goes_on() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    redis::cmd("RPUSH")
+        .arg("redis_tasks:queue:default")
+        .arg("ghost")
+        .exec(&mut c)
+        .expect("rpush");
+    let real = store.queue("default").enqueue("t", &()).expect("enqueue");
+    let f = store
+        .fetch("s1", &queues(&["default"]), Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(f.id, real);
+    assert_eq!(store.failed().ids(0, 5).expect("failed"), vec!["ghost"]);
+    let ghost = store.task("ghost").expect("minimal record");
+    assert_eq!(ghost.status, TaskStatus::Failed);
+    assert_eq!(ghost.error.as_deref(), Some("task record missing"));
+    assert_eq!(ghost.queue, "default");
+    assert_eq!(list(&mut c, "redis_tasks:worker:s1:task"), vec![real]);
+}
+
+#[test]
+fn a_missing_record_after_a_blocking_move_goes_to_failed_too() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let fetcher = store.independent().expect("independent");
+    let handle = std::thread::spawn(move || {
+        fetcher.fetch("s1", &queues(&["main"]), Duration::from_secs(30))
+    });
+    let mut c = server.client();
+    wait_until("the fetch to block", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut c)
+            .expect("info");
+        info.contains("blocked_clients:1")
+    });
+    redis::cmd("RPUSH")
+        .arg("redis_tasks:queue:main")
+        .arg("ghost")
+        .exec(&mut c)
+        .expect("rpush");
+    wait_until("the ghost to be failed", Duration::from_secs(20), || {
+        store.failed().count().expect("count") == 1
+    });
+    let id = store.queue("main").enqueue("t", &()).expect("enqueue");
+    let f = handle
+        .join()
+        .expect("thread")
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(f.id, id);
+    assert_eq!(
+        store.task("ghost").expect("ghost").error.as_deref(),
+        Some("task record missing")
+    );
+}
+
+#[test]
+fn a_corrupt_record_is_fetched_with_its_error() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    redis::cmd("HSET")
+        .arg("redis_tasks:task:bad")
+        .arg(&[
+            ("task", "t"),
+            ("args", "{oops"),
+            ("status", "queued"),
+            ("queue", "default"),
+        ])
+        .exec(&mut c)
+        .expect("hset");
+    redis::cmd("RPUSH")
+        .arg("redis_tasks:queue:default")
+        .arg("bad")
+        .exec(&mut c)
+        .expect("rpush");
+    let f = store
+        .fetch("s1", &queues(&["default"]), Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(f.id, "bad");
+    let err = f.record.expect_err("corrupt");
+    assert!(
+        matches!(&err, StoreError::Corrupt { field, .. } if field == "args"),
+        "{err}"
+    );
+    // The supervisor fails it with that text.
+    let now = Timestamp::now();
+    assert!(
+        store
+            .finish("s1", "bad", TaskStatus::Failed, Some(&err.to_string()), now)
+            .expect("finish")
+    );
+    assert_eq!(store.failed().ids(0, 5).expect("failed"), vec!["bad"]);
+}
+
+#[test]
+fn finish_and_requeue_from_a_slot_that_lost_the_task_change_nothing() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    let id = store.queue("default").enqueue("t", &()).expect("enqueue");
+    store
+        .fetch("s1", &queues(&["default"]), Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    let before = snapshot(&mut c);
+    let now = Timestamp::now();
+    assert!(
+        !store
+            .finish("s2", &id, TaskStatus::Finished, None, now)
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .requeue_interrupted("s2", &id, "worker shutdown", now)
+            .expect("requeue")
+    );
+    assert!(
+        !store
+            .finish("s1", "other", TaskStatus::Failed, Some("x"), now)
+            .expect("finish")
+    );
+    assert_eq!(snapshot(&mut c), before);
+    assert!(matches!(
+        store.finish("s1", &id, TaskStatus::Running, None, now),
+        Err(StoreError::NotFinal { .. })
+    ));
+    assert_eq!(snapshot(&mut c), before);
+}
+
+#[test]
+fn an_interrupted_task_goes_back_to_the_front_with_its_aborted_runs() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    let q = store.queue("default");
+    let first = q.enqueue("t", &1).expect("first");
+    let second = q.enqueue("t", &2).expect("second");
+    let names = queues(&["default"]);
+    for (round, reason) in ["worker shutdown", "worker died"].iter().enumerate() {
+        let f = store
+            .fetch("s1", &names, Duration::ZERO)
+            .expect("fetch")
+            .expect("task");
+        assert_eq!(f.id, first, "round {round}");
+        let started = f.record.expect("record").started_at.expect("started");
+        let now = Timestamp::now();
+        assert!(
+            store
+                .requeue_interrupted("s1", &first, reason, now)
+                .expect("requeue")
+        );
+        assert_eq!(
+            q.ids(0, 10).expect("ids"),
+            vec![first.clone(), second.clone()]
+        );
+        let rec = store.task(&first).expect("task");
+        assert_eq!(rec.status, TaskStatus::Queued);
+        assert_eq!((rec.started_at, rec.ended_at), (None, None));
+        assert_eq!(rec.aborted_runs.len(), round + 1);
+        let run = &rec.aborted_runs[round];
+        assert_eq!(run.started_at, Some(started));
+        assert_eq!(run.reason, *reason);
+    }
+    assert!(list(&mut c, "redis_tasks:worker:s1:task").is_empty());
+}
+
+#[test]
+fn wrong_key_types_on_the_fetch_path_are_named_and_nothing_changes() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    store.queue("good").enqueue("t", &()).expect("enqueue");
+    redis::cmd("SET")
+        .arg("redis_tasks:queue:bad")
+        .arg("x")
+        .exec(&mut c)
+        .expect("set");
+    let before = snapshot(&mut c);
+    for block in [Duration::ZERO, Duration::from_millis(200)] {
+        let err = store
+            .fetch("s1", &queues(&["bad", "good"]), block)
+            .expect_err("wrong type");
+        assert!(
+            matches!(&err, StoreError::WrongType { key, .. } if key == "redis_tasks:queue:bad"),
+            "{err}"
+        );
+        assert_eq!(snapshot(&mut c), before);
+    }
+}

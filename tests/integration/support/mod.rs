@@ -1,0 +1,76 @@
+//! The test harness: a real Redis per test, a poller with a deadline, and a
+//! runner for the CLI binary whose failures explain themselves.
+
+#![allow(dead_code)]
+
+mod cmd;
+mod server;
+
+use std::time::{Duration, Instant};
+
+pub use cmd::{Cmd, Output, admin_bin};
+pub use server::{RedisServer, free_port};
+
+/// Polls `cond` until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Every key in the server with its type and a dump of its content, sorted:
+/// compare two snapshots to prove an operation changed nothing.
+pub fn snapshot(conn: &mut ::redis::Connection) -> Vec<(String, String, String)> {
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(conn).expect("KEYS");
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = ::redis::cmd("TYPE").arg(&key).query(conn).expect("TYPE");
+        let content = match kind.as_str() {
+            "string" => format!("{:?}", ::redis::cmd("GET").arg(&key).query::<String>(conn)),
+            "list" => format!(
+                "{:?}",
+                ::redis::cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query::<Vec<String>>(conn)
+            ),
+            "hash" => {
+                let mut v: Vec<(String, String)> = ::redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query(conn)
+                    .expect("HGETALL");
+                v.sort();
+                format!("{v:?}")
+            }
+            "set" => {
+                let mut v: Vec<String> = ::redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query(conn)
+                    .expect("SMEMBERS");
+                v.sort();
+                format!("{v:?}")
+            }
+            "zset" => format!(
+                "{:?}",
+                ::redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query::<Vec<(String, String)>>(conn)
+            ),
+            other => other.to_owned(),
+        };
+        let ttl: i64 = ::redis::cmd("TTL").arg(&key).query(conn).expect("TTL");
+        out.push((key, kind, format!("{content} ttl={}", ttl >= 0)));
+    }
+    out.sort();
+    out
+}

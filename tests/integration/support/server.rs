@@ -1,0 +1,152 @@
+//! A real `redis-server` for one test: its own free loopback port and temp
+//! dir, no persistence, killed on drop, its log printed when the test fails.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis_tasks::protocol::Store;
+
+use super::wait_until;
+
+/// One running `redis-server` (binary from `REDIS_SERVER_BIN`, else
+/// `redis-server` on the `PATH`).
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers `PING`.
+    pub fn start() -> RedisServer {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(server) => return server,
+                Err(why) => last = why,
+            }
+        }
+        panic!("could not start redis-server: {last}");
+    }
+
+    fn try_start() -> Result<RedisServer, String> {
+        let bin = std::env::var_os("REDIS_SERVER_BIN").unwrap_or_else(|| "redis-server".into());
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let port = free_port()?;
+        let log = dir.path().join("redis.log");
+        let child = Command::new(&bin)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", PathBuf::from(&bin).display()))?;
+        let mut server = RedisServer { child, port, dir };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "redis-server exited with {status}:\n{}",
+                    server.log()
+                ));
+            }
+            if ping(addr) {
+                return Ok(server);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "redis-server did not answer PING:\n{}",
+                    server.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its URL, `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A plain redis-rs connection, for checking and tampering with keys.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test redis")
+    }
+
+    /// A store on this server with the default prefix.
+    pub fn store(&self) -> Store {
+        Store::open(&self.url(), "redis_tasks").expect("open store")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Stops the server now (to test an unreachable Redis).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        wait_until("redis port closed", Duration::from_secs(10), || {
+            !ping(SocketAddr::from(([127, 0, 0, 1], self.port)))
+        });
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- redis-server log (port {}) ---\n{}--- end of redis-server log ---",
+                self.port,
+                self.log()
+            );
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("local addr: {e}"))
+}
+
+fn ping(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
