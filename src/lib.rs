@@ -1,2 +1,32 @@
-//! redis-tasks (being written).
+//! redis-tasks: Redis-backed background tasks, each run in an isolated
+//! worker process under a supervisor, so that a task that panics, crashes,
+//! leaks or hangs still ends with a recorded outcome.
+//!
+//! # Layout
+//!
+//! - [`App`] (`app/`): the builder a user's binary starts from: tasks,
+//!   middleware, and `.main()`, which is the command line, the supervisor
+//!   (`worker`) or a worker process, as started.
+//! - [`cli`]: the admin subcommands (`info`, `enqueue`, `task`, `failed`,
+//!   `empty`, `schedule`), shared by the `redis-tasks` binary and users'
+//!   binaries.
+//! - [`testing`]: run queued tasks in-process from a test suite.
+//! - Re-exports: the producer API ([`Store`], [`Queue`]) and the model from
+//!   the protocol crate; the task side ([`TaskContext`], [`Middleware`]) from
+//!   the worker crate; the supervisor crate as [`supervisor`].
+
+mod app;
+pub mod cli;
+mod logging;
+pub mod testing;
+
+pub use app::{App, WorkerArgs, started_as_worker_process};
 pub use redis_tasks_protocol as protocol;
+pub use redis_tasks_protocol::{
+    ExitReason, Failure, FailureKind, Outcome, Queue, Settings, Store, StoreError, TaskRecord,
+    TaskStatus,
+};
+pub use redis_tasks_supervisor as supervisor;
+pub use redis_tasks_worker::{
+    Middleware, Next, PostponeShutdown, TaskContext, TaskError, TaskOptions,
+};

@@ -27,4 +27,4 @@ mod sys;
 pub use context::{MetaSink, TaskContext};
 pub use middleware::{Middleware, MiddlewareChain, MiddlewareError, Next};
 pub use registry::{TaskDef, TaskError, TaskOptions, TaskRegistry};
-pub use shutdown::{PostponeShutdown, ShutdownState};
+pub use shutdown::{PostponeShutdown, ShutdownState, Trigger};

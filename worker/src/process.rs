@@ -15,6 +15,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 use redis_tasks_protocol::ipc::{
     FrameError, FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv, send,
@@ -22,14 +23,17 @@ use redis_tasks_protocol::ipc::{
 use serde_json::{Map, Value};
 
 use crate::context::{MetaSink, TaskContext};
-use crate::middleware::MiddlewareChain;
+use crate::middleware::{Middleware, MiddlewareChain, MiddlewareError};
 use crate::panic;
 use crate::registry::{TaskError, TaskRegistry};
-use crate::shutdown::ShutdownState;
+use crate::shutdown::{ShutdownState, Trigger};
 use crate::sys;
 
 /// Exit code of a worker process ended by a shutdown request.
 pub const EXIT_SHUTDOWN: i32 = 75;
+/// How long a task whose last postpone-shutdown guard was dropped during a
+/// shutdown may take to return and report before the process exits.
+pub const GUARD_RELEASE_GRACE: Duration = Duration::from_millis(200);
 /// Exit code of a worker process whose supervisor closed the channel.
 pub const EXIT_CHANNEL_CLOSED: i32 = 76;
 /// Exit code of a worker process that received a frame it cannot read.
@@ -49,6 +53,9 @@ pub enum WorkerProcessError {
     /// Talking to the supervisor failed.
     #[error("ipc with the supervisor failed: {0}")]
     Ipc(#[from] FrameError),
+    /// The supervisor asked for middleware this binary does not have.
+    #[error(transparent)]
+    Middleware(#[from] MiddlewareError),
     /// Setting up the process failed.
     #[error("worker process set-up failed: {0}")]
     Io(#[from] io::Error),
@@ -70,10 +77,11 @@ impl MetaSink for IpcMeta {
     }
 }
 
-/// Serves tasks on the inherited socket `fd` until told to exit.
+/// Serves tasks on the inherited socket `fd` until told to exit. The
+/// supervisor's `Setup` answer chooses which of `middleware` are active.
 pub fn serve(
     registry: &TaskRegistry,
-    chain: &MiddlewareChain,
+    middleware: &[Arc<dyn Middleware>],
     fd: i32,
 ) -> Result<(), WorkerProcessError> {
     let stream = sys::take_inherited_socket(fd)
@@ -88,8 +96,27 @@ pub fn serve(
             pid: std::process::id(),
         },
     )?;
+    let chain = match recv::<ToWorker>(&mut reader)? {
+        Some(ToWorker::Setup { middleware: names }) => MiddlewareChain::select(middleware, &names)?,
+        Some(other) => {
+            return Err(
+                FrameError::Malformed(format!("expected Setup first, got {other:?}")).into(),
+            );
+        }
+        None => return Ok(()),
+    };
 
-    let shutdown = ShutdownState::with_effect(|| std::process::exit(EXIT_SHUTDOWN));
+    let shutdown = ShutdownState::with_effect(|trigger| match trigger {
+        Trigger::Request => std::process::exit(EXIT_SHUTDOWN),
+        // The task may be returning right now: let it report, then exit
+        // (the loop below exits after reporting when a shutdown is pending).
+        Trigger::GuardReleased => {
+            let _ = thread::Builder::new().spawn(|| {
+                thread::sleep(GUARD_RELEASE_GRACE);
+                std::process::exit(EXIT_SHUTDOWN)
+            });
+        }
+    });
     let (runs, incoming) = mpsc::channel::<RunTask>();
     let watcher = Arc::clone(&shutdown);
     thread::Builder::new()
@@ -104,6 +131,10 @@ pub fn serve(
                     }
                     Ok(Some(ToWorker::Shutdown)) => watcher.request(),
                     Ok(Some(ToWorker::Exit)) => return,
+                    Ok(Some(ToWorker::Setup { .. })) => {
+                        eprintln!("redis-tasks worker process: a second Setup");
+                        std::process::exit(EXIT_PROTOCOL)
+                    }
                     Ok(None) => std::process::exit(EXIT_CHANNEL_CLOSED),
                     Err(e) => {
                         eprintln!("redis-tasks worker process: {e}");
@@ -119,7 +150,7 @@ pub fn serve(
     for run in incoming {
         let result = run_one(
             registry,
-            chain,
+            &chain,
             &run,
             Arc::clone(&sink),
             Arc::clone(&shutdown),

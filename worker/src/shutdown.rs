@@ -11,7 +11,18 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-type Effect = Box<dyn Fn() + Send + Sync>;
+type Effect = Box<dyn Fn(Trigger) + Send + Sync>;
+
+/// What made a shutdown request take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The request arrived while no guard was held.
+    Request,
+    /// The last guard was dropped while a request was pending. This often
+    /// happens as the task returns (a guard held for the whole task), so
+    /// the worker process gives the task a moment to report its result.
+    GuardReleased,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -38,7 +49,7 @@ impl fmt::Debug for ShutdownState {
 impl ShutdownState {
     /// A state whose requests take effect by calling `effect` (the worker
     /// process passes a function that ends the process).
-    pub fn with_effect(effect: impl Fn() + Send + Sync + 'static) -> Arc<Self> {
+    pub fn with_effect(effect: impl Fn(Trigger) + Send + Sync + 'static) -> Arc<Self> {
         Arc::new(ShutdownState {
             inner: Mutex::new(Inner::default()),
             effect: Some(Box::new(effect)),
@@ -65,7 +76,7 @@ impl ShutdownState {
             inner.guards == 0
         };
         if act {
-            self.take_effect();
+            self.take_effect(Trigger::Request);
         }
     }
 
@@ -89,13 +100,13 @@ impl ShutdownState {
             inner.guards == 0 && inner.requested
         };
         if act {
-            self.take_effect();
+            self.take_effect(Trigger::GuardReleased);
         }
     }
 
-    fn take_effect(&self) {
+    fn take_effect(&self, trigger: Trigger) {
         if let Some(effect) = &self.effect {
-            effect();
+            effect(trigger);
         }
     }
 }
@@ -122,7 +133,7 @@ mod tests {
     fn counting() -> (Arc<ShutdownState>, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&hits);
-        let state = ShutdownState::with_effect(move || {
+        let state = ShutdownState::with_effect(move |_| {
             seen.fetch_add(1, Ordering::SeqCst);
         });
         (state, hits)

@@ -1,7 +1,7 @@
 //! The messages a supervisor and a worker process exchange.
 //!
-//! One conversation: the worker process sends [`FromWorker::Hello`]; then,
-//! for each task, the supervisor sends [`ToWorker::Run`], the worker process
+//! One conversation: the worker process sends [`FromWorker::Hello`], the
+//! supervisor answers [`ToWorker::Setup`]; then, for each task, the supervisor sends [`ToWorker::Run`], the worker process
 //! may send any number of [`FromWorker::Meta`] updates and ends with
 //! [`FromWorker::Finished`]. [`ToWorker::Shutdown`] may arrive at any time
 //! while a task runs; [`ToWorker::Exit`] asks an idle worker process to
@@ -47,6 +47,11 @@ pub enum TaskResult {
 /// Supervisor to worker process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToWorker {
+    /// The answer to `Hello`: how to set the worker process up.
+    Setup {
+        /// The names of the active middleware, in chain order.
+        middleware: Vec<String>,
+    },
     /// Run this task.
     Run(RunTask),
     /// A shutdown was requested: stop the running task as soon as no

@@ -1,0 +1,217 @@
+//! The demo binary: every kind of task behaviour, by stable names, for
+//! trying the product out and for its end-to-end tests.
+//!
+//! ```text
+//! cargo run --example demo -- enqueue segfault
+//! cargo run --example demo -- worker --burst
+//! ```
+//!
+//! With `DEMO_OUTCOME_LOG=/path/file.jsonl` set for the supervisor, a
+//! middleware appends one JSON line per final outcome to that file.
+
+mod misbehave;
+mod outcome_log;
+
+use std::io::Write;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use redis_tasks::{App, TaskContext, TaskOptions};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Secs {
+    secs: f64,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Code {
+    code: i32,
+}
+
+#[derive(Deserialize)]
+struct Megabytes {
+    mb: usize,
+}
+
+#[derive(Deserialize)]
+struct Spawn {
+    children: u32,
+    secs: f64,
+}
+
+#[derive(Deserialize)]
+struct WriteFile {
+    path: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Path {
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct Steps {
+    steps: u32,
+}
+
+type Result = std::result::Result<(), String>;
+
+fn sleep(_: &TaskContext, a: Secs) -> Result {
+    std::thread::sleep(Duration::from_secs_f64(a.secs.max(0.0)));
+    Ok(())
+}
+
+fn alloc(_: &TaskContext, a: Megabytes) -> Result {
+    let mut blocks = Vec::with_capacity(a.mb);
+    for _ in 0..a.mb {
+        // Touch every page so the memory is really resident.
+        blocks.push(vec![1u8; 1 << 20]);
+    }
+    let total: usize = blocks.iter().map(|b| b.len()).sum();
+    println!("allocated {} MiB", total >> 20);
+    Ok(())
+}
+
+fn spin(_: &TaskContext, a: Secs) -> Result {
+    let end = Instant::now() + Duration::from_secs_f64(a.secs.max(0.0));
+    let mut n = 0u64;
+    while Instant::now() < end {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+    Ok(())
+}
+
+/// Starts `children` `sleep` processes, records their pids in the meta
+/// object (`children`), and waits for them.
+fn spawn(ctx: &TaskContext, a: Spawn) -> Result {
+    let mut children = Vec::new();
+    for _ in 0..a.children {
+        let child = Command::new("sleep")
+            .arg(a.secs.to_string())
+            .spawn()
+            .map_err(|e| format!("cannot start sleep: {e}"))?;
+        children.push(child);
+    }
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    ctx.set_meta("children", pids)?;
+    for mut child in children {
+        child.wait().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn write_file(_: &TaskContext, a: WriteFile) -> Result {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.path)
+        .map_err(|e| format!("cannot open {}: {e}", a.path))?;
+    file.write_all(a.text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", a.path))
+}
+
+fn env(_: &TaskContext, a: Path) -> Result {
+    let text: String = std::env::vars()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    std::fs::write(&a.path, text).map_err(|e| format!("cannot write {}: {e}", a.path))
+}
+
+/// Writes the descriptors this process has open, one `NUMBER TARGET` a
+/// line (the listing's own directory descriptor included).
+fn fds(_: &TaskContext, a: Path) -> Result {
+    let mut lines: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| e.to_string())?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            Some(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                target.display()
+            ))
+        })
+        .collect();
+    lines.sort();
+    let text = lines.join("\n") + "\n";
+    std::fs::write(&a.path, text).map_err(|e| format!("cannot write {}: {e}", a.path))
+}
+
+/// Records the worker process's pid in the meta object (`pid`).
+fn pid(ctx: &TaskContext, _: serde_json::Value) -> Result {
+    ctx.set_meta("pid", std::process::id())
+}
+
+/// Holds a postpone-shutdown guard for `secs`, then returns: a shutdown
+/// arriving meanwhile waits for it.
+fn guarded_sleep(ctx: &TaskContext, a: Secs) -> Result {
+    let _guard = ctx.postpone_shutdown();
+    let end = Instant::now() + Duration::from_secs_f64(a.secs.max(0.0));
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Records its progress in the task's meta object, step by step.
+fn progress(ctx: &TaskContext, a: Steps) -> Result {
+    for step in 1..=a.steps {
+        ctx.set_meta("step", step)?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    App::new("demo")
+        .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
+        .task("sleep", sleep)
+        .task("fail", |_, a: Message| Err::<(), _>(a.message))
+        .task("panic", |_, a: Message| -> Result {
+            panic!("{}", a.message)
+        })
+        .task("abort", |_, _: serde_json::Value| -> Result {
+            std::process::abort()
+        })
+        .task("segfault", |_, _: serde_json::Value| -> Result {
+            misbehave::segfault()
+        })
+        .task("exit", |_, a: Code| -> Result {
+            std::process::exit(a.code)
+        })
+        .task("alloc", alloc)
+        .task("spin", spin)
+        .task("spawn", spawn)
+        .task("write_file", write_file)
+        .task("env", env)
+        .task_with("reentrant_sleep", TaskOptions::new().reentrant(true), sleep)
+        .task_with(
+            "reentrant_abort",
+            TaskOptions::new().reentrant(true),
+            |_, _: serde_json::Value| -> Result { std::process::abort() },
+        )
+        .task("guarded_sleep", guarded_sleep)
+        .task("fds", fds)
+        .task("pid", pid)
+        .task("progress", progress)
+        .task("garbage", |_, _: serde_json::Value| -> Result {
+            misbehave::write_garbage_frame()
+        })
+        .task("oversized", |_, _: serde_json::Value| -> Result {
+            misbehave::write_oversized_frame()
+        })
+        .task_with(
+            "quick_timeout",
+            TaskOptions::new().timeout(Duration::from_secs(1)),
+            sleep,
+        )
+        .middleware(outcome_log::OutcomeLog::from_env())
+        .main()
+}

@@ -1,0 +1,253 @@
+//! The quickstart: a small mixed batch of tasks, run by a supervisor in
+//! burst mode, and a table of what became of each.
+//!
+//! ```text
+//! cargo run --release --example quickstart
+//! ```
+//!
+//! Redis: `REDIS_URL` if set, else 127.0.0.1:6379 if something answers
+//! there, else a private `redis-server` started in a temporary directory
+//! (and stopped at the end).
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use redis_tasks::supervisor::SupervisorConfig;
+use redis_tasks::{App, Settings, Store, TaskContext, TaskOptions, TaskStatus};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Invoice {
+    customer: String,
+    cents: u64,
+}
+
+/// The tasks of this example. Worker processes re-execute this binary and
+/// find the same table.
+fn app() -> App {
+    App::new("quickstart")
+        .task("send_invoice", |ctx: &TaskContext, inv: Invoice| {
+            // A real task would call a mail service here; this one only
+            // records what it did in the task's meta object.
+            ctx.set_meta("sent_to", inv.customer.as_str())?;
+            ctx.set_meta("cents", inv.cents)?;
+            Ok::<(), String>(())
+        })
+        .task("charge_card", |_ctx: &TaskContext, card: String| {
+            Err::<(), String>(format!("card {card} declined"))
+        })
+        .task(
+            "parse_upload",
+            |_ctx: &TaskContext, name: String| -> Result<(), String> {
+                let sizes: Vec<usize> = Vec::new();
+                // A bug: indexing past the end panics inside the task.
+                let size = sizes[name.len()];
+                std::hint::black_box(size);
+                Ok(())
+            },
+        )
+        .task(
+            "native_decoder",
+            |_ctx: &TaskContext, _: serde_json::Value| -> Result<(), String> {
+                // A crash in native code, as a C library with a memory bug would.
+                std::process::abort()
+            },
+        )
+        .task_with(
+            "slow_report",
+            TaskOptions::new().timeout(Duration::from_secs(2)),
+            |_ctx: &TaskContext, secs: u64| -> Result<(), String> {
+                std::thread::sleep(Duration::from_secs(secs));
+                Ok(())
+            },
+        )
+        .task_with(
+            "resumable_import",
+            TaskOptions::new().reentrant(true),
+            |ctx: &TaskContext, rows: u64| -> Result<(), String> {
+                // Reentrant: if its worker process dies, it goes back to the
+                // front of the queue instead of failing.
+                ctx.set_meta("imported", rows)?;
+                Ok(())
+            },
+        )
+}
+
+/// A `redis-server` this example started, stopped on drop.
+struct PrivateRedis {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn reachable(addr: &str) -> bool {
+    addr.parse()
+        .ok()
+        .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).ok())
+        .is_some()
+}
+
+/// Finds a Redis to use, starting a private one when none answers.
+fn find_redis() -> Result<(String, Option<PrivateRedis>), String> {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return Ok((url, None));
+    }
+    if reachable("127.0.0.1:6379") {
+        return Ok(("redis://127.0.0.1:6379".into(), None));
+    }
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a free port: {e}"))?
+        .port();
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("no Redis reachable and cannot start redis-server: {e}"))?;
+    let private = PrivateRedis { child, _dir: dir };
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reachable(&addr) {
+        if Instant::now() > deadline {
+            return Err("the private redis-server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("No Redis found; started a private redis-server on {addr}.");
+    Ok((format!("redis://{addr}"), Some(private)))
+}
+
+fn main() -> ExitCode {
+    let app = app();
+    if redis_tasks::started_as_worker_process() {
+        return app.main();
+    }
+    match run(app) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(app: App) -> Result<(), String> {
+    let (url, _private) = find_redis()?;
+    let settings = Settings {
+        redis_url: url,
+        // A prefix of its own, so the example never mixes with real tasks:
+        // `RT_REDIS_PREFIX=redis_tasks_quickstart redis-tasks info` shows it.
+        redis_prefix: "redis_tasks_quickstart".into(),
+        ..Settings::default()
+    };
+    let store = Store::from_settings(&settings).map_err(|e| e.to_string())?;
+    let queue = store.queue("default");
+    let batch: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "send_invoice",
+            serde_json::json!({"customer": "ada@example.com", "cents": 4200}),
+        ),
+        (
+            "send_invoice",
+            serde_json::json!({"customer": "grace@example.com", "cents": 990}),
+        ),
+        ("charge_card", serde_json::json!("4111-xxxx")),
+        ("parse_upload", serde_json::json!("photo.png")),
+        ("native_decoder", serde_json::json!(null)),
+        ("slow_report", serde_json::json!(30)),
+        ("resumable_import", serde_json::json!(1000)),
+    ];
+    let mut ids = Vec::new();
+    for (task, args) in &batch {
+        ids.push(queue.enqueue(task, args).map_err(|e| e.to_string())?);
+    }
+    println!(
+        "Enqueued {} tasks; running a supervisor in burst mode.\n",
+        ids.len()
+    );
+
+    let bar = ProgressBar::new(ids.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} tasks ended  {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (bar, done, store) = (
+            bar.clone(),
+            Arc::clone(&done),
+            store.independent().map_err(|e| e.to_string())?,
+        );
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                let ended =
+                    store.finished().count().unwrap_or(0) + store.failed().count().unwrap_or(0);
+                bar.set_position(ended);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut config = SupervisorConfig::new(settings, vec!["default".into()]);
+    config.burst = true;
+    config.concurrency = 4;
+    let summary =
+        redis_tasks::supervisor::run(config, app.registry().clone(), app.registered_middleware());
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    bar.finish_and_clear();
+    let summary = summary.map_err(|e| e.to_string())?;
+
+    println!("{:<48} {:<9} error", "task", "status");
+    println!("{}", "-".repeat(100));
+    for id in &ids {
+        match store.task(id) {
+            Ok(t) => {
+                let error = t.error.unwrap_or_default();
+                println!("{:<48} {:<9} {error}", t.description, t.status);
+                if !t.aborted_runs.is_empty() {
+                    println!(
+                        "{:<48} {:<9} ({} earlier run(s) interrupted)",
+                        "",
+                        "",
+                        t.aborted_runs.len()
+                    );
+                }
+            }
+            Err(e) => println!("{id:<48} ?         {e}"),
+        }
+    }
+    println!(
+        "\n{} finished, {} failed. Every task ended with a recorded outcome, even the one that aborted",
+        summary.finished, summary.failed
+    );
+    println!(
+        "and the one that ran past its timeout. Try `cargo run --example demo -- --help` next."
+    );
+    let unfinished = ids
+        .iter()
+        .filter(|id| {
+            store
+                .task(id)
+                .map(|t| !matches!(t.status, TaskStatus::Finished | TaskStatus::Failed))
+                .unwrap_or(true)
+        })
+        .count();
+    if unfinished > 0 {
+        return Err(format!("{unfinished} task(s) did not end"));
+    }
+    Ok(())
+}

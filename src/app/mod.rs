@@ -1,0 +1,186 @@
+//! The [`App`] builder: one binary that registers its tasks and middleware
+//! and is, depending on how it is started, the command-line tool, the
+//! supervisor (`worker` subcommand) or a worker process.
+
+mod worker_command;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use redis_tasks_protocol::ipc::WORKER_FD_ARG;
+use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
+use serde::de::DeserializeOwned;
+
+use crate::cli::{AdminCommand, GlobalArgs, run_admin};
+pub use worker_command::WorkerArgs;
+
+/// A redis-tasks application: task functions and middleware, and the
+/// command line that runs them.
+///
+/// ```no_run
+/// use redis_tasks::{App, TaskContext};
+///
+/// fn main() -> std::process::ExitCode {
+///     App::new("reports")
+///         .task("send_report", |_ctx: &TaskContext, (user, to): (u64, String)| {
+///             println!("report for user {user} goes to {to}");
+///             Ok::<(), String>(())
+///         })
+///         .main()
+/// }
+/// ```
+pub struct App {
+    name: String,
+    registry: TaskRegistry,
+    middleware: Vec<Arc<dyn Middleware>>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("tasks", &self.registry.names())
+            .field(
+                "middleware",
+                &self.middleware.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "redis-tasks: background tasks in isolated worker processes"
+)]
+struct AppCli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: AppCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// Run a supervisor: fetch tasks and run each in a worker process.
+    Worker(WorkerArgs),
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+impl App {
+    /// An application named `name` (shown in `--help`), with no tasks yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        App {
+            name: name.into(),
+            registry: TaskRegistry::new(),
+            middleware: Vec::new(),
+        }
+    }
+
+    /// Registers a task function under `name` with default options.
+    pub fn task<A, E, F>(self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        E: fmt::Display,
+        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.task_with(name, TaskOptions::new(), f)
+    }
+
+    /// Registers a task function under `name` with `options`.
+    pub fn task_with<A, E, F>(mut self, name: &str, options: TaskOptions, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        E: fmt::Display,
+        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.registry.insert(TaskDef::new(name, options, f));
+        self
+    }
+
+    /// Adds a middleware at the end of the chain (the first added is the
+    /// outermost `run_task` and the last to see an outcome).
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// The registered tasks.
+    pub fn registry(&self) -> &TaskRegistry {
+        &self.registry
+    }
+
+    /// The registered middleware, in registration order.
+    pub fn registered_middleware(&self) -> &[Arc<dyn Middleware>] {
+        &self.middleware
+    }
+
+    /// Runs the command line of this process.
+    pub fn main(self) -> ExitCode {
+        self.run_with_args(std::env::args_os())
+    }
+
+    /// Runs with these arguments (the first is the program name). Started
+    /// by a supervisor as a worker process, it serves tasks instead.
+    pub fn run_with_args(self, args: impl IntoIterator<Item = OsString>) -> ExitCode {
+        let args: Vec<OsString> = args.into_iter().collect();
+        if let Some(fd) = worker_fd(&args) {
+            return self.serve_as_worker_process(fd);
+        }
+        let cli = match AppCli::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(e) => {
+                let _ = e.print();
+                return if e.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+        };
+        crate::logging::init();
+        let result = match cli.command {
+            AppCommand::Worker(args) => worker_command::run(&self, &cli.global, args),
+            AppCommand::Admin(command) => {
+                run_admin(&cli.global, command, Some(&self.registry.names()))
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn serve_as_worker_process(self, fd: i32) -> ExitCode {
+        match redis_tasks_worker::process::serve(&self.registry, &self.middleware, fd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("redis-tasks worker process: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The descriptor number in `--redis-tasks-worker-fd=N`, when the process
+/// was started as a worker process.
+fn worker_fd(args: &[OsString]) -> Option<i32> {
+    let first = args.get(1)?.to_str()?;
+    let value = first.strip_prefix(WORKER_FD_ARG)?.strip_prefix('=')?;
+    value.parse().ok()
+}
+
+/// Whether this process was started by a supervisor as a worker process
+/// (for programs that do more than call [`App::main`], such as the
+/// quickstart example).
+pub fn started_as_worker_process() -> bool {
+    let args: Vec<OsString> = std::env::args_os().take(2).collect();
+    worker_fd(&args).is_some()
+}

@@ -1,0 +1,76 @@
+//! The `worker` subcommand: run a supervisor.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use redis_tasks_supervisor::{DEFAULT_MAX_TASKS_PER_CHILD, SupervisorConfig};
+
+use super::App;
+use crate::cli::GlobalArgs;
+
+/// Options of `worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queues to take tasks from, highest priority first (default: `default`).
+    pub queues: Vec<String>,
+    /// Number of slots, each running one task at a time in its own worker
+    /// process (default: the number of CPUs).
+    #[arg(short, long)]
+    pub concurrency: Option<usize>,
+    /// Stop once the queues are empty and every slot is idle.
+    #[arg(short, long)]
+    pub burst: bool,
+    /// How `info` names this supervisor (default: hostname.pid).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Tasks a worker process runs before it is replaced; 1 gives every task
+    /// a fresh process, as the original redis-tasks does.
+    #[arg(long, default_value_t = DEFAULT_MAX_TASKS_PER_CHILD)]
+    pub max_tasks_per_child: u64,
+    /// Names this supervisor on its host; a restart under the same name
+    /// recovers the tasks its previous run left behind at once (default: the
+    /// settings file's name without extension, else `default`).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Start worker processes from this program instead of this binary (a
+    /// wrapper that ends by exec-ing this binary with the same arguments).
+    #[arg(long, value_name = "PATH")]
+    pub worker_exe: Option<PathBuf>,
+}
+
+pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    let settings = global.settings()?;
+    if app.registry.is_empty() {
+        anyhow::bail!(
+            "this binary registers no task functions; build your own with redis_tasks::App (see examples/quickstart.rs)"
+        );
+    }
+    let instance = args.instance.unwrap_or_else(|| {
+        settings
+            .source
+            .as_ref()
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "default".to_owned())
+    });
+    let mut config = SupervisorConfig::new(settings, args.queues);
+    if let Some(n) = args.concurrency {
+        anyhow::ensure!(n > 0, "--concurrency must be at least 1");
+        config.concurrency = n;
+    }
+    config.burst = args.burst;
+    if let Some(description) = args.description {
+        config.description = description;
+    }
+    anyhow::ensure!(
+        args.max_tasks_per_child > 0,
+        "--max-tasks-per-child must be at least 1"
+    );
+    config.max_tasks_per_child = args.max_tasks_per_child;
+    config.instance = instance;
+    config.worker_exe = args.worker_exe;
+    redis_tasks_supervisor::run(config, app.registry.clone(), &app.middleware)
+        .context("supervisor")?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Running queued tasks in-process, for users' own test suites.
+//!
+//! [`run_queued`] takes every task waiting in the given queues and runs it
+//! right here, through the same `run_task` chain, `process_outcome` pass and
+//! Redis transitions as a supervisor, and reports what succeeded and what
+//! failed. There is no worker process, so a task that crashes or calls
+//! `exit` takes the test down with it, and timeouts are not enforced: use a
+//! real `worker --burst` for those.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use redis_tasks_protocol::ipc::{RunTask, TaskResult};
+use redis_tasks_protocol::store::SlotInfo;
+use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskStatus};
+use redis_tasks_worker::process::run_one;
+use redis_tasks_worker::{MetaSink, MiddlewareChain, ShutdownState};
+use serde_json::{Map, Value};
+
+use crate::App;
+
+/// What [`run_queued`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestReport {
+    /// Ids of the tasks recorded as finished, in the order they ran.
+    pub succeeded: Vec<String>,
+    /// Ids and error texts of the tasks recorded as failed.
+    pub failed: Vec<(String, String)>,
+}
+
+struct StoreMeta(Store);
+
+impl MetaSink for StoreMeta {
+    fn send_meta(&self, task_id: &str, meta: &Map<String, Value>) -> Result<(), String> {
+        self.0.update_meta(task_id, meta).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs every task queued in `queues` (highest priority first) in this
+/// process until the queues are empty, and reports the outcomes.
+pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestReport, StoreError> {
+    let chain = MiddlewareChain::select(app.registered_middleware(), &[]).map_err(|e| {
+        StoreError::UnexpectedReply {
+            what: "middleware",
+            detail: e.to_string(),
+        }
+    })?;
+    let slot = SlotInfo {
+        id: format!("testing-{}", uuid_like()),
+        description: "in-process test runner".to_owned(),
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        supervisor: "testing".to_owned(),
+        host: "localhost".to_owned(),
+        pid: std::process::id(),
+        started_at: Timestamp::now(),
+    };
+    store.register_slot(&slot)?;
+    let sink: Arc<dyn MetaSink> = Arc::new(StoreMeta(store.independent()?));
+    let mut report = TestReport::default();
+    while let Some(fetched) = store.fetch(&slot.id, &slot.queues, std::time::Duration::ZERO)? {
+        let record = match fetched.record {
+            Ok(record) => record,
+            Err(e) => {
+                let text = format!("corrupt task record: {e}");
+                store.finish(
+                    &slot.id,
+                    &fetched.id,
+                    TaskStatus::Failed,
+                    Some(&text),
+                    Timestamp::now(),
+                )?;
+                report.failed.push((fetched.id, text));
+                continue;
+            }
+        };
+        let run = RunTask {
+            task_id: record.id.clone(),
+            task: record.task.clone(),
+            args_json: record.args.to_string(),
+            meta_json: Value::Object(record.meta.clone()).to_string(),
+        };
+        let result = run_one(
+            app.registry(),
+            &chain,
+            &run,
+            Arc::clone(&sink),
+            ShutdownState::passive(),
+        );
+        let outcome = match result {
+            TaskResult::Success => Outcome::Success,
+            TaskResult::Error(text) => Outcome::failure(FailureKind::Error(text)),
+            TaskResult::Panic(text) => Outcome::failure(FailureKind::Panic(text)),
+            TaskResult::Invalid(text) => Outcome::failure(FailureKind::Invalid(text)),
+        };
+        let outcome = chain.process_outcome(&record, outcome);
+        match &outcome {
+            Outcome::Success => {
+                store.finish(
+                    &slot.id,
+                    &record.id,
+                    TaskStatus::Finished,
+                    None,
+                    Timestamp::now(),
+                )?;
+                report.succeeded.push(record.id);
+            }
+            Outcome::Failure(f) => {
+                let text = f.message();
+                store.finish(
+                    &slot.id,
+                    &record.id,
+                    TaskStatus::Failed,
+                    Some(&text),
+                    Timestamp::now(),
+                )?;
+                report.failed.push((record.id, text));
+            }
+        }
+    }
+    store.deregister_slot(&slot.id)?;
+    Ok(report)
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        Timestamp::now().as_nanosecond()
+    )
+}

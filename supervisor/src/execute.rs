@@ -1,0 +1,129 @@
+//! Running one task on a worker process and watching it end.
+//!
+//! The slot waits on three things at once: the worker process's events,
+//! its own commands from the control loop (shutdown, kill), and the task's
+//! deadline. Whatever comes first decides how the run ends; a run always
+//! ends, and the worker process is always reaped when it does not survive.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use redis_tasks_protocol::ipc::{FromWorker, RunTask, ToWorker};
+use redis_tasks_protocol::{FailureKind, TaskRecord};
+use tracing::{debug, error, info, warn};
+
+use crate::settle::RunEnd;
+use crate::worker_process::{WorkerEvent, WorkerProcess};
+
+/// What the control loop can ask of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotCommand {
+    /// Graceful shutdown: stop fetching; interrupt the running task unless
+    /// it holds a postpone-shutdown guard.
+    Shutdown,
+    /// Immediate shutdown: kill the running task's process group now.
+    Kill,
+}
+
+/// How long a worker process that closed its channel gets to exit on its
+/// own before its group is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Hooks the run needs from its slot.
+pub trait RunHooks {
+    /// Stores a meta update sent by the task.
+    fn update_meta(&mut self, task_id: &str, meta_json: &str);
+}
+
+/// Runs `record` on `process` until it ends. On return the process is
+/// either still usable (`true`) or has been killed and reaped (`false`).
+pub fn run_on(
+    process: &mut WorkerProcess,
+    record: &TaskRecord,
+    timeout: Duration,
+    commands: &Receiver<SlotCommand>,
+    shutdown_requested: bool,
+    hooks: &mut dyn RunHooks,
+) -> (RunEnd, bool) {
+    let run = ToWorker::Run(RunTask {
+        task_id: record.id.clone(),
+        task: record.task.clone(),
+        args_json: record.args.to_string(),
+        meta_json: serde_json::Value::Object(record.meta.clone()).to_string(),
+    });
+    if let Err(e) = process.send(&run) {
+        let reason = process.reap_within(EXIT_GRACE);
+        return (
+            RunEnd::Aborted(FailureKind::StartFailed(format!(
+                "worker process {reason} before taking the task ({e})"
+            ))),
+            false,
+        );
+    }
+    process.tasks_run += 1;
+    let pid = process.pid();
+    debug!(task = %record.id, pid, "task started");
+    let deadline = Instant::now() + timeout;
+    let events = process.events().clone();
+    let mut shutdown_sent = false;
+    if shutdown_requested {
+        shutdown_sent = process.send(&ToWorker::Shutdown).is_ok();
+    }
+    loop {
+        select! {
+            recv(events) -> event => match event {
+                Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == record.id => {
+                    return (RunEnd::Reported(result), true);
+                }
+                Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
+                    hooks.update_meta(&task_id, &meta_json);
+                }
+                Ok(WorkerEvent::Message(other)) => {
+                    let reason = process.kill_and_reap();
+                    error!(task = %record.id, pid, %reason, "worker process sent an unexpected message: {other:?}");
+                    return (RunEnd::Aborted(FailureKind::ProtocolViolation(format!("unexpected message {}", message_name(&other)))), false);
+                }
+                Ok(WorkerEvent::Violation(detail)) => {
+                    process.kill_and_reap();
+                    error!(task = %record.id, pid, "worker process broke the protocol: {detail}");
+                    return (RunEnd::Aborted(FailureKind::ProtocolViolation(detail)), false);
+                }
+                Ok(WorkerEvent::Closed) | Err(_) => {
+                    let reason = process.reap_within(EXIT_GRACE);
+                    if shutdown_sent {
+                        info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
+                        return (RunEnd::Aborted(FailureKind::Shutdown), false);
+                    }
+                    error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
+                    return (RunEnd::Aborted(FailureKind::Crashed(reason)), false);
+                }
+            },
+            recv(commands) -> command => match command {
+                Ok(SlotCommand::Shutdown) => {
+                    if !shutdown_sent {
+                        shutdown_sent = process.send(&ToWorker::Shutdown).is_ok();
+                    }
+                }
+                Ok(SlotCommand::Kill) | Err(_) => {
+                    process.kill_and_reap();
+                    info!(task = %record.id, pid, "task killed by immediate shutdown");
+                    return (RunEnd::Aborted(FailureKind::Shutdown), false);
+                }
+            },
+            recv(crossbeam_channel::at(deadline)) -> _ => {
+                process.kill_and_reap();
+                let secs = timeout.as_secs();
+                warn!(task = %record.id, pid, "timeout ({secs} s) reached, process group killed");
+                return (RunEnd::Aborted(FailureKind::Timeout { secs }), false);
+            }
+        }
+    }
+}
+
+fn message_name(msg: &FromWorker) -> &'static str {
+    match msg {
+        FromWorker::Hello { .. } => "Hello",
+        FromWorker::Meta { .. } => "Meta for another task",
+        FromWorker::Finished { .. } => "Finished for another task",
+    }
+}

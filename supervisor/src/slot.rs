@@ -1,0 +1,282 @@
+//! One slot: a thread that fetches a task, runs it on its worker process,
+//! and records the outcome, until told to stop.
+//!
+//! The slot owns its Redis connection (fetching blocks), its worker process
+//! (re-used for up to `max_tasks_per_child` tasks) and nothing else; the
+//! control loop registers it in Redis, heartbeats it, and deregisters it
+//! when the thread has ended.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use jiff::Timestamp;
+use redis_tasks_protocol::store::Fetched;
+use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskRecord, TaskStatus};
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::control::{ControlEvent, Shared};
+use crate::execute::{RunHooks, SlotCommand, run_on};
+use crate::settle::{RunEnd, Settlement, settle};
+use crate::worker_process::WorkerProcess;
+
+/// How long an idle slot blocks on Redis before it looks at its commands
+/// again (the longest a graceful shutdown waits for an idle slot).
+const FETCH_BLOCK: Duration = Duration::from_millis(500);
+
+/// Consecutive failed starts of worker processes (over all slots) after
+/// which the supervisor stops instead of failing task after task.
+pub const MAX_START_FAILURES: u32 = 5;
+
+/// One slot's thread state.
+pub(crate) struct Slot {
+    pub id: String,
+    pub shared: Arc<Shared>,
+    pub store: Store,
+    pub commands: Receiver<SlotCommand>,
+    pub events: Sender<ControlEvent>,
+    pub process: Option<WorkerProcess>,
+}
+
+struct MetaToRedis<'a> {
+    store: &'a Store,
+}
+
+impl RunHooks for MetaToRedis<'_> {
+    fn update_meta(&mut self, task_id: &str, meta_json: &str) {
+        let meta = match serde_json::from_str::<serde_json::Value>(meta_json) {
+            Ok(serde_json::Value::Object(meta)) => meta,
+            _ => {
+                warn!(
+                    task = task_id,
+                    "ignoring a meta update that is not a JSON object"
+                );
+                return;
+            }
+        };
+        if let Err(e) = self.store.update_meta(task_id, &meta) {
+            warn!(task = task_id, "meta update not stored: {e}");
+        }
+    }
+}
+
+impl Slot {
+    /// The slot's loop; returns when the supervisor stops or, in burst
+    /// mode, when the queues are empty.
+    pub fn run(mut self) {
+        let mut backoff = Backoff::new();
+        loop {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let block = if self.shared.config.burst {
+                Duration::ZERO
+            } else {
+                FETCH_BLOCK
+            };
+            let fetched = self
+                .store
+                .fetch(&self.id, &self.shared.config.queues, block);
+            match fetched {
+                Ok(Some(fetched)) => {
+                    backoff.reset();
+                    self.handle(fetched);
+                }
+                Ok(None) if self.shared.config.burst => break,
+                Ok(None) => {}
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    self.shared.note_redis_error(&e);
+                    warn!(slot = %self.id, "cannot fetch from Redis ({e}); retrying in {wait:?}");
+                    // Waits, but wakes for a shutdown command; the loop head
+                    // then sees `stopping`.
+                    let _ = self.commands.recv_timeout(wait);
+                }
+            }
+        }
+        if let Some(process) = self.process.take() {
+            process.retire();
+        }
+        let _ = self.events.send(ControlEvent::SlotEnded {
+            id: self.id.clone(),
+        });
+    }
+
+    fn handle(&mut self, fetched: Fetched) {
+        let Fetched { id, record } = fetched;
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                error!(slot = %self.id, task = %id, "cannot run a corrupt task record: {e}");
+                let text = format!("corrupt task record: {e}");
+                self.with_redis("record the failure of a corrupt task", |store, now| {
+                    store.finish(&self.id, &id, TaskStatus::Failed, Some(&text), now)
+                });
+                return;
+            }
+        };
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            // Fetched while a shutdown began: give it back untouched.
+            self.requeue(&record, "not started: worker shutdown");
+            return;
+        }
+        let def = self.shared.registry.get(&record.task);
+        let reentrant = def.is_some_and(|d| d.options().reentrant);
+        let timeout = def
+            .and_then(|d| d.options().timeout)
+            .unwrap_or_else(|| self.shared.config.default_timeout());
+        let end = self.execute(&record, timeout);
+        let settlement = settle(
+            end,
+            reentrant,
+            record.aborted_runs.len(),
+            self.shared.config.settings.max_aborted_runs,
+        );
+        match settlement {
+            Settlement::Requeue { reason } => self.requeue(&record, &reason),
+            Settlement::Record(outcome) => self.record(&record, outcome),
+        }
+        self.refresh_process();
+    }
+
+    /// Runs the task, starting a worker process first when the slot has
+    /// none ready.
+    fn execute(&mut self, record: &TaskRecord, timeout: Duration) -> RunEnd {
+        let mut process = match self.process.take() {
+            Some(process) if process.is_alive() => process,
+            _ => match self.start_process() {
+                Ok(process) => process,
+                Err(text) => return RunEnd::Aborted(FailureKind::StartFailed(text)),
+            },
+        };
+        let stopping = self.shared.stopping.load(Ordering::SeqCst);
+        let mut hooks = MetaToRedis { store: &self.store };
+        let (end, reusable) = run_on(
+            &mut process,
+            record,
+            timeout,
+            &self.commands,
+            stopping,
+            &mut hooks,
+        );
+        if reusable {
+            self.process = Some(process);
+        }
+        end
+    }
+
+    /// After a task: retire a process that reached its task budget, and
+    /// have the next one ready before fetching again.
+    fn refresh_process(&mut self) {
+        let budget = self.shared.config.max_tasks_per_child.max(1);
+        if let Some(process) = self.process.take_if(|p| p.tasks_run >= budget) {
+            process.retire();
+        }
+        if self.process.is_none() && !self.shared.stopping.load(Ordering::SeqCst) {
+            self.process = self.start_process().ok();
+        }
+    }
+
+    fn start_process(&mut self) -> Result<WorkerProcess, String> {
+        match WorkerProcess::spawn(&self.shared.spawn) {
+            Ok(process) => {
+                self.shared.start_failures.store(0, Ordering::SeqCst);
+                debug!(slot = %self.id, pid = process.pid(), "worker process ready");
+                Ok(process)
+            }
+            Err(e) => {
+                let failures = self.shared.start_failures.fetch_add(1, Ordering::SeqCst) + 1;
+                error!(slot = %self.id, "worker process failed to start: {e}");
+                if failures >= MAX_START_FAILURES {
+                    let _ = self.events.send(ControlEvent::Fatal(format!(
+                        "{failures} worker processes in a row failed to start; last: {e}"
+                    )));
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn requeue(&mut self, record: &TaskRecord, reason: &str) {
+        let recorded = self.with_redis("requeue an interrupted task", |store, now| {
+            store.requeue_interrupted(&self.id, &record.id, reason, now)
+        });
+        match recorded {
+            Some(true) => {
+                self.shared
+                    .counters
+                    .requeued
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(task = %record.id, "{} requeued at the front of {:?}: {reason}", record.description, record.queue);
+            }
+            Some(false) => warn!(
+                task = %record.id,
+                "requeue not recorded: this slot no longer owns the task (recovered elsewhere)"
+            ),
+            None => {}
+        }
+    }
+
+    fn record(&mut self, record: &TaskRecord, outcome: Outcome) {
+        let outcome = self.shared.chain.process_outcome(record, outcome);
+        let (status, error) = match &outcome {
+            Outcome::Success => (TaskStatus::Finished, None),
+            Outcome::Failure(f) => (TaskStatus::Failed, Some(f.message())),
+        };
+        let recorded = self.with_redis("record an outcome", |store, now| {
+            store.finish(&self.id, &record.id, status, error.as_deref(), now)
+        });
+        match recorded {
+            Some(true) => {
+                let counter = if outcome.is_success() {
+                    &self.shared.counters.finished
+                } else {
+                    &self.shared.counters.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                match &error {
+                    None => debug!(task = %record.id, "{} finished", record.description),
+                    Some(text) => info!(task = %record.id, "{} failed: {text}", record.description),
+                }
+            }
+            Some(false) => warn!(
+                task = %record.id,
+                "outcome not recorded: this slot no longer owns the task (recovered elsewhere)"
+            ),
+            None => {}
+        }
+    }
+
+    /// Runs a Redis write, retrying with [`Backoff`] while Redis is
+    /// unreachable. Gives up (returning `None`) on a permanent error, or
+    /// after a few attempts once an immediate shutdown was asked for: the
+    /// task then stays in this slot's list, where recovery finds it.
+    fn with_redis<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut(&Store, Timestamp) -> Result<T, StoreError>,
+    ) -> Option<T> {
+        let mut backoff = Backoff::new();
+        loop {
+            match op(&self.store, Timestamp::now()) {
+                Ok(value) => return Some(value),
+                Err(e) if e.is_connection_error() => {
+                    self.shared.note_redis_error(&e);
+                    if self.shared.killing.load(Ordering::SeqCst) && backoff.failures() >= 3 {
+                        error!(slot = %self.id, "giving up: cannot {what} ({e}); recovery will handle the task");
+                        return None;
+                    }
+                    let wait = backoff.next_wait();
+                    warn!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?}");
+                    std::thread::sleep(wait);
+                }
+                Err(e) => {
+                    error!(slot = %self.id, "cannot {what}: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Starting, talking to, and reaping one worker process.
+//!
+//! A worker process is the same binary started again with
+//! [`WORKER_FD_ARG`] (re-exec: both sides know the same tasks and
+//! middleware). It gets a scrubbed environment, its own process group, a
+//! parent-death signal and one socket; see `sys` for what happens between
+//! fork and exec. A reader thread turns its frames into [`WorkerEvent`]s on
+//! a channel, so the slot can wait on the worker, its own commands and a
+//! deadline at once. The [`WorkerProcess`] handle is the only owner and the
+//! only reaper of its child; dropping it kills and reaps.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+use redis_tasks_protocol::ExitReason;
+use redis_tasks_protocol::ipc::{
+    FrameError, FromWorker, PROTOCOL_VERSION, ToWorker, WORKER_FD, WORKER_FD_ARG, recv, send,
+};
+
+use crate::sys;
+
+/// How a worker process is started.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// The binary to run (default: this process's own executable).
+    pub exe: PathBuf,
+    /// Environment variables passed through (the rest is scrubbed).
+    pub env: Vec<(String, String)>,
+    /// Names of the active middleware, sent in the handshake.
+    pub middleware: Vec<String>,
+    /// How long the handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+/// Variables a worker process keeps from the supervisor's environment when
+/// present: enough for locale, time zone and Rust diagnostics, nothing that
+/// could reach Redis or systemd.
+pub const PASSED_ENV: [&str; 7] = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "HOME",
+    "RUST_BACKTRACE",
+    "RUST_LOG",
+];
+
+impl SpawnSpec {
+    /// A spec that re-executes this binary with the default environment
+    /// allow-list.
+    pub fn current_exe(middleware: Vec<String>) -> Self {
+        let env = PASSED_ENV
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .collect();
+        SpawnSpec {
+            // /proc/self/exe keeps pointing at the running binary even if
+            // the file was replaced on disk.
+            exe: PathBuf::from("/proc/self/exe"),
+            env,
+            middleware,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the reader thread saw.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// A well-formed message.
+    Message(FromWorker),
+    /// The stream ended cleanly between frames: the process exited or
+    /// closed its end.
+    Closed,
+    /// The stream carried something that is not a valid frame.
+    Violation(String),
+}
+
+/// Why a worker process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The socket pair or the process could not be created.
+    #[error("cannot start {exe}: {source}")]
+    Spawn {
+        /// The binary.
+        exe: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The process ended or misbehaved before its handshake.
+    #[error("{0}")]
+    Handshake(String),
+}
+
+/// One running worker process.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: Child,
+    stream: UnixStream,
+    events: Receiver<WorkerEvent>,
+    reaped: Option<ExitStatus>,
+    /// Tasks this process was given so far.
+    pub tasks_run: u64,
+}
+
+impl WorkerProcess {
+    /// Starts a worker process and completes the handshake.
+    pub fn spawn(spec: &SpawnSpec) -> Result<Self, SpawnError> {
+        let spawn_err = |source| SpawnError::Spawn {
+            exe: spec.exe.display().to_string(),
+            source,
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        let mut cmd = Command::new(&spec.exe);
+        cmd.arg(format!("{WORKER_FD_ARG}={WORKER_FD}"))
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .process_group(0);
+        sys::prepare_child(&mut cmd, theirs.as_raw_fd());
+        let child = cmd.spawn().map_err(spawn_err)?;
+        drop(theirs);
+
+        let reader = ours.try_clone().map_err(spawn_err)?;
+        let (tx, events) = unbounded();
+        thread::Builder::new()
+            .name(format!("ipc-{}", child.id()))
+            .spawn(move || read_loop(reader, &tx))
+            .map_err(spawn_err)?;
+        let mut process = WorkerProcess {
+            child,
+            stream: ours,
+            events,
+            reaped: None,
+            tasks_run: 0,
+        };
+        process.handshake(spec)?;
+        Ok(process)
+    }
+
+    fn handshake(&mut self, spec: &SpawnSpec) -> Result<(), SpawnError> {
+        let failed = |this: &mut Self, what: String| {
+            let reason = this.kill_and_reap();
+            SpawnError::Handshake(format!("{what} ({reason})"))
+        };
+        match self.events.recv_timeout(spec.handshake_timeout) {
+            Ok(WorkerEvent::Message(FromWorker::Hello { version, .. }))
+                if version == PROTOCOL_VERSION => {}
+            Ok(WorkerEvent::Message(FromWorker::Hello { version, .. })) => {
+                return Err(failed(
+                    self,
+                    format!("speaks protocol {version}, this supervisor {PROTOCOL_VERSION}"),
+                ));
+            }
+            Ok(WorkerEvent::Message(other)) => {
+                return Err(failed(self, format!("sent {other:?} before its hello")));
+            }
+            Ok(WorkerEvent::Violation(detail)) => {
+                return Err(failed(self, format!("sent a malformed hello: {detail}")));
+            }
+            Ok(WorkerEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                let reason = self.reap_within(Duration::from_secs(2));
+                return Err(SpawnError::Handshake(format!(
+                    "{reason} before its handshake"
+                )));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(failed(
+                    self,
+                    format!("no handshake within {:?}", spec.handshake_timeout),
+                ));
+            }
+        }
+        let setup = ToWorker::Setup {
+            middleware: spec.middleware.clone(),
+        };
+        self.send(&setup)
+            .map_err(|e| failed(self, format!("cannot send setup: {e}")))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &ToWorker) -> Result<(), FrameError> {
+        send(&mut self.stream, msg)
+    }
+
+    /// The channel of events from the reader thread.
+    pub fn events(&self) -> &Receiver<WorkerEvent> {
+        &self.events
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_alive(&self) -> bool {
+        self.reaped.is_none() && !self.has_exited()
+    }
+
+    /// Kills the whole process group (the task's own children too) while
+    /// the leader is unreaped, so the group id cannot have been reused.
+    pub fn kill(&mut self) {
+        if self.reaped.is_none() {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Kills the group and reaps the leader.
+    pub fn kill_and_reap(&mut self) -> ExitReason {
+        self.kill();
+        self.reap_blocking()
+    }
+
+    /// Waits up to `grace` for the process to exit by itself, then kills
+    /// its group and reaps it; returns how it ended. The group is killed in
+    /// every case, while the leader is still unreaped (so its id cannot have
+    /// been reused), and no grandchild outlives the task.
+    pub fn reap_within(&mut self, grace: Duration) -> ExitReason {
+        let deadline = Instant::now() + grace;
+        while self.reaped.is_none() && Instant::now() < deadline && !self.has_exited() {
+            thread::sleep(Duration::from_millis(1));
+        }
+        self.kill_and_reap()
+    }
+
+    /// Whether the leader has exited, observed without reaping it.
+    fn has_exited(&self) -> bool {
+        let Ok(pid) = i32::try_from(self.child.id()) else {
+            return true;
+        };
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        !matches!(
+            waitid(Id::Pid(Pid::from_raw(pid)), flags),
+            Ok(WaitStatus::StillAlive)
+        )
+    }
+
+    fn reap_blocking(&mut self) -> ExitReason {
+        let status = match self.reaped {
+            Some(status) => status,
+            None => match self.child.wait() {
+                Ok(status) => {
+                    self.reaped = Some(status);
+                    status
+                }
+                Err(_) => return ExitReason::Code(-1),
+            },
+        };
+        exit_reason(status)
+    }
+
+    /// Asks an idle process to exit and reaps it.
+    pub fn retire(mut self) {
+        let _ = self.send(&ToWorker::Exit);
+        self.reap_within(Duration::from_secs(5));
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            self.kill_and_reap();
+        }
+    }
+}
+
+/// Reads as std's `ExitStatus` accessors say: a code, or a signal.
+pub fn exit_reason(status: ExitStatus) -> ExitReason {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitReason::Code(code),
+        (None, Some(sig)) => ExitReason::Signal(sig),
+        (None, None) => ExitReason::Code(-1),
+    }
+}
+
+fn read_loop(mut stream: UnixStream, tx: &crossbeam_channel::Sender<WorkerEvent>) {
+    loop {
+        let event = match recv::<FromWorker>(&mut stream) {
+            Ok(Some(msg)) => WorkerEvent::Message(msg),
+            Ok(None) => WorkerEvent::Closed,
+            Err(e) => WorkerEvent::Violation(e.to_string()),
+        };
+        let last = !matches!(event, WorkerEvent::Message(_));
+        if tx.send(event).is_err() || last {
+            return;
+        }
+    }
+}

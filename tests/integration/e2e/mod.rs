@@ -1,0 +1,270 @@
+//! End-to-end tests of the supervisor: the demo binary (`examples/demo`)
+//! as a real supervisor with real worker processes against a real Redis.
+//!
+//! - `outcomes`: every row of SPEC section 6 that a task can cause itself.
+//! - `shutdown`: graceful and immediate shutdown, the postpone guard.
+//! - `recovery`: kill -9 of a supervisor, recovery by restart and by
+//!   another supervisor's maintenance.
+//! - `isolation`: what a worker process inherits (environment, descriptors,
+//!   process group) and reuse of worker processes.
+//! - `startup`: refusing to start (middleware check, worker that cannot
+//!   start) and a worker process that fails to start mid-run.
+
+mod isolation;
+mod outcomes;
+mod recovery;
+mod shutdown;
+mod startup;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis_tasks::protocol::{Store, TaskRecord, TaskStatus};
+use serde_json::Value;
+
+use crate::support::{Cmd, Output, RedisServer, wait_until};
+
+/// The demo example binary, built by `cargo test` (or here, once, when the
+/// test binary was started on its own).
+pub fn demo_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/integration-<hash> -> target/<profile>/examples/demo
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> dir");
+        let bin = profile_dir.join("examples").join("demo");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--example", "demo"])
+                .status()
+                .expect("run cargo build --example demo");
+            assert!(status.success(), "cargo build --example demo failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// A Redis, a temp dir and the demo binary pointed at both.
+pub struct Demo {
+    pub redis: RedisServer,
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+}
+
+/// A supervisor running in the background; killed on drop, its log printed
+/// if the test fails.
+pub struct Running {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Running {
+    /// The supervisor's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to the supervisor.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
+    }
+
+    /// Waits for the supervisor to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut status = None;
+        wait_until("supervisor to exit", timeout, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status.and_then(|s| s.code())
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- supervisor log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+impl Demo {
+    pub fn new() -> Demo {
+        let redis = RedisServer::start();
+        let store = redis.store();
+        Demo {
+            redis,
+            dir: tempfile::tempdir().expect("temp dir"),
+            store,
+        }
+    }
+
+    /// A path in the test's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The outcome log the demo's middleware writes.
+    pub fn outcome_log(&self) -> PathBuf {
+        self.path("outcomes.jsonl")
+    }
+
+    /// The outcome log's lines, parsed.
+    pub fn outcomes(&self) -> Vec<Value> {
+        fs::read_to_string(self.outcome_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("outcome line is JSON"))
+            .collect()
+    }
+
+    /// The outcome-log lines for task `id`.
+    pub fn outcomes_of(&self, id: &str) -> Vec<Value> {
+        self.outcomes()
+            .into_iter()
+            .filter(|o| o["id"] == id)
+            .collect()
+    }
+
+    /// Enqueues on `default`.
+    pub fn enqueue(&self, task: &str, args: Value) -> String {
+        self.store
+            .queue("default")
+            .enqueue(task, &args)
+            .expect("enqueue")
+    }
+
+    /// The demo binary with this test's Redis, outcome log and fast timers.
+    pub fn cmd(&self) -> Cmd {
+        let mut cmd = Cmd::new(demo_bin());
+        self.configure(&mut cmd);
+        cmd
+    }
+
+    fn configure(&self, cmd: &mut Cmd) {
+        cmd.env("REDIS_URL", self.redis.url())
+            .env("DEMO_OUTCOME_LOG", self.outcome_log())
+            .env("RT_WORKER_HEARTBEAT_FREQ", "1")
+            .env("RT_WORKER_HEARTBEAT_TIMEOUT", "3")
+            .env("RT_MAINTENANCE_FREQ", "1")
+            .env("RUST_LOG", "debug");
+    }
+
+    /// Runs `worker --burst` with `args` to the end and checks it succeeded.
+    pub fn burst(&self, args: &[&str]) -> Output {
+        let mut cmd = self.cmd();
+        cmd.args(["worker", "--burst"])
+            .args(args)
+            .timeout(Duration::from_secs(120));
+        cmd.run()
+    }
+
+    /// Starts `worker` with `args` in the background, with extra environment.
+    pub fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let log = self.path(&format!("supervisor-{}.log", unique()));
+        let file = fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(demo_bin());
+        cmd.arg("worker")
+            .args(args)
+            .env_remove("RT_SETTINGS")
+            .env("REDIS_URL", self.redis.url())
+            .env("DEMO_OUTCOME_LOG", self.outcome_log())
+            .env("RT_WORKER_HEARTBEAT_FREQ", "1")
+            .env("RT_WORKER_HEARTBEAT_TIMEOUT", "3")
+            .env("RT_MAINTENANCE_FREQ", "1")
+            .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
+        let child = cmd.spawn().expect("start the demo supervisor");
+        Running { child, log }
+    }
+
+    /// The task record.
+    pub fn task(&self, id: &str) -> TaskRecord {
+        self.store.task(id).expect("task record")
+    }
+
+    /// Waits until task `id` has `status`; returns its record.
+    pub fn wait_status(&self, id: &str, status: TaskStatus, timeout: Duration) -> TaskRecord {
+        wait_until(&format!("task {id} to be {status}"), timeout, || {
+            self.store.task(id).is_ok_and(|t| t.status == status)
+        });
+        self.task(id)
+    }
+
+    /// Waits until task `id` has ended (finished or failed).
+    pub fn wait_ended(&self, id: &str, timeout: Duration) -> TaskRecord {
+        wait_until(&format!("task {id} to end"), timeout, || {
+            self.store
+                .task(id)
+                .is_ok_and(|t| matches!(t.status, TaskStatus::Finished | TaskStatus::Failed))
+        });
+        self.task(id)
+    }
+
+    /// The ids waiting in `queue`, front first.
+    pub fn queue_ids(&self, queue: &str) -> Vec<String> {
+        self.store.queue(queue).ids(0, 1000).expect("queue ids")
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The error text of a failed task (panics with the record otherwise).
+pub fn error_of(t: &TaskRecord) -> &str {
+    assert_eq!(t.status, TaskStatus::Failed, "expected a failure: {t:#?}");
+    t.error.as_deref().unwrap_or("")
+}
+
+/// The worker processes (direct children) of the process `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet).
+pub fn is_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
