@@ -52,10 +52,7 @@ fn app() -> App {
         )
         .task(
             "native_decoder",
-            |_ctx: &TaskContext, _: serde_json::Value| -> Result<(), String> {
-                // A crash in native code, as a C library with a memory bug would.
-                std::process::abort()
-            },
+            |_ctx: &TaskContext, _: serde_json::Value| -> Result<(), String> { segfault() },
         )
         .task_with(
             "slow_report",
@@ -69,12 +66,29 @@ fn app() -> App {
             "resumable_import",
             TaskOptions::new().reentrant(true),
             |ctx: &TaskContext, rows: u64| -> Result<(), String> {
-                // Reentrant: if its worker process dies, it goes back to the
-                // front of the queue instead of failing.
-                ctx.set_meta("imported", rows)?;
+                // Reentrant: when its worker process dies, the task goes back
+                // to the front of its queue instead of failing. This one
+                // crashes on its first attempt, after noting its progress in
+                // its meta object, and completes on the second.
+                if ctx.meta().get("resumed_at_row").is_none() {
+                    ctx.set_meta("resumed_at_row", rows / 2)?;
+                    std::process::abort();
+                }
                 Ok(())
             },
         )
+}
+
+/// Dies by SIGSEGV, as native code with a memory bug would.
+fn segfault() -> ! {
+    // SAFETY: `signal` restores the default action for SIGSEGV (Rust's own
+    // handler only reports stack overflows) and `raise` delivers it to this
+    // thread, which ends the process; no memory of ours is touched.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+    unreachable!("SIGSEGV with its default action ends the process")
 }
 
 /// A `redis-server` this example started, stopped on drop.
@@ -211,32 +225,43 @@ fn run(app: App) -> Result<(), String> {
     bar.finish_and_clear();
     let summary = summary.map_err(|e| e.to_string())?;
 
-    println!("{:<48} {:<9} error", "task", "status");
-    println!("{}", "-".repeat(100));
-    for id in &ids {
-        match store.task(id) {
+    let records: Vec<_> = ids.iter().map(|id| (id, store.task(id))).collect();
+    let width = records
+        .iter()
+        .map(|(id, t)| t.as_ref().map_or(id.len(), |t| t.description.len()))
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:<width$}  {:<8}  error", "task", "status");
+    println!("{}", "-".repeat(width + 40));
+    for (id, record) in &records {
+        match record {
             Ok(t) => {
-                let error = t.error.unwrap_or_default();
-                println!("{:<48} {:<9} {error}", t.description, t.status);
+                let mut error = t.error.clone().unwrap_or_default();
                 if !t.aborted_runs.is_empty() {
-                    println!(
-                        "{:<48} {:<9} ({} earlier run(s) interrupted)",
-                        "",
-                        "",
+                    error = format!(
+                        "{error} ({} earlier run(s) interrupted)",
                         t.aborted_runs.len()
                     );
                 }
+                println!(
+                    "{:<width$}  {:<8}  {error}",
+                    t.description,
+                    t.status.as_str()
+                );
             }
-            Err(e) => println!("{id:<48} ?         {e}"),
+            Err(e) => println!("{id:<width$}  ?         {e}"),
         }
     }
     println!(
-        "\n{} finished, {} failed. Every task ended with a recorded outcome, even the one that aborted",
-        summary.finished, summary.failed
+        "\n{} finished, {} failed, {} requeued after a crash. Every task ended with a recorded",
+        summary.finished, summary.failed, summary.requeued
     );
     println!(
-        "and the one that ran past its timeout. Try `cargo run --example demo -- --help` next."
+        "outcome, even the one that segfaulted and the one that ran past its timeout, and the"
     );
+    println!("reentrant import survived the crash of its first attempt.");
+    println!("Next: `cargo run --example demo -- --help`, and docs/middleware.md.");
     let unfinished = ids
         .iter()
         .filter(|id| {

@@ -33,13 +33,25 @@ fn describe(info: &PanicHookInfo<'_>) -> String {
     }
 }
 
-/// Installs a hook that records each panic's message and location, then
-/// runs the previous hook (which prints it to stderr).
+/// Installs a hook that records each panic's message and location and
+/// prints them as one line on stderr (with a backtrace when
+/// `RUST_BACKTRACE` asks for one), so a supervisor's log stays readable.
 pub fn install_hook() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        *LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(describe(info));
-        previous(info);
+    std::panic::set_hook(Box::new(|info| {
+        let text = describe(info);
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!(
+                "redis-tasks worker process {}: task panicked: {text}\n{backtrace}",
+                std::process::id()
+            );
+        } else {
+            eprintln!(
+                "redis-tasks worker process {}: task panicked: {text}",
+                std::process::id()
+            );
+        }
+        *LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
     }));
 }
 
