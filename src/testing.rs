@@ -4,8 +4,9 @@
 //! right here, through the same `run_task` chain, `process_outcome` pass and
 //! Redis transitions as a supervisor, and reports what succeeded and what
 //! failed. There is no worker process, so a task that crashes or calls
-//! `exit` takes the test down with it, and timeouts are not enforced: use a
-//! real `worker --burst` for those.
+//! `exit` takes the test down with it, timeouts are not enforced, and a
+//! panic is reported without its location (the test harness owns the panic
+//! hook): use a real `worker --burst` for those.
 
 use std::sync::Arc;
 

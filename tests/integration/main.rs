@@ -19,6 +19,10 @@
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
+//! - `e2e`: the demo binary as a real supervisor with real worker
+//!   processes: every abnormal ending, shutdown, recovery, isolation,
+//!   Redis outages (see `e2e/mod.rs`).
+//! - `testing_helper`: the in-process runner for users' test suites.
 //!
 //! Run all with `cargo test --test integration`, or a part with
 //! `cargo test --test integration store_fetch`.
@@ -35,3 +39,4 @@ mod store_producer;
 mod store_registry;
 mod store_slots;
 mod store_tasks;
+mod testing_helper;

@@ -7,10 +7,12 @@
 //!   another supervisor's maintenance.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
+//! - `outage`: Redis down and back, Redis losing its data.
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
 
 mod isolation;
+mod outage;
 mod outcomes;
 mod recovery;
 mod shutdown;

@@ -33,9 +33,18 @@ impl RedisServer {
     }
 
     fn try_start() -> Result<RedisServer, String> {
-        let bin = std::env::var_os("REDIS_SERVER_BIN").unwrap_or_else(|| "redis-server".into());
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let port = free_port()?;
+        let child = Self::spawn(port, &dir)?;
+        let mut server = RedisServer { child, port, dir };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Starts `redis-server` on `port` with `dir` as its working directory
+    /// (where it finds a `dump.rdb` saved by [`RedisServer::stop_keeping_data`]).
+    fn spawn(port: u16, dir: &tempfile::TempDir) -> Result<Child, String> {
+        let bin = std::env::var_os("REDIS_SERVER_BIN").unwrap_or_else(|| "redis-server".into());
         let log = dir.path().join("redis.log");
         let child = Command::new(&bin)
             .arg("--port")
@@ -55,8 +64,12 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", PathBuf::from(&bin).display()))?;
-        let mut server = RedisServer { child, port, dir };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Ok(child)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let server = self;
+        let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -66,7 +79,7 @@ impl RedisServer {
                 ));
             }
             if ping(addr) {
-                return Ok(server);
+                return Ok(());
             }
             if std::time::Instant::now() > deadline {
                 return Err(format!(
@@ -103,6 +116,20 @@ impl RedisServer {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Saves the data set to disk and stops the server: Redis is down, but
+    /// [`RedisServer::start_again`] brings it back with every key.
+    pub fn stop_keeping_data(&mut self) {
+        let mut conn = self.client();
+        let _: () = redis::cmd("SAVE").query(&mut conn).expect("SAVE");
+        self.kill();
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub fn start_again(&mut self) {
+        self.child = Self::spawn(self.port, &self.dir).expect("restart redis-server");
+        self.wait_ready().expect("restarted redis-server answers");
     }
 
     /// Stops the server now (to test an unreachable Redis).

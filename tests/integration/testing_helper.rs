@@ -1,0 +1,72 @@
+//! `redis_tasks::testing::run_queued`: users' test suites run queued tasks
+//! in-process and see what succeeded and what failed.
+
+use std::sync::{Arc, Mutex};
+
+use redis_tasks::protocol::TaskStatus;
+use redis_tasks::testing::run_queued;
+use redis_tasks::{App, Middleware, Outcome, TaskContext, TaskRecord};
+use serde_json::json;
+
+use crate::support::RedisServer;
+
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Middleware for Seen {
+    fn process_outcome(&self, task: &TaskRecord, outcome: Outcome) -> Outcome {
+        self.0
+            .lock()
+            .expect("seen")
+            .push(format!("{}:{}", task.task, outcome.is_success()));
+        outcome
+    }
+}
+
+#[test]
+fn queued_tasks_run_in_process_through_the_middleware() {
+    let redis = RedisServer::start();
+    let store = redis.store();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = App::new("tests")
+        .task("add", |ctx: &TaskContext, (a, b): (i64, i64)| {
+            ctx.set_meta("sum", a + b)?;
+            Ok::<(), String>(())
+        })
+        .task("refuse", |_: &TaskContext, why: String| {
+            Err::<(), String>(why)
+        })
+        .task(
+            "explode",
+            |_: &TaskContext, _: serde_json::Value| -> Result<(), String> { panic!("kaboom") },
+        )
+        .middleware(Seen(Arc::clone(&seen)));
+    let high = store.queue("high");
+    let low = store.queue("low");
+    let add = low.enqueue("add", &json!([2, 3])).expect("enqueue");
+    let refuse = high.enqueue("refuse", &json!("no stock")).expect("enqueue");
+    let explode = low.enqueue("explode", &json!(null)).expect("enqueue");
+
+    let report = run_queued(&app, &store, &["high", "low"]).expect("run");
+
+    assert_eq!(report.succeeded, std::slice::from_ref(&add));
+    assert_eq!(report.failed.len(), 2);
+    assert_eq!(report.failed[0], (refuse.clone(), "no stock".to_owned()));
+    assert_eq!(report.failed[1].0, explode);
+    assert!(
+        report.failed[1].1.starts_with("panicked: kaboom"),
+        "{:?}",
+        report.failed[1]
+    );
+    let t = store.task(&add).expect("record");
+    assert_eq!(t.status, TaskStatus::Finished);
+    assert_eq!(t.meta["sum"], json!(5));
+    assert_eq!(
+        store.task(&refuse).expect("record").status,
+        TaskStatus::Failed
+    );
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        ["refuse:false", "add:true", "explode:false"]
+    );
+    assert!(store.worker_infos().expect("workers").is_empty());
+}
