@@ -72,6 +72,16 @@ pub struct Settings {
     /// How many times a reentrant task interrupted by a crash is requeued
     /// before it fails for good.
     pub max_aborted_runs: u32,
+    /// Slots of a supervisor (`worker --concurrency` wins at start-up; a
+    /// reload applies the file's value). `None`: one per CPU.
+    pub worker_concurrency: Option<u64>,
+    /// Queues a supervisor listens on, highest priority first (`worker
+    /// QUEUE...` wins at start-up; a reload applies the file's list). Empty:
+    /// `default`.
+    pub worker_queues: Vec<String>,
+    /// Seconds a graceful shutdown lets running tasks finish before it
+    /// interrupts them (`worker --drain-timeout` wins at start-up).
+    pub drain_timeout: u64,
     /// The settings file these came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -89,6 +99,9 @@ impl Default for Settings {
             worker_heartbeat_timeout: 60,
             maintenance_freq: 60,
             middleware: Vec::new(),
+            worker_concurrency: None,
+            worker_queues: Vec::new(),
+            drain_timeout: 0,
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
             scheduler_max_catchup: 3_600,
@@ -227,6 +240,9 @@ impl fmt::Debug for Settings {
             .field("worker_heartbeat_timeout", &self.worker_heartbeat_timeout)
             .field("maintenance_freq", &self.maintenance_freq)
             .field("middleware", &self.middleware)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("worker_queues", &self.worker_queues)
+            .field("drain_timeout", &self.drain_timeout)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)
             .field("scheduler_max_catchup", &self.scheduler_max_catchup)

@@ -1,6 +1,6 @@
 //! Environment overrides: `REDIS_URL`, and `RT_<SETTING>` for every scalar
 //! setting (`RT_REDIS_PREFIX`, `RT_DEFAULT_TASK_TIMEOUT`, ...), plus
-//! `RT_MIDDLEWARE` as a comma-separated list.
+//! `RT_MIDDLEWARE` and `RT_WORKER_QUEUES` as comma-separated lists.
 //!
 //! An empty variable counts as unset. `RT_REDIS_URL` wins over `REDIS_URL`
 //! when both are set.
@@ -45,29 +45,39 @@ pub(super) fn apply_env(
         }
     }
 
-    let var = var_for("middleware");
-    if let Some(value) = lookup(env, &var) {
-        let mut names: Vec<String> = Vec::new();
-        for one in value.split(',').map(str::trim) {
-            let problem = if one.is_empty() || one.chars().any(char::is_whitespace) {
-                Some(format!(
-                    "expected comma-separated middleware names, got {value:?}"
-                ))
-            } else if names.iter().any(|n| n == one) {
-                Some(format!("middleware {one:?} is listed twice"))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                return Err(SettingsError::BadValue {
-                    origin: Origin::Env(var),
-                    key: "middleware".to_owned(),
-                    problem,
-                });
-            }
-            names.push(one.to_owned());
+    for key in ["middleware", "worker_queues"] {
+        let var = var_for(key);
+        let Some(value) = lookup(env, &var) else {
+            continue;
+        };
+        let names = comma_list(&value, key).map_err(|problem| SettingsError::BadValue {
+            origin: Origin::Env(var),
+            key: key.to_owned(),
+            problem,
+        })?;
+        if key == "middleware" {
+            draft.settings.middleware = names;
+        } else {
+            draft.settings.worker_queues = names;
         }
-        draft.settings.middleware = names;
     }
     Ok(())
+}
+
+/// A comma-separated list of names (`RT_MIDDLEWARE`, `RT_WORKER_QUEUES`), each once.
+fn comma_list(value: &str, key: &str) -> Result<Vec<String>, String> {
+    let what = key.trim_start_matches("worker_").trim_end_matches('s');
+    let mut names: Vec<String> = Vec::new();
+    for one in value.split(',').map(str::trim) {
+        if one.is_empty() || one.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "expected comma-separated {what} names, got {value:?}"
+            ));
+        }
+        if names.iter().any(|n| n == one) {
+            return Err(format!("{what} {one:?} is listed twice"));
+        }
+        names.push(one.to_owned());
+    }
+    Ok(names)
 }

@@ -26,13 +26,17 @@ pub(super) fn apply_file(
             continue;
         }
         match key.as_str() {
-            "middleware" => {
-                draft.settings.middleware =
-                    middleware(value).map_err(|problem| SettingsError::BadValue {
-                        origin: origin.clone(),
-                        key: key.clone(),
-                        problem,
-                    })?;
+            "middleware" | "worker_queues" => {
+                let names = name_list(value, key).map_err(|problem| SettingsError::BadValue {
+                    origin: origin.clone(),
+                    key: key.clone(),
+                    problem,
+                })?;
+                if key == "middleware" {
+                    draft.settings.middleware = names;
+                } else {
+                    draft.settings.worker_queues = names;
+                }
             }
             "schedule" => {
                 draft.entries = read_entries(value, origin)?;
@@ -49,17 +53,18 @@ pub(super) fn apply_file(
     Ok(())
 }
 
-/// `middleware = ["name", ...]`: registered middleware to enable, in order,
-/// each once.
-fn middleware(value: &toml::Value) -> Result<Vec<String>, String> {
+/// `middleware = ["name", ...]` (registered middleware to enable, in
+/// order) or `worker_queues = ["name", ...]` (in priority order): each name once.
+fn name_list(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
+    let what = key.trim_start_matches("worker_").trim_end_matches('s');
     let toml::Value::Array(items) = value else {
-        return Err(Raw::Toml(value).expected("an array of middleware names"));
+        return Err(Raw::Toml(value).expected(&format!("an array of {what} names")));
     };
     let mut names: Vec<String> = Vec::with_capacity(items.len());
     for item in items {
-        let one = name(Raw::Toml(item)).map_err(|p| format!("each middleware name: {p}"))?;
+        let one = name(Raw::Toml(item)).map_err(|p| format!("each {what} name: {p}"))?;
         if names.contains(&one) {
-            return Err(format!("middleware {one:?} is listed twice"));
+            return Err(format!("{what} {one:?} is listed twice"));
         }
         names.push(one);
     }

@@ -480,3 +480,31 @@ fn the_documented_examples_load() {
         assert!(!s.schedule.is_empty());
     }
 }
+
+#[test]
+fn supervisor_keys_come_from_file_and_environment() {
+    let file = settings_file(
+        "worker_concurrency = 3\nworker_queues = [\"high\", \"low\"]\ndrain_timeout = \"1m\"\n",
+    );
+    let s = with_env(Some(&file.path), &[]).expect("valid");
+    assert_eq!(s.worker_concurrency, Some(3));
+    assert_eq!(s.worker_queues, ["high", "low"]);
+    assert_eq!(s.drain_timeout, 60);
+    let s = with_env(
+        Some(&file.path),
+        &[
+            ("RT_WORKER_QUEUES", "a,b,c"),
+            ("RT_WORKER_CONCURRENCY", "8"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(s.worker_queues, ["a", "b", "c"]);
+    assert_eq!(s.worker_concurrency, Some(8));
+    let err = with_env(Some(&file.path), &[("RT_WORKER_CONCURRENCY", "0")]).expect_err("zero");
+    assert!(err.to_string().contains("RT_WORKER_CONCURRENCY"), "{err}");
+    let (_, text) = error_text("worker_queues = [\"a\", \"a\"]\n");
+    assert!(
+        text.ends_with("key \"worker_queues\": queue \"a\" is listed twice"),
+        "{text}"
+    );
+}

@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 13] = [
+pub(super) const SCALAR_KEYS: [&str; 15] = [
     "redis_url",
     "redis_prefix",
     "timezone",
@@ -64,10 +64,12 @@ pub(super) const SCALAR_KEYS: [&str; 13] = [
     "scheduler_max_catchup",
     "max_args_bytes",
     "max_aborted_runs",
+    "worker_concurrency",
+    "drain_timeout",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
-pub(super) const OTHER_KEYS: [&str; 2] = ["middleware", "schedule"];
+pub(super) const OTHER_KEYS: [&str; 3] = ["middleware", "worker_queues", "schedule"];
 
 /// Sets scalar setting `key` from `raw`. Returns `None` when `key` is not a
 /// scalar setting, else whether the value was acceptable (with the problem
@@ -93,6 +95,10 @@ pub(super) fn apply_scalar(
         "max_args_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_args_bytes = v),
         "max_aborted_runs" => count(raw, 0, u64::from(u32::MAX), "runs")
             .map(|v| s.max_aborted_runs = u32::try_from(v).unwrap_or(u32::MAX)),
+        "worker_concurrency" => {
+            count(raw, 1, 4096, "slots").map(|v| s.worker_concurrency = Some(v))
+        }
+        "drain_timeout" => seconds(raw, 0).map(|v| s.drain_timeout = v),
         _ => return None,
     };
     Some(result)
