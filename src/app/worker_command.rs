@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use redis_tasks_supervisor::{DEFAULT_MAX_TASKS_PER_CHILD, SupervisorConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_tasks_supervisor::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};
 
 use super::App;
 use crate::cli::GlobalArgs;
@@ -33,6 +36,11 @@ pub struct WorkerArgs {
     /// settings file's name without extension, else `default`).
     #[arg(long)]
     pub instance: Option<String>,
+    /// Seconds a graceful shutdown (SIGTERM, SIGINT) lets running tasks
+    /// finish before it interrupts them (default: the `drain_timeout`
+    /// setting, 0).
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
     /// Start worker processes from this program instead of this binary (a
     /// wrapper that ends by exec-ing this binary with the same arguments).
     #[arg(long, value_name = "PATH")]
@@ -41,6 +49,7 @@ pub struct WorkerArgs {
 
 pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let settings = global.settings()?;
+    settings.validate_tasks(&app.registry.names())?;
     if app.registry.is_empty() {
         anyhow::bail!(
             "this binary registers no task functions; build your own with redis_tasks::App (see examples/quickstart.rs)"
@@ -55,6 +64,16 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
             .unwrap_or_else(|| "default".to_owned())
     });
     let mut config = SupervisorConfig::new(settings, args.queues);
+    let reload_args = global.clone();
+    let tasks = app.registry.names();
+    config.reload = Some(Reloader(Arc::new(move || {
+        let settings = reload_args.settings().map_err(|e| format!("{e:#}"))?;
+        settings.validate_tasks(&tasks).map_err(|e| e.to_string())?;
+        Ok(settings)
+    })));
+    if let Some(secs) = args.drain_timeout {
+        config.drain_timeout = Duration::from_secs(secs);
+    }
     if let Some(n) = args.concurrency {
         anyhow::ensure!(n > 0, "--concurrency must be at least 1");
         config.concurrency = n;

@@ -1,9 +1,21 @@
 //! What one supervisor is asked to do.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis_tasks_protocol::Settings;
+
+/// Reads the settings again (SIGHUP); an error keeps the old ones.
+#[derive(Clone)]
+pub struct Reloader(pub Arc<dyn Fn() -> Result<Settings, String> + Send + Sync>);
+
+impl fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reloader")
+    }
+}
 
 /// A supervisor's configuration: settings plus its command-line choices.
 #[derive(Debug, Clone)]
@@ -23,35 +35,73 @@ pub struct SupervisorConfig {
     /// Tasks a worker process runs before it is replaced; 1 gives every
     /// task a fresh process.
     pub max_tasks_per_child: u64,
+    /// How long a graceful shutdown lets running tasks finish before it
+    /// interrupts them.
+    pub drain_timeout: Duration,
     /// The binary started as worker process (default: this one).
     pub worker_exe: Option<PathBuf>,
+    /// How SIGHUP reads the settings again; `None`: SIGHUP only replaces
+    /// the worker processes.
+    pub reload: Option<Reloader>,
     /// The settings in effect.
     pub settings: Settings,
 }
 
 /// The default of `--max-tasks-per-child`. Re-using a process avoids an
-/// exec per task; a bound still returns leaked memory to the system now and
-/// then. `docs/architecture.md` records the measurements behind it.
+/// exec and a handshake per task; a bound still returns leaked memory to the
+/// system now and then. `docs/performance.md` records the measurements.
 pub const DEFAULT_MAX_TASKS_PER_CHILD: u64 = 1000;
 
 impl SupervisorConfig {
-    /// A configuration for `queues` with defaults for everything else.
+    /// A configuration for `queues` (empty: the `worker_queues` setting,
+    /// else `default`) with everything else from `settings` or defaults.
     pub fn new(settings: Settings, queues: Vec<String>) -> Self {
         let host = hostname();
+        let queues = if !queues.is_empty() {
+            queues
+        } else if !settings.worker_queues.is_empty() {
+            settings.worker_queues.clone()
+        } else {
+            vec!["default".to_owned()]
+        };
+        let concurrency = settings
+            .worker_concurrency
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
         SupervisorConfig {
-            queues: if queues.is_empty() {
-                vec!["default".to_owned()]
-            } else {
-                queues
-            },
-            concurrency: std::thread::available_parallelism().map_or(1, usize::from),
+            queues,
+            concurrency,
             burst: false,
             description: format!("{host}.{}", std::process::id()),
             instance: "default".to_owned(),
             max_tasks_per_child: DEFAULT_MAX_TASKS_PER_CHILD,
+            drain_timeout: Duration::from_secs(settings.drain_timeout),
             worker_exe: None,
+            reload: None,
             settings,
         }
+    }
+
+    /// This configuration with reloaded `settings`: the values the settings
+    /// set (queues, concurrency, a non-zero drain timeout, timeouts,
+    /// middleware...) replace the current ones; command-line choices the
+    /// settings leave unset stay.
+    pub fn reloaded(&self, settings: Settings) -> Self {
+        let mut next = self.clone();
+        if !settings.worker_queues.is_empty() {
+            next.queues = settings.worker_queues.clone();
+        }
+        if let Some(n) = settings
+            .worker_concurrency
+            .and_then(|n| usize::try_from(n).ok())
+        {
+            next.concurrency = n;
+        }
+        if settings.drain_timeout > 0 {
+            next.drain_timeout = Duration::from_secs(settings.drain_timeout);
+        }
+        next.settings = settings;
+        next
     }
 
     pub(crate) fn heartbeat_freq(&self) -> Duration {
@@ -74,4 +124,31 @@ impl SupervisorConfig {
 /// This host's name, as `info` shows it.
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_at_start_and_a_reload_applies_what_the_file_sets() {
+        let settings = Settings {
+            worker_queues: vec!["from_file".into()],
+            worker_concurrency: Some(3),
+            ..Settings::default()
+        };
+        let config = SupervisorConfig::new(settings.clone(), vec!["from_flag".into()]);
+        assert_eq!(config.queues, ["from_flag"]);
+        assert_eq!(config.concurrency, 3);
+        let mut started = config.clone();
+        started.concurrency = 8;
+        started.drain_timeout = Duration::from_secs(30);
+        let reloaded = started.reloaded(Settings::default());
+        assert_eq!(reloaded.queues, ["from_flag"]);
+        assert_eq!(reloaded.concurrency, 8);
+        assert_eq!(reloaded.drain_timeout, Duration::from_secs(30));
+        let reloaded = started.reloaded(settings);
+        assert_eq!(reloaded.queues, ["from_file"]);
+        assert_eq!(reloaded.concurrency, 3);
+    }
 }

@@ -23,6 +23,9 @@ pub enum SlotCommand {
     Shutdown,
     /// Immediate shutdown: kill the running task's process group now.
     Kill,
+    /// Look at the shared state again (a reload, a retirement, a drain);
+    /// ignored while a task runs.
+    Wake,
 }
 
 /// How long a worker process that closed its channel gets to exit on its
@@ -104,6 +107,7 @@ pub fn run_on(
                         shutdown_sent = process.send(&ToWorker::Shutdown).is_ok();
                     }
                 }
+                Ok(SlotCommand::Wake) => {}
                 Ok(SlotCommand::Kill) | Err(_) => {
                     process.kill_and_reap();
                     info!(task = %record.id, pid, "task killed by immediate shutdown");

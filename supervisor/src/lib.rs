@@ -22,12 +22,14 @@ pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod execute;
+pub mod notify;
 mod recovery;
 pub mod settle;
+pub mod shared;
 pub mod signals;
 mod slot;
 mod sys;
 pub mod worker_process;
 
-pub use config::{DEFAULT_MAX_TASKS_PER_CHILD, SupervisorConfig};
+pub use config::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};
 pub use control::{RunSummary, SupervisorError, run};

@@ -17,8 +17,8 @@ use jiff::Timestamp;
 use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskStatus};
 use tracing::{info, warn};
 
-use crate::control::Shared;
 use crate::settle::{RunEnd, Settlement, settle};
+use crate::shared::Shared;
 
 /// What recovering one slot did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +35,7 @@ pub(crate) fn recover_slot(
     shared: &Shared,
     dead_slot: &str,
 ) -> Result<Recovered, StoreError> {
+    let current = shared.current();
     let reclaimed = store.reclaim_slot(dead_slot, Timestamp::now())?;
     let mut done = Recovered {
         requeued: reclaimed.requeued.len(),
@@ -67,14 +68,14 @@ pub(crate) fn recover_slot(
             RunEnd::Aborted(FailureKind::WorkerDied),
             reentrant,
             record.aborted_runs.len(),
-            shared.config.settings.max_aborted_runs,
+            current.config.settings.max_aborted_runs,
         );
         let recorded = match settlement {
             Settlement::Requeue { reason } => {
                 store.requeue_interrupted(dead_slot, id, &reason, Timestamp::now())?
             }
             Settlement::Record(outcome) => {
-                let outcome = shared.chain.process_outcome(&record, outcome);
+                let outcome = current.chain.process_outcome(&record, outcome);
                 let (status, error) = match &outcome {
                     Outcome::Success => (TaskStatus::Finished, None),
                     Outcome::Failure(f) => (TaskStatus::Failed, Some(f.message())),

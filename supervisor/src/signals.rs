@@ -1,12 +1,18 @@
-//! Signals in, control events out.
+//! Signals in, requests out: the one signal table (docs/signals.md mirrors
+//! it).
 //!
 //! Handlers only record (signal-hook's self-pipe); a thread forwards each
-//! signal to the control loop, which decides. Signals of one kind that
-//! arrive together may merge into one.
+//! signal to the control loop as a [`SignalRequest`], and the loop decides.
+//! Signals of one kind that arrive close together may merge into one.
 
 use crossbeam_channel::Sender;
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
-use signal_hook::iterator::{Handle, Signals};
+use signal_hook::consts::{
+    SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, SIGUSR1,
+};
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::{Handle, SignalsInfo};
+use signal_hook::low_level::siginfo::{Cause, Origin};
+use tracing::debug;
 
 /// What a signal asks the supervisor to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,16 +21,46 @@ pub enum SignalRequest {
     Stop,
     /// SIGQUIT: immediate shutdown.
     StopNow,
+    /// SIGTTIN: one slot more.
+    AddSlot,
+    /// SIGTTOU: one slot fewer (never below one).
+    RemoveSlot,
+    /// SIGHUP: reload settings, replace worker processes gracefully.
+    Reload,
+    /// SIGTSTP: stop fetching, keep running tasks.
+    Quiet,
+    /// SIGCONT: fetch again after SIGTSTP.
+    Resume,
+    /// SIGUSR1: log a status dump.
+    Dump,
 }
 
-/// The one table of signals this supervisor handles (docs/signals.md
-/// mirrors it).
+/// The signals the supervisor handles.
+pub const HANDLED: [i32; 9] = [
+    SIGTERM, SIGINT, SIGQUIT, SIGTTIN, SIGTTOU, SIGHUP, SIGTSTP, SIGCONT, SIGUSR1,
+];
+
+/// The signal table.
 pub fn request_for(signal: i32) -> Option<SignalRequest> {
     match signal {
         SIGTERM | SIGINT => Some(SignalRequest::Stop),
         SIGQUIT => Some(SignalRequest::StopNow),
+        SIGTTIN => Some(SignalRequest::AddSlot),
+        SIGTTOU => Some(SignalRequest::RemoveSlot),
+        SIGHUP => Some(SignalRequest::Reload),
+        SIGTSTP => Some(SignalRequest::Quiet),
+        SIGCONT => Some(SignalRequest::Resume),
+        SIGUSR1 => Some(SignalRequest::Dump),
         _ => None,
     }
+}
+
+/// Whether the signal should be acted on. The kernel itself sends SIGTTIN
+/// and SIGTTOU to a background process that touches its terminal; those
+/// are job control, not a request to rescale, and are ignored.
+pub fn wanted(origin: &Origin) -> bool {
+    let job_control = matches!(origin.signal, SIGTTIN | SIGTTOU);
+    !(job_control && origin.cause == Cause::Kernel)
 }
 
 /// Registers the handlers (call before starting any thread) and starts the
@@ -33,13 +69,20 @@ pub fn forward<E: Send + 'static>(
     tx: Sender<E>,
     wrap: fn(SignalRequest) -> E,
 ) -> std::io::Result<Handle> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT])?;
+    let mut signals = SignalsInfo::<WithOrigin>::new(HANDLED)?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for signal in signals.forever() {
-                if let Some(request) = request_for(signal) {
+            for origin in signals.forever() {
+                if !wanted(&origin) {
+                    debug!(
+                        "ignoring job-control signal {} from the kernel",
+                        origin.signal
+                    );
+                    continue;
+                }
+                if let Some(request) = request_for(origin.signal) {
                     if tx.send(wrap(request)).is_err() {
                         return;
                     }
@@ -47,4 +90,17 @@ pub fn forward<E: Send + 'static>(
             }
         })?;
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_handled_signal_has_a_row() {
+        for signal in HANDLED {
+            assert!(request_for(signal).is_some(), "signal {signal}");
+        }
+        assert_eq!(request_for(signal_hook::consts::SIGUSR2), None);
+    }
 }

@@ -2,13 +2,14 @@
 //! and records the outcome, until told to stop.
 //!
 //! The slot owns its Redis connection (fetching blocks), its worker process
-//! (re-used for up to `max_tasks_per_child` tasks) and nothing else; the
-//! control loop registers it in Redis, heartbeats it, and deregisters it
-//! when the thread has ended.
+//! (re-used for up to `max_tasks_per_child` tasks, replaced after a reload)
+//! and nothing else; the control loop registers it in Redis, heartbeats it,
+//! and deregisters it when the thread has ended. At the top of its loop the
+//! slot looks at the shared state: stopping, a retirement to claim, quiet.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
@@ -17,13 +18,15 @@ use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskRecord, 
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::control::{ControlEvent, Shared};
+use crate::control::ControlEvent;
 use crate::execute::{RunHooks, SlotCommand, run_on};
 use crate::settle::{RunEnd, Settlement, settle};
+use crate::shared::{Current, Shared, SlotView};
 use crate::worker_process::WorkerProcess;
 
-/// How long an idle slot blocks on Redis before it looks at its commands
-/// again (the longest a graceful shutdown waits for an idle slot).
+/// How long an idle slot blocks on Redis before it looks at the shared
+/// state again (the longest a graceful shutdown, a retirement or a reload
+/// waits for an idle slot).
 const FETCH_BLOCK: Duration = Duration::from_millis(500);
 
 /// Consecutive failed starts of worker processes (over all slots) after
@@ -38,6 +41,7 @@ pub(crate) struct Slot {
     pub commands: Receiver<SlotCommand>,
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
+    pub view: Arc<Mutex<SlotView>>,
 }
 
 struct MetaToRedis<'a> {
@@ -63,35 +67,44 @@ impl RunHooks for MetaToRedis<'_> {
 }
 
 impl Slot {
-    /// The slot's loop; returns when the supervisor stops or, in burst
-    /// mode, when the queues are empty.
+    /// The slot's loop; returns when the supervisor stops, when the slot
+    /// retires, or, in burst mode, when the queues are empty.
     pub fn run(mut self) {
         let mut backoff = Backoff::new();
         loop {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 break;
             }
-            let block = if self.shared.config.burst {
+            if self.shared.claim_retirement() {
+                self.update_view(|v| v.retiring = true);
+                info!(slot = %self.id, "slot retiring (SIGTTOU)");
+                break;
+            }
+            let current = self.shared.current();
+            self.replace_outdated_process(&current);
+            if self.shared.quiet.load(Ordering::SeqCst) {
+                let _ = self.commands.recv_timeout(FETCH_BLOCK);
+                continue;
+            }
+            let block = if current.config.burst {
                 Duration::ZERO
             } else {
                 FETCH_BLOCK
             };
-            let fetched = self
-                .store
-                .fetch(&self.id, &self.shared.config.queues, block);
-            match fetched {
+            match self.store.fetch(&self.id, &current.config.queues, block) {
                 Ok(Some(fetched)) => {
                     backoff.reset();
-                    self.handle(fetched);
+                    self.shared.note_redis_ok();
+                    self.handle(&current, fetched);
                 }
-                Ok(None) if self.shared.config.burst => break,
+                Ok(None) if current.config.burst => break,
                 Ok(None) => {}
                 Err(e) => {
                     let wait = backoff.next_wait();
                     self.shared.note_redis_error(&e);
                     warn!(slot = %self.id, "cannot fetch from Redis ({e}); retrying in {wait:?}");
-                    // Waits, but wakes for a shutdown command; the loop head
-                    // then sees `stopping`.
+                    // Waits, but wakes for a command; the loop head then
+                    // looks at the shared state.
                     let _ = self.commands.recv_timeout(wait);
                 }
             }
@@ -104,7 +117,11 @@ impl Slot {
         });
     }
 
-    fn handle(&mut self, fetched: Fetched) {
+    fn update_view(&self, change: impl FnOnce(&mut SlotView)) {
+        change(&mut self.view.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn handle(&mut self, current: &Current, fetched: Fetched) {
         let Fetched { id, record } = fetched;
         let record = match record {
             Ok(record) => record,
@@ -126,27 +143,35 @@ impl Slot {
         let reentrant = def.is_some_and(|d| d.options().reentrant);
         let timeout = def
             .and_then(|d| d.options().timeout)
-            .unwrap_or_else(|| self.shared.config.default_timeout());
-        let end = self.execute(&record, timeout);
+            .unwrap_or_else(|| current.config.default_timeout());
+        self.update_view(|v| {
+            v.task = Some((
+                record.id.clone(),
+                record.description.clone(),
+                Instant::now(),
+            ));
+        });
+        let end = self.execute(current, &record, timeout);
         let settlement = settle(
             end,
             reentrant,
             record.aborted_runs.len(),
-            self.shared.config.settings.max_aborted_runs,
+            current.config.settings.max_aborted_runs,
         );
         match settlement {
             Settlement::Requeue { reason } => self.requeue(&record, &reason),
-            Settlement::Record(outcome) => self.record(&record, outcome),
+            Settlement::Record(outcome) => self.record(current, &record, outcome),
         }
-        self.refresh_process();
+        self.update_view(|v| v.task = None);
+        self.refresh_process(current);
     }
 
     /// Runs the task, starting a worker process first when the slot has
     /// none ready.
-    fn execute(&mut self, record: &TaskRecord, timeout: Duration) -> RunEnd {
+    fn execute(&mut self, current: &Current, record: &TaskRecord, timeout: Duration) -> RunEnd {
         let mut process = match self.process.take() {
             Some(process) if process.is_alive() => process,
-            _ => match self.start_process() {
+            _ => match self.start_process(current) {
                 Ok(process) => process,
                 Err(text) => return RunEnd::Aborted(FailureKind::StartFailed(text)),
             },
@@ -163,27 +188,47 @@ impl Slot {
         );
         if reusable {
             self.process = Some(process);
+        } else {
+            self.update_view(|v| v.pid = None);
         }
         end
     }
 
-    /// After a task: retire a process that reached its task budget, and
-    /// have the next one ready before fetching again.
-    fn refresh_process(&mut self) {
-        let budget = self.shared.config.max_tasks_per_child.max(1);
-        if let Some(process) = self.process.take_if(|p| p.tasks_run >= budget) {
+    /// An idle worker process started before the last reload is replaced.
+    fn replace_outdated_process(&mut self, current: &Current) {
+        if let Some(process) = self.process.take_if(|p| p.generation < current.generation) {
+            debug!(slot = %self.id, pid = process.pid(), "replacing worker process after reload");
             process.retire();
-        }
-        if self.process.is_none() && !self.shared.stopping.load(Ordering::SeqCst) {
-            self.process = self.start_process().ok();
+            self.update_view(|v| v.pid = None);
+            self.process = self.start_process(current).ok();
         }
     }
 
-    fn start_process(&mut self) -> Result<WorkerProcess, String> {
-        match WorkerProcess::spawn(&self.shared.spawn) {
+    /// After a task: retire a process that reached its task budget or
+    /// predates a reload, and have the next one ready before fetching again.
+    fn refresh_process(&mut self, current: &Current) {
+        let latest = self.shared.current();
+        let budget = latest.config.max_tasks_per_child.max(1);
+        if let Some(process) = self
+            .process
+            .take_if(|p| p.tasks_run >= budget || p.generation < latest.generation)
+        {
+            process.retire();
+            self.update_view(|v| v.pid = None);
+        }
+        let _ = current;
+        if self.process.is_none() && !self.shared.stopping.load(Ordering::SeqCst) {
+            self.process = self.start_process(&latest).ok();
+        }
+    }
+
+    fn start_process(&mut self, current: &Current) -> Result<WorkerProcess, String> {
+        match WorkerProcess::spawn(&current.spawn, current.generation) {
             Ok(process) => {
                 self.shared.start_failures.store(0, Ordering::SeqCst);
-                debug!(slot = %self.id, pid = process.pid(), "worker process ready");
+                let pid = process.pid();
+                debug!(slot = %self.id, pid, "worker process ready");
+                self.update_view(|v| v.pid = Some(pid));
                 Ok(process)
             }
             Err(e) => {
@@ -219,8 +264,8 @@ impl Slot {
         }
     }
 
-    fn record(&mut self, record: &TaskRecord, outcome: Outcome) {
-        let outcome = self.shared.chain.process_outcome(record, outcome);
+    fn record(&mut self, current: &Current, record: &TaskRecord, outcome: Outcome) {
+        let outcome = current.chain.process_outcome(record, outcome);
         let (status, error) = match &outcome {
             Outcome::Success => (TaskStatus::Finished, None),
             Outcome::Failure(f) => (TaskStatus::Failed, Some(f.message())),
@@ -261,7 +306,10 @@ impl Slot {
         let mut backoff = Backoff::new();
         loop {
             match op(&self.store, Timestamp::now()) {
-                Ok(value) => return Some(value),
+                Ok(value) => {
+                    self.shared.note_redis_ok();
+                    return Some(value);
+                }
                 Err(e) if e.is_connection_error() => {
                     self.shared.note_redis_error(&e);
                     if self.shared.killing.load(Ordering::SeqCst) && backoff.failures() >= 3 {

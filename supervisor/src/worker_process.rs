@@ -111,11 +111,14 @@ pub struct WorkerProcess {
     reaped: Option<ExitStatus>,
     /// Tasks this process was given so far.
     pub tasks_run: u64,
+    /// The reload generation it was started under.
+    pub generation: u64,
 }
 
 impl WorkerProcess {
-    /// Starts a worker process and completes the handshake.
-    pub fn spawn(spec: &SpawnSpec) -> Result<Self, SpawnError> {
+    /// Starts a worker process under reload `generation` and completes the
+    /// handshake.
+    pub fn spawn(spec: &SpawnSpec, generation: u64) -> Result<Self, SpawnError> {
         let spawn_err = |source| SpawnError::Spawn {
             exe: spec.exe.display().to_string(),
             source,
@@ -143,6 +146,7 @@ impl WorkerProcess {
             events,
             reaped: None,
             tasks_run: 0,
+            generation,
         };
         process.handshake(spec)?;
         Ok(process)
