@@ -134,9 +134,15 @@ impl Slot {
                 return;
             }
         };
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            // Fetched while a shutdown began: give it back untouched.
-            self.requeue(&record, "not started: worker shutdown");
+        if self.shared.stopping.load(Ordering::SeqCst) || self.shared.quiet.load(Ordering::SeqCst) {
+            // Fetched while a shutdown or a pause began: give it back as if
+            // it had never been taken.
+            let released = self.with_redis("hand back an unstarted task", |store, now| {
+                store.release_unstarted(&self.id, &record.id, now)
+            });
+            if released == Some(true) {
+                debug!(task = %record.id, "handed back unstarted to the front of {:?}", record.queue);
+            }
             return;
         }
         let def = self.shared.registry.get(&record.task);

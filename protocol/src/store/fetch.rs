@@ -262,4 +262,18 @@ impl Store {
         })?;
         Ok(done == 1)
     }
+
+    /// Hands a task this slot fetched but did not start back to the FRONT
+    /// of its queue, as if it had never been fetched (no aborted run is
+    /// noted). Fenced like [`Store::finish`]; returns whether the slot held
+    /// the task. A supervisor uses it when a shutdown or a pause begins
+    /// while a fetch was already under way.
+    pub fn release_unstarted(
+        &self,
+        slot: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.requeue_interrupted(slot, id, "", now)
+    }
 }

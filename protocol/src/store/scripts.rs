@@ -189,7 +189,8 @@ script!(
     REQUEUE_INTERRUPTED,
     "Put an interrupted task back at the front of its queue, fenced on the \
      slot's list. KEYS: slot list, slot hash, task, queues set. ARGV: prefix, \
-     id, now, reason, score. Returns 1, or 0 when the slot does not hold the id.",
+     id, now, reason (empty: a task handed back before it started, no aborted \
+     run is noted), score. Returns 1, or 0 when the slot does not hold the id.",
     r#"
 local list, hash, tk = KEYS[1], KEYS[2], KEYS[3]
 need(list, 'list')
@@ -204,25 +205,29 @@ if redis.call('EXISTS', hash) == 1 then
   redis.call('HSET', hash, 'state', 'idle', 'current_task', '')
 end
 if redis.call('EXISTS', tk) == 0 then return 1 end
-local started = redis.call('HGET', tk, 'started_at')
-if not started or started == '' then started = cjson.null end
-local run = cjson.encode({started_at = started, ended_at = ARGV[3], reason = ARGV[4]})
-local old = redis.call('HGET', tk, 'aborted_runs')
-local runs = '[' .. run .. ']'
-if old then
-  old = string.match(old, '^%s*(.-)%s*$')
-  if string.match(old, '^%[.*%]$') and not string.match(old, '^%[%s*%]$') then
-    runs = string.sub(old, 1, -2) .. ',' .. run .. ']'
+local runs = false
+if ARGV[4] ~= '' then
+  local started = redis.call('HGET', tk, 'started_at')
+  if not started or started == '' then started = cjson.null end
+  local run = cjson.encode({started_at = started, ended_at = ARGV[3], reason = ARGV[4]})
+  local old = redis.call('HGET', tk, 'aborted_runs')
+  runs = '[' .. run .. ']'
+  if old then
+    old = string.match(old, '^%s*(.-)%s*$')
+    if string.match(old, '^%[.*%]$') and not string.match(old, '^%[%s*%]$') then
+      runs = string.sub(old, 1, -2) .. ',' .. run .. ']'
+    end
   end
 end
+if runs then redis.call('HSET', tk, 'aborted_runs', runs) end
 if not q or q == '' then
-  redis.call('HSET', tk, 'status', 'failed', 'ended_at', ARGV[3], 'aborted_runs', runs,
+  redis.call('HSET', tk, 'status', 'failed', 'ended_at', ARGV[3],
     'error', 'cannot requeue: the task record names no queue')
   redis.call('HDEL', tk, 'worker')
   redis.call('ZADD', k('failed'), ARGV[5], ARGV[2])
   return 1
 end
-redis.call('HSET', tk, 'status', 'queued', 'aborted_runs', runs)
+redis.call('HSET', tk, 'status', 'queued')
 redis.call('HDEL', tk, 'started_at', 'ended_at', 'worker', 'error')
 redis.call('LPUSH', k('queue', q), ARGV[2])
 redis.call('SADD', KEYS[4], q)

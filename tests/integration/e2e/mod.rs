@@ -8,6 +8,7 @@
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `outage`: Redis down and back, Redis losing its data.
+//! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
 
@@ -16,6 +17,7 @@ mod outage;
 mod outcomes;
 mod recovery;
 mod shutdown;
+mod signals;
 mod startup;
 
 use std::fs;
