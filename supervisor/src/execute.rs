@@ -40,12 +40,15 @@ pub trait RunHooks {
 
 /// Runs `record` on `process` until it ends. On return the process is
 /// either still usable (`true`) or has been killed and reaped (`false`).
+///
+/// A shutdown reaches the run only as a [`SlotCommand`]: one sent before
+/// the run began waits in the channel and is seen at once, and with a drain
+/// period the control loop sends it only when the period is over.
 pub fn run_on(
     process: &mut WorkerProcess,
     record: &TaskRecord,
     timeout: Duration,
     commands: &Receiver<SlotCommand>,
-    shutdown_requested: bool,
     hooks: &mut dyn RunHooks,
 ) -> (RunEnd, bool) {
     let run = ToWorker::Run(RunTask {
@@ -69,9 +72,6 @@ pub fn run_on(
     let deadline = Instant::now() + timeout;
     let events = process.events().clone();
     let mut shutdown_sent = false;
-    if shutdown_requested {
-        shutdown_sent = process.send(&ToWorker::Shutdown).is_ok();
-    }
     loop {
         select! {
             recv(events) -> event => match event {

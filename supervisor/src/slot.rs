@@ -182,16 +182,8 @@ impl Slot {
                 Err(text) => return RunEnd::Aborted(FailureKind::StartFailed(text)),
             },
         };
-        let stopping = self.shared.stopping.load(Ordering::SeqCst);
         let mut hooks = MetaToRedis { store: &self.store };
-        let (end, reusable) = run_on(
-            &mut process,
-            record,
-            timeout,
-            &self.commands,
-            stopping,
-            &mut hooks,
-        );
+        let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
         if reusable {
             self.process = Some(process);
         } else {
