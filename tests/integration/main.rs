@@ -39,4 +39,5 @@ mod store_producer;
 mod store_registry;
 mod store_slots;
 mod store_tasks;
+mod systemd;
 mod testing_helper;

@@ -30,7 +30,7 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The settings file could not be read.
-    #[error("cannot read settings file {}: {source}", path.display())]
+    #[error("cannot read settings file {}", path.display())]
     Read {
         /// The path that was tried.
         path: PathBuf,
