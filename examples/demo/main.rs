@@ -153,6 +153,8 @@ fn pid(ctx: &TaskContext, _: serde_json::Value) -> Result {
 /// arriving meanwhile waits for it.
 fn guarded_sleep(ctx: &TaskContext, a: Secs) -> Result {
     let _guard = ctx.postpone_shutdown();
+    // Tells tests the guard is held.
+    ctx.set_meta("guarded", true)?;
     let end = Instant::now() + Duration::from_secs_f64(a.secs.max(0.0));
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));

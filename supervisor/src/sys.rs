@@ -11,8 +11,16 @@ use redis_tasks_protocol::ipc::WORKER_FD;
 
 /// Signals a worker process ignores, so that `systemctl kill -s SIGTTIN`
 /// (or a Ctrl-C in a terminal) sent to the whole group or cgroup only
-/// reaches the supervisor. Ignored dispositions survive `exec`.
-const IGNORED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTTIN, libc::SIGTTOU, libc::SIGHUP];
+/// reaches the supervisor: the scaling, reload, pause and dump signals of
+/// the signal table. Ignored dispositions survive `exec`.
+const IGNORED: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGHUP,
+    libc::SIGTSTP,
+    libc::SIGUSR1,
+];
 
 /// Arranges for the child of `cmd` to: die with the thread that spawned it
 /// (parent-death signal), ignore [`IGNORED`], find `ipc_fd` at

@@ -64,13 +64,23 @@ impl SpawnSpec {
             .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
             .collect();
         SpawnSpec {
-            // /proc/self/exe keeps pointing at the running binary even if
-            // the file was replaced on disk.
-            exe: PathBuf::from("/proc/self/exe"),
+            exe: worker_binary(),
             env,
             middleware,
             handshake_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// The binary worker processes run: this one, by the path it was started
+/// from, so that a new binary installed there is used by the worker
+/// processes a reload starts (the handshake refuses one that speaks another
+/// protocol). If that path is gone, `/proc/self/exe` still reaches the
+/// running binary.
+fn worker_binary() -> PathBuf {
+    match std::env::current_exe() {
+        Ok(path) if path.exists() => path,
+        _ => PathBuf::from("/proc/self/exe"),
     }
 }
 

@@ -227,6 +227,13 @@ impl Control {
                 recv(crossbeam_channel::at(due)) -> _ => {}
             }
             let now = Instant::now();
+            // First, so that slow Redis calls below cannot delay it.
+            if let Some(every) = watchdog_every {
+                if now >= next_watchdog {
+                    self.notifier.watchdog();
+                    next_watchdog = now + every;
+                }
+            }
             if self.drain_until.is_some_and(|at| now >= at) {
                 self.drain_until = None;
                 info!("drain period over: interrupting running tasks");
@@ -247,12 +254,6 @@ impl Control {
                     warn!("maintenance pass failed: {e}");
                 }
                 next_maintenance = now + self.shared.current().config.maintenance_freq();
-            }
-            if let Some(every) = watchdog_every {
-                if now >= next_watchdog {
-                    self.notifier.watchdog();
-                    next_watchdog = now + every;
-                }
             }
             if !self.shared.stopping.load(Ordering::SeqCst) && !self.burst() {
                 self.slots.reconcile(&self.store, &self.shared);

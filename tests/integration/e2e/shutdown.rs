@@ -50,7 +50,7 @@ fn a_postpone_shutdown_guard_lets_the_task_finish() {
     let demo = Demo::new();
     let id = demo.enqueue("guarded_sleep", json!({"secs": 2}));
     let mut sup = demo.start(&["--concurrency", "1"], &[]);
-    demo.wait_status(&id, TaskStatus::Running, Duration::from_secs(30));
+    wait_guarded(&demo, &id);
     sup.signal(Signal::SIGTERM);
     assert_eq!(
         sup.wait_exit(Duration::from_secs(60)),
@@ -68,7 +68,7 @@ fn a_second_sigterm_kills_at_once_and_still_records() {
     let demo = Demo::new();
     let id = demo.enqueue("guarded_sleep", json!({"secs": 600}));
     let mut sup = demo.start(&["--concurrency", "1"], &[]);
-    demo.wait_status(&id, TaskStatus::Running, Duration::from_secs(30));
+    wait_guarded(&demo, &id);
     sup.signal(Signal::SIGTERM);
     // The guard holds the first request back; the second one does not wait.
     super::super::support::wait_until(
@@ -85,4 +85,17 @@ fn a_second_sigterm_kills_at_once_and_still_records() {
     );
     assert_eq!(error_of(&demo.task(&id)), "worker shutdown");
     assert_eq!(demo.outcomes_of(&id).len(), 1);
+}
+
+/// Waits until the task holds its postpone-shutdown guard.
+fn wait_guarded(demo: &Demo, id: &str) {
+    super::super::support::wait_until(
+        "the task to hold its guard",
+        Duration::from_secs(30),
+        || {
+            demo.store
+                .task(id)
+                .is_ok_and(|t| t.meta.get("guarded") == Some(&json!(true)))
+        },
+    );
 }
