@@ -16,6 +16,9 @@
 //! - [`signals`]: the signal table.
 //! - [`backoff`]: retrying while Redis is unreachable.
 //! - [`config`]: what a supervisor is asked to do.
+//! - [`scheduler`]: the scheduler (one per fleet): enqueues the schedule
+//!   entries of the settings when due; a process of its own or a thread
+//!   of a supervisor (`worker --scheduler`).
 //! - `sys`: the crate's only `unsafe` (between fork and exec).
 
 pub mod backoff;
@@ -24,6 +27,7 @@ pub mod control;
 pub mod execute;
 pub mod notify;
 mod recovery;
+pub mod scheduler;
 pub mod settle;
 pub mod shared;
 pub mod signals;

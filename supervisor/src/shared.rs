@@ -15,7 +15,7 @@ use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
 use tracing::info;
 
 use crate::config::SupervisorConfig;
-use crate::worker_process::SpawnSpec;
+use crate::worker_process::{RetireHandle, SpawnSpec, WorkerProcess};
 
 /// The configuration in effect; replaced whole by a reload.
 #[derive(Debug)]
@@ -72,11 +72,12 @@ pub struct Shared {
     /// Outcome counters.
     pub counters: Counters,
     redis_down_since: Mutex<Option<Timestamp>>,
+    retire: RetireHandle,
 }
 
 impl Shared {
     /// Shared state starting with `current`.
-    pub fn new(current: Current, registry: TaskRegistry) -> Self {
+    pub fn new(current: Current, registry: TaskRegistry, retire: RetireHandle) -> Self {
         Shared {
             current: RwLock::new(Arc::new(current)),
             registry,
@@ -87,7 +88,14 @@ impl Shared {
             start_failures: AtomicU32::new(0),
             counters: Counters::default(),
             redis_down_since: Mutex::new(None),
+            retire,
         }
+    }
+
+    /// Hands a worker process the slot is done with to the retiring thread
+    /// (or retires it here if that thread is gone).
+    pub fn retire(&self, process: WorkerProcess) {
+        self.retire.retire(process);
     }
 
     /// The configuration in effect now.

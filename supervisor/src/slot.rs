@@ -110,7 +110,7 @@ impl Slot {
             }
         }
         if let Some(process) = self.process.take() {
-            process.retire();
+            self.shared.retire(process);
         }
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
@@ -196,7 +196,7 @@ impl Slot {
     fn replace_outdated_process(&mut self, current: &Current) {
         if let Some(process) = self.process.take_if(|p| p.generation < current.generation) {
             debug!(slot = %self.id, pid = process.pid(), "replacing worker process after reload");
-            process.retire();
+            self.shared.retire(process);
             self.update_view(|v| v.pid = None);
             self.process = self.start_process(current).ok();
         }
@@ -211,7 +211,7 @@ impl Slot {
             .process
             .take_if(|p| p.tasks_run >= budget || p.generation < latest.generation)
         {
-            process.retire();
+            self.shared.retire(process);
             self.update_view(|v| v.pid = None);
         }
         let _ = current;

@@ -313,3 +313,57 @@ fn read_loop(mut stream: UnixStream, tx: &crossbeam_channel::Sender<WorkerEvent>
         }
     }
 }
+
+/// Retires worker processes off the slots' path: a slot hands over a
+/// process it is done with and goes on fetching while this thread asks the
+/// process to exit and reaps it. The handle moves with the process, so each
+/// process still has exactly one owner and one reaper.
+#[derive(Debug)]
+pub struct Retirer {
+    tx: crossbeam_channel::Sender<Option<WorkerProcess>>,
+    thread: thread::JoinHandle<()>,
+}
+
+/// What slots hold to hand processes over to a [`Retirer`].
+#[derive(Debug, Clone)]
+pub struct RetireHandle(crossbeam_channel::Sender<Option<WorkerProcess>>);
+
+impl RetireHandle {
+    /// Hands `process` over (or retires it here if the retirer is gone).
+    pub fn retire(&self, process: WorkerProcess) {
+        if let Err(unsent) = self.0.send(Some(process)) {
+            if let Some(process) = unsent.0 {
+                process.retire();
+            }
+        }
+    }
+}
+
+impl Retirer {
+    /// Starts the retiring thread.
+    pub fn start() -> io::Result<Retirer> {
+        let (tx, rx) = unbounded::<Option<WorkerProcess>>();
+        let thread = thread::Builder::new()
+            .name("retirer".into())
+            .spawn(move || {
+                // `None` marks the end; everything handed over before it is
+                // retired first.
+                while let Ok(Some(process)) = rx.recv() {
+                    process.retire();
+                }
+            })?;
+        Ok(Retirer { tx, thread })
+    }
+
+    /// A handle slots use to hand processes over.
+    pub fn handle(&self) -> RetireHandle {
+        RetireHandle(self.tx.clone())
+    }
+
+    /// Waits until every process handed over so far is reaped (call after
+    /// every slot has ended).
+    pub fn finish(self) {
+        let _ = self.tx.send(None);
+        let _ = self.thread.join();
+    }
+}

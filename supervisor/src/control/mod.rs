@@ -26,7 +26,7 @@ use crate::execute::SlotCommand;
 use crate::notify::Notifier;
 use crate::shared::{Current, Shared};
 use crate::signals::{self, SignalRequest};
-use crate::worker_process::{SpawnError, SpawnSpec, WorkerProcess};
+use crate::worker_process::{Retirer, SpawnError, SpawnSpec, WorkerProcess};
 
 use slots::SlotSet;
 
@@ -111,6 +111,7 @@ pub fn run(
     let store = Store::open(&config.settings.redis_url, &config.settings.redis_prefix)?;
     let spawn = spawn_spec(&config, &chain);
     let desired = config.concurrency.max(1);
+    let retirer = Retirer::start()?;
     let shared = Arc::new(Shared::new(
         Current {
             config,
@@ -119,6 +120,7 @@ pub fn run(
             generation: 0,
         },
         registry,
+        retirer.handle(),
     ));
     let supervisor_id = uuid::Uuid::new_v4().simple().to_string();
     let host = hostname();
@@ -147,17 +149,22 @@ pub fn run(
     };
     control.serve(&events);
     signal_handle.close();
-    let counters = &control.shared.counters;
+    // Every slot has ended: retire what they handed over.
+    let shared = Arc::clone(&control.shared);
+    let fatal = control.fatal.take();
+    drop(control);
+    let counters = &shared.counters;
     let summary = RunSummary {
         finished: counters.finished.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
         requeued: counters.requeued.load(Ordering::Relaxed),
     };
+    retirer.finish();
     info!(
         "supervisor stopped: {} finished, {} failed, {} requeued",
         summary.finished, summary.failed, summary.requeued
     );
-    match control.fatal {
+    match fatal {
         Some(reason) => Err(SupervisorError::Fatal(reason)),
         None => Ok(summary),
     }

@@ -1,0 +1,463 @@
+//! The benchmark: one run, one Redis, every figure of docs/performance.md.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--tasks N] [--concurrency C] [--payload BYTES]
+//! ```
+//!
+//! Redis: `REDIS_URL` if set, else a private `redis-server` started on a
+//! free port in a temporary directory. Each phase uses its own key prefix.
+//! The supervisor runs as a separate process (this binary with `worker`),
+//! as in production.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_tasks::{App, Settings, Store, TaskContext, TaskOptions, TaskStatus};
+
+/// The tasks the bench runs.
+fn app() -> App {
+    App::new("bench")
+        .task("noop", |_: &TaskContext, _: serde_json::Value| {
+            Ok::<(), String>(())
+        })
+        .task_with(
+            "hang",
+            TaskOptions::new().timeout(Duration::from_secs(1)),
+            |_: &TaskContext, _: serde_json::Value| -> Result<(), String> {
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(())
+            },
+        )
+}
+
+struct Options {
+    tasks: usize,
+    concurrency: usize,
+    payload: usize,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options {
+        tasks: 20_000,
+        concurrency: 2,
+        payload: 0,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || -> Result<usize, String> {
+            args.next()
+                .ok_or_else(|| format!("{flag} needs a value"))?
+                .parse()
+                .map_err(|e| format!("{flag}: {e}"))
+        };
+        match flag.as_str() {
+            "--tasks" => o.tasks = value()?,
+            "--concurrency" => o.concurrency = value()?,
+            "--payload" => o.payload = value()?,
+            "--help" | "-h" => {
+                return Err(
+                    "usage: bench [--tasks N (20000)] [--concurrency C (2)] [--payload BYTES (0)]"
+                        .into(),
+                );
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(o)
+}
+
+/// A Redis for the bench: `REDIS_URL`, else a private one.
+struct Redis {
+    url: String,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn redis() -> Result<Redis, String> {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return Ok(Redis {
+            url,
+            child: None,
+            _dir: None,
+        });
+    }
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        if Instant::now() > deadline {
+            return Err("redis-server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Redis {
+        url: format!("redis://{addr}"),
+        child: Some(child),
+        _dir: Some(dir),
+    })
+}
+
+fn store(url: &str, prefix: &str) -> Result<Store, String> {
+    let settings = Settings {
+        redis_url: url.into(),
+        redis_prefix: prefix.into(),
+        ..Settings::default()
+    };
+    Store::from_settings(&settings).map_err(|e| e.to_string())
+}
+
+fn payload(bytes: usize) -> serde_json::Value {
+    serde_json::json!({ "data": "x".repeat(bytes) })
+}
+
+/// Enqueues `n` no-op tasks in batches of 1000.
+fn fill(store: &Store, n: usize, bytes: usize) -> Result<(), String> {
+    let args = payload(bytes);
+    let queue = store.queue("default");
+    let mut left = n;
+    while left > 0 {
+        let batch: Vec<(&str, &serde_json::Value)> =
+            (0..left.min(1000)).map(|_| ("noop", &args)).collect();
+        queue.enqueue_many(&batch).map_err(|e| e.to_string())?;
+        left -= batch.len();
+    }
+    Ok(())
+}
+
+/// The same transitions a supervisor performs per task (enqueue, fetch and
+/// start, finish), back to back from `c` threads, without worker processes.
+fn floor(url: &str, n: usize, c: usize, bytes: usize) -> Result<f64, String> {
+    let args = Arc::new(payload(bytes));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..c)
+        .map(|i| {
+            let (url, args) = (url.to_owned(), Arc::clone(&args));
+            std::thread::spawn(move || -> Result<(), String> {
+                let store = store(&url, "bench_floor")?;
+                let queue = format!("floor{i}");
+                let slot = format!("floor-slot-{i}");
+                for _ in 0..n / c {
+                    store
+                        .queue(queue.as_str())
+                        .enqueue("noop", &*args)
+                        .map_err(|e| e.to_string())?;
+                    let fetched = store
+                        .fetch(&slot, std::slice::from_ref(&queue), Duration::ZERO)
+                        .map_err(|e| e.to_string())?
+                        .ok_or("nothing fetched")?;
+                    store
+                        .finish(
+                            &slot,
+                            &fetched.id,
+                            TaskStatus::Finished,
+                            None,
+                            jiff::Timestamp::now(),
+                        )
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "floor thread panicked")??;
+    }
+    Ok((n / c * c) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn supervisor(
+    url: &str,
+    prefix: &str,
+    c: usize,
+    max_tasks: u64,
+    burst: bool,
+) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker")
+        .args([
+            "--concurrency",
+            &c.to_string(),
+            "--max-tasks-per-child",
+            &max_tasks.to_string(),
+        ])
+        .env("REDIS_URL", url)
+        .env("RT_REDIS_PREFIX", prefix)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    if burst {
+        cmd.arg("--burst");
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start the supervisor: {e}"))
+}
+
+/// Runs `n` pre-enqueued no-op tasks through a burst supervisor; tasks/s
+/// from the first start to the last recorded outcome.
+fn end_to_end(
+    url: &str,
+    prefix: &str,
+    n: usize,
+    c: usize,
+    bytes: usize,
+    max_tasks: u64,
+) -> Result<f64, String> {
+    let store = store(url, prefix)?;
+    fill(&store, n, bytes)?;
+    let started = Instant::now();
+    let mut child = supervisor(url, prefix, c, max_tasks, true)?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let wall = started.elapsed();
+    if !status.success() {
+        return Err(format!("supervisor exited with {status}"));
+    }
+    let done = store.finished().count().map_err(|e| e.to_string())? as usize;
+    if done != n {
+        return Err(format!("{done} of {n} tasks finished"));
+    }
+    // First start to last end, from the records of the first and last task.
+    let first = store.finished().tasks(0, 1).map_err(|e| e.to_string())?;
+    let last = store
+        .finished()
+        .tasks(n - 1, 1)
+        .map_err(|e| e.to_string())?;
+    let span = match (first.first(), last.first()) {
+        (Some(Ok(a)), Some(Ok(b))) => match (a.started_at, b.ended_at) {
+            (Some(s), Some(e)) => e.duration_since(s).as_secs_f64(),
+            _ => wall.as_secs_f64(),
+        },
+        _ => wall.as_secs_f64(),
+    };
+    Ok(n as f64 / span.max(1e-9))
+}
+
+fn enqueue_rates(url: &str, n: usize, bytes: usize) -> Result<(f64, f64), String> {
+    let store = store(url, "bench_enqueue")?;
+    let args = payload(bytes);
+    let queue = store.queue("default");
+    let started = Instant::now();
+    for _ in 0..n {
+        queue.enqueue("noop", &args).map_err(|e| e.to_string())?;
+    }
+    let single = n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    fill(&store, n * 5, bytes)?;
+    let batched = (n * 5) as f64 / started.elapsed().as_secs_f64();
+    Ok((single, batched))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+struct Live {
+    latency_ms: (f64, f64),
+    timeout_late_ms: (f64, f64),
+    supervisor_kb: u64,
+    worker_kb: u64,
+}
+
+/// Latency with idle slots, timeout precision and memory, on one running
+/// supervisor.
+fn live(url: &str, c: usize) -> Result<Live, String> {
+    let prefix = "bench_live";
+    let store = store(url, prefix)?;
+    let mut child = supervisor(url, prefix, c, 1000, false)?;
+    let pid = child.id();
+    let wait = |id: &str| -> Result<redis_tasks::TaskRecord, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = store.task(id).map_err(|e| e.to_string())?;
+            if matches!(t.status, TaskStatus::Finished | TaskStatus::Failed) {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("task {id} did not end"));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    // Warm up: every slot has run a task, so each has a worker process ready.
+    for _ in 0..c * 4 {
+        let id = store
+            .queue("default")
+            .enqueue("noop", &())
+            .map_err(|e| e.to_string())?;
+        wait(&id)?;
+    }
+    let mut lat = Vec::new();
+    for _ in 0..300 {
+        let id = store
+            .queue("default")
+            .enqueue("noop", &())
+            .map_err(|e| e.to_string())?;
+        let t = wait(&id)?;
+        if let Some(s) = t.started_at {
+            lat.push(s.duration_since(t.enqueued_at).as_secs_f64() * 1e3);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    lat.sort_by(f64::total_cmp);
+    let worker_kb = children(pid)
+        .iter()
+        .filter_map(|p| status_kb(*p, "VmRSS:"))
+        .max()
+        .unwrap_or(0);
+    let ids: Vec<String> = (0..20)
+        .map(|_| store.queue("default").enqueue("hang", &()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut late = Vec::new();
+    for id in &ids {
+        let t = wait(id)?;
+        if let (Some(s), Some(e)) = (t.started_at, t.ended_at) {
+            late.push((e.duration_since(s).as_secs_f64() - 1.0) * 1e3);
+        }
+    }
+    late.sort_by(f64::total_cmp);
+    let supervisor_kb = status_kb(pid, "VmHWM:").unwrap_or(0);
+    let _ = nix_kill(pid);
+    let _ = child.wait();
+    Ok(Live {
+        latency_ms: (percentile(&lat, 0.5), percentile(&lat, 0.99)),
+        timeout_late_ms: (
+            percentile(&late, 0.5),
+            late.last().copied().unwrap_or(f64::NAN),
+        ),
+        supervisor_kb,
+        worker_kb,
+    })
+}
+
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill failed"))
+    }
+}
+
+fn run(o: Options) -> Result<(), String> {
+    let redis = redis()?;
+    let (n, c, bytes) = (o.tasks, o.concurrency, o.payload);
+    println!(
+        "bench: {n} no-op tasks, concurrency {c}, payload {bytes} bytes, Redis {}",
+        redis.url
+    );
+    let floor = floor(&redis.url, n, c, bytes)?;
+    let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000)?;
+    let fresh_n = (n / 4).max(500);
+    let fresh = end_to_end(&redis.url, "bench_fresh", fresh_n, c, bytes, 1)?;
+    let (single, batched) = enqueue_rates(&redis.url, n, bytes)?;
+    let live = live(&redis.url, c)?;
+    println!();
+    println!("| figure | value | target | ratio |");
+    println!("| --- | --- | --- | --- |");
+    println!("| Redis floor (C={c}) | {floor:.0} tasks/s | | 1.00 |");
+    println!(
+        "| end to end, reused worker processes (C={c}) | {reused:.0} tasks/s | 10000 and 50% of floor | {:.2} of floor |",
+        reused / floor
+    );
+    println!(
+        "| end to end, fresh process per task (C={c}, {fresh_n} tasks) | {fresh:.0} tasks/s | 3000 | {:.2} of floor |",
+        fresh / floor
+    );
+    println!("| enqueue, one at a time | {single:.0} tasks/s | 15000 | |");
+    println!("| enqueue, batches of 1000 | {batched:.0} tasks/s | 100000 | |");
+    println!(
+        "| enqueue-to-start p50 / p99 (idle slots) | {:.2} ms / {:.2} ms | 1 ms / 5 ms | |",
+        live.latency_ms.0, live.latency_ms.1
+    );
+    println!(
+        "| timeout recorded after deadline p50 / max (20) | {:.1} ms / {:.1} ms | 50 ms | |",
+        live.timeout_late_ms.0, live.timeout_late_ms.1
+    );
+    println!(
+        "| supervisor peak RSS | {:.1} MB | 15 MB | |",
+        live.supervisor_kb as f64 / 1024.0
+    );
+    println!(
+        "| worker process RSS | {:.1} MB | 5 MB | |",
+        live.worker_kb as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    if redis_tasks::started_as_worker_process()
+        || std::env::args().nth(1).as_deref() == Some("worker")
+    {
+        return app().main();
+    }
+    match parse_options().and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

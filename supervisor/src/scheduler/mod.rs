@@ -1,0 +1,385 @@
+//! The scheduler: enqueues the `[schedule.ID]` entries of the settings when
+//! they are due, with one active scheduler per Redis prefix.
+//!
+//! # How it works
+//!
+//! - **One per fleet.** It runs only while it holds the lock
+//!   `P:lock:scheduler` (SET NX PX with a random owner token), which it
+//!   extends every `worker_heartbeat_freq` and which expires after
+//!   `worker_heartbeat_timeout`. Another scheduler waits (and says so in the
+//!   log) and takes over within that timeout when the holder dies. The lock
+//!   is released on a graceful exit.
+//! - **Exactly once.** Each entry's last handled run lives in Redis; a run
+//!   is enqueued by one script that checks the lock token and that the run
+//!   is later than the last one, so neither a restart nor a takeover
+//!   enqueues a run twice.
+//! - **Catch-up and singleton.** See [`plan`]: runs older than
+//!   `scheduler_max_catchup` are skipped; a singleton entry runs at most
+//!   once to catch up, and skips a run while its previous task is still
+//!   queued or running (checked in the same script).
+//! - **No polling.** Between steps it sleeps until the next due run or the
+//!   next lock refresh, whichever comes first, or until it is told to stop.
+//!
+//! [`spawn`] starts it on a thread of its own (the `scheduler` command and
+//! `worker --scheduler` both use it); SIGTERM, SIGINT and SIGQUIT stop it.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use redis_tasks_protocol::schedule::ScheduleEntry;
+use redis_tasks_protocol::store::{RunResult, SCHEDULER_LOCK, ScheduledRun};
+use redis_tasks_protocol::{Settings, Store, StoreError};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+
+/// What a scheduler is asked to do.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Redis, time zone, `scheduler_max_catchup` and the entries.
+    pub settings: Settings,
+    /// How long the lock lives without being extended: a dead scheduler is
+    /// replaced within this time (`worker_heartbeat_timeout`).
+    pub lock_ttl: Duration,
+    /// How often the lock is extended, or tried while another holds it
+    /// (`worker_heartbeat_freq`, at most a third of `lock_ttl`).
+    pub refresh: Duration,
+}
+
+impl SchedulerConfig {
+    /// A configuration with the lock timings taken from `settings`.
+    pub fn new(settings: Settings) -> Self {
+        let lock_ttl = Duration::from_secs(settings.worker_heartbeat_timeout.max(1));
+        let refresh = Duration::from_secs(settings.worker_heartbeat_freq.max(1)).min(lock_ttl / 3);
+        SchedulerConfig {
+            settings,
+            lock_ttl,
+            refresh,
+        }
+    }
+}
+
+/// Why a scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The Redis settings are unusable.
+    #[error("redis: {0}")]
+    Store(#[from] StoreError),
+    /// The thread or the signal handlers could not be set up.
+    #[error("cannot start the scheduler: {0}")]
+    Setup(#[from] std::io::Error),
+}
+
+/// Totals of one scheduler run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerSummary {
+    /// Runs enqueued.
+    pub enqueued: u64,
+    /// Runs skipped because a singleton entry's previous task was still
+    /// queued or running.
+    pub busy: u64,
+}
+
+/// A scheduler running on its own thread.
+#[derive(Debug)]
+pub struct SchedulerHandle {
+    stop: Sender<()>,
+    thread: JoinHandle<SchedulerSummary>,
+    signals: signal_hook::iterator::Handle,
+}
+
+impl SchedulerHandle {
+    /// Asks the scheduler to stop (it releases the lock) and waits for it.
+    pub fn stop(self) -> SchedulerSummary {
+        let _ = self.stop.try_send(());
+        self.join()
+    }
+
+    /// Waits until the scheduler stops (after SIGTERM, SIGINT or SIGQUIT).
+    pub fn join(self) -> SchedulerSummary {
+        let summary = self.thread.join().unwrap_or_else(|_| {
+            error!("the scheduler thread panicked");
+            SchedulerSummary::default()
+        });
+        self.signals.close();
+        summary
+    }
+}
+
+/// Starts a scheduler on a thread of its own. SIGTERM, SIGINT and SIGQUIT
+/// stop it gracefully (their handlers are added next to any others, so a
+/// supervisor in the same process sees them too).
+pub fn spawn(config: SchedulerConfig) -> Result<SchedulerHandle, SchedulerError> {
+    let store = Store::from_settings(&config.settings)?;
+    let (stop_tx, stop_rx) = bounded::<()>(1);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT])?;
+    let signals_handle = signals.handle();
+    let from_signal = stop_tx.clone();
+    std::thread::Builder::new()
+        .name("scheduler-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                debug!("scheduler: signal {signal}, stopping");
+                let _ = from_signal.try_send(());
+            }
+        })?;
+    let thread = std::thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || Scheduler::new(config, store).run(&stop_rx))?;
+    Ok(SchedulerHandle {
+        stop: stop_tx,
+        thread,
+        signals: signals_handle,
+    })
+}
+
+/// The scheduler's state.
+struct Scheduler {
+    config: SchedulerConfig,
+    store: Store,
+    tz: TimeZone,
+    token: String,
+    /// Whether we hold the lock (as of the last attempt).
+    holding: bool,
+    /// Last handled run per entry, read from Redis when the lock is taken.
+    last: BTreeMap<String, Timestamp>,
+    summary: SchedulerSummary,
+}
+
+/// What a wait ended with.
+enum Wake {
+    Timer,
+    Stop,
+}
+
+impl Scheduler {
+    fn new(config: SchedulerConfig, store: Store) -> Self {
+        let tz = config.settings.timezone();
+        Scheduler {
+            config,
+            store,
+            tz,
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            holding: false,
+            last: BTreeMap::new(),
+            summary: SchedulerSummary::default(),
+        }
+    }
+
+    fn run(mut self, stop: &Receiver<()>) -> SchedulerSummary {
+        let entries = &self.config.settings.schedule;
+        info!(
+            "scheduler started: {} entr{} in time zone {}, catch-up limit {} s",
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" },
+            self.config.settings.timezone,
+            self.config.settings.scheduler_max_catchup
+        );
+        let mut backoff = Backoff::new();
+        let mut waiting_logged = false;
+        loop {
+            let wait = match self.step(&mut waiting_logged) {
+                Ok(wait) => {
+                    backoff.reset();
+                    wait
+                }
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    warn!("scheduler: redis failed ({e}); retrying in {wait:?}");
+                    wait
+                }
+            };
+            if let Wake::Stop = sleep(stop, wait) {
+                break;
+            }
+        }
+        self.release();
+        info!(
+            "scheduler stopped: {} run(s) enqueued, {} skipped while the previous task was still queued or running",
+            self.summary.enqueued, self.summary.busy
+        );
+        self.summary
+    }
+
+    /// Takes or extends the lock and, while holding it, enqueues what is
+    /// due; returns how long to sleep.
+    fn step(&mut self, waiting_logged: &mut bool) -> Result<Duration, StoreError> {
+        let got = self
+            .store
+            .try_lock(SCHEDULER_LOCK, &self.token, self.config.lock_ttl)?;
+        if !got {
+            if self.holding {
+                warn!("scheduler: another scheduler took the lock; waiting");
+            } else if !*waiting_logged {
+                info!(
+                    "scheduler: another scheduler holds the lock {}:lock:{SCHEDULER_LOCK}; waiting to take over if it stops",
+                    self.store.prefix()
+                );
+            } else {
+                debug!("scheduler: lock still held by another scheduler");
+            }
+            *waiting_logged = true;
+            self.holding = false;
+            return Ok(self.config.refresh);
+        }
+        if !self.holding {
+            info!("scheduler: lock taken; this is the active scheduler");
+            self.holding = true;
+            *waiting_logged = false;
+            self.last.clear();
+        }
+        let lock_expires = Instant::now() + self.config.lock_ttl;
+        let now = Timestamp::now();
+        let ids: Vec<String> = self.config.settings.schedule.keys().cloned().collect();
+        let mut next: Option<Timestamp> = None;
+        for id in ids {
+            if Instant::now() >= lock_expires {
+                // Taking so long the lock may be gone: refresh first.
+                return Ok(Duration::ZERO);
+            }
+            match self.handle_entry(&id, now)? {
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None if !self.holding => return Ok(self.config.refresh),
+                None => {}
+            }
+        }
+        let until_next = next
+            .map(|at| {
+                let d = at.duration_since(Timestamp::now());
+                Duration::try_from(d).unwrap_or(Duration::ZERO)
+            })
+            .unwrap_or(Duration::MAX);
+        if let Some(at) = next {
+            debug!("scheduler: next run at {at}");
+        }
+        Ok(until_next.min(self.config.refresh))
+    }
+
+    /// Enqueues the due runs of entry `id`; returns its next run.
+    fn handle_entry(&mut self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        let Some(entry) = self.config.settings.schedule.get(id).cloned() else {
+            return Ok(None);
+        };
+        let last = match self.last.get(id) {
+            Some(last) => *last,
+            None => match self.store.schedule_init(id, &self.token, now)? {
+                Some(last) => {
+                    self.last.insert(id.to_owned(), last);
+                    last
+                }
+                None => {
+                    self.lost_lock();
+                    return Ok(None);
+                }
+            },
+        };
+        let due = plan::due_runs(
+            &entry.schedule,
+            &self.tz,
+            last,
+            now,
+            self.config.settings.scheduler_catchup(),
+            entry.singleton,
+        );
+        if due.skipped {
+            info!(
+                entry = id,
+                "scheduler: entry {id} missed runs since {last}; catching up {} of them (scheduler_max_catchup {} s, singleton {})",
+                due.runs.len(),
+                self.config.settings.scheduler_max_catchup,
+                entry.singleton
+            );
+        }
+        for at in due.runs {
+            if !self.enqueue(id, &entry, at)? {
+                return Ok(None);
+            }
+            self.last.insert(id.to_owned(), at);
+        }
+        let last = self.last.get(id).copied().unwrap_or(last);
+        Ok(plan::next_run(&entry.schedule, &self.tz, last, now))
+    }
+
+    /// Enqueues one run; `false` when the lock turned out to be lost.
+    fn enqueue(&mut self, id: &str, entry: &ScheduleEntry, at: Timestamp) -> Result<bool, StoreError> {
+        let run = ScheduledRun {
+            entry: id,
+            at,
+            task: &entry.task,
+            args: &entry.args,
+            queue: &entry.queue,
+            singleton: entry.singleton,
+        };
+        match self.store.enqueue_scheduled(&self.token, &run) {
+            Ok(RunResult::Enqueued(task_id)) => {
+                self.summary.enqueued += 1;
+                info!(
+                    entry = id,
+                    task_id = %task_id,
+                    "scheduler: enqueued {} on {} for the run at {at} (task {task_id})",
+                    entry.task,
+                    entry.queue
+                );
+            }
+            Ok(RunResult::AlreadyDone) => {
+                debug!(entry = id, "scheduler: run at {at} was enqueued before");
+            }
+            Ok(RunResult::Busy { previous, status }) => {
+                self.summary.busy += 1;
+                info!(
+                    entry = id,
+                    "scheduler: skipped the run at {at} of singleton entry {id}: its previous task {previous} is still {status}"
+                );
+            }
+            Ok(RunResult::LockLost) => {
+                self.lost_lock();
+                return Ok(false);
+            }
+            Err(e) if e.is_connection_error() => return Err(e),
+            Err(e) => {
+                // Bad data for this entry (a key of the wrong type, arguments
+                // over the size limit): say so and skip the run, so that the
+                // other entries still run.
+                error!(entry = id, "scheduler: cannot enqueue the run at {at} of entry {id}: {e}");
+            }
+        }
+        Ok(true)
+    }
+
+    fn lost_lock(&mut self) {
+        warn!("scheduler: lost the lock (expired or taken over); waiting");
+        self.holding = false;
+        self.last.clear();
+    }
+
+    fn release(&mut self) {
+        if !self.holding {
+            return;
+        }
+        match self.store.release_lock(SCHEDULER_LOCK, &self.token) {
+            Ok(true) => info!("scheduler: lock released"),
+            Ok(false) => debug!("scheduler: the lock was no longer ours"),
+            Err(e) => warn!("scheduler: cannot release the lock ({e}); it expires by itself"),
+        }
+        self.holding = false;
+    }
+}
+
+/// Sleeps for `wait`, or until a stop request (or the stop sender is gone).
+fn sleep(stop: &Receiver<()>, wait: Duration) -> Wake {
+    let timer = match Instant::now().checked_add(wait) {
+        Some(at) => crossbeam_channel::at(at),
+        None => crossbeam_channel::never(),
+    };
+    select! {
+        recv(stop) -> _ => Wake::Stop,
+        recv(timer) -> _ => Wake::Timer,
+    }
+}
