@@ -144,6 +144,26 @@ fn fds(_: &TaskContext, a: Path) -> Result {
     std::fs::write(&a.path, text).map_err(|e| format!("cannot write {}: {e}", a.path))
 }
 
+#[derive(Deserialize)]
+struct Mark {
+    path: String,
+    secs: f64,
+}
+
+/// Appends the task's id to `path` (one line: a countable side effect),
+/// then sleeps `secs`.
+fn mark(ctx: &TaskContext, a: Mark) -> Result {
+    write_file(
+        ctx,
+        WriteFile {
+            path: a.path,
+            text: format!("{}\n", ctx.id()),
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs_f64(a.secs.max(0.0)));
+    Ok(())
+}
+
 /// Records the worker process's pid in the meta object (`pid`).
 fn pid(ctx: &TaskContext, _: serde_json::Value) -> Result {
     ctx.set_meta("pid", std::process::id())
@@ -202,6 +222,8 @@ fn main() -> ExitCode {
         .task("guarded_sleep", guarded_sleep)
         .task("fds", fds)
         .task("pid", pid)
+        .task("mark", mark)
+        .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
         .task("progress", progress)
         .task("garbage", |_, _: serde_json::Value| -> Result {
             misbehave::write_garbage_frame()
@@ -214,6 +236,7 @@ fn main() -> ExitCode {
             TaskOptions::new().timeout(Duration::from_secs(1)),
             sleep,
         )
+        .middleware(redis_tasks::GraphMiddleware::new())
         .middleware(outcome_log::OutcomeLog::from_env())
         .main()
 }

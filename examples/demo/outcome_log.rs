@@ -46,7 +46,9 @@ impl Middleware for OutcomeLog {
                 .create(true)
                 .append(true)
                 .open(path)
-                .and_then(|mut f| writeln!(f, "{line}"));
+                // One write per line: with O_APPEND, lines from several
+                // slots (or supervisors) never interleave.
+                .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
             if let Err(e) = written {
                 eprintln!("demo outcome log {}: {e}", path.display());
             }

@@ -5,6 +5,8 @@
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
 //! - `recovery`: kill -9 of a supervisor, recovery by restart and by
 //!   another supervisor's maintenance.
+//! - `chaos`: the soak: thousands of tasks while supervisors, worker
+//!   processes and Redis are killed; nothing lost, nothing run twice.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `outage`: Redis down and back, Redis losing its data.
@@ -12,6 +14,7 @@
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
 
+mod chaos;
 mod isolation;
 mod outage;
 mod outcomes;
@@ -113,7 +116,11 @@ impl Drop for Running {
 
 impl Demo {
     pub fn new() -> Demo {
-        let redis = RedisServer::start();
+        Demo::with_redis(RedisServer::start())
+    }
+
+    /// A demo against this Redis.
+    pub fn with_redis(redis: RedisServer) -> Demo {
         let store = redis.store();
         Demo {
             redis,

@@ -17,14 +17,27 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// Append-only file on, fsync on every write: a killed server comes
+    /// back with all its data.
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts a server and waits until it answers `PING`.
     pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    /// Starts a server that keeps its data in an append-only file synced on
+    /// every write, so [`RedisServer::restart`] loses nothing.
+    pub fn start_persistent() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start() {
+            match Self::try_start(persistent) {
                 Ok(server) => return server,
                 Err(why) => last = why,
             }
@@ -32,18 +45,28 @@ impl RedisServer {
         panic!("could not start redis-server: {last}");
     }
 
-    fn try_start() -> Result<RedisServer, String> {
+    fn try_start(persistent: bool) -> Result<RedisServer, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let port = free_port()?;
-        let child = Self::spawn(port, &dir)?;
-        let mut server = RedisServer { child, port, dir };
+        let child = Self::spawn(port, &dir, persistent)?;
+        let mut server = RedisServer {
+            child,
+            port,
+            dir,
+            persistent,
+        };
         server.wait_ready()?;
         Ok(server)
     }
 
     /// Starts `redis-server` on `port` with `dir` as its working directory
     /// (where it finds a `dump.rdb` saved by [`RedisServer::stop_keeping_data`]).
-    fn spawn(port: u16, dir: &tempfile::TempDir) -> Result<Child, String> {
+    fn spawn(port: u16, dir: &tempfile::TempDir, persistent: bool) -> Result<Child, String> {
+        let (aof, fsync) = if persistent {
+            ("yes", "always")
+        } else {
+            ("no", "everysec")
+        };
         let bin = std::env::var_os("REDIS_SERVER_BIN").unwrap_or_else(|| "redis-server".into());
         let log = dir.path().join("redis.log");
         let child = Command::new(&bin)
@@ -54,7 +77,9 @@ impl RedisServer {
             .arg("--save")
             .arg("")
             .arg("--appendonly")
-            .arg("no")
+            .arg(aof)
+            .arg("--appendfsync")
+            .arg(fsync)
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
@@ -128,8 +153,21 @@ impl RedisServer {
 
     /// Starts the server again on the same port and directory.
     pub fn start_again(&mut self) {
-        self.child = Self::spawn(self.port, &self.dir).expect("restart redis-server");
+        self.child =
+            Self::spawn(self.port, &self.dir, self.persistent).expect("restart redis-server");
         self.wait_ready().expect("restarted redis-server answers");
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and
+    /// directory; with [`RedisServer::start_persistent`] no data is lost.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the server now (to test an unreachable Redis).
