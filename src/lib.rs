@@ -10,6 +10,8 @@
 //! - [`cli`]: the admin subcommands (`info`, `enqueue`, `task`, `failed`,
 //!   `empty`, `schedule`), shared by the `redis-tasks` binary and users'
 //!   binaries.
+//! - [`graph`]: task graphs: the [`Graph`] builder and the
+//!   [`GraphMiddleware`] that moves them on.
 //! - [`testing`]: run queued tasks in-process from a test suite.
 //! - Re-exports: the producer API ([`Store`], [`Queue`]) and the model from
 //!   the protocol crate; the task side ([`TaskContext`], [`Middleware`]) from
@@ -17,10 +19,12 @@
 
 mod app;
 pub mod cli;
+pub mod graph;
 mod logging;
 pub mod testing;
 
 pub use app::{App, WorkerArgs, started_as_worker_process};
+pub use graph::{EnqueuedGraph, FailurePolicy, Graph, GraphError, GraphMiddleware};
 pub use redis_tasks_protocol as protocol;
 pub use redis_tasks_protocol::{
     ExitReason, Failure, FailureKind, Outcome, Queue, Settings, Store, StoreError, TaskRecord,

@@ -2,6 +2,7 @@
 //! and is, depending on how it is started, the command-line tool, the
 //! supervisor (`worker` subcommand) or a worker process.
 
+mod scheduler_command;
 mod worker_command;
 
 use std::ffi::OsString;
@@ -67,6 +68,9 @@ struct AppCli {
 enum AppCommand {
     /// Run a supervisor: fetch tasks and run each in a worker process.
     Worker(WorkerArgs),
+    /// Run the scheduler: enqueue the settings' schedule entries when due
+    /// (one active scheduler per Redis prefix; others wait to take over).
+    Scheduler(scheduler_command::SchedulerArgs),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -145,6 +149,7 @@ impl App {
         crate::logging::init();
         let result = match cli.command {
             AppCommand::Worker(args) => worker_command::run(&self, &cli.global, args),
+            AppCommand::Scheduler(args) => scheduler_command::run(&self, &cli.global, args),
             AppCommand::Admin(command) => {
                 run_admin(&cli.global, command, Some(&self.registry.names()))
             }

@@ -7,6 +7,7 @@ use clap::Args;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis_tasks_supervisor::scheduler::{self, SchedulerConfig};
 use redis_tasks_supervisor::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};
 
 use super::App;
@@ -45,6 +46,10 @@ pub struct WorkerArgs {
     /// wrapper that ends by exec-ing this binary with the same arguments).
     #[arg(long, value_name = "PATH")]
     pub worker_exe: Option<PathBuf>,
+    /// Also run the scheduler, on a thread of this supervisor (one active
+    /// scheduler per Redis prefix; see docs/scheduler.md).
+    #[arg(long)]
+    pub scheduler: bool,
 }
 
 pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
@@ -66,9 +71,11 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
     let mut config = SupervisorConfig::new(settings, args.queues);
     let reload_args = global.clone();
     let tasks = app.registry.names();
+    crate::graph::use_settings(&config.settings);
     config.reload = Some(Reloader(Arc::new(move || {
         let settings = reload_args.settings().map_err(|e| format!("{e:#}"))?;
         settings.validate_tasks(&tasks).map_err(|e| e.to_string())?;
+        crate::graph::use_settings(&settings);
         Ok(settings)
     })));
     if let Some(secs) = args.drain_timeout {
@@ -89,7 +96,19 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
     config.max_tasks_per_child = args.max_tasks_per_child;
     config.instance = instance;
     config.worker_exe = args.worker_exe;
-    redis_tasks_supervisor::run(config, app.registry.clone(), &app.middleware)
-        .context("supervisor")?;
+    // The scheduler runs beside the supervisor, not inside its control
+    // loop: it stops on the same SIGTERM/SIGINT/SIGQUIT (its own handlers)
+    // or, at the latest, when the supervisor returns.
+    let scheduler = if args.scheduler {
+        let config = SchedulerConfig::new(config.settings.clone());
+        Some(scheduler::spawn(config).context("scheduler")?)
+    } else {
+        None
+    };
+    let result = redis_tasks_supervisor::run(config, app.registry.clone(), &app.middleware);
+    if let Some(scheduler) = scheduler {
+        scheduler.stop();
+    }
+    result.context("supervisor")?;
     Ok(())
 }

@@ -17,8 +17,10 @@
 //! - `queues`: `empty`.
 //! - `style`: colour on a terminal.
 //! - [`schedule`]: `schedule next`.
+//! - `graph`: `graph show`.
 
 mod failed;
+mod graph;
 mod info;
 mod queues;
 pub mod schedule;
@@ -32,6 +34,7 @@ use clap::{Args, Subcommand};
 use redis_tasks_protocol::{Settings, Store};
 
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
+pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
 pub use queues::EmptyArgs;
 pub use schedule::ScheduleCommand;
@@ -81,6 +84,8 @@ pub enum AdminCommand {
     Failed(FailedCommand),
     /// Check schedules before putting them in the settings file.
     Schedule(ScheduleCommand),
+    /// Show task graphs.
+    Graph(GraphCommand),
 }
 
 /// Runs an admin subcommand, printing to stdout.
@@ -116,6 +121,7 @@ pub fn run_admin_to(
         AdminCommand::Enqueue(args) => tasks::enqueue(&store, &args, known_tasks, out),
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
+        AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
         // Handled above, without Redis.
         AdminCommand::Schedule(_) => Ok(()),
     }

@@ -22,6 +22,12 @@
 //! - `e2e`: the demo binary as a real supervisor with real worker
 //!   processes: every abnormal ending, shutdown, recovery, isolation,
 //!   Redis outages (see `e2e/mod.rs`).
+//! - `scheduler_store`: the scheduler's Redis side: exactly-once enqueue,
+//!   the lock fence, singleton skip.
+//! - `scheduler`: the scheduler process: two at once, takeover after
+//!   SIGKILL, catch-up, SIGTERM, `worker --scheduler`.
+//! - `graph`: task graphs: store level, `graph show`, and end to end with
+//!   the demo supervisor (order, failing nodes, both failure policies).
 //! - `testing_helper`: the in-process runner for users' test suites.
 //!
 //! Run all with `cargo test --test integration`, or a part with
@@ -33,6 +39,9 @@ mod cli_admin;
 mod cli_errors;
 mod cli_schedule;
 mod e2e;
+mod graph;
+mod scheduler;
+mod scheduler_store;
 mod store_connection;
 mod store_fetch;
 mod store_producer;

@@ -73,6 +73,23 @@ impl Keys {
     pub(crate) fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)
     }
+
+    /// `P:schedule:<entry>`: HASH with the last run of a schedule entry.
+    pub(crate) fn schedule_entry(&self, entry: &str) -> String {
+        format!("{}:schedule:{entry}", self.prefix)
+    }
+
+    /// `P:graph:<id>`: HASH holding one task graph: its nodes and their
+    /// states, with an expiry.
+    pub(crate) fn graph(&self, id: &str) -> String {
+        format!("{}:graph:{id}", self.prefix)
+    }
+
+    /// `P:graph_middleware`: STRING marker set by supervisors that run the
+    /// graph middleware, with an expiry.
+    pub(crate) fn graph_middleware(&self) -> String {
+        format!("{}:graph_middleware", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +109,8 @@ mod tests {
         assert_eq!(k.worker_task("s1"), "rt:worker:s1:task");
         assert_eq!(k.supervisor("h", "main"), "rt:supervisor:h:main");
         assert_eq!(k.lock("maintenance"), "rt:lock:maintenance");
+        assert_eq!(k.schedule_entry("nightly"), "rt:schedule:nightly");
+        assert_eq!(k.graph("g1"), "rt:graph:g1");
+        assert_eq!(k.graph_middleware(), "rt:graph_middleware");
     }
 }

@@ -15,6 +15,9 @@
 //! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
 //!   into a slot and recording its end. `maintenance`: locks, dead slots,
 //!   expiry.
+//! - `schedule`: the scheduler's last run per entry and its fenced,
+//!   exactly-once enqueue. `graph`: task graphs (store, start, advance,
+//!   show).
 //!
 //! # Atomicity
 //!
@@ -36,11 +39,13 @@
 
 mod error;
 mod fetch;
+mod graph;
 mod keys;
 mod maintenance;
 mod producer;
 mod record;
 mod registry;
+mod schedule;
 mod scripts;
 mod slots;
 mod tasks;
@@ -53,9 +58,14 @@ use redis::{Client, Connection, RedisError};
 
 pub use error::{StoreError, redact_url};
 pub use fetch::Fetched;
+pub use graph::{
+    Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,
+    NodeStatus, PlannedNode,
+};
 pub use maintenance::Reclaimed;
 pub use producer::Queue;
 pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
+pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduledRun};
 pub use slots::{SlotInfo, WorkerInfo};
 
 use keys::Keys;

@@ -308,7 +308,12 @@ impl Scheduler {
     }
 
     /// Enqueues one run; `false` when the lock turned out to be lost.
-    fn enqueue(&mut self, id: &str, entry: &ScheduleEntry, at: Timestamp) -> Result<bool, StoreError> {
+    fn enqueue(
+        &mut self,
+        id: &str,
+        entry: &ScheduleEntry,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
         let run = ScheduledRun {
             entry: id,
             at,
@@ -347,7 +352,10 @@ impl Scheduler {
                 // Bad data for this entry (a key of the wrong type, arguments
                 // over the size limit): say so and skip the run, so that the
                 // other entries still run.
-                error!(entry = id, "scheduler: cannot enqueue the run at {at} of entry {id}: {e}");
+                error!(
+                    entry = id,
+                    "scheduler: cannot enqueue the run at {at} of entry {id}: {e}"
+                );
             }
         }
         Ok(true)

@@ -4,7 +4,9 @@
 //! - A run is due when it is after the entry's last handled run and not
 //!   after `now`.
 //! - Runs older than `now - max_catchup` are skipped (the downtime was too
-//!   long for them to still make sense).
+//!   long for them to still make sense). A run less than [`ON_TIME_GRACE`]
+//!   late is never skipped, so a scheduler that wakes up a little late (or
+//!   waited out a short Redis hiccup) still enqueues it, whatever the limit.
 //! - A singleton entry runs at most once to catch up: only the latest due
 //!   run is returned. A non-singleton entry gets every due run inside the
 //!   limit, oldest first.
@@ -18,6 +20,9 @@ use redis_tasks_protocol::schedule::Schedule;
 /// Never more runs than this in one catch-up (an `every = "1s"` entry
 /// behind by a day would otherwise produce 86 400 tasks at once).
 pub const MAX_CATCHUP_RUNS: usize = 1_000;
+
+/// How late a run may be and still count as on time rather than missed.
+pub const ON_TIME_GRACE: Duration = Duration::from_secs(60);
 
 /// The due runs of one entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,7 +45,8 @@ pub fn due_runs(
     max_catchup: Duration,
     singleton: bool,
 ) -> DueRuns {
-    let catchup = SignedDuration::try_from(max_catchup).unwrap_or(SignedDuration::MAX);
+    let catchup =
+        SignedDuration::try_from(max_catchup.max(ON_TIME_GRACE)).unwrap_or(SignedDuration::MAX);
     let limit = now.checked_sub(catchup).unwrap_or(Timestamp::MIN);
     let mut out = DueRuns::default();
     // Anything between `last` and the limit is skipped without being listed.
@@ -155,7 +161,14 @@ mod tests {
         let s = every_minute();
         let last = ts("2026-01-01T08:00:00Z");
         let now = ts("2026-01-01T10:00:30Z");
-        let due = due_runs(&s, &TimeZone::UTC, last, now, Duration::from_secs(300), false);
+        let due = due_runs(
+            &s,
+            &TimeZone::UTC,
+            last,
+            now,
+            Duration::from_secs(300),
+            false,
+        );
         assert_eq!(
             due.runs,
             [
@@ -205,6 +218,20 @@ mod tests {
             due.runs,
             [ts("2026-01-02T03:00:00Z"), ts("2026-01-03T03:00:00Z")]
         );
+    }
+
+    #[test]
+    fn a_run_a_little_late_is_never_skipped() {
+        let s = every_minute();
+        let due = due_runs(
+            &s,
+            &TimeZone::UTC,
+            ts("2026-01-01T10:00:00Z"),
+            ts("2026-01-01T10:01:02Z"),
+            Duration::ZERO,
+            false,
+        );
+        assert_eq!(due.runs, [ts("2026-01-01T10:01:00Z")]);
     }
 
     #[test]
