@@ -24,7 +24,7 @@ impl OutcomeLog {
 impl Middleware for OutcomeLog {
     /// The log's directory must exist: better to refuse to start than to
     /// lose every line.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, _settings: &redis_tasks::Settings) -> Result<(), String> {
         match self.path.as_ref().and_then(|p| p.parent()) {
             Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(format!(
                 "DEMO_OUTCOME_LOG: directory {} does not exist",

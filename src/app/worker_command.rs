@@ -71,11 +71,9 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
     let mut config = SupervisorConfig::new(settings, args.queues);
     let reload_args = global.clone();
     let tasks = app.registry.names();
-    crate::graph::use_settings(&config.settings);
     config.reload = Some(Reloader(Arc::new(move || {
         let settings = reload_args.settings().map_err(|e| format!("{e:#}"))?;
         settings.validate_tasks(&tasks).map_err(|e| e.to_string())?;
-        crate::graph::use_settings(&settings);
         Ok(settings)
     })));
     if let Some(secs) = args.drain_timeout {

@@ -4,27 +4,13 @@
 //! store of its own from the settings when the supervisor checks it at
 //! start-up (and again at each reload), never in a worker process.
 
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis_tasks_protocol::store::{Advance, GRAPH_META_KEY};
 use redis_tasks_protocol::{Outcome, Settings, Store, TaskRecord};
 use redis_tasks_worker::Middleware;
 use tracing::{debug, error, info, warn};
-
-/// The settings the `worker` command runs with, for [`GraphMiddleware::new`]
-/// (set before the supervisor starts and at each reload, so that
-/// `--config` and `--redis-url` apply to the middleware too).
-static SUPERVISOR_SETTINGS: RwLock<Option<Settings>> = RwLock::new(None);
-
-/// Makes `settings` the ones a [`GraphMiddleware::new`] opens its store
-/// from.
-pub(crate) fn use_settings(settings: &Settings) {
-    let mut slot = SUPERVISOR_SETTINGS
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    *slot = Some(settings.clone());
-}
 
 /// Waits between attempts to advance a graph while Redis fails.
 const RETRY_WAITS: [Duration; 3] = [
@@ -68,8 +54,8 @@ impl Default for GraphMiddleware {
 
 impl GraphMiddleware {
     /// The middleware with a store opened from the supervisor's settings at
-    /// its start-up check (the `worker` command's `--config`, `RT_SETTINGS`,
-    /// the environment and `--redis-url`).
+    /// its start-up check (so `--config`, `RT_SETTINGS`, the environment and
+    /// `--redis-url` apply to it as to the supervisor).
     pub fn new() -> Self {
         GraphMiddleware {
             explicit: None,
@@ -90,21 +76,11 @@ impl GraphMiddleware {
         }
     }
 
-    fn open(&self) -> Result<(), String> {
+    fn open(&self, settings: &Settings) -> Result<(), String> {
+        *lock(&self.marker_ttl) = Duration::from_secs(settings.expiring_registries_ttl);
         let store = match &self.explicit {
             Some(store) => store.independent().map_err(|e| e.to_string())?,
-            None => {
-                let given = SUPERVISOR_SETTINGS
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                let settings = match given {
-                    Some(s) => s,
-                    None => Settings::load(None).map_err(|e| e.to_string())?,
-                };
-                *lock(&self.marker_ttl) = Duration::from_secs(settings.expiring_registries_ttl);
-                Store::from_settings(&settings).map_err(|e| e.to_string())?
-            }
+            None => Store::from_settings(settings).map_err(|e| e.to_string())?,
         };
         *lock(&self.store) = Some(Arc::new(store));
         *lock(&self.last_mark) = None;
@@ -195,8 +171,8 @@ impl Middleware for GraphMiddleware {
         "GraphMiddleware"
     }
 
-    fn check(&self) -> Result<(), String> {
-        self.open()?;
+    fn check(&self, settings: &Settings) -> Result<(), String> {
+        self.open(settings)?;
         let store = lock(&self.store).clone();
         if let Some(store) = store {
             self.mark(&store);

@@ -38,7 +38,6 @@ use redis_tasks_protocol::store::{DEFAULT_REGISTRY_TTL_SECS, GraphPlan, PlannedN
 use serde::Serialize;
 
 pub use middleware::GraphMiddleware;
-pub(crate) use middleware::use_settings;
 pub use redis_tasks_protocol::store::{
     FailurePolicy, GraphError, GraphState, NodeState, NodeStatus,
 };

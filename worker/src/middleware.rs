@@ -13,7 +13,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use redis_tasks_protocol::{FailureKind, Outcome, Settings, TaskRecord};
 use serde_json::Value;
 
 use crate::context::TaskContext;
@@ -29,8 +29,13 @@ pub trait Middleware: Send + Sync + 'static {
         full.rsplit("::").next().unwrap_or(full)
     }
 
-    /// A start-up check; an error makes the supervisor refuse to start.
-    fn check(&self) -> Result<(), String> {
+    /// A start-up check, with the supervisor's settings (run again with the
+    /// new settings at each reload); an error makes the supervisor refuse to
+    /// start (or keep its old settings). A middleware that needs its own
+    /// resources in the supervisor, such as a Redis connection, opens them
+    /// here: this never runs in a worker process.
+    fn check(&self, settings: &Settings) -> Result<(), String> {
+        let _ = settings;
         Ok(())
     }
 
@@ -154,12 +159,13 @@ impl MiddlewareChain {
     }
 
     /// Runs every start-up check, in chain order.
-    pub fn check(&self) -> Result<(), MiddlewareError> {
+    pub fn check(&self, settings: &Settings) -> Result<(), MiddlewareError> {
         for m in &self.items {
-            m.check().map_err(|reason| MiddlewareError::CheckFailed {
-                name: m.name().to_owned(),
-                reason,
-            })?;
+            m.check(settings)
+                .map_err(|reason| MiddlewareError::CheckFailed {
+                    name: m.name().to_owned(),
+                    reason,
+                })?;
         }
         Ok(())
     }

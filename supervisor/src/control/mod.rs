@@ -85,7 +85,7 @@ fn build_chain(
     config: &SupervisorConfig,
 ) -> Result<MiddlewareChain, MiddlewareError> {
     let chain = MiddlewareChain::select(middleware, &config.settings.middleware)?;
-    chain.check()?;
+    chain.check(&config.settings)?;
     Ok(chain)
 }
 
