@@ -102,7 +102,7 @@ fn chaos_loses_nothing_and_runs_no_plain_task_twice() {
     let mut sup = start(&demo);
     let (mut sup_kills, mut worker_kills, mut redis_restarts, mut signal_bursts) = (0, 0, 0, 0);
     let began = Instant::now();
-    let step = (total as u64 / 25).max(5);
+    let step = (total as u64 / 25).clamp(5, 40);
     let mut next = step;
     // Act each time `step` more tasks have ended: chaos paced by progress.
     while next < total as u64 * 9 / 10 {
