@@ -115,6 +115,21 @@ impl<'s> Queue<'s> {
         }
         let now = time_text(Timestamp::now());
         let keys = self.store.keys();
+        if let [t] = tasks.as_slice() {
+            // One task: a single EVALSHA (loading the script only if Redis
+            // does not know it yet), the common producer's path.
+            let mut inv = scripts::ENQUEUE.prepare_invoke();
+            inv.key(keys.queues())
+                .arg(keys.prefix())
+                .arg(&t.id)
+                .arg(&t.task)
+                .arg(&t.args)
+                .arg(&self.name)
+                .arg(&t.description)
+                .arg(&now);
+            self.store.run(&[], |c, _| inv.invoke::<i64>(c).map(|_| ()))?;
+            return Ok(tasks.into_iter().map(|t| t.id).collect());
+        }
         let mut pipe = redis::pipe();
         pipe.load_script(&scripts::ENQUEUE).ignore();
         for chunk in tasks.chunks(ENQUEUE_CHUNK) {
