@@ -54,8 +54,33 @@ impl Store {
     }
 
     fn new_task<A: Serialize + ?Sized>(&self, task: &str, args: &A) -> Result<NewTask, StoreError> {
+        let call = self.prepare_call(task, args)?;
+        Ok(NewTask {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            task: task.to_owned(),
+            description: call.description,
+            args: call.args,
+        })
+    }
+}
+
+/// A task call checked the way the producer checks it: the name, the JSON
+/// text of the arguments (within `max_args_bytes`), its description.
+pub(crate) struct PreparedCall {
+    /// The arguments as JSON text.
+    pub(crate) args: String,
+    /// The readable call string.
+    pub(crate) description: String,
+}
+
+impl Store {
+    /// Checks a task name and serialises its arguments (see [`PreparedCall`]).
+    pub(crate) fn prepare_call<A: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        args: &A,
+    ) -> Result<PreparedCall, StoreError> {
         check_name("task", task)?;
-        // The text keeps the order serde writes (a struct's field order).
         let text = serde_json::to_string(args).map_err(StoreError::Args)?;
         let size = text.len() as u64;
         if size > self.max_args_bytes() {
@@ -65,9 +90,7 @@ impl Store {
             });
         }
         let value: serde_json::Value = serde_json::from_str(&text).map_err(StoreError::Args)?;
-        Ok(NewTask {
-            id: uuid::Uuid::new_v4().hyphenated().to_string(),
-            task: task.to_owned(),
+        Ok(PreparedCall {
             description: describe_call(task, &value),
             args: text,
         })

@@ -14,7 +14,6 @@ use serde::Serialize;
 use super::producer::check_name;
 use super::record::{score, text_of, time_text};
 use super::{Store, StoreError, scripts};
-use crate::model::describe_call;
 
 /// The name of the scheduler's fleet-wide lock (`P:lock:scheduler`).
 pub const SCHEDULER_LOCK: &str = "scheduler";
@@ -140,39 +139,6 @@ impl Store {
             }),
             other => Err(unexpected(what, other)),
         }
-    }
-}
-
-/// A task call checked the way the producer checks it: the name, the JSON
-/// text of the arguments (within `max_args_bytes`), its description.
-pub(crate) struct PreparedCall {
-    /// The arguments as JSON text.
-    pub(crate) args: String,
-    /// The readable call string.
-    pub(crate) description: String,
-}
-
-impl Store {
-    /// Checks a task name and serialises its arguments (see [`PreparedCall`]).
-    pub(crate) fn prepare_call<A: Serialize + ?Sized>(
-        &self,
-        task: &str,
-        args: &A,
-    ) -> Result<PreparedCall, StoreError> {
-        check_name("task", task)?;
-        let text = serde_json::to_string(args).map_err(StoreError::Args)?;
-        let size = text.len() as u64;
-        if size > self.max_args_bytes() {
-            return Err(StoreError::ArgsTooLarge {
-                size,
-                limit: self.max_args_bytes(),
-            });
-        }
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(StoreError::Args)?;
-        Ok(PreparedCall {
-            description: describe_call(task, &value),
-            args: text,
-        })
     }
 }
 
