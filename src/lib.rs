@@ -26,6 +26,7 @@ pub mod testing;
 pub use app::{App, WorkerArgs, started_as_worker_process};
 pub use graph::{EnqueuedGraph, FailurePolicy, Graph, GraphError, GraphMiddleware};
 pub use redis_tasks_protocol as protocol;
+pub use redis_tasks_protocol::settings::Isolation;
 pub use redis_tasks_protocol::{
     ExitReason, Failure, FailureKind, Outcome, Queue, Settings, Store, StoreError, TaskRecord,
     TaskStatus,

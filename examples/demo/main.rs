@@ -16,7 +16,7 @@ use std::io::Write;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use redis_tasks::{App, TaskContext, TaskOptions};
+use redis_tasks::{App, Isolation, TaskContext, TaskOptions};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -54,6 +54,11 @@ struct WriteFile {
 #[derive(Deserialize)]
 struct Path {
     path: String,
+}
+
+#[derive(Deserialize)]
+struct Addr {
+    addr: String,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +169,34 @@ fn mark(ctx: &TaskContext, a: Mark) -> Result {
     Ok(())
 }
 
+/// Opens a TCP connection to `addr` (a network probe): succeeds if it
+/// connects within two seconds.
+fn connect(_: &TaskContext, a: Addr) -> Result {
+    let addr: std::net::SocketAddr = a
+        .addr
+        .parse()
+        .map_err(|e| format!("bad address {}: {e}", a.addr))?;
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map(drop)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// Records who the task runs as in the meta object (`uid`, `gid`, `groups`).
+fn whoami(ctx: &TaskContext, _: serde_json::Value) -> Result {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    ctx.set_meta("uid", field("Uid:"))?;
+    ctx.set_meta("gid", field("Gid:"))?;
+    ctx.set_meta("groups", field("Groups:"))?;
+    ctx.set_meta("no_new_privs", field("NoNewPrivs:"))
+}
+
 /// Records the worker process's pid in the meta object (`pid`).
 fn pid(ctx: &TaskContext, _: serde_json::Value) -> Result {
     ctx.set_meta("pid", std::process::id())
@@ -225,6 +258,16 @@ fn main() -> ExitCode {
         .task("mark", mark)
         .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
         .task("progress", progress)
+        .task("connect", connect)
+        .task("whoami", whoami)
+        .task("ptrace", |_, _: serde_json::Value| -> Result {
+            misbehave::ptrace_self()
+        })
+        .task_with(
+            "capped_alloc",
+            TaskOptions::new().isolation(Isolation::new().memory_limit(64 << 20)),
+            alloc,
+        )
         .task("garbage", |_, _: serde_json::Value| -> Result {
             misbehave::write_garbage_frame()
         })

@@ -48,3 +48,15 @@ pub fn write_oversized_frame() -> Result<(), String> {
     std::thread::sleep(std::time::Duration::from_secs(30));
     Ok(())
 }
+
+/// Calls `ptrace(PTRACE_TRACEME)`, a call the seccomp deny list blocks.
+pub fn ptrace_self() -> Result<(), String> {
+    // SAFETY: PTRACE_TRACEME takes no pointers; it only marks this process
+    // as traceable by its parent.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("ptrace: {}", std::io::Error::last_os_error()))
+    }
+}

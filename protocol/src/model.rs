@@ -208,6 +208,64 @@ pub enum FailureKind {
     /// A `process_outcome` middleware turned the outcome into a failure or
     /// panicked.
     Middleware(String),
+    /// A limit of the task's isolation profile stopped it.
+    LimitExceeded(LimitHit),
+    /// A restriction of the task's isolation profile could not be applied,
+    /// so the task was not run (never unconfined).
+    NotIsolated {
+        /// The restriction, as named in the settings (`user`, `network`,
+        /// `read_only_paths`...).
+        restriction: String,
+        /// Why it could not be applied.
+        reason: String,
+    },
+}
+
+/// Which limit of an isolation profile a task hit, with the limit in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitHit {
+    /// `memory_limit`, in bytes; `how` is how the process ended.
+    Memory {
+        /// The limit.
+        bytes: u64,
+        /// How the worker process ended.
+        how: ExitReason,
+    },
+    /// `cpu_time_limit`, in seconds.
+    CpuTime {
+        /// The limit.
+        secs: u64,
+    },
+    /// `process_limit`; `detail` is the task's own error text.
+    Processes {
+        /// The limit.
+        max: u64,
+        /// What the task reported.
+        detail: String,
+    },
+    /// A system call of the seccomp deny list, by name when known.
+    BlockedSyscall {
+        /// The call's name, or a list of the denied calls when the kernel
+        /// did not say which one.
+        name: String,
+    },
+}
+
+impl fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitHit::Memory { bytes, how } => write!(
+                f,
+                "memory limit ({}) exceeded: worker process {how}",
+                crate::settings::isolation::Bytes(*bytes)
+            ),
+            LimitHit::CpuTime { secs } => write!(f, "CPU time limit ({secs} s) exceeded"),
+            LimitHit::Processes { max, detail } => {
+                write!(f, "process limit ({max}) reached: {detail}")
+            }
+            LimitHit::BlockedSyscall { name } => write!(f, "blocked system call {name}"),
+        }
+    }
 }
 
 impl fmt::Display for FailureKind {
@@ -226,6 +284,14 @@ impl fmt::Display for FailureKind {
                 write!(f, "gave up after {runs} aborted runs (last: {last})")
             }
             FailureKind::Middleware(detail) => write!(f, "middleware: {detail}"),
+            FailureKind::LimitExceeded(hit) => hit.fmt(f),
+            FailureKind::NotIsolated {
+                restriction,
+                reason,
+            } => write!(
+                f,
+                "isolation not applied ({restriction}: {reason}); the task was not run"
+            ),
         }
     }
 }
@@ -302,6 +368,32 @@ mod tests {
         assert_eq!(
             FailureKind::Timeout { secs: 30 }.to_string(),
             "timeout (30 s) reached"
+        );
+    }
+
+    #[test]
+    fn limit_hits_read_as_documented() {
+        let memory = LimitHit::Memory {
+            bytes: 256 << 20,
+            how: ExitReason::Signal(6),
+        };
+        assert_eq!(
+            memory.to_string(),
+            "memory limit (256 MiB) exceeded: worker process killed by signal 6 (SIGABRT)"
+        );
+        let cpu = FailureKind::LimitExceeded(LimitHit::CpuTime { secs: 10 });
+        assert_eq!(cpu.to_string(), "CPU time limit (10 s) exceeded");
+        let syscall = LimitHit::BlockedSyscall {
+            name: "ptrace".into(),
+        };
+        assert_eq!(syscall.to_string(), "blocked system call ptrace");
+        let refused = FailureKind::NotIsolated {
+            restriction: "network".into(),
+            reason: "operation not permitted".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "isolation not applied (network: operation not permitted); the task was not run"
         );
     }
 

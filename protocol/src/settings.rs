@@ -14,13 +14,17 @@
 //! - `values`: one reader per scalar setting, shared by file and environment.
 //! - `file`: the top level of the TOML file.
 //! - `entries`: `[schedule.ID]` tables.
+//! - [`isolation`]: isolation profiles of untrusted tasks.
+//! - `queues`: `[queues.NAME]` tables (per-queue settings).
 //! - `env`: environment overrides.
 
 pub mod error;
+pub mod isolation;
 
 mod entries;
 mod env;
 mod file;
+mod queues;
 mod values;
 
 use std::collections::BTreeMap;
@@ -33,6 +37,8 @@ use jiff::tz::TimeZone;
 use crate::schedule::{ScheduleEntry, parse_time_zone};
 
 pub use error::{Origin, SettingsError};
+pub use isolation::Isolation;
+pub use queues::QueueSettings;
 
 /// Every setting, after defaults, file and environment were applied.
 ///
@@ -82,6 +88,8 @@ pub struct Settings {
     /// Seconds a graceful shutdown lets running tasks finish before it
     /// interrupts them (`worker --drain-timeout` wins at start-up).
     pub drain_timeout: u64,
+    /// Per-queue settings (`[queues.NAME]` tables), by queue name.
+    pub queues: BTreeMap<String, QueueSettings>,
     /// The settings file these came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -102,6 +110,7 @@ impl Default for Settings {
             worker_concurrency: None,
             worker_queues: Vec::new(),
             drain_timeout: 0,
+            queues: BTreeMap::new(),
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
             scheduler_max_catchup: 3_600,
@@ -200,6 +209,15 @@ impl Settings {
         Duration::from_secs(self.scheduler_max_catchup)
     }
 
+    /// The isolation profile of `queue`'s table (unrestricted when the
+    /// queue has none).
+    pub fn isolation_of(&self, queue: &str) -> Isolation {
+        self.queues
+            .get(queue)
+            .map(|q| q.isolation.clone())
+            .unwrap_or_default()
+    }
+
     /// Rejects schedule entries whose task is not in `known` (the task
     /// functions the running binary registered). Call it at start-up when
     /// the binary knows its tasks.
@@ -243,6 +261,7 @@ impl fmt::Debug for Settings {
             .field("worker_concurrency", &self.worker_concurrency)
             .field("worker_queues", &self.worker_queues)
             .field("drain_timeout", &self.drain_timeout)
+            .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)
             .field("scheduler_max_catchup", &self.scheduler_max_catchup)

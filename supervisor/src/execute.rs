@@ -127,6 +127,7 @@ pub fn run_on(
 fn message_name(msg: &FromWorker) -> &'static str {
     match msg {
         FromWorker::Hello { .. } => "Hello",
+        FromWorker::Confined { .. } => "Confined",
         FromWorker::Meta { .. } => "Meta for another task",
         FromWorker::Finished { .. } => "Finished for another task",
     }

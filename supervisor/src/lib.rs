@@ -19,12 +19,15 @@
 //! - [`scheduler`]: the scheduler (one per fleet): enqueues the schedule
 //!   entries of the settings when due; a process of its own or a thread
 //!   of a supervisor (`worker --scheduler`).
+//! - [`isolation`]: isolation profiles of untrusted tasks: planning them,
+//!   probing them at start-up, naming the limit a task hit.
 //! - `sys`: the crate's only `unsafe` (between fork and exec).
 
 pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod execute;
+pub mod isolation;
 pub mod notify;
 mod recovery;
 pub mod scheduler;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
+use redis_tasks_protocol::settings::Isolation;
 use redis_tasks_protocol::store::Fetched;
 use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskRecord, TaskStatus};
 use tracing::{debug, error, info, warn};
@@ -20,9 +21,10 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::control::ControlEvent;
 use crate::execute::{RunHooks, SlotCommand, run_on};
+use crate::isolation::{self, Plan};
 use crate::settle::{RunEnd, Settlement, settle};
 use crate::shared::{Current, Shared, SlotView};
-use crate::worker_process::WorkerProcess;
+use crate::worker_process::{SpawnError, WorkerProcess};
 
 /// How long an idle slot blocks on Redis before it looks at the shared
 /// state again (the longest a graceful shutdown, a retirement or a reload
@@ -157,7 +159,17 @@ impl Slot {
                 Instant::now(),
             ));
         });
-        let end = self.execute(current, &record, timeout);
+        let profile = isolation::effective(
+            &current.config.settings,
+            &record.queue,
+            def.and_then(|d| d.options().isolation.as_deref()),
+        );
+        let end = if profile.is_unrestricted() {
+            self.execute(current, &record, timeout)
+        } else {
+            let end = self.execute_isolated(current, &record, timeout, &profile);
+            isolation::explain(end, &profile)
+        };
         let settlement = settle(
             end,
             reentrant,
@@ -189,6 +201,47 @@ impl Slot {
         } else {
             self.update_view(|v| v.pid = None);
         }
+        end
+    }
+
+    /// Runs the task on a worker process of its own, started under
+    /// `profile` and retired (its whole process group killed) after this
+    /// one task. The slot's ready, unrestricted process stays ready.
+    fn execute_isolated(
+        &mut self,
+        current: &Current,
+        record: &TaskRecord,
+        timeout: Duration,
+        profile: &Isolation,
+    ) -> RunEnd {
+        let plan = match Plan::build(profile, &current.spawn.env) {
+            Ok(plan) => plan,
+            Err(not) => {
+                warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
+                return RunEnd::Aborted(not.failure());
+            }
+        };
+        let mut process =
+            match WorkerProcess::spawn_isolated(&current.spawn, current.generation, Some(&plan)) {
+                Ok(process) => process,
+                Err(SpawnError::NotIsolated(not)) => {
+                    warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
+                    return RunEnd::Aborted(not.failure());
+                }
+                Err(e) => {
+                    error!(slot = %self.id, "isolated worker process failed to start: {e}");
+                    return RunEnd::Aborted(FailureKind::StartFailed(e.to_string()));
+                }
+            };
+        let ready = self.process.as_ref().map(WorkerProcess::pid);
+        let pid = process.pid();
+        self.update_view(|v| v.pid = Some(pid));
+        let mut hooks = MetaToRedis { store: &self.store };
+        let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
+        if reusable {
+            self.shared.retire(process);
+        }
+        self.update_view(|v| v.pid = ready);
         end
     }
 

@@ -7,7 +7,10 @@ use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use nix::sys::resource::setrlimit;
 use redis_tasks_protocol::ipc::WORKER_FD;
+
+use crate::isolation::{ChildRestrictions, Step};
 
 /// Signals a worker process ignores, so that `systemctl kill -s SIGTTIN`
 /// (or a Ctrl-C in a terminal) sent to the whole group or cgroup only
@@ -24,8 +27,15 @@ const IGNORED: [libc::c_int; 6] = [
 
 /// Arranges for the child of `cmd` to: die with the thread that spawned it
 /// (parent-death signal), ignore [`IGNORED`], find `ipc_fd` at
-/// [`WORKER_FD`] and no other descriptor above stdio.
-pub(crate) fn prepare_child(cmd: &mut Command, ipc_fd: RawFd) {
+/// [`WORKER_FD`] and no other descriptor above stdio; then, with
+/// `restrictions`, to apply them in the documented order (limits, network
+/// namespace, groups and user, no-new-privileges). A failed restriction
+/// makes `spawn` fail with [`Step::code`] as its raw OS error.
+pub(crate) fn prepare_child(
+    cmd: &mut Command,
+    ipc_fd: RawFd,
+    restrictions: Option<ChildRestrictions>,
+) {
     // SAFETY: `getpid` is a plain system call, safe in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the child between fork and exec. It only
@@ -62,7 +72,88 @@ pub(crate) fn prepare_child(cmd: &mut Command, ipc_fd: RawFd) {
             // flags still protect us there.
             let first = (WORKER_FD + 1) as libc::c_uint;
             let _ = libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0);
-            Ok(())
+            match restrictions {
+                Some(r) => restrict(&r),
+                None => Ok(()),
+            }
         });
+    }
+}
+
+/// The error `spawn` returns for a failed `step`: the step and the errno in
+/// one code (`from_raw_os_error` does not allocate).
+fn failed(step: Step) -> io::Error {
+    let errno = io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EINVAL);
+    io::Error::from_raw_os_error(step.code(errno))
+}
+
+/// Applies `r` in the child, between fork and exec.
+///
+/// # Safety
+///
+/// Only async-signal-safe system calls: setrlimit, unshare, socket, ioctl,
+/// close, setgroups, setgid, setuid, prctl. No allocation.
+unsafe fn restrict(r: &ChildRestrictions) -> io::Result<()> {
+    for (step, resource, soft, hard) in r.rlimits.iter().flatten() {
+        // nix's setrlimit is a plain call of setrlimit(2).
+        if let Err(errno) = setrlimit(*resource, *soft, *hard) {
+            return Err(io::Error::from_raw_os_error(step.code(errno as i32)));
+        }
+    }
+    if r.unshare_net {
+        // SAFETY: plain system calls on values we own.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(failed(Step::Network));
+            }
+            loopback_up()?;
+        }
+    }
+    if let Some((uid, gid)) = r.ids {
+        // SAFETY: plain system calls; setgroups gets an empty list.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 {
+                return Err(failed(Step::Group));
+            }
+            if libc::setuid(uid) != 0 {
+                return Err(failed(Step::User));
+            }
+        }
+    }
+    if r.no_new_privs {
+        // SAFETY: a plain prctl.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(failed(Step::NoNewPrivs));
+        }
+    }
+    Ok(())
+}
+
+/// Brings up `lo` in the new network namespace (it starts down), so a task
+/// can still talk to itself over 127.0.0.1.
+///
+/// # Safety
+///
+/// Async-signal-safe calls only; `req` is a local, zeroed `ifreq`.
+unsafe fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket/ioctl/close on a descriptor we create and close here;
+    // the `ifreq` is a zeroed local whose name we fill with "lo" and a NUL.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(failed(Step::Network));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let ok = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
+        };
+        let err = failed(Step::Network);
+        libc::close(sock);
+        if ok { Ok(()) } else { Err(err) }
     }
 }

@@ -27,6 +27,7 @@ use redis_tasks_protocol::ipc::{
     FrameError, FromWorker, PROTOCOL_VERSION, ToWorker, WORKER_FD, WORKER_FD_ARG, recv, send,
 };
 
+use crate::isolation::{NotApplied, Plan};
 use crate::sys;
 
 /// How a worker process is started.
@@ -110,6 +111,10 @@ pub enum SpawnError {
     /// The process ended or misbehaved before its handshake.
     #[error("{0}")]
     Handshake(String),
+    /// A restriction of its isolation profile could not be applied; the
+    /// process ran nothing.
+    #[error("isolation not applied ({0})")]
+    NotIsolated(NotApplied),
 }
 
 /// One running worker process.
@@ -129,19 +134,40 @@ impl WorkerProcess {
     /// Starts a worker process under reload `generation` and completes the
     /// handshake.
     pub fn spawn(spec: &SpawnSpec, generation: u64) -> Result<Self, SpawnError> {
+        WorkerProcess::spawn_isolated(spec, generation, None)
+    }
+
+    /// Like [`WorkerProcess::spawn`], under an isolation `plan` when given:
+    /// its limits, namespace, user and no-new-privileges are applied before
+    /// `exec`, its environment and working directory replace the defaults,
+    /// and the handshake waits until the process has confined itself.
+    pub fn spawn_isolated(
+        spec: &SpawnSpec,
+        generation: u64,
+        plan: Option<&Plan>,
+    ) -> Result<Self, SpawnError> {
         let spawn_err = |source| SpawnError::Spawn {
             exe: spec.exe.display().to_string(),
             source,
         };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
         let mut cmd = Command::new(&spec.exe);
+        let env = plan.map_or(&spec.env, |p| &p.env);
         cmd.arg(format!("{WORKER_FD_ARG}={WORKER_FD}"))
             .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .process_group(0);
-        sys::prepare_child(&mut cmd, theirs.as_raw_fd());
-        let child = cmd.spawn().map_err(spawn_err)?;
+        if let Some(dir) = plan.and_then(|p| p.working_dir.as_ref()) {
+            cmd.current_dir(dir);
+        }
+        sys::prepare_child(&mut cmd, theirs.as_raw_fd(), plan.map(|p| p.child));
+        let child = cmd
+            .spawn()
+            .map_err(|e| match NotApplied::from_spawn_error(&e) {
+                Some(not) => SpawnError::NotIsolated(not),
+                None => spawn_err(e),
+            })?;
         drop(theirs);
 
         let reader = ours.try_clone().map_err(spawn_err)?;
@@ -158,11 +184,11 @@ impl WorkerProcess {
             tasks_run: 0,
             generation,
         };
-        process.handshake(spec)?;
+        process.handshake(spec, plan)?;
         Ok(process)
     }
 
-    fn handshake(&mut self, spec: &SpawnSpec) -> Result<(), SpawnError> {
+    fn handshake(&mut self, spec: &SpawnSpec, plan: Option<&Plan>) -> Result<(), SpawnError> {
         let failed = |this: &mut Self, what: String| {
             let reason = this.kill_and_reap();
             SpawnError::Handshake(format!("{what} ({reason})"))
@@ -195,11 +221,44 @@ impl WorkerProcess {
                 ));
             }
         }
+        let confine = plan.and_then(|p| p.confine.clone());
+        let confining = confine.is_some();
         let setup = ToWorker::Setup {
             middleware: spec.middleware.clone(),
+            confine,
         };
         self.send(&setup)
-            .map_err(|e| failed(self, format!("cannot send setup: {e}")))
+            .map_err(|e| failed(self, format!("cannot send setup: {e}")))?;
+        if !confining {
+            return Ok(());
+        }
+        match self.events.recv_timeout(spec.handshake_timeout) {
+            Ok(WorkerEvent::Message(FromWorker::Confined { refused: None })) => Ok(()),
+            Ok(WorkerEvent::Message(FromWorker::Confined {
+                refused: Some(refusal),
+            })) => {
+                self.reap_within(Duration::from_secs(2));
+                Err(SpawnError::NotIsolated(refusal.into()))
+            }
+            Ok(WorkerEvent::Message(other)) => Err(failed(
+                self,
+                format!("sent {other:?} instead of confirming its confinement"),
+            )),
+            Ok(WorkerEvent::Violation(detail)) => Err(failed(
+                self,
+                format!("sent a malformed confirmation: {detail}"),
+            )),
+            Ok(WorkerEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                let reason = self.reap_within(Duration::from_secs(2));
+                Err(SpawnError::Handshake(format!(
+                    "{reason} while confining itself"
+                )))
+            }
+            Err(RecvTimeoutError::Timeout) => Err(failed(
+                self,
+                format!("did not confine itself within {:?}", spec.handshake_timeout),
+            )),
+        }
     }
 
     /// The process id.

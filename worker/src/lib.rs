@@ -14,8 +14,12 @@
 //! - [`process`]: the worker-process loop: handshake, read a task, run the
 //!   chain under `catch_unwind`, report the result.
 //! - [`panic`]: the panic hook that keeps a panic's message and location.
+//! - [`confine`]: Landlock and seccomp, applied by an isolated worker
+//!   process to itself before any task runs (its `sigsys` part names a
+//!   blocked call; it holds the crate's other `unsafe`).
 //! - `sys`: the one module with `unsafe` (taking over the inherited socket).
 
+pub mod confine;
 pub mod context;
 pub mod middleware;
 pub mod panic;

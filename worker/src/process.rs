@@ -97,7 +97,25 @@ pub fn serve(
         },
     )?;
     let chain = match recv::<ToWorker>(&mut reader)? {
-        Some(ToWorker::Setup { middleware: names }) => MiddlewareChain::select(middleware, &names)?,
+        Some(ToWorker::Setup {
+            middleware: names,
+            confine,
+        }) => {
+            if let Some(confine) = confine {
+                // Before the chain is built or any thread started: nothing
+                // of the task's side runs unconfined.
+                let refused = crate::confine::apply(&confine).err();
+                let failed = refused.is_some();
+                send(
+                    &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
+                    &FromWorker::Confined { refused },
+                )?;
+                if failed {
+                    return Ok(());
+                }
+            }
+            MiddlewareChain::select(middleware, &names)?
+        }
         Some(other) => {
             return Err(
                 FrameError::Malformed(format!("expected Setup first, got {other:?}")).into(),

@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis_tasks_protocol::settings::Isolation;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;
@@ -38,7 +39,7 @@ impl TaskError {
 }
 
 /// Options of one task function.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskOptions {
     /// A reentrant task that is interrupted (shutdown, crash of its worker
     /// process, death of its supervisor) goes back to the front of its queue
@@ -47,6 +48,9 @@ pub struct TaskOptions {
     /// How long one run may take before its process group is killed.
     /// `None`: the `default_task_timeout` setting.
     pub timeout: Option<Duration>,
+    /// Restrictions its runs get, over those of the queue it was enqueued
+    /// to (each field set here wins). `None`: the queue's alone.
+    pub isolation: Option<Arc<Isolation>>,
 }
 
 impl TaskOptions {
@@ -64,6 +68,13 @@ impl TaskOptions {
     /// Sets the task's own timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs the task under these restrictions (see `docs/security.md`);
+    /// fields left unset come from its queue's `[queues.NAME]` table.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(Arc::new(isolation));
         self
     }
 }
@@ -117,8 +128,8 @@ impl TaskDef {
     }
 
     /// Its options.
-    pub fn options(&self) -> TaskOptions {
-        self.options
+    pub fn options(&self) -> &TaskOptions {
+        &self.options
     }
 
     /// Calls the function (without middleware).

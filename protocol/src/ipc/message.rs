@@ -1,13 +1,16 @@
 //! The messages a supervisor and a worker process exchange.
 //!
 //! One conversation: the worker process sends [`FromWorker::Hello`], the
-//! supervisor answers [`ToWorker::Setup`]; then, for each task, the supervisor sends [`ToWorker::Run`], the worker process
+//! supervisor answers [`ToWorker::Setup`] (when that carries a
+//! [`Confine`], the worker process applies it and answers
+//! [`FromWorker::Confined`] before anything else); then, for each task, the supervisor sends [`ToWorker::Run`], the worker process
 //! may send any number of [`FromWorker::Meta`] updates and ends with
 //! [`FromWorker::Finished`]. [`ToWorker::Shutdown`] may arrive at any time
 //! while a task runs; [`ToWorker::Exit`] asks an idle worker process to
 //! leave. Anything else is a protocol violation.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 
 use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
 use serde::de::DeserializeOwned;
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,31 @@ pub enum TaskResult {
     Invalid(String),
 }
 
+/// Restrictions a worker process applies to itself right after `Setup`,
+/// before it runs any task: those that need allocation to build and so
+/// cannot be applied between `fork` and `exec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confine {
+    /// Landlock: whether to restrict the filesystem at all.
+    pub landlock: bool,
+    /// Landlock: paths readable (and executable) below.
+    pub read_only_paths: Vec<PathBuf>,
+    /// Landlock: paths readable and writable below.
+    pub read_write_paths: Vec<PathBuf>,
+    /// Whether to install the seccomp deny list.
+    pub seccomp: bool,
+}
+
+/// A restriction a worker process could not apply to itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The restriction, as the settings name it (`read_only_paths`,
+    /// `seccomp`...).
+    pub restriction: String,
+    /// Why it could not be applied.
+    pub reason: String,
+}
+
 /// Supervisor to worker process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToWorker {
@@ -51,6 +79,9 @@ pub enum ToWorker {
     Setup {
         /// The names of the active middleware, in chain order.
         middleware: Vec<String>,
+        /// Restrictions to apply before any task runs; the worker process
+        /// answers [`FromWorker::Confined`].
+        confine: Option<Confine>,
     },
     /// Run this task.
     Run(RunTask),
@@ -70,6 +101,12 @@ pub enum FromWorker {
         version: u32,
         /// Its process id.
         pid: u32,
+    },
+    /// The answer to a `Setup` with restrictions: `None` when every one was
+    /// applied; else the one that could not be, and the process exits.
+    Confined {
+        /// What could not be applied.
+        refused: Option<Refusal>,
     },
     /// The running task replaced its meta object.
     Meta {

@@ -1,11 +1,12 @@
 //! Reading the top level of a settings file.
 //!
-//! Each top-level key is one arm here; a later `[queues.<name>]` table for
-//! per-queue settings becomes one more arm next to `schedule`.
+//! Each top-level key is one arm here; the `[schedule.ID]` and
+//! `[queues.NAME]` tables have readers of their own.
 
 use super::Draft;
 use super::entries::read_entries;
 use super::error::{Origin, SettingsError};
+use super::queues::read_queues;
 use super::values::{OTHER_KEYS, Raw, SCALAR_KEYS, apply_scalar, hint, name};
 
 /// Applies the settings in TOML `text` (read from `origin`) over `draft`.
@@ -41,11 +42,17 @@ pub(super) fn apply_file(
             "schedule" => {
                 draft.entries = read_entries(value, origin)?;
             }
+            "queues" => {
+                draft.settings.queues = read_queues(value, origin)?.into_iter().collect();
+            }
             _ => {
                 return Err(SettingsError::UnknownKey {
                     origin: origin.clone(),
                     key: key.clone(),
-                    hint: hint(key, SCALAR_KEYS.into_iter().chain(OTHER_KEYS)),
+                    hint: hint(
+                        key,
+                        SCALAR_KEYS.into_iter().chain(OTHER_KEYS).chain(["queues"]),
+                    ),
                 });
             }
         }

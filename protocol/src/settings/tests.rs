@@ -330,7 +330,10 @@ fn unknown_keys_are_rejected_at_every_level_with_a_hint() {
         "{text}"
     );
     let (_, text) = error_text("[queues.default]\nmemory = 1\n");
-    assert!(text.ends_with("unknown key \"queues\""), "{text}");
+    assert!(
+        text.ends_with("unknown key \"queues.default.memory\""),
+        "{text}"
+    );
 }
 
 #[test]

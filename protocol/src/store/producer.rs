@@ -150,7 +150,8 @@ impl<'s> Queue<'s> {
                 .arg(&self.name)
                 .arg(&t.description)
                 .arg(&now);
-            self.store.run(&[], |c, _| inv.invoke::<i64>(c).map(|_| ()))?;
+            self.store
+                .run(&[], |c, _| inv.invoke::<i64>(c).map(|_| ()))?;
             return Ok(tasks.into_iter().map(|t| t.id).collect());
         }
         let mut pipe = redis::pipe();

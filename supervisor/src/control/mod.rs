@@ -130,6 +130,18 @@ pub fn run(
     // A worker process that cannot start stops us here, before any task is
     // touched, instead of failing every task later.
     let probe = WorkerProcess::spawn(&shared.current().spawn, 0)?;
+    // Every isolation profile is tried once; one that cannot be applied is
+    // logged now (its tasks fail with the same reason, never unconfined).
+    {
+        let current = shared.current();
+        let config = &current.config;
+        crate::isolation::probe(
+            &config.settings,
+            &config.queues,
+            &shared.registry,
+            &current.spawn,
+        );
+    }
     let mut slots = SlotSet::new(&supervisor_id, &host, desired, events_tx);
     let mut probe = Some(probe);
     for _ in 0..desired {

@@ -9,6 +9,8 @@
 //!   processes and Redis are killed; nothing lost, nothing run twice.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
+//! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
+//!   limits, user, environment, network, Landlock, seccomp, refusals.
 //! - `outage`: Redis down and back, Redis losing its data.
 //! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
 //! - `startup`: refusing to start (middleware check, worker that cannot
@@ -16,6 +18,7 @@
 
 mod chaos;
 mod isolation;
+mod isolation_limits;
 mod outage;
 mod outcomes;
 mod recovery;
@@ -34,8 +37,9 @@ use serde_json::Value;
 
 use crate::support::{Cmd, Output, RedisServer, wait_until};
 
-/// The demo example binary, built by `cargo test` (or here, once, when the
-/// test binary was started on its own).
+/// The demo example binary, brought up to date once per test run: `cargo
+/// test` builds examples anyway, but `cargo test --test integration` alone
+/// does not, and a stale demo would test old code.
 pub fn demo_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -46,14 +50,20 @@ pub fn demo_bin() -> PathBuf {
             .and_then(Path::parent)
             .expect("target/<profile> dir");
         let bin = profile_dir.join("examples").join("demo");
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--example", "demo"])
-                .status()
-                .expect("run cargo build --example demo");
+        if let Ok(cargo) = std::env::var("CARGO") {
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "--example", "demo"]);
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build --example demo");
             assert!(status.success(), "cargo build --example demo failed");
         }
+        assert!(
+            bin.exists(),
+            "{} is missing: run cargo build --example demo",
+            bin.display()
+        );
         bin
     })
     .clone()
@@ -92,6 +102,13 @@ impl Running {
             status.is_some()
         });
         status.and_then(|s| s.code())
+    }
+
+    /// Sends SIGTERM and checks the supervisor exits with status 0.
+    pub fn stop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let code = self.wait_exit(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{}", self.log());
     }
 
     /// The log so far.

@@ -1,0 +1,152 @@
+//! Naming the limit a task hit.
+//!
+//! A worker process that hits a limit does not say so: it dies by a signal
+//! (SIGXCPU for CPU time, SIGABRT when an allocation fails under the
+//! memory limit), exits with a code its SIGSYS handler chose, or the task
+//! returns an error because `fork` failed. The slot knows which profile was
+//! in force, so it can tell "killed by signal 24 (SIGXCPU)" is "CPU time
+//! limit (10 s) exceeded". Pure functions, no I/O.
+
+use redis_tasks_protocol::ipc::TaskResult;
+use redis_tasks_protocol::model::LimitHit;
+use redis_tasks_protocol::settings::Isolation;
+use redis_tasks_protocol::settings::isolation::{DENIED_SYSCALLS, EXIT_BLOCKED_SYSCALL_BASE};
+use redis_tasks_protocol::{ExitReason, FailureKind};
+
+use crate::settle::RunEnd;
+
+/// `end` with a limit named when the profile explains it; unchanged
+/// otherwise.
+pub fn explain(end: RunEnd, profile: &Isolation) -> RunEnd {
+    match end {
+        RunEnd::Aborted(FailureKind::Crashed(reason)) => match limit_of_crash(reason, profile) {
+            Some(hit) => RunEnd::Aborted(FailureKind::LimitExceeded(hit)),
+            None => RunEnd::Aborted(FailureKind::Crashed(reason)),
+        },
+        RunEnd::Reported(TaskResult::Error(text) | TaskResult::Panic(text))
+            if profile.process_limit.is_some() && looks_like_fork_failure(&text) =>
+        {
+            RunEnd::Aborted(FailureKind::LimitExceeded(LimitHit::Processes {
+                max: profile.process_limit.unwrap_or_default(),
+                detail: text,
+            }))
+        }
+        other => other,
+    }
+}
+
+fn limit_of_crash(reason: ExitReason, profile: &Isolation) -> Option<LimitHit> {
+    match reason {
+        ExitReason::Code(code) if profile.seccomp == Some(true) => {
+            let index = usize::try_from(code.checked_sub(EXIT_BLOCKED_SYSCALL_BASE)?).ok()?;
+            if index > DENIED_SYSCALLS.len() {
+                return None;
+            }
+            let name = DENIED_SYSCALLS
+                .get(index)
+                .map_or_else(|| "(a denied one)".to_owned(), |n| (*n).to_owned());
+            Some(LimitHit::BlockedSyscall { name })
+        }
+        ExitReason::Signal(libc::SIGSYS) if profile.seccomp == Some(true) => {
+            Some(LimitHit::BlockedSyscall {
+                name: "(a denied one)".to_owned(),
+            })
+        }
+        ExitReason::Signal(libc::SIGXCPU) => profile
+            .cpu_time_limit
+            .map(|secs| LimitHit::CpuTime { secs }),
+        // The hard CPU limit (a task that caught SIGXCPU) ends in SIGKILL;
+        // with no CPU limit, a SIGKILL under a memory limit is the kernel
+        // out of memory.
+        ExitReason::Signal(libc::SIGKILL) => match (profile.cpu_time_limit, profile.memory_limit) {
+            (Some(secs), _) => Some(LimitHit::CpuTime { secs }),
+            (None, Some(bytes)) => Some(LimitHit::Memory { bytes, how: reason }),
+            (None, None) => None,
+        },
+        // Rust aborts when an allocation fails.
+        ExitReason::Signal(libc::SIGABRT) => profile
+            .memory_limit
+            .map(|bytes| LimitHit::Memory { bytes, how: reason }),
+        _ => None,
+    }
+}
+
+/// Whether a task's error reads like `fork`, `clone` or thread creation
+/// failing with EAGAIN, which is what the process limit makes them do.
+fn looks_like_fork_failure(text: &str) -> bool {
+    text.contains("(os error 11)")
+        || text.contains("code: 11,")
+        || text.contains("Resource temporarily unavailable")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crashed(reason: ExitReason, profile: &Isolation) -> String {
+        match explain(RunEnd::Aborted(FailureKind::Crashed(reason)), profile) {
+            RunEnd::Aborted(kind) => kind.to_string(),
+            RunEnd::Reported(r) => panic!("unexpected {r:?}"),
+        }
+    }
+
+    #[test]
+    fn signals_under_limits_name_the_limit() {
+        let profile = Isolation::new().memory_limit(256 << 20).cpu_time_limit(10);
+        assert_eq!(
+            crashed(ExitReason::Signal(libc::SIGXCPU), &profile),
+            "CPU time limit (10 s) exceeded"
+        );
+        assert_eq!(
+            crashed(ExitReason::Signal(libc::SIGABRT), &profile),
+            "memory limit (256 MiB) exceeded: worker process killed by signal 6 (SIGABRT)"
+        );
+        // Without the limits, the plain words stay.
+        assert_eq!(
+            crashed(ExitReason::Signal(libc::SIGABRT), &Isolation::new()),
+            "worker process killed by signal 6 (SIGABRT)"
+        );
+    }
+
+    #[test]
+    fn seccomp_exit_codes_name_the_call() {
+        let profile = Isolation::new().seccomp(true);
+        let ptrace = DENIED_SYSCALLS
+            .iter()
+            .position(|n| *n == "ptrace")
+            .and_then(|i| i32::try_from(i).ok())
+            .expect("ptrace is denied");
+        assert_eq!(
+            crashed(
+                ExitReason::Code(EXIT_BLOCKED_SYSCALL_BASE + ptrace),
+                &profile
+            ),
+            "blocked system call ptrace"
+        );
+        assert_eq!(
+            crashed(ExitReason::Code(3), &profile),
+            "worker process exited with code 3"
+        );
+    }
+
+    #[test]
+    fn fork_failures_under_a_process_limit_name_it() {
+        let profile = Isolation::new().user("nobody").process_limit(8);
+        let text = "cannot start sleep: Resource temporarily unavailable (os error 11)";
+        let end = explain(RunEnd::Reported(TaskResult::Error(text.into())), &profile);
+        assert_eq!(
+            end,
+            RunEnd::Aborted(FailureKind::LimitExceeded(LimitHit::Processes {
+                max: 8,
+                detail: text.into()
+            }))
+        );
+        for text in [
+            "no such file",
+            "cannot connect to 127.0.0.1:1: Connection refused (os error 111)",
+        ] {
+            let other = RunEnd::Reported(TaskResult::Error(text.into()));
+            assert_eq!(explain(other.clone(), &profile), other);
+        }
+    }
+}

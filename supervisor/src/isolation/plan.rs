@@ -1,0 +1,379 @@
+//! Turning an isolation profile into what a spawn needs: the restrictions
+//! the child applies between `fork` and `exec` (plain numbers, nothing to
+//! allocate there), its environment and working directory, and the
+//! [`Confine`] it applies to itself after the handshake.
+//!
+//! Everything that can be checked in the supervisor is checked here
+//! (the user exists, the directory exists, a process limit is not asked of
+//! root), so that a refusal names the restriction and a reason a person can
+//! act on. What only the kernel can refuse is reported from the child as
+//! an encoded error code, decoded by [`NotApplied::from_spawn_error`].
+
+use std::io;
+use std::path::PathBuf;
+
+use nix::sys::resource::Resource;
+use nix::unistd::{Group, Uid, User};
+use redis_tasks_protocol::FailureKind;
+use redis_tasks_protocol::ipc::message::{Confine, Refusal};
+use redis_tasks_protocol::settings::Isolation;
+use redis_tasks_protocol::settings::isolation::is_forbidden_env;
+
+/// One step the child takes between `fork` and `exec`, in order. A failed
+/// step travels back to the supervisor inside the error code of `spawn`
+/// (`step * STEP_UNIT + errno`), since nothing can be allocated there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Step {
+    /// `setrlimit(RLIMIT_DATA)`.
+    Memory = 1,
+    /// `setrlimit(RLIMIT_CPU)`.
+    CpuTime = 2,
+    /// `setrlimit(RLIMIT_NOFILE)`.
+    OpenFiles = 3,
+    /// `setrlimit(RLIMIT_NPROC)`.
+    Processes = 4,
+    /// `setrlimit(RLIMIT_CORE)`.
+    CoreDumps = 5,
+    /// `unshare(CLONE_NEWNET)` and bringing loopback up.
+    Network = 6,
+    /// `setgroups` and `setgid`.
+    Group = 7,
+    /// `setuid`.
+    User = 8,
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
+    NoNewPrivs = 9,
+}
+
+/// The multiplier that separates a [`Step`] from the errno in a child's
+/// error code (errno values stay below it).
+pub const STEP_UNIT: i32 = 4096;
+
+impl Step {
+    const ALL: [Step; 9] = [
+        Step::Memory,
+        Step::CpuTime,
+        Step::OpenFiles,
+        Step::Processes,
+        Step::CoreDumps,
+        Step::Network,
+        Step::Group,
+        Step::User,
+        Step::NoNewPrivs,
+    ];
+
+    /// The error code the child reports when this step fails with `errno`.
+    pub fn code(self, errno: i32) -> i32 {
+        self as i32 * STEP_UNIT + errno.clamp(0, STEP_UNIT - 1)
+    }
+
+    /// The restriction's name in the settings.
+    pub fn restriction(self) -> &'static str {
+        match self {
+            Step::Memory => "memory_limit",
+            Step::CpuTime => "cpu_time_limit",
+            Step::OpenFiles => "open_files_limit",
+            Step::Processes => "process_limit",
+            Step::CoreDumps => "core_dumps",
+            Step::Network => "network",
+            Step::Group => "group",
+            Step::User => "user",
+            Step::NoNewPrivs => "no_new_privileges",
+        }
+    }
+
+    fn hint(self, errno: i32) -> &'static str {
+        match (self, errno) {
+            (Step::Network, libc::EPERM) => " (creating a network namespace needs CAP_SYS_ADMIN)",
+            (Step::Group | Step::User, libc::EPERM) => {
+                " (switching user needs CAP_SETUID and CAP_SETGID)"
+            }
+            (Step::Processes, libc::EAGAIN) => " (the user already has that many processes)",
+            _ => "",
+        }
+    }
+}
+
+/// A resource limit the child sets: which step, which resource, soft and
+/// hard value.
+pub type Rlimit = (Step, Resource, u64, u64);
+
+/// What the child does between `fork` and `exec`; plain data, copied into
+/// the `pre_exec` closure.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChildRestrictions {
+    /// Limits to set, in order.
+    pub rlimits: [Option<Rlimit>; 5],
+    /// Enter a new network namespace with only loopback.
+    pub unshare_net: bool,
+    /// Switch to this user and group, dropping supplementary groups.
+    pub ids: Option<(u32, u32)>,
+    /// Set no-new-privileges.
+    pub no_new_privs: bool,
+}
+
+/// A restriction that cannot be applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{restriction}: {reason}")]
+pub struct NotApplied {
+    /// The restriction, as the settings name it.
+    pub restriction: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl NotApplied {
+    fn new(restriction: &str, reason: impl Into<String>) -> Self {
+        NotApplied {
+            restriction: restriction.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Reads the restriction back from the error of a spawn whose child
+    /// failed a [`Step`]; `None` for any other error.
+    pub fn from_spawn_error(err: &io::Error) -> Option<NotApplied> {
+        let code = err.raw_os_error()?;
+        let step = Step::ALL
+            .into_iter()
+            .find(|s| code / STEP_UNIT == *s as i32)?;
+        let errno = code % STEP_UNIT;
+        Some(NotApplied::new(
+            step.restriction(),
+            format!(
+                "{}{}",
+                io::Error::from_raw_os_error(errno),
+                step.hint(errno)
+            ),
+        ))
+    }
+
+    /// The outcome of a task that was not run because of this.
+    pub fn failure(&self) -> FailureKind {
+        FailureKind::NotIsolated {
+            restriction: self.restriction.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+impl From<Refusal> for NotApplied {
+    fn from(r: Refusal) -> Self {
+        NotApplied {
+            restriction: r.restriction,
+            reason: r.reason,
+        }
+    }
+}
+
+/// Everything a spawn needs to start a worker process under a profile.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The profile, for naming limits in outcomes.
+    pub profile: Isolation,
+    /// Applied between `fork` and `exec`.
+    pub child: ChildRestrictions,
+    /// The worker process's whole environment.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub working_dir: Option<PathBuf>,
+    /// Applied by the worker process itself after the handshake.
+    pub confine: Option<Confine>,
+}
+
+impl Plan {
+    /// Plans `profile`. `default_env` is the environment worker processes
+    /// get without a profile (used when the profile has no allow-list).
+    pub fn build(
+        profile: &Isolation,
+        default_env: &[(String, String)],
+    ) -> Result<Plan, NotApplied> {
+        let ids = resolve_ids(profile)?;
+        let target_uid = ids
+            .as_ref()
+            .map_or_else(|| Uid::effective().as_raw(), |(uid, _, _)| *uid);
+        if profile.process_limit.is_some() && target_uid == 0 {
+            return Err(NotApplied::new(
+                "process_limit",
+                "the kernel does not apply it to root; set `user` to a dedicated account",
+            ));
+        }
+        if let Some(dir) = &profile.working_dir {
+            if !dir.is_dir() {
+                return Err(NotApplied::new(
+                    "working_dir",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        let mut env: Vec<(String, String)> = match &profile.env {
+            Some(names) => names
+                .iter()
+                .filter(|name| !is_forbidden_env(name))
+                .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+                .collect(),
+            None => default_env.to_vec(),
+        };
+        if let Some((_, _, Some(home))) = &ids {
+            for (key, value) in &mut env {
+                if key == "HOME" {
+                    value.clone_from(home);
+                }
+            }
+        }
+        let confine =
+            (profile.wants_landlock() || profile.seccomp == Some(true)).then(|| Confine {
+                landlock: profile.wants_landlock(),
+                read_only_paths: profile.read_only_paths.clone().unwrap_or_default(),
+                read_write_paths: profile.read_write_paths.clone().unwrap_or_default(),
+                seccomp: profile.seccomp == Some(true),
+            });
+        Ok(Plan {
+            profile: profile.clone(),
+            child: ChildRestrictions {
+                rlimits: rlimits(profile),
+                unshare_net: profile.network == Some(false),
+                ids: ids.map(|(uid, gid, _)| (uid, gid)),
+                no_new_privs: true,
+            },
+            env,
+            working_dir: profile.working_dir.clone(),
+            confine,
+        })
+    }
+}
+
+fn rlimits(profile: &Isolation) -> [Option<Rlimit>; 5] {
+    let same = |step, resource, n: u64| (step, resource, n, n);
+    [
+        profile
+            .memory_limit
+            .map(|b| same(Step::Memory, Resource::RLIMIT_DATA, b)),
+        // SIGXCPU at the limit, SIGKILL one second later if it is caught.
+        profile
+            .cpu_time_limit
+            .map(|s| (Step::CpuTime, Resource::RLIMIT_CPU, s, s.saturating_add(1))),
+        profile
+            .open_files_limit
+            .map(|n| same(Step::OpenFiles, Resource::RLIMIT_NOFILE, n)),
+        profile
+            .process_limit
+            .map(|n| same(Step::Processes, Resource::RLIMIT_NPROC, n)),
+        (profile.core_dumps != Some(true)).then_some((
+            Step::CoreDumps,
+            Resource::RLIMIT_CORE,
+            0,
+            0,
+        )),
+    ]
+}
+
+/// The uid, gid and home directory of the profile's user and group.
+fn resolve_ids(profile: &Isolation) -> Result<Option<(u32, u32, Option<String>)>, NotApplied> {
+    let user = match &profile.user {
+        None => None,
+        Some(name) => Some(find_user(name)?),
+    };
+    let group = match &profile.group {
+        None => None,
+        Some(name) => Some(find_group(name)?),
+    };
+    Ok(match (user, group) {
+        (None, None) => None,
+        (Some(u), group) => {
+            let gid = match (group, u.1) {
+                (Some(g), _) | (None, Some(g)) => g,
+                (None, None) => {
+                    return Err(NotApplied::new(
+                        "group",
+                        format!(
+                            "user {} has no entry in the user database; set `group` too",
+                            u.0
+                        ),
+                    ));
+                }
+            };
+            Some((u.0, gid, u.2))
+        }
+        // A group alone: keep the current user.
+        (None, Some(g)) => Some((Uid::effective().as_raw(), g, None)),
+    })
+}
+
+/// A user by name or number: uid, primary gid and home, when known.
+fn find_user(name: &str) -> Result<(u32, Option<u32>, Option<String>), NotApplied> {
+    let looked_up = match name.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).map(|u| u.ok_or(Some(uid))),
+        Err(_) => User::from_name(name).map(|u| u.ok_or(None)),
+    };
+    match looked_up {
+        Ok(Ok(user)) => Ok((
+            user.uid.as_raw(),
+            Some(user.gid.as_raw()),
+            Some(user.dir.display().to_string()),
+        )),
+        Ok(Err(Some(uid))) => Ok((uid, None, None)),
+        Ok(Err(None)) => Err(NotApplied::new("user", format!("no user named {name:?}"))),
+        Err(e) => Err(NotApplied::new(
+            "user",
+            format!("cannot look up {name:?}: {e}"),
+        )),
+    }
+}
+
+fn find_group(name: &str) -> Result<u32, NotApplied> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(NotApplied::new("group", format!("no group named {name:?}"))),
+        Err(e) => Err(NotApplied::new(
+            "group",
+            format!("cannot look up {name:?}: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_step_travels_in_the_error_code() {
+        let err = io::Error::from_raw_os_error(Step::Network.code(libc::EPERM));
+        let not = NotApplied::from_spawn_error(&err).expect("decoded");
+        assert_eq!(not.restriction, "network");
+        assert!(not.reason.contains("CAP_SYS_ADMIN"), "{}", not.reason);
+        let plain = io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(NotApplied::from_spawn_error(&plain), None);
+    }
+
+    #[test]
+    fn unknown_users_and_root_process_limits_are_refused() {
+        let profile = Isolation::new().user("no-such-user-for-redis-tasks");
+        let err = Plan::build(&profile, &[]).expect_err("unknown user");
+        assert_eq!(err.restriction, "user");
+        let profile = Isolation::new().user("0").process_limit(10);
+        let err = Plan::build(&profile, &[]).expect_err("root");
+        assert_eq!(err.restriction, "process_limit");
+        let profile = Isolation::new().working_dir("/no/such/dir");
+        assert_eq!(
+            Plan::build(&profile, &[]).expect_err("dir").restriction,
+            "working_dir"
+        );
+    }
+
+    #[test]
+    fn the_environment_is_the_allow_list_without_forbidden_names() {
+        let default_env = vec![("PATH".to_owned(), "/bin".to_owned())];
+        let plan =
+            Plan::build(&Isolation::new().memory_limit(1 << 30), &default_env).expect("plan");
+        assert_eq!(plan.env, default_env);
+        assert!(plan.child.no_new_privs);
+        assert!(plan.confine.is_none());
+        let profile = Isolation::new().env(["REDIS_URL", "NO_SUCH_VARIABLE_HERE"]);
+        let plan = Plan::build(&profile, &default_env).expect("plan");
+        assert!(plan.env.is_empty(), "{:?}", plan.env);
+    }
+}
