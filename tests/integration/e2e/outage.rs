@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use redis_tasks::protocol::TaskStatus;
 use serde_json::json;
 
@@ -30,13 +29,7 @@ fn an_outcome_reached_while_redis_is_down_is_recorded_when_it_returns() {
     // And it keeps serving.
     let next = demo.enqueue("noop", json!(null));
     demo.wait_status(&next, TaskStatus::Finished, Duration::from_secs(60));
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(
-        sup.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        sup.log()
-    );
+    sup.stop();
 }
 
 #[test]
@@ -55,11 +48,5 @@ fn slots_register_again_after_redis_lost_its_data() {
     );
     let id = demo.enqueue("noop", json!(null));
     demo.wait_status(&id, TaskStatus::Finished, Duration::from_secs(30));
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(
-        sup.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        sup.log()
-    );
+    sup.stop();
 }

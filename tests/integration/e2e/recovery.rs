@@ -54,8 +54,7 @@ fn a_restart_recovers_the_previous_incarnations_tasks_at_once() {
     );
     assert_eq!(demo.task(&reentrant).aborted_runs[0].reason, "worker died");
     assert!(demo.outcomes_of(&reentrant).is_empty());
-    second.signal(Signal::SIGTERM);
-    assert_eq!(second.wait_exit(Duration::from_secs(30)), Some(0));
+    second.stop();
 }
 
 #[test]
@@ -77,6 +76,5 @@ fn another_supervisors_maintenance_recovers_a_dead_ones_tasks() {
     wait_until("the dead slot to be gone", Duration::from_secs(10), || {
         demo.store.worker_infos().expect("workers").len() == 1
     });
-    other.signal(Signal::SIGTERM);
-    assert_eq!(other.wait_exit(Duration::from_secs(30)), Some(0));
+    other.stop();
 }

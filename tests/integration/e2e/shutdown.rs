@@ -20,13 +20,7 @@ fn sigterm_fails_plain_tasks_and_requeues_reentrant_ones_at_the_front() {
     // Something else waits in the queue behind them.
     let waiting = demo.enqueue("noop", json!(null));
 
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(
-        sup.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        sup.log()
-    );
+    sup.stop();
 
     assert_eq!(error_of(&demo.task(&plain)), "worker shutdown");
     let t = demo.task(&reentrant);
@@ -51,13 +45,7 @@ fn a_postpone_shutdown_guard_lets_the_task_finish() {
     let id = demo.enqueue("guarded_sleep", json!({"secs": 2}));
     let mut sup = demo.start(&["--concurrency", "1"], &[]);
     wait_guarded(&demo, &id);
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(
-        sup.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        sup.log()
-    );
+    sup.stop();
     let t = demo.task(&id);
     assert_eq!(t.status, TaskStatus::Finished, "{t:#?}");
     assert_eq!(demo.outcomes_of(&id)[0]["outcome"], "success");
@@ -76,13 +64,7 @@ fn a_second_sigterm_kills_at_once_and_still_records() {
         Duration::from_secs(10),
         || sup.log().contains("graceful shutdown"),
     );
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(
-        sup.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        sup.log()
-    );
+    sup.stop();
     assert_eq!(error_of(&demo.task(&id)), "worker shutdown");
     assert_eq!(demo.outcomes_of(&id).len(), 1);
 }

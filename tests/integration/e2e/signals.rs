@@ -48,13 +48,7 @@ fn ttin_and_ttou_add_and_retire_slots_one_at_a_time_never_below_one() {
     sup.signal(Signal::SIGTTOU);
     wait_log(&sup, "SIGTTOU ignored", 1);
     assert_eq!(slots(&demo), 1);
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(
-        sup.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        sup.log()
-    );
+    sup.stop();
 }
 
 #[test]
@@ -70,8 +64,7 @@ fn scaling_down_never_interrupts_a_running_task() {
     wait_slots(&demo, 1);
     assert_eq!(demo.task(&a).status, TaskStatus::Finished);
     assert_eq!(demo.task(&b).status, TaskStatus::Finished, "{}", sup.log());
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(sup.wait_exit(Duration::from_secs(30)), Some(0));
+    sup.stop();
 }
 
 #[test]
@@ -115,8 +108,7 @@ fn bursts_of_ttin_and_ttou_end_at_the_last_wanted_count_and_lose_nothing() {
         .expect("the dump names the wanted count");
     assert!((1..=23).contains(&wanted), "{wanted}");
     wait_slots(&demo, wanted);
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(sup.wait_exit(Duration::from_secs(30)), Some(0));
+    sup.stop();
 }
 
 #[test]
@@ -127,13 +119,7 @@ fn a_drain_timeout_lets_short_tasks_finish_and_interrupts_long_ones() {
     let mut sup = demo.start(&["--concurrency", "2", "--drain-timeout", "3"], &[]);
     demo.wait_status(&short, TaskStatus::Running, Duration::from_secs(30));
     demo.wait_status(&long, TaskStatus::Running, Duration::from_secs(30));
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(
-        sup.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        sup.log()
-    );
+    sup.stop();
     assert_eq!(demo.task(&short).status, TaskStatus::Finished);
     assert_eq!(error_of(&demo.task(&long)), "worker shutdown");
     assert!(sup.log().contains("drain period over"));
@@ -200,8 +186,7 @@ fn sighup_reloads_settings_and_replaces_worker_processes_without_interrupting() 
         .expect("enqueue");
     demo.wait_status(&still, TaskStatus::Finished, Duration::from_secs(30));
     assert_eq!(slots(&demo), 2);
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(sup.wait_exit(Duration::from_secs(30)), Some(0));
+    sup.stop();
 }
 
 #[test]
@@ -227,8 +212,7 @@ fn sigtstp_pauses_fetching_and_sigcont_resumes() {
     assert_eq!(demo.task(&id).status, TaskStatus::Queued);
     sup.signal(Signal::SIGCONT);
     demo.wait_status(&id, TaskStatus::Finished, Duration::from_secs(30));
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(sup.wait_exit(Duration::from_secs(30)), Some(0));
+    sup.stop();
 }
 
 #[test]
@@ -245,6 +229,5 @@ fn sigusr1_dumps_every_slot_to_the_log() {
         log.contains("busy") && log.contains("with sleep(secs=600)"),
         "{log}"
     );
-    sup.signal(Signal::SIGTERM);
-    assert_eq!(sup.wait_exit(Duration::from_secs(30)), Some(0));
+    sup.stop();
 }
