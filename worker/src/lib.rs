@@ -13,7 +13,7 @@
 //!   takes effect.
 //! - [`process`]: the worker-process loop: handshake, read a task, run the
 //!   chain under `catch_unwind`, report the result.
-//! - [`panic`]: the panic hook that keeps a panic's message and location.
+//! - [`panic`](mod@panic): the panic hook that keeps a panic's message and location.
 //! - [`confine`]: Landlock and seccomp, applied by an isolated worker
 //!   process to itself before any task runs (its `sigsys` part names a
 //!   blocked call; it holds the crate's other `unsafe`).
