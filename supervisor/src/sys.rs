@@ -40,7 +40,9 @@ pub(crate) fn prepare_child(
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the child between fork and exec. It only
     // calls async-signal-safe system calls (prctl, getppid, signal, fcntl,
-    // dup2, close_range via syscall), allocates nothing and takes no lock;
+    // dup2, close_range via syscall, then those `restrict` lists under its
+    // own Safety section), allocates nothing and takes no lock (the
+    // restrictions were computed in the parent and are moved in by value);
     // it builds errors with `from_raw_os_error`/`last_os_error`, which do
     // not allocate. `ipc_fd` is the child's copy of a descriptor the parent
     // keeps open until after `spawn` returns.

@@ -15,9 +15,9 @@
 //!   chain under `catch_unwind`, report the result.
 //! - [`panic`](mod@panic): the panic hook that keeps a panic's message and location.
 //! - [`confine`]: Landlock and seccomp, applied by an isolated worker
-//!   process to itself before any task runs (its `sigsys` part names a
-//!   blocked call; it holds the crate's other `unsafe`).
-//! - `sys`: the one module with `unsafe` (taking over the inherited socket).
+//!   process to itself before any task runs.
+//! - `sys`: the one module with `unsafe`: taking over the inherited socket,
+//!   and the SIGSYS handler that names a call seccomp blocked.
 
 pub mod confine;
 pub mod context;

@@ -20,8 +20,6 @@ use redis_tasks_protocol::ipc::message::{Confine, Refusal};
 use redis_tasks_protocol::settings::isolation::DENIED_SYSCALLS;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
-mod sigsys;
-
 /// The Landlock ABI whose filesystem rights we ask for; a kernel with an
 /// older ABI enforces what it knows (best effort), one without Landlock
 /// makes the restriction fail.
@@ -113,7 +111,7 @@ fn open(path: &Path) -> Result<PathFd, String> {
 /// The system-call number of a name in [`DENIED_SYSCALLS`] on this
 /// architecture.
 pub fn syscall_number(name: &str) -> Option<i64> {
-    sigsys::TABLE
+    crate::sys::sigsys::TABLE
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, nr)| *nr)
@@ -136,7 +134,7 @@ fn seccomp() -> Result<(), String> {
     let program: BpfProgram = filter
         .try_into()
         .map_err(|e: seccompiler::BackendError| format!("cannot compile the filter: {e}"))?;
-    sigsys::install().map_err(|e| format!("cannot install the SIGSYS handler: {e}"))?;
+    crate::sys::sigsys::install().map_err(|e| format!("cannot install the SIGSYS handler: {e}"))?;
     seccompiler::apply_filter_all_threads(&program)
         .map_err(|e| format!("the kernel refused the filter: {e}"))
 }
@@ -147,7 +145,7 @@ mod tests {
 
     #[test]
     fn the_table_follows_the_deny_list() {
-        let names: Vec<&str> = sigsys::TABLE.iter().map(|(n, _)| *n).collect();
+        let names: Vec<&str> = crate::sys::sigsys::TABLE.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, DENIED_SYSCALLS);
         assert_eq!(syscall_number("mount"), Some(libc::SYS_mount));
     }

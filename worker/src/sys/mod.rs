@@ -1,5 +1,8 @@
 //! The worker crate's only `unsafe`: adopting the socket the supervisor
-//! left at a known descriptor number.
+//! left at a known descriptor number, and (in `sigsys`) the SIGSYS handler
+//! that names a system call the seccomp filter blocked.
+
+pub(crate) mod sigsys;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};

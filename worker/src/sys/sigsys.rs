@@ -1,4 +1,4 @@
-//! Naming a blocked system call: the confine module's only `unsafe`.
+//! Naming a blocked system call (for `confine`).
 //!
 //! The seccomp filter answers a denied call with `SECCOMP_RET_TRAP`: the
 //! kernel does not make the call and sends SIGSYS, with the call's number
@@ -14,7 +14,7 @@ use redis_tasks_protocol::settings::isolation::{DENIED_SYSCALLS, EXIT_BLOCKED_SY
 
 /// The denied calls' numbers on this architecture, in the order of
 /// [`DENIED_SYSCALLS`] (checked by a test).
-pub(super) const TABLE: [(&str, i64); 19] = [
+pub(crate) const TABLE: [(&str, i64); 19] = [
     ("ptrace", libc::SYS_ptrace),
     ("process_vm_readv", libc::SYS_process_vm_readv),
     ("process_vm_writev", libc::SYS_process_vm_writev),
@@ -68,7 +68,7 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 }
 
 /// Installs the SIGSYS handler that reports a trapped call by exit code.
-pub(super) fn install() -> io::Result<()> {
+pub(crate) fn install() -> io::Result<()> {
     // SAFETY: a zeroed `sigaction` is a valid starting value; we set the
     // handler (an `extern "C"` function with the SA_SIGINFO signature, which
     // only reads its argument and calls `_exit`) and the flags, and pass
