@@ -239,10 +239,12 @@ fn run(app: App) -> Result<(), String> {
             Ok(t) => {
                 let mut error = t.error.clone().unwrap_or_default();
                 if !t.aborted_runs.is_empty() {
-                    error = format!(
-                        "{error} ({} earlier run(s) interrupted)",
-                        t.aborted_runs.len()
-                    );
+                    let note = format!("({} earlier run(s) interrupted)", t.aborted_runs.len());
+                    error = if error.is_empty() {
+                        note
+                    } else {
+                        format!("{error} {note}")
+                    };
                 }
                 println!(
                     "{:<width$}  {:<8}  {error}",
