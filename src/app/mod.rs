@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use redis_tasks_protocol::ipc::WORKER_FD_ARG;
+use redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG;
 use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
 use serde::de::DeserializeOwned;
 
@@ -132,8 +133,11 @@ impl App {
     /// by a supervisor as a worker process, it serves tasks instead.
     pub fn run_with_args(self, args: impl IntoIterator<Item = OsString>) -> ExitCode {
         let args: Vec<OsString> = args.into_iter().collect();
-        if let Some(fd) = worker_fd(&args) {
+        if let Some(fd) = role_fd(&args, WORKER_FD_ARG) {
             return self.serve_as_worker_process(fd);
+        }
+        if let Some(fd) = role_fd(&args, FORK_SERVER_FD_ARG) {
+            return self.serve_as_fork_server(fd);
         }
         let cli = match AppCli::try_parse_from(&args) {
             Ok(cli) => cli,
@@ -163,6 +167,21 @@ impl App {
         }
     }
 
+    fn serve_as_fork_server(self, fd: i32) -> ExitCode {
+        let served = redis_tasks_worker::fork_server::serve_fork_server(
+            &self.registry,
+            &self.middleware,
+            fd,
+        );
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("redis-tasks fork server: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     fn serve_as_worker_process(self, fd: i32) -> ExitCode {
         match redis_tasks_worker::process::serve(&self.registry, &self.middleware, fd) {
             Ok(()) => ExitCode::SUCCESS,
@@ -174,18 +193,18 @@ impl App {
     }
 }
 
-/// The descriptor number in `--redis-tasks-worker-fd=N`, when the process
-/// was started as a worker process.
-fn worker_fd(args: &[OsString]) -> Option<i32> {
+/// The descriptor number in `ROLE=N` (`--redis-tasks-worker-fd=3`), when
+/// the supervisor started this process in that role.
+fn role_fd(args: &[OsString], role: &str) -> Option<i32> {
     let first = args.get(1)?.to_str()?;
-    let value = first.strip_prefix(WORKER_FD_ARG)?.strip_prefix('=')?;
+    let value = first.strip_prefix(role)?.strip_prefix('=')?;
     value.parse().ok()
 }
 
-/// Whether this process was started by a supervisor as a worker process
-/// (for programs that do more than call [`App::main`], such as the
-/// quickstart example).
+/// Whether a supervisor started this process as a worker process or as its
+/// fork server (for programs that do more than call [`App::main`], such as
+/// the quickstart example: they must hand over to `App::main` at once).
 pub fn started_as_worker_process() -> bool {
     let args: Vec<OsString> = std::env::args_os().take(2).collect();
-    worker_fd(&args).is_some()
+    role_fd(&args, WORKER_FD_ARG).is_some() || role_fd(&args, FORK_SERVER_FD_ARG).is_some()
 }

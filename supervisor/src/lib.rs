@@ -27,6 +27,7 @@ pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod execute;
+pub mod fork_server;
 pub mod isolation;
 pub mod notify;
 mod recovery;

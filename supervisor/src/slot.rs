@@ -187,9 +187,13 @@ impl Slot {
     /// Runs the task, starting a worker process first when the slot has
     /// none ready.
     fn execute(&mut self, current: &Current, record: &TaskRecord, timeout: Duration) -> RunEnd {
-        let mut process = match self.process.take() {
-            Some(process) if process.is_alive() => process,
-            _ => match self.start_process(current) {
+        let ready = self.process.take().and_then(|mut process| {
+            // A process that died while idle is reaped here (on drop).
+            process.is_alive().then_some(process)
+        });
+        let mut process = match ready {
+            Some(process) => process,
+            None => match self.start_process(current) {
                 Ok(process) => process,
                 Err(text) => return RunEnd::Aborted(FailureKind::StartFailed(text)),
             },

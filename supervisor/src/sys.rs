@@ -159,3 +159,11 @@ unsafe fn loopback_up() -> io::Result<()> {
         if ok { Ok(()) } else { Err(err) }
     }
 }
+
+/// Takes ownership of a descriptor received with `SCM_RIGHTS`.
+pub(crate) fn adopt_received(fd: RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `recvmsg` just created this descriptor in this process and
+    // returned its number to the caller alone.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

@@ -10,11 +10,12 @@
 //! only reaper of its child; dropping it kills and reaps.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use redis_tasks_protocol::ipc::{
     FrameError, FromWorker, PROTOCOL_VERSION, ToWorker, WORKER_FD, WORKER_FD_ARG, recv, send,
 };
 
+use crate::fork_server::ForkServer;
 use crate::isolation::{NotApplied, Plan};
 use crate::sys;
 
@@ -41,6 +43,9 @@ pub struct SpawnSpec {
     pub middleware: Vec<String>,
     /// How long the handshake may take.
     pub handshake_timeout: Duration,
+    /// Forks unrestricted worker processes without `exec`, when running
+    /// (started for `--max-tasks-per-child 1`).
+    pub fork_server: Option<Arc<ForkServer>>,
 }
 
 /// Variables a worker process keeps from the supervisor's environment when
@@ -69,6 +74,7 @@ impl SpawnSpec {
             env,
             middleware,
             handshake_timeout: Duration::from_secs(10),
+            fork_server: None,
         }
     }
 }
@@ -117,13 +123,26 @@ pub enum SpawnError {
     NotIsolated(NotApplied),
 }
 
+/// How a worker process was started, and so who reaps it.
+#[derive(Debug)]
+enum Proc {
+    /// Started by `exec`: our child, reaped here.
+    Direct(Child),
+    /// Forked by the fork server, which reaps it and reports its exit.
+    Forked {
+        pid: u32,
+        server: Arc<ForkServer>,
+        exit: Receiver<ExitReason>,
+    },
+}
+
 /// One running worker process.
 #[derive(Debug)]
 pub struct WorkerProcess {
-    child: Child,
+    proc: Proc,
     stream: UnixStream,
     events: Receiver<WorkerEvent>,
-    reaped: Option<ExitStatus>,
+    reaped: Option<ExitReason>,
     /// Tasks this process was given so far.
     pub tasks_run: u64,
     /// The reload generation it was started under.
@@ -133,7 +152,19 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts a worker process under reload `generation` and completes the
     /// handshake.
+    /// Uses the spec's fork server when it has one (falling back to `exec`
+    /// if the fork server is gone).
     pub fn spawn(spec: &SpawnSpec, generation: u64) -> Result<Self, SpawnError> {
+        if let Some(server) = &spec.fork_server {
+            match WorkerProcess::fork_from(server, spec, generation) {
+                Err(SpawnError::Handshake(e)) if server.is_gone() => {
+                    tracing::warn!(
+                        "fork server unusable ({e}); starting the worker process by exec"
+                    );
+                }
+                other => return other,
+            }
+        }
         WorkerProcess::spawn_isolated(spec, generation, None)
     }
 
@@ -169,21 +200,58 @@ impl WorkerProcess {
                 None => spawn_err(e),
             })?;
         drop(theirs);
+        WorkerProcess::connect(Proc::Direct(child), ours, spec, generation, plan)
+    }
 
+    /// Starts a worker process through `server` (no `exec`) and completes
+    /// the handshake.
+    pub fn fork_from(
+        server: &Arc<ForkServer>,
+        spec: &SpawnSpec,
+        generation: u64,
+    ) -> Result<Self, SpawnError> {
+        let spawn_err = |source| SpawnError::Spawn {
+            exe: "the fork server".to_owned(),
+            source,
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        let (pid, exit) = server
+            .spawn(OwnedFd::from(theirs))
+            .map_err(SpawnError::Handshake)?;
+        let proc = Proc::Forked {
+            pid,
+            server: Arc::clone(server),
+            exit,
+        };
+        WorkerProcess::connect(proc, ours, spec, generation, None)
+    }
+
+    /// Wraps a started process: reader thread, handshake.
+    fn connect(
+        proc: Proc,
+        ours: UnixStream,
+        spec: &SpawnSpec,
+        generation: u64,
+        plan: Option<&Plan>,
+    ) -> Result<Self, SpawnError> {
+        let spawn_err = |source| SpawnError::Spawn {
+            exe: spec.exe.display().to_string(),
+            source,
+        };
         let reader = ours.try_clone().map_err(spawn_err)?;
         let (tx, events) = unbounded();
-        thread::Builder::new()
-            .name(format!("ipc-{}", child.id()))
-            .spawn(move || read_loop(reader, &tx))
-            .map_err(spawn_err)?;
         let mut process = WorkerProcess {
-            child,
+            proc,
             stream: ours,
             events,
             reaped: None,
             tasks_run: 0,
             generation,
         };
+        thread::Builder::new()
+            .name(format!("ipc-{}", process.pid()))
+            .spawn(move || read_loop(reader, &tx))
+            .map_err(spawn_err)?;
         process.handshake(spec, plan)?;
         Ok(process)
     }
@@ -263,7 +331,10 @@ impl WorkerProcess {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.proc {
+            Proc::Direct(child) => child.id(),
+            Proc::Forked { pid, .. } => *pid,
+        }
     }
 
     /// Sends one message.
@@ -277,17 +348,24 @@ impl WorkerProcess {
     }
 
     /// Whether the process has not exited.
-    pub fn is_alive(&self) -> bool {
+    pub fn is_alive(&mut self) -> bool {
         self.reaped.is_none() && !self.has_exited()
     }
 
     /// Kills the whole process group (the task's own children too) while
     /// the leader is unreaped, so the group id cannot have been reused.
     pub fn kill(&mut self) {
-        if self.reaped.is_none() {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if self.reaped.is_some() {
+            return;
+        }
+        match &self.proc {
+            Proc::Direct(child) => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
             }
+            // The fork server is the reaper: it signals only while unreaped.
+            Proc::Forked { pid, server, .. } => server.kill(*pid),
         }
     }
 
@@ -310,29 +388,47 @@ impl WorkerProcess {
     }
 
     /// Whether the leader has exited, observed without reaping it.
-    fn has_exited(&self) -> bool {
-        let Ok(pid) = i32::try_from(self.child.id()) else {
+    fn has_exited(&mut self) -> bool {
+        if self.reaped.is_some() {
             return true;
-        };
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        !matches!(
-            waitid(Id::Pid(Pid::from_raw(pid)), flags),
-            Ok(WaitStatus::StillAlive)
-        )
+        }
+        match &self.proc {
+            Proc::Direct(child) => {
+                let Ok(pid) = i32::try_from(child.id()) else {
+                    return true;
+                };
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+                !matches!(
+                    waitid(Id::Pid(Pid::from_raw(pid)), flags),
+                    Ok(WaitStatus::StillAlive)
+                )
+            }
+            // The fork server reports an exit after it killed the group and
+            // reaped the process: keep the report as the reaped status.
+            Proc::Forked { exit, .. } => match exit.try_recv() {
+                Ok(reason) => {
+                    self.reaped = Some(reason);
+                    true
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => false,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    self.reaped = Some(ExitReason::Code(-1));
+                    true
+                }
+            },
+        }
     }
 
     fn reap_blocking(&mut self) -> ExitReason {
-        let status = match self.reaped {
-            Some(status) => status,
-            None => match self.child.wait() {
-                Ok(status) => {
-                    self.reaped = Some(status);
-                    status
-                }
-                Err(_) => return ExitReason::Code(-1),
-            },
+        if let Some(reason) = self.reaped {
+            return reason;
+        }
+        let reason = match &mut self.proc {
+            Proc::Direct(child) => child.wait().map_or(ExitReason::Code(-1), exit_reason),
+            Proc::Forked { exit, .. } => exit.recv().unwrap_or(ExitReason::Code(-1)),
         };
-        exit_reason(status)
+        self.reaped = Some(reason);
+        reason
     }
 
     /// Asks an idle process to exit and reaps it.

@@ -13,6 +13,8 @@
 //!   takes effect.
 //! - [`process`]: the worker-process loop: handshake, read a task, run the
 //!   chain under `catch_unwind`, report the result.
+//! - [`fork_server`]: forks ready worker processes without `exec`, for a
+//!   fresh process per task.
 //! - [`panic`](mod@panic): the panic hook that keeps a panic's message and location.
 //! - [`confine`]: Landlock and seccomp, applied by an isolated worker
 //!   process to itself before any task runs.
@@ -21,6 +23,7 @@
 
 pub mod confine;
 pub mod context;
+pub mod fork_server;
 pub mod middleware;
 pub mod panic;
 pub mod process;

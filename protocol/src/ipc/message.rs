@@ -132,11 +132,15 @@ fn wire() -> Wire {
     config::standard().with_limit::<{ MAX_FRAME_BYTES as usize }>()
 }
 
+/// Encodes `msg` as one payload.
+pub fn encode<M: Serialize>(msg: &M) -> Result<Vec<u8>, FrameError> {
+    bincode::serde::encode_to_vec(msg, wire())
+        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))
+}
+
 /// Encodes `msg` into one frame and writes it.
 pub fn send<M: Serialize>(w: &mut impl Write, msg: &M) -> Result<(), FrameError> {
-    let payload = bincode::serde::encode_to_vec(msg, wire())
-        .map_err(|e| FrameError::Malformed(format!("cannot encode: {e}")))?;
-    write_frame(w, &payload, MAX_FRAME_BYTES)
+    write_frame(w, &encode(msg)?, MAX_FRAME_BYTES)
 }
 
 /// Reads and decodes one frame; `Ok(None)` at a clean end of stream.

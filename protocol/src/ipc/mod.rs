@@ -10,6 +10,7 @@
 //! [`PROTOCOL_VERSION`], and the supervisor refuses a worker process whose
 //! version differs (a binary replaced on disk between two spawns, say).
 
+pub mod fork_server;
 pub mod frame;
 pub mod message;
 

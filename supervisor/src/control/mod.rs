@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::{SupervisorConfig, hostname};
 use crate::execute::SlotCommand;
+use crate::fork_server::ForkServer;
 use crate::notify::Notifier;
 use crate::shared::{Current, Shared};
 use crate::signals::{self, SignalRequest};
@@ -93,6 +94,15 @@ fn spawn_spec(config: &SupervisorConfig, chain: &MiddlewareChain) -> SpawnSpec {
     let mut spawn = SpawnSpec::current_exe(chain.names());
     if let Some(exe) = &config.worker_exe {
         spawn.exe = exe.clone();
+    }
+    // A fresh process per task: fork them from a fork server rather than
+    // exec the binary each time. A wrapper given as --worker-exe must see
+    // every start, so it keeps exec.
+    if config.max_tasks_per_child <= 1 && config.worker_exe.is_none() {
+        match ForkServer::start(&spawn.exe, &spawn.env) {
+            Ok(server) => spawn.fork_server = Some(server),
+            Err(e) => warn!("cannot start the fork server ({e}); worker processes start by exec"),
+        }
     }
     spawn
 }

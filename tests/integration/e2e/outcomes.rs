@@ -10,6 +10,17 @@ use super::{Demo, error_of};
 
 #[test]
 fn burst_records_the_right_outcome_for_every_kind_of_ending() {
+    every_kind_of_ending(&["--concurrency", "2"]);
+}
+
+/// The same with a fresh worker process for every task, forked by the fork
+/// server: its exit reports must read exactly like those of a child of ours.
+#[test]
+fn fresh_processes_from_the_fork_server_record_the_same_outcomes() {
+    every_kind_of_ending(&["--concurrency", "2", "--max-tasks-per-child", "1"]);
+}
+
+fn every_kind_of_ending(args: &[&str]) {
     let demo = Demo::new();
     let noop = demo.enqueue("noop", json!({"anything": [1, 2]}));
     let fail = demo.enqueue("fail", json!({"message": "card declined"}));
@@ -25,7 +36,7 @@ fn burst_records_the_right_outcome_for_every_kind_of_ending() {
         &noop, &fail, &panic, &abort, &segv, &exit, &timeout, &unknown, &bad_args, &sleep,
     ];
 
-    let out = demo.burst(&["--concurrency", "2"]);
+    let out = demo.burst(args);
     assert!(out.status.success());
 
     assert_eq!(demo.task(&noop).status, TaskStatus::Finished);
@@ -75,11 +86,21 @@ fn burst_records_the_right_outcome_for_every_kind_of_ending() {
 
 #[test]
 fn the_timeout_kills_the_whole_process_group() {
+    timeout_kills_the_group(&[]);
+}
+
+#[test]
+fn the_timeout_kills_the_whole_group_of_a_forked_worker_process() {
+    timeout_kills_the_group(&["--max-tasks-per-child", "1"]);
+}
+
+fn timeout_kills_the_group(args: &[&str]) {
     let demo = Demo::new();
     let id = demo.enqueue("spawn", json!({"children": 2, "secs": 600}));
     let out = {
         let mut cmd = demo.cmd();
         cmd.args(["worker", "--burst"])
+            .args(args)
             .env("RT_DEFAULT_TASK_TIMEOUT", "2")
             .timeout(Duration::from_secs(60));
         cmd.run()

@@ -1,6 +1,7 @@
-//! The worker crate's only `unsafe`: adopting the socket the supervisor
-//! left at a known descriptor number, and (in `sigsys`) the SIGSYS handler
-//! that names a system call the seccomp filter blocked.
+//! The worker crate's only `unsafe`: adopting descriptors the supervisor
+//! handed over (the inherited socket, sockets received by the fork server),
+//! `fork` in the fork server, and (in `sigsys`) the SIGSYS handler that
+//! names a system call the seccomp filter blocked.
 
 pub(crate) mod sigsys;
 
@@ -39,4 +40,85 @@ pub(crate) fn take_inherited_socket(fd: i32) -> io::Result<UnixStream> {
     }
     fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
     Ok(UnixStream::from(owned))
+}
+
+/// Adopts an inherited descriptor (the fork server's control socket) and
+/// marks it close-on-exec.
+pub(crate) fn adopt_fd(fd: i32) -> io::Result<OwnedFd> {
+    if fd <= 2 {
+        return Err(io::Error::other("descriptor is stdio, not a socket"));
+    }
+    // SAFETY: as in `take_inherited_socket`: the number comes from the
+    // argument the supervisor passed after placing the socket there, and
+    // nothing else in this process owns it; F_GETFD proves it is open.
+    let owned = unsafe {
+        if libc::fcntl(fd, libc::F_GETFD) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    Ok(owned)
+}
+
+/// Takes ownership of descriptors received with `SCM_RIGHTS`.
+pub(crate) fn adopt_all(fds: Vec<std::os::fd::RawFd>) -> Vec<OwnedFd> {
+    fds.into_iter()
+        // SAFETY: `recvmsg` just created these descriptors in this process
+        // (close-on-exec) and returned their numbers to us alone.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
+}
+
+/// The number of a descriptor.
+pub(crate) fn raw(fd: &OwnedFd) -> std::os::fd::RawFd {
+    std::os::fd::AsRawFd::as_raw_fd(fd)
+}
+
+/// Closes a descriptor by number in a forked child, where its `OwnedFd`
+/// belongs to the parent's copy of the program state.
+pub(crate) fn close_raw(fd: std::os::fd::RawFd) {
+    // SAFETY: closing a number is memory-safe; in the child the number is
+    // the child's own copy, and the owning `OwnedFd` is never used again
+    // there (the child ends with `exit`).
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Which side of a `fork` this is.
+pub(crate) enum Forked {
+    /// The parent, with the child's pid.
+    Parent(u32),
+    /// The child.
+    Child,
+}
+
+/// Forks the fork server.
+pub(crate) fn fork_child() -> Result<Forked, nix::errno::Errno> {
+    // SAFETY: only the fork server calls this, and it never starts a
+    // thread, so the child is a complete copy of a single-threaded process
+    // and may run any code (allocate, lock) afterwards.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => {
+            Ok(Forked::Parent(child.as_raw().unsigned_abs()))
+        }
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// In a freshly forked child: lead a process group of its own and die with
+/// the fork server.
+pub(crate) fn become_worker() -> io::Result<()> {
+    let parent = nix::unistd::getppid();
+    nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
+        .map_err(io::Error::from)?;
+    // SAFETY: a plain prctl on this process.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if nix::unistd::getppid() != parent {
+        return Err(io::Error::other("the fork server is gone"));
+    }
+    Ok(())
 }

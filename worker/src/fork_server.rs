@@ -1,0 +1,147 @@
+//! The fork server: forks ready worker processes without an `exec`.
+//!
+//! Started once by a supervisor (the user's binary with
+//! [`FORK_SERVER_FD_ARG`](redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG)),
+//! it never starts a thread, so a `fork` of it is a clean copy: the child
+//! becomes a worker process (its own process group, a parent-death signal)
+//! and runs [`process::serve`](crate::process::serve) on the socket the
+//! supervisor sent along. The fork server is the parent and the one reaper
+//! of its children; it reports each exit to the supervisor after killing
+//! what is left of the child's process group.
+
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::Pid;
+use redis_tasks_protocol::ipc::fork_server::{
+    FromForkServer, ToForkServer, recv_packet, send_packet,
+};
+
+use crate::middleware::Middleware;
+use crate::process::{WorkerProcessError, serve};
+use crate::registry::TaskRegistry;
+use crate::sys::{self, Forked};
+
+/// How often exited children are looked for while no request comes.
+const REAP_EVERY_MS: u16 = 2;
+
+/// Serves fork requests on the inherited control socket `fd` until the
+/// supervisor closes it.
+pub fn serve_fork_server(
+    registry: &TaskRegistry,
+    middleware: &[Arc<dyn Middleware>],
+    fd: i32,
+) -> Result<(), WorkerProcessError> {
+    let control =
+        sys::adopt_fd(fd).map_err(|source| WorkerProcessError::Descriptor { fd, source })?;
+    let mut children = BTreeSet::new();
+    loop {
+        let readable = {
+            let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, REAP_EVERY_MS) {
+                Ok(n) => n > 0,
+                Err(Errno::EINTR) => false,
+                Err(e) => return Err(WorkerProcessError::Io(e.into())),
+            }
+        };
+        if readable {
+            match recv_packet::<ToForkServer>(control.as_fd())? {
+                None => return Ok(()),
+                Some((ToForkServer::Spawn { token }, fds)) => {
+                    let mut fds = sys::adopt_all(fds);
+                    let reply = match (fds.pop(), fds.is_empty()) {
+                        (Some(socket), true) => {
+                            match fork_worker(registry, middleware, &control, socket) {
+                                Ok(pid) => {
+                                    children.insert(pid);
+                                    FromForkServer::Spawned { token, pid }
+                                }
+                                Err(e) => FromForkServer::SpawnFailed {
+                                    token,
+                                    error: e.to_string(),
+                                },
+                            }
+                        }
+                        _ => FromForkServer::SpawnFailed {
+                            token,
+                            error: "a spawn request must carry exactly one socket".to_owned(),
+                        },
+                    };
+                    send_packet(control.as_fd(), &reply, None)?;
+                }
+                Some((ToForkServer::Kill { pid }, fds)) => {
+                    drop(sys::adopt_all(fds));
+                    if children.contains(&pid) {
+                        let _ = killpg(as_pid(pid), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        reap(&mut children, &control)?;
+    }
+}
+
+fn as_pid(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
+}
+
+/// Forks a worker process serving on `socket`; in the parent, returns its
+/// pid (the parent's copy of `socket` is closed on return).
+fn fork_worker(
+    registry: &TaskRegistry,
+    middleware: &[Arc<dyn Middleware>],
+    control: &OwnedFd,
+    socket: OwnedFd,
+) -> Result<u32, Errno> {
+    match sys::fork_child()? {
+        Forked::Parent(pid) => Ok(pid),
+        Forked::Child => {
+            // The child keeps only its own socket.
+            let control = sys::raw(control);
+            sys::close_raw(control);
+            // The worker loop adopts the socket by its number.
+            let fd = socket.into_raw_fd();
+            let code = match sys::become_worker() {
+                Err(e) => {
+                    eprintln!("redis-tasks fork server child: {e}");
+                    1
+                }
+                Ok(()) => match serve(registry, middleware, fd) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("redis-tasks worker process: {e}");
+                        1
+                    }
+                },
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+/// Reports every child that has exited: its group is killed while it is
+/// still unreaped, then it is reaped.
+fn reap(children: &mut BTreeSet<u32>, control: &OwnedFd) -> Result<(), WorkerProcessError> {
+    loop {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let (pid, code, signal) = match waitid(Id::All, flags) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, Some(code), None),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, None, Some(sig as i32)),
+            Ok(_) | Err(_) => return Ok(()),
+        };
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let pid = pid.as_raw().unsigned_abs();
+        children.remove(&pid);
+        send_packet(
+            control.as_fd(),
+            &FromForkServer::Exited { pid, code, signal },
+            None,
+        )?;
+    }
+}
