@@ -5,7 +5,8 @@
 //! for by id.
 //!
 //! The short version runs in the normal suite; set `REDIS_TASKS_CHAOS_TASKS`
-//! (e.g. 5000) for a long one.
+//! (e.g. 5000) for a long one, and `REDIS_TASKS_CHAOS_FRESH=1` to give every
+//! task a fresh worker process from the fork server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -47,7 +48,13 @@ enum Kind {
 const ENV: [(&str, &str); 2] = [("RT_MAX_ABORTED_RUNS", "1000"), ("RUST_LOG", "info")];
 
 fn start(demo: &Demo) -> Running {
-    demo.start(&["--concurrency", "3", "--instance", "chaos"], &ENV)
+    let mut args = vec!["--concurrency", "3", "--instance", "chaos"];
+    // REDIS_TASKS_CHAOS_FRESH=1: a fresh worker process per task (the fork
+    // server's path).
+    if std::env::var_os("REDIS_TASKS_CHAOS_FRESH").is_some() {
+        args.extend(["--max-tasks-per-child", "1"]);
+    }
+    demo.start(&args, &ENV)
 }
 
 #[test]
