@@ -1,0 +1,79 @@
+//! The Lua scripts behind every state change that is more than one command.
+//!
+//! Redis runs a script as one atomic step, so a task id can never be seen in
+//! two places or in none. Each script first checks the Redis type of every
+//! key it will write (the `need` helper) and only then writes, so a foreign
+//! key of the wrong type under our prefix aborts the script with nothing
+//! changed and an `RTWRONGTYPE <key> <found> <expected>` error that the Rust
+//! side turns into [`StoreError::WrongType`](super::StoreError::WrongType).
+//!
+//! Every script takes the key prefix as `ARGV[1]` and builds from it the keys
+//! it only learns while running (the record of a task id it pops from a
+//! queue). Keys built inside a script are not declared in `KEYS`, so these
+//! scripts are not Redis Cluster safe; the schema targets a single server.
+//!
+//! redis-rs sends each script by its SHA1 (`EVALSHA`) and loads it on the
+//! first `NOSCRIPT`.
+
+/// Helpers shared by every script: `k(...)` builds a key under the prefix,
+/// `need(key, type)` aborts when a key holds another type, and `start(...)`
+/// marks a task that was just moved into a slot's list as running.
+macro_rules! prelude {
+    () => {
+        r#"
+local P = ARGV[1]
+local function k(...) return P .. ':' .. table.concat({...}, ':') end
+local function need(key, want)
+  local found = redis.call('TYPE', key).ok
+  if found ~= 'none' and found ~= want then
+    error({err = 'RTWRONGTYPE ' .. key .. ' ' .. found .. ' ' .. want})
+  end
+end
+local function bury(id, q, now, score)
+  redis.call('HSET', k('task', id), 'task', '(missing)', 'args', 'null',
+    'status', 'failed', 'queue', q, 'description', '(task record missing)',
+    'enqueued_at', now, 'ended_at', now, 'error', 'task record missing')
+  redis.call('ZADD', k('failed'), score, id)
+end
+local function start(list, hash, slot, id, q, now, score)
+  local tk = k('task', id)
+  local t = redis.call('TYPE', tk).ok
+  if t ~= 'hash' then
+    redis.call('LREM', list, 0, id)
+    if t == 'none' then
+      bury(id, q, now, score)
+    else
+      redis.call('ZADD', k('failed'), score, id)
+    end
+    return false
+  end
+  redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'worker', slot)
+  redis.call('HDEL', tk, 'ended_at')
+  if redis.call('EXISTS', hash) == 1 then
+    redis.call('HSET', hash, 'state', 'busy', 'current_task', id)
+  end
+  return {'task', id, redis.call('HGETALL', tk)}
+end
+"#
+    };
+}
+
+macro_rules! script {
+    ($name:ident, $doc:literal, $body:literal) => {
+        #[doc = $doc]
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(concat!(prelude!(), $body)));
+    };
+}
+
+mod graph;
+mod producer;
+mod schedule;
+mod slots;
+mod transitions;
+
+pub(crate) use graph::*;
+pub(crate) use producer::*;
+pub(crate) use schedule::*;
+pub(crate) use slots::*;
+pub(crate) use transitions::*;
