@@ -500,13 +500,7 @@ impl Retirer {
         let (tx, rx) = unbounded::<Option<WorkerProcess>>();
         let thread = thread::Builder::new()
             .name("retirer".into())
-            .spawn(move || {
-                // `None` marks the end; everything handed over before it is
-                // retired first.
-                while let Ok(Some(process)) = rx.recv() {
-                    process.retire();
-                }
-            })?;
+            .spawn(move || retire_loop(&rx))?;
         Ok(Retirer { tx, thread })
     }
 
@@ -520,5 +514,44 @@ impl Retirer {
     pub fn finish(self) {
         let _ = self.tx.send(None);
         let _ = self.thread.join();
+    }
+}
+
+/// How long a retiring process gets to exit by itself before its group is
+/// killed.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
+/// Retires many processes at once: each is asked to exit when handed over
+/// and reaped as soon as it has, so retirement keeps up however many
+/// processes a second the slots hand over (one per task with
+/// `--max-tasks-per-child 1`). `None` marks the end: what was handed over
+/// before it is still retired.
+fn retire_loop(rx: &Receiver<Option<WorkerProcess>>) {
+    let mut retiring: Vec<(WorkerProcess, Instant)> = Vec::new();
+    let mut open = true;
+    while open || !retiring.is_empty() {
+        let next = if retiring.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(Duration::from_millis(1))
+        };
+        match next {
+            Ok(Some(mut process)) => {
+                let _ = process.send(&ToWorker::Exit);
+                retiring.push((process, Instant::now() + RETIRE_GRACE));
+            }
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => open = false,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        retiring.retain_mut(|(process, deadline)| {
+            if process.has_exited() || now >= *deadline {
+                // Kills what is left of the group and reaps.
+                process.kill_and_reap();
+                false
+            } else {
+                true
+            }
+        });
     }
 }

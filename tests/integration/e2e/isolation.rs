@@ -101,3 +101,30 @@ fn worker_processes_are_reused_up_to_max_tasks_per_child() {
         .collect();
     assert_eq!(fresh.len(), 3, "a fresh process for every task");
 }
+
+#[test]
+fn retired_worker_processes_do_not_pile_up_with_a_fresh_process_per_task() {
+    let demo = Demo::new();
+    let ids: Vec<String> = (0..400)
+        .map(|_| demo.enqueue("noop", json!(null)))
+        .collect();
+    let mut sup = demo.start(&["--concurrency", "2", "--max-tasks-per-child", "1"], &[]);
+    let last = ids.last().expect("ids");
+    demo.wait_status(
+        last,
+        TaskStatus::Finished,
+        std::time::Duration::from_secs(120),
+    );
+    // Worker processes are children of the fork server, itself a child of
+    // the supervisor. Retirement keeps up with the slots: only a handful
+    // may still be on their way out, not hundreds.
+    let live: usize = super::children_of(sup.pid())
+        .into_iter()
+        .map(|server| super::children_of(server).len())
+        .sum();
+    assert!(
+        live <= 20,
+        "{live} worker processes still alive after the burst"
+    );
+    sup.stop();
+}
