@@ -7,6 +7,7 @@ mod worker_command;
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ pub struct App {
     name: String,
     registry: TaskRegistry,
     middleware: Vec<Arc<dyn Middleware>>,
+    default_config: Option<PathBuf>,
 }
 
 impl fmt::Debug for App {
@@ -83,7 +85,26 @@ impl App {
             name: name.into(),
             registry: TaskRegistry::new(),
             middleware: Vec::new(),
+            default_config: None,
         }
+    }
+
+    /// The settings file this binary reads when neither `--config` nor
+    /// `RT_SETTINGS` names one (for example `/etc/my-app/settings.toml`).
+    /// Without it, a binary given no file runs on the defaults and the
+    /// environment.
+    pub fn settings_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.default_config = Some(path.into());
+        self
+    }
+
+    /// `global` with this binary's default settings file filled in when the
+    /// command line and the environment named none.
+    fn with_default_config(&self, mut global: GlobalArgs) -> GlobalArgs {
+        if global.config.is_none() {
+            global.config = self.default_config.clone();
+        }
+        global
     }
 
     /// Registers a task function under `name` with default options.
@@ -151,6 +172,8 @@ impl App {
             }
         };
         crate::logging::init();
+        let mut cli = cli;
+        cli.global = self.with_default_config(cli.global);
         let result = match cli.command {
             AppCommand::Worker(args) => worker_command::run(&self, &cli.global, args),
             AppCommand::Scheduler(args) => scheduler_command::run(&self, &cli.global, args),
@@ -207,4 +230,32 @@ fn role_fd(args: &[OsString], role: &str) -> Option<i32> {
 pub fn started_as_worker_process() -> bool {
     let args: Vec<OsString> = std::env::args_os().take(2).collect();
     role_fd(&args, WORKER_FD_ARG).is_some() || role_fd(&args, FORK_SERVER_FD_ARG).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_settings_file_applies_only_when_none_is_named() {
+        let app = App::new("t").settings_file("/etc/t/settings.toml");
+        let given = GlobalArgs {
+            config: Some(PathBuf::from("/tmp/mine.toml")),
+            ..GlobalArgs::default()
+        };
+        assert_eq!(
+            app.with_default_config(given).config,
+            Some(PathBuf::from("/tmp/mine.toml"))
+        );
+        assert_eq!(
+            app.with_default_config(GlobalArgs::default()).config,
+            Some(PathBuf::from("/etc/t/settings.toml"))
+        );
+        assert_eq!(
+            App::new("u")
+                .with_default_config(GlobalArgs::default())
+                .config,
+            None
+        );
+    }
 }
