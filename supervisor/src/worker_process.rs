@@ -136,6 +136,15 @@ enum Proc {
     },
 }
 
+/// Turns an I/O error while starting a worker process from `spec` into a
+/// [`SpawnError`] naming the binary.
+fn spawn_error(spec: &SpawnSpec) -> impl Fn(io::Error) -> SpawnError + '_ {
+    move |source| SpawnError::Spawn {
+        exe: spec.exe.display().to_string(),
+        source,
+    }
+}
+
 /// One running worker process.
 #[derive(Debug)]
 pub struct WorkerProcess {
@@ -177,11 +186,8 @@ impl WorkerProcess {
         generation: u64,
         plan: Option<&Plan>,
     ) -> Result<Self, SpawnError> {
-        let spawn_err = |source| SpawnError::Spawn {
-            exe: spec.exe.display().to_string(),
-            source,
-        };
-        let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        let spawn_err = spawn_error(spec);
+        let (ours, theirs) = UnixStream::pair().map_err(&spawn_err)?;
         let mut cmd = Command::new(&spec.exe);
         let env = plan.map_or(&spec.env, |p| &p.env);
         cmd.arg(format!("{WORKER_FD_ARG}={WORKER_FD}"))
@@ -214,7 +220,7 @@ impl WorkerProcess {
             exe: "the fork server".to_owned(),
             source,
         };
-        let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        let (ours, theirs) = UnixStream::pair().map_err(&spawn_err)?;
         let (pid, exit) = server
             .spawn(OwnedFd::from(theirs))
             .map_err(SpawnError::Handshake)?;
@@ -234,11 +240,7 @@ impl WorkerProcess {
         generation: u64,
         plan: Option<&Plan>,
     ) -> Result<Self, SpawnError> {
-        let spawn_err = |source| SpawnError::Spawn {
-            exe: spec.exe.display().to_string(),
-            source,
-        };
-        let reader = ours.try_clone().map_err(spawn_err)?;
+        let reader = ours.try_clone().map_err(spawn_error(spec))?;
         let (tx, events) = unbounded();
         let mut process = WorkerProcess {
             proc,
@@ -251,7 +253,7 @@ impl WorkerProcess {
         thread::Builder::new()
             .name(format!("ipc-{}", process.pid()))
             .spawn(move || read_loop(reader, &tx))
-            .map_err(spawn_err)?;
+            .map_err(spawn_error(spec))?;
         process.handshake(spec, plan)?;
         Ok(process)
     }

@@ -7,7 +7,7 @@
 
 use super::Draft;
 use super::error::{Origin, SettingsError};
-use super::values::{Raw, SCALAR_KEYS, apply_scalar};
+use super::values::{Raw, SCALAR_KEYS, apply_scalar, set_list};
 
 /// The variable naming the settings file when no path is given.
 pub(super) const SETTINGS_PATH_VAR: &str = "RT_SETTINGS";
@@ -55,11 +55,7 @@ pub(super) fn apply_env(
             key: key.to_owned(),
             problem,
         })?;
-        if key == "middleware" {
-            draft.settings.middleware = names;
-        } else {
-            draft.settings.worker_queues = names;
-        }
+        set_list(&mut draft.settings, key, names);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::Draft;
 use super::entries::read_entries;
 use super::error::{Origin, SettingsError};
 use super::queues::read_queues;
-use super::values::{OTHER_KEYS, Raw, SCALAR_KEYS, apply_scalar, hint, name};
+use super::values::{OTHER_KEYS, Raw, SCALAR_KEYS, apply_scalar, hint, name, set_list};
 
 /// Applies the settings in TOML `text` (read from `origin`) over `draft`.
 pub(super) fn apply_file(
@@ -33,11 +33,7 @@ pub(super) fn apply_file(
                     key: key.clone(),
                     problem,
                 })?;
-                if key == "middleware" {
-                    draft.settings.middleware = names;
-                } else {
-                    draft.settings.worker_queues = names;
-                }
+                set_list(&mut draft.settings, key, names);
             }
             "schedule" => {
                 draft.entries = read_entries(value, origin)?;

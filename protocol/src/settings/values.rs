@@ -104,6 +104,15 @@ pub(super) fn apply_scalar(
     Some(result)
 }
 
+/// Sets list setting `key` (`middleware` or `worker_queues`).
+pub(super) fn set_list(settings: &mut Settings, key: &str, names: Vec<String>) {
+    if key == "middleware" {
+        settings.middleware = names;
+    } else {
+        settings.worker_queues = names;
+    }
+}
+
 /// A non-empty string without surrounding whitespace (prefixes, queue names).
 pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
     let expected = || raw.expected("a non-empty string without spaces");
