@@ -187,14 +187,8 @@ impl<'s> Queue<'s> {
 
     /// Up to `len` ids from position `offset` (0 = next to run).
     pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
-        if len == 0 {
-            return Ok(Vec::new());
-        }
         let key = self.store.keys().queue(&self.name);
-        let end = offset.saturating_add(len - 1);
-        self.store.run(&[(&key, "list")], |c, _| {
-            redis::cmd("LRANGE").arg(&key).arg(offset).arg(end).query(c)
-        })
+        self.store.id_range(&key, "list", offset, len)
     }
 
     /// The records of up to `len` tasks from position `offset`; a record

@@ -131,14 +131,7 @@ impl Registry<'_> {
 
     /// Up to `len` ids from position `offset`, oldest first.
     pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
-        if len == 0 {
-            return Ok(Vec::new());
-        }
-        let key = self.key();
-        let end = offset.saturating_add(len - 1);
-        self.store.run(&[(&key, "zset")], |c, _| {
-            redis::cmd("ZRANGE").arg(&key).arg(offset).arg(end).query(c)
-        })
+        self.store.id_range(&self.key(), "zset", offset, len)
     }
 
     /// The records of up to `len` tasks from position `offset`; a record

@@ -8,6 +8,25 @@ use super::{Store, StoreError, scripts};
 use crate::model::{TaskRecord, TaskStatus};
 
 impl Store {
+    /// Up to `len` task ids from position `offset` of a queue (`list`) or a
+    /// registry (`zset`).
+    pub(crate) fn id_range(
+        &self,
+        key: &str,
+        kind: &'static str,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let command = if kind == "list" { "LRANGE" } else { "ZRANGE" };
+        let end = offset.saturating_add(len - 1);
+        self.run(&[(key, kind)], |c, _| {
+            redis::cmd(command).arg(key).arg(offset).arg(end).query(c)
+        })
+    }
+
     /// The record of task `id`.
     pub fn task(&self, id: &str) -> Result<TaskRecord, StoreError> {
         let key = self.keys().task(id);
