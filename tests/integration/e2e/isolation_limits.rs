@@ -44,7 +44,8 @@ fn enqueue(demo: &Demo, queue: &str, task: &str, args: Value) -> String {
 /// Runs `worker --burst --config <toml>` on `queues` to the end.
 fn burst(demo: &Demo, toml: &str, queues: &[&str], env: &[(&str, &str)]) -> Output {
     let config = settings(demo, toml);
-    let mut cmd = demo.cmd();
+    // Worker processes may run as another user: give them a binary they can reach.
+    let mut cmd = demo.cmd_with(super::demo_bin_for_everyone());
     cmd.args([
         "worker",
         "--burst",

@@ -69,6 +69,37 @@ pub fn demo_bin() -> PathBuf {
     .clone()
 }
 
+/// The demo binary where every user can run it. Isolation tests run worker
+/// processes as `nobody`, which cannot enter a checkout kept in a private
+/// (0700) directory, such as one made by `mktemp -d`; so they run a copy in
+/// a directory of its own under the system temp dir (made once per run).
+pub fn demo_bin_for_everyone() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // Copies left by earlier runs whose process is gone are removed.
+        if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix("redis-tasks-demo-")
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("redis-tasks-demo-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("make the demo copy's directory");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = dir.join("demo");
+        fs::copy(demo_bin(), &bin).expect("copy the demo binary");
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
+        bin
+    })
+    .clone()
+}
+
 /// A Redis, a temp dir and the demo binary pointed at both.
 pub struct Demo {
     pub redis: RedisServer,
@@ -183,7 +214,12 @@ impl Demo {
 
     /// The demo binary with this test's Redis, outcome log and fast timers.
     pub fn cmd(&self) -> Cmd {
-        let mut cmd = Cmd::new(demo_bin());
+        self.cmd_with(demo_bin())
+    }
+
+    /// Like [`Demo::cmd`], running the demo binary at `bin`.
+    pub fn cmd_with(&self, bin: PathBuf) -> Cmd {
+        let mut cmd = Cmd::new(bin);
         self.configure(&mut cmd);
         cmd
     }
