@@ -13,8 +13,9 @@
 //! - [`graph`]: task graphs: the [`Graph`] builder and the
 //!   [`GraphMiddleware`] that moves them on.
 //! - [`testing`]: run queued tasks in-process from a test suite.
-//! - Re-exports: the producer API ([`Store`], [`Queue`]) and the model from
-//!   the protocol crate; the task side ([`TaskContext`], [`Middleware`]) from
+//! - Re-exports: the producer API ([`Store`], [`Queue`]) from the store
+//!   crate, [`Settings`] from the config crate, the model from the protocol
+//!   crate; the task side ([`TaskContext`], [`Middleware`]) from
 //!   the worker crate; the supervisor crate as [`supervisor`].
 
 mod app;
@@ -25,12 +26,13 @@ pub mod testing;
 
 pub use app::{App, WorkerArgs, started_as_worker_process};
 pub use graph::{EnqueuedGraph, FailurePolicy, Graph, GraphError, GraphMiddleware};
+pub use redis_tasks_config as config;
+pub use redis_tasks_config::Settings;
+pub use redis_tasks_config::settings::Isolation;
 pub use redis_tasks_protocol as protocol;
-pub use redis_tasks_protocol::settings::Isolation;
-pub use redis_tasks_protocol::{
-    ExitReason, Failure, FailureKind, Outcome, Queue, Settings, Store, StoreError, TaskRecord,
-    TaskStatus,
-};
+pub use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
+pub use redis_tasks_store as store;
+pub use redis_tasks_store::{Queue, Store, StoreError};
 pub use redis_tasks_supervisor as supervisor;
 pub use redis_tasks_worker::{
     Middleware, Next, PostponeShutdown, TaskContext, TaskError, TaskOptions,

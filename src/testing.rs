@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use redis_tasks_protocol::ipc::{RunTask, TaskResult};
-use redis_tasks_protocol::store::SlotInfo;
-use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskStatus};
+use redis_tasks_protocol::{FailureKind, Outcome, TaskStatus};
+use redis_tasks_store::SlotInfo;
+use redis_tasks_store::{Store, StoreError};
 use redis_tasks_worker::process::run_one;
 use redis_tasks_worker::{MetaSink, MiddlewareChain, ShutdownState};
 use serde_json::{Map, Value};

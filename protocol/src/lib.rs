@@ -1,25 +1,18 @@
-//! What every redis-tasks process must agree on.
+//! What a supervisor and its worker processes share, and nothing else.
 //!
 //! # Layout
 //!
 //! - [`model`]: the task record, its status, outcomes and the typed reasons a
 //!   run can end abnormally, with the one place their wording lives.
-//! - [`store`]: the Redis schema. Every key name and Lua script lives there, as
-//!   do the operations producers use (enqueue, cancel, list) and the atomic
-//!   transitions supervisors perform (fetch, finish, requeue, heartbeat,
-//!   maintenance).
-//! - [`settings`]: the settings file, environment overrides and defaults.
-//! - [`schedule`]: schedule kinds (cron, every, daily), their next runs and
-//!   the daylight-saving smearing between local time and UTC.
 //! - [`ipc`]: the length-prefixed bincode frames a supervisor and its worker
-//!   processes exchange over a socket pair.
+//!   processes exchange over a socket pair, and the fork server's requests.
+//!
+//! The Redis schema lives in `redis-tasks-store` and the settings in
+//! `redis-tasks-config`; the worker crate depends on neither Redis nor the
+//! store, so the crate graph itself says that worker processes never touch
+//! Redis.
 
 pub mod ipc;
 pub mod model;
-pub mod schedule;
-pub mod settings;
-pub mod store;
 
 pub use model::{AbortedRun, ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
-pub use settings::Settings;
-pub use store::{Queue, Store, StoreError};

@@ -257,7 +257,7 @@ impl fmt::Display for LimitHit {
             LimitHit::Memory { bytes, how } => write!(
                 f,
                 "memory limit ({}) exceeded: worker process {how}",
-                crate::settings::isolation::Bytes(*bytes)
+                Bytes(*bytes)
             ),
             LimitHit::CpuTime { secs } => write!(f, "CPU time limit ({secs} s) exceeded"),
             LimitHit::Processes { max, detail } => {
@@ -347,6 +347,29 @@ impl Outcome {
             Outcome::Success => None,
             Outcome::Failure(f) => Some(f.message()),
         }
+    }
+}
+
+/// A byte count as people write it: `256 MiB`, `1.5 GiB`, `512 KiB`, `10 B`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        for (size, unit) in UNITS {
+            if self.0 >= size {
+                return if self.0 % size == 0 {
+                    write!(f, "{} {unit}", self.0 / size)
+                } else {
+                    // Precision loss is irrelevant for a message.
+                    #[allow(clippy::cast_precision_loss)]
+                    let value = self.0 as f64 / size as f64;
+                    write!(f, "{value:.1} {unit}")
+                };
+            }
+        }
+        write!(f, "{} B", self.0)
     }
 }
 

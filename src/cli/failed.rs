@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::{ArgGroup, Args, Subcommand};
-use redis_tasks_protocol::Store;
+use redis_tasks_store::Store;
 use serde_json::json;
 
 use super::tasks::task_json;

@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use redis_tasks_protocol::Store;
-use redis_tasks_protocol::store::GraphState;
+use redis_tasks_store::GraphState;
+use redis_tasks_store::Store;
 use serde_json::{Value, json};
 
 /// `graph`: look at task graphs.

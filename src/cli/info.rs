@@ -5,8 +5,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use redis_tasks_protocol::Store;
-use redis_tasks_protocol::store::WorkerInfo;
+use redis_tasks_store::Store;
+use redis_tasks_store::WorkerInfo;
 use serde_json::json;
 
 use super::style::Style;

@@ -31,7 +31,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use redis_tasks_protocol::{Settings, Store};
+use redis_tasks_config::Settings;
+use redis_tasks_store::Store;
 
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};

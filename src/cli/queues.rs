@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
-use redis_tasks_protocol::Store;
+use redis_tasks_store::Store;
 
 /// Arguments of `empty`.
 #[derive(Debug, Clone, Args)]

@@ -10,7 +10,7 @@ use std::io::Write;
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
 use jiff::Timestamp;
-use redis_tasks_protocol::schedule::{
+use redis_tasks_config::schedule::{
     CronSchedule, Daily, Every, Schedule, parse_duration, parse_time_of_day, parse_time_zone,
 };
 

@@ -5,7 +5,8 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use redis_tasks_protocol::{Store, TaskRecord};
+use redis_tasks_protocol::TaskRecord;
+use redis_tasks_store::Store;
 use serde_json::{Value, json};
 
 /// Arguments of `enqueue`.

@@ -7,8 +7,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis_tasks_protocol::store::{Advance, GRAPH_META_KEY};
-use redis_tasks_protocol::{Outcome, Settings, Store, TaskRecord};
+use redis_tasks_config::Settings;
+use redis_tasks_protocol::{Outcome, TaskRecord};
+use redis_tasks_store::Store;
+use redis_tasks_store::{Advance, GRAPH_META_KEY};
 use redis_tasks_worker::Middleware;
 use tracing::{debug, error, info, warn};
 
@@ -61,7 +63,7 @@ impl GraphMiddleware {
             explicit: None,
             store: Mutex::new(None),
             marker_ttl: Mutex::new(Duration::from_secs(
-                redis_tasks_protocol::store::DEFAULT_REGISTRY_TTL_SECS,
+                redis_tasks_store::DEFAULT_REGISTRY_TTL_SECS,
             )),
             last_mark: Mutex::new(None),
         }

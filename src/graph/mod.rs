@@ -26,21 +26,19 @@
 //!   node once every node before it has ended.
 //!
 //! The Redis side (the graph hash, the scripts) is
-//! `redis_tasks_protocol::store` (`graph.rs`); `docs/graphs.md` is the
+//! `redis_tasks_store` (`graph.rs`); `docs/graphs.md` is the
 //! user's guide.
 
 mod middleware;
 
 use std::time::Duration;
 
-use redis_tasks_protocol::Store;
-use redis_tasks_protocol::store::{DEFAULT_REGISTRY_TTL_SECS, GraphPlan, PlannedNode};
+use redis_tasks_store::Store;
+use redis_tasks_store::{DEFAULT_REGISTRY_TTL_SECS, GraphPlan, PlannedNode};
 use serde::Serialize;
 
 pub use middleware::GraphMiddleware;
-pub use redis_tasks_protocol::store::{
-    FailurePolicy, GraphError, GraphState, NodeState, NodeStatus,
-};
+pub use redis_tasks_store::{FailurePolicy, GraphError, GraphState, NodeState, NodeStatus};
 
 /// The queue nodes go to unless [`Graph::queue`] or [`Graph::node_on`]
 /// says otherwise.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_tasks_protocol::Settings;
+use redis_tasks_config::Settings;
 
 /// Reads the settings again (SIGHUP); an error keeps the old ones.
 #[derive(Clone)]

@@ -14,7 +14,8 @@
 //! round.
 
 use jiff::Timestamp;
-use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskStatus};
+use redis_tasks_protocol::{FailureKind, Outcome, TaskStatus};
+use redis_tasks_store::{Store, StoreError};
 use tracing::{info, warn};
 
 use crate::settle::{RunEnd, Settlement, settle};

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use jiff::Timestamp;
-use redis_tasks_protocol::StoreError;
+use redis_tasks_store::StoreError;
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
 use tracing::info;
 

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
-use redis_tasks_protocol::settings::Isolation;
-use redis_tasks_protocol::store::Fetched;
-use redis_tasks_protocol::{FailureKind, Outcome, Store, StoreError, TaskRecord, TaskStatus};
+use redis_tasks_config::settings::Isolation;
+use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord, TaskStatus};
+use redis_tasks_store::Fetched;
+use redis_tasks_store::{Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;

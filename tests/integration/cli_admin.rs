@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use redis_tasks::protocol::TaskStatus;
-use redis_tasks::protocol::store::SlotInfo;
+use redis_tasks::store::SlotInfo;
 use serde_json::{Value, json};
 
 use crate::support::{Cmd, RedisServer, admin_bin};

@@ -68,7 +68,7 @@ fn a_node_ending_twice_advances_once() {
             .map(|x| x.task_id.clone())
             .expect("node")
     };
-    use redis_tasks::protocol::store::Advance;
+    use redis_tasks::store::Advance;
     let a = store
         .graph_node_ended(&g.id, "a", &id("a"), false)
         .expect("a");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
-use redis_tasks::protocol::schedule::{CronSchedule, Schedule};
+use redis_tasks::config::schedule::{CronSchedule, Schedule};
 
 use crate::e2e::{Demo, Running, demo_bin};
 use crate::support::wait_until;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis_tasks::protocol::store::{RunResult, SCHEDULER_LOCK, ScheduledRun};
+use redis_tasks::store::{RunResult, SCHEDULER_LOCK, ScheduledRun};
 
 use crate::support::RedisServer;
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis_tasks::protocol::{Store, StoreError};
+use redis_tasks::{Store, StoreError};
 
 use crate::support::{RedisServer, free_port};
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use redis_tasks::protocol::{StoreError, TaskStatus};
+use redis_tasks::{StoreError, TaskStatus};
 use serde_json::json;
 
 use crate::support::{RedisServer, snapshot, wait_until};
@@ -32,7 +32,7 @@ fn fetch_takes_the_first_non_empty_queue_and_marks_everything() {
     let store = server.store();
     let mut c = server.client();
     store
-        .register_slot(&redis_tasks::protocol::store::SlotInfo {
+        .register_slot(&redis_tasks::store::SlotInfo {
             id: "s1".into(),
             description: "host.1/1".into(),
             queues: queues(&["high", "low"]),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use redis_tasks::protocol::{StoreError, TaskStatus};
+use redis_tasks::{StoreError, TaskStatus};
 use serde_json::json;
 
 use crate::support::{RedisServer, snapshot};

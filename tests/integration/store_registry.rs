@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis_tasks::protocol::{Store, StoreError, TaskStatus};
+use redis_tasks::{Store, StoreError, TaskStatus};
 use serde_json::json;
 
 use crate::support::{RedisServer, snapshot};

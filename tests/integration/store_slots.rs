@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis_tasks::protocol::store::SlotInfo;
-use redis_tasks::protocol::{StoreError, TaskStatus};
+use redis_tasks::store::SlotInfo;
+use redis_tasks::{StoreError, TaskStatus};
 
 use crate::support::{RedisServer, snapshot, wait_until};
 

@@ -1,7 +1,7 @@
 //! Reading task records (unknown, half-written, corrupt, wrong key type),
 //! canceling, and meta updates.
 
-use redis_tasks::protocol::{StoreError, TaskStatus};
+use redis_tasks::{StoreError, TaskStatus};
 use serde_json::json;
 
 use crate::support::{RedisServer, snapshot};

@@ -13,7 +13,8 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use redis_tasks_protocol::{FailureKind, Outcome, Settings, TaskRecord};
+use redis_tasks_config::Settings;
+use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
 use serde_json::Value;
 
 use crate::context::TaskContext;

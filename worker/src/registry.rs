@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_tasks_protocol::settings::Isolation;
+use redis_tasks_config::settings::Isolation;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select, unbounded};
-use redis_tasks_protocol::{Store, StoreError};
+use redis_tasks_store::{Store, StoreError};
 use redis_tasks_worker::{Middleware, MiddlewareChain, MiddlewareError, TaskRegistry};
 use tracing::{error, info, warn};
 

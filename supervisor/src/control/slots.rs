@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, unbounded};
 use jiff::Timestamp;
-use redis_tasks_protocol::Store;
-use redis_tasks_protocol::store::SlotInfo;
+use redis_tasks_store::SlotInfo;
+use redis_tasks_store::Store;
 use tracing::{info, warn};
 
 use super::ControlEvent;
@@ -84,7 +84,7 @@ impl SlotSet {
         store: &Store,
         shared: &Arc<Shared>,
         process: Option<WorkerProcess>,
-    ) -> Result<(), redis_tasks_protocol::StoreError> {
+    ) -> Result<(), redis_tasks_store::StoreError> {
         let index = self.next_index;
         self.next_index += 1;
         let current = shared.current();
@@ -116,7 +116,7 @@ impl SlotSet {
             Ok(thread) => thread,
             Err(e) => {
                 let _ = store.deregister_slot(&info.id);
-                return Err(redis_tasks_protocol::StoreError::UnexpectedReply {
+                return Err(redis_tasks_store::StoreError::UnexpectedReply {
                     what: "start a slot thread",
                     detail: e.to_string(),
                 });

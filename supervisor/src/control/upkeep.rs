@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis_tasks_protocol::{Store, StoreError};
+use redis_tasks_store::{Store, StoreError};
 use tracing::{info, warn};
 
 use super::slots::SlotSet;

@@ -30,7 +30,7 @@ mod plan;
 pub use outcome::explain;
 pub use plan::{ChildRestrictions, NotApplied, Plan, STEP_UNIT, Step};
 
-use redis_tasks_protocol::settings::{Isolation, Settings};
+use redis_tasks_config::settings::{Isolation, Settings};
 use redis_tasks_worker::TaskRegistry;
 use tracing::{error, info};
 

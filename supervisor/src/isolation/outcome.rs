@@ -7,10 +7,10 @@
 //! in force, so it can tell "killed by signal 24 (SIGXCPU)" is "CPU time
 //! limit (10 s) exceeded". Pure functions, no I/O.
 
+use redis_tasks_config::settings::Isolation;
+use redis_tasks_config::settings::isolation::{DENIED_SYSCALLS, EXIT_BLOCKED_SYSCALL_BASE};
 use redis_tasks_protocol::ipc::TaskResult;
 use redis_tasks_protocol::model::LimitHit;
-use redis_tasks_protocol::settings::Isolation;
-use redis_tasks_protocol::settings::isolation::{DENIED_SYSCALLS, EXIT_BLOCKED_SYSCALL_BASE};
 use redis_tasks_protocol::{ExitReason, FailureKind};
 
 use crate::settle::RunEnd;

@@ -14,10 +14,10 @@ use std::path::PathBuf;
 
 use nix::sys::resource::Resource;
 use nix::unistd::{Group, Uid, User};
+use redis_tasks_config::settings::Isolation;
+use redis_tasks_config::settings::isolation::is_forbidden_env;
 use redis_tasks_protocol::FailureKind;
 use redis_tasks_protocol::ipc::message::{Confine, Refusal};
-use redis_tasks_protocol::settings::Isolation;
-use redis_tasks_protocol::settings::isolation::is_forbidden_env;
 
 /// One step the child takes between `fork` and `exec`, in order. A failed
 /// step travels back to the supervisor inside the error code of `spawn`

@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use redis_tasks_protocol::schedule::ScheduleEntry;
-use redis_tasks_protocol::store::{RunResult, SCHEDULER_LOCK, ScheduledRun};
-use redis_tasks_protocol::{Settings, Store, StoreError};
+use redis_tasks_config::Settings;
+use redis_tasks_config::schedule::ScheduleEntry;
+use redis_tasks_store::{RunResult, SCHEDULER_LOCK, ScheduledRun};
+use redis_tasks_store::{Store, StoreError};
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use tracing::{debug, error, info, warn};
 

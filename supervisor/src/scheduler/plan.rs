@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use redis_tasks_protocol::schedule::Schedule;
+use redis_tasks_config::schedule::Schedule;
 
 /// Never more runs than this in one catch-up (an `every = "1s"` entry
 /// behind by a day would otherwise produce 86 400 tasks at once).
@@ -103,7 +103,7 @@ pub fn next_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redis_tasks_protocol::schedule::{CronSchedule, Daily, parse_time_of_day};
+    use redis_tasks_config::schedule::{CronSchedule, Daily, parse_time_of_day};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("timestamp")

@@ -32,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use redis_tasks::protocol::{Store, TaskRecord, TaskStatus};
+use redis_tasks::{Store, TaskRecord, TaskStatus};
 use serde_json::Value;
 
 use crate::support::{Cmd, Output, RedisServer, wait_until};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use redis_tasks::protocol::Store;
+use redis_tasks::Store;
 
 use super::wait_until;
 

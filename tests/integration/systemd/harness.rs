@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use redis_tasks::protocol::Store;
+use redis_tasks::Store;
 
 use super::procs::{children_of, ns_pids, remove_cgroup_tree};
 use super::setup::{

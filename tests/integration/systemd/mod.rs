@@ -30,7 +30,7 @@ mod watchdog;
 
 use std::time::Duration;
 
-use redis_tasks::protocol::{Store, TaskStatus};
+use redis_tasks::{Store, TaskStatus};
 use serde_json::Value;
 
 use crate::support::wait_until;

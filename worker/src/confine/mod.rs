@@ -16,8 +16,8 @@ use landlock::{
     ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus,
 };
+use redis_tasks_config::settings::isolation::DENIED_SYSCALLS;
 use redis_tasks_protocol::ipc::message::{Confine, Refusal};
-use redis_tasks_protocol::settings::isolation::DENIED_SYSCALLS;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 /// The Landlock ABI whose filesystem rights we ask for; a kernel with an

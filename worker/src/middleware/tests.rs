@@ -200,13 +200,13 @@ fn settings_choose_and_order_middleware_by_name() {
 fn a_failing_check_names_the_middleware() {
     struct NeedsSmtp;
     impl Middleware for NeedsSmtp {
-        fn check(&self, _: &redis_tasks_protocol::Settings) -> Result<(), String> {
+        fn check(&self, _: &redis_tasks_config::Settings) -> Result<(), String> {
             Err("SMTP_HOST is not set".into())
         }
     }
     let chain = MiddlewareChain::select(&[Arc::new(NeedsSmtp)], &[]).expect("select");
     let err = chain
-        .check(&redis_tasks_protocol::Settings::default())
+        .check(&redis_tasks_config::Settings::default())
         .expect_err("check fails");
     assert_eq!(
         err.to_string(),

@@ -10,7 +10,7 @@
 
 use std::io;
 
-use redis_tasks_protocol::settings::isolation::{DENIED_SYSCALLS, EXIT_BLOCKED_SYSCALL_BASE};
+use redis_tasks_config::settings::isolation::{DENIED_SYSCALLS, EXIT_BLOCKED_SYSCALL_BASE};
 
 /// The denied calls' numbers on this architecture, in the order of
 /// [`DENIED_SYSCALLS`] (checked by a test).

@@ -359,7 +359,7 @@ impl Store {
             ),
         ];
         for (node, id) in plan.nodes.iter().zip(&ids) {
-            crate::store::producer::check_name("queue", &node.queue)?;
+            crate::producer::check_name("queue", &node.queue)?;
             let call = self.prepare_call(&node.task, &node.args)?;
             let meta = serde_json::json!({ GRAPH_META_KEY: { "id": plan.id, "node": node.name } });
             let spec = StoredSpec {

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use redis::Value;
 
 use super::StoreError;
-use crate::model::{AbortedRun, TaskRecord, TaskStatus, describe_call};
+use redis_tasks_protocol::model::{AbortedRun, TaskRecord, TaskStatus, describe_call};
 
 /// The raw fields of one Redis hash, values still as bytes.
 pub(crate) type RawHash = HashMap<String, Vec<u8>>;
@@ -108,10 +108,9 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
     let args_text = r.required("args")?;
     let args: serde_json::Value =
         serde_json::from_str(&args_text).map_err(|e| r.corrupt("args", e.to_string()))?;
-    let status: TaskStatus = r
-        .required("status")?
-        .parse()
-        .map_err(|e: crate::model::UnknownStatus| r.corrupt("status", e.to_string()))?;
+    let status: TaskStatus = r.required("status")?.parse().map_err(
+        |e: redis_tasks_protocol::model::UnknownStatus| r.corrupt("status", e.to_string()),
+    )?;
     let queue = r.required("queue")?;
     let enqueued_at = r
         .time("enqueued_at")?

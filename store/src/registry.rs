@@ -6,7 +6,7 @@ use redis::Value;
 use super::producer::EMPTY_BATCH;
 use super::record::text_of;
 use super::{Store, StoreError, scripts};
-use crate::model::TaskRecord;
+use redis_tasks_protocol::model::TaskRecord;
 
 /// Which registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

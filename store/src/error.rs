@@ -4,7 +4,7 @@
 //! (`host:port`), and a URL that does not parse is shown with its password
 //! replaced by `***`.
 
-use crate::model::TaskStatus;
+use redis_tasks_protocol::model::TaskStatus;
 
 /// An error from a store operation.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use redis::Value;
 
 use super::record::{RawHash, hash_from_value, parse_record, text_of, time_text};
 use super::{Store, StoreError, scripts};
-use crate::model::{TaskRecord, TaskStatus};
+use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
 
 impl Store {
     /// Up to `len` task ids from position `offset` of a queue (`list`) or a
@@ -118,9 +118,11 @@ impl Store {
                 if word.is_empty() {
                     return Err(corrupt("status", "missing".to_owned()));
                 }
-                let status: TaskStatus = word
-                    .parse()
-                    .map_err(|e: crate::model::UnknownStatus| corrupt("status", e.to_string()))?;
+                let status: TaskStatus =
+                    word.parse()
+                        .map_err(|e: redis_tasks_protocol::model::UnknownStatus| {
+                            corrupt("status", e.to_string())
+                        })?;
                 Err(StoreError::NotQueued {
                     id: id.to_owned(),
                     status,

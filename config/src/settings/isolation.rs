@@ -9,7 +9,6 @@
 //! ([`Isolation::is_unrestricted`]) means "as today": the fast path of
 //! re-used worker processes. See `docs/security.md`.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -219,28 +218,7 @@ pub fn is_forbidden_env(name: &str) -> bool {
         || upper == "LISTEN_FDNAMES"
 }
 
-/// A byte count as people write it: `256 MiB`, `1.5 GiB`, `512 KiB`, `10 B`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bytes(pub u64);
-
-impl fmt::Display for Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        for (size, unit) in UNITS {
-            if self.0 >= size {
-                return if self.0 % size == 0 {
-                    write!(f, "{} {unit}", self.0 / size)
-                } else {
-                    // Precision loss is irrelevant for a message.
-                    #[allow(clippy::cast_precision_loss)]
-                    let value = self.0 as f64 / size as f64;
-                    write!(f, "{value:.1} {unit}")
-                };
-            }
-        }
-        write!(f, "{} B", self.0)
-    }
-}
+pub use redis_tasks_protocol::model::Bytes;
 
 /// Reads a size: a whole number of bytes, or a number with a unit (`K`,
 /// `M`, `G`, with or without `i` and `B`; all powers of 1024): `"256M"`,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::record::time_text;
 use super::scripts;
 use super::{Store, StoreError, replies};
-use crate::model::{TaskRecord, describe_call};
+use redis_tasks_protocol::model::{TaskRecord, describe_call};
 
 /// How many tasks one enqueue script writes (a batch is split into scripts
 /// of this size, all sent in one round trip).

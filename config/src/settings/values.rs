@@ -125,16 +125,30 @@ pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// A Redis URL, checked by the Redis client. The value is never echoed: it
-/// may hold a password.
+/// URL schemes the Redis client accepts.
+const REDIS_SCHEMES: [&str; 4] = ["redis://", "rediss://", "unix://", "redis+unix://"];
+
+/// A Redis URL: one of the client's schemes and something after it. The
+/// store parses the rest when it connects (this crate does not link the
+/// Redis client). The value is never echoed: it may hold a password.
 fn redis_url(raw: Raw<'_>) -> Result<String, String> {
     let expected = "expected a redis URL such as \"redis://127.0.0.1:6379\"";
     let Some(text) = raw.text().map(str::trim) else {
         return Err(format!("{expected}, got {}", raw.shown()));
     };
-    redis::IntoConnectionInfo::into_connection_info(text)
-        .map(|_| text.to_owned())
-        .map_err(|err| format!("{expected}: {err}"))
+    let rest = REDIS_SCHEMES
+        .iter()
+        .find_map(|scheme| text.strip_prefix(scheme))
+        .ok_or_else(|| {
+            format!(
+                "{expected}: the scheme must be one of {}",
+                REDIS_SCHEMES.join(", ")
+            )
+        })?;
+    if rest.is_empty() || rest.chars().any(char::is_whitespace) {
+        return Err(format!("{expected}: nothing usable after the scheme"));
+    }
+    Ok(text.to_owned())
 }
 
 /// An IANA time zone name the system database knows.

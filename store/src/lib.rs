@@ -9,7 +9,7 @@
 //! - [`Store`] (this file): one connection to Redis with timeouts, reopened
 //!   after a drop, shared through `&self`.
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
-//!   task hash into a [`TaskRecord`](crate::model::TaskRecord).
+//!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
 //! - `producer`: [`Queue`] and enqueueing. `tasks`: reading, canceling and
 //!   annotating tasks. `registry`: the finished and failed registries.
 //! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
@@ -70,7 +70,7 @@ pub use slots::{SlotInfo, WorkerInfo};
 
 use keys::Keys;
 
-use crate::settings::Settings;
+use redis_tasks_config::Settings;
 
 /// The default limit on the JSON text of one task's arguments: 1 MiB.
 pub const DEFAULT_MAX_ARGS_BYTES: u64 = 1024 * 1024;

@@ -19,7 +19,7 @@ use redis::Value;
 
 use super::record::{hash_from_value, parse_record, score, text_of, time_text};
 use super::{Store, StoreError, scripts};
-use crate::model::{TaskRecord, TaskStatus};
+use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
 
 /// A task a slot took and marked running.
 #[derive(Debug)]
