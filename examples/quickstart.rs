@@ -160,6 +160,8 @@ fn main() -> ExitCode {
 }
 
 fn run(app: App) -> Result<(), String> {
+    // Before any thread starts: Ctrl-C then stops the supervisor gracefully.
+    let signals = redis_tasks::supervisor::signals::listen().map_err(|e| e.to_string())?;
     let (url, _private) = find_redis()?;
     let settings = Settings {
         redis_url: url,
@@ -218,8 +220,12 @@ fn run(app: App) -> Result<(), String> {
     let mut config = SupervisorConfig::new(settings, vec!["default".into()]);
     config.burst = true;
     config.concurrency = 4;
-    let summary =
-        redis_tasks::supervisor::run(config, app.registry().clone(), app.registered_middleware());
+    let summary = redis_tasks::supervisor::run(
+        config,
+        app.registry().clone(),
+        app.registered_middleware(),
+        &signals.requests,
+    );
     done.store(true, Ordering::SeqCst);
     let _ = watcher.join();
     bar.finish_and_clear();

@@ -11,10 +11,11 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use redis_tasks_protocol::ipc::{RunTask, TaskResult};
-use redis_tasks_protocol::{FailureKind, Outcome, TaskStatus};
+use redis_tasks_protocol::Outcome;
+use redis_tasks_protocol::ipc::RunTask;
 use redis_tasks_store::SlotInfo;
 use redis_tasks_store::{Store, StoreError};
+use redis_tasks_supervisor::outcome::{Conclusion, Policy, conclude};
 use redis_tasks_worker::process::run_one;
 use redis_tasks_worker::{MetaSink, MiddlewareChain, ShutdownState};
 use serde_json::{Map, Value};
@@ -47,6 +48,7 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
             detail: e.to_string(),
         }
     })?;
+    let settings = redis_tasks_config::Settings::default();
     let slot = SlotInfo {
         id: format!("testing-{}", uuid_like()),
         description: "in-process test runner".to_owned(),
@@ -60,63 +62,35 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
     let sink: Arc<dyn MetaSink> = Arc::new(StoreMeta(store.independent()?));
     let mut report = TestReport::default();
     while let Some(fetched) = store.fetch(&slot.id, &slot.queues, std::time::Duration::ZERO)? {
-        let record = match fetched.record {
-            Ok(record) => record,
-            Err(e) => {
-                let text = format!("corrupt task record: {e}");
-                store.finish(
-                    &slot.id,
-                    &fetched.id,
-                    TaskStatus::Failed,
-                    Some(&text),
-                    Timestamp::now(),
-                )?;
-                report.failed.push((fetched.id, text));
-                continue;
+        let conclusion = match &fetched.record {
+            Ok(record) => {
+                let run = RunTask {
+                    task_id: record.id.clone(),
+                    task: record.task.clone(),
+                    args_json: record.args.to_string(),
+                    meta_json: Value::Object(record.meta.clone()).to_string(),
+                };
+                let ended = run_one(
+                    app.registry(),
+                    &chain,
+                    &run,
+                    Arc::clone(&sink),
+                    ShutdownState::passive(),
+                );
+                let policy =
+                    Policy::for_task(app.registry(), &record.task, settings.max_aborted_runs);
+                conclude(record, ended.into(), policy, &chain)
             }
+            Err(e) => Conclusion::unreadable(format!("corrupt task record: {e}")),
         };
-        let run = RunTask {
-            task_id: record.id.clone(),
-            task: record.task.clone(),
-            args_json: record.args.to_string(),
-            meta_json: Value::Object(record.meta.clone()).to_string(),
-        };
-        let result = run_one(
-            app.registry(),
-            &chain,
-            &run,
-            Arc::clone(&sink),
-            ShutdownState::passive(),
-        );
-        let outcome = match result {
-            TaskResult::Success => Outcome::Success,
-            TaskResult::Error(text) => Outcome::failure(FailureKind::Error(text)),
-            TaskResult::Panic(text) => Outcome::failure(FailureKind::Panic(text)),
-            TaskResult::Invalid(text) => Outcome::failure(FailureKind::Invalid(text)),
-        };
-        let outcome = chain.process_outcome(&record, outcome);
-        match &outcome {
-            Outcome::Success => {
-                store.finish(
-                    &slot.id,
-                    &record.id,
-                    TaskStatus::Finished,
-                    None,
-                    Timestamp::now(),
-                )?;
-                report.succeeded.push(record.id);
+        conclusion.write(store, &slot.id, &fetched.id, Timestamp::now())?;
+        match conclusion {
+            Conclusion::Record(Outcome::Success) => report.succeeded.push(fetched.id),
+            Conclusion::Record(Outcome::Failure(failure)) => {
+                report.failed.push((fetched.id, failure.message()));
             }
-            Outcome::Failure(f) => {
-                let text = f.message();
-                store.finish(
-                    &slot.id,
-                    &record.id,
-                    TaskStatus::Failed,
-                    Some(&text),
-                    Timestamp::now(),
-                )?;
-                report.failed.push((record.id, text));
-            }
+            // Nothing is interrupted in-process.
+            Conclusion::Requeue { .. } => {}
         }
     }
     store.deregister_slot(&slot.id)?;

@@ -341,6 +341,14 @@ impl Outcome {
         matches!(self, Outcome::Success)
     }
 
+    /// The status a task with this final outcome gets.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Outcome::Success => TaskStatus::Finished,
+            Outcome::Failure(_) => TaskStatus::Failed,
+        }
+    }
+
     /// The error text, for failures.
     pub fn error_text(&self) -> Option<String> {
         match self {

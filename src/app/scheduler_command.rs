@@ -4,9 +4,13 @@
 //! tasks), so it lives in users' binaries built with [`App`], not in the
 //! admin `redis-tasks` binary.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Args;
+use crossbeam_channel::select;
 use redis_tasks_supervisor::scheduler::{self, SchedulerConfig};
+use redis_tasks_supervisor::signals::{self, SignalRequest};
 
 use super::App;
 use crate::cli::GlobalArgs;
@@ -15,7 +19,13 @@ use crate::cli::GlobalArgs;
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {}
 
+/// How long the scheduler gets to release its lock after SIGTERM before
+/// the process exits without it (a Redis that does not answer).
+const STOP_WAIT: Duration = Duration::from_millis(800);
+
 pub(super) fn run(app: &App, global: &GlobalArgs, _args: SchedulerArgs) -> anyhow::Result<()> {
+    // First, before any thread: every signal of the table works from now on.
+    let signals = signals::listen().context("cannot install signal handlers")?;
     let settings = global.settings()?;
     settings.validate_tasks(&app.registry.names())?;
     if settings.schedule.is_empty() {
@@ -24,6 +34,16 @@ pub(super) fn run(app: &App, global: &GlobalArgs, _args: SchedulerArgs) -> anyho
         );
     }
     let handle = scheduler::spawn(SchedulerConfig::new(settings)).context("scheduler")?;
-    handle.join();
-    Ok(())
+    loop {
+        select! {
+            recv(handle.done()) -> _ => return Ok(()),
+            recv(signals.requests) -> request => match request {
+                Ok(SignalRequest::Stop | SignalRequest::StopNow) | Err(_) => {
+                    handle.stop_within(STOP_WAIT);
+                    return Ok(());
+                }
+                Ok(other) => tracing::debug!("scheduler: {other:?} has no effect on a scheduler"),
+            },
+        }
+    }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_tasks_supervisor::scheduler::{self, SchedulerConfig};
+use redis_tasks_supervisor::signals;
 use redis_tasks_supervisor::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};
 
 use super::App;
@@ -53,6 +53,8 @@ pub struct WorkerArgs {
 }
 
 pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    // First, before any thread: every signal of the table works from now on.
+    let signals = signals::listen().context("cannot install signal handlers")?;
     let settings = global.settings()?;
     settings.validate_tasks(&app.registry.names())?;
     if app.registry.is_empty() {
@@ -94,19 +96,13 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
     config.max_tasks_per_child = args.max_tasks_per_child;
     config.instance = instance;
     config.worker_exe = args.worker_exe;
-    // The scheduler runs beside the supervisor, not inside its control
-    // loop: it stops on the same SIGTERM/SIGINT/SIGQUIT (its own handlers)
-    // or, at the latest, when the supervisor returns.
-    let scheduler = if args.scheduler {
-        let config = SchedulerConfig::new(config.settings.clone());
-        Some(scheduler::spawn(config).context("scheduler")?)
-    } else {
-        None
-    };
-    let result = redis_tasks_supervisor::run(config, app.registry.clone(), &app.middleware);
-    if let Some(scheduler) = scheduler {
-        scheduler.stop();
-    }
+    config.scheduler = args.scheduler;
+    let result = redis_tasks_supervisor::run(
+        config,
+        app.registry.clone(),
+        &app.middleware,
+        &signals.requests,
+    );
     result.context("supervisor")?;
     Ok(())
 }

@@ -11,33 +11,33 @@ use std::time::Duration;
 
 /// The wait sequence above; [`Backoff::reset`] after a success.
 #[derive(Debug, Clone, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     attempt: u32,
 }
 
 /// The longest wait between two attempts.
-pub const MAX_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Backoff {
     /// A fresh sequence.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff::default()
     }
 
     /// The wait before the next attempt.
-    pub fn next_wait(&mut self) -> Duration {
+    pub(crate) fn next_wait(&mut self) -> Duration {
         let wait = Duration::from_millis(100u64.saturating_mul(1u64 << self.attempt.min(16)));
         self.attempt = self.attempt.saturating_add(1);
         wait.min(MAX_WAIT)
     }
 
     /// Forgets past failures.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// Failed attempts since the last reset.
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.attempt
     }
 }

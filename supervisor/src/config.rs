@@ -40,6 +40,9 @@ pub struct SupervisorConfig {
     pub drain_timeout: Duration,
     /// The binary started as worker process (default: this one).
     pub worker_exe: Option<PathBuf>,
+    /// Also run the scheduler, on a thread the control loop owns
+    /// (`worker --scheduler`).
+    pub scheduler: bool,
     /// How SIGHUP reads the settings again; `None`: SIGHUP only replaces
     /// the worker processes.
     pub reload: Option<Reloader>,
@@ -77,6 +80,7 @@ impl SupervisorConfig {
             max_tasks_per_child: DEFAULT_MAX_TASKS_PER_CHILD,
             drain_timeout: Duration::from_secs(settings.drain_timeout),
             worker_exe: None,
+            scheduler: false,
             reload: None,
             settings,
         }
@@ -122,7 +126,7 @@ impl SupervisorConfig {
 }
 
 /// This host's name, as `info` shows it.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 

@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 use redis_tasks_protocol::ipc::{FromWorker, RunTask, ToWorker};
-use redis_tasks_protocol::{FailureKind, TaskRecord};
+use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
 use tracing::{debug, error, info, warn};
 
-use crate::settle::RunEnd;
 use crate::worker_process::{WorkerEvent, WorkerProcess};
 
 /// What the control loop can ask of a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotCommand {
+pub(crate) enum SlotCommand {
     /// Graceful shutdown: stop fetching; interrupt the running task unless
     /// it holds a postpone-shutdown guard.
     Shutdown,
@@ -33,7 +32,7 @@ pub enum SlotCommand {
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Hooks the run needs from its slot.
-pub trait RunHooks {
+pub(crate) trait RunHooks {
     /// Stores a meta update sent by the task.
     fn update_meta(&mut self, task_id: &str, meta_json: &str);
 }
@@ -44,13 +43,13 @@ pub trait RunHooks {
 /// A shutdown reaches the run only as a [`SlotCommand`]: one sent before
 /// the run began waits in the channel and is seen at once, and with a drain
 /// period the control loop sends it only when the period is over.
-pub fn run_on(
+pub(crate) fn run_on(
     process: &mut WorkerProcess,
     record: &TaskRecord,
     timeout: Duration,
     commands: &Receiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
-) -> (RunEnd, bool) {
+) -> (Outcome, bool) {
     let run = ToWorker::Run(RunTask {
         task_id: record.id.clone(),
         task: record.task.clone(),
@@ -60,7 +59,7 @@ pub fn run_on(
     if let Err(e) = process.send(&run) {
         let reason = process.reap_within(EXIT_GRACE);
         return (
-            RunEnd::Aborted(FailureKind::StartFailed(format!(
+            Outcome::failure(FailureKind::StartFailed(format!(
                 "worker process {reason} before taking the task ({e})"
             ))),
             false,
@@ -76,7 +75,7 @@ pub fn run_on(
         select! {
             recv(events) -> event => match event {
                 Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == record.id => {
-                    return (RunEnd::Reported(result), true);
+                    return (result.into(), true);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
                     hooks.update_meta(&task_id, &meta_json);
@@ -84,21 +83,21 @@ pub fn run_on(
                 Ok(WorkerEvent::Message(other)) => {
                     let reason = process.kill_and_reap();
                     error!(task = %record.id, pid, %reason, "worker process sent an unexpected message: {other:?}");
-                    return (RunEnd::Aborted(FailureKind::ProtocolViolation(format!("unexpected message {}", message_name(&other)))), false);
+                    return (Outcome::failure(FailureKind::ProtocolViolation(format!("unexpected message {}", message_name(&other)))), false);
                 }
                 Ok(WorkerEvent::Violation(detail)) => {
                     process.kill_and_reap();
                     error!(task = %record.id, pid, "worker process broke the protocol: {detail}");
-                    return (RunEnd::Aborted(FailureKind::ProtocolViolation(detail)), false);
+                    return (Outcome::failure(FailureKind::ProtocolViolation(detail)), false);
                 }
                 Ok(WorkerEvent::Closed) | Err(_) => {
                     let reason = process.reap_within(EXIT_GRACE);
                     if shutdown_sent {
                         info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
-                        return (RunEnd::Aborted(FailureKind::Shutdown), false);
+                        return (Outcome::failure(FailureKind::Shutdown), false);
                     }
                     error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
-                    return (RunEnd::Aborted(FailureKind::Crashed(reason)), false);
+                    return (Outcome::failure(FailureKind::Crashed(reason)), false);
                 }
             },
             recv(commands) -> command => match command {
@@ -111,14 +110,14 @@ pub fn run_on(
                 Ok(SlotCommand::Kill) | Err(_) => {
                     process.kill_and_reap();
                     info!(task = %record.id, pid, "task killed by immediate shutdown");
-                    return (RunEnd::Aborted(FailureKind::Shutdown), false);
+                    return (Outcome::failure(FailureKind::Shutdown), false);
                 }
             },
             recv(crossbeam_channel::at(deadline)) -> _ => {
                 process.kill_and_reap();
                 let secs = timeout.as_secs();
                 warn!(task = %record.id, pid, "timeout ({secs} s) reached, process group killed");
-                return (RunEnd::Aborted(FailureKind::Timeout { secs }), false);
+                return (Outcome::failure(FailureKind::Timeout { secs }), false);
             }
         }
     }

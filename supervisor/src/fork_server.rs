@@ -51,7 +51,7 @@ struct Routes {
 
 /// A running fork server.
 #[derive(Debug)]
-pub struct ForkServer {
+pub(crate) struct ForkServer {
     control: OwnedFd,
     send_lock: Mutex<()>,
     routes: Arc<Mutex<Routes>>,
@@ -65,7 +65,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ForkServer {
     /// Starts `exe` as fork server with environment `env`.
-    pub fn start(exe: &Path, env: &[(String, String)]) -> io::Result<Arc<ForkServer>> {
+    pub(crate) fn start(exe: &Path, env: &[(String, String)]) -> io::Result<Arc<ForkServer>> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -99,7 +99,7 @@ impl ForkServer {
 
     /// Forks a worker process that serves on `socket`; returns its pid and
     /// the channel its exit report will come on.
-    pub fn spawn(&self, socket: OwnedFd) -> Result<(u32, Receiver<ExitReason>), String> {
+    pub(crate) fn spawn(&self, socket: OwnedFd) -> Result<(u32, Receiver<ExitReason>), String> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         {
@@ -140,13 +140,13 @@ impl ForkServer {
     }
 
     /// Whether the fork server has ended.
-    pub fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         lock(&self.routes).closed
     }
 
     /// Has the fork server kill the process group of `pid`, if `pid` is
     /// not reaped yet.
-    pub fn kill(&self, pid: u32) {
+    pub(crate) fn kill(&self, pid: u32) {
         let _guard = lock(&self.send_lock);
         let _ = send_packet(self.control.as_fd(), &ToForkServer::Kill { pid }, None);
     }
@@ -156,7 +156,8 @@ impl Drop for ForkServer {
     fn drop(&mut self) {
         // Closing the control socket ends the fork server; its children
         // (none are left: each handle holds this server alive) would die
-        // with it.
+        // with it. Marked closed first: this end is expected, not news.
+        lock(&self.routes).closed = true;
         let mut child = lock(&self.child);
         let _ = child.kill();
         let _ = child.wait();
@@ -201,7 +202,9 @@ fn read_loop(control: &OwnedFd, routes: &Mutex<Routes>) {
             Ok(None) | Err(_) => {
                 let mut r = lock(routes);
                 if !r.closed {
-                    warn!("the fork server ended; worker processes start by exec again");
+                    warn!(
+                        "the fork server ended unexpectedly; worker processes start by exec again"
+                    );
                 }
                 r.closed = true;
                 // Dropping the senders wakes everyone waiting.

@@ -1,43 +1,58 @@
 //! The redis-tasks supervisor: the long-running process that owns every
 //! Redis connection and runs each task in an isolated worker process.
 //!
+//! # Public surface
+//!
+//! [`run`] with a [`SupervisorConfig`] and the signal requests from
+//! [`signals::listen`]; [`scheduler`] for the scheduler process; and
+//! [`outcome`], the one path from how a run ended to Redis, which the
+//! facade's in-process test runner shares. Everything else is private.
+//!
 //! # Layout
 //!
-//! - [`control`]: the control loop; signals, slot endings and timers in,
-//!   decisions out. Heartbeats, maintenance and start-up recovery of a
-//!   previous incarnation live there.
-//! - `slot`: one thread per slot: fetch, run, record.
-//! - [`execute`]: one task on one worker process, with its deadline and
+//! - `control/`: the control loop. `startup.rs` (the start-up phase,
+//!   answering signals while Redis is awaited), `timers.rs` (when
+//!   heartbeats, maintenance, the watchdog and the drain are due: pure),
+//!   `slots.rs` (the slot set and the reconcile gap: pure), `upkeep.rs`
+//!   (heartbeats, maintenance, recovery of a previous incarnation),
+//!   `reload.rs` (SIGHUP), `status.rs` (STATUS= and the SIGUSR1 dump).
+//! - `shared.rs`: what the control loop and the slots share, the
+//!   supervisor's `Mode` among it.
+//! - `slot.rs`: one thread per slot: fetch, run, conclude.
+//! - `execute.rs`: one task on one worker process, with its deadline and
 //!   the slot's commands.
-//! - [`settle`]: pure decisions: final outcome or requeue.
-//! - `recovery`: outcomes for the tasks of dead slots.
-//! - [`worker_process`]: starting (re-exec), talking to and reaping a
-//!   worker process.
-//! - [`signals`]: the signal table.
-//! - [`backoff`]: retrying while Redis is unreachable.
-//! - [`config`]: what a supervisor is asked to do.
-//! - [`scheduler`]: the scheduler (one per fleet): enqueues the schedule
+//! - `outcome.rs`: policy, `process_outcome`, the atomic write.
+//! - `recovery.rs`: outcomes for the tasks of dead slots.
+//! - `worker_process.rs`: starting (re-exec or fork server), talking to
+//!   and reaping a worker process; `fork_server.rs` the fork server's
+//!   supervisor side.
+//! - `signals.rs`: the signal table. `backoff.rs`: retrying while Redis
+//!   is unreachable. `config.rs`: what a supervisor is asked to do.
+//!   `notify.rs`: sd_notify.
+//! - `scheduler/`: the scheduler (one per fleet): enqueues the schedule
 //!   entries of the settings when due; a process of its own or a thread
-//!   of a supervisor (`worker --scheduler`).
-//! - [`isolation`]: isolation profiles of untrusted tasks: planning them,
+//!   the control loop owns (`worker --scheduler`).
+//! - `isolation/`: isolation profiles of untrusted tasks: planning them,
 //!   probing them at start-up, naming the limit a task hit.
-//! - `sys`: the crate's only `unsafe` (between fork and exec).
+//! - `sys.rs`: the crate's only `unsafe` (between fork and exec).
 
-pub mod backoff;
-pub mod config;
-pub mod control;
-pub mod execute;
-pub mod fork_server;
-pub mod isolation;
-pub mod notify;
+#![warn(unreachable_pub)]
+
+mod backoff;
+mod config;
+mod control;
+mod execute;
+mod fork_server;
+mod isolation;
+mod notify;
+pub mod outcome;
 mod recovery;
 pub mod scheduler;
-pub mod settle;
-pub mod shared;
+mod shared;
 pub mod signals;
 mod slot;
 mod sys;
-pub mod worker_process;
+mod worker_process;
 
 pub use config::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};
 pub use control::{RunSummary, SupervisorError, run};

@@ -84,7 +84,7 @@ impl fmt::Display for Target {
 /// Methods take `&self` and never fail: a send that does not go through is
 /// logged (the first time at `warn`, later ones at `debug`).
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     /// `None` outside systemd (or with an unusable `NOTIFY_SOCKET`).
     target: Option<Target>,
     /// `WATCHDOG_USEC`, when it is meant for this process.
@@ -100,7 +100,7 @@ impl Notifier {
     /// `NOTIFY_SOCKET` (a path, or `@name` for an abstract socket),
     /// `WATCHDOG_USEC`, and `WATCHDOG_PID` (the watchdog is ignored when
     /// `WATCHDOG_PID` is set to another process's pid).
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         Notifier::from_vars(
             std::env::var_os("NOTIFY_SOCKET"),
             std::env::var_os("WATCHDOG_USEC"),
@@ -111,7 +111,8 @@ impl Notifier {
 
     /// A notifier sending to `socket` (a path, or `@name` for an abstract
     /// socket), with `watchdog` as if `WATCHDOG_USEC` said so. For tests.
-    pub fn with_socket(socket: impl Into<OsString>, watchdog: Option<Duration>) -> Notifier {
+    #[cfg(test)]
+    pub(crate) fn with_socket(socket: impl Into<OsString>, watchdog: Option<Duration>) -> Notifier {
         let target = Target::parse(&socket.into());
         Notifier::new(target, watchdog)
     }
@@ -148,18 +149,18 @@ impl Notifier {
     }
 
     /// Whether notifications go anywhere (`NOTIFY_SOCKET` was usable).
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.target.is_some()
     }
 
     /// `READY=1`: the supervisor serves (start-up or a reload is done).
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         self.send("READY=1");
     }
 
     /// `RELOADING=1` with `MONOTONIC_USEC=` now: a reload began; send
     /// [`ready`](Self::ready) when it is done.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         if !self.is_active() {
             return;
         }
@@ -173,13 +174,13 @@ impl Notifier {
     }
 
     /// `STOPPING=1`: shutdown began.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send("STOPPING=1");
     }
 
     /// `STATUS=line`, sent only when it differs from the last line sent.
     /// Line breaks become spaces (the protocol is one line per key).
-    pub fn status(&self, line: &str) {
+    pub(crate) fn status(&self, line: &str) {
         if !self.is_active() {
             return;
         }
@@ -203,7 +204,7 @@ impl Notifier {
     /// before it gives up on the current start, stop or reload. systemd
     /// counts from the moment it reads this, so send it again before `by`
     /// runs out while the work goes on.
-    pub fn extend_timeout(&self, by: Duration) {
+    pub(crate) fn extend_timeout(&self, by: Duration) {
         let usec = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
         self.send(&format!("EXTEND_TIMEOUT_USEC={usec}"));
     }
@@ -211,13 +212,13 @@ impl Notifier {
     /// How often to call [`watchdog`](Self::watchdog): half of
     /// `WATCHDOG_USEC`, as systemd recommends. `None` when no watchdog is
     /// set for this process.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.map(|period| period / 2)
     }
 
     /// `WATCHDOG=1`: the keep-alive. Send it from the loop whose health it
     /// stands for, never from a thread of its own.
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         if self.watchdog.is_some() {
             self.send("WATCHDOG=1");
         }
@@ -265,7 +266,7 @@ fn send_to(target: &Target, message: &str) -> io::Result<()> {
 /// the line, such as
 /// `3 busy, 1 idle; 120 finished, 4 failed since start; Redis connected`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StatusSummary {
+pub(crate) struct StatusSummary {
     /// A word for a state out of the ordinary (`"quiet"`, `"draining"`,
     /// `"reloading"`), shown first; `None` while serving normally.
     pub mode: Option<&'static str>,
@@ -312,10 +313,10 @@ mod tests {
     mod tempfile_dir {
         use std::path::{Path, PathBuf};
 
-        pub struct Dir(PathBuf);
+        pub(super) struct Dir(PathBuf);
 
         impl Dir {
-            pub fn new(tag: &str) -> Dir {
+            pub(super) fn new(tag: &str) -> Dir {
                 let path = std::env::temp_dir().join(format!(
                     "rt-notify-{tag}-{}-{}",
                     std::process::id(),
@@ -325,7 +326,7 @@ mod tests {
                 Dir(path)
             }
 
-            pub fn path(&self) -> &Path {
+            pub(super) fn path(&self) -> &Path {
                 &self.0
             }
         }

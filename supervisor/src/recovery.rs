@@ -14,16 +14,16 @@
 //! round.
 
 use jiff::Timestamp;
-use redis_tasks_protocol::{FailureKind, Outcome, TaskStatus};
+use redis_tasks_protocol::{FailureKind, Outcome};
 use redis_tasks_store::{Store, StoreError};
 use tracing::{info, warn};
 
-use crate::settle::{RunEnd, Settlement, settle};
+use crate::outcome::{Conclusion, Policy, conclude};
 use crate::shared::Shared;
 
 /// What recovering one slot did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     /// Tasks put back at the front of their queue, never started.
     pub requeued: usize,
     /// Running tasks given an outcome (or requeued, when reentrant).
@@ -46,47 +46,26 @@ pub(crate) fn recover_slot(
         info!(slot = dead_slot, task = %id, "task of a dead slot put back at the front of its queue");
     }
     for id in &reclaimed.running {
-        let record = match store.task(id) {
-            Ok(record) => record,
+        let (description, conclusion) = match store.task(id) {
+            Ok(record) => {
+                let policy = Policy::for_task(
+                    &shared.registry,
+                    &record.task,
+                    current.config.settings.max_aborted_runs,
+                );
+                let ended = Outcome::failure(FailureKind::WorkerDied);
+                let conclusion = conclude(&record, ended, policy, &current.chain);
+                (record.description, conclusion)
+            }
             Err(e) => {
                 warn!(slot = dead_slot, task = %id, "task of a dead slot has no readable record: {e}");
-                let text = format!("worker died; task record unreadable: {e}");
-                store.finish(
-                    dead_slot,
-                    id,
-                    TaskStatus::Failed,
-                    Some(&text),
-                    Timestamp::now(),
-                )?;
-                continue;
+                let detail = format!("worker died; task record unreadable: {e}");
+                (id.clone(), Conclusion::unreadable(detail))
             }
         };
-        let reentrant = shared
-            .registry
-            .get(&record.task)
-            .is_some_and(|d| d.options().reentrant);
-        let settlement = settle(
-            RunEnd::Aborted(FailureKind::WorkerDied),
-            reentrant,
-            record.aborted_runs.len(),
-            current.config.settings.max_aborted_runs,
-        );
-        let recorded = match settlement {
-            Settlement::Requeue { reason } => {
-                store.requeue_interrupted(dead_slot, id, &reason, Timestamp::now())?
-            }
-            Settlement::Record(outcome) => {
-                let outcome = current.chain.process_outcome(&record, outcome);
-                let (status, error) = match &outcome {
-                    Outcome::Success => (TaskStatus::Finished, None),
-                    Outcome::Failure(f) => (TaskStatus::Failed, Some(f.message())),
-                };
-                store.finish(dead_slot, id, status, error.as_deref(), Timestamp::now())?
-            }
-        };
-        if recorded {
+        if conclusion.write(store, dead_slot, id, Timestamp::now())? {
             done.settled += 1;
-            info!(slot = dead_slot, task = %id, "{} recovered from a dead slot", record.description);
+            info!(slot = dead_slot, task = %id, "{description} recovered from a dead slot");
         }
     }
     store.deregister_slot(dead_slot)?;

@@ -5,7 +5,7 @@
 //! loop and between tasks. Everything here is either atomic or swapped
 //! whole behind a lock held only to clone an `Arc`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use crate::worker_process::{RetireHandle, SpawnSpec, WorkerProcess};
 
 /// The configuration in effect; replaced whole by a reload.
 #[derive(Debug)]
-pub struct Current {
+pub(crate) struct Current {
     /// The supervisor's configuration.
     pub config: SupervisorConfig,
     /// The active middleware.
@@ -33,7 +33,7 @@ pub struct Current {
 
 /// Outcome counters since start.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Tasks recorded as finished.
     pub finished: AtomicU64,
     /// Tasks recorded as failed.
@@ -44,7 +44,7 @@ pub struct Counters {
 
 /// What one slot is doing, for the status line and the SIGUSR1 dump.
 #[derive(Debug, Clone, Default)]
-pub struct SlotView {
+pub(crate) struct SlotView {
     /// The task it runs: id, description, since when.
     pub task: Option<(String, String, Instant)>,
     /// Its worker process, if one is ready or running.
@@ -53,18 +53,52 @@ pub struct SlotView {
     pub retiring: bool,
 }
 
+/// What the supervisor as a whole is doing; the control loop sets it, the
+/// slots follow it. Only moves towards stopping: once stopping, SIGTSTP
+/// and SIGCONT change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Mode {
+    /// Fetching and running tasks.
+    Serving = 0,
+    /// SIGTSTP: running tasks go on, nothing new is fetched until SIGCONT.
+    Quiet = 1,
+    /// Graceful shutdown: nothing new is fetched; running tasks finish or
+    /// are interrupted (after the drain period).
+    Stopping = 2,
+    /// Immediate shutdown: running tasks are killed, Redis retries give up
+    /// sooner.
+    StoppingNow = 3,
+}
+
+impl Mode {
+    fn from_u8(value: u8) -> Mode {
+        match value {
+            0 => Mode::Serving,
+            1 => Mode::Quiet,
+            2 => Mode::Stopping,
+            _ => Mode::StoppingNow,
+        }
+    }
+
+    /// Whether slots take new tasks.
+    pub(crate) fn fetches(self) -> bool {
+        self == Mode::Serving
+    }
+
+    /// Whether a shutdown began.
+    pub(crate) fn stopping(self) -> bool {
+        self >= Mode::Stopping
+    }
+}
+
 /// State shared by the control loop and every slot of one supervisor.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     current: RwLock<Arc<Current>>,
     /// The task functions (fixed for the life of the process).
     pub registry: TaskRegistry,
-    /// Stop fetching: a shutdown began (or burst mode is ending).
-    pub stopping: AtomicBool,
-    /// Immediate shutdown: give up on Redis retries sooner.
-    pub killing: AtomicBool,
-    /// SIGTSTP: keep running tasks, fetch no new ones.
-    pub quiet: AtomicBool,
+    /// A [`Mode`], read and written through [`Shared::mode`] and friends.
+    mode: AtomicU8,
     /// Slots asked to retire (SIGTTOU) that no slot has claimed yet.
     pub retire_requests: AtomicUsize,
     /// Failed starts of worker processes in a row, over all slots.
@@ -77,13 +111,11 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state starting with `current`.
-    pub fn new(current: Current, registry: TaskRegistry, retire: RetireHandle) -> Self {
+    pub(crate) fn new(current: Current, registry: TaskRegistry, retire: RetireHandle) -> Self {
         Shared {
             current: RwLock::new(Arc::new(current)),
             registry,
-            stopping: AtomicBool::new(false),
-            killing: AtomicBool::new(false),
-            quiet: AtomicBool::new(false),
+            mode: AtomicU8::new(Mode::Serving as u8),
             retire_requests: AtomicUsize::new(0),
             start_failures: AtomicU32::new(0),
             counters: Counters::default(),
@@ -94,29 +126,63 @@ impl Shared {
 
     /// Hands a worker process the slot is done with to the retiring thread
     /// (or retires it here if that thread is gone).
-    pub fn retire(&self, process: WorkerProcess) {
+    pub(crate) fn retire(&self, process: WorkerProcess) {
         self.retire.retire(process);
     }
 
     /// The configuration in effect now.
-    pub fn current(&self) -> Arc<Current> {
+    pub(crate) fn current(&self) -> Arc<Current> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Puts a new configuration in effect.
-    pub fn replace(&self, current: Current) {
+    pub(crate) fn replace(&self, current: Current) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(current);
     }
 
+    /// What the supervisor is doing now.
+    pub(crate) fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(Ordering::SeqCst))
+    }
+
+    /// Begins a graceful (`now == false`) or immediate shutdown; returns
+    /// the mode before.
+    pub(crate) fn begin_stop(&self, now: bool) -> Mode {
+        let to = if now {
+            Mode::StoppingNow
+        } else {
+            Mode::Stopping
+        };
+        Mode::from_u8(self.mode.fetch_max(to as u8, Ordering::SeqCst))
+    }
+
+    /// SIGTSTP (`true`) and SIGCONT (`false`); returns whether the mode
+    /// changed. No effect once stopping.
+    pub(crate) fn set_quiet(&self, quiet: bool) -> bool {
+        let (from, to) = if quiet {
+            (Mode::Serving, Mode::Quiet)
+        } else {
+            (Mode::Quiet, Mode::Serving)
+        };
+        self.mode
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Takes back one pending retirement that no slot claimed yet.
+    pub(crate) fn cancel_retirement(&self) -> bool {
+        self.claim_retirement()
+    }
+
     /// Claims one pending retirement, if any.
-    pub fn claim_retirement(&self) -> bool {
+    pub(crate) fn claim_retirement(&self) -> bool {
         self.retire_requests
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }
 
     /// Notes a failed Redis call (for the status line).
-    pub fn note_redis_error(&self, _e: &StoreError) {
+    pub(crate) fn note_redis_error(&self, _e: &StoreError) {
         self.redis_down_since
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -124,7 +190,7 @@ impl Shared {
     }
 
     /// Notes a Redis call that worked.
-    pub fn note_redis_ok(&self) {
+    pub(crate) fn note_redis_ok(&self) {
         let was = self
             .redis_down_since
             .lock()
@@ -136,7 +202,7 @@ impl Shared {
     }
 
     /// Since when Redis has been failing, if it is.
-    pub fn redis_down_since(&self) -> Option<Timestamp> {
+    pub(crate) fn redis_down_since(&self) -> Option<Timestamp> {
         *self
             .redis_down_since
             .lock()

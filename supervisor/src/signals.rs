@@ -2,10 +2,12 @@
 //! it).
 //!
 //! Handlers only record (signal-hook's self-pipe); a thread forwards each
-//! signal to the control loop as a [`SignalRequest`], and the loop decides.
+//! signal as a [`SignalRequest`] on a channel that `main` hands to the
+//! control loop (or the scheduler), and the loop decides. Tests can hand in
+//! a channel of their own instead.
 //! Signals of one kind that arrive close together may merge into one.
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, unbounded};
 use signal_hook::consts::{
     SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, SIGUSR1,
 };
@@ -63,14 +65,30 @@ pub fn wanted(origin: &Origin) -> bool {
     !(job_control && origin.cause == Cause::Kernel)
 }
 
-/// Registers the handlers (call before starting any thread) and starts the
-/// forwarding thread; the returned handle closes it.
-pub fn forward<E: Send + 'static>(
-    tx: Sender<E>,
-    wrap: fn(SignalRequest) -> E,
-) -> std::io::Result<Handle> {
+/// The handlers of [`HANDLED`] and the channel their requests come on.
+/// Closing (or dropping) it stops the forwarding thread; the handlers stay
+/// registered, so the signals keep being caught and ignored.
+#[derive(Debug)]
+pub struct SignalSource {
+    /// Requests, in the order the signals came.
+    pub requests: Receiver<SignalRequest>,
+    handle: Handle,
+}
+
+impl Drop for SignalSource {
+    fn drop(&mut self) {
+        self.handle.close();
+    }
+}
+
+/// Registers the handlers and starts the forwarding thread. Call it first
+/// thing in `main`, before any other thread starts (so that no thread can
+/// miss a signal or get one delivered to it first), and pass
+/// [`SignalSource::requests`] to the supervisor or the scheduler.
+pub fn listen() -> std::io::Result<SignalSource> {
     let mut signals = SignalsInfo::<WithOrigin>::new(HANDLED)?;
     let handle = signals.handle();
+    let (tx, requests) = unbounded();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -83,13 +101,13 @@ pub fn forward<E: Send + 'static>(
                     continue;
                 }
                 if let Some(request) = request_for(origin.signal) {
-                    if tx.send(wrap(request)).is_err() {
+                    if tx.send(request).is_err() {
                         return;
                     }
                 }
             }
         })?;
-    Ok(handle)
+    Ok(SignalSource { requests, handle })
 }
 
 #[cfg(test)]

@@ -14,17 +14,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 use redis_tasks_config::settings::Isolation;
-use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord, TaskStatus};
-use redis_tasks_store::Fetched;
-use redis_tasks_store::{Store, StoreError};
+use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use redis_tasks_store::{Fetched, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::control::ControlEvent;
 use crate::execute::{RunHooks, SlotCommand, run_on};
 use crate::isolation::{self, Plan};
-use crate::settle::{RunEnd, Settlement, settle};
-use crate::shared::{Current, Shared, SlotView};
+use crate::outcome::{Conclusion, Policy, conclude};
+use crate::shared::{Current, Mode, Shared, SlotView};
 use crate::worker_process::{SpawnError, WorkerProcess};
 
 /// How long an idle slot blocks on Redis before it looks at the shared
@@ -34,7 +33,7 @@ const FETCH_BLOCK: Duration = Duration::from_millis(500);
 
 /// Consecutive failed starts of worker processes (over all slots) after
 /// which the supervisor stops instead of failing task after task.
-pub const MAX_START_FAILURES: u32 = 5;
+pub(crate) const MAX_START_FAILURES: u32 = 5;
 
 /// One slot's thread state.
 pub(crate) struct Slot {
@@ -72,10 +71,11 @@ impl RunHooks for MetaToRedis<'_> {
 impl Slot {
     /// The slot's loop; returns when the supervisor stops, when the slot
     /// retires, or, in burst mode, when the queues are empty.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut backoff = Backoff::new();
         loop {
-            if self.shared.stopping.load(Ordering::SeqCst) {
+            let mode = self.shared.mode();
+            if mode.stopping() {
                 break;
             }
             if self.shared.claim_retirement() {
@@ -85,7 +85,7 @@ impl Slot {
             }
             let current = self.shared.current();
             self.replace_outdated_process(&current);
-            if self.shared.quiet.load(Ordering::SeqCst) {
+            if !mode.fetches() {
                 let _ = self.commands.recv_timeout(FETCH_BLOCK);
                 continue;
             }
@@ -130,14 +130,12 @@ impl Slot {
             Ok(record) => record,
             Err(e) => {
                 error!(slot = %self.id, task = %id, "cannot run a corrupt task record: {e}");
-                let text = format!("corrupt task record: {e}");
-                self.with_redis("record the failure of a corrupt task", |store, now| {
-                    store.finish(&self.id, &id, TaskStatus::Failed, Some(&text), now)
-                });
+                let conclusion = Conclusion::unreadable(format!("corrupt task record: {e}"));
+                self.write(&id, "task with a corrupt record", &conclusion);
                 return;
             }
         };
-        if self.shared.stopping.load(Ordering::SeqCst) || self.shared.quiet.load(Ordering::SeqCst) {
+        if !self.shared.mode().fetches() {
             // Fetched while a shutdown or a pause began: give it back as if
             // it had never been taken.
             let released = self.with_redis("hand back an unstarted task", |store, now| {
@@ -149,7 +147,6 @@ impl Slot {
             return;
         }
         let def = self.shared.registry.get(&record.task);
-        let reentrant = def.is_some_and(|d| d.options().reentrant);
         let timeout = def
             .and_then(|d| d.options().timeout)
             .unwrap_or_else(|| current.config.default_timeout());
@@ -165,29 +162,26 @@ impl Slot {
             &record.queue,
             def.and_then(|d| d.options().isolation.as_deref()),
         );
-        let end = if profile.is_unrestricted() {
+        let ended = if profile.is_unrestricted() {
             self.execute(current, &record, timeout)
         } else {
-            let end = self.execute_isolated(current, &record, timeout, &profile);
-            isolation::explain(end, &profile)
+            let ended = self.execute_isolated(current, &record, timeout, &profile);
+            isolation::explain(ended, &profile)
         };
-        let settlement = settle(
-            end,
-            reentrant,
-            record.aborted_runs.len(),
+        let policy = Policy::for_task(
+            &self.shared.registry,
+            &record.task,
             current.config.settings.max_aborted_runs,
         );
-        match settlement {
-            Settlement::Requeue { reason } => self.requeue(&record, &reason),
-            Settlement::Record(outcome) => self.record(current, &record, outcome),
-        }
+        let conclusion = conclude(&record, ended, policy, &current.chain);
+        self.write(&record.id, &record.description, &conclusion);
         self.update_view(|v| v.task = None);
         self.refresh_process(current);
     }
 
     /// Runs the task, starting a worker process first when the slot has
     /// none ready.
-    fn execute(&mut self, current: &Current, record: &TaskRecord, timeout: Duration) -> RunEnd {
+    fn execute(&mut self, current: &Current, record: &TaskRecord, timeout: Duration) -> Outcome {
         let ready = self.process.take().and_then(|mut process| {
             // A process that died while idle is reaped here (on drop).
             process.is_alive().then_some(process)
@@ -196,7 +190,7 @@ impl Slot {
             Some(process) => process,
             None => match self.start_process(current) {
                 Ok(process) => process,
-                Err(text) => return RunEnd::Aborted(FailureKind::StartFailed(text)),
+                Err(text) => return Outcome::failure(FailureKind::StartFailed(text)),
             },
         };
         let mut hooks = MetaToRedis { store: &self.store };
@@ -218,12 +212,12 @@ impl Slot {
         record: &TaskRecord,
         timeout: Duration,
         profile: &Isolation,
-    ) -> RunEnd {
+    ) -> Outcome {
         let plan = match Plan::build(profile, &current.spawn.env) {
             Ok(plan) => plan,
             Err(not) => {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                return RunEnd::Aborted(not.failure());
+                return Outcome::failure(not.failure());
             }
         };
         let mut process =
@@ -231,11 +225,11 @@ impl Slot {
                 Ok(process) => process,
                 Err(SpawnError::NotIsolated(not)) => {
                     warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                    return RunEnd::Aborted(not.failure());
+                    return Outcome::failure(not.failure());
                 }
                 Err(e) => {
                     error!(slot = %self.id, "isolated worker process failed to start: {e}");
-                    return RunEnd::Aborted(FailureKind::StartFailed(e.to_string()));
+                    return Outcome::failure(FailureKind::StartFailed(e.to_string()));
                 }
             };
         let ready = self.process.as_ref().map(WorkerProcess::pid);
@@ -273,7 +267,7 @@ impl Slot {
             self.update_view(|v| v.pid = None);
         }
         let _ = current;
-        if self.process.is_none() && !self.shared.stopping.load(Ordering::SeqCst) {
+        if self.process.is_none() && !self.shared.mode().stopping() {
             self.process = self.start_process(&latest).ok();
         }
     }
@@ -300,60 +294,47 @@ impl Slot {
         }
     }
 
-    fn requeue(&mut self, record: &TaskRecord, reason: &str) {
-        let recorded = self.with_redis("requeue an interrupted task", |store, now| {
-            store.requeue_interrupted(&self.id, &record.id, reason, now)
+    /// Writes a conclusion (retrying while Redis fails), counts it and
+    /// logs it.
+    fn write(&self, id: &str, description: &str, conclusion: &Conclusion) {
+        let written = self.with_redis("record an outcome", |store, now| {
+            conclusion.write(store, &self.id, id, now)
         });
-        match recorded {
-            Some(true) => {
+        match (written, conclusion) {
+            (Some(true), Conclusion::Requeue { reason }) => {
                 self.shared
                     .counters
                     .requeued
                     .fetch_add(1, Ordering::Relaxed);
-                info!(task = %record.id, "{} requeued at the front of {:?}: {reason}", record.description, record.queue);
+                info!(task = %id, "{description} requeued at the front of its queue: {reason}");
             }
-            Some(false) => warn!(
-                task = %record.id,
-                "requeue not recorded: this slot no longer owns the task (recovered elsewhere)"
+            (Some(true), Conclusion::Record(Outcome::Success)) => {
+                self.shared
+                    .counters
+                    .finished
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(task = %id, "{description} finished");
+            }
+            (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
+                self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                info!(task = %id, "{description} failed: {failure}");
+            }
+            (Some(false), _) => warn!(
+                task = %id,
+                "outcome not recorded: this slot no longer holds the task (recovered elsewhere)"
             ),
-            None => {}
+            (None, _) => {}
         }
     }
 
-    fn record(&mut self, current: &Current, record: &TaskRecord, outcome: Outcome) {
-        let outcome = current.chain.process_outcome(record, outcome);
-        let (status, error) = match &outcome {
-            Outcome::Success => (TaskStatus::Finished, None),
-            Outcome::Failure(f) => (TaskStatus::Failed, Some(f.message())),
-        };
-        let recorded = self.with_redis("record an outcome", |store, now| {
-            store.finish(&self.id, &record.id, status, error.as_deref(), now)
-        });
-        match recorded {
-            Some(true) => {
-                let counter = if outcome.is_success() {
-                    &self.shared.counters.finished
-                } else {
-                    &self.shared.counters.failed
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                match &error {
-                    None => debug!(task = %record.id, "{} finished", record.description),
-                    Some(text) => info!(task = %record.id, "{} failed: {text}", record.description),
-                }
-            }
-            Some(false) => warn!(
-                task = %record.id,
-                "outcome not recorded: this slot no longer owns the task (recovered elsewhere)"
-            ),
-            None => {}
-        }
-    }
-
-    /// Runs a Redis write, retrying with [`Backoff`] while Redis is
-    /// unreachable. Gives up (returning `None`) on a permanent error, or
-    /// after a few attempts once an immediate shutdown was asked for: the
-    /// task then stays in this slot's list, where recovery finds it.
+    /// Runs a Redis write, retrying with [`Backoff`] until it works: while
+    /// Redis is unreachable, and also on other errors (a key of the wrong
+    /// type under our prefix, say), which someone may mend; the task stays
+    /// in this slot's list meanwhile and the slot fetches nothing else.
+    /// It gives up (returning `None`) on a permanent error during a
+    /// graceful shutdown, and after a few attempts of any kind during an
+    /// immediate one: the task then stays in this slot's list, where
+    /// recovery finds it at the next start.
     fn with_redis<T>(
         &self,
         what: &str,
@@ -366,19 +347,30 @@ impl Slot {
                     self.shared.note_redis_ok();
                     return Some(value);
                 }
-                Err(e) if e.is_connection_error() => {
-                    self.shared.note_redis_error(&e);
-                    if self.shared.killing.load(Ordering::SeqCst) && backoff.failures() >= 3 {
-                        error!(slot = %self.id, "giving up: cannot {what} ({e}); recovery will handle the task");
+                Err(e) => {
+                    let connection = e.is_connection_error();
+                    if connection {
+                        self.shared.note_redis_error(&e);
+                    }
+                    // An outage during a graceful stop is waited out (the
+                    // outcome is worth it); an immediate stop waits less.
+                    let give_up = match self.shared.mode() {
+                        Mode::StoppingNow => backoff.failures() >= 3,
+                        Mode::Stopping => !connection && backoff.failures() >= 1,
+                        Mode::Serving | Mode::Quiet => false,
+                    };
+                    if give_up {
+                        error!(slot = %self.id, "giving up: cannot {what} ({e}); recovery will handle the task at the next start");
                         return None;
                     }
                     let wait = backoff.next_wait();
-                    warn!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?}");
-                    std::thread::sleep(wait);
-                }
-                Err(e) => {
-                    error!(slot = %self.id, "cannot {what}: {e}");
-                    return None;
+                    if connection {
+                        warn!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?}");
+                    } else {
+                        error!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?} (mend the data, or stop the supervisor: recovery takes over at the next start)");
+                    }
+                    // Waits, but wakes for a command (a shutdown).
+                    let _ = self.commands.recv_timeout(wait);
                 }
             }
         }

@@ -34,7 +34,7 @@ use crate::sys;
 
 /// How a worker process is started.
 #[derive(Debug, Clone)]
-pub struct SpawnSpec {
+pub(crate) struct SpawnSpec {
     /// The binary to run (default: this process's own executable).
     pub exe: PathBuf,
     /// Environment variables passed through (the rest is scrubbed).
@@ -51,7 +51,7 @@ pub struct SpawnSpec {
 /// Variables a worker process keeps from the supervisor's environment when
 /// present: enough for locale, time zone and Rust diagnostics, nothing that
 /// could reach Redis or systemd.
-pub const PASSED_ENV: [&str; 7] = [
+pub(crate) const PASSED_ENV: [&str; 7] = [
     "PATH",
     "LANG",
     "LC_ALL",
@@ -64,7 +64,7 @@ pub const PASSED_ENV: [&str; 7] = [
 impl SpawnSpec {
     /// A spec that re-executes this binary with the default environment
     /// allow-list.
-    pub fn current_exe(middleware: Vec<String>) -> Self {
+    pub(crate) fn current_exe(middleware: Vec<String>) -> Self {
         let env = PASSED_ENV
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
@@ -93,7 +93,7 @@ fn worker_binary() -> PathBuf {
 
 /// What the reader thread saw.
 #[derive(Debug)]
-pub enum WorkerEvent {
+pub(crate) enum WorkerEvent {
     /// A well-formed message.
     Message(FromWorker),
     /// The stream ended cleanly between frames: the process exited or
@@ -147,7 +147,7 @@ fn spawn_error(spec: &SpawnSpec) -> impl Fn(io::Error) -> SpawnError + '_ {
 
 /// One running worker process.
 #[derive(Debug)]
-pub struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     proc: Proc,
     stream: UnixStream,
     events: Receiver<WorkerEvent>,
@@ -163,7 +163,7 @@ impl WorkerProcess {
     /// handshake.
     /// Uses the spec's fork server when it has one (falling back to `exec`
     /// if the fork server is gone).
-    pub fn spawn(spec: &SpawnSpec, generation: u64) -> Result<Self, SpawnError> {
+    pub(crate) fn spawn(spec: &SpawnSpec, generation: u64) -> Result<Self, SpawnError> {
         if let Some(server) = &spec.fork_server {
             match WorkerProcess::fork_from(server, spec, generation) {
                 Err(SpawnError::Handshake(e)) if server.is_gone() => {
@@ -181,7 +181,7 @@ impl WorkerProcess {
     /// its limits, namespace, user and no-new-privileges are applied before
     /// `exec`, its environment and working directory replace the defaults,
     /// and the handshake waits until the process has confined itself.
-    pub fn spawn_isolated(
+    pub(crate) fn spawn_isolated(
         spec: &SpawnSpec,
         generation: u64,
         plan: Option<&Plan>,
@@ -211,7 +211,7 @@ impl WorkerProcess {
 
     /// Starts a worker process through `server` (no `exec`) and completes
     /// the handshake.
-    pub fn fork_from(
+    pub(crate) fn fork_from(
         server: &Arc<ForkServer>,
         spec: &SpawnSpec,
         generation: u64,
@@ -332,7 +332,7 @@ impl WorkerProcess {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         match &self.proc {
             Proc::Direct(child) => child.id(),
             Proc::Forked { pid, .. } => *pid,
@@ -340,23 +340,23 @@ impl WorkerProcess {
     }
 
     /// Sends one message.
-    pub fn send(&mut self, msg: &ToWorker) -> Result<(), FrameError> {
+    pub(crate) fn send(&mut self, msg: &ToWorker) -> Result<(), FrameError> {
         send(&mut self.stream, msg)
     }
 
     /// The channel of events from the reader thread.
-    pub fn events(&self) -> &Receiver<WorkerEvent> {
+    pub(crate) fn events(&self) -> &Receiver<WorkerEvent> {
         &self.events
     }
 
     /// Whether the process has not exited.
-    pub fn is_alive(&mut self) -> bool {
+    pub(crate) fn is_alive(&mut self) -> bool {
         self.reaped.is_none() && !self.has_exited()
     }
 
     /// Kills the whole process group (the task's own children too) while
     /// the leader is unreaped, so the group id cannot have been reused.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if self.reaped.is_some() {
             return;
         }
@@ -372,7 +372,7 @@ impl WorkerProcess {
     }
 
     /// Kills the group and reaps the leader.
-    pub fn kill_and_reap(&mut self) -> ExitReason {
+    pub(crate) fn kill_and_reap(&mut self) -> ExitReason {
         self.kill();
         self.reap_blocking()
     }
@@ -381,7 +381,7 @@ impl WorkerProcess {
     /// its group and reaps it; returns how it ended. The group is killed in
     /// every case, while the leader is still unreaped (so its id cannot have
     /// been reused), and no grandchild outlives the task.
-    pub fn reap_within(&mut self, grace: Duration) -> ExitReason {
+    pub(crate) fn reap_within(&mut self, grace: Duration) -> ExitReason {
         let deadline = Instant::now() + grace;
         while self.reaped.is_none() && Instant::now() < deadline && !self.has_exited() {
             thread::sleep(Duration::from_millis(1));
@@ -434,7 +434,7 @@ impl WorkerProcess {
     }
 
     /// Asks an idle process to exit and reaps it.
-    pub fn retire(mut self) {
+    pub(crate) fn retire(mut self) {
         let _ = self.send(&ToWorker::Exit);
         self.reap_within(Duration::from_secs(5));
     }
@@ -449,7 +449,7 @@ impl Drop for WorkerProcess {
 }
 
 /// Reads as std's `ExitStatus` accessors say: a code, or a signal.
-pub fn exit_reason(status: ExitStatus) -> ExitReason {
+pub(crate) fn exit_reason(status: ExitStatus) -> ExitReason {
     match (status.code(), status.signal()) {
         (Some(code), _) => ExitReason::Code(code),
         (None, Some(sig)) => ExitReason::Signal(sig),
@@ -476,18 +476,18 @@ fn read_loop(mut stream: UnixStream, tx: &crossbeam_channel::Sender<WorkerEvent>
 /// process to exit and reaps it. The handle moves with the process, so each
 /// process still has exactly one owner and one reaper.
 #[derive(Debug)]
-pub struct Retirer {
+pub(crate) struct Retirer {
     tx: crossbeam_channel::Sender<Option<WorkerProcess>>,
     thread: thread::JoinHandle<()>,
 }
 
 /// What slots hold to hand processes over to a [`Retirer`].
 #[derive(Debug, Clone)]
-pub struct RetireHandle(crossbeam_channel::Sender<Option<WorkerProcess>>);
+pub(crate) struct RetireHandle(crossbeam_channel::Sender<Option<WorkerProcess>>);
 
 impl RetireHandle {
     /// Hands `process` over (or retires it here if the retirer is gone).
-    pub fn retire(&self, process: WorkerProcess) {
+    pub(crate) fn retire(&self, process: WorkerProcess) {
         if let Err(unsent) = self.0.send(Some(process)) {
             if let Some(process) = unsent.0 {
                 process.retire();
@@ -498,7 +498,7 @@ impl RetireHandle {
 
 impl Retirer {
     /// Starts the retiring thread.
-    pub fn start() -> io::Result<Retirer> {
+    pub(crate) fn start() -> io::Result<Retirer> {
         let (tx, rx) = unbounded::<Option<WorkerProcess>>();
         let thread = thread::Builder::new()
             .name("retirer".into())
@@ -507,13 +507,13 @@ impl Retirer {
     }
 
     /// A handle slots use to hand processes over.
-    pub fn handle(&self) -> RetireHandle {
+    pub(crate) fn handle(&self) -> RetireHandle {
         RetireHandle(self.tx.clone())
     }
 
     /// Waits until every process handed over so far is reaped (call after
     /// every slot has ended).
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let _ = self.tx.send(None);
         let _ = self.thread.join();
     }

@@ -47,6 +47,20 @@ pub enum TaskResult {
     Invalid(String),
 }
 
+impl From<TaskResult> for crate::model::Outcome {
+    /// What the worker process reported, as the outcome `process_outcome`
+    /// sees.
+    fn from(result: TaskResult) -> Self {
+        use crate::model::{FailureKind, Outcome};
+        match result {
+            TaskResult::Success => Outcome::Success,
+            TaskResult::Error(text) => Outcome::failure(FailureKind::Error(text)),
+            TaskResult::Panic(text) => Outcome::failure(FailureKind::Panic(text)),
+            TaskResult::Invalid(text) => Outcome::failure(FailureKind::Invalid(text)),
+        }
+    }
+}
+
 /// Restrictions a worker process applies to itself right after `Setup`,
 /// before it runs any task: those that need allocation to build and so
 /// cannot be applied between `fork` and `exec`.

@@ -1,14 +1,20 @@
 //! The control loop: the one place where decisions are made.
 //!
-//! Signals, slot endings and timers arrive as events; the loop handles each
-//! in turn (`handle_*` methods), then reconciles the slot count with the
-//! wanted count. It registers and deregisters slots, heartbeats them, runs
-//! maintenance on its own timer (also while every slot is idle), talks to
-//! systemd, and turns a stop request into commands to the slots.
+//! It runs in two phases on the caller's thread. The start-up phase
+//! ([`startup`]) answers signals while a thread of its own reaches Redis and
+//! starts the first worker process. The serving phase takes signals, slot
+//! endings and timers as events, handles each in turn (`handle_*` methods),
+//! then reconciles the slot count with the wanted count. It registers and
+//! deregisters slots, heartbeats them, runs maintenance on its own timer
+//! (also while every slot is idle), owns the scheduler thread of
+//! `worker --scheduler`, talks to systemd, and turns a stop request into
+//! commands to the slots.
 
 mod reload;
 mod slots;
+mod startup;
 mod status;
+mod timers;
 mod upkeep;
 
 use std::sync::Arc;
@@ -20,22 +26,22 @@ use redis_tasks_store::{Store, StoreError};
 use redis_tasks_worker::{Middleware, MiddlewareChain, MiddlewareError, TaskRegistry};
 use tracing::{error, info, warn};
 
-use crate::backoff::Backoff;
 use crate::config::{SupervisorConfig, hostname};
 use crate::execute::SlotCommand;
 use crate::fork_server::ForkServer;
 use crate::notify::Notifier;
-use crate::shared::{Current, Shared};
-use crate::signals::{self, SignalRequest};
-use crate::worker_process::{Retirer, SpawnError, SpawnSpec, WorkerProcess};
+use crate::scheduler::{self, SchedulerConfig, SchedulerHandle};
+use crate::shared::{Mode, Shared};
+use crate::signals::SignalRequest;
+use crate::worker_process::{Retirer, SpawnError, SpawnSpec};
 
 use slots::SlotSet;
+use startup::{Deferred, StartupEnd};
+use timers::Timers;
 
-/// Events the control loop reacts to.
+/// Events from the slots to the control loop.
 #[derive(Debug)]
 pub(crate) enum ControlEvent {
-    /// A signal asked for something.
-    Signal(SignalRequest),
     /// A slot's thread ended (its list is empty; it may be deregistered).
     SlotEnded { id: String },
     /// Something makes going on pointless; stop with an error.
@@ -54,9 +60,12 @@ pub enum SupervisorError {
     /// The first worker process did not start: nothing would run.
     #[error("worker process failed to start: {0}")]
     WorkerStart(#[from] SpawnError),
-    /// Signal handlers or threads could not be set up.
+    /// Threads could not be set up.
     #[error("cannot set up the supervisor: {0}")]
     Setup(#[from] std::io::Error),
+    /// The scheduler of `worker --scheduler` could not start.
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] scheduler::SchedulerError),
     /// The supervisor stopped because of an unrecoverable condition.
     #[error("supervisor stopped: {0}")]
     Fatal(String),
@@ -73,12 +82,12 @@ pub struct RunSummary {
     pub requeued: u64,
 }
 
-/// Environment switch for the watchdog test: the control loop stops
-/// serving two seconds after READY, as a hung loop would.
-const TEST_HANG_VAR: &str = "REDIS_TASKS_TEST_HANG_CONTROL_LOOP";
-
 /// Margin added to the drain timeout when asking systemd for more time.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long a stopping supervisor waits for its scheduler thread (which
+/// may be stuck in a Redis call) before it exits without it.
+const SCHEDULER_STOP_WAIT: Duration = Duration::from_millis(800);
 
 /// Builds the middleware chain of `config` and runs its start-up checks.
 fn build_chain(
@@ -90,14 +99,22 @@ fn build_chain(
     Ok(chain)
 }
 
+/// How worker processes of `config` are started, without a fork server.
 fn spawn_spec(config: &SupervisorConfig, chain: &MiddlewareChain) -> SpawnSpec {
     let mut spawn = SpawnSpec::current_exe(chain.names());
     if let Some(exe) = &config.worker_exe {
         spawn.exe = exe.clone();
     }
-    // A fresh process per task: fork them from a fork server rather than
-    // exec the binary each time. A wrapper given as --worker-exe must see
-    // every start, so it keeps exec.
+    spawn
+}
+
+/// Adds a fork server to `spawn` when `config` gives every task a fresh
+/// process: forking them from a fork server is cheaper than executing the
+/// binary each time. A wrapper given as --worker-exe must see every start,
+/// so it keeps exec. Call it on the control loop's thread: the fork server
+/// (like every worker process) dies when the thread that started it ends
+/// (the parent-death signal follows the thread, not the process).
+fn with_fork_server(mut spawn: SpawnSpec, config: &SupervisorConfig) -> SpawnSpec {
     if config.max_tasks_per_child <= 1 && config.worker_exe.is_none() {
         match ForkServer::start(&spawn.exe, &spawn.env) {
             Ok(server) => spawn.fork_server = Some(server),
@@ -108,72 +125,82 @@ fn spawn_spec(config: &SupervisorConfig, chain: &MiddlewareChain) -> SpawnSpec {
 }
 
 /// Runs a supervisor until it is stopped by a signal, or, in burst mode,
-/// until the queues are empty. Registers signal handlers first, so call it
-/// before starting other threads.
+/// until the queues are empty. `signals` carries the signal requests (see
+/// [`crate::signals::listen`], which `main` calls before any thread
+/// starts); a test may pass a channel of its own.
 pub fn run(
     config: SupervisorConfig,
     registry: TaskRegistry,
     middleware: &[Arc<dyn Middleware>],
+    signals: &Receiver<SignalRequest>,
 ) -> Result<RunSummary, SupervisorError> {
-    let chain = build_chain(middleware, &config)?;
-    let (events_tx, events) = unbounded::<ControlEvent>();
-    let signal_handle = signals::forward(events_tx.clone(), ControlEvent::Signal)?;
-    let store = Store::open(&config.settings.redis_url, &config.settings.redis_prefix)?;
-    let spawn = spawn_spec(&config, &chain);
-    let desired = config.concurrency.max(1);
+    let notifier = Notifier::from_env();
     let retirer = Retirer::start()?;
-    let shared = Arc::new(Shared::new(
-        Current {
-            config,
-            chain,
-            spawn,
-            generation: 0,
-        },
-        registry,
-        retirer.handle(),
-    ));
     let supervisor_id = uuid::Uuid::new_v4().simple().to_string();
     let host = hostname();
-    wait_for_redis(&shared, || store.ping())?;
-    upkeep::recover_previous_incarnation(&store, &shared, &host, &supervisor_id)?;
-
-    // A worker process that cannot start stops us here, before any task is
-    // touched, instead of failing every task later.
-    let probe = WorkerProcess::spawn(&shared.current().spawn, 0)?;
-    // Every isolation profile is tried once; one that cannot be applied is
-    // logged now (its tasks fail with the same reason, never unconfined).
-    {
-        let current = shared.current();
-        let config = &current.config;
-        crate::isolation::probe(
-            &config.settings,
-            &config.queues,
-            &shared.registry,
-            &current.spawn,
-        );
+    let mut deferred = Deferred {
+        desired: config.concurrency.max(1),
+        ..Deferred::default()
+    };
+    let with_scheduler = config.scheduler;
+    let plan = startup::Plan {
+        config,
+        registry,
+        middleware: middleware.to_vec(),
+        retire: retirer.handle(),
+        host: host.clone(),
+        supervisor_id: supervisor_id.clone(),
+    };
+    let started = match startup::run(plan, signals, &notifier, &mut deferred)? {
+        StartupEnd::Started(started) => *started,
+        StartupEnd::Stopped => {
+            retirer.finish();
+            info!("supervisor stopped before it started serving");
+            return Ok(RunSummary::default());
+        }
+    };
+    let startup::Started { store, shared } = started;
+    let probe = startup::finish(&shared)?;
+    let (events_tx, events) = unbounded::<ControlEvent>();
+    let slots = SlotSet::new(&supervisor_id, &host, deferred.desired, events_tx);
+    if deferred.quiet {
+        shared.set_quiet(true);
     }
-    let mut slots = SlotSet::new(&supervisor_id, &host, desired, events_tx);
-    let mut probe = Some(probe);
-    for _ in 0..desired {
-        wait_for_redis(&shared, || slots.start_one(&store, &shared, probe.take()))?;
-    }
+    let scheduler = if with_scheduler {
+        let config = SchedulerConfig::new(shared.current().config.settings.clone());
+        Some(scheduler::spawn(config)?)
+    } else {
+        None
+    };
+    let now = Instant::now();
     let mut control = Control {
+        timers: Timers::new(
+            now,
+            shared.current().config.heartbeat_freq(),
+            notifier.watchdog_interval(),
+        ),
         store,
         shared,
         slots,
-        notifier: Notifier::from_env(),
+        notifier,
         supervisor_id,
-        started: Instant::now(),
+        started: now,
         stop_requests: 0,
-        drain_until: None,
         fatal: None,
         middleware: middleware.to_vec(),
+        scheduler,
     };
-    control.serve(&events);
-    signal_handle.close();
+    control.start_slots(probe);
+    if deferred.reload {
+        control.handle_reload();
+    }
+    control.serve(&events, signals);
     // Every slot has ended: retire what they handed over.
     let shared = Arc::clone(&control.shared);
     let fatal = control.fatal.take();
+    if let Some(scheduler) = control.scheduler.take() {
+        scheduler.stop_within(SCHEDULER_STOP_WAIT);
+    }
     drop(control);
     let counters = &shared.counters;
     let summary = RunSummary {
@@ -192,7 +219,7 @@ pub fn run(
     }
 }
 
-/// The control loop's state.
+/// The control loop's state while serving.
 struct Control {
     store: Store,
     shared: Arc<Shared>,
@@ -201,14 +228,25 @@ struct Control {
     supervisor_id: String,
     started: Instant,
     stop_requests: u32,
-    /// While draining: when running tasks get interrupted.
-    drain_until: Option<Instant>,
+    timers: Timers,
     fatal: Option<String>,
     middleware: Vec<Arc<dyn Middleware>>,
+    /// The scheduler thread of `worker --scheduler`.
+    scheduler: Option<SchedulerHandle>,
 }
 
 impl Control {
-    fn serve(&mut self, events: &Receiver<ControlEvent>) {
+    /// Starts the first slots, the first one with the worker process
+    /// start-up made. A slot that cannot be registered now (Redis gone
+    /// again) is started by a later reconcile.
+    fn start_slots(&mut self, probe: crate::worker_process::WorkerProcess) {
+        if let Err(e) = self.slots.start_one(&self.store, &self.shared, Some(probe)) {
+            warn!("cannot start a slot: {e}");
+        }
+        self.slots.reconcile(&self.store, &self.shared);
+    }
+
+    fn serve(&mut self, events: &Receiver<ControlEvent>, signals: &Receiver<SignalRequest>) {
         let current = self.shared.current();
         info!(
             supervisor = %self.supervisor_id,
@@ -219,33 +257,14 @@ impl Control {
         );
         self.notifier.ready();
         self.update_status();
-        let hang_at =
-            std::env::var_os(TEST_HANG_VAR).map(|_| Instant::now() + Duration::from_secs(2));
-        let mut next_heartbeat = Instant::now() + current.config.heartbeat_freq();
-        let mut next_maintenance = Instant::now();
-        let watchdog_every = self.notifier.watchdog_interval();
-        let mut next_watchdog = Instant::now();
-        while !self.slots.slots.is_empty() {
-            if hang_at.is_some_and(|at| Instant::now() >= at) {
-                warn!("{TEST_HANG_VAR} is set: the control loop stops serving now");
-                loop {
-                    std::thread::park();
-                }
-            }
-            let mut due = next_heartbeat.min(next_maintenance);
-            if watchdog_every.is_some() {
-                due = due.min(next_watchdog);
-            }
-            if let Some(at) = self.drain_until {
-                due = due.min(at);
-            }
-            if let Some(at) = hang_at {
-                due = due.min(at);
+        loop {
+            let mode = self.shared.mode();
+            if self.slots.slots.is_empty() && (mode.stopping() || self.burst()) {
+                break;
             }
             select! {
                 recv(events) -> event => match event {
                     Ok(ControlEvent::SlotEnded { id }) => self.handle_slot_ended(&id),
-                    Ok(ControlEvent::Signal(request)) => self.handle_signal(request),
                     Ok(ControlEvent::Fatal(reason)) => {
                         error!("{reason}; stopping");
                         self.fatal.get_or_insert(reason);
@@ -253,26 +272,31 @@ impl Control {
                     }
                     Err(_) => break,
                 },
-                recv(crossbeam_channel::at(due)) -> _ => {}
+                recv(signals) -> request => {
+                    if let Ok(request) = request {
+                        self.handle_signal(request);
+                    }
+                },
+                recv(crossbeam_channel::at(self.timers.next())) -> _ => {}
             }
-            let now = Instant::now();
+            let current = self.shared.current();
+            let due = self.timers.take_due(
+                Instant::now(),
+                current.config.heartbeat_freq(),
+                current.config.maintenance_freq(),
+            );
             // First, so that slow Redis calls below cannot delay it.
-            if let Some(every) = watchdog_every {
-                if now >= next_watchdog {
-                    self.notifier.watchdog();
-                    next_watchdog = now + every;
-                }
+            if due.watchdog {
+                self.notifier.watchdog();
             }
-            if self.drain_until.is_some_and(|at| now >= at) {
-                self.drain_until = None;
+            if due.drain_over {
                 info!("drain period over: interrupting running tasks");
                 self.slots.broadcast(SlotCommand::Shutdown);
             }
-            if now >= next_heartbeat {
+            if due.heartbeat {
                 upkeep::heartbeat(&self.store, &self.shared, &self.slots);
-                next_heartbeat = now + self.shared.current().config.heartbeat_freq();
             }
-            if now >= next_maintenance {
+            if due.maintenance {
                 if let Err(e) = upkeep::maintenance(
                     &self.store,
                     &self.shared,
@@ -282,9 +306,8 @@ impl Control {
                     self.shared.note_redis_error(&e);
                     warn!("maintenance pass failed: {e}");
                 }
-                next_maintenance = now + self.shared.current().config.maintenance_freq();
             }
-            if !self.shared.stopping.load(Ordering::SeqCst) && !self.burst() {
+            if !self.shared.mode().stopping() && !self.burst() {
                 self.slots.reconcile(&self.store, &self.shared);
             }
             self.update_status();
@@ -296,16 +319,12 @@ impl Control {
     }
 
     fn mode(&self) -> Option<&'static str> {
-        if self.shared.killing.load(Ordering::SeqCst) {
-            Some("stopping now")
-        } else if self.drain_until.is_some() {
-            Some("draining")
-        } else if self.shared.stopping.load(Ordering::SeqCst) {
-            Some("stopping")
-        } else if self.shared.quiet.load(Ordering::SeqCst) {
-            Some("quiet")
-        } else {
-            None
+        match self.shared.mode() {
+            Mode::StoppingNow => Some("stopping now"),
+            Mode::Stopping if self.timers.draining() => Some("draining"),
+            Mode::Stopping => Some("stopping"),
+            Mode::Quiet => Some("quiet"),
+            Mode::Serving => None,
         }
     }
 
@@ -341,11 +360,14 @@ impl Control {
             }
             SignalRequest::Reload => self.handle_reload(),
             SignalRequest::Quiet => {
-                self.shared.quiet.store(true, Ordering::SeqCst);
-                info!("SIGTSTP: quiet; running tasks go on, no new ones are fetched until SIGCONT");
+                if self.shared.set_quiet(true) {
+                    info!(
+                        "SIGTSTP: quiet; running tasks go on, no new ones are fetched until SIGCONT"
+                    );
+                }
             }
             SignalRequest::Resume => {
-                if self.shared.quiet.swap(false, Ordering::SeqCst) {
+                if self.shared.set_quiet(false) {
                     info!("SIGCONT: fetching again");
                 }
             }
@@ -365,14 +387,19 @@ impl Control {
     /// Begins a graceful shutdown (with the drain period), or an immediate
     /// one.
     fn stop(&mut self, now: bool) {
-        let first = !self.shared.stopping.swap(true, Ordering::SeqCst);
+        let before = self.shared.begin_stop(now);
+        let first = !before.stopping();
         if first {
             self.notifier.stopping();
+            if let Some(scheduler) = &self.scheduler {
+                scheduler.request_stop();
+            }
         }
         if now {
-            warn!("immediate shutdown: killing running tasks");
-            self.shared.killing.store(true, Ordering::SeqCst);
-            self.drain_until = None;
+            if before != Mode::StoppingNow {
+                warn!("immediate shutdown: killing running tasks");
+            }
+            self.timers.cancel_drain();
             self.slots.broadcast(SlotCommand::Kill);
             return;
         }
@@ -386,33 +413,9 @@ impl Control {
         } else {
             info!("graceful shutdown: no new tasks; running ones get {drain:?} to finish");
             self.notifier.extend_timeout(drain + STOP_MARGIN);
-            self.drain_until = Some(Instant::now() + drain);
+            self.timers.drain_until(Instant::now() + drain);
             // Idle slots stop at once; busy ones after their task or the drain.
             self.slots.broadcast(SlotCommand::Wake);
-        }
-    }
-}
-
-/// Retries `op` while Redis is unreachable (see [`Backoff`]); other errors
-/// are returned.
-fn wait_for_redis<T>(
-    shared: &Shared,
-    mut op: impl FnMut() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let mut backoff = Backoff::new();
-    loop {
-        match op() {
-            Ok(value) => {
-                shared.note_redis_ok();
-                return Ok(value);
-            }
-            Err(e) if e.is_connection_error() && !shared.stopping.load(Ordering::SeqCst) => {
-                shared.note_redis_error(&e);
-                let wait = backoff.next_wait();
-                warn!("Redis unavailable ({e}); retrying in {wait:?}");
-                std::thread::sleep(wait);
-            }
-            Err(e) => return Err(e),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use tracing::{error, info, warn};
 
-use super::{Control, build_chain, spawn_spec};
+use super::{Control, build_chain, spawn_spec, with_fork_server};
 use crate::shared::Current;
 
 impl Control {
@@ -39,7 +39,7 @@ impl Control {
         {
             warn!("SIGHUP: redis_url and redis_prefix changes take effect at the next start");
         }
-        let spawn = spawn_spec(&config, &chain);
+        let spawn = with_fork_server(spawn_spec(&config, &chain), &config);
         self.slots.desired = config.concurrency.max(1);
         let generation = current.generation + 1;
         info!(

@@ -26,7 +26,7 @@ use crate::worker_process::WorkerProcess;
 
 /// One slot as the control loop holds it.
 #[derive(Debug)]
-pub struct SlotHandle {
+pub(super) struct SlotHandle {
     /// What is registered in Redis for it.
     pub info: SlotInfo,
     /// Its command channel.
@@ -38,7 +38,7 @@ pub struct SlotHandle {
 
 impl SlotHandle {
     /// A copy of what it is doing.
-    pub fn view(&self) -> SlotView {
+    pub(super) fn view(&self) -> SlotView {
         self.view
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -48,7 +48,7 @@ impl SlotHandle {
 
 /// Every live slot of this supervisor, and how many are wanted.
 #[derive(Debug)]
-pub struct SlotSet {
+pub(super) struct SlotSet {
     /// Live slots by id.
     pub slots: BTreeMap<String, SlotHandle>,
     /// How many slots are wanted.
@@ -61,7 +61,7 @@ pub struct SlotSet {
 
 impl SlotSet {
     /// An empty set for supervisor `supervisor_id`.
-    pub fn new(
+    pub(super) fn new(
         supervisor_id: &str,
         host: &str,
         desired: usize,
@@ -79,7 +79,7 @@ impl SlotSet {
 
     /// Registers and starts one slot, optionally with a worker process
     /// already started.
-    pub fn start_one(
+    pub(super) fn start_one(
         &mut self,
         store: &Store,
         shared: &Arc<Shared>,
@@ -135,7 +135,7 @@ impl SlotSet {
     }
 
     /// Forgets a slot whose thread ended and deregisters it.
-    pub fn ended(&mut self, store: &Store, id: &str) {
+    pub(super) fn ended(&mut self, store: &Store, id: &str) {
         if let Some(mut handle) = self.slots.remove(id) {
             if let Some(thread) = handle.thread.take() {
                 let _ = thread.join();
@@ -146,49 +146,135 @@ impl SlotSet {
         }
     }
 
-    /// Slots that are not on their way out.
-    pub fn effective(&self, shared: &Shared) -> usize {
+    /// Starts or retires slots until [`SlotSet::desired`] are live.
+    pub(crate) fn reconcile(&mut self, store: &Store, shared: &Arc<Shared>) {
         let claimed = self.slots.values().filter(|h| h.view().retiring).count();
         let pending = shared.retire_requests.load(Ordering::SeqCst);
-        self.slots.len().saturating_sub(claimed + pending)
-    }
-
-    /// Starts or retires slots until [`SlotSet::desired`] are live.
-    pub fn reconcile(&mut self, store: &Store, shared: &Arc<Shared>) {
-        let mut effective = self.effective(shared);
-        while effective < self.desired {
-            if shared
-                .retire_requests
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_err()
-            {
+        let gap = Gap::between(self.desired, self.slots.len(), claimed, pending);
+        for _ in 0..gap.cancel {
+            // A slot may have claimed it meanwhile; then start one instead.
+            if !shared.cancel_retirement() {
                 if let Err(e) = self.start_one(store, shared, None) {
                     warn!("cannot start a slot: {e}");
                     return;
                 }
             }
-            effective += 1;
         }
-        if effective > self.desired {
-            let extra = effective - self.desired;
-            shared.retire_requests.fetch_add(extra, Ordering::SeqCst);
-            info!("{extra} slot(s) will retire as soon as they are free");
-            // Wake idle slots waiting out a Redis backoff.
-            for handle in self.slots.values() {
-                let _ = handle.commands.send(SlotCommand::Wake);
+        for _ in 0..gap.start {
+            if let Err(e) = self.start_one(store, shared, None) {
+                warn!("cannot start a slot: {e}");
+                return;
             }
+        }
+        if gap.retire > 0 {
+            shared
+                .retire_requests
+                .fetch_add(gap.retire, Ordering::SeqCst);
+            info!(
+                "{} slot(s) will retire as soon as they are free",
+                gap.retire
+            );
+            // Wake idle slots waiting out a Redis backoff.
+            self.broadcast(SlotCommand::Wake);
         }
     }
 
     /// Sends `command` to every slot.
-    pub fn broadcast(&self, command: SlotCommand) {
+    pub(super) fn broadcast(&self, command: SlotCommand) {
         for handle in self.slots.values() {
             let _ = handle.commands.send(command);
         }
     }
 
     /// Ids of the live slots.
-    pub fn ids(&self) -> Vec<String> {
+    pub(super) fn ids(&self) -> Vec<String> {
         self.slots.keys().cloned().collect()
+    }
+}
+
+/// What closes the gap between the slots wanted and the slots there are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Gap {
+    /// Pending retirements to take back.
+    pub cancel: usize,
+    /// Slots to start.
+    pub start: usize,
+    /// Retirements to ask for.
+    pub retire: usize,
+}
+
+impl Gap {
+    /// `live` slots run, `claimed` of them are retiring, and `pending`
+    /// retirements wait for a slot to claim them; `desired` are wanted.
+    /// A missing slot takes back a pending retirement before a new one is
+    /// started; a slot too many is retired when it is free.
+    pub(crate) fn between(desired: usize, live: usize, claimed: usize, pending: usize) -> Gap {
+        let effective = live.saturating_sub(claimed + pending);
+        if effective < desired {
+            let missing = desired - effective;
+            let cancel = missing.min(pending);
+            Gap {
+                cancel,
+                start: missing - cancel,
+                retire: 0,
+            }
+        } else {
+            Gap {
+                retire: effective - desired,
+                ..Gap::default()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gap;
+
+    #[test]
+    fn missing_slots_take_back_pending_retirements_first() {
+        assert_eq!(
+            Gap::between(4, 2, 0, 0),
+            Gap {
+                start: 2,
+                ..Gap::default()
+            }
+        );
+        // 4 live, 2 asked to retire, 3 wanted again: take one back.
+        assert_eq!(
+            Gap::between(3, 4, 0, 2),
+            Gap {
+                cancel: 1,
+                ..Gap::default()
+            }
+        );
+        assert_eq!(
+            Gap::between(5, 4, 0, 2),
+            Gap {
+                cancel: 2,
+                start: 1,
+                retire: 0
+            }
+        );
+    }
+
+    #[test]
+    fn extra_slots_retire_and_claimed_ones_do_not_count() {
+        assert_eq!(
+            Gap::between(1, 3, 0, 0),
+            Gap {
+                retire: 2,
+                ..Gap::default()
+            }
+        );
+        // One slot is already on its way out: it is not live any more.
+        assert_eq!(Gap::between(2, 3, 1, 0), Gap::default());
+        assert_eq!(
+            Gap::between(3, 3, 1, 0),
+            Gap {
+                start: 1,
+                ..Gap::default()
+            }
+        );
     }
 }

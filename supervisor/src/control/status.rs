@@ -10,7 +10,11 @@ use crate::shared::Shared;
 use super::slots::SlotSet;
 
 /// The facts behind the status line now.
-pub fn summary(shared: &Shared, slots: &SlotSet, mode: Option<&'static str>) -> StatusSummary {
+pub(super) fn summary(
+    shared: &Shared,
+    slots: &SlotSet,
+    mode: Option<&'static str>,
+) -> StatusSummary {
     let busy = slots
         .slots
         .values()
@@ -27,7 +31,7 @@ pub fn summary(shared: &Shared, slots: &SlotSet, mode: Option<&'static str>) -> 
 }
 
 /// A one-screen dump of every slot, for the log.
-pub fn dump(
+pub(super) fn dump(
     shared: &Shared,
     slots: &SlotSet,
     supervisor_id: &str,

@@ -13,7 +13,7 @@ use crate::shared::Shared;
 
 /// Heartbeats every live slot; registers again any slot Redis forgot
 /// (Redis restarted without its data, or someone flushed it).
-pub fn heartbeat(store: &Store, shared: &Shared, slots: &SlotSet) {
+pub(super) fn heartbeat(store: &Store, shared: &Shared, slots: &SlotSet) {
     match store.heartbeat(&slots.ids(), Timestamp::now()) {
         Ok(vanished) => {
             shared.note_redis_ok();
@@ -35,7 +35,7 @@ pub fn heartbeat(store: &Store, shared: &Shared, slots: &SlotSet) {
 
 /// One maintenance pass, unless another supervisor holds the lock: recover
 /// dead slots (not ours) and expire old registry entries.
-pub fn maintenance(
+pub(super) fn maintenance(
     store: &Store,
     shared: &Shared,
     supervisor_id: &str,
@@ -66,7 +66,7 @@ pub fn maintenance(
 /// A supervisor restarted on the same host under the same instance name
 /// recovers the slots of its previous incarnation at once, unless that
 /// process is still alive (two supervisors sharing an instance name).
-pub fn recover_previous_incarnation(
+pub(super) fn recover_previous_incarnation(
     store: &Store,
     shared: &Shared,
     host: &str,

@@ -27,8 +27,8 @@
 mod outcome;
 mod plan;
 
-pub use outcome::explain;
-pub use plan::{ChildRestrictions, NotApplied, Plan, STEP_UNIT, Step};
+pub(crate) use outcome::explain;
+pub(crate) use plan::{ChildRestrictions, NotApplied, Plan, Step};
 
 use redis_tasks_config::settings::{Isolation, Settings};
 use redis_tasks_worker::TaskRegistry;
@@ -37,7 +37,7 @@ use tracing::{error, info};
 use crate::worker_process::{SpawnError, SpawnSpec, WorkerProcess};
 
 /// The profile a task of function `task` taken from `queue` runs under.
-pub fn effective(settings: &Settings, queue: &str, task: Option<&Isolation>) -> Isolation {
+pub(crate) fn effective(settings: &Settings, queue: &str, task: Option<&Isolation>) -> Isolation {
     let base = settings.isolation_of(queue);
     match task {
         Some(own) => own.over(&base),
@@ -47,7 +47,7 @@ pub fn effective(settings: &Settings, queue: &str, task: Option<&Isolation>) -> 
 
 /// Every restricted profile the tasks of `queues` can get, with a label
 /// saying where it comes from.
-pub fn configured_profiles(
+pub(crate) fn configured_profiles(
     settings: &Settings,
     queues: &[String],
     registry: &TaskRegistry,
@@ -82,7 +82,7 @@ pub fn configured_profiles(
 /// once, every profile that cannot be applied here (its tasks will fail
 /// with the same reason instead of running unconfined). Returns the
 /// profiles that failed.
-pub fn probe(
+pub(crate) fn probe(
     settings: &Settings,
     queues: &[String],
     registry: &TaskRegistry,

@@ -9,30 +9,31 @@
 
 use redis_tasks_config::settings::Isolation;
 use redis_tasks_config::settings::isolation::{DENIED_SYSCALLS, EXIT_BLOCKED_SYSCALL_BASE};
-use redis_tasks_protocol::ipc::TaskResult;
 use redis_tasks_protocol::model::LimitHit;
-use redis_tasks_protocol::{ExitReason, FailureKind};
+use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome};
 
-use crate::settle::RunEnd;
-
-/// `end` with a limit named when the profile explains it; unchanged
+/// `ended` with a limit named when the profile explains it; unchanged
 /// otherwise.
-pub fn explain(end: RunEnd, profile: &Isolation) -> RunEnd {
-    match end {
-        RunEnd::Aborted(FailureKind::Crashed(reason)) => match limit_of_crash(reason, profile) {
-            Some(hit) => RunEnd::Aborted(FailureKind::LimitExceeded(hit)),
-            None => RunEnd::Aborted(FailureKind::Crashed(reason)),
+pub(crate) fn explain(ended: Outcome, profile: &Isolation) -> Outcome {
+    let Outcome::Failure(Failure { kind }) = ended else {
+        return ended;
+    };
+    let kind = match kind {
+        FailureKind::Crashed(reason) => match limit_of_crash(reason, profile) {
+            Some(hit) => FailureKind::LimitExceeded(hit),
+            None => FailureKind::Crashed(reason),
         },
-        RunEnd::Reported(TaskResult::Error(text) | TaskResult::Panic(text))
+        FailureKind::Error(text) | FailureKind::Panic(text)
             if profile.process_limit.is_some() && looks_like_fork_failure(&text) =>
         {
-            RunEnd::Aborted(FailureKind::LimitExceeded(LimitHit::Processes {
+            FailureKind::LimitExceeded(LimitHit::Processes {
                 max: profile.process_limit.unwrap_or_default(),
                 detail: text,
-            }))
+            })
         }
         other => other,
-    }
+    };
+    Outcome::failure(kind)
 }
 
 fn limit_of_crash(reason: ExitReason, profile: &Isolation) -> Option<LimitHit> {
@@ -84,10 +85,9 @@ mod tests {
     use super::*;
 
     fn crashed(reason: ExitReason, profile: &Isolation) -> String {
-        match explain(RunEnd::Aborted(FailureKind::Crashed(reason)), profile) {
-            RunEnd::Aborted(kind) => kind.to_string(),
-            RunEnd::Reported(r) => panic!("unexpected {r:?}"),
-        }
+        explain(Outcome::failure(FailureKind::Crashed(reason)), profile)
+            .error_text()
+            .unwrap_or_default()
     }
 
     #[test]
@@ -133,10 +133,10 @@ mod tests {
     fn fork_failures_under_a_process_limit_name_it() {
         let profile = Isolation::new().user("nobody").process_limit(8);
         let text = "cannot start sleep: Resource temporarily unavailable (os error 11)";
-        let end = explain(RunEnd::Reported(TaskResult::Error(text.into())), &profile);
+        let ended = explain(Outcome::failure(FailureKind::Error(text.into())), &profile);
         assert_eq!(
-            end,
-            RunEnd::Aborted(FailureKind::LimitExceeded(LimitHit::Processes {
+            ended,
+            Outcome::failure(FailureKind::LimitExceeded(LimitHit::Processes {
                 max: 8,
                 detail: text.into()
             }))
@@ -145,7 +145,7 @@ mod tests {
             "no such file",
             "cannot connect to 127.0.0.1:1: Connection refused (os error 111)",
         ] {
-            let other = RunEnd::Reported(TaskResult::Error(text.into()));
+            let other = Outcome::failure(FailureKind::Error(text.into()));
             assert_eq!(explain(other.clone(), &profile), other);
         }
     }

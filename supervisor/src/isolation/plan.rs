@@ -24,7 +24,7 @@ use redis_tasks_protocol::ipc::message::{Confine, Refusal};
 /// (`step * STEP_UNIT + errno`), since nothing can be allocated there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
-pub enum Step {
+pub(crate) enum Step {
     /// `setrlimit(RLIMIT_DATA)`.
     Memory = 1,
     /// `setrlimit(RLIMIT_CPU)`.
@@ -47,7 +47,7 @@ pub enum Step {
 
 /// The multiplier that separates a [`Step`] from the errno in a child's
 /// error code (errno values stay below it).
-pub const STEP_UNIT: i32 = 4096;
+pub(crate) const STEP_UNIT: i32 = 4096;
 
 impl Step {
     const ALL: [Step; 9] = [
@@ -63,12 +63,12 @@ impl Step {
     ];
 
     /// The error code the child reports when this step fails with `errno`.
-    pub fn code(self, errno: i32) -> i32 {
+    pub(crate) fn code(self, errno: i32) -> i32 {
         self as i32 * STEP_UNIT + errno.clamp(0, STEP_UNIT - 1)
     }
 
     /// The restriction's name in the settings.
-    pub fn restriction(self) -> &'static str {
+    pub(crate) fn restriction(self) -> &'static str {
         match self {
             Step::Memory => "memory_limit",
             Step::CpuTime => "cpu_time_limit",
@@ -96,12 +96,12 @@ impl Step {
 
 /// A resource limit the child sets: which step, which resource, soft and
 /// hard value.
-pub type Rlimit = (Step, Resource, u64, u64);
+pub(super) type Rlimit = (Step, Resource, u64, u64);
 
 /// What the child does between `fork` and `exec`; plain data, copied into
 /// the `pre_exec` closure.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ChildRestrictions {
+pub(crate) struct ChildRestrictions {
     /// Limits to set, in order.
     pub rlimits: [Option<Rlimit>; 5],
     /// Enter a new network namespace with only loopback.
@@ -168,9 +168,7 @@ impl From<Refusal> for NotApplied {
 
 /// Everything a spawn needs to start a worker process under a profile.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    /// The profile, for naming limits in outcomes.
-    pub profile: Isolation,
+pub(crate) struct Plan {
     /// Applied between `fork` and `exec`.
     pub child: ChildRestrictions,
     /// The worker process's whole environment.
@@ -184,7 +182,7 @@ pub struct Plan {
 impl Plan {
     /// Plans `profile`. `default_env` is the environment worker processes
     /// get without a profile (used when the profile has no allow-list).
-    pub fn build(
+    pub(crate) fn build(
         profile: &Isolation,
         default_env: &[(String, String)],
     ) -> Result<Plan, NotApplied> {
@@ -229,7 +227,6 @@ impl Plan {
                 seccomp: profile.seccomp == Some(true),
             });
         Ok(Plan {
-            profile: profile.clone(),
             child: ChildRestrictions {
                 rlimits: rlimits(profile),
                 unshare_net: profile.network == Some(false),

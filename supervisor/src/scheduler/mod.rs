@@ -21,12 +21,12 @@
 //!   next lock refresh, whichever comes first, or until it is told to stop.
 //!
 //! [`spawn`] starts it on a thread of its own (the `scheduler` command and
-//! `worker --scheduler` both use it); SIGTERM, SIGINT and SIGQUIT stop it.
+//! the control loop of `worker --scheduler` both use it); its owner stops
+//! it through the [`SchedulerHandle`] when SIGTERM, SIGINT or SIGQUIT come.
 
 pub mod plan;
 
 use std::collections::BTreeMap;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -36,7 +36,6 @@ use redis_tasks_config::Settings;
 use redis_tasks_config::schedule::ScheduleEntry;
 use redis_tasks_store::{RunResult, SCHEDULER_LOCK, ScheduledRun};
 use redis_tasks_store::{Store, StoreError};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
@@ -73,7 +72,7 @@ pub enum SchedulerError {
     /// The Redis settings are unusable.
     #[error("redis: {0}")]
     Store(#[from] StoreError),
-    /// The thread or the signal handlers could not be set up.
+    /// The thread could not be started.
     #[error("cannot start the scheduler: {0}")]
     Setup(#[from] std::io::Error),
 }
@@ -92,52 +91,55 @@ pub struct SchedulerSummary {
 #[derive(Debug)]
 pub struct SchedulerHandle {
     stop: Sender<()>,
-    thread: JoinHandle<SchedulerSummary>,
-    signals: signal_hook::iterator::Handle,
+    done: Receiver<SchedulerSummary>,
 }
 
 impl SchedulerHandle {
-    /// Asks the scheduler to stop (it releases the lock) and waits for it.
-    pub fn stop(self) -> SchedulerSummary {
+    /// Asks the scheduler to stop (it releases the lock); does not wait.
+    pub fn request_stop(&self) {
         let _ = self.stop.try_send(());
-        self.join()
     }
 
-    /// Waits until the scheduler stops (after SIGTERM, SIGINT or SIGQUIT).
-    pub fn join(self) -> SchedulerSummary {
-        let summary = self.thread.join().unwrap_or_else(|_| {
-            error!("the scheduler thread panicked");
-            SchedulerSummary::default()
-        });
-        self.signals.close();
-        summary
+    /// Asks the scheduler to stop and waits for it, at most `wait`: a
+    /// scheduler stuck in a Redis call that does not answer is left behind
+    /// (its lock expires by itself). `None` when it did not stop in time.
+    pub fn stop_within(self, wait: Duration) -> Option<SchedulerSummary> {
+        self.request_stop();
+        match self.done.recv_timeout(wait) {
+            Ok(summary) => Some(summary),
+            Err(_) => {
+                warn!(
+                    "the scheduler did not stop within {wait:?} (Redis does not answer?); leaving it"
+                );
+                None
+            }
+        }
+    }
+
+    /// The channel the scheduler's totals arrive on when it stops by
+    /// itself or after [`SchedulerHandle::request_stop`].
+    pub fn done(&self) -> &Receiver<SchedulerSummary> {
+        &self.done
     }
 }
 
-/// Starts a scheduler on a thread of its own. SIGTERM, SIGINT and SIGQUIT
-/// stop it gracefully (their handlers are added next to any others, so a
-/// supervisor in the same process sees them too).
+/// Starts a scheduler on a thread of its own. It installs no signal
+/// handlers: whoever owns the signals (the `scheduler` command, or the
+/// supervisor's control loop for `worker --scheduler`) stops it through the
+/// handle.
 pub fn spawn(config: SchedulerConfig) -> Result<SchedulerHandle, SchedulerError> {
     let store = Store::from_settings(&config.settings)?;
     let (stop_tx, stop_rx) = bounded::<()>(1);
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT])?;
-    let signals_handle = signals.handle();
-    let from_signal = stop_tx.clone();
+    let (done_tx, done) = bounded(1);
     std::thread::Builder::new()
-        .name("scheduler-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                debug!("scheduler: signal {signal}, stopping");
-                let _ = from_signal.try_send(());
-            }
-        })?;
-    let thread = std::thread::Builder::new()
         .name("scheduler".into())
-        .spawn(move || Scheduler::new(config, store).run(&stop_rx))?;
+        .spawn(move || {
+            let summary = Scheduler::new(config, store).run(&stop_rx);
+            let _ = done_tx.send(summary);
+        })?;
     Ok(SchedulerHandle {
         stop: stop_tx,
-        thread,
-        signals: signals_handle,
+        done,
     })
 }
 
