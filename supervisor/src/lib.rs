@@ -29,6 +29,7 @@ pub mod control;
 pub mod execute;
 pub mod fork_server;
 pub mod isolation;
+pub mod liveness;
 pub mod notify;
 mod recovery;
 pub mod scheduler;
