@@ -119,6 +119,9 @@ impl SchedulerHandle {
 /// supervisor in the same process sees them too).
 pub fn spawn(config: SchedulerConfig) -> Result<SchedulerHandle, SchedulerError> {
     let store = Store::from_settings(&config.settings)?;
+    if let Err(e @ StoreError::ForeignSchema { .. }) = store.check_schema() {
+        return Err(e.into());
+    }
     let (stop_tx, stop_rx) = bounded::<()>(1);
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT])?;
     let signals_handle = signals.handle();
