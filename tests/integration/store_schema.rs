@@ -312,3 +312,26 @@ fn store_schema_a_blocking_fetch_leaves_a_record_it_did_not_write_alone() {
         .expect("HGET");
     assert_eq!(status.as_deref(), Some("queued"));
 }
+
+#[test]
+fn store_schema_a_supervisor_and_admin_commands_refuse_the_originals_prefix() {
+    let demo = crate::e2e::Demo::new();
+    let mut conn = demo.redis.client();
+    python_enqueue(&mut conn, "py-5", true);
+    let before = snapshot(&mut conn);
+
+    let mut cmd = demo.cmd();
+    cmd.args(["worker", "--burst", "--concurrency", "1"])
+        .timeout(Duration::from_secs(60));
+    let out = cmd.fails();
+    assert!(out.stderr.contains("RT_REDIS_PREFIX"), "{}", out.stderr);
+    let out = crate::support::Cmd::admin(&demo.redis.url())
+        .arg("info")
+        .fails();
+    assert!(out.stderr.contains("RT_REDIS_PREFIX"), "{}", out.stderr);
+    assert_eq!(
+        snapshot(&mut conn),
+        before,
+        "the original's task is untouched"
+    );
+}

@@ -19,6 +19,18 @@ return 1
 );
 
 script!(
+    MARK_GRAPH_MIDDLEWARE,
+    "Announce the graph middleware. KEYS: marker. ARGV: prefix, now, ttl \
+     secs.",
+    r#"
+need(KEYS[1], 'string')
+claim(true)
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"#
+);
+
+script!(
     SET_INCARNATION,
     "Record the supervisor now running under a host and instance name. \
      KEYS: mapping key. ARGV: prefix, then field/value pairs. Replaces an \
