@@ -116,6 +116,7 @@ pub fn run_admin_to(
         return schedule::run_schedule(cmd, out);
     }
     let store = global.store()?;
+    store.check_schema()?;
     match cmd {
         AdminCommand::Info(args) => info::run(&store, &args, out),
         AdminCommand::Empty(args) => queues::empty(&store, &args, out),

@@ -115,6 +115,37 @@ pub enum StoreError {
         /// The status given.
         status: TaskStatus,
     },
+    /// The key prefix holds data in a format this code did not write (the
+    /// Python original's layout, or a marker of another format or version).
+    /// Nothing was changed: redis-tasks never alters data it did not write.
+    #[error(
+        "redis prefix {prefix:?} holds data of another format ({evidence}); \
+         redis-tasks-rs leaves it alone: use another prefix (setting \
+         `redis_prefix`, environment variable RT_REDIS_PREFIX)"
+    )]
+    ForeignSchema {
+        /// The key prefix.
+        prefix: String,
+        /// What gave the other format away.
+        evidence: String,
+    },
+    /// A fetched task record was not written by this code (it lacks the
+    /// `task` field). The id was put back at the head of its queue and the
+    /// record left unchanged.
+    #[error(
+        "task {id} in queue {queue:?} was not written by redis-tasks-rs (its record {key} \
+         has no `task` field); it was left in the queue untouched. Another program \
+         (the Python redis-tasks?) uses this prefix: give each its own prefix \
+         (setting `redis_prefix`, environment variable RT_REDIS_PREFIX)"
+    )]
+    ForeignTask {
+        /// The task id.
+        id: String,
+        /// The queue it was taken from and put back into.
+        queue: String,
+        /// The record's key.
+        key: String,
+    },
     /// A slot cannot be deregistered while its current-task list holds ids.
     #[error("worker slot {slot} still holds task(s) {ids:?}")]
     SlotBusy {

@@ -36,6 +36,8 @@ enum Answer {
     Nothing,
     Missing,
     Task(Box<Fetched>),
+    /// A record this code did not write; the id is back in its queue.
+    Foreign(StoreError),
 }
 
 impl Store {
@@ -45,6 +47,10 @@ impl Store {
     ///
     /// An id whose record is missing is moved to the failed registry with a
     /// minimal record (error "task record missing") and the fetch goes on.
+    /// An id whose record this code did not write (no `task` field: the
+    /// Python original's, say) goes back to the head of its queue, its
+    /// record untouched, and the fetch fails with
+    /// [`StoreError::ForeignTask`].
     /// Fails with [`StoreError::SlotBusy`] if the slot still holds a task.
     pub fn fetch(
         &self,
@@ -58,6 +64,7 @@ impl Store {
         let deadline = Instant::now() + block;
         loop {
             match self.try_fetch(slot, queues)? {
+                Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing | Answer::Missing => {}
             }
@@ -69,6 +76,7 @@ impl Store {
                 return Ok(None);
             };
             match self.start(slot, &id, first)? {
+                Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing => return Ok(None),
                 Answer::Missing => continue,
@@ -156,6 +164,23 @@ impl Store {
         };
         match kind.as_str() {
             "missing" => Ok(Answer::Missing),
+            "foreign" => {
+                let id = it
+                    .next()
+                    .map(|v| text_of("fetch", v))
+                    .transpose()?
+                    .unwrap_or_default();
+                let queue = it
+                    .next()
+                    .map(|v| text_of("fetch", v))
+                    .transpose()?
+                    .unwrap_or_default();
+                Ok(Answer::Foreign(StoreError::ForeignTask {
+                    key: self.keys().task(&id),
+                    id,
+                    queue,
+                }))
+            }
             "busy" => {
                 let ids = it
                     .next()

@@ -319,19 +319,21 @@ fn distinct(names: &[String]) -> Vec<&str> {
 impl Store {
     /// Announces that a supervisor runs the graph middleware: sets the
     /// marker `P:graph_middleware` with an expiry of `ttl`. Enqueueing a
-    /// graph is refused while the marker is absent.
+    /// graph is refused while the marker is absent. Like every write, it
+    /// first claims the schema (see [`Store::claim_schema`]).
     pub fn mark_graph_middleware(&self, ttl: Duration) -> Result<(), StoreError> {
         let key = self.keys().graph_middleware();
         let secs = ttl.as_secs().max(1);
         let now = time_text(Timestamp::now());
-        self.run(&[(&key, "string")], |c, _| {
-            redis::cmd("SET")
-                .arg(&key)
+        self.run(&[], |c, keys| {
+            scripts::MARK_GRAPH_MIDDLEWARE
+                .key(&key)
+                .arg(keys.prefix())
                 .arg(now)
-                .arg("EX")
                 .arg(secs)
-                .query::<()>(c)
-        })
+                .invoke::<i64>(c)
+        })?;
+        Ok(())
     }
 
     /// Checks and stores `plan`, and enqueues its nodes that wait for

@@ -69,6 +69,11 @@ impl Keys {
         format!("{}:supervisor:{host}:{instance}", self.prefix)
     }
 
+    /// `P:schema`: STRING naming the format of the data under the prefix.
+    pub(crate) fn schema(&self) -> String {
+        format!("{}:schema", self.prefix)
+    }
+
     /// `P:lock:<name>`: a lock's owner token, with an expiry.
     pub(crate) fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)
@@ -109,6 +114,7 @@ mod tests {
         assert_eq!(k.worker_task("s1"), "rt:worker:s1:task");
         assert_eq!(k.supervisor("h", "main"), "rt:supervisor:h:main");
         assert_eq!(k.lock("maintenance"), "rt:lock:maintenance");
+        assert_eq!(k.schema(), "rt:schema");
         assert_eq!(k.schedule_entry("nightly"), "rt:schedule:nightly");
         assert_eq!(k.graph("g1"), "rt:graph:g1");
         assert_eq!(k.graph_middleware(), "rt:graph_middleware");

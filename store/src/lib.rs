@@ -46,6 +46,7 @@ mod producer;
 mod record;
 mod registry;
 mod schedule;
+mod schema;
 mod scripts;
 mod slots;
 mod tasks;
@@ -66,7 +67,8 @@ pub use maintenance::Reclaimed;
 pub use producer::Queue;
 pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
 pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduledRun};
-pub use slots::{SlotInfo, WorkerInfo};
+pub use schema::SCHEMA_MARKER;
+pub use slots::{Incarnation, ProcessIdentity, SlotInfo, WorkerInfo};
 
 use keys::Keys;
 
@@ -308,6 +310,13 @@ impl Store {
                 if let Some(e) = parse_script_wrongtype(err.detail().unwrap_or_default()) {
                     return e;
                 }
+            }
+            Some(code @ ("RTSCHEMA" | "RTFOREIGN")) => {
+                return schema::foreign_error(
+                    self.keys.prefix(),
+                    code,
+                    err.detail().unwrap_or_default(),
+                );
             }
             Some("WRONGTYPE") => {
                 for (key, want) in expected {

@@ -29,6 +29,28 @@ pub struct SlotInfo {
     pub started_at: Timestamp,
 }
 
+/// Which process a supervisor ran as: enough to tell it from a later
+/// process that reuses its pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// The process id.
+    pub pid: u32,
+    /// When the process started, in clock ticks since boot (field 22 of
+    /// `/proc/<pid>/stat`).
+    pub start_time: u64,
+    /// The boot it started in (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+}
+
+/// The supervisor last run under one host and instance name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incarnation {
+    /// Its supervisor id (the `supervisor` field of its slots).
+    pub supervisor_id: String,
+    /// Its process, when recorded (older versions recorded none).
+    pub process: Option<ProcessIdentity>,
+}
+
 /// A live slot as `info` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
@@ -175,23 +197,106 @@ impl Store {
 
     /// The id of the last supervisor run on `host` as instance `instance`.
     pub fn supervisor_id(&self, host: &str, instance: &str) -> Result<Option<String>, StoreError> {
-        let key = self.keys().supervisor(host, instance);
-        self.run(&[(&key, "string")], |c, _| {
-            redis::cmd("GET").arg(&key).query(c)
-        })
+        Ok(self.incarnation(host, instance)?.map(|i| i.supervisor_id))
     }
 
-    /// Records `id` as the supervisor now running on `host` as `instance`.
+    /// Records `id` as the supervisor now running on `host` as `instance`,
+    /// without a process identity (see [`Store::set_incarnation`]).
     pub fn set_supervisor_id(
         &self,
         host: &str,
         instance: &str,
         id: &str,
     ) -> Result<(), StoreError> {
+        self.set_incarnation(
+            host,
+            instance,
+            &Incarnation {
+                supervisor_id: id.to_owned(),
+                process: None,
+            },
+        )
+    }
+
+    /// The last supervisor run on `host` as instance `instance`, with the
+    /// identity of its process when it recorded one. A mapping written by an
+    /// older version (a plain string) has no identity.
+    pub fn incarnation(
+        &self,
+        host: &str,
+        instance: &str,
+    ) -> Result<Option<Incarnation>, StoreError> {
         let key = self.keys().supervisor(host, instance);
-        self.run(&[(&key, "string")], |c, _| {
-            redis::cmd("SET").arg(&key).arg(id).query::<()>(c)
-        })
+        let kind: String = self.run(&[], |c, _| redis::cmd("TYPE").arg(&key).query(c))?;
+        match kind.as_str() {
+            "none" => Ok(None),
+            "string" => {
+                let id: Option<String> = self.run(&[(&key, "string")], |c, _| {
+                    redis::cmd("GET").arg(&key).query(c)
+                })?;
+                Ok(id.map(|supervisor_id| Incarnation {
+                    supervisor_id,
+                    process: None,
+                }))
+            }
+            "hash" => {
+                let value: Value = self.run(&[(&key, "hash")], |c, _| {
+                    redis::cmd("HGETALL").arg(&key).query(c)
+                })?;
+                let hash = hash_from_value("HGETALL", value)?;
+                let Some(supervisor_id) = text_field(&hash, "id") else {
+                    return Ok(None);
+                };
+                let pid = text_field(&hash, "pid").and_then(|p| p.parse().ok());
+                let start_time = text_field(&hash, "start_time").and_then(|t| t.parse().ok());
+                let boot_id = text_field(&hash, "boot_id").filter(|b| !b.is_empty());
+                let process = match (pid, start_time, boot_id) {
+                    (Some(pid), Some(start_time), Some(boot_id)) => Some(ProcessIdentity {
+                        pid,
+                        start_time,
+                        boot_id,
+                    }),
+                    _ => None,
+                };
+                Ok(Some(Incarnation {
+                    supervisor_id,
+                    process,
+                }))
+            }
+            found => Err(StoreError::WrongType {
+                key,
+                expected: "hash".to_owned(),
+                found: found.to_owned(),
+            }),
+        }
+    }
+
+    /// Records the supervisor now running on `host` as `instance`, with the
+    /// identity of its process, replacing the previous mapping in one
+    /// atomic step (that also claims the schema, see
+    /// [`Store::claim_schema`]).
+    pub fn set_incarnation(
+        &self,
+        host: &str,
+        instance: &str,
+        incarnation: &Incarnation,
+    ) -> Result<(), StoreError> {
+        let key = self.keys().supervisor(host, instance);
+        let mut fields = vec![("id", incarnation.supervisor_id.clone())];
+        if let Some(p) = &incarnation.process {
+            fields.push(("pid", p.pid.to_string()));
+            fields.push(("start_time", p.start_time.to_string()));
+            fields.push(("boot_id", p.boot_id.clone()));
+        }
+        self.run(&[], |c, keys| {
+            let mut inv = scripts::SET_INCARNATION.prepare_invoke();
+            inv.key(&key).arg(keys.prefix());
+            for (f, v) in &fields {
+                inv.arg(*f).arg(v);
+            }
+            inv.invoke::<i64>(c)
+        })?;
+        Ok(())
     }
 
     /// Every registered slot, ordered by id.

@@ -26,6 +26,8 @@
 //! - `worker_process.rs`: starting (re-exec or fork server), talking to
 //!   and reaping a worker process; `fork_server.rs` the fork server's
 //!   supervisor side.
+//! - `liveness.rs`: whether a process recorded in Redis (pid, start time,
+//!   boot id) still runs.
 //! - `signals.rs`: the signal table. `backoff.rs`: retrying while Redis
 //!   is unreachable. `config.rs`: what a supervisor is asked to do.
 //!   `notify.rs`: sd_notify.
@@ -44,6 +46,7 @@ mod control;
 mod execute;
 mod fork_server;
 mod isolation;
+mod liveness;
 mod notify;
 pub mod outcome;
 mod recovery;

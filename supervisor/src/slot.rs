@@ -102,6 +102,12 @@ impl Slot {
                 }
                 Ok(None) if current.config.burst => break,
                 Ok(None) => {}
+                Err(e @ (StoreError::ForeignTask { .. } | StoreError::ForeignSchema { .. })) => {
+                    // Data of another format under our prefix: never touch
+                    // it, and do not spin on it either.
+                    let _ = self.events.send(ControlEvent::Fatal(e.to_string()));
+                    let _ = self.commands.recv_timeout(FETCH_BLOCK);
+                }
                 Err(e) => {
                     let wait = backoff.next_wait();
                     self.shared.note_redis_error(&e);

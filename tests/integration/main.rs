@@ -15,6 +15,8 @@
 //! - `store_fetch`: reliable fetch, priority, blocking wait, fencing,
 //!   requeue at the front.
 //! - `store_connection`: unreachable Redis, dropped connections.
+//! - `store_schema`: the schema marker; the Python original's data under
+//!   our prefix is refused and left unchanged.
 //! - `cli_admin`: every admin subcommand against a real server.
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
@@ -46,6 +48,7 @@ mod store_connection;
 mod store_fetch;
 mod store_producer;
 mod store_registry;
+mod store_schema;
 mod store_slots;
 mod store_tasks;
 mod systemd;

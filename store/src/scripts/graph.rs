@@ -50,6 +50,7 @@ graph_script!(
 local g = KEYS[1]
 need(g, 'hash')
 need(KEYS[2], 'set')
+claim(true)
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'nomiddleware'} end
 if redis.call('EXISTS', g) == 1 then return {'exists'} end
 for i = 4, #ARGV, 2 do redis.call('HSET', g, ARGV[i], ARGV[i + 1]) end

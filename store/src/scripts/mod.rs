@@ -15,12 +15,25 @@
 //! redis-rs sends each script by its SHA1 (`EVALSHA`) and loads it on the
 //! first `NOSCRIPT`.
 
+/// The value of the schema marker `P:schema`: the format's name and version.
+macro_rules! schema_marker {
+    () => {
+        "redis-tasks-rs 1"
+    };
+}
+
 /// Helpers shared by every script: `k(...)` builds a key under the prefix,
-/// `need(key, type)` aborts when a key holds another type, and `start(...)`
-/// marks a task that was just moved into a slot's list as running.
+/// `need(key, type)` aborts when a key holds another type, `claim(write)`
+/// aborts unless the prefix holds our format (and, with `write`, marks it
+/// ours), and `start(...)` marks a task that was just moved into a slot's
+/// list as running.
 macro_rules! prelude {
     () => {
-        r#"
+        concat!(
+            "local SCHEMA = '",
+            schema_marker!(),
+            "'\n",
+            r#"
 local P = ARGV[1]
 local function k(...) return P .. ':' .. table.concat({...}, ':') end
 local function need(key, want)
@@ -28,6 +41,47 @@ local function need(key, want)
   if found ~= 'none' and found ~= want then
     error({err = 'RTWRONGTYPE ' .. key .. ' ' .. found .. ' ' .. want})
   end
+end
+local function is(key, want) return redis.call('TYPE', key).ok == want end
+local function ours(tk) return redis.call('HEXISTS', tk, 'task') == 1 end
+-- Evidence that the prefix holds data of the Python original (or another
+-- program using its layout): a key only that layout has, or a record in a
+-- shared-name key in its shape. Returns the key at fault, or false.
+local function foreign()
+  for _, name in ipairs({'finished_tasks', 'failed_tasks'}) do
+    if redis.call('EXISTS', k(name)) == 1 then return k(name) end
+  end
+  if is(k('queues'), 'set') then
+    for _, q in ipairs(redis.call('SMEMBERS', k('queues'))) do
+      if redis.call('EXISTS', k('unblock_queue', q)) == 1 then return k('unblock_queue', q) end
+      if is(k('queue', q), 'list') then
+        local ids = redis.call('LRANGE', k('queue', q), 0, 4)
+        for _, id in ipairs(redis.call('LRANGE', k('queue', q), -5, -1)) do ids[#ids + 1] = id end
+        for _, id in ipairs(ids) do
+          local tk = k('task', id)
+          if is(tk, 'hash') and not ours(tk) then return tk end
+        end
+      end
+    end
+  end
+  if is(k('workers'), 'zset') then
+    for _, w in ipairs(redis.call('ZRANGE', k('workers'), 0, 99)) do
+      if redis.call('EXISTS', k('worker_task', w)) == 1 then return k('worker_task', w) end
+      local wk = k('worker', w)
+      if is(wk, 'hash') and redis.call('HEXISTS', wk, 'supervisor') == 0 then return wk end
+    end
+  end
+  return false
+end
+local function claim(write)
+  local sk = k('schema')
+  need(sk, 'string')
+  local m = redis.call('GET', sk)
+  if m == SCHEMA then return end
+  if m then error({err = 'RTSCHEMA ' .. sk .. ' ' .. m}) end
+  local f = foreign()
+  if f then error({err = 'RTFOREIGN ' .. f}) end
+  if write then redis.call('SET', sk, SCHEMA) end
 end
 local function bury(id, q, now, score)
   redis.call('HSET', k('task', id), 'task', '(missing)', 'args', 'null',
@@ -38,6 +92,11 @@ end
 local function start(list, hash, slot, id, q, now, score)
   local tk = k('task', id)
   local t = redis.call('TYPE', tk).ok
+  if t == 'hash' and not ours(tk) then
+    redis.call('LREM', list, 0, id)
+    redis.call('LPUSH', k('queue', q), id)
+    return {'foreign', id, q}
+  end
   if t ~= 'hash' then
     redis.call('LREM', list, 0, id)
     if t == 'none' then
@@ -55,6 +114,7 @@ local function start(list, hash, slot, id, q, now, score)
   return {'task', id, redis.call('HGETALL', tk)}
 end
 "#
+        )
     };
 }
 
@@ -69,11 +129,13 @@ macro_rules! script {
 mod graph;
 mod producer;
 mod schedule;
+mod schema;
 mod slots;
 mod transitions;
 
 pub(crate) use graph::*;
 pub(crate) use producer::*;
 pub(crate) use schedule::*;
+pub(crate) use schema::*;
 pub(crate) use slots::*;
 pub(crate) use transitions::*;

@@ -14,6 +14,7 @@ for i = 2, #ARGV, 6 do
   need(k('task', ARGV[i]), 'hash')
   need(k('queue', ARGV[i + 3]), 'list')
 end
+claim(true)
 local n = 0
 for i = 2, #ARGV, 6 do
   local id, q = ARGV[i], ARGV[i + 3]
@@ -117,6 +118,7 @@ script!(
      ARGV: prefix, batch. Returns how many were removed.",
     r#"
 need(KEYS[1], 'list')
+claim(true)
 local ids = redis.call('LPOP', KEYS[1], ARGV[2])
 if not ids then return 0 end
 for _, id in ipairs(ids) do redis.call('DEL', k('task', id)) end

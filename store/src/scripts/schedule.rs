@@ -35,6 +35,7 @@ need(KEYS[2], 'string')
 need(KEYS[3], 'set')
 need(k('queue', q), 'list')
 need(k('task', id), 'hash')
+claim(true)
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'nolock'} end
 local last = redis.call('HGET', entry, 'last_run_score')
 if last and tonumber(last) >= tonumber(ARGV[3]) then return {'done'} end

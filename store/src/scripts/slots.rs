@@ -11,6 +11,7 @@ script!(
     r#"
 need(KEYS[1], 'zset')
 need(KEYS[2], 'hash')
+claim(true)
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])

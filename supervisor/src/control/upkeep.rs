@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis_tasks_store::{Store, StoreError};
+use redis_tasks_store::{Incarnation, Store, StoreError};
 use tracing::{info, warn};
 
 use super::slots::SlotSet;
+use crate::liveness;
 use crate::recovery::recover_slot;
 use crate::shared::Shared;
 
@@ -66,23 +67,52 @@ pub(super) fn maintenance(
 /// A supervisor restarted on the same host under the same instance name
 /// recovers the slots of its previous incarnation at once, unless that
 /// process is still alive (two supervisors sharing an instance name).
+///
+/// Claims the schema first ([`Store::claim_schema`]): this is a
+/// supervisor's first write, and a prefix holding data of another format
+/// stops the start-up here with [`StoreError::ForeignSchema`].
+///
+/// The previous incarnation is alive only if its recorded process (pid,
+/// start time, boot id) still runs and is not a zombie; a pid alone is not
+/// trusted, since it may be a zombie or reused. A mapping from an older
+/// version without that identity falls back to "some non-zombie process
+/// has the slot's pid", erring on the side of not recovering.
 pub(super) fn recover_previous_incarnation(
     store: &Store,
     shared: &Shared,
     host: &str,
     supervisor_id: &str,
 ) -> Result<(), StoreError> {
+    store.claim_schema()?;
     let instance = shared.current().config.instance.clone();
-    if let Some(previous) = store.supervisor_id(host, &instance)? {
-        let slots = store.slots_of_supervisor(&previous)?;
-        let infos = store.worker_infos()?;
+    let me = match liveness::current() {
+        Ok(me) => Some(me),
+        Err(e) => {
+            warn!("cannot read this process's identity ({e}); a restart will not recover at once");
+            None
+        }
+    };
+    if let Some(previous) = store.incarnation(host, &instance)? {
+        let slots = store.slots_of_supervisor(&previous.supervisor_id)?;
+        let infos = if previous.process.is_none() {
+            store.worker_infos()?
+        } else {
+            Vec::new()
+        };
         for slot in slots {
-            let pid = infos.iter().find(|w| w.id == slot).and_then(|w| w.pid);
-            let ours = std::process::id();
-            if pid.is_some_and(|pid| pid != ours && process_exists(pid)) {
+            let alive = match &previous.process {
+                Some(p) => me.as_ref() != Some(p) && liveness::is_alive(p),
+                None => infos
+                    .iter()
+                    .find(|w| w.id == slot)
+                    .and_then(|w| w.pid)
+                    .is_some_and(|pid| pid != std::process::id() && liveness::pid_runs(pid)),
+            };
+            if alive {
                 warn!(
                     slot = %slot,
-                    "instance {instance:?} on {host} seems to run already (pid {pid:?}); not recovering its tasks",
+                    "instance {instance:?} on {host} runs already ({:?}); not recovering its tasks",
+                    previous.process,
                 );
                 continue;
             }
@@ -94,10 +124,13 @@ pub(super) fn recover_previous_incarnation(
             );
         }
     }
-    store.set_supervisor_id(host, &instance, supervisor_id)?;
+    store.set_incarnation(
+        host,
+        &instance,
+        &Incarnation {
+            supervisor_id: supervisor_id.to_owned(),
+            process: me,
+        },
+    )?;
     Ok(())
-}
-
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

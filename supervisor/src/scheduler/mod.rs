@@ -129,6 +129,9 @@ impl SchedulerHandle {
 /// handle.
 pub fn spawn(config: SchedulerConfig) -> Result<SchedulerHandle, SchedulerError> {
     let store = Store::from_settings(&config.settings)?;
+    if let Err(e @ StoreError::ForeignSchema { .. }) = store.check_schema() {
+        return Err(e.into());
+    }
     let (stop_tx, stop_rx) = bounded::<()>(1);
     let (done_tx, done) = bounded(1);
     std::thread::Builder::new()

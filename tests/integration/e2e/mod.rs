@@ -5,6 +5,8 @@
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
 //! - `recovery`: kill -9 of a supervisor, recovery by restart and by
 //!   another supervisor's maintenance.
+//! - `recovery_identity`: start-up recovery despite a reused pid or a
+//!   zombie of the previous incarnation.
 //! - `chaos`: the soak: thousands of tasks while supervisors, worker
 //!   processes and Redis are killed; nothing lost, nothing run twice.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
@@ -22,6 +24,7 @@ mod isolation_limits;
 mod outage;
 mod outcomes;
 mod recovery;
+mod recovery_identity;
 mod shutdown;
 mod signals;
 mod startup;
