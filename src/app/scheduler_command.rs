@@ -36,7 +36,12 @@ pub(super) fn run(app: &App, global: &GlobalArgs, _args: SchedulerArgs) -> anyho
     let handle = scheduler::spawn(SchedulerConfig::new(settings)).context("scheduler")?;
     loop {
         select! {
-            recv(handle.done()) -> _ => return Ok(()),
+            recv(handle.done()) -> ended => {
+                if let Ok(Err(e)) = ended {
+                    return Err(e).context("scheduler");
+                }
+                return Ok(());
+            }
             recv(signals.requests) -> request => match request {
                 Ok(SignalRequest::Stop | SignalRequest::StopNow) | Err(_) => {
                     handle.stop_within(STOP_WAIT);

@@ -91,7 +91,7 @@ pub struct SchedulerSummary {
 #[derive(Debug)]
 pub struct SchedulerHandle {
     stop: Sender<()>,
-    done: Receiver<SchedulerSummary>,
+    done: Receiver<Result<SchedulerSummary, StoreError>>,
 }
 
 impl SchedulerHandle {
@@ -102,11 +102,12 @@ impl SchedulerHandle {
 
     /// Asks the scheduler to stop and waits for it, at most `wait`: a
     /// scheduler stuck in a Redis call that does not answer is left behind
-    /// (its lock expires by itself). `None` when it did not stop in time.
+    /// (its lock expires by itself). `None` when it did not stop in time
+    /// (or had stopped on an error already).
     pub fn stop_within(self, wait: Duration) -> Option<SchedulerSummary> {
         self.request_stop();
         match self.done.recv_timeout(wait) {
-            Ok(summary) => Some(summary),
+            Ok(result) => result.ok(),
             Err(_) => {
                 warn!(
                     "the scheduler did not stop within {wait:?} (Redis does not answer?); leaving it"
@@ -116,9 +117,10 @@ impl SchedulerHandle {
         }
     }
 
-    /// The channel the scheduler's totals arrive on when it stops by
-    /// itself or after [`SchedulerHandle::request_stop`].
-    pub fn done(&self) -> &Receiver<SchedulerSummary> {
+    /// The channel the scheduler's totals arrive on after
+    /// [`SchedulerHandle::request_stop`], or an error when it had to stop
+    /// (the prefix holds data of another format).
+    pub fn done(&self) -> &Receiver<Result<SchedulerSummary, StoreError>> {
         &self.done
     }
 }
@@ -129,9 +131,6 @@ impl SchedulerHandle {
 /// handle.
 pub fn spawn(config: SchedulerConfig) -> Result<SchedulerHandle, SchedulerError> {
     let store = Store::from_settings(&config.settings)?;
-    if let Err(e @ StoreError::ForeignSchema { .. }) = store.check_schema() {
-        return Err(e.into());
-    }
     let (stop_tx, stop_rx) = bounded::<()>(1);
     let (done_tx, done) = bounded(1);
     std::thread::Builder::new()
@@ -179,7 +178,7 @@ impl Scheduler {
         }
     }
 
-    fn run(mut self, stop: &Receiver<()>) -> SchedulerSummary {
+    fn run(mut self, stop: &Receiver<()>) -> Result<SchedulerSummary, StoreError> {
         let entries = &self.config.settings.schedule;
         info!(
             "scheduler started: {} entr{} in time zone {}, catch-up limit {} s",
@@ -190,11 +189,26 @@ impl Scheduler {
         );
         let mut backoff = Backoff::new();
         let mut waiting_logged = false;
+        let mut schema_checked = false;
         loop {
-            let wait = match self.step(&mut waiting_logged) {
+            let step = if schema_checked {
+                self.step(&mut waiting_logged)
+            } else {
+                // Here rather than before the thread starts: a Redis that
+                // does not answer must not hold up its owner.
+                self.store.check_schema().map(|()| {
+                    schema_checked = true;
+                    Duration::ZERO
+                })
+            };
+            let wait = match step {
                 Ok(wait) => {
                     backoff.reset();
                     wait
+                }
+                Err(e @ StoreError::ForeignSchema { .. }) => {
+                    error!("scheduler: {e}");
+                    return Err(e);
                 }
                 Err(e) => {
                     let wait = backoff.next_wait();
@@ -211,7 +225,7 @@ impl Scheduler {
             "scheduler stopped: {} run(s) enqueued, {} skipped while the previous task was still queued or running",
             self.summary.enqueued, self.summary.busy
         );
-        self.summary
+        Ok(self.summary)
     }
 
     /// Takes or extends the lock and, while holding it, enqueues what is

@@ -28,6 +28,7 @@ mod recovery_identity;
 mod shutdown;
 mod signals;
 mod startup;
+mod unanswered_redis;
 
 use std::fs;
 use std::path::{Path, PathBuf};
