@@ -37,7 +37,7 @@ pub fn format_time_of_day(time: Time) -> String {
     }
 }
 
-/// Once a day at a fixed local time (SPEC's `once_per_day`).
+/// Once a day at a fixed local time (the original's `once_per_day`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Daily {
     at: Time,

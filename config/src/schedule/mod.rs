@@ -107,7 +107,7 @@ pub fn parse_time_zone(name: &str) -> Result<TimeZone, ScheduleError> {
     })
 }
 
-/// One of the schedule kinds of SPEC section 11.
+/// One of the schedule kinds (docs/scheduler.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     /// A crontab expression.

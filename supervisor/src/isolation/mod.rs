@@ -1,4 +1,4 @@
-//! Running untrusted tasks under restrictions (SPEC section 10, issue 5).
+//! Running untrusted tasks under restrictions (see docs/security.md).
 //!
 //! A task's effective profile is its task function's
 //! [`TaskOptions::isolation`](redis_tasks_worker::TaskOptions) over its

@@ -1,7 +1,7 @@
 //! End-to-end tests of the supervisor: the demo binary (`examples/demo`)
 //! as a real supervisor with real worker processes against a real Redis.
 //!
-//! - `outcomes`: every row of SPEC section 6 that a task can cause itself.
+//! - `outcomes`: every abnormal ending a task can cause itself (docs/architecture.md).
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
 //! - `recovery`: kill -9 of a supervisor, recovery by restart and by
 //!   another supervisor's maintenance.
