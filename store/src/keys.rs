@@ -54,6 +54,12 @@ impl Keys {
         format!("{}:workers", self.prefix)
     }
 
+    /// `P:dead_workers`: ZSET of slots found dead and recovered, scored by
+    /// when; kept for `dead_worker_ttl` so that `info` can show them.
+    pub(crate) fn dead_workers(&self) -> String {
+        format!("{}:dead_workers", self.prefix)
+    }
+
     /// `P:worker:<slot>`: the slot's HASH.
     pub(crate) fn worker(&self, slot: &str) -> String {
         format!("{}:worker:{slot}", self.prefix)

@@ -4,6 +4,8 @@
 //! sorted set scored by its last heartbeat; a slot whose score is too old is
 //! dead (see the maintenance module).
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use redis::Value;
 
@@ -146,33 +148,44 @@ impl Store {
                 .arg(slot)
                 .invoke(c)
         })?;
-        let mut it = reply.into_iter();
-        match it
-            .next()
-            .map(|v| super::record::text_of("deregister", v))
-            .transpose()?
-        {
-            Some(ok) if ok == "ok" => Ok(()),
-            Some(busy) if busy == "busy" => {
-                let ids: Vec<String> = match it.next() {
-                    Some(v) => {
-                        redis::from_redis_value(v).map_err(|e| StoreError::UnexpectedReply {
-                            what: "deregister",
-                            detail: e.to_string(),
-                        })?
-                    }
-                    None => Vec::new(),
-                };
-                Err(StoreError::SlotBusy {
-                    slot: slot.to_owned(),
-                    ids,
-                })
-            }
-            other => Err(StoreError::UnexpectedReply {
-                what: "deregister",
-                detail: format!("{other:?}"),
-            }),
-        }
+        removed(slot, "deregister", reply)
+    }
+
+    /// Removes the recovered dead slot `slot` from the live slots, like
+    /// [`deregister_slot`](Store::deregister_slot), but keeps its hash,
+    /// marked `dead` with the time, for `ttl` (the `dead_worker_ttl`
+    /// setting), so that `info` shows what died. Maintenance forgets it
+    /// after that ([`Store::expire_dead_slots`]).
+    pub fn bury_slot(&self, slot: &str, now: Timestamp, ttl: Duration) -> Result<(), StoreError> {
+        let reply: Vec<Value> = self.run(&[], |c, keys| {
+            scripts::BURY_SLOT
+                .key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.workers())
+                .key(keys.dead_workers())
+                .arg(keys.prefix())
+                .arg(slot)
+                .arg(time_text(now))
+                .arg(score(now))
+                .arg(ttl.as_secs().max(1))
+                .invoke(c)
+        })?;
+        removed(slot, "bury a dead slot", reply)
+    }
+
+    /// Forgets dead slots buried more than `ttl` before `now`.
+    pub fn expire_dead_slots(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
+        let key = self.keys().dead_workers();
+        let limit = now
+            .checked_sub(jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX))
+            .unwrap_or(Timestamp::MIN);
+        self.run(&[(&key, "zset")], |c, _| {
+            redis::cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(score(limit))
+                .query(c)
+        })
     }
 
     /// The slots registered by supervisor `supervisor_id`.
@@ -299,17 +312,28 @@ impl Store {
         Ok(())
     }
 
-    /// Every registered slot, ordered by id.
+    /// Every registered slot, and every dead one still kept
+    /// (`dead_worker_ttl`, state `dead`), ordered by id.
     pub fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         let workers = self.keys().workers();
-        let scored: Vec<(String, f64)> = self.run(&[(&workers, "zset")], |c, _| {
-            redis::cmd("ZRANGE")
-                .arg(&workers)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .query(c)
-        })?;
+        let dead = self.keys().dead_workers();
+        let (mut scored, buried): (Scored, Scored) =
+            self.run(&[(&workers, "zset"), (&dead, "zset")], |c, _| {
+                redis::pipe()
+                    .cmd("ZRANGE")
+                    .arg(&workers)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .cmd("ZRANGE")
+                    .arg(&dead)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(c)
+            })?;
+        let live = scored.len();
+        scored.extend(buried);
         if scored.is_empty() {
             return Ok(Vec::new());
         }
@@ -326,6 +350,10 @@ impl Store {
                 Some(v) => hash_from_value("HGETALL", v).unwrap_or_default(),
                 None => Default::default(),
             };
+            if i >= live && hash.is_empty() {
+                // A dead slot whose hash expired before maintenance forgot it.
+                continue;
+            }
             let time = |f: &str| text_field(&hash, f).and_then(|t| t.parse::<Timestamp>().ok());
             out.push(WorkerInfo {
                 description: text_field(&hash, "description").unwrap_or_else(|| id.clone()),
@@ -345,5 +373,38 @@ impl Store {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+/// Members of a sorted set with their scores.
+type Scored = Vec<(String, f64)>;
+
+/// Reads the reply of a script that removes a slot: `{'ok'}`, or
+/// `{'busy', ids}` when the slot still holds tasks.
+fn removed(slot: &str, what: &'static str, reply: Vec<Value>) -> Result<(), StoreError> {
+    let mut it = reply.into_iter();
+    match it
+        .next()
+        .map(|v| super::record::text_of(what, v))
+        .transpose()?
+    {
+        Some(ok) if ok == "ok" => Ok(()),
+        Some(busy) if busy == "busy" => {
+            let ids: Vec<String> = match it.next() {
+                Some(v) => redis::from_redis_value(v).map_err(|e| StoreError::UnexpectedReply {
+                    what,
+                    detail: e.to_string(),
+                })?,
+                None => Vec::new(),
+            };
+            Err(StoreError::SlotBusy {
+                slot: slot.to_owned(),
+                ids,
+            })
+        }
+        other => Err(StoreError::UnexpectedReply {
+            what,
+            detail: format!("{other:?}"),
+        }),
     }
 }

@@ -68,6 +68,10 @@ pub(crate) fn recover_slot(
             info!(slot = dead_slot, task = %id, "{description} recovered from a dead slot");
         }
     }
-    store.deregister_slot(dead_slot)?;
+    store.bury_slot(
+        dead_slot,
+        Timestamp::now(),
+        current.config.settings.dead_worker_expiry(),
+    )?;
     Ok(done)
 }

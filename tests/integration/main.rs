@@ -15,6 +15,8 @@
 //! - `store_fetch`: reliable fetch, priority, blocking wait, fencing,
 //!   requeue at the front.
 //! - `store_connection`: unreachable Redis, dropped connections.
+//! - `store_dead_slots`: recovered dead slots stay visible for
+//!   `dead_worker_ttl`.
 //! - `store_schema`: the schema marker; the Python original's data under
 //!   our prefix is refused and left unchanged.
 //! - `cli_admin`: every admin subcommand against a real server.
@@ -45,6 +47,7 @@ mod graph;
 mod scheduler;
 mod scheduler_store;
 mod store_connection;
+mod store_dead_slots;
 mod store_fetch;
 mod store_producer;
 mod store_registry;

@@ -56,6 +56,30 @@ return {'ok'}
 );
 
 script!(
+    BURY_SLOT,
+    "Remove a recovered dead slot from the live ones but keep its hash, \
+     marked dead, for a while. KEYS: slot list, slot hash, workers zset, \
+     dead workers zset. ARGV: prefix, slot, now, score, ttl seconds. \
+     Returns {'ok'} or {'busy', ids}.",
+    r#"
+need(KEYS[1], 'list')
+need(KEYS[2], 'hash')
+need(KEYS[3], 'zset')
+need(KEYS[4], 'zset')
+local held = redis.call('LRANGE', KEYS[1], 0, -1)
+if #held > 0 then return {'busy', held} end
+redis.call('ZREM', KEYS[3], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'state', 'dead', 'died_at', ARGV[3])
+  redis.call('HDEL', KEYS[2], 'current_task')
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
+end
+return {'ok'}
+"#
+);
+
+script!(
     SLOTS_OF_SUPERVISOR,
     "Slots registered by one supervisor. KEYS: workers zset. ARGV: prefix, \
      supervisor id.",

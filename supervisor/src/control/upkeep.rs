@@ -60,6 +60,7 @@ pub(super) fn maintenance(
     }
     let ttl = Duration::from_secs(settings.expiring_registries_ttl);
     store.expire_registries(now, ttl)?;
+    store.expire_dead_slots(now, settings.dead_worker_expiry())?;
     store.release_lock("maintenance", supervisor_id)?;
     Ok(())
 }
