@@ -215,6 +215,16 @@ fn guarded_sleep(ctx: &TaskContext, a: Secs) -> Result {
     Ok(())
 }
 
+/// Waits until `path` exists, then returns: a task that ends when a test
+/// says so, not when a clock runs out while the test may still be busy.
+fn wait_for_file(_: &TaskContext, a: Path) -> Result {
+    let path = std::path::Path::new(&a.path);
+    while !path.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Records its progress in the task's meta object, step by step.
 fn progress(ctx: &TaskContext, a: Steps) -> Result {
     for step in 1..=a.steps {
@@ -258,6 +268,7 @@ fn main() -> ExitCode {
         .task("mark", mark)
         .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
         .task("progress", progress)
+        .task("wait_for_file", wait_for_file)
         .task("connect", connect)
         .task("whoami", whoami)
         .task("ptrace", |_, _: serde_json::Value| -> Result {
