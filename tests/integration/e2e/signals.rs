@@ -120,7 +120,8 @@ fn a_drain_timeout_lets_short_tasks_finish_and_interrupts_long_ones() {
     let demo = Demo::new();
     let short = demo.enqueue("sleep", json!({"secs": 1}));
     let long = demo.enqueue("sleep", json!({"secs": 600}));
-    let mut sup = demo.start(&["--concurrency", "2", "--drain-timeout", "3"], &[]);
+    // The short task needs 1 s of the 10 s drain: room for a loaded machine.
+    let mut sup = demo.start(&["--concurrency", "2", "--drain-timeout", "10"], &[]);
     demo.wait_status(&short, TaskStatus::Running, Duration::from_secs(30));
     demo.wait_status(&long, TaskStatus::Running, Duration::from_secs(30));
     sup.stop();
