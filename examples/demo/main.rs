@@ -1,9 +1,13 @@
 //! The demo binary: every kind of task behaviour, by stable names, for
 //! trying the product out and for its end-to-end tests.
 //!
+//! It is the bin target `redis-tasks-demo`, built only with the `demo`
+//! feature (so `cargo install` leaves it out; `cargo test` turns the
+//! feature on and finds it through `CARGO_BIN_EXE_redis-tasks-demo`):
+//!
 //! ```text
-//! cargo run --example demo -- enqueue segfault
-//! cargo run --example demo -- worker --burst
+//! cargo run --features demo --bin redis-tasks-demo -- enqueue segfault
+//! cargo run --features demo --bin redis-tasks-demo -- worker --burst
 //! ```
 //!
 //! With `DEMO_OUTCOME_LOG=/path/file.jsonl` set for the supervisor, a
