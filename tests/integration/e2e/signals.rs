@@ -156,7 +156,9 @@ fn sighup_reloads_settings_and_replaces_worker_processes_without_interrupting() 
     let mut sup = demo.start(&["--config", &settings_arg], &[]);
     demo.wait_status(&before, TaskStatus::Finished, Duration::from_secs(30));
     let old_pid = demo.task(&before).meta["pid"].clone();
-    let running = demo.enqueue("sleep", json!({"secs": 2}));
+    // Runs until the test opens the gate, so it surely spans the reload.
+    let gate = demo.path("gate");
+    let running = demo.enqueue("wait_for_file", json!({ "path": gate }));
     demo.wait_status(&running, TaskStatus::Running, Duration::from_secs(30));
 
     fs::write(
@@ -168,7 +170,9 @@ fn sighup_reloads_settings_and_replaces_worker_processes_without_interrupting() 
     wait_log(&sup, "settings reloaded", 1);
     wait_slots(&demo, 2);
     // The running task was not interrupted.
-    let t = demo.wait_ended(&running, Duration::from_secs(30));
+    assert_eq!(demo.task(&running).status, TaskStatus::Running);
+    fs::write(&gate, "").expect("gate");
+    let t = demo.wait_ended(&running, Duration::from_secs(60));
     assert_eq!(t.status, TaskStatus::Finished, "{}", sup.log());
     // The new queue is served, by new worker processes.
     let after = demo
