@@ -269,7 +269,9 @@ fn run(app: App) -> Result<(), String> {
         "outcome, even the one that segfaulted and the one that ran past its timeout, and the"
     );
     println!("reentrant import survived the crash of its first attempt.");
-    println!("Next: `cargo run --example demo -- --help`, and docs/middleware.md.");
+    println!(
+        "Next: `cargo run --features demo --bin redis-tasks-demo -- --help`, and docs/middleware.md."
+    );
     let unfinished = ids
         .iter()
         .filter(|id| {

@@ -1,9 +1,13 @@
 //! The demo binary: every kind of task behaviour, by stable names, for
 //! trying the product out and for its end-to-end tests.
 //!
+//! It is the bin target `redis-tasks-demo`, built only with the `demo`
+//! feature (so `cargo install` leaves it out; `cargo test` turns the
+//! feature on and finds it through `CARGO_BIN_EXE_redis-tasks-demo`):
+//!
 //! ```text
-//! cargo run --example demo -- enqueue segfault
-//! cargo run --example demo -- worker --burst
+//! cargo run --features demo --bin redis-tasks-demo -- enqueue segfault
+//! cargo run --features demo --bin redis-tasks-demo -- worker --burst
 //! ```
 //!
 //! With `DEMO_OUTCOME_LOG=/path/file.jsonl` set for the supervisor, a
@@ -215,6 +219,16 @@ fn guarded_sleep(ctx: &TaskContext, a: Secs) -> Result {
     Ok(())
 }
 
+/// Waits until `path` exists, then returns: a task that ends when a test
+/// says so, not when a clock runs out while the test may still be busy.
+fn wait_for_file(_: &TaskContext, a: Path) -> Result {
+    let path = std::path::Path::new(&a.path);
+    while !path.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Records its progress in the task's meta object, step by step.
 fn progress(ctx: &TaskContext, a: Steps) -> Result {
     for step in 1..=a.steps {
@@ -258,6 +272,7 @@ fn main() -> ExitCode {
         .task("mark", mark)
         .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
         .task("progress", progress)
+        .task("wait_for_file", wait_for_file)
         .task("connect", connect)
         .task("whoami", whoami)
         .task("ptrace", |_, _: serde_json::Value| -> Result {

@@ -144,25 +144,31 @@ fn a_blocked_fetch_wakes_up_for_new_work_on_its_first_queue() {
     let server = RedisServer::start();
     let store = server.store();
     let fetcher = store.independent().expect("independent");
+    // A wait far longer than any of the test's own deadlines: a fetch that
+    // returns a task woke up for it, not at the end of its wait.
     let handle = std::thread::spawn(move || {
-        let start = Instant::now();
-        let got = fetcher.fetch("s1", &queues(&["main", "other"]), Duration::from_secs(30));
-        (got, start.elapsed())
+        let got = fetcher.fetch("s1", &queues(&["main", "other"]), Duration::from_secs(300));
+        (got, Instant::now())
     });
     let mut c = server.client();
-    wait_until("the fetch to block", Duration::from_secs(20), || {
+    wait_until("the fetch to block", Duration::from_secs(60), || {
         let info: String = redis::cmd("INFO")
             .arg("clients")
             .query(&mut c)
             .expect("info");
         info.contains("blocked_clients:1")
     });
+    let enqueued = Instant::now();
     let id = store.queue("main").enqueue("t", &()).expect("enqueue");
-    let (got, elapsed) = handle.join().expect("fetch thread");
+    let (got, returned) = handle.join().expect("fetch thread");
     let f = got.expect("fetch").expect("a task");
     assert_eq!(f.id, id);
     assert_eq!(f.record.expect("record").status, TaskStatus::Running);
-    assert!(elapsed < Duration::from_secs(25), "took {elapsed:?}");
+    let took = returned.saturating_duration_since(enqueued);
+    assert!(
+        took < Duration::from_secs(60),
+        "woke {took:?} after the enqueue"
+    );
     assert_eq!(list(&mut c, "redis_tasks:worker:s1:task"), vec![id]);
 }
 
@@ -214,11 +220,13 @@ fn a_missing_record_after_a_blocking_move_goes_to_failed_too() {
     let server = RedisServer::start();
     let store = server.store();
     let fetcher = store.independent().expect("independent");
+    // Longer than the two waits below together: still blocked when the
+    // real task comes.
     let handle = std::thread::spawn(move || {
-        fetcher.fetch("s1", &queues(&["main"]), Duration::from_secs(30))
+        fetcher.fetch("s1", &queues(&["main"]), Duration::from_secs(300))
     });
     let mut c = server.client();
-    wait_until("the fetch to block", Duration::from_secs(20), || {
+    wait_until("the fetch to block", Duration::from_secs(60), || {
         let info: String = redis::cmd("INFO")
             .arg("clients")
             .query(&mut c)
@@ -230,7 +238,7 @@ fn a_missing_record_after_a_blocking_move_goes_to_failed_too() {
         .arg("ghost")
         .exec(&mut c)
         .expect("rpush");
-    wait_until("the ghost to be failed", Duration::from_secs(20), || {
+    wait_until("the ghost to be failed", Duration::from_secs(60), || {
         store.failed().count().expect("count") == 1
     });
     let id = store.queue("main").enqueue("t", &()).expect("enqueue");

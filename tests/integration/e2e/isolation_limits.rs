@@ -179,7 +179,7 @@ fn a_fork_bomb_is_contained_by_the_process_limit() {
     // The children it did start died with its process group.
     wait_until(
         "the bomb's children to die",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || sleeps_of_nobody() == 0,
     );
 }
@@ -296,7 +296,7 @@ fn grandchildren_die_with_a_timed_out_isolated_task() {
     for pid in children {
         wait_until(
             &format!("grandchild {pid} to die"),
-            Duration::from_secs(10),
+            Duration::from_secs(60),
             || is_gone(pid),
         );
     }

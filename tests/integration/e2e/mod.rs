@@ -1,5 +1,5 @@
-//! End-to-end tests of the supervisor: the demo binary (`examples/demo`)
-//! as a real supervisor with real worker processes against a real Redis.
+//! End-to-end tests of the supervisor: the demo binary (`examples/demo`,
+//! built as the `redis-tasks-demo` bin target) as a real supervisor with real worker processes against a real Redis.
 //!
 //! - `outcomes`: every abnormal ending a task can cause itself (docs/architecture.md).
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
@@ -41,36 +41,12 @@ use serde_json::Value;
 
 use crate::support::{Cmd, Output, RedisServer, wait_until};
 
-/// The demo example binary, brought up to date once per test run: `cargo
-/// test` builds examples anyway, but `cargo test --test integration` alone
-/// does not, and a stale demo would test old code.
+/// The demo binary (`examples/demo`, the `redis-tasks-demo` bin target),
+/// built by cargo together with this test binary: the `demo` feature that
+/// the bin requires is on for tests through the package's dev-dependency
+/// on itself, so cargo sets `CARGO_BIN_EXE_redis-tasks-demo`.
 pub fn demo_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/integration-<hash> -> target/<profile>/examples/demo
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile> dir");
-        let bin = profile_dir.join("examples").join("demo");
-        if let Ok(cargo) = std::env::var("CARGO") {
-            let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "--example", "demo"]);
-            if profile_dir.file_name().is_some_and(|p| p == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build --example demo");
-            assert!(status.success(), "cargo build --example demo failed");
-        }
-        assert!(
-            bin.exists(),
-            "{} is missing: run cargo build --example demo",
-            bin.display()
-        );
-        bin
-    })
-    .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo"))
 }
 
 /// The demo binary where every user can run it. Isolation tests run worker
@@ -96,7 +72,7 @@ pub fn demo_bin_for_everyone() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("redis-tasks-demo-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("make the demo copy's directory");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-        let bin = dir.join("demo");
+        let bin = dir.join("redis-tasks-demo");
         fs::copy(demo_bin(), &bin).expect("copy the demo binary");
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
         bin

@@ -1,6 +1,7 @@
 //! Redis going away and coming back: nothing is lost, the supervisor says
 //! so in its log and carries on.
 
+use std::fs;
 use std::time::Duration;
 
 use redis_tasks::protocol::TaskStatus;
@@ -12,10 +13,14 @@ use crate::support::wait_until;
 #[test]
 fn an_outcome_reached_while_redis_is_down_is_recorded_when_it_returns() {
     let mut demo = Demo::new();
-    let id = demo.enqueue("sleep", json!({"secs": 1}));
+    // The task ends when the gate file appears, not on a clock: it must
+    // end while Redis is down, however long stopping Redis takes.
+    let gate = demo.path("gate");
+    let id = demo.enqueue("wait_for_file", json!({ "path": gate }));
     let mut sup = demo.start(&["--concurrency", "1"], &[]);
     demo.wait_status(&id, TaskStatus::Running, Duration::from_secs(30));
     demo.redis.stop_keeping_data();
+    fs::write(&gate, "").expect("gate");
     // The task ends while Redis is down; the slot retries with backoff.
     wait_until(
         "the slot to retry recording",

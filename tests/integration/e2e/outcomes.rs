@@ -113,7 +113,7 @@ fn timeout_kills_the_group(args: &[&str]) {
     for pid in children {
         super::super::support::wait_until(
             &format!("grandchild {pid} to die"),
-            Duration::from_secs(10),
+            Duration::from_secs(60),
             || super::is_gone(pid),
         );
     }
@@ -129,7 +129,7 @@ fn a_task_killed_from_outside_is_recorded_with_the_signal() {
     let mut sup = demo.start(&["--concurrency", "1"], &[]);
     demo.wait_status(&id, TaskStatus::Running, Duration::from_secs(30));
     let mut workers = Vec::new();
-    super::super::support::wait_until("a worker process", Duration::from_secs(10), || {
+    super::super::support::wait_until("a worker process", Duration::from_secs(60), || {
         workers = super::children_of(sup.pid());
         !workers.is_empty()
     });

@@ -22,17 +22,17 @@ fn a_restart_recovers_the_previous_incarnations_tasks_at_once() {
     demo.wait_status(&plain, TaskStatus::Running, Duration::from_secs(30));
     demo.wait_status(&reentrant, TaskStatus::Running, Duration::from_secs(30));
     let mut workers = Vec::new();
-    wait_until("two worker processes", Duration::from_secs(10), || {
+    wait_until("two worker processes", Duration::from_secs(60), || {
         workers = children_of(first.pid());
         workers.len() == 2
     });
     first.signal(Signal::SIGKILL);
-    first.wait_exit(Duration::from_secs(10));
+    first.wait_exit(Duration::from_secs(60));
     // Worker processes die with their supervisor.
     for pid in &workers {
         wait_until(
             &format!("worker process {pid} to die"),
-            Duration::from_secs(10),
+            Duration::from_secs(60),
             || is_gone(*pid),
         );
     }
@@ -64,7 +64,7 @@ fn another_supervisors_maintenance_recovers_a_dead_ones_tasks() {
     let mut first = demo.start(&["--concurrency", "1", "--instance", "a"], &[]);
     demo.wait_status(&id, TaskStatus::Running, Duration::from_secs(30));
     first.signal(Signal::SIGKILL);
-    first.wait_exit(Duration::from_secs(10));
+    first.wait_exit(Duration::from_secs(60));
 
     // A supervisor on other queues, idle all along: its maintenance timer
     // still runs and finds the dead slot once the heartbeat is 3 s old.
@@ -73,7 +73,7 @@ fn another_supervisors_maintenance_recovers_a_dead_ones_tasks() {
     assert_eq!(error_of(&t), "worker died");
     assert_eq!(demo.outcomes_of(&id).len(), 1);
     // Only the live supervisor's slot remains registered.
-    wait_until("the dead slot to be gone", Duration::from_secs(10), || {
+    wait_until("the dead slot to be gone", Duration::from_secs(60), || {
         demo.store.worker_infos().expect("workers").len() == 1
     });
     other.stop();

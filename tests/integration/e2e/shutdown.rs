@@ -61,7 +61,7 @@ fn a_second_sigterm_kills_at_once_and_still_records() {
     // The guard holds the first request back; the second one does not wait.
     super::super::support::wait_until(
         "the first request to be logged",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || sup.log().contains("graceful shutdown"),
     );
     sup.stop();

@@ -60,10 +60,14 @@ fn scaling_down_never_interrupts_a_running_task() {
     demo.wait_status(&a, TaskStatus::Running, Duration::from_secs(30));
     demo.wait_status(&b, TaskStatus::Running, Duration::from_secs(30));
     sup.signal(Signal::SIGTTOU);
-    // Both slots are busy: the first to finish retires.
+    // Both slots are busy: the first to finish retires, the other one
+    // carries on. The retirement is over before the second task ends, so
+    // each task's ending is waited for, not assumed.
     wait_slots(&demo, 1);
-    assert_eq!(demo.task(&a).status, TaskStatus::Finished);
-    assert_eq!(demo.task(&b).status, TaskStatus::Finished, "{}", sup.log());
+    for id in [&a, &b] {
+        let t = demo.wait_ended(id, Duration::from_secs(60));
+        assert_eq!(t.status, TaskStatus::Finished, "{t:#?}\n{}", sup.log());
+    }
     sup.stop();
 }
 
@@ -116,7 +120,8 @@ fn a_drain_timeout_lets_short_tasks_finish_and_interrupts_long_ones() {
     let demo = Demo::new();
     let short = demo.enqueue("sleep", json!({"secs": 1}));
     let long = demo.enqueue("sleep", json!({"secs": 600}));
-    let mut sup = demo.start(&["--concurrency", "2", "--drain-timeout", "3"], &[]);
+    // The short task needs 1 s of the 10 s drain: room for a loaded machine.
+    let mut sup = demo.start(&["--concurrency", "2", "--drain-timeout", "10"], &[]);
     demo.wait_status(&short, TaskStatus::Running, Duration::from_secs(30));
     demo.wait_status(&long, TaskStatus::Running, Duration::from_secs(30));
     sup.stop();
@@ -151,7 +156,9 @@ fn sighup_reloads_settings_and_replaces_worker_processes_without_interrupting() 
     let mut sup = demo.start(&["--config", &settings_arg], &[]);
     demo.wait_status(&before, TaskStatus::Finished, Duration::from_secs(30));
     let old_pid = demo.task(&before).meta["pid"].clone();
-    let running = demo.enqueue("sleep", json!({"secs": 2}));
+    // Runs until the test opens the gate, so it surely spans the reload.
+    let gate = demo.path("gate");
+    let running = demo.enqueue("wait_for_file", json!({ "path": gate }));
     demo.wait_status(&running, TaskStatus::Running, Duration::from_secs(30));
 
     fs::write(
@@ -163,7 +170,9 @@ fn sighup_reloads_settings_and_replaces_worker_processes_without_interrupting() 
     wait_log(&sup, "settings reloaded", 1);
     wait_slots(&demo, 2);
     // The running task was not interrupted.
-    let t = demo.wait_ended(&running, Duration::from_secs(30));
+    assert_eq!(demo.task(&running).status, TaskStatus::Running);
+    fs::write(&gate, "").expect("gate");
+    let t = demo.wait_ended(&running, Duration::from_secs(60));
     assert_eq!(t.status, TaskStatus::Finished, "{}", sup.log());
     // The new queue is served, by new worker processes.
     let after = demo

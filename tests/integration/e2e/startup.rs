@@ -65,7 +65,10 @@ fn a_worker_process_that_fails_to_start_mid_run_fails_its_task() {
     .expect("wrapper");
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
 
-    let first = demo.enqueue("sleep", json!({"secs": 5}));
+    // The first task runs until the gate file appears, so the marker is
+    // surely gone before it ends.
+    let gate = demo.path("gate");
+    let first = demo.enqueue("wait_for_file", json!({ "path": gate }));
     let second = demo.enqueue("noop", json!(null));
     let wrapper_arg = wrapper.to_string_lossy().into_owned();
     let mut sup = demo.start(
@@ -83,8 +86,9 @@ fn a_worker_process_that_fails_to_start_mid_run_fails_its_task() {
     // while it runs, so no later process can start.
     demo.wait_status(&first, TaskStatus::Running, Duration::from_secs(30));
     let _ = fs::remove_file(&marker);
-    demo.wait_status(&first, TaskStatus::Finished, Duration::from_secs(30));
-    let t = demo.wait_ended(&second, Duration::from_secs(30));
+    fs::write(&gate, "").expect("gate");
+    demo.wait_status(&first, TaskStatus::Finished, Duration::from_secs(60));
+    let t = demo.wait_ended(&second, Duration::from_secs(60));
     let text = error_of(&t).to_owned();
     assert!(
         text.starts_with("worker failed to start: ") || text.contains("before taking the task"),

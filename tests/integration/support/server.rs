@@ -95,7 +95,7 @@ impl RedisServer {
     fn wait_ready(&mut self) -> Result<(), String> {
         let server = self;
         let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!(
@@ -174,7 +174,7 @@ impl RedisServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        wait_until("redis port closed", Duration::from_secs(10), || {
+        wait_until("redis port closed", Duration::from_secs(60), || {
             !ping(SocketAddr::from(([127, 0, 0, 1], self.port)))
         });
     }

@@ -259,7 +259,7 @@ impl Systemd {
                 assert!(line.contains("/etc/redis-tasks/%i.toml"), "{line}");
                 edited.push_str(
                     &line
-                        .replace("/usr/local/bin/my-app", &format!("{BIN}/demo"))
+                        .replace("/usr/local/bin/my-app", &format!("{BIN}/{}", demo_name()))
                         .replace("/etc/redis-tasks/", &format!("{HOST}/etc/")),
                 );
             } else {
@@ -445,6 +445,15 @@ impl Drop for Systemd {
         }
         remove_cgroup_tree(&self.cgroup, deadline);
     }
+}
+
+/// The demo binary's file name (in [`BIN`] inside the namespace).
+fn demo_name() -> String {
+    demo_bin()
+        .file_name()
+        .expect("demo binary file name")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Whether `pid` is still a live process (not gone, not a zombie).

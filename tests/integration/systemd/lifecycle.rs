@@ -89,8 +89,10 @@ fn start_waits_for_ready_status_tells_the_state_and_stop_requeues_reentrant_work
     );
 
     // A plain task that ends within the drain period, a reentrant one that
-    // does not, and one that must stay queued.
-    let plain = enqueue(store, "sleep", json!({"secs": 3}));
+    // does not, and one that must stay queued. The plain one must still
+    // run when the stop comes (or its slot would take the queued one), and
+    // end inside the 30 s drain: 15 s leaves room both ways.
+    let plain = enqueue(store, "sleep", json!({"secs": 15}));
     let reentrant = enqueue(store, "reentrant_sleep", json!({"secs": 600}));
     wait_status(store, &plain, TaskStatus::Running, Duration::from_secs(30));
     wait_status(

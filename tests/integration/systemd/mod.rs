@@ -12,8 +12,9 @@
 //!   `systemctl kill -s SIGTTIN` to the whole cgroup disturbs none of them.
 //! - `reload`: `systemctl reload` goes reloading -> active and replaces
 //!   every worker process without interrupting a task.
-//! - `watchdog`: a supervisor whose control loop hangs is restarted by the
-//!   watchdog; a healthy one is not.
+//! - `watchdog`: a supervisor stopped with SIGSTOP (so it sends no
+//!   WATCHDOG=1) is killed and restarted by the watchdog; a healthy one is
+//!   not.
 //!
 //! Each test boots its own systemd; where root, namespaces or systemd are
 //! missing it prints why and passes, unless
