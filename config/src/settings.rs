@@ -47,6 +47,10 @@ pub use queues::QueueSettings;
 pub struct Settings {
     /// Where Redis is (`redis://`, `rediss://` or `unix://` URL).
     pub redis_url: String,
+    /// A file holding the Redis password (its first line), used instead of
+    /// a password in `redis_url`; read each time a store is opened, so at
+    /// start-up and at every reload.
+    pub redis_password_file: Option<PathBuf>,
     /// Prefix of every Redis key, so several deployments can share a server.
     pub redis_prefix: String,
     /// IANA time zone that schedules are written in.
@@ -98,6 +102,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_password_file: None,
             redis_prefix: "redis_tasks".to_owned(),
             timezone: "UTC".to_owned(),
             default_task_timeout: 86_400,
@@ -249,6 +254,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("redis_url", &redact_password(&self.redis_url))
+            .field("redis_password_file", &self.redis_password_file)
             .field("redis_prefix", &self.redis_prefix)
             .field("timezone", &self.timezone)
             .field("default_task_timeout", &self.default_task_timeout)
@@ -270,6 +276,20 @@ impl fmt::Debug for Settings {
             .field("source", &self.source)
             .finish()
     }
+}
+
+/// Whether a Redis URL carries a password (`redis://:secret@host`,
+/// `redis://user:secret@host`).
+pub fn url_has_password(url: &str) -> bool {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return false;
+    };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority
+        .rfind('@')
+        .and_then(|at| authority[..at].split_once(':'))
+        .is_some_and(|(_, password)| !password.is_empty())
 }
 
 /// `redis://user:secret@host` -> `redis://user:***@host`.

@@ -201,6 +201,21 @@ fn whoami(ctx: &TaskContext, _: serde_json::Value) -> Result {
     ctx.set_meta("no_new_privs", field("NoNewPrivs:"))
 }
 
+#[derive(Deserialize)]
+struct ProcFile {
+    file: String,
+}
+
+/// Reads `/proc/<parent>/<file>` (`environ`, `cmdline`, `mem`...) of the
+/// process that started this worker process, as an attacker after the
+/// Redis password would; records in meta how much it read.
+fn peek_parent(ctx: &TaskContext, a: ProcFile) -> Result {
+    let parent = std::os::unix::process::parent_id();
+    let path = format!("/proc/{parent}/{}", a.file);
+    let text = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+    ctx.set_meta("read", String::from_utf8_lossy(&text).replace('\0', " "))
+}
+
 /// Records the worker process's pid in the meta object (`pid`).
 fn pid(ctx: &TaskContext, _: serde_json::Value) -> Result {
     ctx.set_meta("pid", std::process::id())
@@ -277,6 +292,10 @@ fn main() -> ExitCode {
         .task("whoami", whoami)
         .task("ptrace", |_, _: serde_json::Value| -> Result {
             misbehave::ptrace_self()
+        })
+        .task("peek_parent", peek_parent)
+        .task("steal_parent_fds", |ctx, _: serde_json::Value| -> Result {
+            ctx.set_meta("stolen", misbehave::steal_parent_fds()?)
         })
         .task_with(
             "capped_alloc",

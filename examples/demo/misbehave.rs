@@ -60,3 +60,30 @@ pub fn ptrace_self() -> Result<(), String> {
         Err(format!("ptrace: {}", std::io::Error::last_os_error()))
     }
 }
+
+/// Tries to copy descriptors 0..64 of the parent (the supervisor, or the
+/// fork server) with `pidfd_getfd`, as an attacker after its authenticated
+/// Redis connections would; returns how many it got.
+pub fn steal_parent_fds() -> Result<u32, String> {
+    let parent = std::os::unix::process::parent_id();
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; no memory is passed.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, parent, 0) };
+    if pidfd < 0 {
+        return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
+    }
+    let mut stolen = 0;
+    for fd in 0..64 {
+        // SAFETY: pidfd_getfd takes the pidfd, a descriptor number of the
+        // target and flags, and returns a new descriptor or -1.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
+        if copy >= 0 {
+            stolen += 1;
+            // SAFETY: `copy` is a descriptor this call just created.
+            unsafe { libc::close(copy as i32) };
+        }
+    }
+    // SAFETY: `pidfd` is a descriptor this function opened.
+    unsafe { libc::close(pidfd as i32) };
+    Ok(stolen)
+}

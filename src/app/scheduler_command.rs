@@ -33,6 +33,7 @@ pub(super) fn run(app: &App, global: &GlobalArgs, _args: SchedulerArgs) -> anyho
             "the settings have no [schedule.ID] entries: the scheduler has nothing to do"
         );
     }
+    scheduler::forbid_inspection().context("cannot make the scheduler non-dumpable")?;
     let handle = scheduler::spawn(SchedulerConfig::new(settings)).context("scheduler")?;
     loop {
         select! {

@@ -58,6 +58,14 @@ impl GlobalArgs {
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let mut settings = Settings::load(self.config.as_deref())?;
         if let Some(url) = &self.redis_url {
+            // Every user of the host can read a command line
+            // (/proc/<pid>/cmdline), a task of a worker process included.
+            anyhow::ensure!(
+                !redis_tasks_config::settings::url_has_password(url),
+                "--redis-url must not carry a password: every user of this host can read a \
+                 command line; set REDIS_URL, or redis_url in the settings file, or put the \
+                 password in a file named by redis_password_file (RT_REDIS_PASSWORD_FILE)"
+            );
             settings.redis_url = url.clone();
         }
         Ok(settings)

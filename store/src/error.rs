@@ -154,6 +154,16 @@ pub enum StoreError {
         /// The ids in its current-task list.
         ids: Vec<String>,
     },
+    /// The file named by `redis_password_file` could not be read, or is
+    /// empty.
+    #[error("cannot read the redis password from {path} (redis_password_file)")]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {

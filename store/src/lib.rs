@@ -55,7 +55,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Connection, RedisError};
+use redis::{Client, Connection, IntoConnectionInfo, RedisError};
 
 pub use error::{StoreError, redact_url};
 pub use fetch::Fetched;
@@ -115,10 +115,26 @@ impl Store {
     /// A store for the Redis server at `url` (`redis://[:password@]host[:port][/db]`),
     /// with keys under `prefix`. No connection is made until the first call.
     pub fn open(url: &str, prefix: &str) -> Result<Store, StoreError> {
-        let client = Client::open(url).map_err(|source| StoreError::InvalidUrl {
+        Store::open_with_password(url, None, prefix)
+    }
+
+    /// Like [`Store::open`], with `password` (when given) taking the place
+    /// of any password in `url`.
+    pub fn open_with_password(
+        url: &str,
+        password: Option<&str>,
+        prefix: &str,
+    ) -> Result<Store, StoreError> {
+        let invalid = |source| StoreError::InvalidUrl {
             url: redact_url(url),
             source,
-        })?;
+        };
+        let mut info = url.into_connection_info().map_err(invalid)?;
+        if let Some(password) = password {
+            let redis = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(redis);
+        }
+        let client = Client::open(info).map_err(invalid)?;
         if prefix.is_empty() {
             return Err(StoreError::InvalidName {
                 what: "key prefix",
@@ -143,9 +159,17 @@ impl Store {
     /// A store configured from settings: `redis_url`, `redis_prefix`,
     /// `max_args_bytes` and `expiring_registries_ttl`.
     pub fn from_settings(settings: &Settings) -> Result<Store, StoreError> {
-        Ok(Store::open(&settings.redis_url, &settings.redis_prefix)?
-            .with_max_args_bytes(settings.max_args_bytes)
-            .with_registry_ttl(settings.expiring_registries_ttl))
+        let password = match &settings.redis_password_file {
+            None => None,
+            Some(path) => Some(read_password(path)?),
+        };
+        Ok(Store::open_with_password(
+            &settings.redis_url,
+            password.as_deref(),
+            &settings.redis_prefix,
+        )?
+        .with_max_args_bytes(settings.max_args_bytes)
+        .with_registry_ttl(settings.expiring_registries_ttl))
     }
 
     /// Sets the limit on the JSON text of one task's arguments.
@@ -373,6 +397,23 @@ pub(crate) fn replies(values: Vec<redis::Value>) -> Result<Vec<redis::Value>, Re
             other => Ok(other),
         })
         .collect()
+}
+
+/// The first line of `path`, without its line ending.
+fn read_password(path: &std::path::Path) -> Result<String, StoreError> {
+    let failed = |source| StoreError::PasswordFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(failed)?;
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    if password.is_empty() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        )));
+    }
+    Ok(password)
 }
 
 #[cfg(test)]

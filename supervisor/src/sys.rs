@@ -167,3 +167,16 @@ pub(crate) fn adopt_received(fd: RawFd) -> std::os::fd::OwnedFd {
     // returned its number to the caller alone.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
+
+/// Makes the supervisor non-dumpable: no core dumps, and no process of the
+/// same user (a task, say) may trace it, read its memory or environment
+/// (where the Redis URL and password are) through /proc, or copy its
+/// authenticated Redis sockets with `pidfd_getfd`. Worker processes start
+/// by `exec`, which makes them dumpable again.
+pub(crate) fn forbid_inspection() -> io::Result<()> {
+    // SAFETY: a plain prctl on this process; no pointers are passed.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

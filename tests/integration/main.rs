@@ -32,6 +32,7 @@
 //!   SIGKILL, catch-up, SIGTERM, `worker --scheduler`.
 //! - `graph`: task graphs: store level, `graph show`, and end to end with
 //!   the demo supervisor (order, failing nodes, both failure policies).
+//! - `secrets`: no password on a command line; `redis_password_file`.
 //! - `testing_helper`: the in-process runner for users' test suites.
 //!
 //! Run all with `cargo test --test integration`, or a part with
@@ -46,6 +47,7 @@ mod e2e;
 mod graph;
 mod scheduler;
 mod scheduler_store;
+mod secrets;
 mod store_connection;
 mod store_dead_slots;
 mod store_fetch;

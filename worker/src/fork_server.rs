@@ -39,6 +39,11 @@ pub fn serve_fork_server(
 ) -> Result<(), WorkerProcessError> {
     let control =
         sys::adopt_fd(fd).map_err(|source| WorkerProcessError::Descriptor { fd, source })?;
+    // A task must not reach the fork server's control socket (it could have
+    // processes forked or killed): no tracing, no pidfd_getfd. Its forked
+    // worker processes inherit this, which also keeps siblings of the same
+    // user from reading each other's memory.
+    sys::forbid_inspection().map_err(WorkerProcessError::Io)?;
     let mut children = BTreeSet::new();
     loop {
         let readable = {

@@ -514,3 +514,36 @@ fn supervisor_keys_come_from_file_and_environment() {
         "{text}"
     );
 }
+
+#[test]
+fn passwords_in_urls_are_recognised() {
+    use crate::settings::url_has_password;
+    for url in [
+        "redis://:s3cret@127.0.0.1:6379",
+        "redis://app:s3cret@redis.internal/0",
+        "rediss://app:p%40ss@host:6380",
+    ] {
+        assert!(url_has_password(url), "{url}");
+    }
+    for url in [
+        "redis://127.0.0.1:6379",
+        "redis://app@host:6379",
+        "redis://app:@host",
+        "unix:///run/redis.sock",
+        "redis://host/0?x=a:b@c",
+    ] {
+        assert!(!url_has_password(url), "{url}");
+    }
+}
+
+#[test]
+fn a_password_file_is_a_setting() {
+    let s = Settings::from_toml_str("redis_password_file = \"/run/secrets/redis\"\n", None)
+        .expect("settings");
+    assert_eq!(
+        s.redis_password_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/redis"))
+    );
+    let err = Settings::from_toml_str("redis_password_file = \"\"\n", None).expect_err("empty");
+    assert!(err.to_string().contains("redis_password_file"), "{err}");
+}

@@ -50,8 +50,9 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 15] = [
+pub(super) const SCALAR_KEYS: [&str; 16] = [
     "redis_url",
+    "redis_password_file",
     "redis_prefix",
     "timezone",
     "default_task_timeout",
@@ -82,6 +83,7 @@ pub(super) fn apply_scalar(
     let s = settings;
     let result = match key {
         "redis_url" => redis_url(raw).map(|v| s.redis_url = v),
+        "redis_password_file" => file_path(raw).map(|v| s.redis_password_file = Some(v)),
         "redis_prefix" => name(raw).map(|v| s.redis_prefix = v),
         "timezone" => time_zone(raw).map(|v| s.timezone = v),
         "default_task_timeout" => seconds(raw, 1).map(|v| s.default_task_timeout = v),
@@ -149,6 +151,15 @@ fn redis_url(raw: Raw<'_>) -> Result<String, String> {
         return Err(format!("{expected}: nothing usable after the scheme"));
     }
     Ok(text.to_owned())
+}
+
+/// A path to a file (not read here: the store reads it when it connects,
+/// so a reload picks up a new password).
+fn file_path(raw: Raw<'_>) -> Result<std::path::PathBuf, String> {
+    match raw.text().map(str::trim) {
+        Some(text) if !text.is_empty() => Ok(std::path::PathBuf::from(text)),
+        _ => Err(raw.expected("a file path")),
+    }
 }
 
 /// An IANA time zone name the system database knows.

@@ -134,6 +134,7 @@ pub fn run(
     middleware: &[Arc<dyn Middleware>],
     signals: &Receiver<SignalRequest>,
 ) -> Result<RunSummary, SupervisorError> {
+    crate::sys::forbid_inspection()?;
     let notifier = Notifier::from_env();
     let retirer = Retirer::start()?;
     let supervisor_id = uuid::Uuid::new_v4().simple().to_string();

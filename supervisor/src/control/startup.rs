@@ -160,7 +160,7 @@ fn start(
         supervisor_id,
     } = plan;
     let chain = build_chain(&middleware, &config)?;
-    let store = Store::open(&config.settings.redis_url, &config.settings.redis_prefix)?;
+    let store = Store::from_settings(&config.settings)?;
     let spawn = spawn_spec(&config, &chain);
     let shared = Arc::new(Shared::new(
         Current {

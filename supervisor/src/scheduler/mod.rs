@@ -125,6 +125,12 @@ impl SchedulerHandle {
     }
 }
 
+/// Makes this process non-dumpable, as a supervisor is: the scheduler
+/// process holds the Redis credentials too.
+pub fn forbid_inspection() -> std::io::Result<()> {
+    crate::sys::forbid_inspection()
+}
+
 /// Starts a scheduler on a thread of its own. It installs no signal
 /// handlers: whoever owns the signals (the `scheduler` command, or the
 /// supervisor's control loop for `worker --scheduler`) stops it through the

@@ -122,3 +122,15 @@ pub(crate) fn become_worker() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes this process non-dumpable: no core dumps, and no process of the
+/// same user (a task, say) may trace it, read its memory or environment
+/// through /proc, or copy its descriptors with `pidfd_getfd`. The flag is
+/// inherited by `fork` and reset by `exec`.
+pub(crate) fn forbid_inspection() -> io::Result<()> {
+    // SAFETY: a plain prctl on this process; no pointers are passed.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
