@@ -8,6 +8,7 @@
 //! Signals of one kind that arrive close together may merge into one.
 
 use crossbeam_channel::{Receiver, unbounded};
+use nix::sys::signal::{SigSet, Signal};
 use signal_hook::consts::{
     SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, SIGUSR1,
 };
@@ -89,9 +90,22 @@ pub fn listen() -> std::io::Result<SignalSource> {
     let mut signals = SignalsInfo::<WithOrigin>::new(HANDLED)?;
     let handle = signals.handle();
     let (tx, requests) = unbounded();
+    // Only the forwarding thread takes these signals: blocked here, they
+    // stay blocked in every thread started from now on, whose Redis calls
+    // (sockets with a timeout) would otherwise fail with EINTR when a
+    // signal lands on them. Child processes start with a clean mask (std's
+    // spawn resets it).
+    let mut mask = SigSet::empty();
+    for signal in HANDLED {
+        mask.add(Signal::try_from(signal).map_err(std::io::Error::from)?);
+    }
+    mask.thread_block().map_err(std::io::Error::from)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            if let Err(e) = mask.thread_unblock() {
+                tracing::error!("signals: cannot unblock the handled signals: {e}");
+            }
             for origin in signals.forever() {
                 if !wanted(&origin) {
                     debug!(

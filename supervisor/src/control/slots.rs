@@ -99,7 +99,10 @@ impl SlotSet {
         };
         store.register_slot(&info)?;
         let (commands, receiver) = unbounded();
-        let view = Arc::new(Mutex::new(SlotView::default()));
+        let view = Arc::new(Mutex::new(SlotView {
+            pid: process.as_ref().map(WorkerProcess::pid),
+            ..SlotView::default()
+        }));
         let slot = Slot {
             id: info.id.clone(),
             shared: Arc::clone(shared),

@@ -72,9 +72,16 @@ fn another_supervisors_maintenance_recovers_a_dead_ones_tasks() {
     let t = demo.wait_ended(&id, Duration::from_secs(60));
     assert_eq!(error_of(&t), "worker died");
     assert_eq!(demo.outcomes_of(&id).len(), 1);
-    // Only the live supervisor's slot remains registered.
-    wait_until("the dead slot to be gone", Duration::from_secs(60), || {
-        demo.store.worker_infos().expect("workers").len() == 1
-    });
+    // Only the live supervisor's slot remains live; the dead one stays
+    // visible as dead (dead_worker_ttl).
+    wait_until(
+        "the dead slot to be buried",
+        Duration::from_secs(60),
+        || {
+            let workers = demo.store.worker_infos().expect("workers");
+            let dead = workers.iter().filter(|w| w.state == "dead").count();
+            dead == 1 && workers.len() == 2
+        },
+    );
     other.stop();
 }
