@@ -297,6 +297,9 @@ fn main() -> ExitCode {
         .task("steal_parent_fds", |ctx, _: serde_json::Value| -> Result {
             ctx.set_meta("stolen", misbehave::steal_parent_fds()?)
         })
+        .task("reach_siblings", |ctx, _: serde_json::Value| -> Result {
+            ctx.set_meta("reached", misbehave::reach_siblings()?)
+        })
         .task_with(
             "capped_alloc",
             TaskOptions::new().isolation(Isolation::new().memory_limit(64 << 20)),

@@ -87,3 +87,50 @@ pub fn steal_parent_fds() -> Result<u32, String> {
     unsafe { libc::close(pidfd as i32) };
     Ok(stolen)
 }
+
+/// Looks for other processes of its own user (a sibling task's worker
+/// process, say) and tries what an attacker would: open their memory and
+/// copy a descriptor with `pidfd_getfd`. Returns how many it reached.
+pub fn reach_siblings() -> Result<u32, String> {
+    let me = std::process::id();
+    let parent = std::os::unix::process::parent_id();
+    let uid = std::fs::metadata("/proc/self").map_err(|e| e.to_string())?;
+    let uid = std::os::unix::fs::MetadataExt::uid(&uid);
+    let mut reached = 0;
+    for entry in std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let same_user = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+            == Some(uid);
+        if pid == me || pid == parent || !same_user {
+            continue;
+        }
+        if std::fs::File::open(format!("/proc/{pid}/mem")).is_ok() {
+            reached += 1;
+            continue;
+        }
+        // SAFETY: pidfd_open takes a pid and flags, returns a descriptor or -1.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd >= 0 {
+            // SAFETY: pidfd_getfd takes the pidfd, a target descriptor number
+            // and flags, and returns a new descriptor or -1.
+            let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, 0, 0) };
+            if copy >= 0 {
+                reached += 1;
+                // SAFETY: `copy` was just created by this call.
+                unsafe { libc::close(copy as i32) };
+            }
+            // SAFETY: `pidfd` was opened above.
+            unsafe { libc::close(pidfd as i32) };
+        }
+    }
+    Ok(reached)
+}

@@ -86,6 +86,9 @@ pub fn serve(
 ) -> Result<(), WorkerProcessError> {
     let stream = sys::take_inherited_socket(fd)
         .map_err(|source| WorkerProcessError::Descriptor { fd, source })?;
+    // Before any task: a task of another slot running as the same user
+    // must not trace this process, read its memory or copy its socket.
+    sys::forbid_inspection()?;
     panic::install_hook();
     let mut reader = stream.try_clone()?;
     let writer = Arc::new(Mutex::new(stream));

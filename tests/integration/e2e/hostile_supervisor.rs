@@ -2,7 +2,8 @@
 //! defaults a task runs as the supervisor's own user, so only the
 //! supervisor's (and the fork server's) non-dumpable flag stands between it
 //! and the Redis password in their environment and their authenticated
-//! Redis sockets. These tests run the supervisor as `nobody`: as root the
+//! Redis sockets; and a worker process's own flag keeps the tasks of
+//! other slots out of it. These tests run the supervisor as `nobody`: as root the
 //! test would prove nothing, since root may read any process.
 
 use std::fs;
@@ -86,5 +87,32 @@ fn a_task_cannot_read_the_supervisors_environment_or_copy_its_descriptors() {
 fn a_task_cannot_read_the_fork_servers_environment_or_copy_its_descriptors() {
     if is_root() {
         check_parent_is_out_of_reach(&["--concurrency", "1", "--max-tasks-per-child", "1"]);
+    }
+}
+
+#[test]
+fn a_task_cannot_read_a_sibling_worker_process_of_the_same_user() {
+    if !is_root() {
+        return;
+    }
+    for args in [
+        ["--concurrency", "2", "--max-tasks-per-child", "1000"],
+        ["--concurrency", "2", "--max-tasks-per-child", "1"],
+    ] {
+        let demo = Demo::new();
+        let mut sup = start_as_nobody(&demo, &args);
+        // One slot runs a long task; the task of the other looks for it.
+        let victim = demo.enqueue("sleep", json!({"secs": 60}));
+        demo.wait_status(&victim, TaskStatus::Running, Duration::from_secs(60));
+        let id = demo.enqueue("reach_siblings", json!(null));
+        let t = demo.wait_ended(&id, Duration::from_secs(60));
+        assert_eq!(t.status, TaskStatus::Finished, "{}", error_of(&t));
+        assert_eq!(
+            t.meta.get("reached"),
+            Some(&json!(0)),
+            "{args:?}: {:?}",
+            t.meta
+        );
+        sup.stop();
     }
 }
