@@ -258,6 +258,9 @@ impl Control {
         );
         self.notifier.ready();
         self.update_status();
+        // A closed signal channel (nobody can signal us any more) must not
+        // wake the loop without end.
+        let mut signals = signals.clone();
         loop {
             let mode = self.shared.mode();
             if self.slots.slots.is_empty() && (mode.stopping() || self.burst()) {
@@ -273,10 +276,9 @@ impl Control {
                     }
                     Err(_) => break,
                 },
-                recv(signals) -> request => {
-                    if let Ok(request) = request {
-                        self.handle_signal(request);
-                    }
+                recv(signals) -> request => match request {
+                    Ok(request) => self.handle_signal(request),
+                    Err(_) => signals = crossbeam_channel::never(),
                 },
                 recv(crossbeam_channel::at(self.timers.next())) -> _ => {}
             }

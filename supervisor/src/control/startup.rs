@@ -98,6 +98,7 @@ pub(super) fn run(
             let _ = progress_tx.send(Progress::Done(Box::new(result)));
         })?;
     notifier.status("starting");
+    let mut signals = signals.clone();
     let mut waiting_for = "the middleware checks".to_owned();
     loop {
         select! {
@@ -139,7 +140,7 @@ pub(super) fn run(
                 }
                 Ok(SignalRequest::Dump) => info!("status (SIGUSR1): starting, waiting for {waiting_for}"),
                 // Nobody can signal us any more; start-up goes on.
-                Err(_) => {}
+                Err(_) => signals = crossbeam_channel::never(),
             },
         }
     }
