@@ -219,13 +219,15 @@ impl Plan {
                 }
             }
         }
+        let confine = Confine {
+            landlock: profile.wants_landlock(),
+            read_only_paths: profile.read_only_paths.clone().unwrap_or_default(),
+            read_write_paths: profile.read_write_paths.clone().unwrap_or_default(),
+            seccomp: profile.seccomp == Some(true),
+            deny_unix_sockets: profile.network == Some(false),
+        };
         let confine =
-            (profile.wants_landlock() || profile.seccomp == Some(true)).then(|| Confine {
-                landlock: profile.wants_landlock(),
-                read_only_paths: profile.read_only_paths.clone().unwrap_or_default(),
-                read_write_paths: profile.read_write_paths.clone().unwrap_or_default(),
-                seccomp: profile.seccomp == Some(true),
-            });
+            (confine.landlock || confine.seccomp || confine.deny_unix_sockets).then_some(confine);
         Ok(Plan {
             child: ChildRestrictions {
                 rlimits: rlimits(profile),
