@@ -271,3 +271,49 @@ fn network_off_also_keeps_a_task_off_redis_s_unix_socket() {
         "{error}"
     );
 }
+
+/// The `strict` preset of docs/security.md (its own block, with the test's
+/// directory and `nobody`) runs ordinary tasks to the end.
+#[test]
+fn the_documented_strict_preset_runs_an_ordinary_task() {
+    if !is_root() {
+        return;
+    }
+    let demo = Demo::new();
+    fs::set_permissions(demo.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let work = demo.path("strict");
+    fs::create_dir_all(&work).expect("mkdir");
+    fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let page = include_str!("../../../docs/security.md");
+    let section = &page[page.find("## The `strict` preset").expect("strict section")..];
+    let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let len = section[start..].find("```").expect("end of block");
+    let toml = section[start..start + len]
+        .replace("/var/lib/redis-tasks/strict", &work.display().to_string())
+        .replace("\"rt-strict\"", "\"nobody\"");
+    let file = work.join("out.txt");
+    let write = enqueue(
+        &demo,
+        "strict",
+        "write_file",
+        json!({"path": file, "text": "ok"}),
+    );
+    let spawn = enqueue(
+        &demo,
+        "strict",
+        "spawn",
+        json!({"children": 2, "secs": 0.1}),
+    );
+    let fine = enqueue(&demo, "strict", "noop", json!(null));
+    burst(&demo, &toml, &["strict"]);
+    for id in [&write, &spawn, &fine] {
+        let record = demo.task(id);
+        if record.status == TaskStatus::Failed
+            && unless_unsupported(&record, "read_only_paths").is_none()
+        {
+            return;
+        }
+        assert_eq!(record.status, TaskStatus::Finished, "{record:?}");
+    }
+    assert_eq!(fs::read_to_string(&file).ok().as_deref(), Some("ok"));
+}

@@ -6,7 +6,8 @@
 //! into an exit code (`EXIT_BLOCKED_SYSCALL_BASE` + its index in the deny
 //! list), which the supervisor reads back into "blocked system call
 //! ptrace". It only reads the signal information and calls `_exit`, both
-//! async-signal-safe.
+//! async-signal-safe. The filter keeps a task from replacing it (see
+//! `confine::seccomp`).
 
 use std::io;
 
