@@ -45,7 +45,8 @@ pub struct Isolation {
     pub env: Option<Vec<String>>,
     /// The working directory of the worker process.
     pub working_dir: Option<PathBuf>,
-    /// `Some(false)`: a new network namespace with only loopback.
+    /// `Some(false)`: a new network namespace with only loopback, and no
+    /// Unix-domain sockets (`socket(AF_UNIX)` fails; `socketpair` works).
     pub network: Option<bool>,
     /// With Landlock: paths the task may read (and execute) below.
     pub read_only_paths: Option<Vec<PathBuf>>,
