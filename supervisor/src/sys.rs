@@ -29,8 +29,9 @@ const IGNORED: [libc::c_int; 6] = [
 /// (parent-death signal), ignore [`IGNORED`], find `ipc_fd` at
 /// [`WORKER_FD`] and no other descriptor above stdio; then, with
 /// `restrictions`, to apply them in the documented order (limits, network
-/// namespace, groups and user, no-new-privileges). A failed restriction
-/// makes `spawn` fail with [`Step::code`] as its raw OS error.
+/// namespace, bounding set, groups and user, other capabilities,
+/// no-new-privileges). A failed restriction makes `spawn` fail with
+/// [`Step::code`] as its raw OS error.
 pub(crate) fn prepare_child(
     cmd: &mut Command,
     ipc_fd: RawFd,
@@ -96,7 +97,7 @@ fn failed(step: Step) -> io::Error {
 /// # Safety
 ///
 /// Only async-signal-safe system calls: setrlimit, unshare, socket, ioctl,
-/// close, setgroups, setgid, setuid, prctl. No allocation.
+/// close, setgroups, setgid, setuid, prctl, capget, capset. No allocation.
 unsafe fn restrict(r: &ChildRestrictions) -> io::Result<()> {
     for (step, resource, soft, hard) in r.rlimits.iter().flatten() {
         // nix's setrlimit is a plain call of setrlimit(2).
@@ -113,6 +114,11 @@ unsafe fn restrict(r: &ChildRestrictions) -> io::Result<()> {
             loopback_up()?;
         }
     }
+    if r.drop_capabilities {
+        // SAFETY: prctl and capget on this process, no pointers but a
+        // local (see the function).
+        unsafe { drop_bounding_set()? };
+    }
     if let Some((uid, gid)) = r.ids {
         // SAFETY: plain system calls; setgroups gets an empty list.
         unsafe {
@@ -124,11 +130,107 @@ unsafe fn restrict(r: &ChildRestrictions) -> io::Result<()> {
             }
         }
     }
+    if r.drop_capabilities {
+        // SAFETY: prctl and capset on this process with locals.
+        unsafe { drop_capability_sets()? };
+    }
     if r.no_new_privs {
         // SAFETY: a plain prctl.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(failed(Step::NoNewPrivs));
         }
+    }
+    Ok(())
+}
+
+/// `capget`/`capset`'s header (`struct __user_cap_header_struct`).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// One half of `capget`/`capset`'s data (`struct __user_cap_data_struct`);
+/// version 3 takes two, for capabilities 0-31 and 32-63.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const CAP_SETPCAP: u32 = 8;
+
+/// Empties the capability bounding set, so that nothing executed later
+/// (the worker binary itself, run as root without `user`) gets a
+/// capability back. Dropping needs CAP_SETPCAP: a supervisor without it
+/// cannot, and skips this; no-new-privileges then keeps `exec` from
+/// granting anything the process does not already hold, and
+/// [`drop_capability_sets`] leaves it holding nothing.
+///
+/// # Safety
+///
+/// Async-signal-safe calls only (capget, prctl); the capget buffers are
+/// locals of the sizes version 3 expects.
+unsafe fn drop_bounding_set() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two `CapData` for version 3, which `data` holds.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(failed(Step::Capabilities));
+    }
+    if data[0].effective & (1 << CAP_SETPCAP) == 0 {
+        return Ok(());
+    }
+    // Up to the kernel's last capability (/proc/sys/kernel/cap_last_cap):
+    // the first number past it is refused with EINVAL.
+    for cap in 0..64 {
+        // SAFETY: a plain prctl on this process.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) && cap > 0 {
+                break;
+            }
+            return Err(failed(Step::Capabilities));
+        }
+    }
+    Ok(())
+}
+
+/// Empties the ambient, inheritable, permitted and effective sets, once
+/// switching user and creating namespaces no longer need them. Dropping
+/// needs no privilege.
+///
+/// # Safety
+///
+/// Async-signal-safe calls only (prctl, capset) with locals.
+unsafe fn drop_capability_sets() -> io::Result<()> {
+    // SAFETY: a plain prctl; kernels before 4.3 have no ambient set and
+    // answer EINVAL, which leaves nothing to clear.
+    let cleared = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    if cleared != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+        return Err(failed(Step::Capabilities));
+    }
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = [CapData::default(); 2];
+    // SAFETY: capset reads two `CapData` for version 3, which `none` holds.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, none.as_ptr()) } != 0 {
+        return Err(failed(Step::Capabilities));
     }
     Ok(())
 }

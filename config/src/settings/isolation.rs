@@ -45,7 +45,8 @@ pub struct Isolation {
     pub env: Option<Vec<String>>,
     /// The working directory of the worker process.
     pub working_dir: Option<PathBuf>,
-    /// `Some(false)`: a new network namespace with only loopback.
+    /// `Some(false)`: a new network namespace with only loopback, and no
+    /// Unix-domain sockets (`socket(AF_UNIX)` fails; `socketpair` works).
     pub network: Option<bool>,
     /// With Landlock: paths the task may read (and execute) below.
     pub read_only_paths: Option<Vec<PathBuf>>,
@@ -171,30 +172,86 @@ impl Isolation {
     }
 }
 
-/// System calls the seccomp deny list blocks: debugging other processes,
-/// mounting, kernel modules, rebooting, swapping, and changing namespaces
-/// or the root directory. A task that makes one is killed, and the outcome
-/// names the call.
-pub const DENIED_SYSCALLS: [&str; 19] = [
+/// System calls the seccomp deny list blocks, grouped after systemd's
+/// `SystemCallFilter=` sets and Docker's default profile (see
+/// docs/security.md): reaching into other processes (`@debug`, pidfds),
+/// mounting (`@mount` with the new mount API), namespaces, kernel modules
+/// (`@module`), rebooting and kexec (`@reboot`), swap (`@swap`), raw I/O
+/// (`@raw-io`), setting the clock (`@clock`), keyrings, and kernel
+/// interfaces with a history of exploits (bpf, userfaultfd, io_uring).
+/// The last three keep the filter itself in force: changing the SIGSYS
+/// action and stacking another filter.
+///
+/// Some are blocked only with certain arguments (the worker's filter says
+/// which): `clone` with a `CLONE_NEW*` flag, `rt_sigaction` installing an
+/// action for SIGSYS, `prctl(PR_SET_SECCOMP)`; `seccomp` itself always. `clone3`, whose flags the
+/// filter cannot read, fails with ENOSYS instead so libc falls back to
+/// `clone`. Calls an architecture lacks (`iopl` off x86) are skipped. A task
+/// that makes one is killed, and the outcome names the call.
+pub const DENIED_SYSCALLS: [&str; 49] = [
+    // Other processes: @debug, and pidfds (a pidfd cannot be restricted to
+    // the task's own children by a filter, so it is denied outright).
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
+    "pidfd_open",
+    "pidfd_getfd",
+    "perf_event_open",
+    // @mount, the new mount API included.
     "mount",
     "umount2",
     "pivot_root",
     "chroot",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "mount_setattr",
+    // Namespaces.
+    "unshare",
+    "setns",
+    "clone",
+    // @module.
     "init_module",
     "finit_module",
     "delete_module",
+    // @reboot.
+    "reboot",
     "kexec_load",
     "kexec_file_load",
-    "reboot",
+    // @swap.
     "swapon",
     "swapoff",
-    "setns",
-    "unshare",
+    // @raw-io and @cpu-emulation (x86 only).
+    "iopl",
+    "ioperm",
+    "modify_ldt",
+    // @privileged leftovers Docker also denies, and @obsolete.
+    "acct",
+    "quotactl",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "uselib",
+    // @clock (setting it).
+    "settimeofday",
+    "clock_settime",
+    // Keyrings.
+    "keyctl",
+    "add_key",
+    "request_key",
+    // Kernel attack surface; io_uring also makes system calls the filter
+    // never sees.
     "bpf",
-    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    // The filter's own integrity.
+    "rt_sigaction",
+    "seccomp",
+    "prctl",
 ];
 
 /// Exit codes from here up (one per entry of [`DENIED_SYSCALLS`], in

@@ -74,6 +74,10 @@ pub struct Confine {
     pub read_write_paths: Vec<PathBuf>,
     /// Whether to install the seccomp deny list.
     pub seccomp: bool,
+    /// `network = false`: `socket(AF_UNIX, ...)` fails (a network
+    /// namespace does not hide Unix sockets in the filesystem, such as
+    /// Redis's), and so does io_uring, which could open one unseen.
+    pub deny_unix_sockets: bool,
 }
 
 /// A restriction a worker process could not apply to itself.

@@ -43,6 +43,10 @@ pub(crate) enum Step {
     User = 8,
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
     NoNewPrivs = 9,
+    /// Dropping every capability: the bounding set (before switching user,
+    /// it needs CAP_SETPCAP), then ambient, inheritable, permitted and
+    /// effective (after, when nothing needs them any more).
+    Capabilities = 10,
 }
 
 /// The multiplier that separates a [`Step`] from the errno in a child's
@@ -50,7 +54,7 @@ pub(crate) enum Step {
 pub(crate) const STEP_UNIT: i32 = 4096;
 
 impl Step {
-    const ALL: [Step; 9] = [
+    const ALL: [Step; 10] = [
         Step::Memory,
         Step::CpuTime,
         Step::OpenFiles,
@@ -60,6 +64,7 @@ impl Step {
         Step::Group,
         Step::User,
         Step::NoNewPrivs,
+        Step::Capabilities,
     ];
 
     /// The error code the child reports when this step fails with `errno`.
@@ -79,6 +84,7 @@ impl Step {
             Step::Group => "group",
             Step::User => "user",
             Step::NoNewPrivs => "no_new_privileges",
+            Step::Capabilities => "capabilities",
         }
     }
 
@@ -110,6 +116,10 @@ pub(crate) struct ChildRestrictions {
     pub ids: Option<(u32, u32)>,
     /// Set no-new-privileges.
     pub no_new_privs: bool,
+    /// Drop every capability, the bounding set included: a root
+    /// supervisor's worker process would keep all of root's otherwise
+    /// when no `user` is set.
+    pub drop_capabilities: bool,
 }
 
 /// A restriction that cannot be applied, and why.
@@ -219,19 +229,22 @@ impl Plan {
                 }
             }
         }
+        let confine = Confine {
+            landlock: profile.wants_landlock(),
+            read_only_paths: profile.read_only_paths.clone().unwrap_or_default(),
+            read_write_paths: profile.read_write_paths.clone().unwrap_or_default(),
+            seccomp: profile.seccomp == Some(true),
+            deny_unix_sockets: profile.network == Some(false),
+        };
         let confine =
-            (profile.wants_landlock() || profile.seccomp == Some(true)).then(|| Confine {
-                landlock: profile.wants_landlock(),
-                read_only_paths: profile.read_only_paths.clone().unwrap_or_default(),
-                read_write_paths: profile.read_write_paths.clone().unwrap_or_default(),
-                seccomp: profile.seccomp == Some(true),
-            });
+            (confine.landlock || confine.seccomp || confine.deny_unix_sockets).then_some(confine);
         Ok(Plan {
             child: ChildRestrictions {
                 rlimits: rlimits(profile),
                 unshare_net: profile.network == Some(false),
                 ids: ids.map(|(uid, gid, _)| (uid, gid)),
                 no_new_privs: true,
+                drop_capabilities: true,
             },
             env,
             working_dir: profile.working_dir.clone(),
@@ -368,6 +381,7 @@ mod tests {
             Plan::build(&Isolation::new().memory_limit(1 << 30), &default_env).expect("plan");
         assert_eq!(plan.env, default_env);
         assert!(plan.child.no_new_privs);
+        assert!(plan.child.drop_capabilities);
         assert!(plan.confine.is_none());
         let profile = Isolation::new().env(["REDIS_URL", "NO_SUCH_VARIABLE_HERE"]);
         let plan = Plan::build(&profile, &default_env).expect("plan");

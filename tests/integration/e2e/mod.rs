@@ -19,6 +19,7 @@
 //!   start) and a worker process that fails to start mid-run.
 
 mod chaos;
+mod hostile_sandbox;
 mod hostile_supervisor;
 mod isolation;
 mod isolation_limits;

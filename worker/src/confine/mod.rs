@@ -1,5 +1,6 @@
 //! Restrictions a worker process applies to itself before any task runs:
-//! Landlock filesystem rules, then the seccomp deny list.
+//! Landlock filesystem rules, then the seccomp filters (the deny list, and
+//! no Unix sockets with the network off).
 //!
 //! Limits, namespaces, user and group and no-new-privileges are applied by
 //! the supervisor between `fork` and `exec` (they need no allocation); these
@@ -9,16 +10,15 @@
 //! Either one failing is reported to the supervisor, and the process runs
 //! nothing.
 
-use std::collections::BTreeMap;
+mod seccomp;
+
 use std::path::Path;
 
 use landlock::{
     ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus,
 };
-use redis_tasks_config::settings::isolation::DENIED_SYSCALLS;
 use redis_tasks_protocol::ipc::message::{Confine, Refusal};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 /// The Landlock ABI whose filesystem rights we ask for; a kernel with an
 /// older ABI enforces what it knows (best effort), one without Landlock
@@ -39,8 +39,14 @@ pub fn apply(confine: &Confine) -> Result<(), Refusal> {
         single_threaded().map_err(|reason| refusal(restriction, reason))?;
         landlock(confine).map_err(|reason| refusal(restriction, reason))?;
     }
-    if confine.seccomp {
-        seccomp().map_err(|reason| refusal("seccomp", reason))?;
+    if confine.seccomp || confine.deny_unix_sockets {
+        let restriction = if confine.seccomp {
+            "seccomp"
+        } else {
+            "network"
+        };
+        seccomp::apply(confine.seccomp, confine.deny_unix_sockets)
+            .map_err(|reason| refusal(restriction, reason))?;
     }
     Ok(())
 }
@@ -106,47 +112,4 @@ fn landlock(confine: &Confine) -> Result<(), String> {
 
 fn open(path: &Path) -> Result<PathFd, String> {
     PathFd::new(path).map_err(|e| format!("cannot open {}: {e}", path.display()))
-}
-
-/// The system-call number of a name in [`DENIED_SYSCALLS`] on this
-/// architecture.
-pub fn syscall_number(name: &str) -> Option<i64> {
-    crate::sys::sigsys::TABLE
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, nr)| *nr)
-}
-
-fn seccomp() -> Result<(), String> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|_| {
-        format!(
-            "seccomp filters are not built for {}",
-            std::env::consts::ARCH
-        )
-    })?;
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED_SYSCALLS
-        .into_iter()
-        .filter_map(syscall_number)
-        .map(|nr| (nr, Vec::new()))
-        .collect();
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trap, arch)
-        .map_err(|e| format!("cannot build the filter: {e}"))?;
-    let program: BpfProgram = filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| format!("cannot compile the filter: {e}"))?;
-    crate::sys::sigsys::install().map_err(|e| format!("cannot install the SIGSYS handler: {e}"))?;
-    seccompiler::apply_filter_all_threads(&program)
-        .map_err(|e| format!("the kernel refused the filter: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table_follows_the_deny_list() {
-        let names: Vec<&str> = crate::sys::sigsys::TABLE.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, DENIED_SYSCALLS);
-        assert_eq!(syscall_number("mount"), Some(libc::SYS_mount));
-    }
 }
