@@ -88,8 +88,8 @@ pub fn steal_parent_fds() -> Result<u32, String> {
     Ok(stolen)
 }
 
-/// Looks for other processes of its own user (a sibling task's worker
-/// process, say) and tries what an attacker would: open their memory and
+/// Looks for the other worker processes of its supervisor (or fork server)
+/// running as its own user, and tries what an attacker would: open their memory and
 /// copy a descriptor with `pidfd_getfd`. Returns how many it reached.
 pub fn reach_siblings() -> Result<u32, String> {
     let me = std::process::id();
@@ -105,12 +105,15 @@ pub fn reach_siblings() -> Result<u32, String> {
             continue;
         };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let same_user = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
-            == Some(uid);
-        if pid == me || pid == parent || !same_user {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+        };
+        // Siblings: other children of this worker process's parent.
+        let sibling = field("PPid:") == Some(parent) && field("Uid:") == Some(uid);
+        if pid == me || !sibling {
             continue;
         }
         if std::fs::File::open(format!("/proc/{pid}/mem")).is_ok() {
