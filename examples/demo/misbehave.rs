@@ -1,5 +1,6 @@
 //! Tasks that misbehave on purpose, to show (and test) that the supervisor
-//! still records an outcome. The demo's only `unsafe` lives here.
+//! still records an outcome. The demo's `unsafe` lives here and in the other
+//! hostile modules (`hostile_*.rs`), each call with its `SAFETY:` comment.
 
 use std::io::Write;
 use std::mem::ManuallyDrop;
