@@ -9,6 +9,7 @@
 //! With `DEMO_OUTCOME_LOG=/path/file.jsonl` set for the supervisor, a
 //! middleware appends one JSON line per final outcome to that file.
 
+mod hostile_tree;
 mod misbehave;
 mod outcome_log;
 
@@ -225,7 +226,7 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
 }
 
 fn main() -> ExitCode {
-    App::new("demo")
+    hostile_tree::register(App::new("demo"))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)
         .task("fail", |_, a: Message| Err::<(), _>(a.message))

@@ -1,5 +1,6 @@
 //! Tasks that misbehave on purpose, to show (and test) that the supervisor
-//! still records an outcome. The demo's only `unsafe` lives here.
+//! still records an outcome. The demo keeps its `unsafe` here and in
+//! `hostile_tree.rs`.
 
 use std::io::Write;
 use std::mem::ManuallyDrop;
