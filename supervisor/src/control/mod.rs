@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{SupervisorConfig, hostname};
 use crate::execute::SlotCommand;
+use crate::family;
 use crate::fork_server::ForkServer;
 use crate::notify::Notifier;
 use crate::scheduler::{self, SchedulerConfig, SchedulerHandle};
@@ -136,6 +137,7 @@ pub fn run(
 ) -> Result<RunSummary, SupervisorError> {
     let notifier = Notifier::from_env();
     let retirer = Retirer::start()?;
+    let sweeper = family::adopt_orphans()?;
     let supervisor_id = uuid::Uuid::new_v4().simple().to_string();
     let host = hostname();
     let mut deferred = Deferred {
@@ -155,6 +157,7 @@ pub fn run(
         StartupEnd::Started(started) => *started,
         StartupEnd::Stopped => {
             retirer.finish();
+            sweeper.finish();
             info!("supervisor stopped before it started serving");
             return Ok(RunSummary::default());
         }
@@ -209,6 +212,10 @@ pub fn run(
         requeued: counters.requeued.load(Ordering::Relaxed),
     };
     retirer.finish();
+    // The fork server goes with the last handle on it; what it or any
+    // worker process left behind has been re-parented here by now.
+    drop(shared);
+    sweeper.finish();
     info!(
         "supervisor stopped: {} finished, {} failed, {} requeued",
         summary.finished, summary.failed, summary.requeued
