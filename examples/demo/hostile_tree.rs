@@ -98,7 +98,7 @@ unsafe fn write_own_pid(path: &CString) {
 /// Double fork with `setsid`: the grandchild leaves the worker's process
 /// group and session, closes the IPC socket (so only containment, not the
 /// channel, can find it), writes its pid to `path` and sleeps forever. The
-/// task then sleeps `secs` and succeeds.
+/// task waits for the pid to be written, then sleeps `secs` and succeeds.
 fn orphan(_: &TaskContext, a: Escape) -> Result {
     let path = c_path(&a.path)?;
     // SAFETY: the children only make async-signal-safe calls and end with
@@ -120,6 +120,13 @@ fn orphan(_: &TaskContext, a: Escape) -> Result {
             libc::_exit(0);
         }
         libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    // The grandchild has escaped once it has written its pid.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&a.path).map_or(true, |m| m.len() == 0)
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_secs_f64(a.secs.max(0.0)));
     Ok(())

@@ -23,10 +23,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, bounded, unbounded};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
-use redis_tasks_protocol::{ExitReason, proc_tree};
 use redis_tasks_protocol::ipc::{
     FrameError, FromWorker, PROTOCOL_VERSION, ToWorker, WORKER_FD, WORKER_FD_ARG, recv, send,
 };
+use redis_tasks_protocol::{ExitReason, proc_tree};
 
 use crate::family;
 use crate::fork_server::ForkServer;
@@ -211,8 +211,8 @@ impl WorkerProcess {
             cmd.current_dir(dir);
         }
         sys::prepare_child(&mut cmd, theirs.as_raw_fd(), plan.map(|p| p.child));
-        let child = family::spawn(&mut cmd)
-            .map_err(|e| match NotApplied::from_spawn_error(&e) {
+        let child =
+            family::spawn(&mut cmd).map_err(|e| match NotApplied::from_spawn_error(&e) {
                 Some(not) => SpawnError::NotIsolated(not),
                 None => spawn_err(e),
             })?;

@@ -40,13 +40,18 @@ fn a_stray_frame_after_the_end_retires_only_its_own_worker_process() {
     let marker = demo.path("stray.sent");
     let stray = demo.enqueue("stray_finished", json!({"path": marker}));
     let first = demo.wait_status(&stray, TaskStatus::Finished, Duration::from_secs(30));
-    wait_until("the stray frame to be sent", Duration::from_secs(30), || {
-        marker.exists()
-    });
+    wait_until(
+        "the stray frame to be sent",
+        Duration::from_secs(30),
+        || marker.exists(),
+    );
     let next = demo.enqueue("pid", json!({}));
     let t = demo.wait_ended(&next, Duration::from_secs(30));
     assert_eq!(t.status, TaskStatus::Finished, "{t:#?}");
-    assert_ne!(t.meta["pid"], first.meta["pid"], "the stray's process was reused");
+    assert_ne!(
+        t.meta["pid"], first.meta["pid"],
+        "the stray's process was reused"
+    );
     running.stop();
 }
 
@@ -73,7 +78,9 @@ fn oversized_args_from_a_raw_producer_fail_naming_the_setting() {
         .atomic()
         .cmd("HSET")
         .arg(format!("redis_tasks:task:{id}"))
-        .arg(&["task", "noop", "args", &args, "status", "queued", "queue", "default"])
+        .arg(&[
+            "task", "noop", "args", &args, "status", "queued", "queue", "default",
+        ])
         .arg(&["enqueued_at", "2026-01-01T00:00:00Z"])
         .cmd("RPUSH")
         .arg("redis_tasks:queue:default")

@@ -27,12 +27,16 @@ impl Drop for Escaped {
 /// Waits for the pid a demo task wrote to `path`.
 fn escaped_pid(path: &Path) -> Escaped {
     let mut pid = None;
-    wait_until("the escaped process to write its pid", Duration::from_secs(30), || {
-        pid = fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-        pid.is_some()
-    });
+    wait_until(
+        "the escaped process to write its pid",
+        Duration::from_secs(30),
+        || {
+            pid = fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+            pid.is_some()
+        },
+    );
     Escaped(pid.expect("pid"))
 }
 
@@ -53,7 +57,10 @@ fn a_setsid_grandchild_dies_with_its_successful_task() {
     let ended = Instant::now();
     let grandchild = escaped_pid(&path);
     let took = wait_gone("the grandchild to die after its task", &grandchild);
-    eprintln!("grandchild gone {:?} after the outcome was seen", ended.elapsed().min(took));
+    eprintln!(
+        "grandchild gone {:?} after the outcome was seen",
+        ended.elapsed().min(took)
+    );
     running.stop();
 }
 
@@ -123,7 +130,10 @@ fn a_crash_behind_a_child_holding_the_socket_is_recorded_at_once() {
         // The default timeout is minutes: only seeing the exit ends it here.
         let t = demo.wait_ended(&id, Duration::from_secs(20));
         assert_eq!(error_of(&t), "worker process killed by signal 6 (SIGABRT)");
-        let took = t.ended_at.zip(t.started_at).map(|(e, s)| e.duration_since(s));
+        let took = t
+            .ended_at
+            .zip(t.started_at)
+            .map(|(e, s)| e.duration_since(s));
         eprintln!("fork server {fork_server}: recorded {took:?} after the start");
         let holder = escaped_pid(&path);
         wait_gone("the child holding the socket to die", &holder);
