@@ -14,6 +14,7 @@
 //! middleware appends one JSON line per final outcome to that file.
 
 mod hostile_sandbox;
+mod hostile_tree;
 mod misbehave;
 mod outcome_log;
 
@@ -255,7 +256,7 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
 }
 
 fn main() -> ExitCode {
-    hostile_sandbox::register(App::new("demo"))
+    hostile_tree::register(hostile_sandbox::register(App::new("demo")))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)
         .task("fail", |_, a: Message| Err::<(), _>(a.message))

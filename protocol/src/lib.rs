@@ -6,6 +6,7 @@
 //!   run can end abnormally, with the one place their wording lives.
 //! - [`ipc`]: the length-prefixed bincode frames a supervisor and its worker
 //!   processes exchange over a socket pair, and the fork server's requests.
+//! - [`proc_tree`]: killing a process's whole descendant tree, frozen first.
 //!
 //! The Redis schema lives in `redis-tasks-store` and the settings in
 //! `redis-tasks-config`; the worker crate depends on neither Redis nor the
@@ -14,5 +15,6 @@
 
 pub mod ipc;
 pub mod model;
+pub mod proc_tree;
 
 pub use model::{AbortedRun, ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};

@@ -194,6 +194,9 @@ pub enum FailureKind {
     Timeout { secs: u64 },
     /// A shutdown interrupted the task.
     Shutdown,
+    /// The supervisor killed the worker process for the reason given (not
+    /// a limit, not a crash of its own).
+    KilledBySupervisor(String),
     /// Maintenance found the slot running the task dead.
     WorkerDied,
     /// The worker process sent something that is not a valid frame.
@@ -276,6 +279,9 @@ impl fmt::Display for FailureKind {
             FailureKind::Crashed(reason) => write!(f, "worker process {reason}"),
             FailureKind::Timeout { secs } => write!(f, "timeout ({secs} s) reached"),
             FailureKind::Shutdown => f.write_str("worker shutdown"),
+            FailureKind::KilledBySupervisor(why) => {
+                write!(f, "worker process killed by the supervisor: {why}")
+            }
             FailureKind::WorkerDied => f.write_str("worker died"),
             FailureKind::ProtocolViolation(detail) => write!(f, "protocol violation: {detail}"),
             FailureKind::StartFailed(detail) => write!(f, "worker failed to start: {detail}"),

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select};
+use crossbeam_channel::{Receiver, never, select};
 use redis_tasks_protocol::ipc::{FromWorker, RunTask, ToWorker};
 use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
 use tracing::{debug, error, info, warn};
@@ -30,6 +30,10 @@ pub(crate) enum SlotCommand {
 /// How long a worker process that closed its channel gets to exit on its
 /// own before its group is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long, after the worker process exited, frames it wrote before are
+/// still awaited (its result may be among them).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// Hooks the run needs from its slot.
 pub(crate) trait RunHooks {
@@ -70,11 +74,18 @@ pub(crate) fn run_on(
     debug!(task = %record.id, pid, "task started");
     let deadline = Instant::now() + timeout;
     let events = process.events().clone();
+    let mut exits = process.exits();
     let mut shutdown_sent = false;
     loop {
         select! {
             recv(events) -> event => match event {
                 Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == record.id => {
+                    // Nothing the task started outlives it, even on a
+                    // process that is used again.
+                    let left = process.kill_descendants();
+                    if left > 0 {
+                        warn!(task = %record.id, pid, "killed {left} process(es) the task left running");
+                    }
                     return (result.into(), true);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
@@ -96,9 +107,35 @@ pub(crate) fn run_on(
                         info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
                         return (Outcome::failure(FailureKind::Shutdown), false);
                     }
+                    if process.killed_by_us() {
+                        let secs = EXIT_GRACE.as_secs();
+                        error!(task = %record.id, pid, %reason, "worker process closed its channel without an outcome and did not exit; killed");
+                        let why = format!("it closed its channel without a result and did not exit within {secs} s");
+                        return (Outcome::failure(FailureKind::KilledBySupervisor(why)), false);
+                    }
                     error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
                     return (Outcome::failure(FailureKind::Crashed(reason)), false);
                 }
+            },
+            recv(exits) -> exit => {
+                let Ok(exit) = exit else {
+                    exits = never();
+                    continue;
+                };
+                // The process is gone, whoever still holds its socket: kill
+                // what is left of its tree and reap it now, then read what
+                // it wrote before (its result may be there).
+                process.note_exit(exit);
+                let reason = process.kill_and_reap();
+                if let Some(result) = drain_result(&events, &record.id) {
+                    return (result, false);
+                }
+                if shutdown_sent {
+                    info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
+                    return (Outcome::failure(FailureKind::Shutdown), false);
+                }
+                error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
+                return (Outcome::failure(FailureKind::Crashed(reason)), false);
             },
             recv(commands) -> command => match command {
                 Ok(SlotCommand::Shutdown) => {
@@ -119,6 +156,22 @@ pub(crate) fn run_on(
                 warn!(task = %record.id, pid, "timeout ({secs} s) reached, process group killed");
                 return (Outcome::failure(FailureKind::Timeout { secs }), false);
             }
+        }
+    }
+}
+
+/// The result of task `id` among the frames a worker process that has
+/// exited wrote before (meta updates after its end are dropped), read until
+/// the stream ends or [`DRAIN_AFTER_EXIT`] passes.
+fn drain_result(events: &Receiver<WorkerEvent>, id: &str) -> Option<Outcome> {
+    let deadline = Instant::now() + DRAIN_AFTER_EXIT;
+    loop {
+        match events.recv_deadline(deadline) {
+            Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == id => {
+                return Some(result.into());
+            }
+            Ok(WorkerEvent::Message(_)) => {}
+            Ok(WorkerEvent::Closed | WorkerEvent::Violation(_)) | Err(_) => return None,
         }
     }
 }

@@ -80,7 +80,7 @@ impl ForkServer {
             .stdin(Stdio::null())
             .process_group(0);
         sys::prepare_child(&mut cmd, theirs.as_raw_fd(), None);
-        let child = cmd.spawn()?;
+        let child = crate::family::spawn(&mut cmd)?;
         drop(theirs);
         let reader = ours.try_clone()?;
         let routes = Arc::new(Mutex::new(Routes::default()));
@@ -161,6 +161,7 @@ impl Drop for ForkServer {
         let mut child = lock(&self.child);
         let _ = child.kill();
         let _ = child.wait();
+        crate::family::forget(child.id());
     }
 }
 

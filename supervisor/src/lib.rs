@@ -26,6 +26,8 @@
 //! - `worker_process.rs`: starting (re-exec or fork server), talking to
 //!   and reaping a worker process; `fork_server.rs` the fork server's
 //!   supervisor side.
+//! - `family.rs`: the supervisor's own children, told apart from the
+//!   orphans it adopts as a child subreaper, which it kills and reaps.
 //! - `liveness.rs`: whether a process recorded in Redis (pid, start time,
 //!   boot id) still runs.
 //! - `signals.rs`: the signal table. `backoff.rs`: retrying while Redis
@@ -44,6 +46,7 @@ mod backoff;
 mod config;
 mod control;
 mod execute;
+mod family;
 mod fork_server;
 mod isolation;
 mod liveness;

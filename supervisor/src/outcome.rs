@@ -116,6 +116,7 @@ pub fn settle(ended: Outcome, policy: Policy, aborted_runs: usize) -> Conclusion
         kind,
         FailureKind::Shutdown
             | FailureKind::Crashed(_)
+            | FailureKind::KilledBySupervisor(_)
             | FailureKind::WorkerDied
             | FailureKind::StartFailed(_)
     );

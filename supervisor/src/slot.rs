@@ -163,12 +163,21 @@ impl Slot {
                 Instant::now(),
             ));
         });
+        let limit = current.config.settings.max_args_bytes;
+        let args_bytes = record.args.to_string().len();
         let profile = isolation::effective(
             &current.config.settings,
             &record.queue,
             def.and_then(|d| d.options().isolation.as_deref()),
         );
-        let ended = if profile.is_unrestricted() {
+        let ended = if u64::try_from(args_bytes).unwrap_or(u64::MAX) > limit {
+            // A producer that bypassed the Rust one (raw commands): refused
+            // before any worker process is asked to decode them.
+            warn!(task = %record.id, "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); not run");
+            Outcome::failure(FailureKind::Invalid(format!(
+                "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); the task was not run"
+            )))
+        } else if profile.is_unrestricted() {
             self.execute(current, &record, timeout)
         } else {
             let ended = self.execute_isolated(current, &record, timeout, &profile);
@@ -189,6 +198,13 @@ impl Slot {
     /// none ready.
     fn execute(&mut self, current: &Current, record: &TaskRecord, timeout: Duration) -> Outcome {
         let ready = self.process.take().and_then(|mut process| {
+            if process.has_stray_input() {
+                // A frame between tasks: a thread of the last task (or a
+                // forger) is still at work in it. Only that process pays.
+                warn!(slot = %self.id, pid = process.pid(), "worker process sent frames after its task ended; retiring it");
+                self.shared.retire(process);
+                return None;
+            }
             // A process that died while idle is reaped here (on drop).
             process.is_alive().then_some(process)
         });

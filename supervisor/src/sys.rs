@@ -26,7 +26,7 @@ const IGNORED: [libc::c_int; 6] = [
 ];
 
 /// Arranges for the child of `cmd` to: die with the thread that spawned it
-/// (parent-death signal), ignore [`IGNORED`], find `ipc_fd` at
+/// (parent-death signal), be a child subreaper, ignore [`IGNORED`], find `ipc_fd` at
 /// [`WORKER_FD`] and no other descriptor above stdio; then, with
 /// `restrictions`, to apply them in the documented order (limits, network
 /// namespace, bounding set, groups and user, other capabilities,
@@ -50,6 +50,11 @@ pub(crate) fn prepare_child(
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Orphans among its descendants (a double fork) are re-parented
+            // to it, not to init, so killing its tree reaches them.
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The supervisor may have died before prctl took effect.

@@ -19,18 +19,24 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded, unbounded};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
-use redis_tasks_protocol::ExitReason;
 use redis_tasks_protocol::ipc::{
     FrameError, FromWorker, PROTOCOL_VERSION, ToWorker, WORKER_FD, WORKER_FD_ARG, recv, send,
 };
+use redis_tasks_protocol::{ExitReason, proc_tree};
 
+use crate::family;
 use crate::fork_server::ForkServer;
 use crate::isolation::{NotApplied, Plan};
 use crate::sys;
+
+/// How many events the reader thread may queue before it stops reading:
+/// a worker process that floods frames then blocks on its own writes
+/// instead of growing the supervisor's memory.
+pub(crate) const EVENT_QUEUE: usize = 64;
 
 /// How a worker process is started.
 #[derive(Debug, Clone)]
@@ -126,8 +132,12 @@ pub enum SpawnError {
 /// How a worker process was started, and so who reaps it.
 #[derive(Debug)]
 enum Proc {
-    /// Started by `exec`: our child, reaped here.
-    Direct(Child),
+    /// Started by `exec`: our child, reaped here. `exit` carries the exit
+    /// status a watcher thread saw (without reaping).
+    Direct {
+        child: Child,
+        exit: Receiver<ExitReason>,
+    },
     /// Forked by the fork server, which reaps it and reports its exit.
     Forked {
         pid: u32,
@@ -152,6 +162,8 @@ pub(crate) struct WorkerProcess {
     stream: UnixStream,
     events: Receiver<WorkerEvent>,
     reaped: Option<ExitReason>,
+    /// The supervisor sent SIGKILL while the process was still running.
+    killed: bool,
     /// Tasks this process was given so far.
     pub tasks_run: u64,
     /// The reload generation it was started under.
@@ -199,14 +211,14 @@ impl WorkerProcess {
             cmd.current_dir(dir);
         }
         sys::prepare_child(&mut cmd, theirs.as_raw_fd(), plan.map(|p| p.child));
-        let child = cmd
-            .spawn()
-            .map_err(|e| match NotApplied::from_spawn_error(&e) {
+        let child =
+            family::spawn(&mut cmd).map_err(|e| match NotApplied::from_spawn_error(&e) {
                 Some(not) => SpawnError::NotIsolated(not),
                 None => spawn_err(e),
             })?;
         drop(theirs);
-        WorkerProcess::connect(Proc::Direct(child), ours, spec, generation, plan)
+        let exit = watch_exit(child.id()).map_err(&spawn_err)?;
+        WorkerProcess::connect(Proc::Direct { child, exit }, ours, spec, generation, plan)
     }
 
     /// Starts a worker process through `server` (no `exec`) and completes
@@ -241,12 +253,13 @@ impl WorkerProcess {
         plan: Option<&Plan>,
     ) -> Result<Self, SpawnError> {
         let reader = ours.try_clone().map_err(spawn_error(spec))?;
-        let (tx, events) = unbounded();
+        let (tx, events) = bounded(EVENT_QUEUE);
         let mut process = WorkerProcess {
             proc,
             stream: ours,
             events,
             reaped: None,
+            killed: false,
             tasks_run: 0,
             generation,
         };
@@ -334,8 +347,55 @@ impl WorkerProcess {
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         match &self.proc {
-            Proc::Direct(child) => child.id(),
+            Proc::Direct { child, .. } => child.id(),
             Proc::Forked { pid, .. } => *pid,
+        }
+    }
+
+    /// The channel on which the process's exit is reported, as soon as it
+    /// exits (before it is reaped), whoever holds its socket open.
+    pub(crate) fn exits(&self) -> Receiver<ExitReason> {
+        match &self.proc {
+            Proc::Direct { exit, .. } | Proc::Forked { exit, .. } => exit.clone(),
+        }
+    }
+
+    /// Takes note of an exit report received from [`WorkerProcess::exits`]:
+    /// for a forked process it is the reaped status.
+    pub(crate) fn note_exit(&mut self, reason: ExitReason) {
+        if matches!(self.proc, Proc::Forked { .. }) {
+            self.reaped = Some(reason);
+        }
+    }
+
+    /// Whether the supervisor killed the process while it was running (so
+    /// a SIGKILL is ours, not a limit's).
+    pub(crate) fn killed_by_us(&self) -> bool {
+        self.killed
+    }
+
+    /// Whether the process sent anything that has not been read: between
+    /// tasks, a frame is a stray (a thread of the last task, or a forger).
+    pub(crate) fn has_stray_input(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        if !self.events.is_empty() {
+            return true;
+        }
+        let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// Kills what the last task left running under a process that stays
+    /// (started by `exec`: our unreaped child, so its pid is its own). A
+    /// forked process is retired after each task; the fork server kills
+    /// what it leaves.
+    pub(crate) fn kill_descendants(&self) -> usize {
+        match &self.proc {
+            Proc::Direct { child, .. } if self.reaped.is_none() => {
+                proc_tree::kill_descendants(child.id())
+            }
+            _ => 0,
         }
     }
 
@@ -360,8 +420,15 @@ impl WorkerProcess {
         if self.reaped.is_some() {
             return;
         }
+        if !self.has_exited() {
+            self.killed = true;
+        }
         match &self.proc {
-            Proc::Direct(child) => {
+            Proc::Direct { child, .. } => {
+                // Unreaped, so the pid and the group id are still its own.
+                // The tree first: members that left the group (setsid) and
+                // were adopted by this subreaper process.
+                proc_tree::kill_tree(child.id());
                 if let Ok(pid) = i32::try_from(child.id()) {
                     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                 }
@@ -395,7 +462,7 @@ impl WorkerProcess {
             return true;
         }
         match &self.proc {
-            Proc::Direct(child) => {
+            Proc::Direct { child, .. } => {
                 let Ok(pid) = i32::try_from(child.id()) else {
                     return true;
                 };
@@ -426,7 +493,11 @@ impl WorkerProcess {
             return reason;
         }
         let reason = match &mut self.proc {
-            Proc::Direct(child) => child.wait().map_or(ExitReason::Code(-1), exit_reason),
+            Proc::Direct { child, .. } => {
+                let reason = child.wait().map_or(ExitReason::Code(-1), exit_reason);
+                family::forget(child.id());
+                reason
+            }
             Proc::Forked { exit, .. } => exit.recv().unwrap_or(ExitReason::Code(-1)),
         };
         self.reaped = Some(reason);
@@ -455,6 +526,30 @@ pub(crate) fn exit_reason(status: ExitStatus) -> ExitReason {
         (None, Some(sig)) => ExitReason::Signal(sig),
         (None, None) => ExitReason::Code(-1),
     }
+}
+
+/// Starts a thread that reports when `pid` (our child) exits, without
+/// reaping it (`waitid` with `WNOWAIT`): the handle stays its one reaper.
+/// The thread ends with the process.
+fn watch_exit(pid: u32) -> io::Result<Receiver<ExitReason>> {
+    let (tx, rx) = bounded(1);
+    let raw = Pid::from_raw(i32::try_from(pid).map_err(io::Error::other)?);
+    thread::Builder::new()
+        .name(format!("exit-{pid}"))
+        .spawn(move || {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+            let reason = loop {
+                match waitid(Id::Pid(raw), flags) {
+                    Ok(WaitStatus::Exited(_, code)) => break ExitReason::Code(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break ExitReason::Signal(sig as i32),
+                    Err(nix::errno::Errno::EINTR) | Ok(_) => {}
+                    // Reaped already: the handle knows.
+                    Err(_) => return,
+                }
+            };
+            let _ = tx.send(reason);
+        })?;
+    Ok(rx)
 }
 
 fn read_loop(mut stream: UnixStream, tx: &crossbeam_channel::Sender<WorkerEvent>) {

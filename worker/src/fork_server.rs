@@ -7,11 +7,16 @@
 //! and runs [`process::serve`](crate::process::serve) on the socket the
 //! supervisor sent along. The fork server is the parent and the one reaper
 //! of its children; it reports each exit to the supervisor after killing
-//! what is left of the child's process group.
+//! what is left of the child's process group. It is also a child subreaper
+//! (set before `exec` by the supervisor): what a worker process leaves
+//! behind when it dies is re-parented here, and every child that is not a
+//! worker process it forked is such an orphan, killed (with its tree) and
+//! reaped at once.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
@@ -21,6 +26,7 @@ use nix::unistd::Pid;
 use redis_tasks_protocol::ipc::fork_server::{
     FromForkServer, ToForkServer, recv_packet, send_packet,
 };
+use redis_tasks_protocol::proc_tree;
 
 use crate::middleware::Middleware;
 use crate::process::{WorkerProcessError, serve};
@@ -29,6 +35,9 @@ use crate::sys::{self, Forked};
 
 /// How often exited children are looked for while no request comes.
 const REAP_EVERY_MS: u16 = 2;
+
+/// How often adopted orphans are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
 /// Serves fork requests on the inherited control socket `fd` until the
 /// supervisor closes it.
@@ -45,6 +54,7 @@ pub fn serve_fork_server(
     // user from reading each other's memory.
     sys::forbid_inspection().map_err(WorkerProcessError::Io)?;
     let mut children = BTreeSet::new();
+    let mut next_sweep = Instant::now();
     loop {
         let readable = {
             let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
@@ -82,12 +92,29 @@ pub fn serve_fork_server(
                 Some((ToForkServer::Kill { pid }, fds)) => {
                     drop(sys::adopt_all(fds));
                     if children.contains(&pid) {
+                        // Unreaped: the pid is still its own.
+                        proc_tree::kill_tree(pid);
                         let _ = killpg(as_pid(pid), Signal::SIGKILL);
                     }
                 }
             }
         }
         reap(&mut children, &control)?;
+        if Instant::now() >= next_sweep {
+            next_sweep = Instant::now() + SWEEP_EVERY;
+            kill_orphans(&children);
+        }
+    }
+}
+
+/// Kills every child that is not a worker process this server forked: all
+/// such children are orphans adopted from a worker process's tree. The
+/// reap loop reaps them.
+fn kill_orphans(children: &BTreeSet<u32>) {
+    for pid in proc_tree::children(std::process::id()) {
+        if !children.contains(&pid) {
+            proc_tree::kill_tree(pid);
+        }
     }
 }
 
@@ -142,7 +169,10 @@ fn reap(children: &mut BTreeSet<u32>, control: &OwnedFd) -> Result<(), WorkerPro
         let _ = killpg(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         let pid = pid.as_raw().unsigned_abs();
-        children.remove(&pid);
+        if !children.remove(&pid) {
+            // An adopted orphan: nobody waits for its report.
+            continue;
+        }
         send_packet(
             control.as_fd(),
             &FromForkServer::Exited { pid, code, signal },

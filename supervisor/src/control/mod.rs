@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{SupervisorConfig, hostname};
 use crate::execute::SlotCommand;
+use crate::family;
 use crate::fork_server::ForkServer;
 use crate::notify::Notifier;
 use crate::scheduler::{self, SchedulerConfig, SchedulerHandle};
@@ -137,6 +138,7 @@ pub fn run(
     crate::sys::forbid_inspection()?;
     let notifier = Notifier::from_env();
     let retirer = Retirer::start()?;
+    let sweeper = family::adopt_orphans()?;
     let supervisor_id = uuid::Uuid::new_v4().simple().to_string();
     let host = hostname();
     let mut deferred = Deferred {
@@ -156,6 +158,7 @@ pub fn run(
         StartupEnd::Started(started) => *started,
         StartupEnd::Stopped => {
             retirer.finish();
+            sweeper.finish();
             info!("supervisor stopped before it started serving");
             return Ok(RunSummary::default());
         }
@@ -210,6 +213,10 @@ pub fn run(
         requeued: counters.requeued.load(Ordering::Relaxed),
     };
     retirer.finish();
+    // The fork server goes with the last handle on it; what it or any
+    // worker process left behind has been re-parented here by now.
+    drop(shared);
+    sweeper.finish();
     info!(
         "supervisor stopped: {} finished, {} failed, {} requeued",
         summary.finished, summary.failed, summary.requeued

@@ -109,6 +109,17 @@ mod tests {
     }
 
     #[test]
+    fn the_supervisors_own_kill_is_never_a_limit() {
+        let profile = Isolation::new().memory_limit(256 << 20).cpu_time_limit(10);
+        let ours = Outcome::failure(FailureKind::KilledBySupervisor("why".into()));
+        assert_eq!(explain(ours.clone(), &profile), ours);
+        assert_eq!(
+            ours.error_text().unwrap_or_default(),
+            "worker process killed by the supervisor: why"
+        );
+    }
+
+    #[test]
     fn seccomp_exit_codes_name_the_call() {
         let profile = Isolation::new().seccomp(true);
         let ptrace = DENIED_SYSCALLS

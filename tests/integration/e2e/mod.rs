@@ -9,6 +9,8 @@
 //!   zombie of the previous incarnation.
 //! - `chaos`: the soak: thousands of tasks while supervisors, worker
 //!   processes and Redis are killed; nothing lost, nothing run twice.
+//! - `hostile_tree`, `hostile_ipc`: tasks that attack containment (escaping
+//!   the process tree, hiding a crash, flooding or forging frames).
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
@@ -19,8 +21,10 @@
 //!   start) and a worker process that fails to start mid-run.
 
 mod chaos;
+mod hostile_ipc;
 mod hostile_sandbox;
 mod hostile_supervisor;
+mod hostile_tree;
 mod isolation;
 mod isolation_limits;
 mod outage;

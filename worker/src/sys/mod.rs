@@ -107,8 +107,8 @@ pub(crate) fn fork_child() -> Result<Forked, nix::errno::Errno> {
     }
 }
 
-/// In a freshly forked child: lead a process group of its own and die with
-/// the fork server.
+/// In a freshly forked child: lead a process group of its own, die with
+/// the fork server, and adopt orphans of its own descendants.
 pub(crate) fn become_worker() -> io::Result<()> {
     let parent = nix::unistd::getppid();
     nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
@@ -120,6 +120,9 @@ pub(crate) fn become_worker() -> io::Result<()> {
     if nix::unistd::getppid() != parent {
         return Err(io::Error::other("the fork server is gone"));
     }
+    // Orphans among its descendants come back to it, so its tree is all of
+    // what the task started (the flag is not inherited across fork).
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
     Ok(())
 }
 

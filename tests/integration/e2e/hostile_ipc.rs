@@ -1,0 +1,97 @@
+//! Point 6 of "contain hostile tasks": the IPC channel cannot hurt the
+//! supervisor or the next task.
+
+use std::fs;
+use std::time::Duration;
+
+use redis_tasks::TaskStatus;
+use serde_json::json;
+
+use super::{Demo, error_of};
+use crate::support::wait_until;
+
+/// The peak resident memory of process `pid`, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn a_meta_flood_cannot_grow_the_supervisor() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[("RUST_LOG", "info")]);
+    // 1000 frames of 256 KiB: 250 MiB sent as fast as the task can.
+    let id = demo.enqueue("meta_flood", json!({"frames": 1000, "kib": 256}));
+    demo.wait_status(&id, TaskStatus::Finished, Duration::from_secs(120));
+    let peak = peak_rss_kib(running.pid());
+    eprintln!("supervisor peak RSS under the flood: {} MiB", peak >> 10);
+    assert!(peak < 50 << 10, "supervisor peak RSS {peak} KiB");
+    running.stop();
+}
+
+#[test]
+fn a_stray_frame_after_the_end_retires_only_its_own_worker_process() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[]);
+    let marker = demo.path("stray.sent");
+    let stray = demo.enqueue("stray_finished", json!({"path": marker}));
+    let first = demo.wait_status(&stray, TaskStatus::Finished, Duration::from_secs(30));
+    wait_until(
+        "the stray frame to be sent",
+        Duration::from_secs(30),
+        || marker.exists(),
+    );
+    let next = demo.enqueue("pid", json!({}));
+    let t = demo.wait_ended(&next, Duration::from_secs(30));
+    assert_eq!(t.status, TaskStatus::Finished, "{t:#?}");
+    assert_ne!(
+        t.meta["pid"], first.meta["pid"],
+        "the stray's process was reused"
+    );
+    running.stop();
+}
+
+#[test]
+fn the_supervisors_own_kill_is_not_named_a_limit() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[]);
+    let id = demo.enqueue("close_ipc_and_hang", json!({}));
+    let t = demo.wait_ended(&id, Duration::from_secs(60));
+    let error = error_of(&t);
+    assert!(!error.contains("limit"), "{error}");
+    assert!(error.contains("killed by the supervisor"), "{error}");
+    running.stop();
+}
+
+#[test]
+fn oversized_args_from_a_raw_producer_fail_naming_the_setting() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[("RT_MAX_ARGS_BYTES", "1024")]);
+    let args = json!({"blob": "x".repeat(4096)}).to_string();
+    let mut conn = demo.redis.client();
+    let id = "raw-oversized";
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(format!("redis_tasks:task:{id}"))
+        .arg(&[
+            "task", "noop", "args", &args, "status", "queued", "queue", "default",
+        ])
+        .arg(&["enqueued_at", "2026-01-01T00:00:00Z"])
+        .cmd("RPUSH")
+        .arg("redis_tasks:queue:default")
+        .arg(id)
+        .cmd("SADD")
+        .arg("redis_tasks:queues")
+        .arg("default")
+        .query::<()>(&mut conn)
+        .expect("raw enqueue");
+    let t = demo.wait_ended(id, Duration::from_secs(30));
+    let error = error_of(&t);
+    assert!(error.contains("max_args_bytes (1024)"), "{error}");
+    running.stop();
+}
