@@ -113,9 +113,9 @@ impl Store {
     /// A store for the Redis server at `url` (`redis://[:password@]host[:port][/db]`),
     /// with keys under `prefix`. No connection is made until the first call.
     pub fn open(url: &str, prefix: &str) -> Result<Store, StoreError> {
-        let client = Client::open(url).map_err(|source| StoreError::InvalidUrl {
+        let client = Client::open(url).map_err(|error| StoreError::InvalidUrl {
             url: redact_url(url),
-            source,
+            error,
         })?;
         if prefix.is_empty() {
             return Err(StoreError::InvalidName {
@@ -273,9 +273,9 @@ impl Store {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
-        let connect_error = |source| StoreError::Connect {
+        let connect_error = |error| StoreError::Connect {
             addr: self.addr.clone(),
-            source,
+            error,
         };
         let conn = self
             .client
@@ -288,10 +288,10 @@ impl Store {
         Ok(conn)
     }
 
-    pub(crate) fn redis_error(&self, source: RedisError) -> StoreError {
+    pub(crate) fn redis_error(&self, error: RedisError) -> StoreError {
         StoreError::Redis {
             addr: self.addr.clone(),
-            source,
+            error,
         }
     }
 

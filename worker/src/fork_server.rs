@@ -38,7 +38,7 @@ pub fn serve_fork_server(
     fd: i32,
 ) -> Result<(), WorkerProcessError> {
     let control =
-        sys::adopt_fd(fd).map_err(|source| WorkerProcessError::Descriptor { fd, source })?;
+        sys::adopt_fd(fd).map_err(|error| WorkerProcessError::Descriptor { fd, error })?;
     let mut children = BTreeSet::new();
     loop {
         let readable = {
@@ -108,13 +108,13 @@ fn fork_worker(
             let fd = socket.into_raw_fd();
             let code = match sys::become_worker() {
                 Err(e) => {
-                    eprintln!("redis-tasks fork server child: {e}");
+                    crate::stderr_line(&format!("redis-tasks fork server child: {e}"));
                     1
                 }
                 Ok(()) => match serve(registry, middleware, fd) {
                     Ok(()) => 0,
                     Err(e) => {
-                        eprintln!("redis-tasks worker process: {e}");
+                        crate::stderr_line(&format!("redis-tasks worker process: {e}"));
                         1
                     }
                 },

@@ -50,16 +50,34 @@ pub enum SupervisorError {
     Middleware(#[from] MiddlewareError),
     /// Redis could not be used at start-up.
     #[error("redis: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The first worker process did not start: nothing would run.
     #[error("worker process failed to start: {0}")]
-    WorkerStart(#[from] SpawnError),
+    WorkerStart(SpawnError),
     /// Signal handlers or threads could not be set up.
     #[error("cannot set up the supervisor: {0}")]
-    Setup(#[from] std::io::Error),
+    Setup(std::io::Error),
     /// The supervisor stopped because of an unrecoverable condition.
     #[error("supervisor stopped: {0}")]
     Fatal(String),
+}
+
+impl From<StoreError> for SupervisorError {
+    fn from(e: StoreError) -> Self {
+        SupervisorError::Store(e)
+    }
+}
+
+impl From<SpawnError> for SupervisorError {
+    fn from(e: SpawnError) -> Self {
+        SupervisorError::WorkerStart(e)
+    }
+}
+
+impl From<std::io::Error> for SupervisorError {
+    fn from(e: std::io::Error) -> Self {
+        SupervisorError::Setup(e)
+    }
 }
 
 /// Totals of one supervisor run.
