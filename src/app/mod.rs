@@ -108,6 +108,10 @@ impl App {
     }
 
     /// Registers a task function under `name` with default options.
+    ///
+    /// A returned error is recorded as its alternate text (`{:#}`), which for
+    /// an `anyhow::Error` is the whole chain, "top: cause: root". For an error
+    /// type with `source()`s, return `TaskError::from_chain(&e)` to keep them.
     pub fn task<A, E, F>(self, name: &str, f: F) -> Self
     where
         A: DeserializeOwned,
