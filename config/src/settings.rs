@@ -150,9 +150,9 @@ impl Settings {
             .or_else(|| env::lookup(env, env::SETTINGS_PATH_VAR).map(PathBuf::from));
         let mut draft = Draft::default();
         if let Some(path) = path {
-            let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::Read {
+            let text = std::fs::read_to_string(&path).map_err(|error| SettingsError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
             file::apply_file(&mut draft, &text, &Origin::File(path.clone()))?;
             draft.settings.source = Some(path);

@@ -17,7 +17,7 @@ use redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG;
 use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
 use serde::de::DeserializeOwned;
 
-use crate::cli::{AdminCommand, GlobalArgs, run_admin};
+use crate::cli::{AdminCommand, GlobalArgs, print_error, print_stderr, run_admin};
 pub use worker_command::WorkerArgs;
 
 /// A redis-tasks application: task functions and middleware, and the
@@ -108,6 +108,10 @@ impl App {
     }
 
     /// Registers a task function under `name` with default options.
+    ///
+    /// A returned error is recorded as its alternate text (`{:#}`), which for
+    /// an `anyhow::Error` is the whole chain, "top: cause: root". For an error
+    /// type with `source()`s, return `TaskError::from_chain(&e)` to keep them.
     pub fn task<A, E, F>(self, name: &str, f: F) -> Self
     where
         A: DeserializeOwned,
@@ -184,7 +188,7 @@ impl App {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                print_error(&e);
                 ExitCode::FAILURE
             }
         }
@@ -199,7 +203,7 @@ impl App {
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("redis-tasks fork server: {e}");
+                print_stderr(&format!("redis-tasks fork server: {e}"));
                 ExitCode::FAILURE
             }
         }
@@ -209,7 +213,7 @@ impl App {
         match redis_tasks_worker::process::serve(&self.registry, &self.middleware, fd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("redis-tasks worker process: {e}");
+                print_stderr(&format!("redis-tasks worker process: {e}"));
                 ExitCode::FAILURE
             }
         }

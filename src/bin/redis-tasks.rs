@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use redis_tasks::cli::{AdminCommand, GlobalArgs, error_line, one_line, run_admin};
+use redis_tasks::cli::{AdminCommand, GlobalArgs, one_line, print_error, print_stderr, run_admin};
 
 /// Manage redis-tasks queues, tasks and workers.
 #[derive(Debug, Parser)]
@@ -37,14 +37,14 @@ fn main() -> ExitCode {
                 .lines()
                 .filter(|l| !l.starts_with("For more information"))
                 .collect();
-            eprintln!("{}", one_line(&message.join("\n")));
+            print_stderr(&one_line(&message.join("\n")));
             return ExitCode::from(2);
         }
     };
     match run_admin(&cli.global, cli.command, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_line(&e));
+            print_error(&e);
             ExitCode::FAILURE
         }
     }

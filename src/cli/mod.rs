@@ -137,22 +137,39 @@ pub fn run_admin_to(
     }
 }
 
-/// An error as the one line the binaries print after `error: `: its
-/// causes joined with `: `, skipping a cause whose text an outer message
-/// already contains, with newlines folded to spaces.
-pub fn error_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
+/// An error as the binaries print it: `error: <top>`, then one
+/// `  caused by: <cause>` line per further cause of its chain. Each message
+/// is folded to one line; a cause is skipped when it is empty or the line
+/// before already ends with its text (an error that prints its own source).
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut report = String::new();
+    let mut previous = String::new();
     for cause in e.chain() {
         let text = one_line(&cause.to_string());
-        if text.is_empty() || line.contains(&text) {
+        if report.is_empty() {
+            report = format!("error: {text}");
+        } else if !text.is_empty() && !previous.ends_with(&text) {
+            report.push_str("\n  caused by: ");
+            report.push_str(&text);
+        } else {
             continue;
         }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
+        previous = text;
     }
-    line
+    report
+}
+
+/// Prints [`error_report`] on stderr. A stderr that cannot be written (a
+/// closed pipe) is ignored: the exit status still tells the failure.
+pub fn print_error(e: &anyhow::Error) {
+    print_stderr(&error_report(e));
+}
+
+/// Writes `text` and a newline to stderr, ignoring write errors, unlike
+/// `eprintln!`, which panics when stderr is a closed pipe.
+pub fn print_stderr(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
 }
 
 /// Folds a message to one line: trimmed lines joined with spaces.
@@ -169,11 +186,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_lines_skip_repeated_causes() {
+    fn an_error_report_has_one_line_per_distinct_cause() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
         let e = anyhow::Error::new(io)
             .context("reading x: gone")
+            .context("gone")
             .context("start\nup");
-        assert_eq!(error_line(&e), "start up: reading x: gone");
+        assert_eq!(
+            error_report(&e),
+            "error: start up\n  caused by: gone\n  caused by: reading x: gone"
+        );
+    }
+
+    #[test]
+    fn an_error_without_causes_is_one_line() {
+        let e = anyhow::anyhow!("task x not found");
+        assert_eq!(error_report(&e), "error: task x not found");
     }
 }

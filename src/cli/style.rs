@@ -1,5 +1,5 @@
 //! Colour for human output, only when stdout is a terminal and `NO_COLOR`
-//! is not set.
+//! is unset or empty (the same rule as the log, see `crate::logging`).
 
 use std::io::IsTerminal;
 
@@ -10,10 +10,13 @@ pub(crate) struct Style {
 }
 
 impl Style {
-    /// Colour when stdout is a terminal and `NO_COLOR` is unset.
+    /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty.
     pub(crate) fn detect() -> Style {
         Style {
-            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            colour: crate::logging::use_colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ),
         }
     }
 

@@ -3,6 +3,10 @@
 //! Errors never carry a Redis password: the server is named by its address
 //! (`host:port`), and a URL that does not parse is shown with its password
 //! replaced by `***`.
+//!
+//! A variant that wraps an error shows its text in the message and does not
+//! return it from `source()` (see "Invariants" in docs/architecture.md), so
+//! printing a chain never repeats a cause.
 
 use redis_tasks_protocol::model::TaskStatus;
 
@@ -10,33 +14,30 @@ use redis_tasks_protocol::model::TaskStatus;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The Redis URL could not be parsed.
-    #[error("invalid redis url {url}: {source}")]
+    #[error("invalid redis url {url}: {error}")]
     InvalidUrl {
         /// The URL, with any password masked.
         url: String,
         /// What the Redis client said about it.
-        #[source]
-        source: redis::RedisError,
+        error: redis::RedisError,
     },
     /// No connection to Redis could be opened (refused, timed out, bad
     /// password...).
-    #[error("cannot connect to redis at {addr}: {source}")]
+    #[error("cannot connect to redis at {addr}: {error}")]
     Connect {
         /// The server address (`host:port`).
         addr: String,
         /// What went wrong.
-        #[source]
-        source: redis::RedisError,
+        error: redis::RedisError,
     },
     /// A command failed: the connection dropped or timed out, or the server
     /// answered with an error.
-    #[error("redis at {addr} failed: {source}")]
+    #[error("redis at {addr} failed: {error}")]
     Redis {
         /// The server address (`host:port`).
         addr: String,
         /// What went wrong.
-        #[source]
-        source: redis::RedisError,
+        error: redis::RedisError,
     },
     /// Redis answered with something this version of the schema does not
     /// expect (a bug, or another program writing under our prefix).
@@ -98,7 +99,7 @@ pub enum StoreError {
     },
     /// The task's arguments could not be serialised to JSON.
     #[error("cannot serialise task arguments to json: {0}")]
-    Args(#[source] serde_json::Error),
+    Args(serde_json::Error),
     /// A queue or task name that the schema cannot hold.
     #[error("invalid {what} name {name:?}: {reason}")]
     InvalidName {
@@ -156,13 +157,12 @@ pub enum StoreError {
     },
     /// The file named by `redis_password_file` could not be read, or is
     /// empty.
-    #[error("cannot read the redis password from {path} (redis_password_file)")]
+    #[error("cannot read the redis password from {path} (redis_password_file): {error}")]
     PasswordFile {
         /// The file.
         path: std::path::PathBuf,
         /// Why not.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -173,12 +173,12 @@ impl StoreError {
     pub fn is_connection_error(&self) -> bool {
         match self {
             StoreError::Connect { .. } => true,
-            StoreError::Redis { source, .. } => {
-                source.is_io_error()
-                    || source.is_timeout()
-                    || source.is_connection_dropped()
+            StoreError::Redis { error, .. } => {
+                error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
                     || matches!(
-                        source.retry_method(),
+                        error.retry_method(),
                         redis::RetryMethod::Reconnect
                             | redis::RetryMethod::ReconnectFromInitialConnections
                             | redis::RetryMethod::WaitAndRetry
@@ -212,7 +212,18 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{StoreError, redact_url};
+
+    #[test]
+    fn a_wrapped_error_is_in_the_message_and_not_a_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused here");
+        let e = StoreError::Connect {
+            addr: "127.0.0.1:1".to_owned(),
+            error: redis::RedisError::from(io),
+        };
+        assert_eq!(e.to_string().matches("refused here").count(), 1, "{e}");
+        assert!(std::error::Error::source(&e).is_none());
+    }
 
     #[test]
     fn passwords_are_masked() {

@@ -125,9 +125,9 @@ impl Store {
         password: Option<&str>,
         prefix: &str,
     ) -> Result<Store, StoreError> {
-        let invalid = |source| StoreError::InvalidUrl {
+        let invalid = |error| StoreError::InvalidUrl {
             url: redact_url(url),
-            source,
+            error,
         };
         let mut info = url.into_connection_info().map_err(invalid)?;
         if let Some(password) = password {
@@ -299,9 +299,9 @@ impl Store {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
-        let connect_error = |source| StoreError::Connect {
+        let connect_error = |error| StoreError::Connect {
             addr: self.addr.clone(),
-            source,
+            error,
         };
         let conn = self
             .client
@@ -314,10 +314,10 @@ impl Store {
         Ok(conn)
     }
 
-    pub(crate) fn redis_error(&self, source: RedisError) -> StoreError {
+    pub(crate) fn redis_error(&self, error: RedisError) -> StoreError {
         StoreError::Redis {
             addr: self.addr.clone(),
-            source,
+            error,
         }
     }
 
@@ -401,9 +401,9 @@ pub(crate) fn replies(values: Vec<redis::Value>) -> Result<Vec<redis::Value>, Re
 
 /// The first line of `path`, without its line ending.
 fn read_password(path: &std::path::Path) -> Result<String, StoreError> {
-    let failed = |source| StoreError::PasswordFile {
+    let failed = |error| StoreError::PasswordFile {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let text = std::fs::read_to_string(path).map_err(failed)?;
     let password = text.lines().next().unwrap_or_default().to_owned();

@@ -113,12 +113,12 @@ pub(crate) enum WorkerEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     /// The socket pair or the process could not be created.
-    #[error("cannot start {exe}: {source}")]
+    #[error("cannot start {exe}: {error}")]
     Spawn {
         /// The binary.
         exe: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The process ended or misbehaved before its handshake.
     #[error("{0}")]
@@ -149,9 +149,9 @@ enum Proc {
 /// Turns an I/O error while starting a worker process from `spec` into a
 /// [`SpawnError`] naming the binary.
 fn spawn_error(spec: &SpawnSpec) -> impl Fn(io::Error) -> SpawnError + '_ {
-    move |source| SpawnError::Spawn {
+    move |error| SpawnError::Spawn {
         exe: spec.exe.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -228,9 +228,9 @@ impl WorkerProcess {
         spec: &SpawnSpec,
         generation: u64,
     ) -> Result<Self, SpawnError> {
-        let spawn_err = |source| SpawnError::Spawn {
+        let spawn_err = |error| SpawnError::Spawn {
             exe: "the fork server".to_owned(),
-            source,
+            error,
         };
         let (ours, theirs) = UnixStream::pair().map_err(&spawn_err)?;
         let (pid, exit) = server

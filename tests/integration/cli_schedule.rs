@@ -99,38 +99,43 @@ fn time_zone_comes_from_the_settings_file_or_environment_unless_given() {
 }
 
 #[test]
-fn bad_schedules_fail_with_one_line() {
+fn bad_schedules_name_the_flag_then_the_problem() {
     for (args, expected) in [
         (
             &["--cron", "61 * * * *"][..],
-            "--cron: invalid cron expression \"61 * * * *\"",
+            "error: --cron\n  caused by: invalid cron expression \"61 * * * *\"",
         ),
         (
             &["--cron", "0 0 30 2 *"][..],
-            "--cron: cron expression \"0 0 30 2 *\" never matches",
+            "error: --cron\n  caused by: cron expression \"0 0 30 2 *\" never matches",
         ),
         (
             &["--every", "13h"][..],
-            "--every: `every` interval 13h is too long",
+            "error: --every\n  caused by: `every` interval 13h is too long",
         ),
         (
             &["--daily", "25:00"][..],
-            "--daily: invalid time of day \"25:00\"",
+            "error: --daily\n  caused by: invalid time of day \"25:00\"",
         ),
         (
             &["--daily", "03:00", "--timezone", "Europe/Atlantis"][..],
-            "--timezone: unknown time zone \"Europe/Atlantis\"",
+            "error: --timezone\n  caused by: unknown time zone \"Europe/Atlantis\"",
         ),
         (
             &["--daily", "03:00", "--after", "soon"][..],
-            "--after: invalid instant \"soon\"",
+            "error: --after: invalid instant \"soon\"",
         ),
     ] {
         let out = schedule_next().args(args).fails();
         assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
-        let line = out.stderr.trim_end();
-        assert!(!line.contains('\n'), "{args:?}: {line}");
-        assert!(line.contains(expected), "{args:?}: {line}");
+        // The flag at fault, then what is wrong with its value.
+        let report = out.stderr.trim_end();
+        assert_eq!(
+            report.lines().count(),
+            expected.lines().count(),
+            "{args:?}: {report}"
+        );
+        assert!(report.starts_with(expected), "{args:?}: {report}");
     }
 }
 

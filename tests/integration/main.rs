@@ -32,6 +32,8 @@
 //!   SIGKILL, catch-up, SIGTERM, `worker --scheduler`.
 //! - `graph`: task graphs: store level, `graph show`, and end to end with
 //!   the demo supervisor (order, failing nodes, both failure policies).
+//! - `logging`: what the binaries write on stderr: error causes, colour,
+//!   a stderr nobody reads.
 //! - `secrets`: no password on a command line; `redis_password_file`.
 //! - `testing_helper`: the in-process runner for users' test suites.
 //!
@@ -45,6 +47,7 @@ mod cli_errors;
 mod cli_schedule;
 mod e2e;
 mod graph;
+mod logging;
 mod scheduler;
 mod scheduler_store;
 mod secrets;

@@ -47,7 +47,7 @@ pub fn serve_fork_server(
     fd: i32,
 ) -> Result<(), WorkerProcessError> {
     let control =
-        sys::adopt_fd(fd).map_err(|source| WorkerProcessError::Descriptor { fd, source })?;
+        sys::adopt_fd(fd).map_err(|error| WorkerProcessError::Descriptor { fd, error })?;
     // A task must not reach the fork server's control socket (it could have
     // processes forked or killed): no tracing, no pidfd_getfd. Its forked
     // worker processes inherit this, which also keeps siblings of the same
@@ -140,13 +140,13 @@ fn fork_worker(
             let fd = socket.into_raw_fd();
             let code = match sys::become_worker() {
                 Err(e) => {
-                    eprintln!("redis-tasks fork server child: {e}");
+                    crate::stderr_line(&format!("redis-tasks fork server child: {e}"));
                     1
                 }
                 Ok(()) => match serve(registry, middleware, fd) {
                     Ok(()) => 0,
                     Err(e) => {
-                        eprintln!("redis-tasks worker process: {e}");
+                        crate::stderr_line(&format!("redis-tasks worker process: {e}"));
                         1
                     }
                 },

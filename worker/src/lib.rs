@@ -35,3 +35,11 @@ pub use context::{MetaSink, TaskContext};
 pub use middleware::{Middleware, MiddlewareChain, MiddlewareError, Next};
 pub use registry::{TaskDef, TaskError, TaskOptions, TaskRegistry};
 pub use shutdown::{PostponeShutdown, ShutdownState, Trigger};
+
+/// Writes `text` and a newline to stderr and ignores a failure. A worker
+/// process shares the supervisor's stderr; when that is a pipe whose reader
+/// went away, `eprintln!` would panic (and abort, inside the panic hook).
+pub(crate) fn stderr_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}

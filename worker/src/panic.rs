@@ -41,15 +41,15 @@ pub fn install_hook() {
         let text = describe(info);
         let backtrace = std::backtrace::Backtrace::capture();
         if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-            eprintln!(
+            crate::stderr_line(&format!(
                 "redis-tasks worker process {}: task panicked: {text}\n{backtrace}",
                 std::process::id()
-            );
+            ));
         } else {
-            eprintln!(
+            crate::stderr_line(&format!(
                 "redis-tasks worker process {}: task panicked: {text}",
                 std::process::id()
-            );
+            ));
         }
         *LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
     }));

@@ -43,22 +43,34 @@ pub const EXIT_PROTOCOL: i32 = 77;
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerProcessError {
     /// The inherited descriptor is not a usable socket.
-    #[error("cannot use the inherited ipc descriptor {fd}: {source}")]
+    #[error("cannot use the inherited ipc descriptor {fd}: {error}")]
     Descriptor {
         /// The descriptor number.
         fd: i32,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// Talking to the supervisor failed.
     #[error("ipc with the supervisor failed: {0}")]
-    Ipc(#[from] FrameError),
+    Ipc(FrameError),
     /// The supervisor asked for middleware this binary does not have.
     #[error(transparent)]
     Middleware(#[from] MiddlewareError),
     /// Setting up the process failed.
     #[error("worker process set-up failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<FrameError> for WorkerProcessError {
+    fn from(e: FrameError) -> Self {
+        WorkerProcessError::Ipc(e)
+    }
+}
+
+impl From<io::Error> for WorkerProcessError {
+    fn from(e: io::Error) -> Self {
+        WorkerProcessError::Io(e)
+    }
 }
 
 /// Sends meta updates to the supervisor over the socket.
@@ -85,7 +97,7 @@ pub fn serve(
     fd: i32,
 ) -> Result<(), WorkerProcessError> {
     let stream = sys::take_inherited_socket(fd)
-        .map_err(|source| WorkerProcessError::Descriptor { fd, source })?;
+        .map_err(|error| WorkerProcessError::Descriptor { fd, error })?;
     // Before any task: a task of another slot running as the same user
     // must not trace this process, read its memory or copy its socket.
     sys::forbid_inspection()?;
@@ -153,12 +165,12 @@ pub fn serve(
                     Ok(Some(ToWorker::Shutdown)) => watcher.request(),
                     Ok(Some(ToWorker::Exit)) => return,
                     Ok(Some(ToWorker::Setup { .. })) => {
-                        eprintln!("redis-tasks worker process: a second Setup");
+                        crate::stderr_line("redis-tasks worker process: a second Setup");
                         std::process::exit(EXIT_PROTOCOL)
                     }
                     Ok(None) => std::process::exit(EXIT_CHANNEL_CLOSED),
                     Err(e) => {
-                        eprintln!("redis-tasks worker process: {e}");
+                        crate::stderr_line(&format!("redis-tasks worker process: {e}"));
                         std::process::exit(EXIT_PROTOCOL)
                     }
                 }

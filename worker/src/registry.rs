@@ -32,9 +32,31 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    /// A failure with this text.
+    /// A failure with this text, written in its alternate form (`{:#}`), so
+    /// an `anyhow::Error` keeps its causes: "top: cause: root". For a
+    /// `String`, `&str` or most error types the alternate form is the plain
+    /// one. Task functions' errors become task errors this way.
     pub fn failed(text: impl fmt::Display) -> Self {
-        TaskError::Failed(text.to_string())
+        TaskError::Failed(format!("{text:#}"))
+    }
+
+    /// A failure whose text is `error`'s message followed by each of its
+    /// `source()` causes, joined with ": ". A cause the text already ends
+    /// with is left out, for errors that print their source themselves.
+    /// Return it from a task whose error type has sources:
+    /// `.map_err(|e| TaskError::from_chain(&e))`.
+    pub fn from_chain(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(e) = cause {
+            let more = e.to_string();
+            if !more.is_empty() && !text.ends_with(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            cause = e.source();
+        }
+        TaskError::Failed(text)
     }
 }
 
@@ -168,5 +190,81 @@ impl TaskRegistry {
     /// Whether no task is registered.
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::context::MetaSink;
+    use crate::shutdown::ShutdownState;
+
+    struct NoMeta;
+    impl MetaSink for NoMeta {
+        fn send_meta(&self, _: &str, _: &Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// An error with a source, as `thiserror` makes them.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("cannot load the report")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_task_returning_anyhow_keeps_the_cause_chain() {
+        let def = TaskDef::new("t", TaskOptions::new(), |_ctx, _: Value| {
+            Err::<(), _>(anyhow::anyhow!("root").context("cause").context("top"))
+        });
+        let ctx = TaskContext::new(
+            "id",
+            "t",
+            Map::new(),
+            Arc::new(NoMeta),
+            ShutdownState::passive(),
+        );
+        let err = def.call(&ctx, json!(null)).expect_err("fails");
+        assert_eq!(err, TaskError::Failed("top: cause: root".into()));
+    }
+
+    #[test]
+    fn plain_texts_stay_as_they_are() {
+        assert_eq!(TaskError::failed("no"), TaskError::Failed("no".into()));
+        assert_eq!(
+            TaskError::failed(String::from("no: really")),
+            TaskError::Failed("no: really".into())
+        );
+    }
+
+    #[test]
+    fn from_chain_walks_the_sources_once() {
+        let io = std::io::Error::other("disk gone");
+        let err = TaskError::from_chain(&Outer(io));
+        assert_eq!(
+            err,
+            TaskError::Failed("cannot load the report: disk gone".into())
+        );
+        // An error that prints its own source does not get it twice.
+        let e = anyhow::anyhow!("root").context("top: root");
+        let boxed: Box<dyn std::error::Error + 'static> = e.into();
+        assert_eq!(
+            TaskError::from_chain(boxed.as_ref()),
+            TaskError::Failed("top: root".into())
+        );
     }
 }

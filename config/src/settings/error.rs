@@ -30,13 +30,12 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The settings file could not be read.
-    #[error("cannot read settings file {}", path.display())]
+    #[error("cannot read settings file {}: {error}", path.display())]
     Read {
         /// The path that was tried.
         path: PathBuf,
         /// Why reading failed.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The file is not valid TOML.
     #[error("{origin}: invalid TOML at line {line}, column {column}: {message}")]

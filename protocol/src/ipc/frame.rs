@@ -16,7 +16,7 @@ pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 pub enum FrameError {
     /// The underlying socket failed.
     #[error("i/o error on the ipc channel: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The stream ended part-way through a frame.
     #[error("stream ended inside a frame ({got} of {expected} bytes)")]
     Truncated {
@@ -36,6 +36,12 @@ pub enum FrameError {
     /// The payload is not a valid message.
     #[error("malformed frame: {0}")]
     Malformed(String),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        FrameError::Io(e)
+    }
 }
 
 /// Reads as many bytes as `buf` holds; returns how many arrived before the

@@ -57,19 +57,43 @@ pub enum SupervisorError {
     Middleware(#[from] MiddlewareError),
     /// Redis could not be used at start-up.
     #[error("redis: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The first worker process did not start: nothing would run.
     #[error("worker process failed to start: {0}")]
-    WorkerStart(#[from] SpawnError),
-    /// Threads could not be set up.
+    WorkerStart(SpawnError),
+    /// Signal handlers or threads could not be set up.
     #[error("cannot set up the supervisor: {0}")]
-    Setup(#[from] std::io::Error),
+    Setup(std::io::Error),
     /// The scheduler of `worker --scheduler` could not start.
     #[error("scheduler: {0}")]
-    Scheduler(#[from] scheduler::SchedulerError),
+    Scheduler(scheduler::SchedulerError),
     /// The supervisor stopped because of an unrecoverable condition.
     #[error("supervisor stopped: {0}")]
     Fatal(String),
+}
+
+impl From<StoreError> for SupervisorError {
+    fn from(e: StoreError) -> Self {
+        SupervisorError::Store(e)
+    }
+}
+
+impl From<SpawnError> for SupervisorError {
+    fn from(e: SpawnError) -> Self {
+        SupervisorError::WorkerStart(e)
+    }
+}
+
+impl From<scheduler::SchedulerError> for SupervisorError {
+    fn from(e: scheduler::SchedulerError) -> Self {
+        SupervisorError::Scheduler(e)
+    }
+}
+
+impl From<std::io::Error> for SupervisorError {
+    fn from(e: std::io::Error) -> Self {
+        SupervisorError::Setup(e)
+    }
 }
 
 /// Totals of one supervisor run.

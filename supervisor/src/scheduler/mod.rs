@@ -71,10 +71,22 @@ impl SchedulerConfig {
 pub enum SchedulerError {
     /// The Redis settings are unusable.
     #[error("redis: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The thread could not be started.
     #[error("cannot start the scheduler: {0}")]
-    Setup(#[from] std::io::Error),
+    Setup(std::io::Error),
+}
+
+impl From<StoreError> for SchedulerError {
+    fn from(e: StoreError) -> Self {
+        SchedulerError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for SchedulerError {
+    fn from(e: std::io::Error) -> Self {
+        SchedulerError::Setup(e)
+    }
 }
 
 /// Totals of one scheduler run.

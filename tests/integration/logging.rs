@@ -1,0 +1,147 @@
+//! What the binaries write on stderr: errors with each cause once, log
+//! lines without colour codes when stderr is not a terminal, and a
+//! supervisor that keeps working when nobody reads its stderr any more.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use redis_tasks::TaskStatus;
+use serde_json::json;
+
+use crate::e2e::{Demo, demo_bin};
+use crate::support::{Cmd, admin_bin, free_port, wait_until};
+
+/// How often `needle` occurs in `haystack`.
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn an_unreachable_redis_names_its_cause_once() {
+    let port = free_port().expect("port");
+    let url = format!("redis://127.0.0.1:{port}");
+    for bin in [admin_bin(), demo_bin()] {
+        let o = Cmd::new(&bin)
+            .env("REDIS_URL", &url)
+            .arg("info")
+            .timeout(Duration::from_secs(30))
+            .fails();
+        assert!(
+            o.stderr.starts_with(&format!(
+                "error: cannot connect to redis at 127.0.0.1:{port}"
+            )),
+            "{}: {}",
+            bin.display(),
+            o.stderr
+        );
+        assert_eq!(
+            count(&o.stderr, "Connection refused"),
+            1,
+            "{}: {}",
+            bin.display(),
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn causes_added_at_the_edge_get_a_line_each() {
+    let server = crate::support::RedisServer::start();
+    let o = Cmd::admin(&server.url())
+        .args(["enqueue", "t", "[1, 2"])
+        .fails();
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", o.stderr);
+    assert_eq!(lines[0], "error: invalid ARGS_JSON", "{}", o.stderr);
+    assert!(lines[1].starts_with("  caused by: "), "{}", o.stderr);
+}
+
+#[test]
+fn a_log_file_gets_no_colour_codes() {
+    let demo = Demo::new();
+    let mut sup = demo.start(&["--concurrency", "1"], &[]);
+    let ok = demo.enqueue("noop", json!(null));
+    let bad = demo.enqueue("fail", json!({"message": "on purpose"}));
+    demo.wait_status(&ok, TaskStatus::Finished, Duration::from_secs(60));
+    demo.wait_status(&bad, TaskStatus::Failed, Duration::from_secs(60));
+    sup.stop();
+    let log = std::fs::read(&sup.log).expect("read the log");
+    assert!(!log.is_empty(), "the supervisor logged nothing");
+    assert!(
+        !log.contains(&0x1b),
+        "escape codes in a log file:\n{}",
+        String::from_utf8_lossy(&log)
+    );
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_the_supervisor() {
+    let demo = Demo::new();
+    // Debug level: every task writes several lines to the closed pipe.
+    let child = Command::new(demo_bin())
+        .args(["worker", "--concurrency", "2"])
+        .env_remove("RT_SETTINGS")
+        .env("REDIS_URL", demo.redis.url())
+        .env("RT_WORKER_HEARTBEAT_FREQ", "1")
+        .env("RT_MAINTENANCE_FREQ", "1")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the demo supervisor");
+    let mut child = KillOnDrop(child);
+    let child = &mut child.0;
+    // The reader goes away at once: every later write gets EPIPE.
+    drop(child.stderr.take());
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            if i % 5 == 4 {
+                demo.enqueue("panic", json!({"message": "loud"}))
+            } else {
+                demo.enqueue("noop", json!(null))
+            }
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i % 5 == 4 {
+            TaskStatus::Failed
+        } else {
+            TaskStatus::Finished
+        };
+        wait_until(
+            &format!("task {id} to be {want}"),
+            Duration::from_secs(60),
+            || {
+                demo.store.task(id).is_ok_and(|t| t.status == want)
+                    || child.try_wait().ok().flatten().is_some()
+            },
+        );
+        assert_eq!(
+            child.try_wait().expect("try_wait"),
+            None,
+            "the supervisor died while task {id} ran"
+        );
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let mut status = None;
+    wait_until("the supervisor to exit", Duration::from_secs(60), || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
+}
+
+/// A child process killed and reaped when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
