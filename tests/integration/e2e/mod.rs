@@ -27,6 +27,7 @@ mod hostile_supervisor;
 mod hostile_tree;
 mod isolation;
 mod isolation_limits;
+mod mended_data;
 mod outage;
 mod outcomes;
 mod recovery;
