@@ -10,6 +10,7 @@
 //! as in production.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -202,6 +203,7 @@ fn supervisor(
     c: usize,
     max_tasks: u64,
     burst: bool,
+    settings: Option<&Path>,
 ) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
@@ -219,6 +221,9 @@ fn supervisor(
     if burst {
         cmd.arg("--burst");
     }
+    if let Some(path) = settings {
+        cmd.env("RT_SETTINGS", path);
+    }
     cmd.spawn()
         .map_err(|e| format!("cannot start the supervisor: {e}"))
 }
@@ -232,11 +237,12 @@ fn end_to_end(
     c: usize,
     bytes: usize,
     max_tasks: u64,
+    settings: Option<&Path>,
 ) -> Result<f64, String> {
     let store = store(url, prefix)?;
     fill(&store, n, bytes)?;
     let started = Instant::now();
-    let mut child = supervisor(url, prefix, c, max_tasks, true)?;
+    let mut child = supervisor(url, prefix, c, max_tasks, true, settings)?;
     let status = child.wait().map_err(|e| e.to_string())?;
     let wall = started.elapsed();
     if !status.success() {
@@ -260,6 +266,42 @@ fn end_to_end(
         _ => wall.as_secs_f64(),
     };
     Ok(n as f64 / span.max(1e-9))
+}
+
+/// The documented `strict` preset (docs/security.md) on the default
+/// queue, with `nobody` as its account: every task gets a worker process
+/// of its own, in a network namespace, under Landlock and seccomp. Needs
+/// root (switching user, namespaces); `None` otherwise.
+fn strict_profile(url: &str, n: usize, c: usize, bytes: usize) -> Result<Option<f64>, String> {
+    // The effective uid, from /proc.
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        == Some("0");
+    if !root {
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let settings = dir.path().join("strict.toml");
+    std::fs::write(
+        &settings,
+        "[queues.default]\nuser = \"nobody\"\nmemory_limit = \"512M\"\ncpu_time_limit = \"60s\"\n\
+         open_files_limit = 128\nenv = [\"PATH\", \"LANG\", \"TZ\"]\nworking_dir = \"/\"\n\
+         network = false\nread_only_paths = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc\"]\n\
+         seccomp = true\n",
+    )
+    .map_err(|e| e.to_string())?;
+    // `nobody` must reach this binary: a checkout in a private (0700)
+    // directory makes every task fail, which is reported, not fatal.
+    match end_to_end(url, "bench_strict", n, c, bytes, 1_000_000, Some(&settings)) {
+        Ok(rate) => Ok(Some(rate)),
+        Err(e) => {
+            eprintln!("strict profile phase failed: {e}");
+            Ok(None)
+        }
+    }
 }
 
 fn enqueue_rates(url: &str, n: usize, bytes: usize) -> Result<(f64, f64), String> {
@@ -322,7 +364,7 @@ struct Live {
 fn live(url: &str, c: usize) -> Result<Live, String> {
     let prefix = "bench_live";
     let store = store(url, prefix)?;
-    let mut child = supervisor(url, prefix, c, 1000, false)?;
+    let mut child = supervisor(url, prefix, c, 1000, false, None)?;
     let pid = child.id();
     let wait = |id: &str| -> Result<redis_tasks::TaskRecord, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -409,9 +451,11 @@ fn run(o: Options) -> Result<(), String> {
         redis.url
     );
     let floor = floor(&redis.url, n, c, bytes)?;
-    let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000)?;
+    let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000, None)?;
     let fresh_n = (n / 4).max(500);
-    let fresh = end_to_end(&redis.url, "bench_fresh", fresh_n, c, bytes, 1)?;
+    let fresh = end_to_end(&redis.url, "bench_fresh", fresh_n, c, bytes, 1, None)?;
+    let strict_n = (n / 50).max(100);
+    let strict = strict_profile(&redis.url, strict_n, c, bytes)?;
     let (single, batched) = enqueue_rates(&redis.url, n, bytes)?;
     let live = live(&redis.url, c)?;
     println!();
@@ -426,6 +470,15 @@ fn run(o: Options) -> Result<(), String> {
         "| end to end, fresh process per task (C={c}, {fresh_n} tasks) | {fresh:.0} tasks/s | 3000 | {:.2} of floor |",
         fresh / floor
     );
+    match strict {
+        Some(strict) => println!(
+            "| end to end, strict profile, a process per task (C={c}, {strict_n} tasks) | {strict:.0} tasks/s | | {:.2} of floor |",
+            strict / floor
+        ),
+        None => println!(
+            "| end to end, strict profile | skipped: needs root, and a binary user nobody can run | | |"
+        ),
+    }
     println!("| enqueue, one at a time | {single:.0} tasks/s | 15000 | |");
     println!("| enqueue, batches of 1000 | {batched:.0} tasks/s | 100000 | |");
     println!(
