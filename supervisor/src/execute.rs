@@ -1,8 +1,8 @@
 //! Running one task on a worker process and watching it end.
 //!
-//! The slot waits on three things at once: the worker process's events,
-//! its own commands from the control loop (shutdown, kill), and the task's
-//! deadline. Whatever comes first decides how the run ends; a run always
+//! The slot waits on four things at once: the worker process's frames, its
+//! exit (watched directly, not through the socket), its own commands from
+//! the control loop (shutdown, kill), and the task's deadline. Whatever comes first decides how the run ends; a run always
 //! ends, and the worker process is always reaped when it does not survive.
 
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ pub(crate) enum SlotCommand {
     /// Graceful shutdown: stop fetching; interrupt the running task unless
     /// it holds a postpone-shutdown guard.
     Shutdown,
-    /// Immediate shutdown: kill the running task's process group now.
+    /// Immediate shutdown: kill the running task's process tree now.
     Kill,
     /// Look at the shared state again (a reload, a retirement, a drain);
     /// ignored while a task runs.
