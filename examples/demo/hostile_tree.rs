@@ -62,25 +62,23 @@ fn c_path(path: &str) -> std::result::Result<CString, String> {
     CString::new(path).map_err(|e| e.to_string())
 }
 
-/// In a forked child: writes this process's pid and a newline to `path`.
+/// In a forked child: writes this process's pid, as the supervisor and
+/// the tests see it, and a newline to `path`. That is the pid in the
+/// namespace `/proc` was mounted for, read from the `/proc/self` link:
+/// `getpid` answers in the worker processes' PID namespace.
 ///
 /// # Safety
 ///
 /// Async-signal-safe calls only, on a local buffer.
 unsafe fn write_own_pid(path: &CString) {
     let mut buf = [0u8; 24];
-    // SAFETY: getpid cannot fail.
-    let mut pid = unsafe { libc::getpid() } as u32;
-    let mut at = buf.len() - 1;
-    buf[at] = b'\n';
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (pid % 10) as u8;
-        pid /= 10;
-        if pid == 0 {
-            break;
-        }
-    }
+    // SAFETY: readlink writes at most the length given into our buffer.
+    let len = unsafe { libc::readlink(c"/proc/self".as_ptr(), buf.as_mut_ptr().cast(), 23) };
+    let Ok(len) = usize::try_from(len) else {
+        return;
+    };
+    buf[len] = b'\n';
+    let (at, end) = (0, len + 1);
     // SAFETY: open/write/close on a C string and a local buffer we own.
     unsafe {
         let fd = libc::open(
@@ -89,7 +87,7 @@ unsafe fn write_own_pid(path: &CString) {
             0o644,
         );
         if fd >= 0 {
-            libc::write(fd, buf[at..].as_ptr().cast(), buf.len() - at);
+            libc::write(fd, buf[at..end].as_ptr().cast(), end - at);
             libc::close(fd);
         }
     }
@@ -134,21 +132,34 @@ fn orphan(_: &TaskContext, a: Escape) -> Result {
 
 /// Forks a child that keeps the IPC socket open (a fork copies every
 /// descriptor, close-on-exec or not) and writes its pid to `path`; then the
-/// worker process aborts. The socket stays open in the child.
+/// worker process aborts. The socket stays open in the child. The worker
+/// process waits for the pid on a pipe first: once it has aborted, the
+/// child is an orphan that containment kills within milliseconds, and the
+/// test must learn its pid.
 fn fork_holder_abort(_: &TaskContext, a: PathArg) -> Result {
     let path = c_path(&a.path)?;
-    // SAFETY: the child only makes async-signal-safe calls.
+    let mut ends = [0; 2];
+    // SAFETY: the child only makes async-signal-safe calls; pipe2 writes
+    // two descriptors into `ends`, which the parent reads from and closes.
     unsafe {
+        if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
         let child = libc::fork();
         if child < 0 {
             return Err(std::io::Error::last_os_error().to_string());
         }
         if child == 0 {
             write_own_pid(&path);
+            libc::write(ends[1], b"x".as_ptr().cast(), 1);
             loop {
                 libc::pause();
             }
         }
+        libc::close(ends[1]);
+        let mut byte = 0u8;
+        libc::read(ends[0], (&raw mut byte).cast(), 1);
+        libc::close(ends[0]);
     }
     std::process::abort()
 }
@@ -166,7 +177,7 @@ fn meta_flood(ctx: &TaskContext, a: Flood) -> Result {
 /// this task on the raw IPC socket a moment after the real one, then
 /// writes `path`.
 fn stray_finished(ctx: &TaskContext, a: PathArg) -> Result {
-    ctx.set_meta("pid", std::process::id())?;
+    ctx.set_meta("pid", crate::host_ids::pid())?;
     let task_id = ctx.id().to_owned();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));

@@ -13,6 +13,7 @@
 //! With `DEMO_OUTCOME_LOG=/path/file.jsonl` set for the supervisor, a
 //! middleware appends one JSON line per final outcome to that file.
 
+mod host_ids;
 mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
@@ -110,7 +111,10 @@ fn spawn(ctx: &TaskContext, a: Spawn) -> Result {
             .map_err(|e| format!("cannot start sleep: {e}"))?;
         children.push(child);
     }
-    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let pids: Vec<u32> = children
+        .iter()
+        .map(|c| host_ids::of_child(c.id()))
+        .collect();
     ctx.set_meta("children", pids)?;
     for mut child in children {
         child.wait().map_err(|e| e.to_string())?;
@@ -212,7 +216,7 @@ struct ProcFile {
 /// process that started this worker process, as an attacker after the
 /// Redis password would; records in meta how much it read.
 fn peek_parent(ctx: &TaskContext, a: ProcFile) -> Result {
-    let parent = std::os::unix::process::parent_id();
+    let parent = host_ids::parent();
     let path = format!("/proc/{parent}/{}", a.file);
     let text = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
     ctx.set_meta("read", String::from_utf8_lossy(&text).replace('\0', " "))
@@ -220,7 +224,7 @@ fn peek_parent(ctx: &TaskContext, a: ProcFile) -> Result {
 
 /// Records the worker process's pid in the meta object (`pid`).
 fn pid(ctx: &TaskContext, _: serde_json::Value) -> Result {
-    ctx.set_meta("pid", std::process::id())
+    ctx.set_meta("pid", host_ids::pid())
 }
 
 /// Holds a postpone-shutdown guard for `secs`, then returns: a shutdown

@@ -66,7 +66,11 @@ pub fn ptrace_self() -> Result<(), String> {
 /// fork server) with `pidfd_getfd`, as an attacker after its authenticated
 /// Redis connections would; returns how many it got.
 pub fn steal_parent_fds() -> Result<u32, String> {
-    let parent = std::os::unix::process::parent_id();
+    // Outside this task's PID namespace the parent cannot even be named:
+    // nothing to copy.
+    let Some(parent) = crate::host_ids::local_pid(crate::host_ids::parent()) else {
+        return Ok(0);
+    };
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; no memory is passed.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, parent, 0) };
@@ -93,8 +97,8 @@ pub fn steal_parent_fds() -> Result<u32, String> {
 /// running as its own user, and tries what an attacker would: open their memory and
 /// copy a descriptor with `pidfd_getfd`. Returns how many it reached.
 pub fn reach_siblings() -> Result<u32, String> {
-    let me = std::process::id();
-    let parent = std::os::unix::process::parent_id();
+    let me = crate::host_ids::pid();
+    let parent = crate::host_ids::parent();
     let uid = std::fs::metadata("/proc/self").map_err(|e| e.to_string())?;
     let uid = std::os::unix::fs::MetadataExt::uid(&uid);
     let mut reached = 0;
@@ -121,8 +125,11 @@ pub fn reach_siblings() -> Result<u32, String> {
             reached += 1;
             continue;
         }
+        let Some(local) = crate::host_ids::local_pid(pid) else {
+            continue;
+        };
         // SAFETY: pidfd_open takes a pid and flags, returns a descriptor or -1.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, local, 0) };
         if pidfd >= 0 {
             // SAFETY: pidfd_getfd takes the pidfd, a target descriptor number
             // and flags, and returns a new descriptor or -1.

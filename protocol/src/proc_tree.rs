@@ -3,7 +3,9 @@
 //! A task may start processes that leave its process group (`setsid`) and
 //! its parent (a double fork). Worker processes, the fork server and the
 //! supervisor are child subreapers, so such an orphan is re-parented to the
-//! nearest of them instead of to init, and stays findable in
+//! nearest of them (or, in the worker processes' PID namespace, to the
+//! nearest in that namespace, else its init) instead of to init, and stays
+//! findable in
 //! `/proc/<pid>/task/<tid>/children`. This module walks that tree and
 //! freezes each member (SIGSTOP) as it finds it, until a walk finds nothing
 //! new, and only then kills them all (SIGKILL): a frozen process cannot fork
@@ -32,6 +34,16 @@ pub fn children(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Whether `pid` has exited and waits to be reaped (false if it is gone).
+pub fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which may hold anything but
+        // ends at the last ')'.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 fn signal(pid: u32, sig: Signal) {

@@ -12,6 +12,23 @@
 //! are never waited for here (one reaper each: their handle), and nothing
 //! calls `waitpid(-1)`.
 //!
+//! Worker processes run in a PID namespace of their own when the host
+//! allows it (CAP_SYS_ADMIN): its init is the anchor (`sys::start_anchor`),
+//! a child of the supervisor that dies with it (parent-death signal), and
+//! when a namespace's init dies the kernel kills every process in it. So
+//! even a supervisor killed with SIGKILL takes along what its tasks
+//! detached. [`spawn`] starts each worker process in the namespace (the
+//! spawning thread enters it for that one fork and leaves it again; the
+//! supervisor's view of the pid is unchanged); the fork server stays in
+//! the supervisor's namespace, so the pids its `fork` returns are ours too,
+//! and only its children enter the namespace. Inside the namespace the
+//! nearest child subreaper is looked for among ancestors in the same
+//! namespace only: what a dead worker process leaves is re-parented to the
+//! anchor, not here. The sweeper kills the anchor's children as it kills
+//! its own orphans; the anchor, as the namespace's init, reaps them
+//! (`waitpid(-1)` on its own children, in a process of its own, so each
+//! process still has one reaper).
+//!
 //! The set of registered children is process-wide, as the kernel's list of
 //! a process's children is: a spawn holds the read side of a lock from
 //! before `fork` until its pid is registered, and a sweep holds the write
@@ -19,8 +36,9 @@
 
 use std::collections::HashSet;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::{Child, Command};
-use std::sync::{LazyLock, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -28,7 +46,9 @@ use crossbeam_channel::{Sender, bounded};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use redis_tasks_protocol::proc_tree;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use crate::sys::{self, Anchor};
 
 /// How often adopted orphans are looked for.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(20);
@@ -39,17 +59,87 @@ struct Family {
     own: Mutex<HashSet<u32>>,
     /// Read: a spawn in progress; write: a sweep listing the children.
     spawning: RwLock<()>,
+    /// The worker processes' PID namespace, when there is one.
+    anchor: Mutex<Option<Arc<Anchor>>>,
 }
 
 static FAMILY: LazyLock<Family> = LazyLock::new(Family::default);
 
-/// Spawns `cmd` and registers the child as one of ours.
+fn anchor() -> Option<Arc<Anchor>> {
+    FAMILY
+        .anchor
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Spawns `cmd` as a worker process, in the worker processes' PID
+/// namespace when there is one, and registers the child as one of ours.
 pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Child> {
+    let anchor = anchor();
+    match spawn_in(cmd, anchor.as_deref()) {
+        // A namespace whose init is exiting takes no new process (ENOMEM):
+        // the anchor was killed from outside. Start outside it.
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOMEM)
+                && anchor.as_ref().is_some_and(|a| is_exiting(a.pid)) =>
+        {
+            warn!(
+                "containment: the worker processes' PID namespace is gone ({e}); \
+                 starting worker processes outside it"
+            );
+            let gone = FAMILY
+                .anchor
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(anchor) = gone {
+                // Its exit waits until every process of the namespace is
+                // reaped, worker processes included, which other threads
+                // do: reap it off this thread.
+                let _ = thread::Builder::new()
+                    .name("anchor".into())
+                    .spawn(move || end(&anchor));
+            }
+            spawn_in(cmd, None)
+        }
+        other => other,
+    }
+}
+
+/// Spawns the fork server, in the supervisor's own PID namespace (so that
+/// the pids it reports are ours), with the worker processes' namespace (if
+/// any) passed to `prepare` for its children, and registers it.
+pub(crate) fn spawn_fork_server(
+    cmd: &mut Command,
+    prepare: impl FnOnce(&mut Command, Option<RawFd>),
+) -> io::Result<Child> {
+    let anchor = anchor();
+    prepare(cmd, anchor.as_ref().map(|a| a.ns.as_raw_fd()));
+    // `anchor` keeps the descriptor open until the child has it.
+    spawn_in(cmd, None)
+}
+
+fn spawn_in(cmd: &mut Command, ns: Option<&Anchor>) -> io::Result<Child> {
     let _guard = FAMILY
         .spawning
         .read()
         .unwrap_or_else(PoisonError::into_inner);
-    let child = cmd.spawn()?;
+    let child = match ns {
+        None => cmd.spawn()?,
+        Some(anchor) => {
+            sys::enter_pid_ns(anchor.ns.as_fd())?;
+            let child = cmd.spawn();
+            // This thread's later children (none but worker processes
+            // today) start where the supervisor is. Returning to the
+            // thread's own namespace needs nothing entering the other did
+            // not; a failure would leave its later children inside.
+            if let Err(e) = sys::enter_pid_ns(anchor.host.as_fd()) {
+                error!("cannot return to the supervisor's PID namespace: {e}");
+            }
+            child?
+        }
+    };
     FAMILY
         .own
         .lock()
@@ -87,10 +177,112 @@ pub(crate) fn sweep() -> usize {
             let _ = waitpid(Pid::from_raw(raw), None);
         }
     }
-    orphans.len()
+    // The anchor forks nothing: each of its children is an orphan of a
+    // worker process's tree. It reaps them; killed ones wait as zombies
+    // until it does, and are not counted twice.
+    let adopted: Vec<u32> = anchor()
+        .map(|a| proc_tree::children(a.pid))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&pid| !proc_tree::is_zombie(pid))
+        .collect();
+    for &pid in &adopted {
+        proc_tree::kill_tree(pid);
+    }
+    orphans.len() + adopted.len()
 }
 
-/// Makes this process a child subreaper and starts the sweeper thread.
+/// Starts the worker processes' PID namespace unless there is one; logs
+/// which containment is in use. Call on the thread that lives as long as
+/// the supervisor (the anchor dies with it).
+fn start_pid_namespace() {
+    let mut slot = FAMILY.anchor.lock().unwrap_or_else(PoisonError::into_inner);
+    if slot.is_some() {
+        return;
+    }
+    let started = {
+        // Registered like a spawned child: the sweeper never sees it
+        // unregistered.
+        let _guard = FAMILY
+            .spawning
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        sys::start_anchor().inspect(|a| {
+            FAMILY
+                .own
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(a.pid);
+        })
+    };
+    match started {
+        Ok(anchor) => {
+            info!(
+                anchor = anchor.pid,
+                "containment: worker processes run in a PID namespace of their own; \
+                 everything a task starts dies with the supervisor, even when it is killed"
+            );
+            *slot = Some(Arc::new(anchor));
+        }
+        // The shipped systemd unit runs without the capability: its cgroup
+        // is the last line there, so this is no warning.
+        Err(e) => info!(
+            "containment: no PID namespace for worker processes ({e}; it needs \
+             CAP_SYS_ADMIN); if the supervisor is killed with SIGKILL, processes a \
+             task detached outlive it until its cgroup is stopped"
+        ),
+    }
+}
+
+/// Kills and reaps the anchor, which ends its namespace (call when every
+/// worker process and the fork server are reaped).
+fn stop_pid_namespace() {
+    let anchor = FAMILY
+        .anchor
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(anchor) = anchor {
+        end(&anchor);
+    }
+}
+
+/// Whether our child `pid` has begun to exit or has exited: the
+/// `PF_EXITING` bit of the flags in `/proc/<pid>/stat` is set at the start
+/// of its exit, or the process is a zombie or gone. The init of a PID
+/// namespace stays in its exit until every process of the namespace is
+/// reaped, and the namespace takes no new process from its first moment.
+fn is_exiting(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // After the command name: state, ppid, pgrp, session, tty, tpgid, flags.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let zombie = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
+    let flags = fields
+        .get(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    zombie || flags & PF_EXITING != 0
+}
+
+/// Kills and reaps `anchor`; the caller took it out of [`Family::anchor`],
+/// so no one else does.
+fn end(anchor: &Anchor) {
+    if let Ok(raw) = i32::try_from(anchor.pid) {
+        // Our unreaped child: the pid is still its own.
+        let _ = nix::sys::signal::kill(Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(raw), None);
+    }
+    forget(anchor.pid);
+}
+
+/// Makes this process a child subreaper, puts worker processes in a PID
+/// namespace of their own when it can, and starts the sweeper thread.
 /// Without the subreaper flag (an old kernel) orphans go to init and only
 /// the process-group kill reaches them; that is logged.
 pub(crate) fn adopt_orphans() -> io::Result<Sweeper> {
@@ -104,6 +296,7 @@ pub(crate) fn adopt_orphans() -> io::Result<Sweeper> {
              processes a task detaches from its process group may outlive it"
         ),
     }
+    start_pid_namespace();
     let (stop, stopped) = bounded::<()>(1);
     let thread = thread::Builder::new()
         .name("orphans".into())
@@ -137,5 +330,6 @@ impl Sweeper {
         if n > 0 {
             warn!("killed {n} process(es) tasks left behind");
         }
+        stop_pid_namespace();
     }
 }

@@ -79,8 +79,9 @@ impl ForkServer {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .process_group(0);
-        sys::prepare_child(&mut cmd, theirs.as_raw_fd(), None);
-        let child = crate::family::spawn(&mut cmd)?;
+        let child = crate::family::spawn_fork_server(&mut cmd, |cmd, pid_ns| {
+            sys::prepare_child(cmd, theirs.as_raw_fd(), None, pid_ns);
+        })?;
         drop(theirs);
         let reader = ours.try_clone()?;
         let routes = Arc::new(Mutex::new(Routes::default()));

@@ -27,7 +27,8 @@
 //!   and reaping a worker process; `fork_server.rs` the fork server's
 //!   supervisor side.
 //! - `family.rs`: the supervisor's own children, told apart from the
-//!   orphans it adopts as a child subreaper, which it kills and reaps.
+//!   orphans it adopts as a child subreaper, which it kills and reaps; the
+//!   PID namespace worker processes run in, when the host allows one.
 //! - `liveness.rs`: whether a process recorded in Redis (pid, start time,
 //!   boot id) still runs.
 //! - `signals.rs`: the signal table. `backoff.rs`: retrying while Redis
@@ -38,7 +39,8 @@
 //!   the control loop owns (`worker --scheduler`).
 //! - `isolation/`: isolation profiles of untrusted tasks: planning them,
 //!   probing them at start-up, naming the limit a task hit.
-//! - `sys.rs`: the crate's only `unsafe` (between fork and exec).
+//! - `sys.rs`: the crate's only `unsafe` (between fork and exec, and the
+//!   anchor: the init of the worker processes' PID namespace).
 
 #![warn(unreachable_pub)]
 

@@ -1,9 +1,10 @@
 //! The supervisor crate's only `unsafe`: the few system calls a worker
 //! process must make between `fork` and `exec`, where only
-//! async-signal-safe calls are allowed (no allocation, no locks).
+//! async-signal-safe calls are allowed (no allocation, no locks), and the
+//! anchor: the init of the PID namespace worker processes run in.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -26,7 +27,8 @@ const IGNORED: [libc::c_int; 6] = [
 ];
 
 /// Arranges for the child of `cmd` to: die with the thread that spawned it
-/// (parent-death signal), be a child subreaper, ignore [`IGNORED`], find `ipc_fd` at
+/// (parent-death signal), be a child subreaper, start its own children in
+/// `children_pid_ns` when given, ignore [`IGNORED`], find `ipc_fd` at
 /// [`WORKER_FD`] and no other descriptor above stdio; then, with
 /// `restrictions`, to apply them in the documented order (limits, network
 /// namespace, bounding set, groups and user, other capabilities,
@@ -36,17 +38,19 @@ pub(crate) fn prepare_child(
     cmd: &mut Command,
     ipc_fd: RawFd,
     restrictions: Option<ChildRestrictions>,
+    children_pid_ns: Option<RawFd>,
 ) {
+    let children_pid_ns = children_pid_ns.unwrap_or(-1);
     // SAFETY: `getpid` is a plain system call, safe in the parent.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the child between fork and exec. It only
-    // calls async-signal-safe system calls (prctl, getppid, signal, fcntl,
+    // calls async-signal-safe system calls (prctl, getppid, setns, signal, fcntl,
     // dup2, close_range via syscall, then those `restrict` lists under its
     // own Safety section), allocates nothing and takes no lock (the
     // restrictions were computed in the parent and are moved in by value);
     // it builds errors with `from_raw_os_error`/`last_os_error`, which do
-    // not allocate. `ipc_fd` is the child's copy of a descriptor the parent
-    // keeps open until after `spawn` returns.
+    // not allocate. `ipc_fd` and `children_pid_ns` are the child's copies of
+    // descriptors the parent keeps open until after `spawn` returns.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -57,9 +61,17 @@ pub(crate) fn prepare_child(
             if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // The supervisor may have died before prctl took effect.
-            if libc::getppid() != parent {
+            // The supervisor may have died before prctl took effect. A child
+            // in the worker processes' PID namespace reads 0 while its
+            // parent (outside) lives, the anchor's 1 once it is gone.
+            let ppid = libc::getppid();
+            if ppid != parent && ppid != 0 {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            // The fork server: its own pid stays the supervisor's view of
+            // it, the worker processes it forks start in the namespace.
+            if children_pid_ns >= 0 && libc::setns(children_pid_ns, libc::CLONE_NEWPID) != 0 {
+                return Err(io::Error::last_os_error());
             }
             for sig in IGNORED {
                 if libc::signal(sig, libc::SIG_IGN) == libc::SIG_ERR {
@@ -286,4 +298,151 @@ pub(crate) fn forbid_inspection() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The anchor's command name (`/proc/<pid>/comm`, at most 15 bytes), so
+/// that `ps` tells it from the supervisor it was forked from.
+const ANCHOR_NAME: &std::ffi::CStr = c"rt-pidns-anchor";
+
+/// The init of the PID namespace worker processes run in: a forked copy
+/// of the supervisor that does nothing but reap (see [`start_anchor`]).
+#[derive(Debug)]
+pub(crate) struct Anchor {
+    /// Its pid (in the supervisor's namespace).
+    pub(crate) pid: u32,
+    /// Its PID namespace, entered by a spawning thread with [`enter_pid_ns`].
+    pub(crate) ns: OwnedFd,
+    /// The supervisor's own PID namespace, to return to.
+    pub(crate) host: OwnedFd,
+}
+
+/// Makes this thread's future children start in the PID namespace `ns`
+/// (`setns(CLONE_NEWPID)` changes only the calling thread's namespace for
+/// children; the thread itself stays where it is).
+pub(crate) fn enter_pid_ns(ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a plain system call on a descriptor the caller borrows.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates a PID namespace and its init, the anchor, as a child of the
+/// calling thread, and leaves the thread's own children in the
+/// supervisor's namespace. Call it on the thread that lives as long as
+/// the supervisor: the anchor dies with that thread (parent-death
+/// signal, which follows the thread), and when the init of a PID
+/// namespace dies the kernel kills every process in it.
+///
+/// `unshare(CLONE_NEWPID)` acts on the calling thread only and makes its
+/// *next* child the namespace's pid 1, so the anchor is forked at once;
+/// `setns` to the namespace the thread started in (its active one) then
+/// restores the thread. Both need CAP_SYS_ADMIN; without it this fails
+/// with the kernel's error and nothing changed.
+pub(crate) fn start_anchor() -> io::Result<Anchor> {
+    let host = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/pid")?);
+    // A pidfd of this process tells the anchor whether the supervisor died
+    // before its parent-death signal was armed (getppid cannot: the
+    // supervisor is outside the anchor's namespace, where it reads 0).
+    // SAFETY: pidfd_open takes a pid and flags; no memory is passed.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    let pidfd = match libc::c_int::try_from(pidfd) {
+        // SAFETY: pidfd_open just created this descriptor (close-on-exec)
+        // and returned it to us alone.
+        Ok(fd) if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        _ => None,
+    };
+    // SAFETY: a plain system call; it changes this thread's namespace for
+    // children only.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let parent_fd = pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    // SAFETY: the child of this fork runs only `anchor`, which makes
+    // async-signal-safe system calls, allocates nothing, takes no lock
+    // and never returns, so a fork of a multi-threaded process is sound.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see the fork above; `parent_fd` is -1 or our copy of the
+        // pidfd.
+        unsafe { anchor(parent_fd) }
+    }
+    let forked = if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid.unsigned_abs())
+    };
+    drop(pidfd);
+    // Whatever happened, this thread's next child must not become the
+    // namespace's init.
+    enter_pid_ns(host.as_fd())?;
+    let pid = forked?;
+    match std::fs::File::open(format!("/proc/{pid}/ns/pid")) {
+        Ok(ns) => Ok(Anchor {
+            pid,
+            ns: OwnedFd::from(ns),
+            host,
+        }),
+        Err(e) => {
+            // It died at once (the supervisor is going away): reap it.
+            // SAFETY: plain system calls on our own unreaped child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The anchor's whole life, in the child of a fork: die with the thread
+/// that forked it, drop every descriptor of the supervisor, block every
+/// signal that can be blocked (a `systemctl kill` of the unit, or a Ctrl-C
+/// to the terminal's group, must not end the namespace; the kernel ignores
+/// signals without a handler sent to a namespace's init from inside it
+/// anyway), and reap whatever is re-parented to it: as the namespace's
+/// init it adopts the orphans of worker processes that died. It is the
+/// reaper of those alone; the supervisor only kills them (see `family`).
+///
+/// # Safety
+///
+/// Only in the child of a `fork`: async-signal-safe system calls (prctl,
+/// poll, close_range, sigprocmask, waitpid, sigtimedwait, _exit) on
+/// locals, no allocation, no lock.
+unsafe fn anchor(parent_fd: RawFd) -> ! {
+    // SAFETY: plain system calls on locals; see the function's Safety.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            libc::_exit(1);
+        }
+        if parent_fd >= 0 {
+            let mut p = libc::pollfd {
+                fd: parent_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Readable: the supervisor has exited already.
+            if libc::poll(&mut p, 1, 0) != 0 {
+                libc::_exit(1);
+            }
+        }
+        let _ = libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0);
+        let _ = libc::prctl(libc::PR_SET_NAME, ANCHOR_NAME.as_ptr(), 0, 0, 0);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        // A blocked SIGCHLD is queued (not ignored) and wakes the wait; the
+        // timeout is a second line only.
+        let tick = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        loop {
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            libc::sigtimedwait(&chld, std::ptr::null_mut(), &tick);
+        }
+    }
 }

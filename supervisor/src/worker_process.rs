@@ -210,7 +210,7 @@ impl WorkerProcess {
         if let Some(dir) = plan.and_then(|p| p.working_dir.as_ref()) {
             cmd.current_dir(dir);
         }
-        sys::prepare_child(&mut cmd, theirs.as_raw_fd(), plan.map(|p| p.child));
+        sys::prepare_child(&mut cmd, theirs.as_raw_fd(), plan.map(|p| p.child), None);
         let child =
             family::spawn(&mut cmd).map_err(|e| match NotApplied::from_spawn_error(&e) {
                 Some(not) => SpawnError::NotIsolated(not),

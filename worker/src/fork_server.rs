@@ -11,7 +11,12 @@
 //! (set before `exec` by the supervisor): what a worker process leaves
 //! behind when it dies is re-parented here, and every child that is not a
 //! worker process it forked is such an orphan, killed (with its tree) and
-//! reaped at once.
+//! reaped at once. When the supervisor runs worker processes in a PID
+//! namespace of their own, the fork server itself stays outside it (so the
+//! pids `fork` returns here are the supervisor's too) and only its children
+//! start inside (the supervisor enters the namespace for them before
+//! `exec`); orphans of a dead worker process then go to that namespace's
+//! init instead of here, and the supervisor kills them.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd};

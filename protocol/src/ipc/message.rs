@@ -117,7 +117,9 @@ pub enum FromWorker {
     Hello {
         /// [`PROTOCOL_VERSION`] of the worker process.
         version: u32,
-        /// Its process id.
+        /// Its process id as it sees it: in the worker processes' PID
+        /// namespace when they have one, so not a pid the supervisor may
+        /// signal (it uses the pid its `fork`, or the fork server's, gave).
         pid: u32,
     },
     /// The answer to a `Setup` with restrictions: `None` when every one was

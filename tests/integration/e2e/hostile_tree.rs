@@ -104,16 +104,30 @@ fn a_setsid_grandchild_of_a_fork_server_worker_dies_with_its_task() {
     running.stop();
 }
 
+/// What the supervisor logs at start when it cannot give worker processes
+/// a PID namespace (no CAP_SYS_ADMIN).
+const NO_PID_NAMESPACE: &str = "no PID namespace for worker processes";
+
 #[test]
-#[ignore = "needs the worker processes in a PID namespace; not done yet (see docs/security.md)"]
 fn a_setsid_grandchild_dies_when_the_supervisor_is_killed() {
-    let demo = Demo::new();
-    let running = demo.start(&["--concurrency", "1"], &[]);
-    let path = demo.path("grandchild.pid");
-    demo.enqueue("orphan", json!({"path": path, "secs": 60.0}));
-    let grandchild = escaped_pid(&path);
-    running.signal(Signal::SIGKILL);
-    wait_gone("the grandchild to die with the supervisor", &grandchild);
+    // By exec, then forked by the fork server.
+    for per_child in ["1000", "1"] {
+        let demo = Demo::new();
+        let running = demo.start(
+            &["--concurrency", "1", "--max-tasks-per-child", per_child],
+            &[],
+        );
+        let path = demo.path("grandchild.pid");
+        demo.enqueue("orphan", json!({"path": path, "secs": 60.0}));
+        let grandchild = escaped_pid(&path);
+        if let Some(line) = running.log().lines().find(|l| l.contains(NO_PID_NAMESPACE)) {
+            eprintln!("skipped: this host allows no PID namespace here: {line}");
+            return;
+        }
+        running.signal(Signal::SIGKILL);
+        let took = wait_gone("the grandchild to die with the supervisor", &grandchild);
+        eprintln!("max-tasks-per-child {per_child}: grandchild gone {took:?} after the SIGKILL");
+    }
 }
 
 #[test]
@@ -139,4 +153,56 @@ fn a_crash_behind_a_child_holding_the_socket_is_recorded_at_once() {
         wait_gone("the child holding the socket to die", &holder);
         running.stop();
     }
+}
+
+/// The children of `pid` named `rt-pidns-anchor`: the init of the worker
+/// processes' PID namespace.
+fn anchors_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .filter(|p| {
+                    fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "rt-pidns-anchor")
+                }),
+        );
+    }
+    out
+}
+
+#[test]
+fn worker_processes_start_outside_a_pid_namespace_whose_anchor_was_killed() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[]);
+    let first = demo.enqueue("pid", json!(null));
+    demo.wait_status(&first, TaskStatus::Finished, Duration::from_secs(30));
+    let anchors = anchors_of(running.pid());
+    if anchors.is_empty() {
+        eprintln!("skipped: the supervisor has no PID namespace here");
+        running.stop();
+        return;
+    }
+    // Everything in the namespace dies with its init, the idle worker
+    // process too; the next task gets one started outside.
+    let _ = kill(Pid::from_raw(anchors[0]), Signal::SIGKILL);
+    let next = demo.enqueue("pid", json!(null));
+    demo.wait_status(&next, TaskStatus::Finished, Duration::from_secs(30));
+    assert!(
+        running
+            .log()
+            .contains("the worker processes' PID namespace is gone"),
+        "{}",
+        running.log()
+    );
+    wait_until("the anchor to be reaped", Duration::from_secs(10), || {
+        anchors_of(running.pid()).is_empty()
+    });
+    running.stop();
 }

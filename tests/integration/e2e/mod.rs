@@ -292,7 +292,12 @@ pub fn error_of(t: &TaskRecord) -> &str {
     t.error.as_deref().unwrap_or("")
 }
 
-/// The worker processes (direct children) of the process `pid`.
+/// The command name of the anchor, the init of the worker processes' PID
+/// namespace: a child of the supervisor that is no worker process.
+const ANCHOR_NAME: &str = "rt-pidns-anchor";
+
+/// The worker processes (direct children, the anchor aside) of the
+/// process `pid`.
 pub fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -306,6 +311,9 @@ pub fn children_of(pid: i32) -> Vec<i32> {
             );
         }
     }
+    out.retain(|child| {
+        fs::read_to_string(format!("/proc/{child}/comm")).map_or(true, |c| c.trim() != ANCHOR_NAME)
+    });
     out.sort_unstable();
     out
 }
