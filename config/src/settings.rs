@@ -92,6 +92,10 @@ pub struct Settings {
     /// Seconds a graceful shutdown lets running tasks finish before it
     /// interrupts them (`worker --drain-timeout` wins at start-up).
     pub drain_timeout: u64,
+    /// The first uid of `user = "dynamic"` profiles: slot N of a
+    /// supervisor runs such tasks as uid `dynamic_user_base + N`. Give each
+    /// supervisor of a host its own base.
+    pub dynamic_user_base: u32,
     /// Per-queue settings (`[queues.NAME]` tables), by queue name.
     pub queues: BTreeMap<String, QueueSettings>,
     /// The settings file these came from, if any.
@@ -115,6 +119,7 @@ impl Default for Settings {
             worker_concurrency: None,
             worker_queues: Vec::new(),
             drain_timeout: 0,
+            dynamic_user_base: 61_184,
             queues: BTreeMap::new(),
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
@@ -267,6 +272,7 @@ impl fmt::Debug for Settings {
             .field("worker_concurrency", &self.worker_concurrency)
             .field("worker_queues", &self.worker_queues)
             .field("drain_timeout", &self.drain_timeout)
+            .field("dynamic_user_base", &self.dynamic_user_base)
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)

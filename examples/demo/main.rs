@@ -306,6 +306,9 @@ fn main() -> ExitCode {
         .task("reach_siblings", |ctx, _: serde_json::Value| -> Result {
             ctx.set_meta("reached", misbehave::reach_siblings()?)
         })
+        .task("kill_everyone", |ctx, _: serde_json::Value| -> Result {
+            ctx.set_meta("kill", misbehave::kill_everyone()?)
+        })
         .task_with(
             "capped_alloc",
             TaskOptions::new().isolation(Isolation::new().memory_limit(64 << 20)),

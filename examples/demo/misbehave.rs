@@ -145,3 +145,22 @@ pub fn reach_siblings() -> Result<u32, String> {
     }
     Ok(reached)
 }
+
+/// Sends SIGKILL to every process it may signal (`kill(-1)`), as a task out
+/// to take its sibling tasks down would. Refuses to run as root, where it
+/// would hit far more than tasks. (The kernel answers "sent" as soon as any
+/// process was tried, even one it was not allowed to signal.)
+pub fn kill_everyone() -> Result<String, String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Err("kill_everyone refuses to run as root".into());
+    }
+    // SAFETY: kill takes a pid and a signal number; -1 addresses every
+    // process this one may signal, except itself and init.
+    let sent = unsafe { libc::kill(-1, libc::SIGKILL) };
+    Ok(if sent == 0 {
+        "sent".to_owned()
+    } else {
+        std::io::Error::last_os_error().to_string()
+    })
+}

@@ -38,6 +38,9 @@ pub(crate) const MAX_START_FAILURES: u32 = 5;
 /// One slot's thread state.
 pub(crate) struct Slot {
     pub id: String,
+    /// The slot's number within its supervisor (the end of its id); picks
+    /// its uid for `user = "dynamic"` profiles.
+    pub index: usize,
     pub shared: Arc<Shared>,
     pub store: Store,
     pub commands: Receiver<SlotCommand>,
@@ -235,7 +238,12 @@ impl Slot {
         timeout: Duration,
         profile: &Isolation,
     ) -> Outcome {
-        let plan = match Plan::build(profile, &current.spawn.env) {
+        let profile = isolation::for_slot(
+            profile,
+            current.config.settings.dynamic_user_base,
+            self.index,
+        );
+        let plan = match Plan::build(&profile, &current.spawn.env) {
             Ok(plan) => plan,
             Err(not) => {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");

@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 16] = [
+pub(super) const SCALAR_KEYS: [&str; 17] = [
     "redis_url",
     "redis_password_file",
     "redis_prefix",
@@ -67,6 +67,7 @@ pub(super) const SCALAR_KEYS: [&str; 16] = [
     "max_aborted_runs",
     "worker_concurrency",
     "drain_timeout",
+    "dynamic_user_base",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -101,6 +102,8 @@ pub(super) fn apply_scalar(
             count(raw, 1, 4096, "slots").map(|v| s.worker_concurrency = Some(v))
         }
         "drain_timeout" => seconds(raw, 0).map(|v| s.drain_timeout = v),
+        "dynamic_user_base" => count(raw, 1, u64::from(u32::MAX - 4336), "uid")
+            .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
         _ => return None,
     };
     Some(result)

@@ -105,6 +105,7 @@ impl SlotSet {
         }));
         let slot = Slot {
             id: info.id.clone(),
+            index,
             shared: Arc::clone(shared),
             store: store.independent()?,
             commands: receiver,

@@ -28,7 +28,7 @@ mod outcome;
 mod plan;
 
 pub(crate) use outcome::explain;
-pub(crate) use plan::{ChildRestrictions, NotApplied, Plan, Step};
+pub(crate) use plan::{ChildRestrictions, NotApplied, Plan, Step, for_slot};
 
 use redis_tasks_config::settings::{Isolation, Settings};
 use redis_tasks_worker::TaskRegistry;
@@ -90,12 +90,12 @@ pub(crate) fn probe(
 ) -> Vec<(String, NotApplied)> {
     let mut failed = Vec::new();
     for (label, profile) in configured_profiles(settings, queues, registry) {
-        let result =
-            Plan::build(&profile, &spawn.env).and_then(|plan| match WorkerProcess::spawn_isolated(
-                spawn,
-                0,
-                Some(&plan),
-            ) {
+        let result = Plan::build(
+            &for_slot(&profile, settings.dynamic_user_base, 0),
+            &spawn.env,
+        )
+        .and_then(
+            |plan| match WorkerProcess::spawn_isolated(spawn, 0, Some(&plan)) {
                 Ok(process) => {
                     process.retire();
                     Ok(())
@@ -105,7 +105,8 @@ pub(crate) fn probe(
                     restriction: "worker process".to_owned(),
                     reason: e.to_string(),
                 }),
-            });
+            },
+        );
         match result {
             Ok(()) => info!("isolation profile of {label} applies"),
             Err(not) => {

@@ -9,6 +9,7 @@
 //! act on. What only the kernel can refuse is reported from the child as
 //! an encoded error code, decoded by [`NotApplied::from_spawn_error`].
 
+use std::borrow::Cow;
 use std::io;
 use std::path::PathBuf;
 
@@ -187,6 +188,28 @@ pub(crate) struct Plan {
     pub working_dir: Option<PathBuf>,
     /// Applied by the worker process itself after the handshake.
     pub confine: Option<Confine>,
+}
+
+/// The value of `user` that asks for a uid of the slot's own.
+pub(crate) const DYNAMIC_USER: &str = "dynamic";
+
+/// How many uids the dynamic range holds (61184-65519 by default, the range
+/// systemd uses for `DynamicUser=`); slot numbers wrap around it.
+const DYNAMIC_RANGE: u32 = 4336;
+
+/// `profile` with `user = "dynamic"` turned into a uid (and gid) of slot
+/// `slot`'s own: `base + slot`, so no two slots of a supervisor share an
+/// account. The uid needs no entry in the user database; it owns no files.
+pub(crate) fn for_slot(profile: &Isolation, base: u32, slot: usize) -> Cow<'_, Isolation> {
+    if profile.user.as_deref() != Some(DYNAMIC_USER) {
+        return Cow::Borrowed(profile);
+    }
+    let offset = u32::try_from(slot).unwrap_or(u32::MAX) % DYNAMIC_RANGE;
+    let id = base.saturating_add(offset).to_string();
+    let mut own = profile.clone();
+    own.user = Some(id.clone());
+    own.group = Some(own.group.take().unwrap_or(id));
+    Cow::Owned(own)
 }
 
 impl Plan {

@@ -21,6 +21,7 @@
 //!   start) and a worker process that fails to start mid-run.
 
 mod chaos;
+mod dynamic_users;
 mod hostile_ipc;
 mod hostile_sandbox;
 mod hostile_supervisor;
