@@ -557,6 +557,16 @@ fn read_loop(mut stream: UnixStream, tx: &crossbeam_channel::Sender<WorkerEvent>
         let event = match recv::<FromWorker>(&mut stream) {
             Ok(Some(msg)) => WorkerEvent::Message(msg),
             Ok(None) => WorkerEvent::Closed,
+            // A worker process that died with our last message unread
+            // resets the connection: that is its end, not a bad frame.
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                WorkerEvent::Closed
+            }
             Err(e) => WorkerEvent::Violation(e.to_string()),
         };
         let last = !matches!(event, WorkerEvent::Message(_));

@@ -290,7 +290,8 @@ fn the_documented_strict_preset_runs_an_ordinary_task() {
     let len = section[start..].find("```").expect("end of block");
     let toml = section[start..start + len]
         .replace("/var/lib/redis-tasks/strict", &work.display().to_string())
-        .replace("\"rt-strict\"", "\"nobody\"");
+        // Debian's `nogroup` stands in for the preset's own group.
+        .replace("\"rt-strict\"", "\"65534\"");
     let file = work.join("out.txt");
     let write = enqueue(
         &demo,

@@ -192,6 +192,14 @@ fn worker_processes_start_outside_a_pid_namespace_whose_anchor_was_killed() {
     // Everything in the namespace dies with its init, the idle worker
     // process too; the next task gets one started outside.
     let _ = kill(Pid::from_raw(anchors[0]), Signal::SIGKILL);
+    // The idle worker process dies with the namespace; once it has, the
+    // next task cannot be handed to it.
+    let old = demo.task(&first).meta["pid"].as_i64().expect("pid in meta") as i32;
+    wait_until(
+        "the idle worker process to die",
+        Duration::from_secs(30),
+        || is_gone(old),
+    );
     let next = demo.enqueue("pid", json!(null));
     demo.wait_status(&next, TaskStatus::Finished, Duration::from_secs(30));
     assert!(
