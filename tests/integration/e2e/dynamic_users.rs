@@ -10,15 +10,7 @@ use std::time::Duration;
 use redis_tasks::TaskStatus;
 use serde_json::json;
 
-use super::{Demo, Running, demo_bin_for_everyone, error_of};
-
-fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("skipped: needs root (switching users)");
-    false
-}
+use super::{Demo, Running, demo_bin_for_everyone, error_of, root_or_skip};
 
 /// A supervisor on `default` with two slots, under `profile`.
 fn start(demo: &Demo, profile: &str) -> Running {
@@ -63,7 +55,7 @@ fn attack(demo: &Demo, sup: &Running) -> redis_tasks::TaskRecord {
 
 #[test]
 fn slots_with_dynamic_users_cannot_kill_each_others_tasks() {
-    if !is_root() {
+    if !root_or_skip("switching users") {
         return;
     }
     let demo = Demo::new();
@@ -81,7 +73,7 @@ fn slots_with_dynamic_users_cannot_kill_each_others_tasks() {
 
 #[test]
 fn slots_sharing_one_account_can_kill_each_others_tasks() {
-    if !is_root() {
+    if !root_or_skip("switching users") {
         return;
     }
     // The attack itself, so that the test above can fail: with one account

@@ -14,18 +14,10 @@ use std::time::Duration;
 use redis_tasks::TaskStatus;
 use serde_json::json;
 
-use super::{Demo, Running, demo_bin_for_everyone, error_of};
+use super::{Demo, Running, demo_bin_for_everyone, error_of, root_or_skip};
 
 const NOBODY: u32 = 65534;
 const SECRET: &str = "hunter2-not-for-tasks";
-
-fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("skipped: needs root (to run the supervisor as another user)");
-    false
-}
 
 /// A supervisor running as `nobody`, with a secret in its environment.
 fn start_as_nobody(demo: &Demo, args: &[&str]) -> Running {
@@ -78,21 +70,21 @@ fn check_parent_is_out_of_reach(args: &[&str]) {
 
 #[test]
 fn a_task_cannot_read_the_supervisors_environment_or_copy_its_descriptors() {
-    if is_root() {
+    if root_or_skip("to run the supervisor as another user") {
         check_parent_is_out_of_reach(&["--concurrency", "1"]);
     }
 }
 
 #[test]
 fn a_task_cannot_read_the_fork_servers_environment_or_copy_its_descriptors() {
-    if is_root() {
+    if root_or_skip("to run the supervisor as another user") {
         check_parent_is_out_of_reach(&["--concurrency", "1", "--max-tasks-per-child", "1"]);
     }
 }
 
 #[test]
 fn a_task_cannot_read_a_sibling_worker_process_of_the_same_user() {
-    if !is_root() {
+    if !root_or_skip("to run the supervisor as another user") {
         return;
     }
     for args in [

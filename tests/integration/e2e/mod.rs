@@ -319,6 +319,16 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Whether this test process is root; otherwise prints that the test is
+/// skipped and `why` it needs root.
+pub fn root_or_skip(why: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: needs root ({why})");
+    false
+}
+
 /// Whether `pid` is gone (or a zombie nobody reaped yet).
 pub fn is_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
