@@ -8,7 +8,11 @@
 //! server), which are registered when they are spawned, and kills and reaps
 //! the orphans: a sweeper thread looks at the supervisor's children every
 //! [`SWEEP_EVERY`] and, for each one not registered, freezes and kills its
-//! tree and reaps it with `waitpid` on that pid alone. Registered children
+//! tree and reaps it with `waitpid` on that pid alone. Children the program
+//! already had when the supervisor started (a program that embeds the
+//! supervisor may have started its own servers) are left alone; a program
+//! that runs the supervisor in-process must not start other children while
+//! it runs, or they are taken for orphans. Registered children
 //! are never waited for here (one reaper each: their handle), and nothing
 //! calls `waitpid(-1)`.
 //!
@@ -57,6 +61,10 @@ pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(20);
 struct Family {
     /// Children this process started and whose handle reaps them.
     own: Mutex<HashSet<u32>>,
+    /// Children the program had before the supervisor started (a program
+    /// that embeds it may have started, say, its own redis-server), by pid
+    /// and start time: never taken for orphans.
+    before: Mutex<HashSet<(u32, u64)>>,
     /// Read: a spawn in progress; write: a sweep listing the children.
     spawning: RwLock<()>,
     /// The worker processes' PID namespace, when there is one.
@@ -165,9 +173,10 @@ pub(crate) fn sweep() -> usize {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         let own = FAMILY.own.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = FAMILY.before.lock().unwrap_or_else(PoisonError::into_inner);
         proc_tree::children(std::process::id())
             .into_iter()
-            .filter(|pid| !own.contains(pid))
+            .filter(|pid| !own.contains(pid) && !was_there_before(&before, *pid))
             .collect()
     };
     for &pid in &orphans {
@@ -190,6 +199,23 @@ pub(crate) fn sweep() -> usize {
         proc_tree::kill_tree(pid);
     }
     orphans.len() + adopted.len()
+}
+
+/// Whether `pid` is a child the program had before the supervisor started
+/// (same pid and start time, so not a reused pid).
+fn was_there_before(before: &HashSet<(u32, u64)>, pid: u32) -> bool {
+    !before.is_empty()
+        && crate::liveness::stat_of(pid)
+            .is_some_and(|stat| before.contains(&(pid, stat.start_time)))
+}
+
+/// Remembers the children this process has now as the program's own.
+fn remember_children_before() {
+    let children: HashSet<(u32, u64)> = proc_tree::children(std::process::id())
+        .into_iter()
+        .filter_map(|pid| crate::liveness::stat_of(pid).map(|stat| (pid, stat.start_time)))
+        .collect();
+    *FAMILY.before.lock().unwrap_or_else(PoisonError::into_inner) = children;
 }
 
 /// Starts the worker processes' PID namespace unless there is one; logs
@@ -296,6 +322,7 @@ pub(crate) fn adopt_orphans() -> io::Result<Sweeper> {
              processes a task detaches from its process group may outlive it"
         ),
     }
+    remember_children_before();
     start_pid_namespace();
     let (stop, stopped) = bounded::<()>(1);
     let thread = thread::Builder::new()
