@@ -169,11 +169,6 @@ impl Shared {
             .is_ok()
     }
 
-    /// Takes back one pending retirement that no slot claimed yet.
-    pub(crate) fn cancel_retirement(&self) -> bool {
-        self.claim_retirement()
-    }
-
     /// Claims one pending retirement, if any.
     pub(crate) fn claim_retirement(&self) -> bool {
         self.retire_requests

@@ -156,8 +156,9 @@ impl SlotSet {
         let pending = shared.retire_requests.load(Ordering::SeqCst);
         let gap = Gap::between(self.desired, self.slots.len(), claimed, pending);
         for _ in 0..gap.cancel {
-            // A slot may have claimed it meanwhile; then start one instead.
-            if !shared.cancel_retirement() {
+            // Taking back a pending retirement is claiming it ourselves; a
+            // slot may have claimed it meanwhile, then start one instead.
+            if !shared.claim_retirement() {
                 if let Err(e) = self.start_one(store, shared, None) {
                     warn!("cannot start a slot: {e}");
                     return;
