@@ -40,6 +40,14 @@ struct PathArg {
     path: String,
 }
 
+#[derive(Deserialize)]
+struct Relay {
+    /// Created by the next task when it starts.
+    go: String,
+    /// Written once the stray frame went out.
+    sent: String,
+}
+
 /// Registers every hostile task on `app`.
 pub fn register(app: App) -> App {
     app.task("orphan", orphan)
@@ -51,6 +59,8 @@ pub fn register(app: App) -> App {
         .task("fork_holder_abort", fork_holder_abort)
         .task("meta_flood", meta_flood)
         .task("stray_finished", stray_finished)
+        .task("stray_later", stray_later)
+        .task("go_and_wait", go_and_wait)
         .task_with(
             "close_ipc_and_hang",
             TaskOptions::new().isolation(Isolation::new().memory_limit(512 << 20)),
@@ -191,6 +201,45 @@ fn stray_finished(ctx: &TaskContext, a: PathArg) -> Result {
         let _ = send(&mut *socket, &stray);
         let _ = std::fs::write(&a.path, "sent\n");
     });
+    Ok(())
+}
+
+/// Returns at once but leaves a thread behind that waits for the next task
+/// to start (it creates `go`) and then sends a forged frame into it.
+fn stray_later(ctx: &TaskContext, a: Relay) -> Result {
+    ctx.set_meta("pid", crate::host_ids::pid())?;
+    std::thread::spawn(move || {
+        let go = std::path::Path::new(&a.go);
+        for _ in 0..6000 {
+            if go.exists() {
+                // SAFETY: WORKER_FD is the worker loop's open IPC socket;
+                // ManuallyDrop keeps this second handle from closing it.
+                let mut socket = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(WORKER_FD) });
+                let forged = FromWorker::Finished {
+                    task_id: "forged".into(),
+                    result: TaskResult::Error("forged by the task before".into()),
+                };
+                let _ = send(&mut *socket, &forged);
+                let _ = std::fs::write(&a.sent, "sent\n");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    Ok(())
+}
+
+/// An innocent task: creates `go`, then waits up to 3 s for `sent`.
+fn go_and_wait(ctx: &TaskContext, a: Relay) -> Result {
+    ctx.set_meta("pid", crate::host_ids::pid())?;
+    std::fs::write(&a.go, "go\n").map_err(|e| e.to_string())?;
+    let sent = std::path::Path::new(&a.sent);
+    for _ in 0..300 {
+        if sent.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(())
 }
 

@@ -86,6 +86,13 @@ pub(crate) fn run_on(
                     if left > 0 {
                         warn!(task = %record.id, pid, "killed {left} process(es) the task left running");
                     }
+                    if process.left_threads() {
+                        // A thread of this task could forge frames or touch
+                        // the next task's memory: only a fresh process runs it.
+                        warn!(task = %record.id, pid, "the task left threads running; its worker process is not used again");
+                        process.kill_and_reap();
+                        return (result.into(), false);
+                    }
                     return (result.into(), true);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
@@ -182,5 +189,6 @@ fn message_name(msg: &FromWorker) -> &'static str {
         FromWorker::Confined { .. } => "Confined",
         FromWorker::Meta { .. } => "Meta for another task",
         FromWorker::Finished { .. } => "Finished for another task",
+        FromWorker::Ready => "Ready",
     }
 }

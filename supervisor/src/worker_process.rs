@@ -168,6 +168,8 @@ pub(crate) struct WorkerProcess {
     pub tasks_run: u64,
     /// The reload generation it was started under.
     pub generation: u64,
+    /// Its thread count when it said Ready, before any task ran.
+    idle_threads: Option<u32>,
 }
 
 impl WorkerProcess {
@@ -262,6 +264,7 @@ impl WorkerProcess {
             killed: false,
             tasks_run: 0,
             generation,
+            idle_threads: None,
         };
         thread::Builder::new()
             .name(format!("ipc-{}", process.pid()))
@@ -312,9 +315,76 @@ impl WorkerProcess {
         };
         self.send(&setup)
             .map_err(|e| failed(self, format!("cannot send setup: {e}")))?;
-        if !confining {
-            return Ok(());
+        if confining {
+            self.await_confined(spec)?;
         }
+        self.await_ready(spec)
+    }
+
+    /// Waits for [`FromWorker::Ready`] and counts the threads of the idle
+    /// process (no task code has run in it yet).
+    fn await_ready(&mut self, spec: &SpawnSpec) -> Result<(), SpawnError> {
+        let failed = |this: &mut Self, what: String| {
+            let reason = this.kill_and_reap();
+            SpawnError::Handshake(format!("{what} ({reason})"))
+        };
+        match self.events.recv_timeout(spec.handshake_timeout) {
+            Ok(WorkerEvent::Message(FromWorker::Ready)) => {
+                self.idle_threads = self.threads();
+                Ok(())
+            }
+            Ok(WorkerEvent::Message(other)) => {
+                Err(failed(self, format!("sent {other:?} instead of Ready")))
+            }
+            Ok(WorkerEvent::Violation(detail)) => Err(failed(
+                self,
+                format!("sent a malformed frame instead of Ready: {detail}"),
+            )),
+            Ok(WorkerEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                let reason = self.reap_within(Duration::from_secs(2));
+                Err(SpawnError::Handshake(format!("{reason} during set-up")))
+            }
+            Err(RecvTimeoutError::Timeout) => Err(failed(
+                self,
+                format!("not ready within {:?}", spec.handshake_timeout),
+            )),
+        }
+    }
+
+    /// How many threads the process runs now, read from `/proc` (outside
+    /// the task's reach); `None` when that cannot be read.
+    fn threads(&self) -> Option<u32> {
+        if matches!(self.proc, Proc::Forked { .. }) {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+    }
+
+    /// Whether the task that just ended left threads running in the
+    /// process: they could write frames or touch the next task's memory,
+    /// so such a process is not used again. A count that cannot be read is
+    /// taken as a yes.
+    pub(crate) fn left_threads(&self) -> bool {
+        if matches!(self.proc, Proc::Forked { .. }) {
+            // Forked processes run one task each (and their pid may belong
+            // to the fork server's PID namespace, not to /proc here).
+            return false;
+        }
+        match (self.idle_threads, self.threads()) {
+            (Some(idle), Some(now)) => now > idle,
+            _ => true,
+        }
+    }
+
+    fn await_confined(&mut self, spec: &SpawnSpec) -> Result<(), SpawnError> {
+        let failed = |this: &mut Self, what: String| {
+            let reason = this.kill_and_reap();
+            SpawnError::Handshake(format!("{what} ({reason})"))
+        };
         match self.events.recv_timeout(spec.handshake_timeout) {
             Ok(WorkerEvent::Message(FromWorker::Confined { refused: None })) => Ok(()),
             Ok(WorkerEvent::Message(FromWorker::Confined {

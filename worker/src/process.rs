@@ -177,6 +177,12 @@ pub fn serve(
             }
         })?;
 
+    // Every thread of an idle worker process exists now; the supervisor
+    // counts them, and a task that leaves one more behind costs the process.
+    send(
+        &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
+        &FromWorker::Ready,
+    )?;
     let sink: Arc<dyn MetaSink> = Arc::new(IpcMeta {
         writer: Arc::clone(&writer),
     });

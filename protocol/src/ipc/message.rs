@@ -3,7 +3,9 @@
 //! One conversation: the worker process sends [`FromWorker::Hello`], the
 //! supervisor answers [`ToWorker::Setup`] (when that carries a
 //! [`Confine`], the worker process applies it and answers
-//! [`FromWorker::Confined`] before anything else); then, for each task, the supervisor sends [`ToWorker::Run`], the worker process
+//! [`FromWorker::Confined`] before anything else), and the worker process
+//! says [`FromWorker::Ready`] once it waits for work; then, for each task,
+//! the supervisor sends [`ToWorker::Run`], the worker process
 //! may send any number of [`FromWorker::Meta`] updates and ends with
 //! [`FromWorker::Finished`]. [`ToWorker::Shutdown`] may arrive at any time
 //! while a task runs; [`ToWorker::Exit`] asks an idle worker process to
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +144,10 @@ pub enum FromWorker {
         /// How it ended.
         result: TaskResult,
     },
+    /// Set-up is over and the process waits for its first task: the
+    /// supervisor counts its threads now, before any task code ran, so that
+    /// a task that leaves a thread behind is noticed.
+    Ready,
 }
 
 type Wire = Configuration<LittleEndian, Varint, Limit<{ MAX_FRAME_BYTES as usize }>>;

@@ -8,7 +8,6 @@ use redis_tasks::TaskStatus;
 use serde_json::json;
 
 use super::{Demo, error_of};
-use crate::support::wait_until;
 
 /// The peak resident memory of process `pid`, in KiB (`VmHWM`).
 fn peak_rss_kib(pid: i32) -> u64 {
@@ -40,17 +39,39 @@ fn a_stray_frame_after_the_end_retires_only_its_own_worker_process() {
     let marker = demo.path("stray.sent");
     let stray = demo.enqueue("stray_finished", json!({"path": marker}));
     let first = demo.wait_status(&stray, TaskStatus::Finished, Duration::from_secs(30));
-    wait_until(
-        "the stray frame to be sent",
-        Duration::from_secs(30),
-        || marker.exists(),
-    );
+    // Its thread is still waiting to send when the task ends, so the
+    // process is not used again (it is killed, and the frame never goes).
     let next = demo.enqueue("pid", json!({}));
     let t = demo.wait_ended(&next, Duration::from_secs(30));
     assert_eq!(t.status, TaskStatus::Finished, "{t:#?}");
     assert_ne!(
         t.meta["pid"], first.meta["pid"],
         "the stray's process was reused"
+    );
+    assert!(!marker.exists(), "the stray's thread outlived its process");
+    running.stop();
+}
+
+#[test]
+fn a_thread_left_behind_cannot_reach_the_next_task() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[]);
+    let (go, sent) = (demo.path("go"), demo.path("sent"));
+    let args = json!({"go": go, "sent": sent});
+    let first = demo.enqueue("stray_later", args.clone());
+    let first = demo.wait_status(&first, TaskStatus::Finished, Duration::from_secs(30));
+    // The next task starts while the thread of the first one still waits
+    // for it; on a reused process the thread's forged frame would fail it.
+    let next = demo.enqueue("go_and_wait", args);
+    let t = demo.wait_ended(&next, Duration::from_secs(30));
+    assert_eq!(t.status, TaskStatus::Finished, "{t:#?}");
+    assert_ne!(
+        t.meta["pid"], first.meta["pid"],
+        "the process with the thread left behind was reused"
+    );
+    assert!(
+        !sent.exists(),
+        "the thread left behind outlived its process"
     );
     running.stop();
 }
