@@ -45,6 +45,7 @@
 #![warn(unreachable_pub)]
 
 mod backoff;
+mod cgroup;
 mod config;
 mod control;
 mod execute;

@@ -183,8 +183,8 @@ impl Slot {
         } else if profile.is_unrestricted() {
             self.execute(current, &record, timeout)
         } else {
-            let ended = self.execute_isolated(current, &record, timeout, &profile);
-            isolation::explain(ended, &profile)
+            let (ended, oom_killed) = self.execute_isolated(current, &record, timeout, &profile);
+            isolation::explain(ended, &profile, oom_killed)
         };
         let policy = Policy::for_task(
             &self.shared.registry,
@@ -237,7 +237,7 @@ impl Slot {
         record: &TaskRecord,
         timeout: Duration,
         profile: &Isolation,
-    ) -> Outcome {
+    ) -> (Outcome, Option<bool>) {
         let profile = isolation::for_slot(
             profile,
             current.config.settings.dynamic_user_base,
@@ -247,7 +247,7 @@ impl Slot {
             Ok(plan) => plan,
             Err(not) => {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                return Outcome::failure(not.failure());
+                return (Outcome::failure(not.failure()), None);
             }
         };
         let mut process =
@@ -255,11 +255,14 @@ impl Slot {
                 Ok(process) => process,
                 Err(SpawnError::NotIsolated(not)) => {
                     warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                    return Outcome::failure(not.failure());
+                    return (Outcome::failure(not.failure()), None);
                 }
                 Err(e) => {
                     error!(slot = %self.id, "isolated worker process failed to start: {e}");
-                    return Outcome::failure(FailureKind::StartFailed(e.to_string()));
+                    return (
+                        Outcome::failure(FailureKind::StartFailed(e.to_string())),
+                        None,
+                    );
                 }
             };
         let ready = self.process.as_ref().map(WorkerProcess::pid);
@@ -267,11 +270,12 @@ impl Slot {
         self.update_view(|v| v.pid = Some(pid));
         let mut hooks = MetaToRedis { store: &self.store };
         let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
+        let oom_killed = process.oom_killed();
         if reusable {
             self.shared.retire(process);
         }
         self.update_view(|v| v.pid = ready);
-        end
+        (end, oom_killed)
     }
 
     /// An idle worker process started before the last reload is replaced.

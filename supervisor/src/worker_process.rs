@@ -28,6 +28,7 @@ use redis_tasks_protocol::ipc::{
 };
 use redis_tasks_protocol::{ExitReason, proc_tree};
 
+use crate::cgroup::{self, TaskCgroup};
 use crate::family;
 use crate::fork_server::ForkServer;
 use crate::isolation::{NotApplied, Plan};
@@ -146,6 +147,33 @@ enum Proc {
     },
 }
 
+/// Puts a freshly started worker process into a cgroup of its own when the
+/// host allows them. A profile whose limits rest on the cgroup (see
+/// [`cgroup::WorkerCgroups::limits_memory`]) refuses to run without it;
+/// otherwise the process runs on without one.
+fn join_cgroup(child: &Child, plan: Option<&Plan>) -> Result<Option<TaskCgroup>, SpawnError> {
+    let Some(cgroups) = cgroup::get() else {
+        return Ok(None);
+    };
+    let limits = plan.map(|p| p.cgroup_limits).unwrap_or_default();
+    let joined = cgroups
+        .create(limits)
+        .and_then(|cgroup| cgroup.add(child.id()).map(|()| cgroup));
+    match joined {
+        Ok(cgroup) => Ok(Some(cgroup)),
+        Err(e) if limits.memory.is_some() && cgroups.limits_memory() => {
+            Err(SpawnError::NotIsolated(NotApplied {
+                restriction: "memory_limit".to_owned(),
+                reason: format!("cannot set up the worker process's cgroup: {e}"),
+            }))
+        }
+        Err(e) => {
+            tracing::warn!("worker process runs without a cgroup of its own: {e}");
+            Ok(None)
+        }
+    }
+}
+
 /// Turns an I/O error while starting a worker process from `spec` into a
 /// [`SpawnError`] naming the binary.
 fn spawn_error(spec: &SpawnSpec) -> impl Fn(io::Error) -> SpawnError + '_ {
@@ -170,6 +198,8 @@ pub(crate) struct WorkerProcess {
     pub generation: u64,
     /// Its thread count when it said Ready, before any task ran.
     idle_threads: Option<u32>,
+    /// Its own cgroup, when the host allows them (started by `exec`).
+    cgroup: Option<TaskCgroup>,
 }
 
 impl WorkerProcess {
@@ -219,8 +249,20 @@ impl WorkerProcess {
                 None => spawn_err(e),
             })?;
         drop(theirs);
+        let mut child = child;
+        let cgroup = match join_cgroup(&child, plan) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         let exit = watch_exit(child.id()).map_err(&spawn_err)?;
-        WorkerProcess::connect(Proc::Direct { child, exit }, ours, spec, generation, plan)
+        let mut process =
+            WorkerProcess::connect(Proc::Direct { child, exit }, ours, spec, generation, plan)?;
+        process.cgroup = cgroup;
+        Ok(process)
     }
 
     /// Starts a worker process through `server` (no `exec`) and completes
@@ -265,6 +307,7 @@ impl WorkerProcess {
             tasks_run: 0,
             generation,
             idle_threads: None,
+            cgroup: None,
         };
         thread::Builder::new()
             .name(format!("ipc-{}", process.pid()))
@@ -495,6 +538,10 @@ impl WorkerProcess {
         }
         match &self.proc {
             Proc::Direct { child, .. } => {
+                // Its cgroup holds everything it started, whatever that did.
+                if let Some(cgroup) = &self.cgroup {
+                    cgroup.kill();
+                }
                 // Unreaped, so the pid and the group id are still its own.
                 // The tree first: members that left the group (setsid) and
                 // were adopted by this subreaper process.
@@ -505,6 +552,16 @@ impl WorkerProcess {
             }
             // The fork server is the reaper: it signals only while unreaped.
             Proc::Forked { pid, server, .. } => server.kill(*pid),
+        }
+    }
+
+    /// Whether the kernel's out-of-memory killer acted in the process's
+    /// cgroup (`memory.events`); `None` when no cgroup limits its memory.
+    pub(crate) fn oom_killed(&self) -> Option<bool> {
+        let limited = cgroup::get().is_some_and(|c| c.limits_memory());
+        match &self.cgroup {
+            Some(cgroup) if limited => Some(cgroup.oom_kills() > 0),
+            _ => None,
         }
     }
 

@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 17] = [
+pub(super) const SCALAR_KEYS: [&str; 18] = [
     "redis_url",
     "redis_password_file",
     "redis_prefix",
@@ -68,6 +68,7 @@ pub(super) const SCALAR_KEYS: [&str; 17] = [
     "worker_concurrency",
     "drain_timeout",
     "dynamic_user_base",
+    "worker_cgroups",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -104,6 +105,7 @@ pub(super) fn apply_scalar(
         "drain_timeout" => seconds(raw, 0).map(|v| s.drain_timeout = v),
         "dynamic_user_base" => count(raw, 1, u64::from(u32::MAX - 4336), "uid")
             .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
+        "worker_cgroups" => boolean(raw).map(|v| s.worker_cgroups = v),
         _ => return None,
     };
     Some(result)
@@ -193,6 +195,16 @@ pub(super) fn seconds(raw: Raw<'_>, min: u64) -> Result<u64, String> {
 }
 
 /// A whole number from `min` to `max` (`unit` names what it counts).
+/// `true` or `false` (in the environment also `1`/`0`).
+fn boolean(raw: Raw<'_>) -> Result<bool, String> {
+    match raw {
+        Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+        Raw::Env("true" | "1") => Ok(true),
+        Raw::Env("false" | "0") => Ok(false),
+        _ => Err(raw.expected("true or false")),
+    }
+}
+
 fn count(raw: Raw<'_>, min: u64, max: u64, unit: &str) -> Result<u64, String> {
     let value = match raw {
         Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n).ok(),

@@ -160,6 +160,7 @@ pub fn run(
     signals: &Receiver<SignalRequest>,
 ) -> Result<RunSummary, SupervisorError> {
     crate::sys::forbid_inspection()?;
+    crate::cgroup::init(config.settings.worker_cgroups);
     let notifier = Notifier::from_env();
     let retirer = Retirer::start()?;
     let sweeper = family::adopt_orphans()?;
@@ -182,6 +183,7 @@ pub fn run(
         StartupEnd::Started(started) => *started,
         StartupEnd::Stopped => {
             retirer.finish();
+            crate::cgroup::remove_base();
             sweeper.finish();
             info!("supervisor stopped before it started serving");
             return Ok(RunSummary::default());
@@ -240,6 +242,7 @@ pub fn run(
     // The fork server goes with the last handle on it; what it or any
     // worker process left behind has been re-parented here by now.
     drop(shared);
+    crate::cgroup::remove_base();
     sweeper.finish();
     info!(
         "supervisor stopped: {} finished, {} failed, {} requeued",

@@ -14,11 +14,23 @@ use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome};
 
 /// `ended` with a limit named when the profile explains it; unchanged
 /// otherwise.
-pub(crate) fn explain(ended: Outcome, profile: &Isolation) -> Outcome {
+pub(crate) fn explain(ended: Outcome, profile: &Isolation, oom_killed: Option<bool>) -> Outcome {
     let Outcome::Failure(Failure { kind }) = ended else {
         return ended;
     };
     let kind = match kind {
+        // The task's cgroup says for sure (its memory.events).
+        FailureKind::Crashed(how) if oom_killed == Some(true) => {
+            FailureKind::LimitExceeded(LimitHit::Memory {
+                bytes: profile.memory_limit.unwrap_or_default(),
+                how,
+            })
+        }
+        FailureKind::Crashed(ExitReason::Signal(libc::SIGKILL))
+            if oom_killed == Some(false) && profile.cpu_time_limit.is_none() =>
+        {
+            FailureKind::Crashed(ExitReason::Signal(libc::SIGKILL))
+        }
         FailureKind::Crashed(reason) => match limit_of_crash(reason, profile) {
             Some(hit) => FailureKind::LimitExceeded(hit),
             None => FailureKind::Crashed(reason),
@@ -85,9 +97,13 @@ mod tests {
     use super::*;
 
     fn crashed(reason: ExitReason, profile: &Isolation) -> String {
-        explain(Outcome::failure(FailureKind::Crashed(reason)), profile)
-            .error_text()
-            .unwrap_or_default()
+        explain(
+            Outcome::failure(FailureKind::Crashed(reason)),
+            profile,
+            None,
+        )
+        .error_text()
+        .unwrap_or_default()
     }
 
     #[test]
@@ -112,7 +128,7 @@ mod tests {
     fn the_supervisors_own_kill_is_never_a_limit() {
         let profile = Isolation::new().memory_limit(256 << 20).cpu_time_limit(10);
         let ours = Outcome::failure(FailureKind::KilledBySupervisor("why".into()));
-        assert_eq!(explain(ours.clone(), &profile), ours);
+        assert_eq!(explain(ours.clone(), &profile, None), ours);
         assert_eq!(
             ours.error_text().unwrap_or_default(),
             "worker process killed by the supervisor: why"
@@ -144,7 +160,11 @@ mod tests {
     fn fork_failures_under_a_process_limit_name_it() {
         let profile = Isolation::new().user("nobody").process_limit(8);
         let text = "cannot start sleep: Resource temporarily unavailable (os error 11)";
-        let ended = explain(Outcome::failure(FailureKind::Error(text.into())), &profile);
+        let ended = explain(
+            Outcome::failure(FailureKind::Error(text.into())),
+            &profile,
+            None,
+        );
         assert_eq!(
             ended,
             Outcome::failure(FailureKind::LimitExceeded(LimitHit::Processes {
@@ -157,7 +177,7 @@ mod tests {
             "cannot connect to 127.0.0.1:1: Connection refused (os error 111)",
         ] {
             let other = Outcome::failure(FailureKind::Error(text.into()));
-            assert_eq!(explain(other.clone(), &profile), other);
+            assert_eq!(explain(other.clone(), &profile, None), other);
         }
     }
 }

@@ -188,6 +188,8 @@ pub(crate) struct Plan {
     pub working_dir: Option<PathBuf>,
     /// Applied by the worker process itself after the handshake.
     pub confine: Option<Confine>,
+    /// Limits its cgroup takes, where the controllers allow them.
+    pub cgroup_limits: crate::cgroup::Limits,
 }
 
 /// The value of `user` that asks for a uid of the slot's own.
@@ -272,6 +274,10 @@ impl Plan {
             env,
             working_dir: profile.working_dir.clone(),
             confine,
+            cgroup_limits: crate::cgroup::Limits {
+                memory: profile.memory_limit,
+                processes: profile.process_limit,
+            },
         })
     }
 }
@@ -279,8 +285,11 @@ impl Plan {
 fn rlimits(profile: &Isolation) -> [Option<Rlimit>; 5] {
     let same = |step, resource, n: u64| (step, resource, n, n);
     [
+        // With the memory controller, the task's cgroup carries the limit
+        // (for its whole tree, and an out-of-memory kill is reported).
         profile
             .memory_limit
+            .filter(|_| !crate::cgroup::get().is_some_and(|c| c.limits_memory()))
             .map(|b| same(Step::Memory, Resource::RLIMIT_DATA, b)),
         // SIGXCPU at the limit, SIGKILL one second later if it is caught.
         profile

@@ -17,6 +17,8 @@
 //!   limits, user, environment, network, Landlock, seccomp, refusals.
 //! - `outage`: Redis down and back, Redis losing its data.
 //! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
+//! - `worker_cgroups`: a cgroup (v2) per worker process; leftovers of a
+//!   dead supervisor killed at start.
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
 
@@ -37,6 +39,7 @@ mod shutdown;
 mod signals;
 mod startup;
 mod unanswered_redis;
+mod worker_cgroups;
 
 use std::fs;
 use std::path::{Path, PathBuf};
