@@ -259,7 +259,24 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
     Ok(())
 }
 
+/// With `DEMO_CHILD_BEFORE_START=<path>`, the program starts `sleep 600`
+/// before anything else and writes its pid to `<path>`: a child it had
+/// before the supervisor started, which containment must leave alone.
+fn child_before_start() -> Option<std::process::Child> {
+    let path = std::env::var_os("DEMO_CHILD_BEFORE_START")?;
+    if redis_tasks::started_as_worker_process() {
+        return None;
+    }
+    let child = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .ok()?;
+    std::fs::write(path, format!("{}\n", child.id())).ok()?;
+    Some(child)
+}
+
 fn main() -> ExitCode {
+    let _child = child_before_start();
     hostile_tree::register(hostile_sandbox::register(App::new("demo")))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)

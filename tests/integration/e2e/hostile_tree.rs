@@ -214,3 +214,23 @@ fn worker_processes_start_outside_a_pid_namespace_whose_anchor_was_killed() {
     });
     running.stop();
 }
+
+#[test]
+fn children_the_program_had_before_the_supervisor_started_are_left_alone() {
+    let demo = Demo::new();
+    let path = demo.path("before.pid");
+    let path_text = path.to_str().expect("utf-8 path");
+    let mut running = demo.start(
+        &["--concurrency", "1"],
+        &[("DEMO_CHILD_BEFORE_START", path_text)],
+    );
+    let before = escaped_pid(&path);
+    // Tasks run and end (each end is followed by a sweep for orphans),
+    // and many sweeps pass (one every 50 ms) while they do.
+    for _ in 0..3 {
+        let id = demo.enqueue("sleep", json!({"secs": 0.2}));
+        demo.wait_status(&id, TaskStatus::Finished, Duration::from_secs(30));
+    }
+    assert!(!is_gone(before.0), "the program's own child was killed");
+    running.stop();
+}
