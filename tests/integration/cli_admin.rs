@@ -65,6 +65,10 @@ fn enqueue_prints_the_id_alone_and_task_show_reads_it() {
         "ended_at",
         "meta",
         "aborted_runs",
+        "timeout",
+        "retry",
+        "run_at",
+        "attempts",
     ];
     expected.sort();
     assert_eq!(keys, expected);
