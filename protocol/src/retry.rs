@@ -328,7 +328,10 @@ mod tests {
         assert!(p.retries(&FailureKind::WorkerDied, 0));
         assert!(!p.retries(&FailureKind::Error("x".into()), 2));
         assert!(!p.retries(&FailureKind::Timeout { secs: 1 }, 0));
-        assert!(p.with_timeouts().retries(&FailureKind::Timeout { secs: 1 }, 0));
+        assert!(
+            p.with_timeouts()
+                .retries(&FailureKind::Timeout { secs: 1 }, 0)
+        );
         for never in [
             FailureKind::Shutdown,
             FailureKind::Canceled,

@@ -123,9 +123,9 @@ fn enqueue_options(args: &EnqueueArgs) -> anyhow::Result<EnqueueOptions> {
         options = options.delay(Duration::from_secs(parse_duration(text).context("--in")?));
     }
     if let Some(text) = &args.at {
-        let at: jiff::Timestamp = text
-            .parse()
-            .with_context(|| format!("--at {text:?}: not an RFC 3339 time such as 2026-12-01T08:00:00Z"))?;
+        let at: jiff::Timestamp = text.parse().with_context(|| {
+            format!("--at {text:?}: not an RFC 3339 time such as 2026-12-01T08:00:00Z")
+        })?;
         options = options.at(at);
     }
     if let Some(text) = &args.timeout {

@@ -168,11 +168,13 @@ impl Store {
                     Some(v) => text_of("cancel", v)?,
                     None => String::new(),
                 };
-                let status = word.parse::<TaskStatus>().map_err(|e| StoreError::Corrupt {
-                    id: id.to_owned(),
-                    field: "status".to_owned(),
-                    reason: e.to_string(),
-                })?;
+                let status = word
+                    .parse::<TaskStatus>()
+                    .map_err(|e| StoreError::Corrupt {
+                        id: id.to_owned(),
+                        field: "status".to_owned(),
+                        reason: e.to_string(),
+                    })?;
                 Ok(Some(status))
             }
             other => Err(StoreError::UnexpectedReply {

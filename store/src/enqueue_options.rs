@@ -192,7 +192,10 @@ mod tests {
     fn a_time_in_the_past_or_now_means_now() {
         let now = Timestamp::now();
         assert_eq!(EnqueueOptions::new().run_at(now), None);
-        assert_eq!(EnqueueOptions::new().delay(Duration::ZERO).run_at(now), None);
+        assert_eq!(
+            EnqueueOptions::new().delay(Duration::ZERO).run_at(now),
+            None
+        );
         let past = now - jiff::SignedDuration::from_secs(3600);
         assert_eq!(EnqueueOptions::new().at(past).run_at(now), None);
         let later = EnqueueOptions::new().delay(Duration::from_secs(600));

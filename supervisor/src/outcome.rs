@@ -119,7 +119,9 @@ pub fn plan_retry(
     if !retry.retries(&failure.kind, retries_done) {
         return outcome;
     }
-    let number = u32::try_from(retries_done).unwrap_or(u32::MAX).saturating_add(1);
+    let number = u32::try_from(retries_done)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
     let delay = retry.delay(number, random);
     let at = SignedDuration::try_from(delay)
         .ok()
@@ -273,17 +275,29 @@ mod tests {
             .jitter(redis_tasks_protocol::Jitter::None);
         let failed = Outcome::failure(FailureKind::Error("no".into()));
         let first = plan_retry(failed.clone(), Some(&retry), 0, now, 0.5);
-        assert_eq!(first.next_attempt(), Some(now + SignedDuration::from_secs(10)));
+        assert_eq!(
+            first.next_attempt(),
+            Some(now + SignedDuration::from_secs(10))
+        );
         let second = plan_retry(failed.clone(), Some(&retry), 1, now, 0.5);
-        assert_eq!(second.next_attempt(), Some(now + SignedDuration::from_secs(20)));
-        assert_eq!(plan_retry(failed.clone(), Some(&retry), 2, now, 0.5), failed);
+        assert_eq!(
+            second.next_attempt(),
+            Some(now + SignedDuration::from_secs(20))
+        );
+        assert_eq!(
+            plan_retry(failed.clone(), Some(&retry), 2, now, 0.5),
+            failed
+        );
         assert_eq!(plan_retry(failed.clone(), None, 0, now, 0.5), failed);
         assert_eq!(
             plan_retry(Outcome::Success, Some(&retry), 0, now, 0.5),
             Outcome::Success
         );
         let timeout = Outcome::failure(FailureKind::Timeout { secs: 1 });
-        assert_eq!(plan_retry(timeout.clone(), Some(&retry), 0, now, 0.5), timeout);
+        assert_eq!(
+            plan_retry(timeout.clone(), Some(&retry), 0, now, 0.5),
+            timeout
+        );
     }
 
     #[test]

@@ -355,7 +355,10 @@ impl Slot {
                 debug!(task = %id, "{description} finished");
             }
             (Some(true), Conclusion::Retry { failure }) => {
-                let at = failure.next_attempt.map(|t| t.to_string()).unwrap_or_default();
+                let at = failure
+                    .next_attempt
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
                 info!(task = %id, "{description} failed: {failure}; retry due at {at}");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure)))

@@ -249,7 +249,10 @@ fn info_human_output_has_bars_workers_and_no_colour_off_a_terminal() {
     assert_eq!(lines[2], "2 queues, 5 tasks total");
     assert!(lines.contains(&"box.7/s1 idle: high, default"), "{out}");
     assert!(lines.contains(&"1 worker, 2 queues"), "{out}");
-    assert!(lines.contains(&"finished: 0, failed: 0, scheduled: 0"), "{out}");
+    assert!(
+        lines.contains(&"finished: 0, failed: 0, scheduled: 0"),
+        "{out}"
+    );
 
     let out = admin(&server).args(["info", "--by-queue"]).stdout();
     assert!(out.contains("default: box.7/s1 (idle)"), "{out}");

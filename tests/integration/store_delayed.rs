@@ -57,15 +57,22 @@ fn a_delayed_task_waits_scheduled_and_is_promoted_once_when_due() {
 
     let early = store.promote_due(Timestamp::now(), 100).expect("promote");
     assert_eq!(early.moved, 0);
-    assert!(early.next_due.is_some_and(|t| (t - due).abs() < SignedDuration::from_millis(1)));
+    assert!(
+        early
+            .next_due
+            .is_some_and(|t| (t - due).abs() < SignedDuration::from_millis(1))
+    );
     let done = store.promote_due(later(601), 100).expect("promote");
     assert_eq!((done.moved, done.next_due), (1, None));
     let rec = store.task(&id).expect("record");
     assert_eq!(rec.status, TaskStatus::Queued);
     assert_eq!(rec.run_at, None);
-    assert_eq!(q.ids(0, 10).expect("ids"), [id.clone()]);
+    assert_eq!(q.ids(0, 10).expect("ids"), std::slice::from_ref(&id));
     // A second pass finds nothing: promoted once.
-    assert_eq!(store.promote_due(later(700), 100).expect("promote").moved, 0);
+    assert_eq!(
+        store.promote_due(later(700), 100).expect("promote").moved,
+        0
+    );
     assert_eq!(q.count().expect("count"), 1);
 }
 
@@ -101,7 +108,10 @@ fn racing_promoters_move_each_due_task_exactly_once() {
                     let mut moved = 0;
                     while mine.scheduled_count().expect("count") > 0 {
                         // Small batches, so that the promoters interleave.
-                        moved += mine.promote_due(Timestamp::now(), 7).expect("promote").moved;
+                        moved += mine
+                            .promote_due(Timestamp::now(), 7)
+                            .expect("promote")
+                            .moved;
                     }
                     moved
                 })
@@ -125,7 +135,10 @@ fn a_scheduled_task_can_be_canceled_and_is_never_promoted() {
         .queue("default")
         .enqueue_in(Duration::from_secs(60), "send", &json!([]))
         .expect("enqueue_in");
-    assert_eq!(store.cancel_task(&id).expect("cancel"), CancelResult::Canceled);
+    assert_eq!(
+        store.cancel_task(&id).expect("cancel"),
+        CancelResult::Canceled
+    );
     let rec = store.task(&id).expect("record");
     assert_eq!(rec.status, TaskStatus::Canceled);
     assert!(rec.ended_at.is_some());
@@ -192,7 +205,9 @@ fn per_enqueue_timeout_and_retry_are_stored_and_bad_ones_refused() {
     let options = EnqueueOptions::new()
         .timeout(Duration::from_secs(30))
         .retry(policy);
-    let id = q.enqueue_with("send", &json!([]), &options).expect("enqueue");
+    let id = q
+        .enqueue_with("send", &json!([]), &options)
+        .expect("enqueue");
     let rec = store.task(&id).expect("record");
     assert_eq!(rec.status, TaskStatus::Queued);
     assert_eq!(rec.timeout, Some(30));
@@ -228,29 +243,38 @@ fn a_retry_goes_through_the_delayed_set_and_keeps_every_attempt() {
         .expect("a task");
     assert_eq!(fetched.id, id);
     let at = later(5);
-    assert!(store
-        .schedule_retry(&s.id, &id, "boom", at, Timestamp::now())
-        .expect("retry"));
+    assert!(
+        store
+            .schedule_retry(&s.id, &id, "boom", at, Timestamp::now())
+            .expect("retry")
+    );
     let rec = store.task(&id).expect("record");
     assert_eq!(rec.status, TaskStatus::Scheduled);
     assert_eq!(rec.error.as_deref(), Some("boom"));
     assert_eq!(rec.attempts.len(), 1);
     assert_eq!(rec.attempts[0].status, TaskStatus::Failed);
     assert!(rec.attempts[0].started_at.is_some());
-    assert_eq!(rec.attempts[0].next_attempt_at, Some(rec.run_at.expect("run_at")));
+    assert_eq!(
+        rec.attempts[0].next_attempt_at,
+        Some(rec.run_at.expect("run_at"))
+    );
     // Fenced: the slot no longer holds it.
-    assert!(!store
-        .schedule_retry(&s.id, &id, "again", at, Timestamp::now())
-        .expect("retry"));
+    assert!(
+        !store
+            .schedule_retry(&s.id, &id, "again", at, Timestamp::now())
+            .expect("retry")
+    );
 
     assert_eq!(store.promote_due(later(6), 10).expect("promote").moved, 1);
     store
         .fetch(&s.id, &s.queues, Duration::ZERO)
         .expect("fetch")
         .expect("a task");
-    assert!(store
-        .finish(&s.id, &id, TaskStatus::Finished, None, Timestamp::now())
-        .expect("finish"));
+    assert!(
+        store
+            .finish(&s.id, &id, TaskStatus::Finished, None, Timestamp::now())
+            .expect("finish")
+    );
     let rec = store.task(&id).expect("record");
     assert_eq!(rec.status, TaskStatus::Finished);
     assert_eq!(rec.attempts.len(), 2);
@@ -272,15 +296,20 @@ fn a_cancel_request_reaches_the_slot_and_is_dropped_once_recorded() {
         .fetch(&s.id, &s.queues, Duration::ZERO)
         .expect("fetch")
         .expect("a task");
-    assert_eq!(store.cancel_task(&id).expect("cancel"), CancelResult::Requested);
+    assert_eq!(
+        store.cancel_task(&id).expect("cancel"),
+        CancelResult::Requested
+    );
     assert_eq!(store.task(&id).expect("record").status, TaskStatus::Running);
     assert_eq!(
         store.cancel_requests().expect("requests"),
         [(id.clone(), s.id.clone())]
     );
-    assert!(store
-        .finish_canceled(&s.id, &id, "canceled while running", Timestamp::now())
-        .expect("finish"));
+    assert!(
+        store
+            .finish_canceled(&s.id, &id, "canceled while running", Timestamp::now())
+            .expect("finish")
+    );
     let rec = store.task(&id).expect("record");
     assert_eq!(rec.status, TaskStatus::Canceled);
     assert_eq!(rec.error.as_deref(), Some("canceled while running"));

@@ -39,10 +39,20 @@ fn a_failing_then_succeeding_task_ends_finished_with_its_attempts() {
     );
     assert_eq!(rec.attempts[0].error.as_deref(), Some("attempt 1 failed"));
     assert_eq!(rec.attempts[1].error.as_deref(), Some("attempt 2 failed"));
-    assert!(rec.attempts[..2].iter().all(|a| a.next_attempt_at.is_some()));
+    assert!(
+        rec.attempts[..2]
+            .iter()
+            .all(|a| a.next_attempt_at.is_some())
+    );
     assert_eq!(rec.attempts[2].next_attempt_at, None);
     assert_eq!(rec.error, None);
-    assert_eq!(std::fs::read_to_string(&counter).expect("counter").lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(&counter)
+            .expect("counter")
+            .lines()
+            .count(),
+        3
+    );
     // process_outcome saw every attempt, and whether a retry followed.
     let seen = demo.outcomes_of(&id);
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -65,7 +75,10 @@ fn a_failing_then_succeeding_task_ends_finished_with_its_attempts() {
         .expect("enqueue");
     let rec = demo.wait_status(&id, TaskStatus::Failed, LONG);
     assert_eq!(rec.attempts.len(), 2);
-    assert!(error_of(&rec).starts_with("panicked: attempt 2 panicked"), "{rec:#?}");
+    assert!(
+        error_of(&rec).starts_with("panicked: attempt 2 panicked"),
+        "{rec:#?}"
+    );
     assert_eq!(demo.store.failed().count().expect("count"), 1);
     // `task show` lists the attempts.
     let shown = demo.cmd().args(["task", "show", &id]).stdout();
@@ -93,11 +106,16 @@ fn a_crash_on_the_last_attempt_ends_failed_naming_the_signal() {
         )
         .expect("enqueue");
     let rec = demo.wait_status(&id, TaskStatus::Failed, LONG);
-    assert_eq!(error_of(&rec), "worker process killed by signal 6 (SIGABRT)");
+    assert_eq!(
+        error_of(&rec),
+        "worker process killed by signal 6 (SIGABRT)"
+    );
     assert_eq!(rec.attempts.len(), 3, "{rec:#?}");
-    assert!(rec.attempts.iter().all(|a| {
-        a.error.as_deref() == Some("worker process killed by signal 6 (SIGABRT)")
-    }));
+    assert!(
+        rec.attempts
+            .iter()
+            .all(|a| { a.error.as_deref() == Some("worker process killed by signal 6 (SIGABRT)") })
+    );
     assert_eq!(demo.store.failed().count().expect("count"), 1);
     sup.stop();
 }
@@ -185,7 +203,9 @@ fn cancel_of_a_running_task_kills_it_and_everything_it_started() {
     // Again: it has ended, which is said, and nothing changes.
     let again = demo.cmd().args(["task", "cancel", &id]).fails();
     assert!(
-        again.stderr.contains("has already ended (canceled); nothing changed"),
+        again
+            .stderr
+            .contains("has already ended (canceled); nothing changed"),
         "{}",
         again.stderr
     );
