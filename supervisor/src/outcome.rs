@@ -88,7 +88,7 @@ pub fn conclude(
             let outcome = plan_retry(
                 outcome,
                 retry.as_ref(),
-                record.attempts.len(),
+                retries_done(record),
                 Timestamp::now(),
                 fastrand::f64(),
             );
@@ -103,9 +103,22 @@ pub fn conclude(
     }
 }
 
+/// How many retries the task has had since its last final ending: the
+/// attempts at the end of its record that a retry followed. A task that a
+/// person requeued after its final failure (`failed requeue`) starts
+/// afresh with its whole policy.
+pub fn retries_done(record: &TaskRecord) -> usize {
+    record
+        .attempts
+        .iter()
+        .rev()
+        .take_while(|a| a.next_attempt_at.is_some())
+        .count()
+}
+
 /// Sets [`Failure::next_attempt`] on a failure that `retry` gives another
 /// attempt (pure: `now` and the jitter's `random` in `[0, 1)` come from
-/// the caller). `retries_done` is how many attempts the record lists.
+/// the caller). `retries_done` is [`retries_done`] of the record.
 pub fn plan_retry(
     outcome: Outcome,
     retry: Option<&RetryPolicy>,
@@ -298,6 +311,34 @@ mod tests {
             plan_retry(timeout.clone(), Some(&retry), 0, now, 0.5),
             timeout
         );
+    }
+
+    #[test]
+    fn retries_are_counted_since_the_last_final_ending() {
+        use redis_tasks_protocol::{Attempt, TaskStatus};
+        let t: Timestamp = "2026-11-29T08:00:00Z".parse().expect("time");
+        let attempt = |next: bool| Attempt {
+            started_at: Some(t),
+            ended_at: t,
+            status: TaskStatus::Failed,
+            error: Some("no".into()),
+            next_attempt_at: next.then_some(t),
+        };
+        let mut record: TaskRecord = serde_json::from_value(serde_json::json!({
+            "id": "a", "task": "t", "args": [], "status": "running", "queue": "q",
+            "description": "t()", "error": null, "enqueued_at": t, "started_at": t,
+            "ended_at": null, "meta": {}, "aborted_runs": [], "timeout": null,
+            "retry": null, "attempts": [], "run_at": null
+        }))
+        .expect("record");
+        assert_eq!(retries_done(&record), 0);
+        record.attempts = vec![attempt(true), attempt(true)];
+        assert_eq!(retries_done(&record), 2);
+        // Failed for good, then requeued by hand: a fresh start.
+        record.attempts.push(attempt(false));
+        assert_eq!(retries_done(&record), 0);
+        record.attempts.push(attempt(true));
+        assert_eq!(retries_done(&record), 1);
     }
 
     #[test]
