@@ -72,8 +72,7 @@ pub fn measure(
     let mut lateness = Vec::new();
     for (id, delay) in &delayed {
         let t = wait_for(store, id, |t| t.status == TaskStatus::Finished)?;
-        let due = t.enqueued_at
-            + SignedDuration::try_from(*delay).map_err(|e| e.to_string())?;
+        let due = t.enqueued_at + SignedDuration::try_from(*delay).map_err(|e| e.to_string())?;
         if let Some(started) = t.started_at {
             lateness.push(ms(started.duration_since(due)));
         }

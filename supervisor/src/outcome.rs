@@ -313,6 +313,90 @@ mod tests {
         );
     }
 
+    /// A `process_outcome` that stops retries (`Stop`) or marks failures
+    /// handled (`Handle`).
+    #[derive(Debug)]
+    enum Judge {
+        Stop,
+        Handle,
+    }
+
+    impl redis_tasks_worker::Middleware for Judge {
+        fn process_outcome(&self, _: &TaskRecord, outcome: Outcome) -> Outcome {
+            match (self, outcome) {
+                (Judge::Stop, Outcome::Failure(mut f)) => {
+                    f.next_attempt = None;
+                    Outcome::Failure(f)
+                }
+                (Judge::Handle, Outcome::Failure(_)) => Outcome::Success,
+                (_, other) => other,
+            }
+        }
+    }
+
+    fn retrying_record() -> TaskRecord {
+        let mut record = record_at("2026-11-29T08:00:00Z");
+        record.retry = Some(RetryPolicy::new(3));
+        record
+    }
+
+    fn record_at(t: &str) -> TaskRecord {
+        let t: Timestamp = t.parse().expect("time");
+        serde_json::from_value(serde_json::json!({
+            "id": "a", "task": "t", "args": [], "status": "running", "queue": "q",
+            "description": "t()", "error": null, "enqueued_at": t, "started_at": t,
+            "ended_at": null, "meta": {}, "aborted_runs": [], "timeout": null,
+            "retry": null, "attempts": [], "run_at": null
+        }))
+        .expect("record")
+    }
+
+    fn chain(judge: Option<Judge>) -> MiddlewareChain {
+        let items: Vec<std::sync::Arc<dyn redis_tasks_worker::Middleware>> = judge
+            .into_iter()
+            .map(|j| std::sync::Arc::new(j) as std::sync::Arc<dyn redis_tasks_worker::Middleware>)
+            .collect();
+        MiddlewareChain::select(&items, &[]).expect("chain")
+    }
+
+    #[test]
+    fn process_outcome_may_stop_a_retry_or_mark_the_failure_handled() {
+        let failed = || Outcome::failure(FailureKind::Error("no".into()));
+        let record = retrying_record();
+        let plain = conclude(&record, failed(), policy(false), &chain(None));
+        assert!(
+            matches!(&plain, Conclusion::Retry { failure } if failure.next_attempt.is_some()),
+            "{plain:?}"
+        );
+        assert_eq!(
+            conclude(&record, failed(), policy(false), &chain(Some(Judge::Stop))),
+            Conclusion::Record(failed())
+        );
+        assert_eq!(
+            conclude(
+                &record,
+                failed(),
+                policy(false),
+                &chain(Some(Judge::Handle))
+            ),
+            Conclusion::Record(Outcome::Success)
+        );
+        // The task function's policy applies when the task has none.
+        let bare = record_at("2026-11-29T08:00:00Z");
+        let with_fn_policy = Policy {
+            retry: Some(RetryPolicy::new(1)),
+            ..policy(false)
+        };
+        assert!(matches!(
+            conclude(&bare, failed(), with_fn_policy, &chain(None)),
+            Conclusion::Retry { .. }
+        ));
+        assert_eq!(
+            conclude(&bare, failed(), policy(false), &chain(None)),
+            Conclusion::Record(failed())
+        );
+    }
+
     #[test]
     fn retries_are_counted_since_the_last_final_ending() {
         use redis_tasks_protocol::{Attempt, TaskStatus};
@@ -324,13 +408,7 @@ mod tests {
             error: Some("no".into()),
             next_attempt_at: next.then_some(t),
         };
-        let mut record: TaskRecord = serde_json::from_value(serde_json::json!({
-            "id": "a", "task": "t", "args": [], "status": "running", "queue": "q",
-            "description": "t()", "error": null, "enqueued_at": t, "started_at": t,
-            "ended_at": null, "meta": {}, "aborted_runs": [], "timeout": null,
-            "retry": null, "attempts": [], "run_at": null
-        }))
-        .expect("record");
+        let mut record = record_at("2026-11-29T08:00:00Z");
         assert_eq!(retries_done(&record), 0);
         record.attempts = vec![attempt(true), attempt(true)];
         assert_eq!(retries_done(&record), 2);
