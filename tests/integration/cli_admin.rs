@@ -218,6 +218,7 @@ fn info_json_has_the_documented_shape() {
             ],
             "finished": 0,
             "failed": 0,
+            "scheduled": 0,
         })
     );
     // Only some queues: workers listening elsewhere are left out.
