@@ -113,7 +113,11 @@ impl Store {
         // A task can move on between two steps (fetched, promoted): look
         // again a few times.
         let mut last = None;
-        for _ in 0..5 {
+        for round in 0..5u32 {
+            if round > 0 {
+                // A fetch marks the task running a moment after it took it.
+                std::thread::sleep(std::time::Duration::from_millis(10 << round));
+            }
             match self.cancel(id) {
                 Ok(()) => return Ok(CancelResult::Canceled),
                 Err(StoreError::NotQueued {

@@ -57,6 +57,7 @@ impl Promoter {
             own_prefix: format!("{supervisor_id}-"),
             events,
             sent: HashMap::new(),
+            cancels_failing: false,
         };
         let thread = std::thread::Builder::new()
             .name("promoter".to_owned())
@@ -83,6 +84,8 @@ struct State {
     events: Sender<ControlEvent>,
     /// Cancel requests passed on, and when.
     sent: HashMap<String, Instant>,
+    /// Reading the cancel requests failed last time (already logged).
+    cancels_failing: bool,
 }
 
 impl State {
@@ -125,7 +128,17 @@ impl State {
         if moved > 0 {
             debug!("promoter: {moved} due task(s) moved to their queue");
         }
-        self.pass_on_cancels()?;
+        // A failure here (a foreign key where the requests live, say) must
+        // not hold up promotions: it is logged once until it clears.
+        match self.pass_on_cancels() {
+            Ok(()) => self.cancels_failing = false,
+            Err(e) => {
+                if !self.cancels_failing {
+                    warn!("promoter: cannot read cancel requests ({e})");
+                }
+                self.cancels_failing = true;
+            }
+        }
         let until_due = promoted.next_due.map_or(POLL, |at| {
             let left = at.duration_since(Timestamp::now());
             Duration::try_from(left).unwrap_or(Duration::ZERO)
