@@ -121,11 +121,16 @@ impl Eq for RetryPolicy {}
 #[error("invalid retry policy: {0}")]
 pub struct InvalidRetryPolicy(pub String);
 
+/// The most retries a policy may ask for: every attempt is kept in the
+/// task's record, which must stay small.
+pub const MAX_RETRIES: u32 = 1000;
+
 impl RetryPolicy {
-    /// Up to `max_retries` retries with the default backoff.
+    /// Up to `max_retries` retries (at most [`MAX_RETRIES`]) with the
+    /// default backoff.
     pub fn new(max_retries: u32) -> Self {
         RetryPolicy {
-            max_retries,
+            max_retries: max_retries.min(MAX_RETRIES),
             base: Duration::from_secs(1),
             factor: 2.0,
             cap: Duration::from_secs(600),
@@ -176,8 +181,15 @@ impl RetryPolicy {
     }
 
     /// Checks a policy read from outside (a task hash written by another
-    /// program): the factor finite and at least 1.
+    /// program): at most [`MAX_RETRIES`] retries, the factor finite and at
+    /// least 1.
     pub fn validate(&self) -> Result<(), InvalidRetryPolicy> {
+        if self.max_retries > MAX_RETRIES {
+            return Err(InvalidRetryPolicy(format!(
+                "max_retries {} is over the limit of {MAX_RETRIES}",
+                self.max_retries
+            )));
+        }
         if !(self.factor.is_finite() && self.factor >= 1.0) {
             return Err(InvalidRetryPolicy(format!(
                 "factor {} is not a finite number of at least 1",
@@ -352,6 +364,8 @@ mod tests {
             "on":{"errors":true,"panics":true,"crashes":true,"timeouts":false}}"#;
         assert!(RetryPolicy::from_json(text).is_err());
         assert!(RetryPolicy::from_json(r#"{"max_retries":-1}"#).is_err());
+        assert!(RetryPolicy::from_json(r#"{"max_retries":1001}"#).is_err());
+        assert_eq!(RetryPolicy::new(u32::MAX).max_retries, MAX_RETRIES);
         assert_eq!(RetryPolicy::new(1).factor(f64::NAN).factor, 1.0);
     }
 }
