@@ -188,6 +188,27 @@ impl Store {
         }
     }
 
+    /// Waits up to `wait` for a poke of supervisor `supervisor`'s wake list
+    /// (a cancel request for one of its tasks); returns whether one came.
+    /// Uses the blocking connection, like [`Store::fetch`].
+    pub fn wait_for_wake(
+        &self,
+        supervisor: &str,
+        wait: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys().wake(supervisor);
+        // Redis reads a timeout of 0 as "forever": never send less than 1 ms.
+        let secs = wait.as_secs_f64().max(0.001);
+        let popped: Option<(String, String)> =
+            self.run_blocking(wait, &[(&key, "list")], |c, _| {
+                redis::cmd("BLPOP")
+                    .arg(&key)
+                    .arg(format!("{secs:.3}"))
+                    .query(c)
+            })?;
+        Ok(popped.is_some())
+    }
+
     /// The pending cancel requests: `(task id, slot running it)` pairs.
     /// Requests whose task no longer runs are dropped on the way.
     pub fn cancel_requests(&self) -> Result<Vec<(String, String)>, StoreError> {

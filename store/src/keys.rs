@@ -61,6 +61,13 @@ impl Keys {
         format!("{}:cancel_requests", self.prefix)
     }
 
+    /// `P:wake:<supervisor>`: LIST poked (at most one item, with an
+    /// expiry) to wake a supervisor's promoter at once: a cancel request
+    /// for one of its tasks.
+    pub(crate) fn wake(&self, supervisor: &str) -> String {
+        format!("{}:wake:{supervisor}", self.prefix)
+    }
+
     /// `P:workers`: ZSET of live slot ids scored by last heartbeat.
     pub(crate) fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
@@ -138,5 +145,6 @@ mod tests {
         assert_eq!(k.graph_middleware(), "rt:graph_middleware");
         assert_eq!(k.scheduled(), "rt:scheduled");
         assert_eq!(k.cancel_requests(), "rt:cancel_requests");
+        assert_eq!(k.wake("abc"), "rt:wake:abc");
     }
 }

@@ -12,7 +12,9 @@
 //!
 //! The same pass reads the cancel requests of running tasks
 //! ([`Store::cancel_requests`]); a request for one of this supervisor's
-//! slots goes to the control loop, which passes it to that slot.
+//! slots goes to the control loop, which passes it to that slot. The
+//! thread sleeps in a `BLPOP` on its wake list, which a cancel request for
+//! one of its tasks pokes, so such a request is seen at once.
 
 use std::collections::HashMap;
 use std::thread::JoinHandle;
@@ -54,6 +56,7 @@ impl Promoter {
         let (stop, stopped) = bounded(1);
         let state = State {
             store,
+            supervisor_id: supervisor_id.to_owned(),
             own_prefix: format!("{supervisor_id}-"),
             events,
             sent: HashMap::new(),
@@ -68,7 +71,8 @@ impl Promoter {
         })
     }
 
-    /// Stops the thread and waits for it (at most one Redis call).
+    /// Stops the thread and waits for it (at most one Redis call and one
+    /// [`POLL`] wait).
     pub(crate) fn finish(mut self) {
         let _ = self.stop.try_send(());
         if let Some(thread) = self.thread.take() {
@@ -79,6 +83,8 @@ impl Promoter {
 
 struct State {
     store: Store,
+    /// This supervisor's id (its wake list's name).
+    supervisor_id: String,
     /// Slot ids of this supervisor start with this.
     own_prefix: String,
     events: Sender<ControlEvent>,
@@ -98,7 +104,15 @@ impl State {
                         info!("promoter: Redis reachable again");
                     }
                     backoff.reset();
-                    wait
+                    // Sleeps on Redis, so that a cancel request for one of
+                    // our tasks wakes us at once.
+                    match self.store.wait_for_wake(&self.supervisor_id, wait) {
+                        Ok(_) => Duration::ZERO,
+                        Err(e) => {
+                            debug!("promoter: waiting on Redis failed ({e})");
+                            wait
+                        }
+                    }
                 }
                 Err(e) => {
                     let wait = backoff.next_wait();
