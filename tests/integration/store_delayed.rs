@@ -296,11 +296,27 @@ fn a_cancel_request_reaches_the_slot_and_is_dropped_once_recorded() {
         .fetch(&s.id, &s.queues, Duration::ZERO)
         .expect("fetch")
         .expect("a task");
+    assert!(
+        !store
+            .wait_for_wake("sup", Duration::from_millis(1))
+            .expect("wait")
+    );
     assert_eq!(
         store.cancel_task(&id).expect("cancel"),
         CancelResult::Requested
     );
     assert_eq!(store.task(&id).expect("record").status, TaskStatus::Running);
+    // The supervisor running it (`sup`, from its slot's hash) is woken.
+    assert!(
+        store
+            .wait_for_wake("sup", Duration::from_secs(5))
+            .expect("wait")
+    );
+    assert!(
+        !store
+            .wait_for_wake("sup", Duration::from_millis(1))
+            .expect("wait")
+    );
     assert_eq!(
         store.cancel_requests().expect("requests"),
         [(id.clone(), s.id.clone())]
