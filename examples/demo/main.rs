@@ -24,7 +24,7 @@ use std::io::Write;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use redis_tasks::{App, Isolation, TaskContext, TaskOptions};
+use redis_tasks::{Isolation, TaskContext, TaskOptions};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -261,74 +261,72 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
 }
 
 fn main() -> ExitCode {
-    retries::register(hostile_tree::register(hostile_sandbox::register(App::new(
-        "demo",
-    ))))
-    .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
-    .task("sleep", sleep)
-    .task("fail", |_, a: Message| Err::<(), _>(a.message))
-    .task("panic", |_, a: Message| -> Result {
-        panic!("{}", a.message)
-    })
-    .task("abort", |_, _: serde_json::Value| -> Result {
-        std::process::abort()
-    })
-    .task("segfault", |_, _: serde_json::Value| -> Result {
-        misbehave::segfault()
-    })
-    .task("exit", |_, a: Code| -> Result {
-        std::process::exit(a.code)
-    })
-    .task("alloc", alloc)
-    .task("spin", spin)
-    .task("spawn", spawn)
-    .task("write_file", write_file)
-    .task("env", env)
-    .task_with("reentrant_sleep", TaskOptions::new().reentrant(true), sleep)
-    .task_with(
-        "reentrant_abort",
-        TaskOptions::new().reentrant(true),
-        |_, _: serde_json::Value| -> Result { std::process::abort() },
-    )
-    .task("guarded_sleep", guarded_sleep)
-    .task("fds", fds)
-    .task("pid", pid)
-    .task("mark", mark)
-    .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
-    .task("progress", progress)
-    .task("wait_for_file", wait_for_file)
-    .task("connect", connect)
-    .task("whoami", whoami)
-    .task("ptrace", |_, _: serde_json::Value| -> Result {
-        misbehave::ptrace_self()
-    })
-    .task("peek_parent", peek_parent)
-    .task("steal_parent_fds", |ctx, _: serde_json::Value| -> Result {
-        ctx.set_meta("stolen", misbehave::steal_parent_fds()?)
-    })
-    .task("reach_siblings", |ctx, _: serde_json::Value| -> Result {
-        ctx.set_meta("reached", misbehave::reach_siblings()?)
-    })
-    .task("kill_everyone", |ctx, _: serde_json::Value| -> Result {
-        ctx.set_meta("kill", misbehave::kill_everyone()?)
-    })
-    .task_with(
-        "capped_alloc",
-        TaskOptions::new().isolation(Isolation::new().memory_limit(64 << 20)),
-        alloc,
-    )
-    .task("garbage", |_, _: serde_json::Value| -> Result {
-        misbehave::write_garbage_frame()
-    })
-    .task("oversized", |_, _: serde_json::Value| -> Result {
-        misbehave::write_oversized_frame()
-    })
-    .task_with(
-        "quick_timeout",
-        TaskOptions::new().timeout(Duration::from_secs(1)),
-        sleep,
-    )
-    .middleware(redis_tasks::GraphMiddleware::new())
-    .middleware(outcome_log::OutcomeLog::from_env())
-    .main()
+    hostile_tree::register(hostile_sandbox::register(retries::app()))
+        .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
+        .task("sleep", sleep)
+        .task("fail", |_, a: Message| Err::<(), _>(a.message))
+        .task("panic", |_, a: Message| -> Result {
+            panic!("{}", a.message)
+        })
+        .task("abort", |_, _: serde_json::Value| -> Result {
+            std::process::abort()
+        })
+        .task("segfault", |_, _: serde_json::Value| -> Result {
+            misbehave::segfault()
+        })
+        .task("exit", |_, a: Code| -> Result {
+            std::process::exit(a.code)
+        })
+        .task("alloc", alloc)
+        .task("spin", spin)
+        .task("spawn", spawn)
+        .task("write_file", write_file)
+        .task("env", env)
+        .task_with("reentrant_sleep", TaskOptions::new().reentrant(true), sleep)
+        .task_with(
+            "reentrant_abort",
+            TaskOptions::new().reentrant(true),
+            |_, _: serde_json::Value| -> Result { std::process::abort() },
+        )
+        .task("guarded_sleep", guarded_sleep)
+        .task("fds", fds)
+        .task("pid", pid)
+        .task("mark", mark)
+        .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
+        .task("progress", progress)
+        .task("wait_for_file", wait_for_file)
+        .task("connect", connect)
+        .task("whoami", whoami)
+        .task("ptrace", |_, _: serde_json::Value| -> Result {
+            misbehave::ptrace_self()
+        })
+        .task("peek_parent", peek_parent)
+        .task("steal_parent_fds", |ctx, _: serde_json::Value| -> Result {
+            ctx.set_meta("stolen", misbehave::steal_parent_fds()?)
+        })
+        .task("reach_siblings", |ctx, _: serde_json::Value| -> Result {
+            ctx.set_meta("reached", misbehave::reach_siblings()?)
+        })
+        .task("kill_everyone", |ctx, _: serde_json::Value| -> Result {
+            ctx.set_meta("kill", misbehave::kill_everyone()?)
+        })
+        .task_with(
+            "capped_alloc",
+            TaskOptions::new().isolation(Isolation::new().memory_limit(64 << 20)),
+            alloc,
+        )
+        .task("garbage", |_, _: serde_json::Value| -> Result {
+            misbehave::write_garbage_frame()
+        })
+        .task("oversized", |_, _: serde_json::Value| -> Result {
+            misbehave::write_oversized_frame()
+        })
+        .task_with(
+            "quick_timeout",
+            TaskOptions::new().timeout(Duration::from_secs(1)),
+            sleep,
+        )
+        .middleware(redis_tasks::GraphMiddleware::new())
+        .middleware(outcome_log::OutcomeLog::from_env())
+        .main()
 }

@@ -44,6 +44,11 @@ fn flaky(_: &TaskContext, a: Flaky) -> Result<(), String> {
     }
 }
 
+/// The demo app, starting with the tasks of this module.
+pub fn app() -> App {
+    register(App::new("demo"))
+}
+
 /// Registers `flaky` (no retry policy of its own) and `flaky_retry` (up to
 /// 3 retries, 50 ms backoff doubling, no jitter).
 pub fn register(app: App) -> App {
