@@ -17,12 +17,22 @@ use std::time::{Duration, Instant};
 
 use redis_tasks::{App, Settings, Store, TaskContext, TaskOptions, TaskStatus};
 
+#[path = "bench_delays.rs"]
+mod delays;
+
 /// The tasks the bench runs.
 fn app() -> App {
     App::new("bench")
         .task("noop", |_: &TaskContext, _: serde_json::Value| {
             Ok::<(), String>(())
         })
+        .task(
+            "hang_long",
+            |_: &TaskContext, _: serde_json::Value| -> Result<(), String> {
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(())
+            },
+        )
         .task_with(
             "hang",
             TaskOptions::new().timeout(Duration::from_secs(1)),
@@ -357,6 +367,7 @@ struct Live {
     timeout_late_ms: (f64, f64),
     supervisor_kb: u64,
     worker_kb: u64,
+    delays: delays::Figures,
 }
 
 /// Latency with idle slots, timeout precision and memory, on one running
@@ -417,6 +428,7 @@ fn live(url: &str, c: usize) -> Result<Live, String> {
         }
     }
     late.sort_by(f64::total_cmp);
+    let delays = delays::measure(&store, "hang_long", percentile)?;
     let supervisor_kb = status_kb(pid, "VmHWM:").unwrap_or(0);
     let _ = nix_kill(pid);
     let _ = child.wait();
@@ -428,6 +440,7 @@ fn live(url: &str, c: usize) -> Result<Live, String> {
         ),
         supervisor_kb,
         worker_kb,
+        delays,
     })
 }
 
@@ -488,6 +501,15 @@ fn run(o: Options) -> Result<(), String> {
     println!(
         "| timeout recorded after deadline p50 / max (20) | {:.1} ms / {:.1} ms | 50 ms | |",
         live.timeout_late_ms.0, live.timeout_late_ms.1
+    );
+    let d = &live.delays;
+    println!(
+        "| delayed task start after due p50 / p99 / max ({}, idle slots) | {:.1} ms / {:.1} ms / {:.1} ms | 100 ms at p99 | |",
+        d.delayed, d.lateness_ms.0, d.lateness_ms.1, d.lateness_ms.2
+    );
+    println!(
+        "| cancel of a running task to recorded outcome p50 / p99 / max ({}) | {:.1} ms / {:.1} ms / {:.1} ms | 200 ms at p99 | |",
+        d.cancels, d.cancel_ms.0, d.cancel_ms.1, d.cancel_ms.2
     );
     println!(
         "| supervisor peak RSS | {:.1} MB | 15 MB | |",

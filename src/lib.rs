@@ -30,8 +30,10 @@ pub use redis_tasks_config as config;
 pub use redis_tasks_config::Settings;
 pub use redis_tasks_config::settings::Isolation;
 pub use redis_tasks_protocol as protocol;
+pub use redis_tasks_protocol::{Attempt, Jitter, RetryOn, RetryPolicy};
 pub use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
 pub use redis_tasks_store as store;
+pub use redis_tasks_store::{CancelResult, EnqueueOptions};
 pub use redis_tasks_store::{Queue, Store, StoreError};
 pub use redis_tasks_supervisor as supervisor;
 pub use redis_tasks_worker::{

@@ -91,6 +91,9 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
             }
             // Nothing is interrupted in-process.
             Conclusion::Requeue { .. } => {}
+            // A retried task waits in the delayed set; this runner does
+            // not wait for it (a supervisor would run it when due).
+            Conclusion::Retry { .. } => {}
         }
     }
     store.deregister_slot(&slot.id)?;

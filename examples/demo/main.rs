@@ -18,12 +18,13 @@ mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
 mod outcome_log;
+mod retries;
 
 use std::io::Write;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use redis_tasks::{App, Isolation, TaskContext, TaskOptions};
+use redis_tasks::{Isolation, TaskContext, TaskOptions};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -277,7 +278,7 @@ fn child_before_start() -> Option<std::process::Child> {
 
 fn main() -> ExitCode {
     let _child = child_before_start();
-    hostile_tree::register(hostile_sandbox::register(App::new("demo")))
+    hostile_tree::register(hostile_sandbox::register(retries::app()))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)
         .task("fail", |_, a: Message| Err::<(), _>(a.message))

@@ -41,6 +41,8 @@ impl Middleware for OutcomeLog {
                 "task": task.task,
                 "outcome": if outcome.is_success() { "success" } else { "failure" },
                 "error": outcome.error_text(),
+                "status": outcome.status().as_str(),
+                "next_attempt": outcome.next_attempt().map(|t| t.to_string()),
             });
             let written = std::fs::OpenOptions::new()
                 .create(true)

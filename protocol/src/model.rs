@@ -11,6 +11,8 @@ use std::str::FromStr;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::retry::{Attempt, RetryPolicy};
+
 /// Where a task is in its life.
 ///
 /// `queued -> running -> finished | failed`, `queued -> canceled`, and
@@ -26,8 +28,12 @@ pub enum TaskStatus {
     Finished,
     /// Ended with a failure; the record holds the error text.
     Failed,
-    /// Removed from its queue before it ran.
+    /// Removed from its queue before it ran, or stopped while running by
+    /// a cancel request.
     Canceled,
+    /// Waiting in the delayed set for its time (a delayed enqueue, or a
+    /// retry after its backoff).
+    Scheduled,
 }
 
 impl TaskStatus {
@@ -39,6 +45,7 @@ impl TaskStatus {
             TaskStatus::Finished => "finished",
             TaskStatus::Failed => "failed",
             TaskStatus::Canceled => "canceled",
+            TaskStatus::Scheduled => "scheduled",
         }
     }
 }
@@ -64,6 +71,7 @@ impl FromStr for TaskStatus {
             "finished" => TaskStatus::Finished,
             "failed" => TaskStatus::Failed,
             "canceled" => TaskStatus::Canceled,
+            "scheduled" => TaskStatus::Scheduled,
             other => return Err(UnknownStatus(other.to_owned())),
         })
     }
@@ -107,6 +115,17 @@ pub struct TaskRecord {
     pub meta: serde_json::Map<String, serde_json::Value>,
     /// Earlier attempts that were interrupted (reentrant tasks only).
     pub aborted_runs: Vec<AbortedRun>,
+    /// This task's own timeout in seconds, set by its producer; `None`:
+    /// the task function's option, else the `default_task_timeout` setting.
+    pub timeout: Option<u64>,
+    /// This task's own retry policy, set by its producer; `None`: the task
+    /// function's option.
+    pub retry: Option<RetryPolicy>,
+    /// The ended attempts of a task that was retried, oldest first (empty
+    /// until the first retry).
+    pub attempts: Vec<Attempt>,
+    /// When a scheduled task is due.
+    pub run_at: Option<Timestamp>,
 }
 
 /// Builds the readable call string stored as a task's description.
@@ -211,6 +230,9 @@ pub enum FailureKind {
     /// A `process_outcome` middleware turned the outcome into a failure or
     /// panicked.
     Middleware(String),
+    /// A cancel request stopped the running task: its worker process and
+    /// everything it started were killed. Recorded with status `canceled`.
+    Canceled,
     /// A limit of the task's isolation profile stopped it.
     LimitExceeded(LimitHit),
     /// A restriction of the task's isolation profile could not be applied,
@@ -290,6 +312,7 @@ impl fmt::Display for FailureKind {
                 write!(f, "gave up after {runs} aborted runs (last: {last})")
             }
             FailureKind::Middleware(detail) => write!(f, "middleware: {detail}"),
+            FailureKind::Canceled => f.write_str("canceled while running"),
             FailureKind::LimitExceeded(hit) => hit.fmt(f),
             FailureKind::NotIsolated {
                 restriction,
@@ -307,12 +330,20 @@ impl fmt::Display for FailureKind {
 pub struct Failure {
     /// What happened.
     pub kind: FailureKind,
+    /// When the task's retry policy gives it another attempt: when that
+    /// attempt is due. `process_outcome` sees it set on a failure that is
+    /// not final, and may set it to `None` to make the failure final (or
+    /// return a success to mark the failure handled: no retry then either).
+    pub next_attempt: Option<Timestamp>,
 }
 
 impl Failure {
-    /// A failure of this kind.
+    /// A failure of this kind (final: no retry planned).
     pub fn new(kind: FailureKind) -> Self {
-        Failure { kind }
+        Failure {
+            kind,
+            next_attempt: None,
+        }
     }
 
     /// The error text recorded in the task record.
@@ -351,7 +382,16 @@ impl Outcome {
     pub fn status(&self) -> TaskStatus {
         match self {
             Outcome::Success => TaskStatus::Finished,
+            Outcome::Failure(f) if f.kind == FailureKind::Canceled => TaskStatus::Canceled,
             Outcome::Failure(_) => TaskStatus::Failed,
+        }
+    }
+
+    /// When the next attempt is due, for a failure that a retry follows.
+    pub fn next_attempt(&self) -> Option<Timestamp> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Failure(f) => f.next_attempt,
         }
     }
 
@@ -442,6 +482,7 @@ mod tests {
             TaskStatus::Finished,
             TaskStatus::Failed,
             TaskStatus::Canceled,
+            TaskStatus::Scheduled,
         ] {
             assert_eq!(s.as_str().parse::<TaskStatus>(), Ok(s));
         }

@@ -44,6 +44,8 @@ struct Snapshot {
     workers: Vec<WorkerInfo>,
     finished: u64,
     failed: u64,
+    /// Tasks waiting in the delayed set (delayed enqueues and retries).
+    scheduled: u64,
 }
 
 pub(super) fn run(store: &Store, args: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -87,6 +89,7 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
         workers,
         finished: store.finished().count()?,
         failed: store.failed().count()?,
+        scheduled: store.scheduled_count()?,
     })
 }
 
@@ -102,6 +105,7 @@ fn to_json(s: &Snapshot) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "finished": s.finished,
         "failed": s.failed,
+        "scheduled": s.scheduled,
     })
 }
 
@@ -183,13 +187,14 @@ fn render(s: &Snapshot, by_queue: bool, style: Style, out: &mut dyn Write) -> an
     writeln!(out)?;
     writeln!(
         out,
-        "finished: {}, failed: {}",
+        "finished: {}, failed: {}, scheduled: {}",
         s.finished,
         if s.failed > 0 {
             style.red(&s.failed.to_string())
         } else {
             s.failed.to_string()
-        }
+        },
+        s.scheduled
     )?;
     Ok(())
 }

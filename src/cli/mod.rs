@@ -39,7 +39,9 @@ pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
 pub use queues::EmptyArgs;
 pub use schedule::ScheduleCommand;
-pub use tasks::{EnqueueArgs, TaskAction, TaskCommand, TaskIdArgs, TaskShowArgs, task_json};
+pub use tasks::{
+    EnqueueArgs, TaskAction, TaskCancelArgs, TaskCommand, TaskIdArgs, TaskShowArgs, task_json,
+};
 
 /// Flags every subcommand accepts.
 #[derive(Debug, Clone, Default, Args)]

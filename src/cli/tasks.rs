@@ -3,10 +3,13 @@
 
 use std::io::Write;
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use redis_tasks_protocol::TaskRecord;
-use redis_tasks_store::Store;
+use redis_tasks_config::schedule::parse_duration;
+use redis_tasks_protocol::{RetryPolicy, TaskRecord, TaskStatus};
+use redis_tasks_store::{CancelResult, EnqueueOptions, Store, StoreError};
 use serde_json::{Value, json};
 
 /// Arguments of `enqueue`.
@@ -21,6 +24,22 @@ pub struct EnqueueArgs {
     /// The queue to put it on.
     #[arg(long, short, default_value = "default")]
     pub queue: String,
+    /// Run it no earlier than this long from now (`90s`, `10m`, `1h30m`);
+    /// it waits with status `scheduled`.
+    #[arg(long = "in", value_name = "DURATION", conflicts_with = "at")]
+    pub delay: Option<String>,
+    /// Run it no earlier than this instant (RFC 3339, such as
+    /// `2026-12-01T08:00:00Z`); a time in the past means now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Its own timeout (`30s`, `5m`), in place of the task function's.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Retry a failed run up to N times with the default backoff (1 s
+    /// doubling up to 10 min, full jitter), in place of the task
+    /// function's retry policy.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 }
 
 /// `task ...` subcommands.
@@ -36,8 +55,20 @@ pub struct TaskCommand {
 pub enum TaskAction {
     /// Show a task's record.
     Show(TaskShowArgs),
-    /// Cancel a task that waits in its queue.
-    Cancel(TaskIdArgs),
+    /// Cancel a task: a queued or scheduled one at once, a running one by
+    /// having its supervisor kill it.
+    Cancel(TaskCancelArgs),
+}
+
+/// Arguments of `task cancel`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskCancelArgs {
+    /// The task id.
+    pub id: String,
+    /// How long to wait for a running task's supervisor to stop it
+    /// (`0`: do not wait).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub wait: String,
 }
 
 /// Arguments of `task show`.
@@ -77,11 +108,35 @@ pub(super) fn enqueue(
         }
     }
     let value: Value = serde_json::from_str(&args.args).context("invalid ARGS_JSON")?;
+    let options = enqueue_options(args)?;
     let id = store
         .queue(args.queue.as_str())
-        .enqueue(&args.task, &value)?;
+        .enqueue_with(&args.task, &value, &options)?;
     writeln!(out, "{id}")?;
     Ok(())
+}
+
+/// The options `--in`, `--at`, `--timeout` and `--retries` ask for.
+fn enqueue_options(args: &EnqueueArgs) -> anyhow::Result<EnqueueOptions> {
+    let mut options = EnqueueOptions::new();
+    if let Some(text) = &args.delay {
+        options = options.delay(Duration::from_secs(parse_duration(text).context("--in")?));
+    }
+    if let Some(text) = &args.at {
+        let at: jiff::Timestamp = text.parse().with_context(|| {
+            format!("--at {text:?}: not an RFC 3339 time such as 2026-12-01T08:00:00Z")
+        })?;
+        options = options.at(at);
+    }
+    if let Some(text) = &args.timeout {
+        let secs = parse_duration(text).context("--timeout")?;
+        anyhow::ensure!(secs > 0, "--timeout must be above zero");
+        options = options.timeout(Duration::from_secs(secs));
+    }
+    if let Some(n) = args.retries {
+        options = options.retry(RetryPolicy::new(n));
+    }
+    Ok(options)
 }
 
 pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -94,17 +149,65 @@ pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyho
                 show(&rec, out)?;
             }
         }
-        TaskAction::Cancel(args) => {
-            store.cancel(&args.id)?;
-            writeln!(out, "canceled task {}", args.id)?;
-        }
+        TaskAction::Cancel(args) => cancel(store, &args, out)?,
     }
     Ok(())
 }
 
+/// `task cancel`: a queued or scheduled task is canceled at once; for a
+/// running one the request goes to its supervisor and this waits (up to
+/// `--wait`) until the task is recorded as ended. A task that has ended
+/// already is an error that says so, with nothing changed.
+fn cancel(store: &Store, args: &TaskCancelArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let wait = Duration::from_secs(parse_duration(&args.wait).context("--wait")?);
+    let result = match store.cancel_task(&args.id) {
+        Ok(result) => result,
+        Err(StoreError::NotQueued { id, status }) if is_ended(status) => {
+            anyhow::bail!("task {id} has already ended ({status}); nothing changed")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if result == CancelResult::Canceled {
+        writeln!(out, "canceled task {}", args.id)?;
+        return Ok(());
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        let rec = store.task(&args.id)?;
+        if is_ended(rec.status) {
+            if rec.status == TaskStatus::Canceled {
+                writeln!(out, "canceled running task {}", args.id)?;
+                return Ok(());
+            }
+            anyhow::bail!(
+                "task {} ended ({}) before its supervisor could cancel it",
+                args.id,
+                rec.status
+            );
+        }
+        if Instant::now() >= deadline {
+            writeln!(
+                out,
+                "cancel of running task {} requested; its supervisor has not stopped it yet",
+                args.id
+            )?;
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_ended(status: TaskStatus) -> bool {
+    matches!(
+        status,
+        TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Canceled
+    )
+}
+
 /// A task record as JSON: `id, task, args, status, queue, description,
-/// error, enqueued_at, started_at, ended_at, meta, aborted_runs`, times as
-/// RFC 3339 UTC and absent values as `null`.
+/// error, enqueued_at, started_at, ended_at, meta, aborted_runs, timeout,
+/// retry, run_at, attempts`, times as RFC 3339 UTC and absent values as
+/// `null`.
 pub fn task_json(rec: &TaskRecord) -> Value {
     let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string());
     json!({
@@ -124,6 +227,16 @@ pub fn task_json(rec: &TaskRecord) -> Value {
             "ended_at": r.ended_at.to_string(),
             "reason": r.reason,
         })).collect::<Vec<_>>(),
+        "timeout": rec.timeout,
+        "retry": rec.retry,
+        "run_at": time(rec.run_at),
+        "attempts": rec.attempts.iter().map(|a| json!({
+            "started_at": time(a.started_at),
+            "ended_at": a.ended_at.to_string(),
+            "status": a.status.as_str(),
+            "error": a.error,
+            "next_attempt_at": time(a.next_attempt_at),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -142,6 +255,35 @@ fn show(rec: &TaskRecord, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     writeln!(out, "args:         {}", rec.args)?;
     writeln!(out, "meta:         {}", Value::Object(rec.meta.clone()))?;
+    if let Some(at) = rec.run_at {
+        writeln!(out, "due at:       {at}")?;
+    }
+    if let Some(secs) = rec.timeout {
+        writeln!(out, "timeout:      {secs} s")?;
+    }
+    if let Some(retry) = &rec.retry {
+        writeln!(out, "retry:        {retry}")?;
+    }
+    if !rec.attempts.is_empty() {
+        writeln!(out, "attempts:")?;
+        for (n, a) in rec.attempts.iter().enumerate() {
+            let ending = match &a.error {
+                Some(e) => format!("{}: {e}", a.status),
+                None => a.status.to_string(),
+            };
+            let next = a
+                .next_attempt_at
+                .map(|t| format!("; next attempt at {t}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "  {}. {} .. {}: {ending}{next}",
+                n + 1,
+                time(a.started_at),
+                a.ended_at
+            )?;
+        }
+    }
     if rec.aborted_runs.is_empty() {
         writeln!(out, "aborted runs: none")?;
     } else {

@@ -202,6 +202,10 @@ impl Middleware for GraphMiddleware {
             );
             return outcome;
         };
+        if outcome.next_attempt().is_some() {
+            // A retry follows: the node has not ended yet.
+            return outcome;
+        }
         self.advance(&store, graph, node, task, !outcome.is_success());
         outcome
     }

@@ -155,6 +155,15 @@ pub enum StoreError {
         /// The ids in its current-task list.
         ids: Vec<String>,
     },
+    /// An enqueue option cannot be stored (a zero timeout, a retry policy
+    /// that does not check out).
+    #[error("invalid enqueue option {option}: {reason}")]
+    InvalidOption {
+        /// The option (`timeout`, `retry`...).
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file named by `redis_password_file` could not be read, or is
     /// empty.
     #[error("cannot read the redis password from {path} (redis_password_file): {error}")]

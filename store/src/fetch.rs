@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use redis::Value;
 
-use super::record::{hash_from_value, parse_record, score, text_of, time_text};
+use super::record::{hash_from_value, parse_record, score, text_of, time_text, unknown_fields};
 use super::{Store, StoreError, scripts};
 use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
 
@@ -29,6 +29,10 @@ pub struct Fetched {
     /// Its record, or why it cannot be read (the caller should then fail the
     /// task with that text through [`Store::finish`]).
     pub record: Result<TaskRecord, StoreError>,
+    /// Fields of the task hash that are not part of the schema (written by
+    /// a raw producer, perhaps misspelt), sorted; the supervisor logs each
+    /// name once.
+    pub unknown_fields: Vec<String>,
 }
 
 /// What a fetch or start script answered.
@@ -206,15 +210,20 @@ impl Store {
                         });
                     }
                 };
-                let record = it
+                let hash = it
                     .next()
                     .ok_or_else(|| StoreError::UnexpectedReply {
                         what: "fetch",
                         detail: "no task fields".to_owned(),
                     })
-                    .and_then(|v| hash_from_value("fetch", v))
-                    .and_then(|hash| parse_record(&id, &hash));
-                Ok(Answer::Task(Box::new(Fetched { id, record })))
+                    .and_then(|v| hash_from_value("fetch", v));
+                let unknown_fields = hash.as_ref().map(unknown_fields).unwrap_or_default();
+                let record = hash.and_then(|hash| parse_record(&id, &hash));
+                Ok(Answer::Task(Box::new(Fetched {
+                    id,
+                    record,
+                    unknown_fields,
+                })))
             }
             other => Err(StoreError::UnexpectedReply {
                 what: "fetch",

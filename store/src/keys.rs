@@ -49,6 +49,25 @@ impl Keys {
         format!("{}:failed", self.prefix)
     }
 
+    /// `P:scheduled`: ZSET of ids of tasks waiting for their time (delayed
+    /// enqueues and retries), scored by when they are due.
+    pub(crate) fn scheduled(&self) -> String {
+        format!("{}:scheduled", self.prefix)
+    }
+
+    /// `P:cancel_requests`: HASH of running task ids asked to stop, each
+    /// to when it was asked.
+    pub(crate) fn cancel_requests(&self) -> String {
+        format!("{}:cancel_requests", self.prefix)
+    }
+
+    /// `P:wake:<supervisor>`: LIST poked (at most one item, with an
+    /// expiry) to wake a supervisor's promoter at once: a cancel request
+    /// for one of its tasks.
+    pub(crate) fn wake(&self, supervisor: &str) -> String {
+        format!("{}:wake:{supervisor}", self.prefix)
+    }
+
     /// `P:workers`: ZSET of live slot ids scored by last heartbeat.
     pub(crate) fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
@@ -124,5 +143,8 @@ mod tests {
         assert_eq!(k.schedule_entry("nightly"), "rt:schedule:nightly");
         assert_eq!(k.graph("g1"), "rt:graph:g1");
         assert_eq!(k.graph_middleware(), "rt:graph_middleware");
+        assert_eq!(k.scheduled(), "rt:scheduled");
+        assert_eq!(k.cancel_requests(), "rt:cancel_requests");
+        assert_eq!(k.wake("abc"), "rt:wake:abc");
     }
 }

@@ -10,7 +10,10 @@
 //!   after a drop, shared through `&self`.
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
 //!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
-//! - `producer`: [`Queue`] and enqueueing. `tasks`: reading, canceling and
+//! - `producer`: [`Queue`] and enqueueing; `enqueue_options`:
+//!   [`EnqueueOptions`] (delay, timeout, retry of one call). `delayed`: the
+//!   delayed set (promotion of due tasks, retries) and cancel requests of
+//!   running tasks. `tasks`: reading, canceling and
 //!   annotating tasks. `registry`: the finished and failed registries.
 //! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
 //!   into a slot and recording its end. `maintenance`: locks, dead slots,
@@ -37,6 +40,8 @@
 //! not have happened). Use [`Store::independent`] to get a store with
 //! connections of its own, for another thread.
 
+mod delayed;
+mod enqueue_options;
 mod error;
 mod fetch;
 mod graph;
@@ -57,6 +62,8 @@ use std::time::Duration;
 
 use redis::{Client, Connection, IntoConnectionInfo, RedisError};
 
+pub use delayed::{CancelResult, Promoted};
+pub use enqueue_options::EnqueueOptions;
 pub use error::{StoreError, redact_url};
 pub use fetch::Fetched;
 pub use graph::{

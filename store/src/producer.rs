@@ -4,9 +4,13 @@
 //! queue and records the queue name, in one script. Many tasks can be sent
 //! in one round trip with [`Queue::enqueue_many`].
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use redis::Value;
 use serde::Serialize;
+
+use super::enqueue_options::EnqueueOptions;
 
 use super::record::time_text;
 use super::scripts;
@@ -27,11 +31,11 @@ pub struct Queue<'s> {
 }
 
 /// A task ready to be written: id, name, args JSON, description.
-struct NewTask {
-    id: String,
-    task: String,
-    args: String,
-    description: String,
+pub(crate) struct NewTask {
+    pub(crate) id: String,
+    pub(crate) task: String,
+    pub(crate) args: String,
+    pub(crate) description: String,
 }
 
 impl Store {
@@ -110,11 +114,50 @@ impl<'s> Queue<'s> {
         task: &str,
         args: &A,
     ) -> Result<String, StoreError> {
-        let mut ids = self.write(vec![self.store.new_task(task, args)?])?;
+        self.enqueue_with(task, args, &EnqueueOptions::default())
+    }
+
+    /// Enqueues one call with `options` (a delay, its own timeout or
+    /// retry policy); returns the new id. A task due later gets status
+    /// `scheduled` and waits in the delayed set until a supervisor moves it
+    /// to the tail of this queue.
+    pub fn enqueue_with<A: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        args: &A,
+        options: &EnqueueOptions,
+    ) -> Result<String, StoreError> {
+        let tasks = vec![self.store.new_task(task, args)?];
+        let mut ids = if options.is_plain() {
+            self.write(tasks)?
+        } else {
+            self.store.write_with_options(&self.name, tasks, options)?
+        };
         ids.pop().ok_or_else(|| StoreError::UnexpectedReply {
             what: "enqueue",
             detail: "no id written".to_owned(),
         })
+    }
+
+    /// Enqueues one call to run no earlier than `delay` from now.
+    pub fn enqueue_in<A: Serialize + ?Sized>(
+        &self,
+        delay: Duration,
+        task: &str,
+        args: &A,
+    ) -> Result<String, StoreError> {
+        self.enqueue_with(task, args, &EnqueueOptions::new().delay(delay))
+    }
+
+    /// Enqueues one call to run no earlier than `at` (at once when `at` has
+    /// passed).
+    pub fn enqueue_at<A: Serialize + ?Sized>(
+        &self,
+        at: Timestamp,
+        task: &str,
+        args: &A,
+    ) -> Result<String, StoreError> {
+        self.enqueue_with(task, args, &EnqueueOptions::new().at(at))
     }
 
     /// Enqueues many calls in one round trip; returns their ids in order.
@@ -124,11 +167,25 @@ impl<'s> Queue<'s> {
         &self,
         calls: &[(T, A)],
     ) -> Result<Vec<String>, StoreError> {
+        self.enqueue_many_with(calls, &EnqueueOptions::default())
+    }
+
+    /// [`enqueue_many`](Self::enqueue_many) with the same `options` for
+    /// every call (all delayed by the same time, say).
+    pub fn enqueue_many_with<T: AsRef<str>, A: Serialize>(
+        &self,
+        calls: &[(T, A)],
+        options: &EnqueueOptions,
+    ) -> Result<Vec<String>, StoreError> {
         let tasks = calls
             .iter()
             .map(|(task, args)| self.store.new_task(task.as_ref(), args))
             .collect::<Result<Vec<_>, _>>()?;
-        self.write(tasks)
+        if options.is_plain() {
+            self.write(tasks)
+        } else {
+            self.store.write_with_options(&self.name, tasks, options)
+        }
     }
 
     fn write(&self, tasks: Vec<NewTask>) -> Result<Vec<String>, StoreError> {

@@ -12,6 +12,40 @@ use redis::Value;
 
 use super::StoreError;
 use redis_tasks_protocol::model::{AbortedRun, TaskRecord, TaskStatus, describe_call};
+use redis_tasks_protocol::retry::{Attempt, RetryPolicy};
+
+/// The fields of a task hash this code reads or writes (see
+/// `docs/redis-schema.md`); others are reported by [`unknown_fields`].
+pub(crate) const KNOWN_FIELDS: &[&str] = &[
+    "task",
+    "args",
+    "status",
+    "queue",
+    "enqueued_at",
+    "description",
+    "started_at",
+    "ended_at",
+    "error",
+    "meta",
+    "aborted_runs",
+    "worker",
+    "timeout",
+    "retry",
+    "attempts",
+    "run_at",
+];
+
+/// The fields of a task hash that are not part of the schema (a raw
+/// producer's typo such as `timeuot`), sorted.
+pub(crate) fn unknown_fields(hash: &RawHash) -> Vec<String> {
+    let mut unknown: Vec<String> = hash
+        .keys()
+        .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    unknown.sort();
+    unknown
+}
 
 /// The raw fields of one Redis hash, values still as bytes.
 pub(crate) type RawHash = HashMap<String, Vec<u8>>;
@@ -131,6 +165,27 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         Some(text) => serde_json::from_str::<Vec<AbortedRun>>(&text)
             .map_err(|e| r.corrupt("aborted_runs", e.to_string()))?,
     };
+    let timeout = match r.optional("timeout")? {
+        None => None,
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Some(secs),
+            _ => {
+                return Err(r.corrupt(
+                    "timeout",
+                    format!("{text:?} is not a whole number of seconds above 0"),
+                ));
+            }
+        },
+    };
+    let retry = r
+        .optional("retry")?
+        .map(|text| RetryPolicy::from_json(&text).map_err(|e| r.corrupt("retry", e.to_string())))
+        .transpose()?;
+    let attempts = match r.optional("attempts")? {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str::<Vec<Attempt>>(&text)
+            .map_err(|e| r.corrupt("attempts", e.to_string()))?,
+    };
     Ok(TaskRecord {
         id: id.to_owned(),
         task,
@@ -144,6 +199,10 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         ended_at: r.time("ended_at")?,
         meta,
         aborted_runs,
+        timeout,
+        retry,
+        attempts,
+        run_at: r.time("run_at")?,
     })
 }
 
@@ -230,6 +289,11 @@ mod tests {
             ("started_at", "12:00"),
             ("meta", "[1]"),
             ("aborted_runs", "{}"),
+            ("timeout", "0"),
+            ("timeout", "30s"),
+            ("retry", "{\"factor\": -1}"),
+            ("attempts", "{}"),
+            ("run_at", "soon"),
         ] {
             let mut fields = minimal();
             fields.retain(|(k, _)| *k != field);
@@ -249,6 +313,22 @@ mod tests {
             parse_record("id1", &RawHash::new()),
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn options_of_one_task_are_read_and_unknown_fields_named() {
+        let mut fields = minimal();
+        fields.push(("timeout", "30"));
+        fields.push(("retry", "{\"max_retries\": 2}"));
+        fields.push(("run_at", "2026-11-25T09:00:00Z"));
+        fields.push(("timeuot", "5"));
+        fields.push(("colour", "red"));
+        let h = hash(&fields);
+        let rec = parse_record("id1", &h).expect("valid record");
+        assert_eq!(rec.timeout, Some(30));
+        assert_eq!(rec.retry.map(|r| r.max_retries), Some(2));
+        assert!(rec.run_at.is_some());
+        assert_eq!(unknown_fields(&h), ["colour", "timeuot"]);
     }
 
     #[test]

@@ -77,8 +77,9 @@ impl Store {
         }
     }
 
-    /// Cancels a task that waits in its queue: removes it from the queue,
-    /// marks it canceled and lets its record expire after the registry TTL.
+    /// Cancels a task that waits in its queue or in the delayed set:
+    /// removes it from there, marks it canceled and lets its record expire
+    /// after the registry TTL. (A running task: [`Store::cancel_task`].)
     ///
     /// Any other state is refused with nothing changed:
     /// [`StoreError::NotQueued`] for another status, [`StoreError::Taken`]
@@ -123,6 +124,9 @@ impl Store {
                         .map_err(|e: redis_tasks_protocol::model::UnknownStatus| {
                             corrupt("status", e.to_string())
                         })?;
+                if status == TaskStatus::Scheduled && self.cancel_scheduled(id)? {
+                    return Ok(());
+                }
                 Err(StoreError::NotQueued {
                     id: id.to_owned(),
                     status,

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 use crate::worker_process::{WorkerEvent, WorkerProcess};
 
 /// What the control loop can ask of a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SlotCommand {
     /// Graceful shutdown: stop fetching; interrupt the running task unless
     /// it holds a postpone-shutdown guard.
@@ -25,6 +25,10 @@ pub(crate) enum SlotCommand {
     /// Look at the shared state again (a reload, a retirement, a drain);
     /// ignored while a task runs.
     Wake,
+    /// A cancel request for the task with this id: if it is the one
+    /// running, kill its worker process and everything it started, and end
+    /// the run as canceled. Ignored otherwise (the task ended meanwhile).
+    Cancel(String),
 }
 
 /// How long a worker process that closed its channel gets to exit on its
@@ -151,6 +155,13 @@ pub(crate) fn run_on(
                     }
                 }
                 Ok(SlotCommand::Wake) => {}
+                Ok(SlotCommand::Cancel(id)) => {
+                    if id == record.id {
+                        process.kill_and_reap();
+                        info!(task = %record.id, pid, "task canceled: worker process and its descendants killed");
+                        return (Outcome::failure(FailureKind::Canceled), false);
+                    }
+                }
                 Ok(SlotCommand::Kill) | Err(_) => {
                     process.kill_and_reap();
                     info!(task = %record.id, pid, "task killed by immediate shutdown");

@@ -23,6 +23,9 @@
 //!   the slot's commands.
 //! - `outcome.rs`: policy, `process_outcome`, the atomic write.
 //! - `recovery.rs`: outcomes for the tasks of dead slots.
+//! - `promoter.rs`: a thread that moves due delayed tasks (delayed
+//!   enqueues, retries) to their queue and passes cancel requests of
+//!   running tasks to their slot.
 //! - `worker_process.rs`: starting (re-exec or fork server), talking to
 //!   and reaping a worker process; `fork_server.rs` the fork server's
 //!   supervisor side.
@@ -55,6 +58,7 @@ mod isolation;
 mod liveness;
 mod notify;
 pub mod outcome;
+mod promoter;
 mod recovery;
 pub mod scheduler;
 mod shared;

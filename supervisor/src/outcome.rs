@@ -16,8 +16,8 @@
 //! down; recovery returns the error) but never repeat step 1, so
 //! `process_outcome` runs once per ending.
 
-use jiff::Timestamp;
-use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use jiff::{SignedDuration, Timestamp};
+use redis_tasks_protocol::{Failure, FailureKind, Outcome, RetryPolicy, TaskRecord};
 use redis_tasks_store::{Store, StoreError};
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
 
@@ -31,17 +31,20 @@ pub struct Policy {
     /// The `max_aborted_runs` setting: how often crashes, deaths and start
     /// failures may requeue a reentrant task.
     pub max_aborted_runs: u32,
+    /// The task function's retry policy (a task's own, stored with it by
+    /// its producer, wins).
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Policy {
     /// The policy for task function `task` (not reentrant when the binary
     /// does not know it).
     pub fn for_task(registry: &TaskRegistry, task: &str, max_aborted_runs: u32) -> Policy {
+        let def = registry.get(task);
         Policy {
-            reentrant: registry
-                .get(task)
-                .is_some_and(|def| def.options().reentrant),
+            reentrant: def.is_some_and(|def| def.options().reentrant),
             max_aborted_runs,
+            retry: def.and_then(|def| def.options().retry),
         }
     }
 }
@@ -57,10 +60,22 @@ pub enum Conclusion {
         /// Why the attempt ended.
         reason: String,
     },
+    /// The attempt failed and the retry policy gives the task another one:
+    /// it waits in the delayed set until `failure.next_attempt`.
+    Retry {
+        /// How the attempt ended, with the time of the next one.
+        failure: Failure,
+    },
 }
 
 /// Decides what happens to `record` whose run ended with `ended`, and runs
 /// `process_outcome` when that is a final outcome.
+///
+/// A failure the retry policy (the task's own, else the task function's)
+/// gives another attempt reaches `process_outcome` with
+/// [`Failure::next_attempt`] set; what `process_outcome` returns decides:
+/// a failure still carrying a time is retried then, one without is final,
+/// a success ends the task as finished.
 pub fn conclude(
     record: &TaskRecord,
     ended: Outcome,
@@ -68,9 +83,65 @@ pub fn conclude(
     chain: &MiddlewareChain,
 ) -> Conclusion {
     match settle(ended, policy, record.aborted_runs.len()) {
-        Conclusion::Record(outcome) => Conclusion::Record(chain.process_outcome(record, outcome)),
-        requeue @ Conclusion::Requeue { .. } => requeue,
+        Conclusion::Record(outcome) => {
+            let retry = record.retry.or(policy.retry);
+            let outcome = plan_retry(
+                outcome,
+                retry.as_ref(),
+                retries_done(record),
+                Timestamp::now(),
+                fastrand::f64(),
+            );
+            match chain.process_outcome(record, outcome) {
+                Outcome::Failure(failure) if failure.next_attempt.is_some() => {
+                    Conclusion::Retry { failure }
+                }
+                outcome => Conclusion::Record(outcome),
+            }
+        }
+        other => other,
     }
+}
+
+/// How many retries the task has had since its last final ending: the
+/// attempts at the end of its record that a retry followed. A task that a
+/// person requeued after its final failure (`failed requeue`) starts
+/// afresh with its whole policy.
+pub fn retries_done(record: &TaskRecord) -> usize {
+    record
+        .attempts
+        .iter()
+        .rev()
+        .take_while(|a| a.next_attempt_at.is_some())
+        .count()
+}
+
+/// Sets [`Failure::next_attempt`] on a failure that `retry` gives another
+/// attempt (pure: `now` and the jitter's `random` in `[0, 1)` come from
+/// the caller). `retries_done` is [`retries_done`] of the record.
+pub fn plan_retry(
+    outcome: Outcome,
+    retry: Option<&RetryPolicy>,
+    retries_done: usize,
+    now: Timestamp,
+    random: f64,
+) -> Outcome {
+    let (Outcome::Failure(mut failure), Some(retry)) = (outcome.clone(), retry) else {
+        return outcome;
+    };
+    if !retry.retries(&failure.kind, retries_done) {
+        return outcome;
+    }
+    let number = u32::try_from(retries_done)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    let delay = retry.delay(number, random);
+    let at = SignedDuration::try_from(delay)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX);
+    failure.next_attempt = Some(at);
+    Outcome::Failure(failure)
 }
 
 impl Conclusion {
@@ -91,6 +162,18 @@ impl Conclusion {
     ) -> Result<bool, StoreError> {
         match self {
             Conclusion::Requeue { reason } => store.requeue_interrupted(slot, id, reason, now),
+            Conclusion::Retry { failure } => store.schedule_retry(
+                slot,
+                id,
+                &failure.message(),
+                failure.next_attempt.unwrap_or(now),
+                now,
+            ),
+            Conclusion::Record(Outcome::Failure(failure))
+                if failure.kind == FailureKind::Canceled =>
+            {
+                store.finish_canceled(slot, id, &failure.message(), now)
+            }
             Conclusion::Record(outcome) => store.finish(
                 slot,
                 id,
@@ -147,6 +230,7 @@ mod tests {
         Policy {
             reentrant,
             max_aborted_runs: 3,
+            retry: None,
         }
     }
 
@@ -194,6 +278,157 @@ mod tests {
                 failure(kind)
             );
         }
+    }
+
+    #[test]
+    fn a_retry_is_planned_after_the_backoff_while_retries_are_left() {
+        let now: Timestamp = "2026-11-29T08:00:00Z".parse().expect("time");
+        let retry = RetryPolicy::new(2)
+            .base(std::time::Duration::from_secs(10))
+            .jitter(redis_tasks_protocol::Jitter::None);
+        let failed = Outcome::failure(FailureKind::Error("no".into()));
+        let first = plan_retry(failed.clone(), Some(&retry), 0, now, 0.5);
+        assert_eq!(
+            first.next_attempt(),
+            Some(now + SignedDuration::from_secs(10))
+        );
+        let second = plan_retry(failed.clone(), Some(&retry), 1, now, 0.5);
+        assert_eq!(
+            second.next_attempt(),
+            Some(now + SignedDuration::from_secs(20))
+        );
+        assert_eq!(
+            plan_retry(failed.clone(), Some(&retry), 2, now, 0.5),
+            failed
+        );
+        assert_eq!(plan_retry(failed.clone(), None, 0, now, 0.5), failed);
+        assert_eq!(
+            plan_retry(Outcome::Success, Some(&retry), 0, now, 0.5),
+            Outcome::Success
+        );
+        let timeout = Outcome::failure(FailureKind::Timeout { secs: 1 });
+        assert_eq!(
+            plan_retry(timeout.clone(), Some(&retry), 0, now, 0.5),
+            timeout
+        );
+    }
+
+    /// A `process_outcome` that stops retries (`Stop`) or marks failures
+    /// handled (`Handle`).
+    #[derive(Debug)]
+    enum Judge {
+        Stop,
+        Handle,
+    }
+
+    impl redis_tasks_worker::Middleware for Judge {
+        fn process_outcome(&self, _: &TaskRecord, outcome: Outcome) -> Outcome {
+            match (self, outcome) {
+                (Judge::Stop, Outcome::Failure(mut f)) => {
+                    f.next_attempt = None;
+                    Outcome::Failure(f)
+                }
+                (Judge::Handle, Outcome::Failure(_)) => Outcome::Success,
+                (_, other) => other,
+            }
+        }
+    }
+
+    fn retrying_record() -> TaskRecord {
+        let mut record = record_at("2026-11-29T08:00:00Z");
+        record.retry = Some(RetryPolicy::new(3));
+        record
+    }
+
+    fn record_at(t: &str) -> TaskRecord {
+        let t: Timestamp = t.parse().expect("time");
+        serde_json::from_value(serde_json::json!({
+            "id": "a", "task": "t", "args": [], "status": "running", "queue": "q",
+            "description": "t()", "error": null, "enqueued_at": t, "started_at": t,
+            "ended_at": null, "meta": {}, "aborted_runs": [], "timeout": null,
+            "retry": null, "attempts": [], "run_at": null
+        }))
+        .expect("record")
+    }
+
+    fn chain(judge: Option<Judge>) -> MiddlewareChain {
+        let items: Vec<std::sync::Arc<dyn redis_tasks_worker::Middleware>> = judge
+            .into_iter()
+            .map(|j| std::sync::Arc::new(j) as std::sync::Arc<dyn redis_tasks_worker::Middleware>)
+            .collect();
+        MiddlewareChain::select(&items, &[]).expect("chain")
+    }
+
+    #[test]
+    fn process_outcome_may_stop_a_retry_or_mark_the_failure_handled() {
+        let failed = || Outcome::failure(FailureKind::Error("no".into()));
+        let record = retrying_record();
+        let plain = conclude(&record, failed(), policy(false), &chain(None));
+        assert!(
+            matches!(&plain, Conclusion::Retry { failure } if failure.next_attempt.is_some()),
+            "{plain:?}"
+        );
+        assert_eq!(
+            conclude(&record, failed(), policy(false), &chain(Some(Judge::Stop))),
+            Conclusion::Record(failed())
+        );
+        assert_eq!(
+            conclude(
+                &record,
+                failed(),
+                policy(false),
+                &chain(Some(Judge::Handle))
+            ),
+            Conclusion::Record(Outcome::Success)
+        );
+        // The task function's policy applies when the task has none.
+        let bare = record_at("2026-11-29T08:00:00Z");
+        let with_fn_policy = Policy {
+            retry: Some(RetryPolicy::new(1)),
+            ..policy(false)
+        };
+        assert!(matches!(
+            conclude(&bare, failed(), with_fn_policy, &chain(None)),
+            Conclusion::Retry { .. }
+        ));
+        assert_eq!(
+            conclude(&bare, failed(), policy(false), &chain(None)),
+            Conclusion::Record(failed())
+        );
+    }
+
+    #[test]
+    fn retries_are_counted_since_the_last_final_ending() {
+        use redis_tasks_protocol::{Attempt, TaskStatus};
+        let t: Timestamp = "2026-11-29T08:00:00Z".parse().expect("time");
+        let attempt = |next: bool| Attempt {
+            started_at: Some(t),
+            ended_at: t,
+            status: TaskStatus::Failed,
+            error: Some("no".into()),
+            next_attempt_at: next.then_some(t),
+        };
+        let mut record = record_at("2026-11-29T08:00:00Z");
+        assert_eq!(retries_done(&record), 0);
+        record.attempts = vec![attempt(true), attempt(true)];
+        assert_eq!(retries_done(&record), 2);
+        // Failed for good, then requeued by hand: a fresh start.
+        record.attempts.push(attempt(false));
+        assert_eq!(retries_done(&record), 0);
+        record.attempts.push(attempt(true));
+        assert_eq!(retries_done(&record), 1);
+    }
+
+    #[test]
+    fn a_canceled_run_is_final_even_for_reentrant_tasks() {
+        assert_eq!(
+            settle(Outcome::failure(FailureKind::Canceled), policy(true), 0),
+            failure(FailureKind::Canceled)
+        );
+        assert_eq!(
+            Outcome::failure(FailureKind::Canceled).status(),
+            redis_tasks_protocol::TaskStatus::Canceled
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! loop and between tasks. Everything here is either atomic or swapped
 //! whole behind a lock held only to clone an `Arc`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
@@ -12,7 +13,11 @@ use std::time::Instant;
 use jiff::Timestamp;
 use redis_tasks_store::StoreError;
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
-use tracing::info;
+use tracing::{info, warn};
+
+/// How many distinct unknown field names are reported at most (a hostile
+/// producer cannot grow the supervisor's memory or flood its log).
+const MAX_REPORTED_FIELDS: usize = 256;
 
 use crate::config::SupervisorConfig;
 use crate::worker_process::{RetireHandle, SpawnSpec, WorkerProcess};
@@ -107,6 +112,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     redis_down_since: Mutex<Option<Timestamp>>,
     retire: RetireHandle,
+    /// Names of unknown task-hash fields already reported in the log.
+    reported_fields: Mutex<BTreeSet<String>>,
 }
 
 impl Shared {
@@ -121,6 +128,29 @@ impl Shared {
             counters: Counters::default(),
             redis_down_since: Mutex::new(None),
             retire,
+            reported_fields: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Logs the fields of task `id`'s hash that are not part of the schema,
+    /// each name once for the life of the supervisor (a raw producer that
+    /// misspells `timeout` gets one warning, not one per task).
+    pub(crate) fn report_unknown_fields(&self, id: &str, fields: &[String]) {
+        if fields.is_empty() {
+            return;
+        }
+        let mut reported = self
+            .reported_fields
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for field in fields {
+            if reported.len() < MAX_REPORTED_FIELDS && reported.insert(field.clone()) {
+                warn!(
+                    task = id,
+                    "task hash has field {field:?}, which redis-tasks does not know and ignores \
+                     (a misspelt option of a raw producer?); reported once per field name"
+                );
+            }
         }
     }
 

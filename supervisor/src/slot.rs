@@ -134,7 +134,12 @@ impl Slot {
     }
 
     fn handle(&mut self, current: &Current, fetched: Fetched) {
-        let Fetched { id, record } = fetched;
+        let Fetched {
+            id,
+            record,
+            unknown_fields,
+        } = fetched;
+        self.shared.report_unknown_fields(&id, &unknown_fields);
         let record = match record {
             Ok(record) => record,
             Err(e) => {
@@ -156,8 +161,12 @@ impl Slot {
             return;
         }
         let def = self.shared.registry.get(&record.task);
-        let timeout = def
-            .and_then(|d| d.options().timeout)
+        // The producer's timeout for this task, else the task function's,
+        // else the setting.
+        let timeout = record
+            .timeout
+            .map(Duration::from_secs)
+            .or_else(|| def.and_then(|d| d.options().timeout))
             .unwrap_or_else(|| current.config.default_timeout());
         self.update_view(|v| {
             v.task = Some((
@@ -348,6 +357,18 @@ impl Slot {
                     .finished
                     .fetch_add(1, Ordering::Relaxed);
                 debug!(task = %id, "{description} finished");
+            }
+            (Some(true), Conclusion::Retry { failure }) => {
+                let at = failure
+                    .next_attempt
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                info!(task = %id, "{description} failed: {failure}; retry due at {at}");
+            }
+            (Some(true), Conclusion::Record(Outcome::Failure(failure)))
+                if failure.kind == FailureKind::Canceled =>
+            {
+                info!(task = %id, "{description} canceled while running");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
                 self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);

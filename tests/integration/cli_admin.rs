@@ -65,6 +65,10 @@ fn enqueue_prints_the_id_alone_and_task_show_reads_it() {
         "ended_at",
         "meta",
         "aborted_runs",
+        "timeout",
+        "retry",
+        "run_at",
+        "attempts",
     ];
     expected.sort();
     assert_eq!(keys, expected);
@@ -214,6 +218,7 @@ fn info_json_has_the_documented_shape() {
             ],
             "finished": 0,
             "failed": 0,
+            "scheduled": 0,
         })
     );
     // Only some queues: workers listening elsewhere are left out.
@@ -245,7 +250,10 @@ fn info_human_output_has_bars_workers_and_no_colour_off_a_terminal() {
     assert_eq!(lines[2], "2 queues, 5 tasks total");
     assert!(lines.contains(&"box.7/s1 idle: high, default"), "{out}");
     assert!(lines.contains(&"1 worker, 2 queues"), "{out}");
-    assert!(lines.contains(&"finished: 0, failed: 0"), "{out}");
+    assert!(
+        lines.contains(&"finished: 0, failed: 0, scheduled: 0"),
+        "{out}"
+    );
 
     let out = admin(&server).args(["info", "--by-queue"]).stdout();
     assert!(out.contains("default: box.7/s1 (idle)"), "{out}");

@@ -116,7 +116,7 @@ fn invalid_args_json_is_refused_and_nothing_is_written() {
 }
 
 #[test]
-fn cancel_of_a_task_that_is_not_queued_changes_nothing() {
+fn cancel_of_a_task_that_has_ended_changes_nothing() {
     let server = RedisServer::start();
     let store = server.store();
     let mut c = server.client();
@@ -125,13 +125,51 @@ fn cancel_of_a_task_that_is_not_queued_changes_nothing() {
         .fetch("s", &["default".to_owned()], Duration::ZERO)
         .expect("fetch")
         .expect("task");
+    store
+        .finish(
+            "s",
+            &id,
+            redis_tasks::TaskStatus::Finished,
+            None,
+            jiff::Timestamp::now(),
+        )
+        .expect("finish");
     let before = snapshot(&mut c);
     let o = admin(&server).args(["task", "cancel", &id]).fails();
     one_line_error(
         &o,
-        &format!("task {id} cannot be canceled: it is running, not queued"),
+        &format!("task {id} has already ended (finished); nothing changed"),
     );
     assert_eq!(snapshot(&mut c), before);
+}
+
+/// A running task whose supervisor does not answer (none runs here): the
+/// request is recorded and the command says it is pending, without waiting
+/// when asked not to.
+#[test]
+fn cancel_of_a_running_task_without_its_supervisor_stays_a_request() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let id = store.queue("default").enqueue("t", &()).expect("enqueue");
+    store
+        .fetch("s", &["default".to_owned()], Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    let o = admin(&server)
+        .args(["task", "cancel", &id, "--wait", "0"])
+        .run();
+    assert_eq!(
+        o.stdout,
+        format!("cancel of running task {id} requested; its supervisor has not stopped it yet\n")
+    );
+    assert_eq!(
+        store.cancel_requests().expect("requests"),
+        [(id.clone(), "s".to_owned())]
+    );
+    assert_eq!(
+        store.task(&id).expect("record").status,
+        redis_tasks::TaskStatus::Running
+    );
 }
 
 #[test]

@@ -15,6 +15,9 @@
 //! - `store_fetch`: reliable fetch, priority, blocking wait, fencing,
 //!   requeue at the front.
 //! - `store_connection`: unreachable Redis, dropped connections.
+//! - `store_delayed`: delayed enqueue and promotion (exactly once under
+//!   racing promoters), per-enqueue options, raw delayed enqueue, retries
+//!   through the delayed set, cancel requests of running tasks.
 //! - `store_dead_slots`: recovered dead slots stay visible for
 //!   `dead_worker_ttl`.
 //! - `store_schema`: the schema marker; the Python original's data under
@@ -53,6 +56,7 @@ mod scheduler_store;
 mod secrets;
 mod store_connection;
 mod store_dead_slots;
+mod store_delayed;
 mod store_fetch;
 mod store_producer;
 mod store_registry;

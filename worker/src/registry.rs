@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis_tasks_config::settings::Isolation;
+use redis_tasks_protocol::retry::RetryPolicy;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;
@@ -73,6 +74,9 @@ pub struct TaskOptions {
     /// Restrictions its runs get, over those of the queue it was enqueued
     /// to (each field set here wins). `None`: the queue's alone.
     pub isolation: Option<Arc<Isolation>>,
+    /// How failed runs are retried (see `docs/retries-and-delays.md`).
+    /// `None`: a failure is final. A producer may override it per task.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl TaskOptions {
@@ -90,6 +94,13 @@ impl TaskOptions {
     /// Sets the task's own timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Retries failed runs with this policy (a producer may give one task
+    /// another policy with its enqueue options).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
         self
     }
 

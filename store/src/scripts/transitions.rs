@@ -56,6 +56,20 @@ need(KEYS[3], 'hash')
 need(KEYS[4], 'zset')
 if redis.call('LREM', KEYS[1], 0, ARGV[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
+  -- A task that was retried keeps every attempt: add the last one.
+  local past = redis.call('HGET', KEYS[3], 'attempts')
+  if past and string.match(past, '^%s*%[.*%]%s*$') then
+    local started = redis.call('HGET', KEYS[3], 'started_at')
+    if not started or started == '' then started = cjson.null end
+    local err = cjson.null
+    if ARGV[6] ~= '' then err = ARGV[6] end
+    local item = cjson.encode({started_at = started, ended_at = ARGV[4], status = ARGV[3],
+      error = err, next_attempt_at = cjson.null})
+    past = string.match(past, '^%s*(.-)%s*$')
+    if string.match(past, '^%[%s*%]$') then past = '[' .. item .. ']'
+    else past = string.sub(past, 1, -2) .. ',' .. item .. ']' end
+    redis.call('HSET', KEYS[3], 'attempts', past)
+  end
   redis.call('HSET', KEYS[3], 'status', ARGV[3], 'ended_at', ARGV[4])
   if ARGV[6] ~= '' then
     redis.call('HSET', KEYS[3], 'error', ARGV[6])

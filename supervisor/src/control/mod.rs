@@ -31,6 +31,7 @@ use crate::execute::SlotCommand;
 use crate::family;
 use crate::fork_server::ForkServer;
 use crate::notify::Notifier;
+use crate::promoter::Promoter;
 use crate::scheduler::{self, SchedulerConfig, SchedulerHandle};
 use crate::shared::{Mode, Shared};
 use crate::signals::SignalRequest;
@@ -47,6 +48,9 @@ pub(crate) enum ControlEvent {
     SlotEnded { id: String },
     /// Something makes going on pointless; stop with an error.
     Fatal(String),
+    /// The promoter found a cancel request for a task that one of our
+    /// slots runs.
+    Cancel { slot: String, task: String },
 }
 
 /// Why a supervisor could not start or had to stop.
@@ -192,6 +196,7 @@ pub fn run(
     let startup::Started { store, shared } = started;
     let probe = startup::finish(&shared)?;
     let (events_tx, events) = unbounded::<ControlEvent>();
+    let promoter = Promoter::start(store.independent()?, &supervisor_id, events_tx.clone())?;
     let slots = SlotSet::new(&supervisor_id, &host, deferred.desired, events_tx);
     if deferred.quiet {
         shared.set_quiet(true);
@@ -228,6 +233,7 @@ pub fn run(
     // Every slot has ended: retire what they handed over.
     let shared = Arc::clone(&control.shared);
     let fatal = control.fatal.take();
+    promoter.finish();
     if let Some(scheduler) = control.scheduler.take() {
         scheduler.stop_within(SCHEDULER_STOP_WAIT);
     }
@@ -303,6 +309,7 @@ impl Control {
             select! {
                 recv(events) -> event => match event {
                     Ok(ControlEvent::SlotEnded { id }) => self.handle_slot_ended(&id),
+                    Ok(ControlEvent::Cancel { slot, task }) => self.handle_cancel(&slot, task),
                     Ok(ControlEvent::Fatal(reason)) => {
                         error!("{reason}; stopping");
                         self.fatal.get_or_insert(reason);
@@ -368,6 +375,14 @@ impl Control {
     fn update_status(&self) {
         let summary = status::summary(&self.shared, &self.slots, self.mode());
         self.notifier.status(&summary.to_string());
+    }
+
+    /// Passes a cancel request to the slot running the task.
+    fn handle_cancel(&mut self, slot: &str, task: String) {
+        if let Some(handle) = self.slots.slots.get(slot) {
+            info!(slot, task = %task, "cancel requested for a running task");
+            let _ = handle.commands.send(SlotCommand::Cancel(task));
+        }
     }
 
     fn handle_slot_ended(&mut self, id: &str) {

@@ -187,7 +187,7 @@ impl SlotSet {
     /// Sends `command` to every slot.
     pub(super) fn broadcast(&self, command: SlotCommand) {
         for handle in self.slots.values() {
-            let _ = handle.commands.send(command);
+            let _ = handle.commands.send(command.clone());
         }
     }
 

@@ -15,7 +15,7 @@ use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome};
 /// `ended` with a limit named when the profile explains it; unchanged
 /// otherwise.
 pub(crate) fn explain(ended: Outcome, profile: &Isolation, oom_killed: Option<bool>) -> Outcome {
-    let Outcome::Failure(Failure { kind }) = ended else {
+    let Outcome::Failure(Failure { kind, .. }) = ended else {
         return ended;
     };
     let kind = match kind {

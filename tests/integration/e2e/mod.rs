@@ -16,6 +16,10 @@
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
 //!   limits, user, environment, network, Landlock, seccomp, refusals.
 //! - `outage`: Redis down and back, Redis losing its data.
+//! - `retries_delays`: retries with backoff (attempts recorded, a crash on
+//!   the last attempt), delayed tasks raced by three supervisors (one
+//!   SIGKILLed), cancel of a running task and its children, the CLI's
+//!   `--in`, `--at`, `--timeout`, `--retries`, unknown hash fields.
 //! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
 //! - `worker_cgroups`: a cgroup (v2) per worker process; leftovers of a
 //!   dead supervisor killed at start.
@@ -35,6 +39,7 @@ mod outage;
 mod outcomes;
 mod recovery;
 mod recovery_identity;
+mod retries_delays;
 mod shutdown;
 mod signals;
 mod startup;

@@ -95,6 +95,10 @@ fn record() -> TaskRecord {
         ended_at: None,
         meta: Map::new(),
         aborted_runs: Vec::new(),
+        timeout: None,
+        retry: None,
+        attempts: Vec::new(),
+        run_at: None,
     }
 }
 

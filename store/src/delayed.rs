@@ -1,0 +1,284 @@
+//! The delayed set and cancel requests.
+//!
+//! Tasks due later (a delayed enqueue, a retry after its backoff) wait in
+//! the sorted set `P:scheduled`, scored by when they are due, with status
+//! `scheduled`. Every supervisor calls [`Store::promote_due`] often; one
+//! script moves each due task to the tail of its queue and drops it from
+//! the set in the same step, so a task is promoted exactly once however
+//! many supervisors race.
+//!
+//! A running task is canceled through its supervisor: [`Store::cancel_task`]
+//! records a request in `P:cancel_requests`, each supervisor reads the
+//! requests ([`Store::cancel_requests`]) and the one whose slot runs the
+//! task kills it and records it `canceled` ([`Store::finish_canceled`],
+//! which also drops the request).
+
+use jiff::Timestamp;
+use redis::Value;
+use redis_tasks_protocol::model::TaskStatus;
+
+use super::record::{score, text_of, time_text};
+use super::{Store, StoreError, scripts};
+
+/// What one promotion pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// Tasks moved to their queue.
+    pub moved: u64,
+    /// When the next task in the delayed set is due, if any.
+    pub next_due: Option<Timestamp>,
+}
+
+/// What [`Store::cancel_task`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelResult {
+    /// The task was queued or scheduled and is now canceled.
+    Canceled,
+    /// The task is running: its supervisor was asked to stop it, which
+    /// takes a moment (its status becomes `canceled` then).
+    Requested,
+}
+
+impl Store {
+    /// Moves up to `batch` tasks due at `now` from the delayed set to the
+    /// tail of their queues (status `queued`), each exactly once.
+    pub fn promote_due(&self, now: Timestamp, batch: usize) -> Result<Promoted, StoreError> {
+        let (moved, next): (u64, String) = self.run(&[], |c, keys| {
+            scripts::PROMOTE
+                .key(keys.scheduled())
+                .key(keys.queues())
+                .arg(keys.prefix())
+                .arg(score(now))
+                .arg(batch.max(1))
+                .arg(time_text(now))
+                .invoke(c)
+        })?;
+        let next_due = if next.is_empty() {
+            None
+        } else {
+            let secs: f64 = next.parse().map_err(|_| StoreError::UnexpectedReply {
+                what: "promote",
+                detail: format!("score {next:?}"),
+            })?;
+            // Scores are unix seconds; out of range means "far away".
+            Some(
+                Timestamp::from_microsecond((secs * 1e6) as i64).unwrap_or(if secs < 0.0 {
+                    Timestamp::MIN
+                } else {
+                    Timestamp::MAX
+                }),
+            )
+        };
+        Ok(Promoted { moved, next_due })
+    }
+
+    /// How many tasks wait in the delayed set.
+    pub fn scheduled_count(&self) -> Result<u64, StoreError> {
+        let key = self.keys().scheduled();
+        self.run(&[(&key, "zset")], |c, _| {
+            redis::cmd("ZCARD").arg(&key).query(c)
+        })
+    }
+
+    /// Up to `len` ids of the delayed set from position `offset`, soonest
+    /// due first.
+    pub fn scheduled_ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        let key = self.keys().scheduled();
+        self.id_range(&key, "zset", offset, len)
+    }
+
+    /// Cancels a scheduled task; `false` when it is not scheduled (any
+    /// more: it may have been promoted meanwhile).
+    pub(crate) fn cancel_scheduled(&self, id: &str) -> Result<bool, StoreError> {
+        let now = time_text(Timestamp::now());
+        let done: i64 = self.run(&[], |c, keys| {
+            scripts::CANCEL_SCHEDULED
+                .key(keys.task(id))
+                .key(keys.scheduled())
+                .arg(keys.prefix())
+                .arg(id)
+                .arg(&now)
+                .arg(self.registry_ttl())
+                .invoke(c)
+        })?;
+        Ok(done == 1)
+    }
+
+    /// Cancels a task in any state where that makes sense: a queued or
+    /// scheduled one at once ([`Store::cancel`]), a running one by asking
+    /// its supervisor ([`CancelResult::Requested`]). A task that has ended
+    /// is refused with [`StoreError::NotQueued`] naming its status, with
+    /// nothing changed.
+    pub fn cancel_task(&self, id: &str) -> Result<CancelResult, StoreError> {
+        // A task can move on between two steps (fetched, promoted): look
+        // again a few times.
+        let mut last = None;
+        for round in 0..5u32 {
+            if round > 0 {
+                // A fetch marks the task running a moment after it took it.
+                std::thread::sleep(std::time::Duration::from_millis(10 << round));
+            }
+            match self.cancel(id) {
+                Ok(()) => return Ok(CancelResult::Canceled),
+                Err(StoreError::NotQueued {
+                    status: TaskStatus::Running,
+                    ..
+                })
+                | Err(StoreError::Taken { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self.request_cancel(id)? {
+                None => return Ok(CancelResult::Requested),
+                Some(status) => {
+                    if !matches!(status, TaskStatus::Queued | TaskStatus::Scheduled) {
+                        return Err(StoreError::NotQueued {
+                            id: id.to_owned(),
+                            status,
+                        });
+                    }
+                    last = Some(status);
+                }
+            }
+        }
+        Err(StoreError::NotQueued {
+            id: id.to_owned(),
+            status: last.unwrap_or(TaskStatus::Queued),
+        })
+    }
+
+    /// Records a cancel request for a running task; `Some(status)` when it
+    /// is not running.
+    fn request_cancel(&self, id: &str) -> Result<Option<TaskStatus>, StoreError> {
+        let now = time_text(Timestamp::now());
+        let reply: Vec<Value> = self.run(&[], |c, keys| {
+            scripts::REQUEST_CANCEL
+                .key(keys.task(id))
+                .key(keys.cancel_requests())
+                .arg(keys.prefix())
+                .arg(id)
+                .arg(&now)
+                .invoke(c)
+        })?;
+        let mut it = reply.into_iter();
+        let kind = match it.next() {
+            Some(v) => text_of("cancel", v)?,
+            None => String::new(),
+        };
+        match kind.as_str() {
+            "ok" => Ok(None),
+            "missing" => Err(StoreError::NotFound { id: id.to_owned() }),
+            "status" => {
+                let word = match it.next() {
+                    Some(v) => text_of("cancel", v)?,
+                    None => String::new(),
+                };
+                let status = word
+                    .parse::<TaskStatus>()
+                    .map_err(|e| StoreError::Corrupt {
+                        id: id.to_owned(),
+                        field: "status".to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(Some(status))
+            }
+            other => Err(StoreError::UnexpectedReply {
+                what: "cancel",
+                detail: format!("unknown answer {other:?}"),
+            }),
+        }
+    }
+
+    /// Waits up to `wait` for a poke of supervisor `supervisor`'s wake list
+    /// (a cancel request for one of its tasks); returns whether one came.
+    /// Uses the blocking connection, like [`Store::fetch`].
+    pub fn wait_for_wake(
+        &self,
+        supervisor: &str,
+        wait: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys().wake(supervisor);
+        // Redis reads a timeout of 0 as "forever": never send less than 1 ms.
+        let secs = wait.as_secs_f64().max(0.001);
+        let popped: Option<(String, String)> =
+            self.run_blocking(wait, &[(&key, "list")], |c, _| {
+                redis::cmd("BLPOP")
+                    .arg(&key)
+                    .arg(format!("{secs:.3}"))
+                    .query(c)
+            })?;
+        Ok(popped.is_some())
+    }
+
+    /// The pending cancel requests: `(task id, slot running it)` pairs.
+    /// Requests whose task no longer runs are dropped on the way.
+    pub fn cancel_requests(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let flat: Vec<String> = self.run(&[], |c, keys| {
+            scripts::CANCEL_POLL
+                .key(keys.cancel_requests())
+                .arg(keys.prefix())
+                .invoke(c)
+        })?;
+        Ok(flat
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [id, slot] => Some((id.clone(), slot.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Sends the failed attempt of task `id` in `slot` to the delayed set:
+    /// the attempt (with `error` and `at`) goes into its `attempts`, it
+    /// becomes `scheduled` until `at`, the slot goes idle. Fenced like
+    /// [`Store::finish`].
+    pub fn schedule_retry(
+        &self,
+        slot: &str,
+        id: &str,
+        error: &str,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done: i64 = self.run(&[], |c, keys| {
+            scripts::SCHEDULE_RETRY
+                .key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.task(id))
+                .key(keys.scheduled())
+                .arg(keys.prefix())
+                .arg(id)
+                .arg(time_text(now))
+                .arg(error)
+                .arg(time_text(at))
+                .arg(score(at))
+                .invoke(c)
+        })?;
+        Ok(done == 1)
+    }
+
+    /// Records that running task `id` in `slot` was canceled (status
+    /// `canceled`, `error`, the record kept for the registry TTL) and drops
+    /// its cancel request. Fenced like [`Store::finish`].
+    pub fn finish_canceled(
+        &self,
+        slot: &str,
+        id: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done: i64 = self.run(&[], |c, keys| {
+            scripts::FINISH_CANCELED
+                .key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.task(id))
+                .key(keys.cancel_requests())
+                .arg(keys.prefix())
+                .arg(id)
+                .arg(time_text(now))
+                .arg(error)
+                .arg(self.registry_ttl())
+                .invoke(c)
+        })?;
+        Ok(done == 1)
+    }
+}

@@ -1,0 +1,229 @@
+//! Options of one enqueue call: when the task may run, its own timeout and
+//! retry policy.
+//!
+//! [`Queue::enqueue_with`](crate::Queue::enqueue_with) takes them;
+//! [`Queue::enqueue`](crate::Queue::enqueue) is the same call with the
+//! defaults (run now, the task function's timeout and retry policy).
+//! Each option is stored in the task's hash (`run_at` and the delayed set
+//! `P:scheduled`, `timeout`, `retry`), so a producer in another language
+//! can set them with plain commands (see `docs/redis-schema.md`).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use redis::Value;
+use redis_tasks_protocol::retry::RetryPolicy;
+
+use super::producer::NewTask;
+use super::record::{score, time_text};
+use super::{Store, StoreError, replies, scripts};
+
+/// How many tasks one enqueue script writes.
+const CHUNK: usize = 500;
+
+/// When a task may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// This long after the enqueue.
+    In(Duration),
+    /// At this instant.
+    At(Timestamp),
+}
+
+/// Options of one enqueue call (builder style: each method takes `self`
+/// and returns the changed options).
+///
+/// ```
+/// use std::time::Duration;
+/// use redis_tasks_store::EnqueueOptions;
+/// use redis_tasks_protocol::RetryPolicy;
+///
+/// let options = EnqueueOptions::new()
+///     .delay(Duration::from_secs(600))
+///     .timeout(Duration::from_secs(30))
+///     .retry(RetryPolicy::new(5));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    timeout: Option<Duration>,
+    when: Option<When>,
+    retry: Option<RetryPolicy>,
+}
+
+impl EnqueueOptions {
+    /// The defaults: run as soon as a worker is free, with the task
+    /// function's timeout and retry policy.
+    pub fn new() -> Self {
+        EnqueueOptions::default()
+    }
+
+    /// The task's own timeout, in place of the task function's option and
+    /// the `default_task_timeout` setting. Stored in whole seconds, rounded
+    /// up; zero is refused at enqueue.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs the task no earlier than `delay` after the enqueue (RQ's
+    /// `enqueue_in`, Celery's `countdown`). A zero delay means now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.when = Some(When::In(delay));
+        self
+    }
+
+    /// Runs the task no earlier than `at` (RQ's `enqueue_at`, Celery's
+    /// `eta`). A time in the past means now. Replaces [`delay`](Self::delay).
+    pub fn at(mut self, at: Timestamp) -> Self {
+        self.when = Some(When::At(at));
+        self
+    }
+
+    /// The task's own retry policy, in place of the task function's option.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Whether these are the defaults (the plain enqueue path).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.timeout.is_none() && self.when.is_none() && self.retry.is_none()
+    }
+
+    /// When the task is due, if that is after `now`.
+    fn run_at(&self, now: Timestamp) -> Option<Timestamp> {
+        let at = match self.when? {
+            When::In(delay) => jiff::SignedDuration::try_from(delay)
+                .ok()
+                .and_then(|span| now.checked_add(span).ok())
+                .unwrap_or(Timestamp::MAX),
+            When::At(at) => at,
+        };
+        (at > now).then_some(at)
+    }
+
+    /// The `timeout` field: whole seconds, rounded up.
+    fn timeout_field(&self) -> Result<String, StoreError> {
+        let Some(timeout) = self.timeout else {
+            return Ok(String::new());
+        };
+        if timeout.is_zero() {
+            return Err(StoreError::InvalidOption {
+                option: "timeout",
+                reason: "it is zero".to_owned(),
+            });
+        }
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        Ok(secs.to_string())
+    }
+
+    /// The `retry` field: the policy's JSON.
+    fn retry_field(&self) -> Result<String, StoreError> {
+        let Some(policy) = self.retry else {
+            return Ok(String::new());
+        };
+        policy.validate().map_err(|e| StoreError::InvalidOption {
+            option: "retry",
+            reason: e.to_string(),
+        })?;
+        Ok(policy.to_json())
+    }
+}
+
+impl Store {
+    /// Writes `tasks` to `queue` with `options` in one round trip: each is
+    /// queued at the tail of its queue, or, when due later, put in the
+    /// delayed set. Returns the ids in order.
+    pub(crate) fn write_with_options(
+        &self,
+        queue: &str,
+        tasks: Vec<NewTask>,
+        options: &EnqueueOptions,
+    ) -> Result<Vec<String>, StoreError> {
+        super::producer::check_name("queue", queue)?;
+        let timeout = options.timeout_field()?;
+        let retry = options.retry_field()?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now();
+        let (run_at, run_score) = match options.run_at(now) {
+            Some(at) => (time_text(at), score(at)),
+            None => (String::new(), String::new()),
+        };
+        let enqueued_at = time_text(now);
+        let keys = self.keys();
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts::ENQUEUE_WITH).ignore();
+        for chunk in tasks.chunks(CHUNK) {
+            let mut inv = scripts::ENQUEUE_WITH.prepare_invoke();
+            inv.key(keys.queues())
+                .key(keys.scheduled())
+                .arg(keys.prefix());
+            for t in chunk {
+                inv.arg(&t.id)
+                    .arg(&t.task)
+                    .arg(&t.args)
+                    .arg(queue)
+                    .arg(&t.description)
+                    .arg(&enqueued_at)
+                    .arg(&run_at)
+                    .arg(&run_score)
+                    .arg(&timeout)
+                    .arg(&retry);
+            }
+            pipe.invoke_script(&inv);
+        }
+        pipe.ignore_errors();
+        self.run(&[], |c, _| {
+            let values: Vec<Value> = pipe.query(c)?;
+            replies(values).map(|_| ())
+        })?;
+        Ok(tasks.into_iter().map(|t| t.id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_in_the_past_or_now_means_now() {
+        let now = Timestamp::now();
+        assert_eq!(EnqueueOptions::new().run_at(now), None);
+        assert_eq!(
+            EnqueueOptions::new().delay(Duration::ZERO).run_at(now),
+            None
+        );
+        let past = now - jiff::SignedDuration::from_secs(3600);
+        assert_eq!(EnqueueOptions::new().at(past).run_at(now), None);
+        let later = EnqueueOptions::new().delay(Duration::from_secs(600));
+        assert_eq!(
+            later.run_at(now),
+            Some(now + jiff::SignedDuration::from_secs(600))
+        );
+        assert!(
+            EnqueueOptions::new()
+                .delay(Duration::MAX)
+                .run_at(now)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds_rounded_up_and_never_zero() {
+        let t = |d| EnqueueOptions::new().timeout(d).timeout_field();
+        assert_eq!(t(Duration::from_secs(30)).ok(), Some("30".to_owned()));
+        assert_eq!(t(Duration::from_millis(1500)).ok(), Some("2".to_owned()));
+        assert!(matches!(
+            t(Duration::ZERO),
+            Err(StoreError::InvalidOption {
+                option: "timeout",
+                ..
+            })
+        ));
+        assert!(EnqueueOptions::new().is_plain());
+        assert!(!EnqueueOptions::new().retry(RetryPolicy::new(1)).is_plain());
+    }
+}
