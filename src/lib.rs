@@ -32,7 +32,7 @@ pub use redis_tasks_config::settings::Isolation;
 pub use redis_tasks_protocol as protocol;
 pub use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
 pub use redis_tasks_store as store;
-pub use redis_tasks_store::{Queue, Store, StoreError};
+pub use redis_tasks_store::{EnqueueOptions, Enqueued, Queue, Store, StoreError};
 pub use redis_tasks_supervisor as supervisor;
 pub use redis_tasks_worker::{
     Middleware, Next, PostponeShutdown, TaskContext, TaskError, TaskOptions,

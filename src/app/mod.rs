@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use redis_tasks_protocol::ipc::WORKER_FD_ARG;
 use redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG;
 use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cli::{AdminCommand, GlobalArgs, print_error, print_stderr, run_admin};
@@ -109,24 +110,31 @@ impl App {
 
     /// Registers a task function under `name` with default options.
     ///
+    /// The task returns `Ok(value)` for any `Serialize` value: it is stored
+    /// as JSON in the task record's `result` (up to `max_result_bytes`), for
+    /// [`Store::wait_for_end`](crate::Store::wait_for_end) and
+    /// `task result ID`. `Ok(())` stores nothing.
+    ///
     /// A returned error is recorded as its alternate text (`{:#}`), which for
     /// an `anyhow::Error` is the whole chain, "top: cause: root". For an error
     /// type with `source()`s, return `TaskError::from_chain(&e)` to keep them.
-    pub fn task<A, E, F>(self, name: &str, f: F) -> Self
+    pub fn task<A, R, E, F>(self, name: &str, f: F) -> Self
     where
         A: DeserializeOwned,
+        R: Serialize,
         E: fmt::Display,
-        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+        F: Fn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
     {
         self.task_with(name, TaskOptions::new(), f)
     }
 
     /// Registers a task function under `name` with `options`.
-    pub fn task_with<A, E, F>(mut self, name: &str, options: TaskOptions, f: F) -> Self
+    pub fn task_with<A, R, E, F>(mut self, name: &str, options: TaskOptions, f: F) -> Self
     where
         A: DeserializeOwned,
+        R: Serialize,
         E: fmt::Display,
-        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+        F: Fn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
     {
         self.registry.insert(TaskDef::new(name, options, f));
         self

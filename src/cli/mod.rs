@@ -15,6 +15,7 @@
 //!   task record.
 //! - `failed`: `failed list` and `failed requeue`.
 //! - `queues`: `empty`.
+//! - `results`: `task result`.
 //! - `style`: colour on a terminal.
 //! - [`schedule`]: `schedule next`.
 //! - `graph`: `graph show`.
@@ -23,6 +24,7 @@ mod failed;
 mod graph;
 mod info;
 mod queues;
+mod results;
 pub mod schedule;
 mod style;
 mod tasks;
@@ -38,6 +40,7 @@ pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs}
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
 pub use queues::EmptyArgs;
+pub use results::TaskResultArgs;
 pub use schedule::ScheduleCommand;
 pub use tasks::{EnqueueArgs, TaskAction, TaskCommand, TaskIdArgs, TaskShowArgs, task_json};
 

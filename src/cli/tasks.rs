@@ -38,6 +38,9 @@ pub enum TaskAction {
     Show(TaskShowArgs),
     /// Cancel a task that waits in its queue.
     Cancel(TaskIdArgs),
+    /// Print a finished task's result (its return value as JSON), waiting
+    /// for its end with --wait.
+    Result(super::results::TaskResultArgs),
 }
 
 /// Arguments of `task show`.
@@ -98,13 +101,14 @@ pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyho
             store.cancel(&args.id)?;
             writeln!(out, "canceled task {}", args.id)?;
         }
+        TaskAction::Result(args) => super::results::run(store, &args, out)?,
     }
     Ok(())
 }
 
 /// A task record as JSON: `id, task, args, status, queue, description,
-/// error, enqueued_at, started_at, ended_at, meta, aborted_runs`, times as
-/// RFC 3339 UTC and absent values as `null`.
+/// error, enqueued_at, started_at, ended_at, meta, aborted_runs, result,
+/// unique`, times as RFC 3339 UTC and absent values as `null`.
 pub fn task_json(rec: &TaskRecord) -> Value {
     let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string());
     json!({
@@ -124,6 +128,8 @@ pub fn task_json(rec: &TaskRecord) -> Value {
             "ended_at": r.ended_at.to_string(),
             "reason": r.reason,
         })).collect::<Vec<_>>(),
+        "result": rec.result,
+        "unique": rec.unique,
     })
 }
 
@@ -139,6 +145,12 @@ fn show(rec: &TaskRecord, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "ended at:     {}", time(rec.ended_at))?;
     if let Some(error) = &rec.error {
         writeln!(out, "error:        {error}")?;
+    }
+    if let Some(result) = &rec.result {
+        writeln!(out, "result:       {result}")?;
+    }
+    if let Some(unique) = &rec.unique {
+        writeln!(out, "unique key:   {unique}")?;
     }
     writeln!(out, "args:         {}", rec.args)?;
     writeln!(out, "meta:         {}", Value::Object(rec.meta.clone()))?;

@@ -96,6 +96,19 @@ impl Keys {
         format!("{}:graph:{id}", self.prefix)
     }
 
+    /// `P:done:<id>`: LIST that gets one element (the final status) when
+    /// task `id` ends for good; waiters block on it. Expires with the
+    /// registries.
+    pub(crate) fn done(&self, id: &str) -> String {
+        format!("{}:done:{id}", self.prefix)
+    }
+
+    /// `P:unique:<key>`: STRING holding the id of the live task enqueued
+    /// with uniqueness key `key`.
+    pub(crate) fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{key}", self.prefix)
+    }
+
     /// `P:graph_middleware`: STRING marker set by supervisors that run the
     /// graph middleware, with an expiry.
     pub(crate) fn graph_middleware(&self) -> String {
@@ -124,5 +137,7 @@ mod tests {
         assert_eq!(k.schedule_entry("nightly"), "rt:schedule:nightly");
         assert_eq!(k.graph("g1"), "rt:graph:g1");
         assert_eq!(k.graph_middleware(), "rt:graph_middleware");
+        assert_eq!(k.done("a-b"), "rt:done:a-b");
+        assert_eq!(k.unique("import:42"), "rt:unique:import:42");
     }
 }

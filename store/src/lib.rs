@@ -10,8 +10,10 @@
 //!   after a drop, shared through `&self`.
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
 //!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
-//! - `producer`: [`Queue`] and enqueueing. `tasks`: reading, canceling and
-//!   annotating tasks. `registry`: the finished and failed registries.
+//! - `producer`: [`Queue`] and enqueueing; `enqueue_options`:
+//!   [`EnqueueOptions`] (uniqueness keys). `tasks`: reading, canceling and
+//!   annotating tasks. `results`: waiting for a task's end and result.
+//!   `registry`: the finished and failed registries.
 //! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
 //!   into a slot and recording its end. `maintenance`: locks, dead slots,
 //!   expiry.
@@ -37,6 +39,7 @@
 //! not have happened). Use [`Store::independent`] to get a store with
 //! connections of its own, for another thread.
 
+mod enqueue_options;
 mod error;
 mod fetch;
 mod graph;
@@ -45,11 +48,13 @@ mod maintenance;
 mod producer;
 mod record;
 mod registry;
+mod results;
 mod schedule;
 mod schema;
 mod scripts;
 mod slots;
 mod tasks;
+mod unique;
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -57,6 +62,7 @@ use std::time::Duration;
 
 use redis::{Client, Connection, IntoConnectionInfo, RedisError};
 
+pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
 pub use fetch::Fetched;
 pub use graph::{

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::record::time_text;
 use super::scripts;
-use super::{Store, StoreError, replies};
+use super::{EnqueueOptions, Enqueued, Store, StoreError, replies};
 use redis_tasks_protocol::model::{TaskRecord, describe_call};
 
 /// How many tasks one enqueue script writes (a batch is split into scripts
@@ -115,6 +115,68 @@ impl<'s> Queue<'s> {
             what: "enqueue",
             detail: "no id written".to_owned(),
         })
+    }
+
+    /// Enqueues one call of `task` with `args` and `options`; returns the
+    /// task's id.
+    ///
+    /// With a uniqueness key ([`EnqueueOptions::unique`]) and a live task
+    /// (queued, scheduled or running) already holding it, nothing is
+    /// written and **the existing task's id is returned**; use
+    /// [`enqueue_with_outcome`](Queue::enqueue_with_outcome) to tell the
+    /// two cases apart. The decision is taken inside the enqueue script, so
+    /// it holds for any number of racing producers.
+    pub fn enqueue_with<A: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        args: &A,
+        options: &EnqueueOptions,
+    ) -> Result<String, StoreError> {
+        self.enqueue_with_outcome(task, args, options)
+            .map(Enqueued::into_id)
+    }
+
+    /// Like [`enqueue_with`](Queue::enqueue_with), saying whether a new
+    /// task was written or an existing one holds the uniqueness key.
+    pub fn enqueue_with_outcome<A: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        args: &A,
+        options: &EnqueueOptions,
+    ) -> Result<Enqueued, StoreError> {
+        options.check()?;
+        let t = self.store.new_task(task, args)?;
+        let Some(unique) = options.unique_key() else {
+            let mut ids = self.write(vec![t])?;
+            return ids
+                .pop()
+                .map(Enqueued::New)
+                .ok_or_else(|| StoreError::UnexpectedReply {
+                    what: "enqueue",
+                    detail: "no id written".to_owned(),
+                });
+        };
+        check_name("queue", &self.name)?;
+        let keys = self.store.keys();
+        let mut inv = scripts::ENQUEUE_UNIQUE.prepare_invoke();
+        inv.key(keys.queues())
+            .arg(keys.prefix())
+            .arg(&t.id)
+            .arg(&t.task)
+            .arg(&t.args)
+            .arg(&self.name)
+            .arg(&t.description)
+            .arg(time_text(Timestamp::now()))
+            .arg(unique);
+        let (what, id): (String, String) = self.store.run(&[], |c, _| inv.invoke(c))?;
+        match what.as_str() {
+            "new" => Ok(Enqueued::New(id)),
+            "dup" => Ok(Enqueued::Existing(id)),
+            other => Err(StoreError::UnexpectedReply {
+                what: "unique enqueue",
+                detail: format!("unknown answer {other:?}"),
+            }),
+        }
     }
 
     /// Enqueues many calls in one round trip; returns their ids in order.

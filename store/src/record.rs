@@ -131,6 +131,13 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         Some(text) => serde_json::from_str::<Vec<AbortedRun>>(&text)
             .map_err(|e| r.corrupt("aborted_runs", e.to_string()))?,
     };
+    let result = match r.optional("result")? {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| r.corrupt("result", e.to_string()))?,
+        ),
+    };
     Ok(TaskRecord {
         id: id.to_owned(),
         task,
@@ -144,6 +151,8 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         ended_at: r.time("ended_at")?,
         meta,
         aborted_runs,
+        result,
+        unique: r.optional("unique")?,
     })
 }
 

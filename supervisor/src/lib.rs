@@ -55,6 +55,7 @@ mod liveness;
 mod notify;
 pub mod outcome;
 mod recovery;
+pub mod results;
 pub mod scheduler;
 mod shared;
 pub mod signals;

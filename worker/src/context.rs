@@ -21,6 +21,9 @@ pub struct TaskContext {
     meta: Mutex<Map<String, Value>>,
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
+    /// The return value of the last call of the task function in this run
+    /// (a middleware may call it more than once); `None` for `()`.
+    result: Mutex<Option<Value>>,
 }
 
 impl fmt::Debug for TaskContext {
@@ -47,6 +50,7 @@ impl TaskContext {
             meta: Mutex::new(meta),
             sink,
             shutdown,
+            result: Mutex::new(None),
         }
     }
 
@@ -99,5 +103,19 @@ impl TaskContext {
     /// to its end.
     pub fn postpone_shutdown(&self) -> PostponeShutdown {
         self.shutdown.postpone()
+    }
+
+    /// Keeps the task function's return value (JSON `null` means none).
+    pub(crate) fn set_result(&self, value: Value) {
+        let value = (!value.is_null()).then_some(value);
+        *self.result.lock().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    /// The task function's return value, taken out of the context.
+    pub fn take_result(&self) -> Option<Value> {
+        self.result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }

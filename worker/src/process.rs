@@ -18,7 +18,8 @@ use std::thread;
 use std::time::Duration;
 
 use redis_tasks_protocol::ipc::{
-    FrameError, FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv, send,
+    FrameError, FromWorker, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv,
+    send,
 };
 use serde_json::{Map, Value};
 
@@ -181,23 +182,60 @@ pub fn serve(
         writer: Arc::clone(&writer),
     });
     for run in incoming {
-        let result = run_one(
+        let (result, output) = run_one_with_result(
             registry,
             &chain,
             &run,
             Arc::clone(&sink),
             Arc::clone(&shutdown),
         );
+        let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(result_json) = output {
+            let msg = FromWorker::Output {
+                task_id: run.task_id.clone(),
+                result_json,
+            };
+            send(&mut *w, &msg)?;
+        }
         let msg = FromWorker::Finished {
             task_id: run.task_id,
             result,
         };
-        send(
-            &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
-            &msg,
-        )?;
+        send(&mut *w, &msg)?;
     }
     Ok(())
+}
+
+/// The largest result (JSON bytes) a worker process hands over: it must
+/// fit one IPC frame with room for the rest of the message. The
+/// supervisor applies the `max_result_bytes` setting on top.
+pub const MAX_OUTPUT_BYTES: usize = MAX_FRAME_BYTES as usize - 4096;
+
+/// Like [`run_one`], and also the task's return value as JSON text when it
+/// succeeded with one (`None` for `()`). A value too large for one IPC
+/// frame turns the success into an error naming `max_result_bytes`.
+pub fn run_one_with_result(
+    registry: &TaskRegistry,
+    chain: &MiddlewareChain,
+    run: &RunTask,
+    sink: Arc<dyn MetaSink>,
+    shutdown: Arc<ShutdownState>,
+) -> (TaskResult, Option<String>) {
+    let mut output = None;
+    let result = run_inner(registry, chain, run, sink, shutdown, &mut output);
+    if !matches!(result, TaskResult::Success) {
+        return (result, None);
+    }
+    match output {
+        Some(text) if text.len() > MAX_OUTPUT_BYTES => (
+            TaskResult::Error(format!(
+                "result of {} bytes is over max_result_bytes (and over the {MAX_OUTPUT_BYTES} bytes a worker process can hand over)",
+                text.len()
+            )),
+            None,
+        ),
+        other => (result, other),
+    }
 }
 
 /// Runs one task through the chain and turns whatever happened into a
@@ -208,6 +246,17 @@ pub fn run_one(
     run: &RunTask,
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
+) -> TaskResult {
+    run_inner(registry, chain, run, sink, shutdown, &mut None)
+}
+
+fn run_inner(
+    registry: &TaskRegistry,
+    chain: &MiddlewareChain,
+    run: &RunTask,
+    sink: Arc<dyn MetaSink>,
+    shutdown: Arc<ShutdownState>,
+    output: &mut Option<String>,
 ) -> TaskResult {
     let Some(def) = registry.get(&run.task) else {
         return TaskResult::Invalid(format!(
@@ -227,7 +276,10 @@ pub fn run_one(
     let ctx = TaskContext::new(&run.task_id, &run.task, meta, sink, shutdown);
     panic::clear_last();
     match catch_unwind(AssertUnwindSafe(|| chain.run_task(def, &ctx, args))) {
-        Ok(Ok(())) => TaskResult::Success,
+        Ok(Ok(())) => {
+            *output = ctx.take_result().map(|value| value.to_string());
+            TaskResult::Success
+        }
         Ok(Err(TaskError::Failed(text))) => TaskResult::Error(text),
         Ok(Err(e @ TaskError::InvalidArgs { .. })) => TaskResult::Invalid(e.to_string()),
         Err(payload) => TaskResult::Panic(panic::last_or(payload.as_ref())),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis_tasks_config::settings::Isolation;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;
@@ -102,6 +103,7 @@ impl TaskOptions {
 }
 
 type ErasedFn = dyn Fn(&TaskContext, serde_json::Value) -> Result<(), TaskError> + Send + Sync;
+type CheckFn = dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync;
 
 /// One registered task function.
 #[derive(Clone)]
@@ -109,6 +111,7 @@ pub struct TaskDef {
     name: String,
     options: TaskOptions,
     run: Arc<ErasedFn>,
+    check: Arc<CheckFn>,
 }
 
 impl fmt::Debug for TaskDef {
@@ -121,12 +124,14 @@ impl fmt::Debug for TaskDef {
 }
 
 impl TaskDef {
-    /// Wraps a typed task function.
-    pub fn new<A, E, F>(name: impl Into<String>, options: TaskOptions, f: F) -> Self
+    /// Wraps a typed task function. Its return value (any `Serialize`
+    /// type; `()` for none) becomes the task's stored result.
+    pub fn new<A, R, E, F>(name: impl Into<String>, options: TaskOptions, f: F) -> Self
     where
         A: DeserializeOwned,
+        R: Serialize,
         E: fmt::Display,
-        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+        F: Fn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
     {
         let name = name.into();
         let task = name.clone();
@@ -135,13 +140,39 @@ impl TaskDef {
                 task: task.clone(),
                 reason: e.to_string(),
             })?;
-            f(ctx, args).map_err(TaskError::failed)
+            let value = f(ctx, args).map_err(TaskError::failed)?;
+            let value = serde_json::to_value(&value).map_err(|e| {
+                TaskError::Failed(format!("cannot serialise the result of task {task:?}: {e}"))
+            })?;
+            ctx.set_result(value);
+            Ok(())
         };
+        // A closure (not `check_args::<A>`) so that `A` need not be 'static.
+        let check = |args: &serde_json::Value| check_args::<A>(args);
+        TaskDef::from_parts(name, options, Arc::new(run), Arc::new(check))
+    }
+
+    /// A definition from an erased runner and argument check (the async
+    /// task registration builds its own runner).
+    pub(crate) fn from_parts(
+        name: String,
+        options: TaskOptions,
+        run: Arc<ErasedFn>,
+        check: Arc<CheckFn>,
+    ) -> Self {
         TaskDef {
             name,
             options,
-            run: Arc::new(run),
+            run,
+            check,
         }
+    }
+
+    /// Checks that `args` deserialise into the task's argument type, as a
+    /// run would, without running anything; the error is serde's message.
+    /// Producers that know the task functions call it before enqueueing.
+    pub fn check_args(&self, args: &serde_json::Value) -> Result<(), String> {
+        (self.check)(args)
     }
 
     /// The registered name.
@@ -158,6 +189,11 @@ impl TaskDef {
     pub fn call(&self, ctx: &TaskContext, args: serde_json::Value) -> Result<(), TaskError> {
         (self.run)(ctx, args)
     }
+}
+
+/// Whether `args` deserialise into `A`.
+fn check_args<A: DeserializeOwned>(args: &serde_json::Value) -> Result<(), String> {
+    A::deserialize(args).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The table of task functions, by name.

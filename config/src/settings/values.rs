@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 17] = [
+pub(super) const SCALAR_KEYS: [&str; 18] = [
     "redis_url",
     "redis_password_file",
     "redis_prefix",
@@ -68,6 +68,7 @@ pub(super) const SCALAR_KEYS: [&str; 17] = [
     "worker_concurrency",
     "drain_timeout",
     "dynamic_user_base",
+    "max_result_bytes",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -104,6 +105,7 @@ pub(super) fn apply_scalar(
         "drain_timeout" => seconds(raw, 0).map(|v| s.drain_timeout = v),
         "dynamic_user_base" => count(raw, 1, u64::from(u32::MAX - 4336), "uid")
             .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
+        "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
         _ => return None,
     };
     Some(result)

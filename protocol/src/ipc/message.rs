@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +141,15 @@ pub enum FromWorker {
         task_id: String,
         /// How it ended.
         result: TaskResult,
+    },
+    /// The return value of the running task, sent just before its
+    /// `Finished` with [`TaskResult::Success`]; absent when the task
+    /// returned nothing (`()`, JSON `null`).
+    Output {
+        /// The task id.
+        task_id: String,
+        /// The value as JSON text.
+        result_json: String,
     },
 }
 

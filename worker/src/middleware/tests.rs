@@ -95,6 +95,8 @@ fn record() -> TaskRecord {
         ended_at: None,
         meta: Map::new(),
         aborted_runs: Vec::new(),
+        result: None,
+        unique: None,
     }
 }
 
