@@ -18,6 +18,7 @@ mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
 mod outcome_log;
+mod results;
 
 use std::io::Write;
 use std::process::{Command, ExitCode};
@@ -260,7 +261,8 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
 }
 
 fn main() -> ExitCode {
-    hostile_tree::register(hostile_sandbox::register(App::new("demo")))
+    let app = results::register(App::new("demo"));
+    hostile_tree::register(hostile_sandbox::register(app))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)
         .task("fail", |_, a: Message| Err::<(), _>(a.message))

@@ -16,6 +16,7 @@
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
 //!   limits, user, environment, network, Landlock, seccomp, refusals.
 //! - `outage`: Redis down and back, Redis losing its data.
+//! - `results`: task results, waiting for them, `max_result_bytes`.
 //! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
@@ -33,6 +34,7 @@ mod outage;
 mod outcomes;
 mod recovery;
 mod recovery_identity;
+mod results;
 mod shutdown;
 mod signals;
 mod startup;
