@@ -24,7 +24,7 @@ pub mod graph;
 mod logging;
 pub mod testing;
 
-pub use app::{App, WorkerArgs, started_as_worker_process};
+pub use app::{App, CheckedEnqueueError, WorkerArgs, started_as_worker_process};
 pub use graph::{EnqueuedGraph, FailurePolicy, Graph, GraphError, GraphMiddleware};
 pub use redis_tasks_config as config;
 pub use redis_tasks_config::Settings;

@@ -261,7 +261,7 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
 }
 
 fn main() -> ExitCode {
-    let app = results::register(App::new("demo"));
+    let app = results::register(App::new("demo").version(env!("CARGO_PKG_VERSION")));
     hostile_tree::register(hostile_sandbox::register(app))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)

@@ -2,6 +2,7 @@
 //! and is, depending on how it is started, the command-line tool, the
 //! supervisor (`worker` subcommand) or a worker process.
 
+mod checked;
 mod scheduler_command;
 mod worker_command;
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use redis_tasks_protocol::ipc::WORKER_FD_ARG;
 use redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG;
 use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
@@ -19,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cli::{AdminCommand, GlobalArgs, print_error, print_stderr, run_admin};
+pub use checked::CheckedEnqueueError;
 pub use worker_command::WorkerArgs;
 
 /// A redis-tasks application: task functions and middleware, and the
@@ -41,6 +43,8 @@ pub struct App {
     registry: TaskRegistry,
     middleware: Vec<Arc<dyn Middleware>>,
     default_config: Option<PathBuf>,
+    version: Option<String>,
+    about: Option<String>,
 }
 
 impl fmt::Debug for App {
@@ -80,13 +84,16 @@ enum AppCommand {
 }
 
 impl App {
-    /// An application named `name` (shown in `--help`), with no tasks yet.
+    /// An application named `name` (shown by `--help` and `--version`),
+    /// with no tasks yet.
     pub fn new(name: impl Into<String>) -> Self {
         App {
             name: name.into(),
             registry: TaskRegistry::new(),
             middleware: Vec::new(),
             default_config: None,
+            version: None,
+            about: None,
         }
     }
 
@@ -106,6 +113,39 @@ impl App {
             global.config = self.default_config.clone();
         }
         global
+    }
+
+    /// The application's version, shown by `--version` and `--help` (for
+    /// example `env!("CARGO_PKG_VERSION")`, your own crate's version).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// One line saying what the application does, shown by `--help`.
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+
+    /// The command line, under the application's own name and version:
+    /// `my-app 1.4.0 (redis-tasks 0.1.0)`.
+    fn command_line(&self) -> clap::Command {
+        let engine = concat!("redis-tasks ", env!("CARGO_PKG_VERSION"));
+        let version = match &self.version {
+            Some(v) => format!("{v} ({engine})"),
+            None => format!("({engine})"),
+        };
+        let about = self.about.clone().unwrap_or_else(|| {
+            format!(
+                "{}: background tasks in isolated worker processes (redis-tasks)",
+                self.name
+            )
+        });
+        AppCli::command()
+            .name(self.name.clone())
+            .version(version)
+            .about(about)
     }
 
     /// Registers a task function under `name` with default options.
@@ -172,7 +212,11 @@ impl App {
         if let Some(fd) = role_fd(&args, FORK_SERVER_FD_ARG) {
             return self.serve_as_fork_server(fd);
         }
-        let cli = match AppCli::try_parse_from(&args) {
+        let cli = match self
+            .command_line()
+            .try_get_matches_from(&args)
+            .and_then(|m| AppCli::from_arg_matches(&m))
+        {
             Ok(cli) => cli,
             Err(e) => {
                 let _ = e.print();
@@ -189,6 +233,12 @@ impl App {
         let result = match cli.command {
             AppCommand::Worker(args) => worker_command::run(&self, &cli.global, args),
             AppCommand::Scheduler(args) => scheduler_command::run(&self, &cli.global, args),
+            AppCommand::Admin(AdminCommand::Enqueue(args)) => crate::cli::run_enqueue_checked(
+                &cli.global,
+                &args,
+                &self.registry,
+                &mut std::io::stdout().lock(),
+            ),
             AppCommand::Admin(command) => {
                 run_admin(&cli.global, command, Some(&self.registry.names()))
             }

@@ -20,6 +20,7 @@
 //! - [`schedule`]: `schedule next`.
 //! - `graph`: `graph show`.
 
+mod enqueue_input;
 mod failed;
 mod graph;
 mod info;
@@ -138,6 +139,20 @@ pub fn run_admin_to(
         // Handled above, without Redis.
         AdminCommand::Schedule(_) => Ok(()),
     }
+}
+
+/// `enqueue` in a binary that registers task functions: the task must be
+/// one of `registry`'s and its arguments must fit the task's argument type
+/// (checked before anything is written).
+pub fn run_enqueue_checked(
+    global: &GlobalArgs,
+    args: &EnqueueArgs,
+    registry: &redis_tasks_worker::TaskRegistry,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let store = global.store()?;
+    store.check_schema()?;
+    tasks::enqueue_checked(&store, args, None, Some(registry), out)
 }
 
 /// An error as the binaries print it: `error: <top>`, then one

@@ -6,7 +6,8 @@ use std::io::Write;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use redis_tasks_protocol::TaskRecord;
-use redis_tasks_store::Store;
+use redis_tasks_store::{EnqueueOptions, Enqueued, Store};
+use redis_tasks_worker::TaskRegistry;
 use serde_json::{Value, json};
 
 /// Arguments of `enqueue`.
@@ -15,12 +16,21 @@ pub struct EnqueueArgs {
     /// Name of the task function.
     pub task: String,
     /// The arguments as JSON (an array for positional arguments, an object
-    /// for keyword arguments).
-    #[arg(value_name = "ARGS_JSON", default_value = "[]")]
+    /// for keyword arguments); `-` reads them from standard input, `@PATH`
+    /// from a file.
+    #[arg(
+        value_name = "ARGS_JSON",
+        default_value = "[]",
+        allow_hyphen_values = true
+    )]
     pub args: String,
     /// The queue to put it on.
     #[arg(long, short, default_value = "default")]
     pub queue: String,
+    /// A uniqueness key: while a task enqueued with it is queued, scheduled
+    /// or running, nothing is enqueued and that task's id is printed.
+    #[arg(long, value_name = "KEY")]
+    pub unique: Option<String>,
 }
 
 /// `task ...` subcommands.
@@ -66,6 +76,21 @@ pub(super) fn enqueue(
     known_tasks: Option<&[String]>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    enqueue_checked(store, args, known_tasks, None, out)
+}
+
+/// `enqueue`, with the binary's task functions when it has them: then the
+/// name must be registered and the arguments must fit the task's argument
+/// type, checked before anything is written.
+pub(super) fn enqueue_checked(
+    store: &Store,
+    args: &EnqueueArgs,
+    known_tasks: Option<&[String]>,
+    registry: Option<&TaskRegistry>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let names = registry.map(TaskRegistry::names);
+    let known_tasks = names.as_deref().or(known_tasks);
     if let Some(known) = known_tasks {
         if !known.iter().any(|k| k == &args.task) {
             anyhow::bail!(
@@ -79,11 +104,30 @@ pub(super) fn enqueue(
             );
         }
     }
-    let value: Value = serde_json::from_str(&args.args).context("invalid ARGS_JSON")?;
-    let id = store
+    let text = super::enqueue_input::read_args(&args.args, store.max_args_bytes())?;
+    let value: Value = serde_json::from_str(&text).context("invalid ARGS_JSON")?;
+    if let Some(def) = registry.and_then(|r| r.get(&args.task)) {
+        def.check_args(&value).map_err(|reason| {
+            anyhow::anyhow!(
+                "invalid arguments for task {:?}: {reason}; nothing was enqueued",
+                args.task
+            )
+        })?;
+    }
+    let mut options = EnqueueOptions::new();
+    if let Some(key) = &args.unique {
+        options = options.unique(key.as_str());
+    }
+    let enqueued = store
         .queue(args.queue.as_str())
-        .enqueue(&args.task, &value)?;
-    writeln!(out, "{id}")?;
+        .enqueue_with_outcome(&args.task, &value, &options)?;
+    if let Enqueued::Existing(id) = &enqueued {
+        crate::cli::print_stderr(&format!(
+            "task {id} holds uniqueness key {:?} and has not ended: nothing was enqueued",
+            args.unique.as_deref().unwrap_or_default()
+        ));
+    }
+    writeln!(out, "{}", enqueued.id())?;
     Ok(())
 }
 

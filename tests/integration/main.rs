@@ -7,6 +7,7 @@
 //!   everything on failure), `snapshot` (all keys, to prove nothing changed).
 //! - `store_producer`: enqueue, batches, size limit, queue listing, empty,
 //!   delete, the raw-command enqueue of `docs/redis-schema.md`.
+//! - `store_unique`: unique enqueue: racing producers, freeing the key.
 //! - `store_tasks`: reading records (missing, corrupt, wrong key type),
 //!   cancel, meta.
 //! - `store_registry`: finished and failed registries, requeue, expiry.
@@ -59,5 +60,6 @@ mod store_registry;
 mod store_schema;
 mod store_slots;
 mod store_tasks;
+mod store_unique;
 mod systemd;
 mod testing_helper;

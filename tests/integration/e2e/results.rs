@@ -53,10 +53,7 @@ fn a_returned_value_is_stored_and_a_waiting_producer_gets_it() {
     let shown = demo.cmd().args(["task", "show", &id, "--json"]).stdout();
     let shown: Value = serde_json::from_str(&shown).expect("json");
     assert_eq!(shown["result"]["sum"], 42);
-    let js = demo
-        .cmd()
-        .args(["task", "result", &id, "--json"])
-        .stdout();
+    let js = demo.cmd().args(["task", "result", &id, "--json"]).stdout();
     let js: Value = serde_json::from_str(&js).expect("json");
     assert_eq!(js["status"], "finished");
     assert_eq!(js["result"]["sum"], 42);
@@ -90,7 +87,11 @@ fn waiting_ends_at_the_timeout_and_task_result_says_why() {
         std::thread::spawn(move || store.wait_for_end(&id, Duration::from_secs(120)))
     };
     demo.store.cancel(&id).expect("cancel");
-    let record = waiter.join().expect("thread").expect("wait").expect("ended");
+    let record = waiter
+        .join()
+        .expect("thread")
+        .expect("wait")
+        .expect("ended");
     assert_eq!(record.status, TaskStatus::Canceled);
     let out = demo.cmd().args(["task", "result", &id]).fails();
     assert!(out.stderr.contains("was canceled"), "{}", out.stderr);
