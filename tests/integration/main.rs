@@ -21,6 +21,8 @@
 //! - `store_schema`: the schema marker; the Python original's data under
 //!   our prefix is refused and left unchanged.
 //! - `cli_admin`: every admin subcommand against a real server.
+//! - `cli_enqueue`: `enqueue` in an application binary: argument types
+//!   checked, `@file` and `-`, `--unique`, the application's `--version`.
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
@@ -44,6 +46,7 @@
 mod support;
 
 mod cli_admin;
+mod cli_enqueue;
 mod cli_errors;
 mod cli_schedule;
 mod e2e;
