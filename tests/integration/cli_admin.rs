@@ -65,6 +65,8 @@ fn enqueue_prints_the_id_alone_and_task_show_reads_it() {
         "ended_at",
         "meta",
         "aborted_runs",
+        "result",
+        "unique",
     ];
     expected.sort();
     assert_eq!(keys, expected);
