@@ -6,7 +6,9 @@
 //! failed. There is no worker process, so a task that crashes or calls
 //! `exit` takes the test down with it, timeouts are not enforced, and a
 //! panic is reported without its location (the test harness owns the panic
-//! hook): use a real `worker --burst` for those.
+//! hook): use a real `worker --burst` for those. The application's setup
+//! hook runs once per call, before the first task; its failure is returned
+//! as an error.
 
 use std::sync::Arc;
 
@@ -59,6 +61,14 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
         pid: std::process::id(),
         started_at: Timestamp::now(),
     };
+    // The setup hook runs once for the whole run, as in a worker process.
+    let state = match app.registry().setup() {
+        None => None,
+        Some(hook) => Some(hook.run().map_err(|e| StoreError::UnexpectedReply {
+            what: "setup hook",
+            detail: e,
+        })?),
+    };
     store.register_slot(&slot)?;
     let sink: Arc<dyn MetaSink> = Arc::new(StoreMeta(store.independent()?));
     let mut report = TestReport::default();
@@ -78,6 +88,7 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
                     &run,
                     Arc::clone(&sink),
                     ShutdownState::passive(),
+                    state.clone(),
                 );
                 let (ended, output) = checked(ended.into(), output, settings.max_result_bytes);
                 result = output;

@@ -19,6 +19,7 @@ mod hostile_tree;
 mod misbehave;
 mod outcome_log;
 mod results;
+mod setup;
 
 use std::io::Write;
 use std::process::{Command, ExitCode};
@@ -262,6 +263,7 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
 
 fn main() -> ExitCode {
     let app = results::register(App::new("demo").version(env!("CARGO_PKG_VERSION")));
+    let app = setup::register(app);
     hostile_tree::register(hostile_sandbox::register(app))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use redis_tasks_protocol::ipc::WORKER_FD_ARG;
 use redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG;
-use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
+use redis_tasks_worker::{Middleware, SetupHook, TaskContext, TaskDef, TaskOptions, TaskRegistry};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -177,6 +177,28 @@ impl App {
         F: Fn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
     {
         self.registry.insert(TaskDef::new(name, options, f));
+        self
+    }
+
+    /// Sets the per-process setup hook: it runs once in each worker process,
+    /// before its first task (after the process applied its isolation
+    /// profile), to build what the process's tasks share: a connection
+    /// pool, a cache, tracing set-up. Tasks reach its value with
+    /// [`TaskContext::state::<T>()`](TaskContext::state).
+    ///
+    /// An error (or a panic) fails the start of that worker process: the
+    /// supervisor refuses to start when its first one fails, and later the
+    /// task waiting for it fails with "worker failed to start: setup hook
+    /// failed: <error>"; five failed starts in a row stop the supervisor.
+    /// Worker processes get a scrubbed environment: read what the hook
+    /// needs from files, not from the supervisor's environment variables.
+    pub fn setup<T, E, F>(mut self, hook: F) -> Self
+    where
+        T: Send + Sync + 'static,
+        E: fmt::Display,
+        F: Fn() -> Result<T, E> + Send + Sync + 'static,
+    {
+        self.registry.set_setup(SetupHook::new(hook));
         self
     }
 

@@ -197,5 +197,6 @@ fn message_name(msg: &FromWorker) -> &'static str {
         FromWorker::Meta { .. } => "Meta for another task",
         FromWorker::Finished { .. } => "Finished for another task",
         FromWorker::Output { .. } => "Output for another task",
+        FromWorker::SetUp { .. } => "SetUp",
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value};
 
+use crate::setup::SetupState;
 use crate::shutdown::{PostponeShutdown, ShutdownState};
 
 /// Where meta updates go: to the supervisor over IPC in a worker process, to
@@ -24,6 +25,8 @@ pub struct TaskContext {
     /// The return value of the last call of the task function in this run
     /// (a middleware may call it more than once); `None` for `()`.
     result: Mutex<Option<Value>>,
+    /// What the process's setup hook built, if it has one.
+    state: Option<SetupState>,
 }
 
 impl fmt::Debug for TaskContext {
@@ -51,6 +54,7 @@ impl TaskContext {
             sink,
             shutdown,
             result: Mutex::new(None),
+            state: None,
         }
     }
 
@@ -103,6 +107,18 @@ impl TaskContext {
     /// to its end.
     pub fn postpone_shutdown(&self) -> PostponeShutdown {
         self.shutdown.postpone()
+    }
+
+    /// Gives the context the process's setup state.
+    pub(crate) fn set_state(&mut self, state: Option<SetupState>) {
+        self.state = state;
+    }
+
+    /// What the application's setup hook (`App::setup`) built in this
+    /// worker process, if its type is `T`; `None` without a hook or with a
+    /// hook of another type. Built once per process, shared by its tasks.
+    pub fn state<T: std::any::Any>(&self) -> Option<&T> {
+        self.state.as_deref()?.downcast_ref::<T>()
     }
 
     /// Keeps the task function's return value (JSON `null` means none).

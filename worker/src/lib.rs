@@ -9,6 +9,7 @@
 //!   postpone-shutdown guard).
 //! - [`middleware`]: the [`Middleware`] trait, the `run_task` chain that wraps
 //!   a task here, and the `process_outcome` pass the supervisor runs.
+//! - [`setup`]: the per-process setup hook and the state it hands tasks.
 //! - [`shutdown`]: how a shutdown request reaches a running task and when it
 //!   takes effect.
 //! - [`process`]: the worker-process loop: handshake, read a task, run the
@@ -28,12 +29,14 @@ pub mod middleware;
 pub mod panic;
 pub mod process;
 pub mod registry;
+pub mod setup;
 pub mod shutdown;
 mod sys;
 
 pub use context::{MetaSink, TaskContext};
 pub use middleware::{Middleware, MiddlewareChain, MiddlewareError, Next};
 pub use registry::{TaskDef, TaskError, TaskOptions, TaskRegistry};
+pub use setup::{SetupHook, SetupState};
 pub use shutdown::{PostponeShutdown, ShutdownState, Trigger};
 
 /// Writes `text` and a newline to stderr and ignores a failure. A worker

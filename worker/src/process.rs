@@ -27,6 +27,7 @@ use crate::context::{MetaSink, TaskContext};
 use crate::middleware::{Middleware, MiddlewareChain, MiddlewareError};
 use crate::panic;
 use crate::registry::{TaskError, TaskRegistry};
+use crate::setup::SetupState;
 use crate::shutdown::{ShutdownState, Trigger};
 use crate::sys;
 
@@ -140,6 +141,24 @@ pub fn serve(
         None => return Ok(()),
     };
 
+    // The setup hook, after confinement and before the first task; the
+    // supervisor waits for its answer as part of the handshake.
+    let state = match registry.setup() {
+        None => None,
+        Some(hook) => {
+            let ran = hook.run();
+            let error = ran.as_ref().err().cloned();
+            send(
+                &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
+                &FromWorker::SetUp { error },
+            )?;
+            match ran {
+                Ok(state) => Some(state),
+                Err(_) => return Ok(()),
+            }
+        }
+    };
+
     let shutdown = ShutdownState::with_effect(|trigger| match trigger {
         Trigger::Request => std::process::exit(EXIT_SHUTDOWN),
         // The task may be returning right now: let it report, then exit
@@ -188,6 +207,7 @@ pub fn serve(
             &run,
             Arc::clone(&sink),
             Arc::clone(&shutdown),
+            state.clone(),
         );
         let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(result_json) = output {
@@ -214,15 +234,18 @@ pub const MAX_OUTPUT_BYTES: usize = MAX_FRAME_BYTES as usize - 4096;
 /// Like [`run_one`], and also the task's return value as JSON text when it
 /// succeeded with one (`None` for `()`). A value too large for one IPC
 /// frame turns the success into an error naming `max_result_bytes`.
+///
+/// `state` is what the setup hook built, for [`TaskContext::state`].
 pub fn run_one_with_result(
     registry: &TaskRegistry,
     chain: &MiddlewareChain,
     run: &RunTask,
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
+    state: Option<SetupState>,
 ) -> (TaskResult, Option<String>) {
     let mut output = None;
-    let result = run_inner(registry, chain, run, sink, shutdown, &mut output);
+    let result = run_inner(registry, chain, run, sink, shutdown, state, &mut output);
     if !matches!(result, TaskResult::Success) {
         return (result, None);
     }
@@ -247,7 +270,7 @@ pub fn run_one(
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
 ) -> TaskResult {
-    run_inner(registry, chain, run, sink, shutdown, &mut None)
+    run_inner(registry, chain, run, sink, shutdown, None, &mut None)
 }
 
 fn run_inner(
@@ -256,6 +279,7 @@ fn run_inner(
     run: &RunTask,
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
+    state: Option<SetupState>,
     output: &mut Option<String>,
 ) -> TaskResult {
     let Some(def) = registry.get(&run.task) else {
@@ -273,7 +297,8 @@ fn run_inner(
         Ok(Value::Object(meta)) => meta,
         _ => Map::new(),
     };
-    let ctx = TaskContext::new(&run.task_id, &run.task, meta, sink, shutdown);
+    let mut ctx = TaskContext::new(&run.task_id, &run.task, meta, sink, shutdown);
+    ctx.set_state(state);
     panic::clear_last();
     match catch_unwind(AssertUnwindSafe(|| chain.run_task(def, &ctx, args))) {
         Ok(Ok(())) => {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;
+use crate::setup::SetupHook;
 
 /// Why a task call did not succeed, as the `run_task` chain sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -196,10 +197,11 @@ fn check_args<A: DeserializeOwned>(args: &serde_json::Value) -> Result<(), Strin
     A::deserialize(args).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// The table of task functions, by name.
+/// The table of task functions, by name, and the per-process setup hook.
 #[derive(Debug, Clone, Default)]
 pub struct TaskRegistry {
     tasks: BTreeMap<String, TaskDef>,
+    setup: Option<SetupHook>,
 }
 
 impl TaskRegistry {
@@ -221,6 +223,16 @@ impl TaskRegistry {
     /// Every registered name, sorted.
     pub fn names(&self) -> Vec<String> {
         self.tasks.keys().cloned().collect()
+    }
+
+    /// Sets the hook each worker process runs once before its first task.
+    pub fn set_setup(&mut self, hook: SetupHook) {
+        self.setup = Some(hook);
+    }
+
+    /// The setup hook, if one is set.
+    pub fn setup(&self) -> Option<&SetupHook> {
+        self.setup.as_ref()
     }
 
     /// Whether no task is registered.

@@ -151,6 +151,13 @@ pub enum FromWorker {
         /// The value as JSON text.
         result_json: String,
     },
+    /// The answer to `Setup` (after `Confined`, when that was asked for)
+    /// from a binary with a per-process setup hook, once the hook ran:
+    /// `None` when it succeeded; else its error, and the process exits.
+    SetUp {
+        /// The hook's error text.
+        error: Option<String>,
+    },
 }
 
 type Wire = Configuration<LittleEndian, Varint, Limit<{ MAX_FRAME_BYTES as usize }>>;

@@ -17,6 +17,7 @@
 //!   limits, user, environment, network, Landlock, seccomp, refusals.
 //! - `outage`: Redis down and back, Redis losing its data.
 //! - `results`: task results, waiting for them, `max_result_bytes`.
+//! - `setup_hook`: the per-process setup hook, its state, its failures.
 //! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
@@ -35,6 +36,7 @@ mod outcomes;
 mod recovery;
 mod recovery_identity;
 mod results;
+mod setup_hook;
 mod shutdown;
 mod signals;
 mod startup;
