@@ -13,6 +13,7 @@
 //! With `DEMO_OUTCOME_LOG=/path/file.jsonl` set for the supervisor, a
 //! middleware appends one JSON line per final outcome to that file.
 
+mod async_tasks;
 mod host_ids;
 mod hostile_sandbox;
 mod hostile_tree;
@@ -263,7 +264,7 @@ fn progress(ctx: &TaskContext, a: Steps) -> Result {
 
 fn main() -> ExitCode {
     let app = results::register(App::new("demo").version(env!("CARGO_PKG_VERSION")));
-    let app = setup::register(app);
+    let app = async_tasks::register(setup::register(app));
     hostile_tree::register(hostile_sandbox::register(app))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)

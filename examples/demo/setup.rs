@@ -18,6 +18,13 @@ pub struct ProcessState {
     calls: AtomicU64,
 }
 
+impl ProcessState {
+    /// The process that built it.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
 fn setup() -> Result<ProcessState, String> {
     let control = std::fs::read_to_string("redis-tasks-demo-setup").unwrap_or_default();
     if let Some(text) = control.trim().strip_prefix("fail:") {

@@ -180,6 +180,37 @@ impl App {
         self
     }
 
+    /// Registers an async task function under `name` with default options
+    /// (feature `async`): an `async fn(&TaskContext, A) -> Result<R, E>`
+    /// or an async closure. It runs on a Tokio current-thread runtime
+    /// created once in each worker process, inside the same middleware
+    /// chain, timeout, panic and crash handling and isolation as a
+    /// synchronous task.
+    #[cfg(feature = "async")]
+    pub fn task_async<A, R, E, F>(self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: fmt::Display,
+        F: AsyncFn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.task_async_with(name, TaskOptions::new(), f)
+    }
+
+    /// Registers an async task function under `name` with `options`
+    /// (feature `async`); see [`App::task_async`].
+    #[cfg(feature = "async")]
+    pub fn task_async_with<A, R, E, F>(mut self, name: &str, options: TaskOptions, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: fmt::Display,
+        F: AsyncFn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.registry.insert(TaskDef::new_async(name, options, f));
+        self
+    }
+
     /// Sets the per-process setup hook: it runs once in each worker process,
     /// before its first task (after the process applied its isolation
     /// profile), to build what the process's tasks share: a connection

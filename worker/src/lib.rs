@@ -4,6 +4,8 @@
 //!
 //! - [`registry`]: task functions registered by name, with typed arguments
 //!   and options (`reentrant`, `timeout`).
+//! - `async_task` (feature `async`): async task functions on a Tokio
+//!   current-thread runtime, one per worker process.
 //! - [`context`]: [`TaskContext`], what a running task can see and do (its
 //!   id, its meta object, whether a shutdown was requested, the
 //!   postpone-shutdown guard).
@@ -22,6 +24,8 @@
 //! - `sys`: the one module with `unsafe`: taking over the inherited socket,
 //!   and the SIGSYS handler that names a call seccomp blocked.
 
+#[cfg(feature = "async")]
+pub mod async_task;
 pub mod confine;
 pub mod context;
 pub mod fork_server;

@@ -142,11 +142,7 @@ impl TaskDef {
                 reason: e.to_string(),
             })?;
             let value = f(ctx, args).map_err(TaskError::failed)?;
-            let value = serde_json::to_value(&value).map_err(|e| {
-                TaskError::Failed(format!("cannot serialise the result of task {task:?}: {e}"))
-            })?;
-            ctx.set_result(value);
-            Ok(())
+            keep_result(ctx, &task, &value)
         };
         // A closure (not `check_args::<A>`) so that `A` need not be 'static.
         let check = |args: &serde_json::Value| check_args::<A>(args);
@@ -192,8 +188,21 @@ impl TaskDef {
     }
 }
 
+/// Stores a task function's return value in its context, as JSON.
+pub(crate) fn keep_result<R: Serialize>(
+    ctx: &TaskContext,
+    task: &str,
+    value: &R,
+) -> Result<(), TaskError> {
+    let value = serde_json::to_value(value).map_err(|e| {
+        TaskError::Failed(format!("cannot serialise the result of task {task:?}: {e}"))
+    })?;
+    ctx.set_result(value);
+    Ok(())
+}
+
 /// Whether `args` deserialise into `A`.
-fn check_args<A: DeserializeOwned>(args: &serde_json::Value) -> Result<(), String> {
+pub(crate) fn check_args<A: DeserializeOwned>(args: &serde_json::Value) -> Result<(), String> {
     A::deserialize(args).map(|_| ()).map_err(|e| e.to_string())
 }
 

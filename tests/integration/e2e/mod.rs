@@ -1,6 +1,7 @@
 //! End-to-end tests of the supervisor: the demo binary (`examples/demo`,
 //! built as the `redis-tasks-demo` bin target) as a real supervisor with real worker processes against a real Redis.
 //!
+//! - `async_tasks`: async task functions end exactly like synchronous ones.
 //! - `outcomes`: every abnormal ending a task can cause itself (docs/architecture.md).
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
 //! - `recovery`: kill -9 of a supervisor, recovery by restart and by
@@ -22,6 +23,7 @@
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
 
+mod async_tasks;
 mod chaos;
 mod dynamic_users;
 mod hostile_ipc;
