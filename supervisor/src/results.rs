@@ -9,7 +9,9 @@ use redis_tasks_protocol::{FailureKind, Outcome};
 
 /// `ended` and `result` as they are to be recorded: a success with a
 /// result over `limit` bytes becomes a failure naming the setting, and its
-/// result is dropped; a failure never keeps a result.
+/// result is dropped; so does a result that is not JSON (a worker process
+/// that forged its frames: stored, it would make the record unreadable);
+/// a failure never keeps a result.
 pub fn checked(ended: Outcome, result: Option<String>, limit: u64) -> (Outcome, Option<String>) {
     match (ended, result) {
         (Outcome::Success, Some(text)) if u64::try_from(text.len()).unwrap_or(u64::MAX) > limit => {
@@ -17,6 +19,14 @@ pub fn checked(ended: Outcome, result: Option<String>, limit: u64) -> (Outcome, 
                 "result of {} bytes is over max_result_bytes ({limit}); not stored",
                 text.len()
             )));
+            (failure, None)
+        }
+        (Outcome::Success, Some(text))
+            if serde_json::from_str::<serde_json::Value>(&text).is_err() =>
+        {
+            let failure = Outcome::failure(FailureKind::ProtocolViolation(
+                "the task's result is not valid JSON".to_owned(),
+            ));
             (failure, None)
         }
         (Outcome::Success, result) => (Outcome::Success, result),
@@ -47,6 +57,16 @@ mod tests {
         assert_eq!(
             checked(failed.clone(), Some("1".into()), 10),
             (failed, None)
+        );
+    }
+
+    #[test]
+    fn a_forged_result_that_is_not_json_is_a_protocol_violation() {
+        let (outcome, result) = checked(Outcome::Success, Some("{not json".into()), 100);
+        assert_eq!(result, None);
+        assert_eq!(
+            outcome.error_text().as_deref(),
+            Some("protocol violation: the task's result is not valid JSON")
         );
     }
 }

@@ -127,8 +127,18 @@ impl TaskContext {
         *self.result.lock().unwrap_or_else(PoisonError::into_inner) = value;
     }
 
+    /// The value the task function returned in this run so far (`None`
+    /// before it returned, or when it returned `()`): a `run_task`
+    /// middleware may look at it after `next.run(...)`.
+    pub fn result(&self) -> Option<Value> {
+        self.result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The task function's return value, taken out of the context.
-    pub fn take_result(&self) -> Option<Value> {
+    pub(crate) fn take_result(&self) -> Option<Value> {
         self.result
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
