@@ -7,6 +7,7 @@
 //!   everything on failure), `snapshot` (all keys, to prove nothing changed).
 //! - `store_producer`: enqueue, batches, size limit, queue listing, empty,
 //!   delete, the raw-command enqueue of `docs/redis-schema.md`.
+//! - `store_results`: results in the record, `P:done:<id>`, waiting.
 //! - `store_unique`: unique enqueue: racing producers, freeing the key.
 //! - `store_tasks`: reading records (missing, corrupt, wrong key type),
 //!   cancel, meta.
@@ -60,6 +61,7 @@ mod store_dead_slots;
 mod store_fetch;
 mod store_producer;
 mod store_registry;
+mod store_results;
 mod store_schema;
 mod store_slots;
 mod store_tasks;
