@@ -19,6 +19,10 @@ use redis_tasks_protocol::model::TaskRecord;
 /// decimals; `0` would mean "forever").
 const MIN_BLOCK: Duration = Duration::from_millis(10);
 
+/// The longest one blocking call waits; a longer wait is several calls
+/// (any timeout is accepted, up to "forever" in practice).
+const MAX_BLOCK: Duration = Duration::from_secs(3600);
+
 impl Store {
     /// Waits until task `id` has ended (finished, failed or canceled) and
     /// returns its record, result included; `Ok(None)` when `timeout`
@@ -32,17 +36,19 @@ impl Store {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for the clock is as good as none.
+        let deadline = Instant::now().checked_add(timeout);
         let done = self.keys().done(id);
         loop {
             let record = self.task(id)?;
             if record.has_ended() {
                 return Ok(Some(record));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(MAX_BLOCK, |d| d.saturating_duration_since(Instant::now()));
             if left < MIN_BLOCK {
                 return Ok(None);
             }
+            let left = left.min(MAX_BLOCK);
             let woke: Value = self.run_blocking(left, &[(&done, "list")], |c, _| {
                 redis::cmd("BLMOVE")
                     .arg(&done)
@@ -52,7 +58,8 @@ impl Store {
                     .arg(left.as_secs_f64())
                     .query(c)
             })?;
-            if woke == Value::Nil {
+            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+            if woke == Value::Nil && out_of_time {
                 // Timed out; one last look in case it ended just now.
                 let record = self.task(id)?;
                 return Ok(record.has_ended().then_some(record));

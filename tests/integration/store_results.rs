@@ -56,6 +56,9 @@ fn finish_stores_the_result_and_wakes_waiters_and_a_requeued_failure_waits_again
         .expect("wait")
         .expect("ended");
     assert_eq!(record.result, Some(json!({"n": 1})));
+    // Any timeout is accepted, however large.
+    let again = store.wait_for_end(&ok, Duration::MAX).expect("wait");
+    assert_eq!(again.map(|r| r.status), Some(TaskStatus::Finished));
     let mut c = server.client();
     let done: Vec<String> = redis::cmd("LRANGE")
         .arg(format!("redis_tasks:done:{ok}"))
