@@ -1,6 +1,6 @@
 //! Task results: a task's return value stored in its record, waited for
 //! from a producer without polling, read with `task result`, limited by
-//! `max_result_bytes`.
+//! `max_result_bytes`; uniqueness keys across a requeue and maintenance.
 
 use std::time::Duration;
 
@@ -123,4 +123,71 @@ fn a_result_over_max_result_bytes_fails_the_task_naming_the_setting() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn uniqueness_survives_a_requeue_and_maintenance_frees_keys_of_vanished_tasks() {
+    use redis_tasks::EnqueueOptions;
+    let demo = Demo::new();
+    let unique = EnqueueOptions::new().unique("nightly");
+    let q = demo.store.queue("default");
+    let id = q
+        .enqueue_with("reentrant_sleep", &json!({"secs": 120}), &unique)
+        .expect("enqueue");
+    let mut sup = demo.start(&["--concurrency", "1"], &[]);
+    demo.wait_status(&id, TaskStatus::Running, Duration::from_secs(60));
+    // Running: a second enqueue gets the running task.
+    let again = q
+        .enqueue_with_outcome("reentrant_sleep", &json!({"secs": 1}), &unique)
+        .expect("enqueue");
+    assert_eq!(again, redis_tasks::Enqueued::Existing(id.clone()));
+    sup.stop();
+    // Interrupted and requeued (not ended): it still holds the key.
+    assert_eq!(demo.task(&id).status, TaskStatus::Queued);
+    let again = q
+        .enqueue_with_outcome("reentrant_sleep", &json!({"secs": 1}), &unique)
+        .expect("enqueue");
+    assert_eq!(again, redis_tasks::Enqueued::Existing(id.clone()));
+
+    // A task that vanishes without ending (its record deleted by hand):
+    // maintenance of a running supervisor frees its key.
+    let gone = q
+        .enqueue_with("noop", &json!(null), &EnqueueOptions::new().unique("gone"))
+        .expect("enqueue");
+    let mut c = demo.redis.client();
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("redis_tasks:task:{gone}"))
+        .query(&mut c)
+        .expect("del");
+    let _: i64 = redis::cmd("LREM")
+        .arg("redis_tasks:queue:default")
+        .arg(0)
+        .arg(&gone)
+        .query(&mut c)
+        .expect("lrem");
+    let _: i64 = redis::cmd("LREM")
+        .arg("redis_tasks:queue:default")
+        .arg(0)
+        .arg(&id)
+        .query(&mut c)
+        .expect("lrem");
+    let mut sup = demo.start(&["--concurrency", "1"], &[]);
+    crate::support::wait_until(
+        "maintenance to free the key",
+        Duration::from_secs(60),
+        || {
+            redis::cmd("EXISTS")
+                .arg("redis_tasks:unique:gone")
+                .query::<i64>(&mut c)
+                .is_ok_and(|n| n == 0)
+        },
+    );
+    // The requeued task (taken out of its list above so that it does not
+    // run here) still has status queued: its key is kept.
+    let held: Option<String> = redis::cmd("GET")
+        .arg("redis_tasks:unique:nightly")
+        .query(&mut c)
+        .expect("get");
+    assert_eq!(held.as_deref(), Some(id.as_str()));
+    sup.stop();
 }
