@@ -91,7 +91,7 @@ pub enum AdminCommand {
     Empty(EmptyArgs),
     /// Enqueue a task; prints its id.
     Enqueue(EnqueueArgs),
-    /// Show or cancel one task.
+    /// Show one task, read its result, or cancel it.
     Task(TaskCommand),
     /// List or requeue failed tasks.
     Failed(FailedCommand),

@@ -1,4 +1,5 @@
-//! `enqueue`, `task show` and `task cancel`, and the JSON shape of a task
+//! `enqueue`, `task show` and `task cancel` (`task result` is in
+//! `results`), and the JSON shape of a task
 //! record that `task show --json` and `failed list --json` print.
 
 use std::io::Write;
