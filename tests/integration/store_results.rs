@@ -95,7 +95,9 @@ fn finish_stores_the_result_and_wakes_waiters_and_a_requeued_failure_waits_again
         .expect("ended");
     assert_eq!((failed.status, failed.result), (TaskStatus::Failed, None));
     // Requeued, it is live again: a waiter waits for its new run.
-    let report = store.requeue_failed(&[bad.clone()]).expect("requeue");
+    let report = store
+        .requeue_failed(std::slice::from_ref(&bad))
+        .expect("requeue");
     assert!(report.rejected.is_empty(), "{report:?}");
     let waited = store
         .wait_for_end(&bad, Duration::from_millis(300))
