@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--tasks N] [--concurrency C] [--payload BYTES]
+//! cargo run --release --example bench --features async -- --reused-only
 //! ```
+//!
+//! With the `async` feature, a phase runs async no-op tasks
+//! (`App::task_async`) on reused worker processes next to the sync ones;
+//! `--reused-only` runs just those two phases.
 //!
 //! Redis: `REDIS_URL` if set, else a private `redis-server` started on a
 //! free port in a temporary directory. Each phase uses its own key prefix.
@@ -22,31 +27,37 @@ mod delays;
 
 /// The tasks the bench runs.
 fn app() -> App {
-    App::new("bench")
-        .task("noop", |_: &TaskContext, _: serde_json::Value| {
-            Ok::<(), String>(())
-        })
-        .task(
-            "hang_long",
-            |_: &TaskContext, _: serde_json::Value| -> Result<(), String> {
-                std::thread::sleep(Duration::from_secs(3600));
-                Ok(())
-            },
-        )
-        .task_with(
-            "hang",
-            TaskOptions::new().timeout(Duration::from_secs(1)),
-            |_: &TaskContext, _: serde_json::Value| -> Result<(), String> {
-                std::thread::sleep(Duration::from_secs(3600));
-                Ok(())
-            },
-        )
+    let app = App::new("bench");
+    #[cfg(feature = "async")]
+    let app = app.task_async(
+        "async_noop",
+        async |_: &TaskContext, _: serde_json::Value| Ok::<(), String>(()),
+    );
+    app.task("noop", |_: &TaskContext, _: serde_json::Value| {
+        Ok::<(), String>(())
+    })
+    .task(
+        "hang_long",
+        |_: &TaskContext, _: serde_json::Value| -> Result<(), String> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(())
+        },
+    )
+    .task_with(
+        "hang",
+        TaskOptions::new().timeout(Duration::from_secs(1)),
+        |_: &TaskContext, _: serde_json::Value| -> Result<(), String> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(())
+        },
+    )
 }
 
 struct Options {
     tasks: usize,
     concurrency: usize,
     payload: usize,
+    reused_only: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -54,6 +65,7 @@ fn parse_options() -> Result<Options, String> {
         tasks: 20_000,
         concurrency: 2,
         payload: 0,
+        reused_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -67,9 +79,10 @@ fn parse_options() -> Result<Options, String> {
             "--tasks" => o.tasks = value()?,
             "--concurrency" => o.concurrency = value()?,
             "--payload" => o.payload = value()?,
+            "--reused-only" => o.reused_only = true,
             "--help" | "-h" => {
                 return Err(
-                    "usage: bench [--tasks N (20000)] [--concurrency C (2)] [--payload BYTES (0)]"
+                    "usage: bench [--tasks N (20000)] [--concurrency C (2)] [--payload BYTES (0)] [--reused-only]"
                         .into(),
                 );
             }
@@ -152,14 +165,14 @@ fn payload(bytes: usize) -> serde_json::Value {
     serde_json::json!({ "data": "x".repeat(bytes) })
 }
 
-/// Enqueues `n` no-op tasks in batches of 1000.
-fn fill(store: &Store, n: usize, bytes: usize) -> Result<(), String> {
+/// Enqueues `n` calls of `task` (a no-op) in batches of 1000.
+fn fill(store: &Store, task: &str, n: usize, bytes: usize) -> Result<(), String> {
     let args = payload(bytes);
     let queue = store.queue("default");
     let mut left = n;
     while left > 0 {
         let batch: Vec<(&str, &serde_json::Value)> =
-            (0..left.min(1000)).map(|_| ("noop", &args)).collect();
+            (0..left.min(1000)).map(|_| (task, &args)).collect();
         queue.enqueue_many(&batch).map_err(|e| e.to_string())?;
         left -= batch.len();
     }
@@ -249,8 +262,23 @@ fn end_to_end(
     max_tasks: u64,
     settings: Option<&Path>,
 ) -> Result<f64, String> {
+    end_to_end_of("noop", url, prefix, n, c, bytes, max_tasks, settings)
+}
+
+/// [`end_to_end`] with `task` (a no-op: `noop` or `async_noop`).
+#[allow(clippy::too_many_arguments)]
+fn end_to_end_of(
+    task: &str,
+    url: &str,
+    prefix: &str,
+    n: usize,
+    c: usize,
+    bytes: usize,
+    max_tasks: u64,
+    settings: Option<&Path>,
+) -> Result<f64, String> {
     let store = store(url, prefix)?;
-    fill(&store, n, bytes)?;
+    fill(&store, task, n, bytes)?;
     let started = Instant::now();
     let mut child = supervisor(url, prefix, c, max_tasks, true, settings)?;
     let status = child.wait().map_err(|e| e.to_string())?;
@@ -324,7 +352,7 @@ fn enqueue_rates(url: &str, n: usize, bytes: usize) -> Result<(f64, f64), String
     }
     let single = n as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
-    fill(&store, n * 5, bytes)?;
+    fill(&store, "noop", n * 5, bytes)?;
     let batched = (n * 5) as f64 / started.elapsed().as_secs_f64();
     Ok((single, batched))
 }
@@ -463,6 +491,9 @@ fn run(o: Options) -> Result<(), String> {
         "bench: {n} no-op tasks, concurrency {c}, payload {bytes} bytes, Redis {}",
         redis.url
     );
+    if o.reused_only {
+        return reused_sync_and_async(&redis.url, n, c, bytes);
+    }
     let floor = floor(&redis.url, n, c, bytes)?;
     let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000, None)?;
     let fresh_n = (n / 4).max(500);
@@ -519,6 +550,28 @@ fn run(o: Options) -> Result<(), String> {
         "| worker process RSS | {:.1} MB | 5 MB | |",
         live.worker_kb as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// Reused worker processes, sync no-op tasks, then async ones (with the
+/// `async` feature).
+fn reused_sync_and_async(url: &str, n: usize, c: usize, bytes: usize) -> Result<(), String> {
+    let sync = end_to_end(url, "bench_reused_sync", n, c, bytes, 1_000_000, None)?;
+    println!();
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    println!("| end to end, reused worker processes, sync no-op (C={c}) | {sync:.0} tasks/s |");
+    #[cfg(feature = "async")]
+    {
+        let run = |prefix| end_to_end_of("async_noop", url, prefix, n, c, bytes, 1_000_000, None);
+        let asynchronous = run("bench_reused_async")?;
+        println!(
+            "| end to end, reused worker processes, async no-op (C={c}) | {asynchronous:.0} tasks/s ({:.2} of sync) |",
+            asynchronous / sync
+        );
+    }
+    #[cfg(not(feature = "async"))]
+    println!("| end to end, async no-op | skipped: build with --features async |");
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub mod graph;
 mod logging;
 pub mod testing;
 
-pub use app::{App, WorkerArgs, started_as_worker_process};
+pub use app::{App, CheckedEnqueueError, WorkerArgs, started_as_worker_process};
 pub use graph::{EnqueuedGraph, FailurePolicy, Graph, GraphError, GraphMiddleware};
 pub use redis_tasks_config as config;
 pub use redis_tasks_config::Settings;
@@ -33,7 +33,7 @@ pub use redis_tasks_protocol as protocol;
 pub use redis_tasks_protocol::{Attempt, Jitter, RetryOn, RetryPolicy};
 pub use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
 pub use redis_tasks_store as store;
-pub use redis_tasks_store::{CancelResult, EnqueueOptions};
+pub use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued};
 pub use redis_tasks_store::{Queue, Store, StoreError};
 pub use redis_tasks_supervisor as supervisor;
 pub use redis_tasks_worker::{

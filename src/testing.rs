@@ -6,7 +6,9 @@
 //! failed. There is no worker process, so a task that crashes or calls
 //! `exit` takes the test down with it, timeouts are not enforced, and a
 //! panic is reported without its location (the test harness owns the panic
-//! hook): use a real `worker --burst` for those.
+//! hook): use a real `worker --burst` for those. The application's setup
+//! hook runs once per call, before the first task; its failure is returned
+//! as an error.
 
 use std::sync::Arc;
 
@@ -16,7 +18,8 @@ use redis_tasks_protocol::ipc::RunTask;
 use redis_tasks_store::SlotInfo;
 use redis_tasks_store::{Store, StoreError};
 use redis_tasks_supervisor::outcome::{Conclusion, Policy, conclude};
-use redis_tasks_worker::process::run_one;
+use redis_tasks_supervisor::results::checked;
+use redis_tasks_worker::process::run_one_with_result;
 use redis_tasks_worker::{MetaSink, MiddlewareChain, ShutdownState};
 use serde_json::{Map, Value};
 
@@ -58,10 +61,19 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
         pid: std::process::id(),
         started_at: Timestamp::now(),
     };
+    // The setup hook runs once for the whole run, as in a worker process.
+    let state = match app.registry().setup() {
+        None => None,
+        Some(hook) => Some(hook.run().map_err(|e| StoreError::UnexpectedReply {
+            what: "setup hook",
+            detail: e,
+        })?),
+    };
     store.register_slot(&slot)?;
     let sink: Arc<dyn MetaSink> = Arc::new(StoreMeta(store.independent()?));
     let mut report = TestReport::default();
     while let Some(fetched) = store.fetch(&slot.id, &slot.queues, std::time::Duration::ZERO)? {
+        let mut result = None;
         let conclusion = match &fetched.record {
             Ok(record) => {
                 let run = RunTask {
@@ -70,20 +82,29 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
                     args_json: record.args.to_string(),
                     meta_json: Value::Object(record.meta.clone()).to_string(),
                 };
-                let ended = run_one(
+                let (ended, output) = run_one_with_result(
                     app.registry(),
                     &chain,
                     &run,
                     Arc::clone(&sink),
                     ShutdownState::passive(),
+                    state.clone(),
                 );
+                let (ended, output) = checked(ended.into(), output, settings.max_result_bytes);
+                result = output;
                 let policy =
                     Policy::for_task(app.registry(), &record.task, settings.max_aborted_runs);
-                conclude(record, ended.into(), policy, &chain)
+                conclude(record, ended, policy, &chain)
             }
             Err(e) => Conclusion::unreadable(format!("corrupt task record: {e}")),
         };
-        conclusion.write(store, &slot.id, &fetched.id, Timestamp::now())?;
+        conclusion.write_with_result(
+            store,
+            &slot.id,
+            &fetched.id,
+            result.as_deref(),
+            Timestamp::now(),
+        )?;
         match conclusion {
             Conclusion::Record(Outcome::Success) => report.succeeded.push(fetched.id),
             Conclusion::Record(Outcome::Failure(failure)) => {

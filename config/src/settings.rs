@@ -101,6 +101,9 @@ pub struct Settings {
     pub worker_cgroups: bool,
     /// Per-queue settings (`[queues.NAME]` tables), by queue name.
     pub queues: BTreeMap<String, QueueSettings>,
+    /// Largest JSON encoding of a task's return value that is stored as
+    /// its result, in bytes; a larger one fails the task.
+    pub max_result_bytes: u64,
     /// The settings file these came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -130,6 +133,7 @@ impl Default for Settings {
             scheduler_max_catchup: 3_600,
             max_args_bytes: 1_048_576,
             max_aborted_runs: 3,
+            max_result_bytes: 1_048_576,
             source: None,
         }
     }
@@ -284,6 +288,7 @@ impl fmt::Debug for Settings {
             .field("scheduler_max_catchup", &self.scheduler_max_catchup)
             .field("max_args_bytes", &self.max_args_bytes)
             .field("max_aborted_runs", &self.max_aborted_runs)
+            .field("max_result_bytes", &self.max_result_bytes)
             .field("source", &self.source)
             .finish()
     }

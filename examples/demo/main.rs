@@ -13,12 +13,15 @@
 //! With `DEMO_OUTCOME_LOG=/path/file.jsonl` set for the supervisor, a
 //! middleware appends one JSON line per final outcome to that file.
 
+mod async_tasks;
 mod host_ids;
 mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
 mod outcome_log;
+mod results;
 mod retries;
+mod setup;
 
 use std::io::Write;
 use std::process::{Command, ExitCode};
@@ -278,7 +281,9 @@ fn child_before_start() -> Option<std::process::Child> {
 
 fn main() -> ExitCode {
     let _child = child_before_start();
-    hostile_tree::register(hostile_sandbox::register(retries::app()))
+    let app = results::register(retries::app().version(env!("CARGO_PKG_VERSION")));
+    let app = async_tasks::register(setup::register(app));
+    hostile_tree::register(hostile_sandbox::register(app))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)
         .task("fail", |_, a: Message| Err::<(), _>(a.message))

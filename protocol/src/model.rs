@@ -126,6 +126,30 @@ pub struct TaskRecord {
     pub attempts: Vec<Attempt>,
     /// When a scheduled task is due.
     pub run_at: Option<Timestamp>,
+    /// What the task function returned, as JSON, once it finished; `None`
+    /// while it has not, and when it returned nothing (`()`).
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    /// The uniqueness key it was enqueued with (`EnqueueOptions::unique`).
+    #[serde(default)]
+    pub unique: Option<String>,
+}
+
+impl TaskRecord {
+    /// Whether the task has ended for good: finished, failed or canceled.
+    pub fn has_ended(&self) -> bool {
+        matches!(
+            self.status,
+            TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Canceled
+        )
+    }
+
+    /// The result read as `T`: `Ok(None)` when there is none (yet).
+    pub fn result_as<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<T>, serde_json::Error> {
+        self.result.clone().map(serde_json::from_value).transpose()
+    }
 }
 
 /// Builds the readable call string stored as a task's description.

@@ -2,6 +2,7 @@
 //! and is, depending on how it is started, the command-line tool, the
 //! supervisor (`worker` subcommand) or a worker process.
 
+mod checked;
 mod scheduler_command;
 mod worker_command;
 
@@ -11,13 +12,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use redis_tasks_protocol::ipc::WORKER_FD_ARG;
 use redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG;
-use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
+use redis_tasks_worker::{Middleware, SetupHook, TaskContext, TaskDef, TaskOptions, TaskRegistry};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cli::{AdminCommand, GlobalArgs, print_error, print_stderr, run_admin};
+pub use checked::CheckedEnqueueError;
 pub use worker_command::WorkerArgs;
 
 /// A redis-tasks application: task functions and middleware, and the
@@ -40,6 +43,8 @@ pub struct App {
     registry: TaskRegistry,
     middleware: Vec<Arc<dyn Middleware>>,
     default_config: Option<PathBuf>,
+    version: Option<String>,
+    about: Option<String>,
 }
 
 impl fmt::Debug for App {
@@ -79,13 +84,16 @@ enum AppCommand {
 }
 
 impl App {
-    /// An application named `name` (shown in `--help`), with no tasks yet.
+    /// An application named `name` (shown by `--help` and `--version`),
+    /// with no tasks yet.
     pub fn new(name: impl Into<String>) -> Self {
         App {
             name: name.into(),
             registry: TaskRegistry::new(),
             middleware: Vec::new(),
             default_config: None,
+            version: None,
+            about: None,
         }
     }
 
@@ -107,28 +115,121 @@ impl App {
         global
     }
 
+    /// The application's version, shown by `--version` and `--help` (for
+    /// example `env!("CARGO_PKG_VERSION")`, your own crate's version).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// One line saying what the application does, shown by `--help`.
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+
+    /// The command line, under the application's own name and version:
+    /// `my-app 1.4.0 (redis-tasks 0.1.0)`.
+    fn command_line(&self) -> clap::Command {
+        let engine = concat!("redis-tasks ", env!("CARGO_PKG_VERSION"));
+        let version = match &self.version {
+            Some(v) => format!("{v} ({engine})"),
+            None => format!("({engine})"),
+        };
+        let about = self.about.clone().unwrap_or_else(|| {
+            format!(
+                "{}: background tasks in isolated worker processes (redis-tasks)",
+                self.name
+            )
+        });
+        AppCli::command()
+            .name(self.name.clone())
+            .version(version)
+            .about(about)
+    }
+
     /// Registers a task function under `name` with default options.
+    ///
+    /// The task returns `Ok(value)` for any `Serialize` value: it is stored
+    /// as JSON in the task record's `result` (up to `max_result_bytes`), for
+    /// [`Store::wait_for_end`](crate::Store::wait_for_end) and
+    /// `task result ID`. `Ok(())` stores nothing.
     ///
     /// A returned error is recorded as its alternate text (`{:#}`), which for
     /// an `anyhow::Error` is the whole chain, "top: cause: root". For an error
     /// type with `source()`s, return `TaskError::from_chain(&e)` to keep them.
-    pub fn task<A, E, F>(self, name: &str, f: F) -> Self
+    pub fn task<A, R, E, F>(self, name: &str, f: F) -> Self
     where
         A: DeserializeOwned,
+        R: Serialize,
         E: fmt::Display,
-        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+        F: Fn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
     {
         self.task_with(name, TaskOptions::new(), f)
     }
 
     /// Registers a task function under `name` with `options`.
-    pub fn task_with<A, E, F>(mut self, name: &str, options: TaskOptions, f: F) -> Self
+    pub fn task_with<A, R, E, F>(mut self, name: &str, options: TaskOptions, f: F) -> Self
     where
         A: DeserializeOwned,
+        R: Serialize,
         E: fmt::Display,
-        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+        F: Fn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
     {
         self.registry.insert(TaskDef::new(name, options, f));
+        self
+    }
+
+    /// Registers an async task function under `name` with default options
+    /// (feature `async`): an `async fn(&TaskContext, A) -> Result<R, E>`
+    /// or an async closure. It runs on a Tokio current-thread runtime
+    /// created once in each worker process, inside the same middleware
+    /// chain, timeout, panic and crash handling and isolation as a
+    /// synchronous task.
+    #[cfg(feature = "async")]
+    pub fn task_async<A, R, E, F>(self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: fmt::Display,
+        F: AsyncFn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.task_async_with(name, TaskOptions::new(), f)
+    }
+
+    /// Registers an async task function under `name` with `options`
+    /// (feature `async`); see [`App::task_async`].
+    #[cfg(feature = "async")]
+    pub fn task_async_with<A, R, E, F>(mut self, name: &str, options: TaskOptions, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: fmt::Display,
+        F: AsyncFn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.registry.insert(TaskDef::new_async(name, options, f));
+        self
+    }
+
+    /// Sets the per-process setup hook: it runs once in each worker process,
+    /// before its first task (after the process applied its isolation
+    /// profile), to build what the process's tasks share: a connection
+    /// pool, a cache, tracing set-up. Tasks reach its value with
+    /// [`TaskContext::state::<T>()`](TaskContext::state).
+    ///
+    /// An error (or a panic) fails the start of that worker process: the
+    /// supervisor refuses to start when its first one fails, and later the
+    /// task waiting for it fails with "worker failed to start: setup hook
+    /// failed: <error>"; five failed starts in a row stop the supervisor.
+    /// Worker processes get a scrubbed environment: read what the hook
+    /// needs from files, not from the supervisor's environment variables.
+    pub fn setup<T, E, F>(mut self, hook: F) -> Self
+    where
+        T: Send + Sync + 'static,
+        E: fmt::Display,
+        F: Fn() -> Result<T, E> + Send + Sync + 'static,
+    {
+        self.registry.set_setup(SetupHook::new(hook));
         self
     }
 
@@ -164,7 +265,11 @@ impl App {
         if let Some(fd) = role_fd(&args, FORK_SERVER_FD_ARG) {
             return self.serve_as_fork_server(fd);
         }
-        let cli = match AppCli::try_parse_from(&args) {
+        let cli = match self
+            .command_line()
+            .try_get_matches_from(&args)
+            .and_then(|m| AppCli::from_arg_matches(&m))
+        {
             Ok(cli) => cli,
             Err(e) => {
                 let _ = e.print();
@@ -181,6 +286,12 @@ impl App {
         let result = match cli.command {
             AppCommand::Worker(args) => worker_command::run(&self, &cli.global, args),
             AppCommand::Scheduler(args) => scheduler_command::run(&self, &cli.global, args),
+            AppCommand::Admin(AdminCommand::Enqueue(args)) => crate::cli::run_enqueue_checked(
+                &cli.global,
+                &args,
+                &self.registry,
+                &mut std::io::stdout().lock(),
+            ),
             AppCommand::Admin(command) => {
                 run_admin(&cli.global, command, Some(&self.registry.names()))
             }

@@ -15,14 +15,17 @@
 //!   task record.
 //! - `failed`: `failed list` and `failed requeue`.
 //! - `queues`: `empty`.
+//! - `results`: `task result`.
 //! - `style`: colour on a terminal.
 //! - [`schedule`]: `schedule next`.
 //! - `graph`: `graph show`.
 
+mod enqueue_input;
 mod failed;
 mod graph;
 mod info;
 mod queues;
+mod results;
 pub mod schedule;
 mod style;
 mod tasks;
@@ -38,6 +41,7 @@ pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs}
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
 pub use queues::EmptyArgs;
+pub use results::TaskResultArgs;
 pub use schedule::ScheduleCommand;
 pub use tasks::{
     EnqueueArgs, TaskAction, TaskCancelArgs, TaskCommand, TaskIdArgs, TaskShowArgs, task_json,
@@ -89,7 +93,7 @@ pub enum AdminCommand {
     Empty(EmptyArgs),
     /// Enqueue a task; prints its id.
     Enqueue(EnqueueArgs),
-    /// Show or cancel one task.
+    /// Show one task, read its result, or cancel it.
     Task(TaskCommand),
     /// List or requeue failed tasks.
     Failed(FailedCommand),
@@ -137,6 +141,20 @@ pub fn run_admin_to(
         // Handled above, without Redis.
         AdminCommand::Schedule(_) => Ok(()),
     }
+}
+
+/// `enqueue` in a binary that registers task functions: the task must be
+/// one of `registry`'s and its arguments must fit the task's argument type
+/// (checked before anything is written).
+pub fn run_enqueue_checked(
+    global: &GlobalArgs,
+    args: &EnqueueArgs,
+    registry: &redis_tasks_worker::TaskRegistry,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let store = global.store()?;
+    store.check_schema()?;
+    tasks::enqueue_checked(&store, args, None, Some(registry), out)
 }
 
 /// An error as the binaries print it: `error: <top>`, then one

@@ -1,4 +1,5 @@
-//! `enqueue`, `task show` and `task cancel`, and the JSON shape of a task
+//! `enqueue`, `task show` and `task cancel` (`task result` is in
+//! `results`), and the JSON shape of a task
 //! record that `task show --json` and `failed list --json` print.
 
 use std::io::Write;
@@ -9,7 +10,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use redis_tasks_config::schedule::parse_duration;
 use redis_tasks_protocol::{RetryPolicy, TaskRecord, TaskStatus};
-use redis_tasks_store::{CancelResult, EnqueueOptions, Store, StoreError};
+use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued, Store, StoreError};
+use redis_tasks_worker::TaskRegistry;
 use serde_json::{Value, json};
 
 /// Arguments of `enqueue`.
@@ -18,8 +20,13 @@ pub struct EnqueueArgs {
     /// Name of the task function.
     pub task: String,
     /// The arguments as JSON (an array for positional arguments, an object
-    /// for keyword arguments).
-    #[arg(value_name = "ARGS_JSON", default_value = "[]")]
+    /// for keyword arguments); `-` reads them from standard input, `@PATH`
+    /// from a file.
+    #[arg(
+        value_name = "ARGS_JSON",
+        default_value = "[]",
+        allow_hyphen_values = true
+    )]
     pub args: String,
     /// The queue to put it on.
     #[arg(long, short, default_value = "default")]
@@ -40,6 +47,10 @@ pub struct EnqueueArgs {
     /// function's retry policy.
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+    /// A uniqueness key: while a task enqueued with it is queued, scheduled
+    /// or running, nothing is enqueued and that task's id is printed.
+    #[arg(long, value_name = "KEY")]
+    pub unique: Option<String>,
 }
 
 /// `task ...` subcommands.
@@ -58,6 +69,9 @@ pub enum TaskAction {
     /// Cancel a task: a queued or scheduled one at once, a running one by
     /// having its supervisor kill it.
     Cancel(TaskCancelArgs),
+    /// Print a finished task's result (its return value as JSON), waiting
+    /// for its end with --wait.
+    Result(super::results::TaskResultArgs),
 }
 
 /// Arguments of `task cancel`.
@@ -94,6 +108,21 @@ pub(super) fn enqueue(
     known_tasks: Option<&[String]>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    enqueue_checked(store, args, known_tasks, None, out)
+}
+
+/// `enqueue`, with the binary's task functions when it has them: then the
+/// name must be registered and the arguments must fit the task's argument
+/// type, checked before anything is written.
+pub(super) fn enqueue_checked(
+    store: &Store,
+    args: &EnqueueArgs,
+    known_tasks: Option<&[String]>,
+    registry: Option<&TaskRegistry>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let names = registry.map(TaskRegistry::names);
+    let known_tasks = names.as_deref().or(known_tasks);
     if let Some(known) = known_tasks {
         if !known.iter().any(|k| k == &args.task) {
             anyhow::bail!(
@@ -107,12 +136,30 @@ pub(super) fn enqueue(
             );
         }
     }
-    let value: Value = serde_json::from_str(&args.args).context("invalid ARGS_JSON")?;
-    let options = enqueue_options(args)?;
-    let id = store
+    let text = super::enqueue_input::read_args(&args.args, store.max_args_bytes())?;
+    let value: Value = serde_json::from_str(&text).context("invalid ARGS_JSON")?;
+    if let Some(def) = registry.and_then(|r| r.get(&args.task)) {
+        def.check_args(&value).map_err(|reason| {
+            anyhow::anyhow!(
+                "invalid arguments for task {:?}: {reason}; nothing was enqueued",
+                args.task
+            )
+        })?;
+    }
+    let mut options = enqueue_options(args)?;
+    if let Some(key) = &args.unique {
+        options = options.unique(key.as_str());
+    }
+    let enqueued = store
         .queue(args.queue.as_str())
-        .enqueue_with(&args.task, &value, &options)?;
-    writeln!(out, "{id}")?;
+        .enqueue_with_outcome(&args.task, &value, &options)?;
+    if let Enqueued::Existing(id) = &enqueued {
+        crate::cli::print_stderr(&format!(
+            "task {id} holds uniqueness key {:?} and has not ended: nothing was enqueued",
+            args.unique.as_deref().unwrap_or_default()
+        ));
+    }
+    writeln!(out, "{}", enqueued.id())?;
     Ok(())
 }
 
@@ -150,6 +197,7 @@ pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyho
             }
         }
         TaskAction::Cancel(args) => cancel(store, &args, out)?,
+        TaskAction::Result(args) => super::results::run(store, &args, out)?,
     }
     Ok(())
 }
@@ -206,8 +254,8 @@ fn is_ended(status: TaskStatus) -> bool {
 
 /// A task record as JSON: `id, task, args, status, queue, description,
 /// error, enqueued_at, started_at, ended_at, meta, aborted_runs, timeout,
-/// retry, run_at, attempts`, times as RFC 3339 UTC and absent values as
-/// `null`.
+/// retry, run_at, attempts, result, unique`, times as RFC 3339 UTC and
+/// absent values as `null`.
 pub fn task_json(rec: &TaskRecord) -> Value {
     let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string());
     json!({
@@ -237,6 +285,8 @@ pub fn task_json(rec: &TaskRecord) -> Value {
             "error": a.error,
             "next_attempt_at": time(a.next_attempt_at),
         })).collect::<Vec<_>>(),
+        "result": rec.result,
+        "unique": rec.unique,
     })
 }
 
@@ -252,6 +302,12 @@ fn show(rec: &TaskRecord, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "ended at:     {}", time(rec.ended_at))?;
     if let Some(error) = &rec.error {
         writeln!(out, "error:        {error}")?;
+    }
+    if let Some(result) = &rec.result {
+        writeln!(out, "result:       {result}")?;
+    }
+    if let Some(unique) = &rec.unique {
+        writeln!(out, "unique key:   {unique}")?;
     }
     writeln!(out, "args:         {}", rec.args)?;
     writeln!(out, "meta:         {}", Value::Object(rec.meta.clone()))?;

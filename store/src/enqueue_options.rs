@@ -1,5 +1,6 @@
 //! Options of one enqueue call: when the task may run, its own timeout and
-//! retry policy.
+//! retry policy, its uniqueness key ([`EnqueueOptions`]); and what an
+//! enqueue with options did ([`Enqueued`]).
 //!
 //! [`Queue::enqueue_with`](crate::Queue::enqueue_with) takes them;
 //! [`Queue::enqueue`](crate::Queue::enqueue) is the same call with the
@@ -17,6 +18,9 @@ use redis_tasks_protocol::retry::RetryPolicy;
 use super::producer::NewTask;
 use super::record::{score, time_text};
 use super::{Store, StoreError, replies, scripts};
+
+/// The longest uniqueness key accepted, in bytes.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
 
 /// How many tasks one enqueue script writes.
 const CHUNK: usize = 500;
@@ -49,6 +53,7 @@ pub struct EnqueueOptions {
     timeout: Option<Duration>,
     when: Option<When>,
     retry: Option<RetryPolicy>,
+    unique: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -88,11 +93,14 @@ impl EnqueueOptions {
 
     /// Whether these are the defaults (the plain enqueue path).
     pub(crate) fn is_plain(&self) -> bool {
-        self.timeout.is_none() && self.when.is_none() && self.retry.is_none()
+        self.timeout.is_none()
+            && self.when.is_none()
+            && self.retry.is_none()
+            && self.unique.is_none()
     }
 
     /// When the task is due, if that is after `now`.
-    fn run_at(&self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn run_at(&self, now: Timestamp) -> Option<Timestamp> {
         let at = match self.when? {
             When::In(delay) => jiff::SignedDuration::try_from(delay)
                 .ok()
@@ -104,7 +112,7 @@ impl EnqueueOptions {
     }
 
     /// The `timeout` field: whole seconds, rounded up.
-    fn timeout_field(&self) -> Result<String, StoreError> {
+    pub(crate) fn timeout_field(&self) -> Result<String, StoreError> {
         let Some(timeout) = self.timeout else {
             return Ok(String::new());
         };
@@ -119,7 +127,7 @@ impl EnqueueOptions {
     }
 
     /// The `retry` field: the policy's JSON.
-    fn retry_field(&self) -> Result<String, StoreError> {
+    pub(crate) fn retry_field(&self) -> Result<String, StoreError> {
         let Some(policy) = self.retry else {
             return Ok(String::new());
         };
@@ -128,6 +136,76 @@ impl EnqueueOptions {
             reason: e.to_string(),
         })?;
         Ok(policy.to_json())
+    }
+
+    /// A uniqueness key: while a task enqueued with the same key is
+    /// queued, scheduled or running, enqueueing again writes nothing and
+    /// returns that task's id. The key is freed when that task ends for
+    /// good (finished, failed, canceled). Any text of 1 to 512 bytes
+    /// without control characters, e.g. `import:42`.
+    pub fn unique(mut self, key: impl Into<String>) -> Self {
+        self.unique = Some(key.into());
+        self
+    }
+
+    /// The uniqueness key, if any.
+    pub fn unique_key(&self) -> Option<&str> {
+        self.unique.as_deref()
+    }
+
+    /// Refuses options the schema cannot hold.
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        let Some(key) = &self.unique else {
+            return Ok(());
+        };
+        let reason = if key.is_empty() {
+            Some("it is empty")
+        } else if key.len() > MAX_UNIQUE_KEY_BYTES {
+            Some("it is longer than 512 bytes")
+        } else if key.chars().any(char::is_control) {
+            Some("it contains a control character")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(StoreError::InvalidName {
+                what: "uniqueness key",
+                name: key.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What an enqueue with options did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new task was written; its id.
+    New(String),
+    /// A live task already held the uniqueness key: nothing was written;
+    /// the id of that task.
+    Existing(String),
+}
+
+impl Enqueued {
+    /// The task's id, new or existing.
+    pub fn id(&self) -> &str {
+        match self {
+            Enqueued::New(id) | Enqueued::Existing(id) => id,
+        }
+    }
+
+    /// The task's id, new or existing.
+    pub fn into_id(self) -> String {
+        match self {
+            Enqueued::New(id) | Enqueued::Existing(id) => id,
+        }
+    }
+
+    /// Whether a new task was written.
+    pub fn is_new(&self) -> bool {
+        matches!(self, Enqueued::New(_))
     }
 }
 

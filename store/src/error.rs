@@ -90,7 +90,9 @@ pub enum StoreError {
         id: String,
     },
     /// The JSON text of a task's arguments is over the size limit.
-    #[error("task arguments are {size} bytes of JSON, over the limit of {limit} bytes")]
+    #[error(
+        "task arguments are {size} bytes of JSON, over the limit of {limit} bytes (setting max_args_bytes)"
+    )]
     ArgsTooLarge {
         /// Size of the serialised arguments.
         size: u64,

@@ -246,6 +246,22 @@ impl Store {
         error: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        self.finish_with_result(slot, id, status, error, None, now)
+    }
+
+    /// Like [`finish`](Store::finish), also storing `result` (the JSON text
+    /// of the task's return value) in the record's `result` field. Every
+    /// final end also frees the task's uniqueness key and wakes those
+    /// waiting for it ([`Store::wait_for_end`]).
+    pub fn finish_with_result(
+        &self,
+        slot: &str,
+        id: &str,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
@@ -263,6 +279,8 @@ impl Store {
                 .arg(time_text(now))
                 .arg(score(now))
                 .arg(error.unwrap_or(""))
+                .arg(result.unwrap_or(""))
+                .arg(self.registry_ttl())
                 .invoke(c)
         })?;
         Ok(done == 1)

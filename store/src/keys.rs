@@ -115,6 +115,19 @@ impl Keys {
         format!("{}:graph:{id}", self.prefix)
     }
 
+    /// `P:done:<id>`: LIST that gets one element (the final status) when
+    /// task `id` ends for good; waiters block on it. Expires with the
+    /// registries.
+    pub(crate) fn done(&self, id: &str) -> String {
+        format!("{}:done:{id}", self.prefix)
+    }
+
+    /// `P:unique:<key>`: STRING holding the id of the live task enqueued
+    /// with uniqueness key `key`.
+    pub(crate) fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{key}", self.prefix)
+    }
+
     /// `P:graph_middleware`: STRING marker set by supervisors that run the
     /// graph middleware, with an expiry.
     pub(crate) fn graph_middleware(&self) -> String {
@@ -146,5 +159,7 @@ mod tests {
         assert_eq!(k.scheduled(), "rt:scheduled");
         assert_eq!(k.cancel_requests(), "rt:cancel_requests");
         assert_eq!(k.wake("abc"), "rt:wake:abc");
+        assert_eq!(k.done("a-b"), "rt:done:a-b");
+        assert_eq!(k.unique("import:42"), "rt:unique:import:42");
     }
 }

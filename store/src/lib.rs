@@ -11,10 +11,11 @@
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
 //!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
 //! - `producer`: [`Queue`] and enqueueing; `enqueue_options`:
-//!   [`EnqueueOptions`] (delay, timeout, retry of one call). `delayed`: the
-//!   delayed set (promotion of due tasks, retries) and cancel requests of
-//!   running tasks. `tasks`: reading, canceling and
-//!   annotating tasks. `registry`: the finished and failed registries.
+//!   [`EnqueueOptions`] (delay, timeout, retry and uniqueness key of one
+//!   call). `delayed`: the delayed set (promotion of due tasks, retries)
+//!   and cancel requests of running tasks. `tasks`: reading, canceling and
+//!   annotating tasks. `results`: waiting for a task's end and result.
+//!   `registry`: the finished and failed registries.
 //! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
 //!   into a slot and recording its end. `maintenance`: locks, dead slots,
 //!   expiry.
@@ -50,11 +51,13 @@ mod maintenance;
 mod producer;
 mod record;
 mod registry;
+mod results;
 mod schedule;
 mod schema;
 mod scripts;
 mod slots;
 mod tasks;
+mod unique;
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -63,7 +66,7 @@ use std::time::Duration;
 use redis::{Client, Connection, IntoConnectionInfo, RedisError};
 
 pub use delayed::{CancelResult, Promoted};
-pub use enqueue_options::EnqueueOptions;
+pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
 pub use fetch::Fetched;
 pub use graph::{

@@ -10,11 +10,9 @@ use jiff::Timestamp;
 use redis::Value;
 use serde::Serialize;
 
-use super::enqueue_options::EnqueueOptions;
-
-use super::record::time_text;
+use super::record::{score, time_text};
 use super::scripts;
-use super::{Store, StoreError, replies};
+use super::{EnqueueOptions, Enqueued, Store, StoreError, replies};
 use redis_tasks_protocol::model::{TaskRecord, describe_call};
 
 /// How many tasks one enqueue script writes (a batch is split into scripts
@@ -117,26 +115,85 @@ impl<'s> Queue<'s> {
         self.enqueue_with(task, args, &EnqueueOptions::default())
     }
 
-    /// Enqueues one call with `options` (a delay, its own timeout or
-    /// retry policy); returns the new id. A task due later gets status
-    /// `scheduled` and waits in the delayed set until a supervisor moves it
-    /// to the tail of this queue.
+    /// Enqueues one call of `task` with `args` and `options` (a delay, its
+    /// own timeout or retry policy, a uniqueness key); returns the task's
+    /// id. A task due later gets status `scheduled` and waits in the
+    /// delayed set until a supervisor moves it to the tail of this queue.
+    ///
+    /// With a uniqueness key ([`EnqueueOptions::unique`]) and a live task
+    /// (queued, scheduled or running) already holding it, nothing is
+    /// written and **the existing task's id is returned**; use
+    /// [`enqueue_with_outcome`](Queue::enqueue_with_outcome) to tell the
+    /// two cases apart. The decision is taken inside the enqueue script, so
+    /// it holds for any number of racing producers.
     pub fn enqueue_with<A: Serialize + ?Sized>(
         &self,
         task: &str,
         args: &A,
         options: &EnqueueOptions,
     ) -> Result<String, StoreError> {
-        let tasks = vec![self.store.new_task(task, args)?];
-        let mut ids = if options.is_plain() {
-            self.write(tasks)?
-        } else {
-            self.store.write_with_options(&self.name, tasks, options)?
+        self.enqueue_with_outcome(task, args, options)
+            .map(Enqueued::into_id)
+    }
+
+    /// Like [`enqueue_with`](Queue::enqueue_with), saying whether a new
+    /// task was written or an existing one holds the uniqueness key.
+    pub fn enqueue_with_outcome<A: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        args: &A,
+        options: &EnqueueOptions,
+    ) -> Result<Enqueued, StoreError> {
+        options.check()?;
+        let t = self.store.new_task(task, args)?;
+        let Some(unique) = options.unique_key() else {
+            let tasks = vec![t];
+            let mut ids = if options.is_plain() {
+                self.write(tasks)?
+            } else {
+                self.store.write_with_options(&self.name, tasks, options)?
+            };
+            return ids
+                .pop()
+                .map(Enqueued::New)
+                .ok_or_else(|| StoreError::UnexpectedReply {
+                    what: "enqueue",
+                    detail: "no id written".to_owned(),
+                });
         };
-        ids.pop().ok_or_else(|| StoreError::UnexpectedReply {
-            what: "enqueue",
-            detail: "no id written".to_owned(),
-        })
+        check_name("queue", &self.name)?;
+        let timeout = options.timeout_field()?;
+        let retry = options.retry_field()?;
+        let now = Timestamp::now();
+        let (run_at, run_score) = match options.run_at(now) {
+            Some(at) => (time_text(at), score(at)),
+            None => (String::new(), String::new()),
+        };
+        let keys = self.store.keys();
+        let mut inv = scripts::ENQUEUE_UNIQUE.prepare_invoke();
+        inv.key(keys.queues())
+            .key(keys.scheduled())
+            .arg(keys.prefix())
+            .arg(&t.id)
+            .arg(&t.task)
+            .arg(&t.args)
+            .arg(&self.name)
+            .arg(&t.description)
+            .arg(time_text(now))
+            .arg(unique)
+            .arg(&run_at)
+            .arg(&run_score)
+            .arg(&timeout)
+            .arg(&retry);
+        let (what, id): (String, String) = self.store.run(&[], |c, _| inv.invoke(c))?;
+        match what.as_str() {
+            "new" => Ok(Enqueued::New(id)),
+            "dup" => Ok(Enqueued::Existing(id)),
+            other => Err(StoreError::UnexpectedReply {
+                what: "unique enqueue",
+                detail: format!("unknown answer {other:?}"),
+            }),
+        }
     }
 
     /// Enqueues one call to run no earlier than `delay` from now.
@@ -177,6 +234,12 @@ impl<'s> Queue<'s> {
         calls: &[(T, A)],
         options: &EnqueueOptions,
     ) -> Result<Vec<String>, StoreError> {
+        if options.unique_key().is_some() {
+            return Err(StoreError::InvalidOption {
+                option: "unique",
+                reason: "a uniqueness key names one task; enqueue it with enqueue_with".to_owned(),
+            });
+        }
         let tasks = calls
             .iter()
             .map(|(task, args)| self.store.new_task(task.as_ref(), args))

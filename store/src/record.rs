@@ -33,6 +33,8 @@ pub(crate) const KNOWN_FIELDS: &[&str] = &[
     "retry",
     "attempts",
     "run_at",
+    "result",
+    "unique",
 ];
 
 /// The fields of a task hash that are not part of the schema (a raw
@@ -186,6 +188,13 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         Some(text) => serde_json::from_str::<Vec<Attempt>>(&text)
             .map_err(|e| r.corrupt("attempts", e.to_string()))?,
     };
+    let result = match r.optional("result")? {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| r.corrupt("result", e.to_string()))?,
+        ),
+    };
     Ok(TaskRecord {
         id: id.to_owned(),
         task,
@@ -203,6 +212,8 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         retry,
         attempts,
         run_at: r.time("run_at")?,
+        result,
+        unique: r.optional("unique")?,
     })
 }
 

@@ -43,6 +43,9 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 pub(crate) trait RunHooks {
     /// Stores a meta update sent by the task.
     fn update_meta(&mut self, task_id: &str, meta_json: &str);
+    /// Keeps the task's return value (JSON text), sent just before its
+    /// successful end.
+    fn set_result(&mut self, result_json: String);
 }
 
 /// Runs `record` on `process` until it ends. On return the process is
@@ -102,6 +105,9 @@ pub(crate) fn run_on(
                 Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
                     hooks.update_meta(&task_id, &meta_json);
                 }
+                Ok(WorkerEvent::Message(FromWorker::Output { task_id, result_json })) if task_id == record.id => {
+                    hooks.set_result(result_json);
+                }
                 Ok(WorkerEvent::Message(other)) => {
                     let reason = process.kill_and_reap();
                     error!(task = %record.id, pid, %reason, "worker process sent an unexpected message: {other:?}");
@@ -138,7 +144,7 @@ pub(crate) fn run_on(
                 // it wrote before (its result may be there).
                 process.note_exit(exit);
                 let reason = process.kill_and_reap();
-                if let Some(result) = drain_result(&events, &record.id) {
+                if let Some(result) = drain_result(&events, &record.id, hooks) {
                     return (result, false);
                 }
                 if shutdown_sent {
@@ -181,13 +187,21 @@ pub(crate) fn run_on(
 /// The result of task `id` among the frames a worker process that has
 /// exited wrote before (meta updates after its end are dropped), read until
 /// the stream ends or [`DRAIN_AFTER_EXIT`] passes.
-fn drain_result(events: &Receiver<WorkerEvent>, id: &str) -> Option<Outcome> {
+fn drain_result(
+    events: &Receiver<WorkerEvent>,
+    id: &str,
+    hooks: &mut dyn RunHooks,
+) -> Option<Outcome> {
     let deadline = Instant::now() + DRAIN_AFTER_EXIT;
     loop {
         match events.recv_deadline(deadline) {
             Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == id => {
                 return Some(result.into());
             }
+            Ok(WorkerEvent::Message(FromWorker::Output {
+                task_id,
+                result_json,
+            })) if task_id == id => hooks.set_result(result_json),
             Ok(WorkerEvent::Message(_)) => {}
             Ok(WorkerEvent::Closed | WorkerEvent::Violation(_)) | Err(_) => return None,
         }
@@ -201,5 +215,7 @@ fn message_name(msg: &FromWorker) -> &'static str {
         FromWorker::Meta { .. } => "Meta for another task",
         FromWorker::Finished { .. } => "Finished for another task",
         FromWorker::Ready => "Ready",
+        FromWorker::Output { .. } => "Output for another task",
+        FromWorker::SetUp { .. } => "SetUp",
     }
 }

@@ -60,6 +60,7 @@ mod notify;
 pub mod outcome;
 mod promoter;
 mod recovery;
+pub mod results;
 pub mod scheduler;
 mod shared;
 pub mod signals;

@@ -160,6 +160,20 @@ impl Conclusion {
         id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        self.write_with_result(store, slot, id, None, now)
+    }
+
+    /// Like [`write`](Conclusion::write), storing `result` (the task's
+    /// return value as JSON text) when the conclusion is a success; a
+    /// failure (also one a middleware made of a success) stores none.
+    pub fn write_with_result(
+        &self,
+        store: &Store,
+        slot: &str,
+        id: &str,
+        result: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
         match self {
             Conclusion::Requeue { reason } => store.requeue_interrupted(slot, id, reason, now),
             Conclusion::Retry { failure } => store.schedule_retry(
@@ -174,11 +188,12 @@ impl Conclusion {
             {
                 store.finish_canceled(slot, id, &failure.message(), now)
             }
-            Conclusion::Record(outcome) => store.finish(
+            Conclusion::Record(outcome) => store.finish_with_result(
                 slot,
                 id,
                 outcome.status(),
                 outcome.error_text().as_deref(),
+                result.filter(|_| outcome.is_success()),
                 now,
             ),
         }

@@ -51,9 +51,15 @@ pub(crate) struct Slot {
 
 struct MetaToRedis<'a> {
     store: &'a Store,
+    /// The task's return value, if it sent one.
+    result: Option<String>,
 }
 
 impl RunHooks for MetaToRedis<'_> {
+    fn set_result(&mut self, result_json: String) {
+        self.result = Some(result_json);
+    }
+
     fn update_meta(&mut self, task_id: &str, meta_json: &str) {
         let meta = match serde_json::from_str::<serde_json::Value>(meta_json) {
             Ok(serde_json::Value::Object(meta)) => meta,
@@ -145,7 +151,7 @@ impl Slot {
             Err(e) => {
                 error!(slot = %self.id, task = %id, "cannot run a corrupt task record: {e}");
                 let conclusion = Conclusion::unreadable(format!("corrupt task record: {e}"));
-                self.write(&id, "task with a corrupt record", &conclusion);
+                self.write(&id, "task with a corrupt record", &conclusion, None);
                 return;
             }
         };
@@ -182,33 +188,47 @@ impl Slot {
             &record.queue,
             def.and_then(|d| d.options().isolation.as_deref()),
         );
-        let ended = if u64::try_from(args_bytes).unwrap_or(u64::MAX) > limit {
+        let (ended, result) = if u64::try_from(args_bytes).unwrap_or(u64::MAX) > limit {
             // A producer that bypassed the Rust one (raw commands): refused
             // before any worker process is asked to decode them.
             warn!(task = %record.id, "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); not run");
-            Outcome::failure(FailureKind::Invalid(format!(
+            let refused = Outcome::failure(FailureKind::Invalid(format!(
                 "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); the task was not run"
-            )))
+            )));
+            (refused, None)
         } else if profile.is_unrestricted() {
             self.execute(current, &record, timeout)
         } else {
-            let (ended, oom_killed) = self.execute_isolated(current, &record, timeout, &profile);
-            isolation::explain(ended, &profile, oom_killed)
+            let (ended, result, oom_killed) =
+                self.execute_isolated(current, &record, timeout, &profile);
+            (isolation::explain(ended, &profile, oom_killed), result)
         };
+        let (ended, result) =
+            crate::results::checked(ended, result, current.config.settings.max_result_bytes);
         let policy = Policy::for_task(
             &self.shared.registry,
             &record.task,
             current.config.settings.max_aborted_runs,
         );
         let conclusion = conclude(&record, ended, policy, &current.chain);
-        self.write(&record.id, &record.description, &conclusion);
+        self.write(
+            &record.id,
+            &record.description,
+            &conclusion,
+            result.as_deref(),
+        );
         self.update_view(|v| v.task = None);
         self.refresh_process(current);
     }
 
     /// Runs the task, starting a worker process first when the slot has
     /// none ready.
-    fn execute(&mut self, current: &Current, record: &TaskRecord, timeout: Duration) -> Outcome {
+    fn execute(
+        &mut self,
+        current: &Current,
+        record: &TaskRecord,
+        timeout: Duration,
+    ) -> (Outcome, Option<String>) {
         let ready = self.process.take().and_then(|mut process| {
             if process.has_stray_input() {
                 // A frame between tasks: a thread of the last task (or a
@@ -224,17 +244,20 @@ impl Slot {
             Some(process) => process,
             None => match self.start_process(current) {
                 Ok(process) => process,
-                Err(text) => return Outcome::failure(FailureKind::StartFailed(text)),
+                Err(text) => return (Outcome::failure(FailureKind::StartFailed(text)), None),
             },
         };
-        let mut hooks = MetaToRedis { store: &self.store };
+        let mut hooks = MetaToRedis {
+            store: &self.store,
+            result: None,
+        };
         let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
         if reusable {
             self.process = Some(process);
         } else {
             self.update_view(|v| v.pid = None);
         }
-        end
+        (end, hooks.result)
     }
 
     /// Runs the task on a worker process of its own, started under
@@ -246,7 +269,7 @@ impl Slot {
         record: &TaskRecord,
         timeout: Duration,
         profile: &Isolation,
-    ) -> (Outcome, Option<bool>) {
+    ) -> (Outcome, Option<String>, Option<bool>) {
         let profile = isolation::for_slot(
             profile,
             current.config.settings.dynamic_user_base,
@@ -256,7 +279,7 @@ impl Slot {
             Ok(plan) => plan,
             Err(not) => {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                return (Outcome::failure(not.failure()), None);
+                return (Outcome::failure(not.failure()), None, None);
             }
         };
         let mut process =
@@ -264,12 +287,13 @@ impl Slot {
                 Ok(process) => process,
                 Err(SpawnError::NotIsolated(not)) => {
                     warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                    return (Outcome::failure(not.failure()), None);
+                    return (Outcome::failure(not.failure()), None, None);
                 }
                 Err(e) => {
                     error!(slot = %self.id, "isolated worker process failed to start: {e}");
                     return (
                         Outcome::failure(FailureKind::StartFailed(e.to_string())),
+                        None,
                         None,
                     );
                 }
@@ -277,14 +301,17 @@ impl Slot {
         let ready = self.process.as_ref().map(WorkerProcess::pid);
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
-        let mut hooks = MetaToRedis { store: &self.store };
+        let mut hooks = MetaToRedis {
+            store: &self.store,
+            result: None,
+        };
         let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
         let oom_killed = process.oom_killed();
         if reusable {
             self.shared.retire(process);
         }
         self.update_view(|v| v.pid = ready);
-        (end, oom_killed)
+        (end, hooks.result, oom_killed)
     }
 
     /// An idle worker process started before the last reload is replaced.
@@ -339,9 +366,9 @@ impl Slot {
 
     /// Writes a conclusion (retrying while Redis fails), counts it and
     /// logs it.
-    fn write(&self, id: &str, description: &str, conclusion: &Conclusion) {
+    fn write(&self, id: &str, description: &str, conclusion: &Conclusion, result: Option<&str>) {
         let written = self.with_redis("record an outcome", |store, now| {
-            conclusion.write(store, &self.id, id, now)
+            conclusion.write_with_result(store, &self.id, id, result, now)
         });
         match (written, conclusion) {
             (Some(true), Conclusion::Requeue { reason }) => {

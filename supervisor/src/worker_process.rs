@@ -53,7 +53,14 @@ pub(crate) struct SpawnSpec {
     /// Forks unrestricted worker processes without `exec`, when running
     /// (started for `--max-tasks-per-child 1`).
     pub fork_server: Option<Arc<ForkServer>>,
+    /// The binary has a per-process setup hook: the handshake waits (up to
+    /// [`SETUP_TIMEOUT`]) for the worker process to report how it went.
+    pub setup_hook: bool,
 }
+
+/// How long a worker process's setup hook may take before the process
+/// counts as failed to start.
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Variables a worker process keeps from the supervisor's environment when
 /// present: enough for locale, time zone and Rust diagnostics, nothing that
@@ -82,6 +89,7 @@ impl SpawnSpec {
             middleware,
             handshake_timeout: Duration::from_secs(10),
             fork_server: None,
+            setup_hook: false,
         }
     }
 }
@@ -128,6 +136,9 @@ pub enum SpawnError {
     /// process ran nothing.
     #[error("isolation not applied ({0})")]
     NotIsolated(NotApplied),
+    /// The application's setup hook failed in the process (its text).
+    #[error("setup hook failed: {0}")]
+    SetupFailed(String),
 }
 
 /// How a worker process was started, and so who reaps it.
@@ -361,7 +372,43 @@ impl WorkerProcess {
         if confining {
             self.await_confined(spec)?;
         }
+        if spec.setup_hook {
+            self.await_setup_hook()?;
+        }
         self.await_ready(spec)
+    }
+
+    /// Waits for the answer of the process's setup hook.
+    fn await_setup_hook(&mut self) -> Result<(), SpawnError> {
+        let failed = |this: &mut Self, what: String| {
+            let reason = this.kill_and_reap();
+            SpawnError::Handshake(format!("{what} ({reason})"))
+        };
+        match self.events.recv_timeout(SETUP_TIMEOUT) {
+            Ok(WorkerEvent::Message(FromWorker::SetUp { error: None })) => Ok(()),
+            Ok(WorkerEvent::Message(FromWorker::SetUp { error: Some(error) })) => {
+                self.reap_within(Duration::from_secs(2));
+                Err(SpawnError::SetupFailed(error))
+            }
+            Ok(WorkerEvent::Message(other)) => Err(failed(
+                self,
+                format!("sent {other:?} instead of the result of its setup hook"),
+            )),
+            Ok(WorkerEvent::Violation(detail)) => Err(failed(
+                self,
+                format!("sent a malformed setup answer: {detail}"),
+            )),
+            Ok(WorkerEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                let reason = self.reap_within(Duration::from_secs(2));
+                Err(SpawnError::Handshake(format!(
+                    "{reason} while running its setup hook"
+                )))
+            }
+            Err(RecvTimeoutError::Timeout) => Err(failed(
+                self,
+                format!("setup hook did not finish within {SETUP_TIMEOUT:?}"),
+            )),
+        }
     }
 
     /// Waits for [`FromWorker::Ready`] and counts the threads of the idle

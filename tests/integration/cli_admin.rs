@@ -69,6 +69,8 @@ fn enqueue_prints_the_id_alone_and_task_show_reads_it() {
         "retry",
         "run_at",
         "attempts",
+        "result",
+        "unique",
     ];
     expected.sort();
     assert_eq!(keys, expected);

@@ -7,6 +7,8 @@
 //!   everything on failure), `snapshot` (all keys, to prove nothing changed).
 //! - `store_producer`: enqueue, batches, size limit, queue listing, empty,
 //!   delete, the raw-command enqueue of `docs/redis-schema.md`.
+//! - `store_results`: results in the record, `P:done:<id>`, waiting.
+//! - `store_unique`: unique enqueue: racing producers, freeing the key.
 //! - `store_tasks`: reading records (missing, corrupt, wrong key type),
 //!   cancel, meta.
 //! - `store_registry`: finished and failed registries, requeue, expiry.
@@ -23,6 +25,8 @@
 //! - `store_schema`: the schema marker; the Python original's data under
 //!   our prefix is refused and left unchanged.
 //! - `cli_admin`: every admin subcommand against a real server.
+//! - `cli_enqueue`: `enqueue` in an application binary: argument types
+//!   checked, `@file` and `-`, `--unique`, the application's `--version`.
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
@@ -46,6 +50,7 @@
 mod support;
 
 mod cli_admin;
+mod cli_enqueue;
 mod cli_errors;
 mod cli_schedule;
 mod e2e;
@@ -60,8 +65,10 @@ mod store_delayed;
 mod store_fetch;
 mod store_producer;
 mod store_registry;
+mod store_results;
 mod store_schema;
 mod store_slots;
 mod store_tasks;
+mod store_unique;
 mod systemd;
 mod testing_helper;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value};
 
+use crate::setup::SetupState;
 use crate::shutdown::{PostponeShutdown, ShutdownState};
 
 /// Where meta updates go: to the supervisor over IPC in a worker process, to
@@ -21,6 +22,11 @@ pub struct TaskContext {
     meta: Mutex<Map<String, Value>>,
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
+    /// The return value of the last call of the task function in this run
+    /// (a middleware may call it more than once); `None` for `()`.
+    result: Mutex<Option<Value>>,
+    /// What the process's setup hook built, if it has one.
+    state: Option<SetupState>,
 }
 
 impl fmt::Debug for TaskContext {
@@ -47,6 +53,8 @@ impl TaskContext {
             meta: Mutex::new(meta),
             sink,
             shutdown,
+            result: Mutex::new(None),
+            state: None,
         }
     }
 
@@ -99,5 +107,41 @@ impl TaskContext {
     /// to its end.
     pub fn postpone_shutdown(&self) -> PostponeShutdown {
         self.shutdown.postpone()
+    }
+
+    /// Gives the context the process's setup state.
+    pub(crate) fn set_state(&mut self, state: Option<SetupState>) {
+        self.state = state;
+    }
+
+    /// What the application's setup hook (`App::setup`) built in this
+    /// worker process, if its type is `T`; `None` without a hook or with a
+    /// hook of another type. Built once per process, shared by its tasks.
+    pub fn state<T: std::any::Any>(&self) -> Option<&T> {
+        self.state.as_deref()?.downcast_ref::<T>()
+    }
+
+    /// Keeps the task function's return value (JSON `null` means none).
+    pub(crate) fn set_result(&self, value: Value) {
+        let value = (!value.is_null()).then_some(value);
+        *self.result.lock().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    /// The value the task function returned in this run so far (`None`
+    /// before it returned, or when it returned `()`): a `run_task`
+    /// middleware may look at it after `next.run(...)`.
+    pub fn result(&self) -> Option<Value> {
+        self.result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The task function's return value, taken out of the context.
+    pub(crate) fn take_result(&self) -> Option<Value> {
+        self.result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }

@@ -4,11 +4,14 @@
 //!
 //! - [`registry`]: task functions registered by name, with typed arguments
 //!   and options (`reentrant`, `timeout`).
+//! - `async_task` (feature `async`): async task functions on a Tokio
+//!   current-thread runtime, one per worker process.
 //! - [`context`]: [`TaskContext`], what a running task can see and do (its
 //!   id, its meta object, whether a shutdown was requested, the
 //!   postpone-shutdown guard).
 //! - [`middleware`]: the [`Middleware`] trait, the `run_task` chain that wraps
 //!   a task here, and the `process_outcome` pass the supervisor runs.
+//! - [`setup`]: the per-process setup hook and the state it hands tasks.
 //! - [`shutdown`]: how a shutdown request reaches a running task and when it
 //!   takes effect.
 //! - [`process`]: the worker-process loop: handshake, read a task, run the
@@ -21,6 +24,8 @@
 //! - `sys`: the one module with `unsafe`: taking over the inherited socket,
 //!   and the SIGSYS handler that names a call seccomp blocked.
 
+#[cfg(feature = "async")]
+pub mod async_task;
 pub mod confine;
 pub mod context;
 pub mod fork_server;
@@ -28,12 +33,14 @@ pub mod middleware;
 pub mod panic;
 pub mod process;
 pub mod registry;
+pub mod setup;
 pub mod shutdown;
 mod sys;
 
 pub use context::{MetaSink, TaskContext};
 pub use middleware::{Middleware, MiddlewareChain, MiddlewareError, Next};
 pub use registry::{TaskDef, TaskError, TaskOptions, TaskRegistry};
+pub use setup::{SetupHook, SetupState};
 pub use shutdown::{PostponeShutdown, ShutdownState, Trigger};
 
 /// Writes `text` and a newline to stderr and ignores a failure. A worker

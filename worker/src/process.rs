@@ -18,7 +18,8 @@ use std::thread;
 use std::time::Duration;
 
 use redis_tasks_protocol::ipc::{
-    FrameError, FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv, send,
+    FrameError, FromWorker, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv,
+    send,
 };
 use serde_json::{Map, Value};
 
@@ -26,6 +27,7 @@ use crate::context::{MetaSink, TaskContext};
 use crate::middleware::{Middleware, MiddlewareChain, MiddlewareError};
 use crate::panic;
 use crate::registry::{TaskError, TaskRegistry};
+use crate::setup::SetupState;
 use crate::shutdown::{ShutdownState, Trigger};
 use crate::sys;
 
@@ -139,6 +141,24 @@ pub fn serve(
         None => return Ok(()),
     };
 
+    // The setup hook, after confinement and before the first task; the
+    // supervisor waits for its answer as part of the handshake.
+    let state = match registry.setup() {
+        None => None,
+        Some(hook) => {
+            let ran = hook.run();
+            let error = ran.as_ref().err().cloned();
+            send(
+                &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
+                &FromWorker::SetUp { error },
+            )?;
+            match ran {
+                Ok(state) => Some(state),
+                Err(_) => return Ok(()),
+            }
+        }
+    };
+
     let shutdown = ShutdownState::with_effect(|trigger| match trigger {
         Trigger::Request => std::process::exit(EXIT_SHUTDOWN),
         // The task may be returning right now: let it report, then exit
@@ -187,23 +207,64 @@ pub fn serve(
         writer: Arc::clone(&writer),
     });
     for run in incoming {
-        let result = run_one(
+        let (result, output) = run_one_with_result(
             registry,
             &chain,
             &run,
             Arc::clone(&sink),
             Arc::clone(&shutdown),
+            state.clone(),
         );
+        let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(result_json) = output {
+            let msg = FromWorker::Output {
+                task_id: run.task_id.clone(),
+                result_json,
+            };
+            send(&mut *w, &msg)?;
+        }
         let msg = FromWorker::Finished {
             task_id: run.task_id,
             result,
         };
-        send(
-            &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
-            &msg,
-        )?;
+        send(&mut *w, &msg)?;
     }
     Ok(())
+}
+
+/// The largest result (JSON bytes) a worker process hands over: it must
+/// fit one IPC frame with room for the rest of the message. The
+/// supervisor applies the `max_result_bytes` setting on top.
+pub const MAX_OUTPUT_BYTES: usize = MAX_FRAME_BYTES as usize - 4096;
+
+/// Like [`run_one`], and also the task's return value as JSON text when it
+/// succeeded with one (`None` for `()`). A value too large for one IPC
+/// frame turns the success into an error naming `max_result_bytes`.
+///
+/// `state` is what the setup hook built, for [`TaskContext::state`].
+pub fn run_one_with_result(
+    registry: &TaskRegistry,
+    chain: &MiddlewareChain,
+    run: &RunTask,
+    sink: Arc<dyn MetaSink>,
+    shutdown: Arc<ShutdownState>,
+    state: Option<SetupState>,
+) -> (TaskResult, Option<String>) {
+    let mut output = None;
+    let result = run_inner(registry, chain, run, sink, shutdown, state, &mut output);
+    if !matches!(result, TaskResult::Success) {
+        return (result, None);
+    }
+    match output {
+        Some(text) if text.len() > MAX_OUTPUT_BYTES => (
+            TaskResult::Error(format!(
+                "result of {} bytes is over max_result_bytes (and over the {MAX_OUTPUT_BYTES} bytes a worker process can hand over)",
+                text.len()
+            )),
+            None,
+        ),
+        other => (result, other),
+    }
 }
 
 /// Runs one task through the chain and turns whatever happened into a
@@ -214,6 +275,18 @@ pub fn run_one(
     run: &RunTask,
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
+) -> TaskResult {
+    run_inner(registry, chain, run, sink, shutdown, None, &mut None)
+}
+
+fn run_inner(
+    registry: &TaskRegistry,
+    chain: &MiddlewareChain,
+    run: &RunTask,
+    sink: Arc<dyn MetaSink>,
+    shutdown: Arc<ShutdownState>,
+    state: Option<SetupState>,
+    output: &mut Option<String>,
 ) -> TaskResult {
     let Some(def) = registry.get(&run.task) else {
         return TaskResult::Invalid(format!(
@@ -230,10 +303,14 @@ pub fn run_one(
         Ok(Value::Object(meta)) => meta,
         _ => Map::new(),
     };
-    let ctx = TaskContext::new(&run.task_id, &run.task, meta, sink, shutdown);
+    let mut ctx = TaskContext::new(&run.task_id, &run.task, meta, sink, shutdown);
+    ctx.set_state(state);
     panic::clear_last();
     match catch_unwind(AssertUnwindSafe(|| chain.run_task(def, &ctx, args))) {
-        Ok(Ok(())) => TaskResult::Success,
+        Ok(Ok(())) => {
+            *output = ctx.take_result().map(|value| value.to_string());
+            TaskResult::Success
+        }
         Ok(Err(TaskError::Failed(text))) => TaskResult::Error(text),
         Ok(Err(e @ TaskError::InvalidArgs { .. })) => TaskResult::Invalid(e.to_string()),
         Err(payload) => TaskResult::Panic(panic::last_or(payload.as_ref())),

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use redis_tasks_config::settings::Isolation;
 use redis_tasks_protocol::retry::RetryPolicy;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;
+use crate::setup::SetupHook;
 
 /// Why a task call did not succeed, as the `run_task` chain sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +115,7 @@ impl TaskOptions {
 }
 
 type ErasedFn = dyn Fn(&TaskContext, serde_json::Value) -> Result<(), TaskError> + Send + Sync;
+type CheckFn = dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync;
 
 /// One registered task function.
 #[derive(Clone)]
@@ -120,6 +123,7 @@ pub struct TaskDef {
     name: String,
     options: TaskOptions,
     run: Arc<ErasedFn>,
+    check: Arc<CheckFn>,
 }
 
 impl fmt::Debug for TaskDef {
@@ -132,12 +136,14 @@ impl fmt::Debug for TaskDef {
 }
 
 impl TaskDef {
-    /// Wraps a typed task function.
-    pub fn new<A, E, F>(name: impl Into<String>, options: TaskOptions, f: F) -> Self
+    /// Wraps a typed task function. Its return value (any `Serialize`
+    /// type; `()` for none) becomes the task's stored result.
+    pub fn new<A, R, E, F>(name: impl Into<String>, options: TaskOptions, f: F) -> Self
     where
         A: DeserializeOwned,
+        R: Serialize,
         E: fmt::Display,
-        F: Fn(&TaskContext, A) -> Result<(), E> + Send + Sync + 'static,
+        F: Fn(&TaskContext, A) -> Result<R, E> + Send + Sync + 'static,
     {
         let name = name.into();
         let task = name.clone();
@@ -146,13 +152,35 @@ impl TaskDef {
                 task: task.clone(),
                 reason: e.to_string(),
             })?;
-            f(ctx, args).map_err(TaskError::failed)
+            let value = f(ctx, args).map_err(TaskError::failed)?;
+            keep_result(ctx, &task, &value)
         };
+        // A closure (not `check_args::<A>`) so that `A` need not be 'static.
+        let check = |args: &serde_json::Value| check_args::<A>(args);
+        TaskDef::from_parts(name, options, Arc::new(run), Arc::new(check))
+    }
+
+    /// A definition from an erased runner and argument check (the async
+    /// task registration builds its own runner).
+    pub(crate) fn from_parts(
+        name: String,
+        options: TaskOptions,
+        run: Arc<ErasedFn>,
+        check: Arc<CheckFn>,
+    ) -> Self {
         TaskDef {
             name,
             options,
-            run: Arc::new(run),
+            run,
+            check,
         }
+    }
+
+    /// Checks that `args` deserialise into the task's argument type, as a
+    /// run would, without running anything; the error is serde's message.
+    /// Producers that know the task functions call it before enqueueing.
+    pub fn check_args(&self, args: &serde_json::Value) -> Result<(), String> {
+        (self.check)(args)
     }
 
     /// The registered name.
@@ -171,10 +199,29 @@ impl TaskDef {
     }
 }
 
-/// The table of task functions, by name.
+/// Stores a task function's return value in its context, as JSON.
+pub(crate) fn keep_result<R: Serialize>(
+    ctx: &TaskContext,
+    task: &str,
+    value: &R,
+) -> Result<(), TaskError> {
+    let value = serde_json::to_value(value).map_err(|e| {
+        TaskError::Failed(format!("cannot serialise the result of task {task:?}: {e}"))
+    })?;
+    ctx.set_result(value);
+    Ok(())
+}
+
+/// Whether `args` deserialise into `A`.
+pub(crate) fn check_args<A: DeserializeOwned>(args: &serde_json::Value) -> Result<(), String> {
+    A::deserialize(args).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The table of task functions, by name, and the per-process setup hook.
 #[derive(Debug, Clone, Default)]
 pub struct TaskRegistry {
     tasks: BTreeMap<String, TaskDef>,
+    setup: Option<SetupHook>,
 }
 
 impl TaskRegistry {
@@ -196,6 +243,16 @@ impl TaskRegistry {
     /// Every registered name, sorted.
     pub fn names(&self) -> Vec<String> {
         self.tasks.keys().cloned().collect()
+    }
+
+    /// Sets the hook each worker process runs once before its first task.
+    pub fn set_setup(&mut self, hook: SetupHook) {
+        self.setup = Some(hook);
+    }
+
+    /// The setup hook, if one is set.
+    pub fn setup(&self) -> Option<&SetupHook> {
+        self.setup.as_ref()
     }
 
     /// Whether no task is registered.

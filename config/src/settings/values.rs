@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 18] = [
+pub(super) const SCALAR_KEYS: [&str; 19] = [
     "redis_url",
     "redis_password_file",
     "redis_prefix",
@@ -69,6 +69,7 @@ pub(super) const SCALAR_KEYS: [&str; 18] = [
     "drain_timeout",
     "dynamic_user_base",
     "worker_cgroups",
+    "max_result_bytes",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -106,6 +107,7 @@ pub(super) fn apply_scalar(
         "dynamic_user_base" => count(raw, 1, u64::from(u32::MAX - 4336), "uid")
             .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
         "worker_cgroups" => boolean(raw).map(|v| s.worker_cgroups = v),
+        "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
         _ => return None,
     };
     Some(result)

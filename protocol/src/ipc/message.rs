@@ -3,10 +3,12 @@
 //! One conversation: the worker process sends [`FromWorker::Hello`], the
 //! supervisor answers [`ToWorker::Setup`] (when that carries a
 //! [`Confine`], the worker process applies it and answers
-//! [`FromWorker::Confined`] before anything else), and the worker process
-//! says [`FromWorker::Ready`] once it waits for work; then, for each task,
-//! the supervisor sends [`ToWorker::Run`], the worker process
-//! may send any number of [`FromWorker::Meta`] updates and ends with
+//! [`FromWorker::Confined`] before anything else; a binary with a setup
+//! hook then runs it and answers [`FromWorker::SetUp`]), and the worker
+//! process says [`FromWorker::Ready`] once it waits for work; then, for
+//! each task, the supervisor sends [`ToWorker::Run`], the worker process
+//! may send any number of [`FromWorker::Meta`] updates, an
+//! [`FromWorker::Output`] with the task's return value, and ends with
 //! [`FromWorker::Finished`]. [`ToWorker::Shutdown`] may arrive at any time
 //! while a task runs; [`ToWorker::Exit`] asks an idle worker process to
 //! leave. Anything else is a protocol violation.
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +150,22 @@ pub enum FromWorker {
     /// supervisor counts its threads now, before any task code ran, so that
     /// a task that leaves a thread behind is noticed.
     Ready,
+    /// The return value of the running task, sent just before its
+    /// `Finished` with [`TaskResult::Success`]; absent when the task
+    /// returned nothing (`()`, JSON `null`).
+    Output {
+        /// The task id.
+        task_id: String,
+        /// The value as JSON text.
+        result_json: String,
+    },
+    /// The answer to `Setup` (after `Confined`, when that was asked for)
+    /// from a binary with a per-process setup hook, once the hook ran:
+    /// `None` when it succeeded; else its error, and the process exits.
+    SetUp {
+        /// The hook's error text.
+        error: Option<String>,
+    },
 }
 
 type Wire = Configuration<LittleEndian, Varint, Limit<{ MAX_FRAME_BYTES as usize }>>;

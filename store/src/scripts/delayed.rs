@@ -115,6 +115,7 @@ for _, id in ipairs(ids) do
     if q then why = 'cannot enqueue: redis key ' .. k('queue', q) .. ' holds a ' .. qt end
     redis.call('HSET', tk, 'status', 'failed', 'ended_at', ARGV[4], 'error', why)
     redis.call('ZADD', k('failed'), ARGV[2], id)
+    ended(tk, id, 'failed', 604800)
   else
     redis.call('HSET', tk, 'status', 'queued')
     redis.call('HDEL', tk, 'run_at')
@@ -140,6 +141,7 @@ if redis.call('ZREM', KEYS[2], ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'run_at')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+ended(KEYS[1], ARGV[2], 'canceled', ARGV[4])
 return 1
 "#
 );
@@ -242,6 +244,7 @@ end
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3], 'error', ARGV[4])
 redis.call('HDEL', tk, 'worker')
 redis.call('EXPIRE', tk, ARGV[5])
+ended(tk, ARGV[2], 'canceled', ARGV[5])
 return 1
 "#
 );

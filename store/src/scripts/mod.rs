@@ -25,8 +25,9 @@ macro_rules! schema_marker {
 /// Helpers shared by every script: `k(...)` builds a key under the prefix,
 /// `need(key, type)` aborts when a key holds another type, `claim(write)`
 /// aborts unless the prefix holds our format (and, with `write`, marks it
-/// ours), and `start(...)` marks a task that was just moved into a slot's
-/// list as running.
+/// ours), `start(...)` marks a task that was just moved into a slot's
+/// list as running, and `ended(...)` does what every final end of a task
+/// does besides its status: free its uniqueness key, wake its waiters.
 macro_rules! prelude {
     () => {
         concat!(
@@ -113,6 +114,24 @@ local function start(list, hash, slot, id, q, now, score)
   end
   return {'task', id, redis.call('HGETALL', tk)}
 end
+-- The uniqueness key of task hash tk, freed if it still names id.
+local function free_unique(tk, id)
+  local u = redis.call('HGET', tk, 'unique')
+  if not u or u == '' then return end
+  local uk = k('unique', u)
+  if is(uk, 'string') and redis.call('GET', uk) == id then redis.call('DEL', uk) end
+end
+-- Task id has ended for good with status st: free its uniqueness key and
+-- wake whoever waits on P:done:<id> (kept ttl seconds).
+local function ended(tk, id, st, ttl)
+  free_unique(tk, id)
+  local dk = k('done', id)
+  local t = redis.call('TYPE', dk).ok
+  if t ~= 'none' and t ~= 'list' then return end
+  redis.call('DEL', dk)
+  redis.call('RPUSH', dk, st)
+  redis.call('EXPIRE', dk, ttl)
+end
 "#
         )
     };
@@ -133,6 +152,7 @@ mod schedule;
 mod schema;
 mod slots;
 mod transitions;
+mod unique;
 
 pub(crate) use delayed::*;
 pub(crate) use graph::*;
@@ -141,3 +161,4 @@ pub(crate) use schedule::*;
 pub(crate) use schema::*;
 pub(crate) use slots::*;
 pub(crate) use transitions::*;
+pub(crate) use unique::*;

@@ -48,6 +48,7 @@ need(qk, 'list')
 if redis.call('LREM', qk, 0, ARGV[2]) == 0 then return {'taken'} end
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('EXPIRE', tk, ARGV[4])
+ended(tk, ARGV[2], 'canceled', ARGV[4])
 return {'ok'}
 "#
 );
@@ -98,7 +99,8 @@ for _, e in ipairs(plan) do
   elseif redis.call('ZREM', KEYS[1], id) == 1 then
     local tk = k('task', id)
     redis.call('HSET', tk, 'status', 'queued')
-    redis.call('HDEL', tk, 'error', 'started_at', 'ended_at', 'worker')
+    redis.call('HDEL', tk, 'error', 'started_at', 'ended_at', 'worker', 'result')
+    if is(k('done', id), 'list') then redis.call('DEL', k('done', id)) end
     redis.call('RPUSH', k('queue', q), id)
     redis.call('SADD', KEYS[2], q)
     out[#out + 1] = id
@@ -121,7 +123,10 @@ need(KEYS[1], 'list')
 claim(true)
 local ids = redis.call('LPOP', KEYS[1], ARGV[2])
 if not ids then return 0 end
-for _, id in ipairs(ids) do redis.call('DEL', k('task', id)) end
+for _, id in ipairs(ids) do
+  if is(k('task', id), 'hash') then free_unique(k('task', id), id) end
+  redis.call('DEL', k('task', id))
+end
 return #ids
 "#
 );

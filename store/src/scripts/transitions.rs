@@ -47,8 +47,9 @@ return {'missing'}
 script!(
     FINISH,
     "Record the end of a run, fenced on the slot's list. KEYS: slot list, \
-     slot hash, task, registry. ARGV: prefix, id, status, now, score, error. \
-     Returns 1, or 0 when the slot does not hold the id.",
+     slot hash, task, registry. ARGV: prefix, id, status, now, score, error, \
+     result (JSON text, empty for none; optional), ttl of the done key \
+     (optional). Returns 1, or 0 when the slot does not hold the id.",
     r#"
 need(KEYS[1], 'list')
 need(KEYS[2], 'hash')
@@ -76,8 +77,14 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   else
     redis.call('HDEL', KEYS[3], 'error')
   end
+  if ARGV[7] and ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[3], 'result', ARGV[7])
+  else
+    redis.call('HDEL', KEYS[3], 'result')
+  end
   redis.call('HDEL', KEYS[3], 'worker')
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
+  ended(KEYS[3], ARGV[2], ARGV[3], ARGV[8] or 604800)
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')

@@ -129,8 +129,13 @@ fn build_chain(
 }
 
 /// How worker processes of `config` are started, without a fork server.
-fn spawn_spec(config: &SupervisorConfig, chain: &MiddlewareChain) -> SpawnSpec {
+fn spawn_spec(
+    config: &SupervisorConfig,
+    chain: &MiddlewareChain,
+    registry: &TaskRegistry,
+) -> SpawnSpec {
     let mut spawn = SpawnSpec::current_exe(chain.names());
+    spawn.setup_hook = registry.setup().is_some();
     if let Some(exe) = &config.worker_exe {
         spawn.exe = exe.clone();
     }

@@ -39,7 +39,7 @@ impl Control {
         {
             warn!("SIGHUP: redis_url and redis_prefix changes take effect at the next start");
         }
-        let spawn = with_fork_server(spawn_spec(&config, &chain), &config);
+        let spawn = with_fork_server(spawn_spec(&config, &chain, &self.shared.registry), &config);
         self.slots.desired = config.concurrency.max(1);
         let generation = current.generation + 1;
         info!(

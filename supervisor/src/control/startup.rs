@@ -162,7 +162,7 @@ fn start(
     } = plan;
     let chain = build_chain(&middleware, &config)?;
     let store = Store::from_settings(&config.settings)?;
-    let spawn = spawn_spec(&config, &chain);
+    let spawn = spawn_spec(&config, &chain, &registry);
     let shared = Arc::new(Shared::new(
         Current {
             config,

@@ -35,7 +35,8 @@ pub(super) fn heartbeat(store: &Store, shared: &Shared, slots: &SlotSet) {
 }
 
 /// One maintenance pass, unless another supervisor holds the lock: recover
-/// dead slots (not ours) and expire old registry entries.
+/// dead slots (not ours), expire old registry entries, free uniqueness
+/// keys whose task vanished.
 pub(super) fn maintenance(
     store: &Store,
     shared: &Shared,
@@ -61,6 +62,10 @@ pub(super) fn maintenance(
     let ttl = Duration::from_secs(settings.expiring_registries_ttl);
     store.expire_registries(now, ttl)?;
     store.expire_dead_slots(now, settings.dead_worker_expiry())?;
+    let freed = store.free_stale_unique_keys()?;
+    if freed > 0 {
+        info!("freed {freed} uniqueness key(s) whose task vanished");
+    }
     store.release_lock("maintenance", supervisor_id)?;
     Ok(())
 }

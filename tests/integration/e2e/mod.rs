@@ -1,6 +1,7 @@
 //! End-to-end tests of the supervisor: the demo binary (`examples/demo`,
 //! built as the `redis-tasks-demo` bin target) as a real supervisor with real worker processes against a real Redis.
 //!
+//! - `async_tasks`: async task functions end exactly like synchronous ones.
 //! - `outcomes`: every abnormal ending a task can cause itself (docs/architecture.md).
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
 //! - `recovery`: kill -9 of a supervisor, recovery by restart and by
@@ -20,12 +21,15 @@
 //!   the last attempt), delayed tasks raced by three supervisors (one
 //!   SIGKILLed), cancel of a running task and its children, the CLI's
 //!   `--in`, `--at`, `--timeout`, `--retries`, unknown hash fields.
+//! - `results`: task results, waiting for them, `max_result_bytes`.
+//! - `setup_hook`: the per-process setup hook, its state, its failures.
 //! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
 //! - `worker_cgroups`: a cgroup (v2) per worker process; leftovers of a
 //!   dead supervisor killed at start.
 //! - `startup`: refusing to start (middleware check, worker that cannot
 //!   start) and a worker process that fails to start mid-run.
 
+mod async_tasks;
 mod chaos;
 mod dynamic_users;
 mod hostile_ipc;
@@ -39,7 +43,9 @@ mod outage;
 mod outcomes;
 mod recovery;
 mod recovery_identity;
+mod results;
 mod retries_delays;
+mod setup_hook;
 mod shutdown;
 mod signals;
 mod startup;

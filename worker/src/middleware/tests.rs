@@ -99,6 +99,8 @@ fn record() -> TaskRecord {
         retry: None,
         attempts: Vec::new(),
         run_at: None,
+        result: None,
+        unique: None,
     }
 }
 

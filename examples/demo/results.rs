@@ -1,0 +1,35 @@
+//! Demo tasks that return values (stored as the task's `result`).
+
+use redis_tasks::{App, TaskContext};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+struct Pair {
+    a: i64,
+    b: i64,
+}
+
+#[derive(Serialize)]
+struct Sum {
+    sum: i64,
+    task: String,
+}
+
+#[derive(Deserialize)]
+struct Len {
+    len: usize,
+}
+
+/// Registers `add` (returns `{"sum": a + b, "task": id}`) and `text`
+/// (returns a string of `len` bytes, to try `max_result_bytes`).
+pub fn register(app: App) -> App {
+    app.task("add", |ctx: &TaskContext, p: Pair| {
+        Ok::<_, String>(Sum {
+            sum: p.a + p.b,
+            task: ctx.id().to_owned(),
+        })
+    })
+    .task("text", |_: &TaskContext, l: Len| {
+        Ok::<_, String>("x".repeat(l.len))
+    })
+}

@@ -1,0 +1,72 @@
+//! Reading a task's result and waiting for a task to end.
+//!
+//! Waiting does not poll: every final end of a task (finished, failed,
+//! canceled) pushes one element onto `P:done:<id>` in the same script that
+//! records it, and a waiter blocks on that list with `BLMOVE` from the list
+//! to itself, which returns at once when the element is there and leaves it
+//! in place for every other waiter. The list expires with the registries.
+//! Because the element stays, a task that ends between the waiter's first
+//! look at the record and its blocking call is not missed.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use super::{Store, StoreError};
+use redis_tasks_protocol::model::TaskRecord;
+
+/// The shortest blocking wait asked of Redis (it counts in seconds with
+/// decimals; `0` would mean "forever").
+const MIN_BLOCK: Duration = Duration::from_millis(10);
+
+/// The longest one blocking call waits; a longer wait is several calls
+/// (any timeout is accepted, up to "forever" in practice).
+const MAX_BLOCK: Duration = Duration::from_secs(3600);
+
+impl Store {
+    /// Waits until task `id` has ended (finished, failed or canceled) and
+    /// returns its record, result included; `Ok(None)` when `timeout`
+    /// passed first. A task that already ended is returned at once.
+    ///
+    /// Blocks one Redis connection of this store (the one
+    /// [`fetch`](Store::fetch) uses) for the wait; use
+    /// [`independent`](Store::independent) to wait from several threads.
+    pub fn wait_for_end(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        // A timeout too large for the clock is as good as none.
+        let deadline = Instant::now().checked_add(timeout);
+        let done = self.keys().done(id);
+        loop {
+            let record = self.task(id)?;
+            if record.has_ended() {
+                return Ok(Some(record));
+            }
+            let left = deadline.map_or(MAX_BLOCK, |d| d.saturating_duration_since(Instant::now()));
+            if left < MIN_BLOCK {
+                return Ok(None);
+            }
+            let left = left.min(MAX_BLOCK);
+            let woke: Value = self.run_blocking(left, &[(&done, "list")], |c, _| {
+                redis::cmd("BLMOVE")
+                    .arg(&done)
+                    .arg(&done)
+                    .arg("LEFT")
+                    .arg("LEFT")
+                    .arg(left.as_secs_f64())
+                    .query(c)
+            })?;
+            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+            if woke == Value::Nil && out_of_time {
+                // Timed out; one last look in case it ended just now.
+                let record = self.task(id)?;
+                return Ok(record.has_ended().then_some(record));
+            }
+            // Woken: the loop reads the record again. A task requeued from
+            // the failed registry since has no done element any more, so
+            // the wait goes on for its new run.
+        }
+    }
+}
