@@ -254,9 +254,10 @@ impl RedisConfig {
     /// Opens a new connection to the server (for Sentinel: to the master
     /// the sentinels name now).
     pub(crate) fn connect(&self, timeout: Duration) -> Result<Connection, StoreError> {
-        if self.is_insecure() {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if self.is_insecure() && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
-                "redis_tls_insecure: the certificate of {} is NOT checked; use this for testing only",
+                "redis_tls_insecure: the certificate of {} is NOT checked (any server can pose as it); use this for testing only",
                 self.shown
             );
         }
