@@ -186,7 +186,8 @@ pub enum StoreError {
     /// the command's writes within `redis_wait_timeout_ms`. The command did
     /// run on the master; its effects may be lost if the master fails now.
     #[error(
-        "redis at {addr}: only {got} of {wanted} replica(s) acknowledged the write within          {timeout_ms} ms (durable mode, redis_wait_replicas); it may be lost on a failover"
+        "redis at {addr}: only {got} of {wanted} replica(s) acknowledged the write within \
+         {timeout_ms} ms (durable mode, redis_wait_replicas); it may be lost on a failover"
     )]
     NotReplicated {
         /// The server.

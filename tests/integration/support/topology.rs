@@ -157,6 +157,18 @@ impl RedisProc {
         self.wait_ready().expect("restarted redis-server answers");
     }
 
+    /// Starts the process again as a replica of the server on `port` (as
+    /// a server whose config file Sentinel rewrote comes back).
+    pub fn start_again_as_replica_of(&mut self, port: u16) {
+        self.args.retain(|a| a != "--replicaof");
+        self.args.extend([
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            port.to_string(),
+        ]);
+        self.start_again();
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
@@ -295,7 +307,8 @@ impl TlsRedis {
 
 /// A master, a replica and three sentinels (quorum 2) watching them as
 /// `mymaster`, with a short `down-after-milliseconds` so a failover takes
-/// a few seconds.
+/// a few seconds (2 s: less makes a loaded test machine look like an
+/// outage).
 #[derive(Debug)]
 pub struct SentinelSet {
     pub master: RedisProc,
@@ -329,7 +342,7 @@ impl SentinelSet {
         let conf = format!(
             "sentinel resolve-hostnames no\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
-             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 2000\n\
              sentinel failover-timeout {MASTER_NAME} 10000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
             master.port()
