@@ -292,9 +292,10 @@ impl RedisConfig {
                 let addrs = sentinels
                     .iter()
                     .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
-                let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
-                    .map_err(connect_error)?
-                    .set_client_to_redis_db(self.db);
+                let mut builder =
+                    SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+                        .map_err(connect_error)?
+                        .set_client_to_redis_db(self.db);
                 if let Some(username) = &self.username {
                     builder = builder.set_client_to_redis_username(username);
                 }
@@ -370,7 +371,9 @@ fn explain_tls(error: RedisError) -> RedisError {
     } else if text.contains("NotValidForName") {
         Some("TLS: the server's certificate does not name the host in redis_url")
     } else if text.contains("CertificateRequired") || text.contains("certificate required") {
-        Some("TLS: the server requires a client certificate (redis_tls_cert_file, redis_tls_key_file)")
+        Some(
+            "TLS: the server requires a client certificate (redis_tls_cert_file, redis_tls_key_file)",
+        )
     } else {
         None
     };
@@ -388,10 +391,12 @@ fn parse_url(url: &str) -> Result<RedisConfig, StoreError> {
             return parse_sentinel_url(url, rest, tls);
         }
     }
-    let info = url.into_connection_info().map_err(|error| StoreError::InvalidUrl {
-        url: redact_url(url),
-        error,
-    })?;
+    let info = url
+        .into_connection_info()
+        .map_err(|error| StoreError::InvalidUrl {
+            url: redact_url(url),
+            error,
+        })?;
     let redis = info.redis_settings();
     let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. }).then(Tls::default);
     Ok(RedisConfig {
@@ -475,7 +480,11 @@ fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     let bad = || format!("expected host:port, got {text:?}");
     let (host, port) = text.trim().rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(bad)?;
     if host.is_empty() {
         return Err(bad());
     }
@@ -568,7 +577,7 @@ mod tests {
             "redis+sentinel://u:hunter2@h:1/m/x",
             "redis+sentinel://u:hunter2@h:1,/m",
         ] {
-            let err = parse_url(url).err().expect("refused");
+            let err = parse_url(url).expect_err("refused");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }

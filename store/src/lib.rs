@@ -159,11 +159,12 @@ impl Store {
     /// the `redis_*` connection settings (see [`RedisConfig::from_settings`]),
     /// `redis_prefix`, `max_args_bytes` and `expiring_registries_ttl`.
     pub fn from_settings(settings: &Settings) -> Result<Store, StoreError> {
-        Ok(
-            Store::with_config(RedisConfig::from_settings(settings)?, &settings.redis_prefix)?
-                .with_max_args_bytes(settings.max_args_bytes)
-                .with_registry_ttl(settings.expiring_registries_ttl),
-        )
+        Ok(Store::with_config(
+            RedisConfig::from_settings(settings)?,
+            &settings.redis_prefix,
+        )?
+        .with_max_args_bytes(settings.max_args_bytes)
+        .with_registry_ttl(settings.expiring_registries_ttl))
     }
 
     /// How this store reaches Redis.

@@ -105,7 +105,9 @@ fn text(raw: Raw<'_>) -> Option<&str> {
 fn word(raw: Raw<'_>, what: &str) -> Result<String, String> {
     match text(raw) {
         Some(t) if !t.is_empty() && !t.chars().any(char::is_whitespace) => Ok(t.to_owned()),
-        _ => Err(format!("expected {what} (a non-empty string without spaces)")),
+        _ => Err(format!(
+            "expected {what} (a non-empty string without spaces)"
+        )),
     }
 }
 
@@ -158,9 +160,9 @@ fn sentinels(raw: Raw<'_>) -> Result<Vec<String>, String> {
         return Err("expected at least one \"host:port\" sentinel".to_owned());
     }
     for item in &items {
-        let ok = item
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = item.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !ok || item.chars().any(char::is_whitespace) {
             return Err(format!("expected \"host:port\" sentinels, got {item:?}"));
         }

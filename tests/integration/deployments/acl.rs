@@ -53,10 +53,16 @@ fn every_program_works_with_the_documented_acl_user_and_a_password_file() {
     assert!(out.contains("default"), "{out}");
 
     // The user can do nothing outside its prefix.
-    let mut conn = redis::Client::open(format!("redis://rt_app:s3cret-1@127.0.0.1:{}", server.port()))
-        .and_then(|c| c.get_connection())
-        .expect("connect as rt_app");
-    let denied = redis::cmd("SET").arg("other:key").arg("x").query::<()>(&mut conn);
+    let mut conn = redis::Client::open(format!(
+        "redis://rt_app:s3cret-1@127.0.0.1:{}",
+        server.port()
+    ))
+    .and_then(|c| c.get_connection())
+    .expect("connect as rt_app");
+    let denied = redis::cmd("SET")
+        .arg("other:key")
+        .arg("x")
+        .query::<()>(&mut conn);
     assert!(denied.is_err(), "a key outside the prefix was writable");
     let denied = redis::cmd("FLUSHALL").query::<()>(&mut conn);
     assert!(denied.is_err(), "FLUSHALL was allowed");

@@ -35,29 +35,37 @@ fn a_task_left_in_a_slot_list_by_a_lost_fetch_reply_runs() {
     let mut conn = demo.redis.client();
     let mut enqueued: Vec<String> = Vec::new();
     let mut id = String::new();
-    wait_until("a task moved into the slot's list behind its back", Duration::from_secs(60), || {
-        let settled = enqueued.iter().all(|e| {
-            demo.store
-                .task(e)
-                .is_ok_and(|t| t.status == TaskStatus::Finished)
-        });
-        if settled {
-            enqueued.push(demo.enqueue("noop", json!(null)));
-        }
-        let moved: Option<String> = redis::cmd("LMOVE")
-            .arg("redis_tasks:queue:default")
-            .arg(format!("redis_tasks:worker:{slot}:task"))
-            .arg("LEFT")
-            .arg("RIGHT")
-            .query(&mut conn)
-            .expect("LMOVE");
-        id = moved.unwrap_or_default();
-        !id.is_empty()
-    });
+    wait_until(
+        "a task moved into the slot's list behind its back",
+        Duration::from_secs(60),
+        || {
+            let settled = enqueued.iter().all(|e| {
+                demo.store
+                    .task(e)
+                    .is_ok_and(|t| t.status == TaskStatus::Finished)
+            });
+            if settled {
+                enqueued.push(demo.enqueue("noop", json!(null)));
+            }
+            let moved: Option<String> = redis::cmd("LMOVE")
+                .arg("redis_tasks:queue:default")
+                .arg(format!("redis_tasks:worker:{slot}:task"))
+                .arg("LEFT")
+                .arg("RIGHT")
+                .query(&mut conn)
+                .expect("LMOVE");
+            id = moved.unwrap_or_default();
+            !id.is_empty()
+        },
+    );
     sup.signal(Signal::SIGCONT);
     let t = demo.wait_status(&id, TaskStatus::Finished, Duration::from_secs(60));
     assert!(t.error.is_none(), "{t:?}");
     assert_eq!(demo.outcomes_of(&id).len(), 1);
-    assert!(sup.log().contains("reply to a fetch was lost"), "{}", sup.log());
+    assert!(
+        sup.log().contains("reply to a fetch was lost"),
+        "{}",
+        sup.log()
+    );
     sup.stop();
 }

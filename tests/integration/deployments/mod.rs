@@ -37,7 +37,10 @@ pub struct AppEnv {
 impl AppEnv {
     pub fn new(env: &[(&str, String)]) -> AppEnv {
         AppEnv {
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
             dir: tempfile::tempdir().expect("temp dir"),
         }
     }

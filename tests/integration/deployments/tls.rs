@@ -74,7 +74,11 @@ fn a_server_certificate_from_another_ca_is_refused_clearly() {
     // Without any CA file the system roots do not know the test CA either.
     let app = AppEnv::new(&[("REDIS_URL", server.url())]);
     let out = app.admin(&["info"]).fails();
-    assert!(out.stderr.contains("not signed by a trusted CA"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not signed by a trusted CA"),
+        "{}",
+        out.stderr
+    );
     // Nothing was written.
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
@@ -97,7 +101,11 @@ fn the_insecure_switch_connects_without_checks_and_warns() {
     let log = worker.log();
     assert!(log.contains("NOT checked"), "{log}");
     assert!(log.contains("testing only"), "{log}");
-    super::wait_status(&app.store(), &id, redis_tasks::protocol::TaskStatus::Finished);
+    super::wait_status(
+        &app.store(),
+        &id,
+        redis_tasks::protocol::TaskStatus::Finished,
+    );
 }
 
 #[test]

@@ -233,11 +233,17 @@ impl TestCerts {
             p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             p
         };
-        let ca = CertifiedIssuer::self_signed(ca_params("redis-tasks test CA"), KeyPair::generate().expect("key"))
-            .expect("CA");
+        let ca = CertifiedIssuer::self_signed(
+            ca_params("redis-tasks test CA"),
+            KeyPair::generate().expect("key"),
+        )
+        .expect("CA");
         write("ca.pem", ca.pem());
-        let other = CertifiedIssuer::self_signed(ca_params("some other CA"), KeyPair::generate().expect("key"))
-            .expect("other CA");
+        let other = CertifiedIssuer::self_signed(
+            ca_params("some other CA"),
+            KeyPair::generate().expect("key"),
+        )
+        .expect("other CA");
         write("other-ca.pem", other.pem());
 
         let leaf = |sans: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose, stem: &str| {
