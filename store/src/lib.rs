@@ -8,6 +8,8 @@
 //!
 //! - [`Store`] (this file): one connection to Redis with timeouts, reopened
 //!   after a drop, shared through `&self`.
+//! - `connection`: [`RedisConfig`], how every program reaches Redis (TLS,
+//!   ACL user, password file, Sentinel, the durable `WAIT` mode).
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
 //!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
 //! - `producer`: [`Queue`] and enqueueing. `tasks`: reading, canceling and
