@@ -22,10 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
     Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, TlsCertificates, TlsMode,
+    RedisConnectionInfo, RedisError, TlsCertificates,
 };
 use redis_tasks_config::Settings;
 
@@ -261,68 +260,108 @@ impl RedisConfig {
                 self.shown
             );
         }
+        match &self.endpoint {
+            Endpoint::Direct(addr) => self.open(addr.clone(), timeout),
+            Endpoint::Sentinel { sentinels, master } => {
+                self.open_sentinel_master(sentinels, master, timeout)
+            }
+        }
+    }
+
+    /// A connection to `addr` (TLS and credentials as configured).
+    fn open(&self, addr: ConnectionAddr, timeout: Duration) -> Result<Connection, StoreError> {
         let connect_error = |error| StoreError::Connect {
             addr: self.shown.clone(),
             error,
         };
-        let client = match &self.endpoint {
-            Endpoint::Direct(addr) => {
-                let addr = match (addr, &self.tls) {
-                    (ConnectionAddr::TcpTls { host, port, .. }, Some(tls)) => {
-                        ConnectionAddr::TcpTls {
-                            host: host.clone(),
-                            port: *port,
-                            insecure: tls.insecure,
-                            tls_params: None,
-                        }
-                    }
-                    (other, _) => other.clone(),
-                };
-                let info = addr_info(addr)
-                    .map_err(connect_error)?
-                    .set_redis_settings(self.redis_info()?);
-                match self.tls.as_ref().and_then(Self::certificates) {
-                    Some(certs) if !self.is_insecure() => {
-                        Client::build_with_tls(info, certs).map_err(connect_error)?
-                    }
-                    _ => Client::open(info).map_err(connect_error)?,
-                }
-            }
-            Endpoint::Sentinel { sentinels, master } => {
-                let addrs = sentinels
-                    .iter()
-                    .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
-                let mut builder =
-                    SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
-                        .map_err(connect_error)?
-                        .set_client_to_redis_db(self.db);
-                if let Some(username) = &self.username {
-                    builder = builder.set_client_to_redis_username(username);
-                }
-                if let Some(password) = self.password()? {
-                    builder = builder.set_client_to_redis_password(password);
-                }
-                if let Some(tls) = &self.tls {
-                    builder = builder.set_client_to_redis_tls_mode(if tls.insecure {
-                        TlsMode::Insecure
-                    } else {
-                        TlsMode::Secure
-                    });
-                    if let Some(certs) = Self::certificates(tls).filter(|_| !tls.insecure) {
-                        builder = builder.set_client_to_redis_certificates(certs);
-                    }
-                }
-                let mut sentinel = builder.build().map_err(connect_error)?;
-                sentinel.get_client().map_err(connect_error)?
-            }
+        let addr = match (addr, &self.tls) {
+            (
+                ConnectionAddr::TcpTls { host, port, .. } | ConnectionAddr::Tcp(host, port),
+                Some(tls),
+            ) => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: tls.insecure,
+                tls_params: None,
+            },
+            (other, _) => other,
         };
-        let conn = client
+        let info = addr_info(addr)
+            .map_err(connect_error)?
+            .set_redis_settings(self.redis_info()?);
+        let client = match self.tls.as_ref().and_then(Self::certificates) {
+            Some(certs) if !self.is_insecure() => {
+                Client::build_with_tls(info, certs).map_err(connect_error)?
+            }
+            _ => Client::open(info).map_err(connect_error)?,
+        };
+        client
             .get_connection_with_timeout(timeout)
-            .map_err(|error| StoreError::Connect {
-                addr: self.shown.clone(),
-                error: explain_tls(error),
-            })?;
-        Ok(conn)
+            .map_err(|error| connect_error(explain_tls(error)))
+    }
+
+    /// Asks each sentinel in turn for `master`'s address and connects to
+    /// it, checking (`ROLE`) that it is a master: a sentinel that does not
+    /// answer within `timeout`, does not know the name, or names a server
+    /// that is no master (a stale view) is skipped. Every step has the
+    /// connect timeout, so a hung sentinel cannot hang the caller.
+    fn open_sentinel_master(
+        &self,
+        sentinels: &[(String, u16)],
+        master: &str,
+        timeout: Duration,
+    ) -> Result<Connection, StoreError> {
+        let mut problems = Vec::new();
+        for (host, port) in sentinels {
+            let (master_host, master_port) = match ask_sentinel(host, *port, master, timeout) {
+                Ok(addr) => addr,
+                Err(why) => {
+                    problems.push(format!("sentinel {host}:{port}: {why}"));
+                    continue;
+                }
+            };
+            let mut conn = match self.open(
+                ConnectionAddr::Tcp(master_host.clone(), master_port),
+                timeout,
+            ) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    problems.push(format!(
+                        "master {master_host}:{master_port} named by sentinel {host}:{port}: {e}"
+                    ));
+                    continue;
+                }
+            };
+            let _ = conn.set_read_timeout(Some(timeout));
+            match redis::cmd("ROLE").query::<redis::Value>(&mut conn) {
+                Ok(redis::Value::Array(items))
+                    if matches!(items.first(), Some(redis::Value::BulkString(b)) if b == b"master") =>
+                {
+                    return Ok(conn);
+                }
+                Ok(_) => problems.push(format!(
+                    "{master_host}:{master_port} named by sentinel {host}:{port} is not a master (yet)"
+                )),
+                Err(e) if e.code() == Some("NOPERM") => {
+                    return Err(StoreError::InvalidConfig {
+                        problem: format!(
+                            "the redis user may not run ROLE on the master named by the sentinels \
+                             ({e}); with Sentinel, the ACL user needs +role (docs/redis.md)"
+                        ),
+                    });
+                }
+                Err(e) => problems.push(format!(
+                    "ROLE on {master_host}:{master_port} named by sentinel {host}:{port}: {e}"
+                )),
+            }
+        }
+        Err(StoreError::Connect {
+            addr: self.shown.clone(),
+            error: RedisError::from(std::io::Error::other(format!(
+                "no sentinel named a reachable master: {}",
+                problems.join("; ")
+            ))),
+        })
     }
 
     /// After a command: in durable mode, waits until enough replicas
@@ -354,6 +393,34 @@ pub(crate) enum WaitError {
     Redis(RedisError),
     /// Fewer replicas than wanted acknowledged in time.
     Short { wanted: u32, got: u64 },
+}
+
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME master` on one sentinel, within
+/// `timeout` for the connection and the reply.
+fn ask_sentinel(
+    host: &str,
+    port: u16,
+    master: &str,
+    timeout: Duration,
+) -> Result<(String, u16), String> {
+    let client =
+        Client::open(ConnectionAddr::Tcp(host.to_owned(), port)).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_connection_with_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let reply: Option<(String, String)> = redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(master)
+        .query(&mut conn)
+        .map_err(|e| e.to_string())?;
+    let (ip, port) = reply.ok_or_else(|| format!("does not know a master named {master:?}"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("named the master with a bad port {port:?}"))?;
+    Ok((ip, port))
 }
 
 fn addr_info(addr: ConnectionAddr) -> Result<ConnectionInfo, RedisError> {

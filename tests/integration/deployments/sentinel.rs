@@ -3,6 +3,7 @@
 //! scheduler) runs tasks; after the failover everything carries on, and the
 //! test counts what was lost. In the durable mode (`redis_wait_replicas =
 //! 1`) nothing acknowledged is lost: no enqueue, no recorded outcome.
+//! The first test also connects as the documented ACL user (plus `+role`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +40,30 @@ struct Losses {
 #[test]
 fn every_program_follows_a_sentinel_failover_and_the_losses_are_counted() {
     let set = SentinelSet::start();
-    let app = AppEnv::new(&[("REDIS_URL", set.url())]);
+    // With the documented ACL user (plus +role, for Sentinel), on both
+    // servers (ACL rules are not replicated), named in the URL; the
+    // password comes from a file.
+    let rules = format!("{} +role", super::acl::ACL_RULES);
+    for node in [&set.master, &set.replica] {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg("rt_app");
+        for rule in rules.split_whitespace() {
+            cmd.arg(rule);
+        }
+        cmd.arg(">s3cret")
+            .query::<()>(&mut node.client())
+            .expect("ACL SETUSER");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("password");
+    std::fs::write(&file, "s3cret\n").expect("password file");
+    let url = set
+        .url()
+        .replace("redis+sentinel://", "redis+sentinel://rt_app@");
+    let app = AppEnv::new(&[
+        ("REDIS_URL", url),
+        ("RT_REDIS_PASSWORD_FILE", file.display().to_string()),
+    ]);
     let losses = failover_under_load(set, &app);
     eprintln!("sentinel failover without WAIT: {losses:?}");
 }
@@ -215,4 +239,26 @@ fn outcome_runs(app: &AppEnv) -> BTreeMap<String, usize> {
         }
     }
     runs
+}
+
+#[test]
+fn sentinels_that_do_not_answer_give_a_clear_error_instead_of_a_hang() {
+    // One port nobody listens on, one that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let closed = crate::support::free_port().expect("free port");
+    let url = format!("redis+sentinel://127.0.0.1:{closed},127.0.0.1:{silent_port}/mymaster");
+    let store = Store::open(&url, "redis_tasks")
+        .expect("open")
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500));
+    let err = store.ping().expect_err("no master");
+    let text = err.to_string();
+    assert!(
+        text.contains("no sentinel named a reachable master"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("127.0.0.1:{closed}")), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{silent_port}")), "{text}");
+    assert!(err.is_connection_error());
+    drop(silent);
 }
