@@ -262,3 +262,40 @@ fn sentinels_that_do_not_answer_give_a_clear_error_instead_of_a_hang() {
     assert!(err.is_connection_error());
     drop(silent);
 }
+
+#[test]
+fn every_program_works_with_tls_to_a_sentinel_managed_master_across_a_failover() {
+    let certs = crate::support::topology::TestCerts::generate();
+    let mut set = SentinelSet::start_tls(&certs);
+    let app = AppEnv::new(&[
+        ("REDIS_URL", set.url()),
+        (
+            "RT_REDIS_TLS_CA_FILE",
+            certs.file("ca.pem").display().to_string(),
+        ),
+    ]);
+    assert!(set.url().starts_with("rediss+sentinel://"));
+    app.exercise_every_program();
+
+    // The master fails; the programs follow the sentinels to the new one,
+    // still over TLS.
+    let old = set.current_master_port().expect("a master");
+    set.master.kill9();
+    wait_until("the sentinels to promote the replica", WAIT, || {
+        set.current_master_port().is_some_and(|p| p != old)
+    });
+    let mut sup = app.start(&["worker", "-c", "1"], "", &[]);
+    let store = app.store();
+    let mut id = String::new();
+    wait_until("an enqueue on the new master", WAIT, || {
+        match app.admin(&["enqueue", "noop"]).output() {
+            out if out.status.success() => {
+                id = out.stdout.trim().to_owned();
+                true
+            }
+            _ => false,
+        }
+    });
+    super::wait_status(&store, &id, TaskStatus::Finished);
+    sup.stop();
+}

@@ -320,6 +320,8 @@ pub struct SentinelSet {
     pub master: RedisProc,
     pub replica: RedisProc,
     pub sentinels: Vec<RedisProc>,
+    /// Started by [`SentinelSet::start_tls`].
+    pub tls: bool,
 }
 
 /// The master name the sentinels of a [`SentinelSet`] watch.
@@ -329,15 +331,52 @@ impl SentinelSet {
     /// Starts the set and waits until every sentinel knows the replica and
     /// the other sentinels.
     pub fn start() -> SentinelSet {
-        let master = RedisProc::start("master", &[]);
-        let replica = RedisProc::start(
-            "replica",
-            &[
-                "--replicaof".to_owned(),
-                "127.0.0.1".to_owned(),
-                master.port().to_string(),
-            ],
-        );
+        Self::start_with(None)
+    }
+
+    /// Like [`SentinelSet::start`], with TLS between everyone (certificates
+    /// from `certs`, no client certificates required): the sentinels
+    /// monitor and name the TLS ports; their own port stays plain.
+    pub fn start_tls(certs: &TestCerts) -> SentinelSet {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&TestCerts>) -> SentinelSet {
+        let tls_args = |port: u16| -> Vec<String> {
+            let Some(certs) = certs else {
+                return Vec::new();
+            };
+            let s = |name: &str| certs.file(name).display().to_string();
+            vec![
+                "--tls-port".to_owned(),
+                port.to_string(),
+                "--tls-cert-file".to_owned(),
+                s("server.pem"),
+                "--tls-key-file".to_owned(),
+                s("server.key"),
+                "--tls-ca-cert-file".to_owned(),
+                s("ca.pem"),
+                "--tls-auth-clients".to_owned(),
+                "no".to_owned(),
+                "--tls-replication".to_owned(),
+                "yes".to_owned(),
+            ]
+        };
+        let master_tls = free_port().expect("free port");
+        let master = RedisProc::start("master", &tls_args(master_tls));
+        // The port the others reach the master on.
+        let master_port = if certs.is_some() {
+            master_tls
+        } else {
+            master.port()
+        };
+        let mut replica_args = tls_args(free_port().expect("free port"));
+        replica_args.extend([
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master_port.to_string(),
+        ]);
+        let replica = RedisProc::start("replica", &replica_args);
         wait_until("the replica to sync", Duration::from_secs(60), || {
             let info: String = redis::cmd("INFO")
                 .arg("replication")
@@ -345,21 +384,39 @@ impl SentinelSet {
                 .unwrap_or_default();
             info.contains("master_link_status:up")
         });
-        let conf = format!(
+        let mut conf = format!(
             "sentinel resolve-hostnames no\n\
-             sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 2000\n\
              sentinel failover-timeout {MASTER_NAME} 10000\n\
-             sentinel parallel-syncs {MASTER_NAME} 1\n",
-            master.port()
+             sentinel parallel-syncs {MASTER_NAME} 1\n"
         );
+        if let Some(certs) = certs {
+            let s = |name: &str| certs.file(name).display().to_string();
+            conf.push_str(&format!(
+                "tls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                s("server.pem"),
+                s("server.key"),
+                s("ca.pem")
+            ));
+        }
         let sentinels: Vec<RedisProc> = (0..3)
-            .map(|i| RedisProc::start_sentinel(&format!("sentinel {i}"), &conf))
+            .map(|i| {
+                // With TLS, sentinels talk TLS to each other too: each gets
+                // a TLS port besides the plain one the programs use.
+                let mut conf = conf.clone();
+                if certs.is_some() {
+                    let port = free_port().expect("free port");
+                    conf.push_str(&format!("tls-port {port}\ntls-auth-clients no\n"));
+                }
+                RedisProc::start_sentinel(&format!("sentinel {i}"), &conf)
+            })
             .collect();
         let set = SentinelSet {
             master,
             replica,
             sentinels,
+            tls: certs.is_some(),
         };
         wait_until(
             "every sentinel to see the replica and two other sentinels",
@@ -396,7 +453,12 @@ impl SentinelSet {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port()))
             .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+        let scheme = if self.tls {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{MASTER_NAME}", hosts.join(","))
     }
 
     /// The port of the master the first answering sentinel names now.
