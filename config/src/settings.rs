@@ -25,6 +25,7 @@ mod entries;
 mod env;
 mod file;
 mod queues;
+mod redis;
 mod values;
 
 use std::collections::BTreeMap;
@@ -39,18 +40,22 @@ use crate::schedule::{ScheduleEntry, parse_time_zone};
 pub use error::{Origin, SettingsError};
 pub use isolation::Isolation;
 pub use queues::QueueSettings;
+pub use redis::{DEFAULT_WAIT_TIMEOUT_MS, RedisSettings};
 
 /// Every setting, after defaults, file and environment were applied.
 ///
 /// All durations are in whole seconds; the `Duration` accessors below convert.
 #[derive(Clone, PartialEq)]
 pub struct Settings {
-    /// Where Redis is (`redis://`, `rediss://` or `unix://` URL).
+    /// Where Redis is: a `redis://`, `rediss://` or `unix://` URL, or
+    /// `redis+sentinel://host:port[,host:port...]/MASTER[/DB]` (`rediss+sentinel://` for TLS).
     pub redis_url: String,
     /// A file holding the Redis password (its first line), used instead of
     /// a password in `redis_url`; read each time a store is opened, so at
     /// start-up and at every reload.
     pub redis_password_file: Option<PathBuf>,
+    /// The other connection settings: ACL user, TLS, Sentinel, durable mode.
+    pub redis: RedisSettings,
     /// Prefix of every Redis key, so several deployments can share a server.
     pub redis_prefix: String,
     /// IANA time zone that schedules are written in.
@@ -113,6 +118,7 @@ impl Default for Settings {
         Settings {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_password_file: None,
+            redis: RedisSettings::default(),
             redis_prefix: "redis_tasks".to_owned(),
             timezone: "UTC".to_owned(),
             default_task_timeout: 86_400,
@@ -268,6 +274,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("redis_url", &redact_password(&self.redis_url))
             .field("redis_password_file", &self.redis_password_file)
+            .field("redis", &self.redis)
             .field("redis_prefix", &self.redis_prefix)
             .field("timezone", &self.timezone)
             .field("default_task_timeout", &self.default_task_timeout)

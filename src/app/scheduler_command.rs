@@ -48,6 +48,14 @@ pub(super) fn run(app: &App, global: &GlobalArgs, _args: SchedulerArgs) -> anyho
                     handle.stop_within(STOP_WAIT);
                     return Ok(());
                 }
+                Ok(SignalRequest::Reload) => {
+                    // Only the password file is read again; other settings
+                    // take effect at the next start.
+                    for e in redis_tasks_store::reload_password_files() {
+                        tracing::error!("SIGHUP: {e}; the old password stays in force");
+                    }
+                    tracing::info!("SIGHUP: the redis password file was read again");
+                }
                 Ok(other) => tracing::debug!("scheduler: {other:?} has no effect on a scheduler"),
             },
         }

@@ -175,6 +175,41 @@ pub enum StoreError {
         /// Why not.
         error: std::io::Error,
     },
+    /// The Redis connection settings do not fit together (a sentinel
+    /// master without sentinels, TLS files without a `rediss://` URL...).
+    #[error("invalid redis connection settings: {problem}")]
+    InvalidConfig {
+        /// What is wrong, naming the settings.
+        problem: String,
+    },
+    /// A file named by a connection setting (TLS CA, certificate or key)
+    /// could not be read.
+    #[error("cannot read {path} ({setting}): {error}")]
+    ConfigFile {
+        /// The setting that names the file.
+        setting: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// Durable mode: fewer replicas than `redis_wait_replicas` acknowledged
+    /// the command's writes within `redis_wait_timeout_ms`. The command did
+    /// run on the master; its effects may be lost if the master fails now.
+    #[error(
+        "redis at {addr}: only {got} of {wanted} replica(s) acknowledged the write within \
+         {timeout_ms} ms (durable mode, redis_wait_replicas); it may be lost on a failover"
+    )]
+    NotReplicated {
+        /// The server.
+        addr: String,
+        /// Replicas wanted.
+        wanted: u32,
+        /// Replicas that acknowledged.
+        got: u64,
+        /// The `WAIT` timeout.
+        timeout_ms: u64,
+    },
 }
 
 impl StoreError {
@@ -183,7 +218,7 @@ impl StoreError {
     /// data) rather than from the data, so retrying later may help.
     pub fn is_connection_error(&self) -> bool {
         match self {
-            StoreError::Connect { .. } => true,
+            StoreError::Connect { .. } | StoreError::NotReplicated { .. } => true,
             StoreError::Redis { error, .. } => {
                 error.is_io_error()
                     || error.is_timeout()

@@ -8,6 +8,8 @@
 //!
 //! - [`Store`] (this file): one connection to Redis with timeouts, reopened
 //!   after a drop, shared through `&self`.
+//! - `connection`: [`RedisConfig`], how every program reaches Redis (TLS,
+//!   ACL user, password file, Sentinel, the durable `WAIT` mode).
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
 //!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
 //! - `producer`: [`Queue`] and enqueueing; `enqueue_options`:
@@ -41,6 +43,7 @@
 //! not have happened). Use [`Store::independent`] to get a store with
 //! connections of its own, for another thread.
 
+mod connection;
 mod delayed;
 mod enqueue_options;
 mod error;
@@ -63,10 +66,11 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Connection, IntoConnectionInfo, RedisError};
+use redis::{Connection, RedisError};
 
 pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
+pub use connection::{RedisConfig, WaitPolicy, reload_password_files};
 pub use error::{StoreError, redact_url};
 pub use fetch::Fetched;
 pub use graph::{
@@ -99,7 +103,7 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Store` can be shared between threads (a blocking [`fetch`](Store::fetch)
 /// uses a connection of its own and does not hold up other calls).
 pub struct Store {
-    client: Client,
+    config: RedisConfig,
     addr: String,
     keys: Keys,
     conn: Mutex<Option<Connection>>,
@@ -135,16 +139,13 @@ impl Store {
         password: Option<&str>,
         prefix: &str,
     ) -> Result<Store, StoreError> {
-        let invalid = |error| StoreError::InvalidUrl {
-            url: redact_url(url),
-            error,
-        };
-        let mut info = url.into_connection_info().map_err(invalid)?;
-        if let Some(password) = password {
-            let redis = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(redis);
-        }
-        let client = Client::open(info).map_err(invalid)?;
+        Store::with_config(RedisConfig::from_url(url, password)?, prefix)
+    }
+
+    /// A store reaching Redis as `config` says (TLS, ACL user, Sentinel,
+    /// durable mode), with keys under `prefix`. No connection is made until
+    /// the first call.
+    pub fn with_config(config: RedisConfig, prefix: &str) -> Result<Store, StoreError> {
         if prefix.is_empty() {
             return Err(StoreError::InvalidName {
                 what: "key prefix",
@@ -152,9 +153,9 @@ impl Store {
                 reason: "it is empty",
             });
         }
-        let addr = client.get_connection_info().addr().to_string();
+        let addr = config.shown().to_owned();
         Ok(Store {
-            client,
+            config,
             addr,
             keys: Keys::new(prefix),
             conn: Mutex::new(None),
@@ -166,20 +167,21 @@ impl Store {
         })
     }
 
-    /// A store configured from settings: `redis_url`, `redis_prefix`,
-    /// `max_args_bytes` and `expiring_registries_ttl`.
+    /// A store configured from settings: `redis_url`, `redis_password_file`,
+    /// the `redis_*` connection settings (see [`RedisConfig::from_settings`]),
+    /// `redis_prefix`, `max_args_bytes` and `expiring_registries_ttl`.
     pub fn from_settings(settings: &Settings) -> Result<Store, StoreError> {
-        let password = match &settings.redis_password_file {
-            None => None,
-            Some(path) => Some(read_password(path)?),
-        };
-        Ok(Store::open_with_password(
-            &settings.redis_url,
-            password.as_deref(),
+        Ok(Store::with_config(
+            RedisConfig::from_settings(settings)?,
             &settings.redis_prefix,
         )?
         .with_max_args_bytes(settings.max_args_bytes)
         .with_registry_ttl(settings.expiring_registries_ttl))
+    }
+
+    /// How this store reaches Redis.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
     }
 
     /// Sets the limit on the JSON text of one task's arguments.
@@ -205,7 +207,7 @@ impl Store {
     /// of its own (for another thread, since [`fetch`](Store::fetch) blocks).
     pub fn independent(&self) -> Result<Store, StoreError> {
         Ok(Store {
-            client: self.client.clone(),
+            config: self.config.clone(),
             addr: self.addr.clone(),
             keys: self.keys.clone(),
             conn: Mutex::new(None),
@@ -291,13 +293,32 @@ impl Store {
                 detail: "no connection".to_owned(),
             });
         };
-        let read_timeout = self.io_timeout + wait.unwrap_or_default();
+        let durable = self.config.wait().map(|w| w.timeout).unwrap_or_default();
+        let read_timeout = self.io_timeout + wait.unwrap_or_default() + durable;
         if let Err(source) = conn.set_read_timeout(Some(read_timeout)) {
             *slot = None;
             return Err(self.redis_error(source));
         }
         match f(conn, &self.keys) {
-            Ok(value) => Ok(value),
+            Ok(value) => match self.config.wait_replicas(conn) {
+                Ok(()) => Ok(value),
+                Err(connection::WaitError::Redis(err)) => {
+                    let mapped = self.redis_error(err);
+                    if mapped.is_connection_error() {
+                        *slot = None;
+                    }
+                    Err(mapped)
+                }
+                Err(connection::WaitError::Short { wanted, got }) => {
+                    *slot = None;
+                    Err(StoreError::NotReplicated {
+                        addr: self.addr.clone(),
+                        wanted,
+                        got,
+                        timeout_ms: durable.as_millis().try_into().unwrap_or(u64::MAX),
+                    })
+                }
+            },
             Err(err) => {
                 let mapped = self.classify(conn, err, expected);
                 if mapped.is_connection_error() {
@@ -313,10 +334,7 @@ impl Store {
             addr: self.addr.clone(),
             error,
         };
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)
-            .map_err(connect_error)?;
+        let conn = self.config.connect(self.connect_timeout)?;
         conn.set_write_timeout(Some(self.io_timeout))
             .map_err(connect_error)?;
         conn.set_read_timeout(Some(self.io_timeout))
@@ -410,7 +428,7 @@ pub(crate) fn replies(values: Vec<redis::Value>) -> Result<Vec<redis::Value>, Re
 }
 
 /// The first line of `path`, without its line ending.
-fn read_password(path: &std::path::Path) -> Result<String, StoreError> {
+pub(crate) fn read_password(path: &std::path::Path) -> Result<String, StoreError> {
     let failed = |error| StoreError::PasswordFile {
         path: path.to_path_buf(),
         error,

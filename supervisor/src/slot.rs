@@ -111,6 +111,16 @@ impl Slot {
                 }
                 Ok(None) if current.config.burst => break,
                 Ok(None) => {}
+                Err(StoreError::SlotBusy { ids, .. }) => {
+                    // A fetch whose reply never arrived (a dropped
+                    // connection, a failover, a durable-mode WAIT that
+                    // timed out) left ids in this slot's list. The slot
+                    // fetches only when idle, so none of them started:
+                    // they go back to the front of their queue.
+                    if !self.release_lost_fetches(&ids) {
+                        let _ = self.commands.recv_timeout(backoff.next_wait());
+                    }
+                }
                 Err(e @ (StoreError::ForeignTask { .. } | StoreError::ForeignSchema { .. })) => {
                     // Data of another format under our prefix: never touch
                     // it, and do not spin on it either.
@@ -133,6 +143,26 @@ impl Slot {
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
         });
+    }
+
+    /// Hands `ids` (in this slot's list, never started) back to the
+    /// front of their queues; returns whether all went back.
+    fn release_lost_fetches(&self, ids: &[String]) -> bool {
+        let mut all = true;
+        for id in ids {
+            match self.store.release_unstarted(&self.id, id, Timestamp::now()) {
+                Ok(_) => warn!(
+                    slot = %self.id,
+                    task = %id,
+                    "the reply to a fetch was lost; the task, never started, is back at the front of its queue"
+                ),
+                Err(e) => {
+                    all = false;
+                    warn!(slot = %self.id, task = %id, "cannot hand back a task whose fetch reply was lost: {e}");
+                }
+            }
+        }
+        all
     }
 
     fn update_view(&self, change: impl FnOnce(&mut SlotView)) {

@@ -42,6 +42,8 @@
 //! - `logging`: what the binaries write on stderr: error causes, colour,
 //!   a stderr nobody reads.
 //! - `secrets`: no password on a command line; `redis_password_file`.
+//! - `deployments`: TLS, a restricted ACL user, Sentinel failover (with
+//!   and without the durable `WAIT` mode), by settings alone.
 //! - `testing_helper`: the in-process runner for users' test suites.
 //!
 //! Run all with `cargo test --test integration`, or a part with
@@ -53,6 +55,7 @@ mod cli_admin;
 mod cli_enqueue;
 mod cli_errors;
 mod cli_schedule;
+mod deployments;
 mod e2e;
 mod graph;
 mod logging;

@@ -50,9 +50,19 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 19] = [
+pub(crate) const SCALAR_KEYS: [&str; 28] = [
     "redis_url",
     "redis_password_file",
+    // Read by `super::redis` (RedisSettings).
+    "redis_username",
+    "redis_tls_ca_file",
+    "redis_tls_cert_file",
+    "redis_tls_key_file",
+    "redis_tls_insecure",
+    "redis_sentinels",
+    "redis_sentinel_master",
+    "redis_wait_replicas",
+    "redis_wait_timeout_ms",
     "redis_prefix",
     "timezone",
     "default_task_timeout",
@@ -108,7 +118,7 @@ pub(super) fn apply_scalar(
             .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
         "worker_cgroups" => boolean(raw).map(|v| s.worker_cgroups = v),
         "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
-        _ => return None,
+        _ => return super::redis::apply(&mut s.redis, key, raw),
     };
     Some(result)
 }
@@ -135,7 +145,14 @@ pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
 }
 
 /// URL schemes the Redis client accepts.
-const REDIS_SCHEMES: [&str; 4] = ["redis://", "rediss://", "unix://", "redis+unix://"];
+const REDIS_SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+];
 
 /// A Redis URL: one of the client's schemes and something after it. The
 /// store parses the rest when it connects (this crate does not link the

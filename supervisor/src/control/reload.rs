@@ -14,6 +14,11 @@ use crate::shared::Current;
 impl Control {
     pub(super) fn handle_reload(&mut self) {
         self.notifier.reloading();
+        // The password file (redis_password_file) is read again first: new
+        // connections of every store in this process use the new password.
+        for e in redis_tasks_store::reload_password_files() {
+            error!("SIGHUP: {e}; the old password stays in force");
+        }
         let current = self.shared.current();
         let config = match &current.config.reload {
             None => current.config.clone(),

@@ -5,6 +5,7 @@
 
 mod cmd;
 mod server;
+pub mod topology;
 
 use std::time::{Duration, Instant};
 
