@@ -68,9 +68,9 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
+pub use connection::{RedisConfig, WaitPolicy, reload_password_files};
 pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
-pub use connection::{RedisConfig, WaitPolicy, reload_password_files};
 pub use error::{StoreError, redact_url};
 pub use fetch::Fetched;
 pub use graph::{

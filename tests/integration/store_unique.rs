@@ -200,7 +200,11 @@ fn a_delayed_task_holds_its_key_until_it_is_canceled() {
     assert_eq!(t.status, TaskStatus::Scheduled);
     assert_eq!(t.unique.as_deref(), Some("import:7"));
     assert!(t.run_at.is_some(), "{t:#?}");
-    assert_eq!(queue.count().expect("count"), 0, "a delayed task was queued");
+    assert_eq!(
+        queue.count().expect("count"),
+        0,
+        "a delayed task was queued"
+    );
 
     // Scheduled counts as live: the same key, due now or later, is taken.
     for options in [unique("import:7"), later.clone()] {
