@@ -11,13 +11,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use redis_tasks_protocol::ipc::WORKER_FD_ARG;
 use redis_tasks_protocol::ipc::fork_server::FORK_SERVER_FD_ARG;
 use redis_tasks_worker::{Middleware, TaskContext, TaskDef, TaskOptions, TaskRegistry};
 use serde::de::DeserializeOwned;
 
-use crate::cli::{AdminCommand, GlobalArgs, print_error, print_stderr, run_admin};
+use crate::cli::{
+    AdminCommand, CompletionsArgs, GlobalArgs, print_error, print_stderr, run_admin,
+    write_completions,
+};
 pub use worker_command::WorkerArgs;
 
 /// A redis-tasks application: task functions and middleware, and the
@@ -74,6 +77,8 @@ enum AppCommand {
     /// Run the scheduler: enqueue the settings' schedule entries when due
     /// (one active scheduler per Redis prefix; others wait to take over).
     Scheduler(scheduler_command::SchedulerArgs),
+    /// Print a shell completion script for this program.
+    Completions(CompletionsArgs),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -175,12 +180,23 @@ impl App {
                 };
             }
         };
+        if let AppCommand::Completions(completions) = &cli.command {
+            let argv0 = args.first().map(OsString::as_os_str);
+            write_completions(
+                AppCli::command(),
+                argv0,
+                completions.shell,
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
         crate::logging::init();
         let mut cli = cli;
         cli.global = self.with_default_config(cli.global);
         let result = match cli.command {
             AppCommand::Worker(args) => worker_command::run(&self, &cli.global, args),
             AppCommand::Scheduler(args) => scheduler_command::run(&self, &cli.global, args),
+            AppCommand::Completions(_) => Ok(()),
             AppCommand::Admin(command) => {
                 run_admin(&cli.global, command, Some(&self.registry.names()))
             }

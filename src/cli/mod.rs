@@ -18,7 +18,10 @@
 //! - `style`: colour on a terminal.
 //! - [`schedule`]: `schedule next`.
 //! - `graph`: `graph show`.
+//! - [`completions`]: `completions bash|zsh|fish` (handled by each binary,
+//!   which knows its whole command line).
 
+pub mod completions;
 mod failed;
 mod graph;
 mod info;
@@ -34,6 +37,7 @@ use clap::{Args, Subcommand};
 use redis_tasks_config::Settings;
 use redis_tasks_store::Store;
 
+pub use completions::{CompletionsArgs, write_completions};
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;

@@ -23,6 +23,7 @@
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
+//! - `completions`: `completions bash|zsh|fish` of both kinds of binary.
 //! - `e2e`: the demo binary as a real supervisor with real worker
 //!   processes: every abnormal ending, shutdown, recovery, isolation,
 //!   Redis outages (see `e2e/mod.rs`).
@@ -45,6 +46,7 @@ mod support;
 mod cli_admin;
 mod cli_errors;
 mod cli_schedule;
+mod completions;
 mod e2e;
 mod graph;
 mod logging;
