@@ -26,6 +26,7 @@ pub mod testing;
 
 pub use app::{App, WorkerArgs, started_as_worker_process};
 pub use graph::{EnqueuedGraph, FailurePolicy, Graph, GraphError, GraphMiddleware};
+pub use logging::LogFormat;
 pub use redis_tasks_config as config;
 pub use redis_tasks_config::Settings;
 pub use redis_tasks_config::settings::Isolation;

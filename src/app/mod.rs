@@ -190,7 +190,7 @@ impl App {
             );
             return ExitCode::SUCCESS;
         }
-        crate::logging::init();
+        crate::logging::init(cli.global.log_format);
         let mut cli = cli;
         cli.global = self.with_default_config(cli.global);
         let result = match cli.command {

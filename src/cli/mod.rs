@@ -54,6 +54,17 @@ pub struct GlobalArgs {
     /// Redis URL, overriding the settings and REDIS_URL.
     #[arg(long, global = true, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Log line format on stderr: `text` (for people) or `json` (one object
+    /// per line, for journald and log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "RT_LOG_FORMAT",
+        default_value_t
+    )]
+    pub log_format: crate::LogFormat,
 }
 
 impl GlobalArgs {

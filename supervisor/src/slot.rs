@@ -49,6 +49,13 @@ pub(crate) struct Slot {
     pub view: Arc<Mutex<SlotView>>,
 }
 
+/// What the end-of-task log line says about the run.
+struct RunInfo<'a> {
+    name: &'a str,
+    queue: &'a str,
+    duration: Duration,
+}
+
 struct MetaToRedis<'a> {
     store: &'a Store,
 }
@@ -140,7 +147,7 @@ impl Slot {
             Err(e) => {
                 error!(slot = %self.id, task = %id, "cannot run a corrupt task record: {e}");
                 let conclusion = Conclusion::unreadable(format!("corrupt task record: {e}"));
-                self.write(&id, "task with a corrupt record", &conclusion);
+                self.write(&id, "task with a corrupt record", &conclusion, None);
                 return;
             }
         };
@@ -155,6 +162,8 @@ impl Slot {
             }
             return;
         }
+        let started = Instant::now();
+        info!(task = %record.id, name = %record.task, queue = %record.queue, slot = %self.id, "task started");
         let def = self.shared.registry.get(&record.task);
         let timeout = def
             .and_then(|d| d.options().timeout)
@@ -192,7 +201,12 @@ impl Slot {
             current.config.settings.max_aborted_runs,
         );
         let conclusion = conclude(&record, ended, policy, &current.chain);
-        self.write(&record.id, &record.description, &conclusion);
+        let run = RunInfo {
+            name: &record.task,
+            queue: &record.queue,
+            duration: started.elapsed(),
+        };
+        self.write(&record.id, &record.description, &conclusion, Some(&run));
         self.update_view(|v| v.task = None);
         self.refresh_process(current);
     }
@@ -325,29 +339,34 @@ impl Slot {
     }
 
     /// Writes a conclusion (retrying while Redis fails), counts it and
-    /// logs it.
-    fn write(&self, id: &str, description: &str, conclusion: &Conclusion) {
+    /// logs it (at info, with the run's duration, see
+    /// docs/observability.md).
+    fn write(&self, id: &str, description: &str, conclusion: &Conclusion, run: Option<&RunInfo>) {
         let written = self.with_redis("record an outcome", |store, now| {
             conclusion.write(store, &self.id, id, now)
         });
+        let (name, queue, secs) = run.map_or(("", "", 0.0), |r| {
+            (r.name, r.queue, r.duration.as_secs_f64())
+        });
+        let slot = self.id.as_str();
         match (written, conclusion) {
             (Some(true), Conclusion::Requeue { reason }) => {
                 self.shared
                     .counters
                     .requeued
                     .fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, "{description} requeued at the front of its queue: {reason}");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "requeued", "{description} requeued at the front of its queue after {secs:.3} s: {reason}");
             }
             (Some(true), Conclusion::Record(Outcome::Success)) => {
                 self.shared
                     .counters
                     .finished
                     .fetch_add(1, Ordering::Relaxed);
-                debug!(task = %id, "{description} finished");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "finished", "{description} finished in {secs:.3} s");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
                 self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, "{description} failed: {failure}");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "failed", "{description} failed after {secs:.3} s: {failure}");
             }
             (Some(false), _) => warn!(
                 task = %id,
