@@ -96,6 +96,9 @@ pub struct Settings {
     /// supervisor runs such tasks as uid `dynamic_user_base + N`. Give each
     /// supervisor of a host its own base.
     pub dynamic_user_base: u32,
+    /// Where a supervisor serves its Prometheus metrics (`/metrics`);
+    /// `None`: nowhere (`worker --metrics-addr` wins at start-up).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Per-queue settings (`[queues.NAME]` tables), by queue name.
     pub queues: BTreeMap<String, QueueSettings>,
     /// The settings file these came from, if any.
@@ -120,6 +123,7 @@ impl Default for Settings {
             worker_queues: Vec::new(),
             drain_timeout: 0,
             dynamic_user_base: 61_184,
+            metrics_addr: None,
             queues: BTreeMap::new(),
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
@@ -273,6 +277,7 @@ impl fmt::Debug for Settings {
             .field("worker_queues", &self.worker_queues)
             .field("drain_timeout", &self.drain_timeout)
             .field("dynamic_user_base", &self.dynamic_user_base)
+            .field("metrics_addr", &self.metrics_addr)
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)

@@ -15,6 +15,7 @@ use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
 use tracing::info;
 
 use crate::config::SupervisorConfig;
+use crate::metrics::Metrics;
 use crate::worker_process::{RetireHandle, SpawnSpec, WorkerProcess};
 
 /// The configuration in effect; replaced whole by a reload.
@@ -107,6 +108,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     redis_down_since: Mutex<Option<Timestamp>>,
     retire: RetireHandle,
+    /// What `/metrics` serves (updated whether or not it is served).
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             counters: Counters::default(),
             redis_down_since: Mutex::new(None),
             retire,
+            metrics: Metrics::new(),
         }
     }
 
@@ -178,6 +182,7 @@ impl Shared {
 
     /// Notes a failed Redis call (for the status line).
     pub(crate) fn note_redis_error(&self, _e: &StoreError) {
+        self.metrics.redis_error();
         self.redis_down_since
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -192,6 +197,7 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(since) = was {
+            self.metrics.redis_reconnected();
             info!("Redis reachable again (failing since {since:.0})");
         }
     }

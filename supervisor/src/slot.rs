@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::control::ControlEvent;
 use crate::execute::{RunHooks, SlotCommand, run_on};
 use crate::isolation::{self, Plan};
+use crate::metrics::Ended;
 use crate::outcome::{Conclusion, Policy, conclude};
 use crate::shared::{Current, Mode, Shared, SlotView};
 use crate::worker_process::{SpawnError, WorkerProcess};
@@ -52,6 +53,8 @@ pub(crate) struct Slot {
 /// What the end-of-task log line says about the run.
 struct RunInfo<'a> {
     name: &'a str,
+    /// The name, when this binary registers it (for metric labels).
+    known: Option<&'a str>,
     queue: &'a str,
     duration: Duration,
 }
@@ -83,6 +86,7 @@ impl Slot {
     /// retires, or, in burst mode, when the queues are empty.
     pub(crate) fn run(mut self) {
         let mut backoff = Backoff::new();
+        self.shared.metrics.slot_started();
         loop {
             let mode = self.shared.mode();
             if mode.stopping() {
@@ -131,6 +135,7 @@ impl Slot {
         if let Some(process) = self.process.take() {
             self.shared.retire(process);
         }
+        self.shared.metrics.slot_ended();
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
         });
@@ -164,6 +169,11 @@ impl Slot {
         }
         let started = Instant::now();
         info!(task = %record.id, name = %record.task, queue = %record.queue, slot = %self.id, "task started");
+        let waited = Timestamp::now().duration_since(record.enqueued_at);
+        self.shared.metrics.task_started(
+            &record.queue,
+            Duration::try_from(waited).unwrap_or(Duration::ZERO),
+        );
         let def = self.shared.registry.get(&record.task);
         let timeout = def
             .and_then(|d| d.options().timeout)
@@ -195,6 +205,12 @@ impl Slot {
             let ended = self.execute_isolated(current, &record, timeout, &profile);
             isolation::explain(ended, &profile)
         };
+        let known = self
+            .shared
+            .registry
+            .get(&record.task)
+            .map(|_| record.task.as_str());
+        self.shared.metrics.run_ended(&record.queue, known, &ended);
         let policy = Policy::for_task(
             &self.shared.registry,
             &record.task,
@@ -203,10 +219,12 @@ impl Slot {
         let conclusion = conclude(&record, ended, policy, &current.chain);
         let run = RunInfo {
             name: &record.task,
+            known,
             queue: &record.queue,
             duration: started.elapsed(),
         };
         self.write(&record.id, &record.description, &conclusion, Some(&run));
+        self.shared.metrics.task_done();
         self.update_view(|v| v.task = None);
         self.refresh_process(current);
     }
@@ -276,6 +294,7 @@ impl Slot {
                     return Outcome::failure(FailureKind::StartFailed(e.to_string()));
                 }
             };
+        self.shared.metrics.process_started(true);
         let ready = self.process.as_ref().map(WorkerProcess::pid);
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
@@ -319,6 +338,7 @@ impl Slot {
     fn start_process(&mut self, current: &Current) -> Result<WorkerProcess, String> {
         match WorkerProcess::spawn(&current.spawn, current.generation) {
             Ok(process) => {
+                self.shared.metrics.process_started(true);
                 self.shared.start_failures.store(0, Ordering::SeqCst);
                 let pid = process.pid();
                 debug!(slot = %self.id, pid, "worker process ready");
@@ -326,6 +346,7 @@ impl Slot {
                 Ok(process)
             }
             Err(e) => {
+                self.shared.metrics.process_started(false);
                 let failures = self.shared.start_failures.fetch_add(1, Ordering::SeqCst) + 1;
                 error!(slot = %self.id, "worker process failed to start: {e}");
                 if failures >= MAX_START_FAILURES {
@@ -349,6 +370,16 @@ impl Slot {
             (r.name, r.queue, r.duration.as_secs_f64())
         });
         let slot = self.id.as_str();
+        if let (Some(run), Some(true)) = (run, written) {
+            let ended = match conclusion {
+                Conclusion::Requeue { .. } => Ended::Requeued,
+                Conclusion::Record(Outcome::Success) => Ended::Finished,
+                _ => Ended::Failed,
+            };
+            self.shared
+                .metrics
+                .task_ended(run.queue, run.known, ended, run.duration);
+        }
         match (written, conclusion) {
             (Some(true), Conclusion::Requeue { reason }) => {
                 self.shared

@@ -35,6 +35,8 @@
 //!   the demo supervisor (order, failing nodes, both failure policies).
 //! - `logging`: what the binaries write on stderr: error causes, colour,
 //!   a stderr nobody reads.
+//! - `metrics`: the supervisor's `/metrics` scraped over HTTP and checked
+//!   by `promtool`.
 //! - `secrets`: no password on a command line; `redis_password_file`.
 //! - `testing_helper`: the in-process runner for users' test suites.
 //!
@@ -50,6 +52,7 @@ mod completions;
 mod e2e;
 mod graph;
 mod logging;
+mod metrics;
 mod scheduler;
 mod scheduler_store;
 mod secrets;

@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(super) const SCALAR_KEYS: [&str; 17] = [
+pub(super) const SCALAR_KEYS: [&str; 18] = [
     "redis_url",
     "redis_password_file",
     "redis_prefix",
@@ -68,6 +68,7 @@ pub(super) const SCALAR_KEYS: [&str; 17] = [
     "worker_concurrency",
     "drain_timeout",
     "dynamic_user_base",
+    "metrics_addr",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -104,6 +105,7 @@ pub(super) fn apply_scalar(
         "drain_timeout" => seconds(raw, 0).map(|v| s.drain_timeout = v),
         "dynamic_user_base" => count(raw, 1, u64::from(u32::MAX - 4336), "uid")
             .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
+        "metrics_addr" => socket_addr(raw).map(|v| s.metrics_addr = Some(v)),
         _ => return None,
     };
     Some(result)
@@ -128,6 +130,14 @@ pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
         return Err(expected());
     }
     Ok(text.to_owned())
+}
+
+/// An IP address and port, such as `127.0.0.1:9464` or `[::1]:9464`.
+fn socket_addr(raw: Raw<'_>) -> Result<std::net::SocketAddr, String> {
+    let expected = || raw.expected("an address and port such as \"127.0.0.1:9464\"");
+    raw.text()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(expected)
 }
 
 /// URL schemes the Redis client accepts.

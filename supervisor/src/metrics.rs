@@ -1,0 +1,624 @@
+//! Prometheus metrics of one supervisor, and the small HTTP server that
+//! serves them on `/metrics` (`worker --metrics-addr`, `metrics_addr`).
+//!
+//! The slots and the control loop update [`Metrics`] as things happen
+//! (atomic counters, histograms under a short lock); figures that live in
+//! Redis (queue lengths, the failed and finished registries) and the
+//! process's RSS are read when Prometheus scrapes, on the server's own
+//! thread with its own Redis connection, so a slow scrape never holds up a
+//! task. Names, units and labels are listed in docs/observability.md.
+//!
+//! Label values are bounded: `queue` comes from Redis's own list of queues
+//! or the fetched task's queue, and `task` is a registered task name or
+//! `unknown` (a producer cannot grow the series without end by enqueueing
+//! made-up names).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use redis_tasks_protocol::model::signal_name;
+use redis_tasks_protocol::{ExitReason, FailureKind, Outcome};
+use redis_tasks_store::Store;
+use tracing::{debug, warn};
+
+use crate::shared::Shared;
+
+/// `task` label of a task whose name this binary does not register.
+const UNKNOWN_TASK: &str = "unknown";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabels {
+    queue: String,
+    task: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    queue: String,
+    task: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryLabels {
+    registry: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    signal: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestrictionLabels {
+    restriction: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms to about 4 min: no-op tasks to long reports; longer runs fall in
+    // +Inf.
+    Histogram::new(exponential_buckets(0.001, 2.5, 14))
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms (an idle slot) to about 1 min (a backlog).
+    Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+}
+
+/// How a run ended, for `outcome` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Recorded as finished.
+    Finished,
+    /// Recorded as failed.
+    Failed,
+    /// Put back at the front of its queue (a reentrant task interrupted).
+    Requeued,
+}
+
+impl Ended {
+    fn label(self) -> &'static str {
+        match self {
+            Ended::Finished => "finished",
+            Ended::Failed => "failed",
+            Ended::Requeued => "requeued",
+        }
+    }
+}
+
+/// The supervisor's metrics: what [`Shared`] carries for the slots to
+/// update, and what the `/metrics` server encodes.
+pub(crate) struct Metrics {
+    registry: Registry,
+    unprefixed: Registry,
+    tasks_ended: Family<EndLabels, Counter>,
+    task_duration: Family<TaskLabels, Histogram, fn() -> Histogram>,
+    task_latency: Family<QueueLabels, Histogram, fn() -> Histogram>,
+    timeouts: Family<TaskLabels, Counter>,
+    queue_length: Family<QueueLabels, Gauge>,
+    registry_tasks: Family<RegistryLabels, Gauge>,
+    slots_idle: Gauge,
+    slots_busy: Gauge,
+    process_starts: Counter,
+    process_start_failures: Counter,
+    crashes: Family<SignalLabels, Counter>,
+    isolation_refusals: Family<RestrictionLabels, Counter>,
+    redis_errors: Counter,
+    redis_reconnects: Counter,
+    rss: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered and at zero.
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("redis_tasks");
+        let tasks_ended = Family::<EndLabels, Counter>::default();
+        registry.register(
+            "tasks_ended",
+            "Task runs this supervisor ended, by queue, task and outcome (finished, failed, requeued)",
+            tasks_ended.clone(),
+        );
+        let task_duration =
+            Family::<TaskLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register_with_unit(
+            "task_duration",
+            "Time from fetching a task to recording its outcome",
+            Unit::Seconds,
+            task_duration.clone(),
+        );
+        let task_latency =
+            Family::<QueueLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register_with_unit(
+            "task_start_latency",
+            "Time from enqueueing a task to a slot fetching it",
+            Unit::Seconds,
+            task_latency.clone(),
+        );
+        let timeouts = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_timeouts",
+            "Task runs killed at their timeout",
+            timeouts.clone(),
+        );
+        let queue_length = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_length",
+            "Tasks waiting in each queue (read from Redis at scrape time; the same for every supervisor)",
+            queue_length.clone(),
+        );
+        let registry_tasks = Family::<RegistryLabels, Gauge>::default();
+        registry.register(
+            "registry_tasks",
+            "Tasks in the failed and finished registries (read from Redis at scrape time)",
+            registry_tasks.clone(),
+        );
+        let slots = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "slots",
+            "This supervisor's slots by state (idle, busy)",
+            slots.clone(),
+        );
+        let slots_idle = slots.get_or_create_owned(&StateLabels { state: "idle" });
+        let slots_busy = slots.get_or_create_owned(&StateLabels { state: "busy" });
+        let process_starts = Counter::default();
+        registry.register(
+            "worker_process_starts",
+            "Worker processes started",
+            process_starts.clone(),
+        );
+        let process_start_failures = Counter::default();
+        registry.register(
+            "worker_process_start_failures",
+            "Worker processes that failed to start",
+            process_start_failures.clone(),
+        );
+        let crashes = Family::<SignalLabels, Counter>::default();
+        registry.register(
+            "worker_process_crashes",
+            "Worker processes that ended during a task without an outcome, by the signal that ended them (\"exit\": they exited)",
+            crashes.clone(),
+        );
+        let isolation_refusals = Family::<RestrictionLabels, Counter>::default();
+        registry.register(
+            "isolation_refusals",
+            "Tasks not run because a restriction of their isolation profile could not be applied",
+            isolation_refusals.clone(),
+        );
+        let redis_errors = Counter::default();
+        registry.register(
+            "redis_errors",
+            "Redis connection errors seen by the slots and the control loop",
+            redis_errors.clone(),
+        );
+        let redis_reconnects = Counter::default();
+        registry.register(
+            "redis_reconnects",
+            "Times Redis became reachable again after errors",
+            redis_reconnects.clone(),
+        );
+        let rss = Gauge::default();
+        // The conventional name of the Prometheus client libraries, without
+        // our prefix, so that standard dashboards find it.
+        let mut unprefixed = Registry::default();
+        unprefixed.register_with_unit(
+            "process_resident_memory",
+            "Resident set size of the supervisor process",
+            Unit::Bytes,
+            rss.clone(),
+        );
+        Metrics {
+            registry,
+            unprefixed,
+            tasks_ended,
+            task_duration,
+            task_latency,
+            timeouts,
+            queue_length,
+            registry_tasks,
+            slots_idle,
+            slots_busy,
+            process_starts,
+            process_start_failures,
+            crashes,
+            isolation_refusals,
+            redis_errors,
+            redis_reconnects,
+            rss,
+        }
+    }
+
+    /// The Prometheus text format (version 0.0.4) of every metric.
+    pub(crate) fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut text, &self.registry);
+        let _ = prometheus_text::encode(&mut text, &self.unprefixed);
+        text
+    }
+
+    /// A slot thread began (it is idle until it fetches a task).
+    pub(crate) fn slot_started(&self) {
+        self.slots_idle.inc();
+    }
+
+    /// A slot thread ended.
+    pub(crate) fn slot_ended(&self) {
+        self.slots_idle.dec();
+    }
+
+    /// A slot fetched a task that has waited `waited` since its enqueue.
+    pub(crate) fn task_started(&self, queue: &str, waited: Duration) {
+        self.slots_idle.dec();
+        self.slots_busy.inc();
+        self.task_latency
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
+    /// A slot is done with its task, whether or not its outcome could be
+    /// recorded.
+    pub(crate) fn task_done(&self) {
+        self.slots_busy.dec();
+        self.slots_idle.inc();
+    }
+
+    /// A slot recorded the end of a task run (`task` is the name a
+    /// registered task goes by, else `None`).
+    pub(crate) fn task_ended(
+        &self,
+        queue: &str,
+        task: Option<&str>,
+        ended: Ended,
+        duration: Duration,
+    ) {
+        let task = task.unwrap_or(UNKNOWN_TASK);
+        self.tasks_ended
+            .get_or_create(&EndLabels {
+                queue: queue.to_owned(),
+                task: task.to_owned(),
+                outcome: ended.label(),
+            })
+            .inc();
+        self.task_duration
+            .get_or_create(&TaskLabels {
+                queue: queue.to_owned(),
+                task: task.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts what a run's ending says about the worker process: crashes,
+    /// timeouts, isolation refusals.
+    pub(crate) fn run_ended(&self, queue: &str, task: Option<&str>, outcome: &Outcome) {
+        let Outcome::Failure(failure) = outcome else {
+            return;
+        };
+        match &failure.kind {
+            FailureKind::Crashed(ExitReason::Signal(n)) => {
+                self.crashes
+                    .get_or_create(&SignalLabels {
+                        signal: signal_name(*n),
+                    })
+                    .inc();
+            }
+            FailureKind::Crashed(ExitReason::Code(_)) => {
+                self.crashes
+                    .get_or_create(&SignalLabels { signal: "exit" })
+                    .inc();
+            }
+            FailureKind::Timeout { .. } => {
+                self.timeouts
+                    .get_or_create(&TaskLabels {
+                        queue: queue.to_owned(),
+                        task: task.unwrap_or(UNKNOWN_TASK).to_owned(),
+                    })
+                    .inc();
+            }
+            FailureKind::NotIsolated { restriction, .. } => {
+                self.isolation_refusals
+                    .get_or_create(&RestrictionLabels {
+                        restriction: restriction.clone(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// A worker process started (`true`) or failed to (`false`).
+    pub(crate) fn process_started(&self, ok: bool) {
+        if ok {
+            self.process_starts.inc();
+        } else {
+            self.process_start_failures.inc();
+        }
+    }
+
+    /// A Redis connection error.
+    pub(crate) fn redis_error(&self) {
+        self.redis_errors.inc();
+    }
+
+    /// Redis answered again after errors.
+    pub(crate) fn redis_reconnected(&self) {
+        self.redis_reconnects.inc();
+    }
+
+    /// Reads the figures that live elsewhere: queue lengths and registry
+    /// sizes from Redis (kept as they were when Redis does not answer), and
+    /// the process's RSS.
+    fn refresh(&self, store: &Store) {
+        if let Some(rss) = resident_bytes() {
+            self.rss.set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
+        let read = || -> Result<(), redis_tasks_store::StoreError> {
+            let queues = store.queues()?;
+            // A queue deleted since the last scrape goes away (scrapes are
+            // answered one at a time, on this thread).
+            self.queue_length.clear();
+            for name in &queues {
+                let len = store.queue(name.as_str()).count()?;
+                self.queue_length
+                    .get_or_create(&QueueLabels {
+                        queue: name.clone(),
+                    })
+                    .set(i64::try_from(len).unwrap_or(i64::MAX));
+            }
+            for (registry, count) in [
+                ("failed", store.failed().count()?),
+                ("finished", store.finished().count()?),
+            ] {
+                self.registry_tasks
+                    .get_or_create(&RegistryLabels { registry })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            debug!("metrics: cannot read queue lengths from Redis: {e}");
+            if e.is_connection_error() {
+                self.redis_error();
+            }
+        }
+    }
+}
+
+/// The resident set size of this process, from `/proc/self/status`.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The `/metrics` listener, bound before the supervisor starts so that a
+/// taken or forbidden address stops it at once.
+pub(crate) struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Why the metrics listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {reason}")]
+pub struct MetricsBindError {
+    addr: SocketAddr,
+    reason: String,
+}
+
+impl MetricsServer {
+    /// Binds `addr`.
+    pub(crate) fn bind(addr: SocketAddr) -> Result<MetricsServer, MetricsBindError> {
+        let server = tiny_http::Server::http(addr).map_err(|e| MetricsBindError {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let addr = server.server_addr().to_ip().unwrap_or(addr);
+        Ok(MetricsServer {
+            server: Arc::new(server),
+            addr,
+        })
+    }
+
+    /// Serves scrapes on a thread of its own until [`MetricsThread::stop`].
+    pub(crate) fn start(self, shared: Arc<Shared>, store: Store) -> std::io::Result<MetricsThread> {
+        let server = Arc::clone(&self.server);
+        let addr = self.addr;
+        let handle = std::thread::Builder::new()
+            .name("metrics".to_owned())
+            .spawn(move || serve(&server, &shared, &store))?;
+        tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
+        Ok(MetricsThread {
+            server: self.server,
+            handle: Some(handle),
+        })
+    }
+}
+
+/// The running `/metrics` server.
+pub(crate) struct MetricsThread {
+    server: Arc<tiny_http::Server>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MetricsThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsThread")
+    }
+}
+
+impl MetricsThread {
+    /// Stops serving and waits for the thread.
+    pub(crate) fn stop(mut self) {
+        self.server.unblock();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for MetricsThread {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+fn serve(server: &tiny_http::Server, shared: &Shared, store: &Store) {
+    for request in server.incoming_requests() {
+        let path = request.url().split('?').next().unwrap_or_default();
+        let method = request.method().clone();
+        let response = match (&method, path) {
+            (tiny_http::Method::Get | tiny_http::Method::Head, "/metrics") => {
+                shared.metrics.refresh(store);
+                text_response(200, shared.metrics.encode(), prometheus_text::CONTENT_TYPE)
+            }
+            (tiny_http::Method::Get | tiny_http::Method::Head, "/") => text_response(
+                200,
+                "redis-tasks supervisor: metrics at /metrics\n".to_owned(),
+                "text/plain; charset=utf-8",
+            ),
+            (tiny_http::Method::Get | tiny_http::Method::Head, _) => {
+                text_response(404, "not found\n".to_owned(), "text/plain; charset=utf-8")
+            }
+            _ => text_response(
+                405,
+                "only GET and HEAD\n".to_owned(),
+                "text/plain; charset=utf-8",
+            ),
+        };
+        if let Err(e) = request.respond(response) {
+            warn!("metrics: cannot answer a scrape: {e}");
+        }
+    }
+}
+
+fn text_response(
+    status: u16,
+    body: String,
+    content_type: &str,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+    if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", content_type) {
+        response.add_header(header);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_registry_encodes_every_family_with_help_and_type() {
+        let metrics = Metrics::new();
+        metrics.slot_started();
+        metrics.task_started("default", Duration::from_millis(2));
+        metrics.task_ended(
+            "default",
+            Some("send"),
+            Ended::Finished,
+            Duration::from_millis(30),
+        );
+        metrics.task_done();
+        let text = metrics.encode();
+        for name in [
+            "redis_tasks_tasks_ended_total",
+            "redis_tasks_task_duration_seconds",
+            "redis_tasks_task_start_latency_seconds",
+            "redis_tasks_slots",
+            "redis_tasks_worker_process_starts_total",
+            "redis_tasks_redis_errors_total",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
+        }
+        assert!(
+            text.contains(
+                "redis_tasks_tasks_ended_total{queue=\"default\",task=\"send\",outcome=\"finished\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_tasks_slots{state=\"idle\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_tasks_slots{state=\"busy\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn crashes_are_counted_by_signal_and_unknown_tasks_share_one_label() {
+        let metrics = Metrics::new();
+        let crash = Outcome::failure(FailureKind::Crashed(ExitReason::Signal(11)));
+        metrics.run_ended("q", None, &crash);
+        let timeout = Outcome::failure(FailureKind::Timeout { secs: 3 });
+        metrics.run_ended("q", None, &timeout);
+        let text = metrics.encode();
+        assert!(
+            text.contains("redis_tasks_worker_process_crashes_total{signal=\"SIGSEGV\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_tasks_task_timeouts_total{queue=\"q\",task=\"unknown\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rss_is_read_from_proc() {
+        assert!(resident_bytes().is_some_and(|b| b > 0));
+    }
+}
