@@ -52,6 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    redis_tasks::init_logging(cli.global.log_format);
     let command = match cli.command {
         Command::Completions(args) => {
             let argv0 = std::env::args_os().next();

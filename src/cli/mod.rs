@@ -18,10 +18,13 @@
 //! - `style`: colour on a terminal.
 //! - [`schedule`]: `schedule next`.
 //! - `graph`: `graph show`.
+//! - `dashboard`: `dashboard`, the web dashboard (the `redis-tasks-dashboard`
+//!   crate).
 //! - [`completions`]: `completions bash|zsh|fish` (handled by each binary,
 //!   which knows its whole command line).
 
 pub mod completions;
+mod dashboard;
 mod failed;
 mod graph;
 mod info;
@@ -38,6 +41,7 @@ use redis_tasks_config::Settings;
 use redis_tasks_store::Store;
 
 pub use completions::{CompletionsArgs, write_completions};
+pub use dashboard::DashboardArgs;
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
@@ -110,6 +114,8 @@ pub enum AdminCommand {
     Schedule(ScheduleCommand),
     /// Show task graphs.
     Graph(GraphCommand),
+    /// Serve the web dashboard: queues, workers, failed tasks and actions.
+    Dashboard(DashboardArgs),
 }
 
 /// Runs an admin subcommand, printing to stdout.
@@ -138,6 +144,12 @@ pub fn run_admin_to(
         cmd.default_timezone(&settings.timezone);
         return schedule::run_schedule(cmd, out);
     }
+    if let AdminCommand::Dashboard(args) = &cmd {
+        let settings = global.settings()?;
+        let store = Store::from_settings(&settings)?;
+        store.check_schema()?;
+        return dashboard::run(store, settings, args);
+    }
     let store = global.store()?;
     store.check_schema()?;
     match cmd {
@@ -147,8 +159,8 @@ pub fn run_admin_to(
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
-        // Handled above, without Redis.
-        AdminCommand::Schedule(_) => Ok(()),
+        // Handled above.
+        AdminCommand::Schedule(_) | AdminCommand::Dashboard(_) => Ok(()),
     }
 }
 

@@ -37,6 +37,7 @@
 //! not have happened). Use [`Store::independent`] to get a store with
 //! connections of its own, for another thread.
 
+mod admin;
 mod error;
 mod fetch;
 mod graph;

@@ -14,7 +14,7 @@ fn script(bin: &Path, shell: &str) -> String {
 
 #[test]
 fn every_binary_prints_completions_for_its_own_subcommands() {
-    for (bin, own) in [(admin_bin(), "graph"), (demo_bin(), "worker")] {
+    for (bin, own) in [(admin_bin(), "dashboard"), (demo_bin(), "worker")] {
         let name = bin
             .file_name()
             .and_then(|n| n.to_str())

@@ -126,6 +126,7 @@ macro_rules! script {
     };
 }
 
+mod admin;
 mod graph;
 mod producer;
 mod schedule;
@@ -133,6 +134,7 @@ mod schema;
 mod slots;
 mod transitions;
 
+pub(crate) use admin::*;
 pub(crate) use graph::*;
 pub(crate) use producer::*;
 pub(crate) use schedule::*;
