@@ -24,6 +24,9 @@
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
 //! - `completions`: `completions bash|zsh|fish` of both kinds of binary.
+//! - `dashboard`: the web dashboard in a real headless Chromium (requeue
+//!   with a click, screenshots) and over plain HTTP (CSRF, host, token,
+//!   read-only).
 //! - `e2e`: the demo binary as a real supervisor with real worker
 //!   processes: every abnormal ending, shutdown, recovery, isolation,
 //!   Redis outages (see `e2e/mod.rs`).
@@ -49,6 +52,7 @@ mod cli_admin;
 mod cli_errors;
 mod cli_schedule;
 mod completions;
+mod dashboard;
 mod e2e;
 mod graph;
 mod logging;
