@@ -215,6 +215,15 @@ fn screenshot(tab: &Arc<Tab>, name: &str, tmp: &Path) {
 #[test]
 fn a_browser_opens_a_failed_task_and_requeues_it() {
     let (demo, failed) = demo_with_a_failed_task();
+    // A supervisor busy with a long task on another queue, for the workers
+    // table (it does not listen on `default`, where the requeue goes).
+    let mut sup = demo.start(&["--concurrency", "2", "slow"], &[]);
+    let busy = demo
+        .store
+        .queue("slow")
+        .enqueue("sleep", &json!({"secs": 120}))
+        .expect("enqueue");
+    demo.wait_status(&busy, TaskStatus::Running, Duration::from_secs(60));
     let dashboard = Dashboard::start(&demo, &["--refresh", "0"], &[]);
     let profile = tempfile::tempdir().expect("profile dir");
     let browser = browser(profile.path(), (1280, 900));
@@ -225,6 +234,7 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
     open(&tab, &dashboard.url("/"));
     assert_eq!(text(&tab, "#failed-count"), "1");
     assert!(text(&tab, "#queues").contains("reports"));
+    assert!(text(&tab, "#workers").contains("sleep(secs=120)"));
     screenshot(&tab, "dashboard-overview", profile.path());
 
     // Overview -> failed list -> the task, by clicking.
@@ -270,6 +280,7 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
     open(&phone, &dashboard.url("/"));
     assert_eq!(text(&phone, "#failed-count"), "0");
     screenshot(&phone, "dashboard-phone", profile.path());
+    sup.stop();
 }
 
 #[test]
