@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use jiff::{SignedDuration, Timestamp};
 use maud::{Markup, html};
-use redis_tasks_protocol::{TaskRecord, TaskStatus};
+use redis_tasks_protocol::{Progress, TaskRecord, TaskStatus};
 use redis_tasks_store::{
     GRAPH_META_KEY, GraphError, GraphState, RegistryKind, Store, StoreError, WorkerInfo,
 };
@@ -67,7 +67,7 @@ struct Overview {
     finished: u64,
     /// (finished, failed) per bucket, oldest first.
     buckets: Vec<(u64, u64)>,
-    workers: Vec<(WorkerInfo, Option<TaskRecord>)>,
+    workers: Vec<(WorkerInfo, Option<TaskRecord>, Option<Progress>)>,
 }
 
 fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> {
@@ -91,16 +91,17 @@ fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> 
         .filter_map(|w| w.current_task.clone())
         .collect();
     let mut records = store.tasks(&current)?.into_iter();
-    let workers = infos
-        .into_iter()
-        .map(|w| {
-            let record = match w.current_task {
-                Some(_) => records.next().and_then(Result::ok),
-                None => None,
-            };
-            (w, record)
-        })
-        .collect();
+    let mut workers = Vec::new();
+    for w in infos {
+        let (record, progress) = match &w.current_task {
+            Some(id) => (
+                records.next().and_then(Result::ok),
+                store.progress(id).ok().flatten(),
+            ),
+            None => (None, None),
+        };
+        workers.push((w, record, progress));
+    }
     Ok(Overview {
         queues,
         failed: store.failed().count()?,
@@ -176,9 +177,9 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
             p.muted { "No supervisor is running." }
         } @else {
             div.scroll { table #workers {
-                thead { tr { th { "slot" } th { "host" } th { "queues" } th { "task" } th { "for" } } }
+                thead { tr { th { "slot" } th { "host" } th { "queues" } th { "task" } th { "for" } th { "progress" } } }
                 tbody {
-                    @for (w, record) in &o.workers {
+                    @for (w, record, progress) in &o.workers {
                         tr {
                             td { code { (w.id) } }
                             td { (w.host) }
@@ -195,6 +196,11 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
                                     (short(now.duration_since(started).as_secs().max(0)))
                                 }
                             }
+                            td {
+                                @if let Some(p) = progress {
+                                    (progress_bar(p))
+                                }
+                            }
                         }
                     }
                 }
@@ -207,7 +213,10 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
 
 /// How many slots listen on `queue` (the supervisors' throughput is per
 /// fleet, in the chart above).
-fn queue_rate(workers: &[(WorkerInfo, Option<TaskRecord>)], queue: &str) -> String {
+fn queue_rate(
+    workers: &[(WorkerInfo, Option<TaskRecord>, Option<Progress>)],
+    queue: &str,
+) -> String {
     let listening = workers
         .iter()
         .filter(|w| w.0.queues.iter().any(|q| q == queue))
@@ -216,6 +225,17 @@ fn queue_rate(workers: &[(WorkerInfo, Option<TaskRecord>)], queue: &str) -> Stri
         0 => "no slot listens".to_owned(),
         1 => "1 slot listens".to_owned(),
         n => format!("{n} slots listen"),
+    }
+}
+
+/// A progress report: a bar when the total is known, and the words.
+fn progress_bar(p: &Progress) -> Markup {
+    html! {
+        @if let (Some(ratio), Some(total)) = (p.ratio(), p.total) {
+            progress value=(p.done.min(total)) max=(total) title=(format!("{:.0}%", ratio * 100.0)) {}
+            " "
+        }
+        (p.to_string())
     }
 }
 
@@ -368,8 +388,17 @@ pub(crate) async fn task(
     Query(msg): Query<Flash>,
 ) -> Response {
     let task_id = id.clone();
-    let r = match state.blocking(move |store| store.task(&task_id)).await {
-        Ok(r) => r,
+    let read = state
+        .blocking(move |store| {
+            let record = store.task(&task_id)?;
+            // A progress field that does not read is shown as none rather
+            // than hiding the whole task.
+            let progress = store.progress(&task_id).ok().flatten();
+            Ok::<_, StoreError>((record, progress))
+        })
+        .await;
+    let (r, progress) = match read {
+        Ok(read) => read,
         Err(e) => return store_error(&state, &e),
     };
     let now = Timestamp::now();
@@ -399,6 +428,9 @@ pub(crate) async fn task(
                     (Some(s), None) => { "running for " (short(now.duration_since(s).as_secs().max(0))) },
                     _ => span.muted { "-" },
                 }
+            }
+            @if let Some(p) = &progress {
+                dt { "progress" } dd #task-progress { (progress_bar(p)) }
             }
             @if let Some(g) = &graph {
                 dt { "graph" } dd { a href={ "/graphs/" (seg(g)) } { (g) } }

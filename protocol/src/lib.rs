@@ -7,6 +7,7 @@
 //! - [`ipc`]: the length-prefixed bincode frames a supervisor and its worker
 //!   processes exchange over a socket pair, and the fork server's requests.
 //! - [`proc_tree`]: killing a process's whole descendant tree, frozen first.
+//! - [`progress`]: a running task's progress report.
 //!
 //! The Redis schema lives in `redis-tasks-store` and the settings in
 //! `redis-tasks-config`; the worker crate depends on neither Redis nor the
@@ -16,5 +17,7 @@
 pub mod ipc;
 pub mod model;
 pub mod proc_tree;
+pub mod progress;
 
 pub use model::{AbortedRun, ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
+pub use progress::Progress;

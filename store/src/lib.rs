@@ -44,6 +44,7 @@ mod graph;
 mod keys;
 mod maintenance;
 mod producer;
+mod progress;
 mod record;
 mod registry;
 mod schedule;

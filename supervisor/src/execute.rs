@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, never, select};
 use redis_tasks_protocol::ipc::{FromWorker, RunTask, ToWorker};
-use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
 use tracing::{debug, error, info, warn};
 
 use crate::worker_process::{WorkerEvent, WorkerProcess};
@@ -39,6 +39,11 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 pub(crate) trait RunHooks {
     /// Stores a meta update sent by the task.
     fn update_meta(&mut self, task_id: &str, meta_json: &str);
+
+    /// Stores a progress report sent by the task.
+    fn update_progress(&mut self, task_id: &str, progress: Progress) {
+        let _ = (task_id, progress);
+    }
 }
 
 /// Runs `record` on `process` until it ends. On return the process is
@@ -90,6 +95,9 @@ pub(crate) fn run_on(
                 }
                 Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
                     hooks.update_meta(&task_id, &meta_json);
+                }
+                Ok(WorkerEvent::Message(FromWorker::Progress { task_id, progress })) if task_id == record.id => {
+                    hooks.update_progress(&task_id, progress.bounded());
                 }
                 Ok(WorkerEvent::Message(other)) => {
                     let reason = process.kill_and_reap();
@@ -182,5 +190,6 @@ fn message_name(msg: &FromWorker) -> &'static str {
         FromWorker::Confined { .. } => "Confined",
         FromWorker::Meta { .. } => "Meta for another task",
         FromWorker::Finished { .. } => "Finished for another task",
+        FromWorker::Progress { .. } => "Progress for another task",
     }
 }

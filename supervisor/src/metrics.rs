@@ -15,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -66,6 +67,11 @@ struct StateLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignalLabels {
     signal: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabels {
+    slot: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,6 +131,8 @@ pub(crate) struct Metrics {
     redis_errors: Counter,
     redis_reconnects: Counter,
     rss: Gauge,
+    progress: Family<SlotLabels, Gauge<f64, AtomicU64>>,
+    progress_updates: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -231,6 +239,19 @@ impl Metrics {
             "Times Redis became reachable again after errors",
             redis_reconnects.clone(),
         );
+        let progress = Family::<SlotLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "task_progress",
+            "Progress (done/total) the task running in each slot last reported; 0 when idle or without a total",
+            Unit::Other("ratio".to_owned()),
+            progress.clone(),
+        );
+        let progress_updates = Counter::default();
+        registry.register(
+            "progress_updates",
+            "Progress reports of running tasks stored in Redis",
+            progress_updates.clone(),
+        );
         let rss = Gauge::default();
         // The conventional name of the Prometheus client libraries, without
         // our prefix, so that standard dashboards find it.
@@ -259,6 +280,8 @@ impl Metrics {
             redis_errors,
             redis_reconnects,
             rss,
+            progress,
+            progress_updates,
         }
     }
 
@@ -360,6 +383,19 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// The task in slot number `slot` reported `ratio` (`None`: no total),
+    /// or the slot's task ended (`Some(0.0)`).
+    pub(crate) fn slot_progress(&self, slot: usize, ratio: Option<f64>, report: bool) {
+        if report {
+            self.progress_updates.inc();
+        }
+        self.progress
+            .get_or_create(&SlotLabels {
+                slot: slot.to_string(),
+            })
+            .set(ratio.unwrap_or(0.0));
     }
 
     /// A worker process started (`true`) or failed to (`false`).

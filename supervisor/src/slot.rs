@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 use redis_tasks_config::settings::Isolation;
-use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
 use redis_tasks_store::{Fetched, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
@@ -61,6 +61,9 @@ struct RunInfo<'a> {
 
 struct MetaToRedis<'a> {
     store: &'a Store,
+    shared: &'a Shared,
+    /// The slot's number (the `slot` label of the progress metric).
+    slot: usize,
 }
 
 impl RunHooks for MetaToRedis<'_> {
@@ -77,6 +80,15 @@ impl RunHooks for MetaToRedis<'_> {
         };
         if let Err(e) = self.store.update_meta(task_id, &meta) {
             warn!(task = task_id, "meta update not stored: {e}");
+        }
+    }
+
+    fn update_progress(&mut self, task_id: &str, progress: Progress) {
+        self.shared
+            .metrics
+            .slot_progress(self.slot, progress.ratio(), true);
+        if let Err(e) = self.store.set_progress(task_id, &progress) {
+            warn!(task = task_id, "progress report not stored: {e}");
         }
     }
 }
@@ -225,6 +237,7 @@ impl Slot {
         };
         self.write(&record.id, &record.description, &conclusion, Some(&run));
         self.shared.metrics.task_done();
+        self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| v.task = None);
         self.refresh_process(current);
     }
@@ -250,7 +263,11 @@ impl Slot {
                 Err(text) => return Outcome::failure(FailureKind::StartFailed(text)),
             },
         };
-        let mut hooks = MetaToRedis { store: &self.store };
+        let mut hooks = MetaToRedis {
+            store: &self.store,
+            shared: &self.shared,
+            slot: self.index,
+        };
         let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
         if reusable {
             self.process = Some(process);
@@ -298,7 +315,11 @@ impl Slot {
         let ready = self.process.as_ref().map(WorkerProcess::pid);
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
-        let mut hooks = MetaToRedis { store: &self.store };
+        let mut hooks = MetaToRedis {
+            store: &self.store,
+            shared: &self.shared,
+            slot: self.index,
+        };
         let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
         if reusable {
             self.shared.retire(process);

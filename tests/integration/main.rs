@@ -40,6 +40,8 @@
 //!   a stderr nobody reads.
 //! - `metrics`: the supervisor's `/metrics` scraped over HTTP and checked
 //!   by `promtool`.
+//! - `progress`: `TaskContext::progress` from a worker process to Redis,
+//!   `task show`, the dashboard and the metric.
 //! - `secrets`: no password on a command line; `redis_password_file`.
 //! - `testing_helper`: the in-process runner for users' test suites.
 //!
@@ -57,6 +59,7 @@ mod e2e;
 mod graph;
 mod logging;
 mod metrics;
+mod progress;
 mod scheduler;
 mod scheduler_store;
 mod secrets;

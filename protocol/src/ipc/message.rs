@@ -142,6 +142,14 @@ pub enum FromWorker {
         /// How it ended.
         result: TaskResult,
     },
+    /// The running task reported its progress (rate-limited by the worker
+    /// process; the supervisor cuts the message again).
+    Progress {
+        /// The task id.
+        task_id: String,
+        /// How far it is.
+        progress: crate::Progress,
+    },
 }
 
 type Wire = Configuration<LittleEndian, Varint, Limit<{ MAX_FRAME_BYTES as usize }>>;

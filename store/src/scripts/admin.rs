@@ -19,3 +19,21 @@ redis.call('DEL', k('task', ARGV[2]))
 return 1
 "#
 );
+
+script!(
+    SET_PROGRESS,
+    "Store a running task's progress report (JSON) in its record's \
+     `progress` field; a task that is not running (ended, requeued, gone) \
+     is left alone. KEYS: task. ARGV: prefix, progress JSON. Returns 1 when \
+     stored, else 0.",
+    r#"
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
+  return 0
+end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+return 1
+"#
+);
