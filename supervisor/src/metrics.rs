@@ -653,6 +653,31 @@ mod tests {
         );
     }
 
+    /// The per-task cost of the metrics on a slot's path, for
+    /// docs/performance.md (the bench's end-to-end figures are too noisy on
+    /// a shared machine to show 1%).
+    #[test]
+    #[ignore = "a measurement: cargo test -p redis-tasks-supervisor --release metrics_cost -- --ignored --nocapture"]
+    fn metrics_cost_per_task() {
+        let metrics = Metrics::new();
+        metrics.slot_started();
+        let n = 200_000u32;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            metrics.task_started("default", Duration::from_micros(50));
+            metrics.run_ended("default", Some("noop"), &Outcome::Success);
+            metrics.task_ended(
+                "default",
+                Some("noop"),
+                Ended::Finished,
+                Duration::from_micros(80),
+            );
+            metrics.task_done();
+            metrics.slot_progress(0, None, false);
+        }
+        println!("metrics updates per task: {:?}", start.elapsed() / n);
+    }
+
     #[test]
     fn rss_is_read_from_proc() {
         assert!(resident_bytes().is_some_and(|b| b > 0));
