@@ -24,6 +24,7 @@
 //!   which knows its whole command line).
 
 pub mod completions;
+#[cfg(feature = "dashboard")]
 mod dashboard;
 mod failed;
 mod graph;
@@ -41,6 +42,7 @@ use redis_tasks_config::Settings;
 use redis_tasks_store::Store;
 
 pub use completions::{CompletionsArgs, write_completions};
+#[cfg(feature = "dashboard")]
 pub use dashboard::DashboardArgs;
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
@@ -115,6 +117,7 @@ pub enum AdminCommand {
     /// Show task graphs.
     Graph(GraphCommand),
     /// Serve the web dashboard: queues, workers, failed tasks and actions.
+    #[cfg(feature = "dashboard")]
     Dashboard(DashboardArgs),
 }
 
@@ -144,6 +147,7 @@ pub fn run_admin_to(
         cmd.default_timezone(&settings.timezone);
         return schedule::run_schedule(cmd, out);
     }
+    #[cfg(feature = "dashboard")]
     if let AdminCommand::Dashboard(args) = &cmd {
         let settings = global.settings()?;
         let store = Store::from_settings(&settings)?;
@@ -160,7 +164,9 @@ pub fn run_admin_to(
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
         // Handled above.
-        AdminCommand::Schedule(_) | AdminCommand::Dashboard(_) => Ok(()),
+        AdminCommand::Schedule(_) => Ok(()),
+        #[cfg(feature = "dashboard")]
+        AdminCommand::Dashboard(_) => Ok(()),
     }
 }
 

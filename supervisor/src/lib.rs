@@ -33,7 +33,7 @@
 //!   boot id) still runs.
 //! - `signals.rs`: the signal table. `backoff.rs`: retrying while Redis
 //!   is unreachable. `config.rs`: what a supervisor is asked to do.
-//!   `notify.rs`: sd_notify. `metrics.rs`: the Prometheus metrics and
+//!   `notify.rs`: sd_notify. `metrics/`: the Prometheus metrics and
 //!   their `/metrics` server (`--metrics-addr`).
 //! - `scheduler/`: the scheduler (one per fleet): enqueues the schedule
 //!   entries of the settings when due; a process of its own or a thread
