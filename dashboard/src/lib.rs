@@ -6,8 +6,9 @@
 //!
 //! - this file: [`DashboardOptions`], [`serve`], the router and the guard
 //!   every request passes (host check, token, security headers).
-//! - `pages`: the GET pages (overview, queue, failed and finished lists,
-//!   task, schedule, graph).
+//! - `pages/`: the GET pages: `mod.rs` the overview, queue, failed and
+//!   finished lists, task and login pages; `schedule_graph.rs` the schedule
+//!   and task graph pages.
 //! - `actions`: the POST actions (requeue, cancel, delete; login), each
 //!   checked against the CSRF token.
 //! - `layout`: the page frame, the style sheet, small formatting helpers.

@@ -35,7 +35,6 @@ use redis_tasks_protocol::{ExitReason, FailureKind, Outcome};
 use redis_tasks_store::Store;
 use tracing::debug;
 
-
 /// `task` label of a task whose name this binary does not register.
 const UNKNOWN_TASK: &str = "unknown";
 
