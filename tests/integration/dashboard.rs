@@ -409,3 +409,44 @@ fn a_token_is_required_off_loopback_and_then_asked_for() {
     let bearer = format!("Authorization: Bearer {token}");
     assert_eq!(http(port, "GET", "/failed", &[&bearer], "").status, 200);
 }
+
+#[test]
+fn the_schedule_and_graph_pages_show_entries_and_nodes() {
+    let demo = Demo::new();
+    let settings = demo.path("settings.toml");
+    fs::write(
+        &settings,
+        "[schedule.nightly-report]\ntask = \"noop\"\ncron = \"0 3 * * *\"\nqueue = \"reports\"\n",
+    )
+    .expect("settings");
+    demo.store
+        .mark_graph_middleware(Duration::from_secs(60))
+        .expect("mark");
+    let graph = redis_tasks::Graph::new()
+        .node("fetch", "noop", ())
+        .node("render", "noop", ())
+        .chain(["fetch", "render"])
+        .enqueue(&demo.store)
+        .expect("enqueue the graph");
+    let settings_env = settings.to_string_lossy().into_owned();
+    let dashboard = Dashboard::start(&demo, &[], &[("RT_SETTINGS", &settings_env)]);
+    let port = dashboard.port;
+
+    let schedule = http(port, "GET", "/schedule", &[], "");
+    assert_eq!(schedule.status, 200, "{}", schedule.body);
+    for expected in ["nightly-report", "reports", "0 3 * * *", "in "] {
+        assert!(
+            schedule.body.contains(expected),
+            "{expected}:\n{}",
+            schedule.body
+        );
+    }
+
+    let page = http(port, "GET", &format!("/graphs/{}", graph.id), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("fetch") && page.body.contains("render"));
+    assert!(page.body.contains("s-waiting") && page.body.contains("s-queued"));
+    let lookup = http(port, "GET", &format!("/graphs?id={}", graph.id), &[], "");
+    assert_eq!(lookup.status, 303);
+    assert_eq!(http(port, "GET", "/graphs/nope", &[], "").status, 404);
+}
