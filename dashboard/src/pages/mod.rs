@@ -162,13 +162,13 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
             p.muted { "No queue in use." }
         } @else {
             div.scroll { table #queues {
-                thead { tr { th { "queue" } th { "waiting" } th { "rate" } } }
+                thead { tr { th { "queue" } th { "waiting" } th { "slots listening" } } }
                 tbody {
                     @for (name, len) in &o.queues {
                         tr {
                             td { a href={ "/queues/" (seg(name)) } { (name) } }
                             td.num { (len) }
-                            td.muted { (queue_rate(&o.workers, name)) }
+                            td.muted { (listeners(&o.workers, name)) }
                         }
                     }
                 }
@@ -213,9 +213,9 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
     page(&state, "Overview", true, body).into_response()
 }
 
-/// How many slots listen on `queue` (the supervisors' throughput is per
-/// fleet, in the chart above).
-fn queue_rate(
+/// How many slots listen on `queue` (throughput is per fleet, in the
+/// chart above: the registries do not keep counts per queue).
+fn listeners(
     workers: &[(WorkerInfo, Option<TaskRecord>, Option<Progress>)],
     queue: &str,
 ) -> String {
