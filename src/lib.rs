@@ -8,7 +8,7 @@
 //!   middleware, and `.main()`, which is the command line, the supervisor
 //!   (`worker`) or a worker process, as started.
 //! - [`cli`]: the admin subcommands (`info`, `enqueue`, `task`, `failed`,
-//!   `empty`, `schedule`), shared by the `redis-tasks` binary and users'
+//!   `empty`, `schedule`, `graph`, `dashboard`), shared by the `redis-tasks` binary and users'
 //!   binaries.
 //! - [`graph`]: task graphs: the [`Graph`] builder and the
 //!   [`GraphMiddleware`] that moves them on.
@@ -26,6 +26,7 @@ pub mod testing;
 
 pub use app::{App, CheckedEnqueueError, WorkerArgs, started_as_worker_process};
 pub use graph::{EnqueuedGraph, FailurePolicy, Graph, GraphError, GraphMiddleware};
+pub use logging::{LogFormat, init as init_logging};
 pub use redis_tasks_config as config;
 pub use redis_tasks_config::Settings;
 pub use redis_tasks_config::settings::Isolation;

@@ -1,6 +1,7 @@
-//! Log output of the command line and the supervisor: human-readable lines
-//! on stderr (journald adds its own time stamps), level from `RUST_LOG`
-//! (default `info`).
+//! Log output of the command line and the supervisor on stderr, level from
+//! `RUST_LOG` (default `info`), in one of two formats ([`LogFormat`]):
+//! human-readable lines (journald adds its own time stamps), or one JSON
+//! object per line for log collectors.
 //!
 //! Two rules keep logging harmless:
 //!
@@ -18,20 +19,43 @@ use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written (`--log-format`, `RT_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event: level, message, then the fields
+    /// (`task=... slot=...`); coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp` (RFC 3339, UTC), `level`,
+    /// `message`, then each field of the event (`task`, `queue`, `slot`,
+    /// `pid`, `duration_s`, ...) as a key of its own. Never coloured.
+    Json,
+}
+
 /// Installs the subscriber once; later calls do nothing.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let colour = use_colour(
-        io::stderr().is_terminal(),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| Stderr)
-        .with_ansi(colour)
         .log_internal_errors(false)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => {
+            let colour = use_colour(
+                io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            );
+            builder.with_ansi(colour).try_init()
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_ansi(false)
+            .try_init(),
+    };
 }
 
 /// Whether log lines get colour: only on a terminal, and not when

@@ -40,6 +40,17 @@ impl MetaSink for StoreMeta {
     fn send_meta(&self, task_id: &str, meta: &Map<String, Value>) -> Result<(), String> {
         self.0.update_meta(task_id, meta).map_err(|e| e.to_string())
     }
+
+    fn send_progress(
+        &self,
+        task_id: &str,
+        progress: &redis_tasks_protocol::Progress,
+    ) -> Result<(), String> {
+        self.0
+            .set_progress(task_id, progress)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Runs every task queued in `queues` (highest priority first) in this

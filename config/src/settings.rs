@@ -104,6 +104,9 @@ pub struct Settings {
     /// Run each worker process started by `exec` in a cgroup (v2) of its
     /// own where the host allows it (see docs/security.md).
     pub worker_cgroups: bool,
+    /// Where a supervisor serves its Prometheus metrics (`/metrics`);
+    /// `None`: nowhere (`worker --metrics-addr` wins at start-up).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Per-queue settings (`[queues.NAME]` tables), by queue name.
     pub queues: BTreeMap<String, QueueSettings>,
     /// Largest JSON encoding of a task's return value that is stored as
@@ -133,6 +136,7 @@ impl Default for Settings {
             drain_timeout: 0,
             dynamic_user_base: 61_184,
             worker_cgroups: true,
+            metrics_addr: None,
             queues: BTreeMap::new(),
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
@@ -289,6 +293,7 @@ impl fmt::Debug for Settings {
             .field("drain_timeout", &self.drain_timeout)
             .field("dynamic_user_base", &self.dynamic_user_base)
             .field("worker_cgroups", &self.worker_cgroups)
+            .field("metrics_addr", &self.metrics_addr)
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)

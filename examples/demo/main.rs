@@ -254,6 +254,26 @@ fn wait_for_file(_: &TaskContext, a: Path) -> Result {
     Ok(())
 }
 
+#[derive(Deserialize)]
+struct Report {
+    done: u64,
+    total: u64,
+    message: String,
+    path: String,
+}
+
+/// Reports `done` of `total` through `TaskContext::progress`, waits for the
+/// file at `path`, then reports `total` of `total`.
+fn report_progress(ctx: &TaskContext, a: Report) -> Result {
+    ctx.progress(a.done, Some(a.total), &a.message);
+    let path = std::path::Path::new(&a.path);
+    while !path.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ctx.progress(a.total, Some(a.total), "done");
+    Ok(())
+}
+
 /// Records its progress in the task's meta object, step by step.
 fn progress(ctx: &TaskContext, a: Steps) -> Result {
     for step in 1..=a.steps {
@@ -316,6 +336,7 @@ fn main() -> ExitCode {
         .task("mark", mark)
         .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
         .task("progress", progress)
+        .task("report_progress", report_progress)
         .task("wait_for_file", wait_for_file)
         .task("connect", connect)
         .task("whoami", whoami)

@@ -9,6 +9,7 @@
 //! - [`proc_tree`]: killing a process's whole descendant tree, frozen first.
 //! - [`retry`]: retry policies (count, backoff, jitter, which endings) and
 //!   the record of each attempt.
+//! - [`progress`]: a running task's progress report.
 //!
 //! The Redis schema lives in `redis-tasks-store` and the settings in
 //! `redis-tasks-config`; the worker crate depends on neither Redis nor the
@@ -18,7 +19,9 @@
 pub mod ipc;
 pub mod model;
 pub mod proc_tree;
+pub mod progress;
 pub mod retry;
 
 pub use model::{AbortedRun, ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
+pub use progress::Progress;
 pub use retry::{Attempt, Jitter, RetryOn, RetryPolicy};

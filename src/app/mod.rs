@@ -19,7 +19,10 @@ use redis_tasks_worker::{Middleware, SetupHook, TaskContext, TaskDef, TaskOption
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cli::{AdminCommand, GlobalArgs, print_error, print_stderr, run_admin};
+use crate::cli::{
+    AdminCommand, CompletionsArgs, GlobalArgs, print_error, print_stderr, run_admin,
+    write_completions,
+};
 pub use checked::CheckedEnqueueError;
 pub use worker_command::WorkerArgs;
 
@@ -79,6 +82,8 @@ enum AppCommand {
     /// Run the scheduler: enqueue the settings' schedule entries when due
     /// (one active scheduler per Redis prefix; others wait to take over).
     Scheduler(scheduler_command::SchedulerArgs),
+    /// Print a shell completion script for this program.
+    Completions(CompletionsArgs),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -280,7 +285,17 @@ impl App {
                 };
             }
         };
-        crate::logging::init();
+        if let AppCommand::Completions(completions) = &cli.command {
+            let argv0 = args.first().map(OsString::as_os_str);
+            write_completions(
+                self.command_line(),
+                argv0,
+                completions.shell,
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        crate::logging::init(cli.global.log_format);
         let mut cli = cli;
         cli.global = self.with_default_config(cli.global);
         let result = match cli.command {
@@ -292,6 +307,7 @@ impl App {
                 &self.registry,
                 &mut std::io::stdout().lock(),
             ),
+            AppCommand::Completions(_) => Ok(()),
             AppCommand::Admin(command) => {
                 run_admin(&cli.global, command, Some(&self.registry.names()))
             }

@@ -50,6 +50,10 @@ pub struct WorkerArgs {
     /// scheduler per Redis prefix; see docs/scheduler.md).
     #[arg(long)]
     pub scheduler: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (default: the
+    /// `metrics_addr` setting; none). See docs/observability.md.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
@@ -97,6 +101,9 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
     config.instance = instance;
     config.worker_exe = args.worker_exe;
     config.scheduler = args.scheduler;
+    if let Some(addr) = args.metrics_addr {
+        config.metrics_addr = Some(addr);
+    }
     let result = redis_tasks_supervisor::run(
         config,
         app.registry.clone(),

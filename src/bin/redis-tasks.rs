@@ -5,8 +5,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use redis_tasks::cli::{AdminCommand, GlobalArgs, one_line, print_error, print_stderr, run_admin};
+use clap::{CommandFactory, Parser, Subcommand};
+use redis_tasks::cli::{
+    AdminCommand, CompletionsArgs, GlobalArgs, one_line, print_error, print_stderr, run_admin,
+    write_completions,
+};
 
 /// Manage redis-tasks queues, tasks and workers.
 #[derive(Debug, Parser)]
@@ -15,7 +18,15 @@ struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
     #[command(subcommand)]
-    command: AdminCommand,
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a shell completion script for this program.
+    Completions(CompletionsArgs),
+    #[command(flatten)]
+    Admin(AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,7 +52,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run_admin(&cli.global, cli.command, None) {
+    redis_tasks::init_logging(cli.global.log_format);
+    let command = match cli.command {
+        Command::Completions(args) => {
+            let argv0 = std::env::args_os().next();
+            write_completions(
+                Cli::command(),
+                argv0.as_deref(),
+                args.shell,
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Admin(command) => command,
+    };
+    match run_admin(&cli.global, command, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             print_error(&e);

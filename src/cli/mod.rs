@@ -19,7 +19,14 @@
 //! - `style`: colour on a terminal.
 //! - [`schedule`]: `schedule next`.
 //! - `graph`: `graph show`.
+//! - `dashboard`: `dashboard`, the web dashboard (the `redis-tasks-dashboard`
+//!   crate).
+//! - [`completions`]: `completions bash|zsh|fish` (handled by each binary,
+//!   which knows its whole command line).
 
+pub mod completions;
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod enqueue_input;
 mod failed;
 mod graph;
@@ -37,6 +44,9 @@ use clap::{Args, Subcommand};
 use redis_tasks_config::Settings;
 use redis_tasks_store::Store;
 
+pub use completions::{CompletionsArgs, write_completions};
+#[cfg(feature = "dashboard")]
+pub use dashboard::DashboardArgs;
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
@@ -56,6 +66,17 @@ pub struct GlobalArgs {
     /// Redis URL, overriding the settings and REDIS_URL.
     #[arg(long, global = true, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Log line format on stderr: `text` (for people) or `json` (one object
+    /// per line, for journald and log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "RT_LOG_FORMAT",
+        default_value_t
+    )]
+    pub log_format: crate::LogFormat,
 }
 
 impl GlobalArgs {
@@ -101,6 +122,9 @@ pub enum AdminCommand {
     Schedule(ScheduleCommand),
     /// Show task graphs.
     Graph(GraphCommand),
+    /// Serve the web dashboard: queues, workers, failed tasks and actions.
+    #[cfg(feature = "dashboard")]
+    Dashboard(DashboardArgs),
 }
 
 /// Runs an admin subcommand, printing to stdout.
@@ -129,6 +153,13 @@ pub fn run_admin_to(
         cmd.default_timezone(&settings.timezone);
         return schedule::run_schedule(cmd, out);
     }
+    #[cfg(feature = "dashboard")]
+    if let AdminCommand::Dashboard(args) = &cmd {
+        let settings = global.settings()?;
+        let store = Store::from_settings(&settings)?;
+        store.check_schema()?;
+        return dashboard::run(store, settings, args);
+    }
     let store = global.store()?;
     store.check_schema()?;
     match cmd {
@@ -138,8 +169,10 @@ pub fn run_admin_to(
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
-        // Handled above, without Redis.
+        // Handled above.
         AdminCommand::Schedule(_) => Ok(()),
+        #[cfg(feature = "dashboard")]
+        AdminCommand::Dashboard(_) => Ok(()),
     }
 }
 

@@ -194,6 +194,9 @@ pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyho
                 writeln!(out, "{}", task_json(&rec))?;
             } else {
                 show(&rec, out)?;
+                if let Some(progress) = store.progress(&rec.id)? {
+                    writeln!(out, "progress:     {progress}")?;
+                }
             }
         }
         TaskAction::Cancel(args) => cancel(store, &args, out)?,

@@ -43,6 +43,7 @@
 //! not have happened). Use [`Store::independent`] to get a store with
 //! connections of its own, for another thread.
 
+mod admin;
 mod connection;
 mod delayed;
 mod enqueue_options;
@@ -52,6 +53,7 @@ mod graph;
 mod keys;
 mod maintenance;
 mod producer;
+mod progress;
 mod record;
 mod registry;
 mod results;

@@ -46,6 +46,9 @@ pub struct SupervisorConfig {
     /// How SIGHUP reads the settings again; `None`: SIGHUP only replaces
     /// the worker processes.
     pub reload: Option<Reloader>,
+    /// Where to serve Prometheus metrics (`/metrics`); `None`: nowhere.
+    /// Defaults to the `metrics_addr` setting; read once at start-up.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The settings in effect.
     pub settings: Settings,
 }
@@ -82,6 +85,7 @@ impl SupervisorConfig {
             worker_exe: None,
             scheduler: false,
             reload: None,
+            metrics_addr: settings.metrics_addr,
             settings,
         }
     }

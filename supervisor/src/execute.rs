@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, never, select};
 use redis_tasks_protocol::ipc::{FromWorker, RunTask, ToWorker};
-use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
 use tracing::{debug, error, info, warn};
 
 use crate::worker_process::{WorkerEvent, WorkerProcess};
@@ -46,6 +46,11 @@ pub(crate) trait RunHooks {
     /// Keeps the task's return value (JSON text), sent just before its
     /// successful end.
     fn set_result(&mut self, result_json: String);
+
+    /// Stores a progress report sent by the task.
+    fn update_progress(&mut self, task_id: &str, progress: Progress) {
+        let _ = (task_id, progress);
+    }
 }
 
 /// Runs `record` on `process` until it ends. On return the process is
@@ -107,6 +112,9 @@ pub(crate) fn run_on(
                 }
                 Ok(WorkerEvent::Message(FromWorker::Output { task_id, result_json })) if task_id == record.id => {
                     hooks.set_result(result_json);
+                }
+                Ok(WorkerEvent::Message(FromWorker::Progress { task_id, progress })) if task_id == record.id => {
+                    hooks.update_progress(&task_id, progress.bounded());
                 }
                 Ok(WorkerEvent::Message(other)) => {
                     let reason = process.kill_and_reap();
@@ -217,5 +225,6 @@ fn message_name(msg: &FromWorker) -> &'static str {
         FromWorker::Ready => "Ready",
         FromWorker::Output { .. } => "Output for another task",
         FromWorker::SetUp { .. } => "SetUp",
+        FromWorker::Progress { .. } => "Progress for another task",
     }
 }

@@ -36,7 +36,8 @@
 //!   boot id) still runs.
 //! - `signals.rs`: the signal table. `backoff.rs`: retrying while Redis
 //!   is unreachable. `config.rs`: what a supervisor is asked to do.
-//!   `notify.rs`: sd_notify.
+//!   `notify.rs`: sd_notify. `metrics/`: the Prometheus metrics and
+//!   their `/metrics` server (`--metrics-addr`).
 //! - `scheduler/`: the scheduler (one per fleet): enqueues the schedule
 //!   entries of the settings when due; a process of its own or a thread
 //!   the control loop owns (`worker --scheduler`).
@@ -56,6 +57,7 @@ mod family;
 mod fork_server;
 mod isolation;
 mod liveness;
+mod metrics;
 mod notify;
 pub mod outcome;
 mod promoter;
@@ -70,3 +72,4 @@ mod worker_process;
 
 pub use config::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};
 pub use control::{RunSummary, SupervisorError, run};
+pub use metrics::MetricsBindError;

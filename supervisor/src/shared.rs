@@ -20,6 +20,7 @@ use tracing::{info, warn};
 const MAX_REPORTED_FIELDS: usize = 256;
 
 use crate::config::SupervisorConfig;
+use crate::metrics::Metrics;
 use crate::worker_process::{RetireHandle, SpawnSpec, WorkerProcess};
 
 /// The configuration in effect; replaced whole by a reload.
@@ -114,6 +115,8 @@ pub(crate) struct Shared {
     retire: RetireHandle,
     /// Names of unknown task-hash fields already reported in the log.
     reported_fields: Mutex<BTreeSet<String>>,
+    /// What `/metrics` serves (updated whether or not it is served).
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -129,6 +132,7 @@ impl Shared {
             redis_down_since: Mutex::new(None),
             retire,
             reported_fields: Mutex::new(BTreeSet::new()),
+            metrics: Metrics::new(),
         }
     }
 
@@ -208,6 +212,7 @@ impl Shared {
 
     /// Notes a failed Redis call (for the status line).
     pub(crate) fn note_redis_error(&self, _e: &StoreError) {
+        self.metrics.redis_error();
         self.redis_down_since
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -222,6 +227,7 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(since) = was {
+            self.metrics.redis_reconnected();
             info!("Redis reachable again (failing since {since:.0})");
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 use redis_tasks_config::settings::Isolation;
-use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
 use redis_tasks_store::{Fetched, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::control::ControlEvent;
 use crate::execute::{RunHooks, SlotCommand, run_on};
 use crate::isolation::{self, Plan};
+use crate::metrics::Ended;
 use crate::outcome::{Conclusion, Policy, conclude};
 use crate::shared::{Current, Mode, Shared, SlotView};
 use crate::worker_process::{SpawnError, WorkerProcess};
@@ -49,10 +50,22 @@ pub(crate) struct Slot {
     pub view: Arc<Mutex<SlotView>>,
 }
 
+/// What the end-of-task log line says about the run.
+struct RunInfo<'a> {
+    name: &'a str,
+    /// The name, when this binary registers it (for metric labels).
+    known: Option<&'a str>,
+    queue: &'a str,
+    duration: Duration,
+}
+
 struct MetaToRedis<'a> {
     store: &'a Store,
     /// The task's return value, if it sent one.
     result: Option<String>,
+    shared: &'a Shared,
+    /// The slot's number (the `slot` label of the progress metric).
+    slot: usize,
 }
 
 impl RunHooks for MetaToRedis<'_> {
@@ -75,6 +88,15 @@ impl RunHooks for MetaToRedis<'_> {
             warn!(task = task_id, "meta update not stored: {e}");
         }
     }
+
+    fn update_progress(&mut self, task_id: &str, progress: Progress) {
+        self.shared
+            .metrics
+            .slot_progress(self.slot, progress.ratio(), true);
+        if let Err(e) = self.store.set_progress(task_id, &progress) {
+            warn!(task = task_id, "progress report not stored: {e}");
+        }
+    }
 }
 
 impl Slot {
@@ -82,6 +104,7 @@ impl Slot {
     /// retires, or, in burst mode, when the queues are empty.
     pub(crate) fn run(mut self) {
         let mut backoff = Backoff::new();
+        self.shared.metrics.slot_started();
         loop {
             let mode = self.shared.mode();
             if mode.stopping() {
@@ -140,6 +163,7 @@ impl Slot {
         if let Some(process) = self.process.take() {
             self.shared.retire(process);
         }
+        self.shared.metrics.slot_ended();
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
         });
@@ -181,7 +205,7 @@ impl Slot {
             Err(e) => {
                 error!(slot = %self.id, task = %id, "cannot run a corrupt task record: {e}");
                 let conclusion = Conclusion::unreadable(format!("corrupt task record: {e}"));
-                self.write(&id, "task with a corrupt record", &conclusion, None);
+                self.write(&id, "task with a corrupt record", &conclusion, None, None);
                 return;
             }
         };
@@ -196,6 +220,13 @@ impl Slot {
             }
             return;
         }
+        let started = Instant::now();
+        info!(task = %record.id, name = %record.task, queue = %record.queue, slot = %self.id, "task started");
+        let waited = Timestamp::now().duration_since(record.enqueued_at);
+        self.shared.metrics.task_started(
+            &record.queue,
+            Duration::try_from(waited).unwrap_or(Duration::ZERO),
+        );
         let def = self.shared.registry.get(&record.task);
         // The producer's timeout for this task, else the task function's,
         // else the setting.
@@ -235,18 +266,33 @@ impl Slot {
         };
         let (ended, result) =
             crate::results::checked(ended, result, current.config.settings.max_result_bytes);
+        let known = self
+            .shared
+            .registry
+            .get(&record.task)
+            .map(|_| record.task.as_str());
+        self.shared.metrics.run_ended(&record.queue, known, &ended);
         let policy = Policy::for_task(
             &self.shared.registry,
             &record.task,
             current.config.settings.max_aborted_runs,
         );
         let conclusion = conclude(&record, ended, policy, &current.chain);
+        let run = RunInfo {
+            name: &record.task,
+            known,
+            queue: &record.queue,
+            duration: started.elapsed(),
+        };
         self.write(
             &record.id,
             &record.description,
             &conclusion,
             result.as_deref(),
+            Some(&run),
         );
+        self.shared.metrics.task_done();
+        self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| v.task = None);
         self.refresh_process(current);
     }
@@ -280,6 +326,8 @@ impl Slot {
         let mut hooks = MetaToRedis {
             store: &self.store,
             result: None,
+            shared: &self.shared,
+            slot: self.index,
         };
         let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
         if reusable {
@@ -328,12 +376,15 @@ impl Slot {
                     );
                 }
             };
+        self.shared.metrics.process_started(true);
         let ready = self.process.as_ref().map(WorkerProcess::pid);
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
         let mut hooks = MetaToRedis {
             store: &self.store,
             result: None,
+            shared: &self.shared,
+            slot: self.index,
         };
         let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
         let oom_killed = process.oom_killed();
@@ -375,6 +426,7 @@ impl Slot {
     fn start_process(&mut self, current: &Current) -> Result<WorkerProcess, String> {
         match WorkerProcess::spawn(&current.spawn, current.generation) {
             Ok(process) => {
+                self.shared.metrics.process_started(true);
                 self.shared.start_failures.store(0, Ordering::SeqCst);
                 let pid = process.pid();
                 debug!(slot = %self.id, pid, "worker process ready");
@@ -382,6 +434,7 @@ impl Slot {
                 Ok(process)
             }
             Err(e) => {
+                self.shared.metrics.process_started(false);
                 let failures = self.shared.start_failures.fetch_add(1, Ordering::SeqCst) + 1;
                 error!(slot = %self.id, "worker process failed to start: {e}");
                 if failures >= MAX_START_FAILURES {
@@ -395,25 +448,47 @@ impl Slot {
     }
 
     /// Writes a conclusion (retrying while Redis fails), counts it and
-    /// logs it.
-    fn write(&self, id: &str, description: &str, conclusion: &Conclusion, result: Option<&str>) {
+    /// logs it (at info, with the run's duration, see
+    /// docs/observability.md).
+    fn write(
+        &self,
+        id: &str,
+        description: &str,
+        conclusion: &Conclusion,
+        result: Option<&str>,
+        run: Option<&RunInfo>,
+    ) {
         let written = self.with_redis("record an outcome", |store, now| {
             conclusion.write_with_result(store, &self.id, id, result, now)
         });
+        let (name, queue, secs) = run.map_or(("", "", 0.0), |r| {
+            (r.name, r.queue, r.duration.as_secs_f64())
+        });
+        let slot = self.id.as_str();
+        if let (Some(run), Some(true)) = (run, written) {
+            let ended = match conclusion {
+                Conclusion::Requeue { .. } => Ended::Requeued,
+                Conclusion::Record(Outcome::Success) => Ended::Finished,
+                _ => Ended::Failed,
+            };
+            self.shared
+                .metrics
+                .task_ended(run.queue, run.known, ended, run.duration);
+        }
         match (written, conclusion) {
             (Some(true), Conclusion::Requeue { reason }) => {
                 self.shared
                     .counters
                     .requeued
                     .fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, "{description} requeued at the front of its queue: {reason}");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "requeued", "{description} requeued at the front of its queue after {secs:.3} s: {reason}");
             }
             (Some(true), Conclusion::Record(Outcome::Success)) => {
                 self.shared
                     .counters
                     .finished
                     .fetch_add(1, Ordering::Relaxed);
-                debug!(task = %id, "{description} finished");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "finished", "{description} finished in {secs:.3} s");
             }
             (Some(true), Conclusion::Retry { failure }) => {
                 let at = failure
@@ -429,7 +504,7 @@ impl Slot {
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
                 self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, "{description} failed: {failure}");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "failed", "{description} failed after {secs:.3} s: {failure}");
             }
             (Some(false), _) => warn!(
                 task = %id,

@@ -145,3 +145,74 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The JSON log lines of a burst run, each parsed.
+fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{stderr}"))
+        })
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_task_start_and_end() {
+    let demo = Demo::new();
+    let ok = demo.enqueue("noop", json!(null));
+    let bad = demo.enqueue("fail", json!({"message": "on purpose"}));
+    let o = demo
+        .cmd()
+        .env("RUST_LOG", "info")
+        .args([
+            "--log-format",
+            "json",
+            "worker",
+            "--burst",
+            "--concurrency",
+            "1",
+        ])
+        .timeout(Duration::from_secs(120))
+        .run();
+    let lines = json_lines(&o.stderr);
+    let find = |id: &str, outcome: &str| {
+        lines
+            .iter()
+            .find(|l| l["task"] == id && l["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {outcome} line for {id}:\n{}", o.stderr))
+            .clone()
+    };
+    for (id, outcome, name) in [(&ok, "finished", "noop"), (&bad, "failed", "fail")] {
+        let end = find(id, outcome);
+        assert_eq!(end["level"], "INFO", "{end}");
+        assert_eq!(end["name"], name, "{end}");
+        assert_eq!(end["queue"], "default", "{end}");
+        assert!(end["slot"].as_str().is_some_and(|s| !s.is_empty()), "{end}");
+        assert!(
+            end["duration_s"].as_f64().is_some_and(|d| d >= 0.0),
+            "{end}"
+        );
+        assert!(
+            end["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{end}"
+        );
+        assert!(end["timestamp"].as_str().is_some(), "{end}");
+        let start = lines
+            .iter()
+            .find(|l| l["task"] == id.as_str() && l["message"] == "task started")
+            .unwrap_or_else(|| panic!("no start line for {id}:\n{}", o.stderr));
+        assert_eq!(start["level"], "INFO", "{start}");
+        assert_eq!(start["queue"], "default", "{start}");
+    }
+    assert!(!o.stderr.contains('\u{1b}'), "escape codes:\n{}", o.stderr);
+}
+
+#[test]
+fn an_unknown_log_format_is_a_usage_error() {
+    let o = Cmd::new(demo_bin())
+        .args(["--log-format", "xml", "info"])
+        .fails();
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("xml"), "{}", o.stderr);
+}

@@ -30,6 +30,10 @@
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
+//! - `completions`: `completions bash|zsh|fish` of both kinds of binary.
+//! - `dashboard`: the web dashboard in a real headless Chromium (requeue
+//!   with a click, screenshots) and over plain HTTP (CSRF, host, token,
+//!   read-only).
 //! - `e2e`: the demo binary as a real supervisor with real worker
 //!   processes: every abnormal ending, shutdown, recovery, isolation,
 //!   Redis outages (see `e2e/mod.rs`).
@@ -41,6 +45,10 @@
 //!   the demo supervisor (order, failing nodes, both failure policies).
 //! - `logging`: what the binaries write on stderr: error causes, colour,
 //!   a stderr nobody reads.
+//! - `metrics`: the supervisor's `/metrics` scraped over HTTP and checked
+//!   by `promtool`.
+//! - `progress`: `TaskContext::progress` from a worker process to Redis,
+//!   `task show`, the dashboard and the metric.
 //! - `secrets`: no password on a command line; `redis_password_file`.
 //! - `deployments`: TLS, a restricted ACL user, Sentinel failover (with
 //!   and without the durable `WAIT` mode), by settings alone.
@@ -55,10 +63,14 @@ mod cli_admin;
 mod cli_enqueue;
 mod cli_errors;
 mod cli_schedule;
+mod completions;
+mod dashboard;
 mod deployments;
 mod e2e;
 mod graph;
 mod logging;
+mod metrics;
+mod progress;
 mod scheduler;
 mod scheduler_store;
 mod secrets;

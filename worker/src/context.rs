@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redis_tasks_protocol::Progress;
 
 use serde_json::{Map, Value};
 
@@ -13,7 +16,17 @@ use crate::shutdown::{PostponeShutdown, ShutdownState};
 pub trait MetaSink: Send + Sync {
     /// Stores the task's whole meta object.
     fn send_meta(&self, task_id: &str, meta: &Map<String, Value>) -> Result<(), String>;
+
+    /// Stores the task's progress report (by default it is dropped).
+    fn send_progress(&self, task_id: &str, progress: &Progress) -> Result<(), String> {
+        let _ = (task_id, progress);
+        Ok(())
+    }
 }
+
+/// The shortest time between two progress reports a task sends on; those in
+/// between are dropped, except the one that reaches the total.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What a task function receives besides its arguments.
 pub struct TaskContext {
@@ -27,6 +40,8 @@ pub struct TaskContext {
     result: Mutex<Option<Value>>,
     /// What the process's setup hook built, if it has one.
     state: Option<SetupState>,
+    /// When the last progress report was sent (rate limit).
+    progress_sent: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for TaskContext {
@@ -55,6 +70,7 @@ impl TaskContext {
             shutdown,
             result: Mutex::new(None),
             state: None,
+            progress_sent: Mutex::new(None),
         }
     }
 
@@ -93,6 +109,32 @@ impl TaskContext {
         self.update_meta(|meta| {
             meta.insert(key.to_owned(), value);
         })
+    }
+
+    /// Reports how far the task is: `done` units of `total` (when known)
+    /// and a short message (cut to 200 characters). Cheap to call in a
+    /// loop: at most one report per [`PROGRESS_INTERVAL`] is sent to the
+    /// supervisor, which keeps the latest in the task's record (`task show`,
+    /// the dashboard, the `redis_tasks_task_progress_ratio` metric); the
+    /// others are dropped, except a report with `done >= total`, which is
+    /// always sent. Returns whether this one was sent.
+    pub fn progress(&self, done: u64, total: Option<u64>, message: &str) -> bool {
+        let now = Instant::now();
+        let complete = total.is_some_and(|t| done >= t);
+        {
+            let mut last = self
+                .progress_sent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let due = last.is_none_or(|at| now.duration_since(at) >= PROGRESS_INTERVAL);
+            if !due && !complete {
+                return false;
+            }
+            *last = Some(now);
+        }
+        self.sink
+            .send_progress(&self.id, &Progress::new(done, total, message))
+            .is_ok()
     }
 
     /// Whether a shutdown was requested. Only a task holding a
@@ -143,5 +185,48 @@ impl TaskContext {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    /// Keeps every progress report it is given.
+    #[derive(Default)]
+    struct Reports(Mutex<Vec<Progress>>);
+
+    impl MetaSink for Reports {
+        fn send_meta(&self, _: &str, _: &Map<String, Value>) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn send_progress(&self, _: &str, progress: &Progress) -> Result<(), String> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(progress.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn progress_is_rate_limited_but_the_last_step_always_goes() {
+        let sink = Arc::new(Reports::default());
+        let sink_dyn: Arc<dyn MetaSink> = sink.clone();
+        let ctx = TaskContext::new("id", "t", Map::new(), sink_dyn, ShutdownState::passive());
+        assert!(ctx.progress(0, Some(1000), "start"));
+        // A tight loop far inside the interval: dropped.
+        let sent = (1..999)
+            .filter(|i| ctx.progress(*i, Some(1000), "row"))
+            .count();
+        assert!(sent <= 1, "{sent} reports within one interval");
+        assert!(ctx.progress(1000, Some(1000), "done"));
+        let reports = sink.0.lock().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(reports.first().map(|p| p.done), Some(0));
+        assert_eq!(
+            reports.last(),
+            Some(&Progress::new(1000, Some(1000), "done"))
+        );
     }
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
+use redis_tasks_protocol::Progress;
 use redis_tasks_protocol::ipc::{
     FrameError, FromWorker, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv,
     send,
@@ -85,6 +86,15 @@ impl MetaSink for IpcMeta {
         let msg = FromWorker::Meta {
             task_id: task_id.to_owned(),
             meta_json: Value::Object(meta.clone()).to_string(),
+        };
+        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        send(&mut *w, &msg).map_err(|e| e.to_string())
+    }
+
+    fn send_progress(&self, task_id: &str, progress: &Progress) -> Result<(), String> {
+        let msg = FromWorker::Progress {
+            task_id: task_id.to_owned(),
+            progress: progress.clone(),
         };
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         send(&mut *w, &msg).map_err(|e| e.to_string())

@@ -548,3 +548,18 @@ fn a_password_file_is_a_setting() {
     let err = Settings::from_toml_str("redis_password_file = \"\"\n", None).expect_err("empty");
     assert!(err.to_string().contains("redis_password_file"), "{err}");
 }
+
+#[test]
+fn metrics_addr_is_an_address_and_port() {
+    let file = settings_file("metrics_addr = \"127.0.0.1:9464\"\n");
+    let s = with_env(Some(&file.path), &[]).expect("valid");
+    assert_eq!(
+        s.metrics_addr,
+        Some("127.0.0.1:9464".parse().expect("addr"))
+    );
+    let s = with_env(Some(&file.path), &[("RT_METRICS_ADDR", "[::1]:9000")]).expect("valid");
+    assert_eq!(s.metrics_addr, Some("[::1]:9000".parse().expect("addr")));
+    let err = with_env(None, &[("RT_METRICS_ADDR", "localhost")]).expect_err("no port");
+    assert!(err.to_string().contains("RT_METRICS_ADDR"), "{err}");
+    assert_eq!(with_env(None, &[]).expect("valid").metrics_addr, None);
+}

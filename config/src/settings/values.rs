@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 28] = [
+pub(crate) const SCALAR_KEYS: [&str; 29] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -80,6 +80,7 @@ pub(crate) const SCALAR_KEYS: [&str; 28] = [
     "dynamic_user_base",
     "worker_cgroups",
     "max_result_bytes",
+    "metrics_addr",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -118,6 +119,7 @@ pub(super) fn apply_scalar(
             .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
         "worker_cgroups" => boolean(raw).map(|v| s.worker_cgroups = v),
         "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
+        "metrics_addr" => socket_addr(raw).map(|v| s.metrics_addr = Some(v)),
         _ => return super::redis::apply(&mut s.redis, key, raw),
     };
     Some(result)
@@ -142,6 +144,14 @@ pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
         return Err(expected());
     }
     Ok(text.to_owned())
+}
+
+/// An IP address and port, such as `127.0.0.1:9464` or `[::1]:9464`.
+fn socket_addr(raw: Raw<'_>) -> Result<std::net::SocketAddr, String> {
+    let expected = || raw.expected("an address and port such as \"127.0.0.1:9464\"");
+    raw.text()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(expected)
 }
 
 /// URL schemes the Redis client accepts.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +165,14 @@ pub enum FromWorker {
     SetUp {
         /// The hook's error text.
         error: Option<String>,
+    },
+    /// The running task reported its progress (rate-limited by the worker
+    /// process; the supervisor cuts the message again).
+    Progress {
+        /// The task id.
+        task_id: String,
+        /// How far it is.
+        progress: crate::Progress,
     },
 }
 

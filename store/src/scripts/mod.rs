@@ -145,6 +145,7 @@ macro_rules! script {
     };
 }
 
+mod admin;
 mod delayed;
 mod graph;
 mod producer;
@@ -154,6 +155,7 @@ mod slots;
 mod transitions;
 mod unique;
 
+pub(crate) use admin::*;
 pub(crate) use delayed::*;
 pub(crate) use graph::*;
 pub(crate) use producer::*;

@@ -71,6 +71,9 @@ pub enum SupervisorError {
     /// The scheduler of `worker --scheduler` could not start.
     #[error("scheduler: {0}")]
     Scheduler(scheduler::SchedulerError),
+    /// The `/metrics` address could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsBindError),
     /// The supervisor stopped because of an unrecoverable condition.
     #[error("supervisor stopped: {0}")]
     Fatal(String),
@@ -180,6 +183,11 @@ pub fn run(
         ..Deferred::default()
     };
     let with_scheduler = config.scheduler;
+    // Bound now: a taken address stops the supervisor before it takes work.
+    let metrics_server = config
+        .metrics_addr
+        .map(crate::metrics::MetricsServer::bind)
+        .transpose()?;
     let plan = startup::Plan {
         config,
         registry,
@@ -199,7 +207,16 @@ pub fn run(
         }
     };
     let startup::Started { store, shared } = started;
+    let metrics = match metrics_server {
+        Some(server) => Some(
+            server
+                .start(Arc::clone(&shared), store.independent()?)
+                .map_err(SupervisorError::Setup)?,
+        ),
+        None => None,
+    };
     let probe = startup::finish(&shared)?;
+    shared.metrics.process_started(true);
     let (events_tx, events) = unbounded::<ControlEvent>();
     let promoter = Promoter::start(store.independent()?, &supervisor_id, events_tx.clone())?;
     let slots = SlotSet::new(&supervisor_id, &host, deferred.desired, events_tx);
@@ -243,6 +260,9 @@ pub fn run(
         scheduler.stop_within(SCHEDULER_STOP_WAIT);
     }
     drop(control);
+    if let Some(metrics) = metrics {
+        metrics.stop();
+    }
     let counters = &shared.counters;
     let summary = RunSummary {
         finished: counters.finished.load(Ordering::Relaxed),

@@ -1,0 +1,217 @@
+//! The actions (POST): requeue, cancel and delete a task, each through the
+//! same store function as the admin command line, and the login form.
+//!
+//! Every action needs the CSRF token of this process in its form, and a
+//! request whose `Origin` (sent by browsers on every POST) names another
+//! site is refused; in read-only mode there is no action at all. After an
+//! action the browser is redirected (303) to a page that says what
+//! happened, so a reload does not repeat it.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use redis_tasks_store::StoreError;
+use serde::Deserialize;
+use tracing::info;
+
+use crate::layout::seg;
+use crate::pages::error_page;
+use crate::{AppState, TOKEN_COOKIE, same_secret};
+
+/// The form every action button posts.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Why an action is refused before it runs, if it is.
+fn refused(state: &AppState, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
+    if state.options.read_only {
+        return Some(error_page(
+            state,
+            StatusCode::FORBIDDEN,
+            "This dashboard is read-only.",
+        ));
+    }
+    if !same_secret(&form.csrf, &state.csrf) || !same_origin(headers) {
+        return Some(error_page(
+            state,
+            StatusCode::FORBIDDEN,
+            "This form did not come from this dashboard (CSRF check failed); reload the page and try again.",
+        ));
+    }
+    None
+}
+
+/// Whether the request's `Origin`, when there is one, is this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = origin.to_str().ok();
+    match (origin, host) {
+        (Some(origin), Some(host)) => {
+            let bare = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            bare == Some(host)
+        }
+        _ => false,
+    }
+}
+
+fn conflict(state: &AppState, e: &StoreError) -> Response {
+    let code = match e {
+        StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        e if e.is_connection_error() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::CONFLICT,
+    };
+    error_page(state, code, &e.to_string())
+}
+
+/// `POST /tasks/{id}/requeue`: a failed task back to its queue.
+pub(crate) async fn requeue(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form) {
+        return refusal;
+    }
+    let ids = vec![id.clone()];
+    match state
+        .blocking(move |store| store.requeue_failed(&ids))
+        .await
+    {
+        Ok(report) if report.requeued == 1 => {
+            info!(task = %id, "dashboard: requeued");
+            Redirect::to(&format!("/tasks/{}?done=requeued", seg(&id))).into_response()
+        }
+        Ok(report) => {
+            let reason = report
+                .rejected
+                .first()
+                .map_or_else(|| "not requeued".to_owned(), |r| r.reason.to_string());
+            error_page(
+                &state,
+                StatusCode::CONFLICT,
+                &format!("task {id} not requeued: {reason}"),
+            )
+        }
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// `POST /tasks/{id}/cancel`: a queued task out of its queue.
+pub(crate) async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form) {
+        return refusal;
+    }
+    let task_id = id.clone();
+    match state.blocking(move |store| store.cancel(&task_id)).await {
+        Ok(()) => {
+            info!(task = %id, "dashboard: canceled");
+            Redirect::to(&format!("/tasks/{}?done=canceled", seg(&id))).into_response()
+        }
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// `POST /tasks/{id}/delete`: a failed task and its record, gone.
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form) {
+        return refusal;
+    }
+    let task_id = id.clone();
+    match state
+        .blocking(move |store| store.delete_failed(&task_id))
+        .await
+    {
+        Ok(true) => {
+            info!(task = %id, "dashboard: deleted");
+            Redirect::to("/failed?done=deleted").into_response()
+        }
+        Ok(false) => error_page(
+            &state,
+            StatusCode::CONFLICT,
+            &format!("task {id} is not in the failed registry (requeued or deleted meanwhile?)"),
+        ),
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /login`: the token, kept in a cookie for 12 hours.
+pub(crate) async fn login(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let Some(token) = &state.options.token else {
+        return Redirect::to("/").into_response();
+    };
+    if !same_origin(&headers) || !same_secret(&form.token, token) {
+        return Redirect::to("/login?error=1").into_response();
+    }
+    let mut response = Redirect::to("/").into_response();
+    // The token is printable ASCII (checked at start-up), so the header
+    // value is valid; a token that is not just drops the cookie.
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn origin_must_be_this_host_when_sent() {
+        assert!(same_origin(&headers(&[(header::HOST, "127.0.0.1:9181")])));
+        assert!(same_origin(&headers(&[
+            (header::HOST, "127.0.0.1:9181"),
+            (header::ORIGIN, "http://127.0.0.1:9181"),
+        ])));
+        assert!(!same_origin(&headers(&[
+            (header::HOST, "127.0.0.1:9181"),
+            (header::ORIGIN, "http://evil.example"),
+        ])));
+        assert!(!same_origin(&headers(&[
+            (header::HOST, "127.0.0.1:9181"),
+            (header::ORIGIN, "null"),
+        ])));
+    }
+}

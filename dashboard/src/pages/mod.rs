@@ -1,0 +1,497 @@
+//! The pages (GET): each reads through the store's public API on a
+//! blocking thread and renders HTML on the server.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jiff::{SignedDuration, Timestamp};
+use maud::{Markup, html};
+use redis_tasks_protocol::{Progress, TaskRecord, TaskStatus};
+use redis_tasks_store::{GRAPH_META_KEY, RegistryKind, Store, StoreError, WorkerInfo};
+use serde::Deserialize;
+
+mod schedule_graph;
+
+pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
+
+use crate::AppState;
+use crate::layout::{action, flash, page, seg, short, status, time};
+
+/// Most rows a list page shows.
+const LIST_LIMIT: usize = 100;
+
+/// Minutes per bar of the overview's chart, and how many bars.
+const BUCKET_MINUTES: i64 = 5;
+const BUCKETS: i64 = 12;
+
+/// `?done=...` after an action: one of a few fixed words, so that a link
+/// cannot make the dashboard say what someone else wrote.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Flash {
+    done: Option<String>,
+}
+
+impl Flash {
+    fn text(&self) -> Option<&'static str> {
+        match self.done.as_deref()? {
+            "requeued" => Some("Requeued: the task is back at the end of its queue."),
+            "canceled" => Some("Canceled: the task left its queue and will not run."),
+            "deleted" => Some("Deleted: the task and its record are gone."),
+            _ => None,
+        }
+    }
+}
+
+/// A page saying what went wrong, with its status code.
+pub(crate) fn error_page(state: &AppState, code: StatusCode, message: &str) -> Response {
+    let body = html! {
+        h1 { (code.as_u16()) " " (code.canonical_reason().unwrap_or("")) }
+        div.flash.err role="alert" { (message) }
+        p { a href="/" { "Back to the overview" } }
+    };
+    (code, page(state, "Error", false, body)).into_response()
+}
+
+fn store_error(state: &AppState, e: &StoreError) -> Response {
+    let code = match e {
+        StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        e if e.is_connection_error() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error_page(state, code, &e.to_string())
+}
+
+struct Overview {
+    queues: Vec<(String, u64)>,
+    failed: u64,
+    finished: u64,
+    /// (finished, failed) per bucket, oldest first.
+    buckets: Vec<(u64, u64)>,
+    workers: Vec<(WorkerInfo, Option<TaskRecord>, Option<Progress>)>,
+}
+
+fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> {
+    let mut queues = Vec::new();
+    for name in store.queues()? {
+        let len = store.queue(name.as_str()).count()?;
+        queues.push((name, len));
+    }
+    let mut buckets = Vec::new();
+    for i in (0..BUCKETS).rev() {
+        let to = now - SignedDuration::from_mins(i * BUCKET_MINUTES);
+        let from = to - SignedDuration::from_mins(BUCKET_MINUTES);
+        buckets.push((
+            store.count_ended_between(RegistryKind::Finished, from, to)?,
+            store.count_ended_between(RegistryKind::Failed, from, to)?,
+        ));
+    }
+    let infos = store.worker_infos()?;
+    let current: Vec<String> = infos
+        .iter()
+        .filter_map(|w| w.current_task.clone())
+        .collect();
+    let mut records = store.tasks(&current)?.into_iter();
+    let mut workers = Vec::new();
+    for w in infos {
+        let (record, progress) = match &w.current_task {
+            Some(id) => (
+                records.next().and_then(Result::ok),
+                store.progress(id).ok().flatten(),
+            ),
+            None => (None, None),
+        };
+        workers.push((w, record, progress));
+    }
+    Ok(Overview {
+        queues,
+        failed: store.failed().count()?,
+        finished: store.finished().count()?,
+        buckets,
+        workers,
+    })
+}
+
+/// `/`: queues, throughput, workers.
+pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
+    let now = Timestamp::now();
+    let read = state.blocking(move |store| read_overview(store, now)).await;
+    let o = match read {
+        Ok(o) => o,
+        Err(e) => return store_error(&state, &e),
+    };
+    let (last_finished, last_failed) = o.buckets.last().copied().unwrap_or_default();
+    let hour_finished: u64 = o.buckets.iter().map(|b| b.0).sum();
+    let hour_failed: u64 = o.buckets.iter().map(|b| b.1).sum();
+    let peak = o
+        .buckets
+        .iter()
+        .map(|b| b.0 + b.1)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let waiting: u64 = o.queues.iter().map(|q| q.1).sum();
+    let busy = o
+        .workers
+        .iter()
+        .filter(|w| w.0.current_task.is_some())
+        .count();
+    let body = html! {
+        h1 { "Overview" }
+        div.cards {
+            div.card { div.n #waiting { (waiting) } div.l { "waiting in queues" } }
+            div.card { div.n { (busy) " / " (o.workers.len()) } div.l { "slots busy" } }
+            div.card { div.n { (last_finished) } div.l { "finished, last " (BUCKET_MINUTES) " min" } }
+            div.card { div.n { (last_failed) } div.l { "failed, last " (BUCKET_MINUTES) " min" } }
+            div.card { a href="/failed" { div.n #failed-count { (o.failed) } } div.l { "in the failed registry" } }
+            div.card { a href="/finished" { div.n { (o.finished) } } div.l { "in the finished registry" } }
+        }
+        h2 { "Finished and failed, last hour" }
+        div.bars role="img" aria-label={ (hour_finished) " finished and " (hour_failed) " failed in the last hour" } {
+            @for (finished, failed) in &o.buckets {
+                div.bar title={ (finished) " finished, " (failed) " failed" } {
+                    div.x style={ "height:" (failed * 100 / peak) "%" } {}
+                    div.f style={ "height:" (finished * 100 / peak) "%" } {}
+                }
+            }
+        }
+        p.muted { (hour_finished) " finished and " (hour_failed) " failed in the last hour, in bars of " (BUCKET_MINUTES) " minutes (newest on the right)." }
+        h2 { "Queues" }
+        @if o.queues.is_empty() {
+            p.muted { "No queue in use." }
+        } @else {
+            div.scroll { table #queues {
+                thead { tr { th { "queue" } th { "waiting" } th { "slots listening" } } }
+                tbody {
+                    @for (name, len) in &o.queues {
+                        tr {
+                            td { a href={ "/queues/" (seg(name)) } { (name) } }
+                            td.num { (len) }
+                            td.muted { (listeners(&o.workers, name)) }
+                        }
+                    }
+                }
+            } }
+        }
+        h2 { "Workers" }
+        @if o.workers.is_empty() {
+            p.muted { "No supervisor is running." }
+        } @else {
+            div.scroll { table #workers {
+                thead { tr { th { "slot" } th { "host" } th { "queues" } th { "task" } th { "for" } th { "progress" } } }
+                tbody {
+                    @for (w, record, progress) in &o.workers {
+                        tr {
+                            td { code { (w.id) } }
+                            td { (w.host) }
+                            td { (w.queues.join(", ")) }
+                            td {
+                                @match (&w.current_task, record) {
+                                    (Some(id), Some(r)) => a href={ "/tasks/" (seg(id)) } { (r.description) },
+                                    (Some(id), None) => a href={ "/tasks/" (seg(id)) } { code { (id) } },
+                                    (None, _) => span.muted { "idle" },
+                                }
+                            }
+                            td {
+                                @if let Some(started) = record.as_ref().and_then(|r| r.started_at) {
+                                    (short(now.duration_since(started).as_secs().max(0)))
+                                }
+                            }
+                            td {
+                                @if let Some(p) = progress {
+                                    (progress_bar(p))
+                                }
+                            }
+                        }
+                    }
+                }
+            } }
+        }
+        (graph_form())
+    };
+    page(&state, "Overview", true, body).into_response()
+}
+
+/// How many slots listen on `queue` (throughput is per fleet, in the
+/// chart above: the registries do not keep counts per queue).
+fn listeners(
+    workers: &[(WorkerInfo, Option<TaskRecord>, Option<Progress>)],
+    queue: &str,
+) -> String {
+    let listening = workers
+        .iter()
+        .filter(|w| w.0.queues.iter().any(|q| q == queue))
+        .count();
+    match listening {
+        0 => "no slot listens".to_owned(),
+        1 => "1 slot listens".to_owned(),
+        n => format!("{n} slots listen"),
+    }
+}
+
+/// A progress report: a bar when the total is known, and the words.
+fn progress_bar(p: &Progress) -> Markup {
+    html! {
+        @if let (Some(ratio), Some(total)) = (p.ratio(), p.total) {
+            progress value=(p.done.min(total)) max=(total) title=(format!("{:.0}%", ratio * 100.0)) {}
+            " "
+        }
+        (p.to_string())
+    }
+}
+
+fn graph_form() -> Markup {
+    html! {
+        h2 { "Find a task graph" }
+        form method="get" action="/graphs" {
+            input type="text" name="id" placeholder="graph id" aria-label="graph id";
+            " "
+            button type="submit" { "Show" }
+        }
+    }
+}
+
+/// A table of task records (`ids` in display order).
+fn task_table(
+    state: &AppState,
+    ids: &[String],
+    records: &[Result<TaskRecord, StoreError>],
+    now: Timestamp,
+    actions: bool,
+) -> Markup {
+    html! {
+        div.scroll { table.tasks {
+            thead { tr { th { "task" } th { "status" } th { "enqueued" } th { "ended" } th { "error" } @if actions && !state.options.read_only { th {} } } }
+            tbody {
+                @for (id, record) in ids.iter().zip(records) {
+                    @match record {
+                        Ok(r) => tr {
+                            td { a href={ "/tasks/" (seg(id)) } { (r.description) } }
+                            td { (status(r.status)) }
+                            td { (time(Some(r.enqueued_at), now)) }
+                            td { (time(r.ended_at, now)) }
+                            td { (r.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("")) }
+                            @if actions && !state.options.read_only {
+                                td { (task_actions(state, r)) }
+                            }
+                        },
+                        Err(e) => tr {
+                            td { code { (id) } }
+                            td colspan="4" { "unreadable: " (e) }
+                        },
+                    }
+                }
+            }
+        } }
+    }
+}
+
+/// The actions a task's status allows.
+fn task_actions(state: &AppState, r: &TaskRecord) -> Markup {
+    let base = format!("/tasks/{}", seg(&r.id));
+    html! {
+        @if r.status == TaskStatus::Failed {
+            (action(state, &format!("{base}/requeue"), "Requeue", "primary"))
+            " "
+            (action(state, &format!("{base}/delete"), "Delete", "danger"))
+        }
+        @if r.status == TaskStatus::Queued {
+            (action(state, &format!("{base}/cancel"), "Cancel", "danger"))
+        }
+    }
+}
+
+/// `/queues/{name}`: the first tasks waiting in a queue.
+pub(crate) async fn queue(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(msg): Query<Flash>,
+) -> Response {
+    let queue_name = name.clone();
+    let read = state
+        .blocking(move |store| {
+            let queue = store.queue(queue_name.as_str());
+            let total = queue.count()?;
+            let ids = queue.ids(0, LIST_LIMIT)?;
+            let records = store.tasks(&ids)?;
+            Ok::<_, StoreError>((total, ids, records))
+        })
+        .await;
+    let (total, ids, records) = match read {
+        Ok(read) => read,
+        Err(e) => return store_error(&state, &e),
+    };
+    let now = Timestamp::now();
+    let body = html! {
+        h1 { "Queue " (name) }
+        (flash(msg.text()))
+        p.muted { (total) " waiting; the first " (ids.len()) " in the order they will run." }
+        (task_table(&state, &ids, &records, now, true))
+    };
+    page(&state, &format!("Queue {name}"), true, body).into_response()
+}
+
+/// `/failed`: the newest failed tasks, with their actions.
+pub(crate) async fn failed(
+    State(state): State<Arc<AppState>>,
+    Query(msg): Query<Flash>,
+) -> Response {
+    registry_page(state, RegistryKind::Failed, msg).await
+}
+
+/// `/finished`: the newest finished tasks.
+pub(crate) async fn finished(
+    State(state): State<Arc<AppState>>,
+    Query(msg): Query<Flash>,
+) -> Response {
+    registry_page(state, RegistryKind::Finished, msg).await
+}
+
+async fn registry_page(state: Arc<AppState>, kind: RegistryKind, msg: Flash) -> Response {
+    let read = state
+        .blocking(move |store| {
+            let registry = match kind {
+                RegistryKind::Failed => store.failed(),
+                RegistryKind::Finished => store.finished(),
+            };
+            let total = registry.count()?;
+            let from = usize::try_from(total)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(LIST_LIMIT);
+            let mut ids = registry.ids(from, LIST_LIMIT)?;
+            ids.reverse();
+            let records = store.tasks(&ids)?;
+            Ok::<_, StoreError>((total, ids, records))
+        })
+        .await;
+    let (total, ids, records) = match read {
+        Ok(read) => read,
+        Err(e) => return store_error(&state, &e),
+    };
+    let title = match kind {
+        RegistryKind::Failed => "Failed tasks",
+        RegistryKind::Finished => "Finished tasks",
+    };
+    let now = Timestamp::now();
+    let body = html! {
+        h1 { (title) }
+        (flash(msg.text()))
+        p.muted { (total) " in the registry; the newest " (ids.len()) " first." }
+        (task_table(&state, &ids, &records, now, kind == RegistryKind::Failed))
+    };
+    page(&state, title, true, body).into_response()
+}
+
+/// `/tasks/{id}`: everything about one task.
+pub(crate) async fn task(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(msg): Query<Flash>,
+) -> Response {
+    let task_id = id.clone();
+    let read = state
+        .blocking(move |store| {
+            let record = store.task(&task_id)?;
+            // A progress field that does not read is shown as none rather
+            // than hiding the whole task.
+            let progress = store.progress(&task_id).ok().flatten();
+            Ok::<_, StoreError>((record, progress))
+        })
+        .await;
+    let (r, progress) = match read {
+        Ok(read) => read,
+        Err(e) => return store_error(&state, &e),
+    };
+    let now = Timestamp::now();
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let graph = r
+        .meta
+        .get(GRAPH_META_KEY)
+        .and_then(|g| g.get("id"))
+        .and_then(|g| g.as_str())
+        .map(str::to_owned);
+    let live = matches!(r.status, TaskStatus::Queued | TaskStatus::Running);
+    let body = html! {
+        h1 { (r.description) }
+        (flash(msg.text()))
+        div.actions { (task_actions(&state, &r)) }
+        dl {
+            dt { "id" } dd { code #task-id { (r.id) } }
+            dt { "status" } dd #task-status { (status(r.status)) }
+            dt { "task" } dd { code { (r.task) } }
+            dt { "queue" } dd { a href={ "/queues/" (seg(&r.queue)) } { (r.queue) } }
+            dt { "enqueued" } dd { (time(Some(r.enqueued_at), now)) }
+            dt { "started" } dd { (time(r.started_at, now)) }
+            dt { "ended" } dd { (time(r.ended_at, now)) }
+            dt { "run time" } dd {
+                @match (r.started_at, r.ended_at) {
+                    (Some(s), Some(e)) => { (format!("{:.3} s", e.duration_since(s).as_secs_f64())) },
+                    (Some(s), None) => { "running for " (short(now.duration_since(s).as_secs().max(0))) },
+                    _ => span.muted { "-" },
+                }
+            }
+            @if let Some(p) = &progress {
+                dt { "progress" } dd #task-progress { (progress_bar(p)) }
+            }
+            @if let Some(g) = &graph {
+                dt { "graph" } dd { a href={ "/graphs/" (seg(g)) } { (g) } }
+            }
+        }
+        @if let Some(error) = &r.error {
+            h2 { "Error" }
+            pre #task-error { (error) }
+        }
+        h2 { "Arguments" }
+        pre { (pretty(&r.args)) }
+        h2 { "Meta" }
+        pre { (pretty(&serde_json::Value::Object(r.meta.clone()))) }
+        h2 { "Aborted runs" }
+        @if r.aborted_runs.is_empty() {
+            p.muted { "None: every run so far ended with an outcome." }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "started" } th { "given up" } th { "reason" } } }
+                tbody {
+                    @for run in &r.aborted_runs {
+                        tr {
+                            td { (time(run.started_at, now)) }
+                            td { (time(Some(run.ended_at), now)) }
+                            td { (run.reason) }
+                        }
+                    }
+                }
+            } }
+        }
+    };
+    page(&state, &r.description, live, body).into_response()
+}
+
+/// `?error=...` of the login page.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginQuery {
+    error: Option<String>,
+}
+
+/// `/login`: the token form (only with a token).
+pub(crate) async fn login(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    let body = html! {
+        h1 { "Sign in" }
+        @if q.error.is_some() {
+            div.flash.err role="alert" { "That token is not the dashboard's." }
+        }
+        form method="post" action="/login" {
+            p { label { "Token " input type="password" name="token" autocomplete="current-password"; } }
+            button.primary type="submit" { "Sign in" }
+        }
+    };
+    page(&state, "Sign in", false, body).into_response()
+}
+
+/// Anything else.
+pub(crate) async fn not_found(State(state): State<Arc<AppState>>) -> Response {
+    error_page(&state, StatusCode::NOT_FOUND, "There is no such page.")
+}

@@ -1,0 +1,44 @@
+//! Reads and actions for operators' views (the dashboard, the admin command
+//! line) beyond what producers need: counts of tasks ended in a time window
+//! and deleting a failed task.
+
+use jiff::Timestamp;
+
+use crate::record::score;
+use crate::{RegistryKind, Store, StoreError, scripts};
+
+impl Store {
+    /// How many tasks of registry `kind` ended at or after `from` and
+    /// before `to` (its entries are scored by end time).
+    pub fn count_ended_between(
+        &self,
+        kind: RegistryKind,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let key = match kind {
+            RegistryKind::Finished => self.keys().finished(),
+            RegistryKind::Failed => self.keys().failed(),
+        };
+        let (min, max) = (score(from), format!("({}", score(to)));
+        self.run(&[(&key, "zset")], |c, _| {
+            redis::cmd("ZCOUNT").arg(&key).arg(&min).arg(&max).query(c)
+        })
+    }
+
+    /// Deletes a failed task: its entry in the failed registry and its
+    /// record, in one step. Returns `false`, with nothing changed, when the
+    /// task is not in the failed registry (requeued or deleted meanwhile, or
+    /// never failed).
+    pub fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
+        let failed = self.keys().failed();
+        let deleted: i64 = self.run(&[], |c, keys| {
+            scripts::DELETE_FAILED
+                .key(&failed)
+                .arg(keys.prefix())
+                .arg(id)
+                .invoke(c)
+        })?;
+        Ok(deleted == 1)
+    }
+}

@@ -1,0 +1,452 @@
+//! The web dashboard: the admin binary's `dashboard` against a real Redis,
+//! driven by a real headless Chromium (Debian's `chromium`; `.ci/run`
+//! installs it) over the DevTools protocol, and by plain HTTP for what a
+//! browser would not do (forged POSTs, foreign hosts, missing tokens).
+//!
+//! With `DASHBOARD_SCREENSHOTS=<dir>` the browser test also writes the
+//! screenshots of docs/dashboard.md there
+//! (`DASHBOARD_SCREENSHOTS=docs/images cargo test --test integration dashboard`).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::{Browser, LaunchOptions, Tab};
+use redis_tasks::TaskStatus;
+use serde_json::json;
+
+use crate::e2e::Demo;
+use crate::support::{Cmd, admin_bin, free_port, wait_until};
+
+/// A running `redis-tasks dashboard`, stopped on drop.
+struct Dashboard {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Dashboard {
+    fn start(demo: &Demo, args: &[&str], env: &[(&str, &str)]) -> Dashboard {
+        let port = free_port().expect("port");
+        let log = demo.path(&format!("dashboard-{port}.log"));
+        let file = fs::File::create(&log).expect("log file");
+        let child = Command::new(admin_bin())
+            .args(["dashboard", "--bind", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env_remove("RT_SETTINGS")
+            .env_remove("RT_DASHBOARD_TOKEN")
+            .env("REDIS_URL", demo.redis.url())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("start the dashboard");
+        let mut dashboard = Dashboard { child, port, log };
+        wait_until("the dashboard to listen", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = dashboard.child.try_wait() {
+                panic!("the dashboard exited ({status}):\n{}", dashboard.log());
+            }
+            TcpStream::connect(("127.0.0.1", dashboard.port)).is_ok()
+        });
+        dashboard
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer: status code, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request with `headers` (full lines) and a form `body`.
+fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_lowercase().starts_with("host:"))
+    {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    if method == "POST" {
+        request.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("read");
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Answer {
+        status,
+        headers: head.to_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(page: &str) -> String {
+    let start = page
+        .find(r#"name="csrf" value=""#)
+        .unwrap_or_else(|| panic!("no CSRF field in:\n{page}"))
+        + r#"name="csrf" value=""#.len();
+    page[start..].chars().take_while(|c| *c != '"').collect()
+}
+
+/// A failed task (and, for the overview, a finished one and one waiting).
+fn demo_with_a_failed_task() -> (Demo, String) {
+    let demo = Demo::new();
+    demo.enqueue("noop", json!(null));
+    let failed = demo.enqueue("fail", json!({"message": "the report server said no"}));
+    demo.burst(&["--concurrency", "1"]);
+    assert_eq!(demo.task(&failed).status, TaskStatus::Failed);
+    demo.store
+        .queue("reports")
+        .enqueue("noop", &json!({"user": 7}))
+        .expect("enqueue");
+    (demo, failed)
+}
+
+fn browser(profile: &Path, size: (u32, u32)) -> Browser {
+    let args: Vec<&OsStr> = [
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    .into_iter()
+    .map(OsStr::new)
+    .collect();
+    let options = LaunchOptions::default_builder()
+        .path(Some(PathBuf::from("/usr/bin/chromium")))
+        .headless(true)
+        .sandbox(false)
+        .user_data_dir(Some(profile.to_path_buf()))
+        .window_size(Some(size))
+        .args(args)
+        .idle_browser_timeout(Duration::from_secs(300))
+        .build()
+        .expect("launch options");
+    Browser::new(options).expect(
+        "start chromium (install Debian's chromium package; .ci/run does) with --no-sandbox",
+    )
+}
+
+fn open(tab: &Arc<Tab>, url: &str) {
+    tab.navigate_to(url)
+        .and_then(|t| t.wait_until_navigated())
+        .unwrap_or_else(|e| panic!("cannot load {url}: {e}"));
+}
+
+fn click(tab: &Arc<Tab>, selector: &str) {
+    tab.wait_for_element(selector)
+        .and_then(|e| e.click().map(|_| ()))
+        .unwrap_or_else(|e| panic!("cannot click {selector} on {}: {e}", tab.get_url()));
+}
+
+fn text(tab: &Arc<Tab>, selector: &str) -> String {
+    tab.wait_for_element(selector)
+        .and_then(|e| e.get_inner_text())
+        .unwrap_or_else(|e| {
+            panic!(
+                "no {selector} on {}: {e}\n{}",
+                tab.get_url(),
+                tab.get_content().unwrap_or_default()
+            )
+        })
+}
+
+/// Takes a screenshot, checks it is a PNG, and keeps it where
+/// `DASHBOARD_SCREENSHOTS` says.
+fn screenshot(tab: &Arc<Tab>, name: &str, tmp: &Path) {
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n"), "{name} is not a PNG");
+    assert!(png.len() > 5_000, "{name} is nearly empty");
+    let dir = std::env::var_os("DASHBOARD_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.to_path_buf());
+    fs::create_dir_all(&dir).expect("screenshot dir");
+    fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+#[test]
+fn a_browser_opens_a_failed_task_and_requeues_it() {
+    let (demo, failed) = demo_with_a_failed_task();
+    // A supervisor busy with a long task on another queue, for the workers
+    // table (it does not listen on `default`, where the requeue goes).
+    let mut sup = demo.start(&["--concurrency", "2", "slow"], &[]);
+    let busy = demo
+        .store
+        .queue("slow")
+        .enqueue("sleep", &json!({"secs": 120}))
+        .expect("enqueue");
+    demo.wait_status(&busy, TaskStatus::Running, Duration::from_secs(60));
+    let dashboard = Dashboard::start(&demo, &["--refresh", "0"], &[]);
+    let profile = tempfile::tempdir().expect("profile dir");
+    let browser = browser(profile.path(), (1280, 900));
+    let tab = browser.new_tab().expect("tab");
+    tab.set_default_timeout(Duration::from_secs(60));
+
+    // The overview counts the failed task and lists the queues.
+    open(&tab, &dashboard.url("/"));
+    assert_eq!(text(&tab, "#failed-count"), "1");
+    assert!(text(&tab, "#queues").contains("reports"));
+    assert!(text(&tab, "#workers").contains("sleep(secs=120)"));
+    screenshot(&tab, "dashboard-overview", profile.path());
+
+    // Overview -> failed list -> the task, by clicking.
+    click(&tab, "a[href='/failed']");
+    tab.wait_until_navigated().expect("failed list");
+    let link = format!("a[href='/tasks/{failed}']");
+    assert!(text(&tab, "table.tasks").contains("the report server said no"));
+    screenshot(&tab, "dashboard-failed", profile.path());
+    click(&tab, &link);
+    tab.wait_until_navigated().expect("task page");
+    assert_eq!(text(&tab, "#task-id"), failed);
+    assert_eq!(text(&tab, "#task-status"), "failed");
+    assert!(text(&tab, "#task-error").contains("the report server said no"));
+    screenshot(&tab, "dashboard-task", profile.path());
+
+    // Requeue with a click; the page says so, and Redis agrees.
+    click(&tab, "button.primary");
+    tab.wait_until_navigated().expect("after requeue");
+    assert!(text(&tab, "#flash").contains("Requeued"));
+    assert_eq!(text(&tab, "#task-status"), "queued");
+    let record = demo.task(&failed);
+    assert_eq!(record.status, TaskStatus::Queued, "{}", dashboard.log());
+    assert!(demo.queue_ids("default").contains(&failed));
+    assert!(
+        !demo
+            .store
+            .failed()
+            .ids(0, 100)
+            .expect("failed ids")
+            .contains(&failed)
+    );
+
+    // The same overview on a phone-sized window.
+    let phone = browser.new_tab().expect("tab");
+    phone
+        .set_bounds(headless_chrome::types::Bounds::Normal {
+            left: None,
+            top: None,
+            width: Some(390.0),
+            height: Some(844.0),
+        })
+        .expect("phone size");
+    open(&phone, &dashboard.url("/"));
+    assert_eq!(text(&phone, "#failed-count"), "0");
+    screenshot(&phone, "dashboard-phone", profile.path());
+    sup.stop();
+}
+
+#[test]
+fn forged_and_foreign_requests_change_nothing() {
+    let (demo, failed) = demo_with_a_failed_task();
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", &format!("/tasks/{failed}"), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.headers.contains("content-security-policy"));
+    let csrf = csrf_of(&page.body);
+    let path = format!("/tasks/{failed}/requeue");
+
+    // No token, a wrong token, another site's origin, another host name.
+    for (headers, body) in [
+        (vec![], String::new()),
+        (vec![], "csrf=0123".to_owned()),
+        (vec!["Origin: http://evil.example"], format!("csrf={csrf}")),
+        (vec!["Host: evil.example"], format!("csrf={csrf}")),
+    ] {
+        let answer = http(port, "POST", &path, &headers, &body);
+        assert!(
+            answer.status == 403 || answer.status == 421,
+            "{headers:?} {body}: {} {}",
+            answer.status,
+            answer.body
+        );
+        assert_eq!(demo.task(&failed).status, TaskStatus::Failed);
+    }
+    let foreign = http(port, "GET", "/", &["Host: evil.example:80"], "");
+    assert_eq!(foreign.status, 421, "DNS rebinding: {}", foreign.body);
+
+    // The real form works, and a second try says why it cannot.
+    let answer = http(port, "POST", &path, &[], &format!("csrf={csrf}"));
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(demo.task(&failed).status, TaskStatus::Queued);
+    let again = http(port, "POST", &path, &[], &format!("csrf={csrf}"));
+    assert_eq!(again.status, 409, "{}", again.body);
+}
+
+#[test]
+fn delete_removes_a_failed_task_and_cancel_a_queued_one() {
+    let (demo, failed) = demo_with_a_failed_task();
+    let waiting = demo.store.queue("reports").ids(0, 10).expect("ids")[0].clone();
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let csrf = csrf_of(&http(port, "GET", "/failed", &[], "").body);
+    let answer = http(
+        port,
+        "POST",
+        &format!("/tasks/{waiting}/cancel"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(demo.task(&waiting).status, TaskStatus::Canceled);
+    let answer = http(
+        port,
+        "POST",
+        &format!("/tasks/{failed}/delete"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(demo.store.task(&failed).is_err(), "the record is gone");
+    assert_eq!(demo.store.failed().count().expect("count"), 0);
+    let missing = http(port, "GET", &format!("/tasks/{failed}"), &[], "");
+    assert_eq!(missing.status, 404);
+}
+
+#[test]
+fn read_only_shows_no_action_and_refuses_posts() {
+    let (demo, failed) = demo_with_a_failed_task();
+    let dashboard = Dashboard::start(&demo, &["--read-only"], &[]);
+    let page = http(dashboard.port, "GET", &format!("/tasks/{failed}"), &[], "");
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains("<form method=\"post\""),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("name=\"csrf\""), "{}", page.body);
+    let answer = http(
+        dashboard.port,
+        "POST",
+        &format!("/tasks/{failed}/requeue"),
+        &[],
+        "csrf=x",
+    );
+    assert_eq!(answer.status, 403);
+    assert_eq!(demo.task(&failed).status, TaskStatus::Failed);
+}
+
+#[test]
+fn a_token_is_required_off_loopback_and_then_asked_for() {
+    let demo = Demo::new();
+    let o = Cmd::new(admin_bin())
+        .env("REDIS_URL", demo.redis.url())
+        .args(["dashboard", "--bind", "0.0.0.0:0"])
+        .fails();
+    assert!(o.stderr.contains("without a token"), "{}", o.stderr);
+    let o = Cmd::new(admin_bin())
+        .env("REDIS_URL", demo.redis.url())
+        .env("RT_DASHBOARD_TOKEN", "short")
+        .args(["dashboard", "--bind", "127.0.0.1:0"])
+        .fails();
+    assert!(o.stderr.contains("at least 16"), "{}", o.stderr);
+
+    let token = "correct-horse-battery-staple";
+    let dashboard = Dashboard::start(&demo, &[], &[("RT_DASHBOARD_TOKEN", token)]);
+    let port = dashboard.port;
+    let anonymous = http(port, "GET", "/", &[], "");
+    assert_eq!(anonymous.status, 303);
+    assert!(anonymous.headers.contains("location: /login"));
+    let wrong = http(port, "POST", "/login", &[], "token=guess-guess-guess-1");
+    assert!(wrong.headers.contains("location: /login?error"));
+    let login = http(port, "POST", "/login", &[], &format!("token={token}"));
+    assert!(
+        login.headers.contains("set-cookie: rt_dashboard_token="),
+        "{}",
+        login.headers
+    );
+    assert!(login.headers.contains("httponly"));
+    let cookie = format!("Cookie: rt_dashboard_token={token}");
+    assert_eq!(http(port, "GET", "/", &[&cookie], "").status, 200);
+    let bearer = format!("Authorization: Bearer {token}");
+    assert_eq!(http(port, "GET", "/failed", &[&bearer], "").status, 200);
+}
+
+#[test]
+fn the_schedule_and_graph_pages_show_entries_and_nodes() {
+    let demo = Demo::new();
+    let settings = demo.path("settings.toml");
+    fs::write(
+        &settings,
+        "[schedule.nightly-report]\ntask = \"noop\"\ncron = \"0 3 * * *\"\nqueue = \"reports\"\n",
+    )
+    .expect("settings");
+    demo.store
+        .mark_graph_middleware(Duration::from_secs(60))
+        .expect("mark");
+    let graph = redis_tasks::Graph::new()
+        .node("fetch", "noop", ())
+        .node("render", "noop", ())
+        .chain(["fetch", "render"])
+        .enqueue(&demo.store)
+        .expect("enqueue the graph");
+    let settings_env = settings.to_string_lossy().into_owned();
+    let dashboard = Dashboard::start(&demo, &[], &[("RT_SETTINGS", &settings_env)]);
+    let port = dashboard.port;
+
+    let schedule = http(port, "GET", "/schedule", &[], "");
+    assert_eq!(schedule.status, 200, "{}", schedule.body);
+    for expected in ["nightly-report", "reports", "0 3 * * *", "in "] {
+        assert!(
+            schedule.body.contains(expected),
+            "{expected}:\n{}",
+            schedule.body
+        );
+    }
+
+    let page = http(port, "GET", &format!("/graphs/{}", graph.id), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("fetch") && page.body.contains("render"));
+    assert!(page.body.contains("s-waiting") && page.body.contains("s-queued"));
+    let lookup = http(port, "GET", &format!("/graphs?id={}", graph.id), &[], "");
+    assert_eq!(lookup.status, 303);
+    assert_eq!(http(port, "GET", "/graphs/nope", &[], "").status, 404);
+}
