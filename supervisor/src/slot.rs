@@ -469,7 +469,11 @@ impl Slot {
             let ended = match conclusion {
                 Conclusion::Requeue { .. } => Ended::Requeued,
                 Conclusion::Record(Outcome::Success) => Ended::Finished,
-                _ => Ended::Failed,
+                Conclusion::Retry { .. } => Ended::Retried,
+                Conclusion::Record(Outcome::Failure(f)) if f.kind == FailureKind::Canceled => {
+                    Ended::Canceled
+                }
+                Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
             };
             self.shared
                 .metrics
