@@ -226,6 +226,16 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
         .enqueue("sleep", &json!({"secs": 120}))
         .expect("enqueue");
     demo.wait_status(&busy, TaskStatus::Running, Duration::from_secs(60));
+    // A task due tomorrow, for the delayed page.
+    let tomorrow = demo
+        .store
+        .queue("reports")
+        .enqueue_with(
+            "noop",
+            &json!({"user": 8}),
+            &EnqueueOptions::new().delay(Duration::from_secs(86_400)),
+        )
+        .expect("enqueue");
     let dashboard = Dashboard::start(&demo, &["--refresh", "0"], &[]);
     let profile = tempfile::tempdir().expect("profile dir");
     let browser = browser(profile.path(), (1280, 900));
@@ -237,7 +247,15 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
     assert_eq!(text(&tab, "#failed-count"), "1");
     assert!(text(&tab, "#queues").contains("reports"));
     assert!(text(&tab, "#workers").contains("sleep(secs=120)"));
+    assert_eq!(text(&tab, "#scheduled-count"), "1");
     screenshot(&tab, "dashboard-overview", profile.path());
+
+    // Overview -> the delayed page, by clicking.
+    click(&tab, "header a[href='/delayed']");
+    tab.wait_until_navigated().expect("delayed list");
+    assert!(text(&tab, "#delayed").contains(&tomorrow));
+    screenshot(&tab, "dashboard-delayed", profile.path());
+    open(&tab, &dashboard.url("/"));
 
     // Overview -> failed list -> the task, by clicking.
     click(&tab, "a[href='/failed']");
