@@ -1,5 +1,6 @@
-//! The actions (POST): requeue, cancel and delete a task, each through the
-//! same store function as the admin command line, and the login form.
+//! The actions (POST): requeue, cancel (queued, scheduled or running) and
+//! delete a task, each through the same store function as the admin
+//! command line, and the login form.
 //!
 //! Every action needs the CSRF token of this process in its form, and a
 //! request whose `Origin` (sent by browsers on every POST) names another
@@ -13,7 +14,7 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use redis_tasks_store::StoreError;
+use redis_tasks_store::{CancelResult, StoreError};
 use serde::Deserialize;
 use tracing::info;
 
@@ -108,7 +109,9 @@ pub(crate) async fn requeue(
     }
 }
 
-/// `POST /tasks/{id}/cancel`: a queued task out of its queue.
+/// `POST /tasks/{id}/cancel`: a queued task out of its queue, a scheduled
+/// one out of the delayed set, a running one stopped by its supervisor
+/// (the same call as `redis-tasks task cancel`).
 pub(crate) async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -119,10 +122,17 @@ pub(crate) async fn cancel(
         return refusal;
     }
     let task_id = id.clone();
-    match state.blocking(move |store| store.cancel(&task_id)).await {
-        Ok(()) => {
+    match state
+        .blocking(move |store| store.cancel_task(&task_id))
+        .await
+    {
+        Ok(CancelResult::Canceled) => {
             info!(task = %id, "dashboard: canceled");
             Redirect::to(&format!("/tasks/{}?done=canceled", seg(&id))).into_response()
+        }
+        Ok(CancelResult::Requested) => {
+            info!(task = %id, "dashboard: cancel requested from its supervisor");
+            Redirect::to(&format!("/tasks/{}?done=cancel-requested", seg(&id))).into_response()
         }
         Err(e) => conflict(&state, &e),
     }

@@ -77,6 +77,7 @@ pub(crate) fn page(state: &AppState, title: &str, live: bool, body: Markup) -> M
                     a href="/" { "Overview" }
                     a href="/failed" { "Failed" }
                     a href="/finished" { "Finished" }
+                    a href="/delayed" { "Delayed" }
                     a href="/schedule" { "Schedule" }
                     a href="/graphs" { "Graphs" }
                     @if state.options.read_only {

@@ -7,8 +7,8 @@
 //! - this file: [`DashboardOptions`], [`serve`], the router and the guard
 //!   every request passes (host check, token, security headers).
 //! - `pages/`: the GET pages: `mod.rs` the overview, queue, failed and
-//!   finished lists, task and login pages; `schedule_graph.rs` the schedule
-//!   and task graph pages.
+//!   finished lists and login pages; `task.rs` the task page; `delayed.rs`
+//!   the delayed set; `schedule_graph.rs` the schedule and task graph pages.
 //! - `actions`: the POST actions (requeue, cancel, delete; login), each
 //!   checked against the CSRF token.
 //! - `layout`: the page frame, the style sheet, small formatting helpers.
@@ -166,6 +166,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{id}/requeue", post(actions::requeue))
         .route("/tasks/{id}/cancel", post(actions::cancel))
         .route("/tasks/{id}/delete", post(actions::delete))
+        .route("/delayed", get(pages::delayed))
         .route("/schedule", get(pages::schedule))
         .route("/graphs", get(pages::graph_lookup))
         .route("/graphs/{id}", get(pages::graph))

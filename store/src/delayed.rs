@@ -39,6 +39,16 @@ pub enum CancelResult {
     Requested,
 }
 
+/// The time of a delayed-set score (unix seconds); out of range means
+/// "far away".
+fn score_time(secs: f64) -> Timestamp {
+    Timestamp::from_microsecond((secs * 1e6) as i64).unwrap_or(if secs < 0.0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
 impl Store {
     /// Moves up to `batch` tasks due at `now` from the delayed set to the
     /// tail of their queues (status `queued`), each exactly once.
@@ -60,14 +70,7 @@ impl Store {
                 what: "promote",
                 detail: format!("score {next:?}"),
             })?;
-            // Scores are unix seconds; out of range means "far away".
-            Some(
-                Timestamp::from_microsecond((secs * 1e6) as i64).unwrap_or(if secs < 0.0 {
-                    Timestamp::MIN
-                } else {
-                    Timestamp::MAX
-                }),
-            )
+            Some(score_time(secs))
         };
         Ok(Promoted { moved, next_due })
     }
@@ -85,6 +88,29 @@ impl Store {
     pub fn scheduled_ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
         let key = self.keys().scheduled();
         self.id_range(&key, "zset", offset, len)
+    }
+
+    /// Up to `limit` tasks of the delayed set with when each is due,
+    /// soonest first (`redis-tasks dashboard`'s delayed page). A task
+    /// promoted or canceled meanwhile may still be listed: read its record
+    /// for its status.
+    pub fn scheduled_due(&self, limit: usize) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys().scheduled();
+        let pairs: Vec<(String, f64)> = self.run(&[(&key, "zset")], |c, _| {
+            redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(limit - 1)
+                .arg("WITHSCORES")
+                .query(c)
+        })?;
+        Ok(pairs
+            .into_iter()
+            .map(|(id, secs)| (id, score_time(secs)))
+            .collect())
     }
 
     /// Cancels a scheduled task; `false` when it is not scheduled (any

@@ -469,7 +469,11 @@ impl Slot {
             let ended = match conclusion {
                 Conclusion::Requeue { .. } => Ended::Requeued,
                 Conclusion::Record(Outcome::Success) => Ended::Finished,
-                _ => Ended::Failed,
+                Conclusion::Retry { .. } => Ended::Retried,
+                Conclusion::Record(Outcome::Failure(f)) if f.kind == FailureKind::Canceled => {
+                    Ended::Canceled
+                }
+                Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
             };
             self.shared
                 .metrics
@@ -495,12 +499,12 @@ impl Slot {
                     .next_attempt
                     .map(|t| t.to_string())
                     .unwrap_or_default();
-                info!(task = %id, "{description} failed: {failure}; retry due at {at}");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "retried", "{description} failed after {secs:.3} s: {failure}; retry due at {at}");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure)))
                 if failure.kind == FailureKind::Canceled =>
             {
-                info!(task = %id, "{description} canceled while running");
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "canceled", "{description} canceled while running after {secs:.3} s");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
                 self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::{Browser, LaunchOptions, Tab};
-use redis_tasks::TaskStatus;
+use jiff::Timestamp;
+use redis_tasks::store::SlotInfo;
+use redis_tasks::{EnqueueOptions, Jitter, RetryPolicy, TaskStatus};
 use serde_json::json;
 
 use crate::e2e::Demo;
@@ -224,6 +226,16 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
         .enqueue("sleep", &json!({"secs": 120}))
         .expect("enqueue");
     demo.wait_status(&busy, TaskStatus::Running, Duration::from_secs(60));
+    // A task due tomorrow, for the delayed page.
+    let tomorrow = demo
+        .store
+        .queue("reports")
+        .enqueue_with(
+            "noop",
+            &json!({"user": 8}),
+            &EnqueueOptions::new().delay(Duration::from_secs(86_400)),
+        )
+        .expect("enqueue");
     let dashboard = Dashboard::start(&demo, &["--refresh", "0"], &[]);
     let profile = tempfile::tempdir().expect("profile dir");
     let browser = browser(profile.path(), (1280, 900));
@@ -235,7 +247,15 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
     assert_eq!(text(&tab, "#failed-count"), "1");
     assert!(text(&tab, "#queues").contains("reports"));
     assert!(text(&tab, "#workers").contains("sleep(secs=120)"));
+    assert_eq!(text(&tab, "#scheduled-count"), "1");
     screenshot(&tab, "dashboard-overview", profile.path());
+
+    // Overview -> the delayed page, by clicking.
+    click(&tab, "header a[href='/delayed']");
+    tab.wait_until_navigated().expect("delayed list");
+    assert!(text(&tab, "#delayed").contains(&tomorrow));
+    screenshot(&tab, "dashboard-delayed", profile.path());
+    open(&tab, &dashboard.url("/"));
 
     // Overview -> failed list -> the task, by clicking.
     click(&tab, "a[href='/failed']");
@@ -449,4 +469,216 @@ fn the_schedule_and_graph_pages_show_entries_and_nodes() {
     let lookup = http(port, "GET", &format!("/graphs?id={}", graph.id), &[], "");
     assert_eq!(lookup.status, 303);
     assert_eq!(http(port, "GET", "/graphs/nope", &[], "").status, 404);
+}
+
+/// The text between `<tag id="id"` and the end of that element's line of
+/// markup (maud writes no newlines: up to the next `</`).
+fn element<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in:\n{page}"));
+    let rest = &page[start..];
+    let end = rest.find("</").unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn the_delayed_page_lists_scheduled_tasks_and_cancels_one() {
+    let demo = Demo::new();
+    let options = EnqueueOptions::new()
+        .delay(Duration::from_secs(3600))
+        .timeout(Duration::from_secs(45))
+        .retry(RetryPolicy::new(3))
+        .unique("report-7");
+    let later = demo
+        .store
+        .queue("reports")
+        .enqueue_with("noop", &json!({"user": 7}), &options)
+        .expect("enqueue");
+    let other = demo
+        .store
+        .queue("reports")
+        .enqueue_with(
+            "noop",
+            &json!(null),
+            &EnqueueOptions::new().delay(Duration::from_secs(7200)),
+        )
+        .expect("enqueue");
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+
+    let overview = http(port, "GET", "/", &[], "");
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert!(
+        element(&overview.body, "scheduled-count").ends_with(">2"),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("href=\"/delayed\""));
+
+    let list = http(port, "GET", "/delayed", &[], "");
+    assert_eq!(list.status, 200, "{}", list.body);
+    let (first, second) = (
+        list.body.find(&later).expect("listed"),
+        list.body.find(&other).expect("listed"),
+    );
+    assert!(first < second, "soonest due first:\n{}", list.body);
+    for expected in ["in 59 min", "in 119 min", "s-scheduled", "reports"] {
+        assert!(list.body.contains(expected), "{expected}:\n{}", list.body);
+    }
+    assert!(
+        list.body
+            .contains(&format!("action=\"/tasks/{later}/cancel\""))
+    );
+
+    let task = http(port, "GET", &format!("/tasks/{later}"), &[], "");
+    assert_eq!(task.status, 200, "{}", task.body);
+    assert!(element(&task.body, "task-timeout").contains("45 s"));
+    assert!(element(&task.body, "task-retry").contains("up to 3 retries"));
+    assert!(task.body.contains("report-7"), "{}", task.body);
+    assert!(element(&task.body, "task-run-at").contains("in 59 min"));
+    assert!(task.body.contains("not been retried"), "{}", task.body);
+
+    // Read-only: no button, and the POST is refused.
+    let csrf = csrf_of(&list.body);
+    let read_only = Dashboard::start(&demo, &["--read-only"], &[]);
+    let page = http(read_only.port, "GET", "/delayed", &[], "");
+    assert!(page.body.contains(&later) && !page.body.contains("/cancel\""));
+    let refused = http(
+        read_only.port,
+        "POST",
+        &format!("/tasks/{later}/cancel"),
+        &[],
+        "csrf=x",
+    );
+    assert_eq!(refused.status, 403);
+    // A forged form is refused too.
+    let forged = http(port, "POST", &format!("/tasks/{later}/cancel"), &[], "");
+    assert_eq!(forged.status, 403);
+    assert_eq!(demo.task(&later).status, TaskStatus::Scheduled);
+
+    let answer = http(
+        port,
+        "POST",
+        &format!("/tasks/{later}/cancel"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(
+        answer.headers.contains("done=canceled"),
+        "{}",
+        answer.headers
+    );
+    assert_eq!(demo.task(&later).status, TaskStatus::Canceled);
+    assert_eq!(demo.store.scheduled_count().expect("count"), 1);
+    let list = http(port, "GET", "/delayed", &[], "");
+    assert!(!list.body.contains(&later), "{}", list.body);
+    let again = http(
+        port,
+        "POST",
+        &format!("/tasks/{later}/cancel"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(again.status, 409, "{}", again.body);
+}
+
+#[test]
+fn the_task_page_shows_attempts_and_result_and_cancels_a_running_task() {
+    let demo = Demo::new();
+    let retried = demo
+        .store
+        .queue("default")
+        .enqueue_with(
+            "fail",
+            &json!({"message": "the mail server said no"}),
+            &EnqueueOptions::new().retry(
+                RetryPolicy::new(2)
+                    .base(Duration::from_secs(3600))
+                    .cap(Duration::from_secs(3600))
+                    .jitter(Jitter::None),
+            ),
+        )
+        .expect("enqueue");
+    let mut sup = demo.start(&["--concurrency", "1"], &[]);
+    demo.wait_status(&retried, TaskStatus::Scheduled, Duration::from_secs(60));
+    let running = demo.enqueue("sleep", json!({"secs": 60}));
+    demo.wait_status(&running, TaskStatus::Running, Duration::from_secs(60));
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+
+    let page = http(port, "GET", &format!("/tasks/{retried}"), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let start = page.body.find("id=\"task-attempts\"").expect("attempts");
+    let attempts = &page.body[start..];
+    for expected in ["s-failed", "the mail server said no", "in 59 min"] {
+        assert!(attempts.contains(expected), "{expected}:\n{attempts}");
+    }
+    assert!(element(&page.body, "task-retry").contains("up to 2 retries"));
+
+    // Cancel a running task: the supervisor kills it.
+    let page = http(port, "GET", &format!("/tasks/{running}"), &[], "");
+    assert!(page.body.contains("id=\"cancel-note\""), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let answer = http(
+        port,
+        "POST",
+        &format!("/tasks/{running}/cancel"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(
+        answer.headers.contains("done=cancel-requested"),
+        "{}",
+        answer.headers
+    );
+    demo.wait_status(&running, TaskStatus::Canceled, Duration::from_secs(60));
+    let page = http(
+        port,
+        "GET",
+        &format!("/tasks/{running}?done=cancel-requested"),
+        &[],
+        "",
+    );
+    assert!(page.body.contains("Cancel requested"), "{}", page.body);
+    assert!(page.body.contains("s-canceled"), "{}", page.body);
+    sup.stop();
+
+    // A result, as a task's return value is stored (through the store's
+    // own calls, since the demo's tasks return nothing).
+    let done = demo.enqueue("noop", json!(null));
+    let slot = SlotInfo {
+        id: "dashboard-test-slot".to_owned(),
+        description: "test".to_owned(),
+        queues: vec!["default".to_owned()],
+        supervisor: "dashboard-test".to_owned(),
+        host: "localhost".to_owned(),
+        pid: std::process::id(),
+        started_at: Timestamp::now(),
+    };
+    demo.store.register_slot(&slot).expect("register");
+    let fetched = demo
+        .store
+        .fetch(&slot.id, &slot.queues, Duration::ZERO)
+        .expect("fetch")
+        .expect("a task");
+    assert_eq!(fetched.id, done);
+    assert!(
+        demo.store
+            .finish_with_result(
+                &slot.id,
+                &done,
+                TaskStatus::Finished,
+                None,
+                Some(r#"{"sent": 12, "note": "<b>bold</b>"}"#),
+                Timestamp::now(),
+            )
+            .expect("finish")
+    );
+    let page = http(port, "GET", &format!("/tasks/{done}"), &[], "");
+    let result = element(&page.body, "task-result");
+    assert!(result.contains("&quot;sent&quot;: 12"), "{result}");
+    assert!(result.contains("&lt;b&gt;bold"), "escaped: {result}");
 }

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use redis_tasks::TaskStatus;
+use redis_tasks::{CancelResult, EnqueueOptions, Jitter, RetryPolicy, TaskStatus};
 use serde_json::json;
 
 use crate::e2e::Demo;
@@ -85,6 +85,15 @@ fn a_supervisor_serves_metrics_that_promtool_accepts() {
         .queue("later")
         .enqueue("noop", &json!(null))
         .expect("enqueue");
+    // A task due in an hour, in the delayed set.
+    demo.store
+        .queue("default")
+        .enqueue_with(
+            "noop",
+            &json!(null),
+            &EnqueueOptions::new().delay(Duration::from_secs(3600)),
+        )
+        .expect("enqueue");
 
     let mut page = String::new();
     wait_until(
@@ -118,6 +127,7 @@ fn a_supervisor_serves_metrics_that_promtool_accepts() {
         1.0,
     );
     expect(r#"redis_tasks_queue_length{queue="later"}"#, 1.0);
+    expect("redis_tasks_scheduled_tasks", 1.0);
     expect(r#"redis_tasks_registry_tasks{registry="failed"}"#, 3.0);
     expect(r#"redis_tasks_registry_tasks{registry="finished"}"#, 1.0);
     expect(r#"redis_tasks_slots{state="busy"}"#, 0.0);
@@ -142,6 +152,67 @@ fn a_supervisor_serves_metrics_that_promtool_accepts() {
 
     let (status, _) = get(port, "/nothing").expect("answer");
     assert!(status.contains("404"), "{status}");
+    sup.stop();
+}
+
+#[test]
+fn retried_and_canceled_runs_are_not_counted_as_failed() {
+    let demo = Demo::new();
+    let port = free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut sup = demo.start(&["--concurrency", "1", "--metrics-addr", &addr], &[]);
+    let retried = demo
+        .store
+        .queue("default")
+        .enqueue_with(
+            "fail",
+            &json!({"message": "try again later"}),
+            &EnqueueOptions::new().retry(
+                RetryPolicy::new(1)
+                    .base(Duration::from_secs(3600))
+                    .cap(Duration::from_secs(3600))
+                    .jitter(Jitter::None),
+            ),
+        )
+        .expect("enqueue");
+    demo.wait_status(&retried, TaskStatus::Scheduled, Duration::from_secs(60));
+    let running = demo.enqueue("sleep", json!({"secs": 60}));
+    demo.wait_status(&running, TaskStatus::Running, Duration::from_secs(60));
+    assert_eq!(
+        demo.store.cancel_task(&running).expect("cancel"),
+        CancelResult::Requested
+    );
+    demo.wait_status(&running, TaskStatus::Canceled, Duration::from_secs(60));
+
+    let mut page = String::new();
+    wait_until("the cancel to be counted", Duration::from_secs(60), || {
+        let Some((_, body)) = get(port, "/metrics") else {
+            return false;
+        };
+        page = body;
+        sample(
+            &page,
+            r#"redis_tasks_tasks_ended_total{queue="default",task="sleep",outcome="canceled"}"#,
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        sample(
+            &page,
+            r#"redis_tasks_tasks_ended_total{queue="default",task="fail",outcome="retried"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        !page.contains(r#"outcome="failed""#),
+        "neither run is a final failure:\n{page}"
+    );
+    assert_eq!(
+        sample(&page, "redis_tasks_scheduled_tasks"),
+        Some(1.0),
+        "the retry waits in the delayed set:\n{page}"
+    );
+    promtool_check(&page);
     sup.stop();
 }
 

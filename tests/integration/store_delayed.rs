@@ -338,3 +338,43 @@ fn a_cancel_request_reaches_the_slot_and_is_dropped_once_recorded() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[test]
+fn a_retry_clears_the_progress_of_the_failed_attempt() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let s = slot(&server, "s1");
+    let id = store
+        .queue("default")
+        .enqueue("send", &json!([]))
+        .expect("enqueue");
+    store
+        .fetch(&s.id, &s.queues, Duration::ZERO)
+        .expect("fetch")
+        .expect("a task");
+    let report = redis_tasks::protocol::Progress::new(3, Some(10), "halfway there");
+    assert!(store.set_progress(&id, &report).expect("progress"));
+    assert!(store.progress(&id).expect("read").is_some());
+    assert!(
+        store
+            .schedule_retry(&s.id, &id, "boom", later(60), Timestamp::now())
+            .expect("retry")
+    );
+    assert_eq!(store.progress(&id).expect("read"), None);
+    assert_eq!(
+        store.task(&id).expect("record").status,
+        TaskStatus::Scheduled
+    );
+    // A task without progress is retried the same.
+    assert_eq!(store.promote_due(later(61), 10).expect("promote").moved, 1);
+    store
+        .fetch(&s.id, &s.queues, Duration::ZERO)
+        .expect("fetch")
+        .expect("a task");
+    assert!(
+        store
+            .schedule_retry(&s.id, &id, "again", later(60), Timestamp::now())
+            .expect("retry")
+    );
+    assert_eq!(store.progress(&id).expect("read"), None);
+}

@@ -9,12 +9,16 @@ use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use maud::{Markup, html};
 use redis_tasks_protocol::{Progress, TaskRecord, TaskStatus};
-use redis_tasks_store::{GRAPH_META_KEY, RegistryKind, Store, StoreError, WorkerInfo};
+use redis_tasks_store::{RegistryKind, Store, StoreError, WorkerInfo};
 use serde::Deserialize;
 
+mod delayed;
 mod schedule_graph;
+mod task;
 
+pub(crate) use delayed::delayed;
 pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
+pub(crate) use task::task;
 
 use crate::AppState;
 use crate::layout::{action, flash, page, seg, short, status, time};
@@ -37,7 +41,12 @@ impl Flash {
     fn text(&self) -> Option<&'static str> {
         match self.done.as_deref()? {
             "requeued" => Some("Requeued: the task is back at the end of its queue."),
-            "canceled" => Some("Canceled: the task left its queue and will not run."),
+            "canceled" => {
+                Some("Canceled: the task left its queue or the delayed set and will not run.")
+            }
+            "cancel-requested" => Some(
+                "Cancel requested: the supervisor running the task stops it in a moment (reload to see it canceled).",
+            ),
             "deleted" => Some("Deleted: the task and its record are gone."),
             _ => None,
         }
@@ -54,7 +63,7 @@ pub(crate) fn error_page(state: &AppState, code: StatusCode, message: &str) -> R
     (code, page(state, "Error", false, body)).into_response()
 }
 
-fn store_error(state: &AppState, e: &StoreError) -> Response {
+pub(super) fn store_error(state: &AppState, e: &StoreError) -> Response {
     let code = match e {
         StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
         e if e.is_connection_error() => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +74,8 @@ fn store_error(state: &AppState, e: &StoreError) -> Response {
 
 struct Overview {
     queues: Vec<(String, u64)>,
+    /// Tasks in the delayed set.
+    scheduled: u64,
     failed: u64,
     finished: u64,
     /// (finished, failed) per bucket, oldest first.
@@ -106,6 +117,7 @@ fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> 
     }
     Ok(Overview {
         queues,
+        scheduled: store.scheduled_count()?,
         failed: store.failed().count()?,
         finished: store.finished().count()?,
         buckets,
@@ -141,6 +153,7 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
         h1 { "Overview" }
         div.cards {
             div.card { div.n #waiting { (waiting) } div.l { "waiting in queues" } }
+            div.card { a href="/delayed" { div.n #scheduled-count { (o.scheduled) } } div.l { "scheduled for later" } }
             div.card { div.n { (busy) " / " (o.workers.len()) } div.l { "slots busy" } }
             div.card { div.n { (last_finished) } div.l { "finished, last " (BUCKET_MINUTES) " min" } }
             div.card { div.n { (last_failed) } div.l { "failed, last " (BUCKET_MINUTES) " min" } }
@@ -173,6 +186,10 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
                     }
                 }
             } }
+        }
+        p.muted #scheduled-line {
+            a href="/delayed" { (o.scheduled) " scheduled" }
+            " for later (delayed enqueues and retries waiting for their backoff): not in a queue until due."
         }
         h2 { "Workers" }
         @if o.workers.is_empty() {
@@ -231,7 +248,7 @@ fn listeners(
 }
 
 /// A progress report: a bar when the total is known, and the words.
-fn progress_bar(p: &Progress) -> Markup {
+pub(super) fn progress_bar(p: &Progress) -> Markup {
     html! {
         @if let (Some(ratio), Some(total)) = (p.ratio(), p.total) {
             progress value=(p.done.min(total)) max=(total) title=(format!("{:.0}%", ratio * 100.0)) {}
@@ -288,7 +305,7 @@ fn task_table(
 }
 
 /// The actions a task's status allows.
-fn task_actions(state: &AppState, r: &TaskRecord) -> Markup {
+pub(super) fn task_actions(state: &AppState, r: &TaskRecord) -> Markup {
     let base = format!("/tasks/{}", seg(&r.id));
     html! {
         @if r.status == TaskStatus::Failed {
@@ -296,7 +313,7 @@ fn task_actions(state: &AppState, r: &TaskRecord) -> Markup {
             " "
             (action(state, &format!("{base}/delete"), "Delete", "danger"))
         }
-        @if r.status == TaskStatus::Queued {
+        @if matches!(r.status, TaskStatus::Queued | TaskStatus::Scheduled | TaskStatus::Running) {
             (action(state, &format!("{base}/cancel"), "Cancel", "danger"))
         }
     }
@@ -381,90 +398,6 @@ async fn registry_page(state: Arc<AppState>, kind: RegistryKind, msg: Flash) -> 
         (task_table(&state, &ids, &records, now, kind == RegistryKind::Failed))
     };
     page(&state, title, true, body).into_response()
-}
-
-/// `/tasks/{id}`: everything about one task.
-pub(crate) async fn task(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Query(msg): Query<Flash>,
-) -> Response {
-    let task_id = id.clone();
-    let read = state
-        .blocking(move |store| {
-            let record = store.task(&task_id)?;
-            // A progress field that does not read is shown as none rather
-            // than hiding the whole task.
-            let progress = store.progress(&task_id).ok().flatten();
-            Ok::<_, StoreError>((record, progress))
-        })
-        .await;
-    let (r, progress) = match read {
-        Ok(read) => read,
-        Err(e) => return store_error(&state, &e),
-    };
-    let now = Timestamp::now();
-    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
-    let graph = r
-        .meta
-        .get(GRAPH_META_KEY)
-        .and_then(|g| g.get("id"))
-        .and_then(|g| g.as_str())
-        .map(str::to_owned);
-    let live = matches!(r.status, TaskStatus::Queued | TaskStatus::Running);
-    let body = html! {
-        h1 { (r.description) }
-        (flash(msg.text()))
-        div.actions { (task_actions(&state, &r)) }
-        dl {
-            dt { "id" } dd { code #task-id { (r.id) } }
-            dt { "status" } dd #task-status { (status(r.status)) }
-            dt { "task" } dd { code { (r.task) } }
-            dt { "queue" } dd { a href={ "/queues/" (seg(&r.queue)) } { (r.queue) } }
-            dt { "enqueued" } dd { (time(Some(r.enqueued_at), now)) }
-            dt { "started" } dd { (time(r.started_at, now)) }
-            dt { "ended" } dd { (time(r.ended_at, now)) }
-            dt { "run time" } dd {
-                @match (r.started_at, r.ended_at) {
-                    (Some(s), Some(e)) => { (format!("{:.3} s", e.duration_since(s).as_secs_f64())) },
-                    (Some(s), None) => { "running for " (short(now.duration_since(s).as_secs().max(0))) },
-                    _ => span.muted { "-" },
-                }
-            }
-            @if let Some(p) = &progress {
-                dt { "progress" } dd #task-progress { (progress_bar(p)) }
-            }
-            @if let Some(g) = &graph {
-                dt { "graph" } dd { a href={ "/graphs/" (seg(g)) } { (g) } }
-            }
-        }
-        @if let Some(error) = &r.error {
-            h2 { "Error" }
-            pre #task-error { (error) }
-        }
-        h2 { "Arguments" }
-        pre { (pretty(&r.args)) }
-        h2 { "Meta" }
-        pre { (pretty(&serde_json::Value::Object(r.meta.clone()))) }
-        h2 { "Aborted runs" }
-        @if r.aborted_runs.is_empty() {
-            p.muted { "None: every run so far ended with an outcome." }
-        } @else {
-            div.scroll { table {
-                thead { tr { th { "started" } th { "given up" } th { "reason" } } }
-                tbody {
-                    @for run in &r.aborted_runs {
-                        tr {
-                            td { (time(run.started_at, now)) }
-                            td { (time(Some(run.ended_at), now)) }
-                            td { (run.reason) }
-                        }
-                    }
-                }
-            } }
-        }
-    };
-    page(&state, &r.description, live, body).into_response()
 }
 
 /// `?error=...` of the login page.

@@ -215,7 +215,8 @@ end
 if redis.call('EXISTS', tk) == 0 then return 1 end
 append(tk, 'attempts', attempt(tk, ARGV[3], 'failed', ARGV[4], ARGV[5]))
 redis.call('HSET', tk, 'status', 'scheduled', 'error', ARGV[4], 'run_at', ARGV[5])
-redis.call('HDEL', tk, 'worker', 'started_at', 'ended_at')
+-- The next attempt starts with no progress report.
+redis.call('HDEL', tk, 'worker', 'started_at', 'ended_at', 'progress')
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
 return 1
 "#

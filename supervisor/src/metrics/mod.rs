@@ -101,6 +101,11 @@ pub(crate) enum Ended {
     Failed,
     /// Put back at the front of its queue (a reentrant task interrupted).
     Requeued,
+    /// Failed, and sent to the delayed set for another attempt by its
+    /// retry policy: not a final failure.
+    Retried,
+    /// Canceled while it ran (`task cancel`, the dashboard).
+    Canceled,
 }
 
 impl Ended {
@@ -109,6 +114,8 @@ impl Ended {
             Ended::Finished => "finished",
             Ended::Failed => "failed",
             Ended::Requeued => "requeued",
+            Ended::Retried => "retried",
+            Ended::Canceled => "canceled",
         }
     }
 }
@@ -123,6 +130,7 @@ pub(crate) struct Metrics {
     task_latency: Family<QueueLabels, Histogram, fn() -> Histogram>,
     timeouts: Family<TaskLabels, Counter>,
     queue_length: Family<QueueLabels, Gauge>,
+    scheduled_tasks: Gauge,
     registry_tasks: Family<RegistryLabels, Gauge>,
     slots_idle: Gauge,
     slots_busy: Gauge,
@@ -156,7 +164,7 @@ impl Metrics {
         let tasks_ended = Family::<EndLabels, Counter>::default();
         registry.register(
             "tasks_ended",
-            "Task runs this supervisor ended, by queue, task and outcome (finished, failed, requeued)",
+            "Task runs this supervisor ended, by queue, task and outcome (finished, failed, retried, canceled, requeued)",
             tasks_ended.clone(),
         );
         let task_duration =
@@ -190,6 +198,12 @@ impl Metrics {
             "queue_length",
             "Tasks waiting in each queue (read from Redis at scrape time; the same for every supervisor)",
             queue_length.clone(),
+        );
+        let scheduled_tasks = Gauge::default();
+        registry.register(
+            "scheduled_tasks",
+            "Tasks waiting in the delayed set to be due: delayed enqueues and retries after their backoff (read from Redis at scrape time; the same for every supervisor)",
+            scheduled_tasks.clone(),
         );
         let registry_tasks = Family::<RegistryLabels, Gauge>::default();
         registry.register(
@@ -272,6 +286,7 @@ impl Metrics {
             task_latency,
             timeouts,
             queue_length,
+            scheduled_tasks,
             registry_tasks,
             slots_idle,
             slots_busy,
@@ -419,8 +434,8 @@ impl Metrics {
         self.redis_reconnects.inc();
     }
 
-    /// Reads the figures that live elsewhere: queue lengths and registry
-    /// sizes from Redis (kept as they were when Redis does not answer), and
+    /// Reads the figures that live elsewhere: queue lengths, the delayed
+    /// set's size and registry sizes from Redis (kept as they were when Redis does not answer), and
     /// the process's RSS.
     pub(crate) fn refresh(&self, store: &Store) {
         if let Some(rss) = resident_bytes() {
@@ -439,6 +454,8 @@ impl Metrics {
                     })
                     .set(i64::try_from(len).unwrap_or(i64::MAX));
             }
+            self.scheduled_tasks
+                .set(i64::try_from(store.scheduled_count()?).unwrap_or(i64::MAX));
             for (registry, count) in [
                 ("failed", store.failed().count()?),
                 ("finished", store.finished().count()?),
