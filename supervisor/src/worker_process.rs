@@ -158,6 +158,20 @@ enum Proc {
     },
 }
 
+/// Says once per supervisor that worker processes' thread counts cannot be
+/// read, so a thread a task leaves behind is not noticed.
+fn warn_threads_hidden(pid: u32) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            pid,
+            "cannot read /proc/<pid>/stat of worker processes (ProtectProc=invisible with a \
+             non-root supervisor hides them): a thread a task leaves running is not detected, \
+             and such a process is used again; see docs/security.md"
+        );
+    });
+}
+
 /// Puts a freshly started worker process into a cgroup of its own when the
 /// host allows them. A profile whose limits rest on the cgroup (see
 /// [`cgroup::WorkerCgroups::limits_memory`]) refuses to run without it;
@@ -421,6 +435,9 @@ impl WorkerProcess {
         match self.events.recv_timeout(spec.handshake_timeout) {
             Ok(WorkerEvent::Message(FromWorker::Ready)) => {
                 self.idle_threads = self.threads();
+                if self.idle_threads.is_none() && !matches!(self.proc, Proc::Forked { .. }) {
+                    warn_threads_hidden(self.pid());
+                }
                 Ok(())
             }
             Ok(WorkerEvent::Message(other)) => {
@@ -466,7 +483,12 @@ impl WorkerProcess {
         }
         match (self.idle_threads, self.threads()) {
             (Some(idle), Some(now)) => now > idle,
-            _ => true,
+            // Readable when it was ready, not now: assume the worst.
+            (Some(_), None) => true,
+            // Never readable (its /proc entry is hidden from us, as under
+            // ProtectProc=invisible with a non-root supervisor): the check
+            // is not available; said once at its start.
+            (None, _) => false,
         }
     }
 
