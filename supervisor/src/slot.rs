@@ -228,6 +228,8 @@ impl Slot {
             Duration::try_from(waited).unwrap_or(Duration::ZERO),
         );
         let def = self.shared.registry.get(&record.task);
+        // For metric labels: only names this binary registers.
+        let registered = def.is_some();
         // The producer's timeout for this task, else the task function's,
         // else the setting.
         let timeout = record
@@ -266,11 +268,7 @@ impl Slot {
         };
         let (ended, result) =
             crate::results::checked(ended, result, current.config.settings.max_result_bytes);
-        let known = self
-            .shared
-            .registry
-            .get(&record.task)
-            .map(|_| record.task.as_str());
+        let known = registered.then_some(record.task.as_str());
         self.shared.metrics.run_ended(&record.queue, known, &ended);
         let policy = Policy::for_task(
             &self.shared.registry,

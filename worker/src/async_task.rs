@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;
-use crate::registry::{TaskDef, TaskError, TaskOptions, check_args, keep_result};
+use crate::registry::{TaskDef, TaskError, TaskOptions, check_args, decode_args, keep_result};
 
 /// The process's runtime, created at its first async task.
 static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
@@ -52,10 +52,7 @@ impl TaskDef {
         let name = name.into();
         let task = name.clone();
         let run = move |ctx: &TaskContext, args: serde_json::Value| {
-            let args: A = serde_json::from_value(args).map_err(|e| TaskError::InvalidArgs {
-                task: task.clone(),
-                reason: e.to_string(),
-            })?;
+            let args: A = decode_args(&task, args)?;
             let value = runtime()?
                 .block_on(f(ctx, args))
                 .map_err(TaskError::failed)?;

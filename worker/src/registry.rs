@@ -148,11 +148,7 @@ impl TaskDef {
         let name = name.into();
         let task = name.clone();
         let run = move |ctx: &TaskContext, args: serde_json::Value| {
-            let args: A = serde_json::from_value(args).map_err(|e| TaskError::InvalidArgs {
-                task: task.clone(),
-                reason: e.to_string(),
-            })?;
-            let value = f(ctx, args).map_err(TaskError::failed)?;
+            let value = f(ctx, decode_args(&task, args)?).map_err(TaskError::failed)?;
             keep_result(ctx, &task, &value)
         };
         // A closure (not `check_args::<A>`) so that `A` need not be 'static.
@@ -210,6 +206,17 @@ pub(crate) fn keep_result<R: Serialize>(
     })?;
     ctx.set_result(value);
     Ok(())
+}
+
+/// `args` as the task's argument type `A`, or the error that names `task`.
+pub(crate) fn decode_args<A: DeserializeOwned>(
+    task: &str,
+    args: serde_json::Value,
+) -> Result<A, TaskError> {
+    serde_json::from_value(args).map_err(|e| TaskError::InvalidArgs {
+        task: task.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Whether `args` deserialise into `A`.
