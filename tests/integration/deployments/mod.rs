@@ -9,6 +9,7 @@
 //! scheduler (`worker --scheduler`).
 
 mod acl;
+mod cluster;
 mod lost_reply;
 mod sentinel;
 mod tls;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 mod cmd;
 mod server;
 pub mod topology;
