@@ -228,7 +228,7 @@ fn store_after_failover(store: &Store) -> String {
 }
 
 /// Runs per task id, from the demo's outcome log.
-fn outcome_runs(app: &AppEnv) -> BTreeMap<String, usize> {
+pub(super) fn outcome_runs(app: &AppEnv) -> BTreeMap<String, usize> {
     let text = std::fs::read_to_string(app.path("outcomes.jsonl")).unwrap_or_default();
     let mut runs = BTreeMap::new();
     for line in text.lines() {

@@ -1,0 +1,284 @@
+//! The application on a three-master Redis Cluster, by settings alone:
+//! every program works, queues spread over the masters, and a master
+//! SIGKILLed under load (its replica takes over) loses nothing in the
+//! durable mode: no acknowledged enqueue, no recorded outcome, and no
+//! non-reentrant task runs twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use redis_tasks::Store;
+use redis_tasks::protocol::TaskStatus;
+use serde_json::json;
+
+use crate::support::cluster::ClusterSet;
+use crate::support::wait_until;
+
+use super::{AppEnv, WAIT, wait_status};
+
+/// The queues of the load tests: enough names that they hash to
+/// partitions on every master.
+const QUEUES: [&str; 6] = ["emails", "reports", "images", "billing", "search", "exports"];
+
+/// A schedule that enqueues a no-op every second on the first queue.
+const SCHEDULE: &str =
+    "[schedule.tick]\ntask = \"noop\"\nqueue = \"emails\"\nevery = \"1s\"\nsingleton = false\n";
+
+#[test]
+fn every_program_works_on_a_three_master_cluster() {
+    let set = ClusterSet::start();
+    let app = AppEnv::new(&[("REDIS_URL", set.url())]);
+    assert_eq!(app.store().partition_count(), 16);
+    app.exercise_every_program();
+    // The data went to the cluster (every master holds some of it), not
+    // to one node.
+    let keys = set.key_count_per_master();
+    assert!(keys.values().all(|n| *n > 0), "{keys:?}");
+}
+
+#[test]
+fn queues_spread_over_the_masters() {
+    // Three masters without replicas; the settings form this time: the
+    // nodes as a list, `redis_url` for the scheme only.
+    let set = ClusterSet::start_with(3, 0);
+    let app = AppEnv::new(&[
+        ("REDIS_URL", "redis://cluster-managed".to_owned()),
+        ("RT_REDIS_CLUSTER_NODES", set.seeds().join(",")),
+        ("RT_WORKER_QUEUES", QUEUES.join(",")),
+    ]);
+    let store = app.store();
+    assert_eq!(store.partition_count(), 16);
+    set.reset_stats();
+    let per_queue = 40;
+    let mut ids = Vec::new();
+    for queue in QUEUES {
+        let calls: Vec<(&str, &serde_json::Value)> =
+            (0..per_queue).map(|_| ("noop", &serde_json::Value::Null)).collect();
+        ids.extend(store.queue(queue).enqueue_many(&calls).expect("enqueue"));
+    }
+    let mut sup = app.start(&["worker", "-c", "4"], "", &[]);
+    let total = (per_queue * QUEUES.len()) as u64;
+    wait_until(&format!("{total} tasks to finish"), WAIT, || {
+        store.finished().count().is_ok_and(|n| n >= total)
+    });
+    sup.stop();
+    for id in &ids {
+        let t = store.task(id).expect("task");
+        assert_eq!(t.status, TaskStatus::Finished, "{t:#?}");
+    }
+
+    let calls = set.commands_per_master();
+    let keys = set.key_count_per_master();
+    let all_calls: u64 = calls.values().sum();
+    let all_keys: u64 = keys.values().sum();
+    eprintln!("cluster spread: data commands per master {calls:?}, keys per master {keys:?}");
+    // The load divides: at least two masters each served a real share of
+    // the commands and hold a real share of the data (with these six queue
+    // names, all three do).
+    let busy = calls.values().filter(|n| **n * 10 >= all_calls).count();
+    let holding = keys.values().filter(|n| **n * 10 >= all_keys).count();
+    assert!(busy >= 2, "commands went to one master: {calls:?}");
+    assert!(holding >= 2, "data sits on one master: {keys:?}");
+}
+
+/// What a failover cost, by acknowledged enqueue.
+#[derive(Debug, Default)]
+struct Losses {
+    /// Enqueues the producer got an id back for.
+    acked: usize,
+    /// Of those, enqueued before the master was killed.
+    acked_before_kill: usize,
+    /// Acknowledged enqueues whose task does not exist at the end.
+    lost_enqueues: usize,
+    /// Tasks that ran (the outcome log says so) but whose record did not
+    /// end finished: a recorded outcome (or the start) was lost.
+    lost_outcomes: usize,
+    /// Acknowledged tasks not finished at the end (lost, failed or stuck).
+    unfinished: usize,
+    /// Non-reentrant tasks whose side effect happened more than once.
+    nonreentrant_ran_twice: usize,
+    /// Enqueue errors the producer saw (and retried) during the failover.
+    producer_errors: u64,
+}
+
+#[test]
+fn a_master_killed_under_load_loses_nothing_in_durable_mode() {
+    let mut set = ClusterSet::start();
+    let app = AppEnv::new(&[
+        ("REDIS_URL", set.url()),
+        ("RT_WORKER_QUEUES", QUEUES.join(",")),
+        ("RT_REDIS_WAIT_REPLICAS", "1".to_owned()),
+        ("RT_REDIS_WAIT_TIMEOUT_MS", "3000".to_owned()),
+    ]);
+    let losses = failover_under_load(&mut set, &app);
+    eprintln!("cluster failover with WAIT 1: {losses:?}");
+    assert_eq!(losses.lost_enqueues, 0, "{losses:?}");
+    assert_eq!(losses.lost_outcomes, 0, "{losses:?}");
+    assert_eq!(losses.unfinished, 0, "{losses:?}");
+    assert_eq!(losses.nonreentrant_ran_twice, 0, "{losses:?}");
+}
+
+#[test]
+fn a_master_killed_under_load_without_durable_mode_carries_on_and_losses_are_counted() {
+    let mut set = ClusterSet::start();
+    let app = AppEnv::new(&[
+        ("REDIS_URL", set.url()),
+        ("RT_WORKER_QUEUES", QUEUES.join(",")),
+    ]);
+    let losses = failover_under_load(&mut set, &app);
+    eprintln!("cluster failover without WAIT: {losses:?}");
+}
+
+/// Two supervisors (`-c 4`, one with the scheduler) run a mixed load of
+/// non-reentrant and reentrant tasks on [`QUEUES`] while a producer thread
+/// enqueues; the master holding the most data is SIGKILLed, its replica
+/// takes over, the killed node comes back as a replica. Everything must
+/// carry on; returns what was lost.
+fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
+    let marks = app.path("marks.txt");
+    let mut sup = app.start(&["worker", "--scheduler", "-c", "4"], SCHEDULE, &[]);
+    let mut sup2 = app.start(&["worker", "-c", "4"], "", &[]);
+    let store = app.store();
+
+    // The producer: round robin over the queues, every other task
+    // non-reentrant; keeps the ids it got back (acknowledged), whether the
+    // master was killed yet, and the kind.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let stop = Arc::clone(&stop);
+        let killed = Arc::clone(&killed);
+        let settings = app.settings();
+        let marks = marks.clone();
+        std::thread::spawn(move || {
+            let store = Store::from_settings(&settings).expect("producer store");
+            let mut acked: Vec<(String, bool, bool)> = Vec::new();
+            let mut errors = 0u64;
+            let mut after_kill = 0;
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) && after_kill < 300 {
+                let before_kill = !killed.load(Ordering::SeqCst);
+                after_kill += usize::from(!before_kill);
+                let queue = QUEUES[n % QUEUES.len()];
+                let reentrant = n % 2 == 1;
+                let task = if reentrant { "reentrant_mark" } else { "mark" };
+                match store
+                    .queue(queue)
+                    .enqueue(task, &json!({"path": marks, "secs": 0.01}))
+                {
+                    Ok(id) => {
+                        acked.push((id, before_kill, reentrant));
+                        n += 1;
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            (acked, errors)
+        })
+    };
+
+    wait_until("tasks to flow before the failover", WAIT, || {
+        store.finished().count().is_ok_and(|n| n >= 150)
+    });
+    // The master with the most keys: it holds some of the queues.
+    let victim = set
+        .key_count_per_master()
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(port, _)| port)
+        .expect("a master");
+    killed.store(true, Ordering::SeqCst);
+    set.kill_master(victim);
+    let killed_at = Instant::now();
+    let new_master = set.wait_failover(victim);
+    let failover = killed_at.elapsed();
+    // The killed node comes back as the new master's replica (the durable
+    // mode needs one).
+    set.restart_as_replica(victim);
+
+    // Everything carries on: a task on every queue finishes, the scheduler
+    // enqueues again, the admin CLI answers.
+    let mut after = Vec::new();
+    for queue in QUEUES {
+        let mut id = String::new();
+        wait_until(&format!("an enqueue on {queue} after the failover"), WAIT, || {
+            match store.queue(queue).enqueue("noop", &json!(null)) {
+                Ok(got) => {
+                    id = got;
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+        after.push(id);
+    }
+    let scheduled_before = sup.log().matches("scheduler: enqueued").count();
+    wait_until("the scheduler to enqueue after the failover", WAIT, || {
+        sup.log().matches("scheduler: enqueued").count() > scheduled_before
+    });
+    let info = app.admin(&["info"]).stdout();
+    assert!(QUEUES.iter().all(|q| info.contains(q)), "{info}");
+    stop.store(true, Ordering::SeqCst);
+    let (acked, producer_errors) = producer.join().expect("producer thread");
+    for id in &after {
+        wait_status(&store, id, TaskStatus::Finished);
+    }
+
+    // Let every acknowledged task settle (finished, failed, or gone).
+    let deadline = Instant::now() + WAIT;
+    let status: BTreeMap<String, Option<TaskStatus>> = loop {
+        let status: BTreeMap<String, Option<TaskStatus>> = acked
+            .iter()
+            .map(|(id, _, _)| (id.clone(), store.task(id).ok().map(|t| t.status)))
+            .collect();
+        let settled = status
+            .values()
+            .all(|s| matches!(s, None | Some(TaskStatus::Finished | TaskStatus::Failed)));
+        if settled || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let runs = super::sentinel::outcome_runs(app);
+    let mut side_effects: BTreeMap<String, usize> = BTreeMap::new();
+    for line in std::fs::read_to_string(&marks)
+        .unwrap_or_default()
+        .lines()
+    {
+        *side_effects.entry(line.to_owned()).or_default() += 1;
+    }
+    let mut losses = Losses {
+        acked: acked.len(),
+        acked_before_kill: acked.iter().filter(|(_, before, _)| *before).count(),
+        producer_errors,
+        ..Losses::default()
+    };
+    for (id, _, reentrant) in &acked {
+        let st = status.get(id).copied().flatten();
+        if st.is_none() {
+            losses.lost_enqueues += 1;
+        }
+        if st != Some(TaskStatus::Finished) {
+            losses.unfinished += 1;
+            if runs.get(id).copied().unwrap_or(0) > 0 {
+                losses.lost_outcomes += 1;
+            }
+        }
+        if !reentrant && side_effects.get(id).copied().unwrap_or(0) > 1 {
+            losses.nonreentrant_ran_twice += 1;
+        }
+    }
+    eprintln!(
+        "cluster failover of {victim} to {new_master} took {failover:?}; acked {} ({} before the kill)",
+        losses.acked, losses.acked_before_kill
+    );
+    sup.stop();
+    sup2.stop();
+    losses
+}
