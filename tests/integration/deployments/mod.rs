@@ -3,6 +3,9 @@
 //! restricted ACL user with a password file, and Sentinel failover with and
 //! without the durable `WAIT` mode.
 //!
+//! Redis Cluster (three masters, three replicas, `support::cluster`):
+//! `cluster` tests the harness itself, `cluster_app` the application on it.
+//!
 //! [`AppEnv`] is one deployment's settings as environment variables; it
 //! runs every kind of program against it: a producer (the library, in this
 //! process), the admin CLI, and the demo binary's supervisor with its
