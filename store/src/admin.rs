@@ -16,6 +16,10 @@ impl Store {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<u64, StoreError> {
+        if self.routed().is_some() {
+            let counts = self.each(|p| p.count_ended_between(kind, from, to))?;
+            return Ok(counts.into_iter().sum());
+        }
         let key = match kind {
             RegistryKind::Finished => self.keys().finished(),
             RegistryKind::Failed => self.keys().failed(),
@@ -31,6 +35,9 @@ impl Store {
     /// task is not in the failed registry (requeued or deleted meanwhile, or
     /// never failed).
     pub fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
+        if self.routed().is_some() {
+            return self.locate(id)?.delete_failed(id);
+        }
         let failed = self.keys().failed();
         let deleted: i64 = self.run(&[], |c, keys| {
             scripts::DELETE_FAILED

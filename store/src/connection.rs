@@ -10,6 +10,13 @@
 //!   `redis_url` that gives the scheme, credentials and database. Every new
 //!   connection asks the sentinels for the current master, so a connection
 //!   dropped by a failover is reopened on the new master.
+//! - Cluster: `redis+cluster://[user[:password]@]host:port[,host:port...]/`
+//!   (`rediss+cluster://` for TLS), or the setting `redis_cluster_nodes`
+//!   next to a plain `redis_url`. The data is split into partitions (see
+//!   `partition`), each on one hash slot; a partition's connections go to
+//!   the master serving its slot, found with `CLUSTER SLOTS` on the seed
+//!   nodes when the connection is opened, so a connection dropped by a
+//!   failover (or refused with `MOVED`) is reopened on the new master.
 //! - Secrets: a password file (`redis_password_file`) is read when the
 //!   first store is opened and again by [`reload_password_files`] (SIGHUP);
 //!   a file that cannot be read at reload keeps the password in force.
@@ -50,6 +57,8 @@ enum Endpoint {
         sentinels: Vec<(String, u16)>,
         master: String,
     },
+    /// The masters of a Redis Cluster, found through seed nodes.
+    Cluster { seeds: Vec<(String, u16)> },
 }
 
 /// TLS material, read once when the configuration is built.
@@ -79,6 +88,11 @@ pub struct RedisConfig {
     wait: Option<WaitPolicy>,
     /// The address shown in messages (never a password).
     shown: String,
+    /// Partitions of the data (`redis_partitions`); 0: the default.
+    partitions: u16,
+    /// On a Cluster, the hash slot whose master this configuration's
+    /// connections go to (one partition's slot); none: any master.
+    slot: Option<u16>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -90,6 +104,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("username", &self.username)
             .field("password_file", &self.password_file)
             .field("wait", &self.wait)
+            .field("partitions", &self.partitions)
+            .field("slot", &self.slot)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +163,29 @@ impl RedisConfig {
                 };
             }
         }
+        if !r.cluster_nodes.is_empty() {
+            if !matches!(config.endpoint, Endpoint::Direct(_)) {
+                return Err(invalid(
+                    "redis_cluster_nodes is set and redis_url (or redis_sentinels) names \
+                     another deployment: use one of them"
+                        .to_owned(),
+                ));
+            }
+            let seeds = r
+                .cluster_nodes
+                .iter()
+                .map(|s| parse_host_port(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|problem| invalid(format!("redis_cluster_nodes: {problem}")))?;
+            config.shown = format!("cluster via {}", r.cluster_nodes.join(","));
+            config.endpoint = Endpoint::Cluster { seeds };
+        }
+        if matches!(config.endpoint, Endpoint::Cluster { .. }) && config.db != 0 {
+            return Err(invalid(
+                "a Redis Cluster has only database 0: drop the database from redis_url".to_owned(),
+            ));
+        }
+        config.partitions = r.partitions;
         if let Some(username) = &r.username {
             config.username = Some(username.clone());
         }
@@ -209,6 +248,36 @@ impl RedisConfig {
         self.wait
     }
 
+    /// Sets the number of partitions (0: the default, 1 or 16 on a
+    /// Cluster).
+    pub fn with_partitions(mut self, partitions: u16) -> RedisConfig {
+        self.partitions = partitions;
+        self
+    }
+
+    /// How many partitions the data is split into: `redis_partitions`, or
+    /// 16 on a Cluster and 1 elsewhere.
+    pub fn partitions(&self) -> u16 {
+        match self.partitions {
+            0 if self.is_cluster() => crate::partition::CLUSTER_DEFAULT_PARTITIONS,
+            0 => 1,
+            n => n,
+        }
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Cluster { .. })
+    }
+
+    /// The same configuration, its connections going to the master of hash
+    /// slot `slot` (on a Cluster; elsewhere there is one master anyway).
+    pub(crate) fn for_slot(&self, slot: u16) -> RedisConfig {
+        let mut config = self.clone();
+        config.slot = Some(slot);
+        config
+    }
+
     /// The server (or the sentinels and master name), safe to show.
     pub fn shown(&self) -> &str {
         &self.shown
@@ -265,7 +334,68 @@ impl RedisConfig {
             Endpoint::Sentinel { sentinels, master } => {
                 self.open_sentinel_master(sentinels, master, timeout)
             }
+            Endpoint::Cluster { seeds } => self.open_cluster_master(seeds, timeout),
         }
+    }
+
+    /// A connection to the master serving this configuration's slot, as
+    /// the first seed node that answers `CLUSTER SLOTS` says.
+    fn open_cluster_master(
+        &self,
+        seeds: &[(String, u16)],
+        timeout: Duration,
+    ) -> Result<Connection, StoreError> {
+        let mut problems = Vec::new();
+        for (host, port) in seeds {
+            let mut seed = match self.open(ConnectionAddr::Tcp(host.clone(), *port), timeout) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    problems.push(format!("seed {host}:{port}: {e}"));
+                    continue;
+                }
+            };
+            let Some(slot) = self.slot else {
+                return Ok(seed);
+            };
+            let _ = seed.set_read_timeout(Some(timeout));
+            let map = match redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(&mut seed) {
+                Ok(map) => map,
+                Err(e) if e.code() == Some("NOPERM") => {
+                    return Err(StoreError::InvalidConfig {
+                        problem: format!(
+                            "the redis user may not run CLUSTER SLOTS ({e}); on a Cluster, the \
+                             ACL user needs +cluster|slots (docs/redis.md)"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    problems.push(format!("CLUSTER SLOTS on seed {host}:{port}: {e}"));
+                    continue;
+                }
+            };
+            let Some((master_host, master_port)) = master_of_slot(&map, slot) else {
+                problems.push(format!(
+                    "seed {host}:{port} knows no master for hash slot {slot} (cluster down?)"
+                ));
+                continue;
+            };
+            if master_host == *host && master_port == *port {
+                return Ok(seed);
+            }
+            match self.open(ConnectionAddr::Tcp(master_host.clone(), master_port), timeout) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => problems.push(format!(
+                    "master {master_host}:{master_port} of slot {slot} named by seed {host}:{port}: {e}"
+                )),
+            }
+        }
+        Err(StoreError::Connect {
+            addr: self.shown.clone(),
+            error: RedisError::from(std::io::Error::other(format!(
+                "no cluster seed named a reachable master: {}",
+                problems.join("; ")
+            ))),
+        })
     }
 
     /// A connection to `addr` (TLS and credentials as configured).
@@ -423,6 +553,40 @@ fn ask_sentinel(
     Ok((ip, port))
 }
 
+/// The address of the master serving `slot` in a `CLUSTER SLOTS` reply:
+/// entries of `[start, end, [host, port, id, ...], replicas...]`.
+fn master_of_slot(map: &redis::Value, slot: u16) -> Option<(String, u16)> {
+    use redis::Value;
+    let int = |v: &Value| match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let Value::Array(ranges) = map else {
+        return None;
+    };
+    ranges.iter().find_map(|range| {
+        let Value::Array(items) = range else {
+            return None;
+        };
+        let start = int(items.first()?)?;
+        let end = int(items.get(1)?)?;
+        if !(start..=end).contains(&i64::from(slot)) {
+            return None;
+        }
+        let Value::Array(node) = items.get(2)? else {
+            return None;
+        };
+        let host = text(node.first()?)?;
+        let port = u16::try_from(int(node.get(1)?)?).ok()?;
+        Some((host, port))
+    })
+}
+
 fn addr_info(addr: ConnectionAddr) -> Result<ConnectionInfo, RedisError> {
     addr.into_connection_info()
 }
@@ -458,6 +622,11 @@ fn parse_url(url: &str) -> Result<RedisConfig, StoreError> {
             return parse_sentinel_url(url, rest, tls);
         }
     }
+    for (scheme, tls) in [("redis+cluster://", false), ("rediss+cluster://", true)] {
+        if let Some(rest) = trimmed.strip_prefix(scheme) {
+            return parse_cluster_url(url, rest, tls);
+        }
+    }
     let info = url
         .into_connection_info()
         .map_err(|error| StoreError::InvalidUrl {
@@ -475,14 +644,19 @@ fn parse_url(url: &str) -> Result<RedisConfig, StoreError> {
         password_file: None,
         wait: None,
         shown: info.addr().to_string(),
+        partitions: 0,
+        slot: None,
     })
 }
 
-/// `user:password@h1:p1,h2:p2/master[/db]` after the scheme.
-fn parse_sentinel_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, StoreError> {
-    let invalid = |problem: &str| StoreError::InvalidConfig {
-        problem: format!("invalid sentinel url {}: {problem}", redact_url(url)),
-    };
+/// `user:password@h1:p1,h2:p2` before the first `/`: the credentials
+/// (percent-decoded) and the hosts, and what follows the `/`.
+type Authority<'a> = (Option<String>, Option<String>, Vec<(String, u16)>, &'a str, &'a str);
+
+fn parse_authority<'a>(
+    rest: &'a str,
+    invalid: &dyn Fn(&str) -> StoreError,
+) -> Result<Authority<'a>, StoreError> {
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
@@ -506,11 +680,20 @@ fn parse_sentinel_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, S
             )
         }
     };
-    let sentinels = hosts
+    let nodes = hosts
         .split(',')
         .map(parse_host_port)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|p| invalid(&p))?;
+    Ok((username, password, nodes, hosts, path))
+}
+
+/// `user:password@h1:p1,h2:p2/master[/db]` after the scheme.
+fn parse_sentinel_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, StoreError> {
+    let invalid = |problem: &str| StoreError::InvalidConfig {
+        problem: format!("invalid sentinel url {}: {problem}", redact_url(url)),
+    };
+    let (username, password, sentinels, hosts, path) = parse_authority(rest, &invalid)?;
     let mut parts = path.split('/');
     let master = parts
         .next()
@@ -539,6 +722,34 @@ fn parse_sentinel_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, S
         password_file: None,
         wait: None,
         shown: format!("sentinel master {master:?} via {hosts}"),
+        partitions: 0,
+        slot: None,
+    })
+}
+
+/// `user:password@h1:p1,h2:p2[/]` after the scheme: seed nodes of a
+/// Cluster (database 0 only).
+fn parse_cluster_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, StoreError> {
+    let invalid = |problem: &str| StoreError::InvalidConfig {
+        problem: format!("invalid cluster url {}: {problem}", redact_url(url)),
+    };
+    let (username, password, seeds, hosts, path) = parse_authority(rest, &invalid)?;
+    if !matches!(path, "" | "0") {
+        return Err(invalid(
+            "a Redis Cluster has only database 0: expected nothing after the nodes but `/`",
+        ));
+    }
+    Ok(RedisConfig {
+        endpoint: Endpoint::Cluster { seeds },
+        tls: tls.then(Tls::default),
+        db: 0,
+        username,
+        url_password: password,
+        password_file: None,
+        wait: None,
+        shown: format!("cluster via {hosts}"),
+        partitions: 0,
+        slot: None,
     })
 }
 
@@ -629,7 +840,7 @@ mod tests {
                     &[("127.0.0.1".to_owned(), 26379), ("h2".to_owned(), 26380)]
                 );
             }
-            Endpoint::Direct(_) => panic!("not a sentinel endpoint"),
+            _ => panic!("not a sentinel endpoint"),
         }
         assert!(!c.shown().contains("p@ss"));
         let tls = parse_url("rediss+sentinel://h:1/m").expect("parses");
@@ -647,6 +858,47 @@ mod tests {
             let err = parse_url(url).expect_err("refused");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn cluster_urls_parse() {
+        let c = parse_url("rediss+cluster://app:s3cret@127.0.0.1:7000,h2:7001/").expect("parses");
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert!(c.tls.is_some());
+        assert!(c.is_cluster());
+        assert_eq!(c.partitions(), 16);
+        assert_eq!(c.clone().with_partitions(3).partitions(), 3);
+        assert!(!c.shown().contains("s3cret"));
+        match &c.endpoint {
+            Endpoint::Cluster { seeds } => assert_eq!(
+                seeds,
+                &[("127.0.0.1".to_owned(), 7000), ("h2".to_owned(), 7001)]
+            ),
+            _ => panic!("not a cluster endpoint"),
+        }
+        let err = parse_url("redis+cluster://u:hunter2@h:1/3").expect_err("db 3 refused");
+        assert!(err.to_string().contains("database 0"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(parse_url("redis://h:1").expect("parses").partitions(), 1);
+    }
+
+    #[test]
+    fn the_master_of_a_slot_is_read_from_cluster_slots() {
+        use redis::Value;
+        let node = |port: i64| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let map = Value::Array(vec![
+            Value::Array(vec![Value::Int(0), Value::Int(5460), node(7000), node(7003)]),
+            Value::Array(vec![Value::Int(5461), Value::Int(16383), node(7001)]),
+        ]);
+        assert_eq!(master_of_slot(&map, 0), Some(("127.0.0.1".to_owned(), 7000)));
+        assert_eq!(master_of_slot(&map, 5461), Some(("127.0.0.1".to_owned(), 7001)));
+        assert_eq!(master_of_slot(&Value::Array(vec![]), 1), None);
     }
 
     #[test]

@@ -53,6 +53,13 @@ impl Store {
     /// Moves up to `batch` tasks due at `now` from the delayed set to the
     /// tail of their queues (status `queued`), each exactly once.
     pub fn promote_due(&self, now: Timestamp, batch: usize) -> Result<Promoted, StoreError> {
+        if self.routed().is_some() {
+            let all = self.each(|p| p.promote_due(now, batch))?;
+            return Ok(Promoted {
+                moved: all.iter().map(|p| p.moved).sum(),
+                next_due: all.iter().filter_map(|p| p.next_due).min(),
+            });
+        }
         let (moved, next): (u64, String) = self.run(&[], |c, keys| {
             scripts::PROMOTE
                 .key(keys.scheduled())
@@ -77,6 +84,9 @@ impl Store {
 
     /// How many tasks wait in the delayed set.
     pub fn scheduled_count(&self) -> Result<u64, StoreError> {
+        if self.routed().is_some() {
+            return Ok(self.each(Store::scheduled_count)?.into_iter().sum());
+        }
         let key = self.keys().scheduled();
         self.run(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCARD").arg(&key).query(c)
@@ -86,6 +96,9 @@ impl Store {
     /// Up to `len` ids of the delayed set from position `offset`, soonest
     /// due first.
     pub fn scheduled_ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        if self.routed().is_some() {
+            return self.merged_range(|k| k.scheduled(), offset, len);
+        }
         let key = self.keys().scheduled();
         self.id_range(&key, "zset", offset, len)
     }
@@ -97,6 +110,12 @@ impl Store {
     pub fn scheduled_due(&self, limit: usize) -> Result<Vec<(String, Timestamp)>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
+        }
+        if self.routed().is_some() {
+            let mut all = self.each(|p| p.scheduled_due(limit))?.concat();
+            all.sort_by_key(|(_, at)| *at);
+            all.truncate(limit);
+            return Ok(all);
         }
         let key = self.keys().scheduled();
         let pairs: Vec<(String, f64)> = self.run(&[(&key, "zset")], |c, _| {
@@ -136,6 +155,15 @@ impl Store {
     /// is refused with [`StoreError::NotQueued`] naming its status, with
     /// nothing changed.
     pub fn cancel_task(&self, id: &str) -> Result<CancelResult, StoreError> {
+        if self.routed().is_some() {
+            let part = self.locate(id)?;
+            let result = part.cancel_task(id)?;
+            if result == CancelResult::Requested {
+                // The wake list the promoter sleeps on is partition 0's.
+                self.wake_runner_of(part, id)?;
+            }
+            return Ok(result);
+        }
         // A task can move on between two steps (fetched, promoted): look
         // again a few times.
         let mut last = None;
@@ -169,6 +197,40 @@ impl Store {
         Err(StoreError::NotQueued {
             id: id.to_owned(),
             status: last.unwrap_or(TaskStatus::Queued),
+        })
+    }
+
+    /// Pokes the wake list (in this store's own partition) of the
+    /// supervisor running task `id`, as seen in partition `part`.
+    fn wake_runner_of(&self, part: &Store, id: &str) -> Result<(), StoreError> {
+        let task = part.keys().task(id);
+        let slot: Option<String> =
+            part.run(&[], |c, _| redis::cmd("HGET").arg(&task).arg("worker").query(c))?;
+        let Some(slot) = slot.filter(|s| !s.is_empty()) else {
+            return Ok(());
+        };
+        let hash = part.keys().worker(&slot);
+        let supervisor: Option<String> = part.run(&[], |c, _| {
+            redis::cmd("HGET").arg(&hash).arg("supervisor").query(c)
+        })?;
+        let Some(supervisor) = supervisor.filter(|s| !s.is_empty()) else {
+            return Ok(());
+        };
+        let key = self.keys().wake(&supervisor);
+        self.run(&[(&key, "list")], |c, _| {
+            redis::pipe()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .cmd("RPUSH")
+                .arg(&key)
+                .arg("1")
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(60)
+                .ignore()
+                .query::<()>(c)
         })
     }
 
@@ -238,6 +300,9 @@ impl Store {
     /// The pending cancel requests: `(task id, slot running it)` pairs.
     /// Requests whose task no longer runs are dropped on the way.
     pub fn cancel_requests(&self) -> Result<Vec<(String, String)>, StoreError> {
+        if self.routed().is_some() {
+            return Ok(self.each(Store::cancel_requests)?.concat());
+        }
         let flat: Vec<String> = self.run(&[], |c, keys| {
             scripts::CANCEL_POLL
                 .key(keys.cancel_requests())
@@ -265,6 +330,9 @@ impl Store {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        if self.routed().is_some() {
+            return self.fenced(slot, |p| p.schedule_retry(slot, id, error, at, now));
+        }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::SCHEDULE_RETRY
                 .key(keys.worker_task(slot))
@@ -292,6 +360,9 @@ impl Store {
         error: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        if self.routed().is_some() {
+            return self.fenced(slot, |p| p.finish_canceled(slot, id, error, now));
+        }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::FINISH_CANCELED
                 .key(keys.worker_task(slot))

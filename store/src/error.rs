@@ -102,6 +102,22 @@ pub enum StoreError {
     /// The task's arguments could not be serialised to JSON.
     #[error("cannot serialise task arguments to json: {0}")]
     Args(serde_json::Error),
+    /// The data under the prefix was written with another number of
+    /// partitions than this program is set to (`redis_partitions`).
+    #[error(
+        "the data under prefix {prefix:?} was written with {found} but this program is set to \
+         {configured} partition(s) (redis_partitions): set redis_partitions to match, or drain \
+         the queues with the old setting before changing it (docs/redis.md, \"Changing the \
+         partition count\")"
+    )]
+    Layout {
+        /// The prefix.
+        prefix: String,
+        /// What the layout marker says (`partitions N`, or a description).
+        found: String,
+        /// The partition count of this program.
+        configured: u16,
+    },
     /// A queue or task name that the schema cannot hold.
     #[error("invalid {what} name {name:?}: {reason}")]
     InvalidName {
@@ -223,9 +239,12 @@ impl StoreError {
                 error.is_io_error()
                     || error.is_timeout()
                     || error.is_connection_dropped()
+                    || matches!(error.code(), Some("READONLY" | "MASTERDOWN"))
                     || matches!(
                         error.retry_method(),
-                        redis::RetryMethod::Reconnect
+                        redis::RetryMethod::MovedRedirect
+                            | redis::RetryMethod::AskRedirect
+                            | redis::RetryMethod::Reconnect
                             | redis::RetryMethod::ReconnectFromInitialConnections
                             | redis::RetryMethod::WaitAndRetry
                     )

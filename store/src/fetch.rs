@@ -11,6 +11,12 @@
 //! tries every queue at once, then blocks on the first queue only (`BLMOVE`),
 //! so new work on the main queue is seen at once and lower-priority queues
 //! within one `block` period.
+//!
+//! With partitioned data the slot tries each partition in turn (the one it
+//! last used first, then the home partitions of its queues, then the rest)
+//! and blocks on the first queue's home partition for at most
+//! [`PARTITIONED_BLOCK_CAP`], so work in another partition waits at most
+//! that long when every slot is idle.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +26,10 @@ use redis::Value;
 use super::record::{hash_from_value, parse_record, score, text_of, time_text, unknown_fields};
 use super::{Store, StoreError, scripts};
 use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
+
+/// The longest a slot of partitioned data blocks on one partition before
+/// it looks at all of them again.
+pub const PARTITIONED_BLOCK_CAP: Duration = Duration::from_secs(1);
 
 /// A task a slot took and marked running.
 #[derive(Debug)]
@@ -65,6 +75,9 @@ impl Store {
         let Some(first) = queues.first() else {
             return Ok(None);
         };
+        if self.routed().is_some() {
+            return self.fetch_partitioned(slot, queues, block);
+        }
         let deadline = Instant::now() + block;
         loop {
             match self.try_fetch(slot, queues)? {
@@ -80,6 +93,61 @@ impl Store {
                 return Ok(None);
             };
             match self.start(slot, &id, first)? {
+                Answer::Foreign(e) => return Err(e),
+                Answer::Task(f) => return Ok(Some(*f)),
+                Answer::Nothing => return Ok(None),
+                Answer::Missing => continue,
+            }
+        }
+    }
+
+    /// [`fetch`](Store::fetch) over the partitions of partitioned data.
+    ///
+    /// The partition a slot used last is tried first, and noted before any
+    /// step whose reply may be lost: a task stranded in a slot's list by a
+    /// lost reply is then met by the next fetch as [`StoreError::SlotBusy`]
+    /// (and handed back), as without partitions.
+    fn fetch_partitioned(
+        &self,
+        slot: &str,
+        queues: &[String],
+        block: Duration,
+    ) -> Result<Option<Fetched>, StoreError> {
+        let parts = self.parts();
+        let count = parts.len();
+        let homes: Vec<usize> = queues
+            .iter()
+            .map(|q| crate::partition::of(q, count))
+            .collect();
+        let mut order: Vec<usize> = self.held_partition(slot).into_iter().collect();
+        for i in homes.iter().copied().chain(0..count) {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+        let first = &queues[0];
+        let deadline = Instant::now() + block;
+        loop {
+            for &i in &order {
+                self.note_held(slot, i);
+                match parts[i].try_fetch(slot, queues)? {
+                    Answer::Foreign(e) => return Err(e),
+                    Answer::Task(f) => return Ok(Some(*f)),
+                    Answer::Nothing | Answer::Missing => {}
+                }
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(PARTITIONED_BLOCK_CAP);
+            if wait.is_zero() {
+                return Ok(None);
+            }
+            let home = &parts[homes[0]];
+            self.note_held(slot, homes[0]);
+            let Some(id) = home.wait_for(slot, first, wait)? else {
+                continue;
+            };
+            match home.start(slot, &id, first)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing => return Ok(None),
@@ -262,6 +330,11 @@ impl Store {
         result: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        if self.routed().is_some() {
+            return self.fenced(slot, |p| {
+                p.finish_with_result(slot, id, status, error, result, now)
+            });
+        }
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
@@ -299,6 +372,9 @@ impl Store {
         reason: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        if self.routed().is_some() {
+            return self.fenced(slot, |p| p.requeue_interrupted(slot, id, reason, now));
+        }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::REQUEUE_INTERRUPTED
                 .key(keys.worker_task(slot))

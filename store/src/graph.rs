@@ -322,6 +322,9 @@ impl Store {
     /// graph is refused while the marker is absent. Like every write, it
     /// first claims the schema (see [`Store::claim_schema`]).
     pub fn mark_graph_middleware(&self, ttl: Duration) -> Result<(), StoreError> {
+        if self.routed().is_some() {
+            return self.each(|p| p.mark_graph_middleware(ttl)).map(|_| ());
+        }
         let key = self.keys().graph_middleware();
         let secs = ttl.as_secs().max(1);
         let now = time_text(Timestamp::now());
@@ -339,6 +342,10 @@ impl Store {
     /// Checks and stores `plan`, and enqueues its nodes that wait for
     /// nothing, in one atomic step; returns their task ids.
     pub fn enqueue_graph(&self, plan: &GraphPlan) -> Result<Vec<String>, GraphError> {
+        if self.routed().is_some() {
+            // A whole graph, nodes on any queue, lives in one partition.
+            return self.home(&plan.id).enqueue_graph(plan);
+        }
         plan.check()?;
         let ids: Vec<String> = plan
             .nodes
@@ -426,6 +433,11 @@ impl Store {
         task_id: &str,
         failed: bool,
     ) -> Result<Advance, StoreError> {
+        if self.routed().is_some() {
+            return self
+                .home(graph)
+                .graph_node_ended(graph, node, task_id, failed);
+        }
         let now = time_text(Timestamp::now());
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::GRAPH_ADVANCE
@@ -471,6 +483,9 @@ impl Store {
 
     /// The stored state of graph `id`.
     pub fn graph(&self, id: &str) -> Result<GraphState, GraphError> {
+        if self.routed().is_some() {
+            return self.home(id).graph(id);
+        }
         let key = self.keys().graph(id);
         let value: Value = self.run(&[(&key, "hash")], |c, _| {
             redis::cmd("HGETALL").arg(&key).query(c)

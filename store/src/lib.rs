@@ -52,6 +52,8 @@ mod fetch;
 mod graph;
 mod keys;
 mod maintenance;
+mod partition;
+mod partitioned;
 mod producer;
 mod progress;
 mod record;
@@ -65,7 +67,7 @@ mod tasks;
 mod unique;
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use redis::{Connection, RedisError};
@@ -107,7 +109,17 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     config: RedisConfig,
     addr: String,
+    /// The prefix as configured (`redis_prefix`).
+    base_prefix: String,
+    /// The keys of this store's partition (the prefix itself when the data
+    /// is not partitioned; partition 0 on the root of partitioned data).
     keys: Keys,
+    /// On the root of partitioned data: a store per partition, through
+    /// which the public methods route (`partitioned`).
+    partitions: Option<Arc<partitioned::Partitions>>,
+    /// Set once the layout marker was checked (shared by the root, its
+    /// partitions and their independent copies).
+    layout: Arc<OnceLock<()>>,
     conn: Mutex<Option<Connection>>,
     fetch_conn: Mutex<Option<Connection>>,
     max_args_bytes: u64,
@@ -155,18 +167,32 @@ impl Store {
                 reason: "it is empty",
             });
         }
+        let count = config.partitions();
+        if count > 1 && prefix.contains(['{', '}']) {
+            return Err(StoreError::InvalidName {
+                what: "key prefix",
+                name: prefix.to_owned(),
+                reason: "it holds `{` or `}`, which would change the hash tags of partitioned keys",
+            });
+        }
         let addr = config.shown().to_owned();
-        Ok(Store {
-            config,
+        let keys = Keys::new(&partition::prefix(prefix, 0, count, config.is_cluster()));
+        let mut store = Store {
+            config: config.for_slot(partition::key_slot(keys.prefix())),
             addr,
-            keys: Keys::new(prefix),
+            base_prefix: prefix.to_owned(),
+            keys,
+            partitions: None,
+            layout: Arc::new(OnceLock::new()),
             conn: Mutex::new(None),
             fetch_conn: Mutex::new(None),
             max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
             registry_ttl: DEFAULT_REGISTRY_TTL_SECS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
-        })
+        };
+        store.rebuild_partitions(None);
+        Ok(store)
     }
 
     /// A store configured from settings: `redis_url`, `redis_password_file`,
@@ -189,12 +215,14 @@ impl Store {
     /// Sets the limit on the JSON text of one task's arguments.
     pub fn with_max_args_bytes(mut self, limit: u64) -> Store {
         self.max_args_bytes = limit;
+        self.rebuild_partitions(None);
         self
     }
 
     /// Sets how long (seconds) a canceled task's record is kept.
     pub fn with_registry_ttl(mut self, secs: u64) -> Store {
         self.registry_ttl = secs;
+        self.rebuild_partitions(None);
         self
     }
 
@@ -202,28 +230,47 @@ impl Store {
     pub fn with_timeouts(mut self, connect: Duration, io: Duration) -> Store {
         self.connect_timeout = connect;
         self.io_timeout = io;
+        self.rebuild_partitions(None);
         self
     }
 
     /// Another store on the same server, prefix and options, with connections
     /// of its own (for another thread, since [`fetch`](Store::fetch) blocks).
     pub fn independent(&self) -> Result<Store, StoreError> {
-        Ok(Store {
-            config: self.config.clone(),
+        let mut store = self.sibling(self.keys.clone(), self.config.clone());
+        store.rebuild_partitions(self.partitions.as_deref());
+        Ok(store)
+    }
+
+    /// A store like this one (options, layout check) with other keys and
+    /// connection settings, and connections of its own; not partitioned.
+    fn sibling(&self, keys: Keys, config: RedisConfig) -> Store {
+        Store {
+            config,
             addr: self.addr.clone(),
-            keys: self.keys.clone(),
+            base_prefix: self.base_prefix.clone(),
+            keys,
+            partitions: None,
+            layout: Arc::clone(&self.layout),
             conn: Mutex::new(None),
             fetch_conn: Mutex::new(None),
             max_args_bytes: self.max_args_bytes,
             registry_ttl: self.registry_ttl,
             connect_timeout: self.connect_timeout,
             io_timeout: self.io_timeout,
-        })
+        }
     }
 
-    /// The key prefix.
+    /// The key prefix (`redis_prefix`); partitioned data lives under
+    /// `prefix:{tag}` (docs/redis.md).
     pub fn prefix(&self) -> &str {
-        self.keys.prefix()
+        &self.base_prefix
+    }
+
+    /// How many partitions the data is split into (1 outside a Cluster
+    /// unless `redis_partitions` says otherwise).
+    pub fn partition_count(&self) -> usize {
+        self.parts().len()
     }
 
     /// The server address (`host:port`), safe to show.
@@ -295,6 +342,14 @@ impl Store {
                 detail: "no connection".to_owned(),
             });
         };
+        if self.layout.get().is_none() {
+            if let Err(e) = self.check_layout(conn) {
+                if e.is_connection_error() {
+                    *slot = None;
+                }
+                return Err(e);
+            }
+        }
         let durable = self.config.wait().map(|w| w.timeout).unwrap_or_default();
         let read_timeout = self.io_timeout + wait.unwrap_or_default() + durable;
         if let Err(source) = conn.set_read_timeout(Some(read_timeout)) {
@@ -341,6 +396,19 @@ impl Store {
             .map_err(connect_error)?;
         conn.set_read_timeout(Some(self.io_timeout))
             .map_err(connect_error)?;
+        Ok(conn)
+    }
+
+    /// A connection for one command on `key`, wherever its slot lives (on
+    /// a Cluster), else on the usual server.
+    pub(crate) fn connect_for_key(&self, key: &str) -> Result<Connection, StoreError> {
+        let conn = self
+            .config
+            .for_slot(partition::key_slot(key))
+            .connect(self.connect_timeout)?;
+        conn.set_read_timeout(Some(self.io_timeout))
+            .and_then(|()| conn.set_write_timeout(Some(self.io_timeout)))
+            .map_err(|error| self.redis_error(error))?;
         Ok(conn)
     }
 

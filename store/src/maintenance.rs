@@ -55,6 +55,13 @@ impl Store {
         now: Timestamp,
         heartbeat_timeout: Duration,
     ) -> Result<Vec<String>, StoreError> {
+        if self.routed().is_some() {
+            // Slots are registered in every partition: a slot dead in any.
+            let mut all = self.each(|p| p.dead_slots(now, heartbeat_timeout))?.concat();
+            all.sort();
+            all.dedup();
+            return Ok(all);
+        }
         let limit = before(now, heartbeat_timeout);
         let key = self.keys().workers();
         self.run(&[(&key, "zset")], |c, _| {
@@ -75,6 +82,14 @@ impl Store {
     /// A slot whose heartbeat is later than `now` turned out to be alive:
     /// nothing is touched and the result is empty.
     pub fn reclaim_slot(&self, dead: &str, now: Timestamp) -> Result<Reclaimed, StoreError> {
+        if self.routed().is_some() {
+            let mut all = Reclaimed::default();
+            for r in self.each(|p| p.reclaim_slot(dead, now))? {
+                all.requeued.extend(r.requeued);
+                all.running.extend(r.running);
+            }
+            return Ok(all);
+        }
         let reply: Option<(Vec<String>, Vec<String>)> = self.run(&[], |c, keys| {
             scripts::RECLAIM
                 .key(keys.worker_task(dead))
@@ -94,6 +109,9 @@ impl Store {
     /// before `now`, with their task records (a batch per atomic step);
     /// returns how many.
     pub fn expire_registries(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
+        if self.routed().is_some() {
+            return Ok(self.each(|p| p.expire_registries(now, ttl))?.into_iter().sum());
+        }
         let limit = score(before(now, ttl));
         let finished = self.trim_registry(&self.keys().finished(), &limit)?;
         let failed = self.trim_registry(&self.keys().failed(), &limit)?;

@@ -47,6 +47,12 @@ impl Store {
 
     /// The names of all queues in use, sorted.
     pub fn queues(&self) -> Result<Vec<String>, StoreError> {
+        if self.routed().is_some() {
+            let mut names: Vec<String> = self.each(Store::queues)?.concat();
+            names.sort();
+            names.dedup();
+            return Ok(names);
+        }
         let key = self.keys().queues();
         let mut names: Vec<String> = self.run(&[(&key, "set")], |c, _| {
             redis::cmd("SMEMBERS").arg(&key).query(c)
@@ -144,6 +150,13 @@ impl<'s> Queue<'s> {
         args: &A,
         options: &EnqueueOptions,
     ) -> Result<Enqueued, StoreError> {
+        if self.store.routed().is_some() {
+            // A unique task lives with its key, so that one script decides.
+            let home = self.store.home(options.unique_key().unwrap_or(&self.name));
+            return home
+                .queue(self.name.clone())
+                .enqueue_with_outcome(task, args, options);
+        }
         options.check()?;
         let t = self.store.new_task(task, args)?;
         let Some(unique) = options.unique_key() else {
@@ -234,6 +247,13 @@ impl<'s> Queue<'s> {
         calls: &[(T, A)],
         options: &EnqueueOptions,
     ) -> Result<Vec<String>, StoreError> {
+        if self.store.routed().is_some() {
+            return self
+                .store
+                .home(&self.name)
+                .queue(self.name.clone())
+                .enqueue_many_with(calls, options);
+        }
         if options.unique_key().is_some() {
             return Err(StoreError::InvalidOption {
                 option: "unique",
@@ -299,14 +319,33 @@ impl<'s> Queue<'s> {
 
     /// How many tasks wait in the queue.
     pub fn count(&self) -> Result<u64, StoreError> {
+        if self.store.routed().is_some() {
+            let counts = self.store.each(|p| p.queue(self.name.clone()).count())?;
+            return Ok(counts.into_iter().sum());
+        }
         let key = self.store.keys().queue(&self.name);
         self.store.run(&[(&key, "list")], |c, _| {
             redis::cmd("LLEN").arg(&key).query(c)
         })
     }
 
-    /// Up to `len` ids from position `offset` (0 = next to run).
+    /// Up to `len` ids from position `offset` (0 = next to run). With
+    /// partitioned data, the queue's home partition comes first, then the
+    /// others in turn.
     pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        if let Some(parts) = self.store.routed() {
+            let home = crate::partition::of(&self.name, parts.len());
+            let want = offset.saturating_add(len);
+            let mut ids = Vec::new();
+            for i in (0..parts.len()).map(|i| (home + i) % parts.len()) {
+                if ids.len() >= want {
+                    break;
+                }
+                let more = parts[i].queue(self.name.clone()).ids(0, want - ids.len())?;
+                ids.extend(more);
+            }
+            return Ok(ids.into_iter().skip(offset).take(len).collect());
+        }
         let key = self.store.keys().queue(&self.name);
         self.store.id_range(&key, "list", offset, len)
     }
@@ -324,6 +363,10 @@ impl<'s> Queue<'s> {
 
     /// Removes every task of the queue, ids and records; returns how many.
     pub fn empty(&self) -> Result<u64, StoreError> {
+        if self.store.routed().is_some() {
+            let counts = self.store.each(|p| p.queue(self.name.clone()).empty())?;
+            return Ok(counts.into_iter().sum());
+        }
         let key = self.store.keys().queue(&self.name);
         let mut total = 0;
         loop {
@@ -344,6 +387,10 @@ impl<'s> Queue<'s> {
     /// Empties the queue and removes its name from the set of queues;
     /// returns how many tasks were removed.
     pub fn delete(&self) -> Result<u64, StoreError> {
+        if self.store.routed().is_some() {
+            let counts = self.store.each(|p| p.queue(self.name.clone()).delete())?;
+            return Ok(counts.into_iter().sum());
+        }
         let removed = self.empty()?;
         let key = self.store.keys().queue(&self.name);
         self.store.run(&[], |c, keys| {

@@ -10,6 +10,9 @@ impl Store {
     /// Stores `progress` in the record of task `id` while the task runs.
     /// Returns `false`, with nothing changed, when the task is not running.
     pub fn set_progress(&self, id: &str, progress: &Progress) -> Result<bool, StoreError> {
+        if self.routed().is_some() {
+            return self.locate(id)?.set_progress(id, progress);
+        }
         let key = self.keys().task(id);
         let json = serde_json::to_string(progress).map_err(|e| StoreError::UnexpectedReply {
             what: "progress",
@@ -28,6 +31,9 @@ impl Store {
     /// The last progress report of task `id`, if it sent one. A field that
     /// does not read as a report is [`StoreError::Corrupt`].
     pub fn progress(&self, id: &str) -> Result<Option<Progress>, StoreError> {
+        if self.routed().is_some() {
+            return self.locate(id)?.progress(id);
+        }
         let key = self.keys().task(id);
         let raw: Option<String> = self.run(&[(&key, "hash")], |c, _| {
             redis::cmd("HGET").arg(&key).arg("progress").query(c)

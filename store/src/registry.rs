@@ -68,6 +68,31 @@ impl Store {
         if ids.is_empty() {
             return Ok(report);
         }
+        if let Some(parts) = self.routed() {
+            // Each partition requeues the ids in its failed registry and
+            // leaves the others, which the next partition tries.
+            let mut left = ids.to_vec();
+            for part in parts {
+                let r = part.requeue_failed(&left)?;
+                report.requeued += r.requeued;
+                left.clear();
+                for rejected in r.rejected {
+                    if rejected.reason == NOT_IN_REGISTRY {
+                        left.push(rejected.id);
+                    } else {
+                        report.rejected.push(rejected);
+                    }
+                }
+                if left.is_empty() {
+                    break;
+                }
+            }
+            report.rejected.extend(left.into_iter().map(|id| Rejected {
+                id,
+                reason: NOT_IN_REGISTRY.to_owned(),
+            }));
+            return Ok(report);
+        }
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             let mut inv = scripts::REQUEUE_FAILED.prepare_invoke();
             inv.key(keys.failed()).key(keys.queues()).arg(keys.prefix());
@@ -94,6 +119,13 @@ impl Store {
     /// reported.
     pub fn requeue_all_failed(&self) -> Result<RequeueReport, StoreError> {
         let mut total = RequeueReport::default();
+        if self.routed().is_some() {
+            for report in self.each(Store::requeue_all_failed)? {
+                total.requeued += report.requeued;
+                total.rejected.extend(report.rejected);
+            }
+            return Ok(total);
+        }
         let mut offset = 0;
         loop {
             let ids = self.failed().ids(offset, EMPTY_BATCH)?;
@@ -123,6 +155,10 @@ impl Registry<'_> {
 
     /// How many ids it holds.
     pub fn count(&self) -> Result<u64, StoreError> {
+        if self.store.routed().is_some() {
+            let counts = self.store.each(|p| p.registry(self.kind).count())?;
+            return Ok(counts.into_iter().sum());
+        }
         let key = self.key();
         self.store.run(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCARD").arg(&key).query(c)
@@ -131,6 +167,17 @@ impl Registry<'_> {
 
     /// Up to `len` ids from position `offset`, oldest first.
     pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        if self.store.routed().is_some() {
+            let kind = self.kind;
+            return self.store.merged_range(
+                |k| match kind {
+                    RegistryKind::Finished => k.finished(),
+                    RegistryKind::Failed => k.failed(),
+                },
+                offset,
+                len,
+            );
+        }
         self.store.id_range(&self.key(), "zset", offset, len)
     }
 
@@ -147,11 +194,23 @@ impl Registry<'_> {
 
     /// Removes every entry and its task record; returns how many.
     pub fn empty(&self) -> Result<u64, StoreError> {
+        if self.store.routed().is_some() {
+            let counts = self.store.each(|p| p.registry(self.kind).empty())?;
+            return Ok(counts.into_iter().sum());
+        }
         self.store.trim_registry(&self.key(), "+inf")
     }
 }
 
+/// The reason `REQUEUE_FAILED` gives for an id its registry does not hold.
+const NOT_IN_REGISTRY: &str = "not in the failed registry";
+
 impl Store {
+    /// The registry of `kind`.
+    fn registry(&self, kind: RegistryKind) -> Registry<'_> {
+        Registry { store: self, kind }
+    }
+
     /// Removes entries of the registry at `key` scored below `max` (or all,
     /// for `+inf`) with their records, a batch per step.
     pub(crate) fn trim_registry(&self, key: &str, max: &str) -> Result<u64, StoreError> {

@@ -47,6 +47,9 @@ impl Store {
     }
 
     fn schema_script(&self, write: bool) -> Result<(), StoreError> {
+        if self.routed().is_some() {
+            return self.each(|p| p.schema_script(write)).map(|_| ());
+        }
         self.run(&[], |c, keys| {
             scripts::CLAIM_SCHEMA
                 .arg(keys.prefix())

@@ -84,6 +84,10 @@ impl Store {
     /// lost its hash must not look dead). A previous hash of the same slot
     /// is replaced.
     pub fn register_slot(&self, slot: &SlotInfo) -> Result<(), StoreError> {
+        if self.routed().is_some() {
+            // A slot fetches from, and is recovered in, every partition.
+            return self.each(|p| p.register_slot(slot)).map(|_| ());
+        }
         let now = Timestamp::now();
         let started = time_text(slot.started_at);
         let beat = time_text(now);
@@ -122,6 +126,12 @@ impl Store {
         if slots.is_empty() {
             return Ok(Vec::new());
         }
+        if self.routed().is_some() {
+            let mut lost = self.each(|p| p.heartbeat(slots, now))?.concat();
+            lost.sort();
+            lost.dedup();
+            return Ok(lost);
+        }
         self.run(&[], |c, keys| {
             let mut inv = scripts::HEARTBEAT.prepare_invoke();
             inv.key(keys.workers())
@@ -139,6 +149,9 @@ impl Store {
     /// [`StoreError::SlotBusy`] (nothing changed) while its current-task
     /// list holds an id.
     pub fn deregister_slot(&self, slot: &str) -> Result<(), StoreError> {
+        if self.routed().is_some() {
+            return every_one(self.each(|p| Ok(p.deregister_slot(slot)))?);
+        }
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::DEREGISTER_SLOT
                 .key(keys.worker_task(slot))
@@ -157,6 +170,9 @@ impl Store {
     /// setting), so that `info` shows what died. Maintenance forgets it
     /// after that ([`Store::expire_dead_slots`]).
     pub fn bury_slot(&self, slot: &str, now: Timestamp, ttl: Duration) -> Result<(), StoreError> {
+        if self.routed().is_some() {
+            return every_one(self.each(|p| Ok(p.bury_slot(slot, now, ttl)))?);
+        }
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::BURY_SLOT
                 .key(keys.worker_task(slot))
@@ -175,6 +191,13 @@ impl Store {
 
     /// Forgets dead slots buried more than `ttl` before `now`.
     pub fn expire_dead_slots(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
+        if let Some(parts) = self.routed() {
+            // Partition 0's registry is the one `info` shows.
+            for part in &parts[1..] {
+                part.expire_dead_slots(now, ttl)?;
+            }
+            return parts[0].expire_dead_slots(now, ttl);
+        }
         let key = self.keys().dead_workers();
         let limit = now
             .checked_sub(jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX))
@@ -315,6 +338,23 @@ impl Store {
     /// Every registered slot, and every dead one still kept
     /// (`dead_worker_ttl`, state `dead`), ordered by id.
     pub fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        if let Some(parts) = self.routed() {
+            // Every partition registers every slot; a slot is busy in the
+            // partition it took its task from.
+            let mut infos = parts[0].worker_infos()?;
+            for part in &parts[1..] {
+                for other in part.worker_infos()? {
+                    if other.state != "busy" {
+                        continue;
+                    }
+                    if let Some(info) = infos.iter_mut().find(|i| i.id == other.id) {
+                        info.state = other.state;
+                        info.current_task = other.current_task;
+                    }
+                }
+            }
+            return Ok(infos);
+        }
         let workers = self.keys().workers();
         let dead = self.keys().dead_workers();
         let (mut scored, buried): (Scored, Scored) =
@@ -374,6 +414,12 @@ impl Store {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
+}
+
+/// The first error of a step done in every partition, after all were
+/// tried (a busy slot in one partition does not keep it in the others).
+fn every_one(results: Vec<Result<(), StoreError>>) -> Result<(), StoreError> {
+    results.into_iter().collect()
 }
 
 /// Members of a sorted set with their scores.

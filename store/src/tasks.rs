@@ -29,6 +29,15 @@ impl Store {
 
     /// The record of task `id`.
     pub fn task(&self, id: &str) -> Result<TaskRecord, StoreError> {
+        if let Some(parts) = self.routed() {
+            for part in parts {
+                match part.task(id) {
+                    Err(StoreError::NotFound { .. }) => {}
+                    found => return found,
+                }
+            }
+            return Err(StoreError::NotFound { id: id.to_owned() });
+        }
         let key = self.keys().task(id);
         let value: Value = self.run(&[(&key, "hash")], |c, _| {
             redis::cmd("HGETALL").arg(&key).query(c)
@@ -41,6 +50,25 @@ impl Store {
     pub fn tasks(&self, ids: &[String]) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(parts) = self.routed() {
+            // One round trip per partition: each id's record is in one.
+            let mut out = parts[0].tasks(ids)?;
+            for part in &parts[1..] {
+                let missing: Vec<usize> = (0..ids.len())
+                    .filter(|&i| matches!(out[i], Err(StoreError::NotFound { .. })))
+                    .collect();
+                if missing.is_empty() {
+                    break;
+                }
+                let wanted: Vec<String> = missing.iter().map(|&i| ids[i].clone()).collect();
+                for (i, found) in missing.into_iter().zip(part.tasks(&wanted)?) {
+                    if !matches!(found, Err(StoreError::NotFound { .. })) {
+                        out[i] = found;
+                    }
+                }
+            }
+            return Ok(out);
         }
         let mut pipe = redis::pipe();
         for id in ids {
@@ -85,6 +113,9 @@ impl Store {
     /// [`StoreError::NotQueued`] for another status, [`StoreError::Taken`]
     /// when a worker already moved it out of its queue.
     pub fn cancel(&self, id: &str) -> Result<(), StoreError> {
+        if self.routed().is_some() {
+            return self.locate(id)?.cancel(id);
+        }
         let key = self.keys().task(id);
         let now = time_text(Timestamp::now());
         let reply: Vec<Value> = self.run(&[], |c, keys| {
@@ -147,6 +178,9 @@ impl Store {
         id: &str,
         updates: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), StoreError> {
+        if self.routed().is_some() {
+            return self.locate(id)?.update_meta(id, updates);
+        }
         let key = self.keys().task(id);
         let outcome: Result<(), StoreError> = self.run(&[(&key, "hash")], |c, _| {
             redis::transaction(c, &[&key], |c, pipe| {

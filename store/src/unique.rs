@@ -16,6 +16,9 @@ impl Store {
     /// scheduled or running; returns how many. Walks the keys with `SCAN`,
     /// one batch per script, so it never blocks Redis for long.
     pub fn free_stale_unique_keys(&self) -> Result<u64, StoreError> {
+        if self.routed().is_some() {
+            return Ok(self.each(Store::free_stale_unique_keys)?.into_iter().sum());
+        }
         let pattern = format!("{}*", glob_escape(&self.keys().unique("")));
         let mut cursor: u64 = 0;
         let mut freed = 0;

@@ -41,6 +41,15 @@ pub struct RedisSettings {
     /// How long one `WAIT` may take before the write counts as failed
     /// (`redis_wait_timeout_ms`).
     pub wait_timeout_ms: u64,
+    /// Seed nodes of a Redis Cluster as `host:port` (`redis_cluster_nodes`,
+    /// comma-separated in the environment, an array or a comma-separated
+    /// string in the file); the form `redis+cluster://` of `redis_url` is
+    /// the other way to name them.
+    pub cluster_nodes: Vec<String>,
+    /// How many partitions the data under the prefix is split into
+    /// (`redis_partitions`); 0 picks the default: 1, or 16 on a Cluster.
+    /// Data written with one count is refused by programs set to another.
+    pub partitions: u16,
 }
 
 impl Default for RedisSettings {
@@ -55,13 +64,15 @@ impl Default for RedisSettings {
             sentinel_master: None,
             wait_replicas: 0,
             wait_timeout_ms: DEFAULT_WAIT_TIMEOUT_MS,
+            cluster_nodes: Vec::new(),
+            partitions: 0,
         }
     }
 }
 
 /// The keys read here (each also listed in `values::SCALAR_KEYS`).
 #[cfg(test)]
-const REDIS_KEYS: [&str; 9] = [
+const REDIS_KEYS: [&str; 11] = [
     "redis_username",
     "redis_tls_ca_file",
     "redis_tls_cert_file",
@@ -71,6 +82,8 @@ const REDIS_KEYS: [&str; 9] = [
     "redis_sentinel_master",
     "redis_wait_replicas",
     "redis_wait_timeout_ms",
+    "redis_cluster_nodes",
+    "redis_partitions",
 ];
 
 /// Sets `key` of `r` from `raw`; `None` when `key` is not one of
@@ -88,6 +101,8 @@ pub(super) fn apply(r: &mut RedisSettings, key: &str, raw: Raw<'_>) -> Option<Re
         }
         "redis_wait_replicas" => number(raw, 0, 16).map(|v| r.wait_replicas = v as u32),
         "redis_wait_timeout_ms" => number(raw, 1, 600_000).map(|v| r.wait_timeout_ms = v),
+        "redis_cluster_nodes" => sentinels(raw).map(|v| r.cluster_nodes = v),
+        "redis_partitions" => number(raw, 0, 1024).map(|v| r.partitions = v as u16),
         _ => return None,
     };
     Some(result)
@@ -141,7 +156,8 @@ fn number(raw: Raw<'_>, min: u64, max: u64) -> Result<u64, String> {
         .ok_or_else(|| raw.expected(&format!("a whole number from {min} to {max}")))
 }
 
-/// `host:port` entries, from a TOML array or a comma-separated string.
+/// `host:port` entries (sentinels or cluster seed nodes), from a TOML
+/// array or a comma-separated string.
 fn sentinels(raw: Raw<'_>) -> Result<Vec<String>, String> {
     let items: Vec<String> = match raw {
         Raw::Toml(toml::Value::Array(items)) => items
@@ -157,7 +173,7 @@ fn sentinels(raw: Raw<'_>) -> Result<Vec<String>, String> {
         },
     };
     if items.is_empty() {
-        return Err("expected at least one \"host:port\" sentinel".to_owned());
+        return Err("expected at least one \"host:port\" entry".to_owned());
     }
     for item in &items {
         let ok = item.rsplit_once(':').is_some_and(|(host, port)| {

@@ -1,0 +1,217 @@
+//! Routing the public operations of a [`Store`] over the partitions of
+//! partitioned data (`partition` says how data is split), and the layout
+//! marker that keeps programs with different partition counts apart.
+//!
+//! The root store of partitioned data works on partition 0 itself and
+//! holds a store per partition. Each public method starts by asking
+//! [`Store::routed`]; on a root it sends the work to the right partition
+//! (or to each and merges), on a partition store or unpartitioned data it
+//! does the work itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use redis::Connection;
+
+use crate::keys::Keys;
+use crate::{Store, StoreError, partition};
+
+/// The stores of every partition, and which partition each slot's current
+/// task came from.
+pub(crate) struct Partitions {
+    stores: Vec<Store>,
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// The value of the layout marker `P:layout` for `count` partitions.
+fn marker(count: u16) -> String {
+    format!("partitions {count}")
+}
+
+impl Store {
+    /// Builds (again) the partition stores of a root, after an option
+    /// changed or for an independent copy (`held` is then shared).
+    pub(crate) fn rebuild_partitions(&mut self, like: Option<&Partitions>) {
+        let count = self.config.partitions();
+        let held = like
+            .or(self.partitions.as_deref())
+            .map(|p| Arc::clone(&p.held))
+            .unwrap_or_default();
+        if count <= 1 {
+            self.partitions = None;
+            return;
+        }
+        let cluster = self.config.is_cluster();
+        let stores = (0..count)
+            .map(|index| {
+                let keys = Keys::new(&partition::prefix(&self.base_prefix, index, count, cluster));
+                let config = self.config.for_slot(partition::key_slot(keys.prefix()));
+                self.sibling(keys, config)
+            })
+            .collect();
+        self.partitions = Some(Arc::new(Partitions { stores, held }));
+    }
+
+    /// The partition stores when this is the root of partitioned data.
+    pub(crate) fn routed(&self) -> Option<&[Store]> {
+        self.partitions.as_deref().map(|p| &p.stores[..])
+    }
+
+    /// Every partition (this store alone when the data is not partitioned
+    /// or this is a partition store).
+    pub(crate) fn parts(&self) -> &[Store] {
+        self.routed().unwrap_or(std::slice::from_ref(self))
+    }
+
+    /// The partition of a queue name, uniqueness key or graph id.
+    pub(crate) fn home(&self, name: &str) -> &Store {
+        let parts = self.parts();
+        &parts[partition::of(name, parts.len())]
+    }
+
+    /// Runs `f` on every partition, in order.
+    pub(crate) fn each<T>(
+        &self,
+        mut f: impl FnMut(&Store) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.parts().iter().map(&mut f).collect()
+    }
+
+    /// The partition holding the record of task `id`: the first whose
+    /// task key exists, else partition 0 (where the caller's operation
+    /// then finds nothing and says so).
+    pub(crate) fn locate(&self, id: &str) -> Result<&Store, StoreError> {
+        let Some(parts) = self.routed() else {
+            return Ok(self);
+        };
+        for part in parts {
+            let key = part.keys().task(id);
+            let found: bool = part.run(&[], |c, _| redis::cmd("EXISTS").arg(&key).query(c))?;
+            if found {
+                return Ok(part);
+            }
+        }
+        Ok(&parts[0])
+    }
+
+    /// Notes that `slot` took its current task from partition `index`.
+    pub(crate) fn note_held(&self, slot: &str, index: usize) {
+        if let Some(p) = &self.partitions {
+            let mut held = p.held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.insert(slot.to_owned(), index);
+        }
+    }
+
+    /// The partition `slot` last fetched from (or tried to).
+    pub(crate) fn held_partition(&self, slot: &str) -> Option<usize> {
+        let p = self.partitions.as_ref()?;
+        let held = p.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(slot).copied()
+    }
+
+    /// Runs a step fenced on `slot`'s list (it returns false when the slot
+    /// does not hold the task there, with nothing changed) in the partition
+    /// the slot took its task from, and in the others until one holds it.
+    pub(crate) fn fenced(
+        &self,
+        slot: &str,
+        mut f: impl FnMut(&Store) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let Some(p) = &self.partitions else {
+            return f(self);
+        };
+        let first = self.held_partition(slot);
+        let order = first
+            .into_iter()
+            .chain((0..p.stores.len()).filter(|i| Some(*i) != first));
+        for index in order {
+            if f(&p.stores[index])? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Up to `len` ids from position `offset` of the sorted set `key`
+    /// names, merged over the partitions by score (lowest first).
+    pub(crate) fn merged_range(
+        &self,
+        key: impl Fn(&Keys) -> String,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let want = offset.saturating_add(len);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut all: Vec<(String, f64)> = Vec::new();
+        for part in self.parts() {
+            let k = key(part.keys());
+            let some: Vec<(String, f64)> = part.run(&[(&k, "zset")], |c, _| {
+                redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(want - 1)
+                    .arg("WITHSCORES")
+                    .query(c)
+            })?;
+            all.extend(some);
+        }
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(all.into_iter().skip(offset).take(len).map(|(id, _)| id).collect())
+    }
+
+    /// Checks (once per process and prefix) that the data under the prefix
+    /// was written with this store's partition count, and marks fresh data
+    /// with it. A single server holding data of the unpartitioned layout
+    /// counts as one partition.
+    pub(crate) fn check_layout(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        let count = self.config.partitions();
+        let key = format!("{}:layout", self.base_prefix);
+        let mut own;
+        let conn = if self.config.is_cluster() {
+            own = self.connect_for_key(&key)?;
+            &mut own
+        } else {
+            conn
+        };
+        let get = |conn: &mut Connection| -> Result<Option<String>, StoreError> {
+            redis::cmd("GET")
+                .arg(&key)
+                .query(conn)
+                .map_err(|e| self.redis_error(e))
+        };
+        let mismatch = |found: String| StoreError::Layout {
+            prefix: self.base_prefix.clone(),
+            found,
+            configured: count,
+        };
+        let mut found = get(conn)?;
+        if found.is_none() && count > 1 {
+            if !self.config.is_cluster() {
+                let old: bool = redis::cmd("EXISTS")
+                    .arg(format!("{}:schema", self.base_prefix))
+                    .query(conn)
+                    .map_err(|e| self.redis_error(e))?;
+                if old {
+                    return Err(mismatch("the unpartitioned layout".to_owned()));
+                }
+            }
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(marker(count))
+                .arg("NX")
+                .query(conn)
+                .map_err(|e| self.redis_error(e))?;
+            found = get(conn)?;
+        }
+        match found {
+            None if count == 1 => {}
+            Some(value) if value == marker(count) => {}
+            Some(value) => return Err(mismatch(value)),
+            None => return Err(mismatch("nothing".to_owned())),
+        }
+        let _ = self.layout.set(());
+        Ok(())
+    }
+}
