@@ -20,7 +20,9 @@ use super::{AppEnv, WAIT, wait_status};
 
 /// The queues of the load tests: enough names that they hash to
 /// partitions on every master.
-const QUEUES: [&str; 6] = ["emails", "reports", "images", "billing", "search", "exports"];
+const QUEUES: [&str; 6] = [
+    "emails", "reports", "images", "billing", "search", "exports",
+];
 
 /// A schedule that enqueues a no-op every second on the first queue.
 const SCHEDULE: &str =
@@ -54,8 +56,9 @@ fn queues_spread_over_the_masters() {
     let per_queue = 40;
     let mut ids = Vec::new();
     for queue in QUEUES {
-        let calls: Vec<(&str, &serde_json::Value)> =
-            (0..per_queue).map(|_| ("noop", &serde_json::Value::Null)).collect();
+        let calls: Vec<(&str, &serde_json::Value)> = (0..per_queue)
+            .map(|_| ("noop", &serde_json::Value::Null))
+            .collect();
         ids.extend(store.queue(queue).enqueue_many(&calls).expect("enqueue"));
     }
     let mut sup = app.start(&["worker", "-c", "4"], "", &[]);
@@ -106,8 +109,10 @@ struct Losses {
 #[test]
 fn a_master_killed_under_load_loses_nothing_in_durable_mode() {
     let mut set = ClusterSet::start();
+    // The settings form: the seed nodes as a list.
     let app = AppEnv::new(&[
-        ("REDIS_URL", set.url()),
+        ("REDIS_URL", "redis://cluster-managed".to_owned()),
+        ("RT_REDIS_CLUSTER_NODES", set.seeds().join(",")),
         ("RT_WORKER_QUEUES", QUEUES.join(",")),
         ("RT_REDIS_WAIT_REPLICAS", "1".to_owned()),
         ("RT_REDIS_WAIT_TIMEOUT_MS", "3000".to_owned()),
@@ -158,9 +163,9 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
             let mut errors = 0u64;
             let mut after_kill = 0;
             let mut n = 0usize;
+            // Enough after the failover to show it carries on, not a flood.
             while !stop.load(Ordering::SeqCst) && after_kill < 300 {
                 let before_kill = !killed.load(Ordering::SeqCst);
-                after_kill += usize::from(!before_kill);
                 let queue = QUEUES[n % QUEUES.len()];
                 let reentrant = n % 2 == 1;
                 let task = if reentrant { "reentrant_mark" } else { "mark" };
@@ -170,6 +175,7 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
                 {
                     Ok(id) => {
                         acked.push((id, before_kill, reentrant));
+                        after_kill += usize::from(!before_kill);
                         n += 1;
                     }
                     Err(_) => {
@@ -207,15 +213,17 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     let mut after = Vec::new();
     for queue in QUEUES {
         let mut id = String::new();
-        wait_until(&format!("an enqueue on {queue} after the failover"), WAIT, || {
-            match store.queue(queue).enqueue("noop", &json!(null)) {
+        wait_until(
+            &format!("an enqueue on {queue} after the failover"),
+            WAIT,
+            || match store.queue(queue).enqueue("noop", &json!(null)) {
                 Ok(got) => {
                     id = got;
                     true
                 }
                 Err(_) => false,
-            }
-        });
+            },
+        );
         after.push(id);
     }
     let scheduled_before = sup.log().matches("scheduler: enqueued").count();
@@ -247,10 +255,7 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     };
     let runs = super::sentinel::outcome_runs(app);
     let mut side_effects: BTreeMap<String, usize> = BTreeMap::new();
-    for line in std::fs::read_to_string(&marks)
-        .unwrap_or_default()
-        .lines()
-    {
+    for line in std::fs::read_to_string(&marks).unwrap_or_default().lines() {
         *side_effects.entry(line.to_owned()).or_default() += 1;
     }
     let mut losses = Losses {
@@ -275,8 +280,9 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
         }
     }
     eprintln!(
-        "cluster failover of {victim} to {new_master} took {failover:?}; acked {} ({} before the kill)",
-        losses.acked, losses.acked_before_kill
+        "cluster failover of {victim} to {new_master} took {failover:?}; acked {} ({} before \
+         the kill); producer errors during it: {}",
+        losses.acked, losses.acked_before_kill, losses.producer_errors
     );
     sup.stop();
     sup2.stop();

@@ -13,6 +13,7 @@
 
 mod acl;
 mod cluster;
+mod cluster_app;
 mod lost_reply;
 mod sentinel;
 mod tls;
