@@ -288,3 +288,97 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     sup2.stop();
     losses
 }
+
+/// A store on `url`-or-`nodes` with `partitions` (0: the default).
+fn store_with(redis_url: &str, nodes: &[String], partitions: u16) -> Store {
+    let mut settings = redis_tasks::config::Settings {
+        redis_url: redis_url.into(),
+        ..redis_tasks::config::Settings::default()
+    };
+    settings.redis.cluster_nodes = nodes.to_vec();
+    settings.redis.partitions = partitions;
+    Store::from_settings(&settings).expect("store from settings")
+}
+
+/// Enqueues with `store` and returns the error text, checking it is the
+/// partition-count refusal.
+fn refused(store: &Store) -> String {
+    let err = store
+        .queue("emails")
+        .enqueue("noop", &json!(null))
+        .expect_err("a store with another partition count is refused");
+    let text = err.to_string();
+    assert!(text.contains("redis_partitions"), "{text}");
+    text
+}
+
+#[test]
+fn a_prefix_written_with_another_partition_count_is_refused() {
+    // A single server: data of today's layout (one partition), then
+    // programs set to four; data of four, then programs set to one or two.
+    let redis = crate::support::RedisServer::start();
+    let one = store_with(&redis.url(), &[], 0);
+    assert_eq!(one.partition_count(), 1);
+    let id = one
+        .queue("emails")
+        .enqueue("noop", &json!(null))
+        .expect("enqueue");
+    let before = crate::support::snapshot(&mut redis.client());
+    let text = refused(&store_with(&redis.url(), &[], 4));
+    assert!(text.contains("unpartitioned"), "{text}");
+    assert_eq!(crate::support::snapshot(&mut redis.client()), before);
+    assert!(one.task(&id).is_ok());
+
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis.client())
+        .expect("FLUSHALL");
+    let four = store_with(&redis.url(), &[], 4);
+    assert_eq!(four.partition_count(), 4);
+    let ids: Vec<String> = QUEUES
+        .iter()
+        .map(|q| {
+            four.queue(*q)
+                .enqueue("noop", &json!(null))
+                .expect("enqueue")
+        })
+        .collect();
+    let before = crate::support::snapshot(&mut redis.client());
+    for other in [1, 2] {
+        let text = refused(&store_with(&redis.url(), &[], other));
+        assert!(text.contains("partitions 4"), "{text}");
+    }
+    assert_eq!(crate::support::snapshot(&mut redis.client()), before);
+    for id in &ids {
+        assert!(four.task(id).is_ok(), "{id}");
+    }
+
+    // A Cluster: data of the default 16 partitions, then programs set to
+    // 4 or 1; and the other way round under another prefix.
+    let set = ClusterSet::start_with(3, 0);
+    let seeds = set.seeds();
+    let sixteen = store_with("redis://cluster-managed", &seeds, 0);
+    assert_eq!(sixteen.partition_count(), 16);
+    sixteen
+        .queue("emails")
+        .enqueue("noop", &json!(null))
+        .expect("enqueue");
+    let before = set.key_count_per_master();
+    for other in [4, 1] {
+        refused(&store_with("redis://cluster-managed", &seeds, other));
+    }
+    assert_eq!(set.key_count_per_master(), before);
+}
+
+#[test]
+fn a_cluster_prefix_written_with_one_partition_refuses_the_default_sixteen() {
+    let set = ClusterSet::start_with(3, 0);
+    let seeds = set.seeds();
+    let one = store_with("redis://cluster-managed", &seeds, 1);
+    assert_eq!(one.partition_count(), 1);
+    one.queue("emails")
+        .enqueue("noop", &json!(null))
+        .expect("enqueue");
+    let before = set.key_count_per_master();
+    refused(&store_with("redis://cluster-managed", &seeds, 0));
+    assert_eq!(set.key_count_per_master(), before);
+}
