@@ -158,7 +158,12 @@ impl Store {
             all.extend(some);
         }
         all.sort_by(|a, b| a.1.total_cmp(&b.1));
-        Ok(all.into_iter().skip(offset).take(len).map(|(id, _)| id).collect())
+        Ok(all
+            .into_iter()
+            .skip(offset)
+            .take(len)
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Checks (once per process and prefix) that the data under the prefix
@@ -187,7 +192,11 @@ impl Store {
             configured: count,
         };
         let mut found = get(conn)?;
-        if found.is_none() && count > 1 {
+        // On a Cluster even one partition has tagged keys (not today's
+        // layout), so it is marked too: else a program set to another
+        // count would take the prefix for fresh.
+        let marked = count > 1 || self.config.is_cluster();
+        if found.is_none() && marked {
             if !self.config.is_cluster() {
                 let old: bool = redis::cmd("EXISTS")
                     .arg(format!("{}:schema", self.base_prefix))
@@ -206,7 +215,7 @@ impl Store {
             found = get(conn)?;
         }
         match found {
-            None if count == 1 => {}
+            None if !marked => {}
             Some(value) if value == marker(count) => {}
             Some(value) => return Err(mismatch(value)),
             None => return Err(mismatch("nothing".to_owned())),
