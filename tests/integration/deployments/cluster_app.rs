@@ -204,6 +204,25 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     let killed_at = Instant::now();
     let new_master = set.wait_failover(victim);
     let failover = killed_at.elapsed();
+    // A program started now, with the dead master as its first seed, finds
+    // the cluster through the others. (Not in the durable mode: until the
+    // killed node is back as a replica, the new master has none, and every
+    // command's WAIT fails, reads included.)
+    let mut seeds = vec![format!("127.0.0.1:{victim}")];
+    seeds.extend(
+        set.seeds()
+            .into_iter()
+            .filter(|s| *s != format!("127.0.0.1:{victim}")),
+    );
+    let mut admin = app.admin(&["info"]);
+    admin.env("RT_REDIS_WAIT_REPLICAS", "0");
+    if app.env.iter().any(|(k, _)| k == "RT_REDIS_CLUSTER_NODES") {
+        admin.env("RT_REDIS_CLUSTER_NODES", seeds.join(","));
+    } else {
+        admin.env("REDIS_URL", format!("redis+cluster://{}/", seeds.join(",")));
+    }
+    let info = admin.stdout();
+    assert!(QUEUES.iter().all(|q| info.contains(q)), "{info}");
     // The killed node comes back as the new master's replica (the durable
     // mode needs one).
     set.restart_as_replica(victim);
@@ -381,4 +400,35 @@ fn a_cluster_prefix_written_with_one_partition_refuses_the_default_sixteen() {
     let before = set.key_count_per_master();
     refused(&store_with("redis://cluster-managed", &seeds, 0));
     assert_eq!(set.key_count_per_master(), before);
+}
+
+#[test]
+fn seeds_that_do_not_answer_are_skipped_and_none_answering_is_a_clear_error() {
+    let set = ClusterSet::start_with(3, 0);
+    // One port nobody listens on, one that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let closed = crate::support::free_port().expect("free port");
+    let mut seeds = vec![
+        format!("127.0.0.1:{closed}"),
+        format!("127.0.0.1:{silent_port}"),
+    ];
+    let dead_only = seeds.clone();
+    seeds.extend(set.seeds());
+    let store = store_with("redis://cluster-managed", &seeds, 0)
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500));
+    let id = store
+        .queue("emails")
+        .enqueue("noop", &json!(null))
+        .expect("enqueue through the answering seeds");
+    assert_eq!(store.task(&id).expect("task").status, TaskStatus::Queued);
+
+    let store = store_with("redis://cluster-managed", &dead_only, 0)
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500));
+    let err = store.ping().expect_err("no seed answers");
+    let text = err.to_string();
+    assert!(text.contains(&dead_only[0]), "{text}");
+    assert!(text.contains(&dead_only[1]), "{text}");
+    assert!(err.is_connection_error(), "{err:?}");
+    drop(silent);
 }
