@@ -432,3 +432,33 @@ fn seeds_that_do_not_answer_are_skipped_and_none_answering_is_a_clear_error() {
     assert!(err.is_connection_error(), "{err:?}");
     drop(silent);
 }
+
+#[test]
+fn queues_named_alike_spread_over_the_masters_too() {
+    // Names that differ only in their last character (a common pattern)
+    // must not pile onto one master: the queue-to-partition hash has to
+    // mix every bit of the name.
+    let set = ClusterSet::start_with(3, 0);
+    let store = store_with("redis://cluster-managed", &set.seeds(), 0);
+    let mut holders: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for i in 0..6 {
+        let queue = format!("queue{i}");
+        let before = set.key_count_per_master();
+        let calls: Vec<(&str, &serde_json::Value)> = (0..20)
+            .map(|_| ("noop", &serde_json::Value::Null))
+            .collect();
+        store
+            .queue(queue.as_str())
+            .enqueue_many(&calls)
+            .expect("enqueue");
+        let after = set.key_count_per_master();
+        let grown = after
+            .iter()
+            .max_by_key(|(port, n)| n.saturating_sub(before.get(port).copied().unwrap_or(0)))
+            .map(|(port, _)| *port)
+            .expect("a master");
+        holders.entry(grown).or_default().push(queue);
+    }
+    eprintln!("queues per master: {holders:?}");
+    assert!(holders.len() >= 2, "all on one master: {holders:?}");
+}
