@@ -73,12 +73,17 @@ pub(crate) fn prefix(prefix: &str, index: u16, count: u16, cluster: bool) -> Str
     format!("{prefix}:{{{}}}", tag(index, count))
 }
 
-/// The partition a queue name, uniqueness key or graph id belongs to.
+/// The partition a queue name, uniqueness key or graph id belongs to:
+/// XXH3-64 (seed 0) of the name, modulo the partition count. Not CRC16:
+/// a CRC is linear, so names that differ in one character (`queue1`,
+/// `queue2`, ...) would land on partitions that differ in a few low bits,
+/// which sit on the same master; XXH3 mixes every bit of the name.
 pub(crate) fn of(name: &str, count: usize) -> usize {
     if count <= 1 {
         return 0;
     }
-    usize::from(crc16(name.as_bytes())) % count
+    let count = count as u64;
+    usize::try_from(xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % count).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -110,6 +115,27 @@ mod tests {
         }
         assert_eq!(prefix("rt", 0, 1, false), "rt");
         assert_eq!(prefix("rt", 0, 1, true), "rt:{p0}");
+    }
+
+    #[test]
+    fn names_that_differ_in_one_character_spread_over_masters() {
+        // XXH3-64 of "" with seed 0 (the reference value), so other
+        // languages can compute the same partitions.
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2D06_8005_38D3_94C2);
+        // The master (of three, slots dealt evenly) a name's partition of
+        // 16 sits on.
+        let master = |name: &str| {
+            let index = u16::try_from(of(name, 16)).unwrap_or(0);
+            u32::from(key_slot(&format!("{{{}}}", tag(index, 16)))) * 3 / SLOTS
+        };
+        for stem in ["queue", "shard-", "tenant_", "q"] {
+            let six: std::collections::BTreeSet<u32> =
+                (0..6).map(|i| master(&format!("{stem}{i}"))).collect();
+            assert!(six.len() >= 2, "{stem}0..5 on masters {six:?}");
+            let sixteen: std::collections::BTreeSet<u32> =
+                (0..16).map(|i| master(&format!("{stem}{i}"))).collect();
+            assert_eq!(sixteen.len(), 3, "{stem}0..15 on masters {sixteen:?}");
+        }
     }
 
     #[test]
