@@ -181,6 +181,12 @@ fn reset_stats(port: u16) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Where a run goes.
+enum Target<'a> {
+    Url(&'a str),
+    Cluster(&'a [String]),
+}
+
 /// One run's figures.
 struct Run {
     tasks_per_sec: f64,
@@ -192,13 +198,20 @@ struct Run {
 /// (queue by queue, watching which node's key count grows), then runs
 /// them with `o.supervisors` burst supervisors and counts the commands
 /// each node served while they ran.
-fn run(url: &str, ports: &[u16], o: &Options) -> Result<Run, String> {
+/// `target`: a Redis URL, or the seed nodes of a Cluster (the
+/// `redis_cluster_nodes` setting).
+fn run(target: Target<'_>, ports: &[u16], o: &Options) -> Result<Run, String> {
     let prefix = "bench_cluster";
-    let settings = Settings {
-        redis_url: url.into(),
+    let (url, nodes) = match target {
+        Target::Url(url) => (url.to_owned(), Vec::new()),
+        Target::Cluster(seeds) => ("redis://cluster-managed".to_owned(), seeds.to_vec()),
+    };
+    let mut settings = Settings {
+        redis_url: url.clone(),
         redis_prefix: prefix.into(),
         ..Settings::default()
     };
+    settings.redis.cluster_nodes = nodes.clone();
     let store = Store::from_settings(&settings).map_err(|e| e.to_string())?;
     let queues: Vec<String> = (0..o.queues).map(|i| format!("queue{i}")).collect();
     let mut holders: BTreeMap<u16, Vec<String>> = BTreeMap::new();
@@ -235,20 +248,23 @@ fn run(url: &str, ports: &[u16], o: &Options) -> Result<Run, String> {
     let started = Instant::now();
     let children = (0..o.supervisors)
         .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "worker",
-                    "--burst",
-                    "--concurrency",
-                    &o.concurrency.to_string(),
-                ])
-                .env("REDIS_URL", url)
-                .env("RT_REDIS_PREFIX", prefix)
-                .env("RT_WORKER_QUEUES", queues.join(","))
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start a supervisor: {e}"))
+            let mut cmd = Command::new(&exe);
+            if !nodes.is_empty() {
+                cmd.env("RT_REDIS_CLUSTER_NODES", nodes.join(","));
+            }
+            cmd.args([
+                "worker",
+                "--burst",
+                "--concurrency",
+                &o.concurrency.to_string(),
+            ])
+            .env("REDIS_URL", &url)
+            .env("RT_REDIS_PREFIX", prefix)
+            .env("RT_WORKER_QUEUES", queues.join(","))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a supervisor: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     for mut child in children {
@@ -309,16 +325,13 @@ fn bench(o: &Options) -> Result<(), String> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let single = server(false)?;
-    let single_run = run(
-        &format!("redis://127.0.0.1:{}", single.port),
-        &[single.port],
-        o,
-    )?;
+    let single_url = format!("redis://127.0.0.1:{}", single.port);
+    let single_run = run(Target::Url(&single_url), &[single.port], o)?;
     drop(single);
     let nodes = cluster()?;
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let cluster_run = run(&format!("redis+cluster://{}/", seeds.join(",")), &ports, o)?;
+    let cluster_run = run(Target::Cluster(&seeds), &ports, o)?;
     println!();
     report("single redis-server", &single_run, o.queues);
     report("cluster of 3 masters", &cluster_run, o.queues);
