@@ -247,7 +247,7 @@ fn run(target: Target<'_>, ports: &[u16], o: &Options) -> Result<Run, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let started = Instant::now();
     let children = (0..o.supervisors)
-        .map(|_| {
+        .map(|i| {
             let mut cmd = Command::new(&exe);
             if !nodes.is_empty() {
                 cmd.env("RT_REDIS_CLUSTER_NODES", nodes.join(","));
@@ -257,6 +257,8 @@ fn run(target: Target<'_>, ports: &[u16], o: &Options) -> Result<Run, String> {
                 "--burst",
                 "--concurrency",
                 &o.concurrency.to_string(),
+                "--instance",
+                &format!("bench{i}"),
             ])
             .env("REDIS_URL", &url)
             .env("RT_REDIS_PREFIX", prefix)
