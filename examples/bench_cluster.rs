@@ -308,7 +308,7 @@ fn report(name: &str, r: &Run, queues: usize) {
         println!(
             "  node {port}: {calls} commands ({share:.0}% of commands), {} of {queues} queues{}",
             held.len(),
-            if held.is_empty() {
+            if held.is_empty() || held.len() > 8 {
                 String::new()
             } else {
                 format!(" ({})", held.join(", "))
