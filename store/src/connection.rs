@@ -358,7 +358,10 @@ impl RedisConfig {
                 return Ok(seed);
             };
             let _ = seed.set_read_timeout(Some(timeout));
-            let map = match redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(&mut seed) {
+            let map = match redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<redis::Value>(&mut seed)
+            {
                 Ok(map) => map,
                 Err(e) if e.code() == Some("NOPERM") => {
                     return Err(StoreError::InvalidConfig {
@@ -651,7 +654,13 @@ fn parse_url(url: &str) -> Result<RedisConfig, StoreError> {
 
 /// `user:password@h1:p1,h2:p2` before the first `/`: the credentials
 /// (percent-decoded) and the hosts, and what follows the `/`.
-type Authority<'a> = (Option<String>, Option<String>, Vec<(String, u16)>, &'a str, &'a str);
+type Authority<'a> = (
+    Option<String>,
+    Option<String>,
+    Vec<(String, u16)>,
+    &'a str,
+    &'a str,
+);
 
 fn parse_authority<'a>(
     rest: &'a str,
@@ -893,11 +902,22 @@ mod tests {
             ])
         };
         let map = Value::Array(vec![
-            Value::Array(vec![Value::Int(0), Value::Int(5460), node(7000), node(7003)]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node(7000),
+                node(7003),
+            ]),
             Value::Array(vec![Value::Int(5461), Value::Int(16383), node(7001)]),
         ]);
-        assert_eq!(master_of_slot(&map, 0), Some(("127.0.0.1".to_owned(), 7000)));
-        assert_eq!(master_of_slot(&map, 5461), Some(("127.0.0.1".to_owned(), 7001)));
+        assert_eq!(
+            master_of_slot(&map, 0),
+            Some(("127.0.0.1".to_owned(), 7000))
+        );
+        assert_eq!(
+            master_of_slot(&map, 5461),
+            Some(("127.0.0.1".to_owned(), 7001))
+        );
         assert_eq!(master_of_slot(&Value::Array(vec![]), 1), None);
     }
 

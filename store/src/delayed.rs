@@ -204,8 +204,9 @@ impl Store {
     /// supervisor running task `id`, as seen in partition `part`.
     fn wake_runner_of(&self, part: &Store, id: &str) -> Result<(), StoreError> {
         let task = part.keys().task(id);
-        let slot: Option<String> =
-            part.run(&[], |c, _| redis::cmd("HGET").arg(&task).arg("worker").query(c))?;
+        let slot: Option<String> = part.run(&[], |c, _| {
+            redis::cmd("HGET").arg(&task).arg("worker").query(c)
+        })?;
         let Some(slot) = slot.filter(|s| !s.is_empty()) else {
             return Ok(());
         };

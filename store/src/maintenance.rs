@@ -57,7 +57,9 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         if self.routed().is_some() {
             // Slots are registered in every partition: a slot dead in any.
-            let mut all = self.each(|p| p.dead_slots(now, heartbeat_timeout))?.concat();
+            let mut all = self
+                .each(|p| p.dead_slots(now, heartbeat_timeout))?
+                .concat();
             all.sort();
             all.dedup();
             return Ok(all);
@@ -110,7 +112,10 @@ impl Store {
     /// returns how many.
     pub fn expire_registries(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
         if self.routed().is_some() {
-            return Ok(self.each(|p| p.expire_registries(now, ttl))?.into_iter().sum());
+            return Ok(self
+                .each(|p| p.expire_registries(now, ttl))?
+                .into_iter()
+                .sum());
         }
         let limit = score(before(now, ttl));
         let finished = self.trim_registry(&self.keys().finished(), &limit)?;

@@ -102,7 +102,10 @@ mod tests {
                 let p = prefix("rt", index, count, false);
                 let slot = u32::from(key_slot(&format!("{p}:queue:default")));
                 assert_eq!(slot * u32::from(count) / SLOTS, u32::from(index), "{p}");
-                assert_eq!(key_slot(&format!("{p}:task:x")), key_slot(&format!("{p}:schema")));
+                assert_eq!(
+                    key_slot(&format!("{p}:task:x")),
+                    key_slot(&format!("{p}:schema"))
+                );
             }
         }
         assert_eq!(prefix("rt", 0, 1, false), "rt");

@@ -158,7 +158,12 @@ impl Store {
             all.extend(some);
         }
         all.sort_by(|a, b| a.1.total_cmp(&b.1));
-        Ok(all.into_iter().skip(offset).take(len).map(|(id, _)| id).collect())
+        Ok(all
+            .into_iter()
+            .skip(offset)
+            .take(len)
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Checks (once per process and prefix) that the data under the prefix
