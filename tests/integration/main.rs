@@ -81,6 +81,7 @@ mod store_connection;
 mod store_dead_slots;
 mod store_delayed;
 mod store_fetch;
+mod store_partitions;
 mod store_producer;
 mod store_registry;
 mod store_results;

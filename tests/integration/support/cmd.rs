@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 /// Whether an environment variable could make a child read settings from
 /// the developer's machine (`REDIS_URL`, `RT_*`); such variables are removed
 /// from every command.
+/// Settings variables of the environment are not passed on, except
+/// `RT_REDIS_PARTITIONS`, with which the whole suite runs on partitioned
+/// data (see `support::server::test_partitions`).
 fn is_settings_var(name: &OsStr) -> bool {
     let name = name.to_string_lossy();
-    name == "REDIS_URL" || name.starts_with("RT_")
+    (name == "REDIS_URL" || name.starts_with("RT_")) && name != "RT_REDIS_PARTITIONS"
 }
 
 /// The admin binary built for these tests.

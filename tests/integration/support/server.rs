@@ -133,9 +133,14 @@ impl RedisServer {
             .expect("connect to the test redis")
     }
 
-    /// A store on this server with the default prefix.
+    /// A store on this server with the default prefix. With
+    /// `RT_REDIS_PARTITIONS` set (which the programs the tests start read
+    /// too), the data is partitioned: the whole suite can run that way.
     pub fn store(&self) -> Store {
-        Store::open(&self.url(), "redis_tasks").expect("open store")
+        let config = redis_tasks::store::RedisConfig::from_url(&self.url(), None)
+            .expect("test redis url")
+            .with_partitions(test_partitions());
+        Store::with_config(config, "redis_tasks").expect("open store")
     }
 
     /// The server's log so far.
@@ -214,4 +219,12 @@ fn ping(addr: SocketAddr) -> bool {
     }
     let mut buf = [0u8; 7];
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// `RT_REDIS_PARTITIONS` of the environment (0, the default, when unset).
+pub fn test_partitions() -> u16 {
+    std::env::var("RT_REDIS_PARTITIONS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
