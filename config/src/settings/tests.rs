@@ -563,3 +563,14 @@ fn metrics_addr_is_an_address_and_port() {
     assert!(err.to_string().contains("RT_METRICS_ADDR"), "{err}");
     assert_eq!(with_env(None, &[]).expect("valid").metrics_addr, None);
 }
+
+#[test]
+fn cluster_urls_are_accepted() {
+    for url in [
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/",
+        "rediss+cluster://user:pw@h1:7000,h2:7000/",
+    ] {
+        let s = with_env(None, &[("REDIS_URL", url)]).expect("a cluster URL loads");
+        assert_eq!(s.redis_url, url);
+    }
+}
