@@ -485,3 +485,38 @@ fn queues_named_alike_spread_over_the_masters_too() {
     eprintln!("queues per master: {holders:?}");
     assert!(holders.len() >= 2, "all on one master: {holders:?}");
 }
+
+/// Creates the ACL user `rt_app` with `rules` and password `s3cret` on every
+/// node (ACL rules are not replicated nor shared by a Cluster).
+fn create_acl_user(set: &ClusterSet, rules: &str) {
+    for node in set.live_nodes() {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg("rt_app");
+        for rule in rules.split_whitespace() {
+            cmd.arg(rule);
+        }
+        cmd.arg(">s3cret")
+            .query::<()>(&mut node.client())
+            .expect("ACL SETUSER");
+    }
+}
+
+#[test]
+fn every_program_works_on_a_cluster_as_the_documented_acl_user() {
+    let set = ClusterSet::start_with(3, 0);
+    // The documented rules, plus CLUSTER SLOTS (to find the masters), as
+    // Sentinel needs ROLE.
+    let rules = format!("{} +cluster|slots", super::acl::ACL_RULES);
+    create_acl_user(&set, &rules);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("password");
+    std::fs::write(&file, "s3cret\n").expect("password file");
+    let url = set
+        .url()
+        .replace("redis+cluster://", "redis+cluster://rt_app@");
+    let app = AppEnv::new(&[
+        ("REDIS_URL", url),
+        ("RT_REDIS_PASSWORD_FILE", file.display().to_string()),
+    ]);
+    app.exercise_every_program();
+}
