@@ -138,6 +138,155 @@ fn a_master_killed_under_load_without_durable_mode_carries_on_and_losses_are_cou
     eprintln!("cluster failover without WAIT: {losses:?}");
 }
 
+/// A producer thread: round robin over [`QUEUES`], every other task
+/// non-reentrant (`mark`, whose side effect is a line with its id in
+/// `marks`); keeps the ids it got back (acknowledged), whether the event
+/// under test (a kill, a rebalance) had begun, and the kind.
+struct Producer {
+    stop: Arc<AtomicBool>,
+    event: Arc<AtomicBool>,
+    after_event: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<(Vec<Acked>, u64)>,
+}
+
+/// An acknowledged enqueue: id, before the event, reentrant.
+type Acked = (String, bool, bool);
+
+impl Producer {
+    fn start(app: &AppEnv, marks: &std::path::Path) -> Producer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let event = Arc::new(AtomicBool::new(false));
+        let after_event = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, event, after_event) = (
+                Arc::clone(&stop),
+                Arc::clone(&event),
+                Arc::clone(&after_event),
+            );
+            let settings = app.settings();
+            let marks = marks.to_owned();
+            std::thread::spawn(move || {
+                let store = Store::from_settings(&settings).expect("producer store");
+                let mut acked: Vec<Acked> = Vec::new();
+                let mut errors = 0u64;
+                let mut n = 0usize;
+                // Enough after the event to show it carries on, not a flood.
+                while !stop.load(Ordering::SeqCst) && after_event.load(Ordering::SeqCst) < 300 {
+                    let before = !event.load(Ordering::SeqCst);
+                    let queue = QUEUES[n % QUEUES.len()];
+                    let reentrant = n % 2 == 1;
+                    let task = if reentrant { "reentrant_mark" } else { "mark" };
+                    match store
+                        .queue(queue)
+                        .enqueue(task, &json!({"path": marks, "secs": 0.01}))
+                    {
+                        Ok(id) => {
+                            acked.push((id, before, reentrant));
+                            after_event.fetch_add(usize::from(!before), Ordering::SeqCst);
+                            n += 1;
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                (acked, errors)
+            })
+        };
+        Producer {
+            stop,
+            event,
+            after_event,
+            thread,
+        }
+    }
+
+    /// The event under test begins now.
+    fn event(&self) {
+        self.event.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for `n` acknowledged enqueues after the event, stops the
+    /// thread, returns what it acknowledged and its error count.
+    fn finish_after(self, n: usize) -> (Vec<Acked>, u64) {
+        wait_until(
+            &format!("{n} acknowledged enqueues after the event"),
+            WAIT,
+            || self.after_event.load(Ordering::SeqCst) >= n,
+        );
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("producer thread")
+    }
+}
+
+/// Lets every acknowledged task settle (finished, failed, or gone), then
+/// counts what was lost: by the task records, the demo's outcome log and
+/// the side effects in `marks`; explains each unfinished task with the
+/// lines of the supervisor logs `sups` that name it.
+fn account(
+    store: &Store,
+    app: &AppEnv,
+    marks: &std::path::Path,
+    (acked, producer_errors): (Vec<Acked>, u64),
+    sups: &[&crate::e2e::Running],
+) -> Losses {
+    let deadline = Instant::now() + WAIT;
+    let status: BTreeMap<String, Option<TaskStatus>> = loop {
+        let status: BTreeMap<String, Option<TaskStatus>> = acked
+            .iter()
+            .map(|(id, _, _)| (id.clone(), store.task(id).ok().map(|t| t.status)))
+            .collect();
+        let settled = status
+            .values()
+            .all(|s| matches!(s, None | Some(TaskStatus::Finished | TaskStatus::Failed)));
+        if settled || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let runs = super::sentinel::outcome_runs(app);
+    let mut side_effects: BTreeMap<String, usize> = BTreeMap::new();
+    for line in std::fs::read_to_string(marks).unwrap_or_default().lines() {
+        *side_effects.entry(line.to_owned()).or_default() += 1;
+    }
+    let mut losses = Losses {
+        acked: acked.len(),
+        acked_before_kill: acked.iter().filter(|(_, before, _)| *before).count(),
+        producer_errors,
+        ..Losses::default()
+    };
+    for (id, _, reentrant) in &acked {
+        let st = status.get(id).copied().flatten();
+        if st.is_none() {
+            losses.lost_enqueues += 1;
+        }
+        if st != Some(TaskStatus::Finished) {
+            losses.unfinished += 1;
+            let lines: Vec<String> = sups
+                .iter()
+                .flat_map(|s| s.log().lines().map(str::to_owned).collect::<Vec<_>>())
+                .filter(|l| l.contains(id.as_str()))
+                .collect();
+            eprintln!(
+                "unfinished {id} (reentrant {reentrant}, runs {:?}, side effects {:?}): {:#?}\n\
+                 supervisor lines: {lines:#?}",
+                runs.get(id),
+                side_effects.get(id),
+                store.task(id),
+            );
+            if runs.get(id).copied().unwrap_or(0) > 0 {
+                losses.lost_outcomes += 1;
+            }
+        }
+        if !reentrant && side_effects.get(id).copied().unwrap_or(0) > 1 {
+            losses.nonreentrant_ran_twice += 1;
+        }
+    }
+    losses
+}
+
 /// Two supervisors (`-c 4`, one with the scheduler) run a mixed load of
 /// non-reentrant and reentrant tasks on [`QUEUES`] while a producer thread
 /// enqueues; the master of partition 0 is SIGKILLed, its replica
@@ -155,49 +304,7 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     let mut sup = app.start(&["worker", "--scheduler", "-c", "4"], SCHEDULE, &env);
     let mut sup2 = app.start(&["worker", "-c", "4"], "", &env);
     let store = app.store();
-
-    // The producer: round robin over the queues, every other task
-    // non-reentrant; keeps the ids it got back (acknowledged), whether the
-    // master was killed yet, and the kind.
-    let stop = Arc::new(AtomicBool::new(false));
-    let killed = Arc::new(AtomicBool::new(false));
-    let after_kill = Arc::new(AtomicUsize::new(0));
-    let producer = {
-        let stop = Arc::clone(&stop);
-        let killed = Arc::clone(&killed);
-        let after_kill = Arc::clone(&after_kill);
-        let settings = app.settings();
-        let marks = marks.clone();
-        std::thread::spawn(move || {
-            let store = Store::from_settings(&settings).expect("producer store");
-            let mut acked: Vec<(String, bool, bool)> = Vec::new();
-            let mut errors = 0u64;
-            let mut n = 0usize;
-            // Enough after the failover to show it carries on, not a flood.
-            while !stop.load(Ordering::SeqCst) && after_kill.load(Ordering::SeqCst) < 300 {
-                let before_kill = !killed.load(Ordering::SeqCst);
-                let queue = QUEUES[n % QUEUES.len()];
-                let reentrant = n % 2 == 1;
-                let task = if reentrant { "reentrant_mark" } else { "mark" };
-                match store
-                    .queue(queue)
-                    .enqueue(task, &json!({"path": marks, "secs": 0.01}))
-                {
-                    Ok(id) => {
-                        acked.push((id, before_kill, reentrant));
-                        after_kill.fetch_add(usize::from(!before_kill), Ordering::SeqCst);
-                        n += 1;
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(3));
-            }
-            (acked, errors)
-        })
-    };
+    let producer = Producer::start(app, &marks);
 
     wait_until("tasks to flow before the failover", WAIT, || {
         store.finished().count().is_ok_and(|n| n >= 150)
@@ -206,7 +313,7 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     // the supervisor records, the scheduler's lock and runs, and three of
     // the queues.
     let victim = set.master_of_slot(0);
-    killed.store(true, Ordering::SeqCst);
+    producer.event();
     set.kill_master(victim);
     let killed_at = Instant::now();
     let new_master = set.wait_failover(victim);
@@ -236,91 +343,19 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
 
     // Everything carries on: a task on every queue finishes, the scheduler
     // enqueues again, the admin CLI answers.
-    let mut after = Vec::new();
-    for queue in QUEUES {
-        let mut id = String::new();
-        wait_until(
-            &format!("an enqueue on {queue} after the failover"),
-            WAIT,
-            || match store.queue(queue).enqueue("noop", &json!(null)) {
-                Ok(got) => {
-                    id = got;
-                    true
-                }
-                Err(_) => false,
-            },
-        );
-        after.push(id);
-    }
+    let after = enqueue_on_every_queue(&store);
     let scheduled_before = sup.log().matches("scheduler: enqueued").count();
     wait_until("the scheduler to enqueue after the failover", WAIT, || {
         sup.log().matches("scheduler: enqueued").count() > scheduled_before
     });
     let info = app.admin(&["info"]).stdout();
     assert!(QUEUES.iter().all(|q| info.contains(q)), "{info}");
-    // A real load after the failover too (then stop the producer).
-    wait_until("100 acknowledged enqueues after the kill", WAIT, || {
-        after_kill.load(Ordering::SeqCst) >= 100
-    });
-    stop.store(true, Ordering::SeqCst);
-    let (acked, producer_errors) = producer.join().expect("producer thread");
+    // A real load after the failover too.
+    let acked = producer.finish_after(100);
     for id in &after {
         wait_status(&store, id, TaskStatus::Finished);
     }
-
-    // Let every acknowledged task settle (finished, failed, or gone).
-    let deadline = Instant::now() + WAIT;
-    let status: BTreeMap<String, Option<TaskStatus>> = loop {
-        let status: BTreeMap<String, Option<TaskStatus>> = acked
-            .iter()
-            .map(|(id, _, _)| (id.clone(), store.task(id).ok().map(|t| t.status)))
-            .collect();
-        let settled = status
-            .values()
-            .all(|s| matches!(s, None | Some(TaskStatus::Finished | TaskStatus::Failed)));
-        if settled || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let runs = super::sentinel::outcome_runs(app);
-    let mut side_effects: BTreeMap<String, usize> = BTreeMap::new();
-    for line in std::fs::read_to_string(&marks).unwrap_or_default().lines() {
-        *side_effects.entry(line.to_owned()).or_default() += 1;
-    }
-    let mut losses = Losses {
-        acked: acked.len(),
-        acked_before_kill: acked.iter().filter(|(_, before, _)| *before).count(),
-        producer_errors,
-        ..Losses::default()
-    };
-    for (id, _, reentrant) in &acked {
-        let st = status.get(id).copied().flatten();
-        if st.is_none() {
-            losses.lost_enqueues += 1;
-        }
-        if st != Some(TaskStatus::Finished) {
-            losses.unfinished += 1;
-            eprintln!(
-                "unfinished {id} (reentrant {reentrant}, runs {:?}, side effects {:?}): {:#?}\n\
-                 supervisor lines: {:#?}",
-                runs.get(id),
-                side_effects.get(id),
-                store.task(id),
-                sup.log()
-                    .lines()
-                    .chain(sup2.log().lines())
-                    .filter(|l| l.contains(id.as_str()))
-                    .collect::<Vec<_>>()
-            );
-            if runs.get(id).copied().unwrap_or(0) > 0 {
-                losses.lost_outcomes += 1;
-            }
-        }
-        if !reentrant && side_effects.get(id).copied().unwrap_or(0) > 1 {
-            losses.nonreentrant_ran_twice += 1;
-        }
-    }
+    let losses = account(&store, app, &marks, acked, &[&sup, &sup2]);
     eprintln!(
         "cluster failover of {victim} to {new_master} took {failover:?}; acked {} ({} before \
          the kill); producer errors during it: {}",
@@ -329,6 +364,27 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     sup.stop();
     sup2.stop();
     losses
+}
+
+/// Enqueues a no-op on every queue of [`QUEUES`], retrying each until it
+/// is acknowledged; returns the ids.
+fn enqueue_on_every_queue(store: &Store) -> Vec<String> {
+    QUEUES
+        .iter()
+        .map(|queue| {
+            let mut id = String::new();
+            wait_until(&format!("an enqueue on {queue}"), WAIT, || {
+                match store.queue(*queue).enqueue("noop", &json!(null)) {
+                    Ok(got) => {
+                        id = got;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            });
+            id
+        })
+        .collect()
 }
 
 /// A store on `url`-or-`nodes` with `partitions` (0: the default).
@@ -519,4 +575,58 @@ fn every_program_works_on_a_cluster_as_the_documented_acl_user() {
         ("RT_REDIS_PASSWORD_FILE", file.display().to_string()),
     ]);
     app.exercise_every_program();
+}
+
+#[test]
+fn a_fleet_under_load_follows_a_rebalance_onto_a_new_master() {
+    // Scaling out: a fourth master joins and `redis-cli --cluster
+    // rebalance` moves slots, with their keys, onto it while supervisors
+    // run tasks and a producer enqueues. Scripts on a slot being moved get
+    // ASK / TRYAGAIN / MOVED answers; nothing may be lost or run twice.
+    let mut set = ClusterSet::start_with(3, 0);
+    let app = AppEnv::new(&[
+        ("REDIS_URL", set.url()),
+        ("RT_WORKER_QUEUES", QUEUES.join(",")),
+    ]);
+    let marks = app.path("marks.txt");
+    let mut sup = app.start(&["worker", "--scheduler", "-c", "4"], SCHEDULE, &[]);
+    let mut sup2 = app.start(&["worker", "-c", "4"], "", &[]);
+    let store = app.store();
+    let producer = Producer::start(&app, &marks);
+    wait_until("tasks to flow before the rebalance", WAIT, || {
+        store.finished().count().is_ok_and(|n| n >= 150)
+    });
+    producer.event();
+    let new_master = set.add_master();
+    let began = Instant::now();
+    set.rebalance();
+    let took = began.elapsed();
+    assert_eq!(set.masters().len(), 4, "{:?}", set.nodes_view());
+    assert!(!set.slots_of(new_master).is_empty());
+    set.reset_stats();
+
+    // Everything carries on, and the new master takes its share.
+    let after = enqueue_on_every_queue(&store);
+    let acked = producer.finish_after(200);
+    for id in &after {
+        wait_status(&store, id, TaskStatus::Finished);
+    }
+    let info = app.admin(&["info"]).stdout();
+    assert!(QUEUES.iter().all(|q| info.contains(q)), "{info}");
+    let losses = account(&store, &app, &marks, acked, &[&sup, &sup2]);
+    let calls = set.commands_per_master();
+    let keys = set.key_count_per_master();
+    eprintln!(
+        "rebalance onto {new_master} took {took:?}: {losses:?}; after it, data commands per \
+         master {calls:?}, keys per master {keys:?}"
+    );
+    assert_eq!(losses.lost_enqueues, 0, "{losses:?}");
+    assert_eq!(losses.unfinished, 0, "{losses:?}");
+    assert_eq!(losses.nonreentrant_ran_twice, 0, "{losses:?}");
+    assert!(
+        calls.get(&new_master).copied().unwrap_or(0) > 0,
+        "the new master served nothing: {calls:?}"
+    );
+    sup.stop();
+    sup2.stop();
 }

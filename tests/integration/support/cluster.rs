@@ -353,6 +353,69 @@ impl ClusterSet {
         );
     }
 
+    /// Starts an empty master and joins it to the cluster
+    /// (`redis-cli --cluster add-node`); it serves no slots until
+    /// [`ClusterSet::rebalance`]. Returns its port.
+    pub fn add_master(&mut self) -> u16 {
+        let node = start_node(self.nodes.len());
+        let port = node.port();
+        let seed = self.masters().first().copied().expect("a master");
+        self.nodes.push(node);
+        redis_cli_cluster(&[
+            "add-node".to_owned(),
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{seed}"),
+        ]);
+        let total = self.live_nodes().count().to_string();
+        wait_until("every node to know the new master", FORM, || {
+            self.live_nodes().all(|n| {
+                cluster_info(n.port()).is_some_and(|i| {
+                    i.get("cluster_known_nodes") == Some(&total)
+                        && i.get("cluster_state").map(String::as_str) == Some("ok")
+                })
+            })
+        });
+        port
+    }
+
+    /// Moves slots (with their keys) so that every master, empty ones
+    /// included, serves as many (`redis-cli --cluster rebalance
+    /// --cluster-use-empty-masters`), then waits until every live node
+    /// agrees on who serves what and no slot is migrating.
+    pub fn rebalance(&self) {
+        let seed = self.masters().first().copied().expect("a master");
+        redis_cli_cluster(&[
+            "rebalance".to_owned(),
+            format!("127.0.0.1:{seed}"),
+            "--cluster-use-empty-masters".to_owned(),
+        ]);
+        wait_until("every node to agree after the rebalance", FORM, || {
+            let mut views = Vec::new();
+            for node in self.live_nodes() {
+                let ok = cluster_info(node.port())
+                    .is_some_and(|i| i.get("cluster_state").map(String::as_str) == Some("ok"));
+                let Some(text) = cluster_nodes_text(node.port()) else {
+                    return false;
+                };
+                // `[slot->-id]` / `[slot-<-id]`: a migration under way.
+                if !ok || text.contains("->-") || text.contains("-<-") {
+                    return false;
+                }
+                let Some(lines) = cluster_nodes(node.port()) else {
+                    return false;
+                };
+                let mut view: Vec<(u16, Vec<(u16, u16)>)> = lines
+                    .into_iter()
+                    .filter(|l| l.is_master() && !l.slots.is_empty())
+                    .map(|l| (l.port, l.slots))
+                    .collect();
+                view.sort();
+                views.push(view);
+            }
+            views.windows(2).all(|w| w[0] == w[1])
+        });
+    }
+
     /// Keys stored on each master now (`DBSIZE`), by port.
     pub fn key_count_per_master(&self) -> BTreeMap<u16, u64> {
         self.masters()
@@ -384,6 +447,51 @@ impl ClusterSet {
             .map(|port| (port, data_command_calls(&commandstats(port))))
             .collect()
     }
+}
+
+/// Starts cluster node number `i` (not yet part of a cluster).
+fn start_node(i: usize) -> RedisProc {
+    let bus = free_port().expect("free port for the cluster bus");
+    let args: Vec<String> = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+        "--cluster-replica-validity-factor",
+        "0",
+        "--repl-diskless-sync-delay",
+        "0",
+        "--cluster-port",
+        &bus.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    RedisProc::start(&format!("cluster node {i}"), &args)
+}
+
+/// Runs `redis-cli --cluster <args>`; panics with its output unless it
+/// succeeds; returns the output.
+fn redis_cli_cluster(args: &[String]) -> String {
+    let out = Command::new(std::env::var_os("REDIS_CLI_BIN").unwrap_or_else(|| "redis-cli".into()))
+        .arg("--cluster")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {args:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
 }
 
 /// `INFO commandstats` of the node on `port`: calls per command (`get`,
@@ -451,11 +559,18 @@ pub fn cluster_info(port: u16) -> Option<BTreeMap<String, String>> {
 /// `CLUSTER NODES` of the node on `port`, parsed; `None` if it does not
 /// answer.
 pub fn cluster_nodes(port: u16) -> Option<Vec<NodeLine>> {
-    let text: String = redis::cmd("CLUSTER")
+    cluster_nodes_text(port)?
+        .lines()
+        .map(parse_node_line)
+        .collect()
+}
+
+/// `CLUSTER NODES` of the node on `port` as text.
+pub fn cluster_nodes_text(port: u16) -> Option<String> {
+    redis::cmd("CLUSTER")
         .arg("NODES")
         .query(&mut connect(port)?)
-        .ok()?;
-    text.lines().map(parse_node_line).collect()
+        .ok()
 }
 
 /// One line of `CLUSTER NODES`:
