@@ -630,3 +630,48 @@ fn a_fleet_under_load_follows_a_rebalance_onto_a_new_master() {
     sup.stop();
     sup2.stop();
 }
+
+#[test]
+fn every_program_works_over_tls_on_a_cluster_across_a_failover() {
+    let certs = crate::support::topology::TestCerts::generate();
+    let mut set = ClusterSet::start_tls(3, 1, &certs);
+    let app = AppEnv::new(&[
+        ("REDIS_URL", set.url()),
+        (
+            "RT_REDIS_TLS_CA_FILE",
+            certs.file("ca.pem").display().to_string(),
+        ),
+    ]);
+    assert!(set.url().starts_with("rediss+cluster://"), "{}", set.url());
+    app.exercise_every_program();
+
+    // A master fails; the programs follow its replica, still over TLS.
+    let victim = set.master_of_slot(0);
+    set.kill_master(victim);
+    set.wait_failover(victim);
+    let queues = ["default", "emails", "sms", "images"];
+    let mut args = vec!["worker", "-c", "2"];
+    args.extend(queues);
+    let mut sup = app.start(&args, "", &[]);
+    let store = app.store();
+    let mut ids = Vec::new();
+    for queue in queues {
+        let mut id = String::new();
+        wait_until(
+            &format!("an enqueue on {queue} after the failover"),
+            WAIT,
+            || match app.admin(&["enqueue", "--queue", queue, "noop"]).output() {
+                out if out.status.success() => {
+                    id = out.stdout.trim().to_owned();
+                    true
+                }
+                _ => false,
+            },
+        );
+        ids.push(id);
+    }
+    for id in &ids {
+        wait_status(&store, id, TaskStatus::Finished);
+    }
+    sup.stop();
+}

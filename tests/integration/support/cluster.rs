@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::topology::RedisProc;
+use super::topology::{RedisProc, TestCerts};
 use super::{free_port, wait_until};
 
 /// How long the harness waits for the cluster to form or heal.
@@ -61,6 +61,9 @@ pub struct ClusterSet {
     /// Slots of the masters killed by [`ClusterSet::kill_master`], until
     /// [`ClusterSet::wait_failover`] saw them served again.
     killed_slots: BTreeMap<u16, Vec<(u16, u16)>>,
+    /// With TLS ([`ClusterSet::start_tls`]): each node's TLS port by its
+    /// plain port (the plain port stays for administration).
+    tls_ports: BTreeMap<u16, u16>,
 }
 
 impl ClusterSet {
@@ -73,57 +76,75 @@ impl ClusterSet {
     /// node says `cluster_state:ok`, knows every other node and agrees on
     /// who serves which slot, and every replica is in sync.
     pub fn start_with(masters: usize, replicas: usize) -> ClusterSet {
+        Self::start_inner(masters, replicas, None)
+    }
+
+    /// Like [`ClusterSet::start_with`], with TLS everywhere: each node has a
+    /// TLS port (certificates from `certs`, no client certificate needed),
+    /// replication and the cluster bus use TLS (`tls-cluster yes`), so
+    /// `CLUSTER SLOTS` asked over TLS names the TLS ports.
+    pub fn start_tls(masters: usize, replicas: usize, certs: &TestCerts) -> ClusterSet {
+        Self::start_inner(masters, replicas, Some(certs))
+    }
+
+    fn start_inner(masters: usize, replicas: usize, certs: Option<&TestCerts>) -> ClusterSet {
         let total = masters * (1 + replicas);
+        let mut tls_ports = BTreeMap::new();
         let nodes: Vec<RedisProc> = (0..total)
             .map(|i| {
-                let bus = free_port().expect("free port for the cluster bus");
-                let args: Vec<String> = [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--cluster-replica-validity-factor",
-                    "0",
-                    "--repl-diskless-sync-delay",
-                    "0",
-                    "--cluster-port",
-                    &bus.to_string(),
-                ]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-                RedisProc::start(&format!("cluster node {i}"), &args)
+                let Some(certs) = certs else {
+                    return start_node(i, &[]);
+                };
+                let tls_port = free_port().expect("free port for TLS");
+                let s = |name: &str| certs.file(name).display().to_string();
+                let node = start_node(
+                    i,
+                    &[
+                        "--tls-port".to_owned(),
+                        tls_port.to_string(),
+                        "--tls-cert-file".to_owned(),
+                        s("server.pem"),
+                        "--tls-key-file".to_owned(),
+                        s("server.key"),
+                        "--tls-ca-cert-file".to_owned(),
+                        s("ca.pem"),
+                        // The cluster bus and replication connect as
+                        // clients: a certificate made for client auth (the
+                        // server one is for server auth only, and a node
+                        // presenting it hangs the bus handshake).
+                        "--tls-client-cert-file".to_owned(),
+                        s("client.pem"),
+                        "--tls-client-key-file".to_owned(),
+                        s("client.key"),
+                        "--tls-auth-clients".to_owned(),
+                        "no".to_owned(),
+                        "--tls-replication".to_owned(),
+                        "yes".to_owned(),
+                        "--tls-cluster".to_owned(),
+                        "yes".to_owned(),
+                    ],
+                );
+                tls_ports.insert(node.port(), tls_port);
+                node
             })
             .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        let out =
-            Command::new(std::env::var_os("REDIS_CLI_BIN").unwrap_or_else(|| "redis-cli".into()))
-                .arg("--cluster")
-                .arg("create")
-                .args(&addrs)
-                .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run redis-cli --cluster create");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["create".to_owned()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
+        args.extend([
+            "--cluster-replicas".to_owned(),
+            replicas.to_string(),
+            "--cluster-yes".to_owned(),
+        ]);
+        let text = redis_cli_cluster(&args);
         assert!(
-            out.status.success() && text.contains("All 16384 slots covered"),
-            "redis-cli --cluster create failed ({}):\n{text}",
-            out.status
+            text.contains("All 16384 slots covered"),
+            "redis-cli --cluster create:\n{text}"
         );
         let mut set = ClusterSet {
             nodes,
             seed_ports: Vec::new(),
             killed_slots: BTreeMap::new(),
+            tls_ports,
         };
         set.wait_healthy(masters, replicas);
         set.seed_ports = set.masters();
@@ -205,18 +226,24 @@ impl ClusterSet {
             .unwrap_or_else(|| panic!("no cluster node on port {port}"))
     }
 
-    /// `127.0.0.1:<port>` of the masters the cluster was created with.
+    /// `127.0.0.1:<port>` of the masters the cluster was created with
+    /// (their TLS ports with TLS).
     pub fn seeds(&self) -> Vec<String> {
         self.seed_ports
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .map(|p| format!("127.0.0.1:{}", self.tls_ports.get(p).unwrap_or(p)))
             .collect()
     }
 
     /// `redis+cluster://127.0.0.1:<m1>,127.0.0.1:<m2>,127.0.0.1:<m3>/`: the
     /// masters the cluster was created with, as seeds.
     pub fn url(&self) -> String {
-        format!("redis+cluster://{}/", self.seeds().join(","))
+        let scheme = if self.tls_ports.is_empty() {
+            "redis+cluster"
+        } else {
+            "rediss+cluster"
+        };
+        format!("{scheme}://{}/", self.seeds().join(","))
     }
 
     /// What the first answering live node says about every node.
@@ -357,7 +384,11 @@ impl ClusterSet {
     /// (`redis-cli --cluster add-node`); it serves no slots until
     /// [`ClusterSet::rebalance`]. Returns its port.
     pub fn add_master(&mut self) -> u16 {
-        let node = start_node(self.nodes.len());
+        assert!(
+            self.tls_ports.is_empty(),
+            "add_master is for plain clusters"
+        );
+        let node = start_node(self.nodes.len(), &[]);
         let port = node.port();
         let seed = self.masters().first().copied().expect("a master");
         self.nodes.push(node);
@@ -449,8 +480,9 @@ impl ClusterSet {
     }
 }
 
-/// Starts cluster node number `i` (not yet part of a cluster).
-fn start_node(i: usize) -> RedisProc {
+/// Starts cluster node number `i` (not yet part of a cluster) with
+/// `extra` arguments.
+fn start_node(i: usize, extra: &[String]) -> RedisProc {
     let bus = free_port().expect("free port for the cluster bus");
     let args: Vec<String> = [
         "--cluster-enabled",
@@ -468,28 +500,41 @@ fn start_node(i: usize) -> RedisProc {
     ]
     .iter()
     .map(|s| (*s).to_owned())
+    .chain(extra.iter().cloned())
     .collect();
     RedisProc::start(&format!("cluster node {i}"), &args)
 }
 
-/// Runs `redis-cli --cluster <args>`; panics with its output unless it
+/// Runs `redis-cli --cluster <args>` (killed after [`FORM`]: it waits
+/// forever for nodes that cannot join); panics with its output unless it
 /// succeeds; returns the output.
 fn redis_cli_cluster(args: &[String]) -> String {
-    let out = Command::new(std::env::var_os("REDIS_CLI_BIN").unwrap_or_else(|| "redis-cli".into()))
-        .arg("--cluster")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run redis-cli --cluster");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("redis-cli.out");
+    let file = std::fs::File::create(&log).expect("redis-cli output file");
+    let mut child =
+        Command::new(std::env::var_os("REDIS_CLI_BIN").unwrap_or_else(|| "redis-cli".into()))
+            .arg("--cluster")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("output file"))
+            .stderr(file)
+            .spawn()
+            .expect("run redis-cli --cluster");
+    let mut status = None;
+    let deadline = std::time::Instant::now() + FORM;
+    while status.is_none() && std::time::Instant::now() < deadline {
+        status = child.try_wait().expect("wait for redis-cli");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        out.status.success(),
-        "redis-cli --cluster {args:?} failed ({}):\n{text}",
-        out.status
+        status.is_some_and(|s| s.success()),
+        "redis-cli --cluster {args:?} failed ({status:?}, None: timed out after {FORM:?}):\n{text}"
     );
     text
 }
