@@ -521,16 +521,20 @@ fn redis_cli_cluster(args: &[String]) -> String {
             .stderr(file)
             .spawn()
             .expect("run redis-cli --cluster");
-    let mut status = None;
     let deadline = std::time::Instant::now() + FORM;
-    while status.is_none() && std::time::Instant::now() < deadline {
-        status = child.try_wait().expect("wait for redis-cli");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         status.is_some_and(|s| s.success()),
