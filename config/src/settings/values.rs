@@ -157,13 +157,15 @@ fn socket_addr(raw: Raw<'_>) -> Result<std::net::SocketAddr, String> {
 }
 
 /// URL schemes the Redis client accepts.
-const REDIS_SCHEMES: [&str; 6] = [
+const REDIS_SCHEMES: [&str; 8] = [
     "redis://",
     "rediss://",
     "unix://",
     "redis+unix://",
     "redis+sentinel://",
     "rediss+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
 ];
 
 /// A Redis URL: one of the client's schemes and something after it. The
