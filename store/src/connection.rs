@@ -345,6 +345,47 @@ impl RedisConfig {
         seeds: &[(String, u16)],
         timeout: Duration,
     ) -> Result<Connection, StoreError> {
+        let Some(slot) = self.slot else {
+            return self.open_first_seed(seeds, timeout).map(|(conn, _)| conn);
+        };
+        let map = self.cluster_map(timeout)?;
+        let Some((host, port)) = map.master(slot) else {
+            return Err(
+                self.cluster_error(format!("no master serves hash slot {slot} (cluster down?)"))
+            );
+        };
+        self.open_node(host, port, timeout)
+    }
+
+    /// A connection to the first seed node that answers, and its address.
+    fn open_first_seed(
+        &self,
+        seeds: &[(String, u16)],
+        timeout: Duration,
+    ) -> Result<(Connection, (String, u16)), StoreError> {
+        let mut problems = Vec::new();
+        for (host, port) in seeds {
+            match self.open(ConnectionAddr::Tcp(host.clone(), *port), timeout) {
+                Ok(conn) => return Ok((conn, (host.clone(), *port))),
+                Err(e) => problems.push(format!("seed {host}:{port}: {e}")),
+            }
+        }
+        Err(self.cluster_error(format!("no seed node answers: {}", problems.join("; "))))
+    }
+
+    fn cluster_error(&self, text: String) -> StoreError {
+        StoreError::Connect {
+            addr: self.shown.clone(),
+            error: RedisError::from(std::io::Error::other(text)),
+        }
+    }
+
+    /// Which master serves which hash slots, as the first seed node that
+    /// answers `CLUSTER SLOTS` says (on a Cluster; an error elsewhere).
+    pub(crate) fn cluster_map(&self, timeout: Duration) -> Result<SlotMap, StoreError> {
+        let Endpoint::Cluster { seeds } = &self.endpoint else {
+            return Err(self.cluster_error("not a cluster".to_owned()));
+        };
         let mut problems = Vec::new();
         for (host, port) in seeds {
             let mut seed = match self.open(ConnectionAddr::Tcp(host.clone(), *port), timeout) {
@@ -354,15 +395,17 @@ impl RedisConfig {
                     continue;
                 }
             };
-            let Some(slot) = self.slot else {
-                return Ok(seed);
-            };
             let _ = seed.set_read_timeout(Some(timeout));
-            let map = match redis::cmd("CLUSTER")
+            match redis::cmd("CLUSTER")
                 .arg("SLOTS")
                 .query::<redis::Value>(&mut seed)
             {
-                Ok(map) => map,
+                Ok(reply) => match SlotMap::parse(&reply) {
+                    Some(map) => return Ok(map),
+                    None => problems.push(format!(
+                        "seed {host}:{port} answered CLUSTER SLOTS with no slots (cluster down?)"
+                    )),
+                },
                 Err(e) if e.code() == Some("NOPERM") => {
                     return Err(StoreError::InvalidConfig {
                         problem: format!(
@@ -371,37 +414,34 @@ impl RedisConfig {
                         ),
                     });
                 }
-                Err(e) => {
-                    problems.push(format!("CLUSTER SLOTS on seed {host}:{port}: {e}"));
-                    continue;
-                }
-            };
-            let Some((master_host, master_port)) = master_of_slot(&map, slot) else {
-                problems.push(format!(
-                    "seed {host}:{port} knows no master for hash slot {slot} (cluster down?)"
-                ));
-                continue;
-            };
-            if master_host == *host && master_port == *port {
-                return Ok(seed);
-            }
-            match self.open(ConnectionAddr::Tcp(master_host.clone(), master_port), timeout) {
-                Ok(conn) => return Ok(conn),
-                Err(e) => problems.push(format!(
-                    "master {master_host}:{master_port} of slot {slot} named by seed {host}:{port}: {e}"
-                )),
+                Err(e) => problems.push(format!("CLUSTER SLOTS on seed {host}:{port}: {e}")),
             }
         }
-        Err(StoreError::Connect {
-            addr: self.shown.clone(),
-            error: RedisError::from(std::io::Error::other(format!(
-                "no cluster seed named a reachable master: {}",
-                problems.join("; ")
-            ))),
-        })
+        Err(self.cluster_error(format!(
+            "no cluster seed gave the slot map: {}",
+            problems.join("; ")
+        )))
     }
 
-    /// A connection to `addr` (TLS and credentials as configured).
+    /// A connection to one node (a master found in the slot map), with
+    /// this configuration's TLS and credentials.
+    pub(crate) fn open_node(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Connection, StoreError> {
+        self.open(ConnectionAddr::Tcp(host.to_owned(), port), timeout)
+            .map_err(|e| {
+                self.cluster_error(format!("master {host}:{port} of slot {:?}: {e}", self.slot))
+            })
+    }
+
+    /// The hash slot this configuration's connections go to, if set.
+    pub(crate) fn slot(&self) -> Option<u16> {
+        self.slot
+    }
+
     fn open(&self, addr: ConnectionAddr, timeout: Duration) -> Result<Connection, StoreError> {
         let connect_error = |error| StoreError::Connect {
             addr: self.shown.clone(),
@@ -556,38 +596,54 @@ fn ask_sentinel(
     Ok((ip, port))
 }
 
-/// The address of the master serving `slot` in a `CLUSTER SLOTS` reply:
-/// entries of `[start, end, [host, port, id, ...], replicas...]`.
-fn master_of_slot(map: &redis::Value, slot: u16) -> Option<(String, u16)> {
-    use redis::Value;
-    let int = |v: &Value| match v {
-        Value::Int(n) => Some(*n),
-        _ => None,
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let Value::Array(ranges) = map else {
-        return None;
-    };
-    ranges.iter().find_map(|range| {
-        let Value::Array(items) = range else {
+/// Which master serves which hash slots: ranges `(first, last, host,
+/// port)` from a `CLUSTER SLOTS` reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SlotMap(Vec<(u16, u16, String, u16)>);
+
+impl SlotMap {
+    /// Reads a `CLUSTER SLOTS` reply: entries of `[start, end, [host, port,
+    /// id, ...], replicas...]`. None when it names no slot.
+    fn parse(reply: &redis::Value) -> Option<SlotMap> {
+        use redis::Value;
+        let int = |v: &Value| match v {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        };
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        };
+        let Value::Array(ranges) = reply else {
             return None;
         };
-        let start = int(items.first()?)?;
-        let end = int(items.get(1)?)?;
-        if !(start..=end).contains(&i64::from(slot)) {
-            return None;
-        }
-        let Value::Array(node) = items.get(2)? else {
-            return None;
-        };
-        let host = text(node.first()?)?;
-        let port = u16::try_from(int(node.get(1)?)?).ok()?;
-        Some((host, port))
-    })
+        let map: Vec<_> = ranges
+            .iter()
+            .filter_map(|range| {
+                let Value::Array(items) = range else {
+                    return None;
+                };
+                let start = u16::try_from(int(items.first()?)?).ok()?;
+                let end = u16::try_from(int(items.get(1)?)?).ok()?;
+                let Value::Array(node) = items.get(2)? else {
+                    return None;
+                };
+                let host = text(node.first()?)?;
+                let port = u16::try_from(int(node.get(1)?)?).ok()?;
+                Some((start, end, host, port))
+            })
+            .collect();
+        (!map.is_empty()).then_some(SlotMap(map))
+    }
+
+    /// The master serving `slot`.
+    pub(crate) fn master(&self, slot: u16) -> Option<(&str, u16)> {
+        self.0
+            .iter()
+            .find(|(start, end, _, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, host, port)| (host.as_str(), *port))
+    }
 }
 
 fn addr_info(addr: ConnectionAddr) -> Result<ConnectionInfo, RedisError> {
@@ -901,7 +957,7 @@ mod tests {
                 Value::BulkString(b"id".to_vec()),
             ])
         };
-        let map = Value::Array(vec![
+        let reply = Value::Array(vec![
             Value::Array(vec![
                 Value::Int(0),
                 Value::Int(5460),
@@ -910,15 +966,10 @@ mod tests {
             ]),
             Value::Array(vec![Value::Int(5461), Value::Int(16383), node(7001)]),
         ]);
-        assert_eq!(
-            master_of_slot(&map, 0),
-            Some(("127.0.0.1".to_owned(), 7000))
-        );
-        assert_eq!(
-            master_of_slot(&map, 5461),
-            Some(("127.0.0.1".to_owned(), 7001))
-        );
-        assert_eq!(master_of_slot(&Value::Array(vec![]), 1), None);
+        let map = SlotMap::parse(&reply).expect("a map");
+        assert_eq!(map.master(0), Some(("127.0.0.1", 7000)));
+        assert_eq!(map.master(5461), Some(("127.0.0.1", 7001)));
+        assert_eq!(SlotMap::parse(&Value::Array(vec![])), None);
     }
 
     #[test]
