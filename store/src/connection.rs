@@ -20,9 +20,10 @@
 //! - Secrets: a password file (`redis_password_file`) is read when the
 //!   first store is opened and again by [`reload_password_files`] (SIGHUP);
 //!   a file that cannot be read at reload keeps the password in force.
-//! - Durable mode: with `redis_wait_replicas = N`, every command is followed
-//!   by `WAIT N timeout`, and a command whose effects fewer than N replicas
-//!   acknowledged fails with [`StoreError::NotReplicated`].
+//! - Durable mode: with `redis_wait_replicas = N`, every command that
+//!   writes is followed by `WAIT N timeout` (reads go through
+//!   `Store::read` and are not), and a command whose effects fewer than N
+//!   replicas acknowledged fails with [`StoreError::NotReplicated`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

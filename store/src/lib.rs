@@ -293,7 +293,7 @@ impl Store {
 
     /// Checks that Redis answers.
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.run(&[], |c, _| redis::cmd("PING").query::<String>(c))
+        self.read(&[], |c, _| redis::cmd("PING").query::<String>(c))
             .map(|_| ())
     }
 
@@ -314,11 +314,30 @@ impl Store {
         expected: &[(&str, &'static str)],
         f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
     ) -> Result<T, StoreError> {
+        self.run_quick(true, expected, f)
+    }
+
+    /// Like [`run`](Self::run) for a call that only reads: in durable
+    /// mode no `WAIT` follows it.
+    pub(crate) fn read<T>(
+        &self,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        self.run_quick(false, expected, f)
+    }
+
+    fn run_quick<T>(
+        &self,
+        write: bool,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
         if let Some(nodes) = &self.nodes {
-            return self.run_on_node(nodes, None, expected, f);
+            return self.run_on_node(nodes, write, None, expected, f);
         }
         let mut guard = lock(&self.conn);
-        self.run_on(&mut guard, None, None, expected, f)
+        self.run_on(&mut guard, None, write, None, expected, f)
     }
 
     /// Like [`run`](Self::run) on the fetch connection, with a read timeout
@@ -330,10 +349,10 @@ impl Store {
         f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
     ) -> Result<T, StoreError> {
         if let Some(nodes) = &self.nodes {
-            return self.run_on_node(nodes, Some(wait), expected, f);
+            return self.run_on_node(nodes, true, Some(wait), expected, f);
         }
         let mut guard = lock(&self.fetch_conn);
-        self.run_on(&mut guard, None, Some(wait), expected, f)
+        self.run_on(&mut guard, None, true, Some(wait), expected, f)
     }
 
     /// [`run`](Self::run) on a Cluster: on the connection to the master of
@@ -342,6 +361,7 @@ impl Store {
     fn run_on_node<T>(
         &self,
         nodes: &nodes::Nodes,
+        write: bool,
         wait: Option<Duration>,
         expected: &[(&str, &'static str)],
         f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
@@ -349,7 +369,7 @@ impl Store {
         let slot = self.config.slot().unwrap_or(0);
         let (cell, node) = nodes.cell(&self.config, slot, self.connect_timeout, wait.is_some())?;
         let mut guard = lock(&cell);
-        let result = self.run_on(&mut guard, Some(&node), wait, expected, f);
+        let result = self.run_on(&mut guard, Some(&node), write, wait, expected, f);
         if result.as_ref().is_err_and(StoreError::is_connection_error) {
             nodes.forget_map();
         }
@@ -360,6 +380,7 @@ impl Store {
         &self,
         slot: &mut Option<Connection>,
         node: Option<&nodes::Node>,
+        write: bool,
         wait: Option<Duration>,
         expected: &[(&str, &'static str)],
         f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
@@ -392,6 +413,7 @@ impl Store {
             return Err(self.redis_error(source));
         }
         match f(conn, &self.keys) {
+            Ok(value) if !write => Ok(value),
             Ok(value) => match self.config.wait_replicas(conn) {
                 Ok(()) => Ok(value),
                 Err(connection::WaitError::Redis(err)) => {
