@@ -91,6 +91,10 @@ pub struct RedisConfig {
     shown: String,
     /// Partitions of the data (`redis_partitions`); 0: the default.
     partitions: u16,
+    /// The ACL user on the sentinels (`redis_sentinel_username`).
+    sentinel_username: Option<String>,
+    /// The sentinels' password file (`redis_sentinel_password_file`).
+    sentinel_password_file: Option<PathBuf>,
     /// On a Cluster, the hash slot whose master this configuration's
     /// connections go to (one partition's slot); none: any master.
     slot: Option<u16>,
@@ -187,6 +191,20 @@ impl RedisConfig {
             ));
         }
         config.partitions = r.partitions;
+        if r.sentinel_username.is_some() || r.sentinel_password_file.is_some() {
+            if !matches!(config.endpoint, Endpoint::Sentinel { .. }) {
+                return Err(invalid(
+                    "redis_sentinel_username or redis_sentinel_password_file is set but no \
+                     sentinels are (redis_sentinels, or a redis+sentinel:// URL)"
+                        .to_owned(),
+                ));
+            }
+            if let Some(path) = &r.sentinel_password_file {
+                current_password(path)?;
+            }
+            config.sentinel_username = r.sentinel_username.clone();
+            config.sentinel_password_file = r.sentinel_password_file.clone();
+        }
         if let Some(username) = &r.username {
             config.username = Some(username.clone());
         }
@@ -487,7 +505,7 @@ impl RedisConfig {
     ) -> Result<Connection, StoreError> {
         let mut problems = Vec::new();
         for (host, port) in sentinels {
-            let (master_host, master_port) = match ask_sentinel(host, *port, master, timeout) {
+            let (master_host, master_port) = match self.ask_sentinel(host, *port, master, timeout) {
                 Ok(addr) => addr,
                 Err(why) => {
                     problems.push(format!("sentinel {host}:{port}: {why}"));
@@ -571,14 +589,43 @@ pub(crate) enum WaitError {
 
 /// `SENTINEL GET-MASTER-ADDR-BY-NAME master` on one sentinel, within
 /// `timeout` for the connection and the reply.
-fn ask_sentinel(
-    host: &str,
-    port: u16,
+impl RedisConfig {
+    /// The address of `master` as the sentinel at `host:port` names it,
+    /// logging in with the sentinel credentials when set.
+    fn ask_sentinel(
+        &self,
+        host: &str,
+        port: u16,
+        master: &str,
+        timeout: Duration,
+    ) -> Result<(String, u16), String> {
+        let mut auth = RedisConnectionInfo::default();
+        if let Some(user) = &self.sentinel_username {
+            auth = auth.set_username(user);
+        }
+        if let Some(path) = &self.sentinel_password_file {
+            auth = auth.set_password(current_password(path).map_err(|e| e.to_string())?);
+        }
+        let info = addr_info(ConnectionAddr::Tcp(host.to_owned(), port))
+            .map_err(|e| e.to_string())?
+            .set_redis_settings(auth);
+        ask_sentinel_with(info, master, timeout).map_err(|e| {
+            if e.contains("NOAUTH") || e.contains("WRONGPASS") || e.contains("AuthenticationFailed")
+            {
+                format!("{e} (check redis_sentinel_username and redis_sentinel_password_file)")
+            } else {
+                e
+            }
+        })
+    }
+}
+
+fn ask_sentinel_with(
+    info: ConnectionInfo,
     master: &str,
     timeout: Duration,
 ) -> Result<(String, u16), String> {
-    let client =
-        Client::open(ConnectionAddr::Tcp(host.to_owned(), port)).map_err(|e| e.to_string())?;
+    let client = Client::open(info).map_err(|e| e.to_string())?;
     let mut conn = client
         .get_connection_with_timeout(timeout)
         .map_err(|e| e.to_string())?;
@@ -706,6 +753,8 @@ fn parse_url(url: &str) -> Result<RedisConfig, StoreError> {
         shown: info.addr().to_string(),
         partitions: 0,
         slot: None,
+        sentinel_username: None,
+        sentinel_password_file: None,
     })
 }
 
@@ -790,6 +839,8 @@ fn parse_sentinel_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, S
         shown: format!("sentinel master {master:?} via {hosts}"),
         partitions: 0,
         slot: None,
+        sentinel_username: None,
+        sentinel_password_file: None,
     })
 }
 
@@ -816,6 +867,8 @@ fn parse_cluster_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, St
         shown: format!("cluster via {hosts}"),
         partitions: 0,
         slot: None,
+        sentinel_username: None,
+        sentinel_password_file: None,
     })
 }
 
