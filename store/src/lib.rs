@@ -173,7 +173,7 @@ impl Store {
             });
         }
         let count = config.partitions();
-        if count > 1 && prefix.contains(['{', '}']) {
+        if (count > 1 || config.is_cluster()) && prefix.contains(['{', '}']) {
             return Err(StoreError::InvalidName {
                 what: "key prefix",
                 name: prefix.to_owned(),
