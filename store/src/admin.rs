@@ -25,7 +25,7 @@ impl Store {
             RegistryKind::Failed => self.keys().failed(),
         };
         let (min, max) = (score(from), format!("({}", score(to)));
-        self.run(&[(&key, "zset")], |c, _| {
+        self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCOUNT").arg(&key).arg(&min).arg(&max).query(c)
         })
     }

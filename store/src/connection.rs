@@ -20,9 +20,10 @@
 //! - Secrets: a password file (`redis_password_file`) is read when the
 //!   first store is opened and again by [`reload_password_files`] (SIGHUP);
 //!   a file that cannot be read at reload keeps the password in force.
-//! - Durable mode: with `redis_wait_replicas = N`, every command is followed
-//!   by `WAIT N timeout`, and a command whose effects fewer than N replicas
-//!   acknowledged fails with [`StoreError::NotReplicated`].
+//! - Durable mode: with `redis_wait_replicas = N`, every command that
+//!   writes is followed by `WAIT N timeout` (reads go through
+//!   `Store::read` and are not), and a command whose effects fewer than N
+//!   replicas acknowledged fails with [`StoreError::NotReplicated`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,10 @@ pub struct RedisConfig {
     shown: String,
     /// Partitions of the data (`redis_partitions`); 0: the default.
     partitions: u16,
+    /// The ACL user on the sentinels (`redis_sentinel_username`).
+    sentinel_username: Option<String>,
+    /// The sentinels' password file (`redis_sentinel_password_file`).
+    sentinel_password_file: Option<PathBuf>,
     /// On a Cluster, the hash slot whose master this configuration's
     /// connections go to (one partition's slot); none: any master.
     slot: Option<u16>,
@@ -186,6 +191,20 @@ impl RedisConfig {
             ));
         }
         config.partitions = r.partitions;
+        if r.sentinel_username.is_some() || r.sentinel_password_file.is_some() {
+            if !matches!(config.endpoint, Endpoint::Sentinel { .. }) {
+                return Err(invalid(
+                    "redis_sentinel_username or redis_sentinel_password_file is set but no \
+                     sentinels are (redis_sentinels, or a redis+sentinel:// URL)"
+                        .to_owned(),
+                ));
+            }
+            if let Some(path) = &r.sentinel_password_file {
+                current_password(path)?;
+            }
+            config.sentinel_username = r.sentinel_username.clone();
+            config.sentinel_password_file = r.sentinel_password_file.clone();
+        }
         if let Some(username) = &r.username {
             config.username = Some(username.clone());
         }
@@ -345,6 +364,47 @@ impl RedisConfig {
         seeds: &[(String, u16)],
         timeout: Duration,
     ) -> Result<Connection, StoreError> {
+        let Some(slot) = self.slot else {
+            return self.open_first_seed(seeds, timeout).map(|(conn, _)| conn);
+        };
+        let map = self.cluster_map(timeout)?;
+        let Some((host, port)) = map.master(slot) else {
+            return Err(
+                self.cluster_error(format!("no master serves hash slot {slot} (cluster down?)"))
+            );
+        };
+        self.open_node(host, port, timeout)
+    }
+
+    /// A connection to the first seed node that answers, and its address.
+    fn open_first_seed(
+        &self,
+        seeds: &[(String, u16)],
+        timeout: Duration,
+    ) -> Result<(Connection, (String, u16)), StoreError> {
+        let mut problems = Vec::new();
+        for (host, port) in seeds {
+            match self.open(ConnectionAddr::Tcp(host.clone(), *port), timeout) {
+                Ok(conn) => return Ok((conn, (host.clone(), *port))),
+                Err(e) => problems.push(format!("seed {host}:{port}: {e}")),
+            }
+        }
+        Err(self.cluster_error(format!("no seed node answers: {}", problems.join("; "))))
+    }
+
+    fn cluster_error(&self, text: String) -> StoreError {
+        StoreError::Connect {
+            addr: self.shown.clone(),
+            error: RedisError::from(std::io::Error::other(text)),
+        }
+    }
+
+    /// Which master serves which hash slots, as the first seed node that
+    /// answers `CLUSTER SLOTS` says (on a Cluster; an error elsewhere).
+    pub(crate) fn cluster_map(&self, timeout: Duration) -> Result<SlotMap, StoreError> {
+        let Endpoint::Cluster { seeds } = &self.endpoint else {
+            return Err(self.cluster_error("not a cluster".to_owned()));
+        };
         let mut problems = Vec::new();
         for (host, port) in seeds {
             let mut seed = match self.open(ConnectionAddr::Tcp(host.clone(), *port), timeout) {
@@ -354,15 +414,17 @@ impl RedisConfig {
                     continue;
                 }
             };
-            let Some(slot) = self.slot else {
-                return Ok(seed);
-            };
             let _ = seed.set_read_timeout(Some(timeout));
-            let map = match redis::cmd("CLUSTER")
+            match redis::cmd("CLUSTER")
                 .arg("SLOTS")
                 .query::<redis::Value>(&mut seed)
             {
-                Ok(map) => map,
+                Ok(reply) => match SlotMap::parse(&reply) {
+                    Some(map) => return Ok(map),
+                    None => problems.push(format!(
+                        "seed {host}:{port} answered CLUSTER SLOTS with no slots (cluster down?)"
+                    )),
+                },
                 Err(e) if e.code() == Some("NOPERM") => {
                     return Err(StoreError::InvalidConfig {
                         problem: format!(
@@ -371,37 +433,34 @@ impl RedisConfig {
                         ),
                     });
                 }
-                Err(e) => {
-                    problems.push(format!("CLUSTER SLOTS on seed {host}:{port}: {e}"));
-                    continue;
-                }
-            };
-            let Some((master_host, master_port)) = master_of_slot(&map, slot) else {
-                problems.push(format!(
-                    "seed {host}:{port} knows no master for hash slot {slot} (cluster down?)"
-                ));
-                continue;
-            };
-            if master_host == *host && master_port == *port {
-                return Ok(seed);
-            }
-            match self.open(ConnectionAddr::Tcp(master_host.clone(), master_port), timeout) {
-                Ok(conn) => return Ok(conn),
-                Err(e) => problems.push(format!(
-                    "master {master_host}:{master_port} of slot {slot} named by seed {host}:{port}: {e}"
-                )),
+                Err(e) => problems.push(format!("CLUSTER SLOTS on seed {host}:{port}: {e}")),
             }
         }
-        Err(StoreError::Connect {
-            addr: self.shown.clone(),
-            error: RedisError::from(std::io::Error::other(format!(
-                "no cluster seed named a reachable master: {}",
-                problems.join("; ")
-            ))),
-        })
+        Err(self.cluster_error(format!(
+            "no cluster seed gave the slot map: {}",
+            problems.join("; ")
+        )))
     }
 
-    /// A connection to `addr` (TLS and credentials as configured).
+    /// A connection to one node (a master found in the slot map), with
+    /// this configuration's TLS and credentials.
+    pub(crate) fn open_node(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Connection, StoreError> {
+        self.open(ConnectionAddr::Tcp(host.to_owned(), port), timeout)
+            .map_err(|e| {
+                self.cluster_error(format!("master {host}:{port} of slot {:?}: {e}", self.slot))
+            })
+    }
+
+    /// The hash slot this configuration's connections go to, if set.
+    pub(crate) fn slot(&self) -> Option<u16> {
+        self.slot
+    }
+
     fn open(&self, addr: ConnectionAddr, timeout: Duration) -> Result<Connection, StoreError> {
         let connect_error = |error| StoreError::Connect {
             addr: self.shown.clone(),
@@ -446,7 +505,7 @@ impl RedisConfig {
     ) -> Result<Connection, StoreError> {
         let mut problems = Vec::new();
         for (host, port) in sentinels {
-            let (master_host, master_port) = match ask_sentinel(host, *port, master, timeout) {
+            let (master_host, master_port) = match self.ask_sentinel(host, *port, master, timeout) {
                 Ok(addr) => addr,
                 Err(why) => {
                     problems.push(format!("sentinel {host}:{port}: {why}"));
@@ -530,14 +589,43 @@ pub(crate) enum WaitError {
 
 /// `SENTINEL GET-MASTER-ADDR-BY-NAME master` on one sentinel, within
 /// `timeout` for the connection and the reply.
-fn ask_sentinel(
-    host: &str,
-    port: u16,
+impl RedisConfig {
+    /// The address of `master` as the sentinel at `host:port` names it,
+    /// logging in with the sentinel credentials when set.
+    fn ask_sentinel(
+        &self,
+        host: &str,
+        port: u16,
+        master: &str,
+        timeout: Duration,
+    ) -> Result<(String, u16), String> {
+        let mut auth = RedisConnectionInfo::default();
+        if let Some(user) = &self.sentinel_username {
+            auth = auth.set_username(user);
+        }
+        if let Some(path) = &self.sentinel_password_file {
+            auth = auth.set_password(current_password(path).map_err(|e| e.to_string())?);
+        }
+        let info = addr_info(ConnectionAddr::Tcp(host.to_owned(), port))
+            .map_err(|e| e.to_string())?
+            .set_redis_settings(auth);
+        ask_sentinel_with(info, master, timeout).map_err(|e| {
+            if e.contains("NOAUTH") || e.contains("WRONGPASS") || e.contains("AuthenticationFailed")
+            {
+                format!("{e} (check redis_sentinel_username and redis_sentinel_password_file)")
+            } else {
+                e
+            }
+        })
+    }
+}
+
+fn ask_sentinel_with(
+    info: ConnectionInfo,
     master: &str,
     timeout: Duration,
 ) -> Result<(String, u16), String> {
-    let client =
-        Client::open(ConnectionAddr::Tcp(host.to_owned(), port)).map_err(|e| e.to_string())?;
+    let client = Client::open(info).map_err(|e| e.to_string())?;
     let mut conn = client
         .get_connection_with_timeout(timeout)
         .map_err(|e| e.to_string())?;
@@ -556,38 +644,54 @@ fn ask_sentinel(
     Ok((ip, port))
 }
 
-/// The address of the master serving `slot` in a `CLUSTER SLOTS` reply:
-/// entries of `[start, end, [host, port, id, ...], replicas...]`.
-fn master_of_slot(map: &redis::Value, slot: u16) -> Option<(String, u16)> {
-    use redis::Value;
-    let int = |v: &Value| match v {
-        Value::Int(n) => Some(*n),
-        _ => None,
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let Value::Array(ranges) = map else {
-        return None;
-    };
-    ranges.iter().find_map(|range| {
-        let Value::Array(items) = range else {
+/// Which master serves which hash slots: ranges `(first, last, host,
+/// port)` from a `CLUSTER SLOTS` reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SlotMap(Vec<(u16, u16, String, u16)>);
+
+impl SlotMap {
+    /// Reads a `CLUSTER SLOTS` reply: entries of `[start, end, [host, port,
+    /// id, ...], replicas...]`. None when it names no slot.
+    fn parse(reply: &redis::Value) -> Option<SlotMap> {
+        use redis::Value;
+        let int = |v: &Value| match v {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        };
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        };
+        let Value::Array(ranges) = reply else {
             return None;
         };
-        let start = int(items.first()?)?;
-        let end = int(items.get(1)?)?;
-        if !(start..=end).contains(&i64::from(slot)) {
-            return None;
-        }
-        let Value::Array(node) = items.get(2)? else {
-            return None;
-        };
-        let host = text(node.first()?)?;
-        let port = u16::try_from(int(node.get(1)?)?).ok()?;
-        Some((host, port))
-    })
+        let map: Vec<_> = ranges
+            .iter()
+            .filter_map(|range| {
+                let Value::Array(items) = range else {
+                    return None;
+                };
+                let start = u16::try_from(int(items.first()?)?).ok()?;
+                let end = u16::try_from(int(items.get(1)?)?).ok()?;
+                let Value::Array(node) = items.get(2)? else {
+                    return None;
+                };
+                let host = text(node.first()?)?;
+                let port = u16::try_from(int(node.get(1)?)?).ok()?;
+                Some((start, end, host, port))
+            })
+            .collect();
+        (!map.is_empty()).then_some(SlotMap(map))
+    }
+
+    /// The master serving `slot`.
+    pub(crate) fn master(&self, slot: u16) -> Option<(&str, u16)> {
+        self.0
+            .iter()
+            .find(|(start, end, _, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, host, port)| (host.as_str(), *port))
+    }
 }
 
 fn addr_info(addr: ConnectionAddr) -> Result<ConnectionInfo, RedisError> {
@@ -649,6 +753,8 @@ fn parse_url(url: &str) -> Result<RedisConfig, StoreError> {
         shown: info.addr().to_string(),
         partitions: 0,
         slot: None,
+        sentinel_username: None,
+        sentinel_password_file: None,
     })
 }
 
@@ -733,6 +839,8 @@ fn parse_sentinel_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, S
         shown: format!("sentinel master {master:?} via {hosts}"),
         partitions: 0,
         slot: None,
+        sentinel_username: None,
+        sentinel_password_file: None,
     })
 }
 
@@ -759,6 +867,8 @@ fn parse_cluster_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, St
         shown: format!("cluster via {hosts}"),
         partitions: 0,
         slot: None,
+        sentinel_username: None,
+        sentinel_password_file: None,
     })
 }
 
@@ -901,7 +1011,7 @@ mod tests {
                 Value::BulkString(b"id".to_vec()),
             ])
         };
-        let map = Value::Array(vec![
+        let reply = Value::Array(vec![
             Value::Array(vec![
                 Value::Int(0),
                 Value::Int(5460),
@@ -910,15 +1020,10 @@ mod tests {
             ]),
             Value::Array(vec![Value::Int(5461), Value::Int(16383), node(7001)]),
         ]);
-        assert_eq!(
-            master_of_slot(&map, 0),
-            Some(("127.0.0.1".to_owned(), 7000))
-        );
-        assert_eq!(
-            master_of_slot(&map, 5461),
-            Some(("127.0.0.1".to_owned(), 7001))
-        );
-        assert_eq!(master_of_slot(&Value::Array(vec![]), 1), None);
+        let map = SlotMap::parse(&reply).expect("a map");
+        assert_eq!(map.master(0), Some(("127.0.0.1", 7000)));
+        assert_eq!(map.master(5461), Some(("127.0.0.1", 7001)));
+        assert_eq!(SlotMap::parse(&Value::Array(vec![])), None);
     }
 
     #[test]

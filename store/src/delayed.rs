@@ -88,7 +88,7 @@ impl Store {
             return Ok(self.each(Store::scheduled_count)?.into_iter().sum());
         }
         let key = self.keys().scheduled();
-        self.run(&[(&key, "zset")], |c, _| {
+        self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCARD").arg(&key).query(c)
         })
     }
@@ -118,7 +118,7 @@ impl Store {
             return Ok(all);
         }
         let key = self.keys().scheduled();
-        let pairs: Vec<(String, f64)> = self.run(&[(&key, "zset")], |c, _| {
+        let pairs: Vec<(String, f64)> = self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZRANGE")
                 .arg(&key)
                 .arg(0)
@@ -204,14 +204,14 @@ impl Store {
     /// supervisor running task `id`, as seen in partition `part`.
     fn wake_runner_of(&self, part: &Store, id: &str) -> Result<(), StoreError> {
         let task = part.keys().task(id);
-        let slot: Option<String> = part.run(&[], |c, _| {
+        let slot: Option<String> = part.read(&[], |c, _| {
             redis::cmd("HGET").arg(&task).arg("worker").query(c)
         })?;
         let Some(slot) = slot.filter(|s| !s.is_empty()) else {
             return Ok(());
         };
         let hash = part.keys().worker(&slot);
-        let supervisor: Option<String> = part.run(&[], |c, _| {
+        let supervisor: Option<String> = part.read(&[], |c, _| {
             redis::cmd("HGET").arg(&hash).arg("supervisor").query(c)
         })?;
         let Some(supervisor) = supervisor.filter(|s| !s.is_empty()) else {

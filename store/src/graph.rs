@@ -487,7 +487,7 @@ impl Store {
             return self.home(id).graph(id);
         }
         let key = self.keys().graph(id);
-        let value: Value = self.run(&[(&key, "hash")], |c, _| {
+        let value: Value = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGETALL").arg(&key).query(c)
         })?;
         let hash = hash_from_value("HGETALL", value)?;

@@ -52,6 +52,7 @@ mod fetch;
 mod graph;
 mod keys;
 mod maintenance;
+mod nodes;
 mod partition;
 mod partitioned;
 mod producer;
@@ -120,6 +121,10 @@ pub struct Store {
     /// Set once the layout marker was checked (shared by the root, its
     /// partitions and their independent copies).
     layout: Arc<OnceLock<()>>,
+    /// On a Cluster: the slot map and the connections by master, shared
+    /// by the root and its partitions (then `conn` and `fetch_conn` stay
+    /// unused).
+    nodes: Option<Arc<nodes::Nodes>>,
     conn: Mutex<Option<Connection>>,
     fetch_conn: Mutex<Option<Connection>>,
     max_args_bytes: u64,
@@ -168,7 +173,7 @@ impl Store {
             });
         }
         let count = config.partitions();
-        if count > 1 && prefix.contains(['{', '}']) {
+        if (count > 1 || config.is_cluster()) && prefix.contains(['{', '}']) {
             return Err(StoreError::InvalidName {
                 what: "key prefix",
                 name: prefix.to_owned(),
@@ -184,6 +189,7 @@ impl Store {
             keys,
             partitions: None,
             layout: Arc::new(OnceLock::new()),
+            nodes: config.is_cluster().then(Arc::default),
             conn: Mutex::new(None),
             fetch_conn: Mutex::new(None),
             max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
@@ -238,6 +244,7 @@ impl Store {
     /// of its own (for another thread, since [`fetch`](Store::fetch) blocks).
     pub fn independent(&self) -> Result<Store, StoreError> {
         let mut store = self.sibling(self.keys.clone(), self.config.clone());
+        store.nodes = self.nodes.as_ref().map(|_| Arc::default());
         store.rebuild_partitions(self.partitions.as_deref());
         Ok(store)
     }
@@ -252,6 +259,7 @@ impl Store {
             keys,
             partitions: None,
             layout: Arc::clone(&self.layout),
+            nodes: self.nodes.clone(),
             conn: Mutex::new(None),
             fetch_conn: Mutex::new(None),
             max_args_bytes: self.max_args_bytes,
@@ -285,7 +293,7 @@ impl Store {
 
     /// Checks that Redis answers.
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.run(&[], |c, _| redis::cmd("PING").query::<String>(c))
+        self.read(&[], |c, _| redis::cmd("PING").query::<String>(c))
             .map(|_| ())
     }
 
@@ -306,8 +314,30 @@ impl Store {
         expected: &[(&str, &'static str)],
         f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
     ) -> Result<T, StoreError> {
+        self.run_quick(true, expected, f)
+    }
+
+    /// Like [`run`](Self::run) for a call that only reads: in durable
+    /// mode no `WAIT` follows it.
+    pub(crate) fn read<T>(
+        &self,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        self.run_quick(false, expected, f)
+    }
+
+    fn run_quick<T>(
+        &self,
+        write: bool,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        if let Some(nodes) = &self.nodes {
+            return self.run_on_node(nodes, write, None, expected, f);
+        }
         let mut guard = lock(&self.conn);
-        self.run_on(&mut guard, None, expected, f)
+        self.run_on(&mut guard, None, write, None, expected, f)
     }
 
     /// Like [`run`](Self::run) on the fetch connection, with a read timeout
@@ -318,13 +348,39 @@ impl Store {
         expected: &[(&str, &'static str)],
         f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
     ) -> Result<T, StoreError> {
+        if let Some(nodes) = &self.nodes {
+            return self.run_on_node(nodes, true, Some(wait), expected, f);
+        }
         let mut guard = lock(&self.fetch_conn);
-        self.run_on(&mut guard, Some(wait), expected, f)
+        self.run_on(&mut guard, None, true, Some(wait), expected, f)
+    }
+
+    /// [`run`](Self::run) on a Cluster: on the connection to the master of
+    /// this store's slot (the blocking one when `wait` is given); a
+    /// connection error makes the next command ask for the slot map again.
+    fn run_on_node<T>(
+        &self,
+        nodes: &nodes::Nodes,
+        write: bool,
+        wait: Option<Duration>,
+        expected: &[(&str, &'static str)],
+        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        let slot = self.config.slot().unwrap_or(0);
+        let (cell, node) = nodes.cell(&self.config, slot, self.connect_timeout, wait.is_some())?;
+        let mut guard = lock(&cell);
+        let result = self.run_on(&mut guard, Some(&node), write, wait, expected, f);
+        if result.as_ref().is_err_and(StoreError::is_connection_error) {
+            nodes.forget_map();
+        }
+        result
     }
 
     fn run_on<T>(
         &self,
         slot: &mut Option<Connection>,
+        node: Option<&nodes::Node>,
+        write: bool,
         wait: Option<Duration>,
         expected: &[(&str, &'static str)],
         f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
@@ -334,7 +390,7 @@ impl Store {
             .is_none_or(|c| !redis::ConnectionLike::is_open(c))
         {
             *slot = None;
-            *slot = Some(self.connect()?);
+            *slot = Some(self.connect(node)?);
         }
         let Some(conn) = slot.as_mut() else {
             return Err(StoreError::UnexpectedReply {
@@ -357,6 +413,7 @@ impl Store {
             return Err(self.redis_error(source));
         }
         match f(conn, &self.keys) {
+            Ok(value) if !write => Ok(value),
             Ok(value) => match self.config.wait_replicas(conn) {
                 Ok(()) => Ok(value),
                 Err(connection::WaitError::Redis(err)) => {
@@ -386,12 +443,15 @@ impl Store {
         }
     }
 
-    fn connect(&self) -> Result<Connection, StoreError> {
+    fn connect(&self, node: Option<&nodes::Node>) -> Result<Connection, StoreError> {
         let connect_error = |error| StoreError::Connect {
             addr: self.addr.clone(),
             error,
         };
-        let conn = self.config.connect(self.connect_timeout)?;
+        let conn = match node {
+            Some((host, port)) => self.config.open_node(host, *port, self.connect_timeout)?,
+            None => self.config.connect(self.connect_timeout)?,
+        };
         conn.set_write_timeout(Some(self.io_timeout))
             .map_err(connect_error)?;
         conn.set_read_timeout(Some(self.io_timeout))
@@ -477,7 +537,7 @@ fn parse_script_wrongtype(detail: &str) -> Option<StoreError> {
 
 /// Locks a connection slot; a panic in another holder only loses that
 /// connection, which is dropped and reopened.
-fn lock(m: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
+pub(crate) fn lock(m: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
     m.lock().unwrap_or_else(|poisoned: PoisonError<_>| {
         let mut guard = poisoned.into_inner();
         *guard = None;

@@ -66,7 +66,7 @@ impl Store {
         }
         let limit = before(now, heartbeat_timeout);
         let key = self.keys().workers();
-        self.run(&[(&key, "zset")], |c, _| {
+        self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZRANGEBYSCORE")
                 .arg(&key)
                 .arg("-inf")

@@ -86,7 +86,7 @@ impl Store {
         };
         for part in parts {
             let key = part.keys().task(id);
-            let found: bool = part.run(&[], |c, _| redis::cmd("EXISTS").arg(&key).query(c))?;
+            let found: bool = part.read(&[], |c, _| redis::cmd("EXISTS").arg(&key).query(c))?;
             if found {
                 return Ok(part);
             }
@@ -147,7 +147,7 @@ impl Store {
         let mut all: Vec<(String, f64)> = Vec::new();
         for part in self.parts() {
             let k = key(part.keys());
-            let some: Vec<(String, f64)> = part.run(&[(&k, "zset")], |c, _| {
+            let some: Vec<(String, f64)> = part.read(&[(&k, "zset")], |c, _| {
                 redis::cmd("ZRANGE")
                     .arg(&k)
                     .arg(0)

@@ -54,7 +54,7 @@ impl Store {
             return Ok(names);
         }
         let key = self.keys().queues();
-        let mut names: Vec<String> = self.run(&[(&key, "set")], |c, _| {
+        let mut names: Vec<String> = self.read(&[(&key, "set")], |c, _| {
             redis::cmd("SMEMBERS").arg(&key).query(c)
         })?;
         names.sort();
@@ -324,7 +324,7 @@ impl<'s> Queue<'s> {
             return Ok(counts.into_iter().sum());
         }
         let key = self.store.keys().queue(&self.name);
-        self.store.run(&[(&key, "list")], |c, _| {
+        self.store.read(&[(&key, "list")], |c, _| {
             redis::cmd("LLEN").arg(&key).query(c)
         })
     }

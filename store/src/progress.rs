@@ -35,7 +35,7 @@ impl Store {
             return self.locate(id)?.progress(id);
         }
         let key = self.keys().task(id);
-        let raw: Option<String> = self.run(&[(&key, "hash")], |c, _| {
+        let raw: Option<String> = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGET").arg(&key).arg("progress").query(c)
         })?;
         raw.map(|text| {

@@ -160,7 +160,7 @@ impl Registry<'_> {
             return Ok(counts.into_iter().sum());
         }
         let key = self.key();
-        self.store.run(&[(&key, "zset")], |c, _| {
+        self.store.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCARD").arg(&key).query(c)
         })
     }

@@ -59,7 +59,7 @@ impl Store {
     /// The last handled run of schedule entry `entry`, if any.
     pub fn schedule_last_run(&self, entry: &str) -> Result<Option<Timestamp>, StoreError> {
         let key = self.keys().schedule_entry(entry);
-        let text: Option<String> = self.run(&[(&key, "hash")], |c, _| {
+        let text: Option<String> = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGET").arg(&key).arg("last_run").query(c)
         })?;
         text.map(|t| parse_time(entry, &t)).transpose()

@@ -41,7 +41,7 @@ impl Store {
     /// The marker stored under the prefix, if any.
     pub fn schema_marker(&self) -> Result<Option<String>, StoreError> {
         let key = self.keys().schema();
-        self.run(&[(&key, "string")], |c, _| {
+        self.read(&[(&key, "string")], |c, _| {
             redis::cmd("GET").arg(&key).query(c)
         })
     }

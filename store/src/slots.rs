@@ -225,7 +225,7 @@ impl Store {
     /// The process id a slot registered, if its hash holds a readable one.
     pub fn slot_pid(&self, slot: &str) -> Result<Option<u32>, StoreError> {
         let key = self.keys().worker(slot);
-        let pid: Option<String> = self.run(&[(&key, "hash")], |c, _| {
+        let pid: Option<String> = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGET").arg(&key).arg("pid").query(c)
         })?;
         Ok(pid.and_then(|p| p.parse().ok()))
@@ -263,11 +263,11 @@ impl Store {
         instance: &str,
     ) -> Result<Option<Incarnation>, StoreError> {
         let key = self.keys().supervisor(host, instance);
-        let kind: String = self.run(&[], |c, _| redis::cmd("TYPE").arg(&key).query(c))?;
+        let kind: String = self.read(&[], |c, _| redis::cmd("TYPE").arg(&key).query(c))?;
         match kind.as_str() {
             "none" => Ok(None),
             "string" => {
-                let id: Option<String> = self.run(&[(&key, "string")], |c, _| {
+                let id: Option<String> = self.read(&[(&key, "string")], |c, _| {
                     redis::cmd("GET").arg(&key).query(c)
                 })?;
                 Ok(id.map(|supervisor_id| Incarnation {
@@ -276,7 +276,7 @@ impl Store {
                 }))
             }
             "hash" => {
-                let value: Value = self.run(&[(&key, "hash")], |c, _| {
+                let value: Value = self.read(&[(&key, "hash")], |c, _| {
                     redis::cmd("HGETALL").arg(&key).query(c)
                 })?;
                 let hash = hash_from_value("HGETALL", value)?;
@@ -358,7 +358,7 @@ impl Store {
         let workers = self.keys().workers();
         let dead = self.keys().dead_workers();
         let (mut scored, buried): (Scored, Scored) =
-            self.run(&[(&workers, "zset"), (&dead, "zset")], |c, _| {
+            self.read(&[(&workers, "zset"), (&dead, "zset")], |c, _| {
                 redis::pipe()
                     .cmd("ZRANGE")
                     .arg(&workers)
@@ -383,7 +383,7 @@ impl Store {
         }
         pipe.ignore_errors();
         // A slot hash of the wrong type shows as empty rather than hiding the rest.
-        let values: Vec<Value> = self.run(&[], |c, _| pipe.query(c))?;
+        let values: Vec<Value> = self.read(&[], |c, _| pipe.query(c))?;
         let mut out = Vec::with_capacity(scored.len());
         for (i, (id, beat)) in scored.into_iter().enumerate() {
             let hash = match values.get(i).cloned() {

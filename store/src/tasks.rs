@@ -22,7 +22,7 @@ impl Store {
         }
         let command = if kind == "list" { "LRANGE" } else { "ZRANGE" };
         let end = offset.saturating_add(len - 1);
-        self.run(&[(key, kind)], |c, _| {
+        self.read(&[(key, kind)], |c, _| {
             redis::cmd(command).arg(key).arg(offset).arg(end).query(c)
         })
     }
@@ -39,7 +39,7 @@ impl Store {
             return Err(StoreError::NotFound { id: id.to_owned() });
         }
         let key = self.keys().task(id);
-        let value: Value = self.run(&[(&key, "hash")], |c, _| {
+        let value: Value = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGETALL").arg(&key).query(c)
         })?;
         parse_record(id, &hash_from_value("HGETALL", value)?)
@@ -75,7 +75,7 @@ impl Store {
             pipe.cmd("HGETALL").arg(self.keys().task(id));
         }
         pipe.ignore_errors();
-        let values: Vec<Value> = self.run(&[], |c, _| pipe.query(c))?;
+        let values: Vec<Value> = self.read(&[], |c, _| pipe.query(c))?;
         if values.len() != ids.len() {
             return Err(StoreError::UnexpectedReply {
                 what: "HGETALL pipeline",

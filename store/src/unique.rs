@@ -23,7 +23,7 @@ impl Store {
         let mut cursor: u64 = 0;
         let mut freed = 0;
         loop {
-            let (next, found): (u64, Vec<String>) = self.run(&[], |c, _| {
+            let (next, found): (u64, Vec<String>) = self.read(&[], |c, _| {
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")

@@ -35,6 +35,11 @@ pub struct RedisSettings {
     pub sentinels: Vec<String>,
     /// The master name the sentinels monitor (`redis_sentinel_master`).
     pub sentinel_master: Option<String>,
+    /// ACL user name on the sentinels (`redis_sentinel_username`).
+    pub sentinel_username: Option<String>,
+    /// File whose first line is the sentinels' password
+    /// (`redis_sentinel_password_file`); read at start and at SIGHUP.
+    pub sentinel_password_file: Option<PathBuf>,
     /// Durable mode (`redis_wait_replicas`): every write waits until this
     /// many replicas acknowledged it (`WAIT`); 0 is off.
     pub wait_replicas: u32,
@@ -62,6 +67,8 @@ impl Default for RedisSettings {
             tls_insecure: false,
             sentinels: Vec::new(),
             sentinel_master: None,
+            sentinel_username: None,
+            sentinel_password_file: None,
             wait_replicas: 0,
             wait_timeout_ms: DEFAULT_WAIT_TIMEOUT_MS,
             cluster_nodes: Vec::new(),
@@ -72,7 +79,7 @@ impl Default for RedisSettings {
 
 /// The keys read here (each also listed in `values::SCALAR_KEYS`).
 #[cfg(test)]
-const REDIS_KEYS: [&str; 11] = [
+const REDIS_KEYS: [&str; 13] = [
     "redis_username",
     "redis_tls_ca_file",
     "redis_tls_cert_file",
@@ -80,6 +87,8 @@ const REDIS_KEYS: [&str; 11] = [
     "redis_tls_insecure",
     "redis_sentinels",
     "redis_sentinel_master",
+    "redis_sentinel_username",
+    "redis_sentinel_password_file",
     "redis_wait_replicas",
     "redis_wait_timeout_ms",
     "redis_cluster_nodes",
@@ -99,6 +108,10 @@ pub(super) fn apply(r: &mut RedisSettings, key: &str, raw: Raw<'_>) -> Option<Re
         "redis_sentinel_master" => {
             word(raw, "a sentinel master name").map(|v| r.sentinel_master = Some(v))
         }
+        "redis_sentinel_username" => {
+            word(raw, "an ACL user name").map(|v| r.sentinel_username = Some(v))
+        }
+        "redis_sentinel_password_file" => path(raw).map(|v| r.sentinel_password_file = Some(v)),
         "redis_wait_replicas" => number(raw, 0, 16).map(|v| r.wait_replicas = v as u32),
         "redis_wait_timeout_ms" => number(raw, 1, 600_000).map(|v| r.wait_timeout_ms = v),
         "redis_cluster_nodes" => sentinels(raw).map(|v| r.cluster_nodes = v),

@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 31] = [
+pub(crate) const SCALAR_KEYS: [&str; 33] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -61,6 +61,8 @@ pub(crate) const SCALAR_KEYS: [&str; 31] = [
     "redis_tls_insecure",
     "redis_sentinels",
     "redis_sentinel_master",
+    "redis_sentinel_username",
+    "redis_sentinel_password_file",
     "redis_wait_replicas",
     "redis_wait_timeout_ms",
     "redis_cluster_nodes",

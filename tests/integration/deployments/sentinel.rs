@@ -299,3 +299,50 @@ fn every_program_works_with_tls_to_a_sentinel_managed_master_across_a_failover()
     super::wait_status(&store, &id, TaskStatus::Finished);
     sup.stop();
 }
+
+#[test]
+fn sentinels_that_require_a_password_are_asked_with_the_sentinel_credentials() {
+    let set = SentinelSet::start();
+    // Every sentinel gets a user for the programs and stops answering
+    // anyone else (after this, only the programs can talk to them).
+    for s in &set.sentinels {
+        let mut c = s.client();
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("lookup")
+            .arg("on")
+            .arg(">sentinel-secret")
+            .arg("-@all")
+            .arg("+sentinel|get-master-addr-by-name")
+            .exec(&mut c)
+            .expect("acl setuser");
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg("off")
+            .exec(&mut c)
+            .expect("default off");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("sentinel-password");
+    std::fs::write(&file, "sentinel-secret\n").expect("password file");
+    let app = AppEnv::new(&[
+        ("REDIS_URL", set.url()),
+        ("RT_REDIS_SENTINEL_USERNAME", "lookup".to_owned()),
+        (
+            "RT_REDIS_SENTINEL_PASSWORD_FILE",
+            file.display().to_string(),
+        ),
+    ]);
+    app.exercise_every_program();
+
+    // Without the credentials the error says which settings to check.
+    let bare = AppEnv::new(&[("REDIS_URL", set.url())]);
+    let err = bare
+        .store()
+        .with_timeouts(Duration::from_secs(2), Duration::from_secs(2))
+        .ping()
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("redis_sentinel_password_file"), "{text}");
+}
