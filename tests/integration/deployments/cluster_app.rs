@@ -319,9 +319,8 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     let new_master = set.wait_failover(victim);
     let failover = killed_at.elapsed();
     // A program started now, with the dead master as its first seed, finds
-    // the cluster through the others. (Not in the durable mode: until the
-    // killed node is back as a replica, the new master has none, and every
-    // command's WAIT fails, reads included.)
+    // the cluster through the others; in the durable mode too, although
+    // the new master has no replica yet (reads do not WAIT).
     let mut seeds = vec![format!("127.0.0.1:{victim}")];
     seeds.extend(
         set.seeds()
@@ -329,7 +328,6 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
             .filter(|s| *s != format!("127.0.0.1:{victim}")),
     );
     let mut admin = app.admin(&["info"]);
-    admin.env("RT_REDIS_WAIT_REPLICAS", "0");
     if app.env.iter().any(|(k, _)| k == "RT_REDIS_CLUSTER_NODES") {
         admin.env("RT_REDIS_CLUSTER_NODES", seeds.join(","));
     } else {
