@@ -50,12 +50,19 @@ impl Store {
         if self.routed().is_some() {
             return self.each(|p| p.schema_script(write)).map(|_| ());
         }
-        self.run(&[], |c, keys| {
+        let script = |c: &mut redis::Connection, keys: &crate::keys::Keys| {
             scripts::CLAIM_SCHEMA
                 .arg(keys.prefix())
                 .arg(if write { "1" } else { "0" })
                 .invoke::<i64>(c)
-        })?;
+        };
+        // The check writes nothing: no WAIT in the durable mode, so that
+        // read-only commands work while a master has no replica.
+        if write {
+            self.run(&[], script)?;
+        } else {
+            self.read(&[], script)?;
+        }
         Ok(())
     }
 }
