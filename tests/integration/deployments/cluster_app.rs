@@ -153,7 +153,9 @@ struct Producer {
 type Acked = (String, bool, bool);
 
 impl Producer {
-    fn start(app: &AppEnv, marks: &std::path::Path) -> Producer {
+    /// Starts the thread; it stops by itself after `cap` acknowledged
+    /// enqueues after the event.
+    fn start(app: &AppEnv, marks: &std::path::Path, cap: usize) -> Producer {
         let stop = Arc::new(AtomicBool::new(false));
         let event = Arc::new(AtomicBool::new(false));
         let after_event = Arc::new(AtomicUsize::new(0));
@@ -171,7 +173,7 @@ impl Producer {
                 let mut errors = 0u64;
                 let mut n = 0usize;
                 // Enough after the event to show it carries on, not a flood.
-                while !stop.load(Ordering::SeqCst) && after_event.load(Ordering::SeqCst) < 300 {
+                while !stop.load(Ordering::SeqCst) && after_event.load(Ordering::SeqCst) < cap {
                     let before = !event.load(Ordering::SeqCst);
                     let queue = QUEUES[n % QUEUES.len()];
                     let reentrant = n % 2 == 1;
@@ -304,7 +306,15 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     let mut sup = app.start(&["worker", "--scheduler", "-c", "4"], SCHEDULE, &env);
     let mut sup2 = app.start(&["worker", "-c", "4"], "", &env);
     let store = app.store();
-    let producer = Producer::start(app, &marks);
+    // REDIS_TASKS_CLUSTER_KILLS=N (default 1) for a longer run: after the
+    // first failover, N-1 more masters are killed in turn, each once tasks
+    // flow again (and restarted as a replica).
+    let kills: usize = std::env::var("REDIS_TASKS_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let producer = Producer::start(app, &marks, 300 * kills);
 
     wait_until("tasks to flow before the failover", WAIT, || {
         store.finished().count().is_ok_and(|n| n >= 150)
@@ -338,6 +348,25 @@ fn failover_under_load(set: &mut ClusterSet, app: &AppEnv) -> Losses {
     // The killed node comes back as the new master's replica (the durable
     // mode needs one).
     set.restart_as_replica(victim);
+    for k in 1..kills {
+        let done = store.finished().count().unwrap_or(0);
+        wait_until(
+            &format!("tasks to flow before kill {}", k + 1),
+            WAIT,
+            || store.finished().count().is_ok_and(|n| n >= done + 100),
+        );
+        let masters = set.masters();
+        let victim = masters[k % masters.len()];
+        set.kill_master(victim);
+        let killed_at = Instant::now();
+        let new_master = set.wait_failover(victim);
+        eprintln!(
+            "kill {}: failover of {victim} to {new_master} took {:?}",
+            k + 1,
+            killed_at.elapsed()
+        );
+        set.restart_as_replica(victim);
+    }
 
     // Everything carries on: a task on every queue finishes, the scheduler
     // enqueues again, the admin CLI answers.
@@ -590,7 +619,7 @@ fn a_fleet_under_load_follows_a_rebalance_onto_a_new_master() {
     let mut sup = app.start(&["worker", "--scheduler", "-c", "4"], SCHEDULE, &[]);
     let mut sup2 = app.start(&["worker", "-c", "4"], "", &[]);
     let store = app.store();
-    let producer = Producer::start(&app, &marks);
+    let producer = Producer::start(&app, &marks, 300);
     wait_until("tasks to flow before the rebalance", WAIT, || {
         store.finished().count().is_ok_and(|n| n >= 150)
     });
