@@ -52,9 +52,10 @@
 //! - `secrets`: no password on a command line; `redis_password_file`.
 //! - `deployments`: TLS, a restricted ACL user, Sentinel failover (with
 //!   and without the durable `WAIT` mode), by settings alone.
-//!   `deployments::cluster*`: a three-master Redis Cluster (harness in
-//!   `support::cluster`): every program, the spread over the masters, a
-//!   master SIGKILLed under load.
+//!   `deployments::cluster`: a three-master Redis Cluster (harness in
+//!   `support::cluster`, tested by `deployments::cluster_harness`): every
+//!   program, the spread over the masters, a master SIGKILLed under load,
+//!   a rebalance.
 //! - `testing_helper`: the in-process runner for users' test suites.
 //!
 //! Run all with `cargo test --test integration`, or a part with

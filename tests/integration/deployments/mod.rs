@@ -4,7 +4,8 @@
 //! without the durable `WAIT` mode.
 //!
 //! Redis Cluster (three masters, three replicas, `support::cluster`):
-//! `cluster` tests the harness itself, `cluster_app` the application on it.
+//! `cluster_harness` tests the harness itself, `cluster` the application on
+//! it.
 //!
 //! [`AppEnv`] is one deployment's settings as environment variables; it
 //! runs every kind of program against it: a producer (the library, in this
@@ -13,7 +14,7 @@
 
 mod acl;
 mod cluster;
-mod cluster_app;
+mod cluster_harness;
 mod lost_reply;
 mod sentinel;
 mod tls;
