@@ -1,5 +1,5 @@
 //! Redis Cluster: three masters and three replicas on loopback
-//! ([`ClusterSet`]). First the harness itself: the cluster forms, and a
+//! ([`ClusterSet`]), the harness itself: the cluster forms, and a
 //! SIGKILLed master's replica takes its slots over with its data.
 
 use crate::support::cluster::{ClusterSet, SLOTS};
