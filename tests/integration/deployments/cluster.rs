@@ -5,6 +5,9 @@
 //!   across a failover;
 //! - queues (and names that differ in one character) spread over the
 //!   masters;
+//! - what spans queues works: a graph over queues on three masters, one
+//!   uniqueness key from two queues, a delayed task, cancel of a running
+//!   task;
 //! - the master of partition 0 SIGKILLed under load (its replica takes
 //!   over) loses nothing in the durable mode: no acknowledged enqueue, no
 //!   recorded outcome, and no non-reentrant task runs twice; without it the
@@ -709,5 +712,70 @@ fn every_program_works_over_tls_on_a_cluster_across_a_failover() {
     for id in &ids {
         wait_status(&store, id, TaskStatus::Finished);
     }
+    sup.stop();
+}
+
+/// What spans queues, on a real cluster: a graph whose nodes sit on queues
+/// of different masters, one uniqueness key used from two queues, a
+/// delayed task, and the cancel of a running task (its request and its
+/// supervisor's wake list in different partitions).
+#[test]
+fn graphs_unique_keys_delays_and_cancels_span_queues_on_a_cluster() {
+    use redis_tasks::{CancelResult, EnqueueOptions, Graph};
+
+    let set = ClusterSet::start_with(3, 0);
+    let app = AppEnv::new(&[("REDIS_URL", set.url())]);
+    let mut args = vec!["worker", "-c", "2"];
+    args.extend(QUEUES);
+    let mut sup = app.start(&args, "", &[]);
+    let store = app.store();
+    wait_until("the graph middleware to announce itself", WAIT, || {
+        Graph::new()
+            .node_on("emails", "probe", "noop", ())
+            .enqueue(&store)
+            .is_ok()
+    });
+
+    let graph = Graph::new()
+        .node_on("emails", "a", "noop", ())
+        .node_on("sms", "b", "noop", ())
+        .node_on("images", "c", "noop", ())
+        .chain(["a", "b", "c"])
+        .enqueue(&store)
+        .expect("graph");
+    wait_until("the graph across three queues to finish", WAIT, || {
+        store.graph(&graph.id).is_ok_and(|g| g.status == "finished")
+    });
+
+    let hold = EnqueueOptions::new().unique("nightly-report");
+    let first = store
+        .queue("billing")
+        .enqueue_with_outcome("sleep", &json!({"secs": 30}), &hold)
+        .expect("unique");
+    let second = store
+        .queue("search")
+        .enqueue_with_outcome("noop", &json!(null), &hold)
+        .expect("unique again");
+    assert!(first.is_new());
+    assert_eq!(second.id(), first.id(), "one task holds the key");
+
+    let delayed = store
+        .queue("exports")
+        .enqueue_in(Duration::from_secs(1), "noop", &json!(null))
+        .expect("delayed");
+    wait_status(&store, &delayed, TaskStatus::Finished);
+
+    wait_status(&store, first.id(), TaskStatus::Running);
+    assert_eq!(
+        store.cancel_task(first.id()).expect("cancel"),
+        CancelResult::Requested
+    );
+    wait_status(&store, first.id(), TaskStatus::Canceled);
+    let again = store
+        .queue("search")
+        .enqueue_with_outcome("noop", &json!(null), &hold)
+        .expect("unique after the cancel");
+    assert!(again.is_new(), "the key is free once its task ended");
+    wait_status(&store, again.id(), TaskStatus::Finished);
     sup.stop();
 }
