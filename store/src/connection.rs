@@ -95,6 +95,8 @@ pub struct RedisConfig {
     sentinel_username: Option<String>,
     /// The sentinels' password file (`redis_sentinel_password_file`).
     sentinel_password_file: Option<PathBuf>,
+    /// TLS to the sentinels too (`redis_sentinel_tls`).
+    sentinel_tls: bool,
     /// On a Cluster, the hash slot whose master this configuration's
     /// connections go to (one partition's slot); none: any master.
     slot: Option<u16>,
@@ -204,6 +206,16 @@ impl RedisConfig {
             }
             config.sentinel_username = r.sentinel_username.clone();
             config.sentinel_password_file = r.sentinel_password_file.clone();
+        }
+        if r.sentinel_tls {
+            if !matches!(config.endpoint, Endpoint::Sentinel { .. }) || config.tls.is_none() {
+                return Err(invalid(
+                    "redis_sentinel_tls is set but redis_url is not a TLS sentinel URL: use \
+                     rediss+sentinel:// (or redis_sentinels with a rediss:// URL)"
+                        .to_owned(),
+                ));
+            }
+            config.sentinel_tls = true;
         }
         if let Some(username) = &r.username {
             config.username = Some(username.clone());
@@ -466,7 +478,24 @@ impl RedisConfig {
             addr: self.shown.clone(),
             error,
         };
-        let addr = match (addr, &self.tls) {
+        let client = self
+            .client(addr, self.redis_info()?, true)
+            .map_err(connect_error)?;
+        client
+            .get_connection_with_timeout(timeout)
+            .map_err(|error| connect_error(explain_tls(error)))
+    }
+
+    /// A client for `addr` logging in with `login`; over TLS (with the TLS
+    /// settings) when `tls` is asked for and the URL uses TLS.
+    fn client(
+        &self,
+        addr: ConnectionAddr,
+        login: RedisConnectionInfo,
+        tls: bool,
+    ) -> Result<Client, RedisError> {
+        let tls = self.tls.as_ref().filter(|_| tls);
+        let addr = match (addr, tls) {
             (
                 ConnectionAddr::TcpTls { host, port, .. } | ConnectionAddr::Tcp(host, port),
                 Some(tls),
@@ -478,18 +507,11 @@ impl RedisConfig {
             },
             (other, _) => other,
         };
-        let info = addr_info(addr)
-            .map_err(connect_error)?
-            .set_redis_settings(self.redis_info()?);
-        let client = match self.tls.as_ref().and_then(Self::certificates) {
-            Some(certs) if !self.is_insecure() => {
-                Client::build_with_tls(info, certs).map_err(connect_error)?
-            }
-            _ => Client::open(info).map_err(connect_error)?,
-        };
-        client
-            .get_connection_with_timeout(timeout)
-            .map_err(|error| connect_error(explain_tls(error)))
+        let info = addr_info(addr)?.set_redis_settings(login);
+        match tls.and_then(Self::certificates) {
+            Some(certs) if !self.is_insecure() => Client::build_with_tls(info, certs),
+            _ => Client::open(info),
+        }
     }
 
     /// Asks each sentinel in turn for `master`'s address and connects to
@@ -606,10 +628,14 @@ impl RedisConfig {
         if let Some(path) = &self.sentinel_password_file {
             auth = auth.set_password(current_password(path).map_err(|e| e.to_string())?);
         }
-        let info = addr_info(ConnectionAddr::Tcp(host.to_owned(), port))
-            .map_err(|e| e.to_string())?
-            .set_redis_settings(auth);
-        ask_sentinel_with(info, master, timeout).map_err(|e| {
+        let client = self
+            .client(
+                ConnectionAddr::Tcp(host.to_owned(), port),
+                auth,
+                self.sentinel_tls,
+            )
+            .map_err(|e| e.to_string())?;
+        ask_sentinel_with(client, master, timeout).map_err(|e| {
             if e.contains("NOAUTH") || e.contains("WRONGPASS") || e.contains("AuthenticationFailed")
             {
                 format!("{e} (check redis_sentinel_username and redis_sentinel_password_file)")
@@ -621,14 +647,13 @@ impl RedisConfig {
 }
 
 fn ask_sentinel_with(
-    info: ConnectionInfo,
+    client: Client,
     master: &str,
     timeout: Duration,
 ) -> Result<(String, u16), String> {
-    let client = Client::open(info).map_err(|e| e.to_string())?;
     let mut conn = client
         .get_connection_with_timeout(timeout)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| explain_tls(e).to_string())?;
     conn.set_read_timeout(Some(timeout))
         .and_then(|()| conn.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
@@ -755,6 +780,7 @@ fn parse_url(url: &str) -> Result<RedisConfig, StoreError> {
         slot: None,
         sentinel_username: None,
         sentinel_password_file: None,
+        sentinel_tls: false,
     })
 }
 
@@ -841,6 +867,7 @@ fn parse_sentinel_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, S
         slot: None,
         sentinel_username: None,
         sentinel_password_file: None,
+        sentinel_tls: false,
     })
 }
 
@@ -869,6 +896,7 @@ fn parse_cluster_url(url: &str, rest: &str, tls: bool) -> Result<RedisConfig, St
         slot: None,
         sentinel_username: None,
         sentinel_password_file: None,
+        sentinel_tls: false,
     })
 }
 

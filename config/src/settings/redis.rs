@@ -40,6 +40,9 @@ pub struct RedisSettings {
     /// File whose first line is the sentinels' password
     /// (`redis_sentinel_password_file`); read at start and at SIGHUP.
     pub sentinel_password_file: Option<PathBuf>,
+    /// Talk TLS to the sentinels too (`redis_sentinel_tls`), with the
+    /// master's TLS settings (CA file, client certificate).
+    pub sentinel_tls: bool,
     /// Durable mode (`redis_wait_replicas`): every write waits until this
     /// many replicas acknowledged it (`WAIT`); 0 is off.
     pub wait_replicas: u32,
@@ -69,6 +72,7 @@ impl Default for RedisSettings {
             sentinel_master: None,
             sentinel_username: None,
             sentinel_password_file: None,
+            sentinel_tls: false,
             wait_replicas: 0,
             wait_timeout_ms: DEFAULT_WAIT_TIMEOUT_MS,
             cluster_nodes: Vec::new(),
@@ -79,7 +83,7 @@ impl Default for RedisSettings {
 
 /// The keys read here (each also listed in `values::SCALAR_KEYS`).
 #[cfg(test)]
-const REDIS_KEYS: [&str; 13] = [
+const REDIS_KEYS: [&str; 14] = [
     "redis_username",
     "redis_tls_ca_file",
     "redis_tls_cert_file",
@@ -89,6 +93,7 @@ const REDIS_KEYS: [&str; 13] = [
     "redis_sentinel_master",
     "redis_sentinel_username",
     "redis_sentinel_password_file",
+    "redis_sentinel_tls",
     "redis_wait_replicas",
     "redis_wait_timeout_ms",
     "redis_cluster_nodes",
@@ -112,6 +117,7 @@ pub(super) fn apply(r: &mut RedisSettings, key: &str, raw: Raw<'_>) -> Option<Re
             word(raw, "an ACL user name").map(|v| r.sentinel_username = Some(v))
         }
         "redis_sentinel_password_file" => path(raw).map(|v| r.sentinel_password_file = Some(v)),
+        "redis_sentinel_tls" => boolean(raw).map(|v| r.sentinel_tls = v),
         "redis_wait_replicas" => number(raw, 0, 16).map(|v| r.wait_replicas = v as u32),
         "redis_wait_timeout_ms" => number(raw, 1, 600_000).map(|v| r.wait_timeout_ms = v),
         "redis_cluster_nodes" => sentinels(raw).map(|v| r.cluster_nodes = v),

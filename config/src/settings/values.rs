@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 33] = [
+pub(crate) const SCALAR_KEYS: [&str; 34] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -63,6 +63,7 @@ pub(crate) const SCALAR_KEYS: [&str; 33] = [
     "redis_sentinel_master",
     "redis_sentinel_username",
     "redis_sentinel_password_file",
+    "redis_sentinel_tls",
     "redis_wait_replicas",
     "redis_wait_timeout_ms",
     "redis_cluster_nodes",

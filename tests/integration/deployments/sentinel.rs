@@ -346,3 +346,33 @@ fn sentinels_that_require_a_password_are_asked_with_the_sentinel_credentials() {
     let text = err.to_string();
     assert!(text.contains("redis_sentinel_password_file"), "{text}");
 }
+
+#[test]
+fn sentinels_can_be_reached_over_tls_too() {
+    let certs = crate::support::topology::TestCerts::generate();
+    let set = SentinelSet::start_tls(&certs);
+    let ca = certs.file("ca.pem").display().to_string();
+    let app = AppEnv::new(&[
+        ("REDIS_URL", set.tls_sentinels_url()),
+        ("RT_REDIS_TLS_CA_FILE", ca.clone()),
+        ("RT_REDIS_SENTINEL_TLS", "true".to_owned()),
+    ]);
+    app.exercise_every_program();
+
+    // Plain TCP to a TLS port gets no answer it can read: the switch is
+    // needed, and the error says which sentinels failed.
+    let plain = AppEnv::new(&[
+        ("REDIS_URL", set.tls_sentinels_url()),
+        ("RT_REDIS_TLS_CA_FILE", ca),
+    ]);
+    let err = plain
+        .store()
+        .with_timeouts(Duration::from_secs(2), Duration::from_secs(2))
+        .ping()
+        .expect_err("plain TCP to TLS sentinels");
+    assert!(
+        err.to_string()
+            .contains("no sentinel named a reachable master"),
+        "{err}"
+    );
+}

@@ -322,6 +322,8 @@ pub struct SentinelSet {
     pub sentinels: Vec<RedisProc>,
     /// Started by [`SentinelSet::start_tls`].
     pub tls: bool,
+    /// With TLS: the sentinels' TLS ports (besides their plain ones).
+    pub sentinel_tls_ports: Vec<u16>,
 }
 
 /// The master name the sentinels of a [`SentinelSet`] watch.
@@ -400,6 +402,7 @@ impl SentinelSet {
                 s("ca.pem")
             ));
         }
+        let mut sentinel_tls_ports = Vec::new();
         let sentinels: Vec<RedisProc> = (0..3)
             .map(|i| {
                 // With TLS, sentinels talk TLS to each other too: each gets
@@ -408,6 +411,7 @@ impl SentinelSet {
                 if certs.is_some() {
                     let port = free_port().expect("free port");
                     conf.push_str(&format!("tls-port {port}\ntls-auth-clients no\n"));
+                    sentinel_tls_ports.push(port);
                 }
                 RedisProc::start_sentinel(&format!("sentinel {i}"), &conf)
             })
@@ -417,6 +421,7 @@ impl SentinelSet {
             replica,
             sentinels,
             tls: certs.is_some(),
+            sentinel_tls_ports,
         };
         wait_until(
             "every sentinel to see the replica and two other sentinels",
@@ -459,6 +464,17 @@ impl SentinelSet {
             "redis+sentinel"
         };
         format!("{scheme}://{}/{MASTER_NAME}", hosts.join(","))
+    }
+
+    /// `rediss+sentinel://` naming the sentinels' TLS ports (a set started
+    /// with TLS), for programs that talk TLS to the sentinels too.
+    pub fn tls_sentinels_url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinel_tls_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("rediss+sentinel://{}/{MASTER_NAME}", hosts.join(","))
     }
 
     /// The port of the master the first answering sentinel names now.
