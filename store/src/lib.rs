@@ -37,7 +37,14 @@
 //!
 //! A [`Store`] holds one lazily opened connection for quick commands and a
 //! second one for [`Store::fetch`], whose blocking wait needs a read timeout
-//! longer than the wait. A connection that fails with an I/O error or a
+//! longer than the wait (on a Cluster, one such pair per master, shared by
+//! the partitions on it: `nodes`).
+//!
+//! # Partitions
+//!
+//! On a Cluster (or with `redis_partitions` above 1) the data is split into
+//! hash-tagged partitions (`partition`), and the public methods of the root
+//! store route to them (`partitioned`); see docs/redis.md. A connection that fails with an I/O error or a
 //! timeout is dropped and reopened by the next call; the failed call returns
 //! the error and is not retried (the caller decides, since a write may or may
 //! not have happened). Use [`Store::independent`] to get a store with
