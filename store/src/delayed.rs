@@ -155,15 +155,38 @@ impl Store {
     /// is refused with [`StoreError::NotQueued`] naming its status, with
     /// nothing changed.
     pub fn cancel_task(&self, id: &str) -> Result<CancelResult, StoreError> {
-        if self.routed().is_some() {
-            let part = self.locate(id)?;
-            let result = part.cancel_task(id)?;
-            if result == CancelResult::Requested {
-                // The wake list the promoter sleeps on is partition 0's.
-                self.wake_runner_of(part, id)?;
-            }
-            return Ok(result);
+        let Some(parts) = self.routed() else {
+            return self.cancel_here(id).map(|(result, _)| result);
+        };
+        let part = self.locate(id)?;
+        let (result, woken) = part.cancel_here(id)?;
+        // The script woke the supervisor in the task's partition; its
+        // promoter sleeps on partition 0's wake list.
+        let elsewhere = !std::ptr::eq(part, &parts[0]);
+        if let Some(supervisor) = woken.filter(|_| elsewhere) {
+            let key = self.keys().wake(&supervisor);
+            self.run(&[(&key, "list")], |c, _| {
+                redis::pipe()
+                    .cmd("DEL")
+                    .arg(&key)
+                    .ignore()
+                    .cmd("RPUSH")
+                    .arg(&key)
+                    .arg("1")
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(60)
+                    .ignore()
+                    .query::<()>(c)
+            })?;
         }
+        Ok(result)
+    }
+
+    /// [`cancel_task`](Store::cancel_task) in this store's own keys; with
+    /// a request, also the supervisor whose wake list it poked.
+    fn cancel_here(&self, id: &str) -> Result<(CancelResult, Option<String>), StoreError> {
         // A task can move on between two steps (fetched, promoted): look
         // again a few times.
         let mut last = None;
@@ -173,7 +196,7 @@ impl Store {
                 std::thread::sleep(std::time::Duration::from_millis(10 << round));
             }
             match self.cancel(id) {
-                Ok(()) => return Ok(CancelResult::Canceled),
+                Ok(()) => return Ok((CancelResult::Canceled, None)),
                 Err(StoreError::NotQueued {
                     status: TaskStatus::Running,
                     ..
@@ -182,8 +205,8 @@ impl Store {
                 Err(e) => return Err(e),
             }
             match self.request_cancel(id)? {
-                None => return Ok(CancelResult::Requested),
-                Some(status) => {
+                Ok(woken) => return Ok((CancelResult::Requested, woken)),
+                Err(status) => {
                     if !matches!(status, TaskStatus::Queued | TaskStatus::Scheduled) {
                         return Err(StoreError::NotQueued {
                             id: id.to_owned(),
@@ -200,44 +223,10 @@ impl Store {
         })
     }
 
-    /// Pokes the wake list (in this store's own partition) of the
-    /// supervisor running task `id`, as seen in partition `part`.
-    fn wake_runner_of(&self, part: &Store, id: &str) -> Result<(), StoreError> {
-        let task = part.keys().task(id);
-        let slot: Option<String> = part.read(&[], |c, _| {
-            redis::cmd("HGET").arg(&task).arg("worker").query(c)
-        })?;
-        let Some(slot) = slot.filter(|s| !s.is_empty()) else {
-            return Ok(());
-        };
-        let hash = part.keys().worker(&slot);
-        let supervisor: Option<String> = part.read(&[], |c, _| {
-            redis::cmd("HGET").arg(&hash).arg("supervisor").query(c)
-        })?;
-        let Some(supervisor) = supervisor.filter(|s| !s.is_empty()) else {
-            return Ok(());
-        };
-        let key = self.keys().wake(&supervisor);
-        self.run(&[(&key, "list")], |c, _| {
-            redis::pipe()
-                .cmd("DEL")
-                .arg(&key)
-                .ignore()
-                .cmd("RPUSH")
-                .arg(&key)
-                .arg("1")
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(60)
-                .ignore()
-                .query::<()>(c)
-        })
-    }
-
-    /// Records a cancel request for a running task; `Some(status)` when it
-    /// is not running.
-    fn request_cancel(&self, id: &str) -> Result<Option<TaskStatus>, StoreError> {
+    /// Records a cancel request for a running task: `Ok` with the
+    /// supervisor whose wake list was poked (if any), `Err(status)` when
+    /// the task is not running.
+    fn request_cancel(&self, id: &str) -> Result<Result<Option<String>, TaskStatus>, StoreError> {
         let now = time_text(Timestamp::now());
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::REQUEST_CANCEL
@@ -254,7 +243,10 @@ impl Store {
             None => String::new(),
         };
         match kind.as_str() {
-            "ok" => Ok(None),
+            "ok" => {
+                let woken = it.next().map(|v| text_of("cancel", v)).transpose()?;
+                Ok(Ok(woken.filter(|s| !s.is_empty())))
+            }
             "missing" => Err(StoreError::NotFound { id: id.to_owned() }),
             "status" => {
                 let word = match it.next() {
@@ -268,7 +260,7 @@ impl Store {
                         field: "status".to_owned(),
                         reason: e.to_string(),
                     })?;
-                Ok(Some(status))
+                Ok(Err(status))
             }
             other => Err(StoreError::UnexpectedReply {
                 what: "cancel",

@@ -150,7 +150,8 @@ delayed_script!(
     REQUEST_CANCEL,
     "Ask the supervisor running a task to stop it, and wake its promoter. \
      KEYS: task, cancel requests hash. ARGV: prefix, id, now. Returns \
-     {'ok'}, {'missing'} or {'status', s} when it is not running.",
+     {'ok', supervisor woken ('' for none)}, {'missing'} or {'status', s} \
+     when it is not running.",
     r#"
 need(KEYS[2], 'hash')
 local t = redis.call('TYPE', KEYS[1]).ok
@@ -162,6 +163,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 -- Wake the promoter of the supervisor running it, so it need not wait for
 -- its next pass.
 local slot = redis.call('HGET', KEYS[1], 'worker')
+local woken = ''
 if slot and slot ~= '' and is(k('worker', slot), 'hash') then
   local sup = redis.call('HGET', k('worker', slot), 'supervisor')
   if sup and sup ~= '' then
@@ -169,9 +171,10 @@ if slot and slot ~= '' and is(k('worker', slot), 'hash') then
     if redis.call('TYPE', wk).ok ~= 'none' then redis.call('DEL', wk) end
     redis.call('RPUSH', wk, '1')
     redis.call('EXPIRE', wk, 60)
+    woken = sup
   end
 end
-return {'ok'}
+return {'ok', woken}
 "#
 );
 
