@@ -544,7 +544,7 @@ fn parse_script_wrongtype(detail: &str) -> Option<StoreError> {
 
 /// Locks a connection slot; a panic in another holder only loses that
 /// connection, which is dropped and reopened.
-pub(crate) fn lock(m: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
+fn lock(m: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
     m.lock().unwrap_or_else(|poisoned: PoisonError<_>| {
         let mut guard = poisoned.into_inner();
         *guard = None;

@@ -10,8 +10,15 @@ impl Store {
     /// Stores `progress` in the record of task `id` while the task runs.
     /// Returns `false`, with nothing changed, when the task is not running.
     pub fn set_progress(&self, id: &str, progress: &Progress) -> Result<bool, StoreError> {
-        if self.routed().is_some() {
-            return self.locate(id)?.set_progress(id, progress);
+        if let Some(parts) = self.routed() {
+            // The script stores only into a running task's record: the
+            // first partition that takes it holds the task.
+            for part in parts {
+                if part.set_progress(id, progress)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
         }
         let key = self.keys().task(id);
         let json = serde_json::to_string(progress).map_err(|e| StoreError::UnexpectedReply {
