@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::support::cluster::ClusterSet;
 use crate::support::wait_until;
 
-use super::{AppEnv, WAIT, wait_status};
+use super::{AppEnv, Losses, WAIT, wait_status};
 
 /// The queues of the load tests, picked so that, with the default 16
 /// partitions on three masters, every master holds some (emails and search
@@ -98,26 +98,6 @@ fn queues_spread_over_the_masters() {
     let holding = keys.values().filter(|n| **n * 10 >= all_keys).count();
     assert_eq!(busy, 3, "commands did not spread: {calls:?}");
     assert_eq!(holding, 3, "data did not spread: {keys:?}");
-}
-
-/// What a failover cost, by acknowledged enqueue.
-#[derive(Debug, Default)]
-struct Losses {
-    /// Enqueues the producer got an id back for.
-    acked: usize,
-    /// Of those, enqueued before the master was killed.
-    acked_before_kill: usize,
-    /// Acknowledged enqueues whose task does not exist at the end.
-    lost_enqueues: usize,
-    /// Tasks that ran (the outcome log says so) but whose record did not
-    /// end finished: a recorded outcome (or the start) was lost.
-    lost_outcomes: usize,
-    /// Acknowledged tasks not finished at the end (lost, failed or stuck).
-    unfinished: usize,
-    /// Non-reentrant tasks whose side effect happened more than once.
-    nonreentrant_ran_twice: usize,
-    /// Enqueue errors the producer saw (and retried) during the failover.
-    producer_errors: u64,
 }
 
 #[test]

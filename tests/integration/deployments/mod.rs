@@ -156,3 +156,26 @@ pub fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::SeqCst)
 }
+
+/// What a failover under load cost, counted by the Sentinel and Cluster
+/// chaos tests (each fills in what it measures; the rest stays 0).
+#[derive(Debug, Default)]
+pub struct Losses {
+    /// Enqueues the producer got an id back for.
+    pub acked: usize,
+    /// Of those, enqueued before the master was killed.
+    pub acked_before_kill: usize,
+    /// Acknowledged enqueues whose task does not exist at the end.
+    pub lost_enqueues: usize,
+    /// Tasks that ran (the outcome log says so) but whose record did not
+    /// end finished: a recorded outcome (or the start) was lost.
+    pub lost_outcomes: usize,
+    /// Tasks whose outcome log shows more than one run.
+    pub ran_twice: usize,
+    /// Non-reentrant tasks whose side effect happened more than once.
+    pub nonreentrant_ran_twice: usize,
+    /// Acknowledged tasks not finished at the end (lost, failed or stuck).
+    pub unfinished: usize,
+    /// Enqueue errors the producer saw (and retried) during the failover.
+    pub producer_errors: u64,
+}

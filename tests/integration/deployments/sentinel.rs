@@ -17,25 +17,7 @@ use serde_json::{Value, json};
 use crate::support::topology::SentinelSet;
 use crate::support::wait_until;
 
-use super::{AppEnv, WAIT};
-
-/// What a failover cost.
-#[derive(Debug, Default)]
-struct Losses {
-    /// Enqueues the producer got an id back for.
-    acked: usize,
-    /// Of those, enqueued before the master was killed.
-    acked_before_kill: usize,
-    /// Acknowledged enqueues whose task does not exist after the failover.
-    lost_enqueues: usize,
-    /// Tasks that ran (the outcome log says so) but whose record did not
-    /// end finished: a recorded outcome (or the start) was lost.
-    lost_outcomes: usize,
-    /// Tasks whose outcome log shows more than one run.
-    ran_twice: usize,
-    /// Acknowledged tasks not finished at the end (lost or stuck).
-    unfinished: usize,
-}
+use super::{AppEnv, Losses, WAIT};
 
 #[test]
 fn every_program_follows_a_sentinel_failover_and_the_losses_are_counted() {
