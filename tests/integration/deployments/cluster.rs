@@ -701,6 +701,7 @@ fn every_program_works_over_tls_on_a_cluster_across_a_failover() {
 /// supervisor's wake list in different partitions).
 #[test]
 fn graphs_unique_keys_delays_and_cancels_span_queues_on_a_cluster() {
+    use redis_tasks::graph::GraphError;
     use redis_tasks::{CancelResult, EnqueueOptions, Graph};
 
     let set = ClusterSet::start_with(3, 0);
@@ -709,20 +710,22 @@ fn graphs_unique_keys_delays_and_cancels_span_queues_on_a_cluster() {
     args.extend(QUEUES);
     let mut sup = app.start(&args, "", &[]);
     let store = app.store();
+    // The supervisor marks every partition at start, one after the other:
+    // a refused graph (nothing written) is tried again until its own
+    // partition is marked.
+    let mut enqueued = None;
     wait_until("the graph middleware to announce itself", WAIT, || {
-        Graph::new()
-            .node_on("emails", "probe", "noop", ())
+        enqueued = Graph::new()
+            .node_on("emails", "a", "noop", ())
+            .node_on("sms", "b", "noop", ())
+            .node_on("images", "c", "noop", ())
+            .chain(["a", "b", "c"])
             .enqueue(&store)
-            .is_ok()
+            .map_err(|e| assert!(matches!(e, GraphError::MiddlewareMissing), "{e}"))
+            .ok();
+        enqueued.is_some()
     });
-
-    let graph = Graph::new()
-        .node_on("emails", "a", "noop", ())
-        .node_on("sms", "b", "noop", ())
-        .node_on("images", "c", "noop", ())
-        .chain(["a", "b", "c"])
-        .enqueue(&store)
-        .expect("graph");
+    let graph = enqueued.expect("graph");
     wait_until("the graph across three queues to finish", WAIT, || {
         store.graph(&graph.id).is_ok_and(|g| g.status == "finished")
     });
