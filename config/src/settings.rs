@@ -152,14 +152,25 @@ impl Default for Settings {
 impl Settings {
     /// Loads settings as a program does at start-up: the file at `config`,
     /// else the one named by `RT_SETTINGS`, else defaults only; then the
-    /// overrides from the process environment.
+    /// overrides from the process environment. An `RT_` variable that names
+    /// no setting is an error ([`Settings::check_env_names`]).
     pub fn load(config: Option<&Path>) -> Result<Settings, SettingsError> {
+        Settings::check_env_names(
+            std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
+        )?;
         Settings::load_with_env(config, &|name| match std::env::var(name) {
             Ok(value) => Some(value),
             Err(std::env::VarError::NotPresent) => None,
             // Passed on so that the check of the value reports it.
             Err(std::env::VarError::NotUnicode(raw)) => Some(raw.to_string_lossy().into_owned()),
         })
+    }
+
+    /// Refuses the `RT_` variables among `names` that name no setting, all
+    /// at once, with a suggestion for the first (`RT_WORKER_CONCURENCY`:
+    /// did you mean `RT_WORKER_CONCURRENCY`?). Other names are passed over.
+    pub fn check_env_names(names: impl IntoIterator<Item = String>) -> Result<(), SettingsError> {
+        env::check_names(names)
     }
 
     /// Like [`Settings::load`], reading environment variables through `env`

@@ -57,6 +57,8 @@
 //!   program, the spread over the masters, a master SIGKILLed under load,
 //!   a rebalance.
 //! - `testing_helper`: the in-process runner for users' test suites.
+//! - `versions`: the declared `rust-version` against the locked
+//!   dependencies.
 //!
 //! Run all with `cargo test --test integration`, or a part with
 //! `cargo test --test integration store_fetch`.
@@ -92,3 +94,4 @@ mod store_tasks;
 mod store_unique;
 mod systemd;
 mod testing_helper;
+mod versions;

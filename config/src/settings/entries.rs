@@ -75,6 +75,7 @@ fn read_entry(id: &str, value: &toml::Value, origin: &Origin) -> Result<EntryDra
     };
     if let Some(unknown) = table.keys().find(|k| !ENTRY_KEYS.contains(&k.as_str())) {
         return Err(SettingsError::UnknownKey {
+            also: Vec::new(),
             origin: origin.clone(),
             key: key(unknown),
             hint: hint(unknown, ENTRY_KEYS),

@@ -3,14 +3,53 @@
 //! `RT_MIDDLEWARE` and `RT_WORKER_QUEUES` as comma-separated lists.
 //!
 //! An empty variable counts as unset. `RT_REDIS_URL` wins over `REDIS_URL`
-//! when both are set.
+//! when both are set. An `RT_` variable that names nothing is refused
+//! ([`check_names`]), so a typo is never ignored silently.
 
 use super::Draft;
 use super::error::{Origin, SettingsError};
-use super::values::{Raw, SCALAR_KEYS, apply_scalar, set_list};
+use super::values::{Raw, SCALAR_KEYS, apply_scalar, hint, set_list};
 
 /// The variable naming the settings file when no path is given.
 pub(super) const SETTINGS_PATH_VAR: &str = "RT_SETTINGS";
+
+/// `RT_` variables the programs read that are not settings: the log format
+/// (a command-line flag's variable) and the dashboard's token.
+const PROGRAM_VARS: [&str; 2] = ["RT_LOG_FORMAT", "RT_DASHBOARD_TOKEN"];
+
+/// Every `RT_` variable with a meaning.
+fn known_vars() -> Vec<String> {
+    let mut known: Vec<String> = SCALAR_KEYS
+        .into_iter()
+        .chain(["middleware", "worker_queues"])
+        .map(var_for)
+        .collect();
+    known.push(SETTINGS_PATH_VAR.to_owned());
+    known.extend(PROGRAM_VARS.map(str::to_owned));
+    known
+}
+
+/// Refuses `RT_` variables among `names` that name no setting, all of them
+/// in one error (sorted; the first with a suggestion). Other variables are
+/// not ours and are passed over.
+pub(super) fn check_names(names: impl IntoIterator<Item = String>) -> Result<(), SettingsError> {
+    let known = known_vars();
+    let mut unknown: Vec<String> = names
+        .into_iter()
+        .filter(|name| name.starts_with("RT_") && !known.contains(name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    unknown.dedup();
+    let first = unknown.remove(0);
+    Err(SettingsError::UnknownVariable {
+        hint: hint(&first, known.iter().map(String::as_str)),
+        first,
+        also: unknown,
+    })
+}
 
 /// The variable for a setting: `RT_` and the key in capitals.
 pub(super) fn var_for(key: &str) -> String {

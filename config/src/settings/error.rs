@@ -50,14 +50,33 @@ pub enum SettingsError {
         message: String,
     },
     /// A key that is not a setting (at any level).
-    #[error("{origin}: unknown key {key:?}{hint}")]
+    #[error("{origin}: unknown key {key:?}{hint}{}", also_unknown(.also))]
     UnknownKey {
         /// The file (or text) being read.
         origin: Origin,
-        /// The full dotted key, like `schedule.nightly.cronn`.
+        /// The full dotted key, like `schedule.nightly.cronn`: the first
+        /// unknown key in the file.
         key: String,
         /// A suggestion such as `; did you mean "cron"?`, or empty.
         hint: String,
+        /// The other unknown keys at the same level, in the order the file
+        /// has them, so that one run of the program names every typo.
+        also: Vec<String>,
+    },
+    /// `RT_` variables in the environment that name no setting (a typo such
+    /// as `RT_WORKER_CONCURENCY` would otherwise be ignored silently).
+    #[error(
+        "unknown environment variable {first}{hint}{}; every RT_ variable must name a \
+         setting (docs/settings.md): fix or unset it",
+        also_unknown(.also)
+    )]
+    UnknownVariable {
+        /// The first unknown variable, by name.
+        first: String,
+        /// A suggestion such as `; did you mean "RT_WORKER_CONCURRENCY"?`, or empty.
+        hint: String,
+        /// The other unknown `RT_` variables, sorted.
+        also: Vec<String>,
     },
     /// A value of the wrong type or out of range, or a required key that is
     /// missing.
@@ -72,11 +91,20 @@ pub enum SettingsError {
     },
 }
 
+/// `; also unknown: "b", "c"` for the keys after the first, or nothing.
+fn also_unknown(also: &[String]) -> String {
+    if also.is_empty() {
+        return String::new();
+    }
+    let listed: Vec<String> = also.iter().map(|k| format!("{k:?}")).collect();
+    format!("; also unknown: {}", listed.join(", "))
+}
+
 impl SettingsError {
     /// Where the offending value came from, when the error is about a value.
     pub fn origin(&self) -> Option<&Origin> {
         match self {
-            SettingsError::Read { .. } => None,
+            SettingsError::Read { .. } | SettingsError::UnknownVariable { .. } => None,
             SettingsError::Syntax { origin, .. }
             | SettingsError::UnknownKey { origin, .. }
             | SettingsError::BadValue { origin, .. } => Some(origin),

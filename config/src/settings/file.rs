@@ -16,6 +16,7 @@ pub(super) fn apply_file(
     origin: &Origin,
 ) -> Result<(), SettingsError> {
     let table: toml::Table = text.parse().map_err(|err| syntax(&err, text, origin))?;
+    refuse_unknown_keys(&table, text, origin)?;
     for (key, value) in &table {
         if let Some(result) = apply_scalar(&mut draft.settings, key, Raw::Toml(value)) {
             result.map_err(|problem| SettingsError::BadValue {
@@ -41,19 +42,65 @@ pub(super) fn apply_file(
             "queues" => {
                 draft.settings.queues = read_queues(value, origin)?.into_iter().collect();
             }
+            // Refused above already; kept so that a key added to the lists
+            // without an arm here is an error, never a panic.
             _ => {
                 return Err(SettingsError::UnknownKey {
                     origin: origin.clone(),
                     key: key.clone(),
-                    hint: hint(
-                        key,
-                        SCALAR_KEYS.into_iter().chain(OTHER_KEYS).chain(["queues"]),
-                    ),
+                    hint: String::new(),
+                    also: Vec::new(),
                 });
             }
         }
     }
     Ok(())
+}
+
+/// Every top-level key a settings file may have.
+fn known_keys() -> impl Iterator<Item = &'static str> {
+    SCALAR_KEYS.into_iter().chain(OTHER_KEYS).chain(["queues"])
+}
+
+/// Refuses a file with unknown top-level keys, naming all of them in the
+/// order the file has them (the first with a suggestion), so that one run
+/// shows every typo.
+fn refuse_unknown_keys(
+    table: &toml::Table,
+    text: &str,
+    origin: &Origin,
+) -> Result<(), SettingsError> {
+    let mut unknown: Vec<&String> = table
+        .keys()
+        .filter(|key| !known_keys().any(|known| known == key.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    // The table is sorted by name; the file's own order comes from the
+    // parser's spans (the text parsed once already, so this cannot fail).
+    let positions: Vec<(String, usize)> = toml::de::DeTable::parse(text)
+        .map(|doc| {
+            doc.get_ref()
+                .keys()
+                .map(|key| (key.get_ref().to_string(), key.span().start))
+                .collect()
+        })
+        .unwrap_or_default();
+    let position = |key: &str| {
+        positions
+            .iter()
+            .find(|(name, _)| name == key)
+            .map_or(usize::MAX, |(_, at)| *at)
+    };
+    unknown.sort_by_key(|key| position(key));
+    let first = unknown[0];
+    Err(SettingsError::UnknownKey {
+        origin: origin.clone(),
+        key: first.clone(),
+        hint: hint(first, known_keys()),
+        also: unknown[1..].iter().map(|k| (*k).clone()).collect(),
+    })
 }
 
 /// `middleware = ["name", ...]` (registered middleware to enable, in

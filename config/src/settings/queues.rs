@@ -104,6 +104,7 @@ fn read_queue(
             "read_write_paths" => iso.read_write_paths = Some(paths(value).map_err(err)?),
             _ => {
                 return Err(SettingsError::UnknownKey {
+                    also: Vec::new(),
                     origin: origin.clone(),
                     key: full,
                     hint: hint(key, QUEUE_KEYS),

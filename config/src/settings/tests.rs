@@ -574,3 +574,53 @@ fn cluster_urls_are_accepted() {
         assert_eq!(s.redis_url, url);
     }
 }
+
+#[test]
+fn every_unknown_key_of_a_file_is_named_in_the_files_order() {
+    let (path, text) =
+        error_text("zeta_thing = 1\nredis_prefix = \"x\"\nworker_concurency = 2\nalpha = 3\n");
+    assert_eq!(
+        text,
+        format!(
+            "settings file {}: unknown key \"zeta_thing\"; also unknown: \"worker_concurency\", \"alpha\"",
+            path.display()
+        )
+    );
+    let (_, text) = error_text("worker_concurency = 2\n");
+    assert!(
+        text.ends_with("unknown key \"worker_concurency\"; did you mean \"worker_concurrency\"?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_rt_variable_that_names_no_setting_is_refused() {
+    let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let err = Settings::check_env_names(names(&["PATH", "RT_WORKER_CONCURENCY", "HOME"]))
+        .expect_err("typo refused");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "unknown environment variable RT_WORKER_CONCURENCY; did you mean \"RT_WORKER_CONCURRENCY\"?"
+        ),
+        "{text}"
+    );
+    let err = Settings::check_env_names(names(&["RT_ZZZ", "RT_AAA"])).expect_err("two refused");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("unknown environment variable RT_AAA; also unknown: \"RT_ZZZ\""),
+        "{text}"
+    );
+    Settings::check_env_names(names(&[
+        "RT_SETTINGS",
+        "RT_REDIS_URL",
+        "RT_WORKER_CONCURRENCY",
+        "RT_MIDDLEWARE",
+        "RT_WORKER_QUEUES",
+        "RT_LOG_FORMAT",
+        "RT_DASHBOARD_TOKEN",
+        "REDIS_URL",
+        "RTX",
+    ]))
+    .expect("every known name passes");
+}
