@@ -57,8 +57,8 @@
 //!   program, the spread over the masters, a master SIGKILLed under load,
 //!   a rebalance.
 //! - `testing_helper`: the in-process runner for users' test suites.
-//! - `versions`: the declared `rust-version` against the locked
-//!   dependencies.
+//! - `packaging`: the declared `rust-version` against the locked
+//!   dependencies; every crate packages for crates.io.
 //!
 //! Run all with `cargo test --test integration`, or a part with
 //! `cargo test --test integration store_fetch`.
@@ -76,6 +76,7 @@ mod e2e;
 mod graph;
 mod logging;
 mod metrics;
+mod packaging;
 mod progress;
 mod scheduler;
 mod scheduler_store;
@@ -94,4 +95,3 @@ mod store_tasks;
 mod store_unique;
 mod systemd;
 mod testing_helper;
-mod versions;
