@@ -65,3 +65,97 @@ fn an_unknown_shell_is_a_usage_error() {
     assert!(o.stderr.contains("powershell-9"), "{}", o.stderr);
     assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
 }
+
+/// What bash's completion offers for `words` (the last one being completed)
+/// after loading `bin`'s script: the completion function is called the way
+/// bash's readline calls it.
+fn bash_offers(bin: &Path, words: &[&str]) -> String {
+    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("completion.bash");
+    std::fs::write(&file, script(bin, "bash")).expect("write the script");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let cword = words.len() - 1;
+    let prev = if cword > 0 { words[cword - 1] } else { "" };
+    let program = format!(
+        "source {file}
+         func=$(complete -p {name} | sed -E 's/.*-F ([^ ]+) .*/\\1/')
+         COMP_WORDS=({words}); COMP_CWORD={cword}
+         COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}
+         \"$func\" {name} '{cur}' '{prev}'
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        file = file.display(),
+        words = quoted.join(" "),
+        cur = words[cword],
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(program)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "bash failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bash_completes_subcommands_of_binaries_with_a_hyphen() {
+    for bin in [admin_bin(), demo_bin()] {
+        let name = bin
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        let first = bash_offers(&bin, &[&name, ""]);
+        assert!(first.lines().any(|l| l == "task"), "{name} <TAB>: {first}");
+        let second = bash_offers(&bin, &[&name, "task", ""]);
+        for word in ["show", "result", "cancel"] {
+            assert!(
+                second.lines().any(|l| l == word),
+                "{name} task <TAB> offers no {word:?}: {second:?}"
+            );
+        }
+        let partial = bash_offers(&bin, &[&name, "failed", "re"]);
+        assert!(
+            partial.lines().any(|l| l == "requeue"),
+            "{name} failed re<TAB>: {partial:?}"
+        );
+    }
+}
+
+#[test]
+fn fish_completes_subcommands_of_binaries_with_a_hyphen() {
+    if Command::new("fish").arg("--version").output().is_err() {
+        eprintln!("fish is not installed (.ci/run installs it): skipped");
+        return;
+    }
+    for bin in [admin_bin(), demo_bin()] {
+        let name = bin
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("completion.fish");
+        std::fs::write(&file, script(&bin, "fish")).expect("write the script");
+        let out = Command::new("fish")
+            .arg("-c")
+            .arg(format!(
+                "source {}; complete -C '{name} task '",
+                file.display()
+            ))
+            .output()
+            .expect("run fish");
+        let offered = String::from_utf8_lossy(&out.stdout);
+        for word in ["show", "result", "cancel"] {
+            assert!(
+                offered.lines().any(|l| l.split('\t').next() == Some(word)),
+                "{name} task <TAB> in fish offers no {word:?}: {offered:?} (stderr {})",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

@@ -30,7 +30,8 @@
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
-//! - `completions`: `completions bash|zsh|fish` of both kinds of binary.
+//! - `completions`: `completions bash|zsh|fish` of both kinds of binary;
+//!   bash's and fish's completion driven for real (`task <TAB>`).
 //! - `dashboard`: the web dashboard in a real headless Chromium (requeue
 //!   with a click, screenshots) and over plain HTTP (CSRF, host, token,
 //!   read-only).

@@ -48,7 +48,8 @@ fn declared_rust_version_covers_every_locked_dependency() {
         .iter()
         .filter_map(|p| {
             let want = parse(p["rust_version"].as_str()?)?;
-            (want > ours).then(|| format!("{} {} needs {}", p["name"], p["version"], p["rust_version"]))
+            (want > ours)
+                .then(|| format!("{} {} needs {}", p["name"], p["version"], p["rust_version"]))
         })
         .collect();
     assert!(
@@ -56,21 +57,33 @@ fn declared_rust_version_covers_every_locked_dependency() {
         "Cargo.toml says rust-version {ours:?}, but:\n{}",
         needed.join("\n")
     );
-    assert!(packages.len() > 50, "the graph looks too small to be the real one");
+    assert!(
+        packages.len() > 50,
+        "the graph looks too small to be the real one"
+    );
 }
 
 #[test]
 fn every_crate_packages_for_publishing() {
     let target = tempfile::tempdir().expect("temp dir");
     let out = cargo()
-        .args(["package", "--workspace", "--no-verify", "--locked", "--offline"])
+        .args([
+            "package",
+            "--workspace",
+            "--no-verify",
+            "--locked",
+            "--offline",
+        ])
         .args(["--allow-dirty", "--target-dir"])
         .arg(target.path())
         .output()
         .expect("run cargo package");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "cargo package failed:\n{stderr}");
-    assert!(!stderr.contains("warning"), "cargo package warned:\n{stderr}");
+    assert!(
+        !stderr.contains("warning"),
+        "cargo package warned:\n{stderr}"
+    );
     for krate in [
         "redis-tasks-protocol",
         "redis-tasks-config",
@@ -80,7 +93,10 @@ fn every_crate_packages_for_publishing() {
         "redis-tasks-dashboard",
         "redis-tasks",
     ] {
-        let file = target.path().join("package").join(format!("{krate}-{}.crate", env!("CARGO_PKG_VERSION")));
+        let file = target
+            .path()
+            .join("package")
+            .join(format!("{krate}-{}.crate", env!("CARGO_PKG_VERSION")));
         assert!(file.is_file(), "no {}:\n{stderr}", file.display());
     }
 }
