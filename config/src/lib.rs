@@ -14,4 +14,4 @@
 pub mod schedule;
 pub mod settings;
 
-pub use settings::Settings;
+pub use settings::{DEFAULT_DRAIN_TIMEOUT, Settings};

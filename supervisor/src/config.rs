@@ -81,7 +81,11 @@ impl SupervisorConfig {
             description: format!("{host}.{}", std::process::id()),
             instance: "default".to_owned(),
             max_tasks_per_child: DEFAULT_MAX_TASKS_PER_CHILD,
-            drain_timeout: Duration::from_secs(settings.drain_timeout),
+            drain_timeout: Duration::from_secs(
+                settings
+                    .drain_timeout
+                    .unwrap_or(redis_tasks_config::DEFAULT_DRAIN_TIMEOUT),
+            ),
             worker_exe: None,
             scheduler: false,
             reload: None,
@@ -91,7 +95,7 @@ impl SupervisorConfig {
     }
 
     /// This configuration with reloaded `settings`: the values the settings
-    /// set (queues, concurrency, a non-zero drain timeout, timeouts,
+    /// set (queues, concurrency, the drain timeout, timeouts,
     /// middleware...) replace the current ones; command-line choices the
     /// settings leave unset stay.
     pub fn reloaded(&self, settings: Settings) -> Self {
@@ -105,8 +109,8 @@ impl SupervisorConfig {
         {
             next.concurrency = n;
         }
-        if settings.drain_timeout > 0 {
-            next.drain_timeout = Duration::from_secs(settings.drain_timeout);
+        if let Some(secs) = settings.drain_timeout {
+            next.drain_timeout = Duration::from_secs(secs);
         }
         next.settings = settings;
         next
@@ -158,5 +162,17 @@ mod tests {
         let reloaded = started.reloaded(settings);
         assert_eq!(reloaded.queues, ["from_file"]);
         assert_eq!(reloaded.concurrency, 3);
+        // A file that turns draining off is obeyed at reload, too.
+        let off = Settings {
+            drain_timeout: Some(0),
+            ..Settings::default()
+        };
+        assert_eq!(started.reloaded(off).drain_timeout, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_shutdown_drains_for_25_seconds_unless_settings_say_otherwise() {
+        let config = SupervisorConfig::new(Settings::default(), Vec::new());
+        assert_eq!(config.drain_timeout, Duration::from_secs(25));
     }
 }

@@ -496,7 +496,7 @@ fn supervisor_keys_come_from_file_and_environment() {
     let s = with_env(Some(&file.path), &[]).expect("valid");
     assert_eq!(s.worker_concurrency, Some(3));
     assert_eq!(s.worker_queues, ["high", "low"]);
-    assert_eq!(s.drain_timeout, 60);
+    assert_eq!(s.drain_timeout, Some(60));
     let s = with_env(
         Some(&file.path),
         &[

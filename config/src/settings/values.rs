@@ -119,7 +119,7 @@ pub(super) fn apply_scalar(
         "worker_concurrency" => {
             count(raw, 1, 4096, "slots").map(|v| s.worker_concurrency = Some(v))
         }
-        "drain_timeout" => seconds(raw, 0).map(|v| s.drain_timeout = v),
+        "drain_timeout" => seconds(raw, 0).map(|v| s.drain_timeout = Some(v)),
         "dynamic_user_base" => count(raw, 1, u64::from(u32::MAX - 4336), "uid")
             .map(|v| s.dynamic_user_base = u32::try_from(v).unwrap_or(61_184)),
         "worker_cgroups" => boolean(raw).map(|v| s.worker_cgroups = v),

@@ -232,6 +232,8 @@ impl Demo {
             .env("RT_WORKER_HEARTBEAT_FREQ", "1")
             .env("RT_WORKER_HEARTBEAT_TIMEOUT", "3")
             .env("RT_MAINTENANCE_FREQ", "1")
+            // Interrupt at once on SIGTERM (the tests of draining say otherwise).
+            .env("RT_DRAIN_TIMEOUT", "0")
             .env("RUST_LOG", "debug");
     }
 
@@ -257,6 +259,7 @@ impl Demo {
             .env("RT_WORKER_HEARTBEAT_FREQ", "1")
             .env("RT_WORKER_HEARTBEAT_TIMEOUT", "3")
             .env("RT_MAINTENANCE_FREQ", "1")
+            .env("RT_DRAIN_TIMEOUT", "0")
             .env("RUST_LOG", "debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

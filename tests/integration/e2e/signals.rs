@@ -131,6 +131,35 @@ fn a_drain_timeout_lets_short_tasks_finish_and_interrupts_long_ones() {
 }
 
 #[test]
+fn by_default_a_shutdown_waits_for_short_tasks_and_a_second_one_does_not() {
+    let demo = Demo::new();
+    let short = demo.enqueue("sleep", json!({"secs": 2}));
+    let long = demo.enqueue("sleep", json!({"secs": 600}));
+    // An empty RT_DRAIN_TIMEOUT counts as unset: the default applies.
+    let mut sup = demo.start(&["--concurrency", "2"], &[("RT_DRAIN_TIMEOUT", "")]);
+    demo.wait_status(&short, TaskStatus::Running, Duration::from_secs(30));
+    demo.wait_status(&long, TaskStatus::Running, Duration::from_secs(30));
+    sup.signal(Signal::SIGTERM);
+    wait_log(&sup, "running ones get 25s to finish", 1);
+    demo.wait_status(&short, TaskStatus::Finished, Duration::from_secs(20));
+    // The long one is still running inside the drain, until a second SIGTERM.
+    assert_eq!(
+        demo.task(&long).status,
+        TaskStatus::Running,
+        "{}",
+        sup.log()
+    );
+    sup.signal(Signal::SIGTERM);
+    assert_eq!(
+        sup.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        sup.log()
+    );
+    assert_eq!(error_of(&demo.task(&long)), "worker shutdown");
+}
+
+#[test]
 fn sigquit_stops_at_once() {
     let demo = Demo::new();
     let id = demo.enqueue("guarded_sleep", json!({"secs": 600}));
