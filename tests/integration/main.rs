@@ -44,6 +44,8 @@
 //!   SIGKILL, catch-up, SIGTERM, `worker --scheduler`.
 //! - `graph`: task graphs: store level, `graph show`, and end to end with
 //!   the demo supervisor (order, failing nodes, both failure policies).
+//! - `guide`: every Rust snippet of docs/guide.md stands in the compiled
+//!   application `examples/thumbs/`.
 //! - `logging`: what the binaries write on stderr: error causes, colour,
 //!   a stderr nobody reads.
 //! - `metrics`: the supervisor's `/metrics` scraped over HTTP and checked
@@ -75,6 +77,7 @@ mod dashboard;
 mod deployments;
 mod e2e;
 mod graph;
+mod guide;
 mod logging;
 mod metrics;
 mod packaging;

@@ -1,0 +1,59 @@
+// src/lib.rs
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis_tasks::{App, TaskContext, TaskOptions};
+use serde::{Deserialize, Serialize};
+
+pub mod producer; // section 4
+
+#[derive(Deserialize)]
+pub struct Resize {
+    pub image: String,
+    pub width: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Resized {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// Built once in each worker process by the setup hook (section 6).
+pub struct Pool {
+    pub used: AtomicU64,
+}
+
+fn resize(ctx: &TaskContext, r: Resize) -> Result<Resized, String> {
+    let pool = ctx.state::<Pool>().ok_or("no pool")?;
+    pool.used.fetch_add(1, Ordering::Relaxed);
+    ctx.progress(1, Some(1), "resized");
+    Ok(Resized {
+        path: format!("{}-{}.png", r.image, r.width),
+        bytes: u64::from(r.width) * 10,
+    })
+}
+
+async fn fetch_page(_ctx: &TaskContext, url: String) -> Result<usize, String> {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(url.len())
+}
+
+pub fn app() -> App {
+    App::new("thumbs")
+        .version(env!("CARGO_PKG_VERSION"))
+        .setup(|| {
+            Ok::<_, String>(Pool {
+                used: AtomicU64::new(0),
+            })
+        })
+        .task("resize", resize)
+        .task_with(
+            "import",
+            TaskOptions::new()
+                .reentrant(true)
+                .timeout(Duration::from_secs(600)),
+            |_ctx: &TaskContext, rows: u64| Ok::<u64, String>(rows),
+        )
+        .task_async("fetch_page", fetch_page)
+}

@@ -1,0 +1,4 @@
+// src/main.rs
+fn main() -> std::process::ExitCode {
+    thumbs::app().main()
+}
