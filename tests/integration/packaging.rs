@@ -70,6 +70,9 @@ fn every_crate_packages_for_publishing() {
         .args([
             "package",
             "--workspace",
+            // The guide's application is not published.
+            "--exclude",
+            "thumbs",
             "--no-verify",
             "--locked",
             "--offline",
