@@ -324,6 +324,12 @@ impl fmt::Debug for Settings {
     }
 }
 
+/// Checks a Redis URL given outside the settings (a `--redis-url` flag) the
+/// way a settings file's `redis_url` is checked, with the same words.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    values::redis_url(values::Raw::Env(url)).map(drop)
+}
+
 /// Whether a Redis URL carries a password (`redis://:secret@host`,
 /// `redis://user:secret@host`).
 pub fn url_has_password(url: &str) -> bool {

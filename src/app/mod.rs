@@ -147,10 +147,18 @@ impl App {
                 self.name
             )
         });
+        let mut names = self.registry.names();
+        names.sort();
+        let tasks = if names.is_empty() {
+            "This binary registers no task functions.".to_owned()
+        } else {
+            format!("Task functions of this binary: {}", names.join(", "))
+        };
         AppCli::command()
             .name(self.name.clone())
             .version(version)
             .about(about)
+            .mut_subcommand("enqueue", |enqueue| enqueue.after_help(tasks))
     }
 
     /// Registers a task function under `name` with default options.

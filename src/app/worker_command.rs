@@ -29,7 +29,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub description: Option<String>,
     /// Tasks a worker process runs before it is replaced; 1 gives every task
-    /// a fresh process, as the original redis-tasks does.
+    /// a fresh process, as the Python redis-tasks library this one follows does.
     #[arg(long, default_value_t = DEFAULT_MAX_TASKS_PER_CHILD)]
     pub max_tasks_per_child: u64,
     /// Names this supervisor on its host; a restart under the same name

@@ -148,7 +148,7 @@ fn render(s: &Snapshot, by_queue: bool, style: Style, out: &mut dyn Write) -> an
                 .workers
                 .iter()
                 .filter(|w| w.queues.contains(name))
-                .map(|w| format!("{} ({})", w.description, state(w, style)))
+                .map(|w| format!("{} {} ({})", w.description, slot_label(w), state(w, style)))
                 .collect();
             let list = if on.is_empty() {
                 style.dim("–")
@@ -166,8 +166,9 @@ fn render(s: &Snapshot, by_queue: bool, style: Style, out: &mut dyn Write) -> an
                 .unwrap_or_default();
             writeln!(
                 out,
-                "{} {}: {}{task}",
+                "{} {} {}: {}{task}",
                 style.bold(&w.description),
+                slot_label(w),
                 state(w, style),
                 w.queues.join(", ")
             )?;
@@ -197,6 +198,19 @@ fn render(s: &Snapshot, by_queue: bool, style: Style, out: &mut dyn Write) -> an
         s.scheduled
     )?;
     Ok(())
+}
+
+/// `slot 3`: the slot's number within its supervisor (its id is
+/// `<supervisor>-<n>`), or its whole id when it is not of that form.
+fn slot_label(w: &WorkerInfo) -> String {
+    let number =
+        w.id.strip_prefix(w.supervisor.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    match number {
+        Some(n) => format!("slot {n}"),
+        None => format!("slot {}", w.id),
+    }
 }
 
 fn state(w: &WorkerInfo, style: Style) -> String {

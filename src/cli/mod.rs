@@ -93,6 +93,8 @@ impl GlobalArgs {
                  command line; set REDIS_URL, or redis_url in the settings file, or put the \
                  password in a file named by redis_password_file (RT_REDIS_PASSWORD_FILE)"
             );
+            redis_tasks_config::settings::check_redis_url(url)
+                .map_err(|problem| anyhow::anyhow!("--redis-url: {problem}"))?;
             settings.redis_url = url.clone();
         }
         Ok(settings)

@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 pub struct EnqueueArgs {
     /// Name of the task function.
     pub task: String,
-    /// The arguments as JSON (an array for positional arguments, an object
-    /// for keyword arguments); `-` reads them from standard input, `@PATH`
+    /// The task's argument as one JSON value of the task function's
+    /// argument type: an object for a struct, an array for a tuple, a
+    /// number, a quoted string ('"text"'); `[]` (the default) or null for a
+    /// task without arguments. `-` reads it from standard input, `@PATH`
     /// from a file.
     #[arg(
         value_name = "ARGS_JSON",
@@ -137,7 +139,16 @@ pub(super) fn enqueue_checked(
         }
     }
     let text = super::enqueue_input::read_args(&args.args, store.max_args_bytes())?;
-    let value: Value = serde_json::from_str(&text).context("invalid ARGS_JSON")?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        // A bare word is the usual slip: a JSON string needs its quotes,
+        // and the shell eats one pair.
+        let hint = if text.trim_start().starts_with(|c: char| c.is_alphabetic()) {
+            format!(" (a string must be quoted as JSON: '\"{}\"')", text.trim())
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("ARGS_JSON is not valid JSON: {e}{hint}; nothing was enqueued")
+    })?;
     if let Some(def) = registry.and_then(|r| r.get(&args.task)) {
         def.check_args(&value).map_err(|reason| {
             anyhow::anyhow!(

@@ -179,13 +179,17 @@ fn a_raw_command_enqueue_shows_through_the_cli() {
 }
 
 fn register(server: &RedisServer, id: &str, queues: &[&str]) {
+    register_of(server, id, "sup", queues);
+}
+
+fn register_of(server: &RedisServer, id: &str, supervisor: &str, queues: &[&str]) {
     server
         .store()
         .register_slot(&SlotInfo {
             id: id.to_owned(),
             description: format!("box.7/{id}"),
             queues: queues.iter().map(|q| (*q).to_owned()).collect(),
-            supervisor: "sup".into(),
+            supervisor: supervisor.into(),
             host: "box".into(),
             pid: 7,
             started_at: Timestamp::now(),
@@ -250,7 +254,10 @@ fn info_human_output_has_bars_workers_and_no_colour_off_a_terminal() {
     assert_eq!(lines[0], format!("default      |{} 4", "█".repeat(50)));
     assert_eq!(lines[1], format!("high         |{} 1", "█".repeat(13)));
     assert_eq!(lines[2], "2 queues, 5 tasks total");
-    assert!(lines.contains(&"box.7/s1 idle: high, default"), "{out}");
+    assert!(
+        lines.contains(&"box.7/s1 slot s1 idle: high, default"),
+        "{out}"
+    );
     assert!(lines.contains(&"1 worker, 2 queues"), "{out}");
     assert!(
         lines.contains(&"finished: 0, failed: 0, scheduled: 0"),
@@ -258,8 +265,12 @@ fn info_human_output_has_bars_workers_and_no_colour_off_a_terminal() {
     );
 
     let out = admin(&server).args(["info", "--by-queue"]).stdout();
-    assert!(out.contains("default: box.7/s1 (idle)"), "{out}");
-    assert!(out.contains("high: box.7/s1 (idle)"), "{out}");
+    assert!(out.contains("default: box.7/s1 slot s1 (idle)"), "{out}");
+    assert!(out.contains("high: box.7/s1 slot s1 (idle)"), "{out}");
+    // A slot of a supervisor's own numbering shows its number.
+    register_of(&server, "sup-3", "sup", &["high"]);
+    let out = admin(&server).arg("info").stdout();
+    assert!(out.contains("box.7/sup-3 slot 3 idle: high"), "{out}");
 }
 
 #[test]

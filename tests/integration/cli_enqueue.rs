@@ -150,3 +150,18 @@ fn help_and_version_show_the_application() {
     let help = demo.cmd().arg("--help").stdout();
     assert!(help.starts_with("demo: "), "{help}");
 }
+
+#[test]
+fn enqueue_help_lists_the_binarys_task_functions() {
+    let out = crate::support::Cmd::new(demo_bin())
+        .args(["enqueue", "--help"])
+        .stdout();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Task functions of this binary: "))
+        .unwrap_or_else(|| panic!("no task list in:\n{out}"));
+    for task in ["noop", "sleep", "segfault"] {
+        assert!(line.contains(task), "{task} missing: {line}");
+    }
+    assert!(!out.contains("keyword arguments"), "{out}");
+}

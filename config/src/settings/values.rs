@@ -174,7 +174,7 @@ const REDIS_SCHEMES: [&str; 8] = [
 /// A Redis URL: one of the client's schemes and something after it. The
 /// store parses the rest when it connects (this crate does not link the
 /// Redis client). The value is never echoed: it may hold a password.
-fn redis_url(raw: Raw<'_>) -> Result<String, String> {
+pub(super) fn redis_url(raw: Raw<'_>) -> Result<String, String> {
     let expected = "expected a redis URL such as \"redis://127.0.0.1:6379\"";
     let Some(text) = raw.text().map(str::trim) else {
         return Err(format!("{expected}, got {}", raw.shown()));
