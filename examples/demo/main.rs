@@ -14,6 +14,7 @@
 //! middleware appends one JSON line per final outcome to that file.
 
 mod async_tasks;
+mod hostile_frames;
 mod host_ids;
 mod hostile_sandbox;
 mod hostile_tree;
@@ -303,7 +304,7 @@ fn main() -> ExitCode {
     let _child = child_before_start();
     let app = results::register(retries::app().version(env!("CARGO_PKG_VERSION")));
     let app = async_tasks::register(setup::register(app));
-    hostile_tree::register(hostile_sandbox::register(app))
+    hostile_tree::register(hostile_sandbox::register(hostile_frames::register(app)))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)
         .task("fail", |_, a: Message| Err::<(), _>(a.message))

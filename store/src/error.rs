@@ -99,6 +99,26 @@ pub enum StoreError {
         /// The limit (`max_args_bytes`).
         limit: u64,
     },
+    /// A task record a slot took is too large to load: one of its large
+    /// fields (or the whole record) is over its limit. Found by the fetch
+    /// script before any value is read; the task is failed, not run.
+    #[error(
+        "task {id}: its {field} is {size} bytes, over {setting} ({limit} bytes); the record \
+         was not loaded"
+    )]
+    RecordTooLarge {
+        /// The task id.
+        id: String,
+        /// The field at fault (`args`, `description`, `meta`, `result`,
+        /// or `(whole record)`).
+        field: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit it is over.
+        limit: u64,
+        /// The setting the limit comes from.
+        setting: &'static str,
+    },
     /// The task's arguments could not be serialised to JSON.
     #[error("cannot serialise task arguments to json: {0}")]
     Args(serde_json::Error),

@@ -31,13 +31,43 @@ use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
 /// it looks at all of them again.
 pub const PARTITIONED_BLOCK_CAP: Duration = Duration::from_secs(1);
 
+/// Room in the description's limit beyond `max_args_bytes`, for the task
+/// function's name around the arguments.
+const DESCRIPTION_SLACK: u64 = 64 * 1024;
+
+/// Room in the whole record's limit beyond its large fields, for times,
+/// errors, attempts and aborted runs.
+const RECORD_SLACK: u64 = 1024 * 1024;
+
+/// What a slot holds while it runs a task it fetched: which task, where it
+/// came from, and where its record lives. Every later write for the task
+/// (meta, progress, its ending) goes through [`Store::leased`], so it
+/// reaches the partition the task was fetched from without looking for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The slot that took the task.
+    pub slot: String,
+    /// The task id.
+    pub id: String,
+    /// The queue whose list the id was taken from. This, never the
+    /// record's `queue` field, decides the task's isolation profile and
+    /// its labels; a record that names another queue is not run.
+    pub queue: String,
+    /// The partition the task was fetched from (0 for unpartitioned data).
+    pub partition: usize,
+}
+
 /// A task a slot took and marked running.
 #[derive(Debug)]
 pub struct Fetched {
     /// The task id (now in the slot's private list).
     pub id: String,
-    /// Its record, or why it cannot be read (the caller should then fail the
-    /// task with that text through [`Store::finish`]).
+    /// The slot's hold on the task.
+    pub lease: Lease,
+    /// Its record, or why it cannot be read or run (the caller should then
+    /// fail the task with that text through [`Store::finish`]): corrupt,
+    /// too large to load ([`StoreError::RecordTooLarge`]), or naming
+    /// another queue than the one it was fetched from.
     pub record: Result<TaskRecord, StoreError>,
     /// Fields of the task hash that are not part of the schema (written by
     /// a raw producer, perhaps misspelt), sorted; the supervisor logs each
@@ -80,7 +110,7 @@ impl Store {
         }
         let deadline = Instant::now() + block;
         loop {
-            match self.try_fetch(slot, queues)? {
+            match self.try_fetch(slot, queues, 0)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing | Answer::Missing => {}
@@ -92,13 +122,19 @@ impl Store {
             let Some(id) = self.wait_for(slot, first, wait)? else {
                 return Ok(None);
             };
-            match self.start(slot, &id, first)? {
+            match self.start(slot, &id, first, 0)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing => return Ok(None),
                 Answer::Missing => continue,
             }
         }
+    }
+
+    /// The store that holds the task of `lease`: its partition's on
+    /// partitioned data, else this one. Writes for a fetched task go here.
+    pub fn leased(&self, lease: &Lease) -> &Store {
+        self.parts().get(lease.partition).unwrap_or(self)
     }
 
     /// [`fetch`](Store::fetch) over the partitions of partitioned data.
@@ -130,7 +166,7 @@ impl Store {
         loop {
             for &i in &order {
                 self.note_held(slot, i);
-                match parts[i].try_fetch(slot, queues)? {
+                match parts[i].try_fetch(slot, queues, i)? {
                     Answer::Foreign(e) => return Err(e),
                     Answer::Task(f) => return Ok(Some(*f)),
                     Answer::Nothing | Answer::Missing => {}
@@ -147,7 +183,7 @@ impl Store {
             let Some(id) = home.wait_for(slot, first, wait)? else {
                 continue;
             };
-            match home.start(slot, &id, first)? {
+            match home.start(slot, &id, first, homes[0])? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing => return Ok(None),
@@ -156,9 +192,37 @@ impl Store {
         }
     }
 
-    /// One non-blocking attempt over all queues.
-    fn try_fetch(&self, slot: &str, queues: &[String]) -> Result<Answer, StoreError> {
+    /// The size limits the fetch script holds a record to, in its order:
+    /// args, description, meta, result, the whole record; with the
+    /// setting each comes from.
+    fn record_limits(&self) -> [(u64, &'static str); 5] {
+        let args = self.max_args_bytes;
+        let description = args.saturating_add(DESCRIPTION_SLACK);
+        let result = self.max_result_bytes;
+        let whole = args
+            .saturating_add(description)
+            .saturating_add(args)
+            .saturating_add(result)
+            .saturating_add(RECORD_SLACK);
+        [
+            (args, "max_args_bytes"),
+            (description, "max_args_bytes plus 64 KiB"),
+            (args, "max_args_bytes"),
+            (result, "max_result_bytes"),
+            (whole, "the record limit (the field limits plus 1 MiB)"),
+        ]
+    }
+
+    /// One non-blocking attempt over all queues; `partition` is this
+    /// store's index among the partitions (0 when unpartitioned).
+    fn try_fetch(
+        &self,
+        slot: &str,
+        queues: &[String],
+        partition: usize,
+    ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
+        let limits = self.record_limits();
         let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
             let mut inv = scripts::FETCH.prepare_invoke();
             inv.key(keys.worker_task(slot)).key(keys.worker(slot));
@@ -169,12 +233,15 @@ impl Store {
                 .arg(slot)
                 .arg(time_text(now))
                 .arg(score(now));
+            for (limit, _) in limits {
+                inv.arg(limit);
+            }
             for q in queues {
                 inv.arg(q);
             }
             inv.invoke(c)
         })?;
-        self.answer(slot, value)
+        self.answer(slot, value, partition)
     }
 
     /// Blocks up to `wait` for an id on `queue`, moving it into the slot's
@@ -201,24 +268,34 @@ impl Store {
     }
 
     /// Marks the id a blocking move put into the slot's list as running.
-    fn start(&self, slot: &str, id: &str, queue: &str) -> Result<Answer, StoreError> {
+    fn start(
+        &self,
+        slot: &str,
+        id: &str,
+        queue: &str,
+        partition: usize,
+    ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
+        let limits = self.record_limits();
         let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
-            scripts::START
-                .key(keys.worker_task(slot))
+            let mut inv = scripts::START.prepare_invoke();
+            inv.key(keys.worker_task(slot))
                 .key(keys.worker(slot))
                 .arg(keys.prefix())
                 .arg(slot)
                 .arg(id)
                 .arg(time_text(now))
                 .arg(score(now))
-                .arg(queue)
-                .invoke(c)
+                .arg(queue);
+            for (limit, _) in limits {
+                inv.arg(limit);
+            }
+            inv.invoke(c)
         })?;
-        self.answer(slot, value)
+        self.answer(slot, value, partition)
     }
 
-    fn answer(&self, slot: &str, value: Value) -> Result<Answer, StoreError> {
+    fn answer(&self, slot: &str, value: Value, partition: usize) -> Result<Answer, StoreError> {
         let items = match value {
             Value::Nil => return Ok(Answer::Nothing),
             Value::Array(items) => items,
@@ -269,35 +346,66 @@ impl Store {
                 })
             }
             "task" => {
-                let id = match it.next() {
-                    Some(v) => text_of("fetch", v)?,
-                    None => {
-                        return Err(StoreError::UnexpectedReply {
-                            what: "fetch",
-                            detail: "no task id".to_owned(),
-                        });
-                    }
-                };
+                let id = next_text(&mut it, "no task id")?;
                 let hash = it
                     .next()
-                    .ok_or_else(|| StoreError::UnexpectedReply {
-                        what: "fetch",
-                        detail: "no task fields".to_owned(),
-                    })
+                    .ok_or_else(|| missing("no task fields"))
                     .and_then(|v| hash_from_value("fetch", v));
+                let queue = next_text(&mut it, "no queue")?;
                 let unknown_fields = hash.as_ref().map(unknown_fields).unwrap_or_default();
-                let record = hash.and_then(|hash| parse_record(&id, &hash));
-                Ok(Answer::Task(Box::new(Fetched {
-                    id,
-                    record,
-                    unknown_fields,
-                })))
+                let record = hash
+                    .and_then(|hash| parse_record(&id, &hash))
+                    .and_then(|record| from_its_queue(record, &queue));
+                Ok(self.fetched(slot, id, queue, partition, record, unknown_fields))
+            }
+            "oversize" => {
+                let id = next_text(&mut it, "no task id")?;
+                let queue = next_text(&mut it, "no queue")?;
+                let field = next_text(&mut it, "no field")?;
+                let size = next_number(&mut it)?;
+                let index = usize::try_from(next_number(&mut it)?).unwrap_or(usize::MAX);
+                let (limit, setting) = self
+                    .record_limits()
+                    .get(index.wrapping_sub(1))
+                    .copied()
+                    .ok_or_else(|| missing("no such limit"))?;
+                let record = Err(StoreError::RecordTooLarge {
+                    id: id.clone(),
+                    field,
+                    size,
+                    limit,
+                    setting,
+                });
+                Ok(self.fetched(slot, id, queue, partition, record, Vec::new()))
             }
             other => Err(StoreError::UnexpectedReply {
                 what: "fetch",
                 detail: format!("unknown answer {other:?}"),
             }),
         }
+    }
+
+    fn fetched(
+        &self,
+        slot: &str,
+        id: String,
+        queue: String,
+        partition: usize,
+        record: Result<TaskRecord, StoreError>,
+        unknown_fields: Vec<String>,
+    ) -> Answer {
+        let lease = Lease {
+            slot: slot.to_owned(),
+            id: id.clone(),
+            queue,
+            partition,
+        };
+        Answer::Task(Box::new(Fetched {
+            id,
+            lease,
+            record,
+            unknown_fields,
+        }))
     }
 
     /// Records the end of a run: `status` ([`TaskStatus::Finished`] or
@@ -404,4 +512,45 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.requeue_interrupted(slot, id, "", now)
     }
+}
+
+fn missing(detail: &str) -> StoreError {
+    StoreError::UnexpectedReply {
+        what: "fetch",
+        detail: detail.to_owned(),
+    }
+}
+
+fn next_text(it: &mut impl Iterator<Item = Value>, none: &str) -> Result<String, StoreError> {
+    match it.next() {
+        Some(v) => text_of("fetch", v),
+        None => Err(missing(none)),
+    }
+}
+
+fn next_number(it: &mut impl Iterator<Item = Value>) -> Result<u64, StoreError> {
+    match it.next() {
+        Some(Value::Int(n)) => u64::try_from(n).map_err(|_| missing("negative size")),
+        other => Err(missing(&format!("expected a number, got {other:?}"))),
+    }
+}
+
+/// `record`, unless it names another queue than `fetched_from`, the list
+/// its id was taken from. Such a record was written by someone else than
+/// our producers (every one of them pushes an id onto the list its record
+/// names), and running it would let a field of the record choose the
+/// queue's profile: it fails as corrupt, naming both queues.
+fn from_its_queue(record: TaskRecord, fetched_from: &str) -> Result<TaskRecord, StoreError> {
+    if record.queue == fetched_from {
+        return Ok(record);
+    }
+    Err(StoreError::Corrupt {
+        id: record.id,
+        field: "queue".to_owned(),
+        reason: format!(
+            "the record names queue {:?} but the task was fetched from queue {fetched_from:?}; \
+             it is not run under another queue's profile",
+            record.queue
+        ),
+    })
 }

@@ -7,6 +7,7 @@
 //! and deregisters it when the thread has ended. At the top of its loop the
 //! slot looks at the shared state: stopping, a retirement to claim, quiet.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 use redis_tasks_config::settings::Isolation;
 use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
-use redis_tasks_store::{Fetched, Store, StoreError};
+use redis_tasks_store::{Fetched, Lease, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
@@ -55,6 +56,7 @@ struct RunInfo<'a> {
     name: &'a str,
     /// The name, when this binary registers it (for metric labels).
     known: Option<&'a str>,
+    /// The queue the task was fetched from.
     queue: &'a str,
     duration: Duration,
 }
@@ -130,7 +132,12 @@ impl Slot {
                 Ok(Some(fetched)) => {
                     backoff.reset();
                     self.shared.note_redis_ok();
-                    self.handle(&current, fetched);
+                    let lease = fetched.lease.clone();
+                    let handled =
+                        catch_unwind(AssertUnwindSafe(|| self.handle(&current, fetched)));
+                    if let Err(panic) = handled {
+                        self.after_panic(&lease, panic.as_ref());
+                    }
                 }
                 Ok(None) if current.config.burst => break,
                 Ok(None) => {}
@@ -189,23 +196,57 @@ impl Slot {
         all
     }
 
+    /// A panic while handling the task of `lease` (a bug: nothing a
+    /// record or a worker process sends should cause one) ends that task
+    /// as failed, with the panic's text, and leaves the slot as new: its
+    /// worker process (if any survived the unwinding) is retired and the
+    /// loop fetches again. The supervisor goes on serving and stopping.
+    fn after_panic(&mut self, lease: &Lease, panic: &(dyn std::any::Any + Send)) {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        error!(slot = %self.id, task = %lease.id, queue = %lease.queue, "slot panicked while handling the task ({text}); the task is failed and the slot starts afresh");
+        if let Some(process) = self.process.take() {
+            self.shared.retire(process);
+        }
+        let why = format!("its slot in the supervisor failed ({text})");
+        let conclusion =
+            Conclusion::Record(Outcome::failure(FailureKind::KilledBySupervisor(why)));
+        self.write(lease, "task whose slot failed", &conclusion, None, None);
+        self.shared.metrics.slot_progress(self.index, None, false);
+        self.update_view(|v| {
+            v.task = None;
+            v.pid = None;
+        });
+    }
+
     fn update_view(&self, change: impl FnOnce(&mut SlotView)) {
         change(&mut self.view.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     fn handle(&mut self, current: &Current, fetched: Fetched) {
         let Fetched {
-            id,
+            lease,
             record,
             unknown_fields,
+            ..
         } = fetched;
-        self.shared.report_unknown_fields(&id, &unknown_fields);
+        self.shared.report_unknown_fields(&lease.id, &unknown_fields);
+        // Labels, logs and the profile use the queue the task was fetched
+        // from; the record was checked to name the same one.
+        let queue = lease.queue.as_str();
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                error!(slot = %self.id, task = %id, "cannot run a corrupt task record: {e}");
-                let conclusion = Conclusion::unreadable(format!("corrupt task record: {e}"));
-                self.write(&id, "task with a corrupt record", &conclusion, None, None);
+                let text = match e {
+                    StoreError::RecordTooLarge { .. } => format!("{e}; the task was not run"),
+                    _ => format!("corrupt task record: {e}"),
+                };
+                error!(slot = %self.id, task = %lease.id, queue, "cannot run the task: {text}");
+                let conclusion = Conclusion::unreadable(text);
+                self.write(&lease, "task with a bad record", &conclusion, None, None);
                 return;
             }
         };
@@ -213,30 +254,27 @@ impl Slot {
             // Fetched while a shutdown or a pause began: give it back as if
             // it had never been taken.
             let released = self.with_redis("hand back an unstarted task", |store, now| {
-                store.release_unstarted(&self.id, &record.id, now)
+                store
+                    .leased(&lease)
+                    .release_unstarted(&self.id, &lease.id, now)
             });
             if released == Some(true) {
-                debug!(task = %record.id, "handed back unstarted to the front of {:?}", record.queue);
+                debug!(task = %lease.id, "handed back unstarted to the front of {queue:?}");
             }
             return;
         }
         let started = Instant::now();
-        info!(task = %record.id, name = %record.task, queue = %record.queue, slot = %self.id, "task started");
+        info!(task = %record.id, name = %record.task, queue, slot = %self.id, "task started");
         let waited = Timestamp::now().duration_since(record.enqueued_at);
-        self.shared.metrics.task_started(
-            &record.queue,
-            Duration::try_from(waited).unwrap_or(Duration::ZERO),
-        );
+        self.shared
+            .metrics
+            .task_started(queue, Duration::try_from(waited).unwrap_or(Duration::ZERO));
+        #[cfg(debug_assertions)]
+        test_hook_panic(&record.task);
         let def = self.shared.registry.get(&record.task);
         // For metric labels: only names this binary registers.
         let registered = def.is_some();
-        // The producer's timeout for this task, else the task function's,
-        // else the setting.
-        let timeout = record
-            .timeout
-            .map(Duration::from_secs)
-            .or_else(|| def.and_then(|d| d.options().timeout))
-            .unwrap_or_else(|| current.config.default_timeout());
+        let timeout = self.timeout_of(current, &record, def.and_then(|d| d.options().timeout));
         self.update_view(|v| {
             v.task = Some((
                 record.id.clone(),
@@ -244,32 +282,24 @@ impl Slot {
                 Instant::now(),
             ));
         });
-        let limit = current.config.settings.max_args_bytes;
-        let args_bytes = record.args.to_string().len();
         let profile = isolation::effective(
             &current.config.settings,
-            &record.queue,
+            queue,
             def.and_then(|d| d.options().isolation.as_deref()),
         );
-        let (ended, result) = if u64::try_from(args_bytes).unwrap_or(u64::MAX) > limit {
-            // A producer that bypassed the Rust one (raw commands): refused
-            // before any worker process is asked to decode them.
-            warn!(task = %record.id, "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); not run");
-            let refused = Outcome::failure(FailureKind::Invalid(format!(
-                "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); the task was not run"
-            )));
-            (refused, None)
-        } else if profile.is_unrestricted() {
-            self.execute(current, &record, timeout)
+        // Arguments over max_args_bytes never get here: the fetch script
+        // refuses the record before it is loaded.
+        let (ended, result) = if profile.is_unrestricted() {
+            self.execute(current, &lease, &record, timeout)
         } else {
             let (ended, result, oom_killed) =
-                self.execute_isolated(current, &record, timeout, &profile);
+                self.execute_isolated(current, &lease, &record, timeout, &profile);
             (isolation::explain(ended, &profile, oom_killed), result)
         };
         let (ended, result) =
             crate::results::checked(ended, result, current.config.settings.max_result_bytes);
         let known = registered.then_some(record.task.as_str());
-        self.shared.metrics.run_ended(&record.queue, known, &ended);
+        self.shared.metrics.run_ended(queue, known, &ended);
         let policy = Policy::for_task(
             &self.shared.registry,
             &record.task,
@@ -279,11 +309,11 @@ impl Slot {
         let run = RunInfo {
             name: &record.task,
             known,
-            queue: &record.queue,
+            queue,
             duration: started.elapsed(),
         };
         self.write(
-            &record.id,
+            &lease,
             &record.description,
             &conclusion,
             result.as_deref(),
@@ -295,11 +325,33 @@ impl Slot {
         self.refresh_process(current);
     }
 
+    /// The task's timeout: the producer's for this task, else the task
+    /// function's, else `default_task_timeout`; never over
+    /// `max_task_timeout` (a raw producer may write any number).
+    fn timeout_of(
+        &self,
+        current: &Current,
+        record: &TaskRecord,
+        function: Option<Duration>,
+    ) -> Duration {
+        let max = current.config.settings.max_task_timeout();
+        let asked = record
+            .timeout
+            .map(Duration::from_secs)
+            .or(function)
+            .unwrap_or_else(|| current.config.default_timeout());
+        if asked > max {
+            warn!(task = %record.id, "timeout of {} s is over max_task_timeout; {} s it is", asked.as_secs(), max.as_secs());
+        }
+        asked.min(max)
+    }
+
     /// Runs the task, starting a worker process first when the slot has
     /// none ready.
     fn execute(
         &mut self,
         current: &Current,
+        lease: &Lease,
         record: &TaskRecord,
         timeout: Duration,
     ) -> (Outcome, Option<String>) {
@@ -322,12 +374,20 @@ impl Slot {
             },
         };
         let mut hooks = MetaToRedis {
-            store: &self.store,
+            store: self.store.leased(lease),
             result: None,
             shared: &self.shared,
             slot: self.index,
         };
-        let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
+        let max_meta = current.config.settings.max_args_bytes;
+        let (end, reusable) = run_on(
+            &mut process,
+            record,
+            timeout,
+            &self.commands,
+            &mut hooks,
+            max_meta,
+        );
         if reusable {
             self.process = Some(process);
         } else {
@@ -342,6 +402,7 @@ impl Slot {
     fn execute_isolated(
         &mut self,
         current: &Current,
+        lease: &Lease,
         record: &TaskRecord,
         timeout: Duration,
         profile: &Isolation,
@@ -379,12 +440,20 @@ impl Slot {
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
         let mut hooks = MetaToRedis {
-            store: &self.store,
+            store: self.store.leased(lease),
             result: None,
             shared: &self.shared,
             slot: self.index,
         };
-        let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
+        let max_meta = current.config.settings.max_args_bytes;
+        let (end, reusable) = run_on(
+            &mut process,
+            record,
+            timeout,
+            &self.commands,
+            &mut hooks,
+            max_meta,
+        );
         let oom_killed = process.oom_killed();
         if reusable {
             self.shared.retire(process);
@@ -450,18 +519,18 @@ impl Slot {
     /// docs/observability.md).
     fn write(
         &self,
-        id: &str,
+        lease: &Lease,
         description: &str,
         conclusion: &Conclusion,
         result: Option<&str>,
         run: Option<&RunInfo>,
     ) {
+        let id = lease.id.as_str();
         let written = self.with_redis("record an outcome", |store, now| {
-            conclusion.write_with_result(store, &self.id, id, result, now)
+            conclusion.write_with_result(store.leased(lease), &self.id, id, result, now)
         });
-        let (name, queue, secs) = run.map_or(("", "", 0.0), |r| {
-            (r.name, r.queue, r.duration.as_secs_f64())
-        });
+        let (name, secs) = run.map_or(("", 0.0), |r| (r.name, r.duration.as_secs_f64()));
+        let queue = lease.queue.as_str();
         let slot = self.id.as_str();
         if let (Some(run), Some(true)) = (run, written) {
             let ended = match conclusion {
@@ -563,5 +632,16 @@ impl Slot {
                 }
             }
         }
+    }
+}
+
+/// Debug builds only: a panic in the slot thread for tasks of the function
+/// named by `REDIS_TASKS_TEST_SLOT_PANIC`, so the tests can show that a
+/// panic ends the task and leaves the supervisor serving (no record
+/// triggers one any more).
+#[cfg(debug_assertions)]
+fn test_hook_panic(task: &str) {
+    if std::env::var_os("REDIS_TASKS_TEST_SLOT_PANIC").is_some_and(|name| name == task) {
+        panic!("test hook REDIS_TASKS_TEST_SLOT_PANIC for {task:?}");
     }
 }
