@@ -14,8 +14,8 @@
 //! middleware appends one JSON line per final outcome to that file.
 
 mod async_tasks;
-mod hostile_frames;
 mod host_ids;
+mod hostile_frames;
 mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;

@@ -327,8 +327,18 @@ mod tests {
                 .when_fields(now)
                 .is_err()
         );
-        assert!(EnqueueOptions::new().delay(MAX_DELAY).when_fields(now).is_ok());
-        assert!(EnqueueOptions::new().at(Timestamp::MAX).when_fields(now).is_err());
+        assert!(
+            EnqueueOptions::new()
+                .delay(MAX_DELAY)
+                .when_fields(now)
+                .is_ok()
+        );
+        assert!(
+            EnqueueOptions::new()
+                .at(Timestamp::MAX)
+                .when_fields(now)
+                .is_err()
+        );
     }
 
     #[test]

@@ -554,3 +554,71 @@ fn from_its_queue(record: TaskRecord, fetched_from: &str) -> Result<TaskRecord, 
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use redis::Value;
+
+    use super::{Answer, Store, from_its_queue};
+    use crate::record::parse_record;
+
+    /// Replies of any shape (a script of another version, a proxy in
+    /// between, a hostile server).
+    fn values() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            proptest::sample::select(vec![
+                "task", "oversize", "busy", "foreign", "missing", "x", "args", "q"
+            ])
+            .prop_map(|s| Value::BulkString(s.as_bytes().to_vec())),
+            proptest::collection::vec(any::<u8>(), 0..12).prop_map(Value::BulkString),
+            Just(Value::Okay),
+        ];
+        leaf.prop_recursive(3, 24, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Whatever the fetch script answers, reading the answer is a task,
+        /// nothing, or an error: never a panic.
+        #[test]
+        fn any_fetch_reply_is_read_without_panic(value in values(), partition in 0usize..4) {
+            // No connection is made: only the reply is read.
+            let store = Store::open("redis://127.0.0.1:9", "p").expect("store");
+            if let Ok(Answer::Task(f)) = store.answer("s", value, partition) {
+                prop_assert_eq!(&f.lease.id, &f.id);
+                prop_assert_eq!(f.lease.partition, partition);
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_naming_another_queue_is_refused_naming_both() {
+        let hash = [
+            ("task", "t"),
+            ("args", "[]"),
+            ("status", "queued"),
+            ("queue", "default"),
+            ("enqueued_at", "2026-11-25T08:17:26Z"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+        .collect();
+        let record = parse_record("id1", &hash).expect("record");
+        assert!(from_its_queue(record.clone(), "default").is_ok());
+        let e = from_its_queue(record, "untrusted").expect_err("mismatch");
+        let text = e.to_string();
+        assert!(
+            text.contains("\"default\"") && text.contains("\"untrusted\""),
+            "{text}"
+        );
+    }
+}

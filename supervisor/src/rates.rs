@@ -206,10 +206,76 @@ mod tests {
             rates.progress("t", Progress::new(u64::from(n), None, ""), now, &mut hooks);
             rates.meta("t", format!("{{\"n\":{n}}}"), now, &mut hooks);
         }
-        rates.meta("t", "x".repeat(101), t0 + Duration::from_secs(2), &mut hooks);
+        rates.meta(
+            "t",
+            "x".repeat(101),
+            t0 + Duration::from_secs(2),
+            &mut hooks,
+        );
         rates.flush("t", &mut hooks);
         assert!(hooks.0 <= 6, "{} progress writes", hooks.0);
         assert!(hooks.1 <= 6, "{} meta writes", hooks.1);
         assert_eq!(hooks.2.as_deref(), Some("{\"n\":9999}"));
+    }
+
+    #[derive(Default)]
+    struct Writes {
+        progress: u64,
+        meta: u64,
+        last_progress: Option<Progress>,
+    }
+
+    impl RunHooks for Writes {
+        fn update_meta(&mut self, _: &str, meta_json: &str) {
+            assert!(meta_json.len() <= 64);
+            self.meta += 1;
+        }
+        fn set_result(&mut self, _: String) {}
+        fn update_progress(&mut self, _: &str, progress: Progress) {
+            self.progress += 1;
+            self.last_progress = Some(progress);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Any sequence of progress and meta frames, at any pace: no panic,
+        /// at most one write per window and kind (plus the last one), the
+        /// last progress report kept, no meta over the limit written.
+        #[test]
+        fn any_frames_at_any_pace_stay_within_the_rate(
+            frames in proptest::collection::vec(
+                (proptest::prelude::any::<bool>(), proptest::prelude::any::<u64>(),
+                 proptest::prelude::any::<Option<u64>>(), ".{0,300}", 0u64..100_000),
+                1..300,
+            ),
+        ) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut rates = Rates::new(64);
+            let mut hooks = Writes::default();
+            let mut last = None;
+            for (is_progress, done, total, text, step_us) in frames {
+                now += Duration::from_micros(step_us);
+                if rates.due().is_some_and(|due| due <= now) {
+                    rates.write_due("t", now, &mut hooks);
+                }
+                if is_progress {
+                    let p = Progress { done, total, message: text }.bounded();
+                    last = Some(p.clone());
+                    rates.progress("t", p, now, &mut hooks);
+                } else {
+                    rates.meta("t", text, now, &mut hooks);
+                }
+            }
+            rates.flush("t", &mut hooks);
+            let windows = u64::try_from(
+                (now - t0).as_nanos() / MIN_INTERVAL.as_nanos()
+            ).unwrap_or(u64::MAX);
+            proptest::prop_assert!(hooks.progress <= windows + 2, "{} progress writes in {windows} windows", hooks.progress);
+            proptest::prop_assert!(hooks.meta <= windows + 2, "{} meta writes in {windows} windows", hooks.meta);
+            proptest::prop_assert_eq!(hooks.last_progress, last);
+        }
     }
 }

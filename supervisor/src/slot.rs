@@ -133,8 +133,7 @@ impl Slot {
                     backoff.reset();
                     self.shared.note_redis_ok();
                     let lease = fetched.lease.clone();
-                    let handled =
-                        catch_unwind(AssertUnwindSafe(|| self.handle(&current, fetched)));
+                    let handled = catch_unwind(AssertUnwindSafe(|| self.handle(&current, fetched)));
                     if let Err(panic) = handled {
                         self.after_panic(&lease, panic.as_ref());
                     }
@@ -212,8 +211,7 @@ impl Slot {
             self.shared.retire(process);
         }
         let why = format!("its slot in the supervisor failed ({text})");
-        let conclusion =
-            Conclusion::Record(Outcome::failure(FailureKind::KilledBySupervisor(why)));
+        let conclusion = Conclusion::Record(Outcome::failure(FailureKind::KilledBySupervisor(why)));
         self.write(lease, "task whose slot failed", &conclusion, None, None);
         self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| {
@@ -233,7 +231,8 @@ impl Slot {
             unknown_fields,
             ..
         } = fetched;
-        self.shared.report_unknown_fields(&lease.id, &unknown_fields);
+        self.shared
+            .report_unknown_fields(&lease.id, &unknown_fields);
         // Labels, logs and the profile use the queue the task was fetched
         // from; the record was checked to name the same one.
         let queue = lease.queue.as_str();
@@ -343,7 +342,7 @@ impl Slot {
         if asked > max {
             warn!(task = %record.id, "timeout of {} s is over max_task_timeout; {} s it is", asked.as_secs(), max.as_secs());
         }
-        asked.min(max)
+        capped_timeout(asked, max)
     }
 
     /// Runs the task, starting a worker process first when the slot has
@@ -633,6 +632,12 @@ impl Slot {
             }
         }
     }
+}
+
+/// The timeout a task runs with: the one `asked` (a record's, a task
+/// function's, or the setting's), at most `max` (`max_task_timeout`).
+pub(crate) fn capped_timeout(asked: Duration, max: Duration) -> Duration {
+    asked.min(max)
 }
 
 /// Debug builds only: a panic in the slot thread for tasks of the function

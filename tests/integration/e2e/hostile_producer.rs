@@ -69,7 +69,11 @@ fn a_record_naming_another_queue_is_not_run_under_that_queues_profile() {
         &demo,
         "liar",
         "untrusted",
-        &[("task", "write_file"), ("args", &args), ("queue", "default")],
+        &[
+            ("task", "write_file"),
+            ("args", &args),
+            ("queue", "default"),
+        ],
     );
     let config = settings.display().to_string();
     let mut sup = demo.start(
@@ -99,7 +103,12 @@ fn a_record_naming_another_queue_is_not_run_under_that_queues_profile() {
 #[test]
 fn a_huge_timeout_in_a_record_neither_panics_nor_wedges_the_supervisor() {
     let demo = Demo::new();
-    raw_enqueue(&demo, "forever", "default", &[("timeout", "10000000000000000000")]);
+    raw_enqueue(
+        &demo,
+        "forever",
+        "default",
+        &[("timeout", "10000000000000000000")],
+    );
     let mut sup = demo.start(&["--concurrency", "1"], &[]);
     let t = demo.wait_ended("forever", Duration::from_secs(60));
     assert_eq!(t.status, TaskStatus::Finished, "{}", sup.log());
@@ -116,7 +125,13 @@ fn the_cli_refuses_a_timeout_over_max_task_timeout() {
     let demo = Demo::new();
     let out = demo
         .cmd()
-        .args(["enqueue", "noop", "null", "--timeout", "10000000000000000000s"])
+        .args([
+            "enqueue",
+            "noop",
+            "null",
+            "--timeout",
+            "10000000000000000000s",
+        ])
         .fails();
     assert!(out.stderr.contains("max_task_timeout"), "{}", out.stderr);
     assert!(demo.queue_ids("default").is_empty());
@@ -167,7 +182,10 @@ fn a_panic_in_a_slot_fails_its_task_and_the_supervisor_goes_on() {
     let id = demo.enqueue("sleep", json!({"secs": 0.1}));
     let t = demo.wait_ended(&id, Duration::from_secs(60));
     assert_eq!(t.status, TaskStatus::Failed, "{}", sup.log());
-    assert!(error_of(&t).contains("REDIS_TASKS_TEST_SLOT_PANIC"), "{t:#?}");
+    assert!(
+        error_of(&t).contains("REDIS_TASKS_TEST_SLOT_PANIC"),
+        "{t:#?}"
+    );
     let next = demo.enqueue("noop", json!(null));
     let t = demo.wait_ended(&next, Duration::from_secs(60));
     assert_eq!(t.status, TaskStatus::Finished, "{}", sup.log());

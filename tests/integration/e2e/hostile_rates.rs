@@ -44,7 +44,11 @@ fn raw_progress_frames_cannot_flood_redis() {
     // at the very most. Unbounded, it is tens of thousands.
     assert!(calls < 1000, "{calls} Redis calls during the flood");
     // The last report and the last meta update are not lost.
-    let progress = demo.store.progress(&id).expect("progress").expect("some progress");
+    let progress = demo
+        .store
+        .progress(&id)
+        .expect("progress")
+        .expect("some progress");
     assert_eq!(progress.message, "last", "{progress:?}");
     assert_eq!(t.meta.get("last"), Some(&json!(true)), "{:?}", t.meta);
     sup.stop();
