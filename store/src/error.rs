@@ -103,8 +103,8 @@ pub enum StoreError {
     /// fields (or the whole record) is over its limit. Found by the fetch
     /// script before any value is read; the task is failed, not run.
     #[error(
-        "task {id}: its {field} is {size} bytes, over {setting} ({limit} bytes); the record \
-         was not loaded"
+        "task {id}: its {field} is {size} bytes, over {setting} ({limit}); the record was not \
+         loaded"
     )]
     RecordTooLarge {
         /// The task id.
