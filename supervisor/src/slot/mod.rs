@@ -6,6 +6,9 @@
 //! and nothing else; the control loop registers it in Redis, heartbeats it,
 //! and deregisters it when the thread has ended. At the top of its loop the
 //! slot looks at the shared state: stopping, a retirement to claim, quiet.
+//!
+//! `hooks.rs` takes a running task's meta, progress and result;
+//! `record.rs` writes, counts and logs what became of the task.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
@@ -15,18 +18,23 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 use redis_tasks_config::settings::Isolation;
-use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
+use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
 use redis_tasks_store::{Fetched, Lease, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::control::ControlEvent;
-use crate::execute::{RunHooks, SlotCommand, run_on};
+use crate::execute::{SlotCommand, run_on};
 use crate::isolation::{self, Plan};
-use crate::metrics::Ended;
 use crate::outcome::{Conclusion, Policy, conclude};
-use crate::shared::{Current, Mode, Shared, SlotView};
+use crate::shared::{Current, Shared, SlotView};
 use crate::worker_process::{SpawnError, WorkerProcess};
+
+mod hooks;
+mod record;
+
+use hooks::MetaToRedis;
+use record::RunInfo;
 
 /// How long an idle slot blocks on Redis before it looks at the shared
 /// state again (the longest a graceful shutdown, a retirement or a reload
@@ -49,56 +57,6 @@ pub(crate) struct Slot {
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
     pub view: Arc<Mutex<SlotView>>,
-}
-
-/// What the end-of-task log line says about the run.
-struct RunInfo<'a> {
-    name: &'a str,
-    /// The name, when this binary registers it (for metric labels).
-    known: Option<&'a str>,
-    /// The queue the task was fetched from.
-    queue: &'a str,
-    duration: Duration,
-}
-
-struct MetaToRedis<'a> {
-    store: &'a Store,
-    /// The task's return value, if it sent one.
-    result: Option<String>,
-    shared: &'a Shared,
-    /// The slot's number (the `slot` label of the progress metric).
-    slot: usize,
-}
-
-impl RunHooks for MetaToRedis<'_> {
-    fn set_result(&mut self, result_json: String) {
-        self.result = Some(result_json);
-    }
-
-    fn update_meta(&mut self, task_id: &str, meta_json: &str) {
-        let meta = match serde_json::from_str::<serde_json::Value>(meta_json) {
-            Ok(serde_json::Value::Object(meta)) => meta,
-            _ => {
-                warn!(
-                    task = task_id,
-                    "ignoring a meta update that is not a JSON object"
-                );
-                return;
-            }
-        };
-        if let Err(e) = self.store.update_meta(task_id, &meta) {
-            warn!(task = task_id, "meta update not stored: {e}");
-        }
-    }
-
-    fn update_progress(&mut self, task_id: &str, progress: Progress) {
-        self.shared
-            .metrics
-            .slot_progress(self.slot, progress.ratio(), true);
-        if let Err(e) = self.store.set_progress(task_id, &progress) {
-            warn!(task = task_id, "progress report not stored: {e}");
-        }
-    }
 }
 
 impl Slot {
@@ -193,31 +151,6 @@ impl Slot {
             }
         }
         all
-    }
-
-    /// A panic while handling the task of `lease` (a bug: nothing a
-    /// record or a worker process sends should cause one) ends that task
-    /// as failed, with the panic's text, and leaves the slot as new: its
-    /// worker process (if any survived the unwinding) is retired and the
-    /// loop fetches again. The supervisor goes on serving and stopping.
-    fn after_panic(&mut self, lease: &Lease, panic: &(dyn std::any::Any + Send)) {
-        let text = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned());
-        error!(slot = %self.id, task = %lease.id, queue = %lease.queue, "slot panicked while handling the task ({text}); the task is failed and the slot starts afresh");
-        if let Some(process) = self.process.take() {
-            self.shared.retire(process);
-        }
-        let why = format!("its slot in the supervisor failed ({text})");
-        let conclusion = Conclusion::Record(Outcome::failure(FailureKind::KilledBySupervisor(why)));
-        self.write(lease, "task whose slot failed", &conclusion, None, None);
-        self.shared.metrics.slot_progress(self.index, None, false);
-        self.update_view(|v| {
-            v.task = None;
-            v.pid = None;
-        });
     }
 
     fn update_view(&self, change: impl FnOnce(&mut SlotView)) {
@@ -509,126 +442,6 @@ impl Slot {
                     )));
                 }
                 Err(e.to_string())
-            }
-        }
-    }
-
-    /// Writes a conclusion (retrying while Redis fails), counts it and
-    /// logs it (at info, with the run's duration, see
-    /// docs/observability.md).
-    fn write(
-        &self,
-        lease: &Lease,
-        description: &str,
-        conclusion: &Conclusion,
-        result: Option<&str>,
-        run: Option<&RunInfo>,
-    ) {
-        let id = lease.id.as_str();
-        let written = self.with_redis("record an outcome", |store, now| {
-            conclusion.write_with_result(store.leased(lease), &self.id, id, result, now)
-        });
-        let (name, secs) = run.map_or(("", 0.0), |r| (r.name, r.duration.as_secs_f64()));
-        let queue = lease.queue.as_str();
-        let slot = self.id.as_str();
-        if let (Some(run), Some(true)) = (run, written) {
-            let ended = match conclusion {
-                Conclusion::Requeue { .. } => Ended::Requeued,
-                Conclusion::Record(Outcome::Success) => Ended::Finished,
-                Conclusion::Retry { .. } => Ended::Retried,
-                Conclusion::Record(Outcome::Failure(f)) if f.kind == FailureKind::Canceled => {
-                    Ended::Canceled
-                }
-                Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
-            };
-            self.shared
-                .metrics
-                .task_ended(run.queue, run.known, ended, run.duration);
-        }
-        match (written, conclusion) {
-            (Some(true), Conclusion::Requeue { reason }) => {
-                self.shared
-                    .counters
-                    .requeued
-                    .fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "requeued", "{description} requeued at the front of its queue after {secs:.3} s: {reason}");
-            }
-            (Some(true), Conclusion::Record(Outcome::Success)) => {
-                self.shared
-                    .counters
-                    .finished
-                    .fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "finished", "{description} finished in {secs:.3} s");
-            }
-            (Some(true), Conclusion::Retry { failure }) => {
-                let at = failure
-                    .next_attempt
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "retried", "{description} failed after {secs:.3} s: {failure}; retry due at {at}");
-            }
-            (Some(true), Conclusion::Record(Outcome::Failure(failure)))
-                if failure.kind == FailureKind::Canceled =>
-            {
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "canceled", "{description} canceled while running after {secs:.3} s");
-            }
-            (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
-                self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "failed", "{description} failed after {secs:.3} s: {failure}");
-            }
-            (Some(false), _) => warn!(
-                task = %id,
-                "outcome not recorded: this slot no longer holds the task (recovered elsewhere)"
-            ),
-            (None, _) => {}
-        }
-    }
-
-    /// Runs a Redis write, retrying with [`Backoff`] until it works: while
-    /// Redis is unreachable, and also on other errors (a key of the wrong
-    /// type under our prefix, say), which someone may mend; the task stays
-    /// in this slot's list meanwhile and the slot fetches nothing else.
-    /// It gives up (returning `None`) on a permanent error during a
-    /// graceful shutdown, and after a few attempts of any kind during an
-    /// immediate one: the task then stays in this slot's list, where
-    /// recovery finds it at the next start.
-    fn with_redis<T>(
-        &self,
-        what: &str,
-        mut op: impl FnMut(&Store, Timestamp) -> Result<T, StoreError>,
-    ) -> Option<T> {
-        let mut backoff = Backoff::new();
-        loop {
-            match op(&self.store, Timestamp::now()) {
-                Ok(value) => {
-                    self.shared.note_redis_ok();
-                    return Some(value);
-                }
-                Err(e) => {
-                    let connection = e.is_connection_error();
-                    if connection {
-                        self.shared.note_redis_error(&e);
-                    }
-                    // An outage during a graceful stop is waited out (the
-                    // outcome is worth it); an immediate stop waits less.
-                    let give_up = match self.shared.mode() {
-                        Mode::StoppingNow => backoff.failures() >= 3,
-                        Mode::Stopping => !connection && backoff.failures() >= 1,
-                        Mode::Serving | Mode::Quiet => false,
-                    };
-                    if give_up {
-                        error!(slot = %self.id, "giving up: cannot {what} ({e}); recovery will handle the task at the next start");
-                        return None;
-                    }
-                    let wait = backoff.next_wait();
-                    if connection {
-                        warn!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?}");
-                    } else {
-                        error!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?} (mend the data, or stop the supervisor: recovery takes over at the next start)");
-                    }
-                    // Waits, but wakes for a command (a shutdown).
-                    let _ = self.commands.recv_timeout(wait);
-                }
             }
         }
     }
