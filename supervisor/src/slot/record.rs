@@ -42,8 +42,12 @@ impl Slot {
         if let Some(process) = self.process.take() {
             self.shared.retire(process);
         }
-        let why = format!("its slot in the supervisor failed ({text})");
-        let conclusion = Conclusion::Record(Outcome::failure(FailureKind::KilledBySupervisor(why)));
+        // Not a crash of the task's own (never retried or requeued): the
+        // supervisor failed, and its worker process, if any, was killed.
+        let why = format!(
+            "the supervisor's slot panicked while handling the task ({text}); the task was stopped"
+        );
+        let conclusion = Conclusion::Record(Outcome::failure(FailureKind::Invalid(why)));
         self.write(lease, "task whose slot failed", &conclusion, None, None);
         self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| {
