@@ -19,9 +19,39 @@ struct FrameFlood {
     secs: f64,
 }
 
-/// Registers the task on `app`.
+#[derive(Deserialize)]
+struct MetaGrowth {
+    /// How many updates, each with a key of its own.
+    keys: u32,
+    /// The size of each update's value, in KiB.
+    kib: usize,
+    /// The pause between two updates, in milliseconds.
+    pause_ms: u64,
+}
+
+/// Registers the tasks on `app`.
 pub fn register(app: App) -> App {
     app.task("progress_flood", progress_flood)
+        .task("meta_growth", meta_growth)
+}
+
+/// Sends raw meta frames that each hold one new key (not the whole meta
+/// object, as `TaskContext` would), so a merge in the supervisor would
+/// grow the record's meta without end.
+fn meta_growth(ctx: &TaskContext, a: MetaGrowth) -> Result<(), String> {
+    // SAFETY: WORKER_FD is the worker loop's open IPC socket; ManuallyDrop
+    // keeps this second handle from closing it.
+    let mut socket = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(WORKER_FD) });
+    let blob = "x".repeat(a.kib << 10);
+    for n in 0..a.keys {
+        let meta = FromWorker::Meta {
+            task_id: ctx.id().to_owned(),
+            meta_json: serde_json::json!({ format!("k{n}"): blob }).to_string(),
+        };
+        send(&mut *socket, &meta).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(a.pause_ms));
+    }
+    Ok(())
 }
 
 /// Sends progress and meta frames for `secs`, then one last progress

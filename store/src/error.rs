@@ -119,6 +119,20 @@ pub enum StoreError {
         /// The setting the limit comes from.
         setting: &'static str,
     },
+    /// A meta update would make the task's `meta` larger than
+    /// `max_args_bytes`, which bounds it.
+    #[error(
+        "task {id}: its meta would be {size} bytes, over max_args_bytes ({limit}), which bounds \
+         meta; the update was not stored"
+    )]
+    MetaTooLarge {
+        /// The task id.
+        id: String,
+        /// The size the merged meta would have.
+        size: u64,
+        /// The limit (`max_args_bytes`).
+        limit: u64,
+    },
     /// The task's arguments could not be serialised to JSON.
     #[error("cannot serialise task arguments to json: {0}")]
     Args(serde_json::Error),

@@ -53,3 +53,26 @@ fn raw_progress_frames_cannot_flood_redis() {
     assert_eq!(t.meta.get("last"), Some(&json!(true)), "{:?}", t.meta);
     sup.stop();
 }
+
+#[test]
+fn raw_meta_frames_with_new_keys_cannot_grow_the_record_past_the_limit() {
+    let demo = Demo::new();
+    let limit = 300_000;
+    let mut sup = demo.start(
+        &["--concurrency", "1"],
+        &[("RT_MAX_ARGS_BYTES", "300000"), ("RUST_LOG", "info")],
+    );
+    // 12 updates of 50 KiB, each with a key of its own, one per window:
+    // merged, they would make 600 KiB.
+    let id = demo.enqueue(
+        "meta_growth",
+        json!({ "keys": 12, "kib": 50, "pause_ms": 300 }),
+    );
+    let t = demo.wait_ended(&id, Duration::from_secs(60));
+    assert_eq!(t.status, TaskStatus::Finished, "{}", sup.log());
+    let size = serde_json::Value::Object(t.meta.clone()).to_string().len();
+    assert!(size <= limit, "meta grew to {size} bytes");
+    assert!(t.meta.contains_key("k0"), "the first updates were stored");
+    assert!(sup.log().contains("which bounds meta"), "{}", sup.log());
+    sup.stop();
+}
