@@ -68,6 +68,11 @@ pub struct Settings {
     pub timezone: String,
     /// Seconds a task may run when its function sets no timeout.
     pub default_task_timeout: u64,
+    /// The longest timeout any task gets, in seconds: a longer one asked
+    /// by a producer is refused at enqueue, and every timeout (a record's,
+    /// a task function's, `default_task_timeout`) is capped at it when a
+    /// task starts.
+    pub max_task_timeout: u64,
     /// Seconds finished and failed tasks are kept before they are deleted.
     pub expiring_registries_ttl: u64,
     /// Seconds a dead worker's record is kept for `info`.
@@ -132,6 +137,7 @@ impl Default for Settings {
             redis_prefix: "redis_tasks".to_owned(),
             timezone: "UTC".to_owned(),
             default_task_timeout: 86_400,
+            max_task_timeout: 604_800,
             expiring_registries_ttl: 604_800,
             dead_worker_ttl: 3_600,
             worker_heartbeat_freq: 10,
@@ -230,6 +236,11 @@ impl Settings {
         Duration::from_secs(self.worker_heartbeat_timeout)
     }
 
+    /// `max_task_timeout` as a duration.
+    pub fn max_task_timeout(&self) -> Duration {
+        Duration::from_secs(self.max_task_timeout)
+    }
+
     /// `default_task_timeout` as a duration.
     pub fn task_timeout(&self) -> Duration {
         Duration::from_secs(self.default_task_timeout)
@@ -300,6 +311,7 @@ impl fmt::Debug for Settings {
             .field("redis_prefix", &self.redis_prefix)
             .field("timezone", &self.timezone)
             .field("default_task_timeout", &self.default_task_timeout)
+            .field("max_task_timeout", &self.max_task_timeout)
             .field("expiring_registries_ttl", &self.expiring_registries_ttl)
             .field("dead_worker_ttl", &self.dead_worker_ttl)
             .field("worker_heartbeat_freq", &self.worker_heartbeat_freq)

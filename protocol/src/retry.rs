@@ -125,6 +125,11 @@ pub struct InvalidRetryPolicy(pub String);
 /// task's record, which must stay small.
 pub const MAX_RETRIES: u32 = 1000;
 
+/// The longest backoff (`base` or `cap`) a policy may ask for: 30 days.
+/// Longer ones are refused at enqueue and when read from a record, so the
+/// time of a next attempt is always a plain, near date.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl RetryPolicy {
     /// Up to `max_retries` retries (at most [`MAX_RETRIES`]) with the
     /// default backoff.
@@ -182,8 +187,17 @@ impl RetryPolicy {
 
     /// Checks a policy read from outside (a task hash written by another
     /// program): at most [`MAX_RETRIES`] retries, the factor finite and at
-    /// least 1.
+    /// least 1, `base` and `cap` at most [`MAX_BACKOFF`].
     pub fn validate(&self) -> Result<(), InvalidRetryPolicy> {
+        for (name, value) in [("base", self.base), ("cap", self.cap)] {
+            if value > MAX_BACKOFF {
+                return Err(InvalidRetryPolicy(format!(
+                    "{name} of {} s is over the limit of {} s (30 days)",
+                    value.as_secs(),
+                    MAX_BACKOFF.as_secs()
+                )));
+            }
+        }
         if self.max_retries > MAX_RETRIES {
             return Err(InvalidRetryPolicy(format!(
                 "max_retries {} is over the limit of {MAX_RETRIES}",
@@ -365,6 +379,9 @@ mod tests {
         assert!(RetryPolicy::from_json(text).is_err());
         assert!(RetryPolicy::from_json(r#"{"max_retries":-1}"#).is_err());
         assert!(RetryPolicy::from_json(r#"{"max_retries":1001}"#).is_err());
+        assert!(RetryPolicy::from_json(r#"{"max_retries":1,"cap":1e18}"#).is_err());
+        assert!(RetryPolicy::from_json(r#"{"max_retries":1,"base":2592001}"#).is_err());
+        assert!(RetryPolicy::from_json(r#"{"max_retries":1,"cap":2592000}"#).is_ok());
         assert_eq!(RetryPolicy::new(u32::MAX).max_retries, MAX_RETRIES);
         assert_eq!(RetryPolicy::new(1).factor(f64::NAN).factor, 1.0);
     }

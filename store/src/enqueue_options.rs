@@ -22,6 +22,11 @@ use super::{Store, StoreError, replies, scripts};
 /// The longest uniqueness key accepted, in bytes.
 pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
 
+/// The furthest ahead a task may be delayed (`delay` or `at`): 10 years.
+/// Later times are refused at enqueue, so no time derived from a record
+/// comes near the end of the calendar.
+pub const MAX_DELAY: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
 /// How many tasks one enqueue script writes.
 const CHUNK: usize = 500;
 
@@ -111,8 +116,32 @@ impl EnqueueOptions {
         (at > now).then_some(at)
     }
 
-    /// The `timeout` field: whole seconds, rounded up.
-    pub(crate) fn timeout_field(&self) -> Result<String, StoreError> {
+    /// The `run_at` field and its score in the delayed set (both empty
+    /// when the task is due now); a time more than [`MAX_DELAY`] after
+    /// `now` is refused.
+    pub(crate) fn when_fields(&self, now: Timestamp) -> Result<(String, String), StoreError> {
+        let Some(at) = self.run_at(now) else {
+            return Ok((String::new(), String::new()));
+        };
+        let latest = jiff::SignedDuration::try_from(MAX_DELAY)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok())
+            .unwrap_or(Timestamp::MAX);
+        if at > latest {
+            return Err(StoreError::InvalidOption {
+                option: "delay",
+                reason: format!(
+                    "{at} is more than {} days ahead",
+                    MAX_DELAY.as_secs() / 86_400
+                ),
+            });
+        }
+        Ok((time_text(at), score(at)))
+    }
+
+    /// The `timeout` field: whole seconds, rounded up; zero, and more than
+    /// `max_secs` (the `max_task_timeout` setting), are refused.
+    pub(crate) fn timeout_field(&self, max_secs: u64) -> Result<String, StoreError> {
         let Some(timeout) = self.timeout else {
             return Ok(String::new());
         };
@@ -122,7 +151,15 @@ impl EnqueueOptions {
                 reason: "it is zero".to_owned(),
             });
         }
-        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let secs = timeout
+            .as_secs()
+            .saturating_add(u64::from(timeout.subsec_nanos() > 0));
+        if secs > max_secs {
+            return Err(StoreError::InvalidOption {
+                option: "timeout",
+                reason: format!("{secs} s is over max_task_timeout ({max_secs} s)"),
+            });
+        }
         Ok(secs.to_string())
     }
 
@@ -220,16 +257,13 @@ impl Store {
         options: &EnqueueOptions,
     ) -> Result<Vec<String>, StoreError> {
         super::producer::check_name("queue", queue)?;
-        let timeout = options.timeout_field()?;
+        let timeout = options.timeout_field(self.max_task_timeout())?;
         let retry = options.retry_field()?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
         let now = Timestamp::now();
-        let (run_at, run_score) = match options.run_at(now) {
-            Some(at) => (time_text(at), score(at)),
-            None => (String::new(), String::new()),
-        };
+        let (run_at, run_score) = options.when_fields(now)?;
         let enqueued_at = time_text(now);
         let keys = self.keys();
         let mut pipe = redis::pipe();
@@ -287,12 +321,36 @@ mod tests {
                 .run_at(now)
                 .is_some()
         );
+        assert!(
+            EnqueueOptions::new()
+                .delay(Duration::MAX)
+                .when_fields(now)
+                .is_err()
+        );
+        assert!(
+            EnqueueOptions::new()
+                .delay(MAX_DELAY)
+                .when_fields(now)
+                .is_ok()
+        );
+        assert!(
+            EnqueueOptions::new()
+                .at(Timestamp::MAX)
+                .when_fields(now)
+                .is_err()
+        );
     }
 
     #[test]
     fn timeouts_are_whole_seconds_rounded_up_and_never_zero() {
-        let t = |d| EnqueueOptions::new().timeout(d).timeout_field();
+        let t = |d| EnqueueOptions::new().timeout(d).timeout_field(3600);
         assert_eq!(t(Duration::from_secs(30)).ok(), Some("30".to_owned()));
+        assert_eq!(t(Duration::from_secs(3600)).ok(), Some("3600".to_owned()));
+        for huge in [Duration::from_secs(3601), Duration::MAX] {
+            assert!(
+                matches!(t(huge), Err(StoreError::InvalidOption { reason, .. }) if reason.contains("max_task_timeout"))
+            );
+        }
         assert_eq!(t(Duration::from_millis(1500)).ok(), Some("2".to_owned()));
         assert!(matches!(
             t(Duration::ZERO),

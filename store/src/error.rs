@@ -99,6 +99,40 @@ pub enum StoreError {
         /// The limit (`max_args_bytes`).
         limit: u64,
     },
+    /// A task record a slot took is too large to load: one of its large
+    /// fields (or the whole record) is over its limit. Found by the fetch
+    /// script before any value is read; the task is failed, not run.
+    #[error(
+        "task {id}: its {field} is {size} bytes, over {setting} ({limit}); the record was not \
+         loaded"
+    )]
+    RecordTooLarge {
+        /// The task id.
+        id: String,
+        /// The field at fault (`args`, `description`, `meta`, `result`,
+        /// or `(whole record)`).
+        field: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit it is over.
+        limit: u64,
+        /// The setting the limit comes from.
+        setting: &'static str,
+    },
+    /// A meta update would make the task's `meta` larger than
+    /// `max_args_bytes`, which bounds it.
+    #[error(
+        "task {id}: its meta would be {size} bytes, over max_args_bytes ({limit}), which bounds \
+         meta; the update was not stored"
+    )]
+    MetaTooLarge {
+        /// The task id.
+        id: String,
+        /// The size the merged meta would have.
+        size: u64,
+        /// The limit (`max_args_bytes`).
+        limit: u64,
+    },
     /// The task's arguments could not be serialised to JSON.
     #[error("cannot serialise task arguments to json: {0}")]
     Args(serde_json::Error),

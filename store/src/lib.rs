@@ -84,7 +84,7 @@ pub use connection::{RedisConfig, WaitPolicy, reload_password_files};
 pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
-pub use fetch::Fetched;
+pub use fetch::{Fetched, Lease};
 pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,
     NodeStatus, PlannedNode,
@@ -102,6 +102,9 @@ use redis_tasks_config::Settings;
 
 /// The default limit on the JSON text of one task's arguments: 1 MiB.
 pub const DEFAULT_MAX_ARGS_BYTES: u64 = 1024 * 1024;
+
+/// The default of `max_task_timeout`: 7 days, in seconds.
+pub const DEFAULT_MAX_TASK_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 /// The default time a canceled task's record is kept: 7 days.
 pub const DEFAULT_REGISTRY_TTL_SECS: u64 = 604_800;
 /// How long opening a connection may take before it is an error.
@@ -135,6 +138,12 @@ pub struct Store {
     conn: Mutex<Option<Connection>>,
     fetch_conn: Mutex<Option<Connection>>,
     max_args_bytes: u64,
+    /// The limit on a stored result (`max_result_bytes`), checked by the
+    /// fetch script before a record is loaded.
+    max_result_bytes: u64,
+    /// The longest per-task timeout a producer may ask for
+    /// (`max_task_timeout`), in seconds.
+    max_task_timeout: u64,
     registry_ttl: u64,
     connect_timeout: Duration,
     io_timeout: Duration,
@@ -200,6 +209,8 @@ impl Store {
             conn: Mutex::new(None),
             fetch_conn: Mutex::new(None),
             max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
+            max_result_bytes: DEFAULT_MAX_ARGS_BYTES,
+            max_task_timeout: DEFAULT_MAX_TASK_TIMEOUT_SECS,
             registry_ttl: DEFAULT_REGISTRY_TTL_SECS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
@@ -210,13 +221,16 @@ impl Store {
 
     /// A store configured from settings: `redis_url`, `redis_password_file`,
     /// the `redis_*` connection settings (see [`RedisConfig::from_settings`]),
-    /// `redis_prefix`, `max_args_bytes` and `expiring_registries_ttl`.
+    /// `redis_prefix`, `max_args_bytes`, `max_result_bytes`,
+    /// `max_task_timeout` and `expiring_registries_ttl`.
     pub fn from_settings(settings: &Settings) -> Result<Store, StoreError> {
         Ok(Store::with_config(
             RedisConfig::from_settings(settings)?,
             &settings.redis_prefix,
         )?
         .with_max_args_bytes(settings.max_args_bytes)
+        .with_max_result_bytes(settings.max_result_bytes)
+        .with_max_task_timeout(settings.max_task_timeout)
         .with_registry_ttl(settings.expiring_registries_ttl))
     }
 
@@ -228,6 +242,22 @@ impl Store {
     /// Sets the limit on the JSON text of one task's arguments.
     pub fn with_max_args_bytes(mut self, limit: u64) -> Store {
         self.max_args_bytes = limit;
+        self.rebuild_partitions(None);
+        self
+    }
+
+    /// Sets the limit on a task's stored result (the fetch script refuses
+    /// a record whose `result` is larger).
+    pub fn with_max_result_bytes(mut self, limit: u64) -> Store {
+        self.max_result_bytes = limit;
+        self.rebuild_partitions(None);
+        self
+    }
+
+    /// Sets the longest per-task timeout an enqueue may ask for, in
+    /// seconds (longer ones are refused, naming `max_task_timeout`).
+    pub fn with_max_task_timeout(mut self, secs: u64) -> Store {
+        self.max_task_timeout = secs;
         self.rebuild_partitions(None);
         self
     }
@@ -270,6 +300,8 @@ impl Store {
             conn: Mutex::new(None),
             fetch_conn: Mutex::new(None),
             max_args_bytes: self.max_args_bytes,
+            max_result_bytes: self.max_result_bytes,
+            max_task_timeout: self.max_task_timeout,
             registry_ttl: self.registry_ttl,
             connect_timeout: self.connect_timeout,
             io_timeout: self.io_timeout,
@@ -296,6 +328,11 @@ impl Store {
     /// The limit on the JSON text of one task's arguments.
     pub fn max_args_bytes(&self) -> u64 {
         self.max_args_bytes
+    }
+
+    /// The longest per-task timeout an enqueue may ask for, in seconds.
+    pub fn max_task_timeout(&self) -> u64 {
+        self.max_task_timeout
     }
 
     /// Checks that Redis answers.

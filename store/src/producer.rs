@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use redis::Value;
 use serde::Serialize;
 
-use super::record::{score, time_text};
+use super::record::time_text;
 use super::scripts;
 use super::{EnqueueOptions, Enqueued, Store, StoreError, replies};
 use redis_tasks_protocol::model::{TaskRecord, describe_call};
@@ -175,13 +175,10 @@ impl<'s> Queue<'s> {
                 });
         };
         check_name("queue", &self.name)?;
-        let timeout = options.timeout_field()?;
+        let timeout = options.timeout_field(self.store.max_task_timeout())?;
         let retry = options.retry_field()?;
         let now = Timestamp::now();
-        let (run_at, run_score) = match options.run_at(now) {
-            Some(at) => (time_text(at), score(at)),
-            None => (String::new(), String::new()),
-        };
+        let (run_at, run_score) = options.when_fields(now)?;
         let keys = self.store.keys();
         let mut inv = scripts::ENQUEUE_UNIQUE.prepare_invoke();
         inv.key(keys.queues())

@@ -342,6 +342,57 @@ mod tests {
         assert_eq!(unknown_fields(&h), ["colour", "timeuot"]);
     }
 
+    /// Values a raw producer might write into a field: numbers of any
+    /// size, JSON of any shape, times, and noise.
+    fn raw_values() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            any::<f64>().prop_map(|n| n.to_string().into_bytes()),
+            Just(b"10000000000000000000000".to_vec()),
+            Just(b"2026-11-25T08:17:26Z".to_vec()),
+            Just(b"-009999-01-01T00:00:00Z".to_vec()),
+            Just(b"{\"max_retries\":4294967295,\"base\":1e308,\"cap\":-1}".to_vec()),
+            Just(
+                b"[{\"started_at\":null,\"ended_at\":\"2026-11-25T08:17:26Z\",\"reason\":\"x\"}]"
+                    .to_vec()
+            ),
+            "[\\[\\]{}\":,0-9a-z ]{0,40}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Whatever a raw producer writes into any field of a task hash,
+        /// reading it is a record or a named error, never a panic.
+        #[test]
+        fn any_hash_reads_as_a_record_or_an_error(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(KNOWN_FIELDS.to_vec()), raw_values()),
+                0..24,
+            ),
+            base in proptest::prelude::any::<bool>(),
+        ) {
+            let mut h = if base { hash(&minimal()) } else { RawHash::new() };
+            for (field, value) in fields {
+                h.insert(field.to_owned(), value);
+            }
+            match parse_record("id1", &h) {
+                Ok(rec) => {
+                    if let Some(retry) = rec.retry {
+                        proptest::prop_assert!(retry.validate().is_ok());
+                    }
+                }
+                Err(StoreError::Corrupt { .. } | StoreError::NotFound { .. }) => {}
+                Err(other) => proptest::prop_assert!(false, "unexpected error {other:?}"),
+            }
+            let _ = unknown_fields(&h);
+        }
+    }
+
     #[test]
     fn times_are_stored_to_the_microsecond() {
         let ts: Timestamp = "2026-11-25T08:17:26.123456789Z".parse().expect("time");

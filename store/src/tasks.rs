@@ -172,7 +172,9 @@ impl Store {
 
     /// Merges `updates` into the task's `meta` object (keys in `updates`
     /// replace those in the record; others stay), atomically: the record is
-    /// watched and the write retried if it changed in between.
+    /// watched and the write retried if it changed in between. A merged
+    /// object over `max_args_bytes` is refused ([`StoreError::MetaTooLarge`])
+    /// with nothing written.
     pub fn update_meta(
         &self,
         id: &str,
@@ -200,6 +202,16 @@ impl Store {
                     meta.insert(k.clone(), v.clone());
                 }
                 let text = serde_json::Value::Object(meta).to_string();
+                let size = u64::try_from(text.len()).unwrap_or(u64::MAX);
+                if size > self.max_args_bytes() {
+                    // Updates with new keys each time would grow it
+                    // without end (and the record a fetch may load).
+                    return Ok(Some(Err(StoreError::MetaTooLarge {
+                        id: id.to_owned(),
+                        size,
+                        limit: self.max_args_bytes(),
+                    })));
+                }
                 pipe.cmd("HSET")
                     .arg(&key)
                     .arg("meta")

@@ -12,6 +12,7 @@ use redis_tasks_protocol::ipc::{FromWorker, RunTask, ToWorker};
 use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
 use tracing::{debug, error, info, warn};
 
+use crate::rates::Rates;
 use crate::worker_process::{WorkerEvent, WorkerProcess};
 
 /// What the control loop can ask of a slot.
@@ -59,12 +60,32 @@ pub(crate) trait RunHooks {
 /// A shutdown reaches the run only as a [`SlotCommand`]: one sent before
 /// the run began waits in the channel and is seen at once, and with a drain
 /// period the control loop sends it only when the period is over.
+///
+/// Progress and meta updates reach `hooks` at most once per
+/// [`MIN_INTERVAL`](crate::rates::MIN_INTERVAL) each, meta updates over
+/// `max_meta_bytes` not at all (see `rates.rs`); the last waiting ones are
+/// written before this returns.
 pub(crate) fn run_on(
     process: &mut WorkerProcess,
     record: &TaskRecord,
     timeout: Duration,
     commands: &Receiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
+    max_meta_bytes: u64,
+) -> (Outcome, bool) {
+    let mut rates = Rates::new(max_meta_bytes);
+    let ended = watch(process, record, timeout, commands, hooks, &mut rates);
+    rates.flush(&record.id, hooks);
+    ended
+}
+
+fn watch(
+    process: &mut WorkerProcess,
+    record: &TaskRecord,
+    timeout: Duration,
+    commands: &Receiver<SlotCommand>,
+    hooks: &mut dyn RunHooks,
+    rates: &mut Rates,
 ) -> (Outcome, bool) {
     let run = ToWorker::Run(RunTask {
         task_id: record.id.clone(),
@@ -84,11 +105,15 @@ pub(crate) fn run_on(
     process.tasks_run += 1;
     let pid = process.pid();
     debug!(task = %record.id, pid, "task started");
-    let deadline = Instant::now() + timeout;
+    // No deadline at all rather than an overflow, should a timeout ever
+    // reach past the end of `Instant` (it is capped at max_task_timeout).
+    let deadline = Instant::now().checked_add(timeout);
     let events = process.events().clone();
     let mut exits = process.exits();
     let mut shutdown_sent = false;
     loop {
+        let timer = deadline.map_or_else(never, crossbeam_channel::at);
+        let due = rates.due().map_or_else(never, crossbeam_channel::at);
         select! {
             recv(events) -> event => match event {
                 Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == record.id => {
@@ -108,13 +133,13 @@ pub(crate) fn run_on(
                     return (result.into(), true);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
-                    hooks.update_meta(&task_id, &meta_json);
+                    rates.meta(&task_id, meta_json, Instant::now(), hooks);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Output { task_id, result_json })) if task_id == record.id => {
                     hooks.set_result(result_json);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Progress { task_id, progress })) if task_id == record.id => {
-                    hooks.update_progress(&task_id, progress.bounded());
+                    rates.progress(&task_id, progress.bounded(), Instant::now(), hooks);
                 }
                 Ok(WorkerEvent::Message(other)) => {
                     let reason = process.kill_and_reap();
@@ -182,7 +207,8 @@ pub(crate) fn run_on(
                     return (Outcome::failure(FailureKind::Shutdown), false);
                 }
             },
-            recv(crossbeam_channel::at(deadline)) -> _ => {
+            recv(due) -> _ => rates.write_due(&record.id, Instant::now(), hooks),
+            recv(timer) -> _ => {
                 process.kill_and_reap();
                 let secs = timeout.as_secs();
                 warn!(task = %record.id, pid, "timeout ({secs} s) reached, process group killed");

@@ -21,6 +21,8 @@
 //! - `slot.rs`: one thread per slot: fetch, run, conclude.
 //! - `execute.rs`: one task on one worker process, with its deadline and
 //!   the slot's commands.
+//! - `rates.rs`: progress and meta updates held to their rate and size,
+//!   whatever a worker process sends.
 //! - `outcome.rs`: policy, `process_outcome`, the atomic write.
 //! - `recovery.rs`: outcomes for the tasks of dead slots.
 //! - `promoter.rs`: a thread that moves due delayed tasks (delayed
@@ -61,6 +63,7 @@ mod metrics;
 mod notify;
 pub mod outcome;
 mod promoter;
+mod rates;
 mod recovery;
 pub mod results;
 pub mod scheduler;

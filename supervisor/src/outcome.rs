@@ -331,7 +331,7 @@ mod tests {
     /// A `process_outcome` that stops retries (`Stop`) or marks failures
     /// handled (`Handle`).
     #[derive(Debug)]
-    enum Judge {
+    pub(super) enum Judge {
         Stop,
         Handle,
     }
@@ -355,7 +355,7 @@ mod tests {
         record
     }
 
-    fn record_at(t: &str) -> TaskRecord {
+    pub(super) fn record_at(t: &str) -> TaskRecord {
         let t: Timestamp = t.parse().expect("time");
         serde_json::from_value(serde_json::json!({
             "id": "a", "task": "t", "args": [], "status": "running", "queue": "q",
@@ -366,7 +366,7 @@ mod tests {
         .expect("record")
     }
 
-    fn chain(judge: Option<Judge>) -> MiddlewareChain {
+    pub(super) fn chain(judge: Option<Judge>) -> MiddlewareChain {
         let items: Vec<std::sync::Arc<dyn redis_tasks_worker::Middleware>> = judge
             .into_iter()
             .map(|j| std::sync::Arc::new(j) as std::sync::Arc<dyn redis_tasks_worker::Middleware>)
@@ -464,5 +464,118 @@ mod tests {
             settle(Outcome::failure(FailureKind::Shutdown), policy(true), 10),
             Conclusion::Requeue { .. }
         ));
+    }
+}
+
+/// Property tests: whatever a record holds (a raw producer writes any
+/// number, any policy that parses, any history), planning its run and its
+/// ending does not panic, and every time it derives stays in range.
+#[cfg(test)]
+mod properties {
+    use std::time::{Duration, Instant};
+
+    use jiff::Timestamp;
+    use proptest::prelude::*;
+    use redis_tasks_protocol::retry::Attempt;
+    use redis_tasks_protocol::{ExitReason, FailureKind, Outcome, RetryPolicy, TaskStatus};
+
+    use super::{Policy, conclude, plan_retry, retries_done, settle};
+    use crate::slot::capped_timeout;
+
+    fn kinds() -> impl Strategy<Value = FailureKind> {
+        prop_oneof![
+            ".{0,20}".prop_map(FailureKind::Error),
+            ".{0,20}".prop_map(FailureKind::Panic),
+            any::<i32>().prop_map(|s| FailureKind::Crashed(ExitReason::Signal(s))),
+            any::<u64>().prop_map(|secs| FailureKind::Timeout { secs }),
+            Just(FailureKind::Shutdown),
+            Just(FailureKind::WorkerDied),
+            Just(FailureKind::Canceled),
+            ".{0,20}".prop_map(FailureKind::StartFailed),
+        ]
+    }
+
+    fn timestamps() -> impl Strategy<Value = Timestamp> {
+        (Timestamp::MIN.as_second()..=Timestamp::MAX.as_second())
+            .prop_map(|s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH))
+    }
+
+    /// A retry policy as a raw producer could write it: any numbers at all;
+    /// only those that pass `from_json` (as when a record is read) count.
+    fn policies() -> impl Strategy<Value = Option<RetryPolicy>> {
+        (any::<u32>(), any::<f64>(), any::<f64>(), any::<f64>()).prop_map(
+            |(max_retries, base, factor, cap)| {
+                let json = serde_json::json!({
+                    "max_retries": max_retries, "base": base, "factor": factor, "cap": cap
+                });
+                RetryPolicy::from_json(&json.to_string()).ok()
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_record_timeout_gives_a_deadline(secs in any::<u64>(), max in 1u64..=u64::MAX) {
+            let timeout = capped_timeout(Duration::from_secs(secs), Duration::from_secs(max));
+            prop_assert!(timeout <= Duration::from_secs(max));
+            // The run loop's deadline: checked, never an overflow panic.
+            let _ = Instant::now().checked_add(timeout);
+        }
+
+        #[test]
+        fn planning_any_ending_of_any_record_does_not_panic(
+            kind in kinds(),
+            policy in policies(),
+            done in 0usize..2000,
+            aborted in any::<usize>(),
+            max_aborted_runs in any::<u32>(),
+            reentrant in any::<bool>(),
+            now in timestamps(),
+            random in any::<f64>(),
+        ) {
+            let ended = Outcome::failure(kind);
+            let planned = plan_retry(ended.clone(), policy.as_ref(), done, now, random);
+            if let Outcome::Failure(f) = &planned {
+                if let Some(at) = f.next_attempt {
+                    prop_assert!(at >= now);
+                }
+            }
+            let p = Policy { reentrant, max_aborted_runs, retry: policy };
+            let _ = settle(ended, p, aborted);
+        }
+
+        #[test]
+        fn concluding_a_record_with_any_history_does_not_panic(
+            kind in kinds(),
+            policy in policies(),
+            attempts in 0usize..50,
+            aborted in 0usize..50,
+            timeout in any::<Option<u64>>(),
+        ) {
+            let mut record = super::tests::record_at("2026-11-29T08:00:00Z");
+            record.retry = policy;
+            record.timeout = timeout;
+            let at: Timestamp = "2026-11-29T08:00:00Z".parse().expect("time");
+            record.attempts = (0..attempts)
+                .map(|_| Attempt {
+                    started_at: Some(at),
+                    ended_at: at,
+                    status: TaskStatus::Failed,
+                    error: None,
+                    next_attempt_at: Some(Timestamp::MAX),
+                })
+                .collect();
+            record.aborted_runs = (0..aborted)
+                .map(|_| serde_json::from_value(serde_json::json!({
+                    "started_at": at, "ended_at": at, "reason": "x"
+                })).expect("run"))
+                .collect();
+            prop_assert_eq!(retries_done(&record), attempts);
+            let p = Policy { reentrant: true, max_aborted_runs: 3, retry: None };
+            let chain = super::tests::chain(None);
+            let _ = conclude(&record, Outcome::failure(kind), p, &chain);
+        }
     }
 }

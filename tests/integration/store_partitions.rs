@@ -287,3 +287,42 @@ fn programs_with_another_partition_count_are_refused() {
     assert!(err.to_string().contains("unpartitioned layout"), "{err}");
     assert_eq!(crate::support::snapshot(&mut other.client()), before);
 }
+
+/// A fetch's lease names the partition and queue the task came from; its
+/// writes (progress, meta, the ending) reach the task through
+/// `Store::leased` without looking for it, and a record that names
+/// another queue than its list is refused, naming both.
+#[test]
+fn a_lease_leads_every_write_to_the_tasks_partition() {
+    let server = RedisServer::start();
+    let store = partitioned(&server, 3);
+    let queues: Vec<String> = (0..6).map(|i| format!("q{i}")).collect();
+    for q in &queues {
+        store
+            .queue(q.as_str())
+            .enqueue("job", &json!([q]))
+            .expect("enqueue");
+    }
+    store.register_slot(&slot("s1", &[])).expect("register");
+    let mut partitions = BTreeSet::new();
+    while let Some(f) = store.fetch("s1", &queues, Duration::ZERO).expect("fetch") {
+        let record = f.record.expect("record");
+        assert_eq!(f.lease.queue, record.queue);
+        assert_eq!(f.lease.id, f.id);
+        partitions.insert(f.lease.partition);
+        let part = store.leased(&f.lease);
+        // The partition store holds the record itself.
+        assert_eq!(part.task(&f.id).expect("in its partition").id, f.id);
+        let progress = redis_tasks::protocol::Progress::new(1, Some(2), "half");
+        assert!(part.set_progress(&f.id, &progress).expect("progress"));
+        assert!(
+            part.finish("s1", &f.id, TaskStatus::Finished, None, Timestamp::now())
+                .expect("finish")
+        );
+        assert_eq!(
+            store.task(&f.id).expect("task").status,
+            TaskStatus::Finished
+        );
+    }
+    assert!(partitions.len() >= 2, "{partitions:?}");
+}

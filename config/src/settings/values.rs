@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 34] = [
+pub(crate) const SCALAR_KEYS: [&str; 35] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -71,6 +71,7 @@ pub(crate) const SCALAR_KEYS: [&str; 34] = [
     "redis_prefix",
     "timezone",
     "default_task_timeout",
+    "max_task_timeout",
     "expiring_registries_ttl",
     "dead_worker_ttl",
     "worker_heartbeat_freq",
@@ -106,6 +107,7 @@ pub(super) fn apply_scalar(
         "redis_prefix" => name(raw).map(|v| s.redis_prefix = v),
         "timezone" => time_zone(raw).map(|v| s.timezone = v),
         "default_task_timeout" => seconds(raw, 1).map(|v| s.default_task_timeout = v),
+        "max_task_timeout" => seconds(raw, 1).map(|v| s.max_task_timeout = v),
         "expiring_registries_ttl" => seconds(raw, 1).map(|v| s.expiring_registries_ttl = v),
         "dead_worker_ttl" => seconds(raw, 1).map(|v| s.dead_worker_ttl = v),
         "worker_heartbeat_freq" => seconds(raw, 1).map(|v| s.worker_heartbeat_freq = v),

@@ -26,7 +26,8 @@ macro_rules! schema_marker {
 /// `need(key, type)` aborts when a key holds another type, `claim(write)`
 /// aborts unless the prefix holds our format (and, with `write`, marks it
 /// ours), `start(...)` marks a task that was just moved into a slot's
-/// list as running, and `ended(...)` does what every final end of a task
+/// list as running and returns its fields, the queue it came from, or why
+/// it is too large to load (`oversize`), and `ended(...)` does what every final end of a task
 /// does besides its status: free its uniqueness key, wake its waiters.
 macro_rules! prelude {
     () => {
@@ -90,7 +91,25 @@ local function bury(id, q, now, score)
     'enqueued_at', now, 'ended_at', now, 'error', 'task record missing')
   redis.call('ZADD', k('failed'), score, id)
 end
-local function start(list, hash, slot, id, q, now, score)
+-- The first of a record's large fields over its limit (lim: limits of
+-- args, description, meta, result, and of the whole record, in bytes), as
+-- {field, size, limit index}, or false. A record that takes less memory
+-- than the smallest limit costs one command; the sizes are read without
+-- loading any value.
+local SIZED = {'args', 'description', 'meta', 'result'}
+local function oversize(tk, lim)
+  local used = redis.call('MEMORY', 'USAGE', tk, 'SAMPLES', 0)
+  local least = tonumber(lim[1])
+  for i = 2, 5 do least = math.min(least, tonumber(lim[i])) end
+  if not used or used <= least then return false end
+  for i, f in ipairs(SIZED) do
+    local n = redis.call('HSTRLEN', tk, f)
+    if n > tonumber(lim[i]) then return {f, n, i} end
+  end
+  if used and used > tonumber(lim[5]) then return {'(whole record)', used, 5} end
+  return false
+end
+local function start(list, hash, slot, id, q, now, score, lim)
   local tk = k('task', id)
   local t = redis.call('TYPE', tk).ok
   if t == 'hash' and not ours(tk) then
@@ -112,7 +131,9 @@ local function start(list, hash, slot, id, q, now, score)
   if redis.call('EXISTS', hash) == 1 then
     redis.call('HSET', hash, 'state', 'busy', 'current_task', id)
   end
-  return {'task', id, redis.call('HGETALL', tk)}
+  local big = oversize(tk, lim)
+  if big then return {'oversize', id, q, big[1], big[2], big[3]} end
+  return {'task', id, redis.call('HGETALL', tk), q}
 end
 -- The uniqueness key of task hash tk, freed if it still names id.
 local function free_unique(tk, id)

@@ -8,7 +8,9 @@ script!(
     FETCH,
     "Take the head of the first non-empty queue into a slot and start it. \
      KEYS: slot list, slot hash, queue keys. ARGV: prefix, slot, now, score, \
-     queue names. Returns nil, {'busy', ids} or {'task', id, fields}.",
+     five size limits (args, description, meta, result, whole record), \
+     queue names. Returns nil, {'busy', ids}, {'task', id, fields, queue} \
+     or {'oversize', id, queue, field, size, limit index}.",
     r#"
 local list, hash = KEYS[1], KEYS[2]
 need(list, 'list')
@@ -21,7 +23,8 @@ for i = 3, #KEYS do
   while true do
     local id = redis.call('LMOVE', KEYS[i], list, 'LEFT', 'RIGHT')
     if not id then break end
-    local rec = start(list, hash, ARGV[2], id, ARGV[i + 2], ARGV[3], ARGV[4])
+    local rec = start(list, hash, ARGV[2], id, ARGV[i + 7], ARGV[3], ARGV[4],
+      {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]})
     if rec then return rec end
   end
 end
@@ -32,13 +35,15 @@ return false
 script!(
     START,
     "Start a task a blocking move put into the slot's list. KEYS: slot list, \
-     slot hash. ARGV: prefix, slot, id, now, score, queue. Returns \
-     {'task', id, fields}, {'missing'} or nil when the id is not there.",
+     slot hash. ARGV: prefix, slot, id, now, score, queue, five size limits \
+     (as FETCH). Returns what FETCH does for a task, {'missing'}, or nil \
+     when the id is not there.",
     r#"
 need(KEYS[2], 'hash')
 need(k('failed'), 'zset')
 if not redis.call('LPOS', KEYS[1], ARGV[3]) then return false end
-local rec = start(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[6], ARGV[4], ARGV[5])
+local rec = start(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[6], ARGV[4], ARGV[5],
+  {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
 if rec then return rec end
 return {'missing'}
 "#

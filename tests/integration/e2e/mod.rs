@@ -10,6 +10,9 @@
 //!   zombie of the previous incarnation.
 //! - `chaos`: the soak: thousands of tasks while supervisors, worker
 //!   processes and Redis are killed; nothing lost, nothing run twice.
+//! - `hostile_producer`: raw records that lie about their queue, ask for a
+//!   timeout without end, or carry a 100 MB argument.
+//! - `hostile_rates`: raw progress and meta frames past the rate limit.
 //! - `hostile_tree`, `hostile_ipc`: tasks that attack containment (escaping
 //!   the process tree, hiding a crash, flooding or forging frames).
 //! - `isolation`: what a worker process inherits (environment, descriptors,
@@ -33,6 +36,8 @@ mod async_tasks;
 mod chaos;
 mod dynamic_users;
 mod hostile_ipc;
+mod hostile_producer;
+mod hostile_rates;
 mod hostile_sandbox;
 mod hostile_supervisor;
 mod hostile_tree;
@@ -67,8 +72,13 @@ use crate::support::{Cmd, Output, RedisServer, wait_until};
 /// built by cargo together with this test binary: the `demo` feature that
 /// the bin requires is on for tests through the package's dev-dependency
 /// on itself, so cargo sets `CARGO_BIN_EXE_redis-tasks-demo`.
+/// `REDIS_TASKS_DEMO_BIN` names another build of it (when several
+/// checkouts share one target dir, the uplifted binary is whichever was
+/// built last).
 pub fn demo_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo"))
+    std::env::var_os("REDIS_TASKS_DEMO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo")))
 }
 
 /// The demo binary where every user can run it. Isolation tests run worker

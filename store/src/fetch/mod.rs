@@ -17,42 +17,27 @@
 //! and blocks on the first queue's home partition for at most
 //! [`PARTITIONED_BLOCK_CAP`], so work in another partition waits at most
 //! that long when every slot is idle.
+//!
+//! `reply.rs` reads the scripts' answers into a [`Fetched`] task and its
+//! [`Lease`].
 
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use redis::Value;
 
-use super::record::{hash_from_value, parse_record, score, text_of, time_text, unknown_fields};
+use super::record::{score, time_text};
 use super::{Store, StoreError, scripts};
-use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
+use redis_tasks_protocol::model::TaskStatus;
+
+mod reply;
+
+use reply::Answer;
+pub use reply::{Fetched, Lease};
 
 /// The longest a slot of partitioned data blocks on one partition before
 /// it looks at all of them again.
 pub const PARTITIONED_BLOCK_CAP: Duration = Duration::from_secs(1);
-
-/// A task a slot took and marked running.
-#[derive(Debug)]
-pub struct Fetched {
-    /// The task id (now in the slot's private list).
-    pub id: String,
-    /// Its record, or why it cannot be read (the caller should then fail the
-    /// task with that text through [`Store::finish`]).
-    pub record: Result<TaskRecord, StoreError>,
-    /// Fields of the task hash that are not part of the schema (written by
-    /// a raw producer, perhaps misspelt), sorted; the supervisor logs each
-    /// name once.
-    pub unknown_fields: Vec<String>,
-}
-
-/// What a fetch or start script answered.
-enum Answer {
-    Nothing,
-    Missing,
-    Task(Box<Fetched>),
-    /// A record this code did not write; the id is back in its queue.
-    Foreign(StoreError),
-}
 
 impl Store {
     /// Takes the next task for `slot` from the first non-empty queue of
@@ -80,7 +65,7 @@ impl Store {
         }
         let deadline = Instant::now() + block;
         loop {
-            match self.try_fetch(slot, queues)? {
+            match self.try_fetch(slot, queues, 0)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing | Answer::Missing => {}
@@ -92,13 +77,19 @@ impl Store {
             let Some(id) = self.wait_for(slot, first, wait)? else {
                 return Ok(None);
             };
-            match self.start(slot, &id, first)? {
+            match self.start(slot, &id, first, 0)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing => return Ok(None),
                 Answer::Missing => continue,
             }
         }
+    }
+
+    /// The store that holds the task of `lease`: its partition's on
+    /// partitioned data, else this one. Writes for a fetched task go here.
+    pub fn leased(&self, lease: &Lease) -> &Store {
+        self.parts().get(lease.partition).unwrap_or(self)
     }
 
     /// [`fetch`](Store::fetch) over the partitions of partitioned data.
@@ -130,7 +121,7 @@ impl Store {
         loop {
             for &i in &order {
                 self.note_held(slot, i);
-                match parts[i].try_fetch(slot, queues)? {
+                match parts[i].try_fetch(slot, queues, i)? {
                     Answer::Foreign(e) => return Err(e),
                     Answer::Task(f) => return Ok(Some(*f)),
                     Answer::Nothing | Answer::Missing => {}
@@ -147,7 +138,7 @@ impl Store {
             let Some(id) = home.wait_for(slot, first, wait)? else {
                 continue;
             };
-            match home.start(slot, &id, first)? {
+            match home.start(slot, &id, first, homes[0])? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing => return Ok(None),
@@ -156,9 +147,16 @@ impl Store {
         }
     }
 
-    /// One non-blocking attempt over all queues.
-    fn try_fetch(&self, slot: &str, queues: &[String]) -> Result<Answer, StoreError> {
+    /// One non-blocking attempt over all queues; `partition` is this
+    /// store's index among the partitions (0 when unpartitioned).
+    fn try_fetch(
+        &self,
+        slot: &str,
+        queues: &[String],
+        partition: usize,
+    ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
+        let limits = self.record_limits();
         let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
             let mut inv = scripts::FETCH.prepare_invoke();
             inv.key(keys.worker_task(slot)).key(keys.worker(slot));
@@ -169,12 +167,15 @@ impl Store {
                 .arg(slot)
                 .arg(time_text(now))
                 .arg(score(now));
+            for (limit, _) in limits {
+                inv.arg(limit);
+            }
             for q in queues {
                 inv.arg(q);
             }
             inv.invoke(c)
         })?;
-        self.answer(slot, value)
+        self.answer(slot, value, partition)
     }
 
     /// Blocks up to `wait` for an id on `queue`, moving it into the slot's
@@ -201,103 +202,31 @@ impl Store {
     }
 
     /// Marks the id a blocking move put into the slot's list as running.
-    fn start(&self, slot: &str, id: &str, queue: &str) -> Result<Answer, StoreError> {
+    fn start(
+        &self,
+        slot: &str,
+        id: &str,
+        queue: &str,
+        partition: usize,
+    ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
+        let limits = self.record_limits();
         let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
-            scripts::START
-                .key(keys.worker_task(slot))
+            let mut inv = scripts::START.prepare_invoke();
+            inv.key(keys.worker_task(slot))
                 .key(keys.worker(slot))
                 .arg(keys.prefix())
                 .arg(slot)
                 .arg(id)
                 .arg(time_text(now))
                 .arg(score(now))
-                .arg(queue)
-                .invoke(c)
+                .arg(queue);
+            for (limit, _) in limits {
+                inv.arg(limit);
+            }
+            inv.invoke(c)
         })?;
-        self.answer(slot, value)
-    }
-
-    fn answer(&self, slot: &str, value: Value) -> Result<Answer, StoreError> {
-        let items = match value {
-            Value::Nil => return Ok(Answer::Nothing),
-            Value::Array(items) => items,
-            other => {
-                return Err(StoreError::UnexpectedReply {
-                    what: "fetch",
-                    detail: format!("{other:?}"),
-                });
-            }
-        };
-        let mut it = items.into_iter();
-        let kind = match it.next() {
-            Some(v) => text_of("fetch", v)?,
-            None => return Ok(Answer::Nothing),
-        };
-        match kind.as_str() {
-            "missing" => Ok(Answer::Missing),
-            "foreign" => {
-                let id = it
-                    .next()
-                    .map(|v| text_of("fetch", v))
-                    .transpose()?
-                    .unwrap_or_default();
-                let queue = it
-                    .next()
-                    .map(|v| text_of("fetch", v))
-                    .transpose()?
-                    .unwrap_or_default();
-                Ok(Answer::Foreign(StoreError::ForeignTask {
-                    key: self.keys().task(&id),
-                    id,
-                    queue,
-                }))
-            }
-            "busy" => {
-                let ids = it
-                    .next()
-                    .map(redis::from_redis_value::<Vec<String>>)
-                    .transpose()
-                    .map_err(|e| StoreError::UnexpectedReply {
-                        what: "fetch",
-                        detail: e.to_string(),
-                    })?
-                    .unwrap_or_default();
-                Err(StoreError::SlotBusy {
-                    slot: slot.to_owned(),
-                    ids,
-                })
-            }
-            "task" => {
-                let id = match it.next() {
-                    Some(v) => text_of("fetch", v)?,
-                    None => {
-                        return Err(StoreError::UnexpectedReply {
-                            what: "fetch",
-                            detail: "no task id".to_owned(),
-                        });
-                    }
-                };
-                let hash = it
-                    .next()
-                    .ok_or_else(|| StoreError::UnexpectedReply {
-                        what: "fetch",
-                        detail: "no task fields".to_owned(),
-                    })
-                    .and_then(|v| hash_from_value("fetch", v));
-                let unknown_fields = hash.as_ref().map(unknown_fields).unwrap_or_default();
-                let record = hash.and_then(|hash| parse_record(&id, &hash));
-                Ok(Answer::Task(Box::new(Fetched {
-                    id,
-                    record,
-                    unknown_fields,
-                })))
-            }
-            other => Err(StoreError::UnexpectedReply {
-                what: "fetch",
-                detail: format!("unknown answer {other:?}"),
-            }),
-        }
+        self.answer(slot, value, partition)
     }
 
     /// Records the end of a run: `status` ([`TaskStatus::Finished`] or

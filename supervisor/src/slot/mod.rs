@@ -6,7 +6,11 @@
 //! and nothing else; the control loop registers it in Redis, heartbeats it,
 //! and deregisters it when the thread has ended. At the top of its loop the
 //! slot looks at the shared state: stopping, a retirement to claim, quiet.
+//!
+//! `hooks.rs` takes a running task's meta, progress and result;
+//! `record.rs` writes, counts and logs what became of the task.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,18 +18,23 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 use redis_tasks_config::settings::Isolation;
-use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
-use redis_tasks_store::{Fetched, Store, StoreError};
+use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
+use redis_tasks_store::{Fetched, Lease, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::control::ControlEvent;
-use crate::execute::{RunHooks, SlotCommand, run_on};
+use crate::execute::{SlotCommand, run_on};
 use crate::isolation::{self, Plan};
-use crate::metrics::Ended;
 use crate::outcome::{Conclusion, Policy, conclude};
-use crate::shared::{Current, Mode, Shared, SlotView};
+use crate::shared::{Current, Shared, SlotView};
 use crate::worker_process::{SpawnError, WorkerProcess};
+
+mod hooks;
+mod record;
+
+use hooks::MetaToRedis;
+use record::RunInfo;
 
 /// How long an idle slot blocks on Redis before it looks at the shared
 /// state again (the longest a graceful shutdown, a retirement or a reload
@@ -48,55 +57,6 @@ pub(crate) struct Slot {
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
     pub view: Arc<Mutex<SlotView>>,
-}
-
-/// What the end-of-task log line says about the run.
-struct RunInfo<'a> {
-    name: &'a str,
-    /// The name, when this binary registers it (for metric labels).
-    known: Option<&'a str>,
-    queue: &'a str,
-    duration: Duration,
-}
-
-struct MetaToRedis<'a> {
-    store: &'a Store,
-    /// The task's return value, if it sent one.
-    result: Option<String>,
-    shared: &'a Shared,
-    /// The slot's number (the `slot` label of the progress metric).
-    slot: usize,
-}
-
-impl RunHooks for MetaToRedis<'_> {
-    fn set_result(&mut self, result_json: String) {
-        self.result = Some(result_json);
-    }
-
-    fn update_meta(&mut self, task_id: &str, meta_json: &str) {
-        let meta = match serde_json::from_str::<serde_json::Value>(meta_json) {
-            Ok(serde_json::Value::Object(meta)) => meta,
-            _ => {
-                warn!(
-                    task = task_id,
-                    "ignoring a meta update that is not a JSON object"
-                );
-                return;
-            }
-        };
-        if let Err(e) = self.store.update_meta(task_id, &meta) {
-            warn!(task = task_id, "meta update not stored: {e}");
-        }
-    }
-
-    fn update_progress(&mut self, task_id: &str, progress: Progress) {
-        self.shared
-            .metrics
-            .slot_progress(self.slot, progress.ratio(), true);
-        if let Err(e) = self.store.set_progress(task_id, &progress) {
-            warn!(task = task_id, "progress report not stored: {e}");
-        }
-    }
 }
 
 impl Slot {
@@ -130,7 +90,11 @@ impl Slot {
                 Ok(Some(fetched)) => {
                     backoff.reset();
                     self.shared.note_redis_ok();
-                    self.handle(&current, fetched);
+                    let lease = fetched.lease.clone();
+                    let handled = catch_unwind(AssertUnwindSafe(|| self.handle(&current, fetched)));
+                    if let Err(panic) = handled {
+                        self.after_panic(&lease, panic.as_ref());
+                    }
                 }
                 Ok(None) if current.config.burst => break,
                 Ok(None) => {}
@@ -195,17 +159,26 @@ impl Slot {
 
     fn handle(&mut self, current: &Current, fetched: Fetched) {
         let Fetched {
-            id,
+            lease,
             record,
             unknown_fields,
+            ..
         } = fetched;
-        self.shared.report_unknown_fields(&id, &unknown_fields);
+        self.shared
+            .report_unknown_fields(&lease.id, &unknown_fields);
+        // Labels, logs and the profile use the queue the task was fetched
+        // from; the record was checked to name the same one.
+        let queue = lease.queue.as_str();
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                error!(slot = %self.id, task = %id, "cannot run a corrupt task record: {e}");
-                let conclusion = Conclusion::unreadable(format!("corrupt task record: {e}"));
-                self.write(&id, "task with a corrupt record", &conclusion, None, None);
+                let text = match e {
+                    StoreError::RecordTooLarge { .. } => format!("{e}; the task was not run"),
+                    _ => format!("corrupt task record: {e}"),
+                };
+                error!(slot = %self.id, task = %lease.id, queue, "cannot run the task: {text}");
+                let conclusion = Conclusion::unreadable(text);
+                self.write(&lease, "task with a bad record", &conclusion, None, None);
                 return;
             }
         };
@@ -213,30 +186,27 @@ impl Slot {
             // Fetched while a shutdown or a pause began: give it back as if
             // it had never been taken.
             let released = self.with_redis("hand back an unstarted task", |store, now| {
-                store.release_unstarted(&self.id, &record.id, now)
+                store
+                    .leased(&lease)
+                    .release_unstarted(&self.id, &lease.id, now)
             });
             if released == Some(true) {
-                debug!(task = %record.id, "handed back unstarted to the front of {:?}", record.queue);
+                debug!(task = %lease.id, "handed back unstarted to the front of {queue:?}");
             }
             return;
         }
         let started = Instant::now();
-        info!(task = %record.id, name = %record.task, queue = %record.queue, slot = %self.id, "task started");
+        info!(task = %record.id, name = %record.task, queue, slot = %self.id, "task started");
         let waited = Timestamp::now().duration_since(record.enqueued_at);
-        self.shared.metrics.task_started(
-            &record.queue,
-            Duration::try_from(waited).unwrap_or(Duration::ZERO),
-        );
+        self.shared
+            .metrics
+            .task_started(queue, Duration::try_from(waited).unwrap_or(Duration::ZERO));
+        #[cfg(debug_assertions)]
+        test_hook_panic(&record.task);
         let def = self.shared.registry.get(&record.task);
         // For metric labels: only names this binary registers.
         let registered = def.is_some();
-        // The producer's timeout for this task, else the task function's,
-        // else the setting.
-        let timeout = record
-            .timeout
-            .map(Duration::from_secs)
-            .or_else(|| def.and_then(|d| d.options().timeout))
-            .unwrap_or_else(|| current.config.default_timeout());
+        let timeout = self.timeout_of(current, &record, def.and_then(|d| d.options().timeout));
         self.update_view(|v| {
             v.task = Some((
                 record.id.clone(),
@@ -244,32 +214,24 @@ impl Slot {
                 Instant::now(),
             ));
         });
-        let limit = current.config.settings.max_args_bytes;
-        let args_bytes = record.args.to_string().len();
         let profile = isolation::effective(
             &current.config.settings,
-            &record.queue,
+            queue,
             def.and_then(|d| d.options().isolation.as_deref()),
         );
-        let (ended, result) = if u64::try_from(args_bytes).unwrap_or(u64::MAX) > limit {
-            // A producer that bypassed the Rust one (raw commands): refused
-            // before any worker process is asked to decode them.
-            warn!(task = %record.id, "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); not run");
-            let refused = Outcome::failure(FailureKind::Invalid(format!(
-                "arguments of {args_bytes} bytes are over max_args_bytes ({limit}); the task was not run"
-            )));
-            (refused, None)
-        } else if profile.is_unrestricted() {
-            self.execute(current, &record, timeout)
+        // Arguments over max_args_bytes never get here: the fetch script
+        // refuses the record before it is loaded.
+        let (ended, result) = if profile.is_unrestricted() {
+            self.execute(current, &lease, &record, timeout)
         } else {
             let (ended, result, oom_killed) =
-                self.execute_isolated(current, &record, timeout, &profile);
+                self.execute_isolated(current, &lease, &record, timeout, &profile);
             (isolation::explain(ended, &profile, oom_killed), result)
         };
         let (ended, result) =
             crate::results::checked(ended, result, current.config.settings.max_result_bytes);
         let known = registered.then_some(record.task.as_str());
-        self.shared.metrics.run_ended(&record.queue, known, &ended);
+        self.shared.metrics.run_ended(queue, known, &ended);
         let policy = Policy::for_task(
             &self.shared.registry,
             &record.task,
@@ -279,11 +241,11 @@ impl Slot {
         let run = RunInfo {
             name: &record.task,
             known,
-            queue: &record.queue,
+            queue,
             duration: started.elapsed(),
         };
         self.write(
-            &record.id,
+            &lease,
             &record.description,
             &conclusion,
             result.as_deref(),
@@ -295,11 +257,33 @@ impl Slot {
         self.refresh_process(current);
     }
 
+    /// The task's timeout: the producer's for this task, else the task
+    /// function's, else `default_task_timeout`; never over
+    /// `max_task_timeout` (a raw producer may write any number).
+    fn timeout_of(
+        &self,
+        current: &Current,
+        record: &TaskRecord,
+        function: Option<Duration>,
+    ) -> Duration {
+        let max = current.config.settings.max_task_timeout();
+        let asked = record
+            .timeout
+            .map(Duration::from_secs)
+            .or(function)
+            .unwrap_or_else(|| current.config.default_timeout());
+        if asked > max {
+            warn!(task = %record.id, "timeout of {} s is over max_task_timeout; {} s it is", asked.as_secs(), max.as_secs());
+        }
+        capped_timeout(asked, max)
+    }
+
     /// Runs the task, starting a worker process first when the slot has
     /// none ready.
     fn execute(
         &mut self,
         current: &Current,
+        lease: &Lease,
         record: &TaskRecord,
         timeout: Duration,
     ) -> (Outcome, Option<String>) {
@@ -322,12 +306,20 @@ impl Slot {
             },
         };
         let mut hooks = MetaToRedis {
-            store: &self.store,
+            store: self.store.leased(lease),
             result: None,
             shared: &self.shared,
             slot: self.index,
         };
-        let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
+        let max_meta = current.config.settings.max_args_bytes;
+        let (end, reusable) = run_on(
+            &mut process,
+            record,
+            timeout,
+            &self.commands,
+            &mut hooks,
+            max_meta,
+        );
         if reusable {
             self.process = Some(process);
         } else {
@@ -342,6 +334,7 @@ impl Slot {
     fn execute_isolated(
         &mut self,
         current: &Current,
+        lease: &Lease,
         record: &TaskRecord,
         timeout: Duration,
         profile: &Isolation,
@@ -379,12 +372,20 @@ impl Slot {
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
         let mut hooks = MetaToRedis {
-            store: &self.store,
+            store: self.store.leased(lease),
             result: None,
             shared: &self.shared,
             slot: self.index,
         };
-        let (end, reusable) = run_on(&mut process, record, timeout, &self.commands, &mut hooks);
+        let max_meta = current.config.settings.max_args_bytes;
+        let (end, reusable) = run_on(
+            &mut process,
+            record,
+            timeout,
+            &self.commands,
+            &mut hooks,
+            max_meta,
+        );
         let oom_killed = process.oom_killed();
         if reusable {
             self.shared.retire(process);
@@ -444,124 +445,21 @@ impl Slot {
             }
         }
     }
+}
 
-    /// Writes a conclusion (retrying while Redis fails), counts it and
-    /// logs it (at info, with the run's duration, see
-    /// docs/observability.md).
-    fn write(
-        &self,
-        id: &str,
-        description: &str,
-        conclusion: &Conclusion,
-        result: Option<&str>,
-        run: Option<&RunInfo>,
-    ) {
-        let written = self.with_redis("record an outcome", |store, now| {
-            conclusion.write_with_result(store, &self.id, id, result, now)
-        });
-        let (name, queue, secs) = run.map_or(("", "", 0.0), |r| {
-            (r.name, r.queue, r.duration.as_secs_f64())
-        });
-        let slot = self.id.as_str();
-        if let (Some(run), Some(true)) = (run, written) {
-            let ended = match conclusion {
-                Conclusion::Requeue { .. } => Ended::Requeued,
-                Conclusion::Record(Outcome::Success) => Ended::Finished,
-                Conclusion::Retry { .. } => Ended::Retried,
-                Conclusion::Record(Outcome::Failure(f)) if f.kind == FailureKind::Canceled => {
-                    Ended::Canceled
-                }
-                Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
-            };
-            self.shared
-                .metrics
-                .task_ended(run.queue, run.known, ended, run.duration);
-        }
-        match (written, conclusion) {
-            (Some(true), Conclusion::Requeue { reason }) => {
-                self.shared
-                    .counters
-                    .requeued
-                    .fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "requeued", "{description} requeued at the front of its queue after {secs:.3} s: {reason}");
-            }
-            (Some(true), Conclusion::Record(Outcome::Success)) => {
-                self.shared
-                    .counters
-                    .finished
-                    .fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "finished", "{description} finished in {secs:.3} s");
-            }
-            (Some(true), Conclusion::Retry { failure }) => {
-                let at = failure
-                    .next_attempt
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "retried", "{description} failed after {secs:.3} s: {failure}; retry due at {at}");
-            }
-            (Some(true), Conclusion::Record(Outcome::Failure(failure)))
-                if failure.kind == FailureKind::Canceled =>
-            {
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "canceled", "{description} canceled while running after {secs:.3} s");
-            }
-            (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
-                self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "failed", "{description} failed after {secs:.3} s: {failure}");
-            }
-            (Some(false), _) => warn!(
-                task = %id,
-                "outcome not recorded: this slot no longer holds the task (recovered elsewhere)"
-            ),
-            (None, _) => {}
-        }
-    }
+/// The timeout a task runs with: the one `asked` (a record's, a task
+/// function's, or the setting's), at most `max` (`max_task_timeout`).
+pub(crate) fn capped_timeout(asked: Duration, max: Duration) -> Duration {
+    asked.min(max)
+}
 
-    /// Runs a Redis write, retrying with [`Backoff`] until it works: while
-    /// Redis is unreachable, and also on other errors (a key of the wrong
-    /// type under our prefix, say), which someone may mend; the task stays
-    /// in this slot's list meanwhile and the slot fetches nothing else.
-    /// It gives up (returning `None`) on a permanent error during a
-    /// graceful shutdown, and after a few attempts of any kind during an
-    /// immediate one: the task then stays in this slot's list, where
-    /// recovery finds it at the next start.
-    fn with_redis<T>(
-        &self,
-        what: &str,
-        mut op: impl FnMut(&Store, Timestamp) -> Result<T, StoreError>,
-    ) -> Option<T> {
-        let mut backoff = Backoff::new();
-        loop {
-            match op(&self.store, Timestamp::now()) {
-                Ok(value) => {
-                    self.shared.note_redis_ok();
-                    return Some(value);
-                }
-                Err(e) => {
-                    let connection = e.is_connection_error();
-                    if connection {
-                        self.shared.note_redis_error(&e);
-                    }
-                    // An outage during a graceful stop is waited out (the
-                    // outcome is worth it); an immediate stop waits less.
-                    let give_up = match self.shared.mode() {
-                        Mode::StoppingNow => backoff.failures() >= 3,
-                        Mode::Stopping => !connection && backoff.failures() >= 1,
-                        Mode::Serving | Mode::Quiet => false,
-                    };
-                    if give_up {
-                        error!(slot = %self.id, "giving up: cannot {what} ({e}); recovery will handle the task at the next start");
-                        return None;
-                    }
-                    let wait = backoff.next_wait();
-                    if connection {
-                        warn!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?}");
-                    } else {
-                        error!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?} (mend the data, or stop the supervisor: recovery takes over at the next start)");
-                    }
-                    // Waits, but wakes for a command (a shutdown).
-                    let _ = self.commands.recv_timeout(wait);
-                }
-            }
-        }
+/// Debug builds only: a panic in the slot thread for tasks of the function
+/// named by `REDIS_TASKS_TEST_SLOT_PANIC`, so the tests can show that a
+/// panic ends the task and leaves the supervisor serving (no record
+/// triggers one any more).
+#[cfg(debug_assertions)]
+fn test_hook_panic(task: &str) {
+    if std::env::var_os("REDIS_TASKS_TEST_SLOT_PANIC").is_some_and(|name| name == task) {
+        panic!("test hook REDIS_TASKS_TEST_SLOT_PANIC for {task:?}");
     }
 }

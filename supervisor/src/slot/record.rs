@@ -1,0 +1,178 @@
+//! Recording what became of a slot's task: the conclusion written to
+//! Redis (retried while Redis fails), counted in the metrics and logged at
+//! info with the run's duration (docs/observability.md), and the ending of
+//! a task whose handling panicked.
+
+use std::sync::atomic::Ordering;
+
+use jiff::Timestamp;
+use redis_tasks_protocol::{FailureKind, Outcome};
+use redis_tasks_store::{Lease, Store, StoreError};
+use tracing::{error, info, warn};
+
+use super::Slot;
+use crate::backoff::Backoff;
+use crate::metrics::Ended;
+use crate::outcome::Conclusion;
+use crate::shared::Mode;
+
+/// What the end-of-task log line says about the run.
+pub(super) struct RunInfo<'a> {
+    pub(super) name: &'a str,
+    /// The name, when this binary registers it (for metric labels).
+    pub(super) known: Option<&'a str>,
+    /// The queue the task was fetched from.
+    pub(super) queue: &'a str,
+    pub(super) duration: std::time::Duration,
+}
+
+impl Slot {
+    /// A panic while handling the task of `lease` (a bug: nothing a
+    /// record or a worker process sends should cause one) ends that task
+    /// as failed, with the panic's text, and leaves the slot as new: its
+    /// worker process (if any survived the unwinding) is retired and the
+    /// loop fetches again. The supervisor goes on serving and stopping.
+    pub(super) fn after_panic(&mut self, lease: &Lease, panic: &(dyn std::any::Any + Send)) {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        error!(slot = %self.id, task = %lease.id, queue = %lease.queue, "slot panicked while handling the task ({text}); the task is failed and the slot starts afresh");
+        if let Some(process) = self.process.take() {
+            self.shared.retire(process);
+        }
+        // Not a crash of the task's own (never retried or requeued): the
+        // supervisor failed, and its worker process, if any, was killed.
+        let why = format!(
+            "the supervisor's slot panicked while handling the task ({text}); the task was stopped"
+        );
+        let conclusion = Conclusion::Record(Outcome::failure(FailureKind::Invalid(why)));
+        self.write(lease, "task whose slot failed", &conclusion, None, None);
+        self.shared.metrics.slot_progress(self.index, None, false);
+        self.update_view(|v| {
+            v.task = None;
+            v.pid = None;
+        });
+    }
+
+    /// Writes a conclusion (retrying while Redis fails), counts it and
+    /// logs it (at info, with the run's duration, see
+    /// docs/observability.md).
+    pub(super) fn write(
+        &self,
+        lease: &Lease,
+        description: &str,
+        conclusion: &Conclusion,
+        result: Option<&str>,
+        run: Option<&RunInfo>,
+    ) {
+        let id = lease.id.as_str();
+        let written = self.with_redis("record an outcome", |store, now| {
+            conclusion.write_with_result(store.leased(lease), &self.id, id, result, now)
+        });
+        let (name, secs) = run.map_or(("", 0.0), |r| (r.name, r.duration.as_secs_f64()));
+        let queue = lease.queue.as_str();
+        let slot = self.id.as_str();
+        if let (Some(run), Some(true)) = (run, written) {
+            let ended = match conclusion {
+                Conclusion::Requeue { .. } => Ended::Requeued,
+                Conclusion::Record(Outcome::Success) => Ended::Finished,
+                Conclusion::Retry { .. } => Ended::Retried,
+                Conclusion::Record(Outcome::Failure(f)) if f.kind == FailureKind::Canceled => {
+                    Ended::Canceled
+                }
+                Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
+            };
+            self.shared
+                .metrics
+                .task_ended(run.queue, run.known, ended, run.duration);
+        }
+        match (written, conclusion) {
+            (Some(true), Conclusion::Requeue { reason }) => {
+                self.shared
+                    .counters
+                    .requeued
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "requeued", "{description} requeued at the front of its queue after {secs:.3} s: {reason}");
+            }
+            (Some(true), Conclusion::Record(Outcome::Success)) => {
+                self.shared
+                    .counters
+                    .finished
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "finished", "{description} finished in {secs:.3} s");
+            }
+            (Some(true), Conclusion::Retry { failure }) => {
+                let at = failure
+                    .next_attempt
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "retried", "{description} failed after {secs:.3} s: {failure}; retry due at {at}");
+            }
+            (Some(true), Conclusion::Record(Outcome::Failure(failure)))
+                if failure.kind == FailureKind::Canceled =>
+            {
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "canceled", "{description} canceled while running after {secs:.3} s");
+            }
+            (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
+                self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "failed", "{description} failed after {secs:.3} s: {failure}");
+            }
+            (Some(false), _) => warn!(
+                task = %id,
+                "outcome not recorded: this slot no longer holds the task (recovered elsewhere)"
+            ),
+            (None, _) => {}
+        }
+    }
+
+    /// Runs a Redis write, retrying with [`Backoff`] until it works: while
+    /// Redis is unreachable, and also on other errors (a key of the wrong
+    /// type under our prefix, say), which someone may mend; the task stays
+    /// in this slot's list meanwhile and the slot fetches nothing else.
+    /// It gives up (returning `None`) on a permanent error during a
+    /// graceful shutdown, and after a few attempts of any kind during an
+    /// immediate one: the task then stays in this slot's list, where
+    /// recovery finds it at the next start.
+    pub(super) fn with_redis<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut(&Store, Timestamp) -> Result<T, StoreError>,
+    ) -> Option<T> {
+        let mut backoff = Backoff::new();
+        loop {
+            match op(&self.store, Timestamp::now()) {
+                Ok(value) => {
+                    self.shared.note_redis_ok();
+                    return Some(value);
+                }
+                Err(e) => {
+                    let connection = e.is_connection_error();
+                    if connection {
+                        self.shared.note_redis_error(&e);
+                    }
+                    // An outage during a graceful stop is waited out (the
+                    // outcome is worth it); an immediate stop waits less.
+                    let give_up = match self.shared.mode() {
+                        Mode::StoppingNow => backoff.failures() >= 3,
+                        Mode::Stopping => !connection && backoff.failures() >= 1,
+                        Mode::Serving | Mode::Quiet => false,
+                    };
+                    if give_up {
+                        error!(slot = %self.id, "giving up: cannot {what} ({e}); recovery will handle the task at the next start");
+                        return None;
+                    }
+                    let wait = backoff.next_wait();
+                    if connection {
+                        warn!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?}");
+                    } else {
+                        error!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?} (mend the data, or stop the supervisor: recovery takes over at the next start)");
+                    }
+                    // Waits, but wakes for a command (a shutdown).
+                    let _ = self.commands.recv_timeout(wait);
+                }
+            }
+        }
+    }
+}
