@@ -282,9 +282,15 @@ impl Slot {
             queue: &record.queue,
             duration: started.elapsed(),
         };
+        // The call text carries the arguments: logged only when asked for.
+        let call = if current.config.settings.log_task_args {
+            &record.description
+        } else {
+            &record.task
+        };
         self.write(
             &record.id,
-            &record.description,
+            call,
             &conclusion,
             result.as_deref(),
             Some(&run),
