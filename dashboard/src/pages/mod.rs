@@ -404,13 +404,19 @@ async fn registry_page(state: Arc<AppState>, kind: RegistryKind, msg: Flash) -> 
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginQuery {
     error: Option<String>,
+    /// The token, from the login URL printed at start.
+    token: Option<String>,
 }
 
-/// `/login`: the token form (only with a token).
+/// `/login`: signs in with `?token=` (the login URL printed at start), else
+/// shows the token form.
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     Query(q): Query<LoginQuery>,
 ) -> Response {
+    if let Some(token) = &q.token {
+        return crate::actions::sign_in(&state, token);
+    }
     let body = html! {
         h1 { "Sign in" }
         @if q.error.is_some() {
