@@ -213,6 +213,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/failed", get(pages::failed))
         .route("/finished", get(pages::finished))
         .route("/tasks/{id}", get(pages::task))
+        .route("/tasks/{id}/raw/{field}", get(pages::raw))
         .route("/tasks/{id}/requeue", post(actions::requeue))
         .route("/tasks/{id}/cancel", post(actions::cancel))
         .route("/tasks/{id}/delete", post(actions::delete))

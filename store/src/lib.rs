@@ -62,6 +62,7 @@ mod maintenance;
 mod nodes;
 mod partition;
 mod partitioned;
+mod preview;
 mod producer;
 mod progress;
 mod record;
@@ -90,6 +91,7 @@ pub use graph::{
     NodeStatus, PlannedNode,
 };
 pub use maintenance::Reclaimed;
+pub use preview::{Clipped, MAX_FIELDS, TaskPreview};
 pub use producer::Queue;
 pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
 pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduledRun};

@@ -517,6 +517,69 @@ fn no_auth_is_refused_off_loopback() {
     assert_eq!(answer.status, 303, "{}", answer.body);
 }
 
+/// A producer's 20 MB argument (2 MB description and error) in the failed
+/// registry: the failed list and the task page stay small and quick, and
+/// the whole argument is a download of its own.
+#[test]
+fn a_huge_record_makes_small_pages() {
+    let (demo, _) = demo_with_a_failed_task();
+    let id = crate::cli_admin::huge_failed_task(&mut demo.redis.client());
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    for path in ["/failed".to_owned(), format!("/tasks/{id}"), "/".to_owned()] {
+        let started = std::time::Instant::now();
+        let page = http(port, "GET", &path, &[], "");
+        let took = started.elapsed();
+        assert_eq!(page.status, 200, "{path}: {}", &page.body[..page.body.len().min(2000)]);
+        assert!(page.body.len() < 1024 * 1024, "{path}: {} bytes", page.body.len());
+        assert!(took < Duration::from_secs(10), "{path}: {took:?}");
+    }
+    let task = http(port, "GET", &format!("/tasks/{id}"), &[], "");
+    assert!(task.body.contains("20971522 bytes in all"), "{}", &task.body[..4000.min(task.body.len())]);
+    assert!(task.body.contains(&format!("/tasks/{id}/raw/args")));
+    let raw = http(port, "GET", &format!("/tasks/{id}/raw/args"), &[], "");
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.body.len(), 20 * 1024 * 1024 + 2);
+    assert!(raw.headers.contains("content-disposition: attachment"));
+    assert_eq!(http(port, "GET", &format!("/tasks/{id}/raw/status"), &[], "").status, 404);
+    assert_eq!(anonymous(port, "GET", &format!("/tasks/{id}/raw/args"), &[], "").status, 303);
+}
+
+/// Lists are paged: the second page of the failed registry shows the older
+/// tasks.
+#[test]
+fn the_failed_list_is_paged() {
+    let demo = Demo::new();
+    let mut c = demo.redis.client();
+    let mut pipe = redis::pipe();
+    for i in 0..150 {
+        let id = format!("old-{i:03}");
+        pipe.cmd("HSET")
+            .arg(format!("redis_tasks:task:{id}"))
+            .arg(&[
+                ("task", "report"),
+                ("args", "null"),
+                ("status", "failed"),
+                ("queue", "default"),
+                ("enqueued_at", "2026-11-25T08:17:26Z"),
+            ])
+            .ignore()
+            .cmd("ZADD")
+            .arg("redis_tasks:failed")
+            .arg(1_764_000_000 + i)
+            .arg(&id)
+            .ignore();
+    }
+    pipe.exec(&mut c).expect("failed tasks");
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let first = http(dashboard.port, "GET", "/failed", &[], "");
+    assert!(first.body.contains("old-149") && !first.body.contains("old-049"));
+    assert!(first.body.contains("page 1 of 2"), "{}", first.body);
+    let second = http(dashboard.port, "GET", "/failed?page=1", &[], "");
+    assert!(second.body.contains("old-049") && !second.body.contains("old-050\""));
+    assert!(second.body.contains("old-000"));
+}
+
 #[test]
 fn delete_removes_a_failed_task_and_cancel_a_queued_one() {
     let (demo, failed) = demo_with_a_failed_task();
