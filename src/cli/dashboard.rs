@@ -37,6 +37,7 @@ pub struct DashboardArgs {
 pub(super) fn run(store: Store, settings: Settings, args: &DashboardArgs) -> anyhow::Result<()> {
     let token = match &args.token_file {
         Some(path) => {
+            redis_tasks_store::check_secret_file(path, "--token-file");
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?;
             let token = text.lines().next().unwrap_or_default().trim().to_owned();

@@ -81,7 +81,9 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
-pub use connection::{RedisConfig, WaitPolicy, reload_password_files};
+pub use connection::{
+    RedisConfig, WaitPolicy, check_secret_file, reload_password_files, secret_file_problem,
+};
 pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
