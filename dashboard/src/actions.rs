@@ -18,10 +18,10 @@ use redis_tasks_store::{CancelResult, StoreError};
 use serde::Deserialize;
 use tracing::info;
 
+use crate::AppState;
+use crate::auth::{self, same_secret};
 use crate::layout::seg;
 use crate::pages::error_page;
-use crate::auth::{self, same_secret};
-use crate::AppState;
 
 /// The form every action button posts.
 #[derive(Debug, Deserialize)]

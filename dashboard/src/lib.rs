@@ -185,7 +185,9 @@ pub fn serve(
         };
         match (&state.token, made_token) {
             (Some(token), true) => {
-                info!("dashboard on http://{local}/{read_only}; sign in with the login URL on stderr");
+                info!(
+                    "dashboard on http://{local}/{read_only}; sign in with the login URL on stderr"
+                );
                 // On stderr whatever the log level: the only way in.
                 let _ = writeln!(
                     std::io::stderr(),

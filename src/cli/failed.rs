@@ -82,7 +82,13 @@ fn list(store: &Store, args: &FailedListArgs, out: &mut dyn Write) -> anyhow::Re
         match rec {
             Ok(preview) => {
                 let rec = &preview.record;
-                let cut = |field: &str| if preview.clip(field).is_some() { "…" } else { "" };
+                let cut = |field: &str| {
+                    if preview.clip(field).is_some() {
+                        "…"
+                    } else {
+                        ""
+                    }
+                };
                 let ended = rec
                     .ended_at
                     .map_or_else(|| "-".to_owned(), |t| t.to_string());

@@ -288,13 +288,7 @@ impl Slot {
         } else {
             &record.task
         };
-        self.write(
-            &record.id,
-            call,
-            &conclusion,
-            result.as_deref(),
-            Some(&run),
-        );
+        self.write(&record.id, call, &conclusion, result.as_deref(), Some(&run));
         self.shared.metrics.task_done();
         self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| v.task = None);

@@ -504,15 +504,28 @@ fn listings_and_task_show_cut_huge_fields() {
     let json = admin(&server).args(["failed", "list", "--json"]).output();
     assert!(json.stdout.len() < 64 * 1024, "{} bytes", json.stdout.len());
     let rows = json_of(&json.stdout);
-    assert_eq!(rows[0]["clipped"]["args"]["size"], json!(20 * 1024 * 1024 + 2));
+    assert_eq!(
+        rows[0]["clipped"]["args"]["size"],
+        json!(20 * 1024 * 1024 + 2)
+    );
     let show = admin(&server).args(["task", "show", &id]).output();
     assert!(show.status.success(), "{}", show.stderr);
-    assert!(show.stdout.len() < 1024 * 1024, "{} bytes", show.stdout.len());
+    assert!(
+        show.stdout.len() < 1024 * 1024,
+        "{} bytes",
+        show.stdout.len()
+    );
     assert!(
         show.stdout.contains("cut: 20971522 bytes in all"),
         "{}",
         &show.stdout[..2000.min(show.stdout.len())]
     );
-    let full = admin(&server).args(["task", "show", &id, "--full"]).output();
-    assert!(full.stdout.len() > 20 * 1024 * 1024, "{} bytes", full.stdout.len());
+    let full = admin(&server)
+        .args(["task", "show", &id, "--full"])
+        .output();
+    assert!(
+        full.stdout.len() > 20 * 1024 * 1024,
+        "{} bytes",
+        full.stdout.len()
+    );
 }

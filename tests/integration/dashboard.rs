@@ -12,11 +12,11 @@
 //! screenshots of docs/dashboard.md there
 //! (`DASHBOARD_SCREENSHOTS=docs/images cargo test --test integration dashboard`).
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -66,7 +66,13 @@ impl Dashboard {
         // Sign in the way a user would, and keep the session for `http`.
         let given = env.iter().find(|(k, _)| *k == "RT_DASHBOARD_TOKEN");
         let signed_in = if let Some((_, token)) = given {
-            Some(anonymous(port, "POST", "/login", &[], &format!("token={token}")))
+            Some(anonymous(
+                port,
+                "POST",
+                "/login",
+                &[],
+                &format!("token={token}"),
+            ))
         } else if args.contains(&"--no-auth") {
             None
         } else {
@@ -122,7 +128,8 @@ struct Answer {
 /// The session cookie of each dashboard's port (see [`Dashboard::start`]).
 fn jar() -> std::sync::MutexGuard<'static, BTreeMap<u16, String>> {
     static JAR: Mutex<BTreeMap<u16, String>> = Mutex::new(BTreeMap::new());
-    JAR.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    JAR.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The `name=value` of the session cookie an answer sets, if it does.
@@ -130,7 +137,8 @@ fn session_cookie(answer: &Answer) -> Option<String> {
     answer.headers.lines().find_map(|l| {
         let value = l.strip_prefix("set-cookie: ")?;
         let pair = value.split(';').next()?;
-        pair.starts_with("rt_dashboard_session=").then(|| pair.to_owned())
+        pair.starts_with("rt_dashboard_session=")
+            .then(|| pair.to_owned())
     })
 }
 
@@ -428,10 +436,18 @@ fn a_local_client_without_the_token_can_neither_read_nor_delete() {
     let port = dashboard.port;
     let page = http(port, "GET", &format!("/tasks/{failed}"), &[], "");
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("the report server said no"), "{}", page.body);
+    assert!(
+        page.body.contains("the report server said no"),
+        "{}",
+        page.body
+    );
     let csrf = csrf_of(&page.body);
 
-    for path in [format!("/tasks/{failed}"), "/failed".to_owned(), "/".to_owned()] {
+    for path in [
+        format!("/tasks/{failed}"),
+        "/failed".to_owned(),
+        "/".to_owned(),
+    ] {
         let answer = anonymous(port, "GET", &path, &[], "");
         assert_eq!(answer.status, 303, "{path}: {}", answer.body);
         assert!(answer.headers.contains("location: /login"), "{path}");
@@ -494,7 +510,11 @@ fn no_auth_is_refused_off_loopback() {
     assert!(o.stderr.contains("refusing --no-auth"), "{}", o.stderr);
     let (demo, failed) = demo_with_a_failed_task();
     let dashboard = Dashboard::start(&demo, &["--no-auth"], &[]);
-    assert!(dashboard.log().contains("WITHOUT authentication"), "{}", dashboard.log());
+    assert!(
+        dashboard.log().contains("WITHOUT authentication"),
+        "{}",
+        dashboard.log()
+    );
     let page = http(dashboard.port, "GET", &format!("/tasks/{failed}"), &[], "");
     assert_eq!(page.status, 200);
     let csrf = csrf_of(&page.body);
@@ -530,19 +550,38 @@ fn a_huge_record_makes_small_pages() {
         let started = std::time::Instant::now();
         let page = http(port, "GET", &path, &[], "");
         let took = started.elapsed();
-        assert_eq!(page.status, 200, "{path}: {}", &page.body[..page.body.len().min(2000)]);
-        assert!(page.body.len() < 1024 * 1024, "{path}: {} bytes", page.body.len());
+        assert_eq!(
+            page.status,
+            200,
+            "{path}: {}",
+            &page.body[..page.body.len().min(2000)]
+        );
+        assert!(
+            page.body.len() < 1024 * 1024,
+            "{path}: {} bytes",
+            page.body.len()
+        );
         assert!(took < Duration::from_secs(10), "{path}: {took:?}");
     }
     let task = http(port, "GET", &format!("/tasks/{id}"), &[], "");
-    assert!(task.body.contains("20971522 bytes in all"), "{}", &task.body[..4000.min(task.body.len())]);
+    assert!(
+        task.body.contains("20971522 bytes in all"),
+        "{}",
+        &task.body[..4000.min(task.body.len())]
+    );
     assert!(task.body.contains(&format!("/tasks/{id}/raw/args")));
     let raw = http(port, "GET", &format!("/tasks/{id}/raw/args"), &[], "");
     assert_eq!(raw.status, 200);
     assert_eq!(raw.body.len(), 20 * 1024 * 1024 + 2);
     assert!(raw.headers.contains("content-disposition: attachment"));
-    assert_eq!(http(port, "GET", &format!("/tasks/{id}/raw/status"), &[], "").status, 404);
-    assert_eq!(anonymous(port, "GET", &format!("/tasks/{id}/raw/args"), &[], "").status, 303);
+    assert_eq!(
+        http(port, "GET", &format!("/tasks/{id}/raw/status"), &[], "").status,
+        404
+    );
+    assert_eq!(
+        anonymous(port, "GET", &format!("/tasks/{id}/raw/args"), &[], "").status,
+        303
+    );
 }
 
 /// Lists are paged: the second page of the failed registry shows the older
@@ -669,7 +708,10 @@ fn a_token_is_required_off_loopback_and_then_asked_for() {
     let made_up = "Cookie: rt_dashboard_session=0123456789abcdef0123456789abcdef";
     assert_eq!(anonymous(port, "GET", "/", &[made_up], "").status, 303);
     let bearer = format!("Authorization: Bearer {token}");
-    assert_eq!(anonymous(port, "GET", "/failed", &[&bearer], "").status, 200);
+    assert_eq!(
+        anonymous(port, "GET", "/failed", &[&bearer], "").status,
+        200
+    );
 }
 
 #[test]

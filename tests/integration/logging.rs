@@ -260,7 +260,10 @@ fn text_from_redis_cannot_forge_a_log_line_and_arguments_stay_out() {
                 !line.trim_start().starts_with("ERROR FORGED"),
                 "{format}: a forged line:\n{log}"
             );
-            assert!(!line.contains('\r') && !line.contains('\u{1b}'), "{format}:\n{log}");
+            assert!(
+                !line.contains('\r') && !line.contains('\u{1b}'),
+                "{format}:\n{log}"
+            );
         }
         assert!(
             !log.contains("hunter2-in-args"),

@@ -313,18 +313,22 @@ fn made_up_queue_and_task_names_neither_grow_the_page_nor_the_supervisor() {
     let last = ids.last().expect("ids");
     demo.wait_ended(last, Duration::from_secs(300));
     let mut page = String::new();
-    wait_until("every made-up task counted", Duration::from_secs(120), || {
-        let Some((_, body)) = get(port, "/metrics") else {
-            return false;
-        };
-        page = body;
-        let ended: f64 = page
-            .lines()
-            .filter(|l| l.starts_with("redis_tasks_tasks_ended_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        ended >= (TASKS + 1) as f64
-    });
+    wait_until(
+        "every made-up task counted",
+        Duration::from_secs(120),
+        || {
+            let Some((_, body)) = get(port, "/metrics") else {
+                return false;
+            };
+            page = body;
+            let ended: f64 = page
+                .lines()
+                .filter(|l| l.starts_with("redis_tasks_tasks_ended_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            ended >= (TASKS + 1) as f64
+        },
+    );
     let queue_series = page
         .lines()
         .filter(|l| l.starts_with("redis_tasks_queue_length{"))
@@ -393,7 +397,11 @@ fn half_open_and_pipelining_clients_cannot_hurt_the_supervisor() {
         }
         clients.push(stream);
     }
-    assert!(clients.len() > 500, "only {} clients connected", clients.len());
+    assert!(
+        clients.len() > 500,
+        "only {} clients connected",
+        clients.len()
+    );
 
     let (status, body) = {
         let mut answer = None;

@@ -102,7 +102,10 @@ fn secret_files_open_to_others_are_warned_about() {
     let open = info(0o644);
     assert!(open.contains("redis_password_file"), "{open}");
     assert!(open.contains(&file.display().to_string()), "{open}");
-    assert!(open.contains("0644") && open.contains("chmod 600"), "{open}");
+    assert!(
+        open.contains("0644") && open.contains("chmod 600"),
+        "{open}"
+    );
     assert!(!open.contains("s3cret"), "{open}");
     assert_eq!(open.matches("open to group or others").count(), 1, "{open}");
     let closed = info(0o600);

@@ -553,7 +553,11 @@ fn a_password_file_is_a_setting() {
 fn task_arguments_stay_out_of_the_log_unless_asked_for() {
     assert!(!with_env(None, &[]).expect("valid").log_task_args);
     let file = settings_file("log_task_args = true\n");
-    assert!(with_env(Some(&file.path), &[]).expect("valid").log_task_args);
+    assert!(
+        with_env(Some(&file.path), &[])
+            .expect("valid")
+            .log_task_args
+    );
 }
 
 #[test]

@@ -62,9 +62,7 @@ pub(super) fn listed(
                 if cut_description {
                     r.description.push('…');
                 }
-                if cut_error
-                    && let Some(error) = r.error.as_mut()
-                {
+                if cut_error && let Some(error) = r.error.as_mut() {
                     error.push('…');
                 }
                 r

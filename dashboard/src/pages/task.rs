@@ -51,7 +51,12 @@ fn cut_note(id: &str, clip: &Clipped) -> Markup {
 }
 
 /// A JSON field: pretty when whole, its first bytes when cut.
-fn json_field(id: &str, clip: Option<&Clipped>, whole: &serde_json::Value, html_id: &str) -> Markup {
+fn json_field(
+    id: &str,
+    clip: Option<&Clipped>,
+    whole: &serde_json::Value,
+    html_id: &str,
+) -> Markup {
     let pretty = serde_json::to_string_pretty(whole).unwrap_or_default();
     html! {
         @match clip {
@@ -86,7 +91,11 @@ pub(crate) async fn raw(
             let disposition = format!(
                 "attachment; filename=\"{}-{field}.{}\"",
                 seg(&id),
-                if content_type.starts_with("application/json") { "json" } else { "txt" }
+                if content_type.starts_with("application/json") {
+                    "json"
+                } else {
+                    "txt"
+                }
             );
             (
                 [
@@ -128,11 +137,16 @@ pub(crate) async fn task(
     };
     let r = &preview.record;
     let clip = |field: &str| preview.clip(field);
-    let title: String = if r.description.chars().count() > TITLE_CHARS || clip("description").is_some() {
-        r.description.chars().take(TITLE_CHARS).chain(['…']).collect()
-    } else {
-        r.description.clone()
-    };
+    let title: String =
+        if r.description.chars().count() > TITLE_CHARS || clip("description").is_some() {
+            r.description
+                .chars()
+                .take(TITLE_CHARS)
+                .chain(['…'])
+                .collect()
+        } else {
+            r.description.clone()
+        };
     let now = Timestamp::now();
     let graph = r
         .meta

@@ -44,8 +44,8 @@ mod wait;
 
 pub(crate) use cluster::SlotMap;
 pub use secrets::{check_secret_file, reload_password_files, secret_file_problem};
-pub use wait::WaitPolicy;
 pub(crate) use wait::WaitError;
+pub use wait::WaitPolicy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -297,4 +297,3 @@ fn explain_tls(error: RedisError) -> RedisError {
         None => error,
     }
 }
-

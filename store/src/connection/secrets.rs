@@ -104,12 +104,16 @@ mod tests {
 
     #[test]
     fn a_secret_open_to_others_is_named_with_its_mode() {
-        let path = std::env::temp_dir().join(format!(
-            "redis-tasks-secret-test-{}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("redis-tasks-secret-test-{}", std::process::id()));
         std::fs::write(&path, "s3cret\n").expect("write");
-        for (mode, open) in [(0o600, false), (0o400, false), (0o640, true), (0o644, true), (0o602, true)] {
+        for (mode, open) in [
+            (0o600, false),
+            (0o400, false),
+            (0o640, true),
+            (0o644, true),
+            (0o602, true),
+        ] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
             let problem = secret_file_problem(&path, "redis_password_file");
             assert_eq!(problem.is_some(), open, "{mode:o}: {problem:?}");

@@ -164,7 +164,6 @@ impl RedisConfig {
         }
         Ok(config)
     }
-
 }
 
 /// Parses a Redis URL into a configuration (no settings applied yet).

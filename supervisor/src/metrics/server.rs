@@ -172,7 +172,8 @@ impl Server {
     fn run(&mut self) {
         loop {
             let now = Instant::now();
-            self.conns.retain(|c| c.deadline > now && !matches!(c.state, State::Done));
+            self.conns
+                .retain(|c| c.deadline > now && !matches!(c.state, State::Done));
             if self.accept_paused_until.is_some_and(|t| t <= now) {
                 self.accept_paused_until = None;
             }
@@ -183,7 +184,9 @@ impl Server {
                 .map(|c| c.deadline)
                 .chain(self.accept_paused_until)
                 .min()
-                .map_or(IDLE_WAKE, |t| t.saturating_duration_since(now).min(IDLE_WAKE));
+                .map_or(IDLE_WAKE, |t| {
+                    t.saturating_duration_since(now).min(IDLE_WAKE)
+                });
             let timeout = PollTimeout::try_from(wake_at + Duration::from_millis(1))
                 .unwrap_or(PollTimeout::MAX);
             let (stop, listener_ready, ready) = {
@@ -239,7 +242,9 @@ impl Server {
         match (&self.wakee).read(&mut byte) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted,
+            Err(e) => {
+                e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted
+            }
         }
     }
 
@@ -292,7 +297,12 @@ impl Server {
                                 head.truncate(end);
                                 self.answer(&head)
                             } else if head.len() > MAX_HEAD {
-                                reply(431, "text/plain; charset=utf-8", b"request head too large\n".to_vec().into(), true)
+                                reply(
+                                    431,
+                                    "text/plain; charset=utf-8",
+                                    b"request head too large\n".to_vec().into(),
+                                    true,
+                                )
                             } else {
                                 State::Reading(head)
                             }
@@ -343,7 +353,10 @@ impl Server {
         let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
         let line = String::from_utf8_lossy(line);
         let mut words = line.split_whitespace();
-        let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+        let (method, target) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+        );
         let path = target.split('?').next().unwrap_or_default();
         let with_body = method != "HEAD";
         let text = "text/plain; charset=utf-8";
@@ -355,7 +368,9 @@ impl Server {
             ("GET" | "HEAD", "/") => reply(
                 200,
                 text,
-                b"redis-tasks supervisor: metrics at /metrics\n".to_vec().into(),
+                b"redis-tasks supervisor: metrics at /metrics\n"
+                    .to_vec()
+                    .into(),
                 with_body,
             ),
             ("GET" | "HEAD", _) => reply(404, text, b"not found\n".to_vec().into(), with_body),
@@ -404,8 +419,16 @@ fn reply(status: u16, content_type: &str, body: Arc<Vec<u8>>, with_body: bool) -
         body.len()
     )
     .into_bytes();
-    let body = if with_body { body } else { Arc::new(Vec::new()) };
-    State::Writing { head, body, sent: 0 }
+    let body = if with_body {
+        body
+    } else {
+        Arc::new(Vec::new())
+    };
+    State::Writing {
+        head,
+        body,
+        sent: 0,
+    }
 }
 
 #[cfg(test)]
@@ -414,7 +437,10 @@ mod tests {
 
     #[test]
     fn the_end_of_a_request_head_is_found() {
-        assert_eq!(find(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest", b"\r\n\r\n"), Some(23));
+        assert_eq!(
+            find(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest", b"\r\n\r\n"),
+            Some(23)
+        );
         assert_eq!(find(b"GET / HTTP/1.1\r\n", b"\r\n\r\n"), None);
     }
 }
