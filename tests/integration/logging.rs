@@ -217,15 +217,21 @@ fn an_unknown_log_format_is_a_usage_error() {
     assert!(o.stderr.contains("xml"), "{}", o.stderr);
 }
 
-/// A raw producer's `description` with a newline and a made-up log line
-/// after it: the supervisor's log gets one escaped line, not a forged one;
-/// and the end line names the task without its arguments unless
-/// `log_task_args` asks for them.
+/// A raw producer's `description` and a task's error message with a
+/// newline and a made-up log line after it: the supervisor's log gets one
+/// escaped line, not a forged one, in both formats; and the end line names
+/// the task without its arguments unless `log_task_args` asks for them.
 #[test]
 fn text_from_redis_cannot_forge_a_log_line_and_arguments_stay_out() {
-    for format in ["text", "json"] {
+    for (format, with_args) in [("text", false), ("json", false), ("text", true)] {
         let demo = Demo::new();
-        let mut sup = demo.start(&["--concurrency", "1"], &[("RT_LOG_FORMAT", format)]);
+        let mut sup = demo.start(
+            &["--concurrency", "1"],
+            &[
+                ("RT_LOG_FORMAT", format),
+                ("RT_LOG_TASK_ARGS", if with_args { "true" } else { "false" }),
+            ],
+        );
         let mut conn = demo.redis.client();
         let id = "raw-forger";
         redis::pipe()
@@ -250,32 +256,37 @@ fn text_from_redis_cannot_forge_a_log_line_and_arguments_stay_out() {
             .arg(id)
             .query::<()>(&mut conn)
             .expect("raw enqueue");
+        let failing = demo.enqueue(
+            "fail",
+            json!({"message": "no\n ERROR FORGED line from an error\r"}),
+        );
         let secret = demo.enqueue("noop", json!({"password": "hunter2-in-args"}));
         demo.wait_status(id, TaskStatus::Finished, Duration::from_secs(60));
+        demo.wait_status(&failing, TaskStatus::Failed, Duration::from_secs(60));
         demo.wait_status(&secret, TaskStatus::Finished, Duration::from_secs(60));
         sup.stop();
         let log = sup.log();
+        let what = format!("{format}, log_task_args={with_args}");
         for line in log.lines() {
             assert!(
                 !line.trim_start().starts_with("ERROR FORGED"),
-                "{format}: a forged line:\n{log}"
+                "{what}: a forged line:\n{log}"
             );
             assert!(
                 !line.contains('\r') && !line.contains('\u{1b}'),
-                "{format}:\n{log}"
+                "{what}:\n{log}"
             );
         }
-        assert!(
-            !log.contains("hunter2-in-args"),
-            "{format}: arguments in the log:\n{log}"
-        );
-        assert!(log.contains("noop finished in"), "{format}:\n{log}");
+        assert!(log.contains("FORGED line from an error"), "{what}:\n{log}");
+        if with_args {
+            assert!(log.contains("hunter2-in-args"), "{what}:\n{log}");
+            assert!(log.contains("FORGED line finished"), "{what}:\n{log}");
+        } else {
+            assert!(
+                !log.contains("hunter2-in-args"),
+                "{what}: arguments in the log:\n{log}"
+            );
+            assert!(log.contains("noop finished in"), "{what}:\n{log}");
+        }
     }
-    // Asked for, the call text (arguments included) is logged, still escaped.
-    let demo = Demo::new();
-    let mut sup = demo.start(&["--concurrency", "1"], &[("RT_LOG_TASK_ARGS", "true")]);
-    let id = demo.enqueue("noop", json!({"password": "shown-on-request"}));
-    demo.wait_status(&id, TaskStatus::Finished, Duration::from_secs(60));
-    sup.stop();
-    assert!(sup.log().contains("shown-on-request"), "{}", sup.log());
 }
