@@ -46,14 +46,13 @@ script!(
      ARGV: prefix, largest value in bytes, most fields. Returns a flat \
      array of field, value (cut), full size in bytes; an empty array for a \
      missing key; the error RTCLIPPED when the hash has more fields than \
-     allowed or is not a hash.",
+     allowed (RTWRONGTYPE when the key is not a hash).",
     r#"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'none' then return {} end
-if t ~= 'hash' then return redis.error_reply('RTCLIPPED not a hash') end
+need(KEYS[1], 'hash')
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 local cap = tonumber(ARGV[2])
 if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[3]) then
-  return redis.error_reply('RTCLIPPED too many fields')
+  return redis.error_reply('RTCLIPPED the task record has more fields than any of ours')
 end
 local out = {}
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -75,7 +74,8 @@ script!(
      Returns {} for a missing record, {0} for a missing field, else \
      {1, value (cut), full size in bytes}.",
     r#"
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return {} end
+need(KEYS[1], 'hash')
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {0} end
 local n = redis.call('HSTRLEN', KEYS[1], ARGV[2])
 local v = redis.call('HGET', KEYS[1], ARGV[2])
