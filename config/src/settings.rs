@@ -119,6 +119,10 @@ pub struct Settings {
     /// Where a supervisor serves its Prometheus metrics (`/metrics`);
     /// `None`: nowhere (`worker --metrics-addr` wins at start-up).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Write a task's arguments (its call text) in the supervisor's end
+    /// lines. Off: arguments may hold secrets, and logs go to places
+    /// (journald, collectors) with wider readers than Redis.
+    pub log_task_args: bool,
     /// Per-queue settings (`[queues.NAME]` tables), by queue name.
     pub queues: BTreeMap<String, QueueSettings>,
     /// Largest JSON encoding of a task's return value that is stored as
@@ -150,6 +154,7 @@ impl Default for Settings {
             dynamic_user_base: 61_184,
             worker_cgroups: true,
             metrics_addr: None,
+            log_task_args: false,
             queues: BTreeMap::new(),
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
@@ -324,6 +329,7 @@ impl fmt::Debug for Settings {
             .field("dynamic_user_base", &self.dynamic_user_base)
             .field("worker_cgroups", &self.worker_cgroups)
             .field("metrics_addr", &self.metrics_addr)
+            .field("log_task_args", &self.log_task_args)
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)

@@ -2,9 +2,9 @@
 //! delete a task, each through the same store function as the admin
 //! command line, and the login form.
 //!
-//! Every action needs the CSRF token of this process in its form, and a
-//! request whose `Origin` (sent by browsers on every POST) names another
-//! site is refused; in read-only mode there is no action at all. After an
+//! Every action needs, in its form, the CSRF token of the credential it
+//! comes with (its session's, see `auth`), and a request whose `Origin`
+//! (sent by browsers on every POST) names another site is refused; in read-only mode there is no action at all. After an
 //! action the browser is redirected (303) to a page that says what
 //! happened, so a reload does not repeat it.
 
@@ -18,9 +18,10 @@ use redis_tasks_store::{CancelResult, StoreError};
 use serde::Deserialize;
 use tracing::info;
 
+use crate::AppState;
+use crate::auth::{self, same_secret};
 use crate::layout::seg;
 use crate::pages::error_page;
-use crate::{AppState, TOKEN_COOKIE, same_secret};
 
 /// The form every action button posts.
 #[derive(Debug, Deserialize)]
@@ -38,7 +39,8 @@ fn refused(state: &AppState, headers: &HeaderMap, form: &ActionForm) -> Option<R
             "This dashboard is read-only.",
         ));
     }
-    if !same_secret(&form.csrf, &state.csrf) || !same_origin(headers) {
+    let bound = auth::csrf().is_some_and(|csrf| same_secret(&form.csrf, &csrf));
+    if !bound || !same_origin(headers) {
         return Some(error_page(
             state,
             StatusCode::FORBIDDEN,
@@ -173,24 +175,30 @@ pub(crate) struct LoginForm {
     token: String,
 }
 
-/// `POST /login`: the token, kept in a cookie for 12 hours.
+/// `POST /login`: the token typed in the form.
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let Some(token) = &state.options.token else {
-        return Redirect::to("/").into_response();
-    };
-    if !same_origin(&headers) || !same_secret(&form.token, token) {
+    if !same_origin(&headers) {
         return Redirect::to("/login?error=1").into_response();
     }
+    sign_in(&state, &form.token)
+}
+
+/// Starts a session (a cookie for 12 hours) if `token` is the dashboard's,
+/// else back to the login form.
+pub(crate) fn sign_in(state: &AppState, token: &str) -> Response {
+    let Some(expected) = &state.token else {
+        return Redirect::to("/").into_response();
+    };
+    if !same_secret(token, expected) {
+        return Redirect::to("/login?error=1").into_response();
+    }
+    let (id, _) = state.sessions.start(std::time::Instant::now());
     let mut response = Redirect::to("/").into_response();
-    // The token is printable ASCII (checked at start-up), so the header
-    // value is valid; a token that is not just drops the cookie.
-    if let Ok(cookie) = HeaderValue::from_str(&format!(
-        "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
-    )) {
+    if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&id)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response

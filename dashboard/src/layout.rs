@@ -138,12 +138,13 @@ pub(crate) fn flash(done: Option<&str>) -> Markup {
 
 /// A POST button with the CSRF token (nothing in read-only mode).
 pub(crate) fn action(state: &AppState, path: &str, label: &str, class: &str) -> Markup {
-    if state.options.read_only {
+    // No credential, no token: the page has no action to offer.
+    let Some(csrf) = crate::auth::csrf().filter(|_| !state.options.read_only) else {
         return html! {};
-    }
+    };
     html! {
         form.inline method="post" action=(path) {
-            input type="hidden" name="csrf" value=(state.csrf);
+            input type="hidden" name="csrf" value=(csrf);
             button class=(class) type="submit" { (label) }
         }
     }

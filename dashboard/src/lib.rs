@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! - this file: [`DashboardOptions`], [`serve`], the router and the guard
-//!   every request passes (host check, token, security headers).
+//!   every request passes (host check, credential, security headers).
+//! - `auth`: sessions, the CSRF token of each credential, the login token.
 //! - `pages/`: the GET pages: `mod.rs` the overview, queue, failed and
 //!   finished lists and login pages; `task.rs` the task page; `delayed.rs`
 //!   the delayed set; `schedule_graph.rs` the schedule and task graph pages.
@@ -17,23 +18,27 @@
 //!
 //! - No JavaScript and no asset from elsewhere; a strict
 //!   `Content-Security-Policy` says so to the browser.
-//! - Actions are POSTs carrying a per-process CSRF token that only a page
-//!   of this dashboard shows; a POST whose `Origin` is not this host is
-//!   refused too.
+//! - Every request needs a credential, on loopback too ([`auth`]): a
+//!   session started by the login URL printed at start or the login form,
+//!   or the token as a bearer. `--no-auth` turns this off on loopback only.
+//! - Actions are POSTs carrying the CSRF token of the session that read the
+//!   page; a POST whose `Origin` is not this host is refused too.
 //! - On a loopback address, requests must name a loopback host (`Host:`),
-//!   which defeats DNS rebinding; on any other address a token is required
-//!   (the dashboard refuses to start without one), given once on a login
-//!   form and then kept in an `HttpOnly`, `SameSite=Strict` cookie.
+//!   which defeats DNS rebinding; on any other address a token must be
+//!   given (the dashboard refuses to start without one).
 //! - `--read-only` serves no action at all.
 
 #![warn(unreachable_pub)]
 
 mod actions;
+mod auth;
 mod layout;
 mod pages;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -51,7 +56,10 @@ pub struct DashboardOptions {
     /// Address to listen on.
     pub bind: SocketAddr,
     /// Token a browser must present; required on a non-loopback address.
+    /// `None` on loopback: one is made and printed as a login URL.
     pub token: Option<String>,
+    /// Serve everyone who reaches the (loopback) address, without a token.
+    pub no_auth: bool,
     /// Serve the pages only: no requeue, cancel or delete.
     pub read_only: bool,
     /// Seconds between automatic reloads of the live pages (0: never).
@@ -68,6 +76,15 @@ pub enum DashboardError {
          loopback address such as 127.0.0.1"
     )]
     TokenRequired(SocketAddr),
+    /// `--no-auth` on an address other hosts can reach.
+    #[error(
+        "refusing --no-auth on {0}: without a token only a loopback address is allowed, and \
+         even there every local process and user can read task arguments and delete tasks"
+    )]
+    NoAuthOffLoopback(SocketAddr),
+    /// `--no-auth` and a token at once.
+    #[error("--no-auth and a dashboard token exclude each other; drop one")]
+    NoAuthWithToken,
     /// The token is too short to resist guessing, or holds characters a
     /// cookie cannot carry.
     #[error(
@@ -91,9 +108,13 @@ pub(crate) struct AppState {
     pub(crate) store: Arc<Store>,
     pub(crate) settings: Settings,
     pub(crate) options: DashboardOptions,
-    /// The CSRF token of this process: random, shown only in this
-    /// dashboard's forms.
-    pub(crate) csrf: String,
+    /// The token in effect (given, or made at start); `None` with
+    /// `--no-auth`.
+    pub(crate) token: Option<String>,
+    /// Signed-in browsers.
+    pub(crate) sessions: auth::Sessions,
+    /// The CSRF token of requests that come with the bearer token.
+    pub(crate) bearer_csrf: String,
 }
 
 impl AppState {
@@ -120,13 +141,27 @@ pub fn serve(
 ) -> Result<(), DashboardError> {
     let addr = options.bind;
     if let Some(token) = &options.token {
+        if options.no_auth {
+            return Err(DashboardError::NoAuthWithToken);
+        }
         let cookie_safe = |c: char| c.is_ascii_graphic() && !matches!(c, ';' | ',' | '"' | '\\');
         if token.len() < 16 || !token.chars().all(cookie_safe) {
             return Err(DashboardError::WeakToken);
         }
     } else if !addr.ip().is_loopback() {
-        return Err(DashboardError::TokenRequired(addr));
+        return Err(if options.no_auth {
+            DashboardError::NoAuthOffLoopback(addr)
+        } else {
+            DashboardError::TokenRequired(addr)
+        });
     }
+    // Made here, shown once in the login URL printed below.
+    let made_token = options.token.is_none() && !options.no_auth;
+    let token = match (&options.token, options.no_auth) {
+        (Some(token), _) => Some(token.clone()),
+        (None, false) => Some(auth::random_token()),
+        (None, true) => None,
+    };
     let io = |source| DashboardError::Io { addr, source };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -136,19 +171,36 @@ pub fn serve(
         store: Arc::new(store),
         settings,
         options,
-        csrf: random_token(),
+        token,
+        sessions: auth::Sessions::default(),
+        bearer_csrf: auth::random_token(),
     });
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
         let local = listener.local_addr().map_err(io)?;
-        info!(
-            "dashboard on http://{local}/{}",
-            if state.options.read_only {
-                " (read-only)"
-            } else {
-                ""
+        let read_only = if state.options.read_only {
+            " (read-only)"
+        } else {
+            ""
+        };
+        match (&state.token, made_token) {
+            (Some(token), true) => {
+                info!(
+                    "dashboard on http://{local}/{read_only}; sign in with the login URL on stderr"
+                );
+                // On stderr whatever the log level: the only way in.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "To sign in to the dashboard, open this URL (it holds this run's token; \
+                     keep it to yourself):\n    http://{local}/login?token={token}"
+                );
             }
-        );
+            (Some(_), false) => info!("dashboard on http://{local}/{read_only}"),
+            (None, _) => tracing::warn!(
+                "dashboard on http://{local}/{read_only} WITHOUT authentication (--no-auth): \
+                 every local user and process can read task arguments and act on tasks"
+            ),
+        }
         axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown())
             .await
@@ -163,6 +215,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/failed", get(pages::failed))
         .route("/finished", get(pages::finished))
         .route("/tasks/{id}", get(pages::task))
+        .route("/tasks/{id}/raw/{field}", get(pages::raw))
         .route("/tasks/{id}/requeue", post(actions::requeue))
         .route("/tasks/{id}/cancel", post(actions::cancel))
         .route("/tasks/{id}/delete", post(actions::delete))
@@ -203,24 +256,7 @@ async fn shutdown() {
     info!("dashboard stopping");
 }
 
-/// 32 random hex digits (two v4 UUIDs' worth of randomness, from the OS).
-fn random_token() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// Name of the cookie that holds the token after a login.
-pub(crate) const TOKEN_COOKIE: &str = "rt_dashboard_token";
-
-/// Equal strings, compared in time that does not depend on where they
-/// differ.
-pub(crate) fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub(crate) use auth::same_secret;
 
 /// The value of cookie `name` in the request's headers.
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -263,20 +299,41 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
             (StatusCode::MISDIRECTED_REQUEST, "unknown host\n").into_response(),
         );
     }
-    if let Some(token) = &state.options.token {
-        let path = request.uri().path();
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "));
-        let presented = cookie(headers, TOKEN_COOKIE).or(bearer);
-        let allowed = presented.is_some_and(|p| same_secret(p, token));
-        if !allowed && path != "/login" {
-            return with_security_headers(Redirect::to("/login").into_response());
+    let now = Instant::now();
+    let session = cookie(headers, auth::SESSION_COOKIE).and_then(|id| state.sessions.csrf(id, now));
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let bearer_ok = match (&state.token, bearer) {
+        (Some(token), Some(bearer)) => same_secret(bearer, token),
+        _ => false,
+    };
+    let mut new_session = None;
+    let csrf = match (session, bearer_ok, &state.token) {
+        (Some(csrf), _, _) => Some(csrf),
+        (None, true, _) => Some(state.bearer_csrf.clone()),
+        // --no-auth: an anonymous session, so that forms still carry a
+        // token bound to this browser's cookie.
+        (None, false, None) => {
+            let (id, csrf) = state.sessions.start(now);
+            new_session = Some(id);
+            Some(csrf)
         }
+        (None, false, Some(_)) => None,
+    };
+    let response = match csrf {
+        Some(csrf) => auth::with_csrf(csrf, next.run(request)).await,
+        None if request.uri().path() == "/login" => next.run(request).await,
+        None => Redirect::to("/login").into_response(),
+    };
+    let mut response = with_security_headers(response);
+    if let Some(id) = new_session
+        && let Ok(value) = HeaderValue::from_str(&auth::session_cookie(&id))
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
-    let response = next.run(request).await;
-    with_security_headers(response)
+    response
 }
 
 fn with_security_headers(mut response: Response) -> Response {
@@ -321,20 +378,13 @@ mod tests {
     }
 
     #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("abc", "abc"));
-        assert!(!same_secret("abc", "abd"));
-        assert!(!same_secret("abc", "abcd"));
-    }
-
-    #[test]
     fn cookies_are_found_among_others() {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; rt_dashboard_token=xyz; b=2"),
+            HeaderValue::from_static("a=1; rt_dashboard_session=xyz; b=2"),
         );
-        assert_eq!(cookie(&headers, TOKEN_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, auth::SESSION_COOKIE), Some("xyz"));
         assert_eq!(cookie(&headers, "c"), None);
     }
 }

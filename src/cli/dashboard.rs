@@ -12,14 +12,20 @@ use redis_tasks_store::Store;
 /// Arguments of `dashboard`.
 #[derive(Debug, Clone, Args)]
 pub struct DashboardArgs {
-    /// Address to listen on. Any address but loopback needs a token.
+    /// Address to listen on. Any address but loopback needs a given token.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9181")]
     pub bind: SocketAddr,
     /// File holding the token browsers must give (first line; at least 16
     /// characters). The token can also come from RT_DASHBOARD_TOKEN; never
-    /// on the command line, which every user of the host can read.
+    /// on the command line, which every user of the host can read. Without
+    /// either, a token is made and a login URL printed on stderr.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// No token at all, on a loopback address only: every local user and
+    /// process (tasks included) can then read task arguments and delete
+    /// tasks. For a single-user machine; see docs/security.md.
+    #[arg(long)]
+    pub no_auth: bool,
     /// Show the pages only: no requeue, cancel or delete.
     #[arg(long)]
     pub read_only: bool,
@@ -31,6 +37,7 @@ pub struct DashboardArgs {
 pub(super) fn run(store: Store, settings: Settings, args: &DashboardArgs) -> anyhow::Result<()> {
     let token = match &args.token_file {
         Some(path) => {
+            redis_tasks_store::check_secret_file(path, "--token-file");
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?;
             let token = text.lines().next().unwrap_or_default().trim().to_owned();
@@ -49,6 +56,7 @@ pub(super) fn run(store: Store, settings: Settings, args: &DashboardArgs) -> any
     let options = DashboardOptions {
         bind: args.bind,
         token,
+        no_auth: args.no_auth,
         read_only: args.read_only,
         refresh_secs: args.refresh,
     };

@@ -6,7 +6,12 @@ use clap::{ArgGroup, Args, Subcommand};
 use redis_tasks_store::Store;
 use serde_json::json;
 
-use super::tasks::task_json;
+use super::tasks::preview_json;
+
+/// Largest field value one row of `failed list` loads: a longer
+/// description or error is cut (`…`), a longer argument is left out, with
+/// its size in `--json`'s `clipped`.
+const LIST_FIELD_CAP: usize = 1024;
 
 /// `failed ...` subcommands.
 #[derive(Debug, Clone, Args)]
@@ -60,13 +65,13 @@ pub(super) fn run(store: &Store, cmd: FailedCommand, out: &mut dyn Write) -> any
 
 fn list(store: &Store, args: &FailedListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let ids = store.failed().ids(args.offset, args.limit)?;
-    let records = store.tasks(&ids)?;
+    let records = store.tasks_preview(&ids, LIST_FIELD_CAP)?;
     if args.json {
         let items: Vec<serde_json::Value> = ids
             .iter()
             .zip(&records)
             .map(|(id, rec)| match rec {
-                Ok(rec) => task_json(rec),
+                Ok(rec) => preview_json(rec),
                 Err(e) => json!({"id": id, "unreadable": e.to_string()}),
             })
             .collect();
@@ -75,7 +80,15 @@ fn list(store: &Store, args: &FailedListArgs, out: &mut dyn Write) -> anyhow::Re
     }
     for (id, rec) in ids.iter().zip(&records) {
         match rec {
-            Ok(rec) => {
+            Ok(preview) => {
+                let rec = &preview.record;
+                let cut = |field: &str| {
+                    if preview.clip(field).is_some() {
+                        "…"
+                    } else {
+                        ""
+                    }
+                };
                 let ended = rec
                     .ended_at
                     .map_or_else(|| "-".to_owned(), |t| t.to_string());
@@ -86,7 +99,13 @@ fn list(store: &Store, args: &FailedListArgs, out: &mut dyn Write) -> anyhow::Re
                     .lines()
                     .next()
                     .unwrap_or("");
-                writeln!(out, "{id}  {ended}  {}  {error}", rec.description)?;
+                writeln!(
+                    out,
+                    "{id}  {ended}  {}{}  {error}{}",
+                    rec.description,
+                    cut("description"),
+                    cut("error")
+                )?;
             }
             Err(e) => writeln!(out, "{id}  (unreadable: {e})")?,
         }

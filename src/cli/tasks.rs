@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use redis_tasks_config::schedule::parse_duration;
 use redis_tasks_protocol::{RetryPolicy, TaskRecord, TaskStatus};
-use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued, Store, StoreError};
+use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued, Store, StoreError, TaskPreview};
 use redis_tasks_worker::TaskRegistry;
 use serde_json::{Value, json};
 
@@ -95,7 +95,14 @@ pub struct TaskShowArgs {
     /// Print JSON instead.
     #[arg(long)]
     pub json: bool,
+    /// Print every field whole, however large (by default a field over
+    /// 64 KiB is cut, with its full size shown).
+    #[arg(long)]
+    pub full: bool,
 }
+
+/// Largest field value `task show` loads without `--full`.
+const SHOW_FIELD_CAP: usize = 64 * 1024;
 
 /// A task id.
 #[derive(Debug, Clone, Args)]
@@ -200,12 +207,21 @@ fn enqueue_options(args: &EnqueueArgs) -> anyhow::Result<EnqueueOptions> {
 pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd.action {
         TaskAction::Show(args) => {
-            let rec = store.task(&args.id)?;
-            if args.json {
-                writeln!(out, "{}", task_json(&rec))?;
+            let preview = if args.full {
+                TaskPreview {
+                    record: store.task(&args.id)?,
+                    clipped: Vec::new(),
+                }
             } else {
-                show(&rec, out)?;
-                if let Some(progress) = store.progress(&rec.id)? {
+                store.task_preview(&args.id, SHOW_FIELD_CAP)?
+            };
+            if args.json {
+                writeln!(out, "{}", preview_json(&preview))?;
+            } else {
+                show(&preview, out)?;
+                if preview.clip("progress").is_none()
+                    && let Some(progress) = store.progress(&args.id)?
+                {
                     writeln!(out, "progress:     {progress}")?;
                 }
             }
@@ -235,7 +251,8 @@ fn cancel(store: &Store, args: &TaskCancelArgs, out: &mut dyn Write) -> anyhow::
     }
     let deadline = Instant::now() + wait;
     loop {
-        let rec = store.task(&args.id)?;
+        // Only the status matters: fields cut small.
+        let rec = store.task_preview(&args.id, 1024)?.record;
         if is_ended(rec.status) {
             if rec.status == TaskStatus::Canceled {
                 writeln!(out, "canceled running task {}", args.id)?;
@@ -304,27 +321,68 @@ pub fn task_json(rec: &TaskRecord) -> Value {
     })
 }
 
-fn show(rec: &TaskRecord, out: &mut dyn Write) -> anyhow::Result<()> {
+/// [`task_json`] of a record read cut, with `"clipped": {field: {"size":
+/// bytes, "head": first bytes}}` for each field cut short (a cut JSON field
+/// holds its stand-in: `null` arguments, no result, empty meta).
+pub fn preview_json(preview: &TaskPreview) -> Value {
+    let mut value = task_json(&preview.record);
+    if !preview.clipped.is_empty()
+        && let Value::Object(map) = &mut value
+    {
+        let clipped: serde_json::Map<String, Value> = preview
+            .clipped
+            .iter()
+            .map(|c| (c.field.clone(), json!({"size": c.size, "head": c.head})))
+            .collect();
+        map.insert("clipped".to_owned(), Value::Object(clipped));
+    }
+    value
+}
+
+/// A field's value as `task show` prints it: the whole, or the first bytes
+/// and the full size.
+fn shown(preview: &TaskPreview, field: &str, whole: impl std::fmt::Display) -> String {
+    match preview.clip(field) {
+        Some(c) => format!(
+            "{}… (cut: {} bytes in all; `task show --full` prints everything)",
+            c.head, c.size
+        ),
+        None => whole.to_string(),
+    }
+}
+
+fn show(preview: &TaskPreview, out: &mut dyn Write) -> anyhow::Result<()> {
+    let rec = &preview.record;
     let time = |t: Option<jiff::Timestamp>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
     writeln!(out, "id:           {}", rec.id)?;
     writeln!(out, "task:         {}", rec.task)?;
-    writeln!(out, "description:  {}", rec.description)?;
+    writeln!(
+        out,
+        "description:  {}",
+        shown(preview, "description", &rec.description)
+    )?;
     writeln!(out, "status:       {}", rec.status)?;
     writeln!(out, "queue:        {}", rec.queue)?;
     writeln!(out, "enqueued at:  {}", rec.enqueued_at)?;
     writeln!(out, "started at:   {}", time(rec.started_at))?;
     writeln!(out, "ended at:     {}", time(rec.ended_at))?;
     if let Some(error) = &rec.error {
-        writeln!(out, "error:        {error}")?;
+        writeln!(out, "error:        {}", shown(preview, "error", error))?;
     }
-    if let Some(result) = &rec.result {
+    if preview.clip("result").is_some() {
+        writeln!(out, "result:       {}", shown(preview, "result", ""))?;
+    } else if let Some(result) = &rec.result {
         writeln!(out, "result:       {result}")?;
     }
     if let Some(unique) = &rec.unique {
         writeln!(out, "unique key:   {unique}")?;
     }
-    writeln!(out, "args:         {}", rec.args)?;
-    writeln!(out, "meta:         {}", Value::Object(rec.meta.clone()))?;
+    writeln!(out, "args:         {}", shown(preview, "args", &rec.args))?;
+    writeln!(
+        out,
+        "meta:         {}",
+        shown(preview, "meta", Value::Object(rec.meta.clone()))
+    )?;
     if let Some(at) = rec.run_at {
         writeln!(out, "due at:       {at}")?;
     }

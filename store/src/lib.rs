@@ -62,6 +62,7 @@ mod maintenance;
 mod nodes;
 mod partition;
 mod partitioned;
+mod preview;
 mod producer;
 mod progress;
 mod record;
@@ -80,7 +81,9 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
-pub use connection::{RedisConfig, WaitPolicy, reload_password_files};
+pub use connection::{
+    RedisConfig, WaitPolicy, check_secret_file, reload_password_files, secret_file_problem,
+};
 pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
@@ -90,6 +93,7 @@ pub use graph::{
     NodeStatus, PlannedNode,
 };
 pub use maintenance::Reclaimed;
+pub use preview::{Clipped, MAX_FIELDS, TaskPreview};
 pub use producer::Queue;
 pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
 pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduledRun};

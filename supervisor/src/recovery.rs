@@ -55,7 +55,13 @@ pub(crate) fn recover_slot(
                 );
                 let ended = Outcome::failure(FailureKind::WorkerDied);
                 let conclusion = conclude(&record, ended, policy, &current.chain);
-                (record.description, conclusion)
+                // The call text carries the arguments: logged only when asked for.
+                let call = if current.config.settings.log_task_args {
+                    record.description
+                } else {
+                    record.task
+                };
+                (call, conclusion)
             }
             Err(e) => {
                 warn!(slot = dead_slot, task = %id, "task of a dead slot has no readable record: {e}");

@@ -122,6 +122,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Shared state starting with `current`.
     pub(crate) fn new(current: Current, registry: TaskRegistry, retire: RetireHandle) -> Self {
+        let metrics = Metrics::new(current.config.queues.clone(), registry.names());
         Shared {
             current: RwLock::new(Arc::new(current)),
             registry,
@@ -132,7 +133,7 @@ impl Shared {
             redis_down_since: Mutex::new(None),
             retire,
             reported_fields: Mutex::new(BTreeSet::new()),
-            metrics: Metrics::new(),
+            metrics,
         }
     }
 
@@ -171,6 +172,7 @@ impl Shared {
 
     /// Puts a new configuration in effect.
     pub(crate) fn replace(&self, current: Current) {
+        self.metrics.serve_queues(&current.config.queues);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(current);
     }
 

@@ -470,3 +470,73 @@ fn version_and_help() {
         assert!(help.contains(word), "{word} missing from help:\n{help}");
     }
 }
+
+/// Writes, as a raw producer could, a failed task whose argument is 20 MB,
+/// description 2 MB and error 2 MB; returns its id.
+pub(crate) fn huge_failed_task(c: &mut redis::Connection) -> String {
+    let id = "huge-1".to_owned();
+    let args = format!("\"{}\"", "a".repeat(20 * 1024 * 1024));
+    let description = format!("report({})", "d".repeat(2 * 1024 * 1024));
+    let error = format!("boom {}", "e".repeat(2 * 1024 * 1024));
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(format!("redis_tasks:task:{id}"))
+        .arg(&[
+            ("task", "report"),
+            ("args", args.as_str()),
+            ("status", "failed"),
+            ("queue", "default"),
+            ("description", description.as_str()),
+            ("error", error.as_str()),
+            ("enqueued_at", "2026-11-25T08:17:26.123456Z"),
+            ("ended_at", "2026-11-25T08:17:27.123456Z"),
+        ])
+        .cmd("ZADD")
+        .arg("redis_tasks:failed")
+        .arg(1_764_058_647)
+        .arg(&id)
+        .exec(c)
+        .expect("raw failed task");
+    id
+}
+
+/// A producer's 20 MB argument in the failed registry: `failed list` and
+/// `task show` print its first bytes and its size, not all of it; `task
+/// show --full` prints everything.
+#[test]
+fn listings_and_task_show_cut_huge_fields() {
+    let server = RedisServer::start();
+    let id = huge_failed_task(&mut server.client());
+    let list = admin(&server).args(["failed", "list"]).output();
+    assert!(list.status.success(), "{}", list.stderr);
+    assert!(list.stdout.len() < 64 * 1024, "{} bytes", list.stdout.len());
+    assert!(list.stdout.contains(&id) && list.stdout.contains('…'));
+    let json = admin(&server).args(["failed", "list", "--json"]).output();
+    assert!(json.stdout.len() < 64 * 1024, "{} bytes", json.stdout.len());
+    let rows = json_of(&json.stdout);
+    assert_eq!(
+        rows[0]["clipped"]["args"]["size"],
+        json!(20 * 1024 * 1024 + 2)
+    );
+    let show = admin(&server).args(["task", "show", &id]).output();
+    assert!(show.status.success(), "{}", show.stderr);
+    assert!(
+        show.stdout.len() < 1024 * 1024,
+        "{} bytes",
+        show.stdout.len()
+    );
+    assert!(
+        show.stdout.contains("cut: 20971522 bytes in all"),
+        "{}",
+        &show.stdout[..2000.min(show.stdout.len())]
+    );
+    let full = admin(&server)
+        .args(["task", "show", &id, "--full"])
+        .output();
+    assert!(
+        full.stdout.len() > 20 * 1024 * 1024,
+        "{} bytes",
+        full.stdout.len()
+    );
+}

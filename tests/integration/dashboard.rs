@@ -3,17 +3,23 @@
 //! installs it) over the DevTools protocol, and by plain HTTP for what a
 //! browser would not do (forged POSTs, foreign hosts, missing tokens).
 //!
+//! Every dashboard asks for a token, loopback too: [`Dashboard::start`]
+//! signs in with the login URL the dashboard prints (or the token it was
+//! given) and [`http`] sends that session's cookie; [`anonymous`] is a
+//! local client that never signed in.
+//!
 //! With `DASHBOARD_SCREENSHOTS=<dir>` the browser test also writes the
 //! screenshots of docs/dashboard.md there
 //! (`DASHBOARD_SCREENSHOTS=docs/images cargo test --test integration dashboard`).
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
@@ -57,7 +63,43 @@ impl Dashboard {
             }
             TcpStream::connect(("127.0.0.1", dashboard.port)).is_ok()
         });
+        // Sign in the way a user would, and keep the session for `http`.
+        let given = env.iter().find(|(k, _)| *k == "RT_DASHBOARD_TOKEN");
+        let signed_in = if let Some((_, token)) = given {
+            Some(anonymous(
+                port,
+                "POST",
+                "/login",
+                &[],
+                &format!("token={token}"),
+            ))
+        } else if args.contains(&"--no-auth") {
+            None
+        } else {
+            let url = dashboard.login_url();
+            let path = url.trim_start_matches(&format!("http://127.0.0.1:{port}"));
+            Some(anonymous(port, "GET", path, &[], ""))
+        };
+        if let Some(answer) = signed_in {
+            let cookie = session_cookie(&answer)
+                .unwrap_or_else(|| panic!("no session after signing in: {}", answer.headers));
+            jar().insert(port, cookie);
+        }
         dashboard
+    }
+
+    /// The login URL the dashboard printed at start.
+    fn login_url(&self) -> String {
+        let mut url = None;
+        wait_until("the login URL", Duration::from_secs(30), || {
+            let log = self.log();
+            url = log
+                .split_whitespace()
+                .find(|w| w.starts_with("http://") && w.contains("/login?token="))
+                .map(str::to_owned);
+            url.is_some()
+        });
+        url.expect("login URL")
     }
 
     fn url(&self, path: &str) -> String {
@@ -83,8 +125,45 @@ struct Answer {
     body: String,
 }
 
-/// One HTTP/1.1 request with `headers` (full lines) and a form `body`.
+/// The session cookie of each dashboard's port (see [`Dashboard::start`]).
+fn jar() -> std::sync::MutexGuard<'static, BTreeMap<u16, String>> {
+    static JAR: Mutex<BTreeMap<u16, String>> = Mutex::new(BTreeMap::new());
+    JAR.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The `name=value` of the session cookie an answer sets, if it does.
+fn session_cookie(answer: &Answer) -> Option<String> {
+    answer.headers.lines().find_map(|l| {
+        let value = l.strip_prefix("set-cookie: ")?;
+        let pair = value.split(';').next()?;
+        pair.starts_with("rt_dashboard_session=")
+            .then(|| pair.to_owned())
+    })
+}
+
+/// [`anonymous`] with the session of the dashboard on `port` (unless
+/// `headers` bring their own credential); a session the answer starts
+/// (`--no-auth`) is kept.
 fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
+    let own = headers.iter().any(|h| {
+        let h = h.to_lowercase();
+        h.starts_with("cookie:") || h.starts_with("authorization:")
+    });
+    let cookie = jar().get(&port).cloned().filter(|_| !own);
+    let cookie_line = cookie.map(|c| format!("Cookie: {c}"));
+    let mut all: Vec<&str> = headers.to_vec();
+    all.extend(cookie_line.as_deref());
+    let answer = anonymous(port, method, path, &all, body);
+    if let Some(new) = session_cookie(&answer).filter(|_| !own) {
+        jar().insert(port, new);
+    }
+    answer
+}
+
+/// One HTTP/1.1 request with `headers` (full lines) and a form `body`, and
+/// no credential but what `headers` carry.
+fn anonymous(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -242,6 +321,12 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
     let tab = browser.new_tab().expect("tab");
     tab.set_default_timeout(Duration::from_secs(60));
 
+    // Signed out, the browser is sent to the login form; the login URL the
+    // dashboard printed signs it in and lands on the overview.
+    open(&tab, &dashboard.url("/failed"));
+    assert!(tab.get_url().contains("/login"), "{}", tab.get_url());
+    open(&tab, &dashboard.login_url());
+
     // The overview counts the failed task and lists the queues.
     open(&tab, &dashboard.url("/"));
     assert_eq!(text(&tab, "#failed-count"), "1");
@@ -341,6 +426,199 @@ fn forged_and_foreign_requests_change_nothing() {
     assert_eq!(again.status, 409, "{}", again.body);
 }
 
+/// Another local process (a task whose profile keeps the network, another
+/// user) that never signed in: it can read no task's arguments, learn no
+/// CSRF token, and delete nothing, with or without a session of its own.
+#[test]
+fn a_local_client_without_the_token_can_neither_read_nor_delete() {
+    let (demo, failed) = demo_with_a_failed_task();
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", &format!("/tasks/{failed}"), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("the report server said no"),
+        "{}",
+        page.body
+    );
+    let csrf = csrf_of(&page.body);
+
+    for path in [
+        format!("/tasks/{failed}"),
+        "/failed".to_owned(),
+        "/".to_owned(),
+    ] {
+        let answer = anonymous(port, "GET", &path, &[], "");
+        assert_eq!(answer.status, 303, "{path}: {}", answer.body);
+        assert!(answer.headers.contains("location: /login"), "{path}");
+        assert!(!answer.body.contains("the report server said no"), "{path}");
+        assert!(!answer.body.contains("name=\"csrf\""), "{path}");
+    }
+    // Even with the signed-in browser's CSRF token (leaked somehow), a
+    // request without its session cookie deletes nothing.
+    for headers in [
+        vec![],
+        vec!["Cookie: rt_dashboard_session=0123456789abcdef0123456789abcdef"],
+    ] {
+        let answer = anonymous(
+            port,
+            "POST",
+            &format!("/tasks/{failed}/delete"),
+            &headers,
+            &format!("csrf={csrf}"),
+        );
+        assert!(
+            answer.status == 303 && answer.headers.contains("location: /login"),
+            "{headers:?}: {} {}",
+            answer.status,
+            answer.body
+        );
+        assert_eq!(demo.task(&failed).status, TaskStatus::Failed);
+    }
+    // A second session (a second browser) has a CSRF token of its own.
+    let other = anonymous(
+        port,
+        "GET",
+        dashboard
+            .login_url()
+            .trim_start_matches(&format!("http://127.0.0.1:{port}")),
+        &[],
+        "",
+    );
+    let other = format!("Cookie: {}", session_cookie(&other).expect("session"));
+    let other_page = anonymous(port, "GET", &format!("/tasks/{failed}"), &[&other], "");
+    assert_ne!(csrf_of(&other_page.body), csrf);
+    let crossed = anonymous(
+        port,
+        "POST",
+        &format!("/tasks/{failed}/delete"),
+        &[&other],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(crossed.status, 403, "{}", crossed.body);
+    assert_eq!(demo.task(&failed).status, TaskStatus::Failed);
+}
+
+/// `--no-auth` is for loopback only, and says so loudly.
+#[test]
+fn no_auth_is_refused_off_loopback() {
+    let demo = Demo::new();
+    let o = Cmd::new(admin_bin())
+        .env("REDIS_URL", demo.redis.url())
+        .args(["dashboard", "--no-auth", "--bind", "0.0.0.0:0"])
+        .fails();
+    assert!(o.stderr.contains("refusing --no-auth"), "{}", o.stderr);
+    let (demo, failed) = demo_with_a_failed_task();
+    let dashboard = Dashboard::start(&demo, &["--no-auth"], &[]);
+    assert!(
+        dashboard.log().contains("WITHOUT authentication"),
+        "{}",
+        dashboard.log()
+    );
+    let page = http(dashboard.port, "GET", &format!("/tasks/{failed}"), &[], "");
+    assert_eq!(page.status, 200);
+    let csrf = csrf_of(&page.body);
+    // The page's token only works with the cookie that came with it.
+    let bare = anonymous(
+        dashboard.port,
+        "POST",
+        &format!("/tasks/{failed}/delete"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(bare.status, 403, "{}", bare.body);
+    let answer = http(
+        dashboard.port,
+        "POST",
+        &format!("/tasks/{failed}/delete"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+}
+
+/// A producer's 20 MB argument (2 MB description and error) in the failed
+/// registry: the failed list and the task page stay small and quick, and
+/// the whole argument is a download of its own.
+#[test]
+fn a_huge_record_makes_small_pages() {
+    let (demo, _) = demo_with_a_failed_task();
+    let id = crate::cli_admin::huge_failed_task(&mut demo.redis.client());
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    for path in ["/failed".to_owned(), format!("/tasks/{id}"), "/".to_owned()] {
+        let started = std::time::Instant::now();
+        let page = http(port, "GET", &path, &[], "");
+        let took = started.elapsed();
+        assert_eq!(
+            page.status,
+            200,
+            "{path}: {}",
+            &page.body[..page.body.len().min(2000)]
+        );
+        assert!(
+            page.body.len() < 1024 * 1024,
+            "{path}: {} bytes",
+            page.body.len()
+        );
+        assert!(took < Duration::from_secs(10), "{path}: {took:?}");
+    }
+    let task = http(port, "GET", &format!("/tasks/{id}"), &[], "");
+    assert!(
+        task.body.contains("20971522 bytes in all"),
+        "{}",
+        &task.body[..4000.min(task.body.len())]
+    );
+    assert!(task.body.contains(&format!("/tasks/{id}/raw/args")));
+    let raw = http(port, "GET", &format!("/tasks/{id}/raw/args"), &[], "");
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.body.len(), 20 * 1024 * 1024 + 2);
+    assert!(raw.headers.contains("content-disposition: attachment"));
+    assert_eq!(
+        http(port, "GET", &format!("/tasks/{id}/raw/status"), &[], "").status,
+        404
+    );
+    assert_eq!(
+        anonymous(port, "GET", &format!("/tasks/{id}/raw/args"), &[], "").status,
+        303
+    );
+}
+
+/// Lists are paged: the second page of the failed registry shows the older
+/// tasks.
+#[test]
+fn the_failed_list_is_paged() {
+    let demo = Demo::new();
+    let mut c = demo.redis.client();
+    let mut pipe = redis::pipe();
+    for i in 0..150 {
+        let id = format!("old-{i:03}");
+        pipe.cmd("HSET")
+            .arg(format!("redis_tasks:task:{id}"))
+            .arg(&[
+                ("task", "report"),
+                ("args", "null"),
+                ("status", "failed"),
+                ("queue", "default"),
+                ("enqueued_at", "2026-11-25T08:17:26Z"),
+            ])
+            .ignore()
+            .cmd("ZADD")
+            .arg("redis_tasks:failed")
+            .arg(1_764_000_000 + i)
+            .arg(&id)
+            .ignore();
+    }
+    pipe.exec(&mut c).expect("failed tasks");
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let first = http(dashboard.port, "GET", "/failed", &[], "");
+    assert!(first.body.contains("old-149") && !first.body.contains("old-049"));
+    assert!(first.body.contains("page 1 of 2"), "{}", first.body);
+    let second = http(dashboard.port, "GET", "/failed?page=1", &[], "");
+    assert!(second.body.contains("old-049") && !second.body.contains("old-050\""));
+    assert!(second.body.contains("old-000"));
+}
+
 #[test]
 fn delete_removes_a_failed_task_and_cancel_a_queued_one() {
     let (demo, failed) = demo_with_a_failed_task();
@@ -412,22 +690,28 @@ fn a_token_is_required_off_loopback_and_then_asked_for() {
     let token = "correct-horse-battery-staple";
     let dashboard = Dashboard::start(&demo, &[], &[("RT_DASHBOARD_TOKEN", token)]);
     let port = dashboard.port;
-    let anonymous = http(port, "GET", "/", &[], "");
-    assert_eq!(anonymous.status, 303);
-    assert!(anonymous.headers.contains("location: /login"));
-    let wrong = http(port, "POST", "/login", &[], "token=guess-guess-guess-1");
+    let signed_out = anonymous(port, "GET", "/", &[], "");
+    assert_eq!(signed_out.status, 303);
+    assert!(signed_out.headers.contains("location: /login"));
+    let wrong = anonymous(port, "POST", "/login", &[], "token=guess-guess-guess-1");
     assert!(wrong.headers.contains("location: /login?error"));
-    let login = http(port, "POST", "/login", &[], &format!("token={token}"));
+    let login = anonymous(port, "POST", "/login", &[], &format!("token={token}"));
+    let session = session_cookie(&login).unwrap_or_else(|| panic!("{}", login.headers));
+    assert!(login.headers.contains("httponly"));
     assert!(
-        login.headers.contains("set-cookie: rt_dashboard_token="),
-        "{}",
+        !login.headers.contains(token),
+        "the token itself is not a cookie: {}",
         login.headers
     );
-    assert!(login.headers.contains("httponly"));
-    let cookie = format!("Cookie: rt_dashboard_token={token}");
-    assert_eq!(http(port, "GET", "/", &[&cookie], "").status, 200);
+    let cookie = format!("Cookie: {session}");
+    assert_eq!(anonymous(port, "GET", "/", &[&cookie], "").status, 200);
+    let made_up = "Cookie: rt_dashboard_session=0123456789abcdef0123456789abcdef";
+    assert_eq!(anonymous(port, "GET", "/", &[made_up], "").status, 303);
     let bearer = format!("Authorization: Bearer {token}");
-    assert_eq!(http(port, "GET", "/failed", &[&bearer], "").status, 200);
+    assert_eq!(
+        anonymous(port, "GET", "/failed", &[&bearer], "").status,
+        200
+    );
 }
 
 #[test]

@@ -216,3 +216,77 @@ fn an_unknown_log_format_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
     assert!(o.stderr.contains("xml"), "{}", o.stderr);
 }
+
+/// A raw producer's `description` and a task's error message with a
+/// newline and a made-up log line after it: the supervisor's log gets one
+/// escaped line, not a forged one, in both formats; and the end line names
+/// the task without its arguments unless `log_task_args` asks for them.
+#[test]
+fn text_from_redis_cannot_forge_a_log_line_and_arguments_stay_out() {
+    for (format, with_args) in [("text", false), ("json", false), ("text", true)] {
+        let demo = Demo::new();
+        let mut sup = demo.start(
+            &["--concurrency", "1"],
+            &[
+                ("RT_LOG_FORMAT", format),
+                ("RT_LOG_TASK_ARGS", if with_args { "true" } else { "false" }),
+            ],
+        );
+        let mut conn = demo.redis.client();
+        let id = "raw-forger";
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(format!("redis_tasks:task:{id}"))
+            .arg(&[
+                "task",
+                "noop",
+                "args",
+                "null",
+                "status",
+                "queued",
+                "queue",
+                "default",
+                "description",
+                "report\n ERROR FORGED line finished in 0.002 s\r\u{1b}[2K",
+            ])
+            .arg(&["enqueued_at", "2026-01-01T00:00:00Z"])
+            .cmd("RPUSH")
+            .arg("redis_tasks:queue:default")
+            .arg(id)
+            .query::<()>(&mut conn)
+            .expect("raw enqueue");
+        let failing = demo.enqueue(
+            "fail",
+            json!({"message": "no\n ERROR FORGED line from an error\r"}),
+        );
+        let secret = demo.enqueue("noop", json!({"password": "hunter2-in-args"}));
+        demo.wait_status(id, TaskStatus::Finished, Duration::from_secs(60));
+        demo.wait_status(&failing, TaskStatus::Failed, Duration::from_secs(60));
+        demo.wait_status(&secret, TaskStatus::Finished, Duration::from_secs(60));
+        sup.stop();
+        let log = sup.log();
+        let what = format!("{format}, log_task_args={with_args}");
+        for line in log.lines() {
+            assert!(
+                !line.trim_start().starts_with("ERROR FORGED"),
+                "{what}: a forged line:\n{log}"
+            );
+            assert!(
+                !line.contains('\r') && !line.contains('\u{1b}'),
+                "{what}:\n{log}"
+            );
+        }
+        assert!(log.contains("FORGED line from an error"), "{what}:\n{log}");
+        if with_args {
+            assert!(log.contains("hunter2-in-args"), "{what}:\n{log}");
+            assert!(log.contains("FORGED line finished"), "{what}:\n{log}");
+        } else {
+            assert!(
+                !log.contains("hunter2-in-args"),
+                "{what}: arguments in the log:\n{log}"
+            );
+            assert!(log.contains("noop finished in"), "{what}:\n{log}");
+        }
+    }
+}

@@ -232,3 +232,208 @@ fn a_taken_metrics_address_stops_the_supervisor_at_start() {
         o.stderr
     );
 }
+
+/// The `Threads:` and `VmRSS:` (kB) lines of `/proc/<pid>/status`.
+fn threads_and_rss(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("field")
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+/// A raw producer (restricted ACL user, another language) writes records
+/// with made-up queue fields and task names, and fills `P:queues` with
+/// made-up names: the page keeps a bounded number of series and the
+/// supervisor's memory stays flat.
+#[test]
+fn made_up_queue_and_task_names_neither_grow_the_page_nor_the_supervisor() {
+    let demo = Demo::new();
+    let port = free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut sup = demo.start(
+        &[
+            "--concurrency",
+            "2",
+            "--max-tasks-per-child",
+            "100000",
+            "--metrics-addr",
+            &addr,
+        ],
+        &[],
+    );
+    let warm = demo.enqueue("noop", json!(null));
+    demo.wait_ended(&warm, Duration::from_secs(60));
+    let (_, rss_before) = threads_and_rss(sup.pid());
+    let mut conn = demo.redis.client();
+    const NAMES: usize = 30_000;
+    const TASKS: usize = 2_000;
+    for chunk in (0..NAMES).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SADD")
+                .arg("redis_tasks:queues")
+                .arg(format!("made-up-queue-{i}"))
+                .ignore();
+            if i % 100 == 0 {
+                pipe.cmd("RPUSH")
+                    .arg(format!("redis_tasks:queue:made-up-queue-{i}"))
+                    .arg(format!("nobody-runs-{i}"))
+                    .ignore();
+            }
+        }
+        pipe.query::<()>(&mut conn).expect("queue names");
+    }
+    let ids: Vec<String> = (0..TASKS).map(|i| format!("made-up-{i}")).collect();
+    for (n, chunk) in ids.chunks(500).enumerate() {
+        let mut pipe = redis::pipe();
+        for (i, id) in chunk.iter().enumerate() {
+            let task = if i % 2 == 0 {
+                "noop".to_owned()
+            } else {
+                format!("made-up-task-{n}-{i}")
+            };
+            pipe.cmd("HSET")
+                .arg(format!("redis_tasks:task:{id}"))
+                .arg(&["task", &task, "args", "null", "status", "queued"])
+                .arg(&["queue", &format!("made-up-field-{n}-{i}")])
+                .arg(&["enqueued_at", "2026-01-01T00:00:00Z"])
+                .ignore()
+                .cmd("RPUSH")
+                .arg("redis_tasks:queue:default")
+                .arg(id)
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).expect("raw tasks");
+    }
+    let last = ids.last().expect("ids");
+    demo.wait_ended(last, Duration::from_secs(300));
+    let mut page = String::new();
+    wait_until(
+        "every made-up task counted",
+        Duration::from_secs(120),
+        || {
+            let Some((_, body)) = get(port, "/metrics") else {
+                return false;
+            };
+            page = body;
+            let ended: f64 = page
+                .lines()
+                .filter(|l| l.starts_with("redis_tasks_tasks_ended_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            ended >= (TASKS + 1) as f64
+        },
+    );
+    let queue_series = page
+        .lines()
+        .filter(|l| l.starts_with("redis_tasks_queue_length{"))
+        .count();
+    assert!(
+        page.len() < 100_000,
+        "{} bytes, {} lines; first lines:\n{}",
+        page.len(),
+        page.lines().count(),
+        page.lines().take(80).collect::<Vec<_>>().join("\n")
+    );
+    assert!(queue_series <= 52, "{queue_series} queue_length series");
+    assert_eq!(
+        sample(&page, r#"redis_tasks_queue_length{queue="other"}"#),
+        Some((NAMES / 100 - 50) as f64),
+        "the rest of the queues summed"
+    );
+    assert!(
+        sample(
+            &page,
+            r#"redis_tasks_tasks_ended_total{queue="other",task="other",outcome="failed"}"#
+        )
+        .is_some_and(|n| n >= (TASKS / 2) as f64),
+        "{page}"
+    );
+    promtool_check(&page);
+    let (_, rss_after) = threads_and_rss(sup.pid());
+    eprintln!(
+        "made-up names: page {} bytes, {queue_series} queue_length series, RSS {rss_before} -> {rss_after} kB",
+        page.len()
+    );
+    assert!(
+        rss_after < rss_before + 40 * 1024,
+        "supervisor RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    sup.stop();
+}
+
+/// Thousands of clients that open a connection and send nothing, or
+/// pipeline requests without reading an answer: a normal scrape is still
+/// answered, tasks still run, the supervisor starts no thread for them,
+/// and SIGTERM still stops it.
+#[test]
+fn half_open_and_pipelining_clients_cannot_hurt_the_supervisor() {
+    let demo = Demo::new();
+    let port = free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut sup = demo.start(&["--concurrency", "2", "--metrics-addr", &addr], &[]);
+    let warm = demo.enqueue("noop", json!(null));
+    demo.wait_ended(&warm, Duration::from_secs(60));
+    assert!(get(port, "/metrics").is_some_and(|(s, _)| s.contains("200")));
+    let (threads_before, _) = threads_and_rss(sup.pid());
+
+    let target: std::net::SocketAddr = addr.parse().expect("addr");
+    let mut clients = Vec::new();
+    let pipelined = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(50);
+    for i in 0..2000 {
+        let Ok(mut stream) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
+            continue;
+        };
+        match i % 3 {
+            0 => {}
+            1 => {
+                let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+            }
+            _ => {
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let _ = stream.write_all(pipelined.as_bytes());
+            }
+        }
+        clients.push(stream);
+    }
+    assert!(
+        clients.len() > 500,
+        "only {} clients connected",
+        clients.len()
+    );
+
+    let (status, body) = {
+        let mut answer = None;
+        wait_until("a normal scrape answered", Duration::from_secs(20), || {
+            answer = get(port, "/metrics");
+            answer.is_some()
+        });
+        answer.expect("answer")
+    };
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("redis_tasks_slots"), "{body}");
+    let ids: Vec<String> = (0..5).map(|_| demo.enqueue("noop", json!(null))).collect();
+    for id in &ids {
+        assert_eq!(
+            demo.wait_ended(id, Duration::from_secs(60)).status,
+            TaskStatus::Finished
+        );
+    }
+    let (threads_during, _) = threads_and_rss(sup.pid());
+    eprintln!(
+        "{} clients held: threads {threads_before} -> {threads_during}",
+        clients.len()
+    );
+    assert!(
+        // Slots may have a helper thread or two of their own meanwhile.
+        threads_during <= threads_before + 10,
+        "threads went from {threads_before} to {threads_during}"
+    );
+    sup.stop();
+    drop(clients);
+}

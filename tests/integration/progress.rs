@@ -16,13 +16,23 @@ use crate::e2e::Demo;
 use crate::support::{admin_bin, free_port, wait_until};
 
 fn get(port: u16, path: &str) -> String {
+    get_as(port, path, "")
+}
+
+/// `GET path` with one more header line (`extra`, or none when empty).
+fn get_as(port: u16, path: &str, extra: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("{extra}\r\n")
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n\r\n"
     )
     .expect("send");
     let mut reply = String::new();
@@ -77,6 +87,7 @@ fn a_running_tasks_progress_reaches_task_show_the_dashboard_and_the_metric() {
         ])
         .env_remove("RT_SETTINGS")
         .env("REDIS_URL", demo.redis.url())
+        .env("RT_DASHBOARD_TOKEN", "progress-test-token-0123")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -85,8 +96,9 @@ fn a_running_tasks_progress_reaches_task_show_the_dashboard_and_the_metric() {
     wait_until("the dashboard to listen", Duration::from_secs(60), || {
         TcpStream::connect(("127.0.0.1", dashboard_port)).is_ok()
     });
-    let task_page = get(dashboard_port, &format!("/tasks/{id}"));
-    let overview = get(dashboard_port, "/");
+    let bearer = "Authorization: Bearer progress-test-token-0123";
+    let task_page = get_as(dashboard_port, &format!("/tasks/{id}"), bearer);
+    let overview = get_as(dashboard_port, "/", bearer);
     let _ = dashboard.kill();
     let _ = dashboard.wait();
     assert!(

@@ -550,6 +550,17 @@ fn a_password_file_is_a_setting() {
 }
 
 #[test]
+fn task_arguments_stay_out_of_the_log_unless_asked_for() {
+    assert!(!with_env(None, &[]).expect("valid").log_task_args);
+    let file = settings_file("log_task_args = true\n");
+    assert!(
+        with_env(Some(&file.path), &[])
+            .expect("valid")
+            .log_task_args
+    );
+}
+
+#[test]
 fn metrics_addr_is_an_address_and_port() {
     let file = settings_file("metrics_addr = \"127.0.0.1:9464\"\n");
     let s = with_env(Some(&file.path), &[]).expect("valid");

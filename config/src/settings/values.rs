@@ -87,6 +87,7 @@ pub(crate) const SCALAR_KEYS: [&str; 35] = [
     "worker_cgroups",
     "max_result_bytes",
     "metrics_addr",
+    "log_task_args",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -127,6 +128,7 @@ pub(super) fn apply_scalar(
         "worker_cgroups" => boolean(raw).map(|v| s.worker_cgroups = v),
         "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
         "metrics_addr" => socket_addr(raw).map(|v| s.metrics_addr = Some(v)),
+        "log_task_args" => boolean(raw).map(|v| s.log_task_args = v),
         _ => return super::redis::apply(&mut s.redis, key, raw),
     };
     Some(result)

@@ -24,7 +24,7 @@ pub(crate) async fn delayed(
             let total = store.scheduled_count()?;
             let due = store.scheduled_due(LIST_LIMIT)?;
             let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
-            let records = store.tasks(&ids)?;
+            let records = super::listed(store, &ids)?;
             Ok::<_, StoreError>((total, due, records))
         })
         .await;

@@ -18,13 +18,79 @@ mod task;
 
 pub(crate) use delayed::delayed;
 pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
-pub(crate) use task::task;
+pub(crate) use task::{raw, task};
 
 use crate::AppState;
 use crate::layout::{action, flash, page, seg, short, status, time};
 
 /// Most rows a list page shows.
 const LIST_LIMIT: usize = 100;
+
+/// Largest field value (bytes) a list row loads: a description or an
+/// error longer than that is cut (a raw producer's 100 MB argument must
+/// not be loaded to show one line).
+const LIST_FIELD_CAP: usize = 1024;
+
+/// `?page=N` of a list: page 0 shows the first [`LIST_LIMIT`] rows.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Paging {
+    page: Option<usize>,
+}
+
+impl Paging {
+    fn page(&self) -> usize {
+        self.page.unwrap_or(0).min(1_000_000)
+    }
+}
+
+/// The records of `ids` for a list, each field cut to [`LIST_FIELD_CAP`]
+/// (a cut description or error ends with `…`).
+pub(super) fn listed(
+    store: &Store,
+    ids: &[String],
+) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
+    Ok(store
+        .tasks_preview(ids, LIST_FIELD_CAP)?
+        .into_iter()
+        .map(|read| {
+            read.map(|preview| {
+                let (cut_description, cut_error) = (
+                    preview.clip("description").is_some(),
+                    preview.clip("error").is_some(),
+                );
+                let mut r = preview.record;
+                if cut_description {
+                    r.description.push('…');
+                }
+                if cut_error && let Some(error) = r.error.as_mut() {
+                    error.push('…');
+                }
+                r
+            })
+        })
+        .collect())
+}
+
+/// Links to the previous and next pages of a list of `total` rows.
+fn pager(path: &str, page: usize, total: u64) -> Markup {
+    let pages = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .div_ceil(LIST_LIMIT)
+        .max(1);
+    html! {
+        @if pages > 1 {
+            p.pager #pager {
+                @if page > 0 {
+                    a href={ (path) "?page=" (page - 1) } { "← previous" } " "
+                }
+                "page " (page + 1) " of " (pages)
+                @if page + 1 < pages {
+                    " " a href={ (path) "?page=" (page + 1) } { "next →" }
+                }
+            }
+        }
+    }
+}
 
 /// Minutes per bar of the overview's chart, and how many bars.
 const BUCKET_MINUTES: i64 = 5;
@@ -103,7 +169,7 @@ fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> 
         .iter()
         .filter_map(|w| w.current_task.clone())
         .collect();
-    let mut records = store.tasks(&current)?.into_iter();
+    let mut records = listed(store, &current)?.into_iter();
     let mut workers = Vec::new();
     for w in infos {
         let (record, progress) = match &w.current_task {
@@ -324,14 +390,16 @@ pub(crate) async fn queue(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Query(msg): Query<Flash>,
+    Query(paging): Query<Paging>,
 ) -> Response {
     let queue_name = name.clone();
+    let page_no = paging.page();
     let read = state
         .blocking(move |store| {
             let queue = store.queue(queue_name.as_str());
             let total = queue.count()?;
-            let ids = queue.ids(0, LIST_LIMIT)?;
-            let records = store.tasks(&ids)?;
+            let ids = queue.ids(page_no * LIST_LIMIT, LIST_LIMIT)?;
+            let records = listed(store, &ids)?;
             Ok::<_, StoreError>((total, ids, records))
         })
         .await;
@@ -343,8 +411,9 @@ pub(crate) async fn queue(
     let body = html! {
         h1 { "Queue " (name) }
         (flash(msg.text()))
-        p.muted { (total) " waiting; the first " (ids.len()) " in the order they will run." }
+        p.muted { (total) " waiting; " (ids.len()) " from number " (page_no * LIST_LIMIT + 1) " in the order they will run." }
         (task_table(&state, &ids, &records, now, true))
+        (pager(&format!("/queues/{}", seg(&name)), page_no, total))
     };
     page(&state, &format!("Queue {name}"), true, body).into_response()
 }
@@ -353,19 +422,26 @@ pub(crate) async fn queue(
 pub(crate) async fn failed(
     State(state): State<Arc<AppState>>,
     Query(msg): Query<Flash>,
+    Query(paging): Query<Paging>,
 ) -> Response {
-    registry_page(state, RegistryKind::Failed, msg).await
+    registry_page(state, RegistryKind::Failed, msg, paging.page()).await
 }
 
 /// `/finished`: the newest finished tasks.
 pub(crate) async fn finished(
     State(state): State<Arc<AppState>>,
     Query(msg): Query<Flash>,
+    Query(paging): Query<Paging>,
 ) -> Response {
-    registry_page(state, RegistryKind::Finished, msg).await
+    registry_page(state, RegistryKind::Finished, msg, paging.page()).await
 }
 
-async fn registry_page(state: Arc<AppState>, kind: RegistryKind, msg: Flash) -> Response {
+async fn registry_page(
+    state: Arc<AppState>,
+    kind: RegistryKind,
+    msg: Flash,
+    page_no: usize,
+) -> Response {
     let read = state
         .blocking(move |store| {
             let registry = match kind {
@@ -373,12 +449,18 @@ async fn registry_page(state: Arc<AppState>, kind: RegistryKind, msg: Flash) -> 
                 RegistryKind::Finished => store.finished(),
             };
             let total = registry.count()?;
-            let from = usize::try_from(total)
+            // Newest first: page 0 is the end of the registry.
+            let end = usize::try_from(total)
                 .unwrap_or(usize::MAX)
-                .saturating_sub(LIST_LIMIT);
-            let mut ids = registry.ids(from, LIST_LIMIT)?;
+                .saturating_sub(page_no * LIST_LIMIT);
+            let from = end.saturating_sub(LIST_LIMIT);
+            let mut ids = if end > 0 {
+                registry.ids(from, end - from)?
+            } else {
+                Vec::new()
+            };
             ids.reverse();
-            let records = store.tasks(&ids)?;
+            let records = listed(store, &ids)?;
             Ok::<_, StoreError>((total, ids, records))
         })
         .await;
@@ -394,8 +476,9 @@ async fn registry_page(state: Arc<AppState>, kind: RegistryKind, msg: Flash) -> 
     let body = html! {
         h1 { (title) }
         (flash(msg.text()))
-        p.muted { (total) " in the registry; the newest " (ids.len()) " first." }
+        p.muted { (total) " in the registry, newest first." }
         (task_table(&state, &ids, &records, now, kind == RegistryKind::Failed))
+        (pager(if kind == RegistryKind::Failed { "/failed" } else { "/finished" }, page_no, total))
     };
     page(&state, title, true, body).into_response()
 }
@@ -404,13 +487,19 @@ async fn registry_page(state: Arc<AppState>, kind: RegistryKind, msg: Flash) -> 
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginQuery {
     error: Option<String>,
+    /// The token, from the login URL printed at start.
+    token: Option<String>,
 }
 
-/// `/login`: the token form (only with a token).
+/// `/login`: signs in with `?token=` (the login URL printed at start), else
+/// shows the token form.
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     Query(q): Query<LoginQuery>,
 ) -> Response {
+    if let Some(token) = &q.token {
+        return crate::actions::sign_in(&state, token);
+    }
     let body = html! {
         h1 { "Sign in" }
         @if q.error.is_some() {

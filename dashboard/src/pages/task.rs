@@ -1,17 +1,115 @@
-//! The task page: everything about one task.
+//! The task page: everything about one task, each field cut to
+//! [`PAGE_FIELD_CAP`] (the size in full and a link to the whole value,
+//! `/tasks/{id}/raw/{field}`, capped at [`RAW_CAP`]).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use maud::{Markup, html};
 use redis_tasks_protocol::{TaskRecord, TaskStatus};
-use redis_tasks_store::{GRAPH_META_KEY, StoreError};
+use redis_tasks_store::{Clipped, GRAPH_META_KEY, StoreError};
 
-use super::{Flash, progress_bar, store_error, task_actions};
+use super::{Flash, error_page, progress_bar, store_error, task_actions};
 use crate::AppState;
 use crate::layout::{flash, page, seg, short, status, time};
+
+/// Largest field value (bytes) the task page loads and shows.
+const PAGE_FIELD_CAP: usize = 64 * 1024;
+
+/// Largest field value served whole by `/tasks/{id}/raw/{field}`.
+const RAW_CAP: usize = 32 * 1024 * 1024;
+
+/// Longest description in the page's title and heading (characters).
+const TITLE_CHARS: usize = 200;
+
+/// The fields `/tasks/{id}/raw/{field}` serves, and their content types.
+fn raw_type(field: &str) -> Option<&'static str> {
+    match field {
+        "args" | "result" | "meta" | "attempts" | "aborted_runs" | "progress" => {
+            Some("application/json")
+        }
+        "description" | "error" => Some("text/plain; charset=utf-8"),
+        _ => None,
+    }
+}
+
+/// A note that `field` was cut, with its full size and the link to all of
+/// it.
+fn cut_note(id: &str, clip: &Clipped) -> Markup {
+    html! {
+        p.muted.cut id={ "cut-" (clip.field) } {
+            "Cut: " (clip.size) " bytes in all; the first " (clip.head.len()) " below. "
+            a href={ "/tasks/" (seg(id)) "/raw/" (clip.field) } { "The whole value" }
+            @if usize::try_from(clip.size).unwrap_or(usize::MAX) > RAW_CAP {
+                " (over the dashboard's " (RAW_CAP / (1024 * 1024)) " MiB limit: read it with redis-cli HGET)"
+            }
+        }
+    }
+}
+
+/// A JSON field: pretty when whole, its first bytes when cut.
+fn json_field(
+    id: &str,
+    clip: Option<&Clipped>,
+    whole: &serde_json::Value,
+    html_id: &str,
+) -> Markup {
+    let pretty = serde_json::to_string_pretty(whole).unwrap_or_default();
+    html! {
+        @match clip {
+            Some(clip) => { (cut_note(id, clip)) pre id=(html_id) { (clip.head) } },
+            None => pre id=(html_id) { (pretty) },
+        }
+    }
+}
+
+/// `/tasks/{id}/raw/{field}`: one field of the record, whole (up to
+/// [`RAW_CAP`]), as a download.
+pub(crate) async fn raw(
+    State(state): State<Arc<AppState>>,
+    Path((id, field)): Path<(String, String)>,
+) -> Response {
+    let Some(content_type) = raw_type(&field) else {
+        return error_page(&state, StatusCode::NOT_FOUND, "There is no such field.");
+    };
+    let (task_id, name) = (id.clone(), field.clone());
+    let read = state
+        .blocking(move |store| store.task_field(&task_id, &name, RAW_CAP))
+        .await;
+    match read {
+        Ok(Some((_, size))) if usize::try_from(size).unwrap_or(usize::MAX) > RAW_CAP => error_page(
+            &state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "The {field} of task {id} is {size} bytes, over the dashboard's limit of {RAW_CAP} bytes;                  read it with redis-cli HGET."
+            ),
+        ),
+        Ok(Some((bytes, _))) => {
+            let disposition = format!(
+                "attachment; filename=\"{}-{field}.{}\"",
+                seg(&id),
+                if content_type.starts_with("application/json") {
+                    "json"
+                } else {
+                    "txt"
+                }
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, content_type.to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Ok(None) => error_page(&state, StatusCode::NOT_FOUND, "The task has no such field."),
+        Err(e) => store_error(&state, &e),
+    }
+}
 
 /// `/tasks/{id}`: everything about one task.
 pub(crate) async fn task(
@@ -22,19 +120,34 @@ pub(crate) async fn task(
     let task_id = id.clone();
     let read = state
         .blocking(move |store| {
-            let record = store.task(&task_id)?;
+            let preview = store.task_preview(&task_id, PAGE_FIELD_CAP)?;
             // A progress field that does not read is shown as none rather
-            // than hiding the whole task.
-            let progress = store.progress(&task_id).ok().flatten();
-            Ok::<_, StoreError>((record, progress))
+            // than hiding the whole task; one cut short is not read.
+            let progress = if preview.clip("progress").is_some() {
+                None
+            } else {
+                store.progress(&task_id).ok().flatten()
+            };
+            Ok::<_, StoreError>((preview, progress))
         })
         .await;
-    let (r, progress) = match read {
+    let (preview, progress) = match read {
         Ok(read) => read,
         Err(e) => return store_error(&state, &e),
     };
+    let r = &preview.record;
+    let clip = |field: &str| preview.clip(field);
+    let title: String =
+        if r.description.chars().count() > TITLE_CHARS || clip("description").is_some() {
+            r.description
+                .chars()
+                .take(TITLE_CHARS)
+                .chain(['…'])
+                .collect()
+        } else {
+            r.description.clone()
+        };
     let now = Timestamp::now();
-    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let graph = r
         .meta
         .get(GRAPH_META_KEY)
@@ -46,9 +159,9 @@ pub(crate) async fn task(
         TaskStatus::Queued | TaskStatus::Running | TaskStatus::Scheduled
     );
     let body = html! {
-        h1 { (r.description) }
+        h1 { (title) }
         (flash(msg.text()))
-        div.actions { (task_actions(&state, &r)) }
+        div.actions { (task_actions(&state, r)) }
         @if r.status == TaskStatus::Running && !state.options.read_only {
             p.muted #cancel-note {
                 "Cancel asks the supervisor running this task to stop it: it kills the task's worker process "
@@ -98,19 +211,22 @@ pub(crate) async fn task(
         }
         @if let Some(error) = &r.error {
             h2 { "Error" }
+            @if let Some(c) = clip("error") { (cut_note(&r.id, c)) }
             pre #task-error { (error) }
         }
         h2 { "Result" }
-        @match &r.result {
-            Some(result) => pre #task-result { (pretty(result)) },
-            None if r.status == TaskStatus::Finished => p.muted { "None: the task returned nothing." },
-            None => p.muted { "None yet." },
+        @match (&r.result, clip("result")) {
+            (_, Some(c)) => { (cut_note(&r.id, c)) pre #task-result { (c.head) } },
+            (Some(result), None) => (json_field(&r.id, None, result, "task-result")),
+            (None, None) if r.status == TaskStatus::Finished => p.muted { "None: the task returned nothing." },
+            (None, None) => p.muted { "None yet." },
         }
         h2 { "Arguments" }
-        pre { (pretty(&r.args)) }
+        (json_field(&r.id, clip("args"), &r.args, "task-args"))
         h2 { "Meta" }
-        pre { (pretty(&serde_json::Value::Object(r.meta.clone()))) }
-        (attempts(&r, now))
+        (json_field(&r.id, clip("meta"), &serde_json::Value::Object(r.meta.clone()), "task-meta"))
+        @if let Some(c) = clip("attempts") { (cut_note(&r.id, c)) }
+        (attempts(r, now))
         h2 { "Aborted runs" }
         @if r.aborted_runs.is_empty() {
             p.muted { "None: every run so far ended with an outcome." }
@@ -129,7 +245,7 @@ pub(crate) async fn task(
             } }
         }
     };
-    page(&state, &r.description, live, body).into_response()
+    page(&state, &title, live, body).into_response()
 }
 
 /// The ended attempts of a retried task, oldest first.

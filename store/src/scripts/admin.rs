@@ -37,3 +37,50 @@ redis.call('HSET', KEYS[1], 'progress', ARGV[2])
 return 1
 "#
 );
+
+script!(
+    CLIPPED_RECORD,
+    "A task record with every field value cut to a size, for pages and \
+     listings: a producer's 100 MB argument must not be loaded by the \
+     dashboard or the admin command line to show one line. KEYS: task. \
+     ARGV: prefix, largest value in bytes, most fields. Returns a flat \
+     array of field, value (cut), full size in bytes; an empty array for a \
+     missing key; the error RTCLIPPED when the hash has more fields than \
+     allowed (RTWRONGTYPE when the key is not a hash).",
+    r#"
+need(KEYS[1], 'hash')
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local cap = tonumber(ARGV[2])
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[3]) then
+  return redis.error_reply('RTCLIPPED the task record has more fields than any of ours')
+end
+local out = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local n = redis.call('HSTRLEN', KEYS[1], f)
+  local v = redis.call('HGET', KEYS[1], f)
+  if n > cap then v = string.sub(v, 1, cap) end
+  out[#out + 1] = f
+  out[#out + 1] = v
+  out[#out + 1] = n
+end
+return out
+"#
+);
+
+script!(
+    CLIPPED_FIELD,
+    "One field of a task record cut to a size (the raw value downloaded on \
+     its own). KEYS: task. ARGV: prefix, field, largest value in bytes. \
+     Returns {} for a missing record, {0} for a missing field, else \
+     {1, value (cut), full size in bytes}.",
+    r#"
+need(KEYS[1], 'hash')
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {0} end
+local n = redis.call('HSTRLEN', KEYS[1], ARGV[2])
+local v = redis.call('HGET', KEYS[1], ARGV[2])
+local cap = tonumber(ARGV[3])
+if n > cap then v = string.sub(v, 1, cap) end
+return {1, v, n}
+"#
+);

@@ -207,12 +207,18 @@ pub fn run(
         }
     };
     let startup::Started { store, shared } = started;
+    // The address is bound (a taken one stopped us above); a thread that
+    // cannot start costs the metrics, never the tasks.
     let metrics = match metrics_server {
-        Some(server) => Some(
-            server
-                .start(Arc::clone(&shared), store.independent()?)
-                .map_err(SupervisorError::Setup)?,
-        ),
+        Some(server) => match server.start(Arc::clone(&shared), store.independent()?) {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::error!(
+                    "cannot start the metrics server's thread ({e}); serving tasks without /metrics"
+                );
+                None
+            }
+        },
         None => None,
     };
     let probe = startup::finish(&shared)?;

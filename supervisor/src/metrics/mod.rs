@@ -8,13 +8,15 @@
 //! thread with its own Redis connection, so a slow scrape never holds up a
 //! task. Names, units and labels are listed in docs/observability.md.
 //!
-//! Label values are bounded: `queue` comes from Redis's own list of queues
-//! or the fetched task's queue, and `task` is a registered task name or
-//! `unknown` (a producer cannot grow the series without end by enqueueing
-//! made-up names).
+//! Label values are bounded ([`labels`]): a `queue` label is a queue this
+//! supervisor serves, a `task` label a task function the binary registers,
+//! anything else is `other`; `queue_length` shows the served queues and the
+//! longest others, the rest summed. A producer cannot grow the page or the
+//! supervisor's memory by enqueueing made-up names.
 //!
-//! `server.rs`: the HTTP server.
+//! `labels.rs`: the bounds; `server.rs`: the HTTP server.
 
+mod labels;
 mod server;
 
 pub use server::MetricsBindError;
@@ -35,8 +37,7 @@ use redis_tasks_protocol::{ExitReason, FailureKind, Outcome};
 use redis_tasks_store::Store;
 use tracing::debug;
 
-/// `task` label of a task whose name this binary does not register.
-const UNKNOWN_TASK: &str = "unknown";
+use labels::Bounds;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndLabels {
@@ -123,6 +124,7 @@ impl Ended {
 /// The supervisor's metrics: what [`Shared`] carries for the slots to
 /// update, and what the `/metrics` server encodes.
 pub(crate) struct Metrics {
+    bounds: Bounds,
     registry: Registry,
     unprefixed: Registry,
     tasks_ended: Family<EndLabels, Counter>,
@@ -151,15 +153,17 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    /// Every metric, registered and at zero.
-    pub(crate) fn new() -> Metrics {
+    /// Every metric, registered and at zero, for a supervisor serving
+    /// `queues` with the task functions `tasks` (the label values allowed).
+    pub(crate) fn new<Q, T>(queues: Q, tasks: T) -> Metrics
+    where
+        Q: IntoIterator,
+        Q::Item: Into<String>,
+        T: IntoIterator,
+        T::Item: Into<String>,
+    {
+        let bounds = Bounds::new(queues, tasks);
         let mut registry = Registry::with_prefix("redis_tasks");
         let tasks_ended = Family::<EndLabels, Counter>::default();
         registry.register(
@@ -196,7 +200,7 @@ impl Metrics {
         let queue_length = Family::<QueueLabels, Gauge>::default();
         registry.register(
             "queue_length",
-            "Tasks waiting in each queue (read from Redis at scrape time; the same for every supervisor)",
+            "Tasks waiting in each queue this supervisor serves and in the 50 longest others; queue=\"other\" sums the rest (read from Redis at scrape time)",
             queue_length.clone(),
         );
         let scheduled_tasks = Gauge::default();
@@ -279,6 +283,7 @@ impl Metrics {
             rss.clone(),
         );
         Metrics {
+            bounds,
             registry,
             unprefixed,
             tasks_ended,
@@ -300,6 +305,11 @@ impl Metrics {
             progress,
             progress_updates,
         }
+    }
+
+    /// Allows the queues of a new configuration as label values.
+    pub(crate) fn serve_queues<'a>(&self, queues: impl IntoIterator<Item = &'a String>) {
+        self.bounds.serve(queues);
     }
 
     /// The Prometheus text format (version 0.0.4) of every metric.
@@ -327,7 +337,7 @@ impl Metrics {
         self.slots_busy.inc();
         self.task_latency
             .get_or_create(&QueueLabels {
-                queue: queue.to_owned(),
+                queue: self.bounds.queue(queue),
             })
             .observe(waited.as_secs_f64());
     }
@@ -348,19 +358,16 @@ impl Metrics {
         ended: Ended,
         duration: Duration,
     ) {
-        let task = task.unwrap_or(UNKNOWN_TASK);
+        let (queue, task) = (self.bounds.queue(queue), self.bounds.task(task));
         self.tasks_ended
             .get_or_create(&EndLabels {
-                queue: queue.to_owned(),
-                task: task.to_owned(),
+                queue: queue.clone(),
+                task: task.clone(),
                 outcome: ended.label(),
             })
             .inc();
         self.task_duration
-            .get_or_create(&TaskLabels {
-                queue: queue.to_owned(),
-                task: task.to_owned(),
-            })
+            .get_or_create(&TaskLabels { queue, task })
             .observe(duration.as_secs_f64());
     }
 
@@ -386,8 +393,8 @@ impl Metrics {
             FailureKind::Timeout { .. } => {
                 self.timeouts
                     .get_or_create(&TaskLabels {
-                        queue: queue.to_owned(),
-                        task: task.unwrap_or(UNKNOWN_TASK).to_owned(),
+                        queue: self.bounds.queue(queue),
+                        task: self.bounds.task(task),
                     })
                     .inc();
             }
@@ -442,16 +449,17 @@ impl Metrics {
             self.rss.set(i64::try_from(rss).unwrap_or(i64::MAX));
         }
         let read = || -> Result<(), redis_tasks_store::StoreError> {
-            let queues = store.queues()?;
-            // A queue deleted since the last scrape goes away (scrapes are
-            // answered one at a time, on this thread).
-            self.queue_length.clear();
-            for name in &queues {
+            let mut lengths = Vec::new();
+            for name in store.queues()? {
                 let len = store.queue(name.as_str()).count()?;
+                lengths.push((name, len));
+            }
+            // A queue deleted since the last scrape goes away (scrapes are
+            // answered one at a time, on the server's thread).
+            self.queue_length.clear();
+            for (queue, len) in labels::top_queues(lengths, |q| self.bounds.serves(q)) {
                 self.queue_length
-                    .get_or_create(&QueueLabels {
-                        queue: name.clone(),
-                    })
+                    .get_or_create(&QueueLabels { queue })
                     .set(i64::try_from(len).unwrap_or(i64::MAX));
             }
             self.scheduled_tasks
@@ -495,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_fresh_registry_encodes_every_family_with_help_and_type() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(["default", "q"], ["send", "noop"]);
         metrics.slot_started();
         metrics.task_started("default", Duration::from_millis(2));
         metrics.task_ended(
@@ -534,19 +542,24 @@ mod tests {
     }
 
     #[test]
-    fn crashes_are_counted_by_signal_and_unknown_tasks_share_one_label() {
-        let metrics = Metrics::new();
+    fn crashes_are_counted_by_signal_and_unknown_names_share_one_label() {
+        let metrics = Metrics::new(["default", "q"], ["send", "noop"]);
         let crash = Outcome::failure(FailureKind::Crashed(ExitReason::Signal(11)));
         metrics.run_ended("q", None, &crash);
         let timeout = Outcome::failure(FailureKind::Timeout { secs: 3 });
         metrics.run_ended("q", None, &timeout);
+        metrics.run_ended("made-up", Some("made-up"), &timeout);
         let text = metrics.encode();
         assert!(
             text.contains("redis_tasks_worker_process_crashes_total{signal=\"SIGSEGV\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("redis_tasks_task_timeouts_total{queue=\"q\",task=\"unknown\"} 1"),
+            text.contains("redis_tasks_task_timeouts_total{queue=\"q\",task=\"other\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_tasks_task_timeouts_total{queue=\"other\",task=\"other\"} 1"),
             "{text}"
         );
     }
@@ -557,7 +570,7 @@ mod tests {
     #[test]
     #[ignore = "a measurement: cargo test -p redis-tasks-supervisor --release metrics_cost -- --ignored --nocapture"]
     fn metrics_cost_per_task() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(["default", "q"], ["send", "noop"]);
         metrics.slot_started();
         let n = 200_000u32;
         let start = std::time::Instant::now();

@@ -244,13 +244,13 @@ impl Slot {
             queue,
             duration: started.elapsed(),
         };
-        self.write(
-            &lease,
-            &record.description,
-            &conclusion,
-            result.as_deref(),
-            Some(&run),
-        );
+        // The call text carries the arguments: logged only when asked for.
+        let call = if current.config.settings.log_task_args {
+            &record.description
+        } else {
+            &record.task
+        };
+        self.write(&lease, call, &conclusion, result.as_deref(), Some(&run));
         self.shared.metrics.task_done();
         self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| v.task = None);
