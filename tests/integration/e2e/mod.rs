@@ -12,6 +12,8 @@
 //!   processes and Redis are killed; nothing lost, nothing run twice.
 //! - `hostile_tree`, `hostile_ipc`: tasks that attack containment (escaping
 //!   the process tree, hiding a crash, flooding or forging frames).
+//! - `hostile_reuse`: a process the task started outside its worker
+//!   process's tree (`clone(CLONE_PARENT)`) answering for the next task.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
@@ -33,6 +35,7 @@ mod async_tasks;
 mod chaos;
 mod dynamic_users;
 mod hostile_ipc;
+mod hostile_reuse;
 mod hostile_sandbox;
 mod hostile_supervisor;
 mod hostile_tree;
@@ -67,8 +70,11 @@ use crate::support::{Cmd, Output, RedisServer, wait_until};
 /// built by cargo together with this test binary: the `demo` feature that
 /// the bin requires is on for tests through the package's dev-dependency
 /// on itself, so cargo sets `CARGO_BIN_EXE_redis-tasks-demo`.
+/// `REDIS_TASKS_DEMO_BIN` names another build of it (several checkouts
+/// sharing one target directory overwrite each other's link there).
 pub fn demo_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo"))
+    std::env::var_os("REDIS_TASKS_DEMO_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo")), PathBuf::from)
 }
 
 /// The demo binary where every user can run it. Isolation tests run worker

@@ -1,0 +1,44 @@
+//! Build point 1 of "contain hostile tasks, round two": a reused worker
+//! process is alone with its socket before it gets the next task. The
+//! `forge_next` task (examples/demo/hostile_clone.rs) starts a process with
+//! `clone(CLONE_PARENT)`, a child of the supervisor rather than of the
+//! worker process, which stops the worker process and answers the next
+//! `Run` on its socket with a forged success. It races the supervisor, so
+//! the test runs several trials.
+
+use std::time::Duration;
+
+use redis_tasks::TaskStatus;
+use serde_json::json;
+
+use super::Demo;
+
+#[test]
+fn a_process_started_with_clone_parent_cannot_answer_for_the_next_task() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[]);
+    let dir = demo.path("ran");
+    std::fs::create_dir(&dir).expect("marker dir");
+    let mut wrong = Vec::new();
+    for trial in 0..6 {
+        // Both at once: the victim's Run follows the forger's task at once.
+        let forger = demo.enqueue("forge_next", json!({}));
+        let victim = demo.enqueue("victim", json!({ "dir": dir }));
+        demo.wait_ended(&forger, Duration::from_secs(60));
+        let t = demo.wait_ended(&victim, Duration::from_secs(60));
+        let ran = dir.join(&victim).exists();
+        let own = t.status == TaskStatus::Finished && t.result == Some(json!(victim));
+        if !ran || !own {
+            wrong.push(format!(
+                "trial {trial}: victim {} with result {:?}, error {:?}; its code ran: {ran}",
+                t.status, t.result, t.error
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "victims not run or answered by the forger:\n{}",
+        wrong.join("\n")
+    );
+    running.stop();
+}
