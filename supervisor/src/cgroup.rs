@@ -182,6 +182,57 @@ impl TaskCgroup {
         let _ = fs::write(self.dir.join("cgroup.kill"), "1");
     }
 
+    /// Kills every process in it but `keep` (the worker process) and
+    /// waits until they are gone; returns how many there were. Nothing to
+    /// kill costs one read. Otherwise the cgroup is frozen first, so that
+    /// nothing in it forks, exits or runs while it is listed and killed
+    /// (no pid is reused under us), then thawed; cgroups a task made below
+    /// it are killed whole.
+    pub(crate) fn kill_others(&self, keep: u32) -> usize {
+        let others = || -> Vec<u32> {
+            read_words(&self.dir.join("cgroup.procs"))
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .filter(|&pid| pid != keep)
+                .collect()
+        };
+        let below: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if below.is_empty() && others().is_empty() {
+            return 0;
+        }
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "1");
+        wait_for(EMPTY_WAIT, || {
+            read_words(&self.dir.join("cgroup.events"))
+                .windows(2)
+                .any(|w| w == ["frozen", "1"])
+        });
+        let found = others();
+        for &pid in &found {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for dir in &below {
+            kill_and_remove_tree(dir);
+        }
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
+        if !wait_for(EMPTY_WAIT, || others().is_empty()) {
+            warn!(cgroup = %self.dir.display(), "processes beside the worker process survived SIGKILL");
+        }
+        found.len() + below.len()
+    }
+
     /// How many times the kernel's out-of-memory killer acted in it
     /// because of `memory.max`.
     pub(crate) fn oom_kills(&self) -> u64 {
@@ -226,6 +277,21 @@ fn kill_and_remove_tree(dir: &Path) {
     }
     if let Err(e) = fs::remove_dir(dir) {
         debug!(cgroup = %dir.display(), "cannot remove cgroup: {e}");
+    }
+}
+
+/// Polls `done` every millisecond until it holds or `within` passes;
+/// says whether it held.
+fn wait_for(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -72,7 +72,7 @@ pub(crate) fn run_on(
         args_json: record.args.to_string(),
         meta_json: serde_json::Value::Object(record.meta.clone()).to_string(),
     });
-    if let Err(e) = process.send(&run) {
+    if let Err(e) = process.send_task(&run) {
         let reason = process.reap_within(EXIT_GRACE);
         return (
             Outcome::failure(FailureKind::StartFailed(format!(
@@ -81,7 +81,6 @@ pub(crate) fn run_on(
             false,
         );
     }
-    process.tasks_run += 1;
     let pid = process.pid();
     debug!(task = %record.id, pid, "task started");
     let deadline = Instant::now() + timeout;

@@ -42,3 +42,51 @@ fn a_process_started_with_clone_parent_cannot_answer_for_the_next_task() {
     );
     running.stop();
 }
+
+/// Defence in depth: under `seccomp = true` the clone itself is refused
+/// (and `clone3`, whose flags a filter cannot read, fails with ENOSYS).
+#[test]
+fn clone_parent_is_blocked_under_seccomp() {
+    let demo = Demo::new();
+    let id = demo
+        .store
+        .queue("untrusted")
+        .enqueue("forge_next", &json!({}))
+        .expect("enqueue");
+    let config = demo.path("settings.toml");
+    std::fs::write(&config, "[queues.untrusted]\nseccomp = true\n").expect("settings");
+    let mut cmd = demo.cmd_with(super::demo_bin_for_everyone());
+    cmd.args(["worker", "--burst", "--concurrency", "1", "--config"])
+        .arg(&config)
+        .arg("untrusted")
+        .timeout(Duration::from_secs(120));
+    cmd.run();
+    let error = super::error_of(&demo.task(&id)).to_owned();
+    if error.starts_with("isolation not applied (seccomp:") {
+        eprintln!("skipped: this machine cannot apply seccomp: {error}");
+        return;
+    }
+    assert_eq!(error, "blocked system call clone");
+}
+
+/// The supervisor names what it killed: processes outside the worker
+/// process's tree, not a limit or a crash of the task.
+#[test]
+fn the_kill_of_a_forger_is_named_in_the_log() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[]);
+    let dir = demo.path("ran");
+    std::fs::create_dir(&dir).expect("marker dir");
+    let forger = demo.enqueue("forge_next", json!({}));
+    demo.wait_ended(&forger, Duration::from_secs(60));
+    let victim = demo.enqueue("victim", json!({ "dir": dir }));
+    let t = demo.wait_ended(&victim, Duration::from_secs(60));
+    assert_eq!(t.result, Some(json!(victim)), "{t:#?}");
+    let log = running.log();
+    assert!(
+        log.contains("outside its worker process's tree")
+            || log.contains("that no worker process owns"),
+        "{log}"
+    );
+    running.stop();
+}

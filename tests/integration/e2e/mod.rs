@@ -73,8 +73,10 @@ use crate::support::{Cmd, Output, RedisServer, wait_until};
 /// `REDIS_TASKS_DEMO_BIN` names another build of it (several checkouts
 /// sharing one target directory overwrite each other's link there).
 pub fn demo_bin() -> PathBuf {
-    std::env::var_os("REDIS_TASKS_DEMO_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo")), PathBuf::from)
+    std::env::var_os("REDIS_TASKS_DEMO_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo")),
+        PathBuf::from,
+    )
 }
 
 /// The demo binary where every user can run it. Isolation tests run worker
