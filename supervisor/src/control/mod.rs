@@ -76,6 +76,10 @@ pub enum SupervisorError {
     /// The `/metrics` address could not be bound.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsBindError),
+    /// The worker processes of an isolation profile could not be killed
+    /// by this supervisor (it lacks CAP_KILL and worker cgroups).
+    #[error("{0}")]
+    CannotKill(String),
     /// The supervisor stopped because of an unrecoverable condition.
     #[error("supervisor stopped: {0}")]
     Fatal(String),

@@ -58,12 +58,15 @@ impl WorkerProcess {
         if self.tasks_run == 0 || matches!(self.proc, Proc::Forked { .. }) {
             return Ok(());
         }
-        let swept_meanwhile = family::swept() != self.swept_at_run;
         let mut killed = self
             .cgroup
             .as_ref()
             .map_or(0, |cgroup| cgroup.kill_others(self.pid()));
-        killed += family::sweep();
+        let swept = family::sweep();
+        killed += swept;
+        // Read after our sweep, which waited for any sweep under way: what
+        // others killed since the task was sent counts too.
+        let swept_meanwhile = family::swept() - swept as u64 != self.swept_at_run;
         if killed == 0 && !swept_meanwhile {
             return Ok(());
         }

@@ -13,7 +13,7 @@ use redis_tasks_protocol::ipc::{FrameError, ToWorker, send};
 use redis_tasks_protocol::{ExitReason, proc_tree};
 use std::time::Duration;
 
-use super::{WorkerEvent, exit_reason};
+use super::{SpawnError, WorkerEvent, exit_reason};
 use crate::cgroup::{self, TaskCgroup};
 use crate::family;
 use crate::fork_server::ForkServer;
@@ -56,6 +56,9 @@ pub(crate) struct WorkerProcess {
     pub(super) cgroup: Option<TaskCgroup>,
     /// [`family::swept`] when its last task was sent.
     pub(super) swept_at_run: u64,
+    /// A kill was refused (EPERM) and there is no cgroup to kill through:
+    /// the process is not waited for on the slot's thread.
+    unkillable: bool,
 }
 
 impl WorkerProcess {
@@ -78,6 +81,7 @@ impl WorkerProcess {
             idle_threads: None,
             cgroup,
             swept_at_run: 0,
+            unkillable: false,
         }
     }
 
@@ -217,7 +221,9 @@ impl WorkerProcess {
                 // were adopted by this subreaper process.
                 proc_tree::kill_tree(child.id());
                 if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    let refused = killpg(Pid::from_raw(pid), Signal::SIGKILL)
+                        == Err(nix::errno::Errno::EPERM);
+                    self.unkillable = refused && self.cgroup.is_none();
                 }
             }
             // The fork server is the reaper: it signals only while unreaped.
@@ -293,6 +299,19 @@ impl WorkerProcess {
             return reason;
         }
         let reason = match &mut self.proc {
+            Proc::Direct { child, .. } if self.unkillable && self.exited.is_none() => {
+                // Never block a slot on a process it cannot kill (start-up
+                // refuses such profiles; see `ensure_killable`).
+                let pid = child.id();
+                tracing::error!(
+                    pid,
+                    "cannot kill worker process {pid}: signals are refused (EPERM) and it has \
+                     no cgroup; it is waited for off the slot's thread. Grant the supervisor \
+                     CAP_KILL (see docs/security.md)"
+                );
+                reap_later(pid);
+                ExitReason::Code(-1)
+            }
             Proc::Direct { child, .. } => {
                 let reason = child.wait().map_or(ExitReason::Code(-1), exit_reason);
                 family::forget(child.id());
@@ -309,6 +328,68 @@ impl WorkerProcess {
         let _ = self.send(&ToWorker::Exit);
         self.reap_within(Duration::from_secs(5));
     }
+}
+
+/// Waits for our child `pid` on a thread of its own, which becomes its one
+/// reaper (its handle gives it up).
+fn reap_later(pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let _ = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(raw), None);
+            family::forget(pid);
+        });
+}
+
+impl WorkerProcess {
+    /// Checks that the supervisor can end this process whatever its task
+    /// does: through its cgroup (`cgroup.kill`), or by signals (a process
+    /// of another user needs CAP_KILL, unless it runs in a user namespace
+    /// the supervisor owns). A process that fails is asked to exit (no
+    /// task code has run in it, so it does) and the start fails; the first
+    /// such failure is kept for start-up to refuse with.
+    pub(super) fn ensure_killable(&mut self) -> Result<(), SpawnError> {
+        let Proc::Direct { child, .. } = &self.proc else {
+            return Ok(());
+        };
+        if self.cgroup.is_some() {
+            return Ok(());
+        }
+        let Ok(pid) = i32::try_from(child.id()) else {
+            return Ok(());
+        };
+        // Signal 0 checks the permission and sends nothing.
+        if nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::EPERM) {
+            return Ok(());
+        }
+        let error = SpawnError::Unkillable(format!(
+            "the supervisor (uid {}) may not signal worker processes that run as another user \
+             and has no worker cgroup to kill them through, so their timeouts, cancels and \
+             shutdowns could not be enforced; grant it CAP_KILL (systemd: \
+             AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL with the same \
+             CapabilityBoundingSet=), or run it where it may create cgroups (Delegate=yes)",
+            nix::unistd::geteuid()
+        ));
+        let _ = UNKILLABLE.set(error.to_string());
+        // Not a kill: it is asked to exit and reaped.
+        let _ = self.send(&ToWorker::Exit);
+        if let Ok(reason) = self.exits().recv_timeout(Duration::from_secs(5)) {
+            self.note_exit(reason);
+        }
+        self.reap_blocking();
+        Err(error)
+    }
+}
+
+/// The first worker process found that the supervisor could not kill
+/// (see [`WorkerProcess::ensure_killable`]).
+static UNKILLABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why the supervisor cannot kill the worker processes of some profile,
+/// if a start found so.
+pub(crate) fn unkillable() -> Option<&'static str> {
+    UNKILLABLE.get().map(String::as_str)
 }
 
 impl Drop for WorkerProcess {

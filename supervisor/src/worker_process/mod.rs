@@ -22,7 +22,7 @@ mod retire;
 mod spawn;
 
 use handle::Proc;
-pub(crate) use handle::WorkerProcess;
+pub(crate) use handle::{WorkerProcess, unkillable};
 pub(crate) use retire::{RetireHandle, Retirer};
 
 use std::io;
@@ -145,6 +145,9 @@ pub enum SpawnError {
     /// The application's setup hook failed in the process (its text).
     #[error("setup hook failed: {0}")]
     SetupFailed(String),
+    /// The supervisor could not end the process if it had to.
+    #[error("{0}")]
+    Unkillable(String),
 }
 
 /// Reads as std's `ExitStatus` accessors say: a code, or a signal.

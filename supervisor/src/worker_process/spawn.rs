@@ -83,7 +83,11 @@ impl WorkerProcess {
         };
         let exit = watch_exit(child.id()).map_err(&spawn_err)?;
         let proc = Proc::Direct { child, exit };
-        WorkerProcess::connect(proc, cgroup, ours, spec, generation, plan)
+        let mut process = WorkerProcess::connect(proc, cgroup, ours, spec, generation, plan)?;
+        if plan.is_some_and(|p| p.child.ids.is_some()) {
+            process.ensure_killable()?;
+        }
+        Ok(process)
     }
 
     /// Starts a worker process through `server` (no `exec`) and completes
