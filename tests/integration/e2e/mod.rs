@@ -14,6 +14,8 @@
 //!   the process tree, hiding a crash, flooding or forging frames).
 //! - `hostile_reuse`: a process the task started outside its worker
 //!   process's tree (`clone(CLONE_PARENT)`) answering for the next task.
+//! - `hostile_timeouts`: timeouts of `user` profiles under a supervisor
+//!   with only CAP_SETUID and CAP_SETGID.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
@@ -38,6 +40,7 @@ mod hostile_ipc;
 mod hostile_reuse;
 mod hostile_sandbox;
 mod hostile_supervisor;
+mod hostile_timeouts;
 mod hostile_tree;
 mod isolation;
 mod isolation_limits;
