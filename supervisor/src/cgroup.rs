@@ -85,8 +85,8 @@ pub(crate) fn remove_base() {
 
 impl WorkerCgroups {
     fn set_up() -> Result<WorkerCgroups, String> {
-        let mount = cgroup2_mount()?;
         let own = own_cgroup()?;
+        let mount = cgroup2_mount(&own)?;
         let own_dir = mount.join(own.trim_start_matches('/'));
         remove_stale(&own_dir);
         let base = own_dir.join(format!("redis-tasks.{}", std::process::id()));
@@ -233,6 +233,13 @@ impl TaskCgroup {
         found.len() + below.len()
     }
 
+    /// How many threads its processes run (`cgroup.threads`), for a
+    /// worker process whose `/proc` entry the supervisor may not read.
+    pub(crate) fn threads(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.dir.join("cgroup.threads")).ok()?;
+        u32::try_from(text.lines().count()).ok()
+    }
+
     /// How many times the kernel's out-of-memory killer acted in it
     /// because of `memory.max`.
     pub(crate) fn oom_kills(&self) -> u64 {
@@ -361,19 +368,34 @@ fn remove_stale(own_dir: &Path) {
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
-/// `/sys/fs/cgroup/unified` on a hybrid host).
-fn cgroup2_mount() -> Result<PathBuf, String> {
+/// `/sys/fs/cgroup/unified` on a hybrid host): the last cgroup2 mount in
+/// `/proc/self/mountinfo` under which `own` (this process's cgroup path)
+/// exists. Mount order matters: a mount namespace made from another (a
+/// systemd unit's, a container's) can list a cgroup2 mount that a later
+/// mount hides, such as the host's `/sys/fs/cgroup/unified` under a
+/// `/sys/fs/cgroup` mounted again.
+fn cgroup2_mount(own: &str) -> Result<PathBuf, String> {
     let text = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    text.lines()
-        .find_map(|line| {
+    let mounts: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
             if right.split_whitespace().next()? != "cgroup2" {
                 return None;
             }
             left.split_whitespace().nth(4).map(PathBuf::from)
         })
-        .ok_or_else(|| "no cgroup v2 hierarchy is mounted".to_owned())
+        .collect();
+    if mounts.is_empty() {
+        return Err("no cgroup v2 hierarchy is mounted".to_owned());
+    }
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.join(own.trim_start_matches('/')).is_dir())
+        .cloned()
+        .ok_or_else(|| format!("this process's cgroup {own} is under no cgroup v2 mount"))
 }
 
 /// This process's cgroup v2 path (`0::/path` in `/proc/self/cgroup`).
@@ -400,6 +422,7 @@ mod tests {
     fn the_cgroup2_mount_is_found_where_one_is_mounted() {
         let mounted = fs::read_to_string("/proc/self/mountinfo")
             .is_ok_and(|t| t.lines().any(|l| l.contains(" - cgroup2 ")));
-        assert_eq!(cgroup2_mount().is_ok(), mounted);
+        let own = own_cgroup().unwrap_or_default();
+        assert_eq!(cgroup2_mount(&own).is_ok(), mounted && !own.is_empty());
     }
 }

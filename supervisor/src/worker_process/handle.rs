@@ -93,9 +93,17 @@ impl WorkerProcess {
         }
         // `stat` (field 20, num_threads) is cheaper for the kernel to write
         // than `status`; the command name ends at the last ')'.
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        let (_, after_name) = stat.rsplit_once(')')?;
-        after_name.split_whitespace().nth(17)?.parse().ok()
+        let from_proc = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|stat| {
+                let (_, after_name) = stat.rsplit_once(')')?;
+                after_name.split_whitespace().nth(17)?.parse().ok()
+            });
+        // Hidden (ProtectProc=invisible hides a non-dumpable worker process
+        // from a non-root supervisor): its cgroup lists its threads, and
+        // holds nothing else when this is asked (at Ready, and after the
+        // others were killed).
+        from_proc.or_else(|| self.cgroup.as_ref().and_then(TaskCgroup::threads))
     }
 
     /// Whether the task that just ended left threads running in the
@@ -171,7 +179,14 @@ impl WorkerProcess {
     pub(crate) fn kill_descendants(&self) -> usize {
         match &self.proc {
             Proc::Direct { child, .. } if self.reaped.is_none() => {
-                proc_tree::kill_descendants(child.id())
+                let walked = proc_tree::kill_descendants(child.id());
+                // Its cgroup also holds what the walk cannot see (a hidden
+                // /proc) or does not reach (a clone(CLONE_PARENT)).
+                let in_cgroup = self
+                    .cgroup
+                    .as_ref()
+                    .map_or(0, |cgroup| cgroup.kill_others(child.id()));
+                walked.max(in_cgroup)
             }
             _ => 0,
         }
