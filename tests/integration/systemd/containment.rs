@@ -102,6 +102,9 @@ fn under_the_shipped_unit_a_hostile_task_cannot_kill_the_supervisor() {
             .task(&killer)
             .is_ok_and(|t| matches!(t.status, TaskStatus::Finished | TaskStatus::Failed))
     });
+    let t = store.task(&killer).expect("record");
+    // The attack ran (it did not fail to start, say).
+    assert_eq!(t.result, Some(json!("sent")), "{t:#?}");
     assert_eq!(sd.main_pid(&unit), Some(main), "the supervisor was killed");
     assert_eq!(sd.show(&unit, "NRestarts"), "0");
 }
