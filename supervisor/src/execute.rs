@@ -97,6 +97,14 @@ pub(crate) fn run_on(
                     if left > 0 {
                         warn!(task = %record.id, pid, "killed {left} process(es) the task left running");
                     }
+                    if let Err(not_alone) = process.make_alone() {
+                        // Something outside its tree may hold its socket,
+                        // or have stopped it: only a fresh process runs the
+                        // next task.
+                        warn!(task = %record.id, pid, "{not_alone}; its worker process is not used again");
+                        process.kill_and_reap();
+                        return (result.into(), false);
+                    }
                     if process.left_threads() {
                         // A thread of this task could forge frames or touch
                         // the next task's memory: only a fresh process runs it.

@@ -220,11 +220,10 @@ fn sweep_once(killed: &mut HashSet<u32>) -> bool {
             .filter(|pid| !own.contains(pid) && !was_there_before(&before, *pid))
             .collect()
     };
-    let mut live = Vec::with_capacity(orphans.len());
-    for pid in orphans {
-        // Zombies (killed through a worker cgroup, say) are only reaped.
+    for &pid in &orphans {
+        // A zombie (killed through a worker cgroup, say) is only reaped;
+        // it still counts: it was a child no handle owned.
         if !proc_tree::is_zombie(pid) {
-            live.push(pid);
             proc_tree::kill_tree(pid);
         }
         if let Ok(raw) = i32::try_from(pid) {
@@ -232,7 +231,6 @@ fn sweep_once(killed: &mut HashSet<u32>) -> bool {
             let _ = waitpid(Pid::from_raw(raw), None);
         }
     }
-    let orphans = live;
     // The anchor forks nothing: each of its children is an orphan of a
     // worker process's tree. It reaps them; killed ones wait as zombies
     // until it does, and are not counted twice.

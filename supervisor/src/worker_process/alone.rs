@@ -8,10 +8,12 @@
 //! and forges the next task's result. So before a process that has run a
 //! task gets another one, [`WorkerProcess::make_alone`] kills, and waits
 //! for, every other process in its cgroup and every child of the
-//! supervisor that no handle owns (`family::sweep`), synchronously. If
-//! there was anything to kill, or the orphan sweeper killed anything while
-//! the last task ran, the process is not used again: it may have been
-//! stopped or tampered with, and the next task gets a fresh one.
+//! supervisor that no handle owns (`family::sweep`), synchronously: when
+//! the task ends (in `execute::run_on`, after its descendants are killed)
+//! and again just before the next `Run` (in the slot). If there was
+//! anything to kill, or the orphan sweeper killed anything while the last
+//! task ran, the process is not used again: it may have been stopped or
+//! tampered with, and the next task gets a fresh one.
 //!
 //! Where the supervisor has neither worker cgroups nor a PID namespace it
 //! cannot tell that nothing else holds the socket, and no process is used
