@@ -16,6 +16,7 @@
 mod async_tasks;
 mod host_ids;
 mod hostile_frames;
+mod hostile_clone;
 mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
@@ -304,6 +305,7 @@ fn main() -> ExitCode {
     let _child = child_before_start();
     let app = results::register(retries::app().version(env!("CARGO_PKG_VERSION")));
     let app = async_tasks::register(setup::register(app));
+    let app = hostile_clone::register(app);
     hostile_tree::register(hostile_sandbox::register(hostile_frames::register(app)))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)

@@ -85,8 +85,8 @@ pub(crate) fn remove_base() {
 
 impl WorkerCgroups {
     fn set_up() -> Result<WorkerCgroups, String> {
-        let mount = cgroup2_mount()?;
         let own = own_cgroup()?;
+        let mount = cgroup2_mount(&own)?;
         let own_dir = mount.join(own.trim_start_matches('/'));
         remove_stale(&own_dir);
         let base = own_dir.join(format!("redis-tasks.{}", std::process::id()));
@@ -182,6 +182,64 @@ impl TaskCgroup {
         let _ = fs::write(self.dir.join("cgroup.kill"), "1");
     }
 
+    /// Kills every process in it but `keep` (the worker process) and
+    /// waits until they are gone; returns how many there were. Nothing to
+    /// kill costs one read. Otherwise the cgroup is frozen first, so that
+    /// nothing in it forks, exits or runs while it is listed and killed
+    /// (no pid is reused under us), then thawed; cgroups a task made below
+    /// it are killed whole.
+    pub(crate) fn kill_others(&self, keep: u32) -> usize {
+        let others = || -> Vec<u32> {
+            read_words(&self.dir.join("cgroup.procs"))
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .filter(|&pid| pid != keep)
+                .collect()
+        };
+        let below: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if below.is_empty() && others().is_empty() {
+            return 0;
+        }
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "1");
+        wait_for(EMPTY_WAIT, || {
+            read_words(&self.dir.join("cgroup.events"))
+                .windows(2)
+                .any(|w| w == ["frozen", "1"])
+        });
+        let found = others();
+        for &pid in &found {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for dir in &below {
+            kill_and_remove_tree(dir);
+        }
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
+        if !wait_for(EMPTY_WAIT, || others().is_empty()) {
+            warn!(cgroup = %self.dir.display(), "processes beside the worker process survived SIGKILL");
+        }
+        found.len() + below.len()
+    }
+
+    /// How many threads its processes run (`cgroup.threads`), for a
+    /// worker process whose `/proc` entry the supervisor may not read.
+    pub(crate) fn threads(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.dir.join("cgroup.threads")).ok()?;
+        u32::try_from(text.lines().count()).ok()
+    }
+
     /// How many times the kernel's out-of-memory killer acted in it
     /// because of `memory.max`.
     pub(crate) fn oom_kills(&self) -> u64 {
@@ -226,6 +284,21 @@ fn kill_and_remove_tree(dir: &Path) {
     }
     if let Err(e) = fs::remove_dir(dir) {
         debug!(cgroup = %dir.display(), "cannot remove cgroup: {e}");
+    }
+}
+
+/// Polls `done` every millisecond until it holds or `within` passes;
+/// says whether it held.
+fn wait_for(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -295,19 +368,34 @@ fn remove_stale(own_dir: &Path) {
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
-/// `/sys/fs/cgroup/unified` on a hybrid host).
-fn cgroup2_mount() -> Result<PathBuf, String> {
+/// `/sys/fs/cgroup/unified` on a hybrid host): the last cgroup2 mount in
+/// `/proc/self/mountinfo` under which `own` (this process's cgroup path)
+/// exists. Mount order matters: a mount namespace made from another (a
+/// systemd unit's, a container's) can list a cgroup2 mount that a later
+/// mount hides, such as the host's `/sys/fs/cgroup/unified` under a
+/// `/sys/fs/cgroup` mounted again.
+fn cgroup2_mount(own: &str) -> Result<PathBuf, String> {
     let text = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    text.lines()
-        .find_map(|line| {
+    let mounts: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
             if right.split_whitespace().next()? != "cgroup2" {
                 return None;
             }
             left.split_whitespace().nth(4).map(PathBuf::from)
         })
-        .ok_or_else(|| "no cgroup v2 hierarchy is mounted".to_owned())
+        .collect();
+    if mounts.is_empty() {
+        return Err("no cgroup v2 hierarchy is mounted".to_owned());
+    }
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.join(own.trim_start_matches('/')).is_dir())
+        .cloned()
+        .ok_or_else(|| format!("this process's cgroup {own} is under no cgroup v2 mount"))
 }
 
 /// This process's cgroup v2 path (`0::/path` in `/proc/self/cgroup`).
@@ -334,6 +422,7 @@ mod tests {
     fn the_cgroup2_mount_is_found_where_one_is_mounted() {
         let mounted = fs::read_to_string("/proc/self/mountinfo")
             .is_ok_and(|t| t.lines().any(|l| l.contains(" - cgroup2 ")));
-        assert_eq!(cgroup2_mount().is_ok(), mounted);
+        let own = own_cgroup().unwrap_or_default();
+        assert_eq!(cgroup2_mount(&own).is_ok(), mounted && !own.is_empty());
     }
 }

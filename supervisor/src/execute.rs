@@ -93,7 +93,7 @@ fn watch(
         args_json: record.args.to_string(),
         meta_json: serde_json::Value::Object(record.meta.clone()).to_string(),
     });
-    if let Err(e) = process.send(&run) {
+    if let Err(e) = process.send_task(&run) {
         let reason = process.reap_within(EXIT_GRACE);
         return (
             Outcome::failure(FailureKind::StartFailed(format!(
@@ -102,7 +102,6 @@ fn watch(
             false,
         );
     }
-    process.tasks_run += 1;
     let pid = process.pid();
     debug!(task = %record.id, pid, "task started");
     // No deadline at all rather than an overflow, should a timeout ever
@@ -122,6 +121,14 @@ fn watch(
                     let left = process.kill_descendants();
                     if left > 0 {
                         warn!(task = %record.id, pid, "killed {left} process(es) the task left running");
+                    }
+                    if let Err(not_alone) = process.make_alone() {
+                        // Something outside its tree may hold its socket,
+                        // or have stopped it: only a fresh process runs the
+                        // next task.
+                        warn!(task = %record.id, pid, "{not_alone}; its worker process is not used again");
+                        process.kill_and_reap();
+                        return (result.into(), false);
                     }
                     if process.left_threads() {
                         // A thread of this task could forge frames or touch

@@ -42,6 +42,7 @@ use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -71,6 +72,8 @@ struct Family {
     spawning: RwLock<()>,
     /// The worker processes' PID namespace, when there is one.
     anchor: Mutex<Option<Arc<Anchor>>>,
+    /// Held for a whole sweep: one at a time.
+    sweeping: Mutex<()>,
 }
 
 static FAMILY: LazyLock<Family> = LazyLock::new(Family::default);
@@ -167,8 +170,44 @@ pub(crate) fn forget(pid: u32) {
         .remove(&pid);
 }
 
-/// Kills and reaps every adopted orphan (with its tree); returns how many.
+/// Kills and reaps every adopted orphan (with its tree), and kills the
+/// anchor's children; returns how many. Sweeps run one at a time (a slot's
+/// before its next task, the sweeper thread's), so a killed orphan is
+/// waited for by one of them only, and each repeats its pass until one
+/// finds nothing: an orphan that started a sibling (`clone(CLONE_PARENT)`)
+/// before it was stopped is found by the next pass.
 pub(crate) fn sweep() -> usize {
+    let _one = FAMILY
+        .sweeping
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut killed = HashSet::new();
+    for _ in 0..MAX_PASSES {
+        if !sweep_once(&mut killed) {
+            break;
+        }
+    }
+    SWEPT.fetch_add(killed.len() as u64, Ordering::Relaxed);
+    killed.len()
+}
+
+/// How many processes sweeps have killed so far (a worker process that
+/// ran a task while this grew is not used again; see `worker_process`).
+pub(crate) fn swept() -> u64 {
+    SWEPT.load(Ordering::Relaxed)
+}
+
+/// Passes of one sweep at most: each kills what the last one found, so
+/// only a process that forks faster than it is stopped could need more.
+const MAX_PASSES: usize = 64;
+
+/// Processes killed by sweeps so far.
+static SWEPT: AtomicU64 = AtomicU64::new(0);
+
+/// One pass; adds what it killed to `killed` and says whether it found
+/// anything new. (A killed child of the anchor may still be dying at the
+/// next pass: it is killed again, not counted again.)
+fn sweep_once(killed: &mut HashSet<u32>) -> bool {
     let orphans: Vec<u32> = {
         let _guard = FAMILY
             .spawning
@@ -182,7 +221,11 @@ pub(crate) fn sweep() -> usize {
             .collect()
     };
     for &pid in &orphans {
-        proc_tree::kill_tree(pid);
+        // A zombie (killed through a worker cgroup, say) is only reaped;
+        // it still counts: it was a child no handle owned.
+        if !proc_tree::is_zombie(pid) {
+            proc_tree::kill_tree(pid);
+        }
         if let Ok(raw) = i32::try_from(pid) {
             // Our child (adopted), killed: this waits for it alone.
             let _ = waitpid(Pid::from_raw(raw), None);
@@ -200,7 +243,18 @@ pub(crate) fn sweep() -> usize {
     for &pid in &adopted {
         proc_tree::kill_tree(pid);
     }
-    orphans.len() + adopted.len()
+    let mut new = false;
+    for pid in orphans.into_iter().chain(adopted) {
+        new |= killed.insert(pid);
+    }
+    new
+}
+
+/// Whether the supervisor can tell that a reused worker process is alone
+/// with its socket: a process a task starts stays in its worker cgroup, or
+/// in the worker processes' PID namespace, where the sweep finds it.
+pub(crate) fn can_prove_alone() -> bool {
+    crate::cgroup::get().is_some() || anchor().is_some()
 }
 
 /// Whether `pid` is a child the program had before the supervisor started
@@ -335,7 +389,10 @@ pub(crate) fn adopt_orphans() -> io::Result<Sweeper> {
             {
                 let n = sweep();
                 if n > 0 {
-                    warn!("killed {n} process(es) a task left behind");
+                    warn!(
+                        "killed {n} process(es) that no worker process owns (left running \
+                         by a task whose worker process ended, or started outside its tree)"
+                    );
                 }
             }
         })?;
@@ -357,7 +414,7 @@ impl Sweeper {
         let _ = self.thread.join();
         let n = sweep();
         if n > 0 {
-            warn!("killed {n} process(es) tasks left behind");
+            warn!("killed {n} process(es) that tasks left running, at exit");
         }
         stop_pid_namespace();
     }

@@ -10,6 +10,7 @@
 //! `worker --scheduler`, talks to systemd, and turns a stop request into
 //! commands to the slots.
 
+mod owned;
 mod reload;
 mod slots;
 mod startup;
@@ -37,6 +38,7 @@ use crate::shared::{Mode, Shared};
 use crate::signals::SignalRequest;
 use crate::worker_process::{Retirer, SpawnError, SpawnSpec};
 
+use owned::Owned;
 use slots::SlotSet;
 use startup::{Deferred, StartupEnd};
 use timers::Timers;
@@ -74,6 +76,10 @@ pub enum SupervisorError {
     /// The `/metrics` address could not be bound.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsBindError),
+    /// The worker processes of an isolation profile could not be killed
+    /// by this supervisor (it lacks CAP_KILL and worker cgroups).
+    #[error("{0}")]
+    CannotKill(String),
     /// The supervisor stopped because of an unrecoverable condition.
     #[error("supervisor stopped: {0}")]
     Fatal(String),
@@ -117,10 +123,6 @@ pub struct RunSummary {
 /// Margin added to the drain timeout when asking systemd for more time.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 
-/// How long a stopping supervisor waits for its scheduler thread (which
-/// may be stuck in a Redis call) before it exits without it.
-const SCHEDULER_STOP_WAIT: Duration = Duration::from_millis(800);
-
 /// Builds the middleware chain of `config` and runs its start-up checks.
 fn build_chain(
     middleware: &[Arc<dyn Middleware>],
@@ -143,6 +145,27 @@ fn spawn_spec(
         spawn.exe = exe.clone();
     }
     spawn
+}
+
+/// Gives every task a fresh worker process when the supervisor cannot
+/// tell that a reused one is alone with its socket (no worker cgroups and
+/// no PID namespace for worker processes; see `worker_process::alone`),
+/// and says so once.
+pub(super) fn contain_reuse(mut config: SupervisorConfig) -> SupervisorConfig {
+    if config.max_tasks_per_child > 1 && !family::can_prove_alone() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            warn!(
+                "containment: no worker cgroups and no PID namespace for worker processes, so \
+                 nothing shows that a reused worker process is alone with its socket; queues {}: \
+                 every task gets a fresh worker process (max_tasks_per_child {} not applied)",
+                config.queues.join(", "),
+                config.max_tasks_per_child
+            );
+        });
+        config.max_tasks_per_child = 1;
+    }
+    config
 }
 
 /// Adds a fork server to `spawn` when `config` gives every task a fresh
@@ -172,10 +195,14 @@ pub fn run(
     signals: &Receiver<SignalRequest>,
 ) -> Result<RunSummary, SupervisorError> {
     crate::sys::forbid_inspection()?;
+    // Stops everything below on every way out of this function.
+    let mut owned = Owned::default();
+    owned.sweeper = Some(family::adopt_orphans()?);
     crate::cgroup::init(config.settings.worker_cgroups);
+    owned.cgroups = true;
+    let config = contain_reuse(config);
+    let retire = owned.retirer.insert(Retirer::start()?).handle();
     let notifier = Notifier::from_env();
-    let retirer = Retirer::start()?;
-    let sweeper = family::adopt_orphans()?;
     let supervisor_id = uuid::Uuid::new_v4().simple().to_string();
     let host = hostname();
     let mut deferred = Deferred {
@@ -192,39 +219,38 @@ pub fn run(
         config,
         registry,
         middleware: middleware.to_vec(),
-        retire: retirer.handle(),
+        retire,
         host: host.clone(),
         supervisor_id: supervisor_id.clone(),
     };
     let started = match startup::run(plan, signals, &notifier, &mut deferred)? {
         StartupEnd::Started(started) => *started,
         StartupEnd::Stopped => {
-            retirer.finish();
-            crate::cgroup::remove_base();
-            sweeper.finish();
+            drop(owned);
             info!("supervisor stopped before it started serving");
             return Ok(RunSummary::default());
         }
     };
     let startup::Started { store, shared } = started;
+    owned.shared = Some(Arc::clone(&shared));
     // The address is bound (a taken one stopped us above); a thread that
     // cannot start costs the metrics, never the tasks.
-    let metrics = match metrics_server {
-        Some(server) => match server.start(Arc::clone(&shared), store.independent()?) {
-            Ok(thread) => Some(thread),
-            Err(e) => {
-                tracing::error!(
-                    "cannot start the metrics server's thread ({e}); serving tasks without /metrics"
-                );
-                None
-            }
-        },
-        None => None,
-    };
+    if let Some(server) = metrics_server {
+        match server.start(Arc::clone(&shared), store.independent()?) {
+            Ok(thread) => owned.metrics = Some(thread),
+            Err(e) => tracing::error!(
+                "cannot start the metrics server's thread ({e}); serving tasks without /metrics"
+            ),
+        }
+    }
     let probe = startup::finish(&shared)?;
     shared.metrics.process_started(true);
     let (events_tx, events) = unbounded::<ControlEvent>();
-    let promoter = Promoter::start(store.independent()?, &supervisor_id, events_tx.clone())?;
+    owned.promoter = Some(Promoter::start(
+        store.independent()?,
+        &supervisor_id,
+        events_tx.clone(),
+    )?);
     let slots = SlotSet::new(&supervisor_id, &host, deferred.desired, events_tx);
     if deferred.quiet {
         shared.set_quiet(true);
@@ -258,29 +284,18 @@ pub fn run(
         control.handle_reload();
     }
     control.serve(&events, signals);
-    // Every slot has ended: retire what they handed over.
-    let shared = Arc::clone(&control.shared);
+    // Every slot has ended.
     let fatal = control.fatal.take();
-    promoter.finish();
-    if let Some(scheduler) = control.scheduler.take() {
-        scheduler.stop_within(SCHEDULER_STOP_WAIT);
-    }
+    owned.scheduler = control.scheduler.take();
+    let counters = Arc::clone(&control.shared);
     drop(control);
-    if let Some(metrics) = metrics {
-        metrics.stop();
-    }
-    let counters = &shared.counters;
     let summary = RunSummary {
-        finished: counters.finished.load(Ordering::Relaxed),
-        failed: counters.failed.load(Ordering::Relaxed),
-        requeued: counters.requeued.load(Ordering::Relaxed),
+        finished: counters.counters.finished.load(Ordering::Relaxed),
+        failed: counters.counters.failed.load(Ordering::Relaxed),
+        requeued: counters.counters.requeued.load(Ordering::Relaxed),
     };
-    retirer.finish();
-    // The fork server goes with the last handle on it; what it or any
-    // worker process left behind has been re-parented here by now.
-    drop(shared);
-    crate::cgroup::remove_base();
-    sweeper.finish();
+    drop(counters);
+    drop(owned);
     info!(
         "supervisor stopped: {} finished, {} failed, {} requeued",
         summary.finished, summary.failed, summary.requeued

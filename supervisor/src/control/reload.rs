@@ -8,7 +8,7 @@
 
 use tracing::{error, info, warn};
 
-use super::{Control, build_chain, spawn_spec, with_fork_server};
+use super::{Control, build_chain, contain_reuse, spawn_spec, with_fork_server};
 use crate::shared::Current;
 
 impl Control {
@@ -31,6 +31,7 @@ impl Control {
                 }
             },
         };
+        let config = contain_reuse(config);
         let chain = match build_chain(&self.middleware, &config) {
             Ok(chain) => chain,
             Err(e) => {

@@ -208,6 +208,11 @@ pub(super) fn finish(shared: &Shared) -> Result<WorkerProcess, SupervisorError> 
         &shared.registry,
         &current.spawn,
     );
+    // A profile whose worker processes the supervisor could not kill would
+    // let a task outlive its timeout: refuse to start instead.
+    if let Some(why) = crate::worker_process::unkillable() {
+        return Err(SupervisorError::CannotKill(why.to_owned()));
+    }
     Ok(probe)
 }
 

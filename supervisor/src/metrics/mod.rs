@@ -20,7 +20,7 @@ mod labels;
 mod server;
 
 pub use server::MetricsBindError;
-pub(crate) use server::MetricsServer;
+pub(crate) use server::{MetricsServer, MetricsThread};
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;

@@ -15,6 +15,10 @@
 //! - `hostile_rates`: raw progress and meta frames past the rate limit.
 //! - `hostile_tree`, `hostile_ipc`: tasks that attack containment (escaping
 //!   the process tree, hiding a crash, flooding or forging frames).
+//! - `hostile_reuse`: a process the task started outside its worker
+//!   process's tree (`clone(CLONE_PARENT)`) answering for the next task.
+//! - `hostile_timeouts`: timeouts of `user` profiles under a supervisor
+//!   with only CAP_SETUID and CAP_SETGID.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
@@ -38,8 +42,10 @@ mod dynamic_users;
 mod hostile_ipc;
 mod hostile_producer;
 mod hostile_rates;
+mod hostile_reuse;
 mod hostile_sandbox;
 mod hostile_supervisor;
+mod hostile_timeouts;
 mod hostile_tree;
 mod isolation;
 mod isolation_limits;
@@ -72,13 +78,13 @@ use crate::support::{Cmd, Output, RedisServer, wait_until};
 /// built by cargo together with this test binary: the `demo` feature that
 /// the bin requires is on for tests through the package's dev-dependency
 /// on itself, so cargo sets `CARGO_BIN_EXE_redis-tasks-demo`.
-/// `REDIS_TASKS_DEMO_BIN` names another build of it (when several
-/// checkouts share one target dir, the uplifted binary is whichever was
-/// built last).
+/// `REDIS_TASKS_DEMO_BIN` names another build of it (several checkouts
+/// sharing one target directory overwrite each other's link there).
 pub fn demo_bin() -> PathBuf {
-    std::env::var_os("REDIS_TASKS_DEMO_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo")))
+    std::env::var_os("REDIS_TASKS_DEMO_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo")),
+        PathBuf::from,
+    )
 }
 
 /// The demo binary where every user can run it. Isolation tests run worker

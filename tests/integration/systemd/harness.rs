@@ -312,6 +312,11 @@ impl Systemd {
         unit
     }
 
+    /// The settings file of `instance` (see [`Systemd::add_instance`]).
+    pub fn settings_path(&self, instance: &str) -> PathBuf {
+        self.dir.path().join("etc").join(format!("{instance}.toml"))
+    }
+
     /// The supervisor's log of `instance` so far.
     pub fn supervisor_log(&self, instance: &str) -> String {
         fs::read_to_string(self.dir.path().join("log").join(format!("{instance}.log")))
@@ -346,21 +351,33 @@ impl Systemd {
             .collect()
     }
 
-    /// The host pids of every process in `unit`'s cgroup.
-    pub fn unit_pids(&self, unit: &str) -> Vec<i32> {
+    /// The host path of `unit`'s cgroup, if it runs.
+    pub fn unit_cgroup(&self, unit: &str) -> Option<PathBuf> {
         let group = self.show(unit, "ControlGroup");
-        if group.is_empty() {
-            return Vec::new();
+        (!group.is_empty()).then(|| self.cgroup.join(group.trim_start_matches('/')))
+    }
+
+    /// The host pids of every process in `unit`'s cgroup and the cgroups
+    /// below it (the supervisor's delegated worker cgroups).
+    pub fn unit_pids(&self, unit: &str) -> Vec<i32> {
+        fn walk(dir: &Path, out: &mut Vec<i32>) {
+            out.extend(
+                fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&entry.path(), out);
+                }
+            }
         }
-        let procs = self
-            .cgroup
-            .join(group.trim_start_matches('/'))
-            .join("cgroup.procs");
-        fs::read_to_string(procs)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        let mut pids = Vec::new();
+        if let Some(dir) = self.unit_cgroup(unit) {
+            walk(&dir, &mut pids);
+        }
+        pids
     }
 
     /// The host pid of `unit`'s main process, if it runs.

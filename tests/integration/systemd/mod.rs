@@ -12,6 +12,9 @@
 //!   `systemctl kill -s SIGTTIN` to the whole cgroup disturbs none of them.
 //! - `reload`: `systemctl reload` goes reloading -> active and replaces
 //!   every worker process without interrupting a task.
+//! - `containment`: with the unit as shipped, worker processes get
+//!   cgroups of their own, `kill(-1)` from a task spares the supervisor,
+//!   and a task ends at its timeout.
 //! - `watchdog`: a supervisor stopped with SIGSTOP (so it sends no
 //!   WATCHDOG=1) is killed and restarted by the watchdog; a healthy one is
 //!   not.
@@ -21,6 +24,7 @@
 //! `REDIS_TASKS_REQUIRE_SYSTEMD_TEST=1` makes that a failure (CI).
 //! Run with `cargo test --test integration systemd`.
 
+mod containment;
 mod harness;
 mod lifecycle;
 mod procs;

@@ -5,7 +5,8 @@
 //!
 //! 1. an errno filter: `clone3` fails with ENOSYS under the deny list (its
 //!    flags sit in a struct the filter cannot read, so libc must fall back
-//!    to `clone`, whose flags it can); with the network off, `socket`
+//!    to `clone`, whose flags it can: namespaces and `CLONE_PARENT` are
+//!    denied there); with the network off, `socket`
 //!    for `AF_UNIX` fails with EAFNOSUPPORT (a network namespace does not
 //!    hide pathname sockets such as Redis's; `socketpair` stays allowed)
 //!    and `io_uring_setup` with ENOSYS (io_uring can open and connect
@@ -28,10 +29,16 @@ use seccompiler::{
 
 use crate::sys::sigsys::TABLE;
 
-/// The `clone` flags that create namespaces. (`CLONE_NEWTIME` shares its
-/// bit with the exit signal in `clone`'s flags and exists only for
-/// `unshare` and `clone3`, both denied.)
-const NAMESPACE_FLAGS: [libc::c_int; 7] = [
+/// The `clone` flags a task may not use: those that create namespaces,
+/// and `CLONE_PARENT`, which makes the new process a child of the worker
+/// process's parent (the supervisor), outside the worker process's tree,
+/// where the kill of its descendants would miss it (the supervisor's own
+/// check before a reused process's next task catches it too; this is
+/// defence in depth). (`CLONE_NEWTIME` shares its bit with the exit signal
+/// in `clone`'s flags and exists only for `unshare` and `clone3`, both
+/// denied; `clone3` fails with ENOSYS, so its flags need no rule.)
+const DENIED_CLONE_FLAGS: [libc::c_int; 8] = [
+    libc::CLONE_PARENT,
     libc::CLONE_NEWNS,
     libc::CLONE_NEWUTS,
     libc::CLONE_NEWIPC,
@@ -98,7 +105,7 @@ fn deny_list_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
             continue;
         };
         let matching = match name {
-            "clone" => NAMESPACE_FLAGS
+            "clone" => DENIED_CLONE_FLAGS
                 .iter()
                 .map(|flag| {
                     let flag = *flag as u64;
@@ -167,7 +174,7 @@ mod tests {
     #[test]
     fn the_deny_list_compiles() {
         let rules = deny_list_rules().expect("rules");
-        assert_eq!(rules[&libc::SYS_clone].len(), NAMESPACE_FLAGS.len());
+        assert_eq!(rules[&libc::SYS_clone].len(), DENIED_CLONE_FLAGS.len());
         assert!(rules[&libc::SYS_ptrace].is_empty());
         let arch = TargetArch::try_from(std::env::consts::ARCH).expect("arch");
         filter(rules, SeccompAction::Trap, arch).expect("program");

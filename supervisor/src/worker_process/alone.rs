@@ -1,0 +1,80 @@
+//! A reused worker process is alone with its socket before its next task.
+//!
+//! Whatever holds a worker process's socket can read the next `Run` (the
+//! next task's arguments) and answer for it. Killing the worker process's
+//! descendants after a task is not enough: a task can start a process
+//! whose parent is the supervisor (`clone(CLONE_PARENT)`), outside the
+//! worker process's tree, which keeps the socket, stops the worker process
+//! and forges the next task's result. So before a process that has run a
+//! task gets another one, [`WorkerProcess::make_alone`] kills, and waits
+//! for, every other process in its cgroup and every child of the
+//! supervisor that no handle owns (`family::sweep`), synchronously: when
+//! the task ends (in `execute::run_on`, after its descendants are killed)
+//! and again just before the next `Run` (in the slot). If there was
+//! anything to kill, or the orphan sweeper killed anything while the last
+//! task ran, the process is not used again: it may have been stopped or
+//! tampered with, and the next task gets a fresh one.
+//!
+//! Where the supervisor has neither worker cgroups nor a PID namespace it
+//! cannot tell that nothing else holds the socket, and no process is used
+//! for a second task (see `control::contain_reuse`).
+
+use std::fmt;
+
+use super::{Proc, WorkerProcess};
+use crate::family;
+
+/// Why a worker process is not used for another task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotAlone {
+    /// Processes killed now: in its cgroup, or children of the supervisor
+    /// that no handle owns.
+    pub killed: usize,
+    /// The orphan sweeper killed processes while the last task ran.
+    pub swept_meanwhile: bool,
+}
+
+impl fmt::Display for NotAlone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.killed > 0 {
+            write!(
+                f,
+                "killed {} process(es) that the last task started outside its worker \
+                 process's tree (with clone(CLONE_PARENT), say) or that no worker process owns",
+                self.killed
+            )
+        } else {
+            write!(
+                f,
+                "processes that no worker process owns were killed while its last task ran"
+            )
+        }
+    }
+}
+
+impl WorkerProcess {
+    /// Makes sure nothing but this process can hold its socket before it
+    /// gets another task; see the module doc. A process that has run no
+    /// task yet (or that runs one task only: forked) is alone already.
+    pub(crate) fn make_alone(&mut self) -> Result<(), NotAlone> {
+        if self.tasks_run == 0 || matches!(self.proc, Proc::Forked { .. }) {
+            return Ok(());
+        }
+        let mut killed = self
+            .cgroup
+            .as_ref()
+            .map_or(0, |cgroup| cgroup.kill_others(self.pid()));
+        let swept = family::sweep();
+        killed += swept;
+        // Read after our sweep, which waited for any sweep under way: what
+        // others killed since the task was sent counts too.
+        let swept_meanwhile = family::swept() - swept as u64 != self.swept_at_run;
+        if killed == 0 && !swept_meanwhile {
+            return Ok(());
+        }
+        Err(NotAlone {
+            killed,
+            swept_meanwhile,
+        })
+    }
+}

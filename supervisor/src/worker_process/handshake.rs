@@ -1,0 +1,166 @@
+//! The handshake of a new worker process: `Hello`, then `Setup` from us,
+//! then (as the spec and plan ask) `Confined`, `SetUp`, and `Ready`.
+//!
+//! Each stage waits for one frame with [`WorkerProcess::expect`]: the
+//! frame it wants is accepted or refused by the stage; anything else (an
+//! other message, a malformed frame, the end of the stream, no frame in
+//! time) fails the start the same way at every stage, the process killed
+//! and reaped and the failure worded with the stage's name.
+
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
+use redis_tasks_protocol::ipc::{FromWorker, PROTOCOL_VERSION, ToWorker};
+
+use super::{Proc, SETUP_TIMEOUT, SpawnError, SpawnSpec, WorkerEvent, WorkerProcess};
+use crate::isolation::Plan;
+
+/// How long a process that ends the handshake on its own gets to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// One stage of the handshake, for [`WorkerProcess::expect`].
+struct Stage {
+    /// What is awaited ("its hello").
+    awaited: &'static str,
+    /// When the stream ends: "before its handshake".
+    ended: &'static str,
+    /// How long it may take.
+    within: Duration,
+}
+
+/// What a stage makes of a frame.
+enum Answer<T> {
+    /// The frame the stage waited for.
+    Done(T),
+    /// The process refused to go on and exits by itself (reaped after
+    /// [`EXIT_GRACE`]).
+    Refused(SpawnError),
+    /// A wrong frame: the process is killed; the text says why.
+    Wrong(String),
+    /// Another message than the awaited one.
+    Other(FromWorker),
+}
+
+impl WorkerProcess {
+    pub(super) fn handshake(
+        &mut self,
+        spec: &SpawnSpec,
+        plan: Option<&Plan>,
+    ) -> Result<(), SpawnError> {
+        let within = spec.handshake_timeout;
+        let hello = Stage {
+            awaited: "its hello",
+            ended: "before its handshake",
+            within,
+        };
+        self.expect(&hello, |msg| match msg {
+            FromWorker::Hello { version, .. } if version == PROTOCOL_VERSION => Answer::Done(()),
+            FromWorker::Hello { version, .. } => Answer::Wrong(format!(
+                "speaks protocol {version}, this supervisor {PROTOCOL_VERSION}"
+            )),
+            other => Answer::Other(other),
+        })?;
+        let confine = plan.and_then(|p| p.confine.clone());
+        let confining = confine.is_some();
+        let setup = ToWorker::Setup {
+            middleware: spec.middleware.clone(),
+            confine,
+        };
+        if let Err(e) = self.send(&setup) {
+            let reason = self.kill_and_reap();
+            return Err(SpawnError::Handshake(format!(
+                "cannot send setup: {e} ({reason})"
+            )));
+        }
+        if confining {
+            let confined = Stage {
+                awaited: "confirming its confinement",
+                ended: "while confining itself",
+                within,
+            };
+            self.expect(&confined, |msg| match msg {
+                FromWorker::Confined { refused: None } => Answer::Done(()),
+                FromWorker::Confined {
+                    refused: Some(refusal),
+                } => Answer::Refused(SpawnError::NotIsolated(refusal.into())),
+                other => Answer::Other(other),
+            })?;
+        }
+        if spec.setup_hook {
+            let hook = Stage {
+                awaited: "the result of its setup hook",
+                ended: "while running its setup hook",
+                within: SETUP_TIMEOUT,
+            };
+            self.expect(&hook, |msg| match msg {
+                FromWorker::SetUp { error: None } => Answer::Done(()),
+                FromWorker::SetUp { error: Some(error) } => {
+                    Answer::Refused(SpawnError::SetupFailed(error))
+                }
+                other => Answer::Other(other),
+            })?;
+        }
+        let ready = Stage {
+            awaited: "Ready",
+            ended: "during set-up",
+            within,
+        };
+        self.expect(&ready, |msg| match msg {
+            FromWorker::Ready => Answer::Done(()),
+            other => Answer::Other(other),
+        })?;
+        // No task code has run in it yet: its thread count now is the
+        // count of an idle worker process.
+        self.idle_threads = self.threads();
+        if self.idle_threads.is_none() && !matches!(self.proc, Proc::Forked { .. }) {
+            warn_threads_hidden(self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the frame of `stage` and lets `accept` judge it.
+    fn expect<T>(
+        &mut self,
+        stage: &Stage,
+        accept: impl FnOnce(FromWorker) -> Answer<T>,
+    ) -> Result<T, SpawnError> {
+        let awaited = stage.awaited;
+        let wrong = match self.events.recv_timeout(stage.within) {
+            Ok(WorkerEvent::Message(msg)) => match accept(msg) {
+                Answer::Done(value) => return Ok(value),
+                Answer::Refused(error) => {
+                    self.reap_within(EXIT_GRACE);
+                    return Err(error);
+                }
+                Answer::Wrong(what) => what,
+                Answer::Other(other) => format!("sent {other:?} instead of {awaited}"),
+            },
+            Ok(WorkerEvent::Violation(detail)) => {
+                format!("sent a malformed frame instead of {awaited}: {detail}")
+            }
+            Ok(WorkerEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                let reason = self.reap_within(EXIT_GRACE);
+                return Err(SpawnError::Handshake(format!("{reason} {}", stage.ended)));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                format!("sent no {awaited} within {:?}", stage.within)
+            }
+        };
+        let reason = self.kill_and_reap();
+        Err(SpawnError::Handshake(format!("{wrong} ({reason})")))
+    }
+}
+
+/// Says once per supervisor that worker processes' thread counts cannot be
+/// read, so a thread a task leaves behind is not noticed.
+fn warn_threads_hidden(pid: u32) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            pid,
+            "cannot read /proc/<pid>/stat of worker processes (ProtectProc=invisible with a \
+             non-root supervisor hides them): a thread a task leaves running is not detected, \
+             and such a process is used again; see docs/security.md"
+        );
+    });
+}

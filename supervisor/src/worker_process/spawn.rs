@@ -1,0 +1,220 @@
+//! Starting a worker process: by `exec` (with an isolation plan applied
+//! between fork and exec, and a cgroup of its own where the host allows
+//! one), or forked by the fork server; then the reader thread and the
+//! handshake.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+use redis_tasks_protocol::ExitReason;
+use redis_tasks_protocol::ipc::{FrameError, FromWorker, WORKER_FD, WORKER_FD_ARG, recv};
+
+use super::{EVENT_QUEUE, Proc, SpawnError, SpawnSpec, WorkerEvent, WorkerProcess};
+use crate::cgroup::{self, TaskCgroup};
+use crate::family;
+use crate::fork_server::ForkServer;
+use crate::isolation::{NotApplied, Plan};
+use crate::sys;
+
+impl WorkerProcess {
+    /// Starts a worker process under reload `generation` and completes the
+    /// handshake.
+    /// Uses the spec's fork server when it has one (falling back to `exec`
+    /// if the fork server is gone).
+    pub(crate) fn spawn(spec: &SpawnSpec, generation: u64) -> Result<Self, SpawnError> {
+        if let Some(server) = &spec.fork_server {
+            match WorkerProcess::fork_from(server, spec, generation) {
+                Err(SpawnError::Handshake(e)) if server.is_gone() => {
+                    tracing::warn!(
+                        "fork server unusable ({e}); starting the worker process by exec"
+                    );
+                }
+                other => return other,
+            }
+        }
+        WorkerProcess::spawn_isolated(spec, generation, None)
+    }
+
+    /// Like [`WorkerProcess::spawn`], under an isolation `plan` when given:
+    /// its limits, namespace, user and no-new-privileges are applied before
+    /// `exec`, its environment and working directory replace the defaults,
+    /// and the handshake waits until the process has confined itself.
+    pub(crate) fn spawn_isolated(
+        spec: &SpawnSpec,
+        generation: u64,
+        plan: Option<&Plan>,
+    ) -> Result<Self, SpawnError> {
+        let spawn_err = spawn_error(spec);
+        let (ours, theirs) = UnixStream::pair().map_err(&spawn_err)?;
+        let mut cmd = Command::new(&spec.exe);
+        let env = plan.map_or(&spec.env, |p| &p.env);
+        cmd.arg(format!("{WORKER_FD_ARG}={WORKER_FD}"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .process_group(0);
+        if let Some(dir) = plan.and_then(|p| p.working_dir.as_ref()) {
+            cmd.current_dir(dir);
+        }
+        sys::prepare_child(&mut cmd, theirs.as_raw_fd(), plan.map(|p| p.child), None);
+        let child =
+            family::spawn(&mut cmd).map_err(|e| match NotApplied::from_spawn_error(&e) {
+                Some(not) => SpawnError::NotIsolated(not),
+                None => spawn_err(e),
+            })?;
+        drop(theirs);
+        let mut child = child;
+        let cgroup = match join_cgroup(&child, plan) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                family::forget(child.id());
+                return Err(e);
+            }
+        };
+        let exit = watch_exit(child.id()).map_err(&spawn_err)?;
+        let proc = Proc::Direct { child, exit };
+        let mut process = WorkerProcess::connect(proc, cgroup, ours, spec, generation, plan)?;
+        if plan.is_some_and(|p| p.child.ids.is_some()) {
+            process.ensure_killable()?;
+        }
+        Ok(process)
+    }
+
+    /// Starts a worker process through `server` (no `exec`) and completes
+    /// the handshake.
+    pub(crate) fn fork_from(
+        server: &Arc<ForkServer>,
+        spec: &SpawnSpec,
+        generation: u64,
+    ) -> Result<Self, SpawnError> {
+        let spawn_err = |error| SpawnError::Spawn {
+            exe: "the fork server".to_owned(),
+            error,
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(&spawn_err)?;
+        let (pid, exit) = server
+            .spawn(OwnedFd::from(theirs))
+            .map_err(SpawnError::Handshake)?;
+        let proc = Proc::Forked {
+            pid,
+            server: Arc::clone(server),
+            exit,
+        };
+        WorkerProcess::connect(proc, None, ours, spec, generation, None)
+    }
+
+    /// Wraps a started process: reader thread, handshake.
+    fn connect(
+        proc: Proc,
+        cgroup: Option<TaskCgroup>,
+        ours: UnixStream,
+        spec: &SpawnSpec,
+        generation: u64,
+        plan: Option<&Plan>,
+    ) -> Result<Self, SpawnError> {
+        let reader = ours.try_clone().map_err(spawn_error(spec))?;
+        let (tx, events) = bounded(EVENT_QUEUE);
+        let mut process = WorkerProcess::new(proc, cgroup, ours, events, generation);
+        thread::Builder::new()
+            .name(format!("ipc-{}", process.pid()))
+            .spawn(move || read_loop(reader, &tx))
+            .map_err(spawn_error(spec))?;
+        process.handshake(spec, plan)?;
+        Ok(process)
+    }
+}
+
+/// Puts a freshly started worker process into a cgroup of its own when the
+/// host allows them. A profile whose limits rest on the cgroup (see
+/// [`cgroup::WorkerCgroups::limits_memory`]) refuses to run without it;
+/// otherwise the process runs on without one.
+fn join_cgroup(child: &Child, plan: Option<&Plan>) -> Result<Option<TaskCgroup>, SpawnError> {
+    let Some(cgroups) = cgroup::get() else {
+        return Ok(None);
+    };
+    let limits = plan.map(|p| p.cgroup_limits).unwrap_or_default();
+    let joined = cgroups
+        .create(limits)
+        .and_then(|cgroup| cgroup.add(child.id()).map(|()| cgroup));
+    match joined {
+        Ok(cgroup) => Ok(Some(cgroup)),
+        Err(e) if limits.memory.is_some() && cgroups.limits_memory() => {
+            Err(SpawnError::NotIsolated(NotApplied {
+                restriction: "memory_limit".to_owned(),
+                reason: format!("cannot set up the worker process's cgroup: {e}"),
+            }))
+        }
+        Err(e) => {
+            tracing::warn!("worker process runs without a cgroup of its own: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// Turns an I/O error while starting a worker process from `spec` into a
+/// [`SpawnError`] naming the binary.
+fn spawn_error(spec: &SpawnSpec) -> impl Fn(io::Error) -> SpawnError + '_ {
+    move |error| SpawnError::Spawn {
+        exe: spec.exe.display().to_string(),
+        error,
+    }
+}
+
+/// Starts a thread that reports when `pid` (our child) exits, without
+/// reaping it (`waitid` with `WNOWAIT`): the handle stays its one reaper.
+/// The thread ends with the process.
+fn watch_exit(pid: u32) -> io::Result<Receiver<ExitReason>> {
+    let (tx, rx) = bounded(1);
+    let raw = Pid::from_raw(i32::try_from(pid).map_err(io::Error::other)?);
+    thread::Builder::new()
+        .name(format!("exit-{pid}"))
+        .spawn(move || {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+            let reason = loop {
+                match waitid(Id::Pid(raw), flags) {
+                    Ok(WaitStatus::Exited(_, code)) => break ExitReason::Code(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break ExitReason::Signal(sig as i32),
+                    Err(nix::errno::Errno::EINTR) | Ok(_) => {}
+                    // Reaped already: the handle knows.
+                    Err(_) => return,
+                }
+            };
+            let _ = tx.send(reason);
+        })?;
+    Ok(rx)
+}
+
+/// The reader thread: frames to [`WorkerEvent`]s until the stream ends.
+fn read_loop(mut stream: UnixStream, tx: &Sender<WorkerEvent>) {
+    loop {
+        let event = match recv::<FromWorker>(&mut stream) {
+            Ok(Some(msg)) => WorkerEvent::Message(msg),
+            Ok(None) => WorkerEvent::Closed,
+            // A worker process that died with our last message unread
+            // resets the connection: that is its end, not a bad frame.
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                WorkerEvent::Closed
+            }
+            Err(e) => WorkerEvent::Violation(e.to_string()),
+        };
+        let last = !matches!(event, WorkerEvent::Message(_));
+        if tx.send(event).is_err() || last {
+            return;
+        }
+    }
+}
