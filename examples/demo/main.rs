@@ -15,6 +15,7 @@
 
 mod async_tasks;
 mod host_ids;
+mod hostile_identity;
 mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
@@ -303,7 +304,7 @@ fn main() -> ExitCode {
     let _child = child_before_start();
     let app = results::register(retries::app().version(env!("CARGO_PKG_VERSION")));
     let app = async_tasks::register(setup::register(app));
-    hostile_tree::register(hostile_sandbox::register(app))
+    hostile_identity::register(hostile_tree::register(hostile_sandbox::register(app)))
         .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
         .task("sleep", sleep)
         .task("fail", |_, a: Message| Err::<(), _>(a.message))

@@ -12,6 +12,9 @@
 //!   processes and Redis are killed; nothing lost, nothing run twice.
 //! - `hostile_tree`, `hostile_ipc`: tasks that attack containment (escaping
 //!   the process tree, hiding a crash, flooding or forging frames).
+//! - `hostile_identity`: a root supervisor's isolated task is never root.
+//! - `hostile_namespaces`: slots share nothing (signals, SysV IPC, `/tmp`,
+//!   working directory), under a root and a non-root supervisor.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
@@ -32,7 +35,9 @@
 mod async_tasks;
 mod chaos;
 mod dynamic_users;
+mod hostile_identity;
 mod hostile_ipc;
+mod hostile_namespaces;
 mod hostile_sandbox;
 mod hostile_supervisor;
 mod hostile_tree;
