@@ -117,16 +117,31 @@ pub(crate) unsafe fn probe() -> io::Result<()> {
 ///
 /// Async-signal-safe calls only, on locals.
 unsafe fn map_own_ids() -> io::Result<()> {
-    // SAFETY: geteuid and getegid cannot fail; the writes use locals.
+    // SAFETY: geteuid, getegid and prctl cannot touch our memory; the
+    // writes use locals.
     unsafe {
-        write_file(c"/proc/self/setgroups", b"deny")?;
+        // A non-dumpable process's /proc files belong to root, so it could
+        // not write its own maps: it is dumpable for these three writes
+        // only, then non-dumpable again (it is a copy of the supervisor).
+        let hidden = libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 1;
+        if hidden && libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
+            return Err(failed(Step::Namespaces));
+        }
         let mut line = [0u8; 32];
-        let len = id_map(libc::geteuid(), &mut line);
-        write_file(c"/proc/self/uid_map", &line[..len])?;
-        let len = id_map(libc::getegid(), &mut line);
-        write_file(c"/proc/self/gid_map", &line[..len])?;
+        let written = write_file(c"/proc/self/setgroups", b"deny")
+            .and_then(|()| {
+                let len = id_map(libc::geteuid(), &mut line);
+                write_file(c"/proc/self/uid_map", &line[..len])
+            })
+            .and_then(|()| {
+                let len = id_map(libc::getegid(), &mut line);
+                write_file(c"/proc/self/gid_map", &line[..len])
+            });
+        if hidden && libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return Err(failed(Step::Namespaces));
+        }
+        written
     }
-    Ok(())
 }
 
 /// Writes `"<id> <id> 1\n"` into `buf` without allocating; returns its
@@ -264,7 +279,7 @@ unsafe fn split() -> io::Result<()> {
             drop_capability_sets()?;
             return Ok(());
         }
-        monitor(init, worker)
+        monitor(init, worker, alive[1])
     }
 }
 
@@ -323,19 +338,25 @@ unsafe fn reap_forever() -> ! {
 }
 
 /// The process the supervisor started, outside the namespace: closes every
-/// descriptor (the worker alone holds the IPC socket, and `spawn` returns
-/// once the worker has exec'd), waits for the worker, kills the init (the
+/// descriptor but `alive` (the worker alone holds the IPC socket, and
+/// `spawn` returns once the worker has exec'd), waits for the worker, kills the init (the
 /// kernel then kills everything left in the namespace) and ends as the
 /// worker ended.
 ///
 /// # Safety
 ///
 /// Async-signal-safe calls only.
-unsafe fn monitor(init: libc::pid_t, worker: libc::pid_t) -> ! {
+unsafe fn monitor(init: libc::pid_t, worker: libc::pid_t, alive: libc::c_int) -> ! {
     // SAFETY: close_range, prctl, waitpid, kill, signal, sigprocmask,
     // setrlimit and _exit on locals.
     unsafe {
-        let _ = libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0);
+        // All but the write end of `alive`, which the init and the worker
+        // watch until they have their parent-death signal.
+        let keep = alive as libc::c_uint;
+        if keep > 0 {
+            let _ = libc::syscall(libc::SYS_close_range, 0, keep - 1, 0);
+        }
+        let _ = libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
         let _ = libc::prctl(libc::PR_SET_NAME, c"rt-ns-monitor".as_ptr(), 0, 0, 0);
         let mut status = 0;
         while libc::waitpid(worker, &mut status, 0) < 0 {
