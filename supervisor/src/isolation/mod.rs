@@ -10,7 +10,7 @@
 //!
 //! Order of application, each step before any task code runs:
 //!
-//! 1. between `fork` and `exec` (`sys.rs`, async-signal-safe calls only):
+//! 1. between `fork` and `exec` (`sys/`, async-signal-safe calls only):
 //!    resource limits (memory, CPU time, open files, processes, core dumps
 //!    off), then a new network namespace with loopback up, then
 //!    supplementary groups dropped, group, user, then no-new-privileges,

@@ -148,6 +148,23 @@ fn cpath(path: &Path) -> Option<CString> {
     CString::new(path.as_os_str().as_bytes()).ok()
 }
 
+/// Whether a task running as `uid`:`gid` may write in `dir` by its mode
+/// bits: such a working directory is shared state between slots, so each
+/// slot gets a directory of its own below it. One the task cannot write
+/// (`/`, say) is the same for every slot and needs no splitting.
+pub(crate) fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let mode = meta.mode();
+    // Root's own profile is no boundary: no splitting for it.
+    uid != 0
+        && ((meta.uid() == uid && mode & 0o200 != 0)
+            || (meta.gid() == gid && mode & 0o020 != 0)
+            || mode & 0o002 != 0)
+}
+
 /// The slot's own directory below `working_dir` (`slot-<n>`), created on
 /// first use with mode 0700 and owned by the slot's user (`ids`, when the
 /// supervisor switches users): other slots' uids cannot enter it, and in a
@@ -203,6 +220,26 @@ mod tests {
         assert_eq!(slot_dir(&base, 3, None).expect("again"), dir);
         let missing = slot_dir(&base.join("gone"), 0, None).expect_err("no parent");
         assert_eq!(missing.restriction, "working_dir");
+        std::fs::remove_dir_all(&base).expect("clean up");
+    }
+
+    #[test]
+    fn only_a_directory_the_task_may_write_is_split_per_slot() {
+        let base = std::env::temp_dir().join(format!("rt-writable-{}", std::process::id()));
+        std::fs::create_dir_all(&base).expect("temp dir");
+        let me = Uid::effective().as_raw();
+        let my_group = Gid::effective().as_raw();
+        let chmod = |mode| {
+            std::fs::set_permissions(&base, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        chmod(0o755);
+        assert!(!writable_by(&base, 61184, 61184) || me == 61184);
+        chmod(0o777);
+        assert!(writable_by(&base, 61184, 61184));
+        chmod(0o770);
+        assert!(writable_by(&base, 61184, my_group), "by its group");
+        assert!(!writable_by(&base, 0, 0), "root's profile is never split");
+        assert!(!writable_by(Path::new("/no/such/dir"), 61184, 61184));
         std::fs::remove_dir_all(&base).expect("clean up");
     }
 }

@@ -306,7 +306,8 @@ fn the_documented_strict_preset_runs_an_ordinary_task() {
         json!({"children": 2, "secs": 0.1}),
     );
     let fine = enqueue(&demo, "strict", "noop", json!(null));
-    burst(&demo, &toml, &["strict"]);
+    let out = burst(&demo, &toml, &["strict"]);
+    eprintln!("DEBUGOUT {}", out.stderr);
     for id in [&write, &spawn, &fine] {
         let record = demo.task(id);
         if record.status == TaskStatus::Failed
@@ -316,5 +317,15 @@ fn the_documented_strict_preset_runs_an_ordinary_task() {
         }
         assert_eq!(record.status, TaskStatus::Finished, "{record:?}");
     }
-    assert_eq!(fs::read_to_string(&file).ok().as_deref(), Some("ok"));
+    // The group may write the working directory, so each slot has its own
+    // below it, which the task saw at `working_dir`.
+    let written: Vec<String> = fs::read_dir(&work)
+        .expect("list")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("slot-")))
+        .filter_map(|dir| fs::read_to_string(dir.join("out.txt")).ok())
+        .collect();
+    assert_eq!(written, ["ok"], "{:?}", fs::read_dir(&work).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>()));
+    assert!(!file.exists(), "written to the shared directory");
 }

@@ -187,7 +187,8 @@ fn a_fork_bomb_is_contained_by_the_process_limit() {
 #[test]
 fn an_environment_snoop_sees_only_the_allow_list() {
     let demo = Demo::new();
-    let path = demo.path("env.txt");
+    // Under root the task runs as a dynamic user (docs/security.md).
+    let path = shared_dir(&demo, "out").join("env.txt");
     let id = enqueue(&demo, "untrusted", "env", json!({"path": path}));
     let toml = "[queues.untrusted]\nenv = [\"LANG\", \"DEMO_VISIBLE\"]\nopen_files_limit = 64\n";
     let env = [
@@ -257,7 +258,7 @@ fn a_task_running_as_nobody_cannot_write_a_root_owned_file() {
 #[test]
 fn a_descriptor_probe_sees_only_stdio_and_its_socket() {
     let demo = Demo::new();
-    let path = demo.path("fds.txt");
+    let path = shared_dir(&demo, "out").join("fds.txt");
     let id = enqueue(&demo, "untrusted", "fds", json!({"path": path}));
     let toml = "[queues.untrusted]\nmemory_limit = \"1G\"\nseccomp = true\n";
     burst(&demo, toml, &["untrusted"], &[]);
@@ -319,15 +320,17 @@ fn a_blocked_system_call_is_named() {
 #[test]
 fn landlock_allows_only_the_listed_paths() {
     let demo = Demo::new();
-    let rw = demo.path("rw");
-    fs::create_dir_all(&rw).expect("mkdir");
+    // Both directories writable for the task's (dynamic) user: only
+    // Landlock keeps it out of the second.
+    let rw = shared_dir(&demo, "rw");
+    let open = shared_dir(&demo, "open");
     let inside = enqueue(
         &demo,
         "untrusted",
         "write_file",
         json!({"path": rw.join("ok.txt"), "text": "x"}),
     );
-    let outside_path = demo.path("outside.txt");
+    let outside_path = open.join("outside.txt");
     let outside = enqueue(
         &demo,
         "untrusted",
