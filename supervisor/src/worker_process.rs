@@ -181,14 +181,12 @@ fn join_cgroup(child: &Child, plan: Option<&Plan>) -> Result<Option<TaskCgroup>,
         return Ok(None);
     };
     let limits = plan.map(|p| p.cgroup_limits).unwrap_or_default();
-    let joined = cgroups
-        .create(limits)
-        .and_then(|cgroup| {
-            crate::isolation::namespace_members(child.id())
-                .into_iter()
-                .try_for_each(|pid| cgroup.add(pid))
-                .map(|()| cgroup)
-        });
+    let joined = cgroups.create(limits).and_then(|cgroup| {
+        crate::isolation::namespace_members(child.id())
+            .into_iter()
+            .try_for_each(|pid| cgroup.add(pid))
+            .map(|()| cgroup)
+    });
     match joined {
         Ok(cgroup) => Ok(Some(cgroup)),
         Err(e) if limits.memory.is_some() && cgroups.limits_memory() => {

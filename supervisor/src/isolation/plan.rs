@@ -323,9 +323,10 @@ impl Plan {
             }
         }
         let ids_only = ids.as_ref().map(|(uid, gid, _)| (*uid, *gid));
-        let target_gid = ids
-            .as_ref()
-            .map_or_else(|| nix::unistd::Gid::effective().as_raw(), |(_, gid, _)| *gid);
+        let target_gid = ids.as_ref().map_or_else(
+            || nix::unistd::Gid::effective().as_raw(),
+            |(_, gid, _)| *gid,
+        );
         let slot_dir = match (&profile.working_dir, slot) {
             (Some(dir), Some(slot)) if super::userns::writable_by(dir, target_uid, target_gid) => {
                 Some(super::userns::slot_dir(dir, slot, ids_only)?)

@@ -62,7 +62,8 @@ fn detect() -> Result<(), String> {
         return Err("user.max_user_namespaces is 0".to_owned());
     }
     let apparmor = sysctl("kernel/apparmor_restrict_unprivileged_userns");
-    let mut probe = crate::sys::namespace_probe();
+    // `nobody`, or any uid that is not root: only the credentials matter.
+    let mut probe = crate::sys::namespace_probe(65534);
     let tried = crate::family::spawn(&mut probe).and_then(|mut child| {
         let status = child.wait();
         crate::family::forget(child.id());
@@ -72,9 +73,9 @@ fn detect() -> Result<(), String> {
         }
     });
     tried.map_err(|e| match apparmor.as_deref() {
-        Some("1") => format!(
-            "creating them failed: {e}; kernel.apparmor_restrict_unprivileged_userns is 1"
-        ),
+        Some("1") => {
+            format!("creating them failed: {e}; kernel.apparmor_restrict_unprivileged_userns is 1")
+        }
         _ => format!("creating them failed: {e}"),
     })
 }
@@ -120,8 +121,20 @@ fn private_tmp(profile: &Isolation, slot_dir: Option<&Path>) -> bool {
         .map(PathBuf::as_path)
         .chain(slot_dir)
         .chain(profile.working_dir.as_deref())
-        .chain(profile.read_only_paths.iter().flatten().map(PathBuf::as_path))
-        .chain(profile.read_write_paths.iter().flatten().map(PathBuf::as_path))
+        .chain(
+            profile
+                .read_only_paths
+                .iter()
+                .flatten()
+                .map(PathBuf::as_path),
+        )
+        .chain(
+            profile
+                .read_write_paths
+                .iter()
+                .flatten()
+                .map(PathBuf::as_path),
+        )
         .find(|p| p.starts_with(tmp))
         .map(Path::to_path_buf);
     match below {

@@ -181,8 +181,9 @@ unsafe fn restrict(r: &ChildRestrictions) -> io::Result<()> {
 /// give worker processes private user, PID, IPC, mount and network
 /// namespaces: it creates them, mounts a tmpfs inside and exits, never
 /// exec'ing; so a success reaches the parent as exit status 0 and a
-/// failure as the error `spawn` returns. It runs as the supervisor's user.
-pub(crate) fn namespace_probe() -> Command {
+/// failure as the error `spawn` returns. It runs as the supervisor's user,
+/// or as `unprivileged` (a uid a task could run as) when that is root.
+pub(crate) fn namespace_probe(unprivileged: u32) -> Command {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -191,8 +192,8 @@ pub(crate) fn namespace_probe() -> Command {
     // makes the async-signal-safe calls of `namespaces::probe`, then
     // `_exit`s.
     unsafe {
-        cmd.pre_exec(|| {
-            namespaces::probe()?;
+        cmd.pre_exec(move || {
+            namespaces::probe(unprivileged)?;
             libc::_exit(0)
         });
     }

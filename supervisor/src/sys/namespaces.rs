@@ -52,10 +52,13 @@ pub(crate) unsafe fn enter(ns: &Namespaces) -> io::Result<()> {
         if ns.net {
             flags |= libc::CLONE_NEWNET;
         }
+        // Read before: inside the new namespace, until it is mapped, every
+        // id reads as the overflow id (65534).
+        let (uid, gid) = (libc::geteuid(), libc::getegid());
         if libc::unshare(flags) != 0 {
             return Err(failed(Step::Namespaces));
         }
-        map_own_ids()?;
+        map_own_ids(uid, gid)?;
         mount_private(ns)?;
         if ns.net {
             loopback_up()?;
@@ -66,12 +69,15 @@ pub(crate) unsafe fn enter(ns: &Namespaces) -> io::Result<()> {
 
 /// Whether the host lets this process create the namespaces a worker
 /// process gets (user, PID, IPC, mount, network) and mount a tmpfs in
-/// them. Runs in the child of a `fork` that never execs.
+/// them. Runs in the child of a `fork` that never execs. As root it first
+/// becomes `unprivileged` (uid and gid): tasks never create them as root
+/// (mapping uid 0 needs CAP_SETFCAP), and a security module may treat
+/// root and other users differently.
 ///
 /// # Safety
 ///
 /// As [`enter`].
-pub(crate) unsafe fn probe() -> io::Result<()> {
+pub(crate) unsafe fn probe(unprivileged: u32) -> io::Result<()> {
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
@@ -79,10 +85,18 @@ pub(crate) unsafe fn probe() -> io::Result<()> {
         | libc::CLONE_NEWNET;
     // SAFETY: see the function's Safety section.
     unsafe {
+        if libc::geteuid() == 0
+            && (libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(unprivileged) != 0
+                || libc::setuid(unprivileged) != 0)
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let (uid, gid) = (libc::geteuid(), libc::getegid());
         if libc::unshare(flags) != 0 {
             return Err(io::Error::last_os_error());
         }
-        map_own_ids()?;
+        map_own_ids(uid, gid)?;
         if libc::mount(
             std::ptr::null(),
             c"/".as_ptr(),
@@ -110,15 +124,14 @@ pub(crate) unsafe fn probe() -> io::Result<()> {
     Ok(())
 }
 
-/// Denies `setgroups` and maps this process's effective uid and gid to
-/// themselves in its new user namespace.
+/// Denies `setgroups` and maps `uid` and `gid`, this process's effective
+/// ids from before its `unshare`, to themselves in its new user namespace.
 ///
 /// # Safety
 ///
 /// Async-signal-safe calls only, on locals.
-unsafe fn map_own_ids() -> io::Result<()> {
-    // SAFETY: geteuid, getegid and prctl cannot touch our memory; the
-    // writes use locals.
+unsafe fn map_own_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: prctl cannot touch our memory; the writes use locals.
     unsafe {
         // A non-dumpable process's /proc files belong to root, so it could
         // not write its own maps: it is dumpable for these three writes
@@ -130,11 +143,11 @@ unsafe fn map_own_ids() -> io::Result<()> {
         let mut line = [0u8; 32];
         let written = write_file(c"/proc/self/setgroups", b"deny")
             .and_then(|()| {
-                let len = id_map(libc::geteuid(), &mut line);
+                let len = id_map(uid, &mut line);
                 write_file(c"/proc/self/uid_map", &line[..len])
             })
             .and_then(|()| {
-                let len = id_map(libc::getegid(), &mut line);
+                let len = id_map(gid, &mut line);
                 write_file(c"/proc/self/gid_map", &line[..len])
             });
         if hidden && libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
@@ -210,23 +223,47 @@ unsafe fn mount_private(ns: &Namespaces) -> io::Result<()> {
     // SAFETY: mount and chdir with NUL-terminated strings that outlive
     // the calls, or null where mount allows it.
     unsafe {
-        if libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, null.cast()) != 0 {
+        if libc::mount(
+            null,
+            c"/".as_ptr(),
+            null,
+            libc::MS_REC | libc::MS_PRIVATE,
+            null.cast(),
+        ) != 0
+        {
             return Err(failed(Step::Namespaces));
         }
         if let Some(options) = &ns.tmp {
-            if libc::mount(tmpfs, c"/tmp".as_ptr(), tmpfs, hidden, options.as_ptr().cast()) != 0 {
+            if libc::mount(
+                tmpfs,
+                c"/tmp".as_ptr(),
+                tmpfs,
+                hidden,
+                options.as_ptr().cast(),
+            ) != 0
+            {
                 return Err(failed(Step::Namespaces));
             }
         }
         if ns.dev_shm
-            && libc::mount(tmpfs, c"/dev/shm".as_ptr(), tmpfs, hidden, c"mode=1777".as_ptr().cast())
-                != 0
+            && libc::mount(
+                tmpfs,
+                c"/dev/shm".as_ptr(),
+                tmpfs,
+                hidden,
+                c"mode=1777".as_ptr().cast(),
+            ) != 0
         {
             return Err(failed(Step::Namespaces));
         }
         if let Some((slot_dir, working_dir)) = &ns.private_dir {
-            if libc::mount(slot_dir.as_ptr(), working_dir.as_ptr(), null, libc::MS_BIND | libc::MS_REC, null.cast())
-                != 0
+            if libc::mount(
+                slot_dir.as_ptr(),
+                working_dir.as_ptr(),
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                null.cast(),
+            ) != 0
                 || libc::chdir(working_dir.as_ptr()) != 0
             {
                 return Err(failed(Step::Namespaces));
@@ -402,16 +439,39 @@ mod tests {
     /// Runs `sh -c script` as a worker process would start, with private
     /// namespaces when `private`; `None` when the host allows none.
     fn run(script: &str, private: bool) -> Option<ExitStatus> {
-        let probe = crate::sys::namespace_probe().status().ok()?;
-        if !probe.success() {
+        // Tasks never get namespaces as root (see `userns::plan`).
+        let ids = nix::unistd::Uid::effective()
+            .is_root()
+            .then_some((61184, 61184));
+        run_as(script, private, ids)
+    }
+
+    /// Like [`run`], as user and group `ids` (the supervisor must be root).
+    fn run_as(script: &str, private: bool, ids: Option<(u32, u32)>) -> Option<ExitStatus> {
+        static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let allowed = ALLOWED.get_or_init(|| {
+            crate::sys::namespace_probe(65534)
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if !allowed {
             eprintln!("skipped: no user namespaces here");
             return None;
         }
         let (_ours, theirs) = UnixStream::pair().expect("pair");
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", script]);
+        // As a task gets them: a private /tmp and /dev/shm too.
+        let namespaces = Namespaces {
+            tmp: Some(c"mode=1777".to_owned()),
+            dev_shm: std::path::Path::new("/dev/shm").is_dir(),
+            ..Namespaces::default()
+        };
         let restrictions = ChildRestrictions {
-            namespaces: private.then(Namespaces::default),
+            namespaces: private.then_some(namespaces),
+            ids,
+            drop_capabilities: true,
+            no_new_privs: true,
             ..ChildRestrictions::default()
         };
         super::super::prepare_child(
@@ -420,7 +480,13 @@ mod tests {
             Some(restrictions),
             None,
         );
-        Some(cmd.spawn().expect("spawn").wait().expect("wait"))
+        match cmd.spawn() {
+            Ok(mut child) => Some(child.wait().expect("wait")),
+            Err(e) => panic!(
+                "{e}: {:?}",
+                crate::isolation::NotApplied::from_spawn_error(&e)
+            ),
+        }
     }
 
     #[test]
@@ -435,6 +501,12 @@ mod tests {
         // outside it.
         let status = run("test $$ = 2 && test $PPID = 0", true).expect("ran");
         assert_eq!(status.code(), Some(0), "not PID 2 of its own namespace");
+        if nix::unistd::Uid::effective().is_root() {
+            // A root supervisor's task: another user first, then namespaces
+            // that map that user to itself.
+            let status = run("test $(id -u) = 61184", true);
+            assert_eq!(status.and_then(|s| s.code()), Some(0));
+        }
     }
 
     /// What the namespaces add to a worker process's start:

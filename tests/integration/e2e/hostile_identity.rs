@@ -56,8 +56,17 @@ fn an_isolated_task_of_a_root_supervisor_cannot_read_a_root_only_file() {
     let id = enqueue(&demo, "read_secret", json!({ "path": secret }));
     burst(&demo);
     let t = demo.task(&id);
-    assert_eq!(t.status, TaskStatus::Failed, "read the secret: {:?}", t.meta);
-    assert!(error_of(&t).contains("Permission denied"), "{}", error_of(&t));
+    assert_eq!(
+        t.status,
+        TaskStatus::Failed,
+        "read the secret: {:?}",
+        t.meta
+    );
+    assert!(
+        error_of(&t).contains("Permission denied"),
+        "{}",
+        error_of(&t)
+    );
 }
 
 #[test]
@@ -72,8 +81,16 @@ fn an_isolated_task_of_a_root_supervisor_cannot_write_a_root_owned_file() {
     let id = enqueue(&demo, "open_for_writing", json!({ "path": owned }));
     burst(&demo);
     let t = demo.task(&id);
-    assert_eq!(t.status, TaskStatus::Failed, "opened a root-owned file for writing");
-    assert!(error_of(&t).contains("Permission denied"), "{}", error_of(&t));
+    assert_eq!(
+        t.status,
+        TaskStatus::Failed,
+        "opened a root-owned file for writing"
+    );
+    assert!(
+        error_of(&t).contains("Permission denied"),
+        "{}",
+        error_of(&t)
+    );
 }
 
 #[test]
@@ -85,7 +102,12 @@ fn an_isolated_task_of_a_root_supervisor_cannot_open_the_supervisors_cgroup_kill
     let id = enqueue(&demo, "open_cgroup_kill", json!(null));
     burst(&demo);
     let t = demo.task(&id);
-    assert_eq!(t.status, TaskStatus::Failed, "opened {:?}", t.meta["target"]);
+    assert_eq!(
+        t.status,
+        TaskStatus::Failed,
+        "opened {:?}",
+        t.meta["target"]
+    );
     let error = error_of(&t);
     if error.contains("no cgroup of its own") {
         eprintln!("skipped: worker processes have no cgroups here");

@@ -45,11 +45,29 @@ fn start(demo: &Demo, profile: &str, as_nobody: bool) -> Running {
     Running { child, log }
 }
 
-/// Whether the supervisor said it has no user namespaces here.
+/// Whether the supervisor said it has no user namespaces here; panics if it
+/// said so on a host where `nobody` can create them (`unshare(1)`).
 fn no_namespaces(sup: &Running) -> bool {
     let log = sup.log();
     let none = log.contains("no private namespaces for isolated worker processes");
     if none {
+        let host_allows = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-current-user",
+                "--pid",
+                "--ipc",
+                "--mount",
+                "--fork",
+                "true",
+            ])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(!host_allows, "the host allows user namespaces:\n{log}");
         eprintln!("skipped: this host allows no user namespaces");
     }
     none
@@ -63,7 +81,13 @@ fn kill_from_the_other_slot(demo: &Demo, sup: &Running) -> redis_tasks::TaskReco
     demo.wait_status(&victim, TaskStatus::Running, Duration::from_secs(60));
     let attacker = demo.enqueue("kill_everyone", json!(null));
     let t = demo.wait_ended(&attacker, Duration::from_secs(60));
-    assert_eq!(t.status, TaskStatus::Finished, "{}\n{}", error_of(&t), sup.log());
+    assert_eq!(
+        t.status,
+        TaskStatus::Finished,
+        "{}\n{}",
+        error_of(&t),
+        sup.log()
+    );
     fs::write(&gate, "").expect("gate");
     demo.wait_ended(&victim, Duration::from_secs(60))
 }
@@ -139,8 +163,16 @@ fn a_sysv_segment_is_private_to_its_task_and_dies_with_it() {
         return;
     }
     assert_eq!(planted.status, TaskStatus::Finished, "{planted:?}");
-    assert_eq!(found.status, TaskStatus::Failed, "the other slot found the segment");
-    assert!(error_of(&found).contains("No such file"), "{}", error_of(&found));
+    assert_eq!(
+        found.status,
+        TaskStatus::Failed,
+        "the other slot found the segment"
+    );
+    assert!(
+        error_of(&found).contains("No such file"),
+        "{}",
+        error_of(&found)
+    );
     assert_eq!(left, None, "the segment outlived its task");
     sup.stop();
 }
