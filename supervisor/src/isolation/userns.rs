@@ -13,11 +13,13 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use nix::unistd::{Gid, Uid, chown};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, fchmod};
+use nix::unistd::{Gid, Uid, fchown};
 use redis_tasks_config::settings::Isolation;
 use tracing::{info, warn};
 
@@ -197,14 +199,23 @@ pub(crate) fn slot_dir(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(refused("create", &e)),
     }
+    // Through a descriptor opened without following a symbolic link:
+    // whoever may write `working_dir` could have put a link to, say,
+    // /etc/shadow where the slot's directory belongs, and a root supervisor
+    // would otherwise hand that file to the slot's user.
+    let opened = nix::fcntl::open(
+        &dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| refused("open (it must be a directory, not a link)", &e))?;
     if let Some((uid, gid)) = ids {
         if Uid::effective().is_root() {
-            chown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            fchown(&opened, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .map_err(|e| refused("give the slot's user", &e))?;
         }
     }
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| refused("restrict", &e))?;
+    fchmod(&opened, Mode::from_bits_truncate(0o700)).map_err(|e| refused("restrict", &e))?;
     Ok(dir)
 }
 
@@ -220,6 +231,8 @@ pub(crate) fn namespace_members(pid: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -233,6 +246,12 @@ mod tests {
         assert_eq!(slot_dir(&base, 3, None).expect("again"), dir);
         let missing = slot_dir(&base.join("gone"), 0, None).expect_err("no parent");
         assert_eq!(missing.restriction, "working_dir");
+        // A link where a slot's directory belongs is refused, not followed.
+        let target = base.join("target");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::os::unix::fs::symlink(&target, base.join("slot-4")).expect("link");
+        let linked = slot_dir(&base, 4, None).expect_err("a link");
+        assert!(linked.reason.contains("not a link"), "{}", linked.reason);
         std::fs::remove_dir_all(&base).expect("clean up");
     }
 
