@@ -15,8 +15,9 @@
 
 mod async_tasks;
 mod host_ids;
-mod hostile_frames;
 mod hostile_clone;
+mod hostile_frames;
+mod hostile_identity;
 mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
@@ -306,73 +307,75 @@ fn main() -> ExitCode {
     let app = results::register(retries::app().version(env!("CARGO_PKG_VERSION")));
     let app = async_tasks::register(setup::register(app));
     let app = hostile_clone::register(app);
-    hostile_tree::register(hostile_sandbox::register(hostile_frames::register(app)))
-        .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
-        .task("sleep", sleep)
-        .task("fail", |_, a: Message| Err::<(), _>(a.message))
-        .task("panic", |_, a: Message| -> Result {
-            panic!("{}", a.message)
-        })
-        .task("abort", |_, _: serde_json::Value| -> Result {
-            std::process::abort()
-        })
-        .task("segfault", |_, _: serde_json::Value| -> Result {
-            misbehave::segfault()
-        })
-        .task("exit", |_, a: Code| -> Result {
-            std::process::exit(a.code)
-        })
-        .task("alloc", alloc)
-        .task("spin", spin)
-        .task("spawn", spawn)
-        .task("write_file", write_file)
-        .task("env", env)
-        .task_with("reentrant_sleep", TaskOptions::new().reentrant(true), sleep)
-        .task_with(
-            "reentrant_abort",
-            TaskOptions::new().reentrant(true),
-            |_, _: serde_json::Value| -> Result { std::process::abort() },
-        )
-        .task("guarded_sleep", guarded_sleep)
-        .task("fds", fds)
-        .task("pid", pid)
-        .task("mark", mark)
-        .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
-        .task("progress", progress)
-        .task("report_progress", report_progress)
-        .task("wait_for_file", wait_for_file)
-        .task("connect", connect)
-        .task("whoami", whoami)
-        .task("ptrace", |_, _: serde_json::Value| -> Result {
-            misbehave::ptrace_self()
-        })
-        .task("peek_parent", peek_parent)
-        .task("steal_parent_fds", |ctx, _: serde_json::Value| -> Result {
-            ctx.set_meta("stolen", misbehave::steal_parent_fds()?)
-        })
-        .task("reach_siblings", |ctx, _: serde_json::Value| -> Result {
-            ctx.set_meta("reached", misbehave::reach_siblings()?)
-        })
-        .task("kill_everyone", |ctx, _: serde_json::Value| -> Result {
-            ctx.set_meta("kill", misbehave::kill_everyone()?)
-        })
-        .task_with(
-            "capped_alloc",
-            TaskOptions::new().isolation(Isolation::new().memory_limit(64 << 20)),
-            alloc,
-        )
-        .task("garbage", |_, _: serde_json::Value| -> Result {
-            misbehave::write_garbage_frame()
-        })
-        .task("oversized", |_, _: serde_json::Value| -> Result {
-            misbehave::write_oversized_frame()
-        })
-        .task_with(
-            "quick_timeout",
-            TaskOptions::new().timeout(Duration::from_secs(1)),
-            sleep,
-        )
-        .middleware(redis_tasks::GraphMiddleware::new())
-        .middleware(outcome_log::OutcomeLog::from_env())
-        .main()
+    hostile_identity::register(hostile_tree::register(hostile_sandbox::register(
+        hostile_frames::register(app),
+    )))
+    .task("noop", |_, _: serde_json::Value| Ok::<(), String>(()))
+    .task("sleep", sleep)
+    .task("fail", |_, a: Message| Err::<(), _>(a.message))
+    .task("panic", |_, a: Message| -> Result {
+        panic!("{}", a.message)
+    })
+    .task("abort", |_, _: serde_json::Value| -> Result {
+        std::process::abort()
+    })
+    .task("segfault", |_, _: serde_json::Value| -> Result {
+        misbehave::segfault()
+    })
+    .task("exit", |_, a: Code| -> Result {
+        std::process::exit(a.code)
+    })
+    .task("alloc", alloc)
+    .task("spin", spin)
+    .task("spawn", spawn)
+    .task("write_file", write_file)
+    .task("env", env)
+    .task_with("reentrant_sleep", TaskOptions::new().reentrant(true), sleep)
+    .task_with(
+        "reentrant_abort",
+        TaskOptions::new().reentrant(true),
+        |_, _: serde_json::Value| -> Result { std::process::abort() },
+    )
+    .task("guarded_sleep", guarded_sleep)
+    .task("fds", fds)
+    .task("pid", pid)
+    .task("mark", mark)
+    .task_with("reentrant_mark", TaskOptions::new().reentrant(true), mark)
+    .task("progress", progress)
+    .task("report_progress", report_progress)
+    .task("wait_for_file", wait_for_file)
+    .task("connect", connect)
+    .task("whoami", whoami)
+    .task("ptrace", |_, _: serde_json::Value| -> Result {
+        misbehave::ptrace_self()
+    })
+    .task("peek_parent", peek_parent)
+    .task("steal_parent_fds", |ctx, _: serde_json::Value| -> Result {
+        ctx.set_meta("stolen", misbehave::steal_parent_fds()?)
+    })
+    .task("reach_siblings", |ctx, _: serde_json::Value| -> Result {
+        ctx.set_meta("reached", misbehave::reach_siblings()?)
+    })
+    .task("kill_everyone", |ctx, _: serde_json::Value| -> Result {
+        ctx.set_meta("kill", misbehave::kill_everyone()?)
+    })
+    .task_with(
+        "capped_alloc",
+        TaskOptions::new().isolation(Isolation::new().memory_limit(64 << 20)),
+        alloc,
+    )
+    .task("garbage", |_, _: serde_json::Value| -> Result {
+        misbehave::write_garbage_frame()
+    })
+    .task("oversized", |_, _: serde_json::Value| -> Result {
+        misbehave::write_oversized_frame()
+    })
+    .task_with(
+        "quick_timeout",
+        TaskOptions::new().timeout(Duration::from_secs(1)),
+        sleep,
+    )
+    .middleware(redis_tasks::GraphMiddleware::new())
+    .middleware(outcome_log::OutcomeLog::from_env())
+    .main()
 }

@@ -44,9 +44,11 @@
 //!   entries of the settings when due; a process of its own or a thread
 //!   the control loop owns (`worker --scheduler`).
 //! - `isolation/`: isolation profiles of untrusted tasks: planning them,
-//!   probing them at start-up, naming the limit a task hit.
-//! - `sys.rs`: the crate's only `unsafe` (between fork and exec, and the
-//!   anchor: the init of the worker processes' PID namespace).
+//!   probing them at start-up, naming the limit a task hit, private
+//!   namespaces per worker process (`userns.rs`).
+//! - `sys/`: the crate's only `unsafe` (between fork and exec, the private
+//!   namespaces of an isolated worker process, and the anchor: the init of
+//!   the worker processes' PID namespace).
 
 #![warn(unreachable_pub)]
 

@@ -33,8 +33,12 @@ pub struct Isolation {
     pub process_limit: Option<u64>,
     /// Allow core dumps (default: off in every isolated worker process).
     pub core_dumps: Option<bool>,
-    /// The user to run as: a name or a numeric id. Supplementary groups are
-    /// dropped.
+    /// The user to run as: a name, a numeric id, or `"dynamic"` (a uid of
+    /// each slot's own). Supplementary groups are dropped. Unset under a
+    /// root supervisor, a restricted profile runs as `"dynamic"`: as root
+    /// it would pass every file permission check (docs/security.md, "A
+    /// profile is never root"); unset under another supervisor, as the
+    /// supervisor's own user.
     pub user: Option<String>,
     /// The group to run as: a name or a numeric id (default: the user's
     /// primary group).
@@ -43,7 +47,10 @@ pub struct Isolation {
     /// environment (default: a minimal set, see `PASSED_ENV` in the
     /// supervisor). Redis and systemd variables are never passed.
     pub env: Option<Vec<String>>,
-    /// The working directory of the worker process.
+    /// The working directory of the worker process. One the task may write
+    /// is split per slot: each slot works in its own `slot-<N>` below it
+    /// (mode 0700), which the task sees at this path when it has private
+    /// namespaces.
     pub working_dir: Option<PathBuf>,
     /// `Some(false)`: a new network namespace with only loopback, and no
     /// Unix-domain sockets (`socket(AF_UNIX)` fails; `socketpair` works).

@@ -10,10 +10,11 @@
 //!
 //! Order of application, each step before any task code runs:
 //!
-//! 1. between `fork` and `exec` (`sys.rs`, async-signal-safe calls only):
+//! 1. between `fork` and `exec` (`sys/`, async-signal-safe calls only):
 //!    resource limits (memory, CPU time, open files, processes, core dumps
 //!    off), then a new network namespace with loopback up, then
-//!    supplementary groups dropped, group, user, then no-new-privileges;
+//!    supplementary groups dropped, group, user, then no-new-privileges,
+//!    then private user, PID, IPC and mount namespaces (`userns`);
 //! 2. in the worker process right after its handshake, while it has one
 //!    thread: Landlock, then seccomp (`redis_tasks_worker::confine`).
 //!
@@ -23,12 +24,16 @@
 //!
 //! - `plan`: profile -> what a spawn needs, and refusals.
 //! - `outcome`: how a process that hit a limit ended -> which limit.
+//! - `userns`: private namespaces per worker process, and whether the host
+//!   allows them.
 
 mod outcome;
 mod plan;
+mod userns;
 
 pub(crate) use outcome::explain;
-pub(crate) use plan::{ChildRestrictions, NotApplied, Plan, Step, for_slot};
+pub(crate) use plan::{ChildRestrictions, Namespaces, NotApplied, Plan, Step, for_slot};
+pub(crate) use userns::namespace_members;
 
 use redis_tasks_config::settings::{Isolation, Settings};
 use redis_tasks_worker::TaskRegistry;

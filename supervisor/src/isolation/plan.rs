@@ -10,6 +10,7 @@
 //! an encoded error code, decoded by [`NotApplied::from_spawn_error`].
 
 use std::borrow::Cow;
+use std::ffi::CString;
 use std::io;
 use std::path::PathBuf;
 
@@ -48,6 +49,8 @@ pub(crate) enum Step {
     /// it needs CAP_SETPCAP), then ambient, inheritable, permitted and
     /// effective (after, when nothing needs them any more).
     Capabilities = 10,
+    /// The private user, PID, IPC and mount namespaces (`sys::namespaces`).
+    Namespaces = 11,
 }
 
 /// The multiplier that separates a [`Step`] from the errno in a child's
@@ -55,7 +58,7 @@ pub(crate) enum Step {
 pub(crate) const STEP_UNIT: i32 = 4096;
 
 impl Step {
-    const ALL: [Step; 10] = [
+    const ALL: [Step; 11] = [
         Step::Memory,
         Step::CpuTime,
         Step::OpenFiles,
@@ -66,6 +69,7 @@ impl Step {
         Step::User,
         Step::NoNewPrivs,
         Step::Capabilities,
+        Step::Namespaces,
     ];
 
     /// The error code the child reports when this step fails with `errno`.
@@ -86,6 +90,7 @@ impl Step {
             Step::User => "user",
             Step::NoNewPrivs => "no_new_privileges",
             Step::Capabilities => "capabilities",
+            Step::Namespaces => "namespaces",
         }
     }
 
@@ -96,6 +101,7 @@ impl Step {
                 " (switching user needs CAP_SETUID and CAP_SETGID)"
             }
             (Step::Processes, libc::EAGAIN) => " (the user already has that many processes)",
+            (Step::Namespaces, libc::ENOSPC) => " (user.max_user_namespaces reached)",
             _ => "",
         }
     }
@@ -105,9 +111,24 @@ impl Step {
 /// hard value.
 pub(super) type Rlimit = (Step, Resource, u64, u64);
 
-/// What the child does between `fork` and `exec`; plain data, copied into
+/// The private namespaces of an isolated worker process (see
+/// `sys::namespaces`); strings built before the fork.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Namespaces {
+    /// A network namespace too, with only loopback.
+    pub net: bool,
+    /// tmpfs options for a private `/tmp`; `None`: the host's `/tmp`
+    /// (it holds the binary or a path the profile names).
+    pub tmp: Option<CString>,
+    /// A private tmpfs on `/dev/shm` (POSIX shared memory).
+    pub dev_shm: bool,
+    /// The slot's own directory, bound over the profile's `working_dir`.
+    pub private_dir: Option<(CString, CString)>,
+}
+
+/// What the child does between `fork` and `exec`; plain data, moved into
 /// the `pre_exec` closure.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ChildRestrictions {
     /// Limits to set, in order.
     pub rlimits: [Option<Rlimit>; 5],
@@ -121,6 +142,8 @@ pub(crate) struct ChildRestrictions {
     /// supervisor's worker process would keep all of root's otherwise
     /// when no `user` is set.
     pub drop_capabilities: bool,
+    /// Private namespaces, entered last (after the user switch).
+    pub namespaces: Option<Namespaces>,
 }
 
 /// A restriction that cannot be applied, and why.
@@ -199,28 +222,88 @@ pub(crate) const DYNAMIC_USER: &str = "dynamic";
 /// systemd uses for `DynamicUser=`); slot numbers wrap around it.
 const DYNAMIC_RANGE: u32 = 4336;
 
-/// `profile` with `user = "dynamic"` turned into a uid (and gid) of slot
-/// `slot`'s own: `base + slot`, so no two slots of a supervisor share an
-/// account. The uid needs no entry in the user database; it owns no files.
-pub(crate) fn for_slot(profile: &Isolation, base: u32, slot: usize) -> Cow<'_, Isolation> {
-    if profile.user.as_deref() != Some(DYNAMIC_USER) {
-        return Cow::Borrowed(profile);
+/// A profile as one slot runs it: `user = "dynamic"` (the default for a
+/// root supervisor, see [`for_slot`]) turned into the slot's own uid, and
+/// the slot's number for its private working directory.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotProfile<'a> {
+    profile: Cow<'a, Isolation>,
+    slot: usize,
+}
+
+impl std::ops::Deref for SlotProfile<'_> {
+    type Target = Isolation;
+
+    fn deref(&self) -> &Isolation {
+        &self.profile
+    }
+}
+
+/// What [`Plan::build`] plans from: a profile, and for a slot's profile
+/// the slot it runs on.
+pub(crate) trait Profile {
+    /// The restrictions.
+    fn isolation(&self) -> &Isolation;
+    /// The slot the task runs on, when known.
+    fn slot(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Profile for Isolation {
+    fn isolation(&self) -> &Isolation {
+        self
+    }
+}
+
+impl Profile for SlotProfile<'_> {
+    fn isolation(&self) -> &Isolation {
+        &self.profile
+    }
+
+    fn slot(&self) -> Option<usize> {
+        Some(self.slot)
+    }
+}
+
+/// `profile` as slot `slot` runs it. `user = "dynamic"` becomes a uid (and
+/// gid) of the slot's own: `base + slot`, so no two slots of a supervisor
+/// share an account; the uid needs no entry in the user database and owns
+/// no files. A root supervisor runs a restricted profile without `user` the
+/// same way: as root, the task would pass every file permission check
+/// (read a 0600 password file, write `/etc`, open its cgroup's
+/// `cgroup.kill`) even without capabilities.
+pub(crate) fn for_slot(profile: &Isolation, base: u32, slot: usize) -> SlotProfile<'_> {
+    let dynamic = match profile.user.as_deref() {
+        Some(user) => user == DYNAMIC_USER,
+        None => !profile.is_unrestricted() && Uid::effective().is_root(),
+    };
+    if !dynamic {
+        return SlotProfile {
+            profile: Cow::Borrowed(profile),
+            slot,
+        };
     }
     let offset = u32::try_from(slot).unwrap_or(u32::MAX) % DYNAMIC_RANGE;
     let id = base.saturating_add(offset).to_string();
     let mut own = profile.clone();
     own.user = Some(id.clone());
     own.group = Some(own.group.take().unwrap_or(id));
-    Cow::Owned(own)
+    SlotProfile {
+        profile: Cow::Owned(own),
+        slot,
+    }
 }
 
 impl Plan {
     /// Plans `profile`. `default_env` is the environment worker processes
     /// get without a profile (used when the profile has no allow-list).
     pub(crate) fn build(
-        profile: &Isolation,
+        profile: &(impl Profile + ?Sized),
         default_env: &[(String, String)],
     ) -> Result<Plan, NotApplied> {
+        let slot = profile.slot();
+        let profile = profile.isolation();
         let ids = resolve_ids(profile)?;
         let target_uid = ids
             .as_ref()
@@ -239,6 +322,19 @@ impl Plan {
                 ));
             }
         }
+        let ids_only = ids.as_ref().map(|(uid, gid, _)| (*uid, *gid));
+        let target_gid = ids.as_ref().map_or_else(
+            || nix::unistd::Gid::effective().as_raw(),
+            |(_, gid, _)| *gid,
+        );
+        let slot_dir = match (&profile.working_dir, slot) {
+            (Some(dir), Some(slot)) if super::userns::writable_by(dir, target_uid, target_gid) => {
+                Some(super::userns::slot_dir(dir, slot, ids_only)?)
+            }
+            _ => None,
+        };
+        let namespaces = super::userns::plan(profile, target_uid, slot_dir.as_deref());
+        let unshare_net = profile.network == Some(false) && namespaces.is_none();
         let mut env: Vec<(String, String)> = match &profile.env {
             Some(names) => names
                 .iter()
@@ -266,13 +362,16 @@ impl Plan {
         Ok(Plan {
             child: ChildRestrictions {
                 rlimits: rlimits(profile),
-                unshare_net: profile.network == Some(false),
-                ids: ids.map(|(uid, gid, _)| (uid, gid)),
+                unshare_net,
+                ids: ids_only,
                 no_new_privs: true,
                 drop_capabilities: true,
+                namespaces,
             },
             env,
-            working_dir: profile.working_dir.clone(),
+            // Without a mount namespace the slot's directory is the working
+            // directory itself (its mode keeps other uids out).
+            working_dir: slot_dir.or_else(|| profile.working_dir.clone()),
             confine,
             cgroup_limits: crate::cgroup::Limits {
                 memory: profile.memory_limit,

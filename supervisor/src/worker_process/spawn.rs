@@ -64,7 +64,12 @@ impl WorkerProcess {
         if let Some(dir) = plan.and_then(|p| p.working_dir.as_ref()) {
             cmd.current_dir(dir);
         }
-        sys::prepare_child(&mut cmd, theirs.as_raw_fd(), plan.map(|p| p.child), None);
+        sys::prepare_child(
+            &mut cmd,
+            theirs.as_raw_fd(),
+            plan.map(|p| p.child.clone()),
+            None,
+        );
         let child =
             family::spawn(&mut cmd).map_err(|e| match NotApplied::from_spawn_error(&e) {
                 Some(not) => SpawnError::NotIsolated(not),
@@ -143,9 +148,12 @@ fn join_cgroup(child: &Child, plan: Option<&Plan>) -> Result<Option<TaskCgroup>,
         return Ok(None);
     };
     let limits = plan.map(|p| p.cgroup_limits).unwrap_or_default();
-    let joined = cgroups
-        .create(limits)
-        .and_then(|cgroup| cgroup.add(child.id()).map(|()| cgroup));
+    let joined = cgroups.create(limits).and_then(|cgroup| {
+        crate::isolation::namespace_members(child.id())
+            .into_iter()
+            .try_for_each(|pid| cgroup.add(pid))
+            .map(|()| cgroup)
+    });
     match joined {
         Ok(cgroup) => Ok(Some(cgroup)),
         Err(e) if limits.memory.is_some() && cgroups.limits_memory() => {

@@ -1,6 +1,8 @@
 //! `user = "dynamic"`: every slot runs its isolated tasks as a uid of its
-//! own, so a task cannot signal (`kill(-1)`) the task of another slot, as
-//! it can when two slots share one account.
+//! own, so a task cannot signal (`kill(-1)`) the task of another slot,
+//! even where worker processes get no private PID namespace (with one,
+//! `hostile_namespaces` shows that two slots sharing one account are safe
+//! too).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -68,19 +70,5 @@ fn slots_with_dynamic_users_cannot_kill_each_others_tasks() {
     let t = demo.wait_ended(&a, Duration::from_secs(60));
     let uid = t.meta["uid"][0].as_str().unwrap_or_default().to_owned();
     assert!(["61184", "61185"].contains(&uid.as_str()), "{:?}", t.meta);
-    sup.stop();
-}
-
-#[test]
-fn slots_sharing_one_account_can_kill_each_others_tasks() {
-    if !root_or_skip("switching users") {
-        return;
-    }
-    // The attack itself, so that the test above can fail: with one account
-    // for both slots the victim dies.
-    let demo = Demo::new();
-    let mut sup = start(&demo, "user = \"nobody\"\n");
-    let victim = attack(&demo, &sup);
-    assert_eq!(victim.status, TaskStatus::Failed, "{}", sup.log());
     sup.stop();
 }

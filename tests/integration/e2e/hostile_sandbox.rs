@@ -316,5 +316,18 @@ fn the_documented_strict_preset_runs_an_ordinary_task() {
         }
         assert_eq!(record.status, TaskStatus::Finished, "{record:?}");
     }
-    assert_eq!(fs::read_to_string(&file).ok().as_deref(), Some("ok"));
+    // The group may write the working directory, so each slot has its own
+    // below it, which the task saw at `working_dir`.
+    let written: Vec<String> = fs::read_dir(&work)
+        .expect("list")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("slot-"))
+        })
+        .filter_map(|dir| fs::read_to_string(dir.join("out.txt")).ok())
+        .collect();
+    assert_eq!(written, ["ok"], "no slot directory holds the file");
+    assert!(!file.exists(), "written to the shared directory");
 }

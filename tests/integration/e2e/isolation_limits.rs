@@ -71,6 +71,20 @@ fn shared_dir(demo: &Demo, name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The file `name` one task wrote in `dir`, a working directory the task
+/// could write: each slot has its own `slot-<N>` below such a directory,
+/// which the task saw at `dir` itself (docs/security.md).
+fn from_a_slot(dir: &std::path::Path, name: &str) -> String {
+    let found: Vec<String> = fs::read_dir(dir)
+        .expect("list the working directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("slot-"))
+        .filter_map(|e| fs::read_to_string(e.path().join(name)).ok())
+        .collect();
+    assert_eq!(found.len(), 1, "{name} in {} slot directories", found.len());
+    found.into_iter().next().unwrap_or_default()
+}
+
 /// The error text, or a skip when the profile could not be applied because
 /// the kernel lacks `restriction`.
 fn unless_unsupported(t: &TaskRecord, restriction: &str) -> Option<String> {
@@ -187,7 +201,8 @@ fn a_fork_bomb_is_contained_by_the_process_limit() {
 #[test]
 fn an_environment_snoop_sees_only_the_allow_list() {
     let demo = Demo::new();
-    let path = demo.path("env.txt");
+    // Under root the task runs as a dynamic user (docs/security.md).
+    let path = shared_dir(&demo, "out").join("env.txt");
     let id = enqueue(&demo, "untrusted", "env", json!({"path": path}));
     let toml = "[queues.untrusted]\nenv = [\"LANG\", \"DEMO_VISIBLE\"]\nopen_files_limit = 64\n";
     let env = [
@@ -257,7 +272,7 @@ fn a_task_running_as_nobody_cannot_write_a_root_owned_file() {
 #[test]
 fn a_descriptor_probe_sees_only_stdio_and_its_socket() {
     let demo = Demo::new();
-    let path = demo.path("fds.txt");
+    let path = shared_dir(&demo, "out").join("fds.txt");
     let id = enqueue(&demo, "untrusted", "fds", json!({"path": path}));
     let toml = "[queues.untrusted]\nmemory_limit = \"1G\"\nseccomp = true\n";
     burst(&demo, toml, &["untrusted"], &[]);
@@ -319,15 +334,17 @@ fn a_blocked_system_call_is_named() {
 #[test]
 fn landlock_allows_only_the_listed_paths() {
     let demo = Demo::new();
-    let rw = demo.path("rw");
-    fs::create_dir_all(&rw).expect("mkdir");
+    // Both directories writable for the task's (dynamic) user: only
+    // Landlock keeps it out of the second.
+    let rw = shared_dir(&demo, "rw");
+    let open = shared_dir(&demo, "open");
     let inside = enqueue(
         &demo,
         "untrusted",
         "write_file",
         json!({"path": rw.join("ok.txt"), "text": "x"}),
     );
-    let outside_path = demo.path("outside.txt");
+    let outside_path = open.join("outside.txt");
     let outside = enqueue(
         &demo,
         "untrusted",
@@ -444,7 +461,7 @@ fn the_documented_untrusted_queue_contains_every_hostile_task() {
     );
     assert_eq!(error(&ptrace), "blocked system call ptrace");
     assert_eq!(demo.task(&snoop).status, TaskStatus::Finished);
-    let env = fs::read_to_string(work.join("env.txt")).expect("env file");
+    let env = from_a_slot(&work, "env.txt");
     assert!(
         env.lines()
             .all(|l| ["PATH=", "LANG=", "TZ="].iter().any(|p| l.starts_with(p))),

@@ -19,6 +19,9 @@
 //!   process's tree (`clone(CLONE_PARENT)`) answering for the next task.
 //! - `hostile_timeouts`: timeouts of `user` profiles under a supervisor
 //!   with only CAP_SETUID and CAP_SETGID.
+//! - `hostile_identity`: a root supervisor's isolated task is never root.
+//! - `hostile_namespaces`: slots share nothing (signals, SysV IPC, `/tmp`,
+//!   working directory), under a root and a non-root supervisor.
 //! - `isolation`: what a worker process inherits (environment, descriptors,
 //!   process group) and reuse of worker processes.
 //! - `isolation_limits`: untrusted tasks under `[queues.NAME]` profiles:
@@ -39,7 +42,9 @@
 mod async_tasks;
 mod chaos;
 mod dynamic_users;
+mod hostile_identity;
 mod hostile_ipc;
+mod hostile_namespaces;
 mod hostile_producer;
 mod hostile_rates;
 mod hostile_reuse;
@@ -87,16 +92,28 @@ pub fn demo_bin() -> PathBuf {
     )
 }
 
+/// Where tests keep files that worker processes must see: `/var/tmp`, not
+/// `/tmp`, since an isolated worker process gets a private `/tmp` (and
+/// keeps the host's when its binary or directories are below it).
+pub fn shared_temp_dir() -> PathBuf {
+    let var_tmp = Path::new("/var/tmp");
+    if var_tmp.is_dir() {
+        var_tmp.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// The demo binary where every user can run it. Isolation tests run worker
 /// processes as `nobody`, which cannot enter a checkout kept in a private
 /// (0700) directory, such as one made by `mktemp -d`; so they run a copy in
-/// a directory of its own under the system temp dir (made once per run).
+/// a directory of its own under [`shared_temp_dir`] (made once per run).
 pub fn demo_bin_for_everyone() -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         // Copies left by earlier runs whose process is gone are removed.
-        if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+        if let Ok(entries) = fs::read_dir(shared_temp_dir()) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let pid = name
@@ -107,7 +124,7 @@ pub fn demo_bin_for_everyone() -> PathBuf {
                 }
             }
         }
-        let dir = std::env::temp_dir().join(format!("redis-tasks-demo-{}", std::process::id()));
+        let dir = shared_temp_dir().join(format!("redis-tasks-demo-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("make the demo copy's directory");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
         let bin = dir.join("redis-tasks-demo");
@@ -190,7 +207,10 @@ impl Demo {
         let store = redis.store();
         Demo {
             redis,
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir: tempfile::Builder::new()
+                .prefix("redis-tasks-test-")
+                .tempdir_in(shared_temp_dir())
+                .expect("temp dir"),
             store,
         }
     }

@@ -1,7 +1,10 @@
 //! The supervisor crate's only `unsafe`: the few system calls a worker
 //! process must make between `fork` and `exec`, where only
-//! async-signal-safe calls are allowed (no allocation, no locks), and the
-//! anchor: the init of the PID namespace worker processes run in.
+//! async-signal-safe calls are allowed (no allocation, no locks), the
+//! private namespaces of an isolated worker process (`namespaces`), and
+//! the anchor: the init of the PID namespace worker processes run in.
+
+pub(crate) mod namespaces;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -86,14 +89,22 @@ pub(crate) fn prepare_child(
             } else if libc::dup2(ipc_fd, WORKER_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            // Everything above the IPC end is close-on-exec already; closing
+            // Everything above the IPC end is close-on-exec already; marking
             // it here makes that hold even for a descriptor someone opened
-            // without the flag. Kernels before 5.9 lack close_range: the
-            // flags still protect us there.
+            // without the flag. Marked, not closed: std's own pipe, which
+            // carries a failed step back to `spawn`, is among them and must
+            // stay open until `exec`. Kernels before 5.11 lack the flag:
+            // the flags set at opening still protect us there.
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
             let first = (WORKER_FD + 1) as libc::c_uint;
-            let _ = libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0);
-            match restrictions {
-                Some(r) => restrict(&r),
+            let _ = libc::syscall(
+                libc::SYS_close_range,
+                first,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            );
+            match &restrictions {
+                Some(r) => restrict(r),
                 None => Ok(()),
             }
         });
@@ -102,7 +113,7 @@ pub(crate) fn prepare_child(
 
 /// The error `spawn` returns for a failed `step`: the step and the errno in
 /// one code (`from_raw_os_error` does not allocate).
-fn failed(step: Step) -> io::Error {
+pub(super) fn failed(step: Step) -> io::Error {
     let errno = io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EINVAL);
@@ -114,7 +125,8 @@ fn failed(step: Step) -> io::Error {
 /// # Safety
 ///
 /// Only async-signal-safe system calls: setrlimit, unshare, socket, ioctl,
-/// close, setgroups, setgid, setuid, prctl, capget, capset. No allocation.
+/// close, setgroups, setgid, setuid, prctl, capget, capset, and those of
+/// [`namespaces::enter`]. No allocation.
 unsafe fn restrict(r: &ChildRestrictions) -> io::Result<()> {
     for (step, resource, soft, hard) in r.rlimits.iter().flatten() {
         // nix's setrlimit is a plain call of setrlimit(2).
@@ -157,7 +169,35 @@ unsafe fn restrict(r: &ChildRestrictions) -> io::Result<()> {
             return Err(failed(Step::NoNewPrivs));
         }
     }
+    if let Some(ns) = &r.namespaces {
+        // SAFETY: we are between fork and exec, single-threaded; the
+        // strings `ns` holds were built before the fork.
+        unsafe { namespaces::enter(ns)? };
+    }
     Ok(())
+}
+
+/// A command whose child checks whether this host lets the supervisor
+/// give worker processes private user, PID, IPC, mount and network
+/// namespaces: it creates them, mounts a tmpfs inside and exits, never
+/// exec'ing; so a success reaches the parent as exit status 0 and a
+/// failure as the error `spawn` returns. It runs as the supervisor's user,
+/// or as `unprivileged` (a uid a task could run as) when that is root.
+pub(crate) fn namespace_probe(unprivileged: u32) -> Command {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes the async-signal-safe calls of `namespaces::probe`, then
+    // `_exit`s.
+    unsafe {
+        cmd.pre_exec(move || {
+            namespaces::probe(unprivileged)?;
+            libc::_exit(0)
+        });
+    }
+    cmd
 }
 
 /// `capget`/`capset`'s header (`struct __user_cap_header_struct`).
@@ -191,7 +231,7 @@ const CAP_SETPCAP: u32 = 8;
 ///
 /// Async-signal-safe calls only (capget, prctl); the capget buffers are
 /// locals of the sizes version 3 expects.
-unsafe fn drop_bounding_set() -> io::Result<()> {
+pub(super) unsafe fn drop_bounding_set() -> io::Result<()> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
@@ -225,7 +265,7 @@ unsafe fn drop_bounding_set() -> io::Result<()> {
 /// # Safety
 ///
 /// Async-signal-safe calls only (prctl, capset) with locals.
-unsafe fn drop_capability_sets() -> io::Result<()> {
+pub(super) unsafe fn drop_capability_sets() -> io::Result<()> {
     // SAFETY: a plain prctl; kernels before 4.3 have no ambient set and
     // answer EINVAL, which leaves nothing to clear.
     let cleared = unsafe {
@@ -258,7 +298,7 @@ unsafe fn drop_capability_sets() -> io::Result<()> {
 /// # Safety
 ///
 /// Async-signal-safe calls only; `req` is a local, zeroed `ifreq`.
-unsafe fn loopback_up() -> io::Result<()> {
+pub(super) unsafe fn loopback_up() -> io::Result<()> {
     // SAFETY: socket/ioctl/close on a descriptor we create and close here;
     // the `ifreq` is a zeroed local whose name we fill with "lo" and a NUL.
     unsafe {
