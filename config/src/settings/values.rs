@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 35] = [
+pub(crate) const SCALAR_KEYS: [&str; 36] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
