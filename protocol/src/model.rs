@@ -437,7 +437,7 @@ impl fmt::Display for Bytes {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         for (size, unit) in UNITS {
             if self.0 >= size {
-                return if self.0 % size == 0 {
+                return if self.0.is_multiple_of(size) {
                     write!(f, "{} {unit}", self.0 / size)
                 } else {
                     // Precision loss is irrelevant for a message.

@@ -132,18 +132,18 @@ pub(super) fn enqueue_checked(
 ) -> anyhow::Result<()> {
     let names = registry.map(TaskRegistry::names);
     let known_tasks = names.as_deref().or(known_tasks);
-    if let Some(known) = known_tasks {
-        if !known.iter().any(|k| k == &args.task) {
-            anyhow::bail!(
-                "unknown task {:?} (this binary registers: {})",
-                args.task,
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            );
-        }
+    if let Some(known) = known_tasks
+        && !known.iter().any(|k| k == &args.task)
+    {
+        anyhow::bail!(
+            "unknown task {:?} (this binary registers: {})",
+            args.task,
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
     }
     let text = super::enqueue_input::read_args(&args.args, store.max_args_bytes())?;
     let value: Value = serde_json::from_str(&text).map_err(|e| {

@@ -446,13 +446,13 @@ impl Store {
                 detail: "no connection".to_owned(),
             });
         };
-        if self.layout.get().is_none() {
-            if let Err(e) = self.check_layout(conn) {
-                if e.is_connection_error() {
-                    *slot = None;
-                }
-                return Err(e);
+        if self.layout.get().is_none()
+            && let Err(e) = self.check_layout(conn)
+        {
+            if e.is_connection_error() {
+                *slot = None;
             }
+            return Err(e);
         }
         let durable = self.config.wait().map(|w| w.timeout).unwrap_or_default();
         let read_timeout = self.io_timeout + wait.unwrap_or_default() + durable;
@@ -551,14 +551,15 @@ impl Store {
             Some("WRONGTYPE") => {
                 for (key, want) in expected {
                     let found: Result<String, _> = redis::cmd("TYPE").arg(*key).query(conn);
-                    if let Ok(found) = found {
-                        if found != "none" && found != *want {
-                            return StoreError::WrongType {
-                                key: (*key).to_owned(),
-                                expected: (*want).to_owned(),
-                                found,
-                            };
-                        }
+                    if let Ok(found) = found
+                        && found != "none"
+                        && found != *want
+                    {
+                        return StoreError::WrongType {
+                            key: (*key).to_owned(),
+                            expected: (*want).to_owned(),
+                            found,
+                        };
                     }
                 }
             }

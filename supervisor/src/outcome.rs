@@ -537,11 +537,10 @@ mod properties {
         ) {
             let ended = Outcome::failure(kind);
             let planned = plan_retry(ended.clone(), policy.as_ref(), done, now, random);
-            if let Outcome::Failure(f) = &planned {
-                if let Some(at) = f.next_attempt {
+            if let Outcome::Failure(f) = &planned
+                && let Some(at) = f.next_attempt {
                     prop_assert!(at >= now);
                 }
-            }
             let p = Policy { reentrant, max_aborted_runs, retry: policy };
             let _ = settle(ended, p, aborted);
         }

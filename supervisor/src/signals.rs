@@ -114,10 +114,10 @@ pub fn listen() -> std::io::Result<SignalSource> {
                     );
                     continue;
                 }
-                if let Some(request) = request_for(origin.signal) {
-                    if tx.send(request).is_err() {
-                        return;
-                    }
+                if let Some(request) = request_for(origin.signal)
+                    && tx.send(request).is_err()
+                {
+                    return;
                 }
             }
         })?;

@@ -386,16 +386,16 @@ impl Control {
             if due.heartbeat {
                 upkeep::heartbeat(&self.store, &self.shared, &self.slots);
             }
-            if due.maintenance {
-                if let Err(e) = upkeep::maintenance(
+            if due.maintenance
+                && let Err(e) = upkeep::maintenance(
                     &self.store,
                     &self.shared,
                     &self.supervisor_id,
                     &self.slots.ids(),
-                ) {
-                    self.shared.note_redis_error(&e);
-                    warn!("maintenance pass failed: {e}");
-                }
+                )
+            {
+                self.shared.note_redis_error(&e);
+                warn!("maintenance pass failed: {e}");
             }
             if !self.shared.mode().stopping() && !self.burst() {
                 self.slots.reconcile(&self.store, &self.shared);

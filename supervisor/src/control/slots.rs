@@ -158,11 +158,11 @@ impl SlotSet {
         for _ in 0..gap.cancel {
             // Taking back a pending retirement is claiming it ourselves; a
             // slot may have claimed it meanwhile, then start one instead.
-            if !shared.claim_retirement() {
-                if let Err(e) = self.start_one(store, shared, None) {
-                    warn!("cannot start a slot: {e}");
-                    return;
-                }
+            if !shared.claim_retirement()
+                && let Err(e) = self.start_one(store, shared, None)
+            {
+                warn!("cannot start a slot: {e}");
+                return;
             }
         }
         for _ in 0..gap.start {

@@ -80,11 +80,11 @@ impl Timers {
         maintenance_every: Duration,
     ) -> Due {
         let mut due = Due::default();
-        if let Some((every, at)) = &mut self.watchdog {
-            if now >= *at {
-                due.watchdog = true;
-                *at = now + *every;
-            }
+        if let Some((every, at)) = &mut self.watchdog
+            && now >= *at
+        {
+            due.watchdog = true;
+            *at = now + *every;
         }
         if self.drain_until.is_some_and(|at| now >= at) {
             due.drain_over = true;

@@ -314,13 +314,13 @@ impl Plan {
                 "the kernel does not apply it to root; set `user` to a dedicated account",
             ));
         }
-        if let Some(dir) = &profile.working_dir {
-            if !dir.is_dir() {
-                return Err(NotApplied::new(
-                    "working_dir",
-                    format!("{} is not a directory", dir.display()),
-                ));
-            }
+        if let Some(dir) = &profile.working_dir
+            && !dir.is_dir()
+        {
+            return Err(NotApplied::new(
+                "working_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
         }
         let ids_only = ids.as_ref().map(|(uid, gid, _)| (*uid, *gid));
         let target_gid = ids.as_ref().map_or_else(

@@ -209,11 +209,11 @@ pub(crate) fn slot_dir(
         Mode::empty(),
     )
     .map_err(|e| refused("open (it must be a directory, not a link)", &e))?;
-    if let Some((uid, gid)) = ids {
-        if Uid::effective().is_root() {
-            fchown(&opened, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                .map_err(|e| refused("give the slot's user", &e))?;
-        }
+    if let Some((uid, gid)) = ids
+        && Uid::effective().is_root()
+    {
+        fchown(&opened, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| refused("give the slot's user", &e))?;
     }
     fchmod(&opened, Mode::from_bits_truncate(0o700)).map_err(|e| refused("restrict", &e))?;
     Ok(dir)

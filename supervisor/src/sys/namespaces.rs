@@ -233,17 +233,16 @@ unsafe fn mount_private(ns: &Namespaces) -> io::Result<()> {
         {
             return Err(failed(Step::Namespaces));
         }
-        if let Some(options) = &ns.tmp {
-            if libc::mount(
+        if let Some(options) = &ns.tmp
+            && libc::mount(
                 tmpfs,
                 c"/tmp".as_ptr(),
                 tmpfs,
                 hidden,
                 options.as_ptr().cast(),
             ) != 0
-            {
-                return Err(failed(Step::Namespaces));
-            }
+        {
+            return Err(failed(Step::Namespaces));
         }
         if ns.dev_shm
             && libc::mount(
@@ -256,18 +255,17 @@ unsafe fn mount_private(ns: &Namespaces) -> io::Result<()> {
         {
             return Err(failed(Step::Namespaces));
         }
-        if let Some((slot_dir, working_dir)) = &ns.private_dir {
-            if libc::mount(
+        if let Some((slot_dir, working_dir)) = &ns.private_dir
+            && (libc::mount(
                 slot_dir.as_ptr(),
                 working_dir.as_ptr(),
                 null,
                 libc::MS_BIND | libc::MS_REC,
                 null.cast(),
             ) != 0
-                || libc::chdir(working_dir.as_ptr()) != 0
-            {
-                return Err(failed(Step::Namespaces));
-            }
+                || libc::chdir(working_dir.as_ptr()) != 0)
+        {
+            return Err(failed(Step::Namespaces));
         }
     }
     Ok(())

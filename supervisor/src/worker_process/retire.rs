@@ -33,10 +33,10 @@ pub(crate) struct RetireHandle(Sender<Option<WorkerProcess>>);
 impl RetireHandle {
     /// Hands `process` over (or retires it here if the retirer is gone).
     pub(crate) fn retire(&self, process: WorkerProcess) {
-        if let Err(unsent) = self.0.send(Some(process)) {
-            if let Some(process) = unsent.0 {
-                process.retire();
-            }
+        if let Err(unsent) = self.0.send(Some(process))
+            && let Some(process) = unsent.0
+        {
+            process.retire();
         }
     }
 }

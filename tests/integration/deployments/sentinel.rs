@@ -214,10 +214,10 @@ pub(super) fn outcome_runs(app: &AppEnv) -> BTreeMap<String, usize> {
     let text = std::fs::read_to_string(app.path("outcomes.jsonl")).unwrap_or_default();
     let mut runs = BTreeMap::new();
     for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<Value>(line) {
-            if let Some(id) = v["id"].as_str() {
-                *runs.entry(id.to_owned()).or_insert(0) += 1;
-            }
+        if let Ok(v) = serde_json::from_str::<Value>(line)
+            && let Some(id) = v["id"].as_str()
+        {
+            *runs.entry(id.to_owned()).or_insert(0) += 1;
         }
     }
     runs

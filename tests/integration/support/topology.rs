@@ -102,10 +102,10 @@ impl RedisProc {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("exited with {status}:\n{}", self.log()));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("exited with {status}:\n{}", self.log()));
             }
             if answers_ping(self.port) {
                 return Ok(());
