@@ -46,6 +46,8 @@ pub(crate) struct Counters {
     pub failed: AtomicU64,
     /// Interrupted reentrant tasks put back in their queue.
     pub requeued: AtomicU64,
+    /// Running tasks canceled on request.
+    pub canceled: AtomicU64,
 }
 
 /// What one slot is doing, for the status line and the SIGUSR1 dump.

@@ -219,7 +219,9 @@ pub(crate) async fn task(
             (_, Some(c)) => { (cut_note(&r.id, c)) pre #task-result { (c.head) } },
             (Some(result), None) => (json_field(&r.id, None, result, "task-result")),
             (None, None) if r.status == TaskStatus::Finished => p.muted { "None: the task returned nothing." },
-            (None, None) => p.muted { "None yet." },
+            (None, None) if r.status == TaskStatus::Failed => p.muted { "None: the task failed (see the error above)." },
+            (None, None) if r.status == TaskStatus::Canceled => p.muted { "None: the task was canceled." },
+            (None, None) => p.muted { "None yet: the task has not ended." },
         }
         h2 { "Arguments" }
         (json_field(&r.id, clip("args"), &r.args, "task-args"))

@@ -118,6 +118,8 @@ pub struct RunSummary {
     pub failed: u64,
     /// Interrupted reentrant tasks requeued.
     pub requeued: u64,
+    /// Running tasks canceled on request.
+    pub canceled: u64,
 }
 
 /// Margin added to the drain timeout when asking systemd for more time.
@@ -293,12 +295,13 @@ pub fn run(
         finished: counters.counters.finished.load(Ordering::Relaxed),
         failed: counters.counters.failed.load(Ordering::Relaxed),
         requeued: counters.counters.requeued.load(Ordering::Relaxed),
+        canceled: counters.counters.canceled.load(Ordering::Relaxed),
     };
     drop(counters);
     drop(owned);
     info!(
-        "supervisor stopped: {} finished, {} failed, {} requeued",
-        summary.finished, summary.failed, summary.requeued
+        "supervisor stopped: {} finished, {} failed, {} requeued, {} canceled",
+        summary.finished, summary.failed, summary.requeued, summary.canceled
     );
     match fatal {
         Some(reason) => Err(SupervisorError::Fatal(reason)),

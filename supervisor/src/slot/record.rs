@@ -113,7 +113,20 @@ impl Slot {
             (Some(true), Conclusion::Record(Outcome::Failure(failure)))
                 if failure.kind == FailureKind::Canceled =>
             {
+                self.shared
+                    .counters
+                    .canceled
+                    .fetch_add(1, Ordering::Relaxed);
                 info!(task = %id, name, queue, slot, duration_s = secs, outcome = "canceled", "{description} canceled while running after {secs:.3} s");
+            }
+            (Some(true), Conclusion::Record(Outcome::Failure(failure)))
+                if matches!(failure.kind, FailureKind::Invalid(_)) =>
+            {
+                // Bad input (an unknown task, arguments of the wrong type)
+                // comes from a producer, not from the task: someone must
+                // look at the producer, so it is a warning.
+                self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                warn!(task = %id, name, queue, slot, duration_s = secs, outcome = "failed", "{description} was not run: {failure} (fix the producer that enqueued it)");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure))) => {
                 self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
