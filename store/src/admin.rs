@@ -1,6 +1,6 @@
 //! Reads and actions for operators' views (the dashboard, the admin command
-//! line) beyond what producers need: counts of tasks ended in a time window
-//! and deleting a failed task.
+//! line, the metrics) beyond what producers need: counts of tasks ended in
+//! a time window, every queue's length at once, and deleting a failed task.
 
 use jiff::Timestamp;
 
@@ -47,5 +47,38 @@ impl Store {
                 .invoke(c)
         })?;
         Ok(deleted == 1)
+    }
+}
+
+/// Queue lengths read per pipeline (bounds the reply held at once).
+const LENGTHS_BATCH: usize = 1000;
+
+impl Store {
+    /// Every queue's name and length, with pipelined `LLEN`s (one round
+    /// trip per thousand queues and partition, not one per queue): what a
+    /// metrics scrape reads, whatever number of names producers put in the
+    /// queue set.
+    pub fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        if self.routed().is_some() {
+            let mut sums = std::collections::BTreeMap::<String, u64>::new();
+            for (name, len) in self.each(Store::queue_lengths)?.into_iter().flatten() {
+                let sum = sums.entry(name).or_default();
+                *sum = sum.saturating_add(len);
+            }
+            return Ok(sums.into_iter().collect());
+        }
+        let names = self.queues()?;
+        let mut out = Vec::with_capacity(names.len());
+        for batch in names.chunks(LENGTHS_BATCH) {
+            let lengths: Vec<u64> = self.read(&[], |c, keys| {
+                let mut pipe = redis::pipe();
+                for name in batch {
+                    pipe.cmd("LLEN").arg(keys.queue(name));
+                }
+                pipe.query(c)
+            })?;
+            out.extend(batch.iter().cloned().zip(lengths));
+        }
+        Ok(out)
     }
 }

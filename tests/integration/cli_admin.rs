@@ -472,12 +472,13 @@ fn version_and_help() {
 }
 
 /// Writes, as a raw producer could, a failed task whose argument is 20 MB,
-/// description 2 MB and error 2 MB; returns its id.
+/// description 2 MB, error 2 MB and progress report 1 MB; returns its id.
 pub(crate) fn huge_failed_task(c: &mut redis::Connection) -> String {
     let id = "huge-1".to_owned();
     let args = format!("\"{}\"", "a".repeat(20 * 1024 * 1024));
     let description = format!("report({})", "d".repeat(2 * 1024 * 1024));
     let error = format!("boom {}", "e".repeat(2 * 1024 * 1024));
+    let progress = json!({"done": 1, "total": 2, "message": "p".repeat(1024 * 1024)}).to_string();
     redis::pipe()
         .atomic()
         .cmd("HSET")
@@ -489,6 +490,7 @@ pub(crate) fn huge_failed_task(c: &mut redis::Connection) -> String {
             ("queue", "default"),
             ("description", description.as_str()),
             ("error", error.as_str()),
+            ("progress", progress.as_str()),
             ("enqueued_at", "2026-11-25T08:17:26.123456Z"),
             ("ended_at", "2026-11-25T08:17:27.123456Z"),
         ])

@@ -313,13 +313,16 @@ fn made_up_queue_and_task_names_neither_grow_the_page_nor_the_supervisor() {
     let last = ids.last().expect("ids");
     demo.wait_ended(last, Duration::from_secs(300));
     let mut page = String::new();
+    let mut scrape = Duration::ZERO;
     wait_until(
         "every made-up task counted",
         Duration::from_secs(120),
         || {
+            let started = std::time::Instant::now();
             let Some((_, body)) = get(port, "/metrics") else {
                 return false;
             };
+            scrape = started.elapsed();
             page = body;
             let ended: f64 = page
                 .lines()
@@ -357,7 +360,7 @@ fn made_up_queue_and_task_names_neither_grow_the_page_nor_the_supervisor() {
     promtool_check(&page);
     let (_, rss_after) = threads_and_rss(sup.pid());
     eprintln!(
-        "made-up names: page {} bytes, {queue_series} queue_length series, RSS {rss_before} -> {rss_after} kB",
+        "made-up names: page {} bytes, {queue_series} queue_length series, scrape {scrape:?}, RSS {rss_before} -> {rss_after} kB",
         page.len()
     );
     assert!(
@@ -436,4 +439,35 @@ fn half_open_and_pipelining_clients_cannot_hurt_the_supervisor() {
     );
     sup.stop();
     drop(clients);
+}
+
+/// The scrape's pipelined queue lengths agree with each queue's own count,
+/// on plain and on partitioned data (`redis_partitions = 3`).
+#[test]
+fn queue_lengths_read_at_once_match_each_queues_count() {
+    use redis_tasks::Store;
+    use redis_tasks::store::RedisConfig;
+    let server = crate::support::RedisServer::start();
+    for partitions in [1, 3] {
+        let config = RedisConfig::from_url(&server.url(), None)
+            .expect("url")
+            .with_partitions(partitions);
+        let prefix = format!("p{partitions}");
+        let store = Store::with_config(config, &prefix).expect("store");
+        for i in 0..8 {
+            for _ in 0..i {
+                store
+                    .queue(format!("q{i}"))
+                    .enqueue("job", &json!(null))
+                    .expect("enqueue");
+            }
+        }
+        let lengths = store.queue_lengths().expect("lengths");
+        assert_eq!(lengths.len(), 7, "{partitions}: {lengths:?}");
+        for (name, len) in &lengths {
+            let count = store.queue(name.as_str()).count().expect("count");
+            assert_eq!(*len, count, "{partitions}: {name}");
+        }
+        assert_eq!(lengths.iter().map(|(_, n)| n).sum::<u64>(), 28);
+    }
 }

@@ -71,6 +71,21 @@ pub(super) fn listed(
         .collect())
 }
 
+/// Largest progress field (bytes) a page reads.
+const PROGRESS_CAP: usize = 4096;
+
+/// Task `id`'s progress report, read only when its field is small (a
+/// raw writer's huge one is shown as none, like one that does not parse).
+pub(super) fn progress_of(store: &Store, id: &str) -> Option<Progress> {
+    let (bytes, size) = store.task_field(id, "progress", PROGRESS_CAP).ok()??;
+    if size > u64::try_from(PROGRESS_CAP).unwrap_or(u64::MAX) {
+        return None;
+    }
+    serde_json::from_slice::<Progress>(&bytes)
+        .ok()
+        .map(Progress::bounded)
+}
+
 /// Links to the previous and next pages of a list of `total` rows.
 fn pager(path: &str, page: usize, total: u64) -> Markup {
     let pages = usize::try_from(total)
@@ -173,10 +188,7 @@ fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> 
     let mut workers = Vec::new();
     for w in infos {
         let (record, progress) = match &w.current_task {
-            Some(id) => (
-                records.next().and_then(Result::ok),
-                store.progress(id).ok().flatten(),
-            ),
+            Some(id) => (records.next().and_then(Result::ok), progress_of(store, id)),
             None => (None, None),
         };
         workers.push((w, record, progress));

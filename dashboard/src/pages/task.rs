@@ -121,13 +121,9 @@ pub(crate) async fn task(
     let read = state
         .blocking(move |store| {
             let preview = store.task_preview(&task_id, PAGE_FIELD_CAP)?;
-            // A progress field that does not read is shown as none rather
-            // than hiding the whole task; one cut short is not read.
-            let progress = if preview.clip("progress").is_some() {
-                None
-            } else {
-                store.progress(&task_id).ok().flatten()
-            };
+            // A progress field that does not read (or is too large) is
+            // shown as none rather than hiding the whole task.
+            let progress = super::progress_of(store, &task_id);
             Ok::<_, StoreError>((preview, progress))
         })
         .await;

@@ -449,11 +449,7 @@ impl Metrics {
             self.rss.set(i64::try_from(rss).unwrap_or(i64::MAX));
         }
         let read = || -> Result<(), redis_tasks_store::StoreError> {
-            let mut lengths = Vec::new();
-            for name in store.queues()? {
-                let len = store.queue(name.as_str()).count()?;
-                lengths.push((name, len));
-            }
+            let lengths = store.queue_lengths()?;
             // A queue deleted since the last scrape goes away (scrapes are
             // answered one at a time, on the server's thread).
             self.queue_length.clear();
