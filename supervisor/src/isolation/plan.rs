@@ -102,6 +102,9 @@ impl Step {
             }
             (Step::Processes, libc::EAGAIN) => " (the user already has that many processes)",
             (Step::Namespaces, libc::ENOSPC) => " (user.max_user_namespaces reached)",
+            (Step::Namespaces, libc::ESTALE) => {
+                " (the slot's directory was replaced after it was checked)"
+            }
             _ => "",
         }
     }
@@ -122,8 +125,9 @@ pub(crate) struct Namespaces {
     pub tmp: Option<CString>,
     /// A private tmpfs on `/dev/shm` (POSIX shared memory).
     pub dev_shm: bool,
-    /// The slot's own directory, bound over the profile's `working_dir`.
-    pub private_dir: Option<(CString, CString)>,
+    /// The slot's own directory, bound over the profile's `working_dir`,
+    /// if it still is the directory (device, inode) that was checked.
+    pub private_dir: Option<(CString, CString, (u64, u64))>,
 }
 
 /// What the child does between `fork` and `exec`; plain data, moved into
@@ -333,7 +337,7 @@ impl Plan {
             }
             _ => None,
         };
-        let namespaces = super::userns::plan(profile, target_uid, slot_dir.as_deref());
+        let namespaces = super::userns::plan(profile, target_uid, slot_dir.as_ref());
         let unshare_net = profile.network == Some(false) && namespaces.is_none();
         let mut env: Vec<(String, String)> = match &profile.env {
             Some(names) => names
@@ -371,7 +375,9 @@ impl Plan {
             env,
             // Without a mount namespace the slot's directory is the working
             // directory itself (its mode keeps other uids out).
-            working_dir: slot_dir.or_else(|| profile.working_dir.clone()),
+            working_dir: slot_dir
+                .map(|d| d.path)
+                .or_else(|| profile.working_dir.clone()),
             confine,
             cgroup_limits: crate::cgroup::Limits {
                 memory: profile.memory_limit,

@@ -85,11 +85,15 @@ fn detect() -> Result<(), String> {
 /// The namespaces a worker process of `profile`, running as `uid`, gets;
 /// `None` when the host allows none, or for uid 0 (mapping root needs
 /// CAP_SETFCAP, and root's own profile is no boundary anyway).
-pub(crate) fn plan(profile: &Isolation, uid: u32, slot_dir: Option<&Path>) -> Option<Namespaces> {
+pub(crate) fn plan(
+    profile: &Isolation,
+    uid: u32,
+    slot_dir: Option<&SlotDir>,
+) -> Option<Namespaces> {
     if uid == 0 || !available() {
         return None;
     }
-    let tmp = private_tmp(profile, slot_dir).then(|| {
+    let tmp = private_tmp(profile, slot_dir.map(|d| d.path.as_path())).then(|| {
         let size = profile
             .memory_limit
             .map(|bytes| format!(",size={bytes}"))
@@ -100,12 +104,12 @@ pub(crate) fn plan(profile: &Isolation, uid: u32, slot_dir: Option<&Path>) -> Op
         .working_dir
         .as_deref()
         .zip(slot_dir)
-        .map(|(dir, own)| (cpath(own), cpath(dir)));
+        .and_then(|(dir, own)| Some((cpath(&own.path)?, cpath(dir)?, own.identity)));
     Some(Namespaces {
         net: profile.network == Some(false),
         tmp: tmp.flatten(),
         dev_shm: Path::new("/dev/shm").is_dir(),
-        private_dir: private_dir.and_then(|(own, dir)| own.zip(dir)),
+        private_dir,
     })
 }
 
@@ -180,6 +184,18 @@ pub(crate) fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
             || mode & 0o002 != 0)
 }
 
+/// A slot's own directory: its path, and the device and inode it had when
+/// it was checked. The worker process binds it only if the path, opened
+/// without following links, still leads there: a directory swapped for a
+/// link after the checks is refused.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotDir {
+    /// Where it is.
+    pub(crate) path: PathBuf,
+    /// `st_dev` and `st_ino` when it was checked.
+    pub(crate) identity: (u64, u64),
+}
+
 /// The slot's own directory below `working_dir` (`slot-<n>`), created on
 /// first use with mode 0700 and owned by the slot's user (`ids`, when the
 /// supervisor switches users): other slots' uids cannot enter it, and in a
@@ -188,7 +204,7 @@ pub(crate) fn slot_dir(
     working_dir: &Path,
     slot: usize,
     ids: Option<(u32, u32)>,
-) -> Result<PathBuf, NotApplied> {
+) -> Result<SlotDir, NotApplied> {
     let dir = working_dir.join(format!("slot-{slot}"));
     let refused = |what: &str, e: &dyn std::fmt::Display| NotApplied {
         restriction: "working_dir".to_owned(),
@@ -216,7 +232,11 @@ pub(crate) fn slot_dir(
             .map_err(|e| refused("give the slot's user", &e))?;
     }
     fchmod(&opened, Mode::from_bits_truncate(0o700)).map_err(|e| refused("restrict", &e))?;
-    Ok(dir)
+    let stat = nix::sys::stat::fstat(&opened).map_err(|e| refused("inspect", &e))?;
+    Ok(SlotDir {
+        path: dir,
+        identity: (stat.st_dev, stat.st_ino),
+    })
 }
 
 /// The worker process started as `pid` and, when it has private
@@ -239,11 +259,11 @@ mod tests {
     fn a_slot_directory_is_made_once_with_mode_0700() {
         let base = std::env::temp_dir().join(format!("rt-slot-dir-{}", std::process::id()));
         std::fs::create_dir_all(&base).expect("temp dir");
-        let dir = slot_dir(&base, 3, None).expect("slot dir");
+        let dir = slot_dir(&base, 3, None).expect("slot dir").path;
         assert_eq!(dir, base.join("slot-3"));
         let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
         assert_eq!(mode & 0o7777, 0o700);
-        assert_eq!(slot_dir(&base, 3, None).expect("again"), dir);
+        assert_eq!(slot_dir(&base, 3, None).expect("again").path, dir);
         let missing = slot_dir(&base.join("gone"), 0, None).expect_err("no parent");
         assert_eq!(missing.restriction, "working_dir");
         // A link where a slot's directory belongs is refused, not followed.

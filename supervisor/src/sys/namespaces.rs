@@ -255,20 +255,80 @@ unsafe fn mount_private(ns: &Namespaces) -> io::Result<()> {
         {
             return Err(failed(Step::Namespaces));
         }
-        if let Some((slot_dir, working_dir)) = &ns.private_dir
-            && (libc::mount(
-                slot_dir.as_ptr(),
-                working_dir.as_ptr(),
-                null,
-                libc::MS_BIND | libc::MS_REC,
-                null.cast(),
-            ) != 0
-                || libc::chdir(working_dir.as_ptr()) != 0)
-        {
-            return Err(failed(Step::Namespaces));
+        if let Some((slot_dir, working_dir, identity)) = &ns.private_dir {
+            bind_slot_dir(slot_dir, working_dir, *identity)?;
         }
     }
     Ok(())
+}
+
+/// Binds `slot_dir` over `working_dir` and enters it, if `slot_dir`, opened
+/// without following a link, is still the directory `identity` (device,
+/// inode) the supervisor checked. The mount's source is the descriptor's
+/// `/proc/self/fd` entry (opened in this mount namespace, as a bind mount
+/// requires), so nothing swapped in after the check is bound.
+///
+/// # Safety
+///
+/// Async-signal-safe calls only (open, fstat, mount, chdir, close), on
+/// locals and strings built before the fork.
+unsafe fn bind_slot_dir(
+    slot_dir: &CStr,
+    working_dir: &CStr,
+    identity: (u64, u64),
+) -> io::Result<()> {
+    // SAFETY: see the function's Safety section; `stat` and `source` are
+    // locals of the sizes the calls expect, `source` NUL-terminated.
+    unsafe {
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let fd = libc::open(slot_dir.as_ptr(), flags);
+        if fd < 0 {
+            return Err(failed(Step::Namespaces));
+        }
+        let mut stat: libc::stat = std::mem::zeroed();
+        let same = libc::fstat(fd, &mut stat) == 0 && (stat.st_dev, stat.st_ino) == identity;
+        let mut source = [0u8; 32];
+        fd_path(fd, &mut source);
+        let bound = same
+            && libc::mount(
+                source.as_ptr().cast(),
+                working_dir.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) == 0
+            && libc::chdir(working_dir.as_ptr()) == 0;
+        let err = if same {
+            failed(Step::Namespaces)
+        } else {
+            io::Error::from_raw_os_error(Step::Namespaces.code(libc::ESTALE))
+        };
+        libc::close(fd);
+        if bound { Ok(()) } else { Err(err) }
+    }
+}
+
+/// Writes `/proc/self/fd/<fd>` and a NUL into `buf` without allocating.
+fn fd_path(fd: libc::c_int, buf: &mut [u8; 32]) {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = fd.unsigned_abs();
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut len = PREFIX.len();
+    for i in (0..count).rev() {
+        buf[len] = digits[i];
+        len += 1;
+    }
+    buf[len] = 0;
 }
 
 /// Forks the PID namespace's init and then the worker process; returns in
@@ -530,6 +590,14 @@ mod tests {
             mean[1],
             mean[1].saturating_sub(mean[0])
         );
+    }
+
+    #[test]
+    fn a_descriptor_path_is_built_without_allocating() {
+        let mut buf = [0u8; 32];
+        super::fd_path(1234, &mut buf);
+        let end = buf.iter().position(|&b| b == 0).expect("NUL");
+        assert_eq!(&buf[..end], b"/proc/self/fd/1234");
     }
 
     #[test]
