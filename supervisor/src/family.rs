@@ -276,8 +276,14 @@ fn sweep_once(tid: Option<u32>, killed: &mut HashSet<u32>) -> bool {
     // The anchor forks nothing: each of its children is an orphan of a
     // worker process's tree. It reaps them; killed ones wait as zombies
     // until it does, and are not counted twice.
+    // The anchor is single-threaded: its main thread's list is all.
     let adopted: Vec<u32> = anchor()
-        .map(|a| proc_tree::children(a.pid))
+        .and_then(|a| std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", a.pid)).ok())
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
         .into_iter()
         .filter(|&pid| !proc_tree::is_zombie(pid))

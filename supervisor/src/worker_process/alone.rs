@@ -63,10 +63,16 @@ impl WorkerProcess {
         if matches!(self.proc, Proc::Forked { .. }) {
             return Ok(());
         }
-        let mut killed = self
-            .cgroup
-            .as_ref()
-            .map_or(0, |cgroup| cgroup.kill_others(self.pid()));
+        // A process a task starts is a descendant of its worker process
+        // (killed by the walk before this) or, through clone(CLONE_PARENT),
+        // a child of the thread that started the worker process, or an
+        // orphan of one (the main thread's, or the anchor's): the sweep
+        // below finds those. Its cgroup is listed too where the walk cannot
+        // see the worker process's /proc (ProtectProc=invisible).
+        let mut killed = match &self.cgroup {
+            Some(cgroup) if self.proc_hidden => cgroup.kill_others(self.pid()),
+            _ => 0,
+        };
         let swept = family::sweep_near(self.spawned_by);
         killed += swept;
         // Read after our sweep, which waited for any sweep under way: what

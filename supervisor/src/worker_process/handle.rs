@@ -56,6 +56,9 @@ pub(crate) struct WorkerProcess {
     pub(super) cgroup: Option<TaskCgroup>,
     /// [`family::swept`] when its last task was sent (or checked).
     pub(super) swept_at_run: u64,
+    /// Its `/proc` entry could not be read when it was ready (hidden from
+    /// a non-root supervisor by `ProtectProc=invisible`).
+    pub(super) proc_hidden: bool,
     /// The supervisor thread that started it (its parent in the kernel's
     /// eyes; see [`family::sweep_near`]).
     pub(super) spawned_by: u32,
@@ -84,6 +87,7 @@ impl WorkerProcess {
             idle_threads: None,
             cgroup,
             swept_at_run: 0,
+            proc_hidden: false,
             spawned_by: family::thread_id(),
             unkillable: false,
         }
