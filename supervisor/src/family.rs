@@ -177,18 +177,60 @@ pub(crate) fn forget(pid: u32) {
 /// finds nothing: an orphan that started a sibling (`clone(CLONE_PARENT)`)
 /// before it was stopped is found by the next pass.
 pub(crate) fn sweep() -> usize {
+    sweep_among(None)
+}
+
+/// Like [`sweep`], looking only at the children of thread `tid` of the
+/// supervisor (the thread that started a worker process: a process its
+/// task starts with `clone(CLONE_PARENT)` becomes that thread's child) and
+/// of the main thread (where the kernel re-parents orphans of a dead
+/// process of that kind), and the anchor's: a few reads instead of one per
+/// thread, cheap enough to run after every task.
+pub(crate) fn sweep_near(tid: u32) -> usize {
+    sweep_among(Some(tid))
+}
+
+fn sweep_among(tid: Option<u32>) -> usize {
     let _one = FAMILY
         .sweeping
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     let mut killed = HashSet::new();
     for _ in 0..MAX_PASSES {
-        if !sweep_once(&mut killed) {
+        if !sweep_once(tid, &mut killed) {
             break;
         }
     }
     SWEPT.fetch_add(killed.len() as u64, Ordering::Relaxed);
     killed.len()
+}
+
+/// The children of thread `tid` of this process and of its main thread
+/// (or of every thread, without `tid`).
+fn own_children(tid: Option<u32>) -> Vec<u32> {
+    let me = std::process::id();
+    let Some(tid) = tid else {
+        return proc_tree::children(me);
+    };
+    let mut out = Vec::new();
+    for thread in [tid, me] {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{thread}/children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        if tid == me {
+            break;
+        }
+    }
+    out
+}
+
+/// The id of the calling thread (a spawning thread's children are listed
+/// under it in `/proc`).
+pub(crate) fn thread_id() -> u32 {
+    nix::unistd::gettid().as_raw().unsigned_abs()
 }
 
 /// How many processes sweeps have killed so far (a worker process that
@@ -207,7 +249,7 @@ static SWEPT: AtomicU64 = AtomicU64::new(0);
 /// One pass; adds what it killed to `killed` and says whether it found
 /// anything new. (A killed child of the anchor may still be dying at the
 /// next pass: it is killed again, not counted again.)
-fn sweep_once(killed: &mut HashSet<u32>) -> bool {
+fn sweep_once(tid: Option<u32>, killed: &mut HashSet<u32>) -> bool {
     let orphans: Vec<u32> = {
         let _guard = FAMILY
             .spawning
@@ -215,7 +257,7 @@ fn sweep_once(killed: &mut HashSet<u32>) -> bool {
             .unwrap_or_else(PoisonError::into_inner);
         let own = FAMILY.own.lock().unwrap_or_else(PoisonError::into_inner);
         let before = FAMILY.before.lock().unwrap_or_else(PoisonError::into_inner);
-        proc_tree::children(std::process::id())
+        own_children(tid)
             .into_iter()
             .filter(|pid| !own.contains(pid) && !was_there_before(&before, *pid))
             .collect()
@@ -234,8 +276,14 @@ fn sweep_once(killed: &mut HashSet<u32>) -> bool {
     // The anchor forks nothing: each of its children is an orphan of a
     // worker process's tree. It reaps them; killed ones wait as zombies
     // until it does, and are not counted twice.
+    // The anchor is single-threaded: its main thread's list is all.
     let adopted: Vec<u32> = anchor()
-        .map(|a| proc_tree::children(a.pid))
+        .and_then(|a| std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", a.pid)).ok())
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
         .into_iter()
         .filter(|&pid| !proc_tree::is_zombie(pid))

@@ -288,7 +288,7 @@ impl Slot {
         timeout: Duration,
     ) -> (Outcome, Option<String>) {
         let ready = self.process.take().and_then(|mut process| {
-            if let Err(not_alone) = process.make_alone() {
+            if let Err(not_alone) = process.still_alone() {
                 // Something else may hold its socket, or have stopped it.
                 warn!(slot = %self.id, pid = process.pid(), "{not_alone}; its worker process is killed, the next task gets a fresh one");
                 process.kill_and_reap();

@@ -8,12 +8,15 @@
 //! and forges the next task's result. So before a process that has run a
 //! task gets another one, [`WorkerProcess::make_alone`] kills, and waits
 //! for, every other process in its cgroup and every child of the
-//! supervisor that no handle owns (`family::sweep`), synchronously: when
-//! the task ends (in `execute::run_on`, after its descendants are killed)
-//! and again just before the next `Run` (in the slot). If there was
-//! anything to kill, or the orphan sweeper killed anything while the last
-//! task ran, the process is not used again: it may have been stopped or
-//! tampered with, and the next task gets a fresh one.
+//! supervisor that no handle owns, synchronously, when the task ends (in
+//! `execute::run_on`, after its descendants are killed). The sweep looks
+//! where such a process can be (`family::sweep_near`: the children of the
+//! thread that started the worker process and of the main thread, and the
+//! anchor's); the orphan sweeper still lists every thread's every 50 ms.
+//! If there was anything to kill, or the orphan sweeper killed anything
+//! since the last task was sent (checked again just before the next `Run`,
+//! in the slot), the process is not used again: it may have been stopped
+//! or tampered with, and the next task gets a fresh one.
 //!
 //! Where the supervisor has neither worker cgroups nor a PID namespace it
 //! cannot tell that nothing else holds the socket, and no process is used
@@ -53,28 +56,48 @@ impl fmt::Display for NotAlone {
 }
 
 impl WorkerProcess {
-    /// Makes sure nothing but this process can hold its socket before it
-    /// gets another task; see the module doc. A process that has run no
-    /// task yet (or that runs one task only: forked) is alone already.
+    /// When a task has ended (its descendants killed): makes sure nothing
+    /// but this process can hold its socket; see the module doc. A process
+    /// that runs one task only (forked) needs no check.
     pub(crate) fn make_alone(&mut self) -> Result<(), NotAlone> {
-        if self.tasks_run == 0 || matches!(self.proc, Proc::Forked { .. }) {
+        if matches!(self.proc, Proc::Forked { .. }) {
             return Ok(());
         }
-        let mut killed = self
-            .cgroup
-            .as_ref()
-            .map_or(0, |cgroup| cgroup.kill_others(self.pid()));
-        let swept = family::sweep();
+        // A process a task starts is a descendant of its worker process
+        // (killed by the walk before this) or, through clone(CLONE_PARENT),
+        // a child of the thread that started the worker process, or an
+        // orphan of one (the main thread's, or the anchor's): the sweep
+        // below finds those. Its cgroup is listed too where the walk cannot
+        // see the worker process's /proc (ProtectProc=invisible).
+        let mut killed = match &self.cgroup {
+            Some(cgroup) if self.proc_hidden => cgroup.kill_others(self.pid()),
+            _ => 0,
+        };
+        let swept = family::sweep_near(self.spawned_by);
         killed += swept;
         // Read after our sweep, which waited for any sweep under way: what
         // others killed since the task was sent counts too.
         let swept_meanwhile = family::swept() - swept as u64 != self.swept_at_run;
         if killed == 0 && !swept_meanwhile {
+            self.swept_at_run = family::swept();
             return Ok(());
         }
         Err(NotAlone {
             killed,
             swept_meanwhile,
+        })
+    }
+
+    /// Before the next task: whether the orphan sweeper killed anything
+    /// since the last task was checked (the check itself ran when it
+    /// ended).
+    pub(crate) fn still_alone(&self) -> Result<(), NotAlone> {
+        if self.tasks_run == 0 || family::swept() == self.swept_at_run {
+            return Ok(());
+        }
+        Err(NotAlone {
+            killed: 0,
+            swept_meanwhile: true,
         })
     }
 }

@@ -54,8 +54,14 @@ pub(crate) struct WorkerProcess {
     pub(super) idle_threads: Option<u32>,
     /// Its own cgroup, when the host allows them (started by `exec`).
     pub(super) cgroup: Option<TaskCgroup>,
-    /// [`family::swept`] when its last task was sent.
+    /// [`family::swept`] when its last task was sent (or checked).
     pub(super) swept_at_run: u64,
+    /// Its `/proc` entry could not be read when it was ready (hidden from
+    /// a non-root supervisor by `ProtectProc=invisible`).
+    pub(super) proc_hidden: bool,
+    /// The supervisor thread that started it (its parent in the kernel's
+    /// eyes; see [`family::sweep_near`]).
+    pub(super) spawned_by: u32,
     /// A kill was refused (EPERM) and there is no cgroup to kill through:
     /// the process is not waited for on the slot's thread.
     unkillable: bool,
@@ -81,6 +87,8 @@ impl WorkerProcess {
             idle_threads: None,
             cgroup,
             swept_at_run: 0,
+            proc_hidden: false,
+            spawned_by: family::thread_id(),
             unkillable: false,
         }
     }
@@ -178,15 +186,11 @@ impl WorkerProcess {
     /// what it leaves.
     pub(crate) fn kill_descendants(&self) -> usize {
         match &self.proc {
+            // What the walk cannot see (a hidden /proc) or does not reach
+            // (a clone(CLONE_PARENT)) is killed through its cgroup by
+            // `make_alone`, which follows.
             Proc::Direct { child, .. } if self.reaped.is_none() => {
-                let walked = proc_tree::kill_descendants(child.id());
-                // Its cgroup also holds what the walk cannot see (a hidden
-                // /proc) or does not reach (a clone(CLONE_PARENT)).
-                let in_cgroup = self
-                    .cgroup
-                    .as_ref()
-                    .map_or(0, |cgroup| cgroup.kill_others(child.id()));
-                walked.max(in_cgroup)
+                proc_tree::kill_descendants(child.id())
             }
             _ => 0,
         }

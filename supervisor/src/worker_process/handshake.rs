@@ -111,6 +111,8 @@ impl WorkerProcess {
         })?;
         // No task code has run in it yet: its thread count now is the
         // count of an idle worker process.
+        self.proc_hidden = !matches!(self.proc, Proc::Forked { .. })
+            && std::fs::read(format!("/proc/{}/stat", self.pid())).is_err();
         self.idle_threads = self.threads();
         if self.idle_threads.is_none() && !matches!(self.proc, Proc::Forked { .. }) {
             warn_threads_hidden(self.pid());
