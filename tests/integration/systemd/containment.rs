@@ -76,11 +76,10 @@ fn under_the_shipped_unit_workers_get_cgroups_and_timeouts_hold() {
 
 /// `kill(-1)` from a task of a profile with an isolation key reaches
 /// nothing outside its own worker process tree: not the supervisor, which
-/// runs as the same user under the shipped unit. That needs a PID
-/// namespace per worker process without root (user namespaces, issue 20
-/// build point 4), which the shipped unit must allow.
+/// runs as the same user under the shipped unit. The worker process's own
+/// PID namespace (made without root through a user namespace, which the
+/// unit's `RestrictNamespaces=` allows) is what stops it.
 #[test]
-#[ignore = "needs a PID namespace per worker process under the unit (issue 20 build point 4)"]
 fn under_the_shipped_unit_a_hostile_task_cannot_kill_the_supervisor() {
     let Some(sd) = harness::boot() else { return };
     sd.install_unit();
@@ -103,8 +102,11 @@ fn under_the_shipped_unit_a_hostile_task_cannot_kill_the_supervisor() {
             .is_ok_and(|t| matches!(t.status, TaskStatus::Finished | TaskStatus::Failed))
     });
     let t = store.task(&killer).expect("record");
-    // The attack ran (it did not fail to start, say).
-    assert_eq!(t.result, Some(json!("sent")), "{t:#?}");
+    // The attack ran (it did not fail to start, say): either the signal
+    // went out and reached nothing that matters, or (in the worker's own
+    // PID namespace) there was nobody but itself and its init to send it to.
+    let alone = t.meta.get("kill") == Some(&json!("No such process (os error 3)"));
+    assert!(t.result == Some(json!("sent")) || alone, "{t:#?}");
     assert_eq!(sd.main_pid(&unit), Some(main), "the supervisor was killed");
     assert_eq!(sd.show(&unit, "NRestarts"), "0");
 }
