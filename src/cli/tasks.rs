@@ -154,7 +154,9 @@ pub(super) fn enqueue_checked(
         } else {
             String::new()
         };
-        anyhow::anyhow!("ARGS_JSON is not valid JSON: {e}{hint}; nothing was enqueued")
+        anyhow::Error::new(e).context(format!(
+            "ARGS_JSON is not valid JSON{hint}; nothing was enqueued"
+        ))
     })?;
     if let Some(def) = registry.and_then(|r| r.get(&args.task)) {
         def.check_args(&value).map_err(|reason| {

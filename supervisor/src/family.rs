@@ -48,7 +48,7 @@ use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use redis_tasks_protocol::proc_tree;
 use tracing::{error, info, warn};
@@ -239,6 +239,38 @@ pub(crate) fn swept() -> u64 {
     SWEPT.load(Ordering::Relaxed)
 }
 
+/// How long a sweep waits for one killed orphan to die.
+const REAP_WAIT: Duration = Duration::from_secs(2);
+
+/// Reaps our child `pid` once it has died, waiting up to `wait`; says
+/// whether it was reaped. Says once per process when it outlives the wait.
+fn reap_within(pid: Pid, wait: Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            // Reaped, or not ours to wait for (gone already, say).
+            Ok(_) | Err(_) => return true,
+        }
+        if std::time::Instant::now() >= deadline {
+            static SAID: Mutex<Option<Pid>> = Mutex::new(None);
+            let mut said = SAID.lock().unwrap_or_else(PoisonError::into_inner);
+            if *said != Some(pid) {
+                *said = Some(pid);
+                warn!(
+                    pid = pid.as_raw(),
+                    "a process no worker process owns survives SIGKILL from this supervisor \
+                     (not permitted? grant CAP_KILL); it is tried again at the next sweep"
+                );
+            }
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 /// Passes of one sweep at most: each kills what the last one found, so
 /// only a process that forks faster than it is stopped could need more.
 const MAX_PASSES: usize = 64;
@@ -269,8 +301,11 @@ fn sweep_once(tid: Option<u32>, killed: &mut HashSet<u32>) -> bool {
             proc_tree::kill_tree(pid);
         }
         if let Ok(raw) = i32::try_from(pid) {
-            // Our child (adopted), killed: this waits for it alone.
-            let _ = waitpid(Pid::from_raw(raw), None);
+            // Our child (adopted), killed: this waits for it alone, but not
+            // for ever: a process of another user that a supervisor without
+            // CAP_KILL could not signal must not wedge the sweep (or the
+            // shutdown that runs a last one). It is tried again next pass.
+            reap_within(Pid::from_raw(raw), REAP_WAIT);
         }
     }
     // The anchor forks nothing: each of its children is an orphan of a

@@ -102,7 +102,10 @@ fn invalid_args_json_is_refused_and_nothing_is_written() {
     let mut c = server.client();
     let before = snapshot(&mut c);
     let o = admin(&server).args(["enqueue", "t", "[1, 2"]).fails();
-    one_line_error(&o, "error: ARGS_JSON is not valid JSON: ");
+    one_line_error(
+        &o,
+        "error: ARGS_JSON is not valid JSON; nothing was enqueued\n  caused by: ",
+    );
     let o = admin(&server).args(["enqueue", "t", "{\"a\": }"]).fails();
     one_line_error(&o, "; nothing was enqueued");
     // A bare word gets the hint to quote it.

@@ -52,7 +52,11 @@ fn causes_added_at_the_edge_get_a_line_each() {
         .fails();
     let lines: Vec<&str> = o.stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{}", o.stderr);
-    assert_eq!(lines[0], "error: invalid ARGS_JSON", "{}", o.stderr);
+    assert_eq!(
+        lines[0], "error: ARGS_JSON is not valid JSON; nothing was enqueued",
+        "{}",
+        o.stderr
+    );
     assert!(lines[1].starts_with("  caused by: "), "{}", o.stderr);
 }
 

@@ -176,9 +176,23 @@ impl Slot {
                     StoreError::RecordTooLarge { .. } => format!("{e}; the task was not run"),
                     _ => format!("corrupt task record: {e}"),
                 };
-                error!(slot = %self.id, task = %lease.id, queue, "cannot run the task: {text}");
+                // Counted like every ending (under the fetched queue; the
+                // record's own task name is not to be trusted), and logged
+                // once, by the write, as a warning naming the producer.
                 let conclusion = Conclusion::unreadable(text);
-                self.write(&lease, "task with a bad record", &conclusion, None, None);
+                let run = RunInfo {
+                    name: "",
+                    known: None,
+                    queue,
+                    duration: Duration::ZERO,
+                };
+                self.write(
+                    &lease,
+                    "task with a bad record",
+                    &conclusion,
+                    None,
+                    Some(&run),
+                );
                 return;
             }
         };

@@ -5,6 +5,7 @@
 //! and 4.)
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use redis_tasks::TaskStatus;
@@ -61,7 +62,13 @@ fn a_record_naming_another_queue_is_not_run_under_that_queues_profile() {
     let settings = demo.path("settings.toml");
     // Any isolation key makes "untrusted" a profile of its own.
     fs::write(&settings, "[queues.untrusted]\nopen_files_limit = 64\n").expect("settings");
-    let marker = demo.path("ran");
+    // The isolated profile runs as a dynamic user (a profile is never
+    // root): the marker's directory must be writable for it.
+    let out = demo.path("out");
+    fs::create_dir(&out).expect("out dir");
+    fs::set_permissions(demo.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let marker = out.join("ran");
     let args = json!({"path": marker, "text": "ran\n"}).to_string();
     // On the isolated queue's list, but the hash claims `default` (the
     // unrestricted profile).
