@@ -151,6 +151,11 @@ fn a_cpu_hog_fails_with_the_cpu_limit_while_other_queues_flow() {
 
 /// Live `sleep` processes of user `nobody`.
 fn sleeps_of_nobody() -> usize {
+    sleeps_of(NOBODY)
+}
+
+/// Live `sleep` processes of user `uid`.
+fn sleeps_of(uid_wanted: u32) -> usize {
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0;
     };
@@ -165,7 +170,7 @@ fn sleeps_of_nobody() -> usize {
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse::<u32>().ok());
             status.starts_with("Name:\tsleep")
-                && uid == Some(NOBODY)
+                && uid == Some(uid_wanted)
                 && !status.contains("State:\tZ")
         })
         .count()
@@ -183,10 +188,15 @@ fn a_fork_bomb_is_contained_by_the_process_limit() {
         "spawn",
         json!({"children": 64, "secs": 60}),
     );
-    // The limit counts every process of `nobody` on the host (other tests
-    // run some too) and, with private namespaces, the worker's monitor and
-    // init: 24 leaves room for those and still stops the 64 children.
-    let toml = "[queues.untrusted]\nuser = \"nobody\"\nprocess_limit = 24\n";
+    // The limit counts every process of the task's user on the host, so
+    // the task gets a uid of its own (a dynamic user from a base no other
+    // test uses: `nobody` is shared with tests running at the same time),
+    // and room for the monitor and init of its private namespaces.
+    const BOMB_UID: u32 = 63_712;
+    let toml = format!(
+        "dynamic_user_base = {BOMB_UID}\n[queues.untrusted]\nuser = \"dynamic\"\nprocess_limit = 24\n"
+    );
+    let toml = toml.as_str();
     burst(&demo, toml, &["untrusted"], &[]);
     let text = error_of(&demo.task(&bomb)).to_owned();
     assert!(
@@ -197,7 +207,7 @@ fn a_fork_bomb_is_contained_by_the_process_limit() {
     wait_until(
         "the bomb's children to die",
         Duration::from_secs(60),
-        || sleeps_of_nobody() == 0,
+        || sleeps_of(BOMB_UID) == 0,
     );
 }
 
