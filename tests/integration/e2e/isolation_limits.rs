@@ -15,8 +15,6 @@ use serde_json::{Value, json};
 use super::{Demo, error_of, is_gone};
 use crate::support::{Output, wait_until};
 
-const NOBODY: u32 = 65534;
-
 /// Whether this test process can switch users and create namespaces.
 fn is_root() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -147,11 +145,6 @@ fn a_cpu_hog_fails_with_the_cpu_limit_while_other_queues_flow() {
     for id in ordinary {
         assert_eq!(demo.task(&id).status, TaskStatus::Finished);
     }
-}
-
-/// Live `sleep` processes of user `nobody`.
-fn sleeps_of_nobody() -> usize {
-    sleeps_of(NOBODY)
 }
 
 /// Live `sleep` processes of user `uid`.
