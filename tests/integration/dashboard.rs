@@ -620,6 +620,27 @@ fn the_failed_list_is_paged() {
 }
 
 #[test]
+fn the_delayed_list_is_paged() {
+    let demo = Demo::new();
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    for i in 0..150 {
+        let options =
+            redis_tasks::EnqueueOptions::new().at(soon + jiff::SignedDuration::from_secs(i));
+        demo.store
+            .queue("default")
+            .enqueue_with("noop", &json!({ "n": format!("later-{i:03}") }), &options)
+            .expect("delayed enqueue");
+    }
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let first = http(dashboard.port, "GET", "/delayed", &[], "");
+    assert!(first.body.contains("page 1 of 2"), "{}", first.body);
+    assert!(first.body.contains("later-000") && !first.body.contains("later-100"));
+    let second = http(dashboard.port, "GET", "/delayed?page=1", &[], "");
+    assert!(second.body.contains("later-100") && second.body.contains("later-149"));
+    assert!(!second.body.contains("later-099"), "{}", second.body);
+}
+
+#[test]
 fn delete_removes_a_failed_task_and_cancel_a_queued_one() {
     let (demo, failed) = demo_with_a_failed_task();
     let waiting = demo.store.queue("reports").ids(0, 10).expect("ids")[0].clone();

@@ -10,19 +10,28 @@ use maud::html;
 use redis_tasks_protocol::TaskStatus;
 use redis_tasks_store::StoreError;
 
-use super::{Flash, LIST_LIMIT, store_error};
+use super::{Flash, LIST_LIMIT, Paging, pager, store_error};
 use crate::AppState;
 use crate::layout::{action, flash, page, seg, status, time};
 
-/// `/delayed`: the first tasks of the delayed set, each with **Cancel**.
+/// Pages of the delayed set one can turn to: the ids before a page are
+/// read to reach it (the set is ordered by due time, not indexed), so the
+/// depth is bounded; the count above the table says how many there are.
+const MAX_PAGES: usize = 100;
+
+/// `/delayed`: the tasks of the delayed set by when they are due, a page
+/// at a time, each with **Cancel**.
 pub(crate) async fn delayed(
     State(state): State<Arc<AppState>>,
     Query(msg): Query<Flash>,
+    Query(paging): Query<Paging>,
 ) -> Response {
+    let page_no = paging.page().min(MAX_PAGES - 1);
     let read = state
-        .blocking(|store| {
+        .blocking(move |store| {
             let total = store.scheduled_count()?;
-            let due = store.scheduled_due(LIST_LIMIT)?;
+            let mut due = store.scheduled_due((page_no + 1) * LIST_LIMIT)?;
+            due.drain(..(page_no * LIST_LIMIT).min(due.len()));
             let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
             let records = super::listed(store, &ids)?;
             Ok::<_, StoreError>((total, due, records))
@@ -37,7 +46,7 @@ pub(crate) async fn delayed(
         h1 { "Delayed tasks" }
         (flash(msg.text()))
         p.muted {
-            (total) " in the delayed set; the first " (due.len()) " by when they are due. "
+            (total) " in the delayed set, by when they are due. "
             "A supervisor moves each to the end of its queue when it is due: tasks enqueued with a delay, "
             "and failed tasks waiting for their next attempt (retries)."
         }
@@ -75,6 +84,7 @@ pub(crate) async fn delayed(
                 }
             } }
         }
+        (pager("/delayed", page_no, total.min((MAX_PAGES * LIST_LIMIT) as u64)))
     };
     page(&state, "Delayed tasks", true, body).into_response()
 }

@@ -38,7 +38,7 @@ pub(crate) struct Paging {
 }
 
 impl Paging {
-    fn page(&self) -> usize {
+    pub(super) fn page(&self) -> usize {
         self.page.unwrap_or(0).min(1_000_000)
     }
 }
@@ -87,7 +87,7 @@ pub(super) fn progress_of(store: &Store, id: &str) -> Option<Progress> {
 }
 
 /// Links to the previous and next pages of a list of `total` rows.
-fn pager(path: &str, page: usize, total: u64) -> Markup {
+pub(super) fn pager(path: &str, page: usize, total: u64) -> Markup {
     let pages = usize::try_from(total)
         .unwrap_or(usize::MAX)
         .div_ceil(LIST_LIMIT)
