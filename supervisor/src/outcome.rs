@@ -17,6 +17,7 @@
 //! `process_outcome` runs once per ending.
 
 use jiff::{SignedDuration, Timestamp};
+use redis_tasks_protocol::model::TaskStatus;
 use redis_tasks_protocol::{Failure, FailureKind, Outcome, RetryPolicy, TaskRecord};
 use redis_tasks_store::{Store, StoreError};
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
@@ -174,6 +175,9 @@ impl Conclusion {
         result: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        if let Some((status, error, result)) = self.final_end(result) {
+            return store.finish_with_result(slot, id, status, error.as_deref(), result, now);
+        }
         match self {
             Conclusion::Requeue { reason } => store.requeue_interrupted(slot, id, reason, now),
             Conclusion::Retry { failure } => store.schedule_retry(
@@ -188,14 +192,33 @@ impl Conclusion {
             {
                 store.finish_canceled(slot, id, &failure.message(), now)
             }
-            Conclusion::Record(outcome) => store.finish_with_result(
-                slot,
-                id,
+            Conclusion::Record(_) => Err(StoreError::UnexpectedReply {
+                what: "conclusion",
+                detail: "a final end not recorded as one".to_owned(),
+            }),
+        }
+    }
+
+    /// For a final end recorded as finished or failed (not a cancel, a
+    /// requeue or a retry): its status, error text and the result to
+    /// store (`result` when the conclusion is a success; a failure, also
+    /// one a middleware made of a success, stores none).
+    pub fn final_end<'a>(
+        &self,
+        result: Option<&'a str>,
+    ) -> Option<(TaskStatus, Option<String>, Option<&'a str>)> {
+        match self {
+            Conclusion::Record(Outcome::Failure(failure))
+                if failure.kind == FailureKind::Canceled =>
+            {
+                None
+            }
+            Conclusion::Record(outcome) => Some((
                 outcome.status(),
-                outcome.error_text().as_deref(),
+                outcome.error_text(),
                 result.filter(|_| outcome.is_success()),
-                now,
-            ),
+            )),
+            _ => None,
         }
     }
 }

@@ -157,7 +157,10 @@ impl Store {
     ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
         let limits = self.record_limits();
-        let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
+        let expected = self.fetch_keys(slot, queues);
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let value: Value = self.run_blocking(Duration::ZERO, &expected, |c, keys| {
             let mut inv = scripts::FETCH.prepare_invoke();
             inv.key(keys.worker_task(slot)).key(keys.worker(slot));
             for q in queues {
@@ -211,7 +214,10 @@ impl Store {
     ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
         let limits = self.record_limits();
-        let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
+        let expected = self.fetch_keys(slot, &[]);
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let value: Value = self.run_blocking(Duration::ZERO, &expected, |c, keys| {
             let mut inv = scripts::START.prepare_invoke();
             inv.key(keys.worker_task(slot))
                 .key(keys.worker(slot))
@@ -269,7 +275,10 @@ impl Store {
             TaskStatus::Failed => self.keys().failed(),
             other => return Err(StoreError::NotFinal { status: other }),
         };
-        let done: i64 = self.run(&[], |c, keys| {
+        let expected = self.finish_keys(slot, id, &registry);
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let done: i64 = self.run(&expected, |c, keys| {
             scripts::FINISH
                 .key(keys.worker_task(slot))
                 .key(keys.worker(slot))
@@ -286,6 +295,103 @@ impl Store {
                 .invoke(c)
         })?;
         Ok(done == 1)
+    }
+
+    /// Records a final end of the task of `lease` as
+    /// [`finish_with_result`](Store::finish_with_result) does and, when the
+    /// slot held it, takes the slot's next task from `queues` in the same
+    /// partition, all in one round trip (a busy slot's path: one script
+    /// call per task). Returns whether the end was recorded, and the next
+    /// task when there was one; a next task that cannot be read from the
+    /// reply is left in the slot's list, where the next
+    /// [`fetch`](Store::fetch) meets it as [`StoreError::SlotBusy`].
+    pub fn finish_and_fetch(
+        &self,
+        lease: &Lease,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&str>,
+        queues: &[String],
+        now: Timestamp,
+    ) -> Result<(bool, Option<Fetched>), StoreError> {
+        self.leased(lease)
+            .finish_fetch_here(lease, status, error, result, queues, now)
+    }
+
+    fn finish_fetch_here(
+        &self,
+        lease: &Lease,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&str>,
+        queues: &[String],
+        now: Timestamp,
+    ) -> Result<(bool, Option<Fetched>), StoreError> {
+        let (slot, id) = (lease.slot.as_str(), lease.id.as_str());
+        let registry = match status {
+            TaskStatus::Finished => self.keys().finished(),
+            TaskStatus::Failed => self.keys().failed(),
+            other => return Err(StoreError::NotFinal { status: other }),
+        };
+        let limits = self.record_limits();
+        let mut expected = self.finish_keys(slot, id, &registry);
+        expected.extend(queues.iter().map(|q| (self.keys().queue(q), "list")));
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let (done, next): (i64, Value) = self.run(&expected, |c, keys| {
+            let mut inv = scripts::FINISH_FETCH.prepare_invoke();
+            inv.key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.task(id))
+                .key(&registry);
+            for q in queues {
+                inv.key(keys.queue(q));
+            }
+            inv.arg(keys.prefix())
+                .arg(id)
+                .arg(status.as_str())
+                .arg(time_text(now))
+                .arg(score(now))
+                .arg(error.unwrap_or(""))
+                .arg(result.unwrap_or(""))
+                .arg(self.registry_ttl())
+                .arg(slot);
+            for (limit, _) in limits {
+                inv.arg(limit);
+            }
+            for q in queues {
+                inv.arg(q);
+            }
+            inv.invoke(c)
+        })?;
+        let next = match self.answer(slot, next, lease.partition) {
+            Ok(Answer::Task(f)) => Some(*f),
+            _ => None,
+        };
+        Ok((done == 1, next))
+    }
+
+    /// The keys a fetch meets, with their types, to name the culprit of a
+    /// `WRONGTYPE` error.
+    fn fetch_keys(&self, slot: &str, queues: &[String]) -> Vec<(String, &'static str)> {
+        let keys = self.keys();
+        let mut all = vec![
+            (keys.worker_task(slot), "list"),
+            (keys.worker(slot), "hash"),
+        ];
+        all.extend(queues.iter().map(|q| (keys.queue(q), "list")));
+        all
+    }
+
+    /// The keys a finish meets, with their types (as [`Self::fetch_keys`]).
+    fn finish_keys(&self, slot: &str, id: &str, registry: &str) -> Vec<(String, &'static str)> {
+        let keys = self.keys();
+        vec![
+            (keys.worker_task(slot), "list"),
+            (keys.worker(slot), "hash"),
+            (keys.task(id), "hash"),
+            (registry.to_owned(), "zset"),
+        ]
     }
 
     /// Puts an interrupted task back at the FRONT of its origin queue:

@@ -57,6 +57,9 @@ pub(crate) struct Slot {
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
     pub view: Arc<Mutex<SlotView>>,
+    /// The next task, taken when the last one's end was recorded
+    /// ([`Store::finish_and_fetch`]): run before fetching again.
+    pub next: Option<Fetched>,
 }
 
 impl Slot {
@@ -68,9 +71,11 @@ impl Slot {
         loop {
             let mode = self.shared.mode();
             if mode.stopping() {
+                self.release_next();
                 break;
             }
             if self.shared.claim_retirement() {
+                self.release_next();
                 self.update_view(|v| v.retiring = true);
                 info!(slot = %self.id, "slot retiring (SIGTTOU)");
                 break;
@@ -78,6 +83,7 @@ impl Slot {
             let current = self.shared.current();
             self.replace_outdated_process(&current);
             if !mode.fetches() {
+                self.release_next();
                 let _ = self.commands.recv_timeout(FETCH_BLOCK);
                 continue;
             }
@@ -86,7 +92,11 @@ impl Slot {
             } else {
                 FETCH_BLOCK
             };
-            match self.store.fetch(&self.id, &current.config.queues, block) {
+            let fetched = match self.next.take() {
+                Some(next) => Ok(Some(next)),
+                None => self.store.fetch(&self.id, &current.config.queues, block),
+            };
+            match fetched {
                 Ok(Some(fetched)) => {
                     backoff.reset();
                     self.shared.note_redis_ok();
@@ -131,6 +141,23 @@ impl Slot {
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
         });
+    }
+
+    /// Hands the task taken with the last end (if any) back to the front
+    /// of its queue, unstarted, when the slot is not going to run it.
+    fn release_next(&mut self) {
+        let Some(next) = self.next.take() else {
+            return;
+        };
+        let lease = next.lease;
+        let released = self.with_redis("hand back an unstarted task", |store, now| {
+            store
+                .leased(&lease)
+                .release_unstarted(&self.id, &lease.id, now)
+        });
+        if released == Some(true) {
+            debug!(task = %lease.id, "handed back unstarted to the front of {:?}", lease.queue);
+        }
     }
 
     /// Hands `ids` (in this slot's list, never started) back to the
