@@ -1,11 +1,13 @@
 //! The Lua scripts behind every state change that is more than one command.
 //!
 //! Redis runs a script as one atomic step, so a task id can never be seen in
-//! two places or in none. Each script first checks the Redis type of every
-//! key it will write (the `need` helper) and only then writes, so a foreign
+//! two places or in none. Most scripts first check the Redis type of every
+//! key they will write (the `need` helper) and only then write, so a foreign
 //! key of the wrong type under our prefix aborts the script with nothing
 //! changed and an `RTWRONGTYPE <key> <found> <expected>` error that the Rust
 //! side turns into [`StoreError::WrongType`](super::StoreError::WrongType).
+//! The hot path (`transitions`: fetch, finish) keeps that guarantee without
+//! the `TYPE` calls: see `task_path!` there.
 //!
 //! Every script takes the key prefix as `ARGV[1]` and builds from it the keys
 //! it only learns while running (the record of a task id it pops from a

@@ -4,7 +4,6 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-
 /// The Lua of a task's hot path, shared by [`FETCH`], [`FINISH`] and
 /// [`FINISH_FETCH`]: `take(...)` moves the head of the first non-empty
 /// queue into the slot's list and starts it; `finish(...)` records a
