@@ -60,6 +60,8 @@
 //!   program, the spread over the masters, a master SIGKILLed under load,
 //!   a rebalance.
 //! - `testing_helper`: the in-process runner for users' test suites.
+//! - `three_partitions`: store tests again on data split into three
+//!   partitions.
 //! - `packaging`: the declared `rust-version` against the locked
 //!   dependencies; every crate packages for crates.io.
 //!
@@ -99,3 +101,4 @@ mod store_tasks;
 mod store_unique;
 mod systemd;
 mod testing_helper;
+mod three_partitions;
