@@ -219,7 +219,7 @@ impl Store {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
         };
-        store.rebuild_partitions(None);
+        store.rebuild_partitions();
         Ok(store)
     }
 
@@ -246,7 +246,7 @@ impl Store {
     /// Sets the limit on the JSON text of one task's arguments.
     pub fn with_max_args_bytes(mut self, limit: u64) -> Store {
         self.max_args_bytes = limit;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -254,7 +254,7 @@ impl Store {
     /// a record whose `result` is larger).
     pub fn with_max_result_bytes(mut self, limit: u64) -> Store {
         self.max_result_bytes = limit;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -262,14 +262,14 @@ impl Store {
     /// seconds (longer ones are refused, naming `max_task_timeout`).
     pub fn with_max_task_timeout(mut self, secs: u64) -> Store {
         self.max_task_timeout = secs;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
     /// Sets how long (seconds) a canceled task's record is kept.
     pub fn with_registry_ttl(mut self, secs: u64) -> Store {
         self.registry_ttl = secs;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -277,7 +277,7 @@ impl Store {
     pub fn with_timeouts(mut self, connect: Duration, io: Duration) -> Store {
         self.connect_timeout = connect;
         self.io_timeout = io;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -286,7 +286,7 @@ impl Store {
     pub fn independent(&self) -> Result<Store, StoreError> {
         let mut store = self.sibling(self.keys.clone(), self.config.clone());
         store.nodes = self.nodes.as_ref().map(|_| Arc::default());
-        store.rebuild_partitions(self.partitions.as_deref());
+        store.rebuild_partitions();
         Ok(store)
     }
 

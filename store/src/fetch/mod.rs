@@ -12,8 +12,9 @@
 //! so new work on the main queue is seen at once and lower-priority queues
 //! within one `block` period.
 //!
-//! With partitioned data the slot tries each partition in turn (the one it
-//! last used first, then the home partitions of its queues, then the rest)
+//! With partitioned data the slot tries each partition in turn (the one
+//! its last lease names first, [`Store::fetch_after`], then the home
+//! partitions of its queues, then the rest)
 //! and blocks on the first queue's home partition for at most
 //! [`PARTITIONED_BLOCK_CAP`], so work in another partition waits at most
 //! that long when every slot is idle.
@@ -57,11 +58,27 @@ impl Store {
         queues: &[String],
         block: Duration,
     ) -> Result<Option<Fetched>, StoreError> {
+        self.fetch_after(slot, queues, block, None)
+    }
+
+    /// [`fetch`](Store::fetch) for a slot whose last task had lease
+    /// `last`: on partitioned data that task's partition is looked at
+    /// first, so an id a lost reply left in the slot's list there is met
+    /// at once (as [`StoreError::SlotBusy`], to be handed back) rather
+    /// than after the partitions before it run dry. The slot keeps its
+    /// last lease; the store keeps nothing.
+    pub fn fetch_after(
+        &self,
+        slot: &str,
+        queues: &[String],
+        block: Duration,
+        last: Option<&Lease>,
+    ) -> Result<Option<Fetched>, StoreError> {
         let Some(first) = queues.first() else {
             return Ok(None);
         };
         if self.routed().is_some() {
-            return self.fetch_partitioned(slot, queues, block);
+            return self.fetch_partitioned(slot, queues, block, last.map(|l| l.partition));
         }
         let deadline = Instant::now() + block;
         loop {
@@ -92,17 +109,18 @@ impl Store {
         self.parts().get(lease.partition).unwrap_or(self)
     }
 
-    /// [`fetch`](Store::fetch) over the partitions of partitioned data.
-    ///
-    /// The partition a slot used last is tried first, and noted before any
-    /// step whose reply may be lost: a task stranded in a slot's list by a
-    /// lost reply is then met by the next fetch as [`StoreError::SlotBusy`]
-    /// (and handed back), as without partitions.
+    /// [`fetch`](Store::fetch) over the partitions of partitioned data:
+    /// `last` (the partition of the slot's last lease) first, then the
+    /// home partitions of the queues, then the rest. Every partition's
+    /// fetch script refuses while the slot's list there holds an id, so a
+    /// task stranded by a lost reply is met as [`StoreError::SlotBusy`]
+    /// (and handed back) by the first fetch that reaches its partition.
     fn fetch_partitioned(
         &self,
         slot: &str,
         queues: &[String],
         block: Duration,
+        last: Option<usize>,
     ) -> Result<Option<Fetched>, StoreError> {
         let parts = self.parts();
         let count = parts.len();
@@ -110,7 +128,7 @@ impl Store {
             .iter()
             .map(|q| crate::partition::of(q, count))
             .collect();
-        let mut order: Vec<usize> = self.held_partition(slot).into_iter().collect();
+        let mut order: Vec<usize> = last.filter(|&i| i < count).into_iter().collect();
         for i in homes.iter().copied().chain(0..count) {
             if !order.contains(&i) {
                 order.push(i);
@@ -120,7 +138,6 @@ impl Store {
         let deadline = Instant::now() + block;
         loop {
             for &i in &order {
-                self.note_held(slot, i);
                 match parts[i].try_fetch(slot, queues, i)? {
                     Answer::Foreign(e) => return Err(e),
                     Answer::Task(f) => return Ok(Some(*f)),
@@ -134,7 +151,6 @@ impl Store {
                 return Ok(None);
             }
             let home = &parts[homes[0]];
-            self.note_held(slot, homes[0]);
             let Some(id) = home.wait_for(slot, first, wait)? else {
                 continue;
             };
@@ -266,9 +282,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         if self.routed().is_some() {
-            return self.fenced(slot, |p| {
-                p.finish_with_result(slot, id, status, error, result, now)
-            });
+            return self.fenced(|p| p.finish_with_result(slot, id, status, error, result, now));
         }
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
@@ -408,7 +422,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         if self.routed().is_some() {
-            return self.fenced(slot, |p| p.requeue_interrupted(slot, id, reason, now));
+            return self.fenced(|p| p.requeue_interrupted(slot, id, reason, now));
         }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::REQUEUE_INTERRUPTED

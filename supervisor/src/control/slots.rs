@@ -113,6 +113,7 @@ impl SlotSet {
             process,
             view: Arc::clone(&view),
             next: None,
+            last: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("slot-{index}"))

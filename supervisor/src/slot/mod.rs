@@ -60,6 +60,9 @@ pub(crate) struct Slot {
     /// The next task, taken when the last one's end was recorded
     /// ([`Store::finish_and_fetch`]): run before fetching again.
     pub next: Option<Fetched>,
+    /// The lease of the slot's last task: where its next fetch looks
+    /// first for an id a lost reply left behind (`Store::fetch_after`).
+    pub last: Option<Lease>,
 }
 
 impl Slot {
@@ -94,13 +97,19 @@ impl Slot {
             };
             let fetched = match self.next.take() {
                 Some(next) => Ok(Some(next)),
-                None => self.store.fetch(&self.id, &current.config.queues, block),
+                None => self.store.fetch_after(
+                    &self.id,
+                    &current.config.queues,
+                    block,
+                    self.last.as_ref(),
+                ),
             };
             match fetched {
                 Ok(Some(fetched)) => {
                     backoff.reset();
                     self.shared.note_redis_ok();
                     let lease = fetched.lease.clone();
+                    self.last = Some(lease.clone());
                     let handled = catch_unwind(AssertUnwindSafe(|| self.handle(&current, fetched)));
                     if let Err(panic) = handled {
                         self.after_panic(&lease, panic.as_ref());
