@@ -8,8 +8,12 @@
 //! must first build their keys for the partition they expect (issue 22,
 //! point 7).
 
+// Loading these files a second time is the point: the same tests, another
+// layout.
+#[allow(clippy::duplicate_mod)]
 #[path = "store_connection.rs"]
 mod store_connection;
+#[allow(clippy::duplicate_mod)]
 #[path = "store_dead_slots.rs"]
 mod store_dead_slots;
 
