@@ -19,7 +19,8 @@
 //!   annotating tasks. `results`: waiting for a task's end and result.
 //!   `registry`: the finished and failed registries.
 //! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
-//!   into a slot and recording its end. `maintenance`: locks, dead slots,
+//!   into a slot and recording its end. `conclude`: one call for every
+//!   ending of a fetched task ([`Ending`]), which picks the script. `maintenance`: locks, dead slots,
 //!   expiry.
 //! - `schedule`: the scheduler's last run per entry and its fenced,
 //!   exactly-once enqueue. `graph`: task graphs (store, start, advance,
@@ -51,6 +52,7 @@
 //! connections of its own, for another thread.
 
 mod admin;
+mod conclude;
 mod connection;
 mod delayed;
 mod enqueue_options;
@@ -81,6 +83,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
+pub use conclude::Ending;
 pub use connection::{
     RedisConfig, WaitPolicy, check_secret_file, reload_password_files, secret_file_problem,
 };

@@ -17,9 +17,8 @@
 //! `process_outcome` runs once per ending.
 
 use jiff::{SignedDuration, Timestamp};
-use redis_tasks_protocol::model::TaskStatus;
 use redis_tasks_protocol::{Failure, FailureKind, Outcome, RetryPolicy, TaskRecord};
-use redis_tasks_store::{Store, StoreError};
+use redis_tasks_store::{Ending, Store, StoreError};
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
 
 /// What the task function's options and the settings say about retrying
@@ -175,50 +174,45 @@ impl Conclusion {
         result: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if let Some((status, error, result)) = self.final_end(result) {
-            return store.finish_with_result(slot, id, status, error.as_deref(), result, now);
-        }
+        let text = self.error_text();
+        store.conclude_named(slot, id, self.ending(result, &text, now), now)
+    }
+
+    /// The text recorded with this conclusion: the failure's message, or
+    /// the requeue's reason.
+    pub fn error_text(&self) -> String {
         match self {
-            Conclusion::Requeue { reason } => store.requeue_interrupted(slot, id, reason, now),
-            Conclusion::Retry { failure } => store.schedule_retry(
-                slot,
-                id,
-                &failure.message(),
-                failure.next_attempt.unwrap_or(now),
-                now,
-            ),
-            Conclusion::Record(Outcome::Failure(failure))
-                if failure.kind == FailureKind::Canceled =>
-            {
-                store.finish_canceled(slot, id, &failure.message(), now)
+            Conclusion::Record(Outcome::Failure(failure)) | Conclusion::Retry { failure } => {
+                failure.message()
             }
-            Conclusion::Record(_) => Err(StoreError::UnexpectedReply {
-                what: "conclusion",
-                detail: "a final end not recorded as one".to_owned(),
-            }),
+            Conclusion::Requeue { reason } => reason.clone(),
+            Conclusion::Record(Outcome::Success) => String::new(),
         }
     }
 
-    /// For a final end recorded as finished or failed (not a cancel, a
-    /// requeue or a retry): its status, error text and the result to
-    /// store (`result` when the conclusion is a success; a failure, also
-    /// one a middleware made of a success, stores none).
-    pub fn final_end<'a>(
-        &self,
+    /// The one place a conclusion becomes the store's [`Ending`] (which
+    /// picks the script): `text` is [`error_text`](Self::error_text),
+    /// `result` is kept for a success only, a retry without a time is due
+    /// `now`.
+    pub fn ending<'a>(
+        &'a self,
         result: Option<&'a str>,
-    ) -> Option<(TaskStatus, Option<String>, Option<&'a str>)> {
+        text: &'a str,
+        now: Timestamp,
+    ) -> Ending<'a> {
         match self {
+            Conclusion::Requeue { .. } => Ending::Requeue { reason: text },
+            Conclusion::Retry { failure } => Ending::RetryAt {
+                error: text,
+                at: failure.next_attempt.unwrap_or(now),
+            },
             Conclusion::Record(Outcome::Failure(failure))
                 if failure.kind == FailureKind::Canceled =>
             {
-                None
+                Ending::Canceled { error: text }
             }
-            Conclusion::Record(outcome) => Some((
-                outcome.status(),
-                outcome.error_text(),
-                result.filter(|_| outcome.is_success()),
-            )),
-            _ => None,
+            Conclusion::Record(Outcome::Failure(_)) => Ending::Failed { error: text },
+            Conclusion::Record(Outcome::Success) => Ending::Finished { result },
         }
     }
 }

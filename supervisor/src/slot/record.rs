@@ -60,9 +60,11 @@ impl Slot {
     /// logs it (at info, with the run's duration, see
     /// docs/observability.md).
     ///
-    /// A final end (finished or failed) of a slot that goes on fetching
-    /// also takes the slot's next task in the same round trip
-    /// ([`Store::finish_and_fetch`]); the loop runs it next (`self.next`).
+    /// One store call for every ending ([`Store::conclude`]); a finished
+    /// or failed task of a slot that goes on fetching also takes the
+    /// slot's next task in the same round trip
+    /// ([`Store::conclude_and_fetch`]); the loop runs it next
+    /// (`self.next`).
     pub(super) fn write(
         &mut self,
         lease: &Lease,
@@ -79,21 +81,16 @@ impl Slot {
             .then(|| self.shared.current().config.queues.clone())
             .filter(|q| !q.is_empty());
         let mut next = None;
+        let text = conclusion.error_text();
         let written = self.with_redis("record an outcome", |store, now| {
-            match (conclusion.final_end(result), &queues) {
-                (Some((status, error, result)), Some(queues)) => {
-                    let (done, fetched) = store.finish_and_fetch(
-                        lease,
-                        status,
-                        error.as_deref(),
-                        result,
-                        queues,
-                        now,
-                    )?;
+            let ending = conclusion.ending(result, &text, now);
+            match &queues {
+                Some(queues) => {
+                    let (done, fetched) = store.conclude_and_fetch(lease, ending, queues, now)?;
                     next = fetched;
                     Ok(done)
                 }
-                _ => conclusion.write_with_result(store.leased(lease), &self.id, id, result, now),
+                None => store.conclude(lease, ending, now),
             }
         });
         self.next = next;
