@@ -472,6 +472,29 @@ fn live(url: &str, c: usize) -> Result<Live, String> {
     })
 }
 
+/// The commands Redis has served so far: the sum of `calls` over `INFO
+/// commandstats` (commands run by scripts included).
+fn commands_served(url: &str) -> Result<u64, String> {
+    let mut conn = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .map_err(|e| e.to_string())?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .map_err(|e| e.to_string())?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum())
+}
+
 fn nix_kill(pid: u32) -> std::io::Result<()> {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -494,8 +517,15 @@ fn run(o: Options) -> Result<(), String> {
     if o.reused_only {
         return reused_sync_and_async(&redis.url, n, c, bytes);
     }
+    let served = commands_served(&redis.url)?;
     let floor = floor(&redis.url, n, c, bytes)?;
+    let floor_served = commands_served(&redis.url)?;
     let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000, None)?;
+    let per_task = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n.max(1) as f64;
+    let commands = (
+        per_task(served, floor_served),
+        per_task(floor_served, commands_served(&redis.url)?),
+    );
     let fresh_n = (n / 4).max(500);
     let fresh = end_to_end(&redis.url, "bench_fresh", fresh_n, c, bytes, 1, None)?;
     let strict_n = (n / 50).max(100);
@@ -523,6 +553,10 @@ fn run(o: Options) -> Result<(), String> {
             "| end to end, strict profile | skipped: needs root, and a binary user nobody can run | | |"
         ),
     }
+    println!(
+        "| Redis commands per task (INFO commandstats, enqueue included), floor / reused | {:.1} / {:.1} | | |",
+        commands.0, commands.1
+    );
     println!("| enqueue, one at a time | {single:.0} tasks/s | 15000 | |");
     println!("| enqueue, batches of 1000 | {batched:.0} tasks/s | 100000 | |");
     println!(

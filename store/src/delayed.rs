@@ -324,7 +324,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         if self.routed().is_some() {
-            return self.fenced(slot, |p| p.schedule_retry(slot, id, error, at, now));
+            return self.fenced(|p| p.schedule_retry(slot, id, error, at, now));
         }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::SCHEDULE_RETRY
@@ -354,7 +354,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         if self.routed().is_some() {
-            return self.fenced(slot, |p| p.finish_canceled(slot, id, error, now));
+            return self.fenced(|p| p.finish_canceled(slot, id, error, now));
         }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::FINISH_CANCELED

@@ -19,7 +19,8 @@
 //!   annotating tasks. `results`: waiting for a task's end and result.
 //!   `registry`: the finished and failed registries.
 //! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
-//!   into a slot and recording its end. `maintenance`: locks, dead slots,
+//!   into a slot and recording its end. `conclude`: one call for every
+//!   ending of a fetched task ([`Ending`]), which picks the script. `maintenance`: locks, dead slots,
 //!   expiry.
 //! - `schedule`: the scheduler's last run per entry and its fenced,
 //!   exactly-once enqueue. `graph`: task graphs (store, start, advance,
@@ -51,6 +52,7 @@
 //! connections of its own, for another thread.
 
 mod admin;
+mod conclude;
 mod connection;
 mod delayed;
 mod enqueue_options;
@@ -81,6 +83,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
+pub use conclude::Ending;
 pub use connection::{
     RedisConfig, WaitPolicy, check_secret_file, reload_password_files, secret_file_problem,
 };
@@ -219,7 +222,7 @@ impl Store {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
         };
-        store.rebuild_partitions(None);
+        store.rebuild_partitions();
         Ok(store)
     }
 
@@ -246,7 +249,7 @@ impl Store {
     /// Sets the limit on the JSON text of one task's arguments.
     pub fn with_max_args_bytes(mut self, limit: u64) -> Store {
         self.max_args_bytes = limit;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -254,7 +257,7 @@ impl Store {
     /// a record whose `result` is larger).
     pub fn with_max_result_bytes(mut self, limit: u64) -> Store {
         self.max_result_bytes = limit;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -262,14 +265,14 @@ impl Store {
     /// seconds (longer ones are refused, naming `max_task_timeout`).
     pub fn with_max_task_timeout(mut self, secs: u64) -> Store {
         self.max_task_timeout = secs;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
     /// Sets how long (seconds) a canceled task's record is kept.
     pub fn with_registry_ttl(mut self, secs: u64) -> Store {
         self.registry_ttl = secs;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -277,7 +280,7 @@ impl Store {
     pub fn with_timeouts(mut self, connect: Duration, io: Duration) -> Store {
         self.connect_timeout = connect;
         self.io_timeout = io;
-        self.rebuild_partitions(None);
+        self.rebuild_partitions();
         self
     }
 
@@ -286,7 +289,7 @@ impl Store {
     pub fn independent(&self) -> Result<Store, StoreError> {
         let mut store = self.sibling(self.keys.clone(), self.config.clone());
         store.nodes = self.nodes.as_ref().map(|_| Arc::default());
-        store.rebuild_partitions(self.partitions.as_deref());
+        store.rebuild_partitions();
         Ok(store)
     }
 

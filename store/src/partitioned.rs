@@ -8,19 +8,18 @@
 //! (or to each and merges), on a partition store or unpartitioned data it
 //! does the work itself.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use redis::Connection;
 
 use crate::keys::Keys;
 use crate::{Store, StoreError, partition};
 
-/// The stores of every partition, and which partition each slot's current
-/// task came from.
+/// The stores of every partition. Nothing here remembers where a slot's
+/// task came from: a fetched task's [`Lease`](crate::Lease) names its
+/// partition, and every later write for it goes there.
 pub(crate) struct Partitions {
     stores: Vec<Store>,
-    held: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// The value of the layout marker `P:layout` for `count` partitions.
@@ -30,13 +29,9 @@ fn marker(count: u16) -> String {
 
 impl Store {
     /// Builds (again) the partition stores of a root, after an option
-    /// changed or for an independent copy (`held` is then shared).
-    pub(crate) fn rebuild_partitions(&mut self, like: Option<&Partitions>) {
+    /// changed or for an independent copy.
+    pub(crate) fn rebuild_partitions(&mut self) {
         let count = self.config.partitions();
-        let held = like
-            .or(self.partitions.as_deref())
-            .map(|p| Arc::clone(&p.held))
-            .unwrap_or_default();
         if count <= 1 {
             self.partitions = None;
             return;
@@ -49,7 +44,7 @@ impl Store {
                 self.sibling(keys, config)
             })
             .collect();
-        self.partitions = Some(Arc::new(Partitions { stores, held }));
+        self.partitions = Some(Arc::new(Partitions { stores }));
     }
 
     /// The partition stores when this is the root of partitioned data.
@@ -94,38 +89,17 @@ impl Store {
         Ok(&parts[0])
     }
 
-    /// Notes that `slot` took its current task from partition `index`.
-    pub(crate) fn note_held(&self, slot: &str, index: usize) {
-        if let Some(p) = &self.partitions {
-            let mut held = p.held.lock().unwrap_or_else(PoisonError::into_inner);
-            held.insert(slot.to_owned(), index);
-        }
-    }
-
-    /// The partition `slot` last fetched from (or tried to).
-    pub(crate) fn held_partition(&self, slot: &str) -> Option<usize> {
-        let p = self.partitions.as_ref()?;
-        let held = p.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.get(slot).copied()
-    }
-
     /// Runs a step fenced on `slot`'s list (it returns false when the slot
-    /// does not hold the task there, with nothing changed) in the partition
-    /// the slot took its task from, and in the others until one holds it.
+    /// does not hold the task there, with nothing changed) in each
+    /// partition until one holds it: for callers that name a task by slot
+    /// and id rather than by its [`Lease`](crate::Lease) (recovery of a
+    /// dead slot, a fetch whose reply was lost).
     pub(crate) fn fenced(
         &self,
-        slot: &str,
         mut f: impl FnMut(&Store) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
-        let Some(p) = &self.partitions else {
-            return f(self);
-        };
-        let first = self.held_partition(slot);
-        let order = first
-            .into_iter()
-            .chain((0..p.stores.len()).filter(|i| Some(*i) != first));
-        for index in order {
-            if f(&p.stores[index])? {
+        for part in self.parts() {
+            if f(part)? {
                 return Ok(true);
             }
         }

@@ -18,7 +18,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use redis_tasks_protocol::{Failure, FailureKind, Outcome, RetryPolicy, TaskRecord};
-use redis_tasks_store::{Store, StoreError};
+use redis_tasks_store::{Ending, Store, StoreError};
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
 
 /// What the task function's options and the settings say about retrying
@@ -174,28 +174,45 @@ impl Conclusion {
         result: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let text = self.error_text();
+        store.conclude_named(slot, id, self.ending(result, &text, now), now)
+    }
+
+    /// The text recorded with this conclusion: the failure's message, or
+    /// the requeue's reason.
+    pub fn error_text(&self) -> String {
         match self {
-            Conclusion::Requeue { reason } => store.requeue_interrupted(slot, id, reason, now),
-            Conclusion::Retry { failure } => store.schedule_retry(
-                slot,
-                id,
-                &failure.message(),
-                failure.next_attempt.unwrap_or(now),
-                now,
-            ),
+            Conclusion::Record(Outcome::Failure(failure)) | Conclusion::Retry { failure } => {
+                failure.message()
+            }
+            Conclusion::Requeue { reason } => reason.clone(),
+            Conclusion::Record(Outcome::Success) => String::new(),
+        }
+    }
+
+    /// The one place a conclusion becomes the store's [`Ending`] (which
+    /// picks the script): `text` is [`error_text`](Self::error_text),
+    /// `result` is kept for a success only, a retry without a time is due
+    /// `now`.
+    pub fn ending<'a>(
+        &'a self,
+        result: Option<&'a str>,
+        text: &'a str,
+        now: Timestamp,
+    ) -> Ending<'a> {
+        match self {
+            Conclusion::Requeue { .. } => Ending::Requeue { reason: text },
+            Conclusion::Retry { failure } => Ending::RetryAt {
+                error: text,
+                at: failure.next_attempt.unwrap_or(now),
+            },
             Conclusion::Record(Outcome::Failure(failure))
                 if failure.kind == FailureKind::Canceled =>
             {
-                store.finish_canceled(slot, id, &failure.message(), now)
+                Ending::Canceled { error: text }
             }
-            Conclusion::Record(outcome) => store.finish_with_result(
-                slot,
-                id,
-                outcome.status(),
-                outcome.error_text().as_deref(),
-                result.filter(|_| outcome.is_success()),
-                now,
-            ),
+            Conclusion::Record(Outcome::Failure(_)) => Ending::Failed { error: text },
+            Conclusion::Record(Outcome::Success) => Ending::Finished { result },
         }
     }
 }

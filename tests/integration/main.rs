@@ -16,6 +16,8 @@
 //!   reclaim.
 //! - `store_fetch`: reliable fetch, priority, blocking wait, fencing,
 //!   requeue at the front.
+//! - `store_finish_fetch`: a busy slot's one round trip (finish and the
+//!   next fetch), fenced, with keys of the wrong type named.
 //! - `store_connection`: unreachable Redis, dropped connections.
 //! - `store_delayed`: delayed enqueue and promotion (exactly once under
 //!   racing promoters), per-enqueue options, raw delayed enqueue, retries
@@ -60,6 +62,8 @@
 //!   program, the spread over the masters, a master SIGKILLed under load,
 //!   a rebalance.
 //! - `testing_helper`: the in-process runner for users' test suites.
+//! - `three_partitions`: store tests again on data split into three
+//!   partitions.
 //! - `packaging`: the declared `rust-version` against the locked
 //!   dependencies; every crate packages for crates.io.
 //!
@@ -89,6 +93,7 @@ mod store_connection;
 mod store_dead_slots;
 mod store_delayed;
 mod store_fetch;
+mod store_finish_fetch;
 mod store_partitions;
 mod store_producer;
 mod store_registry;
@@ -99,3 +104,4 @@ mod store_tasks;
 mod store_unique;
 mod systemd;
 mod testing_helper;
+mod three_partitions;

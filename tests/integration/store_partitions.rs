@@ -326,3 +326,63 @@ fn a_lease_leads_every_write_to_the_tasks_partition() {
     }
     assert!(partitions.len() >= 2, "{partitions:?}");
 }
+
+#[test]
+fn an_id_a_lost_reply_left_behind_is_met_by_the_slots_next_fetch() {
+    let server = RedisServer::start();
+    let store = partitioned(&server, 3);
+    let queues: Vec<String> = (0..6).map(|i| format!("q{i}")).collect();
+    for q in &queues {
+        for n in 0..2 {
+            store
+                .queue(q.as_str())
+                .enqueue("job", &json!([q, n]))
+                .expect("enqueue");
+        }
+    }
+    store.register_slot(&slot("s1", &[])).expect("register");
+    let first = store
+        .fetch("s1", &queues, Duration::ZERO)
+        .expect("fetch")
+        .expect("a task");
+    // The end is recorded and the next task taken in one call whose reply
+    // the slot never reads: the next id sits in the slot's list of the
+    // first task's partition, and no table anywhere says so.
+    let (done, lost) = store
+        .finish_and_fetch(
+            &first.lease,
+            TaskStatus::Finished,
+            None,
+            None,
+            &queues,
+            Timestamp::now(),
+        )
+        .expect("finish and fetch");
+    assert!(done);
+    let lost = lost.expect("a next task in the same partition");
+    assert_eq!(lost.lease.partition, first.lease.partition);
+    // The slot keeps its last lease: its next fetch looks there first.
+    let err = store
+        .fetch_after("s1", &queues, Duration::ZERO, Some(&first.lease))
+        .expect_err("the slot still holds an id");
+    assert!(
+        matches!(&err, StoreError::SlotBusy { ids, .. } if *ids == [lost.id.clone()]),
+        "{err}"
+    );
+    // Handed back by slot and id alone: the fenced step finds its
+    // partition, and the task is queued again, unstarted.
+    assert!(
+        store
+            .release_unstarted("s1", &lost.id, Timestamp::now())
+            .expect("release")
+    );
+    assert_eq!(
+        store.task(&lost.id).expect("task").status,
+        TaskStatus::Queued
+    );
+    let again = store
+        .fetch_after("s1", &queues, Duration::ZERO, Some(&first.lease))
+        .expect("fetch")
+        .expect("a task");
+    assert_eq!(again.id, lost.id, "back at the front of its queue");
+}

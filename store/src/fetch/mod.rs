@@ -12,8 +12,9 @@
 //! so new work on the main queue is seen at once and lower-priority queues
 //! within one `block` period.
 //!
-//! With partitioned data the slot tries each partition in turn (the one it
-//! last used first, then the home partitions of its queues, then the rest)
+//! With partitioned data the slot tries each partition in turn (the one
+//! its last lease names first, [`Store::fetch_after`], then the home
+//! partitions of its queues, then the rest)
 //! and blocks on the first queue's home partition for at most
 //! [`PARTITIONED_BLOCK_CAP`], so work in another partition waits at most
 //! that long when every slot is idle.
@@ -57,11 +58,27 @@ impl Store {
         queues: &[String],
         block: Duration,
     ) -> Result<Option<Fetched>, StoreError> {
+        self.fetch_after(slot, queues, block, None)
+    }
+
+    /// [`fetch`](Store::fetch) for a slot whose last task had lease
+    /// `last`: on partitioned data that task's partition is looked at
+    /// first, so an id a lost reply left in the slot's list there is met
+    /// at once (as [`StoreError::SlotBusy`], to be handed back) rather
+    /// than after the partitions before it run dry. The slot keeps its
+    /// last lease; the store keeps nothing.
+    pub fn fetch_after(
+        &self,
+        slot: &str,
+        queues: &[String],
+        block: Duration,
+        last: Option<&Lease>,
+    ) -> Result<Option<Fetched>, StoreError> {
         let Some(first) = queues.first() else {
             return Ok(None);
         };
         if self.routed().is_some() {
-            return self.fetch_partitioned(slot, queues, block);
+            return self.fetch_partitioned(slot, queues, block, last.map(|l| l.partition));
         }
         let deadline = Instant::now() + block;
         loop {
@@ -92,17 +109,18 @@ impl Store {
         self.parts().get(lease.partition).unwrap_or(self)
     }
 
-    /// [`fetch`](Store::fetch) over the partitions of partitioned data.
-    ///
-    /// The partition a slot used last is tried first, and noted before any
-    /// step whose reply may be lost: a task stranded in a slot's list by a
-    /// lost reply is then met by the next fetch as [`StoreError::SlotBusy`]
-    /// (and handed back), as without partitions.
+    /// [`fetch`](Store::fetch) over the partitions of partitioned data:
+    /// `last` (the partition of the slot's last lease) first, then the
+    /// home partitions of the queues, then the rest. Every partition's
+    /// fetch script refuses while the slot's list there holds an id, so a
+    /// task stranded by a lost reply is met as [`StoreError::SlotBusy`]
+    /// (and handed back) by the first fetch that reaches its partition.
     fn fetch_partitioned(
         &self,
         slot: &str,
         queues: &[String],
         block: Duration,
+        last: Option<usize>,
     ) -> Result<Option<Fetched>, StoreError> {
         let parts = self.parts();
         let count = parts.len();
@@ -110,7 +128,7 @@ impl Store {
             .iter()
             .map(|q| crate::partition::of(q, count))
             .collect();
-        let mut order: Vec<usize> = self.held_partition(slot).into_iter().collect();
+        let mut order: Vec<usize> = last.filter(|&i| i < count).into_iter().collect();
         for i in homes.iter().copied().chain(0..count) {
             if !order.contains(&i) {
                 order.push(i);
@@ -120,7 +138,6 @@ impl Store {
         let deadline = Instant::now() + block;
         loop {
             for &i in &order {
-                self.note_held(slot, i);
                 match parts[i].try_fetch(slot, queues, i)? {
                     Answer::Foreign(e) => return Err(e),
                     Answer::Task(f) => return Ok(Some(*f)),
@@ -134,7 +151,6 @@ impl Store {
                 return Ok(None);
             }
             let home = &parts[homes[0]];
-            self.note_held(slot, homes[0]);
             let Some(id) = home.wait_for(slot, first, wait)? else {
                 continue;
             };
@@ -157,7 +173,10 @@ impl Store {
     ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
         let limits = self.record_limits();
-        let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
+        let expected = self.fetch_keys(slot, queues);
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let value: Value = self.run_blocking(Duration::ZERO, &expected, |c, keys| {
             let mut inv = scripts::FETCH.prepare_invoke();
             inv.key(keys.worker_task(slot)).key(keys.worker(slot));
             for q in queues {
@@ -211,7 +230,10 @@ impl Store {
     ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
         let limits = self.record_limits();
-        let value: Value = self.run_blocking(Duration::ZERO, &[], |c, keys| {
+        let expected = self.fetch_keys(slot, &[]);
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let value: Value = self.run_blocking(Duration::ZERO, &expected, |c, keys| {
             let mut inv = scripts::START.prepare_invoke();
             inv.key(keys.worker_task(slot))
                 .key(keys.worker(slot))
@@ -260,16 +282,17 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         if self.routed().is_some() {
-            return self.fenced(slot, |p| {
-                p.finish_with_result(slot, id, status, error, result, now)
-            });
+            return self.fenced(|p| p.finish_with_result(slot, id, status, error, result, now));
         }
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
             other => return Err(StoreError::NotFinal { status: other }),
         };
-        let done: i64 = self.run(&[], |c, keys| {
+        let expected = self.finish_keys(slot, id, &registry);
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let done: i64 = self.run(&expected, |c, keys| {
             scripts::FINISH
                 .key(keys.worker_task(slot))
                 .key(keys.worker(slot))
@@ -288,6 +311,103 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Records a final end of the task of `lease` as
+    /// [`finish_with_result`](Store::finish_with_result) does and, when the
+    /// slot held it, takes the slot's next task from `queues` in the same
+    /// partition, all in one round trip (a busy slot's path: one script
+    /// call per task). Returns whether the end was recorded, and the next
+    /// task when there was one; a next task that cannot be read from the
+    /// reply is left in the slot's list, where the next
+    /// [`fetch`](Store::fetch) meets it as [`StoreError::SlotBusy`].
+    pub fn finish_and_fetch(
+        &self,
+        lease: &Lease,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&str>,
+        queues: &[String],
+        now: Timestamp,
+    ) -> Result<(bool, Option<Fetched>), StoreError> {
+        self.leased(lease)
+            .finish_fetch_here(lease, status, error, result, queues, now)
+    }
+
+    fn finish_fetch_here(
+        &self,
+        lease: &Lease,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&str>,
+        queues: &[String],
+        now: Timestamp,
+    ) -> Result<(bool, Option<Fetched>), StoreError> {
+        let (slot, id) = (lease.slot.as_str(), lease.id.as_str());
+        let registry = match status {
+            TaskStatus::Finished => self.keys().finished(),
+            TaskStatus::Failed => self.keys().failed(),
+            other => return Err(StoreError::NotFinal { status: other }),
+        };
+        let limits = self.record_limits();
+        let mut expected = self.finish_keys(slot, id, &registry);
+        expected.extend(queues.iter().map(|q| (self.keys().queue(q), "list")));
+        let expected: Vec<(&str, &'static str)> =
+            expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let (done, next): (i64, Value) = self.run(&expected, |c, keys| {
+            let mut inv = scripts::FINISH_FETCH.prepare_invoke();
+            inv.key(keys.worker_task(slot))
+                .key(keys.worker(slot))
+                .key(keys.task(id))
+                .key(&registry);
+            for q in queues {
+                inv.key(keys.queue(q));
+            }
+            inv.arg(keys.prefix())
+                .arg(id)
+                .arg(status.as_str())
+                .arg(time_text(now))
+                .arg(score(now))
+                .arg(error.unwrap_or(""))
+                .arg(result.unwrap_or(""))
+                .arg(self.registry_ttl())
+                .arg(slot);
+            for (limit, _) in limits {
+                inv.arg(limit);
+            }
+            for q in queues {
+                inv.arg(q);
+            }
+            inv.invoke(c)
+        })?;
+        let next = match self.answer(slot, next, lease.partition) {
+            Ok(Answer::Task(f)) => Some(*f),
+            _ => None,
+        };
+        Ok((done == 1, next))
+    }
+
+    /// The keys a fetch meets, with their types, to name the culprit of a
+    /// `WRONGTYPE` error.
+    fn fetch_keys(&self, slot: &str, queues: &[String]) -> Vec<(String, &'static str)> {
+        let keys = self.keys();
+        let mut all = vec![
+            (keys.worker_task(slot), "list"),
+            (keys.worker(slot), "hash"),
+        ];
+        all.extend(queues.iter().map(|q| (keys.queue(q), "list")));
+        all
+    }
+
+    /// The keys a finish meets, with their types (as [`Self::fetch_keys`]).
+    fn finish_keys(&self, slot: &str, id: &str, registry: &str) -> Vec<(String, &'static str)> {
+        let keys = self.keys();
+        vec![
+            (keys.worker_task(slot), "list"),
+            (keys.worker(slot), "hash"),
+            (keys.task(id), "hash"),
+            (registry.to_owned(), "zset"),
+        ]
+    }
+
     /// Puts an interrupted task back at the FRONT of its origin queue:
     /// appends `{started_at, ended_at: now, reason}` to its aborted runs,
     /// sets it queued and clears its start time; the slot goes idle.
@@ -302,7 +422,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         if self.routed().is_some() {
-            return self.fenced(slot, |p| p.requeue_interrupted(slot, id, reason, now));
+            return self.fenced(|p| p.requeue_interrupted(slot, id, reason, now));
         }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::REQUEUE_INTERRUPTED

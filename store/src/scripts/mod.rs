@@ -1,11 +1,13 @@
 //! The Lua scripts behind every state change that is more than one command.
 //!
 //! Redis runs a script as one atomic step, so a task id can never be seen in
-//! two places or in none. Each script first checks the Redis type of every
-//! key it will write (the `need` helper) and only then writes, so a foreign
+//! two places or in none. Most scripts first check the Redis type of every
+//! key they will write (the `need` helper) and only then write, so a foreign
 //! key of the wrong type under our prefix aborts the script with nothing
 //! changed and an `RTWRONGTYPE <key> <found> <expected>` error that the Rust
 //! side turns into [`StoreError::WrongType`](super::StoreError::WrongType).
+//! The hot path (`transitions`: fetch, finish) keeps that guarantee without
+//! the `TYPE` calls: see `task_path!` there.
 //!
 //! Every script takes the key prefix as `ARGV[1]` and builds from it the keys
 //! it only learns while running (the record of a task id it pops from a
@@ -109,26 +111,39 @@ local function oversize(tk, lim)
   if used and used > tonumber(lim[5]) then return {'(whole record)', used, 5} end
   return false
 end
-local function start(list, hash, slot, id, q, now, score, lim)
+-- Marks id, just moved into the slot's list, as running. `registered`:
+-- whether the slot's hash exists (read by the caller before any write, so
+-- a slot hash of the wrong type aborts with nothing changed). Key types
+-- are checked where a command can meet them, not up front: HEXISTS tells
+-- a record of ours in one command, and the failed registry is checked on
+-- the rare path that writes it (the id then goes back to its queue).
+local function start(list, hash, registered, slot, id, q, now, score, lim)
   local tk = k('task', id)
-  local t = redis.call('TYPE', tk).ok
-  if t == 'hash' and not ours(tk) then
-    redis.call('LREM', list, 0, id)
-    redis.call('LPUSH', k('queue', q), id)
-    return {'foreign', id, q}
-  end
-  if t ~= 'hash' then
+  if redis.pcall('HEXISTS', tk, 'task') ~= 1 then
+    local t = redis.call('TYPE', tk).ok
+    if t == 'hash' then
+      redis.call('LREM', list, 0, id)
+      redis.call('LPUSH', k('queue', q), id)
+      return {'foreign', id, q}
+    end
+    local fk = k('failed')
+    local ft = redis.call('TYPE', fk).ok
+    if ft ~= 'none' and ft ~= 'zset' then
+      redis.call('LREM', list, 0, id)
+      redis.call('LPUSH', k('queue', q), id)
+      error({err = 'RTWRONGTYPE ' .. fk .. ' ' .. ft .. ' zset'})
+    end
     redis.call('LREM', list, 0, id)
     if t == 'none' then
       bury(id, q, now, score)
     else
-      redis.call('ZADD', k('failed'), score, id)
+      redis.call('ZADD', fk, score, id)
     end
     return false
   end
   redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'worker', slot)
   redis.call('HDEL', tk, 'ended_at')
-  if redis.call('EXISTS', hash) == 1 then
+  if registered then
     redis.call('HSET', hash, 'state', 'busy', 'current_task', id)
   end
   local big = oversize(tk, lim)
@@ -143,14 +158,20 @@ local function free_unique(tk, id)
   if is(uk, 'string') and redis.call('GET', uk) == id then redis.call('DEL', uk) end
 end
 -- Task id has ended for good with status st: free its uniqueness key and
--- wake whoever waits on P:done:<id> (kept ttl seconds).
-local function ended(tk, id, st, ttl)
-  free_unique(tk, id)
+-- wake whoever waits on P:done:<id> (kept ttl seconds). `u`, when given,
+-- is the record's `unique` field already read by the caller (false or ''
+-- for none). A done key of another type is left alone.
+local function ended(tk, id, st, ttl, u)
+  if u == nil then
+    free_unique(tk, id)
+  elseif u and u ~= '' then
+    local uk = k('unique', u)
+    if is(uk, 'string') and redis.call('GET', uk) == id then redis.call('DEL', uk) end
+  end
   local dk = k('done', id)
-  local t = redis.call('TYPE', dk).ok
-  if t ~= 'none' and t ~= 'list' then return end
-  redis.call('DEL', dk)
-  redis.call('RPUSH', dk, st)
+  local n = redis.pcall('RPUSH', dk, st)
+  if type(n) ~= 'number' then return end
+  if n > 1 then redis.call('LTRIM', dk, -1, -1) end
   redis.call('EXPIRE', dk, ttl)
 end
 "#

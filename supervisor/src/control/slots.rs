@@ -112,6 +112,8 @@ impl SlotSet {
             events: self.events.clone(),
             process,
             view: Arc::clone(&view),
+            next: None,
+            last: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("slot-{index}"))

@@ -57,6 +57,12 @@ pub(crate) struct Slot {
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
     pub view: Arc<Mutex<SlotView>>,
+    /// The next task, taken when the last one's end was recorded
+    /// ([`Store::finish_and_fetch`]): run before fetching again.
+    pub next: Option<Fetched>,
+    /// The lease of the slot's last task: where its next fetch looks
+    /// first for an id a lost reply left behind (`Store::fetch_after`).
+    pub last: Option<Lease>,
 }
 
 impl Slot {
@@ -68,9 +74,11 @@ impl Slot {
         loop {
             let mode = self.shared.mode();
             if mode.stopping() {
+                self.release_next();
                 break;
             }
             if self.shared.claim_retirement() {
+                self.release_next();
                 self.update_view(|v| v.retiring = true);
                 info!(slot = %self.id, "slot retiring (SIGTTOU)");
                 break;
@@ -78,6 +86,7 @@ impl Slot {
             let current = self.shared.current();
             self.replace_outdated_process(&current);
             if !mode.fetches() {
+                self.release_next();
                 let _ = self.commands.recv_timeout(FETCH_BLOCK);
                 continue;
             }
@@ -86,11 +95,21 @@ impl Slot {
             } else {
                 FETCH_BLOCK
             };
-            match self.store.fetch(&self.id, &current.config.queues, block) {
+            let fetched = match self.next.take() {
+                Some(next) => Ok(Some(next)),
+                None => self.store.fetch_after(
+                    &self.id,
+                    &current.config.queues,
+                    block,
+                    self.last.as_ref(),
+                ),
+            };
+            match fetched {
                 Ok(Some(fetched)) => {
                     backoff.reset();
                     self.shared.note_redis_ok();
                     let lease = fetched.lease.clone();
+                    self.last = Some(lease.clone());
                     let handled = catch_unwind(AssertUnwindSafe(|| self.handle(&current, fetched)));
                     if let Err(panic) = handled {
                         self.after_panic(&lease, panic.as_ref());
@@ -131,6 +150,23 @@ impl Slot {
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
         });
+    }
+
+    /// Hands the task taken with the last end (if any) back to the front
+    /// of its queue, unstarted, when the slot is not going to run it.
+    fn release_next(&mut self) {
+        let Some(next) = self.next.take() else {
+            return;
+        };
+        let lease = next.lease;
+        let released = self.with_redis("hand back an unstarted task", |store, now| {
+            store
+                .leased(&lease)
+                .release_unstarted(&self.id, &lease.id, now)
+        });
+        if released == Some(true) {
+            debug!(task = %lease.id, "handed back unstarted to the front of {:?}", lease.queue);
+        }
     }
 
     /// Hands `ids` (in this slot's list, never started) back to the

@@ -59,8 +59,14 @@ impl Slot {
     /// Writes a conclusion (retrying while Redis fails), counts it and
     /// logs it (at info, with the run's duration, see
     /// docs/observability.md).
+    ///
+    /// One store call for every ending ([`Store::conclude`]); a finished
+    /// or failed task of a slot that goes on fetching also takes the
+    /// slot's next task in the same round trip
+    /// ([`Store::conclude_and_fetch`]); the loop runs it next
+    /// (`self.next`).
     pub(super) fn write(
-        &self,
+        &mut self,
         lease: &Lease,
         description: &str,
         conclusion: &Conclusion,
@@ -68,9 +74,26 @@ impl Slot {
         run: Option<&RunInfo>,
     ) {
         let id = lease.id.as_str();
+        let queues = self
+            .shared
+            .mode()
+            .fetches()
+            .then(|| self.shared.current().config.queues.clone())
+            .filter(|q| !q.is_empty());
+        let mut next = None;
+        let text = conclusion.error_text();
         let written = self.with_redis("record an outcome", |store, now| {
-            conclusion.write_with_result(store.leased(lease), &self.id, id, result, now)
+            let ending = conclusion.ending(result, &text, now);
+            match &queues {
+                Some(queues) => {
+                    let (done, fetched) = store.conclude_and_fetch(lease, ending, queues, now)?;
+                    next = fetched;
+                    Ok(done)
+                }
+                None => store.conclude(lease, ending, now),
+            }
         });
+        self.next = next;
         let (name, secs) = run.map_or(("", 0.0), |r| (r.name, r.duration.as_secs_f64()));
         let queue = lease.queue.as_str();
         let slot = self.id.as_str();

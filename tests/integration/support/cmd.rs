@@ -52,6 +52,10 @@ impl Cmd {
                 cmd.env_remove(var);
             }
         }
+        let partitions = crate::support::server::test_partitions();
+        if partitions > 0 {
+            cmd.env("RT_REDIS_PARTITIONS", partitions.to_string());
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -1,0 +1,108 @@
+//! One transition for every ending of a fetched task: the caller says how
+//! the run ended ([`Ending`]) and this module picks the script (finish,
+//! fail, cancel, retry, requeue), in the partition the task's
+//! [`Lease`] names, or, on a busy slot, the finish that also takes the
+//! slot's next task.
+
+use jiff::Timestamp;
+
+use crate::{Fetched, Lease, Store, StoreError};
+use redis_tasks_protocol::model::TaskStatus;
+
+/// How a run ended, as far as Redis is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// Finished, with the JSON text of its result when it returned one.
+    Finished {
+        /// The task's return value as JSON text.
+        result: Option<&'a str>,
+    },
+    /// Failed for good, with the error text.
+    Failed {
+        /// Why.
+        error: &'a str,
+    },
+    /// Canceled while running (no registry, the record expires).
+    Canceled {
+        /// Why, as recorded.
+        error: &'a str,
+    },
+    /// Failed, with another attempt due at `at` (the delayed set).
+    RetryAt {
+        /// Why this attempt failed.
+        error: &'a str,
+        /// When the next attempt is due.
+        at: Timestamp,
+    },
+    /// Interrupted: back to the front of its queue, `reason` noted in its
+    /// aborted runs (empty: handed back unstarted, nothing noted).
+    Requeue {
+        /// Why the attempt ended.
+        reason: &'a str,
+    },
+}
+
+impl Ending<'_> {
+    /// The status, error and result of an ending recorded by the finish
+    /// script (finished or failed), else `None`.
+    fn final_end(&self) -> Option<(TaskStatus, Option<&str>, Option<&str>)> {
+        match *self {
+            Ending::Finished { result } => Some((TaskStatus::Finished, None, result)),
+            Ending::Failed { error } => Some((TaskStatus::Failed, Some(error), None)),
+            _ => None,
+        }
+    }
+}
+
+impl Store {
+    /// Records `ending` for the task of `lease`, fenced on the slot's
+    /// list in the task's partition: `Ok(false)` with nothing changed when
+    /// the slot no longer holds it.
+    pub fn conclude(
+        &self,
+        lease: &Lease,
+        ending: Ending<'_>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.leased(lease)
+            .conclude_named(&lease.slot, &lease.id, ending, now)
+    }
+
+    /// [`conclude`](Store::conclude), and for a finished or failed task
+    /// the slot's next task from `queues` in the same partition, in the
+    /// same script call ([`Store::finish_and_fetch`]).
+    pub fn conclude_and_fetch(
+        &self,
+        lease: &Lease,
+        ending: Ending<'_>,
+        queues: &[String],
+        now: Timestamp,
+    ) -> Result<(bool, Option<Fetched>), StoreError> {
+        match ending.final_end() {
+            Some((status, error, result)) => {
+                self.finish_and_fetch(lease, status, error, result, queues, now)
+            }
+            None => Ok((self.conclude(lease, ending, now)?, None)),
+        }
+    }
+
+    /// [`conclude`](Store::conclude) for a task named by slot and id only
+    /// (recovery of a dead slot): tried, fenced, in each partition.
+    pub fn conclude_named(
+        &self,
+        slot: &str,
+        id: &str,
+        ending: Ending<'_>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if let Some((status, error, result)) = ending.final_end() {
+            return self.finish_with_result(slot, id, status, error, result, now);
+        }
+        match ending {
+            Ending::Canceled { error } => self.finish_canceled(slot, id, error, now),
+            Ending::RetryAt { error, at } => self.schedule_retry(slot, id, error, at, now),
+            Ending::Requeue { reason } => self.requeue_interrupted(slot, id, reason, now),
+            Ending::Finished { .. } | Ending::Failed { .. } => Ok(false),
+        }
+    }
+}
