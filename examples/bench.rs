@@ -241,7 +241,12 @@ fn supervisor(
         ])
         .env("REDIS_URL", url)
         .env("RT_REDIS_PREFIX", prefix)
-        .env("RUST_LOG", "warn")
+        // BENCH_SUPERVISOR_LOG: the supervisor's RUST_LOG, for a look
+        // inside a run (warn by default: logging every task costs time).
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SUPERVISOR_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdin(Stdio::null());
     if burst {
         cmd.arg("--burst");

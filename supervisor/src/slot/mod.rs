@@ -377,7 +377,7 @@ impl Slot {
             Some(process) => Ok(process),
             None => WorkerProcess::spawn_isolated(&current.spawn, current.generation, Some(&plan)),
         };
-        if plan.child.namespaces.is_some() && profile.process_limit.is_none() {
+        if started.is_ok() && plan.child.namespaces.is_some() && profile.process_limit.is_none() {
             self.order_spare(
                 kind,
                 current.generation,
@@ -430,6 +430,7 @@ impl Slot {
     /// effect, counted and shown like a process started now.
     fn take_spare(&mut self, kind: &SpareKind, current: &Current) -> Option<WorkerProcess> {
         let process = self.spare.as_mut()?.take(kind, current.generation)?;
+        debug!(slot = %self.id, pid = process.pid(), "worker process prepared while the last task ran");
         self.shared.metrics.process_started(true);
         self.shared.start_failures.store(0, Ordering::SeqCst);
         if *kind == SpareKind::Plain {

@@ -233,7 +233,10 @@ fn parent_of(demo: &Demo, id: &str) -> String {
     let t = demo.task(id);
     let stat = t.meta["read"].as_str().unwrap_or_default().to_owned();
     assert!(!stat.is_empty(), "no parent read: {t:?}");
-    stat.split_whitespace().next().unwrap_or_default().to_owned()
+    stat.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]
