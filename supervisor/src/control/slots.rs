@@ -111,7 +111,7 @@ impl SlotSet {
             commands: receiver,
             events: self.events.clone(),
             process,
-            spare: crate::worker_process::Spare::new(index),
+            spare: crate::worker_process::Spare::new(),
             view: Arc::clone(&view),
         };
         let thread = std::thread::Builder::new()

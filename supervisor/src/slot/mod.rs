@@ -57,8 +57,8 @@ pub(crate) struct Slot {
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
     /// The next worker process, prepared while a task runs on one that
-    /// will not run another (`None`: the thread could not start).
-    pub spare: Option<Spare>,
+    /// will not run another.
+    pub spare: Spare,
     pub view: Arc<Mutex<SlotView>>,
 }
 
@@ -131,7 +131,7 @@ impl Slot {
             self.shared.retire(process);
         }
         // Kills and reaps a spare, prepared or under way.
-        self.spare = None;
+        self.spare = Spare::new();
         self.shared.metrics.slot_ended();
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
@@ -429,7 +429,7 @@ impl Slot {
     /// The slot's spare if it is of `kind` and of the configuration in
     /// effect, counted and shown like a process started now.
     fn take_spare(&mut self, kind: &SpareKind, current: &Current) -> Option<WorkerProcess> {
-        let process = self.spare.as_mut()?.take(kind, current.generation)?;
+        let process = self.spare.take(kind, current.generation)?;
         debug!(slot = %self.id, pid = process.pid(), "worker process prepared while the last task ran");
         self.shared.metrics.process_started(true);
         self.shared.start_failures.store(0, Ordering::SeqCst);
@@ -447,16 +447,12 @@ impl Slot {
         generation: u64,
         start: crate::worker_process::SpareStart,
     ) {
-        if let Some(spare) = self.spare.as_mut() {
-            spare.order(kind, generation, start);
-        }
+        self.spare.order(kind, generation, start);
     }
 
     /// An idle worker process started before the last reload is replaced.
     fn replace_outdated_process(&mut self, current: &Current) {
-        if let Some(spare) = self.spare.as_mut() {
-            spare.discard_before(current.generation);
-        }
+        self.spare.discard_before(current.generation);
         if let Some(process) = self.process.take_if(|p| p.generation < current.generation) {
             debug!(slot = %self.id, pid = process.pid(), "replacing worker process after reload");
             self.shared.retire(process);
@@ -478,7 +474,7 @@ impl Slot {
             self.update_view(|v| v.pid = None);
         }
         let _ = current;
-        let prepared = self.spare.as_ref().is_some_and(Spare::is_ordered);
+        let prepared = self.spare.is_ordered();
         if self.process.is_none() && !prepared && !self.shared.mode().stopping() {
             self.process = self.start_process(&latest).ok();
         }

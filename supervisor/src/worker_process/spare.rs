@@ -16,13 +16,15 @@
 //!
 //! One owner: the `Spare` holds the spare from the order to the moment the
 //! slot takes it. One of another kind or of an older reload generation is
-//! never handed out; it is killed and reaped, as is whatever is prepared or
-//! being prepared when the `Spare` is dropped (the slot ends: shutdown,
-//! scale-down, retirement). The preparing thread lives as long as the
-//! `Spare`, so the parent-death signal of a process it started by `exec`
-//! does not fire while that process is in use.
+//! never handed out; it is asked to exit and reaped (killed if it does
+//! not), as is whatever is prepared or being prepared when the `Spare` is
+//! dropped (the slot ends: shutdown,
+//! scale-down, retirement). The preparing threads are the supervisor's and
+//! never end (see [`Preparers`]).
 
-use std::thread::{self, JoinHandle};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use redis_tasks_config::settings::Isolation;
@@ -45,35 +47,22 @@ pub(crate) type Start = Box<dyn FnOnce() -> Result<WorkerProcess, SpawnError> + 
 
 /// One slot's spare worker process; see the module doc.
 pub(crate) struct Spare {
-    orders: Option<Sender<Start>>,
+    /// Where the preparation under way delivers its process.
     ready: Receiver<Result<WorkerProcess, SpawnError>>,
-    thread: Option<JoinHandle<()>>,
+    done: Sender<Result<WorkerProcess, SpawnError>>,
     /// What is being prepared, under which generation, if anything.
     ordered: Option<(SpareKind, u64)>,
 }
 
 impl Spare {
-    /// A `Spare` with its preparing thread; `None` when the thread cannot
-    /// start (the slot then starts every process itself).
-    pub(crate) fn new(slot: usize) -> Option<Spare> {
-        let (orders, incoming) = unbounded::<Start>();
+    /// A `Spare` with nothing ordered.
+    pub(crate) fn new() -> Spare {
         let (done, ready) = bounded(1);
-        let thread = thread::Builder::new()
-            .name(format!("spare-{slot}"))
-            .spawn(move || {
-                for start in incoming {
-                    // A send that fails (the `Spare` is gone) drops the
-                    // process here: killed and reaped.
-                    let _ = done.send(start());
-                }
-            })
-            .ok()?;
-        Some(Spare {
-            orders: Some(orders),
+        Spare {
             ready,
-            thread: Some(thread),
+            done,
             ordered: None,
-        })
+        }
     }
 
     /// Whether a spare is being prepared or waits.
@@ -87,9 +76,13 @@ impl Spare {
         if self.ordered.is_some() {
             return;
         }
-        if let Some(orders) = &self.orders
-            && orders.send(start).is_ok()
-        {
+        let done = self.done.clone();
+        let job: Job = Box::new(move || {
+            // A send that fails (the `Spare` is gone) drops the process
+            // here: killed and reaped.
+            let _ = done.send(start());
+        });
+        if preparers().submit(job) {
             self.ordered = Some((kind, generation));
         }
     }
@@ -104,7 +97,7 @@ impl Spare {
 
     /// The prepared process if it is of `kind` and `generation` and passes
     /// the checks before a task; waits for a preparation under way. Any
-    /// other spare is killed and reaped; `None` then, and the caller starts
+    /// other spare is retired; `None` then, and the caller starts
     /// a process itself.
     pub(crate) fn take(&mut self, kind: &SpareKind, generation: u64) -> Option<WorkerProcess> {
         let (ordered, made_in) = self.ordered.take()?;
@@ -119,9 +112,9 @@ impl Spare {
         if ordered != *kind || made_in != generation {
             debug!(
                 pid = process.pid(),
-                "spare worker process of another kind or reload generation; killed"
+                "spare worker process of another kind or reload generation; retired"
             );
-            process.kill_and_reap();
+            process.retire();
             return None;
         }
         if !process.is_alive() || process.has_stray_input() || process.make_alone().is_err() {
@@ -138,16 +131,67 @@ impl Spare {
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        // No more orders: the thread ends after the one under way, whose
-        // process is received here or dropped there (killed and reaped).
-        self.orders = None;
+        // The preparation under way ends (a start is bounded by the
+        // handshake's timeout); its process is asked to exit, as an idle
+        // one is, and reaped (killed if it does not exit): killing an
+        // isolated one's monitor first would orphan its namespace's init
+        // and worker.
         if self.ordered.take().is_some()
-            && let Ok(Ok(mut process)) = self.ready.recv()
+            && let Ok(Ok(process)) = self.ready.recv()
         {
-            process.kill_and_reap();
+            process.retire();
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    }
+}
+
+/// A preparation, run on a preparing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The supervisor's preparing threads. They never end: a process started
+/// by `exec` has the thread that started it as the parent its death
+/// signal follows, so a thread that ended with a slot would kill the
+/// namespace monitors of processes still being retired (their namespace
+/// inits then wait on children nobody reaps). There are as many as
+/// preparations ever ran at once: one per slot at most.
+struct Preparers {
+    jobs: Sender<Job>,
+    queue: Receiver<Job>,
+    idle: AtomicUsize,
+}
+
+fn preparers() -> &'static Preparers {
+    static PREPARERS: OnceLock<Preparers> = OnceLock::new();
+    PREPARERS.get_or_init(|| {
+        let (jobs, queue) = unbounded();
+        Preparers {
+            jobs,
+            queue,
+            idle: AtomicUsize::new(0),
         }
+    })
+}
+
+impl Preparers {
+    /// Runs `job` on an idle preparing thread, or on a new one; `false`
+    /// when no thread can take it.
+    fn submit(&'static self, job: Job) -> bool {
+        if self.idle.load(Ordering::SeqCst) == 0 {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let started = thread::Builder::new()
+                .name("spare".to_owned())
+                .spawn(move || {
+                    loop {
+                        let Ok(job) = self.queue.recv() else { return };
+                        self.idle.fetch_sub(1, Ordering::SeqCst);
+                        job();
+                        self.idle.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            if started.is_err() {
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
+        }
+        self.jobs.send(job).is_ok()
     }
 }
