@@ -359,7 +359,7 @@ impl Slot {
         timeout: Duration,
         profile: &Isolation,
     ) -> (Outcome, Option<String>, Option<bool>) {
-        let kind = SpareKind::Isolated(profile.clone());
+        let kind = SpareKind::Isolated(Box::new(profile.clone()));
         let spare = self.take_spare(&kind, current);
         let slot_profile = isolation::for_slot(
             profile,

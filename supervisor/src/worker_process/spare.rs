@@ -39,7 +39,7 @@ pub(crate) enum SpareKind {
     Plain,
     /// A process of this effective profile (before the slot's uid and
     /// directory are filled in: the slot is always the same).
-    Isolated(Isolation),
+    Isolated(Box<Isolation>),
 }
 
 /// Starts a worker process; runs on the preparing thread.
