@@ -181,8 +181,9 @@ fn fill(store: &Store, task: &str, n: usize, bytes: usize) -> Result<(), String>
 
 /// The same transitions a supervisor performs per task (enqueue, fetch and
 /// start, finish), back to back from `c` threads, without worker processes.
-fn floor(url: &str, n: usize, c: usize, bytes: usize) -> Result<f64, String> {
+fn floor(url: &str, n: usize, c: usize, bytes: usize) -> Result<Phase, String> {
     let args = Arc::new(payload(bytes));
+    let before = (redis_work(url)?, TreeUsage::now());
     let started = Instant::now();
     let threads: Vec<_> = (0..c)
         .map(|i| {
@@ -217,7 +218,8 @@ fn floor(url: &str, n: usize, c: usize, bytes: usize) -> Result<f64, String> {
     for t in threads {
         t.join().map_err(|_| "floor thread panicked")??;
     }
-    Ok((n / c * c) as f64 / started.elapsed().as_secs_f64())
+    let rate = (n / c * c) as f64 / started.elapsed().as_secs_f64();
+    Phase::measured(url, rate, n / c * c, before)
 }
 
 fn supervisor(
@@ -239,7 +241,12 @@ fn supervisor(
         ])
         .env("REDIS_URL", url)
         .env("RT_REDIS_PREFIX", prefix)
-        .env("RUST_LOG", "warn")
+        // BENCH_SUPERVISOR_LOG: the supervisor's RUST_LOG, for a look
+        // inside a run (warn by default: logging every task costs time).
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SUPERVISOR_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdin(Stdio::null());
     if burst {
         cmd.arg("--burst");
@@ -261,7 +268,7 @@ fn end_to_end(
     bytes: usize,
     max_tasks: u64,
     settings: Option<&Path>,
-) -> Result<f64, String> {
+) -> Result<Phase, String> {
     end_to_end_of("noop", url, prefix, n, c, bytes, max_tasks, settings)
 }
 
@@ -276,13 +283,15 @@ fn end_to_end_of(
     bytes: usize,
     max_tasks: u64,
     settings: Option<&Path>,
-) -> Result<f64, String> {
+) -> Result<Phase, String> {
     let store = store(url, prefix)?;
     fill(&store, task, n, bytes)?;
+    let before = (redis_work(url)?, TreeUsage::now());
     let started = Instant::now();
     let mut child = supervisor(url, prefix, c, max_tasks, true, settings)?;
     let status = child.wait().map_err(|e| e.to_string())?;
     let wall = started.elapsed();
+    let after = (redis_work(url)?, TreeUsage::now());
     if !status.success() {
         return Err(format!("supervisor exited with {status}"));
     }
@@ -303,14 +312,14 @@ fn end_to_end_of(
         },
         _ => wall.as_secs_f64(),
     };
-    Ok(n as f64 / span.max(1e-9))
+    Ok(Phase::between(n as f64 / span.max(1e-9), n, before, after))
 }
 
 /// The documented `strict` preset (docs/security.md) on the default
 /// queue, with `nobody` as its account: every task gets a worker process
 /// of its own, in a network namespace, under Landlock and seccomp. Needs
 /// root (switching user, namespaces); `None` otherwise.
-fn strict_profile(url: &str, n: usize, c: usize, bytes: usize) -> Result<Option<f64>, String> {
+fn strict_profile(url: &str, n: usize, c: usize, bytes: usize) -> Result<Option<Phase>, String> {
     // The effective uid, from /proc.
     let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
     let root = status
@@ -334,7 +343,7 @@ fn strict_profile(url: &str, n: usize, c: usize, bytes: usize) -> Result<Option<
     // `nobody` must reach this binary: a checkout in a private (0700)
     // directory makes every task fail, which is reported, not fatal.
     match end_to_end(url, "bench_strict", n, c, bytes, 1_000_000, Some(&settings)) {
-        Ok(rate) => Ok(Some(rate)),
+        Ok(phase) => Ok(Some(phase)),
         Err(e) => {
             eprintln!("strict profile phase failed: {e}");
             Ok(None)
@@ -405,19 +414,7 @@ fn live(url: &str, c: usize) -> Result<Live, String> {
     let store = store(url, prefix)?;
     let mut child = supervisor(url, prefix, c, 1000, false, None)?;
     let pid = child.id();
-    let wait = |id: &str| -> Result<redis_tasks::TaskRecord, String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let t = store.task(id).map_err(|e| e.to_string())?;
-            if matches!(t.status, TaskStatus::Finished | TaskStatus::Failed) {
-                return Ok(t);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("task {id} did not end"));
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    };
+    let wait = |id: &str| wait_ended(&store, id);
     // Warm up: every slot has run a task, so each has a worker process ready.
     for _ in 0..c * 4 {
         let id = store
@@ -472,29 +469,6 @@ fn live(url: &str, c: usize) -> Result<Live, String> {
     })
 }
 
-/// The commands Redis has served so far: the sum of `calls` over `INFO
-/// commandstats` (commands run by scripts included).
-fn commands_served(url: &str) -> Result<u64, String> {
-    let mut conn = redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .map_err(|e| e.to_string())?;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut conn)
-        .map_err(|e| e.to_string())?;
-    Ok(info
-        .lines()
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum())
-}
-
 fn nix_kill(pid: u32) -> std::io::Result<()> {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -517,51 +491,76 @@ fn run(o: Options) -> Result<(), String> {
     if o.reused_only {
         return reused_sync_and_async(&redis.url, n, c, bytes);
     }
-    let served = commands_served(&redis.url)?;
     let floor = floor(&redis.url, n, c, bytes)?;
-    let floor_served = commands_served(&redis.url)?;
     let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000, None)?;
-    let per_task = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n.max(1) as f64;
-    let commands = (
-        per_task(served, floor_served),
-        per_task(floor_served, commands_served(&redis.url)?),
-    );
     let fresh_n = (n / 4).max(500);
     let fresh = end_to_end(&redis.url, "bench_fresh", fresh_n, c, bytes, 1, None)?;
     let strict_n = (n / 50).max(100);
     let strict = strict_profile(&redis.url, strict_n, c, bytes)?;
     let (single, batched) = enqueue_rates(&redis.url, n, bytes)?;
     let live = live(&redis.url, c)?;
+    let fresh_idle = idle(&redis.url, "bench_fresh_idle", c, 1)?;
     println!();
+    print_rates(
+        c,
+        &floor,
+        &reused,
+        &fresh,
+        strict.as_ref(),
+        (fresh_n, strict_n),
+    );
+    println!("| enqueue, one at a time | {single:.0} tasks/s | 15000 | |");
+    println!("| enqueue, batches of 1000 | {batched:.0} tasks/s | 100000 | |");
+    print_live(&live, &fresh_idle);
+    println!();
+    print_costs(&floor, &reused, &fresh, strict.as_ref());
+    Ok(())
+}
+
+/// The throughput rows: each phase and its ratio to the floor.
+fn print_rates(
+    c: usize,
+    floor: &Phase,
+    reused: &Phase,
+    fresh: &Phase,
+    strict: Option<&Phase>,
+    (fresh_n, strict_n): (usize, usize),
+) {
+    let f = floor.rate;
     println!("| figure | value | target | ratio |");
     println!("| --- | --- | --- | --- |");
-    println!("| Redis floor (C={c}) | {floor:.0} tasks/s | | 1.00 |");
+    println!("| Redis floor (C={c}) | {f:.0} tasks/s | | 1.00 |");
     println!(
-        "| end to end, reused worker processes (C={c}) | {reused:.0} tasks/s | 10000 and 50% of floor | {:.2} of floor |",
-        reused / floor
+        "| end to end, reused worker processes (C={c}) | {:.0} tasks/s | 10000 and 50% of floor | {:.2} of floor |",
+        reused.rate,
+        reused.rate / f
     );
     println!(
-        "| end to end, fresh process per task (C={c}, {fresh_n} tasks) | {fresh:.0} tasks/s | 3000 | {:.2} of floor |",
-        fresh / floor
+        "| end to end, fresh process per task (C={c}, {fresh_n} tasks) | {:.0} tasks/s | 0.5 of floor | {:.2} of floor |",
+        fresh.rate,
+        fresh.rate / f
     );
     match strict {
         Some(strict) => println!(
-            "| end to end, strict profile, a process per task (C={c}, {strict_n} tasks) | {strict:.0} tasks/s | | {:.2} of floor |",
-            strict / floor
+            "| end to end, strict profile, a process per task (C={c}, {strict_n} tasks) | {:.0} tasks/s | 0.2 of floor | {:.2} of floor |",
+            strict.rate,
+            strict.rate / f
         ),
         None => println!(
             "| end to end, strict profile | skipped: needs root, and a binary user nobody can run | | |"
         ),
     }
+}
+
+/// The rows measured on running supervisors with idle slots.
+fn print_live(live: &Live, fresh: &Idle) {
     println!(
-        "| Redis commands per task (INFO commandstats, enqueue included), floor / reused | {:.1} / {:.1} | | |",
-        commands.0, commands.1
-    );
-    println!("| enqueue, one at a time | {single:.0} tasks/s | 15000 | |");
-    println!("| enqueue, batches of 1000 | {batched:.0} tasks/s | 100000 | |");
-    println!(
-        "| enqueue-to-start p50 / p99 (idle slots) | {:.2} ms / {:.2} ms | 1 ms / 5 ms | |",
+        "| enqueue-to-start p50 / p99 (idle slots, reused processes) | {:.2} ms / {:.2} ms | 1 ms / 5 ms | |",
         live.latency_ms.0, live.latency_ms.1
+    );
+    println!(
+        "| enqueue-to-start p50 / p99 (idle slots, fresh process per task) | {:.2} ms / {:.2} ms | | |",
+        fresh.latency_ms.0, fresh.latency_ms.1
     );
     println!(
         "| timeout recorded after deadline p50 / max (20) | {:.1} ms / {:.1} ms | 50 ms | |",
@@ -581,16 +580,239 @@ fn run(o: Options) -> Result<(), String> {
         live.supervisor_kb as f64 / 1024.0
     );
     println!(
+        "| supervisor peak RSS, fresh process per task | {:.1} MB | 15 MB | |",
+        fresh.supervisor_kb as f64 / 1024.0
+    );
+    println!(
+        "| fork server RSS | {:.1} MB | | |",
+        fresh.fork_server_kb as f64 / 1024.0
+    );
+    println!(
         "| worker process RSS | {:.1} MB | 5 MB | |",
         live.worker_kb as f64 / 1024.0
     );
-    Ok(())
+}
+
+/// Per task: Redis's work (INFO commandstats) and the supervisor tree's
+/// (supervisor, fork server, worker processes: getrusage of the bench's
+/// reaped children). The floor's Redis work includes its enqueue; the
+/// others' does not (their tasks are enqueued before the counters are read).
+fn print_costs(floor: &Phase, reused: &Phase, fresh: &Phase, strict: Option<&Phase>) {
+    println!(
+        "| per task | Redis commands | Redis µs | CPU µs (supervisor tree) | minor faults | voluntary / involuntary switches |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let row = |name: &str, p: &Phase| {
+        let per = |v: u64| v as f64 / p.tasks.max(1) as f64;
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} |",
+            per(p.redis.calls),
+            per(p.redis.usec),
+            per(p.usage.cpu_us),
+            per(p.usage.minflt),
+            per(p.usage.nvcsw),
+            per(p.usage.nivcsw)
+        );
+    };
+    row("floor (enqueue, fetch, finish)", floor);
+    row("reused", reused);
+    row("fresh", fresh);
+    if let Some(strict) = strict {
+        row("strict", strict);
+    }
+}
+
+/// One measured phase.
+struct Phase {
+    /// Tasks per second.
+    rate: f64,
+    tasks: usize,
+    redis: RedisWork,
+    usage: TreeUsage,
+}
+
+impl Phase {
+    fn between(
+        rate: f64,
+        tasks: usize,
+        before: (RedisWork, TreeUsage),
+        after: (RedisWork, TreeUsage),
+    ) -> Phase {
+        Phase {
+            rate,
+            tasks,
+            redis: after.0.minus(before.0),
+            usage: after.1.minus(before.1),
+        }
+    }
+
+    fn measured(
+        url: &str,
+        rate: f64,
+        tasks: usize,
+        before: (RedisWork, TreeUsage),
+    ) -> Result<Phase, String> {
+        let after = (redis_work(url)?, TreeUsage::now());
+        Ok(Phase::between(rate, tasks, before, after))
+    }
+}
+
+/// Commands Redis has run and the microseconds it spent in them, over all
+/// commands but `INFO` (the bench's own reading).
+#[derive(Clone, Copy, Default)]
+struct RedisWork {
+    calls: u64,
+    usec: u64,
+}
+
+impl RedisWork {
+    fn minus(self, earlier: RedisWork) -> RedisWork {
+        RedisWork {
+            calls: self.calls.saturating_sub(earlier.calls),
+            usec: self.usec.saturating_sub(earlier.usec),
+        }
+    }
+}
+
+fn redis_work(url: &str) -> Result<RedisWork, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut con = client.get_connection().map_err(|e| e.to_string())?;
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .map_err(|e| e.to_string())?;
+    Ok(parse_commandstats(&text))
+}
+
+/// Sums `cmdstat_<name>:calls=N,usec=M,...` lines, `INFO` left out.
+fn parse_commandstats(text: &str) -> RedisWork {
+    let mut work = RedisWork::default();
+    for line in text.lines() {
+        let Some((name, fields)) = line.trim().split_once(':') else {
+            continue;
+        };
+        if !name.starts_with("cmdstat_") || name == "cmdstat_info" {
+            continue;
+        }
+        for field in fields.split(',') {
+            match field.split_once('=') {
+                Some(("calls", v)) => work.calls += v.parse::<u64>().unwrap_or(0),
+                Some(("usec", v)) => work.usec += v.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    work
+}
+
+/// What the bench's reaped children used: the supervisor and, reaped by it
+/// or by its fork server, every worker process.
+#[derive(Clone, Copy, Default)]
+struct TreeUsage {
+    cpu_us: u64,
+    minflt: u64,
+    nvcsw: u64,
+    nivcsw: u64,
+}
+
+impl TreeUsage {
+    fn now() -> TreeUsage {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let Ok(u) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
+            return TreeUsage::default();
+        };
+        let us = |t: nix::sys::time::TimeVal| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
+                + u64::try_from(t.tv_usec()).unwrap_or(0)
+        };
+        let n = |v: libc::c_long| u64::try_from(v).unwrap_or(0);
+        TreeUsage {
+            cpu_us: us(u.user_time()) + us(u.system_time()),
+            minflt: n(u.minor_page_faults()),
+            nvcsw: n(u.voluntary_context_switches()),
+            nivcsw: n(u.involuntary_context_switches()),
+        }
+    }
+
+    fn minus(self, earlier: TreeUsage) -> TreeUsage {
+        TreeUsage {
+            cpu_us: self.cpu_us.saturating_sub(earlier.cpu_us),
+            minflt: self.minflt.saturating_sub(earlier.minflt),
+            nvcsw: self.nvcsw.saturating_sub(earlier.nvcsw),
+            nivcsw: self.nivcsw.saturating_sub(earlier.nivcsw),
+        }
+    }
+}
+
+/// Enqueue-to-start and memory on a running supervisor with idle slots.
+struct Idle {
+    latency_ms: (f64, f64),
+    supervisor_kb: u64,
+    /// The largest child of the supervisor that is not a worker process
+    /// (the fork server, with `--max-tasks-per-child 1`); 0 without one.
+    fork_server_kb: u64,
+}
+
+fn idle(url: &str, prefix: &str, c: usize, max_tasks: u64) -> Result<Idle, String> {
+    let store = store(url, prefix)?;
+    let mut child = supervisor(url, prefix, c, max_tasks, false, None)?;
+    let pid = child.id();
+    let mut lat = Vec::new();
+    let measured = (|| -> Result<(), String> {
+        for i in 0..(200 + c * 4) {
+            let id = store
+                .queue("default")
+                .enqueue("noop", &())
+                .map_err(|e| e.to_string())?;
+            let t = wait_ended(&store, &id)?;
+            // The first tasks warm every slot up.
+            if let (Some(s), true) = (t.started_at, i >= c * 4) {
+                lat.push(s.duration_since(t.enqueued_at).as_secs_f64() * 1e3);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })();
+    let fork_server_kb = children(pid)
+        .iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("fork-server"))
+        })
+        .filter_map(|p| status_kb(*p, "VmRSS:"))
+        .max()
+        .unwrap_or(0);
+    let supervisor_kb = status_kb(pid, "VmHWM:").unwrap_or(0);
+    let _ = nix_kill(pid);
+    let _ = child.wait();
+    measured?;
+    lat.sort_by(f64::total_cmp);
+    Ok(Idle {
+        latency_ms: (percentile(&lat, 0.5), percentile(&lat, 0.99)),
+        supervisor_kb,
+        fork_server_kb,
+    })
+}
+
+/// Waits (30 s at most) for task `id` to finish or fail.
+fn wait_ended(store: &Store, id: &str) -> Result<redis_tasks::TaskRecord, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = store.task(id).map_err(|e| e.to_string())?;
+        if matches!(t.status, TaskStatus::Finished | TaskStatus::Failed) {
+            return Ok(t);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("task {id} did not end"));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// Reused worker processes, sync no-op tasks, then async ones (with the
 /// `async` feature).
 fn reused_sync_and_async(url: &str, n: usize, c: usize, bytes: usize) -> Result<(), String> {
-    let sync = end_to_end(url, "bench_reused_sync", n, c, bytes, 1_000_000, None)?;
+    let sync = end_to_end(url, "bench_reused_sync", n, c, bytes, 1_000_000, None)?.rate;
     println!();
     println!("| figure | value |");
     println!("| --- | --- |");
@@ -598,7 +820,7 @@ fn reused_sync_and_async(url: &str, n: usize, c: usize, bytes: usize) -> Result<
     #[cfg(feature = "async")]
     {
         let run = |prefix| end_to_end_of("async_noop", url, prefix, n, c, bytes, 1_000_000, None);
-        let asynchronous = run("bench_reused_async")?;
+        let asynchronous = run("bench_reused_async")?.rate;
         println!(
             "| end to end, reused worker processes, async no-op (C={c}) | {asynchronous:.0} tasks/s ({:.2} of sync) |",
             asynchronous / sync

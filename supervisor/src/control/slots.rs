@@ -111,6 +111,7 @@ impl SlotSet {
             commands: receiver,
             events: self.events.clone(),
             process,
+            spare: crate::worker_process::Spare::new(),
             view: Arc::clone(&view),
             next: None,
             last: None,

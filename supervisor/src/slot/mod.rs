@@ -28,7 +28,7 @@ use crate::execute::{SlotCommand, run_on};
 use crate::isolation::{self, Plan};
 use crate::outcome::{Conclusion, Policy, conclude};
 use crate::shared::{Current, Shared, SlotView};
-use crate::worker_process::{SpawnError, WorkerProcess};
+use crate::worker_process::{Spare, SpareKind, SpawnError, WorkerProcess};
 
 mod hooks;
 mod record;
@@ -56,6 +56,9 @@ pub(crate) struct Slot {
     pub commands: Receiver<SlotCommand>,
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
+    /// The next worker process, prepared while a task runs on one that
+    /// will not run another.
+    pub spare: Spare,
     pub view: Arc<Mutex<SlotView>>,
     /// The next task, taken when the last one's end was recorded
     /// ([`Store::finish_and_fetch`]): run before fetching again.
@@ -146,6 +149,8 @@ impl Slot {
         if let Some(process) = self.process.take() {
             self.shared.retire(process);
         }
+        // Kills and reaps a spare, prepared or under way.
+        self.spare = Spare::new();
         self.shared.metrics.slot_ended();
         let _ = self.events.send(ControlEvent::SlotEnded {
             id: self.id.clone(),
@@ -354,13 +359,22 @@ impl Slot {
             // A process that died while idle is reaped here (on drop).
             process.is_alive().then_some(process)
         });
-        let mut process = match ready {
+        let mut process = match ready.or_else(|| self.take_spare(&SpareKind::Plain, current)) {
             Some(process) => process,
             None => match self.start_process(current) {
                 Ok(process) => process,
                 Err(text) => return (Outcome::failure(FailureKind::StartFailed(text)), None),
             },
         };
+        if process.tasks_run + 1 >= current.config.max_tasks_per_child.max(1) {
+            // Its last task: the next process starts while this one runs.
+            let (spec, generation) = (current.spawn.clone(), current.generation);
+            self.order_spare(
+                SpareKind::Plain,
+                generation,
+                Box::new(move || WorkerProcess::spawn(&spec, generation)),
+            );
+        }
         let mut hooks = MetaToRedis {
             store: self.store.leased(lease),
             result: None,
@@ -395,34 +409,46 @@ impl Slot {
         timeout: Duration,
         profile: &Isolation,
     ) -> (Outcome, Option<String>, Option<bool>) {
-        let profile = isolation::for_slot(
+        let kind = SpareKind::Isolated(Box::new(profile.clone()));
+        let spare = self.take_spare(&kind, current);
+        let slot_profile = isolation::for_slot(
             profile,
             current.config.settings.dynamic_user_base,
             self.index,
         );
-        let plan = match Plan::build(&profile, &current.spawn.env) {
+        let plan = match Plan::build(&slot_profile, &current.spawn.env) {
             Ok(plan) => plan,
             Err(not) => {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
                 return (Outcome::failure(not.failure()), None, None);
             }
         };
-        let mut process =
-            match WorkerProcess::spawn_isolated(&current.spawn, current.generation, Some(&plan)) {
-                Ok(process) => process,
-                Err(SpawnError::NotIsolated(not)) => {
-                    warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                    return (Outcome::failure(not.failure()), None, None);
-                }
-                Err(e) => {
-                    error!(slot = %self.id, "isolated worker process failed to start: {e}");
-                    return (
-                        Outcome::failure(FailureKind::StartFailed(e.to_string())),
-                        None,
-                        None,
-                    );
-                }
-            };
+        let started = match spare {
+            Some(process) => Ok(process),
+            None => WorkerProcess::spawn_isolated(&current.spawn, current.generation, Some(&plan)),
+        };
+        if started.is_ok() && plan.child.namespaces.is_some() && profile.process_limit.is_none() {
+            self.order_spare(
+                kind,
+                current.generation,
+                isolated_start(current, profile, self.index),
+            );
+        }
+        let mut process = match started {
+            Ok(process) => process,
+            Err(SpawnError::NotIsolated(not)) => {
+                warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
+                return (Outcome::failure(not.failure()), None, None);
+            }
+            Err(e) => {
+                error!(slot = %self.id, "isolated worker process failed to start: {e}");
+                return (
+                    Outcome::failure(FailureKind::StartFailed(e.to_string())),
+                    None,
+                    None,
+                );
+            }
+        };
         self.shared.metrics.process_started(true);
         let ready = self.process.as_ref().map(WorkerProcess::pid);
         let pid = process.pid();
@@ -450,8 +476,33 @@ impl Slot {
         (end, hooks.result, oom_killed)
     }
 
+    /// The slot's spare if it is of `kind` and of the configuration in
+    /// effect, counted and shown like a process started now.
+    fn take_spare(&mut self, kind: &SpareKind, current: &Current) -> Option<WorkerProcess> {
+        let process = self.spare.take(kind, current.generation)?;
+        debug!(slot = %self.id, pid = process.pid(), "worker process prepared while the last task ran");
+        self.shared.metrics.process_started(true);
+        self.shared.start_failures.store(0, Ordering::SeqCst);
+        if *kind == SpareKind::Plain {
+            let pid = process.pid();
+            self.update_view(|v| v.pid = Some(pid));
+        }
+        Some(process)
+    }
+
+    /// Has the next worker process prepared (see `worker_process::spare`).
+    fn order_spare(
+        &mut self,
+        kind: SpareKind,
+        generation: u64,
+        start: crate::worker_process::SpareStart,
+    ) {
+        self.spare.order(kind, generation, start);
+    }
+
     /// An idle worker process started before the last reload is replaced.
     fn replace_outdated_process(&mut self, current: &Current) {
+        self.spare.discard_before(current.generation);
         if let Some(process) = self.process.take_if(|p| p.generation < current.generation) {
             debug!(slot = %self.id, pid = process.pid(), "replacing worker process after reload");
             self.shared.retire(process);
@@ -473,7 +524,8 @@ impl Slot {
             self.update_view(|v| v.pid = None);
         }
         let _ = current;
-        if self.process.is_none() && !self.shared.mode().stopping() {
+        let prepared = self.spare.is_ordered();
+        if self.process.is_none() && !prepared && !self.shared.mode().stopping() {
             self.process = self.start_process(&latest).ok();
         }
     }
@@ -501,6 +553,22 @@ impl Slot {
             }
         }
     }
+}
+
+/// Starts a worker process of `profile` for slot `index` (on the spare's
+/// thread: the plan is built there).
+fn isolated_start(
+    current: &Current,
+    profile: &Isolation,
+    index: usize,
+) -> crate::worker_process::SpareStart {
+    let (spec, generation) = (current.spawn.clone(), current.generation);
+    let (profile, base) = (profile.clone(), current.config.settings.dynamic_user_base);
+    Box::new(move || {
+        let profile = isolation::for_slot(&profile, base, index);
+        let plan = Plan::build(&profile, &spec.env).map_err(SpawnError::NotIsolated)?;
+        WorkerProcess::spawn_isolated(&spec, generation, Some(&plan))
+    })
 }
 
 /// The timeout a task runs with: the one `asked` (a record's, a task

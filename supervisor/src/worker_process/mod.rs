@@ -12,18 +12,21 @@
 //! Layout: `spawn` starts a process (exec or fork server) and its reader
 //! thread, `handshake` takes it to `Ready`, `handle` is the running
 //! process (frames, exit, kills, reaping), `alone` makes sure a reused
-//! process is alone with its socket before its next task, and `retire`
-//! ends processes off the slots' path.
+//! process is alone with its socket before its next task, `retire`
+//! ends processes off the slots' path, and `spare` prepares a slot's next
+//! process while its current task runs.
 
 mod alone;
 mod handle;
 mod handshake;
 mod retire;
+mod spare;
 mod spawn;
 
 use handle::Proc;
 pub(crate) use handle::{WorkerProcess, unkillable};
 pub(crate) use retire::{RetireHandle, Retirer};
+pub(crate) use spare::{Spare, SpareKind, Start as SpareStart};
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;

@@ -227,6 +227,48 @@ fn sighup_reloads_settings_and_replaces_worker_processes_without_interrupting() 
     sup.stop();
 }
 
+/// The parent of the worker process that ran `id` (a `peek_parent` of
+/// `stat`): the fork server, with `--max-tasks-per-child 1`.
+fn parent_of(demo: &Demo, id: &str) -> String {
+    let t = demo.task(id);
+    let stat = t.meta["read"].as_str().unwrap_or_default().to_owned();
+    assert!(!stat.is_empty(), "no parent read: {t:?}");
+    stat.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn after_sighup_no_task_runs_on_a_spare_process_of_the_old_settings() {
+    // One task per worker process: the next one is prepared while a task
+    // runs, by the fork server of the settings in force then. A reload
+    // starts a new fork server; a spare of the old one must not run a task.
+    let demo = Demo::new();
+    let settings = demo.path("settings.toml");
+    fs::write(&settings, "worker_concurrency = 1\n").expect("settings");
+    let settings_arg = settings.to_string_lossy().into_owned();
+    let peek = json!({ "file": "stat" });
+    let first = demo.enqueue("peek_parent", peek.clone());
+    let mut sup = demo.start(
+        &["--config", &settings_arg, "--max-tasks-per-child", "1"],
+        &[],
+    );
+    demo.wait_status(&first, TaskStatus::Finished, Duration::from_secs(30));
+    let old_server = parent_of(&demo, &first);
+    let gate = demo.path("gate");
+    let running = demo.enqueue("wait_for_file", json!({ "path": gate }));
+    demo.wait_status(&running, TaskStatus::Running, Duration::from_secs(30));
+    sup.signal(Signal::SIGHUP);
+    wait_log(&sup, "settings reloaded", 1);
+    fs::write(&gate, "").expect("gate");
+    demo.wait_status(&running, TaskStatus::Finished, Duration::from_secs(60));
+    let after = demo.enqueue("peek_parent", peek);
+    demo.wait_status(&after, TaskStatus::Finished, Duration::from_secs(30));
+    assert_ne!(parent_of(&demo, &after), old_server, "{}", sup.log());
+    sup.stop();
+}
+
 #[test]
 fn sigtstp_pauses_fetching_and_sigcont_resumes() {
     let demo = Demo::new();

@@ -70,6 +70,7 @@ fn a_worker_process_that_fails_to_start_mid_run_fails_its_task() {
     let gate = demo.path("gate");
     let first = demo.enqueue("wait_for_file", json!({ "path": gate }));
     let second = demo.enqueue("noop", json!(null));
+    let third = demo.enqueue("noop", json!(null));
     let wrapper_arg = wrapper.to_string_lossy().into_owned();
     let mut sup = demo.start(
         &[
@@ -83,18 +84,22 @@ fn a_worker_process_that_fails_to_start_mid_run_fails_its_task() {
         &[],
     );
     // The start-up probe's process runs the first task; the marker goes
-    // while it runs, so no later process can start.
+    // while it runs, so no process started later can start. The second
+    // task's process may have been prepared (a spare) before that; the
+    // third's is started after the second task began, surely without it.
     demo.wait_status(&first, TaskStatus::Running, Duration::from_secs(30));
     let _ = fs::remove_file(&marker);
     fs::write(&gate, "").expect("gate");
     demo.wait_status(&first, TaskStatus::Finished, Duration::from_secs(60));
-    let t = demo.wait_ended(&second, Duration::from_secs(60));
+    demo.wait_ended(&second, Duration::from_secs(60));
+    let t = demo.wait_ended(&third, Duration::from_secs(60));
     let text = error_of(&t).to_owned();
     assert!(
         text.starts_with("worker failed to start: ") || text.contains("before taking the task"),
         "{text}"
     );
     assert_eq!(demo.outcomes_of(&second).len(), 1);
+    assert_eq!(demo.outcomes_of(&third).len(), 1);
     sup.signal(nix::sys::signal::Signal::SIGTERM);
     sup.wait_exit(Duration::from_secs(30));
 }
