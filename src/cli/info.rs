@@ -46,6 +46,8 @@ struct Snapshot {
     failed: u64,
     /// Tasks waiting in the delayed set (delayed enqueues and retries).
     scheduled: u64,
+    /// Tasks canceled so far (they leave no registry behind).
+    canceled: u64,
 }
 
 pub(super) fn run(store: &Store, args: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -90,6 +92,7 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
         finished: store.finished().count()?,
         failed: store.failed().count()?,
         scheduled: store.scheduled_count()?,
+        canceled: store.canceled_count()?,
     })
 }
 
@@ -106,6 +109,7 @@ fn to_json(s: &Snapshot) -> serde_json::Value {
         "finished": s.finished,
         "failed": s.failed,
         "scheduled": s.scheduled,
+        "canceled": s.canceled,
     })
 }
 
@@ -197,6 +201,7 @@ fn render(s: &Snapshot, by_queue: bool, style: Style, out: &mut dyn Write) -> an
         },
         s.scheduled
     )?;
+    writeln!(out, "canceled: {}", s.canceled)?;
     Ok(())
 }
 

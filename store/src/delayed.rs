@@ -93,6 +93,19 @@ impl Store {
         })
     }
 
+    /// How many tasks were canceled so far (queued, scheduled or running),
+    /// counted by the scripts that cancel them.
+    pub fn canceled_count(&self) -> Result<u64, StoreError> {
+        if self.routed().is_some() {
+            return Ok(self.each(Store::canceled_count)?.into_iter().sum());
+        }
+        let key = self.keys().canceled_count();
+        self.read(&[(&key, "string")], |c, _| {
+            let n: Option<u64> = redis::cmd("GET").arg(&key).query(c)?;
+            Ok(n.unwrap_or(0))
+        })
+    }
+
     /// Up to `len` ids of the delayed set from position `offset`, soonest
     /// due first.
     pub fn scheduled_ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {

@@ -55,6 +55,13 @@ impl Keys {
         format!("{}:scheduled", self.prefix)
     }
 
+    /// `P:stats:canceled`: STRING, how many tasks were canceled (queued,
+    /// scheduled or running); written by every cancel, read by `info` and
+    /// the dashboard (a canceled task leaves no registry behind).
+    pub(crate) fn canceled_count(&self) -> String {
+        format!("{}:stats:canceled", self.prefix)
+    }
+
     /// `P:cancel_requests`: HASH of running task ids asked to stop, each
     /// to when it was asked.
     pub(crate) fn cancel_requests(&self) -> String {

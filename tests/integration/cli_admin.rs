@@ -225,6 +225,7 @@ fn info_json_has_the_documented_shape() {
             "finished": 0,
             "failed": 0,
             "scheduled": 0,
+            "canceled": 0,
         })
     );
     // Only some queues: workers listening elsewhere are left out.
@@ -263,6 +264,12 @@ fn info_human_output_has_bars_workers_and_no_colour_off_a_terminal() {
         lines.contains(&"finished: 0, failed: 0, scheduled: 0"),
         "{out}"
     );
+    // Canceled tasks leave no registry: they are counted.
+    assert!(lines.contains(&"canceled: 0"), "{out}");
+    let queued = store.queue("default").ids(0, 1).expect("ids")[0].clone();
+    store.cancel(&queued).expect("cancel");
+    let out = admin(&server).arg("info").stdout();
+    assert!(out.lines().any(|l| l == "canceled: 1"), "{out}");
 
     let out = admin(&server).args(["info", "--by-queue"]).stdout();
     assert!(out.contains("default: box.7/s1 slot s1 (idle)"), "{out}");

@@ -510,11 +510,10 @@ fn no_auth_is_refused_off_loopback() {
     assert!(o.stderr.contains("refusing --no-auth"), "{}", o.stderr);
     let (demo, failed) = demo_with_a_failed_task();
     let dashboard = Dashboard::start(&demo, &["--no-auth"], &[]);
-    assert!(
-        dashboard.log().contains("WITHOUT authentication"),
-        "{}",
-        dashboard.log()
-    );
+    // The warning may reach the log just after the port answers.
+    crate::support::wait_until("the --no-auth warning", Duration::from_secs(30), || {
+        dashboard.log().contains("WITHOUT authentication")
+    });
     let page = http(dashboard.port, "GET", &format!("/tasks/{failed}"), &[], "");
     assert_eq!(page.status, 200);
     let csrf = csrf_of(&page.body);

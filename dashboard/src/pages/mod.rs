@@ -157,6 +157,8 @@ struct Overview {
     queues: Vec<(String, u64)>,
     /// Tasks in the delayed set.
     scheduled: u64,
+    /// Tasks canceled so far (no registry keeps them).
+    canceled: u64,
     failed: u64,
     finished: u64,
     /// (finished, failed) per bucket, oldest first.
@@ -196,6 +198,7 @@ fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> 
     Ok(Overview {
         queues,
         scheduled: store.scheduled_count()?,
+        canceled: store.canceled_count()?,
         failed: store.failed().count()?,
         finished: store.finished().count()?,
         buckets,
@@ -236,6 +239,7 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
             div.card { div.n { (last_finished) } div.l { "finished, last " (BUCKET_MINUTES) " min" } }
             div.card { div.n { (last_failed) } div.l { "failed, last " (BUCKET_MINUTES) " min" } }
             div.card { a href="/failed" { div.n #failed-count { (o.failed) } } div.l { "in the failed registry" } }
+            div.card { div.n #canceled-count { (o.canceled) } div.l { "canceled" } }
             div.card { a href="/finished" { div.n { (o.finished) } } div.l { "in the finished registry" } }
         }
         h2 { "Finished and failed, last hour" }

@@ -168,6 +168,7 @@ local function ended(tk, id, st, ttl, u)
     local uk = k('unique', u)
     if is(uk, 'string') and redis.call('GET', uk) == id then redis.call('DEL', uk) end
   end
+  if st == 'canceled' then redis.pcall('INCR', k('stats', 'canceled')) end
   local dk = k('done', id)
   local n = redis.pcall('RPUSH', dk, st)
   if type(n) ~= 'number' then return end

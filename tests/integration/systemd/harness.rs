@@ -403,7 +403,10 @@ impl Systemd {
                 })
             })
             .collect();
+        // A process moved between cgroups while the walk read them is
+        // listed twice.
         pids.sort_unstable();
+        pids.dedup();
         pids
     }
 
