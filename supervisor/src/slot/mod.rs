@@ -375,27 +375,14 @@ impl Slot {
                 Box::new(move || WorkerProcess::spawn(&spec, generation)),
             );
         }
-        let mut hooks = MetaToRedis {
-            store: self.store.leased(lease),
-            result: None,
-            shared: &self.shared,
-            slot: self.index,
-        };
-        let max_meta = current.config.settings.max_args_bytes;
-        let (end, reusable) = run_on(
-            &mut process,
-            record,
-            timeout,
-            &self.commands,
-            &mut hooks,
-            max_meta,
-        );
+        let (end, reusable, result) =
+            self.run_leased(current, lease, record, timeout, &mut process);
         if reusable {
             self.process = Some(process);
         } else {
             self.update_view(|v| v.pid = None);
         }
-        (end, hooks.result)
+        (end, result)
     }
 
     /// Runs the task on a worker process of its own, started under
@@ -453,6 +440,27 @@ impl Slot {
         let ready = self.process.as_ref().map(WorkerProcess::pid);
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
+        let (end, reusable, result) =
+            self.run_leased(current, lease, record, timeout, &mut process);
+        let oom_killed = process.oom_killed();
+        if reusable {
+            self.shared.retire(process);
+        }
+        self.update_view(|v| v.pid = ready);
+        (end, result, oom_killed)
+    }
+
+    /// Runs `record` on `process`: its meta and progress go to the lease's
+    /// partition, held to the supervisor's rates. Returns how the run ended,
+    /// whether the process may take another task, and the task's result.
+    fn run_leased(
+        &self,
+        current: &Current,
+        lease: &Lease,
+        record: &TaskRecord,
+        timeout: Duration,
+        process: &mut WorkerProcess,
+    ) -> (Outcome, bool, Option<String>) {
         let mut hooks = MetaToRedis {
             store: self.store.leased(lease),
             result: None,
@@ -461,19 +469,14 @@ impl Slot {
         };
         let max_meta = current.config.settings.max_args_bytes;
         let (end, reusable) = run_on(
-            &mut process,
+            process,
             record,
             timeout,
             &self.commands,
             &mut hooks,
             max_meta,
         );
-        let oom_killed = process.oom_killed();
-        if reusable {
-            self.shared.retire(process);
-        }
-        self.update_view(|v| v.pid = ready);
-        (end, hooks.result, oom_killed)
+        (end, reusable, hooks.result)
     }
 
     /// The slot's spare if it is of `kind` and of the configuration in
