@@ -100,8 +100,9 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
                     Arc::clone(&sink),
                     ShutdownState::passive(),
                     state.clone(),
-                );
-                let (ended, output) = checked(ended.into(), output, settings.max_result_bytes);
+                )
+                .into_parts();
+                let (ended, output) = checked(ended, output, settings.max_result_bytes);
                 result = output;
                 let policy =
                     Policy::for_task(app.registry(), &record.task, settings.max_aborted_runs);

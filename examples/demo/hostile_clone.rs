@@ -75,15 +75,13 @@ fn forge(worker: libc::pid_t) {
     let mut socket = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(WORKER_FD) });
     while let Ok(Some(msg)) = recv::<ToWorker>(&mut *socket) {
         let ToWorker::Run(run) = msg else { continue };
-        let output = FromWorker::Output {
-            task_id: run.task_id.clone(),
-            result_json: "\"forged\"".to_owned(),
-        };
         let finished = FromWorker::Finished {
             task_id: run.task_id,
-            result: TaskResult::Success,
+            result: TaskResult::Success {
+                output: Some("\"forged\"".to_owned()),
+            },
         };
-        if send(&mut *socket, &output).is_err() || send(&mut *socket, &finished).is_err() {
+        if send(&mut *socket, &finished).is_err() {
             return;
         }
     }

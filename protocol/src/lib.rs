@@ -22,6 +22,8 @@ pub mod proc_tree;
 pub mod progress;
 pub mod retry;
 
-pub use model::{AbortedRun, ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
+pub use model::{
+    AbortedRun, ExitReason, Failure, FailureClass, FailureKind, Outcome, TaskRecord, TaskStatus,
+};
 pub use progress::Progress;
 pub use retry::{Attempt, Jitter, RetryOn, RetryPolicy};

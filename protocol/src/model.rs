@@ -270,6 +270,55 @@ pub enum FailureKind {
     },
 }
 
+/// The families of [`FailureKind`], the one grouping that the retry
+/// policy (`retry_on`), the settling of reentrant tasks and the metrics
+/// read: a new kind of failure is placed here once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The task returned an error.
+    Error,
+    /// The task panicked.
+    Panic,
+    /// The worker process ended, was killed or never started: not the
+    /// task's own report. Retried under `crashes`; a reentrant task goes
+    /// back to its queue (bounded by `max_aborted_runs`).
+    Crash,
+    /// The task's timeout ran out.
+    Timeout,
+    /// A shutdown stopped the task: a reentrant task always goes back.
+    Shutdown,
+    /// A cancel request stopped it (status `canceled`).
+    Canceled,
+    /// The task could not be run as enqueued: the producer's fault.
+    Invalid,
+    /// Anything else final: a protocol violation, a middleware's verdict,
+    /// a limit, an isolation refusal, too many aborted runs.
+    Final,
+}
+
+impl FailureKind {
+    /// The family this failure belongs to.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            FailureKind::Error(_) => FailureClass::Error,
+            FailureKind::Panic(_) => FailureClass::Panic,
+            FailureKind::Crashed(_)
+            | FailureKind::KilledBySupervisor(_)
+            | FailureKind::WorkerDied
+            | FailureKind::StartFailed(_) => FailureClass::Crash,
+            FailureKind::Timeout { .. } => FailureClass::Timeout,
+            FailureKind::Shutdown => FailureClass::Shutdown,
+            FailureKind::Canceled => FailureClass::Canceled,
+            FailureKind::Invalid(_) => FailureClass::Invalid,
+            FailureKind::ProtocolViolation(_)
+            | FailureKind::TooManyAbortedRuns { .. }
+            | FailureKind::Middleware(_)
+            | FailureKind::LimitExceeded(_)
+            | FailureKind::NotIsolated { .. } => FailureClass::Final,
+        }
+    }
+}
+
 /// Which limit of an isolation profile a task hit, with the limit in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LimitHit {
@@ -406,7 +455,7 @@ impl Outcome {
     pub fn status(&self) -> TaskStatus {
         match self {
             Outcome::Success => TaskStatus::Finished,
-            Outcome::Failure(f) if f.kind == FailureKind::Canceled => TaskStatus::Canceled,
+            Outcome::Failure(f) if f.kind.class() == FailureClass::Canceled => TaskStatus::Canceled,
             Outcome::Failure(_) => TaskStatus::Failed,
         }
     }

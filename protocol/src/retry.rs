@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{FailureKind, TaskStatus};
+use crate::model::{FailureClass, FailureKind, TaskStatus};
 
 /// How the computed backoff is randomised, so that many tasks that failed
 /// together do not all come back at the same instant.
@@ -65,15 +65,15 @@ impl Default for RetryOn {
 impl RetryOn {
     /// Whether an attempt that failed with `kind` is retried.
     pub fn covers(&self, kind: &FailureKind) -> bool {
-        match kind {
-            FailureKind::Error(_) => self.errors,
-            FailureKind::Panic(_) => self.panics,
-            FailureKind::Crashed(_)
-            | FailureKind::KilledBySupervisor(_)
-            | FailureKind::WorkerDied
-            | FailureKind::StartFailed(_) => self.crashes,
-            FailureKind::Timeout { .. } => self.timeouts,
-            _ => false,
+        match kind.class() {
+            FailureClass::Error => self.errors,
+            FailureClass::Panic => self.panics,
+            FailureClass::Crash => self.crashes,
+            FailureClass::Timeout => self.timeouts,
+            FailureClass::Shutdown
+            | FailureClass::Canceled
+            | FailureClass::Invalid
+            | FailureClass::Final => false,
         }
     }
 }

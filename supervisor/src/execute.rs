@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, never, select};
-use redis_tasks_protocol::ipc::{FromWorker, RunTask, ToWorker};
+use redis_tasks_protocol::ipc::{FromWorker, RunTask, TaskResult, ToWorker};
 use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
 use tracing::{debug, error, info, warn};
 
@@ -116,6 +116,7 @@ fn watch(
         select! {
             recv(events) -> event => match event {
                 Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == record.id => {
+                    let result = ended(result, hooks);
                     // Nothing the task started outlives it, even on a
                     // process that is used again.
                     let left = process.kill_descendants();
@@ -128,22 +129,19 @@ fn watch(
                         // next task.
                         warn!(task = %record.id, pid, "{not_alone}; its worker process is not used again");
                         process.kill_and_reap();
-                        return (result.into(), false);
+                        return (result, false);
                     }
                     if process.left_threads() {
                         // A thread of this task could forge frames or touch
                         // the next task's memory: only a fresh process runs it.
                         warn!(task = %record.id, pid, "the task left threads running; its worker process is not used again");
                         process.kill_and_reap();
-                        return (result.into(), false);
+                        return (result, false);
                     }
-                    return (result.into(), true);
+                    return (result, true);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
                     rates.meta(&task_id, meta_json, Instant::now(), hooks);
-                }
-                Ok(WorkerEvent::Message(FromWorker::Output { task_id, result_json })) if task_id == record.id => {
-                    hooks.set_result(result_json);
                 }
                 Ok(WorkerEvent::Message(FromWorker::Progress { task_id, progress })) if task_id == record.id => {
                     rates.progress(&task_id, progress.bounded(), Instant::now(), hooks);
@@ -237,16 +235,21 @@ fn drain_result(
     loop {
         match events.recv_deadline(deadline) {
             Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == id => {
-                return Some(result.into());
+                return Some(ended(result, hooks));
             }
-            Ok(WorkerEvent::Message(FromWorker::Output {
-                task_id,
-                result_json,
-            })) if task_id == id => hooks.set_result(result_json),
             Ok(WorkerEvent::Message(_)) => {}
             Ok(WorkerEvent::Closed | WorkerEvent::Violation(_)) | Err(_) => return None,
         }
     }
+}
+
+/// The outcome of a `Finished` frame, its return value handed to `hooks`.
+fn ended(result: TaskResult, hooks: &mut dyn RunHooks) -> Outcome {
+    let (outcome, output) = result.into_parts();
+    if let Some(json) = output {
+        hooks.set_result(json);
+    }
+    outcome
 }
 
 fn message_name(msg: &FromWorker) -> &'static str {
@@ -256,7 +259,6 @@ fn message_name(msg: &FromWorker) -> &'static str {
         FromWorker::Meta { .. } => "Meta for another task",
         FromWorker::Finished { .. } => "Finished for another task",
         FromWorker::Ready => "Ready",
-        FromWorker::Output { .. } => "Output for another task",
         FromWorker::SetUp { .. } => "SetUp",
         FromWorker::Progress { .. } => "Progress for another task",
     }

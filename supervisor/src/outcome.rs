@@ -17,8 +17,10 @@
 //! `process_outcome` runs once per ending.
 
 use jiff::{SignedDuration, Timestamp};
-use redis_tasks_protocol::{Failure, FailureKind, Outcome, RetryPolicy, TaskRecord};
+use redis_tasks_protocol::{Failure, FailureClass, FailureKind, Outcome, RetryPolicy, TaskRecord};
 use redis_tasks_store::{Ending, Store, StoreError};
+
+use crate::metrics::Ended;
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
 
 /// What the task function's options and the settings say about retrying
@@ -207,12 +209,25 @@ impl Conclusion {
                 at: failure.next_attempt.unwrap_or(now),
             },
             Conclusion::Record(Outcome::Failure(failure))
-                if failure.kind == FailureKind::Canceled =>
+                if failure.kind.class() == FailureClass::Canceled =>
             {
                 Ending::Canceled { error: text }
             }
             Conclusion::Record(Outcome::Failure(_)) => Ending::Failed { error: text },
             Conclusion::Record(Outcome::Success) => Ending::Finished { result },
+        }
+    }
+
+    /// How the metrics and the counters name this conclusion once written.
+    pub(crate) fn ended(&self) -> Ended {
+        match self {
+            Conclusion::Requeue { .. } => Ended::Requeued,
+            Conclusion::Retry { .. } => Ended::Retried,
+            Conclusion::Record(Outcome::Success) => Ended::Finished,
+            Conclusion::Record(Outcome::Failure(f)) if f.kind.class() == FailureClass::Canceled => {
+                Ended::Canceled
+            }
+            Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
         }
     }
 }
@@ -227,18 +242,12 @@ pub fn settle(ended: Outcome, policy: Policy, aborted_runs: usize) -> Conclusion
         Outcome::Success => return Conclusion::Record(Outcome::Success),
         Outcome::Failure(failure) => failure.kind,
     };
-    let interrupted = matches!(
-        kind,
-        FailureKind::Shutdown
-            | FailureKind::Crashed(_)
-            | FailureKind::KilledBySupervisor(_)
-            | FailureKind::WorkerDied
-            | FailureKind::StartFailed(_)
-    );
+    let class = kind.class();
+    let interrupted = matches!(class, FailureClass::Shutdown | FailureClass::Crash);
     if !(policy.reentrant && interrupted) {
         return Conclusion::Record(Outcome::failure(kind));
     }
-    let bounded = !matches!(kind, FailureKind::Shutdown);
+    let bounded = class != FailureClass::Shutdown;
     let runs = u32::try_from(aborted_runs).unwrap_or(u32::MAX);
     if bounded && runs >= policy.max_aborted_runs {
         return Conclusion::Record(Outcome::failure(FailureKind::TooManyAbortedRuns {

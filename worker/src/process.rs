@@ -217,7 +217,7 @@ pub fn serve(
         writer: Arc::clone(&writer),
     });
     for run in incoming {
-        let (result, output) = run_one_with_result(
+        let result = run_one_with_result(
             registry,
             &chain,
             &run,
@@ -225,19 +225,14 @@ pub fn serve(
             Arc::clone(&shutdown),
             state.clone(),
         );
-        let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(result_json) = output {
-            let msg = FromWorker::Output {
-                task_id: run.task_id.clone(),
-                result_json,
-            };
-            send(&mut *w, &msg)?;
-        }
         let msg = FromWorker::Finished {
             task_id: run.task_id,
             result,
         };
-        send(&mut *w, &msg)?;
+        send(
+            &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
+            &msg,
+        )?;
     }
     Ok(())
 }
@@ -247,9 +242,9 @@ pub fn serve(
 /// supervisor applies the `max_result_bytes` setting on top.
 pub const MAX_OUTPUT_BYTES: usize = MAX_FRAME_BYTES as usize - 4096;
 
-/// Like [`run_one`], and also the task's return value as JSON text when it
-/// succeeded with one (`None` for `()`). A value too large for one IPC
-/// frame turns the success into an error naming `max_result_bytes`.
+/// Like [`run_one`], with the task's return value as JSON text inside a
+/// success (`None` for `()`). A value too large for one IPC frame turns
+/// the success into an error naming `max_result_bytes`.
 ///
 /// `state` is what the setup hook built, for [`TaskContext::state`].
 pub fn run_one_with_result(
@@ -259,21 +254,15 @@ pub fn run_one_with_result(
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
     state: Option<SetupState>,
-) -> (TaskResult, Option<String>) {
-    let mut output = None;
-    let result = run_inner(registry, chain, run, sink, shutdown, state, &mut output);
-    if !matches!(result, TaskResult::Success) {
-        return (result, None);
-    }
-    match output {
-        Some(text) if text.len() > MAX_OUTPUT_BYTES => (
+) -> TaskResult {
+    match run_inner(registry, chain, run, sink, shutdown, state) {
+        TaskResult::Success { output: Some(text) } if text.len() > MAX_OUTPUT_BYTES => {
             TaskResult::Error(format!(
                 "result of {} bytes is over max_result_bytes (and over the {MAX_OUTPUT_BYTES} bytes a worker process can hand over)",
                 text.len()
-            )),
-            None,
-        ),
-        other => (result, other),
+            ))
+        }
+        other => other,
     }
 }
 
@@ -286,7 +275,7 @@ pub fn run_one(
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
 ) -> TaskResult {
-    run_inner(registry, chain, run, sink, shutdown, None, &mut None)
+    run_inner(registry, chain, run, sink, shutdown, None)
 }
 
 fn run_inner(
@@ -296,7 +285,6 @@ fn run_inner(
     sink: Arc<dyn MetaSink>,
     shutdown: Arc<ShutdownState>,
     state: Option<SetupState>,
-    output: &mut Option<String>,
 ) -> TaskResult {
     let Some(def) = registry.get(&run.task) else {
         return TaskResult::Invalid(format!(
@@ -317,10 +305,9 @@ fn run_inner(
     ctx.set_state(state);
     panic::clear_last();
     match catch_unwind(AssertUnwindSafe(|| chain.run_task(def, &ctx, args))) {
-        Ok(Ok(())) => {
-            *output = ctx.take_result().map(|value| value.to_string());
-            TaskResult::Success
-        }
+        Ok(Ok(())) => TaskResult::Success {
+            output: ctx.take_result().map(|value| value.to_string()),
+        },
         Ok(Err(TaskError::Failed(text))) => TaskResult::Error(text),
         Ok(Err(e @ TaskError::InvalidArgs { .. })) => TaskResult::Invalid(e.to_string()),
         Err(payload) => TaskResult::Panic(panic::last_or(payload.as_ref())),

@@ -7,9 +7,9 @@
 //! hook then runs it and answers [`FromWorker::SetUp`]), and the worker
 //! process says [`FromWorker::Ready`] once it waits for work; then, for
 //! each task, the supervisor sends [`ToWorker::Run`], the worker process
-//! may send any number of [`FromWorker::Meta`] updates, an
-//! [`FromWorker::Output`] with the task's return value, and ends with
-//! [`FromWorker::Finished`]. [`ToWorker::Shutdown`] may arrive at any time
+//! may send any number of [`FromWorker::Meta`] and [`FromWorker::Progress`]
+//! updates, and ends with [`FromWorker::Finished`], which carries the
+//! task's return value on a success. [`ToWorker::Shutdown`] may arrive at any time
 //! while a task runs; [`ToWorker::Exit`] asks an idle worker process to
 //! leave. Anything else is a protocol violation.
 
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +42,11 @@ pub struct RunTask {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskResult {
     /// The chain and the task returned `Ok`.
-    Success,
+    Success {
+        /// The task's return value as JSON text; `None` when it returned
+        /// nothing (`()`, JSON `null`).
+        output: Option<String>,
+    },
     /// The chain or the task returned an error with this text.
     Error(String),
     /// The task panicked: message and location.
@@ -51,17 +55,28 @@ pub enum TaskResult {
     Invalid(String),
 }
 
+impl TaskResult {
+    /// A success without a return value.
+    pub const DONE: TaskResult = TaskResult::Success { output: None };
+
+    /// What the worker process reported, as the outcome `process_outcome`
+    /// sees, and the return value of a success.
+    pub fn into_parts(self) -> (crate::model::Outcome, Option<String>) {
+        use crate::model::{FailureKind, Outcome};
+        match self {
+            TaskResult::Success { output } => (Outcome::Success, output),
+            TaskResult::Error(text) => (Outcome::failure(FailureKind::Error(text)), None),
+            TaskResult::Panic(text) => (Outcome::failure(FailureKind::Panic(text)), None),
+            TaskResult::Invalid(text) => (Outcome::failure(FailureKind::Invalid(text)), None),
+        }
+    }
+}
+
 impl From<TaskResult> for crate::model::Outcome {
     /// What the worker process reported, as the outcome `process_outcome`
-    /// sees.
+    /// sees (the return value dropped).
     fn from(result: TaskResult) -> Self {
-        use crate::model::{FailureKind, Outcome};
-        match result {
-            TaskResult::Success => Outcome::Success,
-            TaskResult::Error(text) => Outcome::failure(FailureKind::Error(text)),
-            TaskResult::Panic(text) => Outcome::failure(FailureKind::Panic(text)),
-            TaskResult::Invalid(text) => Outcome::failure(FailureKind::Invalid(text)),
-        }
+        result.into_parts().0
     }
 }
 
@@ -139,7 +154,7 @@ pub enum FromWorker {
         /// The whole meta object as JSON text.
         meta_json: String,
     },
-    /// The running task ended.
+    /// The running task ended: how, with its return value on a success.
     Finished {
         /// The task id.
         task_id: String,
@@ -150,15 +165,6 @@ pub enum FromWorker {
     /// supervisor counts its threads now, before any task code ran, so that
     /// a task that leaves a thread behind is noticed.
     Ready,
-    /// The return value of the running task, sent just before its
-    /// `Finished` with [`TaskResult::Success`]; absent when the task
-    /// returned nothing (`()`, JSON `null`).
-    Output {
-        /// The task id.
-        task_id: String,
-        /// The value as JSON text.
-        result_json: String,
-    },
     /// The answer to `Setup` (after `Confined`, when that was asked for)
     /// from a binary with a per-process setup hook, once the hook ran:
     /// `None` when it succeeded; else its error, and the process exits.

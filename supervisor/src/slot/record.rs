@@ -6,13 +6,12 @@
 use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
-use redis_tasks_protocol::{FailureKind, Outcome};
+use redis_tasks_protocol::{FailureClass, FailureKind, Outcome};
 use redis_tasks_store::{Lease, Store, StoreError};
 use tracing::{error, info, warn};
 
 use super::Slot;
 use crate::backoff::Backoff;
-use crate::metrics::Ended;
 use crate::outcome::Conclusion;
 use crate::shared::Mode;
 
@@ -98,18 +97,9 @@ impl Slot {
         let queue = lease.queue.as_str();
         let slot = self.id.as_str();
         if let (Some(run), Some(true)) = (run, written) {
-            let ended = match conclusion {
-                Conclusion::Requeue { .. } => Ended::Requeued,
-                Conclusion::Record(Outcome::Success) => Ended::Finished,
-                Conclusion::Retry { .. } => Ended::Retried,
-                Conclusion::Record(Outcome::Failure(f)) if f.kind == FailureKind::Canceled => {
-                    Ended::Canceled
-                }
-                Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
-            };
             self.shared
                 .metrics
-                .task_ended(run.queue, run.known, ended, run.duration);
+                .task_ended(run.queue, run.known, conclusion.ended(), run.duration);
         }
         match (written, conclusion) {
             (Some(true), Conclusion::Requeue { reason }) => {
@@ -134,7 +124,7 @@ impl Slot {
                 info!(task = %id, name, queue, slot, duration_s = secs, outcome = "retried", "{description} failed after {secs:.3} s: {failure}; retry due at {at}");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure)))
-                if failure.kind == FailureKind::Canceled =>
+                if failure.kind.class() == FailureClass::Canceled =>
             {
                 self.shared
                     .counters
@@ -143,7 +133,7 @@ impl Slot {
                 info!(task = %id, name, queue, slot, duration_s = secs, outcome = "canceled", "{description} canceled while running after {secs:.3} s");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure)))
-                if matches!(failure.kind, FailureKind::Invalid(_)) =>
+                if failure.kind.class() == FailureClass::Invalid =>
             {
                 // Bad input (an unknown task, arguments of the wrong type)
                 // comes from a producer, not from the task: someone must
