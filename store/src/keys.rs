@@ -5,9 +5,12 @@
 //! from the same prefix, passed to them as `ARGV[1]`. `docs/redis-schema.md`
 //! describes each key.
 
-/// Builds key names under one prefix (`P`), joined with `:`.
+/// Builds key names under one prefix (`P`), joined with `:`: those of one
+/// partition ([`Store::key_names`](crate::Store::key_names)), for programs
+/// that read the data directly (tests, tools in other languages checking
+/// their reading of docs/redis-schema.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Keys {
+pub struct Keys {
     prefix: String,
 }
 
@@ -20,51 +23,51 @@ impl Keys {
     }
 
     /// The prefix itself (passed to scripts as `ARGV[1]`).
-    pub(crate) fn prefix(&self) -> &str {
+    pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// `P:task:<id>`: the task's HASH.
-    pub(crate) fn task(&self, id: &str) -> String {
+    pub fn task(&self, id: &str) -> String {
         format!("{}:task:{id}", self.prefix)
     }
 
     /// `P:queue:<name>`: the queue's LIST of ids.
-    pub(crate) fn queue(&self, name: &str) -> String {
+    pub fn queue(&self, name: &str) -> String {
         format!("{}:queue:{name}", self.prefix)
     }
 
     /// `P:queues`: the SET of queue names in use.
-    pub(crate) fn queues(&self) -> String {
+    pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)
     }
 
     /// `P:finished`: ZSET of finished ids scored by end time.
-    pub(crate) fn finished(&self) -> String {
+    pub fn finished(&self) -> String {
         format!("{}:finished", self.prefix)
     }
 
     /// `P:failed`: ZSET of failed ids scored by end time.
-    pub(crate) fn failed(&self) -> String {
+    pub fn failed(&self) -> String {
         format!("{}:failed", self.prefix)
     }
 
     /// `P:scheduled`: ZSET of ids of tasks waiting for their time (delayed
     /// enqueues and retries), scored by when they are due.
-    pub(crate) fn scheduled(&self) -> String {
+    pub fn scheduled(&self) -> String {
         format!("{}:scheduled", self.prefix)
     }
 
     /// `P:stats:canceled`: STRING, how many tasks were canceled (queued,
     /// scheduled or running); written by every cancel, read by `info` and
     /// the dashboard (a canceled task leaves no registry behind).
-    pub(crate) fn canceled_count(&self) -> String {
+    pub fn canceled_count(&self) -> String {
         format!("{}:stats:canceled", self.prefix)
     }
 
     /// `P:cancel_requests`: HASH of running task ids asked to stop, each
     /// to when it was asked.
-    pub(crate) fn cancel_requests(&self) -> String {
+    pub fn cancel_requests(&self) -> String {
         format!("{}:cancel_requests", self.prefix)
     }
 
@@ -76,23 +79,23 @@ impl Keys {
     }
 
     /// `P:workers`: ZSET of live slot ids scored by last heartbeat.
-    pub(crate) fn workers(&self) -> String {
+    pub fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
     }
 
     /// `P:dead_workers`: ZSET of slots found dead and recovered, scored by
     /// when; kept for `dead_worker_ttl` so that `info` can show them.
-    pub(crate) fn dead_workers(&self) -> String {
+    pub fn dead_workers(&self) -> String {
         format!("{}:dead_workers", self.prefix)
     }
 
     /// `P:worker:<slot>`: the slot's HASH.
-    pub(crate) fn worker(&self, slot: &str) -> String {
+    pub fn worker(&self, slot: &str) -> String {
         format!("{}:worker:{slot}", self.prefix)
     }
 
     /// `P:worker:<slot>:task`: the slot's private current-task LIST.
-    pub(crate) fn worker_task(&self, slot: &str) -> String {
+    pub fn worker_task(&self, slot: &str) -> String {
         format!("{}:worker:{slot}:task", self.prefix)
     }
 
@@ -102,7 +105,7 @@ impl Keys {
     }
 
     /// `P:schema`: STRING naming the format of the data under the prefix.
-    pub(crate) fn schema(&self) -> String {
+    pub fn schema(&self) -> String {
         format!("{}:schema", self.prefix)
     }
 
@@ -118,20 +121,20 @@ impl Keys {
 
     /// `P:graph:<id>`: HASH holding one task graph: its nodes and their
     /// states, with an expiry.
-    pub(crate) fn graph(&self, id: &str) -> String {
+    pub fn graph(&self, id: &str) -> String {
         format!("{}:graph:{id}", self.prefix)
     }
 
     /// `P:done:<id>`: LIST that gets one element (the final status) when
     /// task `id` ends for good; waiters block on it. Expires with the
     /// registries.
-    pub(crate) fn done(&self, id: &str) -> String {
+    pub fn done(&self, id: &str) -> String {
         format!("{}:done:{id}", self.prefix)
     }
 
     /// `P:unique:<key>`: STRING holding the id of the live task enqueued
     /// with uniqueness key `key`.
-    pub(crate) fn unique(&self, key: &str) -> String {
+    pub fn unique(&self, key: &str) -> String {
         format!("{}:unique:{key}", self.prefix)
     }
 

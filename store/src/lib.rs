@@ -60,6 +60,7 @@ mod error;
 mod fetch;
 mod graph;
 mod keys;
+mod layout;
 mod maintenance;
 mod nodes;
 mod partition;
@@ -103,7 +104,7 @@ pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduledRun};
 pub use schema::SCHEMA_MARKER;
 pub use slots::{Incarnation, ProcessIdentity, SlotInfo, WorkerInfo};
 
-use keys::Keys;
+pub use keys::Keys;
 
 use redis_tasks_config::Settings;
 

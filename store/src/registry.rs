@@ -91,6 +91,10 @@ impl Store {
                 id,
                 reason: NOT_IN_REGISTRY.to_owned(),
             }));
+            // In the order the caller gave, as on one partition.
+            report
+                .rejected
+                .sort_by_key(|r| ids.iter().position(|id| *id == r.id));
             return Ok(report);
         }
         let reply: Vec<Value> = self.run(&[], |c, keys| {

@@ -36,6 +36,7 @@ fn slot(server: &RedisServer, name: &str) -> SlotInfo {
 #[test]
 fn a_delayed_task_waits_scheduled_and_is_promoted_once_when_due() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let q = store.queue("default");
     let id = q
@@ -49,7 +50,7 @@ fn a_delayed_task_waits_scheduled_and_is_promoted_once_when_due() {
     assert_eq!(store.scheduled_count().expect("count"), 1);
     let mut conn = server.client();
     let score: f64 = redis::cmd("ZSCORE")
-        .arg("redis_tasks:scheduled")
+        .arg(n.home("default").scheduled())
         .arg(&id)
         .query(&mut conn)
         .expect("zscore");
@@ -155,6 +156,7 @@ fn a_scheduled_task_can_be_canceled_and_is_never_promoted() {
 #[test]
 fn raw_commands_enqueue_a_delayed_task_with_options_as_documented() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut conn = server.client();
     let due = later(30);
@@ -162,7 +164,7 @@ fn raw_commands_enqueue_a_delayed_task_with_options_as_documented() {
     redis::pipe()
         .atomic()
         .cmd("HSET")
-        .arg("redis_tasks:task:raw-1")
+        .arg(n.home("mail").task("raw-1"))
         .arg(&[
             ("task", "send_report"),
             ("args", "[42]"),
@@ -175,12 +177,12 @@ fn raw_commands_enqueue_a_delayed_task_with_options_as_documented() {
         ])
         .ignore()
         .cmd("ZADD")
-        .arg("redis_tasks:scheduled")
+        .arg(n.home("mail").scheduled())
         .arg(&score)
         .arg("raw-1")
         .ignore()
         .cmd("SADD")
-        .arg("redis_tasks:queues")
+        .arg(n.home("mail").queues())
         .arg("mail")
         .ignore()
         .query::<()>(&mut conn)

@@ -29,6 +29,7 @@ fn field(c: &mut redis::Connection, key: &str, f: &str) -> Option<String> {
 #[test]
 fn fetch_takes_the_first_non_empty_queue_and_marks_everything() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     store
@@ -60,21 +61,18 @@ fn fetch_takes_the_first_non_empty_queue_and_marks_everything() {
     let rec = f.record.expect("record");
     assert_eq!(rec.status, TaskStatus::Running);
     assert!(rec.started_at.is_some());
+    assert_eq!(n.held("s1"), vec![high.clone()]);
+    assert_eq!(list(&mut c, &n.queue("high")), Vec::<String>::new());
     assert_eq!(
-        list(&mut c, "redis_tasks:worker:s1:task"),
-        vec![high.clone()]
-    );
-    assert_eq!(list(&mut c, "redis_tasks:queue:high"), Vec::<String>::new());
-    assert_eq!(
-        field(&mut c, &format!("redis_tasks:task:{high}"), "worker").as_deref(),
+        field(&mut c, &n.task_of(&high), "worker").as_deref(),
         Some("s1")
     );
     assert_eq!(
-        field(&mut c, "redis_tasks:worker:s1", "state").as_deref(),
+        field(&mut c, &n.slot_in("high", "s1"), "state").as_deref(),
         Some("busy")
     );
     assert_eq!(
-        field(&mut c, "redis_tasks:worker:s1", "current_task").as_deref(),
+        field(&mut c, &n.slot_in("high", "s1"), "current_task").as_deref(),
         Some(high.as_str())
     );
 
@@ -100,19 +98,16 @@ fn fetch_takes_the_first_non_empty_queue_and_marks_everything() {
             Some(Timestamp::from_microsecond(now.as_microsecond()).expect("micros"))
         )
     );
+    assert_eq!(field(&mut c, &n.task_of(&high), "worker"), None);
     assert_eq!(
-        field(&mut c, &format!("redis_tasks:task:{high}"), "worker"),
-        None
-    );
-    assert_eq!(
-        field(&mut c, "redis_tasks:worker:s1", "state").as_deref(),
+        field(&mut c, &n.slot_in("high", "s1"), "state").as_deref(),
         Some("idle")
     );
     assert_eq!(
-        field(&mut c, "redis_tasks:worker:s1", "current_task").as_deref(),
+        field(&mut c, &n.slot_in("high", "s1"), "current_task").as_deref(),
         Some("")
     );
-    assert!(list(&mut c, "redis_tasks:worker:s1:task").is_empty());
+    assert!(n.held("s1").is_empty());
 
     let f = store
         .fetch("s1", &prio, Duration::ZERO)
@@ -142,6 +137,7 @@ fn fetch_takes_the_first_non_empty_queue_and_marks_everything() {
 #[test]
 fn a_blocked_fetch_wakes_up_for_new_work_on_its_first_queue() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let fetcher = store.independent().expect("independent");
     // A wait far longer than any of the test's own deadlines: a fetch that
@@ -169,7 +165,7 @@ fn a_blocked_fetch_wakes_up_for_new_work_on_its_first_queue() {
         took < Duration::from_secs(60),
         "woke {took:?} after the enqueue"
     );
-    assert_eq!(list(&mut c, "redis_tasks:worker:s1:task"), vec![id]);
+    assert_eq!(n.held("s1"), vec![id]);
 }
 
 #[test]
@@ -194,10 +190,11 @@ fn a_blocked_fetch_returns_none_after_its_wait() {
 #[test]
 fn a_missing_record_goes_to_failed_and_fetch_goes_on() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     redis::cmd("RPUSH")
-        .arg("redis_tasks:queue:default")
+        .arg(n.queue("default"))
         .arg("ghost")
         .exec(&mut c)
         .expect("rpush");
@@ -212,12 +209,13 @@ fn a_missing_record_goes_to_failed_and_fetch_goes_on() {
     assert_eq!(ghost.status, TaskStatus::Failed);
     assert_eq!(ghost.error.as_deref(), Some("task record missing"));
     assert_eq!(ghost.queue, "default");
-    assert_eq!(list(&mut c, "redis_tasks:worker:s1:task"), vec![real]);
+    assert_eq!(n.held("s1"), vec![real]);
 }
 
 #[test]
 fn a_missing_record_after_a_blocking_move_goes_to_failed_too() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let fetcher = store.independent().expect("independent");
     // Longer than the two waits below together: still blocked when the
@@ -234,7 +232,7 @@ fn a_missing_record_after_a_blocking_move_goes_to_failed_too() {
         info.contains("blocked_clients:1")
     });
     redis::cmd("RPUSH")
-        .arg("redis_tasks:queue:main")
+        .arg(n.queue("main"))
         .arg("ghost")
         .exec(&mut c)
         .expect("rpush");
@@ -257,10 +255,11 @@ fn a_missing_record_after_a_blocking_move_goes_to_failed_too() {
 #[test]
 fn a_corrupt_record_is_fetched_with_its_error() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     redis::cmd("HSET")
-        .arg("redis_tasks:task:bad")
+        .arg(n.home("default").task("bad"))
         .arg(&[
             ("task", "t"),
             ("args", "{oops"),
@@ -270,7 +269,7 @@ fn a_corrupt_record_is_fetched_with_its_error() {
         .exec(&mut c)
         .expect("hset");
     redis::cmd("RPUSH")
-        .arg("redis_tasks:queue:default")
+        .arg(n.queue("default"))
         .arg("bad")
         .exec(&mut c)
         .expect("rpush");
@@ -332,8 +331,8 @@ fn finish_and_requeue_from_a_slot_that_lost_the_task_change_nothing() {
 #[test]
 fn an_interrupted_task_goes_back_to_the_front_with_its_aborted_runs() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
-    let mut c = server.client();
     let q = store.queue("default");
     let first = q.enqueue("t", &1).expect("first");
     let second = q.enqueue("t", &2).expect("second");
@@ -363,17 +362,18 @@ fn an_interrupted_task_goes_back_to_the_front_with_its_aborted_runs() {
         assert_eq!(run.started_at, Some(started));
         assert_eq!(run.reason, *reason);
     }
-    assert!(list(&mut c, "redis_tasks:worker:s1:task").is_empty());
+    assert!(n.held("s1").is_empty());
 }
 
 #[test]
 fn wrong_key_types_on_the_fetch_path_are_named_and_nothing_changes() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     store.queue("good").enqueue("t", &()).expect("enqueue");
     redis::cmd("SET")
-        .arg("redis_tasks:queue:bad")
+        .arg(n.queue("bad"))
         .arg("x")
         .exec(&mut c)
         .expect("set");
@@ -383,7 +383,7 @@ fn wrong_key_types_on_the_fetch_path_are_named_and_nothing_changes() {
             .fetch("s1", &queues(&["bad", "good"]), block)
             .expect_err("wrong type");
         assert!(
-            matches!(&err, StoreError::WrongType { key, .. } if key == "redis_tasks:queue:bad"),
+            matches!(&err, StoreError::WrongType { key, .. } if *key == n.queue("bad")),
             "{err}"
         );
         assert_eq!(snapshot(&mut c), before);

@@ -28,15 +28,6 @@ fn slot(id: &str) -> SlotInfo {
     }
 }
 
-fn list(c: &mut redis::Connection, key: &str) -> Vec<String> {
-    redis::cmd("LRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .query(c)
-        .expect("lrange")
-}
-
 fn field(c: &mut redis::Connection, key: &str, f: &str) -> Option<String> {
     redis::cmd("HGET").arg(key).arg(f).query(c).expect("hget")
 }
@@ -44,6 +35,7 @@ fn field(c: &mut redis::Connection, key: &str, f: &str) -> Option<String> {
 #[test]
 fn finishing_takes_the_next_task_in_the_same_call() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     store.register_slot(&slot("s1")).expect("register");
@@ -74,14 +66,14 @@ fn finishing_takes_the_next_task_in_the_same_call() {
     assert_eq!(rec.status, TaskStatus::Finished);
     assert_eq!(rec.result, Some(serde_json::json!(42)));
     assert_eq!(store.finished().count().expect("count"), 1);
-    assert_eq!(list(&mut c, "redis_tasks:worker:s1:task"), vec![b.clone()]);
+    assert_eq!(n.held("s1"), vec![b.clone()]);
     assert_eq!(store.task(&b).expect("b").status, TaskStatus::Running);
     assert_eq!(
-        field(&mut c, "redis_tasks:worker:s1", "state").as_deref(),
+        field(&mut c, &n.slot_in("q", "s1"), "state").as_deref(),
         Some("busy")
     );
     assert_eq!(
-        field(&mut c, "redis_tasks:worker:s1", "current_task"),
+        field(&mut c, &n.slot_in("q", "s1"), "current_task"),
         Some(b.clone())
     );
 
@@ -101,9 +93,9 @@ fn finishing_takes_the_next_task_in_the_same_call() {
     let rec = store.task(&b).expect("b");
     assert_eq!(rec.status, TaskStatus::Failed);
     assert_eq!(rec.error.as_deref(), Some("boom"));
-    assert!(list(&mut c, "redis_tasks:worker:s1:task").is_empty());
+    assert!(n.held("s1").is_empty());
     assert_eq!(
-        field(&mut c, "redis_tasks:worker:s1", "state").as_deref(),
+        field(&mut c, &n.slot_in("q", "s1"), "state").as_deref(),
         Some("idle")
     );
 
@@ -129,6 +121,7 @@ fn finishing_takes_the_next_task_in_the_same_call() {
 #[test]
 fn a_registry_of_the_wrong_type_is_named_and_nothing_changes() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     store.register_slot(&slot("s1")).expect("register");
@@ -139,8 +132,9 @@ fn a_registry_of_the_wrong_type_is_named_and_nothing_changes() {
         .fetch("s1", &q, Duration::ZERO)
         .expect("fetch")
         .expect("a task");
+    let finished = n.home("q").finished();
     redis::cmd("SET")
-        .arg("redis_tasks:finished")
+        .arg(&finished)
         .arg("x")
         .exec(&mut c)
         .expect("set");
@@ -157,7 +151,7 @@ fn a_registry_of_the_wrong_type_is_named_and_nothing_changes() {
         )
         .expect_err("wrong type");
     assert!(
-        matches!(&err, StoreError::WrongType { key, .. } if key == "redis_tasks:finished"),
+        matches!(&err, StoreError::WrongType { key, .. } if *key == finished),
         "{err}"
     );
     assert_eq!(snapshot(&mut c), before);
@@ -171,21 +165,15 @@ fn a_registry_of_the_wrong_type_is_named_and_nothing_changes() {
         )
         .expect_err("wrong type");
     assert!(
-        matches!(&err, StoreError::WrongType { key, .. } if key == "redis_tasks:finished"),
+        matches!(&err, StoreError::WrongType { key, .. } if *key == finished),
         "{err}"
     );
     assert_eq!(snapshot(&mut c), before);
 
     // The worker hash and the record: met by their first command, before
     // any write.
-    redis::cmd("DEL")
-        .arg("redis_tasks:finished")
-        .exec(&mut c)
-        .expect("del");
-    for (key, value) in [
-        ("redis_tasks:worker:s1".to_owned(), "x"),
-        (format!("redis_tasks:task:{}", first.id), "y"),
-    ] {
+    redis::cmd("DEL").arg(&finished).exec(&mut c).expect("del");
+    for (key, value) in [(n.slot_in("q", "s1"), "x"), (n.task("q", &first.id), "y")] {
         let mut saved: Vec<u8> = redis::cmd("DUMP").arg(&key).query(&mut c).expect("dump");
         redis::cmd("DEL").arg(&key).exec(&mut c).expect("del");
         redis::cmd("SET")

@@ -12,6 +12,7 @@ use crate::support::{RedisServer, snapshot};
 #[test]
 fn enqueue_writes_the_documented_keys() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let id = store
         .queue("mail")
@@ -21,7 +22,7 @@ fn enqueue_writes_the_documented_keys() {
 
     let mut c = server.client();
     let hash: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(format!("redis_tasks:task:{id}"))
+        .arg(n.task_of(&id))
         .query(&mut c)
         .expect("hgetall");
     assert_eq!(hash["task"], "send_report");
@@ -33,14 +34,14 @@ fn enqueue_writes_the_documented_keys() {
     assert!(hash["enqueued_at"].ends_with('Z'));
     assert!(jiff::Timestamp::now().duration_since(enqueued).as_secs() < 60);
     let list: Vec<String> = redis::cmd("LRANGE")
-        .arg("redis_tasks:queue:mail")
+        .arg(n.queue("mail"))
         .arg(0)
         .arg(-1)
         .query(&mut c)
         .expect("lrange");
     assert_eq!(list, vec![id.clone()]);
     let queues: Vec<String> = redis::cmd("SMEMBERS")
-        .arg("redis_tasks:queues")
+        .arg(n.home("mail").queues())
         .query(&mut c)
         .expect("smembers");
     assert_eq!(queues, vec!["mail"]);
@@ -67,6 +68,7 @@ fn enqueue_accepts_any_serialisable_args() {
         to: &'static str,
     }
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let q = store.queue("default");
     let a = q
@@ -78,7 +80,7 @@ fn enqueue_accepts_any_serialisable_args() {
     // keyword arguments sorted by name.
     let mut c2 = server.client();
     let args: String = redis::cmd("HGET")
-        .arg(format!("redis_tasks:task:{a}"))
+        .arg(n.task_of(&a))
         .arg("args")
         .query(&mut c2)
         .expect("hget");
@@ -173,10 +175,11 @@ fn bad_names_are_refused() {
 #[test]
 fn a_queue_key_of_the_wrong_type_is_named_and_nothing_changes() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     redis::cmd("SET")
-        .arg("redis_tasks:queue:default")
+        .arg(n.queue("default"))
         .arg("not a list")
         .exec(&mut c)
         .expect("set");
@@ -196,13 +199,13 @@ fn a_queue_key_of_the_wrong_type_is_named_and_nothing_changes() {
                 expected,
                 found,
             } => {
-                assert_eq!(key, "redis_tasks:queue:default");
+                assert_eq!(key, &n.queue("default"));
                 assert_eq!(expected, "list");
                 assert_eq!(found, "string");
             }
             other => panic!("expected WrongType, got {other:?}"),
         }
-        assert!(err.to_string().contains("redis_tasks:queue:default"));
+        assert!(err.to_string().contains(&n.queue("default")));
     }
     assert_eq!(snapshot(&mut c), before);
 }
@@ -236,18 +239,33 @@ fn empty_and_delete_remove_ids_and_records() {
     assert_eq!(store.queues().expect("queues"), vec!["a", "b"]);
     assert_eq!(store.task(&keep).expect("b untouched").queue, "b");
     let mut c = server.client();
-    let n: u64 = redis::cmd("DBSIZE").query(&mut c).expect("dbsize");
-    // queue b, its task, the queues set, the schema marker.
-    assert_eq!(n, 4);
+    let names = server.names();
+    let left: Vec<String> = snapshot(&mut c)
+        .into_iter()
+        .map(|(key, _, _)| key)
+        .filter(|key| !key.ends_with(":schema"))
+        .collect();
+    // Queue b, its task, and the queues sets naming a and b.
+    let home = names.home("b");
+    let mut want = vec![
+        home.queue("b"),
+        home.task(&keep),
+        home.queues(),
+        names.home("a").queues(),
+    ];
+    want.sort();
+    want.dedup();
+    assert_eq!(left, want);
 }
 
 #[test]
 fn a_raw_command_enqueue_as_documented_reads_back() {
     // Exactly the commands docs/redis-schema.md gives to other languages.
     let server = RedisServer::start();
+    let n = server.names();
     let mut c = server.client();
     let id = "2a0e3c4e-8f3b-4d52-9a66-0c1d2e3f4a5b";
-    let key = format!("redis_tasks:task:{id}");
+    let key = n.task("default", id);
     redis::pipe()
         .atomic()
         .cmd("HSET")
@@ -260,10 +278,10 @@ fn a_raw_command_enqueue_as_documented_reads_back() {
             ("enqueued_at", "2026-11-25T08:17:26.123456Z"),
         ])
         .cmd("RPUSH")
-        .arg("redis_tasks:queue:default")
+        .arg(n.queue("default"))
         .arg(id)
         .cmd("SADD")
-        .arg("redis_tasks:queues")
+        .arg(n.home("default").queues())
         .arg("default")
         .exec(&mut c)
         .expect("raw enqueue");

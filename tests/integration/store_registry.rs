@@ -68,6 +68,7 @@ fn registries_list_count_and_empty() {
 #[test]
 fn requeue_failed_puts_tasks_back_at_the_tail_and_reports_the_rest() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let t0 = ts("2026-01-01T00:00:00Z");
     let failed = ended_task(&store, "mail", TaskStatus::Failed, t0);
@@ -77,7 +78,7 @@ fn requeue_failed_puts_tasks_back_at_the_tail_and_reports_the_rest() {
     let waiting = store.queue("mail").enqueue("job", &()).expect("enqueue");
     let mut c = server.client();
     redis::cmd("HSET")
-        .arg(format!("redis_tasks:task:{other}"))
+        .arg(n.task_of(&other))
         .arg("status")
         .arg("finished")
         .exec(&mut c)
@@ -120,6 +121,7 @@ fn requeue_failed_puts_tasks_back_at_the_tail_and_reports_the_rest() {
 #[test]
 fn requeue_all_failed_takes_every_batch() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     // 1200 failed tasks, written directly (faster than running each).
@@ -127,7 +129,7 @@ fn requeue_all_failed_takes_every_batch() {
     for i in 0..1200 {
         let id = format!("id{i:04}");
         pipe.cmd("HSET")
-            .arg(format!("redis_tasks:task:{id}"))
+            .arg(n.task("default", &id))
             .arg(&[
                 ("task", "t"),
                 ("args", "[]"),
@@ -138,7 +140,7 @@ fn requeue_all_failed_takes_every_batch() {
             ])
             .ignore();
         pipe.cmd("ZADD")
-            .arg("redis_tasks:failed")
+            .arg(n.home("default").failed())
             .arg(i)
             .arg(&id)
             .ignore();
@@ -187,10 +189,12 @@ fn expiry_removes_old_entries_with_their_records() {
 #[test]
 fn a_registry_key_of_the_wrong_type_is_named() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
+    let failed = n.first().failed();
     redis::cmd("SET")
-        .arg("redis_tasks:failed")
+        .arg(&failed)
         .arg("x")
         .exec(&mut c)
         .expect("set");
@@ -203,7 +207,7 @@ fn a_registry_key_of_the_wrong_type_is_named() {
             .expect_err("requeue"),
     ] {
         assert!(
-            matches!(&err, StoreError::WrongType { key, .. } if key == "redis_tasks:failed"),
+            matches!(&err, StoreError::WrongType { key, .. } if *key == failed),
             "{err}"
         );
     }

@@ -27,6 +27,7 @@ fn slot(store: &redis_tasks::Store, id: &str) {
 #[test]
 fn finish_stores_the_result_and_wakes_waiters_and_a_requeued_failure_waits_again() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store().with_registry_ttl(1000);
     slot(&store, "s");
     let q = store.queue("default");
@@ -61,14 +62,14 @@ fn finish_stores_the_result_and_wakes_waiters_and_a_requeued_failure_waits_again
     assert_eq!(again.map(|r| r.status), Some(TaskStatus::Finished));
     let mut c = server.client();
     let done: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("redis_tasks:done:{ok}"))
+        .arg(n.home_of_task(&ok).done(&ok))
         .arg(0)
         .arg(-1)
         .query(&mut c)
         .expect("lrange");
     assert_eq!(done, vec!["finished".to_owned()]);
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("redis_tasks:done:{ok}"))
+        .arg(n.home_of_task(&ok).done(&ok))
         .query(&mut c)
         .expect("ttl");
     assert!((1..=1000).contains(&ttl), "{ttl}");

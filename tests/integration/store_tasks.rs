@@ -4,12 +4,13 @@
 use redis_tasks::{StoreError, TaskStatus};
 use serde_json::json;
 
-use crate::support::{RedisServer, snapshot};
+use crate::support::{Names, RedisServer, snapshot};
 
 /// Writes a hash field by field, as a buggy producer might.
-fn raw_hash(c: &mut redis::Connection, id: &str, fields: &[(&str, &str)]) {
+/// (On partition 0, where a task read by id alone is looked for last.)
+fn raw_hash(c: &mut redis::Connection, n: &Names, id: &str, fields: &[(&str, &str)]) {
     redis::cmd("HSET")
-        .arg(format!("redis_tasks:task:{id}"))
+        .arg(n.first().task(id))
         .arg(fields)
         .exec(c)
         .expect("hset");
@@ -35,6 +36,7 @@ fn an_unknown_id_is_not_found() {
 #[test]
 fn half_written_and_corrupt_records_name_the_field() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     let cases: &[(&str, &str, Option<&str>)] = &[
@@ -56,7 +58,7 @@ fn half_written_and_corrupt_records_name_the_field() {
         if let Some(v) = value {
             fields.push((field, v));
         }
-        raw_hash(&mut c, id, &fields);
+        raw_hash(&mut c, &n, id, &fields);
     }
     let before = snapshot(&mut c);
     for (id, field, _) in cases {
@@ -70,7 +72,7 @@ fn half_written_and_corrupt_records_name_the_field() {
         }
     }
     // The batch read reports each record in its place.
-    raw_hash(&mut c, "good", GOOD);
+    raw_hash(&mut c, &n, "good", GOOD);
     let ids: Vec<String> = ["good", "missing", "bad-args"].map(String::from).to_vec();
     let got = store.tasks(&ids).expect("tasks");
     assert_eq!(got[0].as_ref().expect("good").task, "t");
@@ -82,7 +84,7 @@ fn half_written_and_corrupt_records_name_the_field() {
         "task bad-status has a corrupt record: field \"status\": unknown task status \"done\""
     );
     redis::cmd("DEL")
-        .arg("redis_tasks:task:good")
+        .arg(n.first().task("good"))
         .exec(&mut c)
         .expect("del");
     assert_eq!(snapshot(&mut c), before);
@@ -91,10 +93,11 @@ fn half_written_and_corrupt_records_name_the_field() {
 #[test]
 fn a_task_key_of_the_wrong_type_is_named() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     redis::cmd("RPUSH")
-        .arg("redis_tasks:task:odd")
+        .arg(n.first().task("odd"))
         .arg("x")
         .exec(&mut c)
         .expect("rpush");
@@ -105,7 +108,7 @@ fn a_task_key_of_the_wrong_type_is_named() {
             expected,
             found,
         } => {
-            assert_eq!(key, "redis_tasks:task:odd");
+            assert_eq!(key, n.first().task("odd"));
             assert_eq!((expected.as_str(), found.as_str()), ("hash", "list"));
         }
         other => panic!("expected WrongType, got {other:?}"),
@@ -126,6 +129,7 @@ fn a_task_key_of_the_wrong_type_is_named() {
 #[test]
 fn cancel_removes_a_queued_task_and_lets_it_expire() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store().with_registry_ttl(1000);
     let q = store.queue("default");
     let a = q.enqueue("t", &1).expect("a");
@@ -137,13 +141,13 @@ fn cancel_removes_a_queued_task_and_lets_it_expire() {
     assert!(rec.ended_at.is_some());
     let mut c = server.client();
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("redis_tasks:task:{a}"))
+        .arg(n.task_of(&a))
         .query(&mut c)
         .expect("ttl");
     assert!((990..=1000).contains(&ttl), "ttl {ttl}");
     // b untouched, no expiry.
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("redis_tasks:task:{b}"))
+        .arg(n.task_of(&b))
         .query(&mut c)
         .expect("ttl");
     assert_eq!(ttl, -1);
@@ -160,6 +164,7 @@ fn cancel_removes_a_queued_task_and_lets_it_expire() {
 #[test]
 fn cancel_refuses_anything_but_a_waiting_task_and_changes_nothing() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     let q = store.queue("default");
@@ -170,17 +175,17 @@ fn cancel_refuses_anything_but_a_waiting_task_and_changes_nothing() {
             .copied()
             .map(|(k, v)| if k == "status" { (k, status) } else { (k, v) })
             .collect();
-        raw_hash(&mut c, id, &fields);
+        raw_hash(&mut c, &n, id, &fields);
     }
     // Queued, but already moved into a slot's list (a blocking fetch's
     // first half).
-    raw_hash(&mut c, "taken", GOOD);
+    raw_hash(&mut c, &n, "taken", GOOD);
     redis::cmd("RPUSH")
-        .arg("redis_tasks:worker:s1:task")
+        .arg(n.first().worker_task("s1"))
         .arg("taken")
         .exec(&mut c)
         .expect("rpush");
-    raw_hash(&mut c, "weird", &[("task", "t"), ("status", "done")]);
+    raw_hash(&mut c, &n, "weird", &[("task", "t"), ("status", "done")]);
     let before = snapshot(&mut c);
     for (id, status) in [
         ("r", TaskStatus::Running),

@@ -18,6 +18,7 @@ fn unique(key: &str) -> EnqueueOptions {
 #[test]
 fn many_racing_producers_create_one_task() {
     let server = RedisServer::start();
+    let n = server.names();
     const PRODUCERS: usize = 16;
     const TRIES: usize = 20;
     let barrier = Arc::new(Barrier::new(PRODUCERS));
@@ -62,7 +63,7 @@ fn many_racing_producers_create_one_task() {
     assert_eq!(record.unique.as_deref(), Some("import:42"));
     let mut c = server.client();
     let held: String = redis::cmd("GET")
-        .arg("redis_tasks:unique:import:42")
+        .arg(n.home("import:42").unique("import:42"))
         .query(&mut c)
         .expect("get");
     assert_eq!(held, id);
@@ -111,6 +112,7 @@ fn the_key_is_freed_when_the_task_ends_and_a_new_task_can_take_it() {
 #[test]
 fn cancel_and_emptying_a_queue_free_the_key_and_maintenance_frees_stale_ones() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let q = store.queue("default");
     let a = q
@@ -125,7 +127,7 @@ fn cancel_and_emptying_a_queue_free_the_key_and_maintenance_frees_stale_ones() {
     assert_eq!(q.empty().expect("empty"), 1);
     let mut c = server.client();
     let exists: i64 = redis::cmd("EXISTS")
-        .arg("redis_tasks:unique:u")
+        .arg(n.home("u").unique("u"))
         .query(&mut c)
         .expect("exists");
     assert_eq!(exists, 0, "emptying the queue freed the key");
@@ -139,12 +141,12 @@ fn cancel_and_emptying_a_queue_free_the_key_and_maintenance_frees_stale_ones() {
         .enqueue_with("t", &json!(4), &unique("live"))
         .expect("enqueue");
     let _: i64 = redis::cmd("DEL")
-        .arg(format!("redis_tasks:task:{d}"))
+        .arg(n.task_of(&d))
         .query(&mut c)
         .expect("del");
     assert_eq!(store.free_stale_unique_keys().expect("free"), 1);
     let held: Option<String> = redis::cmd("GET")
-        .arg("redis_tasks:unique:live")
+        .arg(n.home("live").unique("live"))
         .query(&mut c)
         .expect("get");
     assert_eq!(
@@ -161,6 +163,7 @@ fn cancel_and_emptying_a_queue_free_the_key_and_maintenance_frees_stale_ones() {
 #[test]
 fn bad_uniqueness_keys_and_foreign_keys_are_refused_with_nothing_written() {
     let server = RedisServer::start();
+    let n = server.names();
     let store = server.store();
     let mut c = server.client();
     for key in ["", "a\nb", &"x".repeat(513)] {
@@ -171,7 +174,7 @@ fn bad_uniqueness_keys_and_foreign_keys_are_refused_with_nothing_written() {
         assert!(err.to_string().contains("uniqueness key"), "{err}");
     }
     let _: () = redis::cmd("LPUSH")
-        .arg("redis_tasks:unique:taken")
+        .arg(n.home("taken").unique("taken"))
         .arg("x")
         .query(&mut c)
         .expect("lpush");

@@ -143,6 +143,11 @@ impl RedisServer {
         Store::with_config(config, "redis_tasks").expect("open store")
     }
 
+    /// The key names of [`RedisServer::store`]'s layout.
+    pub fn names(&self) -> super::Names {
+        super::Names::of(self.store(), self.client())
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
