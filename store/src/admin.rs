@@ -4,6 +4,7 @@
 
 use jiff::Timestamp;
 
+use crate::part::Part;
 use crate::record::score;
 use crate::{RegistryKind, Store, StoreError, scripts};
 
@@ -16,10 +17,42 @@ impl Store {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<u64, StoreError> {
-        if self.routed().is_some() {
-            let counts = self.each(|p| p.count_ended_between(kind, from, to))?;
-            return Ok(counts.into_iter().sum());
+        let counts = self.each(|p| p.count_ended_between(kind, from, to))?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// Deletes a failed task: its entry in the failed registry and its
+    /// record, in one step. Returns `false`, with nothing changed, when the
+    /// task is not in the failed registry (requeued or deleted meanwhile, or
+    /// never failed).
+    pub fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
+        self.locate(id)?.delete_failed(id)
+    }
+
+    /// Every queue's name and length, with pipelined `LLEN`s (one round
+    /// trip per thousand queues and partition, not one per queue): what a
+    /// metrics scrape reads, whatever number of names producers put in the
+    /// queue set.
+    pub fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut sums = std::collections::BTreeMap::<String, u64>::new();
+        for (name, len) in self.each(Part::queue_lengths)?.into_iter().flatten() {
+            let sum = sums.entry(name).or_default();
+            *sum = sum.saturating_add(len);
         }
+        Ok(sums.into_iter().collect())
+    }
+}
+
+/// Queue lengths read per pipeline (bounds the reply held at once).
+const LENGTHS_BATCH: usize = 1000;
+
+impl Part {
+    pub(crate) fn count_ended_between(
+        &self,
+        kind: RegistryKind,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<u64, StoreError> {
         let key = match kind {
             RegistryKind::Finished => self.keys().finished(),
             RegistryKind::Failed => self.keys().failed(),
@@ -30,14 +63,7 @@ impl Store {
         })
     }
 
-    /// Deletes a failed task: its entry in the failed registry and its
-    /// record, in one step. Returns `false`, with nothing changed, when the
-    /// task is not in the failed registry (requeued or deleted meanwhile, or
-    /// never failed).
-    pub fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
-        if self.routed().is_some() {
-            return self.locate(id)?.delete_failed(id);
-        }
+    pub(crate) fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
         let failed = self.keys().failed();
         let deleted: i64 = self.run(&[], |c, keys| {
             scripts::DELETE_FAILED
@@ -48,25 +74,8 @@ impl Store {
         })?;
         Ok(deleted == 1)
     }
-}
 
-/// Queue lengths read per pipeline (bounds the reply held at once).
-const LENGTHS_BATCH: usize = 1000;
-
-impl Store {
-    /// Every queue's name and length, with pipelined `LLEN`s (one round
-    /// trip per thousand queues and partition, not one per queue): what a
-    /// metrics scrape reads, whatever number of names producers put in the
-    /// queue set.
-    pub fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        if self.routed().is_some() {
-            let mut sums = std::collections::BTreeMap::<String, u64>::new();
-            for (name, len) in self.each(Store::queue_lengths)?.into_iter().flatten() {
-                let sum = sums.entry(name).or_default();
-                *sum = sum.saturating_add(len);
-            }
-            return Ok(sums.into_iter().collect());
-        }
+    pub(crate) fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let names = self.queues()?;
         let mut out = Vec::with_capacity(names.len());
         for batch in names.chunks(LENGTHS_BATCH) {

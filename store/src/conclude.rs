@@ -6,6 +6,7 @@
 
 use jiff::Timestamp;
 
+use crate::part::Part;
 use crate::{Fetched, Lease, Store, StoreError};
 use redis_tasks_protocol::model::TaskStatus;
 
@@ -64,7 +65,7 @@ impl Store {
         ending: Ending<'_>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.leased(lease)
+        self.by_lease(lease)
             .conclude_named(&lease.slot, &lease.id, ending, now)
     }
 
@@ -89,6 +90,20 @@ impl Store {
     /// [`conclude`](Store::conclude) for a task named by slot and id only
     /// (recovery of a dead slot): tried, fenced, in each partition.
     pub fn conclude_named(
+        &self,
+        slot: &str,
+        id: &str,
+        ending: Ending<'_>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.fenced(|p| p.conclude_named(slot, id, ending, now))
+    }
+}
+
+impl Part {
+    /// [`Store::conclude_named`] in this partition: the script for
+    /// `ending`, fenced on the slot's list here.
+    pub(crate) fn conclude_named(
         &self,
         slot: &str,
         id: &str,

@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use redis::Value;
 use redis_tasks_protocol::model::TaskStatus;
 
+use super::part::Part;
 use super::record::{score, text_of, time_text};
 use super::{Store, StoreError, scripts};
 
@@ -53,13 +54,105 @@ impl Store {
     /// Moves up to `batch` tasks due at `now` from the delayed set to the
     /// tail of their queues (status `queued`), each exactly once.
     pub fn promote_due(&self, now: Timestamp, batch: usize) -> Result<Promoted, StoreError> {
-        if self.routed().is_some() {
-            let all = self.each(|p| p.promote_due(now, batch))?;
-            return Ok(Promoted {
-                moved: all.iter().map(|p| p.moved).sum(),
-                next_due: all.iter().filter_map(|p| p.next_due).min(),
-            });
+        let all = self.each(|p| p.promote_due(now, batch))?;
+        Ok(Promoted {
+            moved: all.iter().map(|p| p.moved).sum(),
+            next_due: all.iter().filter_map(|p| p.next_due).min(),
+        })
+    }
+
+    /// How many tasks wait in the delayed set.
+    pub fn scheduled_count(&self) -> Result<u64, StoreError> {
+        Ok(self.each(Part::scheduled_count)?.into_iter().sum())
+    }
+
+    /// How many tasks were canceled so far (queued, scheduled or running),
+    /// counted by the scripts that cancel them.
+    pub fn canceled_count(&self) -> Result<u64, StoreError> {
+        Ok(self.each(Part::canceled_count)?.into_iter().sum())
+    }
+
+    /// Up to `len` ids of the delayed set from position `offset`, soonest
+    /// due first.
+    pub fn scheduled_ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        self.merged_range(|k| k.scheduled(), offset, len)
+    }
+
+    /// Up to `limit` tasks of the delayed set with when each is due,
+    /// soonest first (`redis-tasks dashboard`'s delayed page). A task
+    /// promoted or canceled meanwhile may still be listed: read its record
+    /// for its status.
+    pub fn scheduled_due(&self, limit: usize) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let mut all = self.each(|p| p.scheduled_due(limit))?.concat();
+        all.sort_by_key(|(_, at)| *at);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Cancels a task in any state where that makes sense: a queued or
+    /// scheduled one at once ([`Store::cancel`]), a running one by asking
+    /// its supervisor ([`CancelResult::Requested`]). A task that has ended
+    /// is refused with [`StoreError::NotQueued`] naming its status, with
+    /// nothing changed.
+    pub fn cancel_task(&self, id: &str) -> Result<CancelResult, StoreError> {
+        let part = self.locate(id)?;
+        let (result, woken) = part.cancel_here(id)?;
+        // The script woke the supervisor in the task's partition; its
+        // promoter sleeps on partition 0's wake list.
+        if let Some(supervisor) = woken.filter(|_| part.index != self.zero().index) {
+            self.zero().wake(&supervisor)?;
         }
+        Ok(result)
+    }
+
+    /// Waits up to `wait` for a poke of supervisor `supervisor`'s wake list
+    /// (a cancel request for one of its tasks); returns whether one came.
+    /// Uses the blocking connection, like [`Store::fetch`].
+    pub fn wait_for_wake(
+        &self,
+        supervisor: &str,
+        wait: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.zero().wait_for_wake(supervisor, wait)
+    }
+
+    /// The pending cancel requests: `(task id, slot running it)` pairs.
+    /// Requests whose task no longer runs are dropped on the way.
+    pub fn cancel_requests(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.each(Part::cancel_requests)?.concat())
+    }
+
+    /// Sends the failed attempt of task `id` in `slot` to the delayed set:
+    /// the attempt (with `error` and `at`) goes into its `attempts`, it
+    /// becomes `scheduled` until `at`, the slot goes idle. Fenced like
+    /// [`Store::finish`].
+    pub fn schedule_retry(
+        &self,
+        slot: &str,
+        id: &str,
+        error: &str,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.fenced(|p| p.schedule_retry(slot, id, error, at, now))
+    }
+
+    /// Records that running task `id` in `slot` was canceled (status
+    /// `canceled`, `error`, the record kept for the registry TTL) and drops
+    /// its cancel request. Fenced like [`Store::finish`].
+    pub fn finish_canceled(
+        &self,
+        slot: &str,
+        id: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.fenced(|p| p.finish_canceled(slot, id, error, now))
+    }
+}
+
+impl Part {
+    pub(crate) fn promote_due(&self, now: Timestamp, batch: usize) -> Result<Promoted, StoreError> {
         let (moved, next): (u64, String) = self.run(&[], |c, keys| {
             scripts::PROMOTE
                 .key(keys.scheduled())
@@ -82,23 +175,14 @@ impl Store {
         Ok(Promoted { moved, next_due })
     }
 
-    /// How many tasks wait in the delayed set.
-    pub fn scheduled_count(&self) -> Result<u64, StoreError> {
-        if self.routed().is_some() {
-            return Ok(self.each(Store::scheduled_count)?.into_iter().sum());
-        }
+    pub(crate) fn scheduled_count(&self) -> Result<u64, StoreError> {
         let key = self.keys().scheduled();
         self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCARD").arg(&key).query(c)
         })
     }
 
-    /// How many tasks were canceled so far (queued, scheduled or running),
-    /// counted by the scripts that cancel them.
-    pub fn canceled_count(&self) -> Result<u64, StoreError> {
-        if self.routed().is_some() {
-            return Ok(self.each(Store::canceled_count)?.into_iter().sum());
-        }
+    pub(crate) fn canceled_count(&self) -> Result<u64, StoreError> {
         let key = self.keys().canceled_count();
         self.read(&[(&key, "string")], |c, _| {
             let n: Option<u64> = redis::cmd("GET").arg(&key).query(c)?;
@@ -106,29 +190,12 @@ impl Store {
         })
     }
 
-    /// Up to `len` ids of the delayed set from position `offset`, soonest
-    /// due first.
-    pub fn scheduled_ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
-        if self.routed().is_some() {
-            return self.merged_range(|k| k.scheduled(), offset, len);
-        }
-        let key = self.keys().scheduled();
-        self.id_range(&key, "zset", offset, len)
-    }
-
-    /// Up to `limit` tasks of the delayed set with when each is due,
-    /// soonest first (`redis-tasks dashboard`'s delayed page). A task
-    /// promoted or canceled meanwhile may still be listed: read its record
-    /// for its status.
-    pub fn scheduled_due(&self, limit: usize) -> Result<Vec<(String, Timestamp)>, StoreError> {
+    pub(crate) fn scheduled_due(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
-        }
-        if self.routed().is_some() {
-            let mut all = self.each(|p| p.scheduled_due(limit))?.concat();
-            all.sort_by_key(|(_, at)| *at);
-            all.truncate(limit);
-            return Ok(all);
         }
         let key = self.keys().scheduled();
         let pairs: Vec<(String, f64)> = self.read(&[(&key, "zset")], |c, _| {
@@ -162,44 +229,34 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Cancels a task in any state where that makes sense: a queued or
-    /// scheduled one at once ([`Store::cancel`]), a running one by asking
-    /// its supervisor ([`CancelResult::Requested`]). A task that has ended
-    /// is refused with [`StoreError::NotQueued`] naming its status, with
-    /// nothing changed.
-    pub fn cancel_task(&self, id: &str) -> Result<CancelResult, StoreError> {
-        let Some(parts) = self.routed() else {
-            return self.cancel_here(id).map(|(result, _)| result);
-        };
-        let part = self.locate(id)?;
-        let (result, woken) = part.cancel_here(id)?;
-        // The script woke the supervisor in the task's partition; its
-        // promoter sleeps on partition 0's wake list.
-        let elsewhere = !std::ptr::eq(part, &parts[0]);
-        if let Some(supervisor) = woken.filter(|_| elsewhere) {
-            let key = self.keys().wake(&supervisor);
-            self.run(&[(&key, "list")], |c, _| {
-                redis::pipe()
-                    .cmd("DEL")
-                    .arg(&key)
-                    .ignore()
-                    .cmd("RPUSH")
-                    .arg(&key)
-                    .arg("1")
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(60)
-                    .ignore()
-                    .query::<()>(c)
-            })?;
-        }
-        Ok(result)
+    /// Wakes supervisor `supervisor`'s promoter, which sleeps on this
+    /// part's wake list (partition 0's): for a cancel request recorded in
+    /// another partition, whose script woke the list there.
+    pub(crate) fn wake(&self, supervisor: &str) -> Result<(), StoreError> {
+        let key = self.keys().wake(supervisor);
+        self.run(&[(&key, "list")], |c, _| {
+            redis::pipe()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .cmd("RPUSH")
+                .arg(&key)
+                .arg("1")
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(60)
+                .ignore()
+                .query::<()>(c)
+        })
     }
 
-    /// [`cancel_task`](Store::cancel_task) in this store's own keys; with
-    /// a request, also the supervisor whose wake list it poked.
-    fn cancel_here(&self, id: &str) -> Result<(CancelResult, Option<String>), StoreError> {
+    /// [`cancel_task`](Store::cancel_task) in this partition; with a
+    /// request, also the supervisor whose wake list it poked.
+    pub(crate) fn cancel_here(
+        &self,
+        id: &str,
+    ) -> Result<(CancelResult, Option<String>), StoreError> {
         // A task can move on between two steps (fetched, promoted): look
         // again a few times.
         let mut last = None;
@@ -282,10 +339,7 @@ impl Store {
         }
     }
 
-    /// Waits up to `wait` for a poke of supervisor `supervisor`'s wake list
-    /// (a cancel request for one of its tasks); returns whether one came.
-    /// Uses the blocking connection, like [`Store::fetch`].
-    pub fn wait_for_wake(
+    pub(crate) fn wait_for_wake(
         &self,
         supervisor: &str,
         wait: std::time::Duration,
@@ -303,12 +357,7 @@ impl Store {
         Ok(popped.is_some())
     }
 
-    /// The pending cancel requests: `(task id, slot running it)` pairs.
-    /// Requests whose task no longer runs are dropped on the way.
-    pub fn cancel_requests(&self) -> Result<Vec<(String, String)>, StoreError> {
-        if self.routed().is_some() {
-            return Ok(self.each(Store::cancel_requests)?.concat());
-        }
+    pub(crate) fn cancel_requests(&self) -> Result<Vec<(String, String)>, StoreError> {
         let flat: Vec<String> = self.run(&[], |c, keys| {
             scripts::CANCEL_POLL
                 .key(keys.cancel_requests())
@@ -324,11 +373,7 @@ impl Store {
             .collect())
     }
 
-    /// Sends the failed attempt of task `id` in `slot` to the delayed set:
-    /// the attempt (with `error` and `at`) goes into its `attempts`, it
-    /// becomes `scheduled` until `at`, the slot goes idle. Fenced like
-    /// [`Store::finish`].
-    pub fn schedule_retry(
+    pub(crate) fn schedule_retry(
         &self,
         slot: &str,
         id: &str,
@@ -336,9 +381,6 @@ impl Store {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if self.routed().is_some() {
-            return self.fenced(|p| p.schedule_retry(slot, id, error, at, now));
-        }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::SCHEDULE_RETRY
                 .key(keys.worker_task(slot))
@@ -356,19 +398,13 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Records that running task `id` in `slot` was canceled (status
-    /// `canceled`, `error`, the record kept for the registry TTL) and drops
-    /// its cancel request. Fenced like [`Store::finish`].
-    pub fn finish_canceled(
+    pub(crate) fn finish_canceled(
         &self,
         slot: &str,
         id: &str,
         error: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if self.routed().is_some() {
-            return self.fenced(|p| p.finish_canceled(slot, id, error, now));
-        }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::FINISH_CANCELED
                 .key(keys.worker_task(slot))

@@ -15,9 +15,10 @@ use jiff::Timestamp;
 use redis::Value;
 use redis_tasks_protocol::retry::RetryPolicy;
 
+use super::part::Part;
 use super::producer::NewTask;
 use super::record::{score, time_text};
-use super::{Store, StoreError, replies, scripts};
+use super::{StoreError, replies, scripts};
 
 /// The longest uniqueness key accepted, in bytes.
 pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
@@ -246,7 +247,7 @@ impl Enqueued {
     }
 }
 
-impl Store {
+impl Part {
     /// Writes `tasks` to `queue` with `options` in one round trip: each is
     /// queued at the tail of its queue, or, when due later, put in the
     /// delayed set. Returns the ids in order.

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::record::{hash_from_value, text_of, time_text};
 use super::schedule::{next_text, unexpected};
 use super::{Store, StoreError, scripts};
+use crate::part::Part;
 
 /// The `meta` key under which a node's task record names its graph.
 pub const GRAPH_META_KEY: &str = "rt_graph";
@@ -322,9 +323,40 @@ impl Store {
     /// graph is refused while the marker is absent. Like every write, it
     /// first claims the schema (see [`Store::claim_schema`]).
     pub fn mark_graph_middleware(&self, ttl: Duration) -> Result<(), StoreError> {
-        if self.routed().is_some() {
-            return self.each(|p| p.mark_graph_middleware(ttl)).map(|_| ());
-        }
+        self.each(|p| p.mark_graph_middleware(ttl)).map(|_| ())
+    }
+
+    /// Checks and stores `plan`, and enqueues its nodes that wait for
+    /// nothing, in one atomic step; returns their task ids.
+    pub fn enqueue_graph(&self, plan: &GraphPlan) -> Result<Vec<String>, GraphError> {
+        // A whole graph, nodes on any queue, lives in one partition.
+        self.home(&plan.id).enqueue_graph(plan)
+    }
+
+    /// Records that node `node` of graph `graph` (task `task_id`) ended,
+    /// `failed` or not, and enqueues the dependents whose predecessors have
+    /// all ended (or cancels the failed node's waiting descendants, per the
+    /// graph's policy), in one atomic step. Seeing the same end twice
+    /// changes nothing.
+    pub fn graph_node_ended(
+        &self,
+        graph: &str,
+        node: &str,
+        task_id: &str,
+        failed: bool,
+    ) -> Result<Advance, StoreError> {
+        self.home(graph)
+            .graph_node_ended(graph, node, task_id, failed)
+    }
+
+    /// The stored state of graph `id`.
+    pub fn graph(&self, id: &str) -> Result<GraphState, GraphError> {
+        self.home(id).graph(id)
+    }
+}
+
+impl Part {
+    pub(crate) fn mark_graph_middleware(&self, ttl: Duration) -> Result<(), StoreError> {
         let key = self.keys().graph_middleware();
         let secs = ttl.as_secs().max(1);
         let now = time_text(Timestamp::now());
@@ -339,13 +371,7 @@ impl Store {
         Ok(())
     }
 
-    /// Checks and stores `plan`, and enqueues its nodes that wait for
-    /// nothing, in one atomic step; returns their task ids.
-    pub fn enqueue_graph(&self, plan: &GraphPlan) -> Result<Vec<String>, GraphError> {
-        if self.routed().is_some() {
-            // A whole graph, nodes on any queue, lives in one partition.
-            return self.home(&plan.id).enqueue_graph(plan);
-        }
+    pub(crate) fn enqueue_graph(&self, plan: &GraphPlan) -> Result<Vec<String>, GraphError> {
         plan.check()?;
         let ids: Vec<String> = plan
             .nodes
@@ -421,23 +447,13 @@ impl Store {
         }
     }
 
-    /// Records that node `node` of graph `graph` (task `task_id`) ended,
-    /// `failed` or not, and enqueues the dependents whose predecessors have
-    /// all ended (or cancels the failed node's waiting descendants, per the
-    /// graph's policy), in one atomic step. Seeing the same end twice
-    /// changes nothing.
-    pub fn graph_node_ended(
+    pub(crate) fn graph_node_ended(
         &self,
         graph: &str,
         node: &str,
         task_id: &str,
         failed: bool,
     ) -> Result<Advance, StoreError> {
-        if self.routed().is_some() {
-            return self
-                .home(graph)
-                .graph_node_ended(graph, node, task_id, failed);
-        }
         let now = time_text(Timestamp::now());
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::GRAPH_ADVANCE
@@ -481,11 +497,7 @@ impl Store {
         }
     }
 
-    /// The stored state of graph `id`.
-    pub fn graph(&self, id: &str) -> Result<GraphState, GraphError> {
-        if self.routed().is_some() {
-            return self.home(id).graph(id);
-        }
+    pub(crate) fn graph(&self, id: &str) -> Result<GraphState, GraphError> {
         let key = self.keys().graph(id);
         let value: Value = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGETALL").arg(&key).query(c)

@@ -14,7 +14,6 @@ impl Store {
     /// The key names of partition `index` (of partition 0 when out of
     /// range; on unpartitioned data, the one set of keys).
     pub fn key_names(&self, index: usize) -> Keys {
-        let parts = self.parts();
-        parts.get(index).unwrap_or(&parts[0]).keys().clone()
+        self.nth(index).keys().clone()
     }
 }

@@ -63,14 +63,15 @@ mod keys;
 mod layout;
 mod maintenance;
 mod nodes;
+mod part;
 mod partition;
-mod partitioned;
 mod preview;
 mod producer;
 mod progress;
 mod record;
 mod registry;
 mod results;
+mod route;
 mod schedule;
 mod schema;
 mod scripts;
@@ -80,6 +81,8 @@ mod unique;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use part::{Options, Part};
 use std::time::Duration;
 
 use redis::{Connection, RedisError};
@@ -126,44 +129,32 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Store` can be shared between threads (a blocking [`fetch`](Store::fetch)
 /// uses a connection of its own and does not hold up other calls).
 pub struct Store {
+    /// How Redis is reached, aimed at partition 0.
     config: RedisConfig,
     addr: String,
     /// The prefix as configured (`redis_prefix`).
     base_prefix: String,
-    /// The keys of this store's partition (the prefix itself when the data
-    /// is not partitioned; partition 0 on the root of partitioned data).
-    keys: Keys,
-    /// On the root of partitioned data: a store per partition, through
-    /// which the public methods route (`partitioned`).
-    partitions: Option<Arc<partitioned::Partitions>>,
-    /// Set once the layout marker was checked (shared by the root, its
-    /// partitions and their independent copies).
+    opts: Options,
+    /// Set once the layout marker was checked (shared by the parts and
+    /// independent copies).
     layout: Arc<OnceLock<()>>,
     /// On a Cluster: the slot map and the connections by master, shared
-    /// by the root and its partitions (then `conn` and `fetch_conn` stay
-    /// unused).
+    /// by the parts.
     nodes: Option<Arc<nodes::Nodes>>,
-    conn: Mutex<Option<Connection>>,
-    fetch_conn: Mutex<Option<Connection>>,
-    max_args_bytes: u64,
-    /// The limit on a stored result (`max_result_bytes`), checked by the
-    /// fetch script before a record is loaded.
-    max_result_bytes: u64,
-    /// The longest per-task timeout a producer may ask for
-    /// (`max_task_timeout`), in seconds.
-    max_task_timeout: u64,
-    registry_ttl: u64,
-    connect_timeout: Duration,
-    io_timeout: Duration,
+    /// The partitions, by index: at least one (`route` picks among them).
+    parts: Vec<Arc<Part>>,
+    /// On partitioned data: a store pinned to each partition (one part,
+    /// shared with this store), for [`Store::leased`].
+    pinned: Vec<Store>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("addr", &self.addr)
-            .field("prefix", &self.keys.prefix())
-            .field("max_args_bytes", &self.max_args_bytes)
-            .field("registry_ttl", &self.registry_ttl)
+            .field("prefix", &self.parts[0].keys().prefix())
+            .field("max_args_bytes", &self.opts.max_args_bytes)
+            .field("registry_ttl", &self.opts.registry_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -205,25 +196,25 @@ impl Store {
             });
         }
         let addr = config.shown().to_owned();
-        let keys = Keys::new(&partition::prefix(prefix, 0, count, config.is_cluster()));
+        let first = partition::prefix(prefix, 0, count, config.is_cluster());
         let mut store = Store {
-            config: config.for_slot(partition::key_slot(keys.prefix())),
+            config: config.for_slot(partition::key_slot(&first)),
             addr,
             base_prefix: prefix.to_owned(),
-            keys,
-            partitions: None,
+            opts: Options {
+                max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
+                max_result_bytes: DEFAULT_MAX_ARGS_BYTES,
+                max_task_timeout: DEFAULT_MAX_TASK_TIMEOUT_SECS,
+                registry_ttl: DEFAULT_REGISTRY_TTL_SECS,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                io_timeout: DEFAULT_IO_TIMEOUT,
+            },
             layout: Arc::new(OnceLock::new()),
             nodes: config.is_cluster().then(Arc::default),
-            conn: Mutex::new(None),
-            fetch_conn: Mutex::new(None),
-            max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
-            max_result_bytes: DEFAULT_MAX_ARGS_BYTES,
-            max_task_timeout: DEFAULT_MAX_TASK_TIMEOUT_SECS,
-            registry_ttl: DEFAULT_REGISTRY_TTL_SECS,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            io_timeout: DEFAULT_IO_TIMEOUT,
+            parts: Vec::new(),
+            pinned: Vec::new(),
         };
-        store.rebuild_partitions();
+        store.build_parts();
         Ok(store)
     }
 
@@ -249,71 +240,95 @@ impl Store {
 
     /// Sets the limit on the JSON text of one task's arguments.
     pub fn with_max_args_bytes(mut self, limit: u64) -> Store {
-        self.max_args_bytes = limit;
-        self.rebuild_partitions();
+        self.opts.max_args_bytes = limit;
+        self.build_parts();
         self
     }
 
     /// Sets the limit on a task's stored result (the fetch script refuses
     /// a record whose `result` is larger).
     pub fn with_max_result_bytes(mut self, limit: u64) -> Store {
-        self.max_result_bytes = limit;
-        self.rebuild_partitions();
+        self.opts.max_result_bytes = limit;
+        self.build_parts();
         self
     }
 
     /// Sets the longest per-task timeout an enqueue may ask for, in
     /// seconds (longer ones are refused, naming `max_task_timeout`).
     pub fn with_max_task_timeout(mut self, secs: u64) -> Store {
-        self.max_task_timeout = secs;
-        self.rebuild_partitions();
+        self.opts.max_task_timeout = secs;
+        self.build_parts();
         self
     }
 
     /// Sets how long (seconds) a canceled task's record is kept.
     pub fn with_registry_ttl(mut self, secs: u64) -> Store {
-        self.registry_ttl = secs;
-        self.rebuild_partitions();
+        self.opts.registry_ttl = secs;
+        self.build_parts();
         self
     }
 
     /// Sets the connect timeout and the per-command reply timeout.
     pub fn with_timeouts(mut self, connect: Duration, io: Duration) -> Store {
-        self.connect_timeout = connect;
-        self.io_timeout = io;
-        self.rebuild_partitions();
+        self.opts.connect_timeout = connect;
+        self.opts.io_timeout = io;
+        self.build_parts();
         self
     }
 
     /// Another store on the same server, prefix and options, with connections
     /// of its own (for another thread, since [`fetch`](Store::fetch) blocks).
     pub fn independent(&self) -> Result<Store, StoreError> {
-        let mut store = self.sibling(self.keys.clone(), self.config.clone());
-        store.nodes = self.nodes.as_ref().map(|_| Arc::default());
-        store.rebuild_partitions();
+        let mut store = Store {
+            config: self.config.clone(),
+            addr: self.addr.clone(),
+            base_prefix: self.base_prefix.clone(),
+            opts: self.opts,
+            layout: Arc::clone(&self.layout),
+            nodes: self.nodes.as_ref().map(|_| Arc::default()),
+            parts: Vec::new(),
+            pinned: Vec::new(),
+        };
+        store.build_parts();
         Ok(store)
     }
 
-    /// A store like this one (options, layout check) with other keys and
-    /// connection settings, and connections of its own; not partitioned.
-    fn sibling(&self, keys: Keys, config: RedisConfig) -> Store {
-        Store {
-            config,
-            addr: self.addr.clone(),
-            base_prefix: self.base_prefix.clone(),
-            keys,
-            partitions: None,
-            layout: Arc::clone(&self.layout),
-            nodes: self.nodes.clone(),
-            conn: Mutex::new(None),
-            fetch_conn: Mutex::new(None),
-            max_args_bytes: self.max_args_bytes,
-            max_result_bytes: self.max_result_bytes,
-            max_task_timeout: self.max_task_timeout,
-            registry_ttl: self.registry_ttl,
-            connect_timeout: self.connect_timeout,
-            io_timeout: self.io_timeout,
-        }
+    /// Builds (again) the parts, with fresh connections, after an option
+    /// changed or for a new store: one per partition, and on partitioned
+    /// data a store pinned to each.
+    fn build_parts(&mut self) {
+        let count = self.config.partitions().max(1);
+        let config = &self.config;
+        self.parts = (0..count)
+            .map(|index| {
+                Arc::new(Part::new(
+                    index,
+                    count,
+                    config,
+                    &self.base_prefix,
+                    &self.layout,
+                    self.nodes.as_ref(),
+                    self.opts,
+                ))
+            })
+            .collect();
+        self.pinned = if count > 1 {
+            self.parts
+                .iter()
+                .map(|part| Store {
+                    config: part.config().clone(),
+                    addr: self.addr.clone(),
+                    base_prefix: self.base_prefix.clone(),
+                    opts: self.opts,
+                    layout: Arc::clone(&self.layout),
+                    nodes: self.nodes.clone(),
+                    parts: vec![Arc::clone(part)],
+                    pinned: Vec::new(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     }
 
     /// The key prefix (`redis_prefix`); partitioned data lives under
@@ -325,7 +340,7 @@ impl Store {
     /// How many partitions the data is split into (1 outside a Cluster
     /// unless `redis_partitions` says otherwise).
     pub fn partition_count(&self) -> usize {
-        self.parts().len()
+        self.parts.len()
     }
 
     /// The server address (`host:port`), safe to show.
@@ -335,241 +350,17 @@ impl Store {
 
     /// The limit on the JSON text of one task's arguments.
     pub fn max_args_bytes(&self) -> u64 {
-        self.max_args_bytes
+        self.opts.max_args_bytes
     }
 
     /// The longest per-task timeout an enqueue may ask for, in seconds.
     pub fn max_task_timeout(&self) -> u64 {
-        self.max_task_timeout
+        self.opts.max_task_timeout
     }
 
     /// Checks that Redis answers.
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.read(&[], |c, _| redis::cmd("PING").query::<String>(c))
-            .map(|_| ())
-    }
-
-    pub(crate) fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
-    pub(crate) fn registry_ttl(&self) -> u64 {
-        self.registry_ttl
-    }
-
-    /// Runs `f` on the command connection, opening it first if needed.
-    ///
-    /// `expected` lists keys with the Redis type the schema keeps there; when
-    /// Redis answers `WRONGTYPE`, they are checked to name the culprit.
-    pub(crate) fn run<T>(
-        &self,
-        expected: &[(&str, &'static str)],
-        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        self.run_quick(true, expected, f)
-    }
-
-    /// Like [`run`](Self::run) for a call that only reads: in durable
-    /// mode no `WAIT` follows it.
-    pub(crate) fn read<T>(
-        &self,
-        expected: &[(&str, &'static str)],
-        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        self.run_quick(false, expected, f)
-    }
-
-    fn run_quick<T>(
-        &self,
-        write: bool,
-        expected: &[(&str, &'static str)],
-        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        if let Some(nodes) = &self.nodes {
-            return self.run_on_node(nodes, write, None, expected, f);
-        }
-        let mut guard = lock(&self.conn);
-        self.run_on(&mut guard, None, write, None, expected, f)
-    }
-
-    /// Like [`run`](Self::run) on the fetch connection, with a read timeout
-    /// of `wait` plus the usual reply timeout.
-    pub(crate) fn run_blocking<T>(
-        &self,
-        wait: Duration,
-        expected: &[(&str, &'static str)],
-        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        if let Some(nodes) = &self.nodes {
-            return self.run_on_node(nodes, true, Some(wait), expected, f);
-        }
-        let mut guard = lock(&self.fetch_conn);
-        self.run_on(&mut guard, None, true, Some(wait), expected, f)
-    }
-
-    /// [`run`](Self::run) on a Cluster: on the connection to the master of
-    /// this store's slot (the blocking one when `wait` is given); a
-    /// connection error makes the next command ask for the slot map again.
-    fn run_on_node<T>(
-        &self,
-        nodes: &nodes::Nodes,
-        write: bool,
-        wait: Option<Duration>,
-        expected: &[(&str, &'static str)],
-        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        let slot = self.config.slot().unwrap_or(0);
-        let (cell, node) = nodes.cell(&self.config, slot, self.connect_timeout, wait.is_some())?;
-        let mut guard = lock(&cell);
-        let result = self.run_on(&mut guard, Some(&node), write, wait, expected, f);
-        if result.as_ref().is_err_and(StoreError::is_connection_error) {
-            nodes.forget_map();
-        }
-        result
-    }
-
-    fn run_on<T>(
-        &self,
-        slot: &mut Option<Connection>,
-        node: Option<&nodes::Node>,
-        write: bool,
-        wait: Option<Duration>,
-        expected: &[(&str, &'static str)],
-        f: impl FnOnce(&mut Connection, &Keys) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        if slot
-            .as_ref()
-            .is_none_or(|c| !redis::ConnectionLike::is_open(c))
-        {
-            *slot = None;
-            *slot = Some(self.connect(node)?);
-        }
-        let Some(conn) = slot.as_mut() else {
-            return Err(StoreError::UnexpectedReply {
-                what: "connect",
-                detail: "no connection".to_owned(),
-            });
-        };
-        if self.layout.get().is_none()
-            && let Err(e) = self.check_layout(conn)
-        {
-            if e.is_connection_error() {
-                *slot = None;
-            }
-            return Err(e);
-        }
-        let durable = self.config.wait().map(|w| w.timeout).unwrap_or_default();
-        let read_timeout = self.io_timeout + wait.unwrap_or_default() + durable;
-        if let Err(source) = conn.set_read_timeout(Some(read_timeout)) {
-            *slot = None;
-            return Err(self.redis_error(source));
-        }
-        match f(conn, &self.keys) {
-            Ok(value) if !write => Ok(value),
-            Ok(value) => match self.config.wait_replicas(conn) {
-                Ok(()) => Ok(value),
-                Err(connection::WaitError::Redis(err)) => {
-                    let mapped = self.redis_error(err);
-                    if mapped.is_connection_error() {
-                        *slot = None;
-                    }
-                    Err(mapped)
-                }
-                Err(connection::WaitError::Short { wanted, got }) => {
-                    *slot = None;
-                    Err(StoreError::NotReplicated {
-                        addr: self.addr.clone(),
-                        wanted,
-                        got,
-                        timeout_ms: durable.as_millis().try_into().unwrap_or(u64::MAX),
-                    })
-                }
-            },
-            Err(err) => {
-                let mapped = self.classify(conn, err, expected);
-                if mapped.is_connection_error() {
-                    *slot = None;
-                }
-                Err(mapped)
-            }
-        }
-    }
-
-    fn connect(&self, node: Option<&nodes::Node>) -> Result<Connection, StoreError> {
-        let connect_error = |error| StoreError::Connect {
-            addr: self.addr.clone(),
-            error,
-        };
-        let conn = match node {
-            Some((host, port)) => self.config.open_node(host, *port, self.connect_timeout)?,
-            None => self.config.connect(self.connect_timeout)?,
-        };
-        conn.set_write_timeout(Some(self.io_timeout))
-            .map_err(connect_error)?;
-        conn.set_read_timeout(Some(self.io_timeout))
-            .map_err(connect_error)?;
-        Ok(conn)
-    }
-
-    /// A connection for one command on `key`, wherever its slot lives (on
-    /// a Cluster), else on the usual server.
-    pub(crate) fn connect_for_key(&self, key: &str) -> Result<Connection, StoreError> {
-        let conn = self
-            .config
-            .for_slot(partition::key_slot(key))
-            .connect(self.connect_timeout)?;
-        conn.set_read_timeout(Some(self.io_timeout))
-            .and_then(|()| conn.set_write_timeout(Some(self.io_timeout)))
-            .map_err(|error| self.redis_error(error))?;
-        Ok(conn)
-    }
-
-    pub(crate) fn redis_error(&self, error: RedisError) -> StoreError {
-        StoreError::Redis {
-            addr: self.addr.clone(),
-            error,
-        }
-    }
-
-    /// Turns a Redis error into a store error, naming the key when the
-    /// error is about a key of the wrong type.
-    fn classify(
-        &self,
-        conn: &mut Connection,
-        err: RedisError,
-        expected: &[(&str, &'static str)],
-    ) -> StoreError {
-        match err.code() {
-            Some("RTWRONGTYPE") => {
-                if let Some(e) = parse_script_wrongtype(err.detail().unwrap_or_default()) {
-                    return e;
-                }
-            }
-            Some(code @ ("RTSCHEMA" | "RTFOREIGN")) => {
-                return schema::foreign_error(
-                    self.keys.prefix(),
-                    code,
-                    err.detail().unwrap_or_default(),
-                );
-            }
-            Some("WRONGTYPE") => {
-                for (key, want) in expected {
-                    let found: Result<String, _> = redis::cmd("TYPE").arg(*key).query(conn);
-                    if let Ok(found) = found
-                        && found != "none"
-                        && found != *want
-                    {
-                        return StoreError::WrongType {
-                            key: (*key).to_owned(),
-                            expected: (*want).to_owned(),
-                            found,
-                        };
-                    }
-                }
-            }
-            _ => {}
-        }
-        self.redis_error(err)
+        self.zero().ping()
     }
 }
 

@@ -7,6 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::record::score;
 use super::{Store, StoreError, scripts};
+use crate::part::Part;
 
 /// What [`Store::reclaim_slot`] did with a dead slot's tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +25,65 @@ impl Store {
     /// 1 ms); returns whether `token` holds it now. The holder calling again
     /// extends the expiry.
     pub fn try_lock(&self, name: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.zero().try_lock(name, token, ttl)
+    }
+
+    /// Releases the lock `name` if `token` holds it; returns whether it did.
+    pub fn release_lock(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+        self.zero().release_lock(name, token)
+    }
+
+    /// Slots whose last heartbeat is at least `heartbeat_timeout` before
+    /// `now`.
+    pub fn dead_slots(
+        &self,
+        now: Timestamp,
+        heartbeat_timeout: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        // Slots are registered in every partition: a slot dead in any.
+        let mut all = self
+            .each(|p| p.dead_slots(now, heartbeat_timeout))?
+            .concat();
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Starts the recovery of the dead slot `dead`, in one atomic step:
+    /// ids in its list that had not started go back to the FRONT of their
+    /// queue; running ones stay in its list and are returned, for the caller
+    /// to record their outcome with the dead slot's id and then
+    /// [`deregister_slot`](Store::deregister_slot) it.
+    ///
+    /// A slot whose heartbeat is later than `now` turned out to be alive:
+    /// nothing is touched and the result is empty.
+    pub fn reclaim_slot(&self, dead: &str, now: Timestamp) -> Result<Reclaimed, StoreError> {
+        let mut all = Reclaimed::default();
+        for r in self.each(|p| p.reclaim_slot(dead, now))? {
+            all.requeued.extend(r.requeued);
+            all.running.extend(r.running);
+        }
+        Ok(all)
+    }
+
+    /// Removes finished and failed entries that ended more than `ttl`
+    /// before `now`, with their task records (a batch per atomic step);
+    /// returns how many.
+    pub fn expire_registries(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
+        Ok(self
+            .each(|p| p.expire_registries(now, ttl))?
+            .into_iter()
+            .sum())
+    }
+}
+
+impl Part {
+    pub(crate) fn try_lock(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         let got: i64 = self.run(&[], |c, keys| {
             scripts::TRY_LOCK
@@ -36,8 +96,7 @@ impl Store {
         Ok(got == 1)
     }
 
-    /// Releases the lock `name` if `token` holds it; returns whether it did.
-    pub fn release_lock(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+    pub(crate) fn release_lock(&self, name: &str, token: &str) -> Result<bool, StoreError> {
         let done: i64 = self.run(&[], |c, keys| {
             scripts::RELEASE_LOCK
                 .key(keys.lock(name))
@@ -48,22 +107,11 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Slots whose last heartbeat is at least `heartbeat_timeout` before
-    /// `now`.
-    pub fn dead_slots(
+    pub(crate) fn dead_slots(
         &self,
         now: Timestamp,
         heartbeat_timeout: Duration,
     ) -> Result<Vec<String>, StoreError> {
-        if self.routed().is_some() {
-            // Slots are registered in every partition: a slot dead in any.
-            let mut all = self
-                .each(|p| p.dead_slots(now, heartbeat_timeout))?
-                .concat();
-            all.sort();
-            all.dedup();
-            return Ok(all);
-        }
         let limit = before(now, heartbeat_timeout);
         let key = self.keys().workers();
         self.read(&[(&key, "zset")], |c, _| {
@@ -75,23 +123,7 @@ impl Store {
         })
     }
 
-    /// Starts the recovery of the dead slot `dead`, in one atomic step:
-    /// ids in its list that had not started go back to the FRONT of their
-    /// queue; running ones stay in its list and are returned, for the caller
-    /// to record their outcome with the dead slot's id and then
-    /// [`deregister_slot`](Store::deregister_slot) it.
-    ///
-    /// A slot whose heartbeat is later than `now` turned out to be alive:
-    /// nothing is touched and the result is empty.
-    pub fn reclaim_slot(&self, dead: &str, now: Timestamp) -> Result<Reclaimed, StoreError> {
-        if self.routed().is_some() {
-            let mut all = Reclaimed::default();
-            for r in self.each(|p| p.reclaim_slot(dead, now))? {
-                all.requeued.extend(r.requeued);
-                all.running.extend(r.running);
-            }
-            return Ok(all);
-        }
+    pub(crate) fn reclaim_slot(&self, dead: &str, now: Timestamp) -> Result<Reclaimed, StoreError> {
         let reply: Option<(Vec<String>, Vec<String>)> = self.run(&[], |c, keys| {
             scripts::RECLAIM
                 .key(keys.worker_task(dead))
@@ -107,16 +139,11 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// Removes finished and failed entries that ended more than `ttl`
-    /// before `now`, with their task records (a batch per atomic step);
-    /// returns how many.
-    pub fn expire_registries(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
-        if self.routed().is_some() {
-            return Ok(self
-                .each(|p| p.expire_registries(now, ttl))?
-                .into_iter()
-                .sum());
-        }
+    pub(crate) fn expire_registries(
+        &self,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
         let limit = score(before(now, ttl));
         let finished = self.trim_registry(&self.keys().finished(), &limit)?;
         let failed = self.trim_registry(&self.keys().failed(), &limit)?;

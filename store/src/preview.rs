@@ -15,6 +15,7 @@
 use redis::Value;
 use redis_tasks_protocol::TaskRecord;
 
+use crate::part::Part;
 use crate::record::{RawHash, bytes_of, parse_record};
 use crate::{Store, StoreError, scripts};
 
@@ -65,25 +66,7 @@ fn stand_in(field: &str) -> Option<Option<&'static [u8]>> {
 impl Store {
     /// Task `id`'s record with each field cut to `cap` bytes.
     pub fn task_preview(&self, id: &str, cap: usize) -> Result<TaskPreview, StoreError> {
-        if let Some(parts) = self.routed() {
-            for part in parts {
-                match part.task_preview(id, cap) {
-                    Err(StoreError::NotFound { .. }) => {}
-                    found => return found,
-                }
-            }
-            return Err(StoreError::NotFound { id: id.to_owned() });
-        }
-        let key = self.keys().task(id);
-        let value: Value = self.read(&[], |c, keys| {
-            scripts::CLIPPED_RECORD
-                .key(&key)
-                .arg(keys.prefix())
-                .arg(cap)
-                .arg(MAX_FIELDS)
-                .invoke(c)
-        })?;
-        preview_from(id, value)
+        self.find(id, |p| p.task_preview(id, cap))
     }
 
     /// [`task_preview`](Self::task_preview) of several tasks, in the order
@@ -113,15 +96,30 @@ impl Store {
         field: &str,
         max: usize,
     ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
-        if let Some(parts) = self.routed() {
-            for part in parts {
-                match part.task_field(id, field, max) {
-                    Err(StoreError::NotFound { .. }) => {}
-                    found => return found,
-                }
-            }
-            return Err(StoreError::NotFound { id: id.to_owned() });
-        }
+        self.find(id, |p| p.task_field(id, field, max))
+    }
+}
+
+impl Part {
+    pub(crate) fn task_preview(&self, id: &str, cap: usize) -> Result<TaskPreview, StoreError> {
+        let key = self.keys().task(id);
+        let value: Value = self.read(&[], |c, keys| {
+            scripts::CLIPPED_RECORD
+                .key(&key)
+                .arg(keys.prefix())
+                .arg(cap)
+                .arg(MAX_FIELDS)
+                .invoke(c)
+        })?;
+        preview_from(id, value)
+    }
+
+    pub(crate) fn task_field(
+        &self,
+        id: &str,
+        field: &str,
+        max: usize,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         let key = self.keys().task(id);
         let items: Vec<Value> = self.read(&[], |c, keys| {
             scripts::CLIPPED_FIELD

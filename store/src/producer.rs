@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use redis::Value;
 use serde::Serialize;
 
+use super::part::Part;
 use super::record::time_text;
 use super::scripts;
 use super::{EnqueueOptions, Enqueued, Store, StoreError, replies};
@@ -26,6 +27,12 @@ pub(crate) const EMPTY_BATCH: usize = 500;
 pub struct Queue<'s> {
     store: &'s Store,
     name: String,
+}
+
+/// A queue in one partition, where the work of a [`Queue`] is done.
+pub(crate) struct PartQueue<'p> {
+    part: &'p Part,
+    name: &'p str,
 }
 
 /// A task ready to be written: id, name, args JSON, description.
@@ -47,12 +54,20 @@ impl Store {
 
     /// The names of all queues in use, sorted.
     pub fn queues(&self) -> Result<Vec<String>, StoreError> {
-        if self.routed().is_some() {
-            let mut names: Vec<String> = self.each(Store::queues)?.concat();
-            names.sort();
-            names.dedup();
-            return Ok(names);
-        }
+        let mut names: Vec<String> = self.each(Part::queues)?.concat();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+impl Part {
+    /// The queue called `name` in this partition.
+    pub(crate) fn queue<'p>(&'p self, name: &'p str) -> PartQueue<'p> {
+        PartQueue { part: self, name }
+    }
+
+    pub(crate) fn queues(&self) -> Result<Vec<String>, StoreError> {
         let key = self.keys().queues();
         let mut names: Vec<String> = self.read(&[(&key, "set")], |c, _| {
             redis::cmd("SMEMBERS").arg(&key).query(c)
@@ -81,7 +96,7 @@ pub(crate) struct PreparedCall {
     pub(crate) description: String,
 }
 
-impl Store {
+impl Part {
     /// Checks a task name and serialises its arguments (see [`PreparedCall`]).
     pub(crate) fn prepare_call<A: Serialize + ?Sized>(
         &self,
@@ -150,60 +165,11 @@ impl<'s> Queue<'s> {
         args: &A,
         options: &EnqueueOptions,
     ) -> Result<Enqueued, StoreError> {
-        if self.store.routed().is_some() {
-            // A unique task lives with its key, so that one script decides.
-            let home = self.store.home(options.unique_key().unwrap_or(&self.name));
-            return home
-                .queue(self.name.clone())
-                .enqueue_with_outcome(task, args, options);
-        }
-        options.check()?;
-        let t = self.store.new_task(task, args)?;
-        let Some(unique) = options.unique_key() else {
-            let tasks = vec![t];
-            let mut ids = if options.is_plain() {
-                self.write(tasks)?
-            } else {
-                self.store.write_with_options(&self.name, tasks, options)?
-            };
-            return ids
-                .pop()
-                .map(Enqueued::New)
-                .ok_or_else(|| StoreError::UnexpectedReply {
-                    what: "enqueue",
-                    detail: "no id written".to_owned(),
-                });
-        };
-        check_name("queue", &self.name)?;
-        let timeout = options.timeout_field(self.store.max_task_timeout())?;
-        let retry = options.retry_field()?;
-        let now = Timestamp::now();
-        let (run_at, run_score) = options.when_fields(now)?;
-        let keys = self.store.keys();
-        let mut inv = scripts::ENQUEUE_UNIQUE.prepare_invoke();
-        inv.key(keys.queues())
-            .key(keys.scheduled())
-            .arg(keys.prefix())
-            .arg(&t.id)
-            .arg(&t.task)
-            .arg(&t.args)
-            .arg(&self.name)
-            .arg(&t.description)
-            .arg(time_text(now))
-            .arg(unique)
-            .arg(&run_at)
-            .arg(&run_score)
-            .arg(&timeout)
-            .arg(&retry);
-        let (what, id): (String, String) = self.store.run(&[], |c, _| inv.invoke(c))?;
-        match what.as_str() {
-            "new" => Ok(Enqueued::New(id)),
-            "dup" => Ok(Enqueued::Existing(id)),
-            other => Err(StoreError::UnexpectedReply {
-                what: "unique enqueue",
-                detail: format!("unknown answer {other:?}"),
-            }),
-        }
+        // A unique task lives with its key, so that one script decides.
+        self.store
+            .home(options.unique_key().unwrap_or(&self.name))
+            .queue(&self.name)
+            .enqueue_with_outcome(task, args, options)
     }
 
     /// Enqueues one call to run no earlier than `delay` from now.
@@ -244,107 +210,41 @@ impl<'s> Queue<'s> {
         calls: &[(T, A)],
         options: &EnqueueOptions,
     ) -> Result<Vec<String>, StoreError> {
-        if self.store.routed().is_some() {
-            return self
-                .store
-                .home(&self.name)
-                .queue(self.name.clone())
-                .enqueue_many_with(calls, options);
-        }
-        if options.unique_key().is_some() {
-            return Err(StoreError::InvalidOption {
-                option: "unique",
-                reason: "a uniqueness key names one task; enqueue it with enqueue_with".to_owned(),
-            });
-        }
-        let tasks = calls
-            .iter()
-            .map(|(task, args)| self.store.new_task(task.as_ref(), args))
-            .collect::<Result<Vec<_>, _>>()?;
-        if options.is_plain() {
-            self.write(tasks)
-        } else {
-            self.store.write_with_options(&self.name, tasks, options)
-        }
-    }
-
-    fn write(&self, tasks: Vec<NewTask>) -> Result<Vec<String>, StoreError> {
-        check_name("queue", &self.name)?;
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = time_text(Timestamp::now());
-        let keys = self.store.keys();
-        if let [t] = tasks.as_slice() {
-            // One task: a single EVALSHA (loading the script only if Redis
-            // does not know it yet), the common producer's path.
-            let mut inv = scripts::ENQUEUE.prepare_invoke();
-            inv.key(keys.queues())
-                .arg(keys.prefix())
-                .arg(&t.id)
-                .arg(&t.task)
-                .arg(&t.args)
-                .arg(&self.name)
-                .arg(&t.description)
-                .arg(&now);
-            self.store
-                .run(&[], |c, _| inv.invoke::<i64>(c).map(|_| ()))?;
-            return Ok(tasks.into_iter().map(|t| t.id).collect());
-        }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&scripts::ENQUEUE).ignore();
-        for chunk in tasks.chunks(ENQUEUE_CHUNK) {
-            let mut inv = scripts::ENQUEUE.prepare_invoke();
-            inv.key(keys.queues()).arg(keys.prefix());
-            for t in chunk {
-                inv.arg(&t.id)
-                    .arg(&t.task)
-                    .arg(&t.args)
-                    .arg(&self.name)
-                    .arg(&t.description)
-                    .arg(&now);
-            }
-            pipe.invoke_script(&inv);
-        }
-        pipe.ignore_errors();
-        self.store.run(&[], |c, _| {
-            let values: Vec<Value> = pipe.query(c)?;
-            replies(values).map(|_| ())
-        })?;
-        Ok(tasks.into_iter().map(|t| t.id).collect())
+        self.store
+            .home(&self.name)
+            .queue(&self.name)
+            .enqueue_many_with(calls, options)
     }
 
     /// How many tasks wait in the queue.
     pub fn count(&self) -> Result<u64, StoreError> {
-        if self.store.routed().is_some() {
-            let counts = self.store.each(|p| p.queue(self.name.clone()).count())?;
-            return Ok(counts.into_iter().sum());
-        }
-        let key = self.store.keys().queue(&self.name);
-        self.store.read(&[(&key, "list")], |c, _| {
-            redis::cmd("LLEN").arg(&key).query(c)
-        })
+        let counts = self.store.each(|p| p.queue(&self.name).count())?;
+        Ok(counts.into_iter().sum())
     }
 
     /// Up to `len` ids from position `offset` (0 = next to run). With
     /// partitioned data, the queue's home partition comes first, then the
     /// others in turn.
     pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
-        if let Some(parts) = self.store.routed() {
-            let home = crate::partition::of(&self.name, parts.len());
-            let want = offset.saturating_add(len);
-            let mut ids = Vec::new();
-            for i in (0..parts.len()).map(|i| (home + i) % parts.len()) {
-                if ids.len() >= want {
-                    break;
-                }
-                let more = parts[i].queue(self.name.clone()).ids(0, want - ids.len())?;
-                ids.extend(more);
+        let mut skip = offset;
+        let mut ids = Vec::new();
+        for part in self.store.around(&self.name) {
+            if ids.len() >= len {
+                break;
             }
-            return Ok(ids.into_iter().skip(offset).take(len).collect());
+            let queue = part.queue(&self.name);
+            if skip > 0 {
+                // Pass over the tasks of the partitions before the page.
+                let here = usize::try_from(queue.count()?).unwrap_or(usize::MAX);
+                if skip >= here {
+                    skip -= here;
+                    continue;
+                }
+            }
+            ids.extend(queue.ids(skip, len - ids.len())?);
+            skip = 0;
         }
-        let key = self.store.keys().queue(&self.name);
-        self.store.id_range(&key, "list", offset, len)
+        Ok(ids)
     }
 
     /// The records of up to `len` tasks from position `offset`; a record
@@ -360,14 +260,159 @@ impl<'s> Queue<'s> {
 
     /// Removes every task of the queue, ids and records; returns how many.
     pub fn empty(&self) -> Result<u64, StoreError> {
-        if self.store.routed().is_some() {
-            let counts = self.store.each(|p| p.queue(self.name.clone()).empty())?;
-            return Ok(counts.into_iter().sum());
+        let counts = self.store.each(|p| p.queue(&self.name).empty())?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// Empties the queue and removes its name from the set of queues;
+    /// returns how many tasks were removed.
+    pub fn delete(&self) -> Result<u64, StoreError> {
+        let counts = self.store.each(|p| p.queue(&self.name).delete())?;
+        Ok(counts.into_iter().sum())
+    }
+}
+
+impl PartQueue<'_> {
+    pub(crate) fn enqueue_with_outcome<A: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        args: &A,
+        options: &EnqueueOptions,
+    ) -> Result<Enqueued, StoreError> {
+        options.check()?;
+        let t = self.part.new_task(task, args)?;
+        let Some(unique) = options.unique_key() else {
+            let tasks = vec![t];
+            let mut ids = if options.is_plain() {
+                self.write(tasks)?
+            } else {
+                self.part.write_with_options(self.name, tasks, options)?
+            };
+            return ids
+                .pop()
+                .map(Enqueued::New)
+                .ok_or_else(|| StoreError::UnexpectedReply {
+                    what: "enqueue",
+                    detail: "no id written".to_owned(),
+                });
+        };
+        check_name("queue", self.name)?;
+        let timeout = options.timeout_field(self.part.max_task_timeout())?;
+        let retry = options.retry_field()?;
+        let now = Timestamp::now();
+        let (run_at, run_score) = options.when_fields(now)?;
+        let keys = self.part.keys();
+        let mut inv = scripts::ENQUEUE_UNIQUE.prepare_invoke();
+        inv.key(keys.queues())
+            .key(keys.scheduled())
+            .arg(keys.prefix())
+            .arg(&t.id)
+            .arg(&t.task)
+            .arg(&t.args)
+            .arg(self.name)
+            .arg(&t.description)
+            .arg(time_text(now))
+            .arg(unique)
+            .arg(&run_at)
+            .arg(&run_score)
+            .arg(&timeout)
+            .arg(&retry);
+        let (what, id): (String, String) = self.part.run(&[], |c, _| inv.invoke(c))?;
+        match what.as_str() {
+            "new" => Ok(Enqueued::New(id)),
+            "dup" => Ok(Enqueued::Existing(id)),
+            other => Err(StoreError::UnexpectedReply {
+                what: "unique enqueue",
+                detail: format!("unknown answer {other:?}"),
+            }),
         }
-        let key = self.store.keys().queue(&self.name);
+    }
+
+    pub(crate) fn enqueue_many_with<T: AsRef<str>, A: Serialize>(
+        &self,
+        calls: &[(T, A)],
+        options: &EnqueueOptions,
+    ) -> Result<Vec<String>, StoreError> {
+        if options.unique_key().is_some() {
+            return Err(StoreError::InvalidOption {
+                option: "unique",
+                reason: "a uniqueness key names one task; enqueue it with enqueue_with".to_owned(),
+            });
+        }
+        let tasks = calls
+            .iter()
+            .map(|(task, args)| self.part.new_task(task.as_ref(), args))
+            .collect::<Result<Vec<_>, _>>()?;
+        if options.is_plain() {
+            self.write(tasks)
+        } else {
+            self.part.write_with_options(self.name, tasks, options)
+        }
+    }
+
+    fn write(&self, tasks: Vec<NewTask>) -> Result<Vec<String>, StoreError> {
+        check_name("queue", self.name)?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = time_text(Timestamp::now());
+        let keys = self.part.keys();
+        if let [t] = tasks.as_slice() {
+            // One task: a single EVALSHA (loading the script only if Redis
+            // does not know it yet), the common producer's path.
+            let mut inv = scripts::ENQUEUE.prepare_invoke();
+            inv.key(keys.queues())
+                .arg(keys.prefix())
+                .arg(&t.id)
+                .arg(&t.task)
+                .arg(&t.args)
+                .arg(self.name)
+                .arg(&t.description)
+                .arg(&now);
+            self.part
+                .run(&[], |c, _| inv.invoke::<i64>(c).map(|_| ()))?;
+            return Ok(tasks.into_iter().map(|t| t.id).collect());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts::ENQUEUE).ignore();
+        for chunk in tasks.chunks(ENQUEUE_CHUNK) {
+            let mut inv = scripts::ENQUEUE.prepare_invoke();
+            inv.key(keys.queues()).arg(keys.prefix());
+            for t in chunk {
+                inv.arg(&t.id)
+                    .arg(&t.task)
+                    .arg(&t.args)
+                    .arg(self.name)
+                    .arg(&t.description)
+                    .arg(&now);
+            }
+            pipe.invoke_script(&inv);
+        }
+        pipe.ignore_errors();
+        self.part.run(&[], |c, _| {
+            let values: Vec<Value> = pipe.query(c)?;
+            replies(values).map(|_| ())
+        })?;
+        Ok(tasks.into_iter().map(|t| t.id).collect())
+    }
+
+    pub(crate) fn count(&self) -> Result<u64, StoreError> {
+        let key = self.part.keys().queue(self.name);
+        self.part.read(&[(&key, "list")], |c, _| {
+            redis::cmd("LLEN").arg(&key).query(c)
+        })
+    }
+
+    pub(crate) fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        let key = self.part.keys().queue(self.name);
+        self.part.id_range(&key, "list", offset, len)
+    }
+
+    pub(crate) fn empty(&self) -> Result<u64, StoreError> {
+        let key = self.part.keys().queue(self.name);
         let mut total = 0;
         loop {
-            let n: u64 = self.store.run(&[], |c, keys| {
+            let n: u64 = self.part.run(&[], |c, keys| {
                 scripts::EMPTY_QUEUE
                     .key(&key)
                     .arg(keys.prefix())
@@ -381,21 +426,15 @@ impl<'s> Queue<'s> {
         }
     }
 
-    /// Empties the queue and removes its name from the set of queues;
-    /// returns how many tasks were removed.
-    pub fn delete(&self) -> Result<u64, StoreError> {
-        if self.store.routed().is_some() {
-            let counts = self.store.each(|p| p.queue(self.name.clone()).delete())?;
-            return Ok(counts.into_iter().sum());
-        }
+    pub(crate) fn delete(&self) -> Result<u64, StoreError> {
         let removed = self.empty()?;
-        let key = self.store.keys().queue(&self.name);
-        self.store.run(&[], |c, keys| {
+        let key = self.part.keys().queue(self.name);
+        self.part.run(&[], |c, keys| {
             scripts::FORGET_QUEUE
                 .key(&key)
                 .key(keys.queues())
                 .arg(keys.prefix())
-                .arg(&self.name)
+                .arg(self.name)
                 .invoke::<i64>(c)
         })?;
         Ok(removed)

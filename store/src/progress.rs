@@ -4,22 +4,27 @@
 
 use redis_tasks_protocol::Progress;
 
+use crate::part::Part;
 use crate::{Store, StoreError, scripts};
 
 impl Store {
     /// Stores `progress` in the record of task `id` while the task runs.
     /// Returns `false`, with nothing changed, when the task is not running.
     pub fn set_progress(&self, id: &str, progress: &Progress) -> Result<bool, StoreError> {
-        if let Some(parts) = self.routed() {
-            // The script stores only into a running task's record: the
-            // first partition that takes it holds the task.
-            for part in parts {
-                if part.set_progress(id, progress)? {
-                    return Ok(true);
-                }
-            }
-            return Ok(false);
-        }
+        // The script stores only into a running task's record: the first
+        // partition that takes it holds the task.
+        self.fenced(|p| p.set_progress(id, progress))
+    }
+
+    /// The last progress report of task `id`, if it sent one. A field that
+    /// does not read as a report is [`StoreError::Corrupt`].
+    pub fn progress(&self, id: &str) -> Result<Option<Progress>, StoreError> {
+        self.locate(id)?.progress(id)
+    }
+}
+
+impl Part {
+    pub(crate) fn set_progress(&self, id: &str, progress: &Progress) -> Result<bool, StoreError> {
         let key = self.keys().task(id);
         let json = serde_json::to_string(progress).map_err(|e| StoreError::UnexpectedReply {
             what: "progress",
@@ -35,12 +40,7 @@ impl Store {
         Ok(stored == 1)
     }
 
-    /// The last progress report of task `id`, if it sent one. A field that
-    /// does not read as a report is [`StoreError::Corrupt`].
-    pub fn progress(&self, id: &str) -> Result<Option<Progress>, StoreError> {
-        if self.routed().is_some() {
-            return self.locate(id)?.progress(id);
-        }
+    pub(crate) fn progress(&self, id: &str) -> Result<Option<Progress>, StoreError> {
         let key = self.keys().task(id);
         let raw: Option<String> = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGET").arg(&key).arg("progress").query(c)

@@ -3,6 +3,8 @@
 
 use redis::Value;
 
+use super::keys::Keys;
+use super::part::Part;
 use super::producer::EMPTY_BATCH;
 use super::record::text_of;
 use super::{Store, StoreError, scripts};
@@ -68,33 +70,100 @@ impl Store {
         if ids.is_empty() {
             return Ok(report);
         }
-        if let Some(parts) = self.routed() {
-            // Each partition requeues the ids in its failed registry and
-            // leaves the others, which the next partition tries.
-            let mut left = ids.to_vec();
-            for part in parts {
-                let r = part.requeue_failed(&left)?;
-                report.requeued += r.requeued;
-                left.clear();
-                for rejected in r.rejected {
-                    if rejected.reason == NOT_IN_REGISTRY {
-                        left.push(rejected.id);
-                    } else {
-                        report.rejected.push(rejected);
-                    }
-                }
-                if left.is_empty() {
-                    break;
+        // Each partition requeues the ids in its failed registry and
+        // leaves the others, which the next partition tries.
+        let mut left = ids.to_vec();
+        self.fenced(|part| {
+            let r = part.requeue_failed(&left)?;
+            report.requeued += r.requeued;
+            left.clear();
+            for rejected in r.rejected {
+                if rejected.reason == NOT_IN_REGISTRY {
+                    left.push(rejected.id);
+                } else {
+                    report.rejected.push(rejected);
                 }
             }
-            report.rejected.extend(left.into_iter().map(|id| Rejected {
-                id,
-                reason: NOT_IN_REGISTRY.to_owned(),
-            }));
-            // In the order the caller gave, as on one partition.
-            report
-                .rejected
-                .sort_by_key(|r| ids.iter().position(|id| *id == r.id));
+            Ok(left.is_empty())
+        })?;
+        report.rejected.extend(left.into_iter().map(|id| Rejected {
+            id,
+            reason: NOT_IN_REGISTRY.to_owned(),
+        }));
+        // In the order the caller gave, as on one partition.
+        report
+            .rejected
+            .sort_by_key(|r| ids.iter().position(|id| *id == r.id));
+        Ok(report)
+    }
+
+    /// Requeues every task of the failed registry, a batch at a time (each
+    /// batch is atomic); entries that cannot be requeued stay and are
+    /// reported.
+    pub fn requeue_all_failed(&self) -> Result<RequeueReport, StoreError> {
+        let mut total = RequeueReport::default();
+        for report in self.each(Part::requeue_all_failed)? {
+            total.requeued += report.requeued;
+            total.rejected.extend(report.rejected);
+        }
+        Ok(total)
+    }
+}
+
+impl Registry<'_> {
+    /// Which registry this is.
+    pub fn kind(&self) -> RegistryKind {
+        self.kind
+    }
+
+    /// How many ids it holds.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let counts = self.store.each(|p| p.registry_count(self.kind))?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// Up to `len` ids from position `offset`, oldest first.
+    pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
+        let kind = self.kind;
+        self.store
+            .merged_range(|k| registry_key(k, kind), offset, len)
+    }
+
+    /// The records of up to `len` tasks from position `offset`; a record
+    /// that cannot be read is an `Err` in its place.
+    pub fn tasks(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
+        let ids = self.ids(offset, len)?;
+        self.store.tasks(&ids)
+    }
+
+    /// Removes every entry and its task record; returns how many.
+    pub fn empty(&self) -> Result<u64, StoreError> {
+        let counts = self
+            .store
+            .each(|p| p.trim_registry(&registry_key(p.keys(), self.kind), "+inf"))?;
+        Ok(counts.into_iter().sum())
+    }
+}
+
+/// The key of the registry of `kind`.
+fn registry_key(keys: &Keys, kind: RegistryKind) -> String {
+    match kind {
+        RegistryKind::Finished => keys.finished(),
+        RegistryKind::Failed => keys.failed(),
+    }
+}
+
+/// The reason `REQUEUE_FAILED` gives for an id its registry does not hold.
+const NOT_IN_REGISTRY: &str = "not in the failed registry";
+
+impl Part {
+    pub(crate) fn requeue_failed(&self, ids: &[String]) -> Result<RequeueReport, StoreError> {
+        let mut report = RequeueReport::default();
+        if ids.is_empty() {
             return Ok(report);
         }
         let reply: Vec<Value> = self.run(&[], |c, keys| {
@@ -118,21 +187,12 @@ impl Store {
         Ok(report)
     }
 
-    /// Requeues every task of the failed registry, a batch at a time (each
-    /// batch is atomic); entries that cannot be requeued stay and are
-    /// reported.
-    pub fn requeue_all_failed(&self) -> Result<RequeueReport, StoreError> {
+    pub(crate) fn requeue_all_failed(&self) -> Result<RequeueReport, StoreError> {
         let mut total = RequeueReport::default();
-        if self.routed().is_some() {
-            for report in self.each(Store::requeue_all_failed)? {
-                total.requeued += report.requeued;
-                total.rejected.extend(report.rejected);
-            }
-            return Ok(total);
-        }
+        let failed = self.keys().failed();
         let mut offset = 0;
         loop {
-            let ids = self.failed().ids(offset, EMPTY_BATCH)?;
+            let ids = self.id_range(&failed, "zset", offset, EMPTY_BATCH)?;
             if ids.is_empty() {
                 return Ok(total);
             }
@@ -142,77 +202,13 @@ impl Store {
             total.rejected.extend(report.rejected);
         }
     }
-}
 
-impl Registry<'_> {
-    /// Which registry this is.
-    pub fn kind(&self) -> RegistryKind {
-        self.kind
-    }
-
-    fn key(&self) -> String {
-        match self.kind {
-            RegistryKind::Finished => self.store.keys().finished(),
-            RegistryKind::Failed => self.store.keys().failed(),
-        }
-    }
-
-    /// How many ids it holds.
-    pub fn count(&self) -> Result<u64, StoreError> {
-        if self.store.routed().is_some() {
-            let counts = self.store.each(|p| p.registry(self.kind).count())?;
-            return Ok(counts.into_iter().sum());
-        }
-        let key = self.key();
-        self.store.read(&[(&key, "zset")], |c, _| {
+    /// How many ids the registry of `kind` holds.
+    fn registry_count(&self, kind: RegistryKind) -> Result<u64, StoreError> {
+        let key = registry_key(self.keys(), kind);
+        self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCARD").arg(&key).query(c)
         })
-    }
-
-    /// Up to `len` ids from position `offset`, oldest first.
-    pub fn ids(&self, offset: usize, len: usize) -> Result<Vec<String>, StoreError> {
-        if self.store.routed().is_some() {
-            let kind = self.kind;
-            return self.store.merged_range(
-                |k| match kind {
-                    RegistryKind::Finished => k.finished(),
-                    RegistryKind::Failed => k.failed(),
-                },
-                offset,
-                len,
-            );
-        }
-        self.store.id_range(&self.key(), "zset", offset, len)
-    }
-
-    /// The records of up to `len` tasks from position `offset`; a record
-    /// that cannot be read is an `Err` in its place.
-    pub fn tasks(
-        &self,
-        offset: usize,
-        len: usize,
-    ) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
-        let ids = self.ids(offset, len)?;
-        self.store.tasks(&ids)
-    }
-
-    /// Removes every entry and its task record; returns how many.
-    pub fn empty(&self) -> Result<u64, StoreError> {
-        if self.store.routed().is_some() {
-            let counts = self.store.each(|p| p.registry(self.kind).empty())?;
-            return Ok(counts.into_iter().sum());
-        }
-        self.store.trim_registry(&self.key(), "+inf")
-    }
-}
-
-/// The reason `REQUEUE_FAILED` gives for an id its registry does not hold.
-const NOT_IN_REGISTRY: &str = "not in the failed registry";
-
-impl Store {
-    /// The registry of `kind`.
-    fn registry(&self, kind: RegistryKind) -> Registry<'_> {
-        Registry { store: self, kind }
     }
 
     /// Removes entries of the registry at `key` scored below `max` (or all,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use super::{Store, StoreError};
+use crate::part::Part;
 use redis_tasks_protocol::model::TaskRecord;
 
 /// The shortest blocking wait asked of Redis (it counts in seconds with
@@ -36,9 +37,16 @@ impl Store {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        if self.routed().is_some() {
-            return self.locate(id)?.wait_for_end(id, timeout);
-        }
+        self.locate(id)?.wait_for_end(id, timeout)
+    }
+}
+
+impl Part {
+    pub(crate) fn wait_for_end(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<TaskRecord>, StoreError> {
         // A timeout too large for the clock is as good as none.
         let deadline = Instant::now().checked_add(timeout);
         let done = self.keys().done(id);

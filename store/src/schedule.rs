@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::producer::check_name;
 use super::record::{score, text_of, time_text};
 use super::{Store, StoreError, scripts};
+use crate::part::Part;
 
 /// The name of the scheduler's fleet-wide lock (`P:lock:scheduler`).
 pub const SCHEDULER_LOCK: &str = "scheduler";
@@ -58,11 +59,7 @@ pub enum RunResult {
 impl Store {
     /// The last handled run of schedule entry `entry`, if any.
     pub fn schedule_last_run(&self, entry: &str) -> Result<Option<Timestamp>, StoreError> {
-        let key = self.keys().schedule_entry(entry);
-        let text: Option<String> = self.read(&[(&key, "hash")], |c, _| {
-            redis::cmd("HGET").arg(&key).arg("last_run").query(c)
-        })?;
-        text.map(|t| parse_time(entry, &t)).transpose()
+        self.zero().schedule_last_run(entry)
     }
 
     /// Returns the last handled run of `entry`; for an entry seen for the
@@ -70,6 +67,37 @@ impl Store {
     /// while no scheduler runs are caught up later). Fenced on the scheduler
     /// lock held by `token`: `Ok(None)` when it is not held.
     pub fn schedule_init(
+        &self,
+        entry: &str,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.zero().schedule_init(entry, token, now)
+    }
+
+    /// Enqueues `run` unless it was handled before, in one atomic step
+    /// fenced on the scheduler lock held by `token`. A singleton entry whose
+    /// previous task is still queued or running skips the run instead. Either
+    /// way the run becomes the entry's last run.
+    pub fn enqueue_scheduled<A: Serialize + ?Sized>(
+        &self,
+        token: &str,
+        run: &ScheduledRun<'_, A>,
+    ) -> Result<RunResult, StoreError> {
+        self.zero().enqueue_scheduled(token, run)
+    }
+}
+
+impl Part {
+    pub(crate) fn schedule_last_run(&self, entry: &str) -> Result<Option<Timestamp>, StoreError> {
+        let key = self.keys().schedule_entry(entry);
+        let text: Option<String> = self.read(&[(&key, "hash")], |c, _| {
+            redis::cmd("HGET").arg(&key).arg("last_run").query(c)
+        })?;
+        text.map(|t| parse_time(entry, &t)).transpose()
+    }
+
+    pub(crate) fn schedule_init(
         &self,
         entry: &str,
         token: &str,
@@ -96,11 +124,7 @@ impl Store {
         }
     }
 
-    /// Enqueues `run` unless it was handled before, in one atomic step
-    /// fenced on the scheduler lock held by `token`. A singleton entry whose
-    /// previous task is still queued or running skips the run instead. Either
-    /// way the run becomes the entry's last run.
-    pub fn enqueue_scheduled<A: Serialize + ?Sized>(
+    pub(crate) fn enqueue_scheduled<A: Serialize + ?Sized>(
         &self,
         token: &str,
         run: &ScheduledRun<'_, A>,

@@ -14,6 +14,7 @@
 //! adopted: the marker is written.
 
 use super::{Store, StoreError, scripts};
+use crate::part::Part;
 
 /// The value of `P:schema` for data in this code's format: a format name
 /// and a version, separated by a space.
@@ -29,17 +30,23 @@ impl Store {
     /// marker names another format, or is missing while keys in the Python
     /// original's layout exist under the prefix.
     pub fn claim_schema(&self) -> Result<(), StoreError> {
-        self.schema_script(true)
+        self.each(|p| p.schema_script(true)).map(|_| ())
     }
 
     /// Like [`claim_schema`](Store::claim_schema), but writes nothing: for
     /// commands that only read.
     pub fn check_schema(&self) -> Result<(), StoreError> {
-        self.schema_script(false)
+        self.each(|p| p.schema_script(false)).map(|_| ())
     }
 
     /// The marker stored under the prefix, if any.
     pub fn schema_marker(&self) -> Result<Option<String>, StoreError> {
+        self.zero().schema_marker()
+    }
+}
+
+impl Part {
+    pub(crate) fn schema_marker(&self) -> Result<Option<String>, StoreError> {
         let key = self.keys().schema();
         self.read(&[(&key, "string")], |c, _| {
             redis::cmd("GET").arg(&key).query(c)
@@ -47,9 +54,6 @@ impl Store {
     }
 
     fn schema_script(&self, write: bool) -> Result<(), StoreError> {
-        if self.routed().is_some() {
-            return self.each(|p| p.schema_script(write)).map(|_| ());
-        }
         let script = |c: &mut redis::Connection, keys: &crate::keys::Keys| {
             scripts::CLAIM_SCHEMA
                 .arg(keys.prefix())

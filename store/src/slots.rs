@@ -11,6 +11,7 @@ use redis::Value;
 
 use super::record::{hash_from_value, score, text_field, time_text};
 use super::{Store, StoreError, scripts};
+use crate::part::Part;
 
 /// What a supervisor registers for one of its slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +85,125 @@ impl Store {
     /// lost its hash must not look dead). A previous hash of the same slot
     /// is replaced.
     pub fn register_slot(&self, slot: &SlotInfo) -> Result<(), StoreError> {
-        if self.routed().is_some() {
-            // A slot fetches from, and is recovered in, every partition.
-            return self.each(|p| p.register_slot(slot)).map(|_| ());
+        // A slot fetches from, and is recovered in, every partition.
+        self.each(|p| p.register_slot(slot)).map(|_| ())
+    }
+
+    /// Records a heartbeat at `now` for each slot, in one atomic step.
+    /// Returns the slots whose hash is gone (Redis lost its data): they were
+    /// not touched and must be registered again.
+    pub fn heartbeat(&self, slots: &[String], now: Timestamp) -> Result<Vec<String>, StoreError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut lost = self.each(|p| p.heartbeat(slots, now))?.concat();
+        lost.sort();
+        lost.dedup();
+        Ok(lost)
+    }
+
+    /// Removes a slot's hash and heartbeat entry. Refused with
+    /// [`StoreError::SlotBusy`] (nothing changed) while its current-task
+    /// list holds an id.
+    pub fn deregister_slot(&self, slot: &str) -> Result<(), StoreError> {
+        every_one(self.each(|p| Ok(p.deregister_slot(slot)))?)
+    }
+
+    /// Removes the recovered dead slot `slot` from the live slots, like
+    /// [`deregister_slot`](Store::deregister_slot), but keeps its hash,
+    /// marked `dead` with the time, for `ttl` (the `dead_worker_ttl`
+    /// setting), so that `info` shows what died. Maintenance forgets it
+    /// after that ([`Store::expire_dead_slots`]).
+    pub fn bury_slot(&self, slot: &str, now: Timestamp, ttl: Duration) -> Result<(), StoreError> {
+        every_one(self.each(|p| Ok(p.bury_slot(slot, now, ttl)))?)
+    }
+
+    /// Forgets dead slots buried more than `ttl` before `now`.
+    pub fn expire_dead_slots(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
+        // Partition 0's registry is the one `info` shows.
+        let counts = self.each(|p| p.expire_dead_slots(now, ttl))?;
+        Ok(counts[0])
+    }
+
+    /// The slots registered by supervisor `supervisor_id`.
+    pub fn slots_of_supervisor(&self, supervisor_id: &str) -> Result<Vec<String>, StoreError> {
+        self.zero().slots_of_supervisor(supervisor_id)
+    }
+
+    /// The process id a slot registered, if its hash holds a readable one.
+    pub fn slot_pid(&self, slot: &str) -> Result<Option<u32>, StoreError> {
+        self.zero().slot_pid(slot)
+    }
+
+    /// The id of the last supervisor run on `host` as instance `instance`.
+    pub fn supervisor_id(&self, host: &str, instance: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.incarnation(host, instance)?.map(|i| i.supervisor_id))
+    }
+
+    /// Records `id` as the supervisor now running on `host` as `instance`,
+    /// without a process identity (see [`Store::set_incarnation`]).
+    pub fn set_supervisor_id(
+        &self,
+        host: &str,
+        instance: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        self.set_incarnation(
+            host,
+            instance,
+            &Incarnation {
+                supervisor_id: id.to_owned(),
+                process: None,
+            },
+        )
+    }
+
+    /// The last supervisor run on `host` as instance `instance`, with the
+    /// identity of its process when it recorded one. A mapping written by an
+    /// older version (a plain string) has no identity.
+    pub fn incarnation(
+        &self,
+        host: &str,
+        instance: &str,
+    ) -> Result<Option<Incarnation>, StoreError> {
+        self.zero().incarnation(host, instance)
+    }
+
+    /// Records the supervisor now running on `host` as `instance`, with the
+    /// identity of its process, replacing the previous mapping in one
+    /// atomic step (that also claims the schema, see
+    /// [`Store::claim_schema`]).
+    pub fn set_incarnation(
+        &self,
+        host: &str,
+        instance: &str,
+        incarnation: &Incarnation,
+    ) -> Result<(), StoreError> {
+        self.zero().set_incarnation(host, instance, incarnation)
+    }
+
+    /// Every registered slot, and every dead one still kept
+    /// (`dead_worker_ttl`, state `dead`), ordered by id.
+    pub fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        // Every partition registers every slot; a slot is busy in the
+        // partition it took its task from.
+        let mut all = self.each(Part::worker_infos)?.into_iter();
+        let mut infos = all.next().unwrap_or_default();
+        for other in all.flatten() {
+            if other.state != "busy" {
+                continue;
+            }
+            if let Some(info) = infos.iter_mut().find(|i| i.id == other.id) {
+                info.state = other.state;
+                info.current_task = other.current_task;
+            }
+        }
+        Ok(infos)
+    }
+}
+
+impl Part {
+    pub(crate) fn register_slot(&self, slot: &SlotInfo) -> Result<(), StoreError> {
         let now = Timestamp::now();
         let started = time_text(slot.started_at);
         let beat = time_text(now);
@@ -119,18 +235,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records a heartbeat at `now` for each slot, in one atomic step.
-    /// Returns the slots whose hash is gone (Redis lost its data): they were
-    /// not touched and must be registered again.
-    pub fn heartbeat(&self, slots: &[String], now: Timestamp) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn heartbeat(
+        &self,
+        slots: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
         if slots.is_empty() {
             return Ok(Vec::new());
-        }
-        if self.routed().is_some() {
-            let mut lost = self.each(|p| p.heartbeat(slots, now))?.concat();
-            lost.sort();
-            lost.dedup();
-            return Ok(lost);
         }
         self.run(&[], |c, keys| {
             let mut inv = scripts::HEARTBEAT.prepare_invoke();
@@ -145,13 +256,7 @@ impl Store {
         })
     }
 
-    /// Removes a slot's hash and heartbeat entry. Refused with
-    /// [`StoreError::SlotBusy`] (nothing changed) while its current-task
-    /// list holds an id.
-    pub fn deregister_slot(&self, slot: &str) -> Result<(), StoreError> {
-        if self.routed().is_some() {
-            return every_one(self.each(|p| Ok(p.deregister_slot(slot)))?);
-        }
+    pub(crate) fn deregister_slot(&self, slot: &str) -> Result<(), StoreError> {
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::DEREGISTER_SLOT
                 .key(keys.worker_task(slot))
@@ -164,15 +269,12 @@ impl Store {
         removed(slot, "deregister", reply)
     }
 
-    /// Removes the recovered dead slot `slot` from the live slots, like
-    /// [`deregister_slot`](Store::deregister_slot), but keeps its hash,
-    /// marked `dead` with the time, for `ttl` (the `dead_worker_ttl`
-    /// setting), so that `info` shows what died. Maintenance forgets it
-    /// after that ([`Store::expire_dead_slots`]).
-    pub fn bury_slot(&self, slot: &str, now: Timestamp, ttl: Duration) -> Result<(), StoreError> {
-        if self.routed().is_some() {
-            return every_one(self.each(|p| Ok(p.bury_slot(slot, now, ttl)))?);
-        }
+    pub(crate) fn bury_slot(
+        &self,
+        slot: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::BURY_SLOT
                 .key(keys.worker_task(slot))
@@ -189,15 +291,11 @@ impl Store {
         removed(slot, "bury a dead slot", reply)
     }
 
-    /// Forgets dead slots buried more than `ttl` before `now`.
-    pub fn expire_dead_slots(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
-        if let Some(parts) = self.routed() {
-            // Partition 0's registry is the one `info` shows.
-            for part in &parts[1..] {
-                part.expire_dead_slots(now, ttl)?;
-            }
-            return parts[0].expire_dead_slots(now, ttl);
-        }
+    pub(crate) fn expire_dead_slots(
+        &self,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
         let key = self.keys().dead_workers();
         let limit = now
             .checked_sub(jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX))
@@ -211,8 +309,10 @@ impl Store {
         })
     }
 
-    /// The slots registered by supervisor `supervisor_id`.
-    pub fn slots_of_supervisor(&self, supervisor_id: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn slots_of_supervisor(
+        &self,
+        supervisor_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
         self.run(&[], |c, keys| {
             scripts::SLOTS_OF_SUPERVISOR
                 .key(keys.workers())
@@ -222,8 +322,7 @@ impl Store {
         })
     }
 
-    /// The process id a slot registered, if its hash holds a readable one.
-    pub fn slot_pid(&self, slot: &str) -> Result<Option<u32>, StoreError> {
+    pub(crate) fn slot_pid(&self, slot: &str) -> Result<Option<u32>, StoreError> {
         let key = self.keys().worker(slot);
         let pid: Option<String> = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGET").arg(&key).arg("pid").query(c)
@@ -231,33 +330,7 @@ impl Store {
         Ok(pid.and_then(|p| p.parse().ok()))
     }
 
-    /// The id of the last supervisor run on `host` as instance `instance`.
-    pub fn supervisor_id(&self, host: &str, instance: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.incarnation(host, instance)?.map(|i| i.supervisor_id))
-    }
-
-    /// Records `id` as the supervisor now running on `host` as `instance`,
-    /// without a process identity (see [`Store::set_incarnation`]).
-    pub fn set_supervisor_id(
-        &self,
-        host: &str,
-        instance: &str,
-        id: &str,
-    ) -> Result<(), StoreError> {
-        self.set_incarnation(
-            host,
-            instance,
-            &Incarnation {
-                supervisor_id: id.to_owned(),
-                process: None,
-            },
-        )
-    }
-
-    /// The last supervisor run on `host` as instance `instance`, with the
-    /// identity of its process when it recorded one. A mapping written by an
-    /// older version (a plain string) has no identity.
-    pub fn incarnation(
+    pub(crate) fn incarnation(
         &self,
         host: &str,
         instance: &str,
@@ -307,11 +380,7 @@ impl Store {
         }
     }
 
-    /// Records the supervisor now running on `host` as `instance`, with the
-    /// identity of its process, replacing the previous mapping in one
-    /// atomic step (that also claims the schema, see
-    /// [`Store::claim_schema`]).
-    pub fn set_incarnation(
+    pub(crate) fn set_incarnation(
         &self,
         host: &str,
         instance: &str,
@@ -335,26 +404,7 @@ impl Store {
         Ok(())
     }
 
-    /// Every registered slot, and every dead one still kept
-    /// (`dead_worker_ttl`, state `dead`), ordered by id.
-    pub fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
-        if let Some(parts) = self.routed() {
-            // Every partition registers every slot; a slot is busy in the
-            // partition it took its task from.
-            let mut infos = parts[0].worker_infos()?;
-            for part in &parts[1..] {
-                for other in part.worker_infos()? {
-                    if other.state != "busy" {
-                        continue;
-                    }
-                    if let Some(info) = infos.iter_mut().find(|i| i.id == other.id) {
-                        info.state = other.state;
-                        info.current_task = other.current_task;
-                    }
-                }
-            }
-            return Ok(infos);
-        }
+    pub(crate) fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         let workers = self.keys().workers();
         let dead = self.keys().dead_workers();
         let (mut scored, buried): (Scored, Scored) =

@@ -5,9 +5,70 @@ use redis::Value;
 
 use super::record::{RawHash, hash_from_value, parse_record, text_of, time_text};
 use super::{Store, StoreError, scripts};
+use crate::part::Part;
 use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
 
 impl Store {
+    /// The record of task `id`.
+    pub fn task(&self, id: &str) -> Result<TaskRecord, StoreError> {
+        self.find(id, |p| p.task(id))
+    }
+
+    /// The records of several tasks in one round trip, in the order asked;
+    /// each one that cannot be read is an `Err` in its place.
+    pub fn tasks(&self, ids: &[String]) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip per partition: each id's record is in one.
+        let mut out: Vec<Result<TaskRecord, StoreError>> = Vec::new();
+        self.fenced(|part| {
+            if out.is_empty() {
+                out = part.tasks(ids)?;
+            } else {
+                let missing: Vec<usize> = (0..ids.len())
+                    .filter(|&i| matches!(out[i], Err(StoreError::NotFound { .. })))
+                    .collect();
+                let wanted: Vec<String> = missing.iter().map(|&i| ids[i].clone()).collect();
+                for (i, found) in missing.into_iter().zip(part.tasks(&wanted)?) {
+                    if !matches!(found, Err(StoreError::NotFound { .. })) {
+                        out[i] = found;
+                    }
+                }
+            }
+            Ok(!out
+                .iter()
+                .any(|r| matches!(r, Err(StoreError::NotFound { .. }))))
+        })?;
+        Ok(out)
+    }
+
+    /// Cancels a task that waits in its queue or in the delayed set:
+    /// removes it from there, marks it canceled and lets its record expire
+    /// after the registry TTL. (A running task: [`Store::cancel_task`].)
+    ///
+    /// Any other state is refused with nothing changed:
+    /// [`StoreError::NotQueued`] for another status, [`StoreError::Taken`]
+    /// when a worker already moved it out of its queue.
+    pub fn cancel(&self, id: &str) -> Result<(), StoreError> {
+        self.locate(id)?.cancel(id)
+    }
+
+    /// Merges `updates` into the task's `meta` object (keys in `updates`
+    /// replace those in the record; others stay), atomically: the record is
+    /// watched and the write retried if it changed in between. A merged
+    /// object over `max_args_bytes` is refused ([`StoreError::MetaTooLarge`])
+    /// with nothing written.
+    pub fn update_meta(
+        &self,
+        id: &str,
+        updates: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        self.locate(id)?.update_meta(id, updates)
+    }
+}
+
+impl Part {
     /// Up to `len` task ids from position `offset` of a queue (`list`) or a
     /// registry (`zset`).
     pub(crate) fn id_range(
@@ -27,17 +88,7 @@ impl Store {
         })
     }
 
-    /// The record of task `id`.
-    pub fn task(&self, id: &str) -> Result<TaskRecord, StoreError> {
-        if let Some(parts) = self.routed() {
-            for part in parts {
-                match part.task(id) {
-                    Err(StoreError::NotFound { .. }) => {}
-                    found => return found,
-                }
-            }
-            return Err(StoreError::NotFound { id: id.to_owned() });
-        }
+    pub(crate) fn task(&self, id: &str) -> Result<TaskRecord, StoreError> {
         let key = self.keys().task(id);
         let value: Value = self.read(&[(&key, "hash")], |c, _| {
             redis::cmd("HGETALL").arg(&key).query(c)
@@ -45,30 +96,12 @@ impl Store {
         parse_record(id, &hash_from_value("HGETALL", value)?)
     }
 
-    /// The records of several tasks in one round trip, in the order asked;
-    /// each one that cannot be read is an `Err` in its place.
-    pub fn tasks(&self, ids: &[String]) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
+    pub(crate) fn tasks(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Result<TaskRecord, StoreError>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
-        }
-        if let Some(parts) = self.routed() {
-            // One round trip per partition: each id's record is in one.
-            let mut out = parts[0].tasks(ids)?;
-            for part in &parts[1..] {
-                let missing: Vec<usize> = (0..ids.len())
-                    .filter(|&i| matches!(out[i], Err(StoreError::NotFound { .. })))
-                    .collect();
-                if missing.is_empty() {
-                    break;
-                }
-                let wanted: Vec<String> = missing.iter().map(|&i| ids[i].clone()).collect();
-                for (i, found) in missing.into_iter().zip(part.tasks(&wanted)?) {
-                    if !matches!(found, Err(StoreError::NotFound { .. })) {
-                        out[i] = found;
-                    }
-                }
-            }
-            return Ok(out);
         }
         let mut pipe = redis::pipe();
         for id in ids {
@@ -105,17 +138,7 @@ impl Store {
         }
     }
 
-    /// Cancels a task that waits in its queue or in the delayed set:
-    /// removes it from there, marks it canceled and lets its record expire
-    /// after the registry TTL. (A running task: [`Store::cancel_task`].)
-    ///
-    /// Any other state is refused with nothing changed:
-    /// [`StoreError::NotQueued`] for another status, [`StoreError::Taken`]
-    /// when a worker already moved it out of its queue.
-    pub fn cancel(&self, id: &str) -> Result<(), StoreError> {
-        if self.routed().is_some() {
-            return self.locate(id)?.cancel(id);
-        }
+    pub(crate) fn cancel(&self, id: &str) -> Result<(), StoreError> {
         let key = self.keys().task(id);
         let now = time_text(Timestamp::now());
         let reply: Vec<Value> = self.run(&[], |c, keys| {
@@ -170,19 +193,11 @@ impl Store {
         }
     }
 
-    /// Merges `updates` into the task's `meta` object (keys in `updates`
-    /// replace those in the record; others stay), atomically: the record is
-    /// watched and the write retried if it changed in between. A merged
-    /// object over `max_args_bytes` is refused ([`StoreError::MetaTooLarge`])
-    /// with nothing written.
-    pub fn update_meta(
+    pub(crate) fn update_meta(
         &self,
         id: &str,
         updates: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), StoreError> {
-        if self.routed().is_some() {
-            return self.locate(id)?.update_meta(id, updates);
-        }
         let key = self.keys().task(id);
         let outcome: Result<(), StoreError> = self.run(&[(&key, "hash")], |c, _| {
             redis::transaction(c, &[&key], |c, pipe| {

@@ -7,6 +7,7 @@
 //! Maintenance deletes such keys so they do not pile up.
 
 use super::{Store, StoreError, scripts};
+use crate::part::Part;
 
 /// How many keys one `SCAN` step asks for (and one script checks).
 const SCAN_BATCH: usize = 500;
@@ -16,9 +17,12 @@ impl Store {
     /// scheduled or running; returns how many. Walks the keys with `SCAN`,
     /// one batch per script, so it never blocks Redis for long.
     pub fn free_stale_unique_keys(&self) -> Result<u64, StoreError> {
-        if self.routed().is_some() {
-            return Ok(self.each(Store::free_stale_unique_keys)?.into_iter().sum());
-        }
+        Ok(self.each(Part::free_stale_unique_keys)?.into_iter().sum())
+    }
+}
+
+impl Part {
+    pub(crate) fn free_stale_unique_keys(&self) -> Result<u64, StoreError> {
         let pattern = format!("{}*", glob_escape(&self.keys().unique("")));
         let mut cursor: u64 = 0;
         let mut freed = 0;

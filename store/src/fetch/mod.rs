@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use redis::Value;
 
+use super::part::Part;
 use super::record::{score, time_text};
 use super::{Store, StoreError, scripts};
 use redis_tasks_protocol::model::TaskStatus;
@@ -74,95 +75,145 @@ impl Store {
         block: Duration,
         last: Option<&Lease>,
     ) -> Result<Option<Fetched>, StoreError> {
-        let Some(first) = queues.first() else {
+        if queues.is_empty() {
             return Ok(None);
-        };
-        if self.routed().is_some() {
-            return self.fetch_partitioned(slot, queues, block, last.map(|l| l.partition));
         }
-        let deadline = Instant::now() + block;
-        loop {
-            match self.try_fetch(slot, queues, 0)? {
+        let (order, home) = self.fetch_order(queues, last.map(|l| l.partition));
+        fetch_in_order(&order, home, slot, queues, block)
+    }
+
+    /// Records the end of a run: `status` ([`TaskStatus::Finished`] or
+    /// [`TaskStatus::Failed`]), `ended_at = now`, the error text, the
+    /// registry entry, and the slot back to idle.
+    ///
+    /// Fenced: only if `slot` still holds `id` in its private list; returns
+    /// `false` and changes nothing otherwise.
+    pub fn finish(
+        &self,
+        slot: &str,
+        id: &str,
+        status: TaskStatus,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.finish_with_result(slot, id, status, error, None, now)
+    }
+
+    /// Like [`finish`](Store::finish), also storing `result` (the JSON text
+    /// of the task's return value) in the record's `result` field. Every
+    /// final end also frees the task's uniqueness key and wakes those
+    /// waiting for it ([`Store::wait_for_end`]).
+    pub fn finish_with_result(
+        &self,
+        slot: &str,
+        id: &str,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.fenced(|p| p.finish_with_result(slot, id, status, error, result, now))
+    }
+
+    /// Records a final end of the task of `lease` as
+    /// [`finish_with_result`](Store::finish_with_result) does and, when the
+    /// slot held it, takes the slot's next task from `queues` in the same
+    /// partition, all in one round trip (a busy slot's path: one script
+    /// call per task). Returns whether the end was recorded, and the next
+    /// task when there was one; a next task that cannot be read from the
+    /// reply is left in the slot's list, where the next
+    /// [`fetch`](Store::fetch) meets it as [`StoreError::SlotBusy`].
+    pub fn finish_and_fetch(
+        &self,
+        lease: &Lease,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&str>,
+        queues: &[String],
+        now: Timestamp,
+    ) -> Result<(bool, Option<Fetched>), StoreError> {
+        self.by_lease(lease)
+            .finish_and_fetch(lease, status, error, result, queues, now)
+    }
+
+    /// Puts an interrupted task back at the FRONT of its origin queue:
+    /// appends `{started_at, ended_at: now, reason}` to its aborted runs,
+    /// sets it queued and clears its start time; the slot goes idle.
+    ///
+    /// Fenced like [`finish`](Store::finish): returns `false` and changes
+    /// nothing when the slot does not hold `id`.
+    pub fn requeue_interrupted(
+        &self,
+        slot: &str,
+        id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.fenced(|p| p.requeue_interrupted(slot, id, reason, now))
+    }
+
+    /// Hands a task this slot fetched but did not start back to the FRONT
+    /// of its queue, as if it had never been fetched (no aborted run is
+    /// noted). Fenced like [`Store::finish`]; returns whether the slot held
+    /// the task. A supervisor uses it when a shutdown or a pause begins
+    /// while a fetch was already under way.
+    pub fn release_unstarted(
+        &self,
+        slot: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.requeue_interrupted(slot, id, "", now)
+    }
+}
+
+/// [`fetch`](Store::fetch) over `order` (the parts in the order the slot
+/// tries them, [`Store::fetch_order`]): each part's fetch script in turn,
+/// then a blocking wait on `home` (the first queue's partition), for at
+/// most [`PARTITIONED_BLOCK_CAP`] when there are other parts to look at
+/// again. Every part's fetch script refuses while the slot's list there
+/// holds an id, so a task stranded by a lost reply is met as
+/// [`StoreError::SlotBusy`] (and handed back) by the first fetch that
+/// reaches its partition.
+fn fetch_in_order(
+    order: &[&Part],
+    home: &Part,
+    slot: &str,
+    queues: &[String],
+    block: Duration,
+) -> Result<Option<Fetched>, StoreError> {
+    let first = &queues[0];
+    let cap = if order.len() > 1 {
+        PARTITIONED_BLOCK_CAP
+    } else {
+        block
+    };
+    let deadline = Instant::now() + block;
+    loop {
+        for part in order {
+            match part.try_fetch(slot, queues, part.index)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Nothing | Answer::Missing => {}
             }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero() {
-                return Ok(None);
-            }
-            let Some(id) = self.wait_for(slot, first, wait)? else {
-                return Ok(None);
-            };
-            match self.start(slot, &id, first, 0)? {
-                Answer::Foreign(e) => return Err(e),
-                Answer::Task(f) => return Ok(Some(*f)),
-                Answer::Nothing => return Ok(None),
-                Answer::Missing => continue,
-            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now()).min(cap);
+        if wait.is_zero() {
+            return Ok(None);
+        }
+        let Some(id) = home.wait_for(slot, first, wait)? else {
+            continue;
+        };
+        match home.start(slot, &id, first, home.index)? {
+            Answer::Foreign(e) => return Err(e),
+            Answer::Task(f) => return Ok(Some(*f)),
+            Answer::Nothing => return Ok(None),
+            Answer::Missing => continue,
         }
     }
+}
 
-    /// The store that holds the task of `lease`: its partition's on
-    /// partitioned data, else this one. Writes for a fetched task go here.
-    pub fn leased(&self, lease: &Lease) -> &Store {
-        self.parts().get(lease.partition).unwrap_or(self)
-    }
-
-    /// [`fetch`](Store::fetch) over the partitions of partitioned data:
-    /// `last` (the partition of the slot's last lease) first, then the
-    /// home partitions of the queues, then the rest. Every partition's
-    /// fetch script refuses while the slot's list there holds an id, so a
-    /// task stranded by a lost reply is met as [`StoreError::SlotBusy`]
-    /// (and handed back) by the first fetch that reaches its partition.
-    fn fetch_partitioned(
-        &self,
-        slot: &str,
-        queues: &[String],
-        block: Duration,
-        last: Option<usize>,
-    ) -> Result<Option<Fetched>, StoreError> {
-        let parts = self.parts();
-        let count = parts.len();
-        let homes: Vec<usize> = queues
-            .iter()
-            .map(|q| crate::partition::of(q, count))
-            .collect();
-        let mut order: Vec<usize> = last.filter(|&i| i < count).into_iter().collect();
-        for i in homes.iter().copied().chain(0..count) {
-            if !order.contains(&i) {
-                order.push(i);
-            }
-        }
-        let first = &queues[0];
-        let deadline = Instant::now() + block;
-        loop {
-            for &i in &order {
-                match parts[i].try_fetch(slot, queues, i)? {
-                    Answer::Foreign(e) => return Err(e),
-                    Answer::Task(f) => return Ok(Some(*f)),
-                    Answer::Nothing | Answer::Missing => {}
-                }
-            }
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(PARTITIONED_BLOCK_CAP);
-            if wait.is_zero() {
-                return Ok(None);
-            }
-            let home = &parts[homes[0]];
-            let Some(id) = home.wait_for(slot, first, wait)? else {
-                continue;
-            };
-            match home.start(slot, &id, first, homes[0])? {
-                Answer::Foreign(e) => return Err(e),
-                Answer::Task(f) => return Ok(Some(*f)),
-                Answer::Nothing => return Ok(None),
-                Answer::Missing => continue,
-            }
-        }
-    }
-
+impl Part {
     /// One non-blocking attempt over all queues; `partition` is this
     /// store's index among the partitions (0 when unpartitioned).
     fn try_fetch(
@@ -251,28 +302,8 @@ impl Store {
         self.answer(slot, value, partition)
     }
 
-    /// Records the end of a run: `status` ([`TaskStatus::Finished`] or
-    /// [`TaskStatus::Failed`]), `ended_at = now`, the error text, the
-    /// registry entry, and the slot back to idle.
-    ///
-    /// Fenced: only if `slot` still holds `id` in its private list; returns
-    /// `false` and changes nothing otherwise.
-    pub fn finish(
-        &self,
-        slot: &str,
-        id: &str,
-        status: TaskStatus,
-        error: Option<&str>,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.finish_with_result(slot, id, status, error, None, now)
-    }
-
-    /// Like [`finish`](Store::finish), also storing `result` (the JSON text
-    /// of the task's return value) in the record's `result` field. Every
-    /// final end also frees the task's uniqueness key and wakes those
-    /// waiting for it ([`Store::wait_for_end`]).
-    pub fn finish_with_result(
+    /// [`Store::finish_with_result`] in this partition.
+    pub(crate) fn finish_with_result(
         &self,
         slot: &str,
         id: &str,
@@ -281,9 +312,6 @@ impl Store {
         result: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if self.routed().is_some() {
-            return self.fenced(|p| p.finish_with_result(slot, id, status, error, result, now));
-        }
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
@@ -311,28 +339,8 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Records a final end of the task of `lease` as
-    /// [`finish_with_result`](Store::finish_with_result) does and, when the
-    /// slot held it, takes the slot's next task from `queues` in the same
-    /// partition, all in one round trip (a busy slot's path: one script
-    /// call per task). Returns whether the end was recorded, and the next
-    /// task when there was one; a next task that cannot be read from the
-    /// reply is left in the slot's list, where the next
-    /// [`fetch`](Store::fetch) meets it as [`StoreError::SlotBusy`].
-    pub fn finish_and_fetch(
-        &self,
-        lease: &Lease,
-        status: TaskStatus,
-        error: Option<&str>,
-        result: Option<&str>,
-        queues: &[String],
-        now: Timestamp,
-    ) -> Result<(bool, Option<Fetched>), StoreError> {
-        self.leased(lease)
-            .finish_fetch_here(lease, status, error, result, queues, now)
-    }
-
-    fn finish_fetch_here(
+    /// [`Store::finish_and_fetch`] in this partition.
+    fn finish_and_fetch(
         &self,
         lease: &Lease,
         status: TaskStatus,
@@ -408,22 +416,14 @@ impl Store {
         ]
     }
 
-    /// Puts an interrupted task back at the FRONT of its origin queue:
-    /// appends `{started_at, ended_at: now, reason}` to its aborted runs,
-    /// sets it queued and clears its start time; the slot goes idle.
-    ///
-    /// Fenced like [`finish`](Store::finish): returns `false` and changes
-    /// nothing when the slot does not hold `id`.
-    pub fn requeue_interrupted(
+    /// [`Store::requeue_interrupted`] in this partition.
+    pub(crate) fn requeue_interrupted(
         &self,
         slot: &str,
         id: &str,
         reason: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if self.routed().is_some() {
-            return self.fenced(|p| p.requeue_interrupted(slot, id, reason, now));
-        }
         let done: i64 = self.run(&[], |c, keys| {
             scripts::REQUEUE_INTERRUPTED
                 .key(keys.worker_task(slot))
@@ -438,19 +438,5 @@ impl Store {
                 .invoke(c)
         })?;
         Ok(done == 1)
-    }
-
-    /// Hands a task this slot fetched but did not start back to the FRONT
-    /// of its queue, as if it had never been fetched (no aborted run is
-    /// noted). Fenced like [`Store::finish`]; returns whether the slot held
-    /// the task. A supervisor uses it when a shutdown or a pause begins
-    /// while a fetch was already under way.
-    pub fn release_unstarted(
-        &self,
-        slot: &str,
-        id: &str,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.requeue_interrupted(slot, id, "", now)
     }
 }

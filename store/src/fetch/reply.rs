@@ -6,8 +6,9 @@
 
 use redis::Value;
 
+use crate::StoreError;
+use crate::part::Part;
 use crate::record::{hash_from_value, parse_record, text_of, unknown_fields};
-use crate::{Store, StoreError};
 use redis_tasks_protocol::model::TaskRecord;
 
 /// Room in the description's limit beyond `max_args_bytes`, for the task
@@ -20,7 +21,7 @@ const RECORD_SLACK: u64 = 1024 * 1024;
 
 /// What a slot holds while it runs a task it fetched: which task, where it
 /// came from, and where its record lives. Every later write for the task
-/// (meta, progress, its ending) goes through [`Store::leased`], so it
+/// (meta, progress, its ending) goes through [`Store::leased`](crate::Store::leased), so it
 /// reaches the partition the task was fetched from without looking for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -44,7 +45,7 @@ pub struct Fetched {
     /// The slot's hold on the task.
     pub lease: Lease,
     /// Its record, or why it cannot be read or run (the caller should then
-    /// fail the task with that text through [`Store::finish`]): corrupt,
+    /// fail the task with that text through [`Store::finish`](crate::Store::finish)): corrupt,
     /// too large to load ([`StoreError::RecordTooLarge`]), or naming
     /// another queue than the one it was fetched from.
     pub record: Result<TaskRecord, StoreError>,
@@ -63,14 +64,14 @@ pub(super) enum Answer {
     Foreign(StoreError),
 }
 
-impl Store {
+impl Part {
     /// The size limits the fetch script holds a record to, in its order:
     /// args, description, meta, result, the whole record; with the
     /// setting each comes from.
     pub(super) fn record_limits(&self) -> [(u64, &'static str); 5] {
-        let args = self.max_args_bytes;
+        let args = self.opts.max_args_bytes;
         let description = args.saturating_add(DESCRIPTION_SLACK);
-        let result = self.max_result_bytes;
+        let result = self.opts.max_result_bytes;
         let whole = args
             .saturating_add(description)
             .saturating_add(args)
@@ -250,7 +251,8 @@ mod tests {
     use proptest::prelude::*;
     use redis::Value;
 
-    use super::{Answer, Store, from_its_queue};
+    use super::{Answer, from_its_queue};
+    use crate::Store;
     use crate::record::parse_record;
 
     /// Replies of any shape (a script of another version, a proxy in
@@ -283,7 +285,7 @@ mod tests {
         fn any_fetch_reply_is_read_without_panic(value in values(), partition in 0usize..4) {
             // No connection is made: only the reply is read.
             let store = Store::open("redis://127.0.0.1:9", "p").expect("store");
-            if let Ok(Answer::Task(f)) = store.answer("s", value, partition) {
+            if let Ok(Answer::Task(f)) = store.zero().answer("s", value, partition) {
                 prop_assert_eq!(&f.lease.id, &f.id);
                 prop_assert_eq!(f.lease.partition, partition);
             }
