@@ -6,25 +6,34 @@
 //!
 //! # Layout
 //!
-//! - [`Store`] (this file): one connection to Redis with timeouts, reopened
-//!   after a drop, shared through `&self`.
+//! - [`Store`] (this file): the public handle. It routes: each public
+//!   method is one line from `route` that picks the part(s), plus a call
+//!   on them. `route` alone decides which part does an operation.
+//! - `part`: `Part`, one partition's keys and connections (one connection
+//!   to Redis with timeouts, reopened after a drop). The topic modules
+//!   below hold, next to the `Store` method, the `Part` method doing that
+//!   partition's work.
 //! - `connection`: [`RedisConfig`], how every program reaches Redis (TLS,
 //!   ACL user, password file, Sentinel, the durable `WAIT` mode).
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
 //!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
-//! - `producer`: [`Queue`] and enqueueing; `enqueue_options`:
-//!   [`EnqueueOptions`] (delay, timeout, retry and uniqueness key of one
-//!   call). `delayed`: the delayed set (promotion of due tasks, retries)
-//!   and cancel requests of running tasks. `tasks`: reading, canceling and
-//!   annotating tasks. `results`: waiting for a task's end and result.
-//!   `registry`: the finished and failed registries.
-//! - `slots`: worker-slot registration and heartbeats. `fetch`: taking a task
-//!   into a slot and recording its end. `conclude`: one call for every
-//!   ending of a fetched task ([`Ending`]), which picks the script. `maintenance`: locks, dead slots,
-//!   expiry.
+//! - Producer operations: `producer`: [`Queue`] and enqueueing;
+//!   `enqueue_options`: [`EnqueueOptions`] (delay, timeout, retry and
+//!   uniqueness key of one call). `delayed`: the delayed set (promotion of
+//!   due tasks, retries) and cancel requests of running tasks. `tasks`:
+//!   reading, canceling and annotating tasks. `results`: waiting for a
+//!   task's end and result. `progress`: progress reports. `unique`: stale
+//!   uniqueness keys.
+//! - Slot operations: `slots`: worker-slot registration and heartbeats.
+//!   `fetch`: taking a task into a slot and recording its end. `conclude`:
+//!   one call for every ending of a fetched task ([`Ending`]), which picks
+//!   the script. `maintenance`: locks, dead slots, expiry.
+//! - Admin views: `registry`: the finished and failed registries. `admin`:
+//!   counts, queue lengths, deleting a failed task. `preview`: clipped
+//!   records. `layout`: partition and key names for programs reading Redis.
 //! - `schedule`: the scheduler's last run per entry and its fenced,
 //!   exactly-once enqueue. `graph`: task graphs (store, start, advance,
-//!   show).
+//!   show). `schema`: the format marker.
 //!
 //! # Atomicity
 //!
@@ -36,20 +45,26 @@
 //!
 //! # Connections
 //!
-//! A [`Store`] holds one lazily opened connection for quick commands and a
+//! Each part holds one lazily opened connection for quick commands and a
 //! second one for [`Store::fetch`], whose blocking wait needs a read timeout
 //! longer than the wait (on a Cluster, one such pair per master, shared by
-//! the partitions on it: `nodes`).
+//! the parts on it: `nodes`). A connection that fails with an I/O error or
+//! a timeout is dropped and reopened by the next call; the failed call
+//! returns the error and is not retried (the caller decides, since a write
+//! may or may not have happened). Use [`Store::independent`] to get a store
+//! with connections of its own, for another thread.
 //!
 //! # Partitions
 //!
 //! On a Cluster (or with `redis_partitions` above 1) the data is split into
-//! hash-tagged partitions (`partition`), and the public methods of the root
-//! store route to them (`partitioned`); see docs/redis.md. A connection that fails with an I/O error or a
-//! timeout is dropped and reopened by the next call; the failed call returns
-//! the error and is not retried (the caller decides, since a write may or may
-//! not have happened). Use [`Store::independent`] to get a store with
-//! connections of its own, for another thread.
+//! hash-tagged partitions (`partition`; see docs/redis.md), a `Part` each;
+//! otherwise there is exactly one part, whose prefix is the plain prefix.
+//! The routing kinds (`route`): by queue, uniqueness key or graph id
+//! (`home`); every part, results merged (`each`, `merged_range`); the part
+//! holding a task record (`locate`, `find`); each part until one holds a
+//! slot's task (`fenced`); a fetched task's [`Lease`] (`by_lease`, and
+//! [`Store::leased`], a store pinned to that partition); partition 0 for the
+//! scheduler, locks and supervisor records (`zero`).
 
 mod admin;
 mod conclude;

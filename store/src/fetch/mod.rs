@@ -215,7 +215,7 @@ fn fetch_in_order(
 
 impl Part {
     /// One non-blocking attempt over all queues; `partition` is this
-    /// store's index among the partitions (0 when unpartitioned).
+    /// part's index among the partitions (0 when unpartitioned).
     fn try_fetch(
         &self,
         slot: &str,
