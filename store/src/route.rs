@@ -185,3 +185,64 @@ impl Store {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Lease, RedisConfig, Store};
+
+    fn store(partitions: u16) -> Store {
+        let config = RedisConfig::from_url("redis://127.0.0.1:9", None)
+            .expect("url")
+            .with_partitions(partitions);
+        Store::with_config(config, "rt").expect("store")
+    }
+
+    fn lease(partition: usize) -> Lease {
+        Lease {
+            slot: "s".to_owned(),
+            id: "i".to_owned(),
+            queue: "q".to_owned(),
+            partition,
+        }
+    }
+
+    #[test]
+    fn unpartitioned_data_is_one_part_under_the_plain_prefix() {
+        let store = store(1);
+        assert_eq!(store.partition_count(), 1);
+        assert_eq!(store.zero().keys().prefix(), "rt");
+        assert_eq!(store.home("anything").index, 0);
+        assert_eq!(store.by_lease(&lease(5)).index, 0);
+        assert!(std::ptr::eq(store.leased(&lease(0)), &store));
+        let (order, home) = store.fetch_order(&["a".to_owned()], Some(3));
+        assert_eq!(order.iter().map(|p| p.index).collect::<Vec<_>>(), [0]);
+        assert_eq!(home.index, 0);
+    }
+
+    #[test]
+    fn every_kind_picks_a_part_of_partitioned_data() {
+        let store = store(3);
+        assert_eq!(store.partition_count(), 3);
+        for name in ["default", "high", "emails"] {
+            assert_eq!(store.home(name).index, store.partition_of(name));
+            let around: Vec<usize> = store.around(name).map(|p| p.index).collect();
+            assert_eq!(around.len(), 3);
+            assert_eq!(around[0], store.partition_of(name));
+        }
+        for i in 0..3 {
+            assert_eq!(store.by_lease(&lease(i)).index, i);
+            // The pinned store does every write in the lease's partition.
+            let pinned = store.leased(&lease(i));
+            assert_eq!(pinned.partition_count(), 1);
+            assert_eq!(pinned.by_lease(&lease(i)).index, i);
+            assert_eq!(pinned.zero().keys().prefix(), store.key_names(i).prefix());
+        }
+        let queues = ["default".to_owned(), "high".to_owned()];
+        let (order, home) = store.fetch_order(&queues, Some(2));
+        let order: Vec<usize> = order.iter().map(|p| p.index).collect();
+        assert_eq!(order[0], 2);
+        assert_eq!(order.len(), 3);
+        assert_eq!(home.index, store.partition_of("default"));
+        assert_eq!(store.by_lease(&lease(7)).index, 0);
+    }
+}
