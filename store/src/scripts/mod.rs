@@ -99,11 +99,14 @@ end
 -- than the smallest limit costs one command; the sizes are read without
 -- loading any value.
 local SIZED = {'args', 'description', 'meta', 'result'}
+local function least(lim)
+  local n = tonumber(lim[1])
+  for i = 2, 5 do n = math.min(n, tonumber(lim[i])) end
+  return n
+end
 local function oversize(tk, lim)
   local used = redis.call('MEMORY', 'USAGE', tk, 'SAMPLES', 0)
-  local least = tonumber(lim[1])
-  for i = 2, 5 do least = math.min(least, tonumber(lim[i])) end
-  if not used or used <= least then return false end
+  if not used or used <= least(lim) then return false end
   for i, f in ipairs(SIZED) do
     local n = redis.call('HSTRLEN', tk, f)
     if n > tonumber(lim[i]) then return {f, n, i} end
@@ -117,7 +120,7 @@ end
 -- are checked where a command can meet them, not up front: HEXISTS tells
 -- a record of ours in one command, and the failed registry is checked on
 -- the rare path that writes it (the id then goes back to its queue).
-local function start(list, hash, registered, slot, id, q, now, score, lim)
+local function start_checked(list, hash, registered, slot, id, q, now, score, lim)
   local tk = k('task', id)
   if redis.pcall('HEXISTS', tk, 'task') ~= 1 then
     local t = redis.call('TYPE', tk).ok
@@ -149,6 +152,42 @@ local function start(list, hash, registered, slot, id, q, now, score, lim)
   local big = oversize(tk, lim)
   if big then return {'oversize', id, q, big[1], big[2], big[3]} end
   return {'task', id, redis.call('HGETALL', tk), q}
+end
+-- Marks id as running, as start_checked does.
+-- The common case (a record of ours smaller than every limit) costs four
+-- commands: its size, its fields, the writes of the record and the slot's
+-- hash; anything else (missing, foreign, of another type, large) takes
+-- `start_checked`, which looks at each case in turn.
+local function start(list, hash, registered, slot, id, q, now, score, lim)
+  local tk = k('task', id)
+  local used = redis.call('MEMORY', 'USAGE', tk, 'SAMPLES', 0)
+  if used and used <= least(lim) then
+    local f = redis.pcall('HGETALL', tk)
+    if not f.err then
+      local out, ours, ended = {}, false, false
+      for i = 1, #f, 2 do
+        local name = f[i]
+        if name == 'task' then ours = true end
+        if name == 'ended_at' then ended = true
+        elseif name ~= 'status' and name ~= 'started_at' and name ~= 'worker' then
+          out[#out + 1] = name
+          out[#out + 1] = f[i + 1]
+        end
+      end
+      if ours then
+        redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'worker', slot)
+        if ended then redis.call('HDEL', tk, 'ended_at') end
+        if registered then
+          redis.call('HSET', hash, 'state', 'busy', 'current_task', id)
+        end
+        out[#out + 1] = 'status'; out[#out + 1] = 'running'
+        out[#out + 1] = 'started_at'; out[#out + 1] = now
+        out[#out + 1] = 'worker'; out[#out + 1] = slot
+        return {'task', id, out, q}
+      end
+    end
+  end
+  return start_checked(list, hash, registered, slot, id, q, now, score, lim)
 end
 -- The uniqueness key of task hash tk, freed if it still names id.
 local function free_unique(tk, id)

@@ -209,7 +209,7 @@ fn worker_processes_start_outside_a_pid_namespace_whose_anchor_was_killed() {
         "{}",
         running.log()
     );
-    wait_until("the anchor to be reaped", Duration::from_secs(10), || {
+    wait_until("the anchor to be reaped", Duration::from_secs(60), || {
         anchors_of(running.pid()).is_empty()
     });
     running.stop();
