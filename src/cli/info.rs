@@ -41,6 +41,8 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 /// What one `info` shows.
 struct Snapshot {
     queues: Vec<(String, u64)>,
+    /// The queues paused by `queue pause`.
+    paused: Vec<String>,
     workers: Vec<WorkerInfo>,
     finished: u64,
     failed: u64,
@@ -78,8 +80,12 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
         args.queues.clone()
     };
     let mut queues = Vec::with_capacity(names.len());
+    let mut paused = Vec::new();
     for name in names {
         let count = store.queue(name.as_str()).count()?;
+        if store.queue_flow(&name)?.paused {
+            paused.push(name.clone());
+        }
         queues.push((name, count));
     }
     let mut workers = store.worker_infos()?;
@@ -88,6 +94,7 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
     }
     Ok(Snapshot {
         queues,
+        paused,
         workers,
         finished: store.finished().count()?,
         failed: store.failed().count()?,
@@ -98,7 +105,7 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
 
 fn to_json(s: &Snapshot) -> serde_json::Value {
     json!({
-        "queues": s.queues.iter().map(|(name, count)| json!({"name": name, "count": count})).collect::<Vec<_>>(),
+        "queues": s.queues.iter().map(|(name, count)| json!({"name": name, "count": count, "paused": s.paused.contains(name)})).collect::<Vec<_>>(),
         "workers": s.workers.iter().map(|w| json!({
             "id": w.id,
             "description": w.description,
@@ -135,7 +142,12 @@ fn render(s: &Snapshot, by_queue: bool, style: Style, out: &mut dyn Write) -> an
             c if *c < max => style.yellow(&bar),
             _ => style.red(&bar),
         };
-        writeln!(out, "{name:<width$} |{bar} {count}")?;
+        let paused = if s.paused.contains(name) {
+            style.yellow(" (paused)")
+        } else {
+            String::new()
+        };
+        writeln!(out, "{name:<width$} |{bar} {count}{paused}")?;
     }
     let total: u64 = s.queues.iter().map(|(_, c)| c).sum();
     writeln!(

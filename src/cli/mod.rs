@@ -14,7 +14,7 @@
 //! - `tasks`: `enqueue`, `task show`, `task cancel`, and the JSON shape of a
 //!   task record.
 //! - `failed`: `failed list` and `failed requeue`.
-//! - `queues`: `empty`.
+//! - `queues`: `empty`, and `queue` (list, pause, resume, limit).
 //! - `results`: `task result`.
 //! - `style`: colour on a terminal.
 //! - [`schedule`]: `schedule next`.
@@ -50,7 +50,9 @@ pub use dashboard::DashboardArgs;
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
-pub use queues::EmptyArgs;
+pub use queues::{
+    EmptyArgs, QueueAction, QueueCommand, QueueLimitArgs, QueueListArgs, QueueNameArgs,
+};
 pub use results::TaskResultArgs;
 pub use schedule::ScheduleCommand;
 pub use tasks::{
@@ -114,6 +116,8 @@ pub enum AdminCommand {
     Info(InfoArgs),
     /// Remove every task from queues (their records too).
     Empty(EmptyArgs),
+    /// List queues; pause, resume and limit them fleet-wide.
+    Queue(QueueCommand),
     /// Enqueue a task; prints its id.
     Enqueue(EnqueueArgs),
     /// Show one task, read its result, or cancel it.
@@ -167,6 +171,7 @@ pub fn run_admin_to(
     match cmd {
         AdminCommand::Info(args) => info::run(&store, &args, out),
         AdminCommand::Empty(args) => queues::empty(&store, &args, out),
+        AdminCommand::Queue(cmd) => queues::queue(&store, cmd, out),
         AdminCommand::Enqueue(args) => tasks::enqueue(&store, &args, known_tasks, out),
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),

@@ -1,9 +1,10 @@
-//! `empty`: remove every task from queues.
+//! `empty`: remove every task from queues; `queue`: list queues, pause,
+//! resume and limit them (flow control, docs/flow-control.md).
 
 use std::io::Write;
 
 use clap::Args;
-use redis_tasks_store::Store;
+use redis_tasks_store::{Limit, Rate, Store};
 
 /// Arguments of `empty`.
 #[derive(Debug, Clone, Args)]
@@ -40,6 +41,143 @@ pub(super) fn empty(store: &Store, args: &EmptyArgs, out: &mut dyn Write) -> any
             out,
             "{verb} queue {name} ({removed} task{})",
             if removed == 1 { "" } else { "s" }
+        )?;
+    }
+    Ok(())
+}
+
+/// `queue ...` subcommands: flow control of queues, fleet-wide
+/// (docs/flow-control.md).
+#[derive(Debug, Clone, Args)]
+pub struct QueueCommand {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: QueueAction,
+}
+
+/// The actions of `queue`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum QueueAction {
+    /// Every known queue with its length, running count, paused flag and
+    /// limits.
+    List(QueueListArgs),
+    /// Stop starting the queue's tasks on every supervisor (enqueueing
+    /// still works; running tasks finish).
+    Pause(QueueNameArgs),
+    /// Start the queue's tasks again.
+    Resume(QueueNameArgs),
+    /// Set or clear the queue's limits, fleet-wide.
+    Limit(QueueLimitArgs),
+}
+
+/// Arguments of `queue list`.
+#[derive(Debug, Clone, Args)]
+pub struct QueueListArgs {
+    /// Print a JSON array instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A queue's name.
+#[derive(Debug, Clone, Args)]
+pub struct QueueNameArgs {
+    /// The queue.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// Arguments of `queue limit`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("limit").required(true).multiple(true)))]
+pub struct QueueLimitArgs {
+    /// The queue.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// At most N of its tasks run at once across every supervisor.
+    #[arg(long, value_name = "N", group = "limit", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// At most N starts in any window of PERIOD (`50/1s`, `100/1m`,
+    /// `3/500ms`).
+    #[arg(long, value_name = "N/PERIOD", group = "limit")]
+    pub rate: Option<Rate>,
+    /// Remove both limits (a pause stays).
+    #[arg(long, group = "limit", conflicts_with_all = ["concurrency", "rate"])]
+    pub clear: bool,
+}
+
+pub(super) fn queue(store: &Store, cmd: QueueCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd.action {
+        QueueAction::List(args) => list(store, &args, out),
+        QueueAction::Pause(args) => {
+            store.pause_queue(&args.name)?;
+            writeln!(out, "paused queue {}", args.name)?;
+            Ok(())
+        }
+        QueueAction::Resume(args) => {
+            store.resume_queue(&args.name)?;
+            writeln!(out, "resumed queue {}", args.name)?;
+            Ok(())
+        }
+        QueueAction::Limit(args) => {
+            if args.clear {
+                store.limit_queue(&args.name, Limit::Clear)?;
+                writeln!(out, "cleared the limits of queue {}", args.name)?;
+            }
+            if let Some(n) = args.concurrency {
+                store.limit_queue(&args.name, Limit::Concurrency(n))?;
+                writeln!(out, "queue {}: at most {n} running at once", args.name)?;
+            }
+            if let Some(rate) = args.rate {
+                store.limit_queue(&args.name, Limit::Rate(rate))?;
+                writeln!(out, "queue {}: at most {rate} starts", args.name)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn list(store: &Store, args: &QueueListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let states = store.queue_states()?;
+    if args.json {
+        let all: Vec<serde_json::Value> = states
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "length": s.length,
+                    "running": s.running,
+                    "paused": s.flow.paused,
+                    "concurrency_limit": s.flow.concurrency,
+                    "rate_limit": s.flow.rate.map(|r| r.to_string()),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        return Ok(());
+    }
+    if states.is_empty() {
+        writeln!(out, "no queues")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<24} {:>8} {:>8}  {:<7} {:<12} rate",
+        "queue", "length", "running", "paused", "concurrency"
+    )?;
+    for s in &states {
+        writeln!(
+            out,
+            "{:<24} {:>8} {:>8}  {:<7} {:<12} {}",
+            s.name,
+            s.length,
+            s.running,
+            if s.flow.paused { "yes" } else { "no" },
+            s.flow
+                .concurrency
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            s.flow
+                .rate
+                .map_or_else(|| "-".to_owned(), |r| r.to_string()),
         )?;
     }
     Ok(())

@@ -37,6 +37,36 @@ impl Keys {
         format!("{}:queue:{name}", self.prefix)
     }
 
+    /// `P:flow`: HASH of the flow settings of queues (`paused:<q>`,
+    /// `concurrency:<q>`, `rate:<q>`); absent when no queue has one.
+    pub fn flow(&self) -> String {
+        format!("{}:flow", self.prefix)
+    }
+
+    /// `P:flow:waiting`: SET of the slots waiting on queues that flow
+    /// control holds back.
+    pub fn flow_waiting(&self) -> String {
+        format!("{}:flow:waiting", self.prefix)
+    }
+
+    /// `P:flow:wake:<slot>`: LIST of tokens that wake the waiting `slot`
+    /// when the flow settings change.
+    pub fn flow_wake(&self, slot: &str) -> String {
+        format!("{}:flow:wake:{slot}", self.prefix)
+    }
+
+    /// `P:permits:<q>`: SET of the ids of running tasks that hold a permit
+    /// of queue `q`'s concurrency limit.
+    pub fn permits(&self, queue: &str) -> String {
+        format!("{}:permits:{queue}", self.prefix)
+    }
+
+    /// `P:starts:<q>`: ZSET of the starts of queue `q` within its rate
+    /// window, scored by Redis's clock in milliseconds.
+    pub fn starts(&self, queue: &str) -> String {
+        format!("{}:starts:{queue}", self.prefix)
+    }
+
     /// `P:queues`: the SET of queue names in use.
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)

@@ -73,6 +73,7 @@ mod delayed;
 mod enqueue_options;
 mod error;
 mod fetch;
+mod flow;
 mod graph;
 mod keys;
 mod layout;
@@ -110,6 +111,7 @@ pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
 pub use fetch::{Fetched, Lease};
+pub use flow::{Limit, QueueFlow, QueueState, Rate, RateError};
 pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,
     NodeStatus, PlannedNode,

@@ -94,6 +94,7 @@ mod store_dead_slots;
 mod store_delayed;
 mod store_fetch;
 mod store_finish_fetch;
+mod store_flow;
 mod store_partitions;
 mod store_producer;
 mod store_registry;

@@ -30,6 +30,9 @@ mod store_fetch;
 #[path = "store_finish_fetch.rs"]
 mod store_finish_fetch;
 #[allow(clippy::duplicate_mod)]
+#[path = "store_flow.rs"]
+mod store_flow;
+#[allow(clippy::duplicate_mod)]
 #[path = "store_producer.rs"]
 mod store_producer;
 #[allow(clippy::duplicate_mod)]

@@ -41,6 +41,11 @@ pub use reply::{Fetched, Lease};
 /// it looks at all of them again.
 pub const PARTITIONED_BLOCK_CAP: Duration = Duration::from_secs(1);
 
+/// The longest an idle slot goes without looking again at a queue that
+/// flow control holds back (paused, every permit taken); a change of the
+/// flow settings wakes it sooner.
+pub const HELD_RECHECK: Duration = Duration::from_millis(50);
+
 impl Store {
     /// Takes the next task for `slot` from the first non-empty queue of
     /// `queues` and marks it running; waits up to `block` for work on the
@@ -190,14 +195,40 @@ fn fetch_in_order(
     };
     let deadline = Instant::now() + block;
     loop {
+        let mut held: Vec<String> = Vec::new();
+        let mut window: Option<Duration> = None;
         for part in order {
             match part.try_fetch(slot, queues, part.index)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
+                Answer::Held { queues, wait } => {
+                    held.extend(queues);
+                    window = match (window, wait) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
                 Answer::Nothing | Answer::Missing => {}
             }
         }
-        let wait = deadline.saturating_duration_since(Instant::now()).min(cap);
+        let mut wait = deadline.saturating_duration_since(Instant::now()).min(cap);
+        if !held.is_empty() {
+            // A queue held back by flow control is looked at again when
+            // its rate window opens, when the flow settings change (a
+            // wake), and at least every HELD_RECHECK; a burst run waits
+            // for a window it knows, not for a pause or a permit.
+            if let Some(w) = window.filter(|_| wait.is_zero()) {
+                wait = w;
+            }
+            wait = wait.min(window.unwrap_or(HELD_RECHECK)).min(HELD_RECHECK);
+            if wait.is_zero() {
+                return Ok(None);
+            }
+            if held.iter().any(|q| q == first) {
+                home.wait_for_flow(slot, wait)?;
+                continue;
+            }
+        }
         if wait.is_zero() {
             return Ok(None);
         }
@@ -208,7 +239,7 @@ fn fetch_in_order(
             Answer::Foreign(e) => return Err(e),
             Answer::Task(f) => return Ok(Some(*f)),
             Answer::Nothing => return Ok(None),
-            Answer::Missing => continue,
+            Answer::Missing | Answer::Held { .. } => continue,
         }
     }
 }
@@ -269,6 +300,28 @@ impl Part {
                 .arg(format!("{secs:.3}"))
                 .query(c)
         })
+    }
+
+    /// Waits up to `wait` for a change of the flow settings: `slot` is in
+    /// `P:flow:waiting` meanwhile, and a change pushes a token on its
+    /// `P:flow:wake:<slot>`.
+    fn wait_for_flow(&self, slot: &str, wait: Duration) -> Result<(), StoreError> {
+        let waiting = self.keys().flow_waiting();
+        let wake = self.keys().flow_wake(slot);
+        let secs = wait.as_secs_f64().max(0.001);
+        self.run(&[(&waiting, "set")], |c, _| {
+            redis::cmd("SADD").arg(&waiting).arg(slot).query::<()>(c)
+        })?;
+        let woken = self.run_blocking(wait, &[(&wake, "list")], |c, _| {
+            redis::cmd("BLPOP")
+                .arg(&wake)
+                .arg(format!("{secs:.3}"))
+                .query::<Option<(String, String)>>(c)
+        });
+        self.run(&[(&waiting, "set")], |c, _| {
+            redis::cmd("SREM").arg(&waiting).arg(slot).query::<()>(c)
+        })?;
+        woken.map(|_| ())
     }
 
     /// Marks the id a blocking move put into the slot's list as running.
@@ -400,6 +453,7 @@ impl Part {
         let mut all = vec![
             (keys.worker_task(slot), "list"),
             (keys.worker(slot), "hash"),
+            (keys.flow(), "hash"),
         ];
         all.extend(queues.iter().map(|q| (keys.queue(q), "list")));
         all
@@ -413,6 +467,7 @@ impl Part {
             (keys.worker(slot), "hash"),
             (keys.task(id), "hash"),
             (registry.to_owned(), "zset"),
+            (keys.flow(), "hash"),
         ]
     }
 

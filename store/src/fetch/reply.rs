@@ -62,6 +62,13 @@ pub(super) enum Answer {
     Task(Box<Fetched>),
     /// A record this code did not write; the id is back in its queue.
     Foreign(StoreError),
+    /// Nothing taken, and flow control held these queues back (paused, no
+    /// permit free, or the rate window full); `wait`: when the window of
+    /// one of them lets a start through, when known.
+    Held {
+        queues: Vec<String>,
+        wait: Option<std::time::Duration>,
+    },
 }
 
 impl Part {
@@ -109,6 +116,14 @@ impl Part {
         };
         match kind.as_str() {
             "missing" => Ok(Answer::Missing),
+            "held" => {
+                let ms = next_number(&mut it)?;
+                let queues = it
+                    .map(|v| text_of("fetch", v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let wait = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+                Ok(Answer::Held { queues, wait })
+            }
             "foreign" => {
                 let id = it
                     .next()

@@ -229,6 +229,7 @@ macro_rules! script {
 
 mod admin;
 mod delayed;
+mod flow;
 mod graph;
 mod producer;
 mod schedule;
@@ -239,6 +240,7 @@ mod unique;
 
 pub(crate) use admin::*;
 pub(crate) use delayed::*;
+pub(crate) use flow::*;
 pub(crate) use graph::*;
 pub(crate) use producer::*;
 pub(crate) use schedule::*;

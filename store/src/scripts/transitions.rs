@@ -18,26 +18,109 @@ use redis::Script;
 macro_rules! task_path {
     () => {
         r#"
-local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames)
-  local held = redis.call('LRANGE', list, 0, -1)
-  if #held > 0 then return {'busy', held} end
-  if registered == nil then registered = redis.call('HLEN', hash) > 0 end
-  for i, qk in ipairs(qkeys) do
-    while true do
-      local id = redis.call('LMOVE', qk, list, 'LEFT', 'RIGHT')
-      if not id then break end
-      local rec = start(list, hash, registered, slot, id, qnames[i], now, score, lim)
-      if rec then return rec end
+-- Flow control (docs/flow-control.md): the hash P:flow holds, per queue,
+-- 'paused:<q>', 'concurrency:<q>' (N) and 'rate:<q>' (N/period in ms),
+-- and exists only while some queue has one, so a fleet without any pays
+-- one HGETALL of nothing. Read before any write (a P:flow of another
+-- type aborts with nothing changed).
+local function flow_of()
+  local f = redis.call('HGETALL', k('flow'))
+  if #f == 0 then return false end
+  local t = {}
+  for i = 1, #f, 2 do t[f[i]] = f[i + 1] end
+  return t
+end
+-- The permits of a queue with a concurrency limit are the ids in
+-- P:permits:<q>. Every ending moves a task out of `running`, so an id
+-- whose record no longer runs holds nothing and is let go here; a dead
+-- slot's task keeps its permit until recovery requeues it.
+local function in_use(pk, limit)
+  local n = redis.call('SCARD', pk)
+  if n < limit then return n end
+  for _, id in ipairs(redis.call('SMEMBERS', pk)) do
+    local st = redis.pcall('HGET', k('task', id), 'status')
+    if st ~= 'running' then redis.call('SREM', pk, id); n = n - 1 end
+  end
+  return n
+end
+local function clock_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Whether queue q may start a task now: not paused, a permit free, and
+-- fewer than N starts in the last period (Redis's clock: one clock for
+-- every supervisor). Else false and the milliseconds until the window
+-- lets one through (0 when that is not known: a pause or a permit).
+local function admit(flow, q)
+  if flow['paused:' .. q] then return false, 0 end
+  local n = tonumber(flow['concurrency:' .. q] or '')
+  if n and in_use(k('permits', q), n) >= n then return false, 0 end
+  local max, per = string.match(flow['rate:' .. q] or '', '^(%d+)/(%d+)$')
+  if max then
+    max, per = tonumber(max), tonumber(per)
+    local sk, t = k('starts', q), clock_ms()
+    redis.call('ZREMRANGEBYSCORE', sk, '-inf', '(' .. (t - per))
+    if redis.call('ZCARD', sk) >= max then
+      local first = redis.call('ZRANGE', sk, 0, 0, 'WITHSCORES')
+      return false, math.max(1, tonumber(first[2]) + per - t + 1)
     end
   end
+  return true, 0
+end
+-- Whether queue q has any flow setting (a slot never blocks on such a
+-- queue: the blocking move would take an id past the limits).
+local function controlled(flow, q)
+  return flow['paused:' .. q] or flow['concurrency:' .. q] or flow['rate:' .. q]
+end
+-- Task id of queue q started: it takes a permit and a place in the window.
+local function admitted(flow, q, id)
+  if flow['concurrency:' .. q] then redis.call('SADD', k('permits', q), id) end
+  local max, per = string.match(flow['rate:' .. q] or '', '^(%d+)/(%d+)$')
+  if max then
+    local sk, t = k('starts', q), clock_ms()
+    redis.call('ZADD', sk, t, id .. '@' .. t)
+    redis.call('PEXPIRE', sk, tonumber(per) + 1000)
+  end
+end
+-- Moves the head of the first queue (in order) that has one and may start
+-- it into the slot's list, and starts it. With flow settings and nothing
+-- taken: {'held', ms until a rate window opens (0: unknown), the queues
+-- with settings...}, so the caller does not block on those.
+local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames, flow)
+  local busy = redis.call('LRANGE', list, 0, -1)
+  if #busy > 0 then return {'busy', busy} end
+  if registered == nil then registered = redis.call('HLEN', hash) > 0 end
+  if flow == nil then flow = flow_of() end
+  local held, soonest = {}, 0
+  for i, qk in ipairs(qkeys) do
+    local q, ok, wait = qnames[i], true, 0
+    if flow and controlled(flow, q) then
+      ok, wait = admit(flow, q)
+      held[#held + 1] = q
+      if wait > 0 and (soonest == 0 or wait < soonest) then soonest = wait end
+    end
+    while ok do
+      local id = redis.call('LMOVE', qk, list, 'LEFT', 'RIGHT')
+      if not id then break end
+      local rec = start(list, hash, registered, slot, id, q, now, score, lim)
+      if rec then
+        if flow then admitted(flow, q, id) end
+        return rec
+      end
+    end
+  end
+  if #held > 0 then return {'held', soonest, unpack(held)} end
   return false
 end
 -- Returns 1 (recorded) or 0 (the slot does not hold id: nothing changed),
 -- and whether the slot's hash exists.
-local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl)
-  local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique')
+local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow)
+  local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue')
   local registered = redis.call('HLEN', hash) > 0
   if redis.call('LREM', list, 0, id) == 0 then return 0, registered end
+  if flow and f[6] and flow['concurrency:' .. f[6]] then
+    redis.call('SREM', k('permits', f[6]), id)
+  end
   if f[1] or f[2] then
     local added = redis.pcall('ZADD', reg, score, id)
     if type(added) == 'table' then
@@ -85,8 +168,9 @@ end
 /// Take the head of the first non-empty queue into a slot and start it.
 /// KEYS: slot list, slot hash, queue keys. ARGV: prefix, slot, now, score,
 /// five size limits (args, description, meta, result, whole record), queue
-/// names. Returns nil, {'busy', ids}, {'task', id, fields, queue} or
-/// {'oversize', id, queue, field, size, limit index}.
+/// names. Returns nil, {'busy', ids}, {'task', id, fields, queue},
+/// {'oversize', id, queue, field, size, limit index} or {'held', ms,
+/// queues...} (nothing taken, those queues held back by flow control).
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
@@ -99,21 +183,39 @@ return take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
     ))
 });
 
-script!(
-    START,
-    "Start a task a blocking move put into the slot's list. KEYS: slot list, \
-     slot hash. ARGV: prefix, slot, id, now, score, queue, five size limits \
-     (as FETCH). Returns what FETCH does for a task, {'missing'}, or nil \
-     when the id is not there.",
-    r#"
+/// Start a task a blocking move put into the slot's list (handed back to
+/// the front of its queue when flow settings that came meanwhile hold it).
+/// KEYS: slot list, slot hash. ARGV: prefix, slot, id, now, score, queue,
+/// five size limits (as FETCH). Returns what FETCH does for a task,
+/// {'held', ms, queue}, {'missing'}, or nil when the id is not there.
+pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        task_path!(),
+        r#"
 local registered = redis.call('HLEN', KEYS[2]) > 0
+local flow = flow_of()
 if not redis.call('LPOS', KEYS[1], ARGV[3]) then return false end
-local rec = start(KEYS[1], KEYS[2], registered, ARGV[2], ARGV[3], ARGV[6], ARGV[4], ARGV[5],
+local q = ARGV[6]
+if flow and controlled(flow, q) then
+  -- Settings that came while the slot blocked on the queue: obey them.
+  local ok, wait = admit(flow, q)
+  if not ok then
+    redis.call('LREM', KEYS[1], 0, ARGV[3])
+    redis.call('LPUSH', k('queue', q), ARGV[3])
+    return {'held', wait, q}
+  end
+end
+local rec = start(KEYS[1], KEYS[2], registered, ARGV[2], ARGV[3], q, ARGV[4], ARGV[5],
   {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
-if rec then return rec end
+if rec then
+  if flow then admitted(flow, q, ARGV[3]) end
+  return rec
+end
 return {'missing'}
 "#
-);
+    ))
+});
 
 /// Record the end of a run, fenced on the slot's list. KEYS: slot list,
 /// slot hash, task, registry. ARGV: prefix, id, status, now, score, error,
@@ -125,7 +227,7 @@ pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
         task_path!(),
         r#"
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow_of())
 if done == 1 and registered then
   redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')
 end
@@ -144,12 +246,13 @@ pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
         prelude!(),
         task_path!(),
         r#"
+local flow = flow_of()
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow)
 if done == 0 then return {0, false} end
 local qkeys, qnames = queues_of(5, 15)
 local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
-  {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames)
+  {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
 if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
   redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')
 end

@@ -1,0 +1,282 @@
+//! Flow control at the store: pause and resume, concurrency limits and
+//! rate limits, decided by the fetch script (docs/flow-control.md).
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use redis_tasks::store::{Limit, Rate};
+use redis_tasks::{StoreError, TaskStatus};
+
+use crate::support::{RedisServer, wait_until};
+
+fn queues(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn a_paused_queue_keeps_its_tasks_and_others_still_run() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let slow = store.queue("slow").enqueue("t", &1).expect("enqueue");
+    store.pause_queue("slow").expect("pause");
+    // Enqueueing still works while paused.
+    let second = store.queue("slow").enqueue("t", &2).expect("enqueue");
+    let other = store.queue("other").enqueue("t", &3).expect("enqueue");
+    let both = queues(&["slow", "other"]);
+
+    let f = store
+        .fetch("s1", &both, Duration::ZERO)
+        .expect("fetch")
+        .expect("the other queue's task");
+    assert_eq!(f.id, other);
+    store
+        .finish("s1", &f.id, TaskStatus::Finished, None, Timestamp::now())
+        .expect("finish");
+    // Blocking: returns nothing (the paused queue is not blocked on).
+    let t0 = Instant::now();
+    assert!(
+        store
+            .fetch("s1", &both, Duration::from_millis(300))
+            .expect("fetch")
+            .is_none()
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+    assert_eq!(store.queue("slow").count().expect("count"), 2);
+    assert!(store.queue_flow("slow").expect("flow").paused);
+
+    store.resume_queue("slow").expect("resume");
+    assert!(!store.queue_flow("slow").expect("flow").paused);
+    let f = store
+        .fetch("s1", &both, Duration::ZERO)
+        .expect("fetch")
+        .expect("resumed");
+    assert_eq!(f.id, slow);
+    store
+        .finish("s1", &f.id, TaskStatus::Finished, None, Timestamp::now())
+        .expect("finish");
+    assert_eq!(
+        store
+            .fetch("s1", &both, Duration::ZERO)
+            .expect("fetch")
+            .map(|f| f.id),
+        Some(second)
+    );
+}
+
+#[test]
+fn a_waiting_slot_is_woken_by_resume() {
+    let server = RedisServer::start();
+    let store = server.store();
+    store.pause_queue("q").expect("pause");
+    let id = store.queue("q").enqueue("t", &1).expect("enqueue");
+    let waiter = {
+        let store = store.independent().expect("independent");
+        std::thread::spawn(move || {
+            store
+                .fetch("s1", &queues(&["q"]), Duration::from_secs(20))
+                .expect("fetch")
+                .map(|f| f.id)
+        })
+    };
+    store.resume_queue("q").expect("resume");
+    assert_eq!(waiter.join().expect("waiter"), Some(id));
+}
+
+#[test]
+fn a_concurrency_limit_holds_across_slots_and_frees_on_every_ending() {
+    let server = RedisServer::start();
+    let store = server.store();
+    store
+        .limit_queue("api", Limit::Concurrency(2))
+        .expect("limit");
+    assert_eq!(store.queue_flow("api").expect("flow").concurrency, Some(2));
+    let q = queues(&["api"]);
+    for i in 0..6 {
+        store.queue("api").enqueue("t", &i).expect("enqueue");
+    }
+    let a = store
+        .fetch("a", &q, Duration::ZERO)
+        .expect("a")
+        .expect("a task");
+    let b = store
+        .fetch("b", &q, Duration::ZERO)
+        .expect("b")
+        .expect("b task");
+    assert!(store.fetch("c", &q, Duration::ZERO).expect("c").is_none());
+    // A blocking fetch does not take past the limit either.
+    assert!(
+        store
+            .fetch("c", &q, Duration::from_millis(200))
+            .expect("c")
+            .is_none()
+    );
+    assert_eq!(store.queue("api").count().expect("count"), 4);
+
+    // A finish frees its permit; the finishing slot's next fetch uses it.
+    let (done, next) = store
+        .finish_and_fetch(
+            &a.lease,
+            TaskStatus::Finished,
+            None,
+            None,
+            &q,
+            Timestamp::now(),
+        )
+        .expect("finish and fetch");
+    assert!(done);
+    let next = next.expect("the freed permit");
+    assert!(store.fetch("c", &q, Duration::ZERO).expect("c").is_none());
+
+    // A requeue (no script of its own for permits) frees it too: the
+    // record no longer runs.
+    assert!(
+        store
+            .requeue_interrupted("b", &b.id, "worker died", Timestamp::now())
+            .expect("requeue")
+    );
+    let c = store
+        .fetch("c", &q, Duration::ZERO)
+        .expect("c")
+        .expect("c task");
+    assert_eq!(c.id, b.id, "the requeued task went back to the front");
+    assert!(store.fetch("d", &q, Duration::ZERO).expect("d").is_none());
+
+    store.limit_queue("api", Limit::Clear).expect("clear");
+    assert!(store.fetch("d", &q, Duration::ZERO).expect("d").is_some());
+    let _ = next;
+}
+
+#[test]
+fn a_limit_set_while_slots_block_is_obeyed_by_them() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let q = queues(&["late"]);
+    // Three slots block on the queue before any limit exists.
+    let waiters: Vec<_> = (0..3)
+        .map(|i| {
+            let store = store.independent().expect("independent");
+            let q = q.clone();
+            std::thread::spawn(move || {
+                store
+                    .fetch(&format!("w{i}"), &q, Duration::from_secs(3))
+                    .expect("fetch")
+                    .map(|f| f.id)
+            })
+        })
+        .collect();
+    // Give them time to block, then limit and enqueue.
+    wait_until("three blocked clients", Duration::from_secs(20), || {
+        let mut c = server.client();
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut c)
+            .expect("info");
+        info.lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| n >= 3)
+    });
+    store
+        .limit_queue("late", Limit::Concurrency(1))
+        .expect("limit");
+    for i in 0..3 {
+        store.queue("late").enqueue("t", &i).expect("enqueue");
+    }
+    let taken: Vec<String> = waiters
+        .into_iter()
+        .filter_map(|w| w.join().expect("waiter"))
+        .collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(store.queue("late").count().expect("count"), 2);
+}
+
+#[test]
+fn a_rate_limit_lets_n_starts_through_per_window() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let rate: Rate = "3/1s".parse().expect("rate");
+    store.limit_queue("mail", Limit::Rate(rate)).expect("limit");
+    assert_eq!(store.queue_flow("mail").expect("flow").rate, Some(rate));
+    let q = queues(&["mail"]);
+    for i in 0..5 {
+        store.queue("mail").enqueue("t", &i).expect("enqueue");
+    }
+    let t0 = Instant::now();
+    let mut starts = Vec::new();
+    for slot in ["a", "b", "c"] {
+        let f = store
+            .fetch(slot, &q, Duration::ZERO)
+            .expect("fetch")
+            .expect("task");
+        starts.push(Instant::now());
+        store
+            .finish(slot, &f.id, TaskStatus::Finished, None, Timestamp::now())
+            .expect("finish");
+    }
+    // The fourth waits for the window: a blocking fetch takes it once the
+    // first start is a period old.
+    let f = store
+        .fetch("d", &q, Duration::from_secs(10))
+        .expect("fetch")
+        .expect("the window opened");
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    store
+        .finish("d", &f.id, TaskStatus::Finished, None, Timestamp::now())
+        .expect("finish");
+    assert_eq!(store.queue("mail").count().expect("count"), 1);
+}
+
+#[test]
+fn bad_limits_are_refused() {
+    let server = RedisServer::start();
+    let store = server.store();
+    assert!(matches!(
+        store.limit_queue("q", Limit::Concurrency(0)),
+        Err(StoreError::InvalidOption { .. })
+    ));
+    assert!(matches!(
+        store.pause_queue("bad name"),
+        Err(StoreError::InvalidName { .. })
+    ));
+    for bad in ["0/1s", "5", "5/1d", "x/1s"] {
+        let err = bad.parse::<Rate>().expect_err(bad);
+        assert!(err.to_string().contains("N/PERIOD"), "{err}");
+    }
+}
+
+#[test]
+fn queue_states_list_lengths_running_counts_and_settings() {
+    let server = RedisServer::start();
+    let store = server.store();
+    store.queue("a").enqueue("t", &1).expect("enqueue");
+    store.queue("a").enqueue("t", &2).expect("enqueue");
+    store.pause_queue("b").expect("pause");
+    store
+        .limit_queue("a", Limit::Concurrency(5))
+        .expect("limit");
+    store
+        .register_slot(&redis_tasks::store::SlotInfo {
+            id: "s1".into(),
+            description: "host.1/1".into(),
+            queues: queues(&["a"]),
+            supervisor: "sup".into(),
+            host: "host".into(),
+            pid: 1,
+            started_at: Timestamp::now(),
+        })
+        .expect("register");
+    store
+        .fetch("s1", &queues(&["a"]), Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    let states = store.queue_states().expect("states");
+    let names: Vec<&str> = states.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!((states[0].length, states[0].running), (1, 1));
+    assert_eq!(states[0].flow.concurrency, Some(5));
+    assert!(!states[0].flow.paused);
+    assert!(states[1].flow.paused);
+    assert_eq!((states[1].length, states[1].running), (0, 0));
+}
