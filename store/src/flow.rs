@@ -10,102 +10,13 @@
 //! in its home partition, so its limits are exact there; tasks a unique
 //! enqueue put in another partition are limited there separately.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
+
+pub use redis_tasks_config::{Rate, RateError};
 
 use crate::part::Part;
 use crate::producer::check_name;
 use crate::{Store, StoreError, scripts};
-
-/// A rate limit: at most `max` starts in any window of `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Starts allowed per window (at least 1).
-    pub max: u32,
-    /// The window's length (at least 1 ms).
-    pub period: Duration,
-}
-
-impl Rate {
-    /// The stored form: `N/<period in ms>`.
-    fn stored(&self) -> String {
-        format!("{}/{}", self.max, self.period.as_millis())
-    }
-
-    fn from_stored(text: &str) -> Option<Rate> {
-        let (max, ms) = text.split_once('/')?;
-        Some(Rate {
-            max: max.parse().ok()?,
-            period: Duration::from_millis(ms.parse().ok()?),
-        })
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.period.as_millis();
-        let (n, unit) = [(3_600_000, "h"), (60_000, "m"), (1000, "s")]
-            .into_iter()
-            .find(|(n, _)| ms.is_multiple_of(*n))
-            .unwrap_or((1, "ms"));
-        write!(f, "{}/{}{unit}", self.max, ms / n)
-    }
-}
-
-/// Why a rate text does not read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid rate {text:?}: {reason} (expected N/PERIOD, for example 50/1s, 100/1m, 3/500ms)")]
-pub struct RateError {
-    text: String,
-    reason: &'static str,
-}
-
-impl FromStr for Rate {
-    type Err = RateError;
-
-    /// Reads `N/PERIOD`: `N` a whole number from 1, `PERIOD` a whole
-    /// number with a unit (`ms`, `s`, `m`, `h`; `1s` may be written `s`).
-    fn from_str(text: &str) -> Result<Rate, RateError> {
-        let bad = |reason| RateError {
-            text: text.to_owned(),
-            reason,
-        };
-        let (max, period) = text.trim().split_once('/').ok_or(bad("no '/'"))?;
-        let max: u32 = max
-            .trim()
-            .parse()
-            .map_err(|_| bad("N is not a whole number"))?;
-        if max == 0 {
-            return Err(bad("N must be at least 1"));
-        }
-        let period = period.trim();
-        let split = period
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or(bad("the period has no unit"))?;
-        let (count, unit) = period.split_at(split);
-        let count: u64 = if count.is_empty() {
-            1
-        } else {
-            count.parse().map_err(|_| bad("the period is too long"))?
-        };
-        let unit_ms: u64 = match unit {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(bad("the period's unit is not ms, s, m or h")),
-        };
-        let ms = count
-            .checked_mul(unit_ms)
-            .filter(|ms| (1..=7 * 24 * 3_600_000).contains(ms))
-            .ok_or(bad("the period must be from 1 ms to 7 days"))?;
-        Ok(Rate {
-            max,
-            period: Duration::from_millis(ms),
-        })
-    }
-}
 
 /// The flow settings of one queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -171,13 +82,37 @@ impl Store {
                 });
             }
             Limit::Concurrency(n) => (vec![(format!("concurrency:{name}"), n.to_string())], vec![]),
-            Limit::Rate(rate) => (vec![(format!("rate:{name}"), rate.stored())], vec![]),
+            Limit::Rate(rate) => (vec![(format!("rate:{name}"), stored(&rate))], vec![]),
             Limit::Clear => (
                 vec![],
                 vec![format!("concurrency:{name}"), format!("rate:{name}")],
             ),
         };
         self.each(|p| p.set_flow(&set, &del))?;
+        Ok(())
+    }
+
+    /// Writes the limits the settings file gives queue `name` into Redis,
+    /// each only where Redis has none yet: the file seeds them, changes
+    /// made at run time (`queue limit`) stay across restarts.
+    pub fn seed_queue_limits(
+        &self,
+        name: &str,
+        concurrency: Option<u32>,
+        rate: Option<Rate>,
+    ) -> Result<(), StoreError> {
+        check_name("queue", name)?;
+        let mut set = Vec::new();
+        if let Some(n) = concurrency.filter(|n| *n > 0) {
+            set.push((format!("concurrency:{name}"), n.to_string()));
+        }
+        if let Some(rate) = rate {
+            set.push((format!("rate:{name}"), stored(&rate)));
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        self.each(|p| p.seed_flow(&set))?;
         Ok(())
     }
 
@@ -214,6 +149,19 @@ impl Store {
     }
 }
 
+/// The stored form of a rate: `N/<period in ms>`.
+fn stored(rate: &Rate) -> String {
+    format!("{}/{}", rate.max, rate.period.as_millis())
+}
+
+fn from_stored(text: &str) -> Option<Rate> {
+    let (max, ms) = text.split_once('/')?;
+    Some(Rate {
+        max: max.parse().ok()?,
+        period: Duration::from_millis(ms.parse().ok()?),
+    })
+}
+
 /// The settings of queue `name` among the fields of `P:flow`.
 fn flow_of(fields: &[(String, String)], name: &str) -> QueueFlow {
     let get = |kind: &str| {
@@ -225,7 +173,7 @@ fn flow_of(fields: &[(String, String)], name: &str) -> QueueFlow {
     QueueFlow {
         paused: get("paused").is_some(),
         concurrency: get("concurrency").and_then(|v| v.parse().ok()),
-        rate: get("rate").and_then(Rate::from_stored),
+        rate: get("rate").and_then(from_stored),
     }
 }
 
@@ -250,6 +198,18 @@ impl Part {
             inv.invoke::<i64>(c)
         })?;
         Ok(())
+    }
+
+    /// Writes each of `set` into `P:flow` unless the field is there.
+    fn seed_flow(&self, set: &[(String, String)]) -> Result<(), StoreError> {
+        let flow = self.keys().flow();
+        self.run(&[(&flow, "hash")], |c, _| {
+            let mut pipe = redis::pipe();
+            for (field, value) in set {
+                pipe.cmd("HSETNX").arg(&flow).arg(field).arg(value).ignore();
+            }
+            pipe.query::<()>(c)
+        })
     }
 
     /// The fields of `P:flow`.
@@ -298,29 +258,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates_read_and_print() {
-        let r: Rate = "50/1s".parse().expect("rate");
-        assert_eq!(r.max, 50);
-        assert_eq!(r.period, Duration::from_secs(1));
-        assert_eq!(r.to_string(), "50/1s");
-        assert_eq!(
-            "3/500ms".parse::<Rate>().map(|r| r.to_string()),
-            Ok("3/500ms".to_owned())
-        );
-        assert_eq!(
-            "10/m".parse::<Rate>().map(|r| r.period),
-            Ok(Duration::from_secs(60))
-        );
-        assert_eq!(
-            "2/90m".parse::<Rate>().map(|r| r.to_string()),
-            Ok("2/90m".to_owned())
-        );
-        assert_eq!(Rate::from_stored(&r.stored()), Some(r));
-        for bad in [
-            "", "50", "0/1s", "x/1s", "5/1", "5/1d", "5/0s", "5/9999h", "-1/1s",
-        ] {
-            assert!(bad.parse::<Rate>().is_err(), "{bad}");
-        }
+    fn rates_are_stored_in_milliseconds() {
+        let r: Rate = "50/1m".parse().expect("rate");
+        assert_eq!(stored(&r), "50/60000");
+        assert_eq!(from_stored(&stored(&r)), Some(r));
     }
 
     #[test]

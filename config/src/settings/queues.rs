@@ -1,8 +1,11 @@
 //! Reading the `[queues.<name>]` tables of the settings file: per-queue
-//! settings, today the isolation profile of the queue's tasks.
+//! settings, the isolation profile of the queue's tasks and the flow
+//! limits that supervisors seed into Redis (docs/flow-control.md).
 //!
 //! ```toml
 //! [queues.untrusted]
+//! concurrency_limit = 3        # at most 3 running at once, fleet-wide
+//! rate_limit = "50/1s"         # at most 50 starts in any second
 //! memory_limit = "256M"        # bytes, or with K/M/G (powers of 1024)
 //! cpu_time_limit = "10s"       # seconds, or a duration
 //! open_files_limit = 64
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use super::error::{Origin, SettingsError};
 use super::isolation::{Isolation, is_forbidden_env, parse_bytes};
 use super::values::{Raw, hint, name, seconds};
+use crate::Rate;
 
 /// Settings of one queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,10 +34,18 @@ pub struct QueueSettings {
     /// The restrictions its tasks run under (a task function's own options
     /// win field by field).
     pub isolation: Isolation,
+    /// `concurrency_limit`: seeded into Redis as the queue's fleet-wide
+    /// concurrency limit when it has none there.
+    pub concurrency_limit: Option<u32>,
+    /// `rate_limit`: seeded into Redis as the queue's rate limit when it
+    /// has none there.
+    pub rate_limit: Option<Rate>,
 }
 
 /// The keys a queue table may have.
-const QUEUE_KEYS: [&str; 13] = [
+const QUEUE_KEYS: [&str; 15] = [
+    "concurrency_limit",
+    "rate_limit",
     "memory_limit",
     "cpu_time_limit",
     "open_files_limit",
@@ -84,11 +96,25 @@ fn read_queue(
         ));
     };
     let mut iso = Isolation::default();
+    let (mut concurrency_limit, mut rate_limit) = (None, None);
     for (key, value) in table {
         let full = format!("{prefix}.{key}");
         let err = |problem: String| bad(origin, &full, problem);
         let raw = Raw::Toml(value);
         match key.as_str() {
+            "concurrency_limit" => {
+                let n = positive(value).map_err(err)?;
+                concurrency_limit = Some(
+                    u32::try_from(n)
+                        .map_err(|_| err("a whole number up to 4294967295".to_owned()))?,
+                );
+            }
+            "rate_limit" => {
+                let toml::Value::String(text) = value else {
+                    return Err(err(raw.expected("a rate such as \"50/1s\"")));
+                };
+                rate_limit = Some(text.parse::<Rate>().map_err(|e| err(e.to_string()))?);
+            }
             "memory_limit" => iso.memory_limit = Some(size(value).map_err(err)?),
             "cpu_time_limit" => iso.cpu_time_limit = Some(seconds(raw, 1).map_err(err)?),
             "open_files_limit" => iso.open_files_limit = Some(positive(value).map_err(err)?),
@@ -112,7 +138,11 @@ fn read_queue(
             }
         }
     }
-    Ok(QueueSettings { isolation: iso })
+    Ok(QueueSettings {
+        isolation: iso,
+        concurrency_limit,
+        rate_limit,
+    })
 }
 
 fn size(value: &toml::Value) -> Result<u64, String> {
@@ -211,6 +241,30 @@ mod tests {
         assert_eq!(iso.seccomp, Some(true));
         assert_eq!(s.isolation_of("untrusted"), iso.clone());
         assert!(s.isolation_of("default").is_unrestricted());
+    }
+
+    #[test]
+    fn flow_limits_are_read_and_checked() {
+        let text = "[queues.api]\nconcurrency_limit = 3\nrate_limit = \"50/1s\"\n";
+        let s = Settings::from_toml_str(text, None).expect("valid");
+        let api = &s.queues["api"];
+        assert_eq!(api.concurrency_limit, Some(3));
+        assert_eq!(
+            api.rate_limit.map(|r| r.to_string()).as_deref(),
+            Some("50/1s")
+        );
+        // Flow limits alone are no isolation profile.
+        assert!(s.isolation_of("api").is_unrestricted());
+        for (bad, says) in [
+            ("concurrency_limit = 0", "queues.api.concurrency_limit"),
+            ("rate_limit = \"50\"", "N/PERIOD"),
+            ("rate_limit = 50", "queues.api.rate_limit"),
+        ] {
+            let err = Settings::from_toml_str(&format!("[queues.api]\n{bad}\n"), None)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -186,6 +186,25 @@ fn with_fork_server(mut spawn: SpawnSpec, config: &SupervisorConfig) -> SpawnSpe
     spawn
 }
 
+/// Seeds the queue limits of the settings file into Redis (where Redis has
+/// none: run-time changes win, docs/flow-control.md). A failure costs the
+/// seeding, not the start.
+fn seed_flow_limits(store: &Store, settings: &redis_tasks_config::Settings) {
+    for (queue, q) in &settings.queues {
+        if q.concurrency_limit.is_none() && q.rate_limit.is_none() {
+            continue;
+        }
+        match store.seed_queue_limits(queue, q.concurrency_limit, q.rate_limit) {
+            Ok(()) => {
+                info!(queue = %queue, "queue limits of the settings file seeded into Redis where unset")
+            }
+            Err(e) => {
+                warn!(queue = %queue, "cannot seed the queue limits of the settings file: {e}")
+            }
+        }
+    }
+}
+
 /// Runs a supervisor until it is stopped by a signal, or, in burst mode,
 /// until the queues are empty. `signals` carries the signal requests (see
 /// [`crate::signals::listen`], which `main` calls before any thread
@@ -246,6 +265,7 @@ pub fn run(
         }
     }
     let probe = startup::finish(&shared)?;
+    seed_flow_limits(&store, &shared.current().config.settings);
     shared.metrics.process_started(true);
     let (events_tx, events) = unbounded::<ControlEvent>();
     owned.promoter = Some(Promoter::start(

@@ -2,6 +2,8 @@
 //! built as the `redis-tasks-demo` bin target) as a real supervisor with real worker processes against a real Redis.
 //!
 //! - `async_tasks`: async task functions end exactly like synchronous ones.
+//! - `flow_control`: concurrency and rate limits shared by supervisors,
+//!   pause and resume, the `queue` admin verbs, limits seeded by settings.
 //! - `outcomes`: every abnormal ending a task can cause itself (docs/architecture.md).
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
 //! - `recovery`: kill -9 of a supervisor, recovery by restart and by
@@ -42,6 +44,7 @@
 mod async_tasks;
 mod chaos;
 mod dynamic_users;
+mod flow_control;
 mod hostile_identity;
 mod hostile_ipc;
 mod hostile_namespaces;
