@@ -120,7 +120,8 @@ pub enum AdminCommand {
     Task(TaskCommand),
     /// List or requeue failed tasks.
     Failed(FailedCommand),
-    /// Check schedules before putting them in the settings file.
+    /// Check schedules before putting them in the settings file; pause,
+    /// resume or run an entry of the running scheduler.
     Schedule(ScheduleCommand),
     /// Show task graphs.
     Graph(GraphCommand),
@@ -152,6 +153,12 @@ pub fn run_admin_to(
 ) -> anyhow::Result<()> {
     if let AdminCommand::Schedule(mut cmd) = cmd {
         let settings = global.settings()?;
+        if cmd.needs_redis() {
+            let store = Store::from_settings(&settings)?;
+            store.check_schema()?;
+            let configured: Vec<String> = settings.schedule.keys().cloned().collect();
+            return schedule::run_control(&store, &configured, cmd, out);
+        }
         cmd.default_timezone(&settings.timezone);
         return schedule::run_schedule(cmd, out);
     }

@@ -119,6 +119,19 @@ impl Keys {
         format!("{}:schedule:{entry}", self.prefix)
     }
 
+    /// `P:schedules`: SET of the schedule entry ids the active scheduler
+    /// runs (written when it takes the lock).
+    pub(crate) fn schedule_entries(&self) -> String {
+        format!("{}:schedules", self.prefix)
+    }
+
+    /// `P:schedule_wake`: LIST poked (at most one item, with an expiry)
+    /// when an entry is paused, resumed or asked to run now; the active
+    /// scheduler waits on it with `BLPOP`.
+    pub(crate) fn schedule_wake(&self) -> String {
+        format!("{}:schedule_wake", self.prefix)
+    }
+
     /// `P:graph:<id>`: HASH holding one task graph: its nodes and their
     /// states, with an expiry.
     pub fn graph(&self, id: &str) -> String {
@@ -164,6 +177,8 @@ mod tests {
         assert_eq!(k.lock("maintenance"), "rt:lock:maintenance");
         assert_eq!(k.schema(), "rt:schema");
         assert_eq!(k.schedule_entry("nightly"), "rt:schedule:nightly");
+        assert_eq!(k.schedule_entries(), "rt:schedules");
+        assert_eq!(k.schedule_wake(), "rt:schedule_wake");
         assert_eq!(k.graph("g1"), "rt:graph:g1");
         assert_eq!(k.graph_middleware(), "rt:graph_middleware");
         assert_eq!(k.scheduled(), "rt:scheduled");

@@ -118,7 +118,7 @@ pub use maintenance::Reclaimed;
 pub use preview::{Clipped, MAX_FIELDS, TaskPreview};
 pub use producer::Queue;
 pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
-pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduledRun};
+pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduleControl, ScheduledRun};
 pub use schema::SCHEMA_MARKER;
 pub use slots::{Incarnation, ProcessIdentity, SlotInfo, WorkerInfo};
 
