@@ -1,5 +1,5 @@
 //! The actions (POST): requeue, cancel (queued, scheduled or running) and
-//! delete a task, each through the same store function as the admin
+//! delete a task, pause, resume or run a schedule entry, each through the same store function as the admin
 //! command line, and the login form.
 //!
 //! Every action needs, in its form, the CSRF token of the credential it
@@ -163,6 +163,58 @@ pub(crate) async fn delete(
             &state,
             StatusCode::CONFLICT,
             &format!("task {id} is not in the failed registry (requeued or deleted meanwhile?)"),
+        ),
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// `POST /schedule/{name}/{pause|resume|run}`: the same calls as
+/// `redis-tasks schedule pause|resume|run NAME`, for an entry of this
+/// dashboard's settings or one the active scheduler registered.
+pub(crate) async fn schedule(
+    State(state): State<Arc<AppState>>,
+    Path((name, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form) {
+        return refusal;
+    }
+    if !matches!(verb.as_str(), "pause" | "resume" | "run") {
+        return error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            &format!("no schedule action {verb:?}"),
+        );
+    }
+    let configured = state.settings.schedule.contains_key(&name);
+    let entry = name.clone();
+    let what = verb.clone();
+    let result = state
+        .blocking(move |store| {
+            if !configured && !store.schedule_entries()?.contains(&entry) {
+                return Ok(None);
+            }
+            match what.as_str() {
+                "pause" => store
+                    .set_schedule_paused(&entry, true)
+                    .map(|_| Some("paused")),
+                "resume" => store
+                    .set_schedule_paused(&entry, false)
+                    .map(|_| Some("resumed")),
+                _ => store.request_schedule_run(&entry).map(|_| Some("run")),
+            }
+        })
+        .await;
+    match result {
+        Ok(Some(done)) => {
+            info!(entry = %name, "dashboard: schedule entry {name}: {verb}");
+            Redirect::to(&format!("/schedule?done={done}")).into_response()
+        }
+        Ok(None) => error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            &format!("unknown schedule entry {name:?}"),
         ),
         Err(e) => conflict(&state, &e),
     }

@@ -38,7 +38,8 @@ pre { white-space:pre-wrap; word-break:break-word; background:var(--card); borde
 .muted { color:var(--muted); }
 .status { font-weight:600; }
 .s-finished { color:var(--ok); } .s-failed, .s-canceled { color:var(--bad); }
-.s-running { color:var(--run); } .s-queued { color:var(--warn); }
+.s-running { color:var(--run); } .s-queued, .s-paused { color:var(--warn); } .s-active { color:var(--ok); }
+ol.runs { margin:0; padding-left:1.2rem; }
 .flash { background:var(--card); border-left:4px solid var(--ok); padding:.5rem .8rem; margin-bottom:1rem; }
 .flash.err { border-color:var(--bad); }
 form.inline { display:inline; }

@@ -10,7 +10,8 @@
 //! - `pages/`: the GET pages: `mod.rs` the overview, queue, failed and
 //!   finished lists and login pages; `task.rs` the task page; `delayed.rs`
 //!   the delayed set; `schedule_graph.rs` the schedule and task graph pages.
-//! - `actions`: the POST actions (requeue, cancel, delete; login), each
+//! - `actions`: the POST actions (requeue, cancel, delete; pause, resume
+//!   and run a schedule entry; login), each
 //!   checked against the CSRF token.
 //! - `layout`: the page frame, the style sheet, small formatting helpers.
 //!
@@ -221,6 +222,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{id}/delete", post(actions::delete))
         .route("/delayed", get(pages::delayed))
         .route("/schedule", get(pages::schedule))
+        .route("/schedule/{name}/{verb}", post(actions::schedule))
         .route("/graphs", get(pages::graph_lookup))
         .route("/graphs/{id}", get(pages::graph))
         .route("/login", get(pages::login).post(actions::login))

@@ -766,6 +766,66 @@ fn the_schedule_and_graph_pages_show_entries_and_nodes() {
         );
     }
 
+    // The next five runs, in the settings' time zone.
+    let table = &schedule.body[schedule.body.find("id=\"schedule\"").expect("table")..];
+    assert_eq!(table.matches(" 03:00:00").count(), 5, "{table}");
+
+    // Pause, run now and resume, as POST forms with the session's CSRF token.
+    let csrf = csrf_of(&schedule.body);
+    let forged = http(
+        port,
+        "POST",
+        "/schedule/nightly-report/pause",
+        &[],
+        "csrf=0123",
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(
+        !demo
+            .store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .paused
+    );
+    let body = format!("csrf={csrf}");
+    let paused = http(port, "POST", "/schedule/nightly-report/pause", &[], &body);
+    assert_eq!(paused.status, 303, "{}", paused.body);
+    assert!(
+        demo.store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .paused
+    );
+    let page = http(port, "GET", "/schedule?done=paused", &[], "");
+    assert!(
+        page.body.contains("s-paused") && page.body.contains("/schedule/nightly-report/resume")
+    );
+    assert!(
+        page.body.contains("Paused: the scheduler skips"),
+        "{}",
+        page.body
+    );
+    let run = http(port, "POST", "/schedule/nightly-report/run", &[], &body);
+    assert_eq!(run.status, 303, "{}", run.body);
+    assert_eq!(
+        demo.store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .run_requests,
+        1
+    );
+    let resumed = http(port, "POST", "/schedule/nightly-report/resume", &[], &body);
+    assert_eq!(resumed.status, 303, "{}", resumed.body);
+    assert!(
+        !demo
+            .store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .paused
+    );
+    let unknown = http(port, "POST", "/schedule/nope/pause", &[], &body);
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
     let page = http(port, "GET", &format!("/graphs/{}", graph.id), &[], "");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("fetch") && page.body.contains("render"));
