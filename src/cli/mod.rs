@@ -17,7 +17,8 @@
 //! - `queues`: `empty`.
 //! - `results`: `task result`.
 //! - `style`: colour on a terminal.
-//! - [`schedule`]: `schedule next`.
+//! - [`schedule`]: `schedule next`, `schedule pause|resume|run`.
+//! - `supervisors`: `supervisor list|quiet|stop|scale`.
 //! - `graph`: `graph show`.
 //! - `dashboard`: `dashboard`, the web dashboard (the `redis-tasks-dashboard`
 //!   crate).
@@ -35,6 +36,7 @@ mod queues;
 mod results;
 pub mod schedule;
 mod style;
+mod supervisors;
 mod tasks;
 
 use std::io::Write;
@@ -53,6 +55,10 @@ pub use info::InfoArgs;
 pub use queues::EmptyArgs;
 pub use results::TaskResultArgs;
 pub use schedule::ScheduleCommand;
+pub use supervisors::{
+    SupervisorAction, SupervisorCommandArgs, SupervisorIdArgs, SupervisorListArgs,
+    SupervisorScaleArgs,
+};
 pub use tasks::{
     EnqueueArgs, TaskAction, TaskCancelArgs, TaskCommand, TaskIdArgs, TaskShowArgs, task_json,
 };
@@ -125,6 +131,9 @@ pub enum AdminCommand {
     Schedule(ScheduleCommand),
     /// Show task graphs.
     Graph(GraphCommand),
+    /// List running supervisors; make one quiet, stop it or scale it,
+    /// through Redis.
+    Supervisor(SupervisorCommandArgs),
     /// Serve the web dashboard: queues, workers, failed tasks and actions.
     #[cfg(feature = "dashboard")]
     Dashboard(DashboardArgs),
@@ -178,6 +187,7 @@ pub fn run_admin_to(
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
+        AdminCommand::Supervisor(cmd) => supervisors::run(&store, cmd, out),
         // Handled above.
         AdminCommand::Schedule(_) => Ok(()),
         #[cfg(feature = "dashboard")]

@@ -91,6 +91,7 @@ mod schedule;
 mod schema;
 mod scripts;
 mod slots;
+mod supervisors;
 mod tasks;
 mod unique;
 
@@ -121,6 +122,7 @@ pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
 pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduleControl, ScheduledRun};
 pub use schema::SCHEMA_MARKER;
 pub use slots::{Incarnation, ProcessIdentity, SlotInfo, WorkerInfo};
+pub use supervisors::{MAX_SLOTS, SupervisorCommand, SupervisorState};
 
 pub use keys::Keys;
 
