@@ -14,7 +14,7 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use redis_tasks_store::{CancelResult, StoreError};
+use redis_tasks_store::{CancelResult, MAX_SLOTS, StoreError, SupervisorCommand};
 use serde::Deserialize;
 use tracing::info;
 
@@ -215,6 +215,82 @@ pub(crate) async fn schedule(
             &state,
             StatusCode::NOT_FOUND,
             &format!("unknown schedule entry {name:?}"),
+        ),
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// The form of a supervisor action: the CSRF token, and the slot count of
+/// `scale`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SupervisorForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slots: Option<String>,
+}
+
+/// `POST /supervisors/{id}/{quiet|stop|scale}`: the same call as
+/// `redis-tasks supervisor quiet|stop|scale ID [N]`.
+pub(crate) async fn supervisor(
+    State(state): State<Arc<AppState>>,
+    Path((id, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<SupervisorForm>,
+) -> Response {
+    let check = ActionForm {
+        csrf: form.csrf.clone(),
+    };
+    if let Some(refusal) = refused(&state, &headers, &check) {
+        return refusal;
+    }
+    let command = match verb.as_str() {
+        "quiet" => SupervisorCommand::Quiet,
+        "stop" => SupervisorCommand::Stop,
+        "scale" => {
+            let text = form.slots.as_deref().unwrap_or_default().trim();
+            match format!("scale {text}").parse::<SupervisorCommand>() {
+                Ok(command) => command,
+                Err(_) => {
+                    return error_page(
+                        &state,
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "{text:?} is not a slot count: give a whole number from 1 to {MAX_SLOTS}"
+                        ),
+                    );
+                }
+            }
+        }
+        _ => {
+            return error_page(
+                &state,
+                StatusCode::NOT_FOUND,
+                &format!("no supervisor action {verb:?}"),
+            );
+        }
+    };
+    let target = id.clone();
+    let sent = state
+        .blocking(move |store| {
+            let running = store.supervisors()?;
+            if !running.iter().any(|s| s.id == target) {
+                return Ok(false);
+            }
+            store
+                .send_supervisor_command(&target, command)
+                .map(|()| true)
+        })
+        .await;
+    match sent {
+        Ok(true) => {
+            info!(supervisor = %id, "dashboard: sent {command} to supervisor {id}");
+            Redirect::to(&format!("/supervisors?done={verb}")).into_response()
+        }
+        Ok(false) => error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            &format!("no running supervisor has id {id:?} (stopped meanwhile?)"),
         ),
         Err(e) => conflict(&state, &e),
     }

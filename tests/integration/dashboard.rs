@@ -1046,3 +1046,85 @@ fn the_task_page_shows_attempts_and_result_and_cancels_a_running_task() {
     assert!(result.contains("&quot;sent&quot;: 12"), "{result}");
     assert!(result.contains("&lt;b&gt;bold"), "escaped: {result}");
 }
+
+#[test]
+fn the_supervisors_page_shows_slots_and_quiets_scales_and_stops_one() {
+    let demo = Demo::new();
+    let running = demo.enqueue("sleep", serde_json::json!({"secs": 30}));
+    let mut sup = demo.start(&["--concurrency", "1"], &[]);
+    demo.wait_status(&running, TaskStatus::Running, Duration::from_secs(60));
+    let mut id = String::new();
+    wait_until(
+        "the supervisor's report",
+        Duration::from_secs(60),
+        || match demo.store.supervisors().ok().as_deref() {
+            Some([one]) => {
+                id = one.id.clone();
+                true
+            }
+            _ => false,
+        },
+    );
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", "/supervisors", &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    for expected in [id.as_str(), "serving", "sleep(", "redis-tasks", "MiB"] {
+        assert!(page.body.contains(expected), "{expected}:\n{}", page.body);
+    }
+    let csrf = csrf_of(&page.body);
+    let path = |verb: &str| format!("/supervisors/{id}/{verb}");
+
+    let forged = http(port, "POST", &path("stop"), &[], "csrf=0123");
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let bad = http(
+        port,
+        "POST",
+        &path("scale"),
+        &[],
+        &format!("csrf={csrf}&slots=0"),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let unknown = http(
+        port,
+        "POST",
+        "/supervisors/nope/quiet",
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
+    let scaled = http(
+        port,
+        "POST",
+        &path("scale"),
+        &[],
+        &format!("csrf={csrf}&slots=2"),
+    );
+    assert_eq!(scaled.status, 303, "{}", scaled.body);
+    wait_until("two slots", Duration::from_secs(60), || {
+        demo.store.worker_infos().map_or(0, |w| w.len()) == 2
+    });
+    let quiet = http(port, "POST", &path("quiet"), &[], &format!("csrf={csrf}"));
+    assert_eq!(quiet.status, 303, "{}", quiet.body);
+    wait_until("the page to say quiet", Duration::from_secs(60), || {
+        http(port, "GET", "/supervisors", &[], "")
+            .body
+            .contains("s-quiet")
+    });
+    let stop = http(port, "POST", &path("stop"), &[], &format!("csrf={csrf}"));
+    assert_eq!(stop.status, 303, "{}", stop.body);
+    assert_eq!(
+        sup.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        sup.log()
+    );
+    assert!(sup.log().contains("command from Redis: stop"));
+    let after = http(port, "GET", "/supervisors", &[], "");
+    assert!(
+        after.body.contains("No supervisor is running"),
+        "{}",
+        after.body
+    );
+}
