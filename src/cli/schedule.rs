@@ -136,6 +136,12 @@ pub fn run_control(
             list.join(", ")
         );
     }
+    if !registered.iter().any(|id| id == name) {
+        writeln!(
+            out,
+            "note: the scheduler that last took the lock does not run {name}; this waits until one that does takes over"
+        )?;
+    }
     match &cmd.action {
         ScheduleAction::Pause(_) => {
             if store.set_schedule_paused(name, true)? {

@@ -372,6 +372,41 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
             .contains(&failed)
     );
 
+    // The supervisors page, by clicking: the busy slot, then Scale and
+    // Quiet with the page's own forms; the supervisor obeys through Redis.
+    let id = demo.store.supervisors().expect("supervisors")[0].id.clone();
+    open(&tab, &dashboard.url("/"));
+    click(&tab, "header a[href='/supervisors']");
+    tab.wait_until_navigated().expect("supervisors page");
+    let section = format!("#supervisor-{id}");
+    assert!(text(&tab, &section).contains("sleep(secs=120)"));
+    screenshot(&tab, "dashboard-supervisors", profile.path());
+    tab.evaluate(
+        "document.querySelector(\"input[name=slots]\").value = '3'",
+        false,
+    )
+    .expect("set the slot count");
+    click(&tab, "form[action$='/scale'] button");
+    tab.wait_until_navigated().expect("after scale");
+    assert!(text(&tab, "#flash").contains("Scale sent"));
+    wait_until("three slots", Duration::from_secs(60), || {
+        demo.store
+            .worker_infos()
+            .is_ok_and(|w| w.iter().filter(|w| w.supervisor == id).count() == 3)
+    });
+    click(&tab, "form[action$='/quiet'] button");
+    tab.wait_until_navigated().expect("after quiet");
+    assert!(text(&tab, "#flash").contains("Quiet sent"));
+    wait_until(
+        "the supervisor to be quiet",
+        Duration::from_secs(60),
+        || {
+            demo.store
+                .supervisors()
+                .is_ok_and(|all| all.iter().any(|s| s.id == id && s.mode == "quiet"))
+        },
+    );
+
     // The same overview on a phone-sized window.
     let phone = browser.new_tab().expect("tab");
     phone
