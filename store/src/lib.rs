@@ -32,7 +32,9 @@
 //!   counts, queue lengths, deleting a failed task. `preview`: clipped
 //!   records. `layout`: partition and key names for programs reading Redis.
 //! - `schedule`: the scheduler's last run per entry and its fenced,
-//!   exactly-once enqueue. `graph`: task graphs (store, start, advance,
+//!   exactly-once enqueue; pausing, resuming and "run now" of an entry.
+//!   `supervisors`: what running supervisors report about themselves,
+//!   and the commands (quiet, stop, scale) sent to them. `graph`: task graphs (store, start, advance,
 //!   show). `schema`: the format marker.
 //!
 //! # Atomicity
