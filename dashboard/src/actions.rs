@@ -1,5 +1,5 @@
 //! The actions (POST): requeue, cancel (queued, scheduled or running) and
-//! delete a task, each through the same store function as the admin
+//! delete a task, pause, resume or run a schedule entry, each through the same store function as the admin
 //! command line, and the login form.
 //!
 //! Every action needs, in its form, the CSRF token of the credential it
@@ -14,7 +14,7 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use redis_tasks_store::{CancelResult, StoreError};
+use redis_tasks_store::{CancelResult, MAX_SLOTS, StoreError, SupervisorCommand};
 use serde::Deserialize;
 use tracing::info;
 
@@ -163,6 +163,134 @@ pub(crate) async fn delete(
             &state,
             StatusCode::CONFLICT,
             &format!("task {id} is not in the failed registry (requeued or deleted meanwhile?)"),
+        ),
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// `POST /schedule/{name}/{pause|resume|run}`: the same calls as
+/// `redis-tasks schedule pause|resume|run NAME`, for an entry of this
+/// dashboard's settings or one the active scheduler registered.
+pub(crate) async fn schedule(
+    State(state): State<Arc<AppState>>,
+    Path((name, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form) {
+        return refusal;
+    }
+    if !matches!(verb.as_str(), "pause" | "resume" | "run") {
+        return error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            &format!("no schedule action {verb:?}"),
+        );
+    }
+    let configured = state.settings.schedule.contains_key(&name);
+    let entry = name.clone();
+    let what = verb.clone();
+    let result = state
+        .blocking(move |store| {
+            if !configured && !store.schedule_entries()?.contains(&entry) {
+                return Ok(None);
+            }
+            match what.as_str() {
+                "pause" => store
+                    .set_schedule_paused(&entry, true)
+                    .map(|_| Some("paused")),
+                "resume" => store
+                    .set_schedule_paused(&entry, false)
+                    .map(|_| Some("resumed")),
+                _ => store.request_schedule_run(&entry).map(|_| Some("run")),
+            }
+        })
+        .await;
+    match result {
+        Ok(Some(done)) => {
+            info!(entry = %name, "dashboard: schedule entry {name}: {verb}");
+            Redirect::to(&format!("/schedule?done={done}")).into_response()
+        }
+        Ok(None) => error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            &format!("unknown schedule entry {name:?}"),
+        ),
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// The form of a supervisor action: the CSRF token, and the slot count of
+/// `scale`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SupervisorForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slots: Option<String>,
+}
+
+/// `POST /supervisors/{id}/{quiet|stop|scale}`: the same call as
+/// `redis-tasks supervisor quiet|stop|scale ID [N]`.
+pub(crate) async fn supervisor(
+    State(state): State<Arc<AppState>>,
+    Path((id, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<SupervisorForm>,
+) -> Response {
+    let check = ActionForm {
+        csrf: form.csrf.clone(),
+    };
+    if let Some(refusal) = refused(&state, &headers, &check) {
+        return refusal;
+    }
+    let command = match verb.as_str() {
+        "quiet" => SupervisorCommand::Quiet,
+        "stop" => SupervisorCommand::Stop,
+        "scale" => {
+            let text = form.slots.as_deref().unwrap_or_default().trim();
+            match format!("scale {text}").parse::<SupervisorCommand>() {
+                Ok(command) => command,
+                Err(_) => {
+                    return error_page(
+                        &state,
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "{text:?} is not a slot count: give a whole number from 1 to {MAX_SLOTS}"
+                        ),
+                    );
+                }
+            }
+        }
+        _ => {
+            return error_page(
+                &state,
+                StatusCode::NOT_FOUND,
+                &format!("no supervisor action {verb:?}"),
+            );
+        }
+    };
+    let target = id.clone();
+    let sent = state
+        .blocking(move |store| {
+            let running = store.supervisors()?;
+            if !running.iter().any(|s| s.id == target) {
+                return Ok(false);
+            }
+            store
+                .send_supervisor_command(&target, command)
+                .map(|()| true)
+        })
+        .await;
+    match sent {
+        Ok(true) => {
+            info!(supervisor = %id, "dashboard: sent {command} to supervisor {id}");
+            Redirect::to(&format!("/supervisors?done={verb}")).into_response()
+        }
+        Ok(false) => error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            &format!("no running supervisor has id {id:?} (stopped meanwhile?)"),
         ),
         Err(e) => conflict(&state, &e),
     }

@@ -38,7 +38,10 @@ pre { white-space:pre-wrap; word-break:break-word; background:var(--card); borde
 .muted { color:var(--muted); }
 .status { font-weight:600; }
 .s-finished { color:var(--ok); } .s-failed, .s-canceled { color:var(--bad); }
-.s-running { color:var(--run); } .s-queued { color:var(--warn); }
+.s-running { color:var(--run); } .s-queued, .s-paused { color:var(--warn); } .s-active { color:var(--ok); }
+ol.runs { margin:0; padding-left:1.2rem; }
+.s-serving { color:var(--ok); } .s-quiet, .s-draining { color:var(--warn); } .s-stopping, .s-stopping-now { color:var(--bad); }
+section.supervisor { margin-bottom:1.5rem; } div.actions { margin:.5rem 0; } input[type=number] { font:inherit; width:5rem; padding:.3rem; }
 .flash { background:var(--card); border-left:4px solid var(--ok); padding:.5rem .8rem; margin-bottom:1rem; }
 .flash.err { border-color:var(--bad); }
 form.inline { display:inline; }
@@ -78,6 +81,7 @@ pub(crate) fn page(state: &AppState, title: &str, live: bool, body: Markup) -> M
                     a href="/failed" { "Failed" }
                     a href="/finished" { "Finished" }
                     a href="/delayed" { "Delayed" }
+                    a href="/supervisors" { "Supervisors" }
                     a href="/schedule" { "Schedule" }
                     a href="/graphs" { "Graphs" }
                     @if state.options.read_only {

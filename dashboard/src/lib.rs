@@ -9,8 +9,11 @@
 //! - `auth`: sessions, the CSRF token of each credential, the login token.
 //! - `pages/`: the GET pages: `mod.rs` the overview, queue, failed and
 //!   finished lists and login pages; `task.rs` the task page; `delayed.rs`
-//!   the delayed set; `schedule_graph.rs` the schedule and task graph pages.
-//! - `actions`: the POST actions (requeue, cancel, delete; login), each
+//!   the delayed set; `schedule_graph.rs` the schedule and task graph pages;
+//!   `supervisors.rs` the supervisors page.
+//! - `actions`: the POST actions (requeue, cancel, delete; pause, resume
+//!   and run a schedule entry; quiet, stop and scale a supervisor; login),
+//!   each
 //!   checked against the CSRF token.
 //! - `layout`: the page frame, the style sheet, small formatting helpers.
 //!
@@ -220,7 +223,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{id}/cancel", post(actions::cancel))
         .route("/tasks/{id}/delete", post(actions::delete))
         .route("/delayed", get(pages::delayed))
+        .route("/supervisors", get(pages::supervisors))
+        .route("/supervisors/{id}/{verb}", post(actions::supervisor))
         .route("/schedule", get(pages::schedule))
+        .route("/schedule/{name}/{verb}", post(actions::schedule))
         .route("/graphs", get(pages::graph_lookup))
         .route("/graphs/{id}", get(pages::graph))
         .route("/login", get(pages::login).post(actions::login))

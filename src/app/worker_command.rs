@@ -101,6 +101,7 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
     config.instance = instance;
     config.worker_exe = args.worker_exe;
     config.scheduler = args.scheduler;
+    config.version = app.version.clone();
     if let Some(addr) = args.metrics_addr {
         config.metrics_addr = Some(addr);
     }

@@ -17,7 +17,8 @@
 //! - `queues`: `empty`, and `queue` (list, pause, resume, limit).
 //! - `results`: `task result`.
 //! - `style`: colour on a terminal.
-//! - [`schedule`]: `schedule next`.
+//! - [`schedule`]: `schedule next`, `schedule pause|resume|run`.
+//! - `supervisors`: `supervisor list|quiet|stop|scale`.
 //! - `graph`: `graph show`.
 //! - `dashboard`: `dashboard`, the web dashboard (the `redis-tasks-dashboard`
 //!   crate).
@@ -35,6 +36,7 @@ mod queues;
 mod results;
 pub mod schedule;
 mod style;
+mod supervisors;
 mod tasks;
 
 use std::io::Write;
@@ -55,6 +57,10 @@ pub use queues::{
 };
 pub use results::TaskResultArgs;
 pub use schedule::ScheduleCommand;
+pub use supervisors::{
+    SupervisorAction, SupervisorCommandArgs, SupervisorIdArgs, SupervisorListArgs,
+    SupervisorScaleArgs,
+};
 pub use tasks::{
     EnqueueArgs, TaskAction, TaskCancelArgs, TaskCommand, TaskIdArgs, TaskShowArgs, task_json,
 };
@@ -124,10 +130,14 @@ pub enum AdminCommand {
     Task(TaskCommand),
     /// List or requeue failed tasks.
     Failed(FailedCommand),
-    /// Check schedules before putting them in the settings file.
+    /// Check schedules before putting them in the settings file; pause,
+    /// resume or run an entry of the running scheduler.
     Schedule(ScheduleCommand),
     /// Show task graphs.
     Graph(GraphCommand),
+    /// List running supervisors; make one quiet, stop it or scale it,
+    /// through Redis.
+    Supervisor(SupervisorCommandArgs),
     /// Serve the web dashboard: queues, workers, failed tasks and actions.
     #[cfg(feature = "dashboard")]
     Dashboard(DashboardArgs),
@@ -156,6 +166,12 @@ pub fn run_admin_to(
 ) -> anyhow::Result<()> {
     if let AdminCommand::Schedule(mut cmd) = cmd {
         let settings = global.settings()?;
+        if cmd.needs_redis() {
+            let store = Store::from_settings(&settings)?;
+            store.check_schema()?;
+            let configured: Vec<String> = settings.schedule.keys().cloned().collect();
+            return schedule::run_control(&store, &configured, cmd, out);
+        }
         cmd.default_timezone(&settings.timezone);
         return schedule::run_schedule(cmd, out);
     }
@@ -176,6 +192,7 @@ pub fn run_admin_to(
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
+        AdminCommand::Supervisor(cmd) => supervisors::run(&store, cmd, out),
         // Handled above.
         AdminCommand::Schedule(_) => Ok(()),
         #[cfg(feature = "dashboard")]

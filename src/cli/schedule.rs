@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use redis_tasks_config::schedule::{
     CronSchedule, Daily, Every, Schedule, parse_duration, parse_time_of_day, parse_time_zone,
 };
+use redis_tasks_store::Store;
 
 /// `schedule ...` subcommands.
 #[derive(Debug, Clone, Args)]
@@ -28,6 +29,22 @@ pub enum ScheduleAction {
     /// Print the next run times of a schedule, one RFC 3339 UTC instant per
     /// line.
     Next(NextArgs),
+    /// Pause a schedule entry: the active scheduler skips its runs (they are
+    /// not caught up later) until it is resumed.
+    Pause(EntryArgs),
+    /// Resume a paused schedule entry from its next run.
+    Resume(EntryArgs),
+    /// Enqueue one run of a schedule entry now (paused or not), through the
+    /// active scheduler, exactly once.
+    Run(EntryArgs),
+}
+
+/// The entry named by `schedule pause|resume|run`.
+#[derive(Debug, Clone, Args)]
+pub struct EntryArgs {
+    /// The entry's id: the `ID` of `[schedule.ID]`.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 /// Arguments of `schedule next`.
@@ -79,14 +96,89 @@ impl ScheduleCommand {
             ScheduleAction::Next(args) => {
                 args.timezone.get_or_insert_with(|| timezone.to_owned());
             }
+            ScheduleAction::Pause(_) | ScheduleAction::Resume(_) | ScheduleAction::Run(_) => {}
         }
     }
+
+    /// Whether the action works on Redis (all but `next`).
+    pub fn needs_redis(&self) -> bool {
+        !matches!(self.action, ScheduleAction::Next(_))
+    }
+}
+
+/// Runs `schedule pause|resume|run` against `store`; `configured` are the
+/// entry ids of the settings this command read.
+pub fn run_control(
+    store: &Store,
+    configured: &[String],
+    cmd: ScheduleCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let (ScheduleAction::Pause(args) | ScheduleAction::Resume(args) | ScheduleAction::Run(args)) =
+        &cmd.action
+    else {
+        anyhow::bail!("not a control action");
+    };
+    let name = args.name.as_str();
+    let registered = store.schedule_entries()?;
+    if !registered.iter().chain(configured).any(|id| id == name) {
+        let mut known: Vec<&String> = registered.iter().chain(configured).collect();
+        known.sort();
+        known.dedup();
+        if known.is_empty() {
+            anyhow::bail!(
+                "unknown schedule entry {name:?}: no scheduler has registered entries under this prefix, and the settings name none"
+            );
+        }
+        let list: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
+        anyhow::bail!(
+            "unknown schedule entry {name:?}; the entries are: {}",
+            list.join(", ")
+        );
+    }
+    if !registered.iter().any(|id| id == name) {
+        writeln!(
+            out,
+            "note: the scheduler that last took the lock does not run {name}; this waits until one that does takes over"
+        )?;
+    }
+    match &cmd.action {
+        ScheduleAction::Pause(_) => {
+            if store.set_schedule_paused(name, true)? {
+                writeln!(
+                    out,
+                    "paused {name}: its runs are skipped until it is resumed"
+                )?;
+            } else {
+                writeln!(out, "{name} was already paused")?;
+            }
+        }
+        ScheduleAction::Resume(_) => {
+            if store.set_schedule_paused(name, false)? {
+                writeln!(out, "resumed {name}: it runs again from its next run")?;
+            } else {
+                writeln!(out, "{name} was not paused")?;
+            }
+        }
+        ScheduleAction::Run(_) => {
+            let pending = store.request_schedule_run(name)?;
+            writeln!(
+                out,
+                "asked the active scheduler to run {name} now ({pending} request(s) pending)"
+            )?;
+        }
+        ScheduleAction::Next(_) => {}
+    }
+    Ok(())
 }
 
 /// Runs a `schedule` subcommand, writing its output to `out`.
 pub fn run_schedule(cmd: ScheduleCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd.action {
         ScheduleAction::Next(args) => next(&args, out),
+        ScheduleAction::Pause(_) | ScheduleAction::Resume(_) | ScheduleAction::Run(_) => {
+            anyhow::bail!("this schedule action needs Redis")
+        }
     }
 }
 
@@ -251,11 +343,15 @@ mod tests {
     fn default_timezone_fills_only_a_missing_flag() {
         let mut cmd = parse(&["--daily", "03:00"]).expect("parses");
         cmd.default_timezone("Asia/Tokyo");
-        let ScheduleAction::Next(args) = &cmd.action;
+        let ScheduleAction::Next(args) = &cmd.action else {
+            panic!("next")
+        };
         assert_eq!(args.timezone.as_deref(), Some("Asia/Tokyo"));
         let mut cmd = parse(&["--daily", "03:00", "--timezone", "UTC"]).expect("parses");
         cmd.default_timezone("Asia/Tokyo");
-        let ScheduleAction::Next(args) = &cmd.action;
+        let ScheduleAction::Next(args) = &cmd.action else {
+            panic!("next")
+        };
         assert_eq!(args.timezone.as_deref(), Some("UTC"));
     }
 

@@ -134,6 +134,24 @@ impl Keys {
         format!("{}:supervisor:{host}:{instance}", self.prefix)
     }
 
+    /// `P:supervisors`: ZSET of running supervisor ids, scored by their last
+    /// report.
+    pub(crate) fn supervisors(&self) -> String {
+        format!("{}:supervisors", self.prefix)
+    }
+
+    /// `P:supervisor_state:<id>`: HASH of what a running supervisor
+    /// reports about itself, with an expiry.
+    pub(crate) fn supervisor_state(&self, id: &str) -> String {
+        format!("{}:supervisor_state:{id}", self.prefix)
+    }
+
+    /// `P:supervisor_commands:<id>`: LIST of commands (`quiet`, `stop`,
+    /// `scale N`) for a supervisor, with an expiry.
+    pub(crate) fn supervisor_commands(&self, id: &str) -> String {
+        format!("{}:supervisor_commands:{id}", self.prefix)
+    }
+
     /// `P:schema`: STRING naming the format of the data under the prefix.
     pub fn schema(&self) -> String {
         format!("{}:schema", self.prefix)
@@ -147,6 +165,19 @@ impl Keys {
     /// `P:schedule:<entry>`: HASH with the last run of a schedule entry.
     pub(crate) fn schedule_entry(&self, entry: &str) -> String {
         format!("{}:schedule:{entry}", self.prefix)
+    }
+
+    /// `P:schedules`: SET of the schedule entry ids the active scheduler
+    /// runs (written when it takes the lock).
+    pub(crate) fn schedule_entries(&self) -> String {
+        format!("{}:schedules", self.prefix)
+    }
+
+    /// `P:schedule_wake`: LIST poked (at most one item, with an expiry)
+    /// when an entry is paused, resumed or asked to run now; the active
+    /// scheduler waits on it with `BLPOP`.
+    pub(crate) fn schedule_wake(&self) -> String {
+        format!("{}:schedule_wake", self.prefix)
     }
 
     /// `P:graph:<id>`: HASH holding one task graph: its nodes and their
@@ -194,6 +225,11 @@ mod tests {
         assert_eq!(k.lock("maintenance"), "rt:lock:maintenance");
         assert_eq!(k.schema(), "rt:schema");
         assert_eq!(k.schedule_entry("nightly"), "rt:schedule:nightly");
+        assert_eq!(k.schedule_entries(), "rt:schedules");
+        assert_eq!(k.supervisors(), "rt:supervisors");
+        assert_eq!(k.supervisor_state("s"), "rt:supervisor_state:s");
+        assert_eq!(k.supervisor_commands("s"), "rt:supervisor_commands:s");
+        assert_eq!(k.schedule_wake(), "rt:schedule_wake");
         assert_eq!(k.graph("g1"), "rt:graph:g1");
         assert_eq!(k.graph_middleware(), "rt:graph_middleware");
         assert_eq!(k.scheduled(), "rt:scheduled");

@@ -32,7 +32,9 @@
 //!   counts, queue lengths, deleting a failed task. `preview`: clipped
 //!   records. `layout`: partition and key names for programs reading Redis.
 //! - `schedule`: the scheduler's last run per entry and its fenced,
-//!   exactly-once enqueue. `graph`: task graphs (store, start, advance,
+//!   exactly-once enqueue; pausing, resuming and "run now" of an entry.
+//!   `supervisors`: what running supervisors report about themselves,
+//!   and the commands (quiet, stop, scale) sent to them. `graph`: task graphs (store, start, advance,
 //!   show). `schema`: the format marker.
 //!
 //! # Atomicity
@@ -92,6 +94,7 @@ mod schedule;
 mod schema;
 mod scripts;
 mod slots;
+mod supervisors;
 mod tasks;
 mod unique;
 
@@ -120,9 +123,10 @@ pub use maintenance::Reclaimed;
 pub use preview::{Clipped, MAX_FIELDS, TaskPreview};
 pub use producer::Queue;
 pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
-pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduledRun};
+pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduleControl, ScheduledRun};
 pub use schema::SCHEMA_MARKER;
 pub use slots::{Incarnation, ProcessIdentity, SlotInfo, WorkerInfo};
+pub use supervisors::{MAX_SLOTS, SupervisorCommand, SupervisorState};
 
 pub use keys::Keys;
 

@@ -54,6 +54,20 @@ pub enum RunResult {
     },
     /// The caller does not hold the scheduler lock: nothing was written.
     LockLost,
+    /// The entry is paused: the run is skipped (and counts as handled).
+    Paused,
+}
+
+/// What an operator asked of a schedule entry at run time, as kept in its
+/// hash `P:schedule:<entry>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleControl {
+    /// Runs are skipped until the entry is resumed.
+    pub paused: bool,
+    /// When it was paused (RFC 3339), if it is.
+    pub paused_at: Option<String>,
+    /// "Run now" requests not yet enqueued by the active scheduler.
+    pub run_requests: u64,
 }
 
 impl Store {
@@ -88,7 +102,158 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The pause state and pending "run now" requests of `entry`.
+    pub fn schedule_control(&self, entry: &str) -> Result<ScheduleControl, StoreError> {
+        self.zero().schedule_control(entry)
+    }
+
+    /// The entry ids the active scheduler registered when it took the lock
+    /// (empty when no scheduler has run), sorted.
+    pub fn schedule_entries(&self) -> Result<Vec<String>, StoreError> {
+        let part = self.zero();
+        let key = part.keys().schedule_entries();
+        let mut ids: Vec<String> = part.read(&[(&key, "set")], |c, _| {
+            redis::cmd("SMEMBERS").arg(&key).query(c)
+        })?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Replaces the registered entry ids with `ids`, fenced on the scheduler
+    /// lock held by `token`; `false` when it is not held.
+    pub fn register_schedule_entries(
+        &self,
+        token: &str,
+        ids: &[String],
+    ) -> Result<bool, StoreError> {
+        let done: i64 = self.zero().run(&[], |c, keys| {
+            let mut call = scripts::SCHEDULE_REGISTER.prepare_invoke();
+            call.key(keys.schedule_entries())
+                .key(keys.lock(SCHEDULER_LOCK))
+                .arg(keys.prefix())
+                .arg(token);
+            for id in ids {
+                call.arg(id);
+            }
+            call.invoke(c)
+        })?;
+        Ok(done == 1)
+    }
+
+    /// Pauses (`paused`) or resumes schedule entry `entry` and wakes the
+    /// active scheduler. Resuming moves the entry's last run up to now, so
+    /// the runs due while it was paused are skipped, not caught up.
+    /// `true` when the state changed.
+    pub fn set_schedule_paused(&self, entry: &str, paused: bool) -> Result<bool, StoreError> {
+        let now = Timestamp::now();
+        let changed: i64 = self.zero().run(&[], |c, keys| {
+            scripts::SCHEDULE_PAUSE
+                .key(keys.schedule_entry(entry))
+                .key(keys.schedule_wake())
+                .arg(keys.prefix())
+                .arg(if paused { "1" } else { "0" })
+                .arg(time_text(now))
+                .arg(score(now))
+                .invoke(c)
+        })?;
+        Ok(changed == 1)
+    }
+
+    /// Asks the active scheduler to enqueue one run of `entry` now (whether
+    /// or not it is paused) and wakes it; returns the requests pending.
+    pub fn request_schedule_run(&self, entry: &str) -> Result<u64, StoreError> {
+        self.zero().run(&[], |c, keys| {
+            scripts::SCHEDULE_REQUEST_RUN
+                .key(keys.schedule_entry(entry))
+                .key(keys.schedule_wake())
+                .arg(keys.prefix())
+                .invoke(c)
+        })
+    }
+
+    /// Enqueues one pending "run now" request of `run.entry` (its `at` and
+    /// `singleton` are not used), fenced on the scheduler lock held by
+    /// `token`. [`RunResult::AlreadyDone`] when no request is pending.
+    pub fn enqueue_requested_run<A: Serialize + ?Sized>(
+        &self,
+        token: &str,
+        run: &ScheduledRun<'_, A>,
+    ) -> Result<RunResult, StoreError> {
+        self.zero().enqueue_requested_run(token, run)
+    }
+
+    /// Waits up to `wait` for a poke of the scheduler's wake list (a pause,
+    /// resume or "run now"); `true` when poked.
+    pub fn wait_for_schedule_wake(&self, wait: std::time::Duration) -> Result<bool, StoreError> {
+        let part = self.zero();
+        let key = part.keys().schedule_wake();
+        // Redis reads a timeout of 0 as "forever": never send less than 1 ms.
+        let secs = wait.as_secs_f64().max(0.001);
+        let popped: Option<(String, String)> =
+            part.run_blocking(wait, &[(&key, "list")], |c, _| {
+                redis::cmd("BLPOP")
+                    .arg(&key)
+                    .arg(format!("{secs:.3}"))
+                    .query(c)
+            })?;
+        Ok(popped.is_some())
+    }
+}
+
 impl Part {
+    pub(crate) fn schedule_control(&self, entry: &str) -> Result<ScheduleControl, StoreError> {
+        let key = self.keys().schedule_entry(entry);
+        let (paused, paused_at, requests): (Option<String>, Option<String>, Option<String>) = self
+            .read(&[(&key, "hash")], |c, _| {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("paused")
+                    .arg("paused_at")
+                    .arg("run_requests")
+                    .query(c)
+            })?;
+        Ok(ScheduleControl {
+            paused: paused.as_deref() == Some("1"),
+            paused_at,
+            run_requests: requests.and_then(|n| n.parse().ok()).unwrap_or(0),
+        })
+    }
+
+    pub(crate) fn enqueue_requested_run<A: Serialize + ?Sized>(
+        &self,
+        token: &str,
+        run: &ScheduledRun<'_, A>,
+    ) -> Result<RunResult, StoreError> {
+        check_name("queue", run.queue)?;
+        let call = self.prepare_call(run.task, run.args)?;
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let now = time_text(Timestamp::now());
+        let reply: Vec<Value> = self.run(&[], |c, keys| {
+            scripts::SCHEDULE_RUN_NOW
+                .key(keys.schedule_entry(run.entry))
+                .key(keys.lock(SCHEDULER_LOCK))
+                .key(keys.queues())
+                .arg(keys.prefix())
+                .arg(token)
+                .arg(&id)
+                .arg(run.task)
+                .arg(&call.args)
+                .arg(run.queue)
+                .arg(&call.description)
+                .arg(&now)
+                .invoke(c)
+        })?;
+        let what = "enqueue requested run";
+        let mut it = reply.into_iter();
+        match next_text(&mut it, what)?.as_str() {
+            "nolock" => Ok(RunResult::LockLost),
+            "none" => Ok(RunResult::AlreadyDone),
+            "enqueued" => Ok(RunResult::Enqueued(next_text(&mut it, what)?)),
+            other => Err(unexpected(what, other)),
+        }
+    }
+
     pub(crate) fn schedule_last_run(&self, entry: &str) -> Result<Option<Timestamp>, StoreError> {
         let key = self.keys().schedule_entry(entry);
         let text: Option<String> = self.read(&[(&key, "hash")], |c, _| {
@@ -156,6 +321,7 @@ impl Part {
         match next_text(&mut it, what)?.as_str() {
             "nolock" => Ok(RunResult::LockLost),
             "done" => Ok(RunResult::AlreadyDone),
+            "paused" => Ok(RunResult::Paused),
             "enqueued" => Ok(RunResult::Enqueued(next_text(&mut it, what)?)),
             "busy" => Ok(RunResult::Busy {
                 previous: next_text(&mut it, what)?,

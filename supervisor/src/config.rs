@@ -49,6 +49,9 @@ pub struct SupervisorConfig {
     /// Where to serve Prometheus metrics (`/metrics`); `None`: nowhere.
     /// Defaults to the `metrics_addr` setting; read once at start-up.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The application's version (`App::version`), reported to Redis with
+    /// redis-tasks' own.
+    pub version: Option<String>,
     /// The settings in effect.
     pub settings: Settings,
 }
@@ -90,6 +93,7 @@ impl SupervisorConfig {
             scheduler: false,
             reload: None,
             metrics_addr: settings.metrics_addr,
+            version: None,
             settings,
         }
     }

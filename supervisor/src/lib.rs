@@ -26,8 +26,10 @@
 //! - `outcome.rs`: policy, `process_outcome`, the atomic write.
 //! - `recovery.rs`: outcomes for the tasks of dead slots.
 //! - `promoter.rs`: a thread that moves due delayed tasks (delayed
-//!   enqueues, retries) to their queue and passes cancel requests of
-//!   running tasks to their slot.
+//!   enqueues, retries) to their queue, passes cancel requests of
+//!   running tasks to their slot, and passes the commands operators send
+//!   through Redis (quiet, stop, scale) to the control loop, which reports
+//!   the supervisor's state to Redis at each heartbeat.
 //! - `worker_process.rs`: starting (re-exec or fork server), talking to
 //!   and reaping a worker process; `fork_server.rs` the fork server's
 //!   supervisor side.

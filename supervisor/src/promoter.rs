@@ -15,6 +15,12 @@
 //! slots goes to the control loop, which passes it to that slot. The
 //! thread sleeps in a `BLPOP` on its wake list, which a cancel request for
 //! one of its tasks pokes, so such a request is seen at once.
+//!
+//! An operator's command for this supervisor (`redis-tasks supervisor
+//! quiet|stop|scale`, or the dashboard) is queued in Redis and pokes the
+//! same wake list: the thread takes the commands when woken (and every
+//! [`COMMANDS_EVERY`] in case a poke was lost) and hands them to the
+//! control loop, which acts as on the matching signal.
 
 use std::collections::HashMap;
 use std::thread::JoinHandle;
@@ -30,6 +36,9 @@ use crate::control::ControlEvent;
 
 /// The longest sleep between two passes.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
+
+/// How often queued supervisor commands are read without a poke.
+pub(crate) const COMMANDS_EVERY: Duration = Duration::from_secs(2);
 
 /// How many due tasks one script call moves (a bigger backlog takes more
 /// calls, back to back).
@@ -61,6 +70,7 @@ impl Promoter {
             events,
             sent: HashMap::new(),
             cancels_failing: false,
+            commands_read: None,
         };
         let thread = std::thread::Builder::new()
             .name("promoter".to_owned())
@@ -92,6 +102,8 @@ struct State {
     sent: HashMap<String, Instant>,
     /// Reading the cancel requests failed last time (already logged).
     cancels_failing: bool,
+    /// When the queued supervisor commands were last read.
+    commands_read: Option<Instant>,
 }
 
 impl State {
@@ -107,7 +119,10 @@ impl State {
                     // Sleeps on Redis, so that a cancel request for one of
                     // our tasks wakes us at once.
                     match self.store.wait_for_wake(&self.supervisor_id, wait) {
-                        Ok(_) => Duration::ZERO,
+                        Ok(woken) => {
+                            self.pass_on_commands(woken);
+                            Duration::ZERO
+                        }
                         Err(e) => {
                             debug!("promoter: waiting on Redis failed ({e})");
                             wait
@@ -158,6 +173,28 @@ impl State {
             Duration::try_from(left).unwrap_or(Duration::ZERO)
         });
         Ok(until_due.clamp(Duration::from_millis(1), POLL))
+    }
+
+    /// Hands the queued operator commands to the control loop, when woken
+    /// or when [`COMMANDS_EVERY`] has passed.
+    fn pass_on_commands(&mut self, woken: bool) {
+        let now = Instant::now();
+        let due = woken
+            || self
+                .commands_read
+                .is_none_or(|at| now.duration_since(at) >= COMMANDS_EVERY);
+        if !due {
+            return;
+        }
+        self.commands_read = Some(now);
+        match self.store.take_supervisor_commands(&self.supervisor_id) {
+            Ok(commands) => {
+                for command in commands {
+                    let _ = self.events.send(ControlEvent::Command(command));
+                }
+            }
+            Err(e) => debug!("promoter: cannot read supervisor commands ({e})"),
+        }
     }
 
     fn pass_on_cancels(&mut self) -> Result<(), redis_tasks_store::StoreError> {

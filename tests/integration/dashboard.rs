@@ -372,6 +372,41 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
             .contains(&failed)
     );
 
+    // The supervisors page, by clicking: the busy slot, then Scale and
+    // Quiet with the page's own forms; the supervisor obeys through Redis.
+    let id = demo.store.supervisors().expect("supervisors")[0].id.clone();
+    open(&tab, &dashboard.url("/"));
+    click(&tab, "header a[href='/supervisors']");
+    tab.wait_until_navigated().expect("supervisors page");
+    let section = format!("#supervisor-{id}");
+    assert!(text(&tab, &section).contains("sleep(secs=120)"));
+    screenshot(&tab, "dashboard-supervisors", profile.path());
+    tab.evaluate(
+        "document.querySelector(\"input[name=slots]\").value = '3'",
+        false,
+    )
+    .expect("set the slot count");
+    click(&tab, "form[action$='/scale'] button");
+    tab.wait_until_navigated().expect("after scale");
+    assert!(text(&tab, "#flash").contains("Scale sent"));
+    wait_until("three slots", Duration::from_secs(60), || {
+        demo.store
+            .worker_infos()
+            .is_ok_and(|w| w.iter().filter(|w| w.supervisor == id).count() == 3)
+    });
+    click(&tab, "form[action$='/quiet'] button");
+    tab.wait_until_navigated().expect("after quiet");
+    assert!(text(&tab, "#flash").contains("Quiet sent"));
+    wait_until(
+        "the supervisor to be quiet",
+        Duration::from_secs(60),
+        || {
+            demo.store
+                .supervisors()
+                .is_ok_and(|all| all.iter().any(|s| s.id == id && s.mode == "quiet"))
+        },
+    );
+
     // The same overview on a phone-sized window.
     let phone = browser.new_tab().expect("tab");
     phone
@@ -766,6 +801,66 @@ fn the_schedule_and_graph_pages_show_entries_and_nodes() {
         );
     }
 
+    // The next five runs, in the settings' time zone.
+    let table = &schedule.body[schedule.body.find("id=\"schedule\"").expect("table")..];
+    assert_eq!(table.matches(" 03:00:00").count(), 5, "{table}");
+
+    // Pause, run now and resume, as POST forms with the session's CSRF token.
+    let csrf = csrf_of(&schedule.body);
+    let forged = http(
+        port,
+        "POST",
+        "/schedule/nightly-report/pause",
+        &[],
+        "csrf=0123",
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(
+        !demo
+            .store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .paused
+    );
+    let body = format!("csrf={csrf}");
+    let paused = http(port, "POST", "/schedule/nightly-report/pause", &[], &body);
+    assert_eq!(paused.status, 303, "{}", paused.body);
+    assert!(
+        demo.store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .paused
+    );
+    let page = http(port, "GET", "/schedule?done=paused", &[], "");
+    assert!(
+        page.body.contains("s-paused") && page.body.contains("/schedule/nightly-report/resume")
+    );
+    assert!(
+        page.body.contains("Paused: the scheduler skips"),
+        "{}",
+        page.body
+    );
+    let run = http(port, "POST", "/schedule/nightly-report/run", &[], &body);
+    assert_eq!(run.status, 303, "{}", run.body);
+    assert_eq!(
+        demo.store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .run_requests,
+        1
+    );
+    let resumed = http(port, "POST", "/schedule/nightly-report/resume", &[], &body);
+    assert_eq!(resumed.status, 303, "{}", resumed.body);
+    assert!(
+        !demo
+            .store
+            .schedule_control("nightly-report")
+            .expect("control")
+            .paused
+    );
+    let unknown = http(port, "POST", "/schedule/nope/pause", &[], &body);
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
     let page = http(port, "GET", &format!("/graphs/{}", graph.id), &[], "");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("fetch") && page.body.contains("render"));
@@ -985,4 +1080,86 @@ fn the_task_page_shows_attempts_and_result_and_cancels_a_running_task() {
     let result = element(&page.body, "task-result");
     assert!(result.contains("&quot;sent&quot;: 12"), "{result}");
     assert!(result.contains("&lt;b&gt;bold"), "escaped: {result}");
+}
+
+#[test]
+fn the_supervisors_page_shows_slots_and_quiets_scales_and_stops_one() {
+    let demo = Demo::new();
+    let running = demo.enqueue("sleep", serde_json::json!({"secs": 30}));
+    let mut sup = demo.start(&["--concurrency", "1"], &[]);
+    demo.wait_status(&running, TaskStatus::Running, Duration::from_secs(60));
+    let mut id = String::new();
+    wait_until(
+        "the supervisor's report",
+        Duration::from_secs(60),
+        || match demo.store.supervisors().ok().as_deref() {
+            Some([one]) => {
+                id = one.id.clone();
+                true
+            }
+            _ => false,
+        },
+    );
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", "/supervisors", &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    for expected in [id.as_str(), "serving", "sleep(", "redis-tasks", "MiB"] {
+        assert!(page.body.contains(expected), "{expected}:\n{}", page.body);
+    }
+    let csrf = csrf_of(&page.body);
+    let path = |verb: &str| format!("/supervisors/{id}/{verb}");
+
+    let forged = http(port, "POST", &path("stop"), &[], "csrf=0123");
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let bad = http(
+        port,
+        "POST",
+        &path("scale"),
+        &[],
+        &format!("csrf={csrf}&slots=0"),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let unknown = http(
+        port,
+        "POST",
+        "/supervisors/nope/quiet",
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
+    let scaled = http(
+        port,
+        "POST",
+        &path("scale"),
+        &[],
+        &format!("csrf={csrf}&slots=2"),
+    );
+    assert_eq!(scaled.status, 303, "{}", scaled.body);
+    wait_until("two slots", Duration::from_secs(60), || {
+        demo.store.worker_infos().map_or(0, |w| w.len()) == 2
+    });
+    let quiet = http(port, "POST", &path("quiet"), &[], &format!("csrf={csrf}"));
+    assert_eq!(quiet.status, 303, "{}", quiet.body);
+    wait_until("the page to say quiet", Duration::from_secs(60), || {
+        http(port, "GET", "/supervisors", &[], "")
+            .body
+            .contains("s-quiet")
+    });
+    let stop = http(port, "POST", &path("stop"), &[], &format!("csrf={csrf}"));
+    assert_eq!(stop.status, 303, "{}", stop.body);
+    assert_eq!(
+        sup.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        sup.log()
+    );
+    assert!(sup.log().contains("command from Redis: stop"));
+    let after = http(port, "GET", "/supervisors", &[], "");
+    assert!(
+        after.body.contains("No supervisor is running"),
+        "{}",
+        after.body
+    );
 }

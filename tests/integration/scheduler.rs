@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use redis_tasks::config::schedule::{CronSchedule, Schedule};
 
 use crate::e2e::{Demo, Running, demo_bin};
-use crate::support::wait_until;
+use crate::support::{Cmd, wait_until};
 
 /// Lock expiry and refresh the tests run with.
 const LOCK_TTL: Duration = Duration::from_secs(3);
@@ -25,6 +25,11 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Writes `toml` as the settings file and starts the demo binary with
 /// `args` (e.g. `["scheduler"]`) in the background.
 fn start(demo: &Demo, args: &[&str], toml: &str) -> Running {
+    start_env(demo, args, toml, &[])
+}
+
+/// [`start`] with extra environment (set after the defaults).
+fn start_env(demo: &Demo, args: &[&str], toml: &str, env: &[(&str, &str)]) -> Running {
     let settings = demo.path("settings.toml");
     fs::write(&settings, toml).expect("write settings");
     let log = demo.path(&format!(
@@ -44,6 +49,7 @@ fn start(demo: &Demo, args: &[&str], toml: &str) -> Running {
         )
         .env("RT_MAINTENANCE_FREQ", "1")
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log file"))
         .stderr(file)
@@ -270,4 +276,168 @@ fn an_entry_naming_an_unknown_task_is_refused_at_start() {
     );
     assert_ne!(sched.wait_exit(WAIT), Some(0));
     assert!(sched.log().contains("schedule.x.task"), "{}", sched.log());
+}
+
+/// The admin command `redis-tasks schedule ACTION NAME` against the demo's
+/// Redis.
+fn schedule_cmd(demo: &Demo, action: &str, name: &str) -> Cmd {
+    let mut cmd = Cmd::admin(&demo.redis.url());
+    cmd.args(["schedule", action, name]);
+    cmd
+}
+
+/// Entries that are never due during a test: only "run now" enqueues them.
+const RARE: &str = r#"
+[schedule.report]
+task = "noop"
+daily = "03:00"
+queue = "manual"
+
+[schedule.other]
+task = "noop"
+cron = "0 4 1 1 *"
+queue = "other"
+"#;
+
+#[test]
+fn run_now_and_pause_reach_the_active_scheduler_at_once_and_run_exactly_once() {
+    let demo = Demo::new();
+    // A 30 s refresh: anything faster than that came through the wake list.
+    let slow = [
+        ("RT_WORKER_HEARTBEAT_FREQ", "30"),
+        ("RT_WORKER_HEARTBEAT_TIMEOUT", "90"),
+    ];
+    let active = start_env(&demo, &["scheduler"], RARE, &slow);
+    wait_until("the first scheduler to take the lock", WAIT, || {
+        active.log().contains("lock taken")
+    });
+    let standby = start_env(&demo, &["scheduler"], RARE, &slow);
+    wait_until("the second scheduler to wait", WAIT, || {
+        standby.log().contains("waiting to take over")
+    });
+
+    // An unknown entry is refused with a clear message and nothing written.
+    let refused = schedule_cmd(&demo, "run", "nope").fails();
+    assert!(
+        refused.stderr.contains("unknown schedule entry \"nope\"")
+            && refused.stderr.contains("other, report"),
+        "{}",
+        refused.stderr
+    );
+    let mut conn = demo.redis.client();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("redis_tasks:schedule:nope")
+        .query(&mut conn)
+        .expect("EXISTS");
+    assert!(!exists, "an unknown entry leaves no key behind");
+
+    let asked = Instant::now();
+    schedule_cmd(&demo, "run", "report").run();
+    wait_until("the run asked for now", WAIT, || {
+        demo.store.queue("manual").count().unwrap_or(0) == 1
+    });
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "run now took {took:?}: the scheduler waited for its 30 s refresh instead of its wake list"
+    );
+
+    // Paused, the entry still runs when asked to, and each request once.
+    schedule_cmd(&demo, "pause", "report").run();
+    wait_until("the scheduler to see the pause", WAIT, || {
+        active.log().contains("entry report is paused")
+    });
+    let again = schedule_cmd(&demo, "pause", "report").stdout();
+    assert!(again.contains("already paused"), "{again}");
+    schedule_cmd(&demo, "run", "report").run();
+    schedule_cmd(&demo, "run", "report").run();
+    wait_until("both runs asked for", WAIT, || {
+        demo.store.queue("manual").count().unwrap_or(0) >= 3
+    });
+    // Another wake-up (a run of the other entry) proves no request is left
+    // to enqueue a fourth time.
+    schedule_cmd(&demo, "run", "other").run();
+    wait_until("the other entry's run", WAIT, || {
+        demo.store.queue("other").count().unwrap_or(0) == 1
+    });
+    assert_eq!(demo.store.queue("manual").count().expect("count"), 3);
+    let requests: Option<String> = redis::cmd("HGET")
+        .arg("redis_tasks:schedule:report")
+        .arg("run_requests")
+        .query(&mut conn)
+        .expect("HGET");
+    assert_eq!(requests, None, "every request was taken");
+    assert!(
+        !standby.log().contains("asked for now"),
+        "only the lock holder enqueues:\n{}",
+        standby.log()
+    );
+    let logged = active.log().matches("asked for now").count();
+    assert_eq!(logged, 4, "{}", active.log());
+}
+
+const EVERY_SECOND_PAUSABLE: &str = r#"
+[schedule.tick]
+task = "noop"
+every = "1s"
+singleton = false
+"#;
+
+/// Run times (UTC) the log says were enqueued for entry `tick`.
+fn tick_runs(log: &str) -> Vec<Timestamp> {
+    enqueued_runs(log)
+        .iter()
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_paused_entry_skips_its_runs_across_a_restart_and_resumes_without_piling_up() {
+    let demo = Demo::new();
+    let mut first = start(&demo, &["scheduler"], EVERY_SECOND_PAUSABLE);
+    wait_until("runs enqueued", WAIT, || {
+        demo.store.queue("default").count().unwrap_or(0) >= 2
+    });
+    let out = schedule_cmd(&demo, "pause", "tick").stdout();
+    assert!(out.contains("paused tick"), "{out}");
+    let paused = Timestamp::now();
+    wait_until("two runs skipped while paused", WAIT, || {
+        first.log().matches("of entry tick: it is paused").count() >= 2
+    });
+
+    // The pause is kept in Redis: a new scheduler obeys it too.
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait_exit(WAIT), Some(0), "{}", first.log());
+    let queued = demo.store.queue("default").count().expect("count");
+    let second = start(&demo, &["scheduler"], EVERY_SECOND_PAUSABLE);
+    wait_until("the new scheduler to skip paused runs", WAIT, || {
+        second.log().contains("entry tick is paused")
+            && second.log().matches("of entry tick: it is paused").count() >= 2
+    });
+    assert_eq!(
+        demo.store.queue("default").count().expect("count"),
+        queued,
+        "a paused entry enqueued:\n{}",
+        second.log()
+    );
+
+    let resumed = Timestamp::now();
+    let out = schedule_cmd(&demo, "resume", "tick").stdout();
+    assert!(out.contains("resumed tick"), "{out}");
+    wait_until("runs enqueued again", WAIT, || {
+        demo.store.queue("default").count().unwrap_or(0) >= queued + 2
+    });
+    assert!(
+        second.log().contains("entry tick resumed"),
+        "{}",
+        second.log()
+    );
+    // Nothing due while paused was enqueued, before or after the resume.
+    let mut all = tick_runs(&first.log());
+    all.extend(tick_runs(&second.log()));
+    let during: Vec<_> = all
+        .iter()
+        .filter(|at| **at > paused && **at < resumed)
+        .collect();
+    assert!(during.is_empty(), "runs of the pause enqueued: {during:?}");
 }

@@ -14,10 +14,12 @@ use serde::Deserialize;
 
 mod delayed;
 mod schedule_graph;
+mod supervisors;
 mod task;
 
 pub(crate) use delayed::delayed;
 pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
+pub(crate) use supervisors::supervisors;
 pub(crate) use task::{raw, task};
 
 use crate::AppState;

@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select, unbounded};
-use redis_tasks_store::{Store, StoreError};
+use redis_tasks_store::{Store, StoreError, SupervisorCommand, SupervisorState};
 use redis_tasks_worker::{Middleware, MiddlewareChain, MiddlewareError, TaskRegistry};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{SupervisorConfig, hostname};
 use crate::execute::SlotCommand;
@@ -53,6 +53,9 @@ pub(crate) enum ControlEvent {
     /// The promoter found a cancel request for a task that one of our
     /// slots runs.
     Cancel { slot: String, task: String },
+    /// The promoter took an operator's command for this supervisor from
+    /// Redis (or the text of one it cannot read).
+    Command(Result<SupervisorCommand, String>),
 }
 
 /// Why a supervisor could not start or had to stop.
@@ -296,6 +299,7 @@ pub fn run(
         notifier,
         supervisor_id,
         started: now,
+        started_at: jiff::Timestamp::now(),
         stop_requests: 0,
         fatal: None,
         middleware: middleware.to_vec(),
@@ -307,6 +311,9 @@ pub fn run(
     }
     control.serve(&events, signals);
     // Every slot has ended.
+    if let Err(e) = control.store.forget_supervisor(&control.supervisor_id) {
+        debug!("cannot remove this supervisor's report from Redis ({e}); it expires by itself");
+    }
     let fatal = control.fatal.take();
     owned.scheduler = control.scheduler.take();
     let counters = Arc::clone(&control.shared);
@@ -337,6 +344,8 @@ struct Control {
     notifier: Notifier,
     supervisor_id: String,
     started: Instant,
+    /// The same instant as a time, for the report in Redis.
+    started_at: jiff::Timestamp,
     stop_requests: u32,
     timers: Timers,
     fatal: Option<String>,
@@ -367,6 +376,7 @@ impl Control {
         );
         self.notifier.ready();
         self.update_status();
+        self.report();
         // A closed signal channel (nobody can signal us any more) must not
         // wake the loop without end.
         let mut signals = signals.clone();
@@ -379,6 +389,7 @@ impl Control {
                 recv(events) -> event => match event {
                     Ok(ControlEvent::SlotEnded { id }) => self.handle_slot_ended(&id),
                     Ok(ControlEvent::Cancel { slot, task }) => self.handle_cancel(&slot, task),
+                    Ok(ControlEvent::Command(command)) => self.handle_command(command),
                     Ok(ControlEvent::Fatal(reason)) => {
                         error!("{reason}; stopping");
                         self.fatal.get_or_insert(reason);
@@ -408,6 +419,7 @@ impl Control {
             }
             if due.heartbeat {
                 upkeep::heartbeat(&self.store, &self.shared, &self.slots);
+                self.report();
             }
             if due.maintenance
                 && let Err(e) = upkeep::maintenance(
@@ -444,6 +456,83 @@ impl Control {
     fn update_status(&self) {
         let summary = status::summary(&self.shared, &self.slots, self.mode());
         self.notifier.status(&summary.to_string());
+    }
+
+    /// Writes this supervisor's report to Redis (what `redis-tasks
+    /// supervisor list` and the dashboard show); it expires after the
+    /// heartbeat timeout unless written again.
+    fn report(&self) {
+        let current = self.shared.current();
+        let views: Vec<_> = self.slots.slots.values().map(|h| h.view()).collect();
+        let busy = views.iter().filter(|v| v.task.is_some()).count();
+        let workers_rss = views
+            .iter()
+            .filter_map(|v| v.pid)
+            .filter_map(status::resident_bytes_of)
+            .sum::<u64>();
+        let version = match &current.config.version {
+            Some(app) => format!("{app} (redis-tasks {})", env!("CARGO_PKG_VERSION")),
+            None => format!("redis-tasks {}", env!("CARGO_PKG_VERSION")),
+        };
+        let state = SupervisorState {
+            id: self.supervisor_id.clone(),
+            description: current.config.description.clone(),
+            host: crate::config::hostname(),
+            pid: std::process::id(),
+            version,
+            started_at: self.started_at,
+            reported_at: jiff::Timestamp::now(),
+            mode: self.mode().unwrap_or("serving").to_owned(),
+            queues: current.config.queues.clone(),
+            wanted_slots: self.slots.desired as u64,
+            slots: self.slots.slots.len() as u64,
+            busy: busy as u64,
+            rss_bytes: status::resident_bytes_of(std::process::id()),
+            workers_rss_bytes: Some(workers_rss),
+        };
+        let ttl = current.config.heartbeat_timeout();
+        if let Err(e) = self.store.report_supervisor(&state, ttl) {
+            debug!("cannot report this supervisor to Redis: {e}");
+        }
+    }
+
+    /// An operator's command that came through Redis: acted on exactly as
+    /// the matching signal, except that `stop` never turns a graceful
+    /// shutdown into an immediate one.
+    fn handle_command(&mut self, command: Result<SupervisorCommand, String>) {
+        let command = match command {
+            Ok(command) => command,
+            Err(e) => {
+                warn!("ignoring a command from Redis: {e}");
+                return;
+            }
+        };
+        match command {
+            SupervisorCommand::Quiet => {
+                info!("command from Redis: quiet (as SIGTSTP)");
+                self.handle_signal(SignalRequest::Quiet);
+            }
+            SupervisorCommand::Stop => {
+                if self.shared.mode().stopping() {
+                    info!("command from Redis: stop; already stopping");
+                } else {
+                    info!("command from Redis: stop (as SIGTERM)");
+                    self.handle_signal(SignalRequest::Stop);
+                }
+            }
+            SupervisorCommand::Scale(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+                let before = self.slots.desired;
+                self.slots.desired = n;
+                info!(
+                    "command from Redis: scale to {n} slot(s) (as SIGTTIN/SIGTTOU; {before} wanted before)"
+                );
+            }
+        }
+        if !self.shared.mode().stopping() && !self.burst() {
+            self.slots.reconcile(&self.store, &self.shared);
+        }
+        self.report();
     }
 
     /// Passes a cancel request to the slot running the task.

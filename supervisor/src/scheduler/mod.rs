@@ -19,6 +19,13 @@
 //!   queued or running (checked in the same script).
 //! - **No polling.** Between steps it sleeps until the next due run or the
 //!   next lock refresh, whichever comes first, or until it is told to stop.
+//!   The active scheduler sleeps in `BLPOP` on `P:schedule_wake` (in
+//!   slices of [`WAKE_SLICE`], so that a stop request is seen in time),
+//!   which pausing, resuming or "run now" pokes.
+//! - **Run-time control.** Each step reads every entry's control fields
+//!   ([`Store::schedule_control`]): a paused entry's due runs are skipped
+//!   in the fenced enqueue script itself, and each "run now" request is
+//!   taken and enqueued by one fenced script, so exactly once.
 //!
 //! [`spawn`] starts it on a thread of its own (the `scheduler` command and
 //! the control loop of `worker --scheduler` both use it); its owner stops
@@ -39,6 +46,10 @@ use redis_tasks_store::{Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+
+/// The longest single `BLPOP` on the wake list while the scheduler holds the
+/// lock: a stop request waits at most this long (plus one Redis reply).
+pub const WAKE_SLICE: Duration = Duration::from_millis(250);
 
 /// What a scheduler is asked to do.
 #[derive(Debug, Clone)]
@@ -173,12 +184,15 @@ struct Scheduler {
     holding: bool,
     /// Last handled run per entry, read from Redis when the lock is taken.
     last: BTreeMap<String, Timestamp>,
+    /// Whether each entry was paused at the last look (to log changes).
+    paused: BTreeMap<String, bool>,
     summary: SchedulerSummary,
 }
 
 /// What a wait ended with.
 enum Wake {
     Timer,
+    Poked,
     Stop,
 }
 
@@ -192,6 +206,7 @@ impl Scheduler {
             token: uuid::Uuid::new_v4().simple().to_string(),
             holding: false,
             last: BTreeMap::new(),
+            paused: BTreeMap::new(),
             summary: SchedulerSummary::default(),
         }
     }
@@ -234,8 +249,10 @@ impl Scheduler {
                     wait
                 }
             };
-            if let Wake::Stop = sleep(stop, wait) {
-                break;
+            match self.sleep(stop, wait) {
+                Wake::Stop => break,
+                Wake::Poked => debug!("scheduler: woken by a pause, resume or run-now request"),
+                Wake::Timer => {}
             }
         }
         self.release();
@@ -272,6 +289,11 @@ impl Scheduler {
             self.holding = true;
             *waiting_logged = false;
             self.last.clear();
+            let ids: Vec<String> = self.config.settings.schedule.keys().cloned().collect();
+            if !self.store.register_schedule_entries(&self.token, &ids)? {
+                self.lost_lock();
+                return Ok(self.config.refresh);
+            }
         }
         let lock_expires = Instant::now() + self.config.lock_ttl;
         let now = Timestamp::now();
@@ -281,6 +303,9 @@ impl Scheduler {
             if Instant::now() >= lock_expires {
                 // Taking so long the lock may be gone: refresh first.
                 return Ok(Duration::ZERO);
+            }
+            if !self.obey_controls(&id)? {
+                return Ok(self.config.refresh);
             }
             match self.handle_entry(&id, now)? {
                 Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
@@ -298,6 +323,67 @@ impl Scheduler {
             debug!("scheduler: next run at {at}");
         }
         Ok(until_next.min(self.config.refresh))
+    }
+
+    /// Reads what operators asked of entry `id` (pause, resume, run now),
+    /// logs pause changes and enqueues the requested runs; `false` when the
+    /// lock turned out to be lost.
+    fn obey_controls(&mut self, id: &str) -> Result<bool, StoreError> {
+        let control = self.store.schedule_control(id)?;
+        match self.paused.insert(id.to_owned(), control.paused) {
+            Some(was) if was == control.paused => {}
+            Some(_) | None if control.paused => info!(
+                entry = id,
+                "scheduler: entry {id} is paused: its runs are skipped until it is resumed"
+            ),
+            Some(_) => {
+                info!(entry = id, "scheduler: entry {id} resumed");
+                // Resuming moved its last run up to now in Redis.
+                self.last.remove(id);
+            }
+            None => {}
+        }
+        if control.run_requests == 0 {
+            return Ok(true);
+        }
+        let Some(entry) = self.config.settings.schedule.get(id).cloned() else {
+            return Ok(true);
+        };
+        loop {
+            let run = ScheduledRun {
+                entry: id,
+                at: Timestamp::now(),
+                task: &entry.task,
+                args: &entry.args,
+                queue: &entry.queue,
+                singleton: entry.singleton,
+            };
+            match self.store.enqueue_requested_run(&self.token, &run) {
+                Ok(RunResult::Enqueued(task_id)) => {
+                    self.summary.enqueued += 1;
+                    info!(
+                        entry = id,
+                        task_id = %task_id,
+                        "scheduler: enqueued {} on {} for a run of entry {id} asked for now (task {task_id})",
+                        entry.task,
+                        entry.queue
+                    );
+                }
+                Ok(RunResult::LockLost) => {
+                    self.lost_lock();
+                    return Ok(false);
+                }
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_connection_error() => return Err(e),
+                Err(e) => {
+                    error!(
+                        entry = id,
+                        "scheduler: cannot enqueue the run of entry {id} asked for now: {e}"
+                    );
+                    return Ok(true);
+                }
+            }
+        }
     }
 
     /// Enqueues the due runs of entry `id`; returns its next run.
@@ -381,6 +467,12 @@ impl Scheduler {
                     "scheduler: skipped the run at {at} of singleton entry {id}: its previous task {previous} is still {status}"
                 );
             }
+            Ok(RunResult::Paused) => {
+                info!(
+                    entry = id,
+                    "scheduler: skipped the run at {at} of entry {id}: it is paused"
+                );
+            }
             Ok(RunResult::LockLost) => {
                 self.lost_lock();
                 return Ok(false);
@@ -415,6 +507,38 @@ impl Scheduler {
             Err(e) => warn!("scheduler: cannot release the lock ({e}); it expires by itself"),
         }
         self.holding = false;
+    }
+
+    /// Sleeps for `wait`, or until a stop request; the active scheduler
+    /// also wakes when its wake list is poked.
+    fn sleep(&self, stop: &Receiver<()>, wait: Duration) -> Wake {
+        if !self.holding {
+            return sleep(stop, wait);
+        }
+        let deadline = Instant::now().checked_add(wait);
+        loop {
+            match stop.try_recv() {
+                Ok(()) | Err(crossbeam_channel::TryRecvError::Disconnected) => return Wake::Stop,
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            let left = deadline.map_or(WAKE_SLICE, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return Wake::Timer;
+            }
+            let slice = left.min(WAKE_SLICE);
+            match self.store.wait_for_schedule_wake(slice) {
+                Ok(true) => return Wake::Poked,
+                Ok(false) => {}
+                Err(e) => {
+                    debug!("scheduler: waiting on Redis failed ({e})");
+                    if let Wake::Stop = sleep(stop, slice) {
+                        return Wake::Stop;
+                    }
+                }
+            }
+        }
     }
 }
 

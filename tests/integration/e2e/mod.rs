@@ -68,6 +68,7 @@ mod setup_hook;
 mod shutdown;
 mod signals;
 mod startup;
+mod supervisor_control;
 mod unanswered_redis;
 mod worker_cgroups;
 
