@@ -105,7 +105,14 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
 
 fn to_json(s: &Snapshot) -> serde_json::Value {
     json!({
-        "queues": s.queues.iter().map(|(name, count)| json!({"name": name, "count": count, "paused": s.paused.contains(name)})).collect::<Vec<_>>(),
+        "queues": s.queues.iter().map(|(name, count)| {
+            // `paused` only where true: the documented shape stays as it was.
+            let mut q = json!({"name": name, "count": count});
+            if s.paused.contains(name) {
+                q["paused"] = json!(true);
+            }
+            q
+        }).collect::<Vec<_>>(),
         "workers": s.workers.iter().map(|w| json!({
             "id": w.id,
             "description": w.description,
