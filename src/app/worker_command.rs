@@ -16,7 +16,9 @@ use crate::cli::GlobalArgs;
 /// Options of `worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Queues to take tasks from, highest priority first (default: `default`).
+    /// Queues to take tasks from, highest priority first (default:
+    /// `default`), or each as NAME=WEIGHT to take them by weight
+    /// (`high=5 low=1`: low never starves).
     pub queues: Vec<String>,
     /// Number of slots, each running one task at a time in its own worker
     /// process (default: the number of CPUs).
@@ -74,6 +76,8 @@ pub(super) fn run(app: &App, global: &GlobalArgs, args: WorkerArgs) -> anyhow::R
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "default".to_owned())
     });
+    redis_tasks_config::QueueOrder::parse(&args.queues)
+        .map_err(|problem| anyhow::anyhow!("worker QUEUE...: {problem}"))?;
     let mut config = SupervisorConfig::new(settings, args.queues);
     let reload_args = global.clone();
     let tasks = app.registry.names();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_tasks_config::Settings;
+use redis_tasks_config::{QueueOrder, Settings};
 
 /// Reads the settings again (SIGHUP); an error keeps the old ones.
 #[derive(Clone)]
@@ -20,9 +20,13 @@ impl fmt::Debug for Reloader {
 /// A supervisor's configuration: settings plus its command-line choices.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
-    /// Queues in priority order: a slot always takes from the first
-    /// non-empty one.
+    /// Queue names in priority order: a slot always takes from the first
+    /// non-empty one, unless `weights` are set.
     pub queues: Vec<String>,
+    /// One weight per queue (`worker high=5 low=1`): each fetch puts a
+    /// queue first with a chance proportional to its weight. Empty: strict
+    /// priority.
+    pub weights: Vec<u32>,
     /// Number of slots (worker processes running at once).
     pub concurrency: usize,
     /// Stop once the queues are empty and every slot is idle.
@@ -66,19 +70,21 @@ impl SupervisorConfig {
     /// else `default`) with everything else from `settings` or defaults.
     pub fn new(settings: Settings, queues: Vec<String>) -> Self {
         let host = hostname();
-        let queues = if !queues.is_empty() {
+        let specs = if !queues.is_empty() {
             queues
         } else if !settings.worker_queues.is_empty() {
             settings.worker_queues.clone()
         } else {
             vec!["default".to_owned()]
         };
+        let (queues, weights) = split_weights(specs);
         let concurrency = settings
             .worker_concurrency
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
         SupervisorConfig {
             queues,
+            weights,
             concurrency,
             burst: false,
             description: format!("{host}.{}", std::process::id()),
@@ -105,7 +111,7 @@ impl SupervisorConfig {
     pub fn reloaded(&self, settings: Settings) -> Self {
         let mut next = self.clone();
         if !settings.worker_queues.is_empty() {
-            next.queues = settings.worker_queues.clone();
+            (next.queues, next.weights) = split_weights(settings.worker_queues.clone());
         }
         if let Some(n) = settings
             .worker_concurrency
@@ -118,6 +124,29 @@ impl SupervisorConfig {
         }
         next.settings = settings;
         next
+    }
+
+    /// The queues in the order of one fetch: as given for strict
+    /// priority, else drawn by weight with `random`.
+    pub(crate) fn fetch_order(&self, random: impl FnMut() -> u64) -> Vec<String> {
+        if self.weights.is_empty() {
+            return self.queues.clone();
+        }
+        QueueOrder::parse(&self.specs())
+            .map(|order| order.draw(random))
+            .unwrap_or_else(|_| self.queues.clone())
+    }
+
+    /// The queues as `name=weight` (or plain names).
+    fn specs(&self) -> Vec<String> {
+        if self.weights.is_empty() {
+            return self.queues.clone();
+        }
+        self.queues
+            .iter()
+            .zip(&self.weights)
+            .map(|(q, w)| format!("{q}={w}"))
+            .collect()
     }
 
     pub(crate) fn heartbeat_freq(&self) -> Duration {
@@ -134,6 +163,16 @@ impl SupervisorConfig {
 
     pub(crate) fn default_timeout(&self) -> Duration {
         Duration::from_secs(self.settings.default_task_timeout)
+    }
+}
+
+/// Queue names and weights from `name` / `name=weight` specs (checked
+/// where they were read: the settings, the command line); specs that do
+/// not read are taken as plain names.
+fn split_weights(specs: Vec<String>) -> (Vec<String>, Vec<u32>) {
+    match QueueOrder::parse(&specs) {
+        Ok(order) => (order.names().to_vec(), order.weights().to_vec()),
+        Err(_) => (specs, Vec::new()),
     }
 }
 

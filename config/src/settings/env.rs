@@ -114,5 +114,9 @@ fn comma_list(value: &str, key: &str) -> Result<Vec<String>, String> {
         }
         names.push(one.to_owned());
     }
+    if key == "worker_queues" {
+        // `name` or `name=weight` (docs/flow-control.md#priorities).
+        crate::QueueOrder::parse(&names)?;
+    }
     Ok(names)
 }

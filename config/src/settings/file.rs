@@ -118,6 +118,10 @@ fn name_list(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
         }
         names.push(one);
     }
+    if key == "worker_queues" {
+        // `name` or `name=weight` (docs/flow-control.md#priorities).
+        crate::QueueOrder::parse(&names)?;
+    }
     Ok(names)
 }
 

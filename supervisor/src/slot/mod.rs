@@ -102,7 +102,7 @@ impl Slot {
                 Some(next) => Ok(Some(next)),
                 None => self.store.fetch_after(
                     &self.id,
-                    &current.config.queues,
+                    &current.config.fetch_order(random),
                     block,
                     self.last.as_ref(),
                 ),
@@ -589,4 +589,23 @@ fn test_hook_panic(task: &str) {
     if std::env::var_os("REDIS_TASKS_TEST_SLOT_PANIC").is_some_and(|name| name == task) {
         panic!("test hook REDIS_TASKS_TEST_SLOT_PANIC for {task:?}");
     }
+}
+
+/// A uniform 64-bit number for drawing the weighted order of the queues
+/// (xorshift64 per thread, seeded from the clock and the thread; not for
+/// secrets).
+pub(crate) fn random() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
 }

@@ -77,7 +77,7 @@ impl Slot {
             .shared
             .mode()
             .fetches()
-            .then(|| self.shared.current().config.queues.clone())
+            .then(|| self.shared.current().config.fetch_order(super::random))
             .filter(|q| !q.is_empty());
         let mut next = None;
         let text = conclusion.error_text();

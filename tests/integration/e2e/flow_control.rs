@@ -309,3 +309,45 @@ fn the_settings_file_seeds_limits_that_run_time_changes_keep() {
     );
     second.stop();
 }
+
+/// The queues of the first `n` tasks started, in order of start.
+fn first_started(demo: &Demo, ids: &[String], n: usize) -> Vec<String> {
+    let mut started: Vec<(jiff::Timestamp, String)> = ids
+        .iter()
+        .map(|id| {
+            let t = demo.task(id);
+            (t.started_at.expect("started"), t.queue)
+        })
+        .collect();
+    started.sort();
+    started.into_iter().take(n).map(|(_, q)| q).collect()
+}
+
+#[test]
+fn weights_let_a_light_queue_through_and_strict_priority_does_not() {
+    for (specs, strict) in [(["high=5", "low=1"], false), (["high", "low"], true)] {
+        let demo = Demo::new();
+        let mut ids = Vec::new();
+        for queue in ["high", "low"] {
+            let batch: Vec<(&str, serde_json::Value)> =
+                (0..60).map(|_| ("noop", json!(null))).collect();
+            ids.extend(demo.store.queue(queue).enqueue_many(&batch).expect("enqueue"));
+        }
+        demo.burst(&["--concurrency", "1", specs[0], specs[1]]);
+        let first = first_started(&demo, &ids, 60);
+        let low = first.iter().filter(|q| *q == "low").count();
+        if strict {
+            assert_eq!(low, 0, "strict priority ran low before high was empty");
+        } else {
+            // About one in six; far from none and far from half.
+            assert!((2..=25).contains(&low), "{low} of the first 60 from low");
+        }
+    }
+    // A weight that does not read is refused at start, naming the queue.
+    let demo = Demo::new();
+    let out = demo
+        .cmd()
+        .args(["worker", "--burst", "high=5", "low"])
+        .fails();
+    assert!(out.stderr.contains("\"low\" has no weight"), "{}", out.stderr);
+}
