@@ -141,7 +141,6 @@ impl Store {
         let now: f64 = score(state.reported_at).parse().unwrap_or(0.0);
         part.run(&[(&key, "hash"), (&set, "zset")], |c, _| {
             let mut pipe = redis::pipe();
-            pipe.atomic();
             pipe.cmd("HSET").arg(&key);
             for (k, v) in &fields {
                 pipe.arg(*k).arg(v);
@@ -173,7 +172,6 @@ impl Store {
         let commands = part.keys().supervisor_commands(id);
         part.run(&[(&set, "zset")], |c, _| {
             redis::pipe()
-                .atomic()
                 .cmd("DEL")
                 .arg(&key)
                 .arg(&commands)
@@ -252,7 +250,6 @@ impl Store {
         let wake = part.keys().wake(id);
         part.run(&[(&list, "list"), (&wake, "list")], |c, _| {
             redis::pipe()
-                .atomic()
                 .cmd("RPUSH")
                 .arg(&list)
                 .arg(command.to_string())

@@ -280,3 +280,46 @@ fn queue_states_list_lengths_running_counts_and_settings() {
     assert!(states[1].flow.paused);
     assert_eq!((states[1].length, states[1].running), (0, 0));
 }
+
+#[test]
+fn a_rate_limit_works_for_an_acl_user_without_time() {
+    // The ACL of docs/redis.md before flow control: no TIME. The window
+    // then counts on the caller's clock, and fetching still works.
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg("old");
+    for rule in "on resetkeys ~redis_tasks:* resetchannels -@all +@read +@write \
+                 +evalsha +eval +script|load +ping +wait +select -@dangerous >pw"
+        .split_whitespace()
+    {
+        cmd.arg(rule);
+    }
+    cmd.query::<()>(&mut admin).expect("ACL SETUSER");
+    let url = server.url().replacen("redis://", "redis://old:pw@", 1);
+    let config = redis_tasks::store::RedisConfig::from_url(&url, None)
+        .expect("url")
+        .with_partitions(crate::support::test_partitions());
+    let store = redis_tasks::Store::with_config(config, "redis_tasks").expect("open");
+    let rate: Rate = "2/1h".parse().expect("rate");
+    store.limit_queue("q", Limit::Rate(rate)).expect("limit");
+    for i in 0..3 {
+        store.queue("q").enqueue("t", &i).expect("enqueue");
+    }
+    let q = queues(&["q"]);
+    for slot in ["a", "b"] {
+        let f = store
+            .fetch(slot, &q, Duration::ZERO)
+            .expect("fetch")
+            .expect("task");
+        store
+            .finish(slot, &f.id, TaskStatus::Finished, None, Timestamp::now())
+            .expect("finish");
+    }
+    assert!(
+        store
+            .fetch("c", &q, Duration::ZERO)
+            .expect("fetch")
+            .is_none()
+    );
+}

@@ -215,11 +215,7 @@ fn fetch_in_order(
         if !held.is_empty() {
             // A queue held back by flow control is looked at again when
             // its rate window opens, when the flow settings change (a
-            // wake), and at least every HELD_RECHECK; a burst run waits
-            // for a window it knows, not for a pause or a permit.
-            if let Some(w) = window.filter(|_| wait.is_zero()) {
-                wait = w;
-            }
+            // wake), and at least every HELD_RECHECK.
             wait = wait.min(window.unwrap_or(HELD_RECHECK)).min(HELD_RECHECK);
             if wait.is_zero() {
                 return Ok(None);

@@ -43,22 +43,26 @@ local function in_use(pk, limit)
   end
   return n
 end
-local function clock_ms()
-  local t = redis.call('TIME')
+-- Redis's clock in ms: one clock for every supervisor. An ACL without
+-- TIME (docs/redis.md before flow control) gets `fallback`, the caller's
+-- clock (the score of `now`, in seconds).
+local function clock_ms(fallback)
+  local t = redis.pcall('TIME')
+  if t.err then return math.floor(tonumber(fallback) * 1000) end
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- Whether queue q may start a task now: not paused, a permit free, and
 -- fewer than N starts in the last period (Redis's clock: one clock for
 -- every supervisor). Else false and the milliseconds until the window
 -- lets one through (0 when that is not known: a pause or a permit).
-local function admit(flow, q)
+local function admit(flow, q, score)
   if flow['paused:' .. q] then return false, 0 end
   local n = tonumber(flow['concurrency:' .. q] or '')
   if n and in_use(k('permits', q), n) >= n then return false, 0 end
   local max, per = string.match(flow['rate:' .. q] or '', '^(%d+)/(%d+)$')
   if max then
     max, per = tonumber(max), tonumber(per)
-    local sk, t = k('starts', q), clock_ms()
+    local sk, t = k('starts', q), clock_ms(score)
     redis.call('ZREMRANGEBYSCORE', sk, '-inf', '(' .. (t - per))
     if redis.call('ZCARD', sk) >= max then
       local first = redis.call('ZRANGE', sk, 0, 0, 'WITHSCORES')
@@ -73,11 +77,11 @@ local function controlled(flow, q)
   return flow['paused:' .. q] or flow['concurrency:' .. q] or flow['rate:' .. q]
 end
 -- Task id of queue q started: it takes a permit and a place in the window.
-local function admitted(flow, q, id)
+local function admitted(flow, q, id, score)
   if flow['concurrency:' .. q] then redis.call('SADD', k('permits', q), id) end
   local max, per = string.match(flow['rate:' .. q] or '', '^(%d+)/(%d+)$')
   if max then
-    local sk, t = k('starts', q), clock_ms()
+    local sk, t = k('starts', q), clock_ms(score)
     redis.call('ZADD', sk, t, id .. '@' .. t)
     redis.call('PEXPIRE', sk, tonumber(per) + 1000)
   end
@@ -95,7 +99,7 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
   for i, qk in ipairs(qkeys) do
     local q, ok, wait = qnames[i], true, 0
     if flow and controlled(flow, q) then
-      ok, wait = admit(flow, q)
+      ok, wait = admit(flow, q, score)
       held[#held + 1] = q
       if wait > 0 and (soonest == 0 or wait < soonest) then soonest = wait end
     end
@@ -104,7 +108,7 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
       if not id then break end
       local rec = start(list, hash, registered, slot, id, q, now, score, lim)
       if rec then
-        if flow then admitted(flow, q, id) end
+        if flow then admitted(flow, q, id, score) end
         return rec
       end
     end
@@ -199,7 +203,7 @@ if not redis.call('LPOS', KEYS[1], ARGV[3]) then return false end
 local q = ARGV[6]
 if flow and controlled(flow, q) then
   -- Settings that came while the slot blocked on the queue: obey them.
-  local ok, wait = admit(flow, q)
+  local ok, wait = admit(flow, q, ARGV[5])
   if not ok then
     redis.call('LREM', KEYS[1], 0, ARGV[3])
     redis.call('LPUSH', k('queue', q), ARGV[3])
@@ -209,7 +213,7 @@ end
 local rec = start(KEYS[1], KEYS[2], registered, ARGV[2], ARGV[3], q, ARGV[4], ARGV[5],
   {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
 if rec then
-  if flow then admitted(flow, q, ARGV[3]) end
+  if flow then admitted(flow, q, ARGV[3], ARGV[5]) end
   return rec
 end
 return {'missing'}

@@ -14,7 +14,7 @@ use super::{AppEnv, WAIT, wait_status};
 /// The ACL rules of docs/redis.md ("The ACL user"), for prefix
 /// `redis_tasks`; keep the two the same.
 pub const ACL_RULES: &str = "on resetkeys ~redis_tasks:* resetchannels -@all +@read +@write \
-                             +evalsha +eval +script|load +ping +wait +select -@dangerous";
+                             +evalsha +eval +script|load +ping +wait +select +time -@dangerous";
 
 /// Creates user `name` with [`ACL_RULES`] and `password`, and stops the
 /// default user from working without a password.

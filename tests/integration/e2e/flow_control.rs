@@ -331,7 +331,12 @@ fn weights_let_a_light_queue_through_and_strict_priority_does_not() {
         for queue in ["high", "low"] {
             let batch: Vec<(&str, serde_json::Value)> =
                 (0..60).map(|_| ("noop", json!(null))).collect();
-            ids.extend(demo.store.queue(queue).enqueue_many(&batch).expect("enqueue"));
+            ids.extend(
+                demo.store
+                    .queue(queue)
+                    .enqueue_many(&batch)
+                    .expect("enqueue"),
+            );
         }
         demo.burst(&["--concurrency", "1", specs[0], specs[1]]);
         let first = first_started(&demo, &ids, 60);
@@ -349,5 +354,9 @@ fn weights_let_a_light_queue_through_and_strict_priority_does_not() {
         .cmd()
         .args(["worker", "--burst", "high=5", "low"])
         .fails();
-    assert!(out.stderr.contains("\"low\" has no weight"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("\"low\" has no weight"),
+        "{}",
+        out.stderr
+    );
 }
