@@ -67,6 +67,7 @@
 //! scheduler, locks and supervisor records (`zero`).
 
 mod admin;
+mod calls;
 mod conclude;
 mod connection;
 mod delayed;
