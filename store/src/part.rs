@@ -304,23 +304,20 @@ impl Part {
         if let Some(e) = script_error(&self.keys, &err) {
             return e;
         }
-        match err.code() {
-            Some("WRONGTYPE") => {
-                for (key, want) in expected {
-                    let found: Result<String, _> = redis::cmd("TYPE").arg(*key).query(conn);
-                    if let Ok(found) = found
-                        && found != "none"
-                        && found != *want
-                    {
-                        return StoreError::WrongType {
-                            key: (*key).to_owned(),
-                            expected: (*want).to_owned(),
-                            found,
-                        };
-                    }
+        if err.code() == Some("WRONGTYPE") {
+            for (key, want) in expected {
+                let found: Result<String, _> = redis::cmd("TYPE").arg(*key).query(conn);
+                if let Ok(found) = found
+                    && found != "none"
+                    && found != *want
+                {
+                    return StoreError::WrongType {
+                        key: (*key).to_owned(),
+                        expected: (*want).to_owned(),
+                        found,
+                    };
                 }
             }
-            _ => {}
         }
         self.redis_error(err)
     }

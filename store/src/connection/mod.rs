@@ -213,6 +213,18 @@ impl RedisConfig {
     /// Opens a new connection to the server (for Sentinel: to the master
     /// the sentinels name now).
     pub(crate) fn connect(&self, timeout: Duration) -> Result<Connection, StoreError> {
+        self.warn_if_insecure();
+        match &self.endpoint {
+            Endpoint::Direct(addr) => self.open(addr.clone(), timeout),
+            Endpoint::Sentinel { sentinels, master } => {
+                self.open_sentinel_master(sentinels, master, timeout)
+            }
+            Endpoint::Cluster { seeds } => self.open_cluster_master(seeds, timeout),
+        }
+    }
+
+    /// Warns once per process that TLS certificates are not checked.
+    fn warn_if_insecure(&self) {
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if self.is_insecure() && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
@@ -220,12 +232,41 @@ impl RedisConfig {
                 self.shown
             );
         }
-        match &self.endpoint {
-            Endpoint::Direct(addr) => self.open(addr.clone(), timeout),
-            Endpoint::Sentinel { sentinels, master } => {
-                self.open_sentinel_master(sentinels, master, timeout)
-            }
-            Endpoint::Cluster { seeds } => self.open_cluster_master(seeds, timeout),
+    }
+
+    /// A client for the async producer: one server reached directly, with
+    /// the same TLS, user and password (read now, from the password file
+    /// if there is one) as [`connect`](Self::connect). Sentinel and
+    /// Cluster are refused, saying so.
+    #[cfg(feature = "async")]
+    pub(crate) fn async_client(&self) -> Result<Client, StoreError> {
+        let unsupported = |what: &str| StoreError::InvalidConfig {
+            problem: format!(
+                "the async producer (AsyncStore) does not support {what} yet; \
+                 use the sync Store (in spawn_blocking) for {}",
+                self.shown
+            ),
+        };
+        let addr = match &self.endpoint {
+            Endpoint::Direct(addr) => addr.clone(),
+            Endpoint::Sentinel { .. } => return Err(unsupported("Redis Sentinel")),
+            Endpoint::Cluster { .. } => return Err(unsupported("Redis Cluster")),
+        };
+        self.warn_if_insecure();
+        self.client(addr, self.redis_info()?, true)
+            .map_err(|error| StoreError::Connect {
+                addr: self.shown.clone(),
+                error,
+            })
+    }
+
+    /// A connection error of the async producer, said like the sync
+    /// one's (a TLS refusal explained).
+    #[cfg(feature = "async")]
+    pub(crate) fn connect_error(&self, error: RedisError) -> StoreError {
+        StoreError::Connect {
+            addr: self.shown.clone(),
+            error: explain_tls(error),
         }
     }
 
