@@ -35,10 +35,10 @@ pub use redis_tasks_protocol as protocol;
 pub use redis_tasks_protocol::{Attempt, Jitter, RetryOn, RetryPolicy};
 pub use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
 pub use redis_tasks_store as store;
-pub use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued};
-pub use redis_tasks_store::{Queue, Store, StoreError};
 #[cfg(feature = "async")]
 pub use redis_tasks_store::{AsyncQueue, AsyncStore};
+pub use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued};
+pub use redis_tasks_store::{Queue, Store, StoreError};
 pub use redis_tasks_supervisor as supervisor;
 pub use redis_tasks_worker::{
     Middleware, Next, PostponeShutdown, TaskContext, TaskError, TaskOptions,

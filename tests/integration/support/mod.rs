@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use cmd::{Cmd, Output, admin_bin};
 pub use names::Names;
-pub use server::{RedisServer, free_port};
+pub use server::{RedisServer, free_port, test_partitions};
 
 /// Polls `cond` until it holds; panics naming `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
