@@ -74,14 +74,21 @@ fn enqueue_plain_with_options_in_batches_and_unique() {
         assert_eq!(rec.status, TaskStatus::Queued);
         assert_eq!(rec.task, "add");
         assert_eq!(rec.args, json!({"a": 1}));
-        assert_eq!(sync.queue("default").ids(0, 10).expect("ids"), [id.clone()]);
+        assert_eq!(
+            sync.queue("default").ids(0, 10).expect("ids"),
+            std::slice::from_ref(&id)
+        );
         let listed: Vec<String> = redis::cmd("LRANGE")
             .arg(home("default").queue("default"))
             .arg(0)
             .arg(-1)
             .query(&mut raw)
             .expect("LRANGE");
-        assert_eq!(listed, [id.clone()], "in the queue's home partition");
+        assert_eq!(
+            listed,
+            std::slice::from_ref(&id),
+            "in the queue's home partition"
+        );
 
         let options = EnqueueOptions::new()
             .delay(Duration::from_secs(600))
@@ -96,7 +103,10 @@ fn enqueue_plain_with_options_in_batches_and_unique() {
         assert_eq!(rec.timeout, Some(7));
         assert_eq!(rec.retry, Some(RetryPolicy::new(2)));
         assert!(rec.run_at.is_some());
-        assert_eq!(sync.scheduled_ids(0, 10).expect("delayed"), [later.clone()]);
+        assert_eq!(
+            sync.scheduled_ids(0, 10).expect("delayed"),
+            std::slice::from_ref(&later)
+        );
 
         let calls: Vec<(&str, Value)> = (0..700).map(|i| ("add", json!({"a": i}))).collect();
         let ids = queue.enqueue_many(&calls).await.expect("batch");
