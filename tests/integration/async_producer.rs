@@ -520,3 +520,49 @@ fn the_axum_example_enqueues_and_awaits_a_result_over_http() {
     sup.stop();
     drop(rt);
 }
+
+#[test]
+fn a_running_task_is_canceled_through_its_supervisor() {
+    let demo = Demo::new();
+    let env = layout_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let rt = runtime();
+    let store = rt
+        .block_on(AsyncStore::from_store(&demo.store))
+        .expect("store");
+    let id = rt
+        .block_on(
+            store
+                .queue("default")
+                .enqueue("sleep", &json!({"secs": 60})),
+        )
+        .expect("enqueue");
+    let mut sup = demo.start(&["--concurrency", "1"], &env);
+    demo.wait_status(&id, TaskStatus::Running, Duration::from_secs(60));
+    let result = rt.block_on(store.cancel_task(&id)).expect("cancel_task");
+    assert_eq!(result, redis_tasks::CancelResult::Requested);
+    let started = Instant::now();
+    let record = rt
+        .block_on(store.wait_for_end(&id, Duration::from_secs(60)))
+        .expect("wait")
+        .expect("the supervisor stopped it");
+    assert_eq!(record.status, TaskStatus::Canceled);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // An ended task cannot be canceled again.
+    let again = rt.block_on(store.cancel_task(&id));
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::NotQueued {
+                status: TaskStatus::Canceled,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    sup.stop();
+}
