@@ -18,10 +18,13 @@
 //! duration.
 //!
 //! Reached like the sync store: one server (`redis://`, `rediss://` with
-//! the same rustls settings, `unix://`), with the ACL user, the password
-//! file and the durable `WAIT` mode, on data split into any number of
-//! partitions. Not yet: Redis Sentinel and Redis Cluster, which are
-//! refused at connect time with [`StoreError::InvalidConfig`] naming them.
+//! the same rustls settings, `unix://`) or the master that Redis Sentinel
+//! names (asked again at each new connection, so a failover is followed;
+//! the sentinels are asked with the sync store's own lookup, on Tokio's
+//! blocking pool), with the ACL user, the password file and the durable
+//! `WAIT` mode, on data split into any number of partitions. Not yet:
+//! Redis Cluster, which is refused at connect time with
+//! [`StoreError::InvalidConfig`] naming it.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -92,7 +95,7 @@ impl AsyncStore {
     }
 
     /// An async store reaching Redis as `config` says, with keys under
-    /// `prefix`; connects now (a Sentinel or Cluster configuration is
+    /// `prefix`; connects now (a Cluster configuration is
     /// refused here).
     pub async fn with_config(config: RedisConfig, prefix: &str) -> Result<AsyncStore, StoreError> {
         AsyncStore::from_store(&Store::with_config(config, prefix)?).await
@@ -502,7 +505,22 @@ impl Inner {
     /// Opens a new connection whose commands may wait `reply` for their
     /// reply (none: no limit, for a blocking wait timed by its caller).
     async fn open(&self, reply: Option<Duration>) -> Result<MultiplexedConnection, StoreError> {
-        let client = self.config.async_client()?;
+        let timeout = self.opts.connect_timeout;
+        let client = if self.config.is_sentinel() {
+            // The sentinels are asked with blocking calls (each within the
+            // connect timeout): off the runtime's threads.
+            let config = self.config.clone();
+            tokio::task::spawn_blocking(move || config.async_client(timeout))
+                .await
+                .map_err(|e| {
+                    self.config
+                        .connect_error(RedisError::from(std::io::Error::other(format!(
+                            "the lookup of the master through the sentinels failed: {e}"
+                        ))))
+                })??
+        } else {
+            self.config.async_client(timeout)?
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.opts.connect_timeout))
             .set_response_timeout(reply);

@@ -1,7 +1,8 @@
 //! The async producer (`AsyncStore`, feature `async`) against a real
 //! Redis: enqueue (plain, with options, in batches, unique), a task run by
 //! the demo supervisor whose result is awaited, cancel, reading records;
-//! TLS, the durable mode, Sentinel and Cluster refused at connect time;
+//! TLS, the durable mode, a Sentinel failover, a Cluster refused at
+//! connect time;
 //! and the axum example (`examples/axum_producer.rs`) over real HTTP.
 //! `three_partitions` runs these tests again on three partitions.
 
@@ -16,9 +17,9 @@ use redis_tasks::{AsyncStore, EnqueueOptions, Enqueued, RetryPolicy, Settings, S
 use serde_json::{Value, json};
 
 use crate::e2e::Demo;
-use crate::support::RedisServer;
 use crate::support::test_partitions;
-use crate::support::topology::{TestCerts, TlsRedis};
+use crate::support::topology::{SentinelSet, TestCerts, TlsRedis};
+use crate::support::{RedisServer, wait_until};
 
 // The example's router, tested as it is (its `main` is not used here).
 #[allow(dead_code, clippy::duplicate_mod)]
@@ -319,24 +320,62 @@ fn a_dropped_connection_is_reopened_by_the_next_call() {
 }
 
 #[test]
-fn sentinel_and_cluster_are_refused_at_connect_naming_them() {
+fn a_cluster_is_refused_at_connect_naming_it() {
     let rt = runtime();
-    for (url, what) in [
-        ("redis+sentinel://127.0.0.1:1/mymaster", "Redis Sentinel"),
-        ("redis+cluster://127.0.0.1:1/", "Redis Cluster"),
-    ] {
-        let config = RedisConfig::from_url(url, None).expect("url");
-        let err = rt
-            .block_on(AsyncStore::with_config(config, "rt"))
-            .expect_err("refused");
-        let text = err.to_string();
-        assert!(text.contains(what), "{text}");
-        assert!(text.contains("not support"), "{text}");
-    }
+    let config = RedisConfig::from_url("redis+cluster://127.0.0.1:1/", None).expect("url");
+    let err = rt
+        .block_on(AsyncStore::with_config(config, "rt"))
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("does not support Redis Cluster"), "{text}");
     let err = rt
         .block_on(AsyncStore::open("redis://127.0.0.1:1", "rt"))
         .expect_err("nothing listens there");
     assert!(err.is_connection_error(), "{err}");
+}
+
+#[test]
+fn through_sentinel_the_new_master_is_found_after_a_failover() {
+    let mut set = SentinelSet::start();
+    // Durable mode: an enqueue returns once the replica has it, so it
+    // survives the failover.
+    let config = RedisConfig::from_url(&set.url(), None)
+        .expect("sentinel url")
+        .with_partitions(test_partitions())
+        .with_wait(Some(WaitPolicy {
+            replicas: 1,
+            timeout: Duration::from_secs(5),
+        }));
+    let rt = runtime();
+    let store = rt
+        .block_on(AsyncStore::with_config(config, "redis_tasks"))
+        .expect("store through the sentinels");
+    let id = rt
+        .block_on(store.queue("default").enqueue("add", &json!({"a": 1})))
+        .expect("enqueue, replicated");
+    let old = set.current_master_port().expect("a master");
+    set.master.kill9();
+    wait_until(
+        "the sentinels promote the replica",
+        Duration::from_secs(60),
+        || set.current_master_port().is_some_and(|p| p != old),
+    );
+    // The connection to the old master is gone; a later call asks the
+    // sentinels again and reaches the new one.
+    let mut found = None;
+    wait_until("a read on the new master", Duration::from_secs(60), || {
+        found = rt.block_on(store.task(&id)).ok();
+        found.is_some()
+    });
+    assert_eq!(found.expect("record").args, json!({"a": 1}));
+    let next = rt
+        .block_on(store.queue("default").enqueue("add", &json!({"a": 2})))
+        .or_else(|_| rt.block_on(store.queue("default").enqueue("add", &json!({"a": 2}))));
+    // No replica is left for the durable mode: written, not replicated.
+    assert!(
+        matches!(next, Err(StoreError::NotReplicated { .. })),
+        "{next:?}"
+    );
 }
 
 #[test]

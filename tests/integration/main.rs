@@ -28,7 +28,7 @@
 //!   our prefix is refused and left unchanged.
 //! - `async_producer`: the async producer (`AsyncStore`, feature `async`):
 //!   enqueue, a result awaited from a real supervisor, cancel, TLS, the
-//!   durable mode, Sentinel and Cluster refused; the axum example
+//!   durable mode, a Sentinel failover, a Cluster refused; the axum example
 //!   (`examples/axum_producer.rs`) over real HTTP.
 //! - `cli_admin`: every admin subcommand against a real server.
 //! - `cli_enqueue`: `enqueue` in an application binary: argument types

@@ -234,23 +234,31 @@ impl RedisConfig {
         }
     }
 
-    /// A client for the async producer: one server reached directly, with
-    /// the same TLS, user and password (read now, from the password file
-    /// if there is one) as [`connect`](Self::connect). Sentinel and
-    /// Cluster are refused, saying so.
+    /// A client for the async producer, with the same TLS, user and
+    /// password (read now, from the password file if there is one) as
+    /// [`connect`](Self::connect). With Sentinel it asks the sentinels for
+    /// the master now and checks it is one, as `connect` does: that
+    /// blocks (each step within `timeout`), so call it off the async
+    /// runtime's threads there ([`is_sentinel`](Self::is_sentinel)). A
+    /// Cluster is refused, saying so.
     #[cfg(feature = "async")]
-    pub(crate) fn async_client(&self) -> Result<Client, StoreError> {
-        let unsupported = |what: &str| StoreError::InvalidConfig {
-            problem: format!(
-                "the async producer (AsyncStore) does not support {what} yet; \
-                 use the sync Store (in spawn_blocking) for {}",
-                self.shown
-            ),
-        };
+    pub(crate) fn async_client(&self, timeout: Duration) -> Result<Client, StoreError> {
         let addr = match &self.endpoint {
             Endpoint::Direct(addr) => addr.clone(),
-            Endpoint::Sentinel { .. } => return Err(unsupported("Redis Sentinel")),
-            Endpoint::Cluster { .. } => return Err(unsupported("Redis Cluster")),
+            Endpoint::Sentinel { sentinels, master } => {
+                let (_checked, (host, port)) =
+                    self.find_sentinel_master(sentinels, master, timeout)?;
+                ConnectionAddr::Tcp(host, port)
+            }
+            Endpoint::Cluster { .. } => {
+                return Err(StoreError::InvalidConfig {
+                    problem: format!(
+                        "the async producer (AsyncStore) does not support Redis Cluster yet; \
+                         use the sync Store (in spawn_blocking) for {}",
+                        self.shown
+                    ),
+                });
+            }
         };
         self.warn_if_insecure();
         self.client(addr, self.redis_info()?, true)
@@ -258,6 +266,12 @@ impl RedisConfig {
                 addr: self.shown.clone(),
                 error,
             })
+    }
+
+    /// Whether the master is found through sentinels.
+    #[cfg(feature = "async")]
+    pub(crate) fn is_sentinel(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Sentinel { .. })
     }
 
     /// A connection error of the async producer, said like the sync
