@@ -18,16 +18,19 @@
 //! duration.
 //!
 //! Reached like the sync store: one server (`redis://`, `rediss://` with
-//! the same rustls settings, `unix://`) or the master that Redis Sentinel
-//! names (asked again at each new connection, so a failover is followed;
-//! the sentinels are asked with the sync store's own lookup, on Tokio's
-//! blocking pool), with the ACL user, the password file and the durable
-//! `WAIT` mode, on data split into any number of partitions. Not yet:
-//! Redis Cluster, which is refused at connect time with
-//! [`StoreError::InvalidConfig`] naming it.
+//! the same rustls settings, `unix://`); the master that Redis Sentinel
+//! names (asked again at each new connection, so a failover is followed);
+//! or a Redis Cluster, where each partition's requests go to the master
+//! serving its hash slot, one multiplexed connection per master, the slot
+//! map asked again after a connection error or a `MOVED`. The sentinels
+//! and the cluster's seed nodes are asked with the sync store's own
+//! lookups, on Tokio's blocking pool (each step within the connect
+//! timeout). The ACL user, the password file and the durable `WAIT` mode
+//! work as with `Store`.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -39,6 +42,7 @@ use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
 use serde::Serialize;
 
 use crate::calls::{self, CancelReply, EnqueueCall};
+use crate::connection::SlotMap;
 use crate::keys::Keys;
 use crate::part::{self, Options};
 use crate::{
@@ -64,10 +68,22 @@ struct Inner {
     opts: Options,
     /// The keys of each partition, by index: the store's own.
     parts: Vec<Keys>,
-    /// The shared connection; none until opened, or after a failure.
-    conn: Mutex<Option<MultiplexedConnection>>,
-    /// Set once the layout marker was checked.
-    layout: OnceLock<()>,
+    /// The shared connections: to the server (`None`), or on a Cluster
+    /// one per master; opened at first use, dropped after a failure.
+    conns: Mutex<HashMap<Route, MultiplexedConnection>>,
+    /// On a Cluster: which master serves which hash slot, until a
+    /// connection error or a `MOVED` says it changed.
+    slot_map: Mutex<Option<SlotMap>>,
+}
+
+/// Where a connection goes: `None` for the server (or the master the
+/// sentinels name), a master's address on a Cluster.
+type Route = Option<(String, u16)>;
+
+/// Locks a mutex of the store; a panic elsewhere while it was held left
+/// nothing half-done in these maps.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl fmt::Debug for AsyncStore {
@@ -94,9 +110,9 @@ impl AsyncStore {
         AsyncStore::from_store(&Store::open(url, prefix)?).await
     }
 
-    /// An async store reaching Redis as `config` says, with keys under
-    /// `prefix`; connects now (a Cluster configuration is
-    /// refused here).
+    /// An async store reaching Redis as `config` says (TLS, ACL user,
+    /// Sentinel, Cluster, durable mode), with keys under `prefix`;
+    /// connects now.
     pub async fn with_config(config: RedisConfig, prefix: &str) -> Result<AsyncStore, StoreError> {
         AsyncStore::from_store(&Store::with_config(config, prefix)?).await
     }
@@ -120,11 +136,12 @@ impl AsyncStore {
                 base_prefix: store.base_prefix.clone(),
                 opts: store.opts,
                 parts: store.parts.iter().map(|p| p.keys().clone()).collect(),
-                conn: Mutex::new(None),
-                layout: OnceLock::new(),
+                conns: Mutex::new(HashMap::new()),
+                slot_map: Mutex::new(None),
             }),
         };
-        async_store.inner.conn().await?;
+        // Connects, and checks (once) that the data has this layout.
+        async_store.inner.check_layout().await?;
         Ok(async_store)
     }
 
@@ -261,7 +278,10 @@ impl AsyncStore {
             };
             let mut conn = match waiter.take() {
                 Some(conn) => conn,
-                None => inner.open(None).await?,
+                None => {
+                    let route = inner.route(partition::key_slot(keys.prefix())).await?;
+                    inner.open(&route, None).await?
+                }
             };
             let cmd = calls::await_done(keys, id, left);
             let reply = tokio::time::timeout(
@@ -484,45 +504,89 @@ impl Inner {
         Ok(None)
     }
 
-    /// The shared connection, opened (and the layout checked) if needed.
-    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
-        if let Some(conn) = self.slot().clone() {
+    /// Where the commands for hash slot `slot` go: on a Cluster, the
+    /// master serving it (the slot map asked of the seed nodes when there
+    /// is none, with the sync store's own lookup on Tokio's blocking
+    /// pool); elsewhere the one server (`None`).
+    async fn route(&self, slot: u16) -> Result<Route, StoreError> {
+        if !self.config.is_cluster() {
+            return Ok(None);
+        }
+        let known = lock(&self.slot_map)
+            .as_ref()
+            .and_then(|map| map.master(slot))
+            .map(|(host, port)| (host.to_owned(), port));
+        if known.is_some() {
+            return Ok(known);
+        }
+        let config = self.config.clone();
+        let timeout = self.opts.connect_timeout;
+        let map = tokio::task::spawn_blocking(move || config.cluster_map(timeout))
+            .await
+            .map_err(|e| self.lookup_failed("the slot map of the cluster", e))??;
+        let node = map.master(slot).map(|(host, port)| (host.to_owned(), port));
+        if node.is_none() {
+            return Err(self
+                .config
+                .connect_error(RedisError::from(std::io::Error::other(format!(
+                    "no master serves hash slot {slot} (cluster down?)"
+                )))));
+        }
+        *lock(&self.slot_map) = Some(map);
+        Ok(node)
+    }
+
+    /// The shared connection to `route`, opened if needed.
+    async fn conn(&self, route: &Route) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(conn) = lock(&self.conns).get(route).cloned() {
             return Ok(conn);
         }
         let durable = self.config.wait().map(|w| w.timeout).unwrap_or_default();
-        let mut conn = self.open(Some(self.opts.io_timeout + durable)).await?;
-        if self.layout.get().is_none() {
-            self.check_layout(&mut conn).await?;
-        }
-        *self.slot() = Some(conn.clone());
+        let conn = self
+            .open(route, Some(self.opts.io_timeout + durable))
+            .await?;
+        lock(&self.conns).insert(route.clone(), conn.clone());
         Ok(conn)
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// After a connection error on `route`: its connection is dropped (and
+    /// on a Cluster the slot map, which a failover or a `MOVED` made
+    /// stale), so the next call opens a new one.
+    fn forget(&self, route: &Route) {
+        lock(&self.conns).remove(route);
+        if route.is_some() {
+            *lock(&self.slot_map) = None;
+        }
     }
 
-    /// Opens a new connection whose commands may wait `reply` for their
-    /// reply (none: no limit, for a blocking wait timed by its caller).
-    async fn open(&self, reply: Option<Duration>) -> Result<MultiplexedConnection, StoreError> {
+    fn lookup_failed(&self, what: &str, error: tokio::task::JoinError) -> StoreError {
+        self.config
+            .connect_error(RedisError::from(std::io::Error::other(format!(
+                "the lookup of {what} failed: {error}"
+            ))))
+    }
+
+    /// Opens a new connection to `route` whose commands may wait `reply`
+    /// for their reply (none: no limit, for a blocking wait timed by its
+    /// caller).
+    async fn open(
+        &self,
+        route: &Route,
+        reply: Option<Duration>,
+    ) -> Result<MultiplexedConnection, StoreError> {
         let timeout = self.opts.connect_timeout;
-        let client = if self.config.is_sentinel() {
+        let client = if route.is_none() && self.config.is_sentinel() {
             // The sentinels are asked with blocking calls (each within the
             // connect timeout): off the runtime's threads.
             let config = self.config.clone();
-            tokio::task::spawn_blocking(move || config.async_client(timeout))
+            tokio::task::spawn_blocking(move || config.async_client(None, timeout))
                 .await
-                .map_err(|e| {
-                    self.config
-                        .connect_error(RedisError::from(std::io::Error::other(format!(
-                            "the lookup of the master through the sentinels failed: {e}"
-                        ))))
-                })??
+                .map_err(|e| self.lookup_failed("the master through the sentinels", e))??
         } else {
-            self.config.async_client(timeout)?
+            self.config.async_client(route.as_ref(), timeout)?
         };
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.opts.connect_timeout))
+            .set_connection_timeout(Some(timeout))
             .set_response_timeout(reply);
         client
             .get_multiplexed_async_connection_with_config(&config)
@@ -530,9 +594,9 @@ impl Inner {
             .map_err(|e| self.config.connect_error(e))
     }
 
-    /// Sends `request`; after a write, in durable mode, waits for the
-    /// replicas. A connection error drops the shared connection, so the
-    /// next call opens a new one.
+    /// Sends `request` to the partition of `keys`; after a write, in
+    /// durable mode, waits for the replicas. A connection error drops the
+    /// connection, so the next call opens a new one.
     async fn send<T: FromRedisValue>(
         &self,
         keys: &Keys,
@@ -540,7 +604,8 @@ impl Inner {
         expected: &[(&str, &'static str)],
         request: Request<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn().await?;
+        let route = self.route(partition::key_slot(keys.prefix())).await?;
+        let mut conn = self.conn(&route).await?;
         let result = match request {
             Request::Cmd(cmd) => cmd.query_async(&mut conn).await,
             Request::Pipe(pipe) => pipe.query_async(&mut conn).await,
@@ -552,7 +617,7 @@ impl Inner {
             Err(err) => Err(self.classify(&mut conn, keys, err, expected).await),
         };
         if outcome.as_ref().is_err_and(StoreError::is_connection_error) {
-            *self.slot() = None;
+            self.forget(&route);
         }
         outcome
     }
@@ -618,31 +683,53 @@ impl Inner {
     /// Checks the layout marker like the sync store (`Part::check_layout`):
     /// the data under the prefix was written with this partition count;
     /// fresh data is marked.
-    async fn check_layout(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+    async fn check_layout(&self) -> Result<(), StoreError> {
         let count = self.config.partitions();
         let key = format!("{}:layout", self.base_prefix);
-        let marked = count > 1 || self.config.is_cluster();
+        let cluster = self.config.is_cluster();
+        let marked = count > 1 || cluster;
+        let route = self.route(partition::key_slot(&key)).await?;
+        let mut conn = self.conn(&route).await?;
+        let outcome = self
+            .mark_layout(&mut conn, &key, count, marked, cluster)
+            .await;
+        if outcome.as_ref().is_err_and(StoreError::is_connection_error) {
+            self.forget(&route);
+        }
+        outcome
+    }
+
+    async fn mark_layout(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+        count: u16,
+        marked: bool,
+        cluster: bool,
+    ) -> Result<(), StoreError> {
         let mut get = redis::cmd("GET");
-        get.arg(&key);
+        get.arg(key);
         let mut found: Option<String> = get
             .query_async(&mut *conn)
             .await
             .map_err(|e| self.redis_error(e))?;
         if found.is_none() && marked {
-            let old: bool = redis::cmd("EXISTS")
-                .arg(format!("{}:schema", self.base_prefix))
-                .query_async(&mut *conn)
-                .await
-                .map_err(|e| self.redis_error(e))?;
-            if old {
-                return Err(part::layout_mismatch(
-                    &self.base_prefix,
-                    "the unpartitioned layout".to_owned(),
-                    count,
-                ));
+            if !cluster {
+                let old: bool = redis::cmd("EXISTS")
+                    .arg(format!("{}:schema", self.base_prefix))
+                    .query_async(&mut *conn)
+                    .await
+                    .map_err(|e| self.redis_error(e))?;
+                if old {
+                    return Err(part::layout_mismatch(
+                        &self.base_prefix,
+                        "the unpartitioned layout".to_owned(),
+                        count,
+                    ));
+                }
             }
             let _: Option<String> = redis::cmd("SET")
-                .arg(&key)
+                .arg(key)
                 .arg(part::marker(count))
                 .arg("NX")
                 .query_async(&mut *conn)
@@ -653,8 +740,6 @@ impl Inner {
                 .await
                 .map_err(|e| self.redis_error(e))?;
         }
-        part::layout_verdict(&self.base_prefix, found, count, marked)?;
-        let _ = self.layout.set(());
-        Ok(())
+        part::layout_verdict(&self.base_prefix, found, count, marked)
     }
 }

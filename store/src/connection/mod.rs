@@ -236,25 +236,31 @@ impl RedisConfig {
 
     /// A client for the async producer, with the same TLS, user and
     /// password (read now, from the password file if there is one) as
-    /// [`connect`](Self::connect). With Sentinel it asks the sentinels for
-    /// the master now and checks it is one, as `connect` does: that
-    /// blocks (each step within `timeout`), so call it off the async
-    /// runtime's threads there ([`is_sentinel`](Self::is_sentinel)). A
-    /// Cluster is refused, saying so.
+    /// [`connect`](Self::connect): to `node` (a master of a Cluster, from
+    /// [`cluster_map`](Self::cluster_map)) when given, else to the server.
+    /// With Sentinel it asks the sentinels for the master now and checks
+    /// it is one, as `connect` does: that blocks (each step within
+    /// `timeout`), so call it off the async runtime's threads there
+    /// ([`is_sentinel`](Self::is_sentinel)).
     #[cfg(feature = "async")]
-    pub(crate) fn async_client(&self, timeout: Duration) -> Result<Client, StoreError> {
-        let addr = match &self.endpoint {
-            Endpoint::Direct(addr) => addr.clone(),
-            Endpoint::Sentinel { sentinels, master } => {
+    pub(crate) fn async_client(
+        &self,
+        node: Option<&(String, u16)>,
+        timeout: Duration,
+    ) -> Result<Client, StoreError> {
+        let addr = match (&self.endpoint, node) {
+            (_, Some((host, port))) => ConnectionAddr::Tcp(host.clone(), *port),
+            (Endpoint::Direct(addr), None) => addr.clone(),
+            (Endpoint::Sentinel { sentinels, master }, None) => {
                 let (_checked, (host, port)) =
                     self.find_sentinel_master(sentinels, master, timeout)?;
                 ConnectionAddr::Tcp(host, port)
             }
-            Endpoint::Cluster { .. } => {
+            (Endpoint::Cluster { .. }, None) => {
+                // The caller routes by hash slot (`cluster_map`).
                 return Err(StoreError::InvalidConfig {
                     problem: format!(
-                        "the async producer (AsyncStore) does not support Redis Cluster yet; \
-                         use the sync Store (in spawn_blocking) for {}",
+                        "a connection to a Redis Cluster goes to the master of a hash slot ({})",
                         self.shown
                     ),
                 });
