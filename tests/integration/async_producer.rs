@@ -604,3 +604,35 @@ fn a_running_task_is_canceled_through_its_supervisor() {
     );
     sup.stop();
 }
+
+#[test]
+fn many_tasks_enqueue_at_once_over_the_shared_connection() {
+    let server = RedisServer::start();
+    let sync = server.store();
+    let rt = runtime();
+    let store = rt.block_on(async_store(&server));
+    let ids = rt.block_on(async {
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let queue = format!("q{}", i % 7);
+                store.queue(queue).enqueue("add", &json!({"i": i})).await
+            }));
+        }
+        let mut ids = Vec::new();
+        for handle in handles {
+            ids.push(handle.await.expect("task").expect("enqueue"));
+        }
+        ids
+    });
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 200);
+    let total: u64 = (0..7)
+        .map(|q| sync.queue(format!("q{q}")).count().expect("count"))
+        .sum();
+    assert_eq!(total, 200);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(sync.task(id).expect("record").args, json!({"i": i}));
+    }
+}
