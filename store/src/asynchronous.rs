@@ -6,9 +6,9 @@
 //! Every request is the one the sync store sends, built by the same
 //! functions (`calls`), with the same key builder ([`Keys`]) and Lua
 //! scripts, routed to the same partition (`partition`); only the transport
-//! differs: one redis-rs multiplexed connection, shared by every clone of
-//! the store and every task using it, so concurrent calls are pipelined on
-//! it instead of queueing on a mutex. A connection that fails with an I/O
+//! differs: one redis-rs multiplexed connection (one per master on a
+//! Cluster), shared by every clone of the store and every task using it,
+//! so concurrent calls are pipelined on it instead of queueing on a mutex. A connection that fails with an I/O
 //! error or a timeout is dropped and reopened by the next call (the failed
 //! call returns the error, as in the sync store).
 //!
@@ -52,7 +52,7 @@ use crate::{
 /// A handle on the task store for async producers: enqueue (with options,
 /// in batches, unique), read a task, cancel it, and await its end.
 ///
-/// Cheap to clone (the clones share one multiplexed connection); `Send`
+/// Cheap to clone (the clones share the multiplexed connection); `Send`
 /// and `Sync`, so it fits in an axum `State`. Built from the same
 /// configuration as a [`Store`]; see the module docs for what it reaches.
 #[derive(Clone)]
