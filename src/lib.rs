@@ -13,8 +13,9 @@
 //! - [`graph`]: task graphs: the [`Graph`] builder and the
 //!   [`GraphMiddleware`] that moves them on.
 //! - [`testing`]: run queued tasks in-process from a test suite.
-//! - Re-exports: the producer API ([`Store`], [`Queue`]) from the store
-//!   crate, [`Settings`] from the config crate, the model from the protocol
+//! - Re-exports: the producer API ([`Store`], [`Queue`]; with the feature
+//!   `async`, `AsyncStore` and `AsyncQueue` for Tokio services) from the
+//!   store crate, [`Settings`] from the config crate, the model from the protocol
 //!   crate; the task side ([`TaskContext`], [`Middleware`]) from
 //!   the worker crate; the supervisor crate as [`supervisor`].
 
@@ -34,6 +35,8 @@ pub use redis_tasks_protocol as protocol;
 pub use redis_tasks_protocol::{Attempt, Jitter, RetryOn, RetryPolicy};
 pub use redis_tasks_protocol::{ExitReason, Failure, FailureKind, Outcome, TaskRecord, TaskStatus};
 pub use redis_tasks_store as store;
+#[cfg(feature = "async")]
+pub use redis_tasks_store::{AsyncQueue, AsyncStore};
 pub use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued};
 pub use redis_tasks_store::{Queue, Store, StoreError};
 pub use redis_tasks_supervisor as supervisor;

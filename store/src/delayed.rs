@@ -18,8 +18,8 @@ use redis::Value;
 use redis_tasks_protocol::model::TaskStatus;
 
 use super::part::Part;
-use super::record::{score, text_of, time_text};
-use super::{Store, StoreError, scripts};
+use super::record::{score, time_text};
+use super::{Store, StoreError, calls, scripts};
 
 /// What one promotion pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,17 +215,8 @@ impl Part {
     /// Cancels a scheduled task; `false` when it is not scheduled (any
     /// more: it may have been promoted meanwhile).
     pub(crate) fn cancel_scheduled(&self, id: &str) -> Result<bool, StoreError> {
-        let now = time_text(Timestamp::now());
-        let done: i64 = self.run(&[], |c, keys| {
-            scripts::CANCEL_SCHEDULED
-                .key(keys.task(id))
-                .key(keys.scheduled())
-                .arg(keys.prefix())
-                .arg(id)
-                .arg(&now)
-                .arg(self.registry_ttl())
-                .invoke(c)
-        })?;
+        let inv = calls::cancel_scheduled(self.keys(), id, self.registry_ttl());
+        let done: i64 = self.run(&[], |c, _| inv.invoke(c))?;
         Ok(done == 1)
     }
 
@@ -234,21 +225,8 @@ impl Part {
     /// another partition, whose script woke the list there.
     pub(crate) fn wake(&self, supervisor: &str) -> Result<(), StoreError> {
         let key = self.keys().wake(supervisor);
-        self.run(&[(&key, "list")], |c, _| {
-            redis::pipe()
-                .cmd("DEL")
-                .arg(&key)
-                .ignore()
-                .cmd("RPUSH")
-                .arg(&key)
-                .arg("1")
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(60)
-                .ignore()
-                .query::<()>(c)
-        })
+        let pipe = calls::wake(self.keys(), supervisor);
+        self.run(&[(&key, "list")], |c, _| pipe.query::<()>(c))
     }
 
     /// [`cancel_task`](Store::cancel_task) in this partition; with a
@@ -260,10 +238,9 @@ impl Part {
         // A task can move on between two steps (fetched, promoted): look
         // again a few times.
         let mut last = None;
-        for round in 0..5u32 {
-            if round > 0 {
-                // A fetch marks the task running a moment after it took it.
-                std::thread::sleep(std::time::Duration::from_millis(10 << round));
+        for round in 0..calls::CANCEL_ROUNDS {
+            if let Some(pause) = calls::cancel_pause(round) {
+                std::thread::sleep(pause);
             }
             match self.cancel(id) {
                 Ok(()) => return Ok((CancelResult::Canceled, None)),
@@ -297,46 +274,9 @@ impl Part {
     /// supervisor whose wake list was poked (if any), `Err(status)` when
     /// the task is not running.
     fn request_cancel(&self, id: &str) -> Result<Result<Option<String>, TaskStatus>, StoreError> {
-        let now = time_text(Timestamp::now());
-        let reply: Vec<Value> = self.run(&[], |c, keys| {
-            scripts::REQUEST_CANCEL
-                .key(keys.task(id))
-                .key(keys.cancel_requests())
-                .arg(keys.prefix())
-                .arg(id)
-                .arg(&now)
-                .invoke(c)
-        })?;
-        let mut it = reply.into_iter();
-        let kind = match it.next() {
-            Some(v) => text_of("cancel", v)?,
-            None => String::new(),
-        };
-        match kind.as_str() {
-            "ok" => {
-                let woken = it.next().map(|v| text_of("cancel", v)).transpose()?;
-                Ok(Ok(woken.filter(|s| !s.is_empty())))
-            }
-            "missing" => Err(StoreError::NotFound { id: id.to_owned() }),
-            "status" => {
-                let word = match it.next() {
-                    Some(v) => text_of("cancel", v)?,
-                    None => String::new(),
-                };
-                let status = word
-                    .parse::<TaskStatus>()
-                    .map_err(|e| StoreError::Corrupt {
-                        id: id.to_owned(),
-                        field: "status".to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(Err(status))
-            }
-            other => Err(StoreError::UnexpectedReply {
-                what: "cancel",
-                detail: format!("unknown answer {other:?}"),
-            }),
-        }
+        let inv = calls::request_cancel(self.keys(), id);
+        let reply: Vec<Value> = self.run(&[], |c, _| inv.invoke(c))?;
+        calls::request_cancel_reply(id, reply)
     }
 
     pub(crate) fn wait_for_wake(

@@ -12,13 +12,10 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis::Value;
 use redis_tasks_protocol::retry::RetryPolicy;
 
-use super::part::Part;
-use super::producer::NewTask;
+use super::StoreError;
 use super::record::{score, time_text};
-use super::{StoreError, replies, scripts};
 
 /// The longest uniqueness key accepted, in bytes.
 pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
@@ -27,9 +24,6 @@ pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
 /// Later times are refused at enqueue, so no time derived from a record
 /// comes near the end of the calendar.
 pub const MAX_DELAY: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
-
-/// How many tasks one enqueue script writes.
-const CHUNK: usize = 500;
 
 /// When a task may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,56 +238,6 @@ impl Enqueued {
     /// Whether a new task was written.
     pub fn is_new(&self) -> bool {
         matches!(self, Enqueued::New(_))
-    }
-}
-
-impl Part {
-    /// Writes `tasks` to `queue` with `options` in one round trip: each is
-    /// queued at the tail of its queue, or, when due later, put in the
-    /// delayed set. Returns the ids in order.
-    pub(crate) fn write_with_options(
-        &self,
-        queue: &str,
-        tasks: Vec<NewTask>,
-        options: &EnqueueOptions,
-    ) -> Result<Vec<String>, StoreError> {
-        super::producer::check_name("queue", queue)?;
-        let timeout = options.timeout_field(self.max_task_timeout())?;
-        let retry = options.retry_field()?;
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = Timestamp::now();
-        let (run_at, run_score) = options.when_fields(now)?;
-        let enqueued_at = time_text(now);
-        let keys = self.keys();
-        let mut pipe = redis::pipe();
-        pipe.load_script(&scripts::ENQUEUE_WITH).ignore();
-        for chunk in tasks.chunks(CHUNK) {
-            let mut inv = scripts::ENQUEUE_WITH.prepare_invoke();
-            inv.key(keys.queues())
-                .key(keys.scheduled())
-                .arg(keys.prefix());
-            for t in chunk {
-                inv.arg(&t.id)
-                    .arg(&t.task)
-                    .arg(&t.args)
-                    .arg(queue)
-                    .arg(&t.description)
-                    .arg(&enqueued_at)
-                    .arg(&run_at)
-                    .arg(&run_score)
-                    .arg(&timeout)
-                    .arg(&retry);
-            }
-            pipe.invoke_script(&inv);
-        }
-        pipe.ignore_errors();
-        self.run(&[], |c, _| {
-            let values: Vec<Value> = pipe.query(c)?;
-            replies(values).map(|_| ())
-        })?;
-        Ok(tasks.into_iter().map(|t| t.id).collect())
     }
 }
 

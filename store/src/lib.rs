@@ -17,6 +17,12 @@
 //!   ACL user, password file, Sentinel, the durable `WAIT` mode).
 //! - `keys`: the key names. `scripts`: the Lua scripts. `record`: reading a
 //!   task hash into a [`TaskRecord`](redis_tasks_protocol::model::TaskRecord).
+//! - `calls`: the producer's requests (enqueue, cancel, read, wait)
+//!   built without a connection, and their replies read; the sync parts
+//!   and the async producer both send what it builds.
+//! - `asynchronous` (feature `async`): `AsyncStore` and `AsyncQueue`, the
+//!   producer operations as futures on Tokio over one multiplexed
+//!   connection, routed like [`Store`].
 //! - Producer operations: `producer`: [`Queue`] and enqueueing;
 //!   `enqueue_options`: [`EnqueueOptions`] (delay, timeout, retry and
 //!   uniqueness key of one call). `delayed`: the delayed set (promotion of
@@ -69,6 +75,9 @@
 //! scheduler, locks and supervisor records (`zero`).
 
 mod admin;
+#[cfg(feature = "async")]
+mod asynchronous;
+mod calls;
 mod conclude;
 mod connection;
 mod delayed;
@@ -106,6 +115,8 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
+#[cfg(feature = "async")]
+pub use asynchronous::{AsyncQueue, AsyncStore};
 pub use conclude::Ending;
 pub use connection::{
     RedisConfig, WaitPolicy, check_secret_file, reload_password_files, secret_file_problem,

@@ -106,10 +106,6 @@ impl Part {
         self.opts.max_args_bytes
     }
 
-    pub(crate) fn max_task_timeout(&self) -> u64 {
-        self.opts.max_task_timeout
-    }
-
     /// Checks that Redis answers.
     pub(crate) fn ping(&self) -> Result<(), StoreError> {
         self.read(&[], |c, _| redis::cmd("PING").query::<String>(c))
@@ -305,43 +301,57 @@ impl Part {
         err: RedisError,
         expected: &[(&str, &'static str)],
     ) -> StoreError {
-        match err.code() {
-            Some("RTWRONGTYPE") => {
-                if let Some(e) = parse_script_wrongtype(err.detail().unwrap_or_default()) {
-                    return e;
+        if let Some(e) = script_error(&self.keys, &err) {
+            return e;
+        }
+        if err.code() == Some("WRONGTYPE") {
+            for (key, want) in expected {
+                let found: Result<String, _> = redis::cmd("TYPE").arg(*key).query(conn);
+                if let Ok(found) = found
+                    && found != "none"
+                    && found != *want
+                {
+                    return StoreError::WrongType {
+                        key: (*key).to_owned(),
+                        expected: (*want).to_owned(),
+                        found,
+                    };
                 }
             }
-            Some(code @ ("RTSCHEMA" | "RTFOREIGN")) => {
-                return schema::foreign_error(
-                    self.keys.prefix(),
-                    code,
-                    err.detail().unwrap_or_default(),
-                );
-            }
-            Some("WRONGTYPE") => {
-                for (key, want) in expected {
-                    let found: Result<String, _> = redis::cmd("TYPE").arg(*key).query(conn);
-                    if let Ok(found) = found
-                        && found != "none"
-                        && found != *want
-                    {
-                        return StoreError::WrongType {
-                            key: (*key).to_owned(),
-                            expected: (*want).to_owned(),
-                            found,
-                        };
-                    }
-                }
-            }
-            _ => {}
         }
         self.redis_error(err)
     }
 }
 
 /// The value of the layout marker `P:layout` for `count` partitions.
-fn marker(count: u16) -> String {
+pub(crate) fn marker(count: u16) -> String {
     format!("partitions {count}")
+}
+
+/// The data under `base_prefix` was written with another partition count
+/// than `count` (`found` says what it holds).
+pub(crate) fn layout_mismatch(base_prefix: &str, found: String, count: u16) -> StoreError {
+    StoreError::Layout {
+        prefix: base_prefix.to_owned(),
+        found,
+        configured: count,
+    }
+}
+
+/// Whether the layout marker `found` (after marking fresh data) fits
+/// `count` partitions; `marked`: whether this layout carries a marker.
+pub(crate) fn layout_verdict(
+    base_prefix: &str,
+    found: Option<String>,
+    count: u16,
+    marked: bool,
+) -> Result<(), StoreError> {
+    match found {
+        None if !marked => Ok(()),
+        Some(value) if value == marker(count) => Ok(()),
+        Some(value) => Err(layout_mismatch(base_prefix, value, count)),
+        None => Err(layout_mismatch(base_prefix, "nothing".to_owned(), count)),
+    }
 }
 
 impl Part {
@@ -365,11 +375,7 @@ impl Part {
                 .query(conn)
                 .map_err(|e| self.redis_error(e))
         };
-        let mismatch = |found: String| StoreError::Layout {
-            prefix: self.base_prefix.clone(),
-            found,
-            configured: count,
-        };
+        let mismatch = |found: String| layout_mismatch(&self.base_prefix, found, count);
         let mut found = get(conn)?;
         // On a Cluster even one partition has tagged keys (not today's
         // layout), so it is marked too: else a program set to another
@@ -393,13 +399,22 @@ impl Part {
                 .map_err(|e| self.redis_error(e))?;
             found = get(conn)?;
         }
-        match found {
-            None if !marked => {}
-            Some(value) if value == marker(count) => {}
-            Some(value) => return Err(mismatch(value)),
-            None => return Err(mismatch("nothing".to_owned())),
-        }
+        layout_verdict(&self.base_prefix, found, count, marked)?;
         let _ = self.layout.set(());
         Ok(())
+    }
+}
+
+/// The store error a script's own error code stands for (a key of the
+/// wrong type, data of another schema or program), if any.
+pub(crate) fn script_error(keys: &Keys, err: &RedisError) -> Option<StoreError> {
+    match err.code() {
+        Some("RTWRONGTYPE") => parse_script_wrongtype(err.detail().unwrap_or_default()),
+        Some(code @ ("RTSCHEMA" | "RTFOREIGN")) => Some(schema::foreign_error(
+            keys.prefix(),
+            code,
+            err.detail().unwrap_or_default(),
+        )),
+        _ => None,
     }
 }

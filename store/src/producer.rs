@@ -11,14 +11,10 @@ use redis::Value;
 use serde::Serialize;
 
 use super::part::Part;
-use super::record::time_text;
 use super::scripts;
-use super::{EnqueueOptions, Enqueued, Store, StoreError, replies};
+use super::{EnqueueOptions, Enqueued, Store, StoreError, calls, replies};
 use redis_tasks_protocol::model::{TaskRecord, describe_call};
 
-/// How many tasks one enqueue script writes (a batch is split into scripts
-/// of this size, all sent in one round trip).
-const ENQUEUE_CHUNK: usize = 500;
 /// How many ids one emptying step removes.
 pub(crate) const EMPTY_BATCH: usize = 500;
 
@@ -76,15 +72,46 @@ impl Part {
         Ok(names)
     }
 
-    fn new_task<A: Serialize + ?Sized>(&self, task: &str, args: &A) -> Result<NewTask, StoreError> {
-        let call = self.prepare_call(task, args)?;
-        Ok(NewTask {
-            id: uuid::Uuid::new_v4().hyphenated().to_string(),
-            task: task.to_owned(),
-            description: call.description,
-            args: call.args,
-        })
+    /// Sends a planned enqueue ([`calls::plan_enqueue`]); the outcome of a
+    /// unique one, `None` for the others (their ids were planned).
+    pub(crate) fn send_enqueue(
+        &self,
+        call: calls::EnqueueCall,
+    ) -> Result<Option<Enqueued>, StoreError> {
+        match call {
+            calls::EnqueueCall::Nothing => {}
+            calls::EnqueueCall::One(inv) => {
+                self.run(&[], |c, _| inv.invoke::<i64>(c).map(|_| ()))?;
+            }
+            calls::EnqueueCall::Batch(pipe) => {
+                self.run(&[], |c, _| {
+                    let values: Vec<Value> = pipe.query(c)?;
+                    replies(values).map(|_| ())
+                })?;
+            }
+            calls::EnqueueCall::Unique(inv) => {
+                let reply = self.run(&[], |c, _| inv.invoke(c))?;
+                return calls::unique_reply(reply).map(Some);
+            }
+        }
+        Ok(None)
     }
+}
+
+/// A new task from a call of `task` with `args`, checked (see
+/// [`prepare_call`]) and given a fresh id.
+pub(crate) fn new_task<A: Serialize + ?Sized>(
+    max_args_bytes: u64,
+    task: &str,
+    args: &A,
+) -> Result<NewTask, StoreError> {
+    let call = prepare_call(max_args_bytes, task, args)?;
+    Ok(NewTask {
+        id: uuid::Uuid::new_v4().hyphenated().to_string(),
+        task: task.to_owned(),
+        description: call.description,
+        args: call.args,
+    })
 }
 
 /// A task call checked the way the producer checks it: the name, the JSON
@@ -103,21 +130,31 @@ impl Part {
         task: &str,
         args: &A,
     ) -> Result<PreparedCall, StoreError> {
-        check_name("task", task)?;
-        let text = serde_json::to_string(args).map_err(StoreError::Args)?;
-        let size = text.len() as u64;
-        if size > self.max_args_bytes() {
-            return Err(StoreError::ArgsTooLarge {
-                size,
-                limit: self.max_args_bytes(),
-            });
-        }
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(StoreError::Args)?;
-        Ok(PreparedCall {
-            description: describe_call(task, &value),
-            args: text,
-        })
+        prepare_call(self.max_args_bytes(), task, args)
     }
+}
+
+/// Checks a task name and serialises its arguments within
+/// `max_args_bytes` (see [`PreparedCall`]).
+pub(crate) fn prepare_call<A: Serialize + ?Sized>(
+    max_args_bytes: u64,
+    task: &str,
+    args: &A,
+) -> Result<PreparedCall, StoreError> {
+    check_name("task", task)?;
+    let text = serde_json::to_string(args).map_err(StoreError::Args)?;
+    let size = text.len() as u64;
+    if size > max_args_bytes {
+        return Err(StoreError::ArgsTooLarge {
+            size,
+            limit: max_args_bytes,
+        });
+    }
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(StoreError::Args)?;
+    Ok(PreparedCall {
+        description: describe_call(task, &value),
+        args: text,
+    })
 }
 
 impl<'s> Queue<'s> {
@@ -279,52 +316,17 @@ impl PartQueue<'_> {
         args: &A,
         options: &EnqueueOptions,
     ) -> Result<Enqueued, StoreError> {
-        options.check()?;
-        let t = self.part.new_task(task, args)?;
-        let Some(unique) = options.unique_key() else {
-            let tasks = vec![t];
-            let mut ids = if options.is_plain() {
-                self.write(tasks)?
-            } else {
-                self.part.write_with_options(self.name, tasks, options)?
-            };
-            return ids
-                .pop()
-                .map(Enqueued::New)
-                .ok_or_else(|| StoreError::UnexpectedReply {
-                    what: "enqueue",
-                    detail: "no id written".to_owned(),
-                });
-        };
-        check_name("queue", self.name)?;
-        let timeout = options.timeout_field(self.part.max_task_timeout())?;
-        let retry = options.retry_field()?;
-        let now = Timestamp::now();
-        let (run_at, run_score) = options.when_fields(now)?;
-        let keys = self.part.keys();
-        let mut inv = scripts::ENQUEUE_UNIQUE.prepare_invoke();
-        inv.key(keys.queues())
-            .key(keys.scheduled())
-            .arg(keys.prefix())
-            .arg(&t.id)
-            .arg(&t.task)
-            .arg(&t.args)
-            .arg(self.name)
-            .arg(&t.description)
-            .arg(time_text(now))
-            .arg(unique)
-            .arg(&run_at)
-            .arg(&run_score)
-            .arg(&timeout)
-            .arg(&retry);
-        let (what, id): (String, String) = self.part.run(&[], |c, _| inv.invoke(c))?;
-        match what.as_str() {
-            "new" => Ok(Enqueued::New(id)),
-            "dup" => Ok(Enqueued::Existing(id)),
-            other => Err(StoreError::UnexpectedReply {
-                what: "unique enqueue",
-                detail: format!("unknown answer {other:?}"),
-            }),
+        let planned = calls::plan_enqueue(
+            self.part.keys(),
+            &self.part.opts,
+            self.name,
+            task,
+            args,
+            options,
+        )?;
+        match self.part.send_enqueue(planned.call)? {
+            Some(enqueued) => Ok(enqueued),
+            None => calls::first_id(planned.ids),
         }
     }
 
@@ -333,67 +335,10 @@ impl PartQueue<'_> {
         calls: &[(T, A)],
         options: &EnqueueOptions,
     ) -> Result<Vec<String>, StoreError> {
-        if options.unique_key().is_some() {
-            return Err(StoreError::InvalidOption {
-                option: "unique",
-                reason: "a uniqueness key names one task; enqueue it with enqueue_with".to_owned(),
-            });
-        }
-        let tasks = calls
-            .iter()
-            .map(|(task, args)| self.part.new_task(task.as_ref(), args))
-            .collect::<Result<Vec<_>, _>>()?;
-        if options.is_plain() {
-            self.write(tasks)
-        } else {
-            self.part.write_with_options(self.name, tasks, options)
-        }
-    }
-
-    fn write(&self, tasks: Vec<NewTask>) -> Result<Vec<String>, StoreError> {
-        check_name("queue", self.name)?;
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = time_text(Timestamp::now());
-        let keys = self.part.keys();
-        if let [t] = tasks.as_slice() {
-            // One task: a single EVALSHA (loading the script only if Redis
-            // does not know it yet), the common producer's path.
-            let mut inv = scripts::ENQUEUE.prepare_invoke();
-            inv.key(keys.queues())
-                .arg(keys.prefix())
-                .arg(&t.id)
-                .arg(&t.task)
-                .arg(&t.args)
-                .arg(self.name)
-                .arg(&t.description)
-                .arg(&now);
-            self.part
-                .run(&[], |c, _| inv.invoke::<i64>(c).map(|_| ()))?;
-            return Ok(tasks.into_iter().map(|t| t.id).collect());
-        }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&scripts::ENQUEUE).ignore();
-        for chunk in tasks.chunks(ENQUEUE_CHUNK) {
-            let mut inv = scripts::ENQUEUE.prepare_invoke();
-            inv.key(keys.queues()).arg(keys.prefix());
-            for t in chunk {
-                inv.arg(&t.id)
-                    .arg(&t.task)
-                    .arg(&t.args)
-                    .arg(self.name)
-                    .arg(&t.description)
-                    .arg(&now);
-            }
-            pipe.invoke_script(&inv);
-        }
-        pipe.ignore_errors();
-        self.part.run(&[], |c, _| {
-            let values: Vec<Value> = pipe.query(c)?;
-            replies(values).map(|_| ())
-        })?;
-        Ok(tasks.into_iter().map(|t| t.id).collect())
+        let planned =
+            calls::plan_enqueue_many(self.part.keys(), &self.part.opts, self.name, calls, options)?;
+        self.part.send_enqueue(planned.call)?;
+        Ok(planned.ids)
     }
 
     pub(crate) fn count(&self) -> Result<u64, StoreError> {

@@ -12,17 +12,10 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
+use super::calls;
 use super::{Store, StoreError};
 use crate::part::Part;
 use redis_tasks_protocol::model::TaskRecord;
-
-/// The shortest blocking wait asked of Redis (it counts in seconds with
-/// decimals; `0` would mean "forever").
-const MIN_BLOCK: Duration = Duration::from_millis(10);
-
-/// The longest one blocking call waits; a longer wait is several calls
-/// (any timeout is accepted, up to "forever" in practice).
-const MAX_BLOCK: Duration = Duration::from_secs(3600);
 
 impl Store {
     /// Waits until task `id` has ended (finished, failed or canceled) and
@@ -55,20 +48,11 @@ impl Part {
             if record.has_ended() {
                 return Ok(Some(record));
             }
-            let left = deadline.map_or(MAX_BLOCK, |d| d.saturating_duration_since(Instant::now()));
-            if left < MIN_BLOCK {
+            let Some(left) = calls::block_for(deadline) else {
                 return Ok(None);
-            }
-            let left = left.min(MAX_BLOCK);
-            let woke: Value = self.run_blocking(left, &[(&done, "list")], |c, _| {
-                redis::cmd("BLMOVE")
-                    .arg(&done)
-                    .arg(&done)
-                    .arg("LEFT")
-                    .arg("LEFT")
-                    .arg(left.as_secs_f64())
-                    .query(c)
-            })?;
+            };
+            let cmd = calls::await_done(self.keys(), id, left);
+            let woke: Value = self.run_blocking(left, &[(&done, "list")], |c, _| cmd.query(c))?;
             let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
             if woke == Value::Nil && out_of_time {
                 // Timed out; one last look in case it ended just now.

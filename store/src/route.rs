@@ -25,7 +25,7 @@
 
 use crate::keys::Keys;
 use crate::part::Part;
-use crate::{Lease, Store, StoreError, partition};
+use crate::{Lease, Store, StoreError, calls, partition};
 
 impl Store {
     /// The partition of a queue name, uniqueness key or graph id.
@@ -55,8 +55,8 @@ impl Store {
             return Ok(only);
         }
         for part in &self.parts {
-            let key = part.keys().task(id);
-            let found: bool = part.read(&[], |c, _| redis::cmd("EXISTS").arg(&key).query(c))?;
+            let cmd = calls::task_exists(part.keys(), id);
+            let found: bool = part.read(&[], |c, _| cmd.query(c))?;
             if found {
                 return Ok(part);
             }

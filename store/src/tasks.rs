@@ -1,10 +1,9 @@
 //! Reading task records, canceling queued tasks and updating a task's meta.
 
-use jiff::Timestamp;
 use redis::Value;
 
-use super::record::{RawHash, hash_from_value, parse_record, text_of, time_text};
-use super::{Store, StoreError, scripts};
+use super::record::{RawHash, hash_from_value, parse_record};
+use super::{Store, StoreError, calls};
 use crate::part::Part;
 use redis_tasks_protocol::model::{TaskRecord, TaskStatus};
 
@@ -90,10 +89,9 @@ impl Part {
 
     pub(crate) fn task(&self, id: &str) -> Result<TaskRecord, StoreError> {
         let key = self.keys().task(id);
-        let value: Value = self.read(&[(&key, "hash")], |c, _| {
-            redis::cmd("HGETALL").arg(&key).query(c)
-        })?;
-        parse_record(id, &hash_from_value("HGETALL", value)?)
+        let cmd = calls::read_task(self.keys(), id);
+        let value: Value = self.read(&[(&key, "hash")], |c, _| cmd.query(c))?;
+        calls::task_reply(id, value)
     }
 
     pub(crate) fn tasks(
@@ -139,56 +137,16 @@ impl Part {
     }
 
     pub(crate) fn cancel(&self, id: &str) -> Result<(), StoreError> {
-        let key = self.keys().task(id);
-        let now = time_text(Timestamp::now());
-        let reply: Vec<Value> = self.run(&[], |c, keys| {
-            scripts::CANCEL
-                .key(&key)
-                .arg(keys.prefix())
-                .arg(id)
-                .arg(&now)
-                .arg(self.registry_ttl())
-                .invoke(c)
-        })?;
-        let mut it = reply.into_iter();
-        let kind = match it.next() {
-            Some(v) => text_of("cancel", v)?,
-            None => String::new(),
-        };
-        let corrupt = |field: &str, reason: String| StoreError::Corrupt {
-            id: id.to_owned(),
-            field: field.to_owned(),
-            reason,
-        };
-        match kind.as_str() {
-            "ok" => Ok(()),
-            "missing" => Err(StoreError::NotFound { id: id.to_owned() }),
-            "taken" => Err(StoreError::Taken { id: id.to_owned() }),
-            "noqueue" => Err(corrupt("queue", "missing".to_owned())),
-            "status" => {
-                let word = match it.next() {
-                    Some(v) => text_of("cancel", v)?,
-                    None => String::new(),
-                };
-                if word.is_empty() {
-                    return Err(corrupt("status", "missing".to_owned()));
-                }
-                let status: TaskStatus =
-                    word.parse()
-                        .map_err(|e: redis_tasks_protocol::model::UnknownStatus| {
-                            corrupt("status", e.to_string())
-                        })?;
-                if status == TaskStatus::Scheduled && self.cancel_scheduled(id)? {
-                    return Ok(());
-                }
-                Err(StoreError::NotQueued {
-                    id: id.to_owned(),
-                    status,
-                })
+        let inv = calls::cancel(self.keys(), id, self.registry_ttl());
+        let reply: Vec<Value> = self.run(&[], |c, _| inv.invoke(c))?;
+        match calls::cancel_reply(id, reply)? {
+            calls::CancelReply::Done => Ok(()),
+            calls::CancelReply::Status(TaskStatus::Scheduled) if self.cancel_scheduled(id)? => {
+                Ok(())
             }
-            other => Err(StoreError::UnexpectedReply {
-                what: "cancel",
-                detail: format!("unknown answer {other:?}"),
+            calls::CancelReply::Status(status) => Err(StoreError::NotQueued {
+                id: id.to_owned(),
+                status,
             }),
         }
     }

@@ -26,6 +26,10 @@
 //!   `dead_worker_ttl`.
 //! - `store_schema`: the schema marker; the Python original's data under
 //!   our prefix is refused and left unchanged.
+//! - `async_producer`: the async producer (`AsyncStore`, feature `async`):
+//!   enqueue, a result awaited from a real supervisor, cancel, TLS, the
+//!   durable mode, a Sentinel failover, a Cluster refused; the axum example
+//!   (`examples/axum_producer.rs`) over real HTTP.
 //! - `cli_admin`: every admin subcommand against a real server.
 //! - `cli_enqueue`: `enqueue` in an application binary: argument types
 //!   checked, `@file` and `-`, `--unique`, the application's `--version`.
@@ -72,6 +76,7 @@
 
 mod support;
 
+mod async_producer;
 mod cli_admin;
 mod cli_enqueue;
 mod cli_errors;

@@ -12,6 +12,9 @@
 // Loading these files a second time is the point: the same tests, another
 // layout.
 #[allow(clippy::duplicate_mod)]
+#[path = "async_producer.rs"]
+mod async_producer;
+#[allow(clippy::duplicate_mod)]
 #[path = "scheduler_store.rs"]
 mod scheduler_store;
 #[allow(clippy::duplicate_mod)]

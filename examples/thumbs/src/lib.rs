@@ -6,6 +6,7 @@ use redis_tasks::{App, TaskContext, TaskOptions};
 use serde::{Deserialize, Serialize};
 
 pub mod producer; // section 4
+pub mod web; // section 4, from async code
 
 #[derive(Deserialize)]
 pub struct Resize {

@@ -87,3 +87,36 @@ fn the_producer_functions_of_the_guide_work() {
     let canceled = thumbs::producer::later_retried_then_canceled(&store).unwrap();
     assert!(matches!(canceled, CancelResult::Canceled), "{canceled:?}");
 }
+
+#[test]
+fn the_async_producer_functions_of_the_guide_work() {
+    let (_redis, store) = redis();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_store = rt
+        .block_on(redis_tasks::AsyncStore::from_store(&store))
+        .unwrap();
+    let id = rt
+        .block_on(thumbs::web::start_resize(&async_store, "cat"))
+        .unwrap();
+    // Not run yet: the wait runs out.
+    let early = rt.block_on(thumbs::web::resized(
+        &async_store,
+        &id,
+        Duration::from_millis(50),
+    ));
+    assert!(early.unwrap().is_none());
+    let report = redis_tasks::testing::run_queued(&thumbs::app(), &store, &["default"]).unwrap();
+    assert_eq!(report.succeeded.len(), 1, "{report:?}");
+    let done = rt
+        .block_on(thumbs::web::resized(
+            &async_store,
+            &id,
+            Duration::from_secs(5),
+        ))
+        .unwrap()
+        .expect("ended");
+    assert_eq!(done.path, "cat-64.png");
+}

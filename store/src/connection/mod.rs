@@ -213,6 +213,18 @@ impl RedisConfig {
     /// Opens a new connection to the server (for Sentinel: to the master
     /// the sentinels name now).
     pub(crate) fn connect(&self, timeout: Duration) -> Result<Connection, StoreError> {
+        self.warn_if_insecure();
+        match &self.endpoint {
+            Endpoint::Direct(addr) => self.open(addr.clone(), timeout),
+            Endpoint::Sentinel { sentinels, master } => {
+                self.open_sentinel_master(sentinels, master, timeout)
+            }
+            Endpoint::Cluster { seeds } => self.open_cluster_master(seeds, timeout),
+        }
+    }
+
+    /// Warns once per process that TLS certificates are not checked.
+    fn warn_if_insecure(&self) {
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if self.is_insecure() && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
@@ -220,12 +232,61 @@ impl RedisConfig {
                 self.shown
             );
         }
-        match &self.endpoint {
-            Endpoint::Direct(addr) => self.open(addr.clone(), timeout),
-            Endpoint::Sentinel { sentinels, master } => {
-                self.open_sentinel_master(sentinels, master, timeout)
+    }
+
+    /// A client for the async producer, with the same TLS, user and
+    /// password (read now, from the password file if there is one) as
+    /// [`connect`](Self::connect): to `node` (a master of a Cluster, from
+    /// [`cluster_map`](Self::cluster_map)) when given, else to the server.
+    /// With Sentinel it asks the sentinels for the master now and checks
+    /// it is one, as `connect` does: that blocks (each step within
+    /// `timeout`), so call it off the async runtime's threads there
+    /// ([`is_sentinel`](Self::is_sentinel)).
+    #[cfg(feature = "async")]
+    pub(crate) fn async_client(
+        &self,
+        node: Option<&(String, u16)>,
+        timeout: Duration,
+    ) -> Result<Client, StoreError> {
+        let addr = match (&self.endpoint, node) {
+            (_, Some((host, port))) => ConnectionAddr::Tcp(host.clone(), *port),
+            (Endpoint::Direct(addr), None) => addr.clone(),
+            (Endpoint::Sentinel { sentinels, master }, None) => {
+                let (_checked, (host, port)) =
+                    self.find_sentinel_master(sentinels, master, timeout)?;
+                ConnectionAddr::Tcp(host, port)
             }
-            Endpoint::Cluster { seeds } => self.open_cluster_master(seeds, timeout),
+            (Endpoint::Cluster { .. }, None) => {
+                // The caller routes by hash slot (`cluster_map`).
+                return Err(StoreError::InvalidConfig {
+                    problem: format!(
+                        "a connection to a Redis Cluster goes to the master of a hash slot ({})",
+                        self.shown
+                    ),
+                });
+            }
+        };
+        self.warn_if_insecure();
+        self.client(addr, self.redis_info()?, true)
+            .map_err(|error| StoreError::Connect {
+                addr: self.shown.clone(),
+                error,
+            })
+    }
+
+    /// Whether the master is found through sentinels.
+    #[cfg(feature = "async")]
+    pub(crate) fn is_sentinel(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Sentinel { .. })
+    }
+
+    /// A connection error of the async producer, said like the sync
+    /// one's (a TLS refusal explained).
+    #[cfg(feature = "async")]
+    pub(crate) fn connect_error(&self, error: RedisError) -> StoreError {
+        StoreError::Connect {
+            addr: self.shown.clone(),
+            error: explain_tls(error),
         }
     }
 

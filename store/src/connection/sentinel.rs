@@ -22,6 +22,18 @@ impl RedisConfig {
         master: &str,
         timeout: Duration,
     ) -> Result<Connection, StoreError> {
+        self.find_sentinel_master(sentinels, master, timeout)
+            .map(|(conn, _)| conn)
+    }
+
+    /// Like [`open_sentinel_master`](Self::open_sentinel_master), with the
+    /// master's address (host and port).
+    pub(super) fn find_sentinel_master(
+        &self,
+        sentinels: &[(String, u16)],
+        master: &str,
+        timeout: Duration,
+    ) -> Result<(Connection, (String, u16)), StoreError> {
         let mut problems = Vec::new();
         for (host, port) in sentinels {
             let (master_host, master_port) = match self.ask_sentinel(host, *port, master, timeout) {
@@ -48,7 +60,7 @@ impl RedisConfig {
                 Ok(redis::Value::Array(items))
                     if matches!(items.first(), Some(redis::Value::BulkString(b)) if b == b"master") =>
                 {
-                    return Ok(conn);
+                    return Ok((conn, (master_host, master_port)));
                 }
                 Ok(_) => problems.push(format!(
                     "{master_host}:{master_port} named by sentinel {host}:{port} is not a master (yet)"

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use redis::{Connection, RedisError};
+use redis::{Cmd, Connection, RedisError};
 
 use super::RedisConfig;
 
@@ -22,18 +22,30 @@ impl RedisConfig {
     /// After a command: in durable mode, waits until enough replicas
     /// acknowledged every write made on `conn` so far.
     pub(crate) fn wait_replicas(&self, conn: &mut Connection) -> Result<(), WaitError> {
-        let Some(wait) = self.wait else {
+        let Some((wait, cmd)) = self.wait_cmd() else {
             return Ok(());
         };
+        let acked: i64 = cmd.query(conn).map_err(WaitError::Redis)?;
+        wait.check(acked)
+    }
+
+    /// In durable mode, the policy and the `WAIT` command sent after each
+    /// write.
+    pub(crate) fn wait_cmd(&self) -> Option<(WaitPolicy, Cmd)> {
+        let wait = self.wait?;
         let millis = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(wait.replicas)
-            .arg(millis)
-            .query(conn)
-            .map_err(WaitError::Redis)?;
-        if acked < i64::from(wait.replicas) {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wait.replicas).arg(millis);
+        Some((wait, cmd))
+    }
+}
+
+impl WaitPolicy {
+    /// Whether `acked` replicas (the reply of `WAIT`) are enough.
+    pub(crate) fn check(&self, acked: i64) -> Result<(), WaitError> {
+        if acked < i64::from(self.replicas) {
             return Err(WaitError::Short {
-                wanted: wait.replicas,
+                wanted: self.replicas,
                 got: acked.max(0).unsigned_abs(),
             });
         }

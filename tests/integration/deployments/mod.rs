@@ -5,7 +5,7 @@
 //!
 //! Redis Cluster (three masters, three replicas, `support::cluster`):
 //! `cluster_harness` tests the harness itself, `cluster` the application on
-//! it.
+//! it, `async_cluster` the async producer on it.
 //!
 //! [`AppEnv`] is one deployment's settings as environment variables; it
 //! runs every kind of program against it: a producer (the library, in this
@@ -13,6 +13,7 @@
 //! scheduler (`worker --scheduler`).
 
 mod acl;
+mod async_cluster;
 mod cluster;
 mod cluster_harness;
 mod lost_reply;
