@@ -1,5 +1,5 @@
 //! The actions (POST): requeue, cancel (queued, scheduled or running) and
-//! delete a task, pause, resume or run a schedule entry, each through the same store function as the admin
+//! delete a task, pause or resume a queue, pause, resume or run a schedule entry, each through the same store function as the admin
 //! command line, and the login form.
 //!
 //! Every action needs, in its form, the CSRF token of the credential it
@@ -216,6 +216,48 @@ pub(crate) async fn schedule(
             StatusCode::NOT_FOUND,
             &format!("unknown schedule entry {name:?}"),
         ),
+        Err(e) => conflict(&state, &e),
+    }
+}
+
+/// `POST /queues/{name}/{pause|resume}`: the same calls as
+/// `redis-tasks queue pause|resume NAME`.
+pub(crate) async fn queue(
+    State(state): State<Arc<AppState>>,
+    Path((name, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form) {
+        return refusal;
+    }
+    let pause = match verb.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => {
+            return error_page(
+                &state,
+                StatusCode::NOT_FOUND,
+                &format!("no queue action {verb:?}"),
+            );
+        }
+    };
+    let queue = name.clone();
+    let result = state
+        .blocking(move |store| {
+            if pause {
+                store.pause_queue(&queue)
+            } else {
+                store.resume_queue(&queue)
+            }
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            let done = if pause { "paused" } else { "resumed" };
+            info!(queue = %name, "dashboard: queue {name} {done}");
+            Redirect::to(&format!("/queues/{}?done={done}", seg(&name))).into_response()
+        }
         Err(e) => conflict(&state, &e),
     }
 }

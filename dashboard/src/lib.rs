@@ -215,6 +215,7 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(pages::overview))
         .route("/queues/{name}", get(pages::queue))
+        .route("/queues/{name}/{verb}", post(actions::queue))
         .route("/failed", get(pages::failed))
         .route("/finished", get(pages::finished))
         .route("/tasks/{id}", get(pages::task))

@@ -162,6 +162,19 @@ fn from_stored(text: &str) -> Option<Rate> {
     })
 }
 
+impl Store {
+    /// Queue `name` as [`queue_states`](Store::queue_states) shows it.
+    pub fn queue_state(&self, name: &str) -> Result<QueueState, StoreError> {
+        let running = self.each(Part::running_by_queue)?.concat();
+        Ok(QueueState {
+            length: self.queue(name).count()?,
+            running: running.iter().filter(|q| *q == name).count() as u64,
+            flow: self.queue_flow(name)?,
+            name: name.to_owned(),
+        })
+    }
+}
+
 /// The settings of queue `name` among the fields of `P:flow`.
 fn flow_of(fields: &[(String, String)], name: &str) -> QueueFlow {
     let get = |kind: &str| {

@@ -1163,3 +1163,74 @@ fn the_supervisors_page_shows_slots_and_quiets_scales_and_stops_one() {
         after.body
     );
 }
+
+#[test]
+fn the_queue_page_shows_flow_control_and_pauses_and_resumes() {
+    let (demo, _) = demo_with_a_failed_task();
+    demo.store
+        .limit_queue("reports", redis_tasks::store::Limit::Concurrency(3))
+        .expect("limit");
+    demo.store
+        .limit_queue(
+            "reports",
+            redis_tasks::store::Limit::Rate("50/1s".parse().expect("rate")),
+        )
+        .expect("limit");
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", "/queues/reports", &[], "");
+    assert_eq!(page.status, 200);
+    assert!(
+        element(&page.body, "flow-state").contains("serving"),
+        "{}",
+        page.body
+    );
+    assert!(
+        element(&page.body, "flow-running").contains("at most 3"),
+        "{}",
+        page.body
+    );
+    assert!(
+        element(&page.body, "flow-rate").contains("50/1s"),
+        "{}",
+        page.body
+    );
+    // Without the token: refused, nothing changed.
+    let forged = http(port, "POST", "/queues/reports/pause", &[], "csrf=0123");
+    assert_eq!(forged.status, 403);
+    assert!(!demo.store.queue_flow("reports").expect("flow").paused);
+    let csrf = csrf_of(&page.body);
+    let answer = http(
+        port,
+        "POST",
+        "/queues/reports/pause",
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(demo.store.queue_flow("reports").expect("flow").paused);
+    let page = http(port, "GET", "/queues/reports?done=paused", &[], "");
+    assert!(
+        element(&page.body, "flow-state").contains("paused"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Resume"), "{}", page.body);
+    let answer = http(
+        port,
+        "POST",
+        "/queues/reports/resume",
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(!demo.store.queue_flow("reports").expect("flow").paused);
+    let unknown = http(
+        port,
+        "POST",
+        "/queues/reports/drop",
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(unknown.status, 404);
+}

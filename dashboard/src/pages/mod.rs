@@ -131,6 +131,10 @@ impl Flash {
                 "Cancel requested: the supervisor running the task stops it in a moment (reload to see it canceled).",
             ),
             "deleted" => Some("Deleted: the task and its record are gone."),
+            "paused" => Some(
+                "Paused: no supervisor starts this queue's tasks until it is resumed; running ones finish.",
+            ),
+            "resumed" => Some("Resumed: idle supervisors start this queue's tasks again."),
             _ => None,
         }
     }
@@ -418,10 +422,11 @@ pub(crate) async fn queue(
             let total = queue.count()?;
             let ids = queue.ids(page_no * LIST_LIMIT, LIST_LIMIT)?;
             let records = listed(store, &ids)?;
-            Ok::<_, StoreError>((total, ids, records))
+            let flow = store.queue_state(&queue_name)?;
+            Ok::<_, StoreError>((total, ids, records, flow))
         })
         .await;
-    let (total, ids, records) = match read {
+    let (total, ids, records, flow) = match read {
         Ok(read) => read,
         Err(e) => return store_error(&state, &e),
     };
@@ -429,11 +434,38 @@ pub(crate) async fn queue(
     let body = html! {
         h1 { "Queue " (name) }
         (flash(msg.text()))
+        (queue_flow(&state, &flow))
         p.muted { (total) " waiting; " (ids.len()) " from number " (page_no * LIST_LIMIT + 1) " in the order they will run." }
         (task_table(&state, &ids, &records, now, true))
         (pager(&format!("/queues/{}", seg(&name)), page_no, total))
     };
     page(&state, &format!("Queue {name}"), true, body).into_response()
+}
+
+/// A queue's flow control (docs/flow-control.md): paused or not, its
+/// limits and the tasks running under them, with Pause or Resume.
+fn queue_flow(state: &AppState, q: &redis_tasks_store::QueueState) -> Markup {
+    let base = format!("/queues/{}", seg(&q.name));
+    html! {
+        dl.flow #flow {
+            dt { "state" }
+            dd #flow-state { @if q.flow.paused { "paused" } @else { "serving" } }
+            dt { "running" }
+            dd #flow-running {
+                (q.running)
+                @if let Some(n) = q.flow.concurrency { " of at most " (n) " (concurrency limit, fleet-wide)" }
+            }
+            dt { "rate limit" }
+            dd #flow-rate {
+                @if let Some(rate) = q.flow.rate { "at most " (rate) " starts" } @else { "none" }
+            }
+        }
+        @if q.flow.paused {
+            (action(state, &format!("{base}/resume"), "Resume", "primary"))
+        } @else {
+            (action(state, &format!("{base}/pause"), "Pause", "danger"))
+        }
+    }
 }
 
 /// `/failed`: the newest failed tasks, with their actions.
