@@ -94,6 +94,11 @@ fn a_supervisor_serves_metrics_that_promtool_accepts() {
             &EnqueueOptions::new().delay(Duration::from_secs(3600)),
         )
         .expect("enqueue");
+    // Flow control: a paused queue and a limited one.
+    demo.store.pause_queue("later").expect("pause");
+    demo.store
+        .limit_queue("default", redis_tasks::store::Limit::Concurrency(5))
+        .expect("limit");
 
     let mut page = String::new();
     wait_until(
@@ -127,6 +132,13 @@ fn a_supervisor_serves_metrics_that_promtool_accepts() {
         1.0,
     );
     expect(r#"redis_tasks_queue_length{queue="later"}"#, 1.0);
+    expect(r#"redis_tasks_queue_paused{queue="later"}"#, 1.0);
+    expect(r#"redis_tasks_queue_paused{queue="default"}"#, 0.0);
+    expect(
+        r#"redis_tasks_queue_concurrency_limit{queue="default"}"#,
+        5.0,
+    );
+    expect(r#"redis_tasks_queue_permits_in_use{queue="default"}"#, 0.0);
     expect("redis_tasks_scheduled_tasks", 1.0);
     expect(r#"redis_tasks_registry_tasks{registry="failed"}"#, 3.0);
     expect(r#"redis_tasks_registry_tasks{registry="finished"}"#, 1.0);

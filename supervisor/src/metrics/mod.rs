@@ -132,6 +132,8 @@ pub(crate) struct Metrics {
     task_latency: Family<QueueLabels, Histogram, fn() -> Histogram>,
     timeouts: Family<TaskLabels, Counter>,
     queue_length: Family<QueueLabels, Gauge>,
+    /// Flow control of the queues that have any (docs/flow-control.md).
+    flow: FlowGauges,
     scheduled_tasks: Gauge,
     registry_tasks: Family<RegistryLabels, Gauge>,
     slots_idle: Gauge,
@@ -203,6 +205,7 @@ impl Metrics {
             "Tasks waiting in each queue this supervisor serves and in the 50 longest others; queue=\"other\" sums the rest (read from Redis at scrape time)",
             queue_length.clone(),
         );
+        let flow = FlowGauges::register(&mut registry);
         let scheduled_tasks = Gauge::default();
         registry.register(
             "scheduled_tasks",
@@ -291,6 +294,7 @@ impl Metrics {
             task_latency,
             timeouts,
             queue_length,
+            flow,
             scheduled_tasks,
             registry_tasks,
             slots_idle,
@@ -458,6 +462,7 @@ impl Metrics {
                     .get_or_create(&QueueLabels { queue })
                     .set(i64::try_from(len).unwrap_or(i64::MAX));
             }
+            self.flow.refresh(store)?;
             self.scheduled_tasks
                 .set(i64::try_from(store.scheduled_count()?).unwrap_or(i64::MAX));
             for (registry, count) in [
@@ -588,5 +593,63 @@ mod tests {
     #[test]
     fn rss_is_read_from_proc() {
         assert!(resident_bytes().is_some_and(|b| b > 0));
+    }
+}
+
+/// The gauges of flow control, for the queues that have a setting: paused
+/// (1 or 0), the concurrency limit and the tasks running under it (the
+/// permits in use). Tasks a limit holds back are the `queue_length` of
+/// such a queue.
+struct FlowGauges {
+    paused: Family<QueueLabels, Gauge>,
+    limit: Family<QueueLabels, Gauge>,
+    running: Family<QueueLabels, Gauge>,
+}
+
+impl FlowGauges {
+    fn register(registry: &mut Registry) -> FlowGauges {
+        let gauges = FlowGauges {
+            paused: Family::default(),
+            limit: Family::default(),
+            running: Family::default(),
+        };
+        registry.register(
+            "queue_paused",
+            "1 for a queue paused fleet-wide, 0 for a queue with another flow setting (read from Redis at scrape time)",
+            gauges.paused.clone(),
+        );
+        registry.register(
+            "queue_concurrency_limit",
+            "The fleet-wide concurrency limit of each queue that has one (read from Redis at scrape time)",
+            gauges.limit.clone(),
+        );
+        registry.register(
+            "queue_permits_in_use",
+            "Tasks running in each queue with a flow setting, fleet-wide: the permits in use of a concurrency limit (read from Redis at scrape time)",
+            gauges.running.clone(),
+        );
+        gauges
+    }
+
+    fn refresh(&self, store: &Store) -> Result<(), redis_tasks_store::StoreError> {
+        let states = store.queue_states()?;
+        self.paused.clear();
+        self.limit.clear();
+        self.running.clear();
+        let set = |family: &Family<QueueLabels, Gauge>, queue: &str, value: u64| {
+            family
+                .get_or_create(&QueueLabels {
+                    queue: queue.to_owned(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        for q in states.iter().filter(|q| q.flow != Default::default()) {
+            set(&self.paused, &q.name, u64::from(q.flow.paused));
+            set(&self.running, &q.name, q.running);
+            if let Some(n) = q.flow.concurrency {
+                set(&self.limit, &q.name, u64::from(n));
+            }
+        }
+        Ok(())
     }
 }
