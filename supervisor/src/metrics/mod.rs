@@ -16,6 +16,7 @@
 //!
 //! `labels.rs`: the bounds; `server.rs`: the HTTP server.
 
+mod flow;
 mod labels;
 mod server;
 
@@ -37,6 +38,7 @@ use redis_tasks_protocol::{ExitReason, FailureKind, Outcome};
 use redis_tasks_store::Store;
 use tracing::debug;
 
+use flow::FlowGauges;
 use labels::Bounds;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -593,63 +595,5 @@ mod tests {
     #[test]
     fn rss_is_read_from_proc() {
         assert!(resident_bytes().is_some_and(|b| b > 0));
-    }
-}
-
-/// The gauges of flow control, for the queues that have a setting: paused
-/// (1 or 0), the concurrency limit and the tasks running under it (the
-/// permits in use). Tasks a limit holds back are the `queue_length` of
-/// such a queue.
-struct FlowGauges {
-    paused: Family<QueueLabels, Gauge>,
-    limit: Family<QueueLabels, Gauge>,
-    running: Family<QueueLabels, Gauge>,
-}
-
-impl FlowGauges {
-    fn register(registry: &mut Registry) -> FlowGauges {
-        let gauges = FlowGauges {
-            paused: Family::default(),
-            limit: Family::default(),
-            running: Family::default(),
-        };
-        registry.register(
-            "queue_paused",
-            "1 for a queue paused fleet-wide, 0 for a queue with another flow setting (read from Redis at scrape time)",
-            gauges.paused.clone(),
-        );
-        registry.register(
-            "queue_concurrency_limit",
-            "The fleet-wide concurrency limit of each queue that has one (read from Redis at scrape time)",
-            gauges.limit.clone(),
-        );
-        registry.register(
-            "queue_permits_in_use",
-            "Tasks running in each queue with a flow setting, fleet-wide: the permits in use of a concurrency limit (read from Redis at scrape time)",
-            gauges.running.clone(),
-        );
-        gauges
-    }
-
-    fn refresh(&self, store: &Store) -> Result<(), redis_tasks_store::StoreError> {
-        let states = store.queue_states()?;
-        self.paused.clear();
-        self.limit.clear();
-        self.running.clear();
-        let set = |family: &Family<QueueLabels, Gauge>, queue: &str, value: u64| {
-            family
-                .get_or_create(&QueueLabels {
-                    queue: queue.to_owned(),
-                })
-                .set(i64::try_from(value).unwrap_or(i64::MAX));
-        };
-        for q in states.iter().filter(|q| q.flow != Default::default()) {
-            set(&self.paused, &q.name, u64::from(q.flow.paused));
-            set(&self.running, &q.name, q.running);
-            if let Some(n) = q.flow.concurrency {
-                set(&self.limit, &q.name, u64::from(n));
-            }
-        }
-        Ok(())
     }
 }
