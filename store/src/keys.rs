@@ -61,6 +61,12 @@ impl Keys {
         format!("{}:permits:{queue}", self.prefix)
     }
 
+    /// `P:permits_pruned:<q>`: STRING kept a second after the fetch
+    /// script last let go of permits of ended tasks of queue `q`.
+    pub fn permits_pruned(&self, queue: &str) -> String {
+        format!("{}:permits_pruned:{queue}", self.prefix)
+    }
+
     /// `P:starts:<q>`: ZSET of the starts of queue `q` within its rate
     /// window, scored by Redis's clock in milliseconds.
     pub fn starts(&self, queue: &str) -> String {

@@ -135,9 +135,11 @@ fn a_concurrency_limit_holds_across_slots_and_frees_on_every_ending() {
             .expect("requeue")
     );
     let c = store
-        .fetch("c", &q, Duration::ZERO)
+        .fetch("c", &q, Duration::from_secs(10))
         .expect("c")
         .expect("c task");
+    // (A blocking fetch: ended tasks' permits are looked for once a second
+    // at most.)
     assert_eq!(c.id, b.id, "the requeued task went back to the front");
     assert!(store.fetch("d", &q, Duration::ZERO).expect("d").is_none());
 

@@ -32,11 +32,14 @@ local function flow_of()
 end
 -- The permits of a queue with a concurrency limit are the ids in
 -- P:permits:<q>. Every ending moves a task out of `running`, so an id
--- whose record no longer runs holds nothing and is let go here; a dead
--- slot's task keeps its permit until recovery requeues it.
-local function in_use(pk, limit)
+-- whose record no longer runs holds nothing and is let go here (at most
+-- once a second per queue, P:permits_pruned:<q>, so that slots looking
+-- at a full queue do not read every record each time); a dead slot's
+-- task keeps its permit until recovery requeues it.
+local function in_use(pk, limit, q)
   local n = redis.call('SCARD', pk)
   if n < limit then return n end
+  if not redis.call('SET', k('permits_pruned', q), '1', 'NX', 'PX', 1000) then return n end
   for _, id in ipairs(redis.call('SMEMBERS', pk)) do
     local st = redis.pcall('HGET', k('task', id), 'status')
     if st ~= 'running' then redis.call('SREM', pk, id); n = n - 1 end
@@ -58,7 +61,7 @@ end
 local function admit(flow, q, score)
   if flow['paused:' .. q] then return false, 0 end
   local n = tonumber(flow['concurrency:' .. q] or '')
-  if n and in_use(k('permits', q), n) >= n then return false, 0 end
+  if n and in_use(k('permits', q), n, q) >= n then return false, 0 end
   local max, per = string.match(flow['rate:' .. q] or '', '^(%d+)/(%d+)$')
   if max then
     max, per = tonumber(max), tonumber(per)
