@@ -31,8 +31,9 @@ local function flow_of()
   return t
 end
 -- The permits of a queue with a concurrency limit are the ids in
--- P:permits:<q>. Every ending moves a task out of `running`, so an id
--- whose record no longer runs holds nothing and is let go here (at most
+-- P:permits:<q>. Every ending moves a task out of `running` and out of
+-- its slot's list, so an id that is not both holds nothing and is let go
+-- here (at most
 -- once a second per queue, P:permits_pruned:<q>, so that slots looking
 -- at a full queue do not read every record each time); a dead slot's
 -- task keeps its permit until recovery requeues it.
@@ -41,8 +42,15 @@ local function in_use(pk, limit, q)
   if n < limit then return n end
   if not redis.call('SET', k('permits_pruned', q), '1', 'NX', 'PX', 1000) then return n end
   for _, id in ipairs(redis.call('SMEMBERS', pk)) do
-    local st = redis.pcall('HGET', k('task', id), 'status')
-    if st ~= 'running' then redis.call('SREM', pk, id); n = n - 1 end
+    -- Live: running, and in the list of the slot it names (a record left
+    -- `running` by a lost write holds nothing).
+    local f = redis.pcall('HMGET', k('task', id), 'status', 'worker')
+    local live = type(f) == 'table' and not f.err and f[1] == 'running' and f[2]
+    if live then
+      local at = redis.pcall('LPOS', k('worker', f[2], 'task'), id)
+      live = type(at) == 'number'
+    end
+    if not live then redis.call('SREM', pk, id); n = n - 1 end
   end
   return n
 end

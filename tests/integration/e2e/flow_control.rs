@@ -360,3 +360,94 @@ fn weights_let_a_light_queue_through_and_strict_priority_does_not() {
         out.stderr
     );
 }
+
+#[test]
+fn supervisor_kills_and_redis_restarts_never_break_a_limit_nor_lose_a_task() {
+    use nix::sys::signal::Signal;
+
+    let mut demo = Demo::with_redis(crate::support::RedisServer::start_persistent());
+    demo.store
+        .limit_queue("api", Limit::Concurrency(2))
+        .expect("limit");
+    let batch: Vec<(&str, serde_json::Value)> =
+        (0..120).map(|_| ("sleep", json!({"secs": 0.05}))).collect();
+    let ids = demo
+        .store
+        .queue("api")
+        .enqueue_many(&batch)
+        .expect("enqueue");
+    let start = |demo: &Demo, instance: &str| {
+        demo.start(
+            &["--concurrency", "3", "--instance", instance, "api"],
+            &[("RUST_LOG", "info")],
+        )
+    };
+    let mut sups = vec![start(&demo, "a"), start(&demo, "b")];
+    // Ended: finished, or failed ("worker died": a plain task running
+    // when its supervisor is killed gets that outcome, it is not rerun).
+    let ended = |demo: &Demo| {
+        ids.iter()
+            .filter(|id| {
+                demo.store
+                    .task(id)
+                    .is_ok_and(|t| matches!(t.status, TaskStatus::Finished | TaskStatus::Failed))
+            })
+            .count()
+    };
+    // Sampled while Redis may be down: a failed read samples nothing.
+    let sample = |demo: &Demo| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| running_now(demo, "api")))
+            .unwrap_or(0)
+    };
+    let (mut most, mut acts, mut next) = (0, 0, 15);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        most = most.max(sample(&demo));
+        let done = ended(&demo);
+        if done == ids.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let left: Vec<String> = ids
+                .iter()
+                .filter_map(|id| {
+                    let t = demo.store.task(id).ok()?;
+                    (t.status != TaskStatus::Finished).then(|| {
+                        format!(
+                            "{id}: {} {:?} {:?}",
+                            t.status,
+                            t.error,
+                            t.aborted_runs.len()
+                        )
+                    })
+                })
+                .collect();
+            panic!("{done} of {} ended; left: {left:#?}", ids.len());
+        }
+        if done >= next && acts < 6 {
+            next += 15;
+            acts += 1;
+            if acts % 3 == 0 {
+                demo.redis.restart();
+            } else {
+                let which = acts % 2;
+                sups[which].signal(Signal::SIGKILL);
+                sups[which].wait_exit(Duration::from_secs(30));
+                sups[which] = start(&demo, if which == 0 { "a" } else { "b" });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        acts >= 4,
+        "only {acts} disturbances: the test proves little"
+    );
+    assert!(most <= 2, "{most} ran at once under a limit of 2");
+    assert_eq!(
+        most, 2,
+        "the limit was never reached: the test proves little"
+    );
+    for s in &mut sups {
+        s.stop();
+    }
+}
