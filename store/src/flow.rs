@@ -125,15 +125,32 @@ impl Store {
     /// Every known queue (in use, or with flow settings) with its length,
     /// running count and flow settings, sorted by name.
     pub fn queue_states(&self) -> Result<Vec<QueueState>, StoreError> {
-        let mut names = self.queues()?;
         let settings = self.zero().flow_settings()?;
-        names.extend(
-            settings
-                .iter()
-                .filter_map(|(field, _)| field.split_once(':').map(|(_, q)| q.to_owned())),
-        );
+        let mut names = self.queues()?;
+        names.extend(controlled(&settings));
+        self.states_of(names, &settings)
+    }
+
+    /// The queues that have a flow setting, as
+    /// [`queue_states`](Store::queue_states) shows them (what the metrics
+    /// read at each scrape; nothing more is asked when there is none).
+    pub fn flow_states(&self) -> Result<Vec<QueueState>, StoreError> {
+        let settings = self.zero().flow_settings()?;
+        self.states_of(controlled(&settings).collect(), &settings)
+    }
+
+    /// `names` (sorted, once each) with their lengths, running counts and
+    /// settings.
+    fn states_of(
+        &self,
+        mut names: Vec<String>,
+        settings: &[(String, String)],
+    ) -> Result<Vec<QueueState>, StoreError> {
         names.sort();
         names.dedup();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         let running = self.each(Part::running_by_queue)?.concat();
         names
             .into_iter()
@@ -141,12 +158,19 @@ impl Store {
                 Ok(QueueState {
                     length: self.queue(name.as_str()).count()?,
                     running: running.iter().filter(|q| **q == name).count() as u64,
-                    flow: flow_of(&settings, &name),
+                    flow: flow_of(settings, &name),
                     name,
                 })
             })
             .collect()
     }
+}
+
+/// The queues named by the fields of `P:flow`.
+fn controlled(settings: &[(String, String)]) -> impl Iterator<Item = String> + '_ {
+    settings
+        .iter()
+        .filter_map(|(field, _)| field.split_once(':').map(|(_, q)| q.to_owned()))
 }
 
 /// The stored form of a rate: `N/<period in ms>`.

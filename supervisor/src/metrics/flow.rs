@@ -44,7 +44,7 @@ impl FlowGauges {
     }
 
     pub(super) fn refresh(&self, store: &Store) -> Result<(), redis_tasks_store::StoreError> {
-        let states = store.queue_states()?;
+        let states = store.flow_states()?;
         self.paused.clear();
         self.limit.clear();
         self.running.clear();
@@ -55,7 +55,7 @@ impl FlowGauges {
                 })
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         };
-        for q in states.iter().filter(|q| q.flow != Default::default()) {
+        for q in &states {
             set(&self.paused, &q.name, u64::from(q.flow.paused));
             set(&self.running, &q.name, q.running);
             if let Some(n) = q.flow.concurrency {
