@@ -68,6 +68,15 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// The 404 page of a `POST /<what>/{name}/{verb}` with an unknown verb.
+fn no_such_action(state: &AppState, what: &str, verb: &str) -> Response {
+    error_page(
+        state,
+        StatusCode::NOT_FOUND,
+        &format!("no {what} action {verb:?}"),
+    )
+}
+
 fn conflict(state: &AppState, e: &StoreError) -> Response {
     let code = match e {
         StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -181,11 +190,7 @@ pub(crate) async fn schedule(
         return refusal;
     }
     if !matches!(verb.as_str(), "pause" | "resume" | "run") {
-        return error_page(
-            &state,
-            StatusCode::NOT_FOUND,
-            &format!("no schedule action {verb:?}"),
-        );
+        return no_such_action(&state, "schedule", &verb);
     }
     let configured = state.settings.schedule.contains_key(&name);
     let entry = name.clone();
@@ -235,11 +240,7 @@ pub(crate) async fn queue(
         "pause" => true,
         "resume" => false,
         _ => {
-            return error_page(
-                &state,
-                StatusCode::NOT_FOUND,
-                &format!("no queue action {verb:?}"),
-            );
+            return no_such_action(&state, "queue", &verb);
         }
     };
     let queue = name.clone();
@@ -305,11 +306,7 @@ pub(crate) async fn supervisor(
             }
         }
         _ => {
-            return error_page(
-                &state,
-                StatusCode::NOT_FOUND,
-                &format!("no supervisor action {verb:?}"),
-            );
+            return no_such_action(&state, "supervisor", &verb);
         }
     };
     let target = id.clone();
