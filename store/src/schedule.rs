@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use redis::Value;
 use serde::Serialize;
 
-use super::producer::check_name;
+use super::producer::{PreparedCall, check_name};
 use super::record::{score, text_of, time_text};
 use super::{Store, StoreError, scripts};
 use crate::part::Part;
@@ -225,10 +225,7 @@ impl Part {
         token: &str,
         run: &ScheduledRun<'_, A>,
     ) -> Result<RunResult, StoreError> {
-        check_name("queue", run.queue)?;
-        let call = self.prepare_call(run.task, run.args)?;
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let now = time_text(Timestamp::now());
+        let (call, id, now) = self.prepare_run(run)?;
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::SCHEDULE_RUN_NOW
                 .key(keys.schedule_entry(run.entry))
@@ -244,14 +241,19 @@ impl Part {
                 .arg(&now)
                 .invoke(c)
         })?;
-        let what = "enqueue requested run";
-        let mut it = reply.into_iter();
-        match next_text(&mut it, what)?.as_str() {
-            "nolock" => Ok(RunResult::LockLost),
-            "none" => Ok(RunResult::AlreadyDone),
-            "enqueued" => Ok(RunResult::Enqueued(next_text(&mut it, what)?)),
-            other => Err(unexpected(what, other)),
-        }
+        run_result(reply, "enqueue requested run")
+    }
+
+    /// What both enqueues of a run need: the queue name checked, the call
+    /// prepared as an enqueue does, a new id and the time now.
+    fn prepare_run<A: Serialize + ?Sized>(
+        &self,
+        run: &ScheduledRun<'_, A>,
+    ) -> Result<(PreparedCall, String, String), StoreError> {
+        check_name("queue", run.queue)?;
+        let call = self.prepare_call(run.task, run.args)?;
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        Ok((call, id, time_text(Timestamp::now())))
     }
 
     pub(crate) fn schedule_last_run(&self, entry: &str) -> Result<Option<Timestamp>, StoreError> {
@@ -294,10 +296,7 @@ impl Part {
         token: &str,
         run: &ScheduledRun<'_, A>,
     ) -> Result<RunResult, StoreError> {
-        check_name("queue", run.queue)?;
-        let call = self.prepare_call(run.task, run.args)?;
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let now = time_text(Timestamp::now());
+        let (call, id, now) = self.prepare_run(run)?;
         let reply: Vec<Value> = self.run(&[], |c, keys| {
             scripts::SCHEDULE_RUN
                 .key(keys.schedule_entry(run.entry))
@@ -316,19 +315,7 @@ impl Part {
                 .arg(&now)
                 .invoke(c)
         })?;
-        let what = "enqueue scheduled run";
-        let mut it = reply.into_iter();
-        match next_text(&mut it, what)?.as_str() {
-            "nolock" => Ok(RunResult::LockLost),
-            "done" => Ok(RunResult::AlreadyDone),
-            "paused" => Ok(RunResult::Paused),
-            "enqueued" => Ok(RunResult::Enqueued(next_text(&mut it, what)?)),
-            "busy" => Ok(RunResult::Busy {
-                previous: next_text(&mut it, what)?,
-                status: next_text(&mut it, what)?,
-            }),
-            other => Err(unexpected(what, other)),
-        }
+        run_result(reply, "enqueue scheduled run")
     }
 }
 
@@ -358,4 +345,21 @@ fn parse_time(entry: &str, text: &str) -> Result<Timestamp, StoreError> {
             what: "schedule last run",
             detail: format!("entry {entry}: last_run {text:?}: {e}"),
         })
+}
+
+/// The answer of the scripts that enqueue a run of a schedule entry.
+fn run_result(reply: Vec<Value>, what: &'static str) -> Result<RunResult, StoreError> {
+    let mut it = reply.into_iter();
+    match next_text(&mut it, what)?.as_str() {
+        "nolock" => Ok(RunResult::LockLost),
+        // `done` from the timed run, `none` from a run asked for now.
+        "done" | "none" => Ok(RunResult::AlreadyDone),
+        "paused" => Ok(RunResult::Paused),
+        "enqueued" => Ok(RunResult::Enqueued(next_text(&mut it, what)?)),
+        "busy" => Ok(RunResult::Busy {
+            previous: next_text(&mut it, what)?,
+            status: next_text(&mut it, what)?,
+        }),
+        other => Err(unexpected(what, other)),
+    }
 }
