@@ -41,5 +41,5 @@ pub use redis_tasks_store::{CancelResult, EnqueueOptions, Enqueued};
 pub use redis_tasks_store::{Queue, Store, StoreError};
 pub use redis_tasks_supervisor as supervisor;
 pub use redis_tasks_worker::{
-    Middleware, Next, PostponeShutdown, TaskContext, TaskError, TaskOptions,
+    Child, EnqueueError, Middleware, Next, PostponeShutdown, TaskContext, TaskError, TaskOptions,
 };

@@ -98,6 +98,9 @@ pub struct Settings {
     /// How many times a reentrant task interrupted by a crash is requeued
     /// before it fails for good.
     pub max_aborted_runs: u32,
+    /// How many tasks one run of a task may enqueue from inside
+    /// (`TaskContext::enqueue`, both modes together).
+    pub max_children_per_task: u32,
     /// Slots of a supervisor (`worker --concurrency` wins at start-up; a
     /// reload applies the file's value). `None`: one per CPU.
     pub worker_concurrency: Option<u64>,
@@ -161,6 +164,7 @@ impl Default for Settings {
             scheduler_max_catchup: 3_600,
             max_args_bytes: 1_048_576,
             max_aborted_runs: 3,
+            max_children_per_task: 1_000,
             max_result_bytes: 1_048_576,
             source: None,
         }
@@ -336,6 +340,7 @@ impl fmt::Debug for Settings {
             .field("scheduler_max_catchup", &self.scheduler_max_catchup)
             .field("max_args_bytes", &self.max_args_bytes)
             .field("max_aborted_runs", &self.max_aborted_runs)
+            .field("max_children_per_task", &self.max_children_per_task)
             .field("max_result_bytes", &self.max_result_bytes)
             .field("source", &self.source)
             .finish()

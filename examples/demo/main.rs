@@ -14,6 +14,7 @@
 //! middleware appends one JSON line per final outcome to that file.
 
 mod async_tasks;
+mod fan_out;
 mod host_ids;
 mod hostile_clone;
 mod hostile_frames;
@@ -306,7 +307,7 @@ fn main() -> ExitCode {
     let _child = child_before_start();
     let app = results::register(retries::app().version(env!("CARGO_PKG_VERSION")));
     let app = async_tasks::register(setup::register(app));
-    let app = hostile_clone::register(app);
+    let app = fan_out::register(hostile_clone::register(app));
     hostile_identity::register(hostile_tree::register(hostile_sandbox::register(
         hostile_frames::register(app),
     )))

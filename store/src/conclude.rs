@@ -6,17 +6,21 @@
 
 use jiff::Timestamp;
 
+use crate::children::{self, HeldChild};
 use crate::part::Part;
 use crate::{Fetched, Lease, Store, StoreError};
 use redis_tasks_protocol::model::TaskStatus;
 
 /// How a run ended, as far as Redis is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Ending<'a> {
-    /// Finished, with the JSON text of its result when it returned one.
+    /// Finished, with the JSON text of its result when it returned one,
+    /// releasing the tasks it asked for on success.
     Finished {
         /// The task's return value as JSON text.
         result: Option<&'a str>,
+        /// Tasks written in the same step ([`Store::hold_child`]).
+        children: &'a [HeldChild],
     },
     /// Failed for good, with the error text.
     Failed {
@@ -43,15 +47,30 @@ pub enum Ending<'a> {
     },
 }
 
-impl Ending<'_> {
-    /// The status, error and result of an ending recorded by the finish
-    /// script (finished or failed), else `None`.
-    fn final_end(&self) -> Option<(TaskStatus, Option<&str>, Option<&str>)> {
-        match *self {
-            Ending::Finished { result } => Some((TaskStatus::Finished, None, result)),
-            Ending::Failed { error } => Some((TaskStatus::Failed, Some(error), None)),
-            _ => None,
-        }
+/// An ending the finish script records: its status, error, result and
+/// the children it releases.
+struct FinalEnd<'a> {
+    status: TaskStatus,
+    error: Option<&'a str>,
+    result: Option<&'a str>,
+    children: &'a [HeldChild],
+}
+
+impl<'a> Ending<'a> {
+    /// What the finish script records for a finished or failed task, else
+    /// `None`.
+    fn final_end(&self) -> Option<FinalEnd<'a>> {
+        let (status, error, result, children) = match *self {
+            Ending::Finished { result, children } => (TaskStatus::Finished, None, result, children),
+            Ending::Failed { error } => (TaskStatus::Failed, Some(error), None, &[][..]),
+            _ => return None,
+        };
+        Some(FinalEnd {
+            status,
+            error,
+            result,
+            children,
+        })
     }
 }
 
@@ -79,12 +98,14 @@ impl Store {
         queues: &[String],
         now: Timestamp,
     ) -> Result<(bool, Option<Fetched>), StoreError> {
-        match ending.final_end() {
-            Some((status, error, result)) => {
-                self.finish_and_fetch(lease, status, error, result, queues, now)
-            }
-            None => Ok((self.conclude(lease, ending, now)?, None)),
-        }
+        let Some(end) = ending.final_end() else {
+            return Ok((self.conclude(lease, ending, now)?, None));
+        };
+        let part = self.by_lease(lease);
+        let children = children::encode(end.children, now, part.opts.max_task_timeout)?;
+        part.finish_and_fetch(
+            lease, end.status, end.error, end.result, &children, queues, now,
+        )
     }
 
     /// [`conclude`](Store::conclude) for a task named by slot and id only
@@ -110,8 +131,10 @@ impl Part {
         ending: Ending<'_>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if let Some((status, error, result)) = ending.final_end() {
-            return self.finish_with_result(slot, id, status, error, result, now);
+        if let Some(end) = ending.final_end() {
+            let children = children::encode(end.children, now, self.opts.max_task_timeout)?;
+            return self
+                .finish_with_result(slot, id, end.status, end.error, end.result, &children, now);
         }
         match ending {
             Ending::Canceled { error } => self.finish_canceled(slot, id, error, now),

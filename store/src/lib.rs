@@ -78,6 +78,7 @@ mod admin;
 #[cfg(feature = "async")]
 mod asynchronous;
 mod calls;
+mod children;
 mod conclude;
 mod connection;
 mod delayed;
@@ -117,6 +118,7 @@ use redis::{Connection, RedisError};
 
 #[cfg(feature = "async")]
 pub use asynchronous::{AsyncQueue, AsyncStore};
+pub use children::HeldChild;
 pub use conclude::Ending;
 pub use connection::{
     RedisConfig, WaitPolicy, check_secret_file, reload_password_files, secret_file_problem,

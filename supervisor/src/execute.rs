@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, never, select};
-use redis_tasks_protocol::ipc::{FromWorker, RunTask, TaskResult, ToWorker};
+use redis_tasks_protocol::ipc::{ChildRequest, FromWorker, RunTask, TaskResult, ToWorker};
 use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
 use tracing::{debug, error, info, warn};
 
@@ -51,6 +51,12 @@ pub(crate) trait RunHooks {
     /// Stores a progress report sent by the task.
     fn update_progress(&mut self, task_id: &str, progress: Progress) {
         let _ = (task_id, progress);
+    }
+
+    /// Answers the task's request to enqueue a task: its id, or why not.
+    fn enqueue(&mut self, task_id: &str, request: ChildRequest) -> Result<String, String> {
+        let _ = (task_id, request);
+        Err("this supervisor does not enqueue tasks for tasks".to_owned())
     }
 }
 
@@ -145,6 +151,12 @@ fn watch(
                 }
                 Ok(WorkerEvent::Message(FromWorker::Progress { task_id, progress })) if task_id == record.id => {
                     rates.progress(&task_id, progress.bounded(), Instant::now(), hooks);
+                }
+                Ok(WorkerEvent::Message(FromWorker::Enqueue { task_id, request })) if task_id == record.id => {
+                    // Answered even when the process is going away: a
+                    // failed send shows as its exit or a closed channel.
+                    let answer = hooks.enqueue(&task_id, request);
+                    let _ = process.send(&ToWorker::Enqueued(answer));
                 }
                 Ok(WorkerEvent::Message(other)) => {
                     let reason = process.kill_and_reap();
@@ -261,5 +273,6 @@ fn message_name(msg: &FromWorker) -> &'static str {
         FromWorker::Ready => "Ready",
         FromWorker::SetUp { .. } => "SetUp",
         FromWorker::Progress { .. } => "Progress for another task",
+        FromWorker::Enqueue { .. } => "Enqueue for another task",
     }
 }

@@ -21,6 +21,8 @@
 //! - `slot.rs`: one thread per slot: fetch, run, conclude.
 //! - `execute.rs`: one task on one worker process, with its deadline and
 //!   the slot's commands.
+//! - `children.rs`: the tasks a running task asks to enqueue, checked
+//!   against its profile, written at once or held for its end.
 //! - `rates.rs`: progress and meta updates held to their rate and size,
 //!   whatever a worker process sends.
 //! - `outcome.rs`: policy, `process_outcome`, the atomic write.
@@ -56,6 +58,7 @@
 
 mod backoff;
 mod cgroup;
+mod children;
 mod config;
 mod control;
 mod execute;

@@ -18,7 +18,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use redis_tasks_protocol::{Failure, FailureClass, FailureKind, Outcome, RetryPolicy, TaskRecord};
-use redis_tasks_store::{Ending, Store, StoreError};
+use redis_tasks_store::{Ending, HeldChild, Store, StoreError};
 
 use crate::metrics::Ended;
 use redis_tasks_worker::{MiddlewareChain, TaskRegistry};
@@ -177,7 +177,7 @@ impl Conclusion {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let text = self.error_text();
-        store.conclude_named(slot, id, self.ending(result, &text, now), now)
+        store.conclude_named(slot, id, self.ending(result, &[], &text, now), now)
     }
 
     /// The text recorded with this conclusion: the failure's message, or
@@ -194,11 +194,12 @@ impl Conclusion {
 
     /// The one place a conclusion becomes the store's [`Ending`] (which
     /// picks the script): `text` is [`error_text`](Self::error_text),
-    /// `result` is kept for a success only, a retry without a time is due
+    /// `result` and `children` are kept for a success only, a retry without a time is due
     /// `now`.
     pub fn ending<'a>(
         &'a self,
         result: Option<&'a str>,
+        children: &'a [HeldChild],
         text: &'a str,
         now: Timestamp,
     ) -> Ending<'a> {
@@ -214,7 +215,7 @@ impl Conclusion {
                 Ending::Canceled { error: text }
             }
             Conclusion::Record(Outcome::Failure(_)) => Ending::Failed { error: text },
-            Conclusion::Record(Outcome::Success) => Ending::Finished { result },
+            Conclusion::Record(Outcome::Success) => Ending::Finished { result, children },
         }
     }
 

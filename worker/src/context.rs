@@ -5,9 +5,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis_tasks_protocol::Progress;
+use redis_tasks_protocol::ipc::ChildRequest;
 
 use serde_json::{Map, Value};
 
+use crate::child::{Child, EnqueueError};
 use crate::setup::SetupState;
 use crate::shutdown::{PostponeShutdown, ShutdownState};
 
@@ -21,6 +23,13 @@ pub trait MetaSink: Send + Sync {
     fn send_progress(&self, task_id: &str, progress: &Progress) -> Result<(), String> {
         let _ = (task_id, progress);
         Ok(())
+    }
+
+    /// Asks for `request` to be enqueued; the new task's id, or why not
+    /// (by default: not available where this task runs).
+    fn enqueue(&self, task_id: &str, request: &ChildRequest) -> Result<String, String> {
+        let _ = (task_id, request);
+        Err("enqueueing tasks from a task is not available here".to_owned())
     }
 }
 
@@ -135,6 +144,18 @@ impl TaskContext {
         self.sink
             .send_progress(&self.id, &Progress::new(done, total, message))
             .is_ok()
+    }
+
+    /// Enqueues another task through the supervisor (a worker process has
+    /// no Redis connection) and returns its id. The supervisor checks the
+    /// request against this task's profile and limits; a child written
+    /// [`on_success`](Child::on_success) is held until this task finishes
+    /// and never exists if it does not. See docs/middleware.md, "Tasks
+    /// that enqueue tasks".
+    pub fn enqueue(&self, child: Child) -> Result<String, EnqueueError> {
+        self.sink
+            .enqueue(&self.id, child.request())
+            .map_err(EnqueueError::Refused)
     }
 
     /// Whether a shutdown was requested. Only a task holding a

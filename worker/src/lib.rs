@@ -9,6 +9,8 @@
 //! - [`context`]: [`TaskContext`], what a running task can see and do (its
 //!   id, its meta object, whether a shutdown was requested, the
 //!   postpone-shutdown guard).
+//! - [`child`]: [`Child`], a task a running task enqueues through its
+//!   supervisor, now or when it finishes.
 //! - [`middleware`]: the [`Middleware`] trait, the `run_task` chain that wraps
 //!   a task here, and the `process_outcome` pass the supervisor runs.
 //! - [`setup`]: the per-process setup hook and the state it hands tasks.
@@ -26,6 +28,7 @@
 
 #[cfg(feature = "async")]
 pub mod async_task;
+pub mod child;
 pub mod confine;
 pub mod context;
 pub mod fork_server;
@@ -37,6 +40,7 @@ pub mod setup;
 pub mod shutdown;
 mod sys;
 
+pub use child::{Child, EnqueueError};
 pub use context::{MetaSink, TaskContext};
 pub use middleware::{Middleware, MiddlewareChain, MiddlewareError, Next};
 pub use registry::{TaskDef, TaskError, TaskOptions, TaskRegistry};

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use redis_tasks_protocol::Progress;
 use redis_tasks_protocol::ipc::{
-    FrameError, FromWorker, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv,
-    send,
+    ChildRequest, FrameError, FromWorker, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunTask, TaskResult,
+    ToWorker, recv, send,
 };
 use serde_json::{Map, Value};
 
@@ -76,9 +76,11 @@ impl From<io::Error> for WorkerProcessError {
     }
 }
 
-/// Sends meta updates to the supervisor over the socket.
+/// Sends meta updates and enqueue requests to the supervisor over the
+/// socket; the reader thread hands back the answers to enqueue requests.
 struct IpcMeta {
     writer: Arc<Mutex<UnixStream>>,
+    answers: Mutex<mpsc::Receiver<Result<String, String>>>,
 }
 
 impl MetaSink for IpcMeta {
@@ -98,6 +100,24 @@ impl MetaSink for IpcMeta {
         };
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         send(&mut *w, &msg).map_err(|e| e.to_string())
+    }
+
+    fn enqueue(&self, task_id: &str, request: &ChildRequest) -> Result<String, String> {
+        // One request at a time: its answer is the next one to arrive.
+        let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        while answers.try_recv().is_ok() {}
+        let msg = FromWorker::Enqueue {
+            task_id: task_id.to_owned(),
+            request: request.clone(),
+        };
+        send(
+            &mut *self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+            &msg,
+        )
+        .map_err(|e| e.to_string())?;
+        answers
+            .recv()
+            .map_err(|_| "the supervisor's channel closed".to_owned())?
     }
 }
 
@@ -181,6 +201,7 @@ pub fn serve(
         }
     });
     let (runs, incoming) = mpsc::channel::<RunTask>();
+    let (answer, answers) = mpsc::channel::<Result<String, String>>();
     let watcher = Arc::clone(&shutdown);
     thread::Builder::new()
         .name("ipc-reader".into())
@@ -193,6 +214,9 @@ pub fn serve(
                         }
                     }
                     Ok(Some(ToWorker::Shutdown)) => watcher.request(),
+                    Ok(Some(ToWorker::Enqueued(reply))) => {
+                        let _ = answer.send(reply);
+                    }
                     Ok(Some(ToWorker::Exit)) => return,
                     Ok(Some(ToWorker::Setup { .. })) => {
                         crate::stderr_line("redis-tasks worker process: a second Setup");
@@ -215,6 +239,7 @@ pub fn serve(
     )?;
     let sink: Arc<dyn MetaSink> = Arc::new(IpcMeta {
         writer: Arc::clone(&writer),
+        answers: Mutex::new(answers),
     });
     for run in incoming {
         let result = run_one_with_result(

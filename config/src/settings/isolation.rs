@@ -61,6 +61,14 @@ pub struct Isolation {
     pub read_write_paths: Option<Vec<PathBuf>>,
     /// `Some(true)`: the seccomp deny list [`DENIED_SYSCALLS`].
     pub seccomp: Option<bool>,
+    /// Queues a task under this profile may enqueue tasks to from inside
+    /// (`TaskContext::enqueue`); `"*"`: any. Unset: any for an
+    /// unrestricted profile, none for a restricted one. Not a restriction
+    /// of the process: it alone does not make a profile restricted.
+    pub enqueue_queues: Option<Vec<String>>,
+    /// Task functions such a task may enqueue, as
+    /// [`enqueue_queues`](Isolation::enqueue_queues).
+    pub enqueue_tasks: Option<Vec<String>>,
 }
 
 impl Isolation {
@@ -72,7 +80,23 @@ impl Isolation {
     /// Whether this profile restricts nothing, so a task under it may run
     /// on an ordinary, re-used worker process.
     pub fn is_unrestricted(&self) -> bool {
-        *self == Isolation::default()
+        let process = Isolation {
+            enqueue_queues: None,
+            enqueue_tasks: None,
+            ..self.clone()
+        };
+        process == Isolation::default()
+    }
+
+    /// Whether a task under this profile may enqueue task function `task`
+    /// on `queue` from inside (see [`enqueue_queues`](Isolation::enqueue_queues)).
+    pub fn may_enqueue(&self, queue: &str, task: &str) -> bool {
+        let open = self.is_unrestricted();
+        let allows = |list: &Option<Vec<String>>, name: &str| match list {
+            Some(names) => names.iter().any(|n| n == "*" || n == name),
+            None => open,
+        };
+        allows(&self.enqueue_queues, queue) && allows(&self.enqueue_tasks, task)
     }
 
     /// This profile over `base`: each field set here wins, the others come
@@ -95,12 +119,28 @@ impl Isolation {
             read_only_paths: pick(&self.read_only_paths, &base.read_only_paths),
             read_write_paths: pick(&self.read_write_paths, &base.read_write_paths),
             seccomp: pick(&self.seccomp, &base.seccomp),
+            enqueue_queues: pick(&self.enqueue_queues, &base.enqueue_queues),
+            enqueue_tasks: pick(&self.enqueue_tasks, &base.enqueue_tasks),
         }
     }
 
     /// Whether the profile asks for Landlock filesystem rules.
     pub fn wants_landlock(&self) -> bool {
         self.read_only_paths.is_some() || self.read_write_paths.is_some()
+    }
+
+    /// Allows tasks under this profile to enqueue to these queues (`"*"`:
+    /// any).
+    pub fn enqueue_queues<S: Into<String>>(mut self, queues: impl IntoIterator<Item = S>) -> Self {
+        self.enqueue_queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Allows tasks under this profile to enqueue these task functions
+    /// (`"*"`: any).
+    pub fn enqueue_tasks<S: Into<String>>(mut self, tasks: impl IntoIterator<Item = S>) -> Self {
+        self.enqueue_tasks = Some(tasks.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Sets the memory limit in bytes.

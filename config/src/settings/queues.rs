@@ -19,6 +19,8 @@
 //! read_only_paths = ["/usr", "/lib", "/etc"]   # Landlock
 //! read_write_paths = ["/srv/untrusted"]
 //! seccomp = true               # deny ptrace, mount, modules, reboot...
+//! enqueue_queues = ["thumbs"]  # what its tasks may enqueue from inside
+//! enqueue_tasks = ["resize"]   # ("*": any; unset: none when restricted)
 //! ```
 
 use std::path::PathBuf;
@@ -43,7 +45,7 @@ pub struct QueueSettings {
 }
 
 /// The keys a queue table may have.
-const QUEUE_KEYS: [&str; 15] = [
+const QUEUE_KEYS: [&str; 17] = [
     "concurrency_limit",
     "rate_limit",
     "memory_limit",
@@ -59,6 +61,8 @@ const QUEUE_KEYS: [&str; 15] = [
     "read_only_paths",
     "read_write_paths",
     "seccomp",
+    "enqueue_queues",
+    "enqueue_tasks",
 ];
 
 /// Reads the value of the top-level `queues` key.
@@ -128,6 +132,8 @@ fn read_queue(
             "working_dir" => iso.working_dir = Some(path(value).map_err(err)?),
             "read_only_paths" => iso.read_only_paths = Some(paths(value).map_err(err)?),
             "read_write_paths" => iso.read_write_paths = Some(paths(value).map_err(err)?),
+            "enqueue_queues" => iso.enqueue_queues = Some(names(value).map_err(err)?),
+            "enqueue_tasks" => iso.enqueue_tasks = Some(names(value).map_err(err)?),
             _ => {
                 return Err(SettingsError::UnknownKey {
                     also: Vec::new(),
@@ -183,6 +189,17 @@ fn paths(value: &toml::Value) -> Result<Vec<PathBuf>, String> {
         return Err(Raw::Toml(value).expected("an array of absolute paths"));
     };
     items.iter().map(path).collect()
+}
+
+/// Queue or task names, or `"*"`.
+fn names(value: &toml::Value) -> Result<Vec<String>, String> {
+    let toml::Value::Array(items) = value else {
+        return Err(Raw::Toml(value).expected("an array of names (\"*\": any)"));
+    };
+    items
+        .iter()
+        .map(|item| name(Raw::Toml(item)).map_err(|p| format!("each name: {p}")))
+        .collect()
 }
 
 fn env_names(value: &toml::Value) -> Result<Vec<String>, String> {

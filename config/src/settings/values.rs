@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 36] = [
+pub(crate) const SCALAR_KEYS: [&str; 37] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -81,6 +81,7 @@ pub(crate) const SCALAR_KEYS: [&str; 36] = [
     "scheduler_max_catchup",
     "max_args_bytes",
     "max_aborted_runs",
+    "max_children_per_task",
     "worker_concurrency",
     "drain_timeout",
     "dynamic_user_base",
@@ -119,6 +120,8 @@ pub(super) fn apply_scalar(
         "max_args_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_args_bytes = v),
         "max_aborted_runs" => count(raw, 0, u64::from(u32::MAX), "runs")
             .map(|v| s.max_aborted_runs = u32::try_from(v).unwrap_or(u32::MAX)),
+        "max_children_per_task" => count(raw, 0, u64::from(u32::MAX), "tasks")
+            .map(|v| s.max_children_per_task = u32::try_from(v).unwrap_or(u32::MAX)),
         "worker_concurrency" => {
             count(raw, 1, 4096, "slots").map(|v| s.worker_concurrency = Some(v))
         }

@@ -8,8 +8,10 @@
 //! process says [`FromWorker::Ready`] once it waits for work; then, for
 //! each task, the supervisor sends [`ToWorker::Run`], the worker process
 //! may send any number of [`FromWorker::Meta`] and [`FromWorker::Progress`]
-//! updates, and ends with [`FromWorker::Finished`], which carries the
-//! task's return value on a success. [`ToWorker::Shutdown`] may arrive at any time
+//! updates and any number of [`FromWorker::Enqueue`] requests (each answered
+//! by [`ToWorker::Enqueued`] before the next), and ends with
+//! [`FromWorker::Finished`], which carries the task's return value on a
+//! success. [`ToWorker::Shutdown`] may arrive at any time
 //! while a task runs; [`ToWorker::Exit`] asks an idle worker process to
 //! leave. Anything else is a protocol violation.
 
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,41 @@ pub struct RunTask {
     pub args_json: String,
     /// The task's meta object as JSON text.
     pub meta_json: String,
+}
+
+/// A task the running task asks its supervisor to enqueue
+/// (`TaskContext::enqueue`): the producer API's options, checked by the
+/// supervisor against the task's profile before anything is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRequest {
+    /// The registered name of the task function to run.
+    pub task: String,
+    /// Its arguments as JSON text.
+    pub args_json: String,
+    /// The queue; `None`: the queue of the task that asks.
+    pub queue: Option<String>,
+    /// Run no earlier than this many milliseconds after it is written.
+    pub delay_ms: Option<u64>,
+    /// Its own timeout in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Its own retry policy, as the JSON the `retry` field of a record holds.
+    pub retry_json: Option<String>,
+    /// A uniqueness key (only with [`ChildMode::Now`]).
+    pub unique_key: Option<String>,
+    /// When it is written.
+    pub mode: ChildMode,
+}
+
+/// When a requested task is written to Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChildMode {
+    /// At once; the request's answer is its id.
+    #[default]
+    Now,
+    /// Held by the supervisor and written by the same Redis transition
+    /// that records the asking task finished; never written if it fails,
+    /// crashes, times out or is retried.
+    OnSuccess,
 }
 
 /// What a task run came to, as the worker process saw it.
@@ -127,6 +164,9 @@ pub enum ToWorker {
     Shutdown,
     /// No more work: exit.
     Exit,
+    /// The answer to [`FromWorker::Enqueue`]: the new task's id, or why
+    /// the supervisor refused or could not write it.
+    Enqueued(Result<String, String>),
 }
 
 /// Worker process to supervisor.
@@ -179,6 +219,14 @@ pub enum FromWorker {
         task_id: String,
         /// How far it is.
         progress: crate::Progress,
+    },
+    /// The running task asks for another task to be enqueued; the
+    /// supervisor answers [`ToWorker::Enqueued`].
+    Enqueue {
+        /// The id of the task that asks.
+        task_id: String,
+        /// What to enqueue.
+        request: ChildRequest,
     },
 }
 

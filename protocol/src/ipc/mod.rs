@@ -15,7 +15,10 @@ pub mod frame;
 pub mod message;
 
 pub use frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
-pub use message::{FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv, send};
+pub use message::{
+    ChildMode, ChildRequest, FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv,
+    send,
+};
 
 /// The first argument a supervisor gives a binary it starts as a worker
 /// process; its value is the number of the inherited socket descriptor

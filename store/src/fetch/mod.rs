@@ -117,7 +117,7 @@ impl Store {
         result: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.fenced(|p| p.finish_with_result(slot, id, status, error, result, now))
+        self.fenced(|p| p.finish_with_result(slot, id, status, error, result, "", now))
     }
 
     /// Records a final end of the task of `lease` as
@@ -138,7 +138,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<(bool, Option<Fetched>), StoreError> {
         self.by_lease(lease)
-            .finish_and_fetch(lease, status, error, result, queues, now)
+            .finish_and_fetch(lease, status, error, result, "", queues, now)
     }
 
     /// Puts an interrupted task back at the FRONT of its origin queue:
@@ -351,7 +351,9 @@ impl Part {
         self.answer(slot, value, partition)
     }
 
-    /// [`Store::finish_with_result`] in this partition.
+    /// [`Store::finish_with_result`] in this partition; a finished task
+    /// also releases `children` (their JSON rows, `children::encode`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_with_result(
         &self,
         slot: &str,
@@ -359,6 +361,7 @@ impl Part {
         status: TaskStatus,
         error: Option<&str>,
         result: Option<&str>,
+        children: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let registry = match status {
@@ -383,18 +386,22 @@ impl Part {
                 .arg(error.unwrap_or(""))
                 .arg(result.unwrap_or(""))
                 .arg(self.registry_ttl())
+                .arg(children)
                 .invoke(c)
         })?;
         Ok(done == 1)
     }
 
-    /// [`Store::finish_and_fetch`] in this partition.
-    fn finish_and_fetch(
+    /// [`Store::finish_and_fetch`] in this partition, releasing
+    /// `children` as [`Part::finish_with_result`] does.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn finish_and_fetch(
         &self,
         lease: &Lease,
         status: TaskStatus,
         error: Option<&str>,
         result: Option<&str>,
+        children: &str,
         queues: &[String],
         now: Timestamp,
     ) -> Result<(bool, Option<Fetched>), StoreError> {
@@ -430,6 +437,7 @@ impl Part {
             for (limit, _) in limits {
                 inv.arg(limit);
             }
+            inv.arg(children);
             for q in queues {
                 inv.arg(q);
             }

@@ -127,11 +127,45 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
   if #held > 0 then return {'held', soonest, unpack(held)} end
   return false
 end
+-- The tasks a finishing task releases (`kids`: the JSON array of rows of
+-- children.rs, empty for none), their keys checked before anything is
+-- written; false for none.
+local function children_of(kids)
+  if kids == nil or kids == '' then return false end
+  local rows = cjson.decode(kids)
+  need(k('queues'), 'set')
+  need(k('scheduled'), 'zset')
+  for _, c in ipairs(rows) do
+    need(k('task', c[1]), 'hash')
+    need(k('queue', c[4]), 'list')
+  end
+  return rows
+end
+-- Writes the released tasks: queued, or in the delayed set with a run_at.
+local function release(rows)
+  for _, c in ipairs(rows) do
+    local tk = k('task', c[1])
+    redis.call('HSET', tk, 'task', c[2], 'args', c[3], 'queue', c[4],
+      'description', c[5], 'enqueued_at', c[6])
+    if c[9] ~= '' then redis.call('HSET', tk, 'timeout', c[9]) end
+    if c[10] ~= '' then redis.call('HSET', tk, 'retry', c[10]) end
+    if c[7] ~= '' then
+      redis.call('HSET', tk, 'status', 'scheduled', 'run_at', c[7])
+      redis.call('ZADD', k('scheduled'), c[8], c[1])
+    else
+      redis.call('HSET', tk, 'status', 'queued')
+      redis.call('RPUSH', k('queue', c[4]), c[1])
+    end
+    redis.call('SADD', k('queues'), c[4])
+  end
+end
 -- Returns 1 (recorded) or 0 (the slot does not hold id: nothing changed),
--- and whether the slot's hash exists.
-local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow)
+-- and whether the slot's hash exists. A task recorded finished releases
+-- its children (`kids`, see children_of) in the same step.
+local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids)
   local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue')
   local registered = redis.call('HLEN', hash) > 0
+  local rows = st == 'finished' and children_of(kids)
   if redis.call('LREM', list, 0, id) == 0 then return 0, registered end
   if flow and f[6] and flow['concurrency:' .. f[6]] then
     redis.call('SREM', k('permits', f[6]), id)
@@ -164,6 +198,7 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     redis.call('HSET', tk, unpack(set))
     redis.call('HDEL', tk, unpack(del))
     ended(tk, id, st, ttl, f[5] or '')
+    if rows then release(rows) end
   end
   return 1, registered
 end
@@ -234,15 +269,16 @@ return {'missing'}
 
 /// Record the end of a run, fenced on the slot's list. KEYS: slot list,
 /// slot hash, task, registry. ARGV: prefix, id, status, now, score, error,
-/// result (JSON text, empty for none), ttl of the done key. Returns 1, or
-/// 0 when the slot does not hold the id.
+/// result (JSON text, empty for none), ttl of the done key, children to
+/// release when finished (JSON rows, empty for none). Returns 1, or 0 when
+/// the slot does not hold the id.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         task_path!(),
         r#"
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow_of())
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow_of(), ARGV[9])
 if done == 1 and registered then
   redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')
 end
@@ -254,7 +290,8 @@ return done
 /// [`FINISH`] and then, when the slot held the task, [`FETCH`] of its next
 /// one from the same partition, in one round trip. KEYS: slot list, slot
 /// hash, task, registry, queue keys. ARGV: prefix, id, status, now, score,
-/// error, result, ttl (as FINISH), slot, five size limits, queue names.
+/// error, result, ttl (as FINISH), slot, five size limits, children (as
+/// FINISH), queue names.
 /// Returns {1 or 0, what FETCH returns (nil when nothing was taken)}.
 pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -263,9 +300,9 @@ pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local flow = flow_of()
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow)
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15])
 if done == 0 then return {0, false} end
-local qkeys, qnames = queues_of(5, 15)
+local qkeys, qnames = queues_of(5, 16)
 local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
   {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
 if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then

@@ -1,11 +1,14 @@
 //! The slot's side of a run's hooks: the task's meta updates and
 //! progress reports go to its record (through the lease's store), its
-//! return value is kept for the outcome.
+//! return value is kept for the outcome, the tasks it asks for are
+//! enqueued or held (`children.rs`).
 
 use redis_tasks_protocol::Progress;
+use redis_tasks_protocol::ipc::ChildRequest;
 use redis_tasks_store::Store;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use crate::children::Children;
 use crate::execute::RunHooks;
 use crate::shared::Shared;
 
@@ -17,6 +20,11 @@ pub(super) struct MetaToRedis<'a> {
     pub(super) shared: &'a Shared,
     /// The slot's number (the `slot` label of the progress metric).
     pub(super) slot: usize,
+    /// Where the tasks it asks for are written (every partition, as a
+    /// producer's).
+    pub(super) producer: &'a Store,
+    /// What it may enqueue, and what it holds for its end.
+    pub(super) children: Children,
 }
 
 impl RunHooks for MetaToRedis<'_> {
@@ -38,6 +46,18 @@ impl RunHooks for MetaToRedis<'_> {
         if let Err(e) = self.store.update_meta(task_id, &meta) {
             warn!(task = task_id, "meta update not stored: {e}");
         }
+    }
+
+    fn enqueue(&mut self, task_id: &str, request: ChildRequest) -> Result<String, String> {
+        let (task, mode) = (request.task.clone(), request.mode);
+        let answer = self.children.ask(self.producer, request);
+        match &answer {
+            Ok(id) => {
+                debug!(task = task_id, child = %id, name = %task, ?mode, "task enqueued a task")
+            }
+            Err(why) => warn!(task = task_id, name = %task, ?mode, "enqueue refused: {why}"),
+        }
+        answer
     }
 
     fn update_progress(&mut self, task_id: &str, progress: Progress) {

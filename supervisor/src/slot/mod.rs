@@ -23,6 +23,7 @@ use redis_tasks_store::{Fetched, Lease, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::children::Children;
 use crate::control::ControlEvent;
 use crate::execute::{SlotCommand, run_on};
 use crate::isolation::{self, Plan};
@@ -231,7 +232,7 @@ impl Slot {
                     &lease,
                     "task with a bad record",
                     &conclusion,
-                    None,
+                    (None, &[]),
                     Some(&run),
                 );
                 return;
@@ -274,17 +275,29 @@ impl Slot {
             queue,
             def.and_then(|d| d.options().isolation.as_deref()),
         );
+        let children = Children::new(
+            profile.clone(),
+            queue,
+            current.config.settings.max_children_per_task,
+        );
         // Arguments over max_args_bytes never get here: the fetch script
         // refuses the record before it is loaded.
-        let (ended, result) = if profile.is_unrestricted() {
-            self.execute(current, &lease, &record, timeout)
+        let (ended, made) = if profile.is_unrestricted() {
+            self.execute(current, &lease, &record, timeout, children)
         } else {
-            let (ended, result, oom_killed) =
-                self.execute_isolated(current, &lease, &record, timeout, &profile);
-            (isolation::explain(ended, &profile, oom_killed), result)
+            let (ended, made, oom_killed) =
+                self.execute_isolated(current, &lease, &record, timeout, &profile, children);
+            (isolation::explain(ended, &profile, oom_killed), made)
         };
         let (ended, result) =
-            crate::results::checked(ended, result, current.config.settings.max_result_bytes);
+            crate::results::checked(ended, made.result, current.config.settings.max_result_bytes);
+        // Held children exist only if the run itself succeeded (not when a
+        // middleware turns its failure into a success).
+        let children = if ended.is_success() {
+            made.children.into_held()
+        } else {
+            Vec::new()
+        };
         let known = registered.then_some(record.task.as_str());
         self.shared.metrics.run_ended(queue, known, &ended);
         let policy = Policy::for_task(
@@ -305,7 +318,13 @@ impl Slot {
         } else {
             &record.task
         };
-        self.write(&lease, call, &conclusion, result.as_deref(), Some(&run));
+        self.write(
+            &lease,
+            call,
+            &conclusion,
+            (result.as_deref(), &children),
+            Some(&run),
+        );
         self.shared.metrics.task_done();
         self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| v.task = None);
@@ -341,7 +360,8 @@ impl Slot {
         lease: &Lease,
         record: &TaskRecord,
         timeout: Duration,
-    ) -> (Outcome, Option<String>) {
+        children: Children,
+    ) -> (Outcome, Made) {
         let ready = self.process.take().and_then(|mut process| {
             if let Err(not_alone) = process.still_alone() {
                 // Something else may hold its socket, or have stopped it.
@@ -363,7 +383,12 @@ impl Slot {
             Some(process) => process,
             None => match self.start_process(current) {
                 Ok(process) => process,
-                Err(text) => return (Outcome::failure(FailureKind::StartFailed(text)), None),
+                Err(text) => {
+                    return (
+                        Outcome::failure(FailureKind::StartFailed(text)),
+                        Made::nothing(children),
+                    );
+                }
             },
         };
         if process.tasks_run + 1 >= current.config.max_tasks_per_child.max(1) {
@@ -375,14 +400,14 @@ impl Slot {
                 Box::new(move || WorkerProcess::spawn(&spec, generation)),
             );
         }
-        let (end, reusable, result) =
-            self.run_leased(current, lease, record, timeout, &mut process);
+        let (end, reusable, made) =
+            self.run_leased(current, lease, record, timeout, &mut process, children);
         if reusable {
             self.process = Some(process);
         } else {
             self.update_view(|v| v.pid = None);
         }
-        (end, result)
+        (end, made)
     }
 
     /// Runs the task on a worker process of its own, started under
@@ -395,7 +420,8 @@ impl Slot {
         record: &TaskRecord,
         timeout: Duration,
         profile: &Isolation,
-    ) -> (Outcome, Option<String>, Option<bool>) {
+        children: Children,
+    ) -> (Outcome, Made, Option<bool>) {
         let kind = SpareKind::Isolated(Box::new(profile.clone()));
         let spare = self.take_spare(&kind, current);
         let slot_profile = isolation::for_slot(
@@ -407,7 +433,11 @@ impl Slot {
             Ok(plan) => plan,
             Err(not) => {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                return (Outcome::failure(not.failure()), None, None);
+                return (
+                    Outcome::failure(not.failure()),
+                    Made::nothing(children),
+                    None,
+                );
             }
         };
         let started = match spare {
@@ -425,13 +455,17 @@ impl Slot {
             Ok(process) => process,
             Err(SpawnError::NotIsolated(not)) => {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
-                return (Outcome::failure(not.failure()), None, None);
+                return (
+                    Outcome::failure(not.failure()),
+                    Made::nothing(children),
+                    None,
+                );
             }
             Err(e) => {
                 error!(slot = %self.id, "isolated worker process failed to start: {e}");
                 return (
                     Outcome::failure(FailureKind::StartFailed(e.to_string())),
-                    None,
+                    Made::nothing(children),
                     None,
                 );
             }
@@ -440,19 +474,20 @@ impl Slot {
         let ready = self.process.as_ref().map(WorkerProcess::pid);
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
-        let (end, reusable, result) =
-            self.run_leased(current, lease, record, timeout, &mut process);
+        let (end, reusable, made) =
+            self.run_leased(current, lease, record, timeout, &mut process, children);
         let oom_killed = process.oom_killed();
         if reusable {
             self.shared.retire(process);
         }
         self.update_view(|v| v.pid = ready);
-        (end, result, oom_killed)
+        (end, made, oom_killed)
     }
 
     /// Runs `record` on `process`: its meta and progress go to the lease's
-    /// partition, held to the supervisor's rates. Returns how the run ended,
-    /// whether the process may take another task, and the task's result.
+    /// partition, held to the supervisor's rates; the tasks it asks for
+    /// are answered by `children`. Returns how the run ended, whether the
+    /// process may take another task, and what the run made.
     fn run_leased(
         &self,
         current: &Current,
@@ -460,12 +495,15 @@ impl Slot {
         record: &TaskRecord,
         timeout: Duration,
         process: &mut WorkerProcess,
-    ) -> (Outcome, bool, Option<String>) {
+        children: Children,
+    ) -> (Outcome, bool, Made) {
         let mut hooks = MetaToRedis {
             store: self.store.leased(lease),
             result: None,
             shared: &self.shared,
             slot: self.index,
+            producer: &self.store,
+            children,
         };
         let max_meta = current.config.settings.max_args_bytes;
         let (end, reusable) = run_on(
@@ -476,7 +514,11 @@ impl Slot {
             &mut hooks,
             max_meta,
         );
-        (end, reusable, hooks.result)
+        let made = Made {
+            result: hooks.result,
+            children: hooks.children,
+        };
+        (end, reusable, made)
     }
 
     /// The slot's spare if it is of `kind` and of the configuration in
@@ -554,6 +596,24 @@ impl Slot {
                 }
                 Err(e.to_string())
             }
+        }
+    }
+}
+
+/// What a run made besides its outcome: the task's return value (JSON
+/// text) and the tasks it asked to enqueue (those held for its end among
+/// them).
+pub(super) struct Made {
+    result: Option<String>,
+    children: Children,
+}
+
+impl Made {
+    /// A run that never reached a worker process.
+    fn nothing(children: Children) -> Self {
+        Made {
+            result: None,
+            children,
         }
     }
 }

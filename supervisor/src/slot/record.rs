@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
 use redis_tasks_protocol::{FailureClass, FailureKind, Outcome};
-use redis_tasks_store::{Lease, Store, StoreError};
+use redis_tasks_store::{HeldChild, Lease, Store, StoreError};
 use tracing::{error, info, warn};
 
 use super::Slot;
@@ -47,7 +47,13 @@ impl Slot {
             "the supervisor's slot panicked while handling the task ({text}); the task was stopped"
         );
         let conclusion = Conclusion::Record(Outcome::failure(FailureKind::Invalid(why)));
-        self.write(lease, "task whose slot failed", &conclusion, None, None);
+        self.write(
+            lease,
+            "task whose slot failed",
+            &conclusion,
+            (None, &[]),
+            None,
+        );
         self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| {
             v.task = None;
@@ -55,7 +61,8 @@ impl Slot {
         });
     }
 
-    /// Writes a conclusion (retrying while Redis fails), counts it and
+    /// Writes a conclusion (retrying while Redis fails) with the task's
+    /// result and the children it releases if it finished, counts it and
     /// logs it (at info, with the run's duration, see
     /// docs/observability.md).
     ///
@@ -69,7 +76,7 @@ impl Slot {
         lease: &Lease,
         description: &str,
         conclusion: &Conclusion,
-        result: Option<&str>,
+        (result, children): (Option<&str>, &[HeldChild]),
         run: Option<&RunInfo>,
     ) {
         let id = lease.id.as_str();
@@ -82,7 +89,7 @@ impl Slot {
         let mut next = None;
         let text = conclusion.error_text();
         let written = self.with_redis("record an outcome", |store, now| {
-            let ending = conclusion.ending(result, &text, now);
+            let ending = conclusion.ending(result, children, &text, now);
             match &queues {
                 Some(queues) => {
                     let (done, fetched) = store.conclude_and_fetch(lease, ending, queues, now)?;

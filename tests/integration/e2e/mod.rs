@@ -43,6 +43,7 @@
 
 mod async_tasks;
 mod chaos;
+mod children;
 mod dynamic_users;
 mod flow_control;
 mod hostile_identity;
