@@ -8,15 +8,19 @@
 //! panic is reported without its location (the test harness owns the panic
 //! hook): use a real `worker --burst` for those. The application's setup
 //! hook runs once per call, before the first task; its failure is returned
-//! as an error.
+//! as an error. Tasks may enqueue tasks (`TaskContext::enqueue`) under the
+//! default profile's rules: written at once, or on success with the
+//! task's end; those on the queues served run in the same call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
+use redis_tasks_config::settings::Isolation;
 use redis_tasks_protocol::Outcome;
-use redis_tasks_protocol::ipc::RunTask;
+use redis_tasks_protocol::ipc::{ChildRequest, RunTask};
 use redis_tasks_store::SlotInfo;
-use redis_tasks_store::{Store, StoreError};
+use redis_tasks_store::{HeldChild, Store, StoreError};
+use redis_tasks_supervisor::children::Children;
 use redis_tasks_supervisor::outcome::{Conclusion, Policy, conclude};
 use redis_tasks_supervisor::results::checked;
 use redis_tasks_worker::process::run_one_with_result;
@@ -34,11 +38,50 @@ pub struct TestReport {
     pub failed: Vec<(String, String)>,
 }
 
-struct StoreMeta(Store);
+/// Meta, progress and enqueue requests of the task running in-process,
+/// written straight to Redis; the tasks it holds for its end wait in
+/// `children` (set for each run).
+struct StoreMeta {
+    store: Store,
+    children: Mutex<Option<Children>>,
+}
+
+impl StoreMeta {
+    /// Starts a run of a task from `queue`: it may enqueue what the
+    /// default profile allows, up to `max` tasks.
+    fn begin(&self, queue: &str, max: u32) {
+        *self.children.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Children::new(Isolation::default(), queue, max));
+    }
+
+    /// The tasks the run held for its end.
+    fn held(&self) -> Vec<HeldChild> {
+        self.children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(Children::into_held)
+            .unwrap_or_default()
+    }
+}
 
 impl MetaSink for StoreMeta {
     fn send_meta(&self, task_id: &str, meta: &Map<String, Value>) -> Result<(), String> {
-        self.0.update_meta(task_id, meta).map_err(|e| e.to_string())
+        self.store
+            .update_meta(task_id, meta)
+            .map_err(|e| e.to_string())
+    }
+
+    fn enqueue(&self, _task_id: &str, request: &ChildRequest) -> Result<String, String> {
+        match self
+            .children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            Some(children) => children.ask(&self.store, request.clone()),
+            None => Err("no task is running".to_owned()),
+        }
     }
 
     fn send_progress(
@@ -46,7 +89,7 @@ impl MetaSink for StoreMeta {
         task_id: &str,
         progress: &redis_tasks_protocol::Progress,
     ) -> Result<(), String> {
-        self.0
+        self.store
             .set_progress(task_id, progress)
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -81,12 +124,17 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
         })?),
     };
     store.register_slot(&slot)?;
-    let sink: Arc<dyn MetaSink> = Arc::new(StoreMeta(store.independent()?));
+    let meta = Arc::new(StoreMeta {
+        store: store.independent()?,
+        children: Mutex::new(None),
+    });
+    let sink: Arc<dyn MetaSink> = Arc::clone(&meta) as Arc<dyn MetaSink>;
     let mut report = TestReport::default();
     while let Some(fetched) = store.fetch(&slot.id, &slot.queues, std::time::Duration::ZERO)? {
-        let mut result = None;
+        let (mut result, mut children) = (None, Vec::new());
         let conclusion = match &fetched.record {
             Ok(record) => {
+                meta.begin(&fetched.lease.queue, settings.max_children_per_task);
                 let run = RunTask {
                     task_id: record.id.clone(),
                     task: record.task.clone(),
@@ -104,6 +152,10 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
                 .into_parts();
                 let (ended, output) = checked(ended, output, settings.max_result_bytes);
                 result = output;
+                let held = meta.held();
+                if ended.is_success() {
+                    children = held;
+                }
                 let policy =
                     Policy::for_task(app.registry(), &record.task, settings.max_aborted_runs);
                 conclude(record, ended, policy, &chain)
@@ -114,7 +166,7 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
             store,
             &slot.id,
             &fetched.id,
-            result.as_deref(),
+            (result.as_deref(), &children),
             Timestamp::now(),
         )?;
         match conclusion {

@@ -17,11 +17,11 @@ use redis_tasks_store::{EnqueueOptions, Enqueued, HeldChild, Store};
 
 /// The most bytes of arguments one run may hold for its end, over all its
 /// on-success children (they wait in the supervisor's memory).
-pub(crate) const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
 
 /// What one run of a task may enqueue, and the tasks it holds for its end.
 #[derive(Debug)]
-pub(crate) struct Children {
+pub struct Children {
     profile: Isolation,
     /// The queue of the asking task: a request's default.
     queue: String,
@@ -34,7 +34,7 @@ pub(crate) struct Children {
 
 impl Children {
     /// For a run of a task from `queue` under `profile`.
-    pub(crate) fn new(profile: Isolation, queue: &str, max: u32) -> Self {
+    pub fn new(profile: Isolation, queue: &str, max: u32) -> Self {
         Children {
             profile,
             queue: queue.to_owned(),
@@ -48,7 +48,7 @@ impl Children {
     /// Answers one request: the new task's id, or why it was not enqueued
     /// (the text the task sees). A task written at once is written through
     /// `store`, as any producer's.
-    pub(crate) fn ask(&mut self, store: &Store, request: ChildRequest) -> Result<String, String> {
+    pub fn ask(&mut self, store: &Store, request: ChildRequest) -> Result<String, String> {
         if self.asked >= self.max {
             return Err(format!(
                 "this run already asked for {} task(s), the most max_children_per_task allows",
@@ -97,7 +97,7 @@ impl Children {
 
     /// The tasks held for the run's end: written if it finished, dropped
     /// otherwise.
-    pub(crate) fn into_held(self) -> Vec<HeldChild> {
+    pub fn into_held(self) -> Vec<HeldChild> {
         self.held
     }
 }

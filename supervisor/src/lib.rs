@@ -5,8 +5,9 @@
 //!
 //! [`run`] with a [`SupervisorConfig`] and the signal requests from
 //! [`signals::listen`]; [`scheduler`] for the scheduler process; and
-//! [`outcome`], the one path from how a run ended to Redis, which the
-//! facade's in-process test runner shares. Everything else is private.
+//! [`outcome`], the one path from how a run ended to Redis, and
+//! [`children`], what a task may enqueue, which the facade's in-process
+//! test runner shares. Everything else is private.
 //!
 //! # Layout
 //!
@@ -58,7 +59,7 @@
 
 mod backoff;
 mod cgroup;
-mod children;
+pub mod children;
 mod config;
 mod control;
 mod execute;

@@ -162,22 +162,23 @@ impl Conclusion {
         id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.write_with_result(store, slot, id, None, now)
+        self.write_with_result(store, slot, id, (None, &[]), now)
     }
 
     /// Like [`write`](Conclusion::write), storing `result` (the task's
-    /// return value as JSON text) when the conclusion is a success; a
-    /// failure (also one a middleware made of a success) stores none.
+    /// return value as JSON text) and writing `children` (the tasks it
+    /// asked for on success) when the conclusion is a success; a failure
+    /// (also one a middleware made of a success) stores and writes none.
     pub fn write_with_result(
         &self,
         store: &Store,
         slot: &str,
         id: &str,
-        result: Option<&str>,
+        (result, children): (Option<&str>, &[HeldChild]),
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let text = self.error_text();
-        store.conclude_named(slot, id, self.ending(result, &[], &text, now), now)
+        store.conclude_named(slot, id, self.ending(result, children, &text, now), now)
     }
 
     /// The text recorded with this conclusion: the failure's message, or

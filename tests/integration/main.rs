@@ -94,6 +94,7 @@ mod progress;
 mod scheduler;
 mod scheduler_store;
 mod secrets;
+mod store_children;
 mod store_connection;
 mod store_dead_slots;
 mod store_delayed;

@@ -70,3 +70,41 @@ fn queued_tasks_run_in_process_through_the_middleware() {
     );
     assert!(store.worker_infos().expect("workers").is_empty());
 }
+
+#[test]
+fn tasks_enqueued_in_process_run_in_the_same_call_and_held_ones_wait_for_success() {
+    use redis_tasks::Child;
+
+    let redis = RedisServer::start();
+    let store = redis.store();
+    let app = App::new("tests")
+        .task("split", |ctx: &TaskContext, (n, fail): (u32, bool)| {
+            for i in 0..n {
+                let child = Child::new("leaf", &i).map_err(|e| e.to_string())?;
+                ctx.enqueue(child.on_success()).map_err(|e| e.to_string())?;
+            }
+            let now = Child::new("leaf", &100).map_err(|e| e.to_string())?;
+            ctx.enqueue(now).map_err(|e| e.to_string())?;
+            if fail { Err("no".to_owned()) } else { Ok(()) }
+        })
+        .task("leaf", |_: &TaskContext, _: u32| Ok::<(), String>(()));
+    let ok = store
+        .queue("q")
+        .enqueue("split", &json!([2, false]))
+        .expect("ok");
+    let bad = store
+        .queue("q")
+        .enqueue("split", &json!([2, true]))
+        .expect("bad");
+
+    let report = run_queued(&app, &store, &["q"]).expect("run");
+
+    // ok, bad, then ok's now-child and held children, bad's now-child.
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, bad);
+    assert_eq!(report.succeeded.len(), 1 + 2 + 2, "{report:?}");
+    assert_eq!(report.succeeded[0], ok);
+    for id in &report.succeeded[1..] {
+        assert_eq!(store.task(id).expect("leaf").task, "leaf");
+    }
+}

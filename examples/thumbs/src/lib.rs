@@ -2,7 +2,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis_tasks::{App, TaskContext, TaskOptions};
+use redis_tasks::{App, Child, TaskContext, TaskOptions};
 use serde::{Deserialize, Serialize};
 
 pub mod producer; // section 4
@@ -35,6 +35,17 @@ fn resize(ctx: &TaskContext, r: Resize) -> Result<Resized, String> {
     })
 }
 
+/// One `resize` per width, written only if this task finishes (section 5).
+fn resize_all(ctx: &TaskContext, image: String) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for width in [64, 256] {
+        let args = serde_json::json!({ "image": image, "width": width });
+        let child = Child::new("resize", &args).map_err(|e| e.to_string())?;
+        ids.push(ctx.enqueue(child.on_success()).map_err(|e| e.to_string())?);
+    }
+    Ok(ids)
+}
+
 async fn fetch_page(_ctx: &TaskContext, url: String) -> Result<usize, String> {
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(url.len())
@@ -49,6 +60,7 @@ pub fn app() -> App {
             })
         })
         .task("resize", resize)
+        .task("resize_all", resize_all)
         .task_with(
             "import",
             TaskOptions::new()

@@ -120,3 +120,22 @@ fn the_async_producer_functions_of_the_guide_work() {
         .expect("ended");
     assert_eq!(done.path, "cat-64.png");
 }
+
+#[test]
+fn resize_all_enqueues_one_resize_per_width_when_it_finishes() {
+    let (_redis, store) = redis();
+    let id = store
+        .queue("default")
+        .enqueue("resize_all", &"cat")
+        .unwrap();
+    let report = redis_tasks::testing::run_queued(&thumbs::app(), &store, &["default"]).unwrap();
+    // resize_all, then the two resizes it asked for.
+    assert_eq!(report.succeeded.len(), 3, "{report:?}");
+    let children: Vec<String> =
+        serde_json::from_value(store.task(&id).unwrap().result.unwrap()).unwrap();
+    let paths: Vec<serde_json::Value> = children
+        .iter()
+        .map(|c| store.task(c).unwrap().result.unwrap()["path"].clone())
+        .collect();
+    assert_eq!(paths, vec![json!("cat-64.png"), json!("cat-256.png")]);
+}
