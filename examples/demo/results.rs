@@ -20,8 +20,9 @@ struct Len {
     len: usize,
 }
 
-/// Registers `add` (returns `{"sum": a + b, "task": id}`) and `text`
-/// (returns a string of `len` bytes, to try `max_result_bytes`).
+/// Registers `add` (returns `{"sum": a + b, "task": id}`), `text`
+/// (returns a string of `len` bytes, to try `max_result_bytes`) and
+/// `echo` (returns its arguments: what a graph node was given).
 pub fn register(app: App) -> App {
     app.task("add", |ctx: &TaskContext, p: Pair| {
         Ok::<_, String>(Sum {
@@ -31,5 +32,8 @@ pub fn register(app: App) -> App {
     })
     .task("text", |_: &TaskContext, l: Len| {
         Ok::<_, String>("x".repeat(l.len))
+    })
+    .task("echo", |_: &TaskContext, v: serde_json::Value| {
+        Ok::<_, String>(v)
     })
 }

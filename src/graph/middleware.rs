@@ -21,10 +21,14 @@ const RETRY_WAITS: [Duration; 3] = [
     Duration::from_secs(2),
 ];
 
-/// The middleware that runs task graphs: when a node's task ends, its
-/// `process_outcome` records the end in the graph and enqueues the nodes
-/// whose predecessors have all ended (or cancels the dependents of a failed
-/// node, per the graph's [`FailurePolicy`](super::FailurePolicy)).
+/// The middleware that announces a supervisor runs task graphs. The
+/// graph itself moves on in Redis: the script that records a node's end
+/// (finished, failed, canceled) also enqueues the nodes whose
+/// predecessors have all ended, or cancels the dependents of a failed node
+/// per the graph's [`FailurePolicy`](super::FailurePolicy), in the same
+/// atomic step. Its `process_outcome` does that step only for nodes of
+/// graphs enqueued by an older version, whose records do not name their
+/// graph.
 ///
 /// Register it FIRST (`App::new(..).middleware(GraphMiddleware::new())`):
 /// `process_outcome` runs in reverse order, so the first registered sees
@@ -204,6 +208,11 @@ impl Middleware for GraphMiddleware {
         };
         if outcome.next_attempt().is_some() {
             // A retry follows: the node has not ended yet.
+            return outcome;
+        }
+        if tag["durable"] == true {
+            // The record names its graph: the script that records the
+            // node's end moves the graph on, in the same step.
             return outcome;
         }
         self.advance(&store, graph, node, task, !outcome.is_success());

@@ -1,5 +1,6 @@
 //! Task graphs: tasks with "A before B" dependencies, enqueued together and
-//! moved on by the graph middleware as their nodes end.
+//! moved on as their nodes end, by the same Redis step that records each
+//! node's end.
 //!
 //! ```no_run
 //! use redis_tasks::{Graph, Store};
@@ -22,8 +23,9 @@
 //! # Layout
 //!
 //! - this file: the [`Graph`] builder.
-//! - `middleware`: [`GraphMiddleware`], whose `process_outcome` enqueues a
-//!   node once every node before it has ended.
+//! - `middleware`: [`GraphMiddleware`], which announces that the
+//!   supervisor runs graphs (and moves on graphs enqueued by versions
+//!   whose records did not name their graph).
 //!
 //! The Redis side (the graph hash, the scripts) is
 //! `redis_tasks_store` (`graph.rs`); `docs/graphs.md` is the
@@ -66,6 +68,8 @@ struct BuiltNode {
     args: serde_json::Value,
     queue: Option<String>,
     after: Vec<String>,
+    inputs: bool,
+    fan_in: bool,
 }
 
 /// A graph that was enqueued.
@@ -149,7 +153,37 @@ impl Graph {
             args,
             queue,
             after: Vec::new(),
+            inputs: false,
+            fan_in: false,
         });
+        self
+    }
+
+    /// Node `node` receives its parents' outcomes: when it is enqueued, its
+    /// arguments (a JSON object) get the key `parents`, one entry per
+    /// parent node: `{"status": "finished" | "failed" | "canceled",
+    /// "result": <its return value or null>, "error": <text or null>}`.
+    pub fn pass_results(self, node: &str) -> Self {
+        self.flag(node, "pass_results", |n| n.inputs = true)
+    }
+
+    /// Node `node` gathers: it runs once every parent ended, whatever
+    /// their outcome (the `cancel` policy does not cancel it, nor does a
+    /// canceled ancestor), with their outcomes as in
+    /// [`pass_results`](Graph::pass_results).
+    pub fn fan_in(self, node: &str) -> Self {
+        self.flag(node, "fan_in", |n| n.fan_in = true)
+    }
+
+    fn flag(mut self, node: &str, what: &str, set: impl FnOnce(&mut BuiltNode)) -> Self {
+        match self.nodes.iter_mut().find(|n| n.name == node) {
+            Some(n) => set(n),
+            None => {
+                self.error.get_or_insert(format!(
+                    "{what}({node:?}): no node {node:?} (add nodes first)"
+                ));
+            }
+        }
         self
     }
 
@@ -200,6 +234,8 @@ impl Graph {
                     args: n.args.clone(),
                     queue: n.queue.clone().unwrap_or_else(|| self.queue.clone()),
                     after: n.after.clone(),
+                    inputs: n.inputs,
+                    fan_in: n.fan_in,
                 })
                 .collect(),
             on_failure: self.on_failure,

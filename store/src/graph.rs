@@ -68,6 +68,12 @@ pub struct PlannedNode {
     pub queue: String,
     /// Names of the nodes that must end before this one is enqueued.
     pub after: Vec<String>,
+    /// Its arguments (a JSON object) get a `parents` key: each parent's
+    /// status, result and error when this node is enqueued.
+    pub inputs: bool,
+    /// It runs once every parent ended, whatever their outcome (the
+    /// `cancel` policy does not cancel it); implies `inputs`.
+    pub fan_in: bool,
 }
 
 /// A whole graph to enqueue (built by the facade's `Graph` builder).
@@ -222,6 +228,11 @@ struct StoredSpec<'a> {
     meta: String,
     after: &'a [String],
     before: Vec<&'a str>,
+    /// The graph id, written into the node's task record (`graph`) so
+    /// that the scripts recording its end move the graph on.
+    graph: &'a str,
+    inputs: bool,
+    fan_in: bool,
 }
 
 impl GraphPlan {
@@ -256,6 +267,18 @@ impl GraphPlan {
                 if a == &n.name {
                     return bad(format!("node {:?} cannot come after itself", n.name));
                 }
+            }
+        }
+        for n in &self.nodes {
+            let takes_outcomes = n
+                .args
+                .as_object()
+                .is_some_and(|o| !o.contains_key("parents"));
+            if (n.inputs || n.fan_in) && !takes_outcomes {
+                return bad(format!(
+                    "node {:?} receives its parents' outcomes under the key \"parents\" of its arguments, which must be a JSON object without that key",
+                    n.name
+                ));
             }
         }
         if let Some(node) = self.cycle_member() {
@@ -396,7 +419,11 @@ impl Part {
         for (node, id) in plan.nodes.iter().zip(&ids) {
             crate::producer::check_name("queue", &node.queue)?;
             let call = self.prepare_call(&node.task, &node.args)?;
-            let meta = serde_json::json!({ GRAPH_META_KEY: { "id": plan.id, "node": node.name } });
+            // `durable`: the end scripts move the graph on (not the
+            // middleware, which did before the record named its graph).
+            let meta = serde_json::json!({
+                GRAPH_META_KEY: { "id": plan.id, "node": node.name, "durable": true }
+            });
             let spec = StoredSpec {
                 task: &node.task,
                 args: &call.args,
@@ -405,6 +432,9 @@ impl Part {
                 meta: meta.to_string(),
                 after: &node.after,
                 before: succ.get(node.name.as_str()).cloned().unwrap_or_default(),
+                graph: &plan.id,
+                inputs: node.inputs || node.fan_in,
+                fan_in: node.fan_in,
             };
             let n = &node.name;
             fields.push((
@@ -566,6 +596,8 @@ mod tests {
             args: serde_json::Value::Null,
             queue: "default".into(),
             after: after.iter().map(|s| (*s).to_owned()).collect(),
+            inputs: false,
+            fan_in: false,
         }
     }
 

@@ -35,6 +35,8 @@ pub(crate) const KNOWN_FIELDS: &[&str] = &[
     "run_at",
     "result",
     "unique",
+    "graph",
+    "graph_node",
 ];
 
 /// The fields of a task hash that are not part of the schema (a raw

@@ -241,3 +241,165 @@ fn dependents_of_a_failed_node_are_canceled_or_run_as_the_policy_says() {
     );
     assert_eq!(order.len(), 4, "{order:?}");
 }
+
+/// The store alone (no supervisor, no middleware): the end of a node,
+/// recorded by the store's end transition, moves its graph on in the same
+/// call, and passes the parents' outcomes to a node that asked for them.
+#[test]
+fn a_node_end_moves_its_graph_in_the_same_step_and_passes_outcomes() {
+    use jiff::Timestamp;
+    use redis_tasks::store::{Ending, SlotInfo};
+
+    let redis = RedisServer::start();
+    let store = redis.store();
+    store
+        .mark_graph_middleware(Duration::from_secs(60))
+        .expect("mark");
+    store
+        .register_slot(&SlotInfo {
+            id: "s1".into(),
+            description: "host.1/1".into(),
+            queues: vec!["default".into()],
+            supervisor: "sup".into(),
+            host: "host".into(),
+            pid: 1,
+            started_at: Timestamp::now(),
+        })
+        .expect("register");
+    let g = Graph::new()
+        .node("ok", "noop", ())
+        .node("bad", "noop", ())
+        .node("mid", "noop", ())
+        .node("gather", "echo", json!({"label": "all"}))
+        .edge("bad", "mid")
+        .edge("ok", "gather")
+        .edge("mid", "gather")
+        .fan_in("gather")
+        .enqueue(&store)
+        .expect("enqueue");
+    let q = vec!["default".to_owned()];
+    let mut ended = 0;
+    while ended < 2 {
+        let t = store
+            .fetch("s1", &q, Duration::ZERO)
+            .expect("fetch")
+            .expect("a root");
+        let ending = if t
+            .record
+            .as_ref()
+            .is_ok_and(|r| r.meta["rt_graph"]["node"] == "bad")
+        {
+            Ending::Failed {
+                error: "on purpose",
+            }
+        } else {
+            Ending::Finished {
+                result: Some("{\"rows\":3}"),
+                children: &[],
+            }
+        };
+        assert!(
+            store
+                .conclude(&t.lease, ending, Timestamp::now())
+                .expect("end")
+        );
+        ended += 1;
+    }
+    // `bad` failed: `mid` is canceled, and `gather` (fan-in) counted both
+    // of its parents and was enqueued by the second end, in that call.
+    let state = store.graph(&g.id).expect("graph");
+    let status = |name: &str| {
+        state
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.status)
+            .expect("node")
+    };
+    assert_eq!(status("mid"), NodeStatus::Canceled);
+    assert_eq!(status("gather"), NodeStatus::Queued);
+    let gather = state
+        .nodes
+        .iter()
+        .find(|n| n.name == "gather")
+        .expect("gather");
+    let args = store.task(&gather.task_id).expect("record").args;
+    assert_eq!(args["label"], "all");
+    assert_eq!(
+        args["parents"]["ok"],
+        json!({"status": "finished", "result": {"rows": 3}, "error": null})
+    );
+    assert_eq!(
+        args["parents"]["mid"],
+        json!({"status": "canceled", "result": null, "error": null})
+    );
+}
+
+#[test]
+fn a_node_asking_for_outcomes_must_take_an_object() {
+    let e = Graph::new()
+        .node("a", "noop", ())
+        .node("b", "echo", json!([1, 2]))
+        .edge("a", "b")
+        .pass_results("b")
+        .plan()
+        .expect_err("not an object");
+    assert!(e.to_string().contains("JSON object"), "{e}");
+    let e = Graph::new()
+        .node("a", "noop", ())
+        .node("b", "echo", json!({"parents": 1}))
+        .edge("a", "b")
+        .fan_in("b")
+        .plan()
+        .expect_err("parents taken");
+    assert!(e.to_string().contains("parents"), "{e}");
+    let e = Graph::new().node("a", "noop", ()).fan_in("zz").plan();
+    assert!(e.is_err());
+}
+
+/// A node whose supervisor is SIGKILLed while it runs is ended by the
+/// recovery of the next supervisor, and that end moves the graph on like
+/// any other: a fan-in node runs, told its parent failed.
+#[test]
+fn a_node_ended_by_recovery_moves_its_graph_and_results_reach_the_fan_in() {
+    use nix::sys::signal::Signal;
+
+    let demo = Demo::new();
+    let mut first = demo.start(&["-c", "2", "--instance", "g"], &[]);
+    wait_for_middleware(&demo);
+    let g = Graph::new()
+        .node("sum", "add", json!({"a": 1, "b": 2}))
+        .node("long", "sleep", json!({"secs": 600}))
+        .node("gather", "echo", json!({}))
+        .edge("sum", "gather")
+        .edge("long", "gather")
+        .fan_in("gather")
+        .enqueue(&demo.store)
+        .expect("enqueue");
+    let node = |name: &str| {
+        demo.store
+            .graph(&g.id)
+            .expect("graph")
+            .nodes
+            .into_iter()
+            .find(|n| n.name == name)
+            .expect("node")
+    };
+    let long = node("long").task_id;
+    demo.wait_status(&long, TaskStatus::Running, WAIT);
+    demo.wait_status(&node("sum").task_id, TaskStatus::Finished, WAIT);
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(WAIT);
+    let mut second = demo.start(&["-c", "2", "--instance", "g"], &[]);
+    wait_until("the graph to end", WAIT, || {
+        demo.store.graph(&g.id).is_ok_and(|s| s.status != "running")
+    });
+    second.stop();
+    assert_eq!(demo.task(&long).status, TaskStatus::Failed);
+    let gather = demo.task(&node("gather").task_id);
+    assert_eq!(gather.status, TaskStatus::Finished);
+    let out = gather.result.expect("echo returns its arguments");
+    assert_eq!(out["parents"]["long"]["status"], "failed");
+    assert_eq!(out["parents"]["sum"]["result"]["sum"], 3);
+    assert_eq!(demo.store.graph(&g.id).expect("graph").status, "failed");
+}

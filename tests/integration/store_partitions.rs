@@ -152,6 +152,8 @@ fn unique_keys_graphs_delays_and_cancels_work_across_partitions() {
         args: json!(null),
         queue: queue.to_owned(),
         after: after.iter().map(|a| (*a).to_owned()).collect(),
+        inputs: false,
+        fan_in: false,
     };
     let plan = GraphPlan {
         id: "g1".to_owned(),

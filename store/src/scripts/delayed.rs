@@ -40,8 +40,9 @@ end
 macro_rules! delayed_script {
     ($name:ident, $doc:literal, $body:literal) => {
         #[doc = $doc]
-        pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(concat!(prelude!(), attempt_helpers!(), $body)));
+        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(prelude!(), graph_lua!(), attempt_helpers!(), $body))
+        });
     };
 }
 
@@ -236,7 +237,10 @@ need(list, 'list')
 need(hash, 'hash')
 need(tk, 'hash')
 need(KEYS[4], 'hash')
-if redis.call('LREM', list, 0, ARGV[2]) == 0 then return 0 end
+if not redis.call('LPOS', list, ARGV[2]) then return 0 end
+local gf = redis.call('HMGET', tk, 'graph', 'graph_node')
+local gp = gplan_of(gf[1], gf[2], ARGV[2], 'canceled')
+redis.call('LREM', list, 0, ARGV[2])
 if redis.call('EXISTS', hash) == 1 then
   redis.call('HSET', hash, 'state', 'idle', 'current_task', '')
 end
@@ -249,6 +253,7 @@ redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3], 'error', ARGV[
 redis.call('HDEL', tk, 'worker')
 redis.call('EXPIRE', tk, ARGV[5])
 ended(tk, ARGV[2], 'canceled', ARGV[5])
+gapply_of(gp, ARGV[3])
 return 1
 "#
 );

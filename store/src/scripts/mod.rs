@@ -219,6 +219,155 @@ end
     };
 }
 
+/// Task graphs (docs/graphs.md), shared by the graph scripts and by every
+/// script that records a final end, so that a node's end moves its graph
+/// on in the same atomic step as its own outcome: `gspec` reads a node's
+/// stored spec, `genq` enqueues a node (with its parents' outcomes in its
+/// arguments when it asked for them), `gplan` reads what a node's end
+/// changes and checks every key it will write (nothing written yet), and
+/// `gapply` writes it. A task record names its node in the fields `graph`
+/// and `graph_node`.
+macro_rules! graph_lua {
+    () => {
+        r#"
+local function gspec(g, name)
+  return cjson.decode(redis.call('HGET', g, 'node:' .. name))
+end
+-- {"<parent>": {"status": ..., "result": ..., "error": ...}, ...}: the
+-- results are JSON text already and are spliced in as they are.
+local function gparents(g, spec)
+  local parts = {}
+  for _, p in ipairs(spec.after or {}) do
+    local pid = redis.call('HGET', g, 'id:' .. p) or ''
+    local st = redis.call('HGET', g, 'state:' .. p) or 'waiting'
+    local f = redis.call('HMGET', k('task', pid), 'result', 'error')
+    local res = f[1]
+    if not res or res == '' then res = 'null' end
+    local err = 'null'
+    if f[2] and f[2] ~= '' then err = cjson.encode(f[2]) end
+    parts[#parts + 1] = cjson.encode(p) .. ':{"status":' .. cjson.encode(st) ..
+      ',"result":' .. res .. ',"error":' .. err .. '}'
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+local function genq(g, name, qset, now)
+  local spec = gspec(g, name)
+  local id = redis.call('HGET', g, 'id:' .. name)
+  local args = spec.args
+  if spec.inputs then
+    -- An object without a `parents` key (checked at enqueue).
+    local ps = gparents(g, spec)
+    if string.match(args, '^{%s*}$') then args = '{"parents":' .. ps .. '}'
+    else args = '{"parents":' .. ps .. ',' .. string.sub(args, 2) end
+  end
+  local tk = k('task', id)
+  redis.call('HSET', tk, 'task', spec.task, 'args', args,
+    'status', 'queued', 'queue', spec.queue, 'description', spec.description,
+    'enqueued_at', now, 'meta', spec.meta)
+  if spec.graph then redis.call('HSET', tk, 'graph', spec.graph, 'graph_node', name) end
+  redis.call('RPUSH', k('queue', spec.queue), id)
+  redis.call('SADD', qset, spec.queue)
+  redis.call('HSET', g, 'state:' .. name, 'queued')
+end
+local function gneed(g, name)
+  local spec = gspec(g, name)
+  need(k('task', redis.call('HGET', g, 'id:' .. name)), 'hash')
+  need(k('queue', spec.queue), 'list')
+end
+-- What the end of `node` (task id, `result`: finished, failed or
+-- canceled) changes in graph hash g: false and why ('gone', 'stale', or
+-- the state it had ended with) when nothing; else the plan for `gapply`.
+-- A finished node (or any, under the `run` policy) counts down its
+-- dependents; under `cancel` a failed node cancels its waiting
+-- descendants, except fan-in nodes, which count the ended parent instead
+-- and run once all their parents ended.
+local function gplan(g, node, id, result)
+  need(g, 'hash')
+  if redis.call('EXISTS', g) == 0 then return false, 'gone' end
+  if redis.call('HGET', g, 'id:' .. node) ~= id then return false, 'stale' end
+  local st = redis.call('HGET', g, 'state:' .. node)
+  if st ~= 'queued' then return false, st or '' end
+  local spec = gspec(g, node)
+  local plan = {order = {}, dec = {}, left = {}, enq = {}, cancel = {}}
+  local function ended_before(s)
+    if not plan.dec[s] then plan.order[#plan.order + 1] = s; plan.dec[s] = 0 end
+    plan.dec[s] = plan.dec[s] + 1
+  end
+  if result == 'finished' or redis.call('HGET', g, 'on_failure') == 'run' then
+    for _, s in ipairs(spec.before) do ended_before(s) end
+  else
+    local stack, seen = {}, {}
+    for _, s in ipairs(spec.before) do stack[#stack + 1] = s end
+    while #stack > 0 do
+      local s = table.remove(stack)
+      local sp = gspec(g, s)
+      if sp.fan_in then
+        ended_before(s)
+      elseif not seen[s] then
+        seen[s] = true
+        if redis.call('HGET', g, 'state:' .. s) == 'waiting' then
+          plan.cancel[#plan.cancel + 1] = s
+          for _, d in ipairs(sp.before) do stack[#stack + 1] = d end
+        end
+      end
+    end
+  end
+  for _, s in ipairs(plan.order) do
+    local l = tonumber(redis.call('HGET', g, 'left:' .. s)) - plan.dec[s]
+    plan.left[#plan.left + 1] = {s, l}
+    if l <= 0 and redis.call('HGET', g, 'state:' .. s) == 'waiting' then
+      plan.enq[#plan.enq + 1] = s
+    end
+  end
+  for _, s in ipairs(plan.enq) do gneed(g, s) end
+  return plan
+end
+-- Writes a plan of `gplan`; returns the graph's status after it.
+local function gapply(g, node, plan, result, qset, now)
+  redis.call('HSET', g, 'state:' .. node, result, 'ended:' .. node, now)
+  if result ~= 'finished' then redis.call('HINCRBY', g, 'failed', 1) end
+  for _, e in ipairs(plan.left) do redis.call('HSET', g, 'left:' .. e[1], e[2]) end
+  for _, s in ipairs(plan.cancel) do
+    redis.call('HSET', g, 'state:' .. s, 'canceled', 'ended:' .. s, now)
+  end
+  for _, s in ipairs(plan.enq) do genq(g, s, qset, now) end
+  local open = redis.call('HINCRBY', g, 'open', -(1 + #plan.cancel))
+  local status = 'running'
+  if open <= 0 then
+    status = 'finished'
+    if tonumber(redis.call('HGET', g, 'failed') or '0') > 0 then status = 'failed' end
+    redis.call('HSET', g, 'status', status, 'ended_at', now)
+  end
+  local ttl = tonumber(redis.call('HGET', g, 'ttl') or '0')
+  if ttl and ttl > 0 then redis.call('EXPIRE', g, ttl) end
+  return status
+end
+-- The graph plan of a task record's end (fields graph and graph_node
+-- already read by the caller): the graph key and the plan, or false.
+local function gplan_of(gid, node, id, result)
+  if not gid or gid == '' or not node then return false end
+  local g = k('graph', gid)
+  need(k('queues'), 'set')
+  local plan = gplan(g, node, id, result)
+  if not plan then return false end
+  return {g = g, node = node, plan = plan, result = result}
+end
+local function gapply_of(p, now)
+  if p then gapply(p.g, p.node, p.plan, p.result, k('queues'), now) end
+end
+"#
+    };
+}
+
+/// A script with the graph helpers: one that may end a graph node.
+macro_rules! graph_script {
+    ($name:ident, $doc:literal, $body:literal) => {
+        #[doc = $doc]
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(concat!(prelude!(), graph_lua!(), $body)));
+    };
+}
+
 macro_rules! script {
     ($name:ident, $doc:literal, $body:literal) => {
         #[doc = $doc]

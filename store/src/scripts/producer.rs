@@ -29,7 +29,7 @@ return n
 "#
 );
 
-script!(
+graph_script!(
     CANCEL,
     "Cancel a queued task still in its queue. KEYS: task. ARGV: prefix, id, \
      ended_at, ttl. Returns {'ok'}, {'missing'}, {'status', s}, {'noqueue'} \
@@ -45,10 +45,14 @@ local q = redis.call('HGET', tk, 'queue')
 if not q or q == '' then return {'noqueue'} end
 local qk = k('queue', q)
 need(qk, 'list')
-if redis.call('LREM', qk, 0, ARGV[2]) == 0 then return {'taken'} end
+if not redis.call('LPOS', qk, ARGV[2]) then return {'taken'} end
+local gf = redis.call('HMGET', tk, 'graph', 'graph_node')
+local gp = gplan_of(gf[1], gf[2], ARGV[2], 'canceled')
+redis.call('LREM', qk, 0, ARGV[2])
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('EXPIRE', tk, ARGV[4])
 ended(tk, ARGV[2], 'canceled', ARGV[4])
+gapply_of(gp, ARGV[3])
 return {'ok'}
 "#
 );

@@ -163,9 +163,13 @@ end
 -- and whether the slot's hash exists. A task recorded finished releases
 -- its children (`kids`, see children_of) in the same step.
 local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids)
-  local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue')
+  local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue',
+    'graph', 'graph_node')
   local registered = redis.call('HLEN', hash) > 0
   local rows = st == 'finished' and children_of(kids)
+  -- A graph node moves its graph on in this same step (read and
+  -- checked here, written with the end).
+  local gp = gplan_of(f[7], f[8], id, st)
   if redis.call('LREM', list, 0, id) == 0 then return 0, registered end
   if flow and f[6] and flow['concurrency:' .. f[6]] then
     redis.call('SREM', k('permits', f[6]), id)
@@ -199,6 +203,7 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     redis.call('HDEL', tk, unpack(del))
     ended(tk, id, st, ttl, f[5] or '')
     if rows then release(rows) end
+    gapply_of(gp, now)
   end
   return 1, registered
 end
@@ -224,6 +229,7 @@ end
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
+        graph_lua!(),
         task_path!(),
         r#"
 local qkeys, qnames = queues_of(3, 10)
@@ -241,6 +247,7 @@ return take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
 pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
+        graph_lua!(),
         task_path!(),
         r#"
 local registered = redis.call('HLEN', KEYS[2]) > 0
@@ -275,6 +282,7 @@ return {'missing'}
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
+        graph_lua!(),
         task_path!(),
         r#"
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
@@ -296,6 +304,7 @@ return done
 pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
+        graph_lua!(),
         task_path!(),
         r#"
 local flow = flow_of()
