@@ -1,6 +1,7 @@
-//! Flow control of queues, fleet-wide: pause and resume, a concurrency
-//! limit (at most N running at once) and a rate limit (at most N starts in
-//! any window of a period). The settings live in Redis (`P:flow`), so
+//! Flow control of queues and task functions, fleet-wide: pause and resume
+//! a queue, a concurrency limit (at most N running at once) and a rate
+//! limit (at most N starts in any window of a period) on a queue or on a
+//! task function. The settings live in Redis (`P:flow`), so
 //! every supervisor sharing the prefix obeys the same numbers and a change
 //! takes effect at the next fetch; the fetch script decides
 //! (`scripts::transitions`), never a client. See docs/flow-control.md.
@@ -42,7 +43,19 @@ pub struct QueueState {
     pub flow: QueueFlow,
 }
 
-/// A change of a queue's limits.
+/// The limits of one task function, whatever queue its tasks are on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFlow {
+    /// At most this many of its tasks run at once, fleet-wide.
+    pub concurrency: Option<u32>,
+    /// At most this many starts in any window of the period.
+    pub rate: Option<Rate>,
+    /// Its tasks held back by these limits now (out of their queue,
+    /// waiting in order for a permit or the window).
+    pub held: u64,
+}
+
+/// A change of a queue's or a task function's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     /// Set the concurrency limit.
@@ -73,23 +86,63 @@ impl Store {
     /// Sets or clears the limits of queue `name`, fleet-wide, at once.
     pub fn limit_queue(&self, name: &str, limit: Limit) -> Result<(), StoreError> {
         check_name("queue", name)?;
-        let (set, del) = match limit {
-            Limit::Concurrency(0) => {
-                return Err(StoreError::InvalidOption {
-                    option: "concurrency",
-                    reason: "a concurrency limit must be at least 1 (pause the queue to stop it)"
-                        .to_owned(),
-                });
-            }
-            Limit::Concurrency(n) => (vec![(format!("concurrency:{name}"), n.to_string())], vec![]),
-            Limit::Rate(rate) => (vec![(format!("rate:{name}"), stored(&rate))], vec![]),
-            Limit::Clear => (
-                vec![],
-                vec![format!("concurrency:{name}"), format!("rate:{name}")],
-            ),
-        };
+        let (set, del) = limit_fields("", name, limit)?;
         self.each(|p| p.set_flow(&set, &del))?;
         Ok(())
+    }
+
+    /// Sets or clears the limits of task function `name` (its tasks on
+    /// every queue), fleet-wide, at once. A task of a function at its
+    /// limit waits, in order, out of its queue, and the slot takes other
+    /// work.
+    pub fn limit_task(&self, name: &str, limit: Limit) -> Result<(), StoreError> {
+        check_name("task", name)?;
+        let (set, del) = limit_fields("task_", name, limit)?;
+        self.each(|p| p.set_flow(&set, &del))?;
+        Ok(())
+    }
+
+    /// Writes the limits the settings file gives task function `name`
+    /// (`[tasks.NAME]`) into Redis where it has none yet.
+    pub fn seed_task_limits(
+        &self,
+        name: &str,
+        concurrency: Option<u32>,
+        rate: Option<Rate>,
+    ) -> Result<(), StoreError> {
+        check_name("task", name)?;
+        self.seed("task_", name, concurrency, rate)
+    }
+
+    /// The limits of task function `name`, and how many of its tasks they
+    /// hold back now (over every partition).
+    pub fn task_flow(&self, name: &str) -> Result<TaskFlow, StoreError> {
+        let settings = self.zero().flow_settings()?;
+        let held = self.each(|p| p.task_held(name))?.into_iter().sum();
+        Ok(task_flow_of(&settings, name, held))
+    }
+
+    /// Every task function with a limit, as [`task_flow`](Store::task_flow)
+    /// shows it, sorted by name.
+    pub fn task_flows(&self) -> Result<Vec<(String, TaskFlow)>, StoreError> {
+        let settings = self.zero().flow_settings()?;
+        let mut names: Vec<String> = settings
+            .iter()
+            .filter_map(|(f, _)| {
+                let (kind, name) = f.split_once(':')?;
+                kind.starts_with("task_").then(|| name.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let held = self.each(|p| p.task_held(&name))?.into_iter().sum();
+                let flow = task_flow_of(&settings, &name, held);
+                Ok((name, flow))
+            })
+            .collect()
     }
 
     /// Writes the limits the settings file gives queue `name` into Redis,
@@ -102,12 +155,24 @@ impl Store {
         rate: Option<Rate>,
     ) -> Result<(), StoreError> {
         check_name("queue", name)?;
+        self.seed("", name, concurrency, rate)
+    }
+
+    /// [`seed_queue_limits`](Store::seed_queue_limits) and
+    /// [`seed_task_limits`](Store::seed_task_limits): fields of `pre`.
+    fn seed(
+        &self,
+        pre: &str,
+        name: &str,
+        concurrency: Option<u32>,
+        rate: Option<Rate>,
+    ) -> Result<(), StoreError> {
         let mut set = Vec::new();
         if let Some(n) = concurrency.filter(|n| *n > 0) {
-            set.push((format!("concurrency:{name}"), n.to_string()));
+            set.push((format!("{pre}concurrency:{name}"), n.to_string()));
         }
         if let Some(rate) = rate {
-            set.push((format!("rate:{name}"), stored(&rate)));
+            set.push((format!("{pre}rate:{name}"), stored(&rate)));
         }
         if set.is_empty() {
             return Ok(());
@@ -166,11 +231,57 @@ impl Store {
     }
 }
 
-/// The queues named by the fields of `P:flow`.
+/// The queues named by the fields of `P:flow` (not the task functions).
 fn controlled(settings: &[(String, String)]) -> impl Iterator<Item = String> + '_ {
-    settings
-        .iter()
-        .filter_map(|(field, _)| field.split_once(':').map(|(_, q)| q.to_owned()))
+    settings.iter().filter_map(|(field, _)| {
+        let (kind, q) = field.split_once(':')?;
+        (!kind.starts_with("task_")).then(|| q.to_owned())
+    })
+}
+
+/// The fields a limit change sets and deletes, for a queue (`pre` empty)
+/// or a task function (`pre` = `task_`).
+fn limit_fields(
+    pre: &str,
+    name: &str,
+    limit: Limit,
+) -> Result<(Vec<(String, String)>, Vec<String>), StoreError> {
+    Ok(match limit {
+        Limit::Concurrency(0) => {
+            return Err(StoreError::InvalidOption {
+                option: "concurrency",
+                reason: "a concurrency limit must be at least 1 (pause the queue to stop it)"
+                    .to_owned(),
+            });
+        }
+        Limit::Concurrency(n) => (
+            vec![(format!("{pre}concurrency:{name}"), n.to_string())],
+            vec![],
+        ),
+        Limit::Rate(rate) => (vec![(format!("{pre}rate:{name}"), stored(&rate))], vec![]),
+        Limit::Clear => (
+            vec![],
+            vec![
+                format!("{pre}concurrency:{name}"),
+                format!("{pre}rate:{name}"),
+            ],
+        ),
+    })
+}
+
+/// The limits of task function `name` among the fields of `P:flow`.
+fn task_flow_of(fields: &[(String, String)], name: &str, held: u64) -> TaskFlow {
+    let get = |kind: &str| {
+        fields
+            .iter()
+            .find(|(f, _)| f.strip_prefix(kind).and_then(|r| r.strip_prefix(':')) == Some(name))
+            .map(|(_, v)| v.as_str())
+    };
+    TaskFlow {
+        concurrency: get("task_concurrency").and_then(|v| v.parse().ok()),
+        rate: get("task_rate").and_then(from_stored),
+        held,
+    }
 }
 
 /// The stored form of a rate: `N/<period in ms>`.
@@ -246,6 +357,14 @@ impl Part {
                 pipe.cmd("HSETNX").arg(&flow).arg(field).arg(value).ignore();
             }
             pipe.query::<()>(c)
+        })
+    }
+
+    /// How many tasks of function `name` its limits hold back here.
+    fn task_held(&self, name: &str) -> Result<u64, StoreError> {
+        let key = self.keys().task_held(name);
+        self.read(&[(&key, "list")], |c, _| {
+            redis::cmd("LLEN").arg(&key).query(c)
         })
     }
 

@@ -38,7 +38,9 @@ impl Keys {
     }
 
     /// `P:flow`: HASH of the flow settings of queues (`paused:<q>`,
-    /// `concurrency:<q>`, `rate:<q>`); absent when no queue has one.
+    /// `concurrency:<q>`, `rate:<q>`) and task functions
+    /// (`task_concurrency:<f>`, `task_rate:<f>`); absent when nothing has
+    /// one.
     pub fn flow(&self) -> String {
         format!("{}:flow", self.prefix)
     }
@@ -71,6 +73,16 @@ impl Keys {
     /// window, scored by Redis's clock in milliseconds.
     pub fn starts(&self, queue: &str) -> String {
         format!("{}:starts:{queue}", self.prefix)
+    }
+
+    /// `P:task_held:<f>`: LIST of the ids of task function `f` that its
+    /// limits hold back, in order (out of their queue until a permit or
+    /// the window lets them through). `P:task_permits:<f>`,
+    /// `P:task_permits_pruned:<f>` and `P:task_starts:<f>` are to task
+    /// functions what `permits`, `permits_pruned` and `starts` are to
+    /// queues.
+    pub fn task_held(&self, task: &str) -> String {
+        format!("{}:task_held:{task}", self.prefix)
     }
 
     /// `P:queues`: the SET of queue names in use.

@@ -127,7 +127,7 @@ pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
 pub use fetch::{Fetched, Lease};
-pub use flow::{Limit, QueueFlow, QueueState, Rate, RateError};
+pub use flow::{Limit, QueueFlow, QueueState, Rate, RateError, TaskFlow};
 pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,
     NodeStatus, PlannedNode,

@@ -325,3 +325,89 @@ fn a_rate_limit_works_for_an_acl_user_without_time() {
             .is_none()
     );
 }
+
+#[test]
+fn a_task_function_at_its_concurrency_limit_waits_while_other_work_runs() {
+    let server = RedisServer::start();
+    let store = server.store();
+    store
+        .limit_task("slow", Limit::Concurrency(1))
+        .expect("limit");
+    let q = queues(&["q"]);
+    let slow1 = store.queue("q").enqueue("slow", &1).expect("enqueue");
+    let slow2 = store.queue("q").enqueue("slow", &2).expect("enqueue");
+    let fast = store.queue("q").enqueue("fast", &3).expect("enqueue");
+
+    let a = store.fetch("s1", &q, Duration::ZERO).expect("fetch");
+    assert_eq!(a.as_ref().map(|f| f.id.clone()), Some(slow1.clone()));
+    // The second `slow` is held back; the slot takes the next task.
+    let b = store.fetch("s2", &q, Duration::ZERO).expect("fetch");
+    assert_eq!(b.map(|f| f.id), Some(fast));
+    assert!(
+        store
+            .fetch("s3", &q, Duration::ZERO)
+            .expect("fetch")
+            .is_none()
+    );
+    let flow = store.task_flow("slow").expect("flow");
+    assert_eq!((flow.concurrency, flow.held), (Some(1), 1));
+    assert_eq!(store.queue("q").count().expect("count"), 0);
+    assert_eq!(
+        store.task(&slow2).expect("record").status,
+        TaskStatus::Queued
+    );
+
+    // The end of the first gives its permit to the held one, which is
+    // back at the front of its queue: a slot blocked there is woken.
+    let waiter = {
+        let store = server.store();
+        let q = q.clone();
+        std::thread::spawn(move || store.fetch("s3", &q, Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    store
+        .finish("s1", &slow1, TaskStatus::Finished, None, Timestamp::now())
+        .expect("finish");
+    let t0 = Instant::now();
+    let woken = waiter.join().expect("thread").expect("fetch");
+    assert_eq!(woken.map(|f| f.id), Some(slow2));
+    assert!(t0.elapsed() < Duration::from_secs(5), "woken late");
+    assert_eq!(store.task_flow("slow").expect("flow").held, 0);
+
+    store.limit_task("slow", Limit::Clear).expect("clear");
+    assert_eq!(store.task_flow("slow").expect("flow"), Default::default());
+    assert!(store.limit_task("bad name", Limit::Clear).is_err());
+    assert!(store.limit_task("slow", Limit::Concurrency(0)).is_err());
+}
+
+#[test]
+fn a_task_function_rate_limit_holds_starts_in_order_until_its_window_opens() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let rate: Rate = "2/1s".parse().expect("rate");
+    store.limit_task("api", Limit::Rate(rate)).expect("limit");
+    let q = queues(&["q"]);
+    let ids: Vec<String> = (0..4)
+        .map(|i| store.queue("q").enqueue("api", &i).expect("enqueue"))
+        .collect();
+    let mut started = Vec::new();
+    let t0 = Instant::now();
+    for slot in ["s1", "s2", "s3", "s4"] {
+        let mut got = None;
+        wait_until("a start", Duration::from_secs(10), || {
+            got = store
+                .fetch(slot, &q, Duration::from_millis(200))
+                .expect("fetch");
+            got.is_some()
+        });
+        started.push((got.expect("task").id, t0.elapsed()));
+    }
+    let order: Vec<String> = started.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(order, ids, "held tasks keep their order");
+    // The third start waited for the window of the first.
+    assert!(
+        started[2].1 >= Duration::from_millis(900),
+        "{:?}",
+        started[2].1
+    );
+}

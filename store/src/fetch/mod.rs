@@ -212,11 +212,16 @@ fn fetch_in_order(
             }
         }
         let mut wait = deadline.saturating_duration_since(Instant::now()).min(cap);
+        if let Some(window) = window {
+            // Tasks held back by a rate limit (of a queue or a task
+            // function) are looked at again when its window opens.
+            wait = wait.min(window);
+        }
         if !held.is_empty() {
             // A queue held back by flow control is looked at again when
             // its rate window opens, when the flow settings change (a
             // wake), and at least every HELD_RECHECK.
-            wait = wait.min(window.unwrap_or(HELD_RECHECK)).min(HELD_RECHECK);
+            wait = wait.min(HELD_RECHECK);
             if wait.is_zero() {
                 return Ok(None);
             }

@@ -19,28 +19,32 @@ macro_rules! task_path {
     () => {
         r#"
 -- Flow control (docs/flow-control.md): the hash P:flow holds, per queue,
--- 'paused:<q>', 'concurrency:<q>' (N) and 'rate:<q>' (N/period in ms),
--- and exists only while some queue has one, so a fleet without any pays
--- one HGETALL of nothing. Read before any write (a P:flow of another
--- type aborts with nothing changed).
+-- 'paused:<q>', 'concurrency:<q>' (N) and 'rate:<q>' (N/period in ms), per
+-- task function 'task_concurrency:<f>' and 'task_rate:<f>', and exists
+-- only while something has one, so a fleet without any pays one HGETALL
+-- of nothing. Read before any write (a P:flow of another type aborts with
+-- nothing changed). `fns` lists the task functions with limits.
 local function flow_of()
   local f = redis.call('HGETALL', k('flow'))
   if #f == 0 then return false end
-  local t = {}
-  for i = 1, #f, 2 do t[f[i]] = f[i + 1] end
+  local t, seen = {fns = {}}, {}
+  for i = 1, #f, 2 do
+    t[f[i]] = f[i + 1]
+    local fn = string.match(f[i], '^task_[a-z]+:(.*)$')
+    if fn and not seen[fn] then seen[fn] = true; t.fns[#t.fns + 1] = fn end
+  end
   return t
 end
--- The permits of a queue with a concurrency limit are the ids in
--- P:permits:<q>. Every ending moves a task out of `running` and out of
--- its slot's list, so an id that is not both holds nothing and is let go
--- here (at most
--- once a second per queue, P:permits_pruned:<q>, so that slots looking
--- at a full queue do not read every record each time); a dead slot's
--- task keeps its permit until recovery requeues it.
-local function in_use(pk, limit, q)
+-- The permits of a concurrency limit are the ids in set pk. Every ending
+-- moves a task out of `running` and out of its slot's list, so an id that
+-- is not both holds nothing and is let go here (at most once a second per
+-- limit, marker `pruned`, so that slots looking at a full limit do not
+-- read every record each time); a dead slot's task keeps its permit until
+-- recovery requeues it.
+local function in_use(pk, limit, pruned)
   local n = redis.call('SCARD', pk)
   if n < limit then return n end
-  if not redis.call('SET', k('permits_pruned', q), '1', 'NX', 'PX', 1000) then return n end
+  if not redis.call('SET', pruned, '1', 'NX', 'PX', 1000) then return n end
   for _, id in ipairs(redis.call('SMEMBERS', pk)) do
     -- Live: running, and in the list of the slot it names (a record left
     -- `running` by a lost write holds nothing).
@@ -62,24 +66,41 @@ local function clock_ms(fallback)
   if t.err then return math.floor(tonumber(fallback) * 1000) end
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- Whether queue q may start a task now: not paused, a permit free, and
--- fewer than N starts in the last period (Redis's clock: one clock for
--- every supervisor). Else false and the milliseconds until the window
--- lets one through (0 when that is not known: a pause or a permit).
+-- One limited thing (a queue or a task function): its concurrency limit
+-- n (or nil), its rate text, and its keys.
+local function limits_of(flow, kind, name)
+  local pre = ''
+  if kind == 'task' then pre = 'task_' end
+  local n = tonumber(flow[pre .. 'concurrency:' .. name] or '')
+  local max, per = string.match(flow[pre .. 'rate:' .. name] or '', '^(%d+)/(%d+)$')
+  return {n = n, max = tonumber(max), per = tonumber(per),
+    pk = k(pre .. 'permits', name), pruned = k(pre .. 'permits_pruned', name),
+    sk = k(pre .. 'starts', name)}
+end
+-- How many more may start now under limits l (a large number when
+-- unlimited), and the milliseconds until the rate window lets one more
+-- through when it is full (0: not known, a permit).
+local function room(l, score)
+  local free, wait = 1000000, 0
+  if l.n then free = l.n - in_use(l.pk, l.n, l.pruned) end
+  if l.max then
+    local t = clock_ms(score)
+    redis.call('ZREMRANGEBYSCORE', l.sk, '-inf', '(' .. (t - l.per))
+    local left = l.max - redis.call('ZCARD', l.sk)
+    if left <= 0 then
+      local first = redis.call('ZRANGE', l.sk, 0, 0, 'WITHSCORES')
+      wait = math.max(1, tonumber(first[2]) + l.per - t + 1)
+    end
+    if left < free then free = left end
+  end
+  return free, wait
+end
+-- Whether queue q may start a task now: not paused, within its limits.
+-- Else false and the milliseconds until the window lets one through.
 local function admit(flow, q, score)
   if flow['paused:' .. q] then return false, 0 end
-  local n = tonumber(flow['concurrency:' .. q] or '')
-  if n and in_use(k('permits', q), n, q) >= n then return false, 0 end
-  local max, per = string.match(flow['rate:' .. q] or '', '^(%d+)/(%d+)$')
-  if max then
-    max, per = tonumber(max), tonumber(per)
-    local sk, t = k('starts', q), clock_ms(score)
-    redis.call('ZREMRANGEBYSCORE', sk, '-inf', '(' .. (t - per))
-    if redis.call('ZCARD', sk) >= max then
-      local first = redis.call('ZRANGE', sk, 0, 0, 'WITHSCORES')
-      return false, math.max(1, tonumber(first[2]) + per - t + 1)
-    end
-  end
+  local free, wait = room(limits_of(flow, 'queue', q), score)
+  if free <= 0 then return false, wait end
   return true, 0
 end
 -- Whether queue q has any flow setting (a slot never blocks on such a
@@ -87,44 +108,106 @@ end
 local function controlled(flow, q)
   return flow['paused:' .. q] or flow['concurrency:' .. q] or flow['rate:' .. q]
 end
--- Task id of queue q started: it takes a permit and a place in the window.
+-- Task id started under limits l: it takes a permit and a place in the
+-- window.
+local function take_permit(l, id, score)
+  if l.n then redis.call('SADD', l.pk, id) end
+  if l.max then
+    local t = clock_ms(score)
+    redis.call('ZADD', l.sk, t, id .. '@' .. t)
+    redis.call('PEXPIRE', l.sk, l.per + 1000)
+  end
+end
 local function admitted(flow, q, id, score)
-  if flow['concurrency:' .. q] then redis.call('SADD', k('permits', q), id) end
-  local max, per = string.match(flow['rate:' .. q] or '', '^(%d+)/(%d+)$')
-  if max then
-    local sk, t = k('starts', q), clock_ms(score)
-    redis.call('ZADD', sk, t, id .. '@' .. t)
-    redis.call('PEXPIRE', sk, tonumber(per) + 1000)
+  if controlled(flow, q) then take_permit(limits_of(flow, 'queue', q), id, score) end
+end
+-- The limits of the function of task id (moved into a slot's list), if
+-- it has any: its name and limits, else nil.
+local function task_limits(flow, id)
+  if not flow or #flow.fns == 0 then return nil end
+  local fn = redis.pcall('HGET', k('task', id), 'task')
+  if type(fn) ~= 'string' then return nil end
+  if not (flow['task_concurrency:' .. fn] or flow['task_rate:' .. fn]) then return nil end
+  return fn, limits_of(flow, 'task', fn)
+end
+-- Ids held back by their function's limits wait, in order, in
+-- P:task_held:<f>; as many as may start now go back to the front of
+-- their queue (read at each fetch, so a freed permit or an opened window
+-- lets them through).
+local function release_held(flow, score)
+  if not flow then return end
+  for _, fn in ipairs(flow.fns) do
+    local hk = k('task_held', fn)
+    if redis.call('LLEN', hk) > 0 then
+      local free = room(limits_of(flow, 'task', fn), score)
+      if free > 0 then
+        local ids = redis.call('LPOP', hk, math.min(free, 1000))
+        for i = #ids, 1, -1 do
+          local q = redis.call('HGET', k('task', ids[i]), 'queue')
+          if q and q ~= '' then redis.call('LPUSH', k('queue', q), ids[i]) end
+        end
+      end
+    end
+  end
+end
+-- After task id of function fn ended: its permit goes, and one id held
+-- back by that function's limit goes back to its queue (waking a slot
+-- that blocks on it). Errors are left to the next fetch (pcall).
+local function let_go(flow, fn, id)
+  if not flow or not fn or not flow['task_concurrency:' .. fn] then return end
+  redis.call('SREM', k('task_permits', fn), id)
+  local h = redis.call('LPOP', k('task_held', fn))
+  if not h then return end
+  local q = redis.pcall('HGET', k('task', h), 'queue')
+  if type(q) ~= 'string' or q == '' or type(redis.pcall('LPUSH', k('queue', q), h)) ~= 'number' then
+    redis.call('LPUSH', k('task_held', fn), h)
   end
 end
 -- Moves the head of the first queue (in order) that has one and may start
--- it into the slot's list, and starts it. With flow settings and nothing
--- taken: {'held', ms until a rate window opens (0: unknown), the queues
--- with settings...}, so the caller does not block on those.
+-- it into the slot's list, and starts it. An id whose task function is
+-- at its limit goes to that function's held list instead, and the next one
+-- is looked at. With flow settings and nothing taken: {'held', ms until a
+-- rate window opens (0: unknown), the queues with settings...}, so the
+-- caller does not block on those.
 local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames, flow)
   local busy = redis.call('LRANGE', list, 0, -1)
   if #busy > 0 then return {'busy', busy} end
   if registered == nil then registered = redis.call('HLEN', hash) > 0 end
   if flow == nil then flow = flow_of() end
-  local held, soonest = {}, 0
+  release_held(flow, score)
+  local held, soonest, skipped = {}, 0, 0
+  local function sooner(wait)
+    if wait > 0 and (soonest == 0 or wait < soonest) then soonest = wait end
+  end
   for i, qk in ipairs(qkeys) do
     local q, ok, wait = qnames[i], true, 0
     if flow and controlled(flow, q) then
       ok, wait = admit(flow, q, score)
       held[#held + 1] = q
-      if wait > 0 and (soonest == 0 or wait < soonest) then soonest = wait end
+      sooner(wait)
     end
-    while ok do
+    while ok and skipped < 100 do
       local id = redis.call('LMOVE', qk, list, 'LEFT', 'RIGHT')
       if not id then break end
-      local rec = start(list, hash, registered, slot, id, q, now, score, lim)
-      if rec then
-        if flow then admitted(flow, q, id, score) end
-        return rec
+      local fn, tl = task_limits(flow, id)
+      local free, twait = 1, 0
+      if fn then free, twait = room(tl, score) end
+      if free <= 0 then
+        redis.call('LREM', list, 0, id)
+        redis.call('RPUSH', k('task_held', fn), id)
+        skipped = skipped + 1
+        sooner(twait)
+      else
+        local rec = start(list, hash, registered, slot, id, q, now, score, lim)
+        if rec then
+          if flow then admitted(flow, q, id, score) end
+          if fn then take_permit(tl, id, score) end
+          return rec
+        end
       end
     end
   end
-  if #held > 0 then return {'held', soonest, unpack(held)} end
+  if #held > 0 or soonest > 0 then return {'held', soonest, unpack(held)} end
   return false
 end
 -- The tasks a finishing task releases (`kids`: the JSON array of rows of
@@ -174,6 +257,7 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
   if flow and f[6] and flow['concurrency:' .. f[6]] then
     redis.call('SREM', k('permits', f[6]), id)
   end
+  let_go(flow, f[1], id)
   if f[1] or f[2] then
     local added = redis.pcall('ZADD', reg, score, id)
     if type(added) == 'table' then
@@ -263,10 +347,21 @@ if flow and controlled(flow, q) then
     return {'held', wait, q}
   end
 end
+local fn, tl = task_limits(flow, ARGV[3])
+if fn then
+  local free, wait = room(tl, ARGV[5])
+  if free <= 0 then
+    -- Its function is at its limit: held back until a permit frees.
+    redis.call('LREM', KEYS[1], 0, ARGV[3])
+    redis.call('RPUSH', k('task_held', fn), ARGV[3])
+    return {'held', wait}
+  end
+end
 local rec = start(KEYS[1], KEYS[2], registered, ARGV[2], ARGV[3], q, ARGV[4], ARGV[5],
   {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
 if rec then
   if flow then admitted(flow, q, ARGV[3], ARGV[5]) end
+  if fn then take_permit(tl, ARGV[3], ARGV[5]) end
   return rec
 end
 return {'missing'}
