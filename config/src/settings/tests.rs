@@ -645,8 +645,11 @@ fn task_output_is_kept_and_logged_by_default_and_bounded() {
     let s = with_env(Some(&file.path), &[]).expect("valid");
     assert_eq!(s.task_log_kib, 0, "0 turns the capture off");
     assert!(!s.task_output_to_log);
-    let s = with_env(None, &[("RT_TASK_LOG_KIB", "128"), ("RT_TASK_OUTPUT_TO_LOG", "0")])
-        .expect("valid");
+    let s = with_env(
+        None,
+        &[("RT_TASK_LOG_KIB", "128"), ("RT_TASK_OUTPUT_TO_LOG", "0")],
+    )
+    .expect("valid");
     assert_eq!(s.task_log_kib, 128);
     assert!(!s.task_output_to_log);
     let err = with_env(None, &[("RT_TASK_LOG_KIB", "16385")]).expect_err("over the maximum");

@@ -131,9 +131,7 @@ pub(super) fn apply_scalar(
         "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
         "metrics_addr" => socket_addr(raw).map(|v| s.metrics_addr = Some(v)),
         "log_task_args" => boolean(raw).map(|v| s.log_task_args = v),
-        "task_log_kib" => {
-            count(raw, 0, MAX_TASK_LOG_KIB, "KiB").map(|v| s.task_log_kib = v)
-        }
+        "task_log_kib" => count(raw, 0, MAX_TASK_LOG_KIB, "KiB").map(|v| s.task_log_kib = v),
         "task_output_to_log" => boolean(raw).map(|v| s.task_output_to_log = v),
         _ => return super::redis::apply(&mut s.redis, key, raw),
     };
