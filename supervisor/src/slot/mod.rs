@@ -467,7 +467,13 @@ impl Slot {
             shared: &self.shared,
             slot: self.index,
         };
-        let max_meta = current.config.settings.max_args_bytes;
+        let settings = &current.config.settings;
+        let keep =
+            usize::try_from(settings.task_log_kib.saturating_mul(1024)).unwrap_or(usize::MAX);
+        process
+            .output()
+            .begin(&record.id, keep, settings.task_output_to_log);
+        let max_meta = settings.max_args_bytes;
         let (end, reusable) = run_on(
             process,
             record,
@@ -476,7 +482,21 @@ impl Slot {
             &mut hooks,
             max_meta,
         );
+        self.save_output(lease, &process.output().finish());
         (end, reusable, hooks.result)
+    }
+
+    /// Stores what the task of `lease` wrote, before its ending is
+    /// recorded (so whoever sees it end finds its output). One try: the
+    /// output is not worth holding up the outcome for. A run that wrote
+    /// nothing costs nothing.
+    fn save_output(&self, lease: &Lease, captured: &crate::task_output::Captured) {
+        if captured.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.save_output(lease, &captured.stored()) {
+            warn!(task = %lease.id, "the task's output was not stored: {e}");
+        }
     }
 
     /// The slot's spare if it is of `kind` and of the configuration in
