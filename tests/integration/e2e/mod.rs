@@ -69,6 +69,7 @@ mod shutdown;
 mod signals;
 mod startup;
 mod supervisor_control;
+mod task_output;
 mod unanswered_redis;
 mod worker_cgroups;
 
