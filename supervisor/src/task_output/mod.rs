@@ -12,7 +12,8 @@
 //! worker process sent `Finished` (or died) are in the pipe by then.
 //! Output read while no task runs (the worker process's own messages, or a
 //! task's leftover child, which the slot kills as the task ends) goes to
-//! the log only, as `[worker process <pid>] line`.
+//! the log only, as `[worker process <pid>] line`; [`Output::begin`] reads
+//! what the pipes hold before it hands them to the next task.
 //!
 //! Nothing a task writes can block or bloat the supervisor: the reader
 //! never waits for anyone but the pipes, keeps at most the tail per task,
@@ -117,12 +118,16 @@ impl Output {
     }
 
     /// From now on, the output is task `id`'s: `keep` bytes of it are
-    /// kept, and its lines logged when `to_log`.
+    /// kept, and its lines logged when `to_log`. Call it before the task
+    /// is sent: what the pipes hold already is read first, as no task's.
     pub(crate) fn begin(&self, id: &str, keep: usize, to_log: bool) {
         let mut logged = Vec::new();
         {
             let mut state = self.inner.lock();
-            // An unfinished line read before belongs to no task.
+            // What the pipes hold now was written before the task was
+            // sent: it belongs to no task, nor does an unfinished line.
+            self.inner
+                .read_open(&mut state, FINISH_READ_MAX, &mut logged);
             state.flush_lines(&mut logged);
             state.task = Some(Running {
                 id: id.to_owned(),
@@ -332,5 +337,63 @@ impl Budget {
             return None;
         }
         Some(std::mem::take(&mut self.dropped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    fn writer(fd: OwnedFd) -> std::fs::File {
+        std::fs::File::from(fd)
+    }
+
+    #[test]
+    fn bytes_belong_to_the_task_running_when_they_were_read() {
+        let (child, read) = pipes().expect("pipes");
+        let output = Output::start(read, 0).expect("start");
+        let (mut out, mut err) = (writer(child.stdout), writer(child.stderr));
+        out.write_all(b"before any task\n").expect("write");
+        output.begin("t1", 1024, false);
+        out.write_all(b"one out\n").expect("write");
+        err.write_all(b"one err\n").expect("write");
+        // Read at once by `finish`, whether or not the thread got there.
+        let first = output.finish();
+        let text = String::from_utf8(first.bytes).expect("text");
+        assert!(
+            text.contains("one out\n") && text.contains("one err\n"),
+            "{text:?}"
+        );
+        assert!(!text.contains("before"), "{text:?}");
+        out.write_all(b"between tasks\n").expect("write");
+        output.begin("t2", 1024, false);
+        out.write_all(b"two\n").expect("write");
+        let second = output.finish();
+        assert_eq!(second.bytes, b"two\n");
+        // No task: nothing captured.
+        assert!(output.finish().is_empty());
+    }
+
+    #[test]
+    fn a_flood_keeps_only_the_tail_and_ends_with_the_writer() {
+        let (child, read) = pipes().expect("pipes");
+        let output = Output::start(read, 0).expect("start");
+        output.begin("flood", 4096, false);
+        let mut out = writer(child.stdout);
+        drop(child.stderr);
+        let line = [b'x'; 1023];
+        for _ in 0..4096 {
+            out.write_all(&line).expect("write");
+            out.write_all(b"\n").expect("write");
+        }
+        out.write_all(b"the end\n").expect("write");
+        drop(out);
+        let captured = output.finish();
+        assert_eq!(captured.bytes.len(), 4096);
+        assert!(captured.bytes.ends_with(b"the end\n"));
+        assert_eq!(captured.dropped, 4096 * 1024 + 8 - 4096);
     }
 }

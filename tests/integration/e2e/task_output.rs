@@ -88,6 +88,35 @@ fn printed_text_is_kept_per_task_in_reused_and_fresh_processes() {
 }
 
 #[test]
+fn an_isolated_tasks_output_is_kept_too() {
+    let demo = Demo::new();
+    let settings = demo.path("settings.toml");
+    // Any isolation key makes "untrusted" a profile of its own: a worker
+    // process per task, started by exec under its restrictions (as a
+    // dynamic user when the tests run as root).
+    std::fs::write(&settings, "[queues.untrusted]\nopen_files_limit = 64\n").expect("settings");
+    let id = demo
+        .store
+        .queue("untrusted")
+        .enqueue("print", &json!({"text": "from the sandbox"}))
+        .expect("enqueue");
+    let config = settings.display().to_string();
+    let out = demo.burst(&["--concurrency", "1", "--config", &config, "untrusted"]);
+    assert_eq!(
+        demo.task(&id).status,
+        TaskStatus::Finished,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(logs(&demo, &id).matches("from the sandbox").count(), 2);
+    assert!(
+        out.stderr.contains(&format!("[{id}] from the sandbox")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn output_written_before_a_crash_is_kept() {
     for per_child in MODES {
         let demo = Demo::new();
