@@ -175,6 +175,7 @@ impl Inner {
 
     fn read_loop(&self) {
         let mut logged = Vec::new();
+        let mut buf = vec![0u8; CHUNK];
         loop {
             let open = self.lock().open;
             if open == [false, false] || self.stop.load(Ordering::Relaxed) {
@@ -198,7 +199,7 @@ impl Inner {
                 let mut state = self.lock();
                 // One round reads at most a few chunks per pipe, so that
                 // `finish` never waits long for the lock.
-                self.read_open(&mut state, 4 * CHUNK, &mut logged);
+                self.read_open_into(&mut buf, &mut state, 4 * CHUNK, &mut logged);
                 state.budget.take_dropped(false)
             };
             self.log(std::mem::take(&mut logged));
@@ -213,10 +214,21 @@ impl Inner {
     /// Reads what each open pipe holds, up to `max` bytes in all per pipe.
     fn read_open(&self, state: &mut State, max: usize, logged: &mut Vec<LogLine>) {
         let mut buf = vec![0u8; CHUNK];
+        self.read_open_into(&mut buf, state, max, logged);
+    }
+
+    /// [`Inner::read_open`] with the caller's buffer.
+    fn read_open_into(
+        &self,
+        buf: &mut [u8],
+        state: &mut State,
+        max: usize,
+        logged: &mut Vec<LogLine>,
+    ) {
         for (i, fd) in self.fds.iter().enumerate() {
             let mut read = 0;
             while state.open[i] && read < max {
-                match read_now(fd, &mut buf) {
+                match read_now(fd, buf) {
                     Read::Bytes(n) => {
                         read += n;
                         state.take(i, &buf[..n], logged);
