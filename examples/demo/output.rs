@@ -12,6 +12,9 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Text {
     text: String,
+    /// Seconds to sleep after writing (`print` only; default none).
+    #[serde(default)]
+    secs: f64,
 }
 
 #[derive(Deserialize)]
@@ -28,19 +31,24 @@ struct Late {
 
 type Result = std::result::Result<(), String>;
 
-/// Registers `print` (`{"text"}` to stdout and to stderr), `print_crash`
+/// Registers `print` (`{"text"}` to stdout and to stderr, then a sleep of
+/// `{"secs"}` when given), `print_crash`
 /// (the same, then SIGSEGV), `flood` (`{"kib"}` of numbered lines, then
 /// binary garbage and terminal escapes, then `flood done`) and
 /// `print_late` (starts a shell that writes `{"text"}` after `{"secs"}`,
 /// and returns at once).
 pub fn register(app: App) -> App {
-    app.task("print", |_: &TaskContext, a: Text| print_both(&a.text))
-        .task("print_crash", |_: &TaskContext, a: Text| -> Result {
-            print_both(&a.text)?;
-            crate::misbehave::segfault()
-        })
-        .task("flood", flood)
-        .task("print_late", print_late)
+    app.task("print", |_: &TaskContext, a: Text| -> Result {
+        print_both(&a.text)?;
+        std::thread::sleep(std::time::Duration::from_secs_f64(a.secs.max(0.0)));
+        Ok(())
+    })
+    .task("print_crash", |_: &TaskContext, a: Text| -> Result {
+        print_both(&a.text)?;
+        crate::misbehave::segfault()
+    })
+    .task("flood", flood)
+    .task("print_late", print_late)
 }
 
 /// Writes `text` to stdout and to stderr, each with a line end.

@@ -129,6 +129,25 @@ fn output_written_before_a_crash_is_kept() {
 }
 
 #[test]
+fn output_written_before_a_timeout_is_kept() {
+    let demo = Demo::new();
+    let id = demo
+        .store
+        .queue("default")
+        .enqueue_with(
+            "print",
+            &json!({"text": "then I hung", "secs": 60}),
+            &redis_tasks::EnqueueOptions::new().timeout(Duration::from_secs(1)),
+        )
+        .expect("enqueue");
+    let out = demo.burst(&["--concurrency", "1"]);
+    let task = demo.task(&id);
+    assert_eq!(task.status, TaskStatus::Failed, "{}", out.stderr);
+    assert!(super::error_of(&task).contains("timeout"), "{task:?}");
+    assert_eq!(logs(&demo, &id).matches("then I hung").count(), 2);
+}
+
+#[test]
 fn a_flood_keeps_the_last_task_log_kib_and_garbage_stays_harmless() {
     let demo = Demo::new();
     let flood = demo.enqueue("flood", json!({"kib": 4096}));
