@@ -273,3 +273,35 @@ fn a_child_writing_after_its_task_ended_does_not_reach_the_next_task() {
         );
     }
 }
+
+/// The peak resident memory of process `pid`, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn a_flood_cannot_grow_the_supervisor() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[("RUST_LOG", "info")]);
+    // 64 MiB of short lines, as fast as the task can write them.
+    let id = demo.enqueue("flood", json!({"kib": 64 * 1024}));
+    demo.wait_status(&id, TaskStatus::Finished, Duration::from_secs(300));
+    let peak = peak_rss_kib(running.pid());
+    eprintln!(
+        "supervisor peak RSS under a 64 MiB flood: {} MiB",
+        peak >> 10
+    );
+    assert!(peak < 50 << 10, "supervisor peak RSS {peak} KiB");
+    let kept = logs(&demo, &id);
+    assert!(
+        kept.len() < 70 * 1024 && kept.ends_with("flood done\n"),
+        "{}",
+        kept.len()
+    );
+    running.stop();
+}
