@@ -35,6 +35,32 @@ impl Lines {
         }
     }
 
+    /// Like [`Lines::feed`] for lines nobody will read: returns how many
+    /// `bytes` completes, without making them.
+    pub(crate) fn skip(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut lines = 0;
+        while !bytes.is_empty() {
+            let room = MAX_LINE - self.partial.len();
+            let window = &bytes[..bytes.len().min(room)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.partial.clear();
+                    lines += 1;
+                    bytes = &bytes[end + 1..];
+                }
+                None => {
+                    self.partial.extend_from_slice(window);
+                    bytes = &bytes[window.len()..];
+                    if self.partial.len() >= MAX_LINE {
+                        self.partial.clear();
+                        lines += 1;
+                    }
+                }
+            }
+        }
+        lines
+    }
+
     /// Appends the unfinished line, if any, to `out`.
     pub(crate) fn flush(&mut self, out: &mut Vec<String>) {
         if !self.partial.is_empty() {
@@ -84,5 +110,18 @@ mod tests {
         assert_eq!(out[1].len(), MAX_LINE);
         assert_eq!(out[2].len(), 10);
         assert_eq!(out[3], "\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn skipping_counts_what_feeding_would_make() {
+        let text = [&b"a\nbb\n"[..], &vec![b'x'; MAX_LINE + 3], b"\ntail"].concat();
+        let mut fed = Vec::new();
+        Lines::default().feed(&text, &mut fed);
+        let mut skipper = Lines::default();
+        assert_eq!(skipper.skip(&text), fed.len() as u64);
+        // The unfinished line is kept for when lines are made again.
+        let mut rest = Vec::new();
+        skipper.feed(b" end\n", &mut rest);
+        assert_eq!(rest, ["tail end"]);
     }
 }

@@ -281,6 +281,12 @@ impl State {
         if !to_log {
             return;
         }
+        if self.budget.spent() {
+            // A flood: count its lines rather than make them.
+            let skipped = self.lines[i].skip(bytes);
+            self.budget.skipped(skipped);
+            return;
+        }
         let mut texts = Vec::new();
         self.lines[i].feed(bytes, &mut texts);
         self.queue(i, texts, logged);
@@ -310,12 +316,15 @@ impl State {
 }
 
 /// At most [`LOG_LINES_PER_SEC`] log lines each second; the others are
-/// counted.
+/// counted, and reported once their second is over.
 #[derive(Debug)]
 struct Budget {
     window: Instant,
     used: u32,
+    /// Lines left out in this second.
     dropped: u64,
+    /// Lines left out in seconds that are over, not reported yet.
+    unreported: u64,
 }
 
 impl Budget {
@@ -324,31 +333,48 @@ impl Budget {
             window: Instant::now(),
             used: 0,
             dropped: 0,
+            unreported: 0,
         }
     }
 
-    fn allow(&mut self) -> bool {
+    /// Whether this second's lines are all used (starting the next second
+    /// when this one is over).
+    fn spent(&mut self) -> bool {
         if self.window.elapsed() >= Duration::from_secs(1) {
             self.window = Instant::now();
             self.used = 0;
+            self.unreported = self
+                .unreported
+                .saturating_add(std::mem::take(&mut self.dropped));
         }
-        if self.used < LOG_LINES_PER_SEC {
+        self.used >= LOG_LINES_PER_SEC
+    }
+
+    /// Whether one more line may be logged (counted if not).
+    fn allow(&mut self) -> bool {
+        if self.spent() {
+            self.dropped = self.dropped.saturating_add(1);
+            false
+        } else {
             self.used += 1;
             true
-        } else {
-            self.dropped += 1;
-            false
         }
     }
 
-    /// How many lines were left out of the log since the last report,
-    /// once the window they fell in is over (or now, with `now`).
+    /// Counts `lines` left out of the log.
+    fn skipped(&mut self, lines: u64) {
+        self.dropped = self.dropped.saturating_add(lines);
+    }
+
+    /// How many lines were left out of the log and not reported yet: those
+    /// of seconds that are over, or all of them with `now`.
     fn take_dropped(&mut self, now: bool) -> Option<u64> {
-        let over = now || self.window.elapsed() >= Duration::from_secs(1);
-        if self.dropped == 0 || !over {
-            return None;
+        self.spent();
+        let mut n = std::mem::take(&mut self.unreported);
+        if now {
+            n = n.saturating_add(std::mem::take(&mut self.dropped));
         }
-        Some(std::mem::take(&mut self.dropped))
+        (n > 0).then_some(n)
     }
 }
 
@@ -407,5 +433,19 @@ mod tests {
         assert_eq!(captured.bytes.len(), 4096);
         assert!(captured.bytes.ends_with(b"the end\n"));
         assert_eq!(captured.dropped, 4096 * 1024 + 8 - 4096);
+    }
+
+    #[test]
+    fn the_log_gets_its_budget_and_a_count_of_the_rest() {
+        let mut budget = Budget::new();
+        let allowed = (0..LOG_LINES_PER_SEC + 5)
+            .filter(|_| budget.allow())
+            .count();
+        assert_eq!(allowed, LOG_LINES_PER_SEC as usize);
+        assert!(budget.spent());
+        budget.skipped(10);
+        assert_eq!(budget.take_dropped(false), None, "its second is not over");
+        assert_eq!(budget.take_dropped(true), Some(15));
+        assert_eq!(budget.take_dropped(true), None);
     }
 }
