@@ -55,7 +55,8 @@ fn printed_text_is_kept_per_task_in_reused_and_fresh_processes() {
             none.stderr
         );
         let mut redis = demo.redis.client();
-        let key = format!("redis_tasks:output:{silent}");
+        let names = demo.redis.names();
+        let key = names.home_of_task(&silent).output(&silent);
         let exists: bool = redis::cmd("EXISTS")
             .arg(&key)
             .query(&mut redis)
@@ -63,7 +64,7 @@ fn printed_text_is_kept_per_task_in_reused_and_fresh_processes() {
         assert!(!exists, "a silent task costs no key");
         // The key expires with the registries.
         let ttl: i64 = redis::cmd("TTL")
-            .arg(format!("redis_tasks:output:{alpha}"))
+            .arg(names.home_of_task(&alpha).output(&alpha))
             .query(&mut redis)
             .expect("ttl");
         assert!(ttl > 600_000 && ttl <= 604_800, "{ttl}");
@@ -167,7 +168,7 @@ fn a_flood_keeps_the_last_task_log_kib_and_garbage_stays_harmless() {
     // The stored value: a note, then at most 8 KiB, ending with the end.
     let mut redis = demo.redis.client();
     let stored: Vec<u8> = redis::cmd("GET")
-        .arg(format!("redis_tasks:output:{flood}"))
+        .arg(demo.redis.names().home_of_task(&flood).output(&flood))
         .query(&mut redis)
         .expect("get");
     let first_line = stored
