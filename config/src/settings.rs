@@ -48,6 +48,14 @@ pub use redis::{DEFAULT_WAIT_TIMEOUT_MS, RedisSettings};
 /// the Python original's immediate interruption.
 pub const DEFAULT_DRAIN_TIMEOUT: u64 = 25;
 
+/// KiB of a task's own output kept with it unless settings say otherwise
+/// (`task_log_kib`).
+pub const DEFAULT_TASK_LOG_KIB: u64 = 64;
+
+/// The most `task_log_kib` may ask for (16 MiB per task): the output is
+/// held in the supervisor's memory while the task runs, and in Redis after.
+pub const MAX_TASK_LOG_KIB: u64 = 16 * 1024;
+
 /// Every setting, after defaults, file and environment were applied.
 ///
 /// All durations are in whole seconds; the `Duration` accessors below convert.
@@ -126,6 +134,13 @@ pub struct Settings {
     /// lines. Off: arguments may hold secrets, and logs go to places
     /// (journald, collectors) with wider readers than Redis.
     pub log_task_args: bool,
+    /// KiB of a task's own output (its stdout and stderr together) kept
+    /// with the task: the last this many, the older bytes dropped. `0`:
+    /// nothing is kept.
+    pub task_log_kib: u64,
+    /// Write each line a task prints to the supervisor's log too, prefixed
+    /// with the task's id.
+    pub task_output_to_log: bool,
     /// Per-queue settings (`[queues.NAME]` tables), by queue name.
     pub queues: BTreeMap<String, QueueSettings>,
     /// Largest JSON encoding of a task's return value that is stored as
@@ -158,6 +173,8 @@ impl Default for Settings {
             worker_cgroups: true,
             metrics_addr: None,
             log_task_args: false,
+            task_log_kib: DEFAULT_TASK_LOG_KIB,
+            task_output_to_log: true,
             queues: BTreeMap::new(),
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
@@ -334,6 +351,8 @@ impl fmt::Debug for Settings {
             .field("worker_cgroups", &self.worker_cgroups)
             .field("metrics_addr", &self.metrics_addr)
             .field("log_task_args", &self.log_task_args)
+            .field("task_log_kib", &self.task_log_kib)
+            .field("task_output_to_log", &self.task_output_to_log)
             .field("queues", &self.queues)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)

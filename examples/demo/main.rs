@@ -23,6 +23,7 @@ mod hostile_sandbox;
 mod hostile_tree;
 mod misbehave;
 mod outcome_log;
+mod output;
 mod results;
 mod retries;
 mod setup;
@@ -307,7 +308,7 @@ fn main() -> ExitCode {
     let _child = child_before_start();
     let app = results::register(retries::app().version(env!("CARGO_PKG_VERSION")));
     let app = async_tasks::register(setup::register(app));
-    let app = fan_out::register(hostile_clone::register(app));
+    let app = output::register(fan_out::register(hostile_clone::register(app)));
     hostile_identity::register(hostile_tree::register(hostile_sandbox::register(
         hostile_frames::register(app),
     )))

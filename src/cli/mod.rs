@@ -37,6 +37,7 @@ mod results;
 pub mod schedule;
 mod style;
 mod supervisors;
+mod task_logs;
 mod tasks;
 
 use std::io::Write;

@@ -74,6 +74,9 @@ pub enum TaskAction {
     /// Print a finished task's result (its return value as JSON), waiting
     /// for its end with --wait.
     Result(super::results::TaskResultArgs),
+    /// Print what a task wrote to its stdout and stderr (the last
+    /// task_log_kib KiB of its latest run that wrote anything).
+    Logs(super::task_logs::TaskLogsArgs),
 }
 
 /// Arguments of `task cancel`.
@@ -230,6 +233,7 @@ pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyho
         }
         TaskAction::Cancel(args) => cancel(store, &args, out)?,
         TaskAction::Result(args) => super::results::run(store, &args, out)?,
+        TaskAction::Logs(args) => super::task_logs::run(store, &args, out)?,
     }
     Ok(())
 }

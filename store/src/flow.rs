@@ -239,13 +239,12 @@ fn controlled(settings: &[(String, String)]) -> impl Iterator<Item = String> + '
     })
 }
 
+/// Fields of `P:flow` to set (with their values) and to delete.
+type FlowChange = (Vec<(String, String)>, Vec<String>);
+
 /// The fields a limit change sets and deletes, for a queue (`pre` empty)
 /// or a task function (`pre` = `task_`).
-fn limit_fields(
-    pre: &str,
-    name: &str,
-    limit: Limit,
-) -> Result<(Vec<(String, String)>, Vec<String>), StoreError> {
+fn limit_fields(pre: &str, name: &str, limit: Limit) -> Result<FlowChange, StoreError> {
     Ok(match limit {
         Limit::Concurrency(0) => {
             return Err(StoreError::InvalidOption {

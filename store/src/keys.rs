@@ -32,6 +32,12 @@ impl Keys {
         format!("{}:task:{id}", self.prefix)
     }
 
+    /// `P:output:<id>`: STRING, the last bytes task `id` wrote to its
+    /// stdout and stderr, expiring with the registries.
+    pub fn output(&self, id: &str) -> String {
+        format!("{}:output:{id}", self.prefix)
+    }
+
     /// `P:queue:<name>`: the queue's LIST of ids.
     pub fn queue(&self, name: &str) -> String {
         format!("{}:queue:{name}", self.prefix)
@@ -233,6 +239,7 @@ mod tests {
         let k = Keys::new("rt");
         assert_eq!(k.task("a-b"), "rt:task:a-b");
         assert_eq!(k.queue("default"), "rt:queue:default");
+        assert_eq!(k.output("a-b"), "rt:output:a-b");
         assert_eq!(k.queues(), "rt:queues");
         assert_eq!(k.finished(), "rt:finished");
         assert_eq!(k.failed(), "rt:failed");

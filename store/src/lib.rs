@@ -91,6 +91,7 @@ mod keys;
 mod layout;
 mod maintenance;
 mod nodes;
+mod output;
 mod part;
 mod partition;
 mod preview;

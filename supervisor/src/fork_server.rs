@@ -27,12 +27,13 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use redis_tasks_protocol::ExitReason;
 use redis_tasks_protocol::ipc::WORKER_FD;
 use redis_tasks_protocol::ipc::fork_server::{
-    FORK_SERVER_FD_ARG, FromForkServer, ToForkServer, recv_packet, send_packet,
+    FORK_SERVER_FD_ARG, FromForkServer, ToForkServer, recv_packet, send_packet, send_packet_fds,
 };
 use std::os::unix::process::CommandExt;
 use tracing::warn;
 
 use crate::sys;
+use crate::task_output::ChildEnds;
 
 /// How long a fork request may take.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,9 +99,14 @@ impl ForkServer {
         }))
     }
 
-    /// Forks a worker process that serves on `socket`; returns its pid and
-    /// the channel its exit report will come on.
-    pub(crate) fn spawn(&self, socket: OwnedFd) -> Result<(u32, Receiver<ExitReason>), String> {
+    /// Forks a worker process that serves on `socket`, with `output`'s
+    /// pipes as its stdout and stderr; returns its pid and the channel its
+    /// exit report will come on.
+    pub(crate) fn spawn(
+        &self,
+        socket: OwnedFd,
+        output: ChildEnds,
+    ) -> Result<(u32, Receiver<ExitReason>), String> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         {
@@ -112,14 +118,15 @@ impl ForkServer {
         }
         {
             let _guard = lock(&self.send_lock);
-            send_packet(
+            send_packet_fds(
                 self.control.as_fd(),
                 &ToForkServer::Spawn { token },
-                Some(socket.as_fd()),
+                &[socket.as_fd(), output.stdout.as_fd(), output.stderr.as_fd()],
             )
             .map_err(|e| format!("cannot reach the fork server: {e}"))?;
         }
-        drop(socket);
+        // The fork server has its own copies now.
+        drop((socket, output));
         let pid = match rx.recv_timeout(SPAWN_TIMEOUT) {
             Ok(answer) => answer?,
             Err(_) => {

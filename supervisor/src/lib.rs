@@ -79,6 +79,7 @@ mod shared;
 pub mod signals;
 mod slot;
 mod sys;
+mod task_output;
 mod worker_process;
 
 pub use config::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};

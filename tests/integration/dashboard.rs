@@ -1234,3 +1234,32 @@ fn the_queue_page_shows_flow_control_and_pauses_and_resumes() {
     );
     assert_eq!(unknown.status, 404);
 }
+
+#[test]
+fn the_task_page_shows_the_tasks_own_output_escaped() {
+    let demo = Demo::new();
+    let printed = demo.enqueue(
+        "print",
+        json!({"text": "<script>alert(1)</script> \u{1b}[31mred & done"}),
+    );
+    let silent = demo.enqueue("noop", json!(null));
+    demo.burst(&["--concurrency", "1"]);
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+
+    let page = http(port, "GET", &format!("/tasks/{printed}"), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let output = element(&page.body, "task-output");
+    assert_eq!(
+        output.matches("&lt;script&gt;alert(1)").count(),
+        2,
+        "{output}"
+    );
+    assert!(output.contains("\\u{1b}[31mred &amp; done"), "{output}");
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert!(!page.body.contains('\u{1b}'));
+
+    let page = http(port, "GET", &format!("/tasks/{silent}"), &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(element(&page.body, "task-output-none").contains("None kept"));
+}

@@ -7,7 +7,8 @@
 //!   everything on failure), `snapshot` (all keys, to prove nothing changed).
 //! - `store_producer`: enqueue, batches, size limit, queue listing, empty,
 //!   delete, the raw-command enqueue of `docs/redis-schema.md`.
-//! - `store_results`: results in the record, `P:done:<id>`, waiting.
+//! - `store_results`: results in the record, `P:done:<id>`, waiting, a
+//!   task's stored output (`P:output:<id>`).
 //! - `store_unique`: unique enqueue: racing producers, freeing the key.
 //! - `store_tasks`: reading records (missing, corrupt, wrong key type),
 //!   cancel, meta.

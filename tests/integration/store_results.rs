@@ -107,3 +107,48 @@ fn finish_stores_the_result_and_wakes_waiters_and_a_requeued_failure_waits_again
     // A missing task is an error, not a wait.
     assert!(store.wait_for_end("nope", Duration::from_secs(30)).is_err());
 }
+
+#[test]
+fn a_tasks_output_is_stored_as_bytes_with_the_registries_expiry() {
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store().with_registry_ttl(1000);
+    slot(&store, "s");
+    let id = store
+        .queue("default")
+        .enqueue("t", &json!(1))
+        .expect("enqueue");
+    let silent = store
+        .queue("default")
+        .enqueue("t", &json!(2))
+        .expect("enqueue");
+    let f = store
+        .fetch("s", &["default".to_owned()], Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(f.id, id);
+    let bytes = b"line one\n\xff\xfe not text\x1b[0m\n";
+    store.save_output(&f.lease, bytes).expect("save");
+    assert_eq!(
+        store.task_output(&id).expect("read").as_deref(),
+        Some(&bytes[..])
+    );
+    let mut c = server.client();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(n.home_of_task(&id).output(&id))
+        .query(&mut c)
+        .expect("ttl");
+    assert!(ttl > 990 && ttl <= 1000, "{ttl}");
+    // A later run's output replaces it.
+    store.save_output(&f.lease, b"again\n").expect("save");
+    assert_eq!(
+        store.task_output(&id).expect("read").as_deref(),
+        Some(&b"again\n"[..])
+    );
+    assert_eq!(store.task_output(&silent).expect("read"), None);
+    let err = store.task_output("no-such-task").expect_err("unknown");
+    assert!(
+        matches!(err, redis_tasks::StoreError::NotFound { .. }),
+        "{err}"
+    );
+}

@@ -73,10 +73,18 @@ pub fn serve_fork_server(
             match recv_packet::<ToForkServer>(control.as_fd())? {
                 None => return Ok(()),
                 Some((ToForkServer::Spawn { token }, fds)) => {
-                    let mut fds = sys::adopt_all(fds);
-                    let reply = match (fds.pop(), fds.is_empty()) {
-                        (Some(socket), true) => {
-                            match fork_worker(registry, middleware, &control, socket) {
+                    let mut fds = sys::adopt_all(fds).into_iter();
+                    let given = (fds.next(), fds.next(), fds.next(), fds.next());
+                    let request = match given {
+                        (Some(socket), None, None, None) => Some((socket, None)),
+                        (Some(socket), Some(out), Some(err), None) => {
+                            Some((socket, Some((out, err))))
+                        }
+                        _ => None,
+                    };
+                    let reply = match request {
+                        Some((socket, output)) => {
+                            match fork_worker(registry, middleware, &control, socket, output) {
                                 Ok(pid) => {
                                     children.insert(pid);
                                     FromForkServer::Spawned { token, pid }
@@ -87,9 +95,11 @@ pub fn serve_fork_server(
                                 },
                             }
                         }
-                        _ => FromForkServer::SpawnFailed {
+                        None => FromForkServer::SpawnFailed {
                             token,
-                            error: "a spawn request must carry exactly one socket".to_owned(),
+                            error: "a spawn request must carry one socket, or one socket and \
+                                    the two output pipes"
+                                .to_owned(),
                         },
                     };
                     send_packet(control.as_fd(), &reply, None)?;
@@ -127,13 +137,16 @@ fn as_pid(pid: u32) -> Pid {
     Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
 }
 
-/// Forks a worker process serving on `socket`; in the parent, returns its
-/// pid (the parent's copy of `socket` is closed on return).
+/// Forks a worker process serving on `socket`, with `output` (the write
+/// ends of its supervisor's pipes) as its stdout and stderr when given; in
+/// the parent, returns its pid (the parent's copies of the descriptors are
+/// closed on return).
 fn fork_worker(
     registry: &TaskRegistry,
     middleware: &[Arc<dyn Middleware>],
     control: &OwnedFd,
     socket: OwnedFd,
+    output: Option<(OwnedFd, OwnedFd)>,
 ) -> Result<u32, Errno> {
     match sys::fork_child()? {
         Forked::Parent(pid) => Ok(pid),
@@ -143,7 +156,13 @@ fn fork_worker(
             sys::close_raw(control);
             // The worker loop adopts the socket by its number.
             let fd = socket.into_raw_fd();
-            let code = match sys::become_worker() {
+            let stdio = match output {
+                Some((out, err)) => nix::unistd::dup2_stdout(&out)
+                    .and_then(|()| nix::unistd::dup2_stderr(&err))
+                    .map_err(std::io::Error::from),
+                None => Ok(()),
+            };
+            let code = match stdio.and_then(|()| sys::become_worker()) {
                 Err(e) => {
                     crate::stderr_line(&format!("redis-tasks fork server child: {e}"));
                     1

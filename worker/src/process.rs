@@ -250,6 +250,10 @@ pub fn serve(
             Arc::clone(&shutdown),
             state.clone(),
         );
+        // What the task printed without a line end is still in this
+        // process's buffer: written now, it is in the pipe before the
+        // supervisor hears of the end, and counted as the task's.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         let msg = FromWorker::Finished {
             task_id: run.task_id,
             result,

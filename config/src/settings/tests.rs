@@ -635,3 +635,25 @@ fn an_rt_variable_that_names_no_setting_is_refused() {
     ]))
     .expect("every known name passes");
 }
+
+#[test]
+fn task_output_is_kept_and_logged_by_default_and_bounded() {
+    let s = with_env(None, &[]).expect("valid");
+    assert_eq!(s.task_log_kib, 64);
+    assert!(s.task_output_to_log);
+    let file = settings_file("task_log_kib = 0\ntask_output_to_log = false\n");
+    let s = with_env(Some(&file.path), &[]).expect("valid");
+    assert_eq!(s.task_log_kib, 0, "0 turns the capture off");
+    assert!(!s.task_output_to_log);
+    let s = with_env(
+        None,
+        &[("RT_TASK_LOG_KIB", "128"), ("RT_TASK_OUTPUT_TO_LOG", "0")],
+    )
+    .expect("valid");
+    assert_eq!(s.task_log_kib, 128);
+    assert!(!s.task_output_to_log);
+    let err = with_env(None, &[("RT_TASK_LOG_KIB", "16385")]).expect_err("over the maximum");
+    assert!(err.to_string().contains("RT_TASK_LOG_KIB"), "{err}");
+    let err = Settings::from_toml_str("task_log_kib = -1\n", None).expect_err("negative");
+    assert!(err.to_string().contains("task_log_kib"), "{err}");
+}

@@ -7,7 +7,7 @@
 
 use crate::schedule::{parse_duration, parse_time_zone};
 
-use super::Settings;
+use super::{MAX_TASK_LOG_KIB, Settings};
 
 /// A raw value before it is checked.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 37] = [
+pub(crate) const SCALAR_KEYS: [&str; 39] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -89,6 +89,8 @@ pub(crate) const SCALAR_KEYS: [&str; 37] = [
     "max_result_bytes",
     "metrics_addr",
     "log_task_args",
+    "task_log_kib",
+    "task_output_to_log",
 ];
 
 /// The settings that are not scalars (their own readers handle them).
@@ -132,6 +134,8 @@ pub(super) fn apply_scalar(
         "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
         "metrics_addr" => socket_addr(raw).map(|v| s.metrics_addr = Some(v)),
         "log_task_args" => boolean(raw).map(|v| s.log_task_args = v),
+        "task_log_kib" => count(raw, 0, MAX_TASK_LOG_KIB, "KiB").map(|v| s.task_log_kib = v),
+        "task_output_to_log" => boolean(raw).map(|v| s.task_output_to_log = v),
         _ => return super::redis::apply(&mut s.redis, key, raw),
     };
     Some(result)

@@ -124,10 +124,12 @@ pub(crate) async fn task(
             // A progress field that does not read (or is too large) is
             // shown as none rather than hiding the whole task.
             let progress = super::progress_of(store, &task_id);
-            Ok::<_, StoreError>((preview, progress))
+            // Like progress: output that cannot be read shows as none.
+            let output = store.task_output(&task_id).ok().flatten();
+            Ok::<_, StoreError>((preview, progress, output))
         })
         .await;
-    let (preview, progress) = match read {
+    let (preview, progress, output) = match read {
         Ok(read) => read,
         Err(e) => return store_error(&state, &e),
     };
@@ -219,6 +221,7 @@ pub(crate) async fn task(
             (None, None) if r.status == TaskStatus::Canceled => p.muted { "None: the task was canceled." },
             (None, None) => p.muted { "None yet: the task has not ended." },
         }
+        (output_section(&r.id, output.as_deref()))
         h2 { "Arguments" }
         (json_field(&r.id, clip("args"), &r.args, "task-args"))
         h2 { "Meta" }
@@ -244,6 +247,44 @@ pub(crate) async fn task(
         }
     };
     page(&state, &title, live, body).into_response()
+}
+
+/// What the task wrote to stdout and stderr, as its supervisor kept it:
+/// the last [`PAGE_FIELD_CAP`] bytes at most, control characters other
+/// than line ends and tabs shown escaped (and the whole HTML-escaped).
+fn output_section(id: &str, output: Option<&[u8]>) -> Markup {
+    html! {
+        h2 { "Output" }
+        @match output {
+            Some(bytes) => {
+                @let from = bytes.len().saturating_sub(PAGE_FIELD_CAP);
+                @if from > 0 {
+                    p.muted.cut #cut-output {
+                        "The last " (PAGE_FIELD_CAP) " of " (bytes.len()) " bytes kept; "
+                        code { "redis-tasks task logs " (id) } " prints them all."
+                    }
+                }
+                pre #task-output { (shown_output(&bytes[from..])) }
+            },
+            None => p.muted #task-output-none {
+                "None kept: the task wrote nothing to stdout or stderr, has not ended yet, "
+                "or its supervisor keeps no output (task_log_kib = 0)."
+            },
+        }
+    }
+}
+
+/// `bytes` as text, with every control character but newline and tab
+/// escaped (`\u{1b}`).
+fn shown_output(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => format!("\\u{{{:x}}}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// The ended attempts of a retried task, oldest first.

@@ -34,7 +34,9 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// Supervisor to fork server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToForkServer {
-    /// Fork a worker process serving on the attached descriptor.
+    /// Fork a worker process serving on the first attached descriptor;
+    /// when two more come with it, they become the new process's stdout
+    /// and stderr (the write ends of pipes its supervisor reads).
     Spawn {
         /// Echoed in the answer.
         token: u64,
@@ -80,13 +82,24 @@ pub fn send_packet<M: Serialize>(
     msg: &M,
     fd: Option<BorrowedFd<'_>>,
 ) -> Result<(), FrameError> {
+    send_packet_fds(socket, msg, fd.as_slice())
+}
+
+/// Sends `msg` as one packet with `fds` attached (at most four: what
+/// [`recv_packet`] makes room for).
+pub fn send_packet_fds<M: Serialize>(
+    socket: BorrowedFd<'_>,
+    msg: &M,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), FrameError> {
     let payload = encode(msg)?;
     let iov = [IoSlice::new(&payload)];
-    let fds = fd.map(|f| [f.as_raw_fd()]);
-    let cmsgs: Vec<ControlMessage<'_>> = fds
-        .as_ref()
-        .map(|f| vec![ControlMessage::ScmRights(f)])
-        .unwrap_or_default();
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&raw)]
+    };
     sendmsg::<()>(
         socket.as_raw_fd(),
         &iov,

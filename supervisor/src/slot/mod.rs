@@ -505,7 +505,13 @@ impl Slot {
             producer: &self.store,
             children,
         };
-        let max_meta = current.config.settings.max_args_bytes;
+        let settings = &current.config.settings;
+        let keep =
+            usize::try_from(settings.task_log_kib.saturating_mul(1024)).unwrap_or(usize::MAX);
+        process
+            .output()
+            .begin(&record.id, keep, settings.task_output_to_log);
+        let max_meta = settings.max_args_bytes;
         let (end, reusable) = run_on(
             process,
             record,
@@ -514,11 +520,25 @@ impl Slot {
             &mut hooks,
             max_meta,
         );
+        self.save_output(lease, &process.output().finish());
         let made = Made {
             result: hooks.result,
             children: hooks.children,
         };
         (end, reusable, made)
+    }
+
+    /// Stores what the task of `lease` wrote, before its ending is
+    /// recorded (so whoever sees it end finds its output). One try: the
+    /// output is not worth holding up the outcome for. A run that wrote
+    /// nothing costs nothing.
+    fn save_output(&self, lease: &Lease, captured: &crate::task_output::Captured) {
+        if captured.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.save_output(lease, &captured.stored()) {
+            warn!(task = %lease.id, "the task's output was not stored: {e}");
+        }
     }
 
     /// The slot's spare if it is of `kind` and of the configuration in

@@ -17,6 +17,7 @@ use super::{SpawnError, WorkerEvent, exit_reason};
 use crate::cgroup::{self, TaskCgroup};
 use crate::family;
 use crate::fork_server::ForkServer;
+use crate::task_output::Output;
 
 /// How a worker process was started, and so who reaps it.
 #[derive(Debug)]
@@ -65,6 +66,8 @@ pub(crate) struct WorkerProcess {
     /// A kill was refused (EPERM) and there is no cgroup to kill through:
     /// the process is not waited for on the slot's thread.
     unkillable: bool,
+    /// What it writes to its stdout and stderr, read by the supervisor.
+    output: Output,
 }
 
 impl WorkerProcess {
@@ -73,6 +76,7 @@ impl WorkerProcess {
         cgroup: Option<TaskCgroup>,
         stream: UnixStream,
         events: Receiver<WorkerEvent>,
+        output: Output,
         generation: u64,
     ) -> Self {
         WorkerProcess {
@@ -90,7 +94,13 @@ impl WorkerProcess {
             proc_hidden: false,
             spawned_by: family::thread_id(),
             unkillable: false,
+            output,
         }
+    }
+
+    /// The capture of its stdout and stderr.
+    pub(crate) fn output(&self) -> &Output {
+        &self.output
     }
 
     /// How many threads the process runs now, read from `/proc` (outside

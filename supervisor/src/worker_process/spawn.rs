@@ -23,6 +23,7 @@ use crate::family;
 use crate::fork_server::ForkServer;
 use crate::isolation::{NotApplied, Plan};
 use crate::sys;
+use crate::task_output::{self, Output};
 
 impl WorkerProcess {
     /// Starts a worker process under reload `generation` and completes the
@@ -54,12 +55,15 @@ impl WorkerProcess {
     ) -> Result<Self, SpawnError> {
         let spawn_err = spawn_error(spec);
         let (ours, theirs) = UnixStream::pair().map_err(&spawn_err)?;
+        let (output, read_ends) = task_output::pipes().map_err(&spawn_err)?;
         let mut cmd = Command::new(&spec.exe);
         let env = plan.map_or(&spec.env, |p| &p.env);
         cmd.arg(format!("{WORKER_FD_ARG}={WORKER_FD}"))
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
+            .stdout(Stdio::from(output.stdout))
+            .stderr(Stdio::from(output.stderr))
             .process_group(0);
         if let Some(dir) = plan.and_then(|p| p.working_dir.as_ref()) {
             cmd.current_dir(dir);
@@ -76,6 +80,9 @@ impl WorkerProcess {
                 None => spawn_err(e),
             })?;
         drop(theirs);
+        // Our copies of the pipes' write ends: the reader sees their end
+        // when the worker process (and all it started) has closed them.
+        drop(cmd);
         let mut child = child;
         let cgroup = match join_cgroup(&child, plan) {
             Ok(cgroup) => cgroup,
@@ -88,7 +95,8 @@ impl WorkerProcess {
         };
         let exit = watch_exit(child.id()).map_err(&spawn_err)?;
         let proc = Proc::Direct { child, exit };
-        let mut process = WorkerProcess::connect(proc, cgroup, ours, spec, generation, plan)?;
+        let mut process =
+            WorkerProcess::connect(proc, cgroup, ours, read_ends, spec, generation, plan)?;
         if plan.is_some_and(|p| p.child.ids.is_some()) {
             process.ensure_killable()?;
         }
@@ -107,29 +115,37 @@ impl WorkerProcess {
             error,
         };
         let (ours, theirs) = UnixStream::pair().map_err(&spawn_err)?;
+        let (output, read_ends) = task_output::pipes().map_err(&spawn_err)?;
         let (pid, exit) = server
-            .spawn(OwnedFd::from(theirs))
+            .spawn(OwnedFd::from(theirs), output)
             .map_err(SpawnError::Handshake)?;
         let proc = Proc::Forked {
             pid,
             server: Arc::clone(server),
             exit,
         };
-        WorkerProcess::connect(proc, None, ours, spec, generation, None)
+        WorkerProcess::connect(proc, None, ours, read_ends, spec, generation, None)
     }
 
-    /// Wraps a started process: reader thread, handshake.
+    /// Wraps a started process: the reader threads of its frames and of its
+    /// output, handshake.
     fn connect(
         proc: Proc,
         cgroup: Option<TaskCgroup>,
         ours: UnixStream,
+        read_ends: task_output::ReadEnds,
         spec: &SpawnSpec,
         generation: u64,
         plan: Option<&Plan>,
     ) -> Result<Self, SpawnError> {
         let reader = ours.try_clone().map_err(spawn_error(spec))?;
         let (tx, events) = bounded(EVENT_QUEUE);
-        let mut process = WorkerProcess::new(proc, cgroup, ours, events, generation);
+        let pid = match &proc {
+            Proc::Direct { child, .. } => child.id(),
+            Proc::Forked { pid, .. } => *pid,
+        };
+        let output = Output::start(read_ends, pid).map_err(spawn_error(spec))?;
+        let mut process = WorkerProcess::new(proc, cgroup, ours, events, output, generation);
         thread::Builder::new()
             .name(format!("ipc-{}", process.pid()))
             .spawn(move || read_loop(reader, &tx))

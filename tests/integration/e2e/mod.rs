@@ -34,6 +34,9 @@
 //!   SIGKILLed), cancel of a running task and its children, the CLI's
 //!   `--in`, `--at`, `--timeout`, `--retries`, unknown hash fields.
 //! - `results`: task results, waiting for them, `max_result_bytes`.
+//! - `task_output`: a task's own stdout and stderr kept with it (`task
+//!   logs`), in the supervisor's log, bounded against floods, garbage and
+//!   a leftover child that writes after its task ended.
 //! - `setup_hook`: the per-process setup hook, its state, its failures.
 //! - `signals`: the signal table (scaling, reload, quiet, dump, drain).
 //! - `worker_cgroups`: a cgroup (v2) per worker process; leftovers of a
@@ -70,6 +73,7 @@ mod shutdown;
 mod signals;
 mod startup;
 mod supervisor_control;
+mod task_output;
 mod unanswered_redis;
 mod worker_cgroups;
 
