@@ -26,6 +26,7 @@ mod env;
 mod file;
 mod queues;
 mod redis;
+mod tasks;
 mod values;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ pub use error::{Origin, SettingsError};
 pub use isolation::Isolation;
 pub use queues::QueueSettings;
 pub use redis::{DEFAULT_WAIT_TIMEOUT_MS, RedisSettings};
+pub use tasks::TaskSettings;
 
 /// Seconds a graceful shutdown lets running tasks finish before it
 /// interrupts them, unless settings say otherwise: Ctrl-C and `systemctl
@@ -143,6 +145,8 @@ pub struct Settings {
     pub task_output_to_log: bool,
     /// Per-queue settings (`[queues.NAME]` tables), by queue name.
     pub queues: BTreeMap<String, QueueSettings>,
+    /// Per-task-function settings (`[tasks.NAME]` tables): flow limits.
+    pub tasks: BTreeMap<String, TaskSettings>,
     /// Largest JSON encoding of a task's return value that is stored as
     /// its result, in bytes; a larger one fails the task.
     pub max_result_bytes: u64,
@@ -176,6 +180,7 @@ impl Default for Settings {
             task_log_kib: DEFAULT_TASK_LOG_KIB,
             task_output_to_log: true,
             queues: BTreeMap::new(),
+            tasks: BTreeMap::new(),
             schedule: BTreeMap::new(),
             scheduler_queue: "default".to_owned(),
             scheduler_max_catchup: 3_600,
@@ -354,6 +359,7 @@ impl fmt::Debug for Settings {
             .field("task_log_kib", &self.task_log_kib)
             .field("task_output_to_log", &self.task_output_to_log)
             .field("queues", &self.queues)
+            .field("tasks", &self.tasks)
             .field("schedule", &self.schedule)
             .field("scheduler_queue", &self.scheduler_queue)
             .field("scheduler_max_catchup", &self.scheduler_max_catchup)

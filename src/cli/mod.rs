@@ -53,9 +53,7 @@ pub use dashboard::DashboardArgs;
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
-pub use queues::{
-    EmptyArgs, QueueAction, QueueCommand, QueueLimitArgs, QueueListArgs, QueueNameArgs,
-};
+pub use queues::{EmptyArgs, LimitArgs, QueueAction, QueueCommand, QueueListArgs, QueueNameArgs};
 pub use results::TaskResultArgs;
 pub use schedule::ScheduleCommand;
 pub use supervisors::{

@@ -67,7 +67,7 @@ pub enum QueueAction {
     /// Start the queue's tasks again.
     Resume(QueueNameArgs),
     /// Set or clear the queue's limits, fleet-wide.
-    Limit(QueueLimitArgs),
+    Limit(LimitArgs),
 }
 
 /// Arguments of `queue list`.
@@ -86,11 +86,11 @@ pub struct QueueNameArgs {
     pub name: String,
 }
 
-/// Arguments of `queue limit`.
+/// Arguments of `queue limit` and `task limit`.
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("limit").required(true).multiple(true)))]
-pub struct QueueLimitArgs {
-    /// The queue.
+pub struct LimitArgs {
+    /// The queue, or the task function.
     #[arg(value_name = "NAME")]
     pub name: String,
     /// At most N of its tasks run at once across every supervisor.
@@ -119,21 +119,32 @@ pub(super) fn queue(store: &Store, cmd: QueueCommand, out: &mut dyn Write) -> an
             Ok(())
         }
         QueueAction::Limit(args) => {
-            if args.clear {
-                store.limit_queue(&args.name, Limit::Clear)?;
-                writeln!(out, "cleared the limits of queue {}", args.name)?;
-            }
-            if let Some(n) = args.concurrency {
-                store.limit_queue(&args.name, Limit::Concurrency(n))?;
-                writeln!(out, "queue {}: at most {n} running at once", args.name)?;
-            }
-            if let Some(rate) = args.rate {
-                store.limit_queue(&args.name, Limit::Rate(rate))?;
-                writeln!(out, "queue {}: at most {rate} starts", args.name)?;
-            }
-            Ok(())
+            limit("queue", &args, out, |l| store.limit_queue(&args.name, l))
         }
     }
+}
+
+/// Applies `queue limit` or `task limit` (`what`) through `set`.
+pub(super) fn limit(
+    what: &str,
+    args: &LimitArgs,
+    out: &mut dyn Write,
+    set: impl Fn(Limit) -> Result<(), redis_tasks_store::StoreError>,
+) -> anyhow::Result<()> {
+    let name = &args.name;
+    if args.clear {
+        set(Limit::Clear)?;
+        writeln!(out, "cleared the limits of {what} {name}")?;
+    }
+    if let Some(n) = args.concurrency {
+        set(Limit::Concurrency(n))?;
+        writeln!(out, "{what} {name}: at most {n} running at once")?;
+    }
+    if let Some(rate) = args.rate {
+        set(Limit::Rate(rate))?;
+        writeln!(out, "{what} {name}: at most {rate} starts")?;
+    }
+    Ok(())
 }
 
 fn list(store: &Store, args: &QueueListArgs, out: &mut dyn Write) -> anyhow::Result<()> {

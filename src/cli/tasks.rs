@@ -77,6 +77,9 @@ pub enum TaskAction {
     /// Print what a task wrote to its stdout and stderr (the last
     /// task_log_kib KiB of its latest run that wrote anything).
     Logs(super::task_logs::TaskLogsArgs),
+    /// Set or clear a task function's limits, fleet-wide (its tasks on
+    /// every queue).
+    Limit(super::queues::LimitArgs),
 }
 
 /// Arguments of `task cancel`.
@@ -234,6 +237,9 @@ pub(super) fn run(store: &Store, cmd: TaskCommand, out: &mut dyn Write) -> anyho
         TaskAction::Cancel(args) => cancel(store, &args, out)?,
         TaskAction::Result(args) => super::results::run(store, &args, out)?,
         TaskAction::Logs(args) => super::task_logs::run(store, &args, out)?,
+        TaskAction::Limit(args) => {
+            super::queues::limit("task", &args, out, |l| store.limit_task(&args.name, l))?
+        }
     }
     Ok(())
 }

@@ -99,6 +99,9 @@ fn a_supervisor_serves_metrics_that_promtool_accepts() {
     demo.store
         .limit_queue("default", redis_tasks::store::Limit::Concurrency(5))
         .expect("limit");
+    demo.store
+        .limit_task("render", redis_tasks::store::Limit::Concurrency(2))
+        .expect("limit");
 
     let mut page = String::new();
     wait_until(
@@ -139,6 +142,8 @@ fn a_supervisor_serves_metrics_that_promtool_accepts() {
         5.0,
     );
     expect(r#"redis_tasks_queue_permits_in_use{queue="default"}"#, 0.0);
+    expect(r#"redis_tasks_task_concurrency_limit{task="render"}"#, 2.0);
+    expect(r#"redis_tasks_task_held{task="render"}"#, 0.0);
     expect("redis_tasks_scheduled_tasks", 1.0);
     expect(r#"redis_tasks_registry_tasks{registry="failed"}"#, 3.0);
     expect(r#"redis_tasks_registry_tasks{registry="finished"}"#, 1.0);

@@ -7,6 +7,7 @@ use super::Draft;
 use super::entries::read_entries;
 use super::error::{Origin, SettingsError};
 use super::queues::read_queues;
+use super::tasks::read_tasks;
 use super::values::{OTHER_KEYS, Raw, SCALAR_KEYS, apply_scalar, hint, name, set_list};
 
 /// Applies the settings in TOML `text` (read from `origin`) over `draft`.
@@ -42,6 +43,9 @@ pub(super) fn apply_file(
             "queues" => {
                 draft.settings.queues = read_queues(value, origin)?.into_iter().collect();
             }
+            "tasks" => {
+                draft.settings.tasks = read_tasks(value, origin)?.into_iter().collect();
+            }
             // Refused above already; kept so that a key added to the lists
             // without an arm here is an error, never a panic.
             _ => {
@@ -59,7 +63,10 @@ pub(super) fn apply_file(
 
 /// Every top-level key a settings file may have.
 fn known_keys() -> impl Iterator<Item = &'static str> {
-    SCALAR_KEYS.into_iter().chain(OTHER_KEYS).chain(["queues"])
+    SCALAR_KEYS
+        .into_iter()
+        .chain(OTHER_KEYS)
+        .chain(["queues", "tasks"])
 }
 
 /// Refuses a file with unknown top-level keys, naming all of them in the

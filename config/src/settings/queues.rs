@@ -106,19 +106,8 @@ fn read_queue(
         let err = |problem: String| bad(origin, &full, problem);
         let raw = Raw::Toml(value);
         match key.as_str() {
-            "concurrency_limit" => {
-                let n = positive(value).map_err(err)?;
-                concurrency_limit = Some(
-                    u32::try_from(n)
-                        .map_err(|_| err("a whole number up to 4294967295".to_owned()))?,
-                );
-            }
-            "rate_limit" => {
-                let toml::Value::String(text) = value else {
-                    return Err(err(raw.expected("a rate such as \"50/1s\"")));
-                };
-                rate_limit = Some(text.parse::<Rate>().map_err(|e| err(e.to_string()))?);
-            }
+            "concurrency_limit" => concurrency_limit = Some(concurrency(value).map_err(err)?),
+            "rate_limit" => rate_limit = Some(rate(value).map_err(err)?),
             "memory_limit" => iso.memory_limit = Some(size(value).map_err(err)?),
             "cpu_time_limit" => iso.cpu_time_limit = Some(seconds(raw, 1).map_err(err)?),
             "open_files_limit" => iso.open_files_limit = Some(positive(value).map_err(err)?),
@@ -149,6 +138,20 @@ fn read_queue(
         concurrency_limit,
         rate_limit,
     })
+}
+
+/// A `concurrency_limit`: a positive whole number that fits 32 bits.
+pub(super) fn concurrency(value: &toml::Value) -> Result<u32, String> {
+    let n = positive(value)?;
+    u32::try_from(n).map_err(|_| "a whole number up to 4294967295".to_owned())
+}
+
+/// A `rate_limit`: `"N/PERIOD"`.
+pub(super) fn rate(value: &toml::Value) -> Result<Rate, String> {
+    let toml::Value::String(text) = value else {
+        return Err(Raw::Toml(value).expected("a rate such as \"50/1s\""));
+    };
+    text.parse::<Rate>().map_err(|e| e.to_string())
 }
 
 fn size(value: &toml::Value) -> Result<u64, String> {
@@ -222,7 +225,7 @@ fn env_names(value: &toml::Value) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn bad(origin: &Origin, key: &str, problem: String) -> SettingsError {
+pub(super) fn bad(origin: &Origin, key: &str, problem: String) -> SettingsError {
     SettingsError::BadValue {
         origin: origin.clone(),
         key: key.to_owned(),

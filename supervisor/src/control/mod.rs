@@ -189,7 +189,7 @@ fn with_fork_server(mut spawn: SpawnSpec, config: &SupervisorConfig) -> SpawnSpe
     spawn
 }
 
-/// Seeds the queue limits of the settings file into Redis (where Redis has
+/// Seeds the queue and task function limits of the settings file into Redis (where Redis has
 /// none: run-time changes win, docs/flow-control.md). A failure costs the
 /// seeding, not the start.
 fn seed_flow_limits(store: &Store, settings: &redis_tasks_config::Settings) {
@@ -203,6 +203,16 @@ fn seed_flow_limits(store: &Store, settings: &redis_tasks_config::Settings) {
             }
             Err(e) => {
                 warn!(queue = %queue, "cannot seed the queue limits of the settings file: {e}")
+            }
+        }
+    }
+    for (task, t) in &settings.tasks {
+        match store.seed_task_limits(task, t.concurrency_limit, t.rate_limit) {
+            Ok(()) => {
+                info!(name = %task, "task function limits of the settings file seeded into Redis where unset")
+            }
+            Err(e) => {
+                warn!(name = %task, "cannot seed the task function limits of the settings file: {e}")
             }
         }
     }

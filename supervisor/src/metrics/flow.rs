@@ -6,16 +6,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use redis_tasks_store::Store;
 
-use super::QueueLabels;
+use super::{FunctionLabels, QueueLabels};
 
 /// The gauges of flow control, for the queues that have a setting: paused
 /// (1 or 0), the concurrency limit and the tasks running under it (the
-/// permits in use). Tasks a limit holds back are the `queue_length` of
-/// such a queue.
+/// permits in use); tasks a queue's limit holds back are the
+/// `queue_length` of such a queue. For task functions with a limit: the
+/// limit, and the tasks it holds back (out of their queues).
 pub(super) struct FlowGauges {
     paused: Family<QueueLabels, Gauge>,
     limit: Family<QueueLabels, Gauge>,
     running: Family<QueueLabels, Gauge>,
+    task_limit: Family<FunctionLabels, Gauge>,
+    task_held: Family<FunctionLabels, Gauge>,
 }
 
 impl FlowGauges {
@@ -24,6 +27,8 @@ impl FlowGauges {
             paused: Family::default(),
             limit: Family::default(),
             running: Family::default(),
+            task_limit: Family::default(),
+            task_held: Family::default(),
         };
         registry.register(
             "queue_paused",
@@ -39,6 +44,16 @@ impl FlowGauges {
             "queue_permits_in_use",
             "Tasks running in each queue with a flow setting, fleet-wide: the permits in use of a concurrency limit (read from Redis at scrape time)",
             gauges.running.clone(),
+        );
+        registry.register(
+            "task_concurrency_limit",
+            "The fleet-wide concurrency limit of each task function that has one (read from Redis at scrape time)",
+            gauges.task_limit.clone(),
+        );
+        registry.register(
+            "task_held",
+            "Tasks of each task function with a limit that the limit holds back now, out of their queues (read from Redis at scrape time)",
+            gauges.task_held.clone(),
         );
         gauges
     }
@@ -60,6 +75,22 @@ impl FlowGauges {
             set(&self.running, &q.name, q.running);
             if let Some(n) = q.flow.concurrency {
                 set(&self.limit, &q.name, u64::from(n));
+            }
+        }
+        let functions = store.task_flows()?;
+        self.task_limit.clear();
+        self.task_held.clear();
+        let set = |family: &Family<FunctionLabels, Gauge>, task: &str, value: u64| {
+            family
+                .get_or_create(&FunctionLabels {
+                    task: task.to_owned(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        for (name, flow) in &functions {
+            set(&self.task_held, name, flow.held);
+            if let Some(n) = flow.concurrency {
+                set(&self.task_limit, name, u64::from(n));
             }
         }
         Ok(())

@@ -451,3 +451,107 @@ fn supervisor_kills_and_redis_restarts_never_break_a_limit_nor_lose_a_task() {
         s.stop();
     }
 }
+
+/// How many tasks of function `task` run right now, over every slot, read
+/// in one atomic step (as `running_now`).
+fn running_of_function(demo: &Demo, task: &str) -> usize {
+    let script = redis::Script::new(
+        r"
+local n = 0
+for _, slot in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  for _, id in ipairs(redis.call('LRANGE', ARGV[1] .. ':worker:' .. slot .. ':task', 0, -1)) do
+    local f = redis.call('HMGET', ARGV[1] .. ':task:' .. id, 'status', 'task')
+    if f[1] == 'running' and f[2] == ARGV[2] then n = n + 1 end
+  end
+end
+return n
+",
+    );
+    let keys = demo.redis.names().first();
+    let mut c = demo.redis.client();
+    script
+        .key(keys.workers())
+        .arg(keys.prefix())
+        .arg(task)
+        .invoke::<usize>(&mut c)
+        .expect("count running")
+}
+
+#[test]
+fn a_task_function_limit_holds_across_supervisors_and_queues_while_other_work_runs() {
+    let demo = Demo::new();
+    let url = demo.redis.url();
+    let out = Cmd::admin(&url)
+        .args(["task", "limit", "sleep", "--concurrency", "2"])
+        .stdout();
+    assert_eq!(out, "task sleep: at most 2 running at once");
+    let mut sleeps = Vec::new();
+    for q in ["a", "b"] {
+        for _ in 0..6 {
+            sleeps.push(
+                demo.store
+                    .queue(q)
+                    .enqueue("sleep", &json!({"secs": 0.3}))
+                    .expect("enqueue"),
+            );
+        }
+    }
+    let noops: Vec<String> = (0..10)
+        .map(|_| demo.store.queue("a").enqueue("noop", &1).expect("enqueue"))
+        .collect();
+    // One supervisor seeds another function's limit from its settings.
+    let settings = demo.path("settings.toml");
+    std::fs::write(&settings, "[tasks.render]\nconcurrency_limit = 4\n").expect("settings");
+    let path = settings.to_str().expect("utf-8");
+    let mut sups = vec![
+        demo.start(&["--concurrency", "3", "a", "b"], &[("RT_SETTINGS", path)]),
+        demo.start(&["--concurrency", "3", "a", "b"], &[]),
+    ];
+    let mut most = 0;
+    wait_until("every task to end", Duration::from_secs(120), || {
+        most = most.max(running_of_function(&demo, "sleep"));
+        sleeps.iter().chain(&noops).all(|id| {
+            demo.store
+                .task(id)
+                .is_ok_and(|t| t.status == TaskStatus::Finished)
+        })
+    });
+    assert!(most <= 2, "{most} sleeps ran at once under a limit of 2");
+    assert_eq!(
+        most, 2,
+        "the limit was never reached: the test proves nothing"
+    );
+    // The slots took the noops while sleeps were held back: every noop
+    // ended before the last sleep started.
+    let last_sleep_start = sleeps
+        .iter()
+        .filter_map(|id| demo.task(id).started_at)
+        .max()
+        .expect("starts");
+    for id in &noops {
+        let ended = demo.task(id).ended_at.expect("ended");
+        assert!(
+            ended < last_sleep_start,
+            "noop {id} waited behind held sleeps"
+        );
+    }
+    assert_eq!(demo.store.task_flow("sleep").expect("flow").held, 0);
+    assert_eq!(
+        demo.store.task_flow("render").expect("flow").concurrency,
+        Some(4)
+    );
+    let o = Cmd::admin(&url)
+        .args(["task", "limit", "sleep", "--concurrency", "0"])
+        .fails();
+    assert!(o.stderr.contains("concurrency"), "{}", o.stderr);
+    Cmd::admin(&url)
+        .args(["task", "limit", "sleep", "--clear"])
+        .run();
+    assert_eq!(
+        demo.store.task_flow("sleep").expect("flow").concurrency,
+        None
+    );
+    for s in &mut sups {
+        s.stop();
+    }
+}
