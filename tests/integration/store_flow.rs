@@ -411,3 +411,34 @@ fn a_task_function_rate_limit_holds_starts_in_order_until_its_window_opens() {
         started[2].1
     );
 }
+
+#[test]
+fn a_task_held_back_by_its_function_limit_can_be_canceled() {
+    let server = RedisServer::start();
+    let store = server.store();
+    store
+        .limit_task("slow", Limit::Concurrency(1))
+        .expect("limit");
+    let q = queues(&["q"]);
+    store.queue("q").enqueue("slow", &1).expect("enqueue");
+    let held = store.queue("q").enqueue("slow", &2).expect("enqueue");
+    let first = store.fetch("s1", &q, Duration::ZERO).expect("fetch");
+    assert!(first.is_some());
+    assert!(
+        store
+            .fetch("s2", &q, Duration::ZERO)
+            .expect("fetch")
+            .is_none()
+    );
+    assert_eq!(store.task_flow("slow").expect("flow").held, 1);
+    let canceled = store.cancel_task(&held).expect("cancel");
+    assert!(
+        matches!(canceled, redis_tasks::CancelResult::Canceled),
+        "{canceled:?}"
+    );
+    assert_eq!(
+        store.task(&held).expect("record").status,
+        TaskStatus::Canceled
+    );
+    assert_eq!(store.task_flow("slow").expect("flow").held, 0);
+}

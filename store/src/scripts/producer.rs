@@ -31,7 +31,8 @@ return n
 
 graph_script!(
     CANCEL,
-    "Cancel a queued task still in its queue. KEYS: task. ARGV: prefix, id, \
+    "Cancel a queued task still in its queue (or held back by its function's \
+     limit). KEYS: task. ARGV: prefix, id, \
      ended_at, ttl. Returns {'ok'}, {'missing'}, {'status', s}, {'noqueue'} \
      or {'taken'}.",
     r#"
@@ -45,7 +46,13 @@ local q = redis.call('HGET', tk, 'queue')
 if not q or q == '' then return {'noqueue'} end
 local qk = k('queue', q)
 need(qk, 'list')
-if not redis.call('LPOS', qk, ARGV[2]) then return {'taken'} end
+-- A task its function's limit holds back waits out of its queue.
+local fn = redis.call('HGET', tk, 'task')
+local hk = k('task_held', fn or '')
+if not redis.call('LPOS', qk, ARGV[2]) then
+  if not (fn and is(hk, 'list') and redis.call('LPOS', hk, ARGV[2])) then return {'taken'} end
+  qk = hk
+end
 local gf = redis.call('HMGET', tk, 'graph', 'graph_node')
 local gp = gplan_of(gf[1], gf[2], ARGV[2], 'canceled')
 redis.call('LREM', qk, 0, ARGV[2])
