@@ -29,6 +29,7 @@ pub mod completions;
 #[cfg(feature = "dashboard")]
 mod dashboard;
 mod enqueue_input;
+mod expired;
 mod failed;
 mod graph;
 mod info;
@@ -49,6 +50,7 @@ use redis_tasks_store::Store;
 pub use completions::{CompletionsArgs, write_completions};
 #[cfg(feature = "dashboard")]
 pub use dashboard::DashboardArgs;
+pub use expired::{ExpiredAction, ExpiredCommand};
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
@@ -130,6 +132,8 @@ pub enum AdminCommand {
     Task(TaskCommand),
     /// List or requeue failed tasks.
     Failed(FailedCommand),
+    /// List expired tasks (their expiry passed before they started).
+    Expired(ExpiredCommand),
     /// Check schedules before putting them in the settings file; pause,
     /// resume or run an entry of the running scheduler.
     Schedule(ScheduleCommand),
@@ -191,6 +195,7 @@ pub fn run_admin_to(
         AdminCommand::Enqueue(args) => tasks::enqueue(&store, &args, known_tasks, out),
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
+        AdminCommand::Expired(cmd) => expired::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
         AdminCommand::Supervisor(cmd) => supervisors::run(&store, cmd, out),
         // Handled above.

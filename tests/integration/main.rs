@@ -97,6 +97,7 @@ mod secrets;
 mod store_connection;
 mod store_dead_slots;
 mod store_delayed;
+mod store_expiry;
 mod store_fetch;
 mod store_finish_fetch;
 mod store_flow;

@@ -32,8 +32,11 @@ use super::record::{score, time_text};
 use super::{Store, StoreError, scripts};
 use redis_tasks_protocol::model::TaskStatus;
 
+mod expired;
 mod reply;
 
+pub(crate) use expired::ExpiredNotes;
+pub use expired::{ExpiredTask, MAX_EXPIRED_NOTES};
 use reply::Answer;
 pub use reply::{Fetched, Lease};
 
@@ -53,6 +56,9 @@ impl Store {
     ///
     /// An id whose record is missing is moved to the failed registry with a
     /// minimal record (error "task record missing") and the fetch goes on.
+    /// A task whose `expires_at` has passed (Redis's clock) is never
+    /// started: it ends `expired` in the expired registry, the fetch goes
+    /// on, and [`Store::take_expired`] hands it to the caller.
     /// An id whose record this code did not write (no `task` field: the
     /// Python original's, say) goes back to the head of its queue, its
     /// record untouched, and the fetch fails with
@@ -267,6 +273,7 @@ impl Part {
             for (limit, _) in limits {
                 inv.arg(limit);
             }
+            inv.arg(self.registry_ttl());
             for q in queues {
                 inv.arg(q);
             }
@@ -346,6 +353,7 @@ impl Part {
             for (limit, _) in limits {
                 inv.arg(limit);
             }
+            inv.arg(self.registry_ttl());
             inv.invoke(c)
         })?;
         self.answer(slot, value, partition)
