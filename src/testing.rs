@@ -17,7 +17,7 @@ use redis_tasks_protocol::Outcome;
 use redis_tasks_protocol::ipc::RunTask;
 use redis_tasks_store::SlotInfo;
 use redis_tasks_store::{Store, StoreError};
-use redis_tasks_supervisor::outcome::{Conclusion, Policy, conclude};
+use redis_tasks_supervisor::outcome::{Conclusion, Policy, conclude, report_expired};
 use redis_tasks_supervisor::results::checked;
 use redis_tasks_worker::process::run_one_with_result;
 use redis_tasks_worker::{MetaSink, MiddlewareChain, ShutdownState};
@@ -32,6 +32,9 @@ pub struct TestReport {
     pub succeeded: Vec<String>,
     /// Ids and error texts of the tasks recorded as failed.
     pub failed: Vec<(String, String)>,
+    /// Ids of the tasks found expired: never run (`process_outcome` saw
+    /// each, as a supervisor's would).
+    pub expired: Vec<String>,
 }
 
 struct StoreMeta(Store);
@@ -84,6 +87,7 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
     let sink: Arc<dyn MetaSink> = Arc::new(StoreMeta(store.independent()?));
     let mut report = TestReport::default();
     while let Some(fetched) = store.fetch(&slot.id, &slot.queues, std::time::Duration::ZERO)? {
+        expired_seen(store, &chain, &mut report);
         let mut result = None;
         let conclusion = match &fetched.record {
             Ok(record) => {
@@ -129,8 +133,20 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
             Conclusion::Retry { .. } => {}
         }
     }
+    expired_seen(store, &chain, &mut report);
     store.deregister_slot(&slot.id)?;
     Ok(report)
+}
+
+/// The tasks the fetches found expired: shown to `process_outcome` and
+/// listed in the report.
+fn expired_seen(store: &Store, chain: &MiddlewareChain, report: &mut TestReport) {
+    for task in store.take_expired() {
+        if let Ok(record) = &task.record {
+            report_expired(record, chain);
+        }
+        report.expired.push(task.id);
+    }
 }
 
 fn uuid_like() -> String {

@@ -28,6 +28,12 @@ pub enum Ending<'a> {
         /// Why, as recorded.
         error: &'a str,
     },
+    /// Expired: its expiry passed before its next attempt was due (the
+    /// expired registry), with the error text.
+    Expired {
+        /// Why, as recorded.
+        error: &'a str,
+    },
     /// Failed, with another attempt due at `at` (the delayed set).
     RetryAt {
         /// Why this attempt failed.
@@ -45,11 +51,12 @@ pub enum Ending<'a> {
 
 impl Ending<'_> {
     /// The status, error and result of an ending recorded by the finish
-    /// script (finished or failed), else `None`.
+    /// script (finished, failed or expired), else `None`.
     fn final_end(&self) -> Option<(TaskStatus, Option<&str>, Option<&str>)> {
         match *self {
             Ending::Finished { result } => Some((TaskStatus::Finished, None, result)),
             Ending::Failed { error } => Some((TaskStatus::Failed, Some(error), None)),
+            Ending::Expired { error } => Some((TaskStatus::Expired, Some(error), None)),
             _ => None,
         }
     }
@@ -117,7 +124,7 @@ impl Part {
             Ending::Canceled { error } => self.finish_canceled(slot, id, error, now),
             Ending::RetryAt { error, at } => self.schedule_retry(slot, id, error, at, now),
             Ending::Requeue { reason } => self.requeue_interrupted(slot, id, reason, now),
-            Ending::Finished { .. } | Ending::Failed { .. } => Ok(false),
+            Ending::Finished { .. } | Ending::Failed { .. } | Ending::Expired { .. } => Ok(false),
         }
     }
 }

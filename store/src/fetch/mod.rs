@@ -93,8 +93,9 @@ impl Store {
         fetch_in_order(&order, home, slot, queues, block)
     }
 
-    /// Records the end of a run: `status` ([`TaskStatus::Finished`] or
-    /// [`TaskStatus::Failed`]), `ended_at = now`, the error text, the
+    /// Records the end of a run: `status` ([`TaskStatus::Finished`],
+    /// [`TaskStatus::Failed`], or [`TaskStatus::Expired`] for a retry that
+    /// would come after the task's expiry), `ended_at = now`, the error text, the
     /// registry entry, and the slot back to idle.
     ///
     /// Fenced: only if `slot` still holds `id` in its private list; returns
@@ -372,6 +373,7 @@ impl Part {
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
+            TaskStatus::Expired => self.keys().expired(),
             other => return Err(StoreError::NotFinal { status: other }),
         };
         let expected = self.finish_keys(slot, id, &registry);
@@ -410,6 +412,7 @@ impl Part {
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
+            TaskStatus::Expired => self.keys().expired(),
             other => return Err(StoreError::NotFinal { status: other }),
         };
         let limits = self.record_limits();
