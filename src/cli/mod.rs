@@ -127,7 +127,7 @@ pub enum AdminCommand {
     /// List queues; pause, resume and limit them fleet-wide.
     Queue(QueueCommand),
     /// Enqueue a task; prints its id.
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Show one task, read its result, or cancel it.
     Task(TaskCommand),
     /// List or requeue failed tasks.

@@ -284,3 +284,33 @@ fn the_blocking_fetch_and_the_finish_fetch_expire_too() {
     assert_eq!(noted, vec![gone]);
     assert_eq!(store.expired().count().expect("count"), 2);
 }
+
+#[test]
+fn a_delayed_task_whose_expiry_passed_while_it_waited_is_not_started() {
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store();
+    let mut c = server.client();
+    store.register_slot(&slot("s1")).expect("register");
+    let options = EnqueueOptions::new()
+        .delay(Duration::from_secs(60))
+        .expires_in(Duration::from_secs(120));
+    let id = store
+        .queue("q")
+        .enqueue_with("t", &1, &options)
+        .expect("enqueue");
+    assert_eq!(
+        store.task(&id).expect("record").status,
+        TaskStatus::Scheduled
+    );
+    // Both times pass while it waits (no supervisor promoted it).
+    hset(&mut c, &n.task_of(&id), "expires_at", &a_minute_ago());
+    let later = Timestamp::now() + SignedDuration::from_secs(3600);
+    assert_eq!(store.promote_due(later, 100).expect("promote").moved, 1);
+    let fetched = store
+        .fetch("s1", &queues(&["q"]), Duration::ZERO)
+        .expect("fetch");
+    assert!(fetched.is_none(), "{fetched:?}");
+    assert_eq!(store.task(&id).expect("record").status, TaskStatus::Expired);
+    assert_eq!(store.take_expired().len(), 1);
+}

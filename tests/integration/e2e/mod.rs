@@ -44,6 +44,7 @@
 mod async_tasks;
 mod chaos;
 mod dynamic_users;
+mod expiry;
 mod flow_control;
 mod hostile_identity;
 mod hostile_ipc;
