@@ -231,7 +231,7 @@ impl EnqueueOptions {
     /// A uniqueness key: while a task enqueued with the same key is
     /// queued, scheduled or running, enqueueing again writes nothing and
     /// returns that task's id. The key is freed when that task ends for
-    /// good (finished, failed, canceled). Any text of 1 to 512 bytes
+    /// good (finished, failed, canceled, expired). Any text of 1 to 512 bytes
     /// without control characters, e.g. `import:42`.
     pub fn unique(mut self, key: impl Into<String>) -> Self {
         self.unique = Some(key.into());
