@@ -597,6 +597,8 @@ mod properties {
             Just(FailureKind::WorkerDied),
             Just(FailureKind::Canceled),
             ".{0,20}".prop_map(FailureKind::StartFailed),
+            (timestamps(), proptest::option::of(".{0,20}"))
+                .prop_map(|(at, last_error)| FailureKind::Expired { at, last_error }),
         ]
     }
 
@@ -646,6 +648,9 @@ mod properties {
                 && let Some(at) = f.next_attempt {
                     prop_assert!(at >= now);
                 }
+            if matches!(ended, Outcome::Failure(ref f) if f.kind.class() == redis_tasks_protocol::FailureClass::Expired) {
+                prop_assert_eq!(&planned, &ended, "an expiry is never retried");
+            }
             let p = Policy { reentrant, max_aborted_runs, retry: policy };
             let _ = settle(ended, p, aborted);
         }
@@ -657,10 +662,12 @@ mod properties {
             attempts in 0usize..50,
             aborted in 0usize..50,
             timeout in any::<Option<u64>>(),
+            expires_at in proptest::option::of(timestamps()),
         ) {
             let mut record = super::tests::record_at("2026-11-29T08:00:00Z");
             record.retry = policy;
             record.timeout = timeout;
+            record.expires_at = expires_at;
             let at: Timestamp = "2026-11-29T08:00:00Z".parse().expect("time");
             record.attempts = (0..attempts)
                 .map(|_| Attempt {
