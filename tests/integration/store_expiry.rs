@@ -202,7 +202,14 @@ fn a_record_too_large_to_load_is_expired_all_the_same() {
         .expect("fetch");
     assert!(fetched.is_none(), "{fetched:?}");
     assert_eq!(store.task(&id).expect("record").status, TaskStatus::Expired);
-    assert_eq!(store.take_expired().len(), 1);
+    let noted = store.take_expired();
+    assert_eq!(noted.len(), 1);
+    // Its large fields stay out of the reply, as for any record over them.
+    assert!(
+        matches!(&noted[0].record, Err(StoreError::Corrupt { field, .. }) if field == "args"),
+        "{:?}",
+        noted[0].record
+    );
     assert!(n.held("s1").is_empty());
 }
 

@@ -30,7 +30,8 @@ pub struct ExpiredTask {
     /// The partition it lives in (0 for unpartitioned data).
     pub partition: usize,
     /// Its record as it was ended (status `expired`), or why it cannot be
-    /// read.
+    /// read: a record over the size limits is not loaded (its note lacks
+    /// `args` and reads as corrupt).
     pub record: Result<TaskRecord, StoreError>,
 }
 

@@ -263,7 +263,8 @@ end
 -- expiry `at`: when that has passed, the task leaves the slot's list and
 -- ends `expired` (the registry P:expired, its uniqueness key freed, its
 -- waiters woken), is noted in EXPIRED with its fields (`out`, as `start`
--- read them, or read here), and true is returned. An expiry that does not
+-- read them, or the small ones read here: a note without `args` reads as
+-- unreadable), and true is returned. An expiry that does not
 -- read as a time is left to the record's reader to report.
 expire_due = function(list, tk, id, q, at, now, score, out)
   local due = epoch(at)
@@ -281,12 +282,14 @@ expire_due = function(list, tk, id, q, at, now, score, out)
   redis.call('ZADD', ek, score, id)
   ended(tk, id, 'expired', DONE_TTL)
   if not out then
+    -- A record over the size limits: its small fields only (never the
+    -- large ones, which the limits keep out of memory).
     out = {}
-    local f = redis.call('HGETALL', tk)
-    for i = 1, #f, 2 do
-      if f[i] ~= 'status' and f[i] ~= 'ended_at' then
-        out[#out + 1] = f[i]; out[#out + 1] = f[i + 1]
-      end
+    local names = {'task', 'queue', 'enqueued_at', 'expires_at', 'unique', 'timeout',
+      'retry', 'run_at', 'error', 'attempts', 'aborted_runs'}
+    local f = redis.call('HMGET', tk, unpack(names))
+    for i, name in ipairs(names) do
+      if f[i] then out[#out + 1] = name; out[#out + 1] = f[i] end
     end
   end
   out[#out + 1] = 'status'; out[#out + 1] = 'expired'

@@ -36,7 +36,7 @@ impl Slot {
                 Err(e) => {
                     // In the registry all the same; only its note is bad.
                     self.shared.metrics.task_expired(&queue, None);
-                    warn!(task = %id, queue, slot, outcome = "expired", "a task expired before it started, and its record cannot be read ({e}); process_outcome does not see it");
+                    warn!(task = %id, queue, slot, outcome = "expired", "a task expired before it started; its record was not loaded or cannot be read ({e}), so process_outcome does not see it");
                 }
             }
         }
