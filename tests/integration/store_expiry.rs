@@ -321,3 +321,46 @@ fn a_delayed_task_whose_expiry_passed_while_it_waited_is_not_started() {
     assert_eq!(store.task(&id).expect("record").status, TaskStatus::Expired);
     assert_eq!(store.take_expired().len(), 1);
 }
+
+#[test]
+fn an_expiry_written_with_an_offset_is_read_on_the_same_clock() {
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store();
+    let mut c = server.client();
+    store.register_slot(&slot("s1")).expect("register");
+    let q = queues(&["q"]);
+    let zoned = |secs: i64, offset_secs: i32| {
+        let offset = jiff::tz::Offset::from_seconds(offset_secs).expect("offset");
+        (Timestamp::now() + SignedDuration::from_secs(secs))
+            .display_with_offset(offset)
+            .to_string()
+    };
+    // Ten minutes ago at UTC-3, ten minutes ahead at UTC+5:30: the first
+    // has expired, the second has not.
+    let gone = store
+        .queue("q")
+        .enqueue_with("t", &1, &an_hour())
+        .expect("gone");
+    let kept = store
+        .queue("q")
+        .enqueue_with("t", &2, &an_hour())
+        .expect("kept");
+    let past = zoned(-600, -3 * 3600);
+    let future = zoned(600, 5 * 3600 + 1800);
+    assert!(
+        past.ends_with("-03:00") && future.ends_with("+05:30"),
+        "{past} {future}"
+    );
+    hset(&mut c, &n.task_of(&gone), "expires_at", &past);
+    hset(&mut c, &n.task_of(&kept), "expires_at", &future);
+    let f = store
+        .fetch("s1", &q, Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(f.id, kept);
+    assert_eq!(
+        store.task(&gone).expect("record").status,
+        TaskStatus::Expired
+    );
+}
