@@ -219,3 +219,39 @@ fn bad_expiries_are_refused_at_enqueue_with_nothing_written() {
     }
     assert_eq!(snapshot(&mut c), before, "nothing was written");
 }
+
+#[test]
+fn a_task_that_expires_in_a_paused_queue_is_not_run_on_resume() {
+    let demo = Demo::new();
+    let mut sup = demo.start(&["--concurrency", "1"], &[]);
+    demo.cmd().args(["queue", "pause", "default"]).run();
+    let marks = demo.path("marks");
+    let args = json!({"path": marks.to_str(), "secs": 0});
+    let soon = demo
+        .store
+        .queue("default")
+        .enqueue_with(
+            "mark",
+            &args,
+            &EnqueueOptions::new().expires_in(Duration::from_secs(1)),
+        )
+        .expect("enqueue");
+    let plain = demo.enqueue("mark", args.clone());
+    let expires_at = demo.task(&soon).expires_at.expect("expires_at");
+    wait_until("the expiry to pass", LONG, || Timestamp::now() > expires_at);
+    assert_eq!(
+        demo.task(&soon).status,
+        TaskStatus::Queued,
+        "held by the pause"
+    );
+    demo.cmd().args(["queue", "resume", "default"]).run();
+    demo.wait_status(&plain, TaskStatus::Finished, LONG);
+    demo.wait_status(&soon, TaskStatus::Expired, LONG);
+    assert_eq!(marked(&marks), vec![plain]);
+    wait_until("process_outcome to see the expiry", LONG, || {
+        demo.outcomes_of(&soon)
+            .first()
+            .is_some_and(|o| o["status"] == "expired")
+    });
+    sup.stop();
+}
