@@ -21,7 +21,7 @@ use redis_tasks_protocol::ipc::{ChildRequest, RunTask};
 use redis_tasks_store::SlotInfo;
 use redis_tasks_store::{HeldChild, Store, StoreError};
 use redis_tasks_supervisor::children::Children;
-use redis_tasks_supervisor::outcome::{Conclusion, Policy, conclude};
+use redis_tasks_supervisor::outcome::{Conclusion, Policy, conclude, report_expired};
 use redis_tasks_supervisor::results::checked;
 use redis_tasks_worker::process::run_one_with_result;
 use redis_tasks_worker::{MetaSink, MiddlewareChain, ShutdownState};
@@ -36,6 +36,9 @@ pub struct TestReport {
     pub succeeded: Vec<String>,
     /// Ids and error texts of the tasks recorded as failed.
     pub failed: Vec<(String, String)>,
+    /// Ids of the tasks found expired: never run (`process_outcome` saw
+    /// each, as a supervisor's would).
+    pub expired: Vec<String>,
 }
 
 /// Meta, progress and enqueue requests of the task running in-process,
@@ -131,6 +134,7 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
     let sink: Arc<dyn MetaSink> = Arc::clone(&meta) as Arc<dyn MetaSink>;
     let mut report = TestReport::default();
     while let Some(fetched) = store.fetch(&slot.id, &slot.queues, std::time::Duration::ZERO)? {
+        expired_seen(store, &chain, &mut report);
         let (mut result, mut children) = (None, Vec::new());
         let conclusion = match &fetched.record {
             Ok(record) => {
@@ -181,8 +185,20 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
             Conclusion::Retry { .. } => {}
         }
     }
+    expired_seen(store, &chain, &mut report);
     store.deregister_slot(&slot.id)?;
     Ok(report)
+}
+
+/// The tasks the fetches found expired: shown to `process_outcome` and
+/// listed in the report.
+fn expired_seen(store: &Store, chain: &MiddlewareChain, report: &mut TestReport) {
+    for task in store.take_expired() {
+        if let Ok(record) = &task.record {
+            report_expired(record, chain);
+        }
+        report.expired.push(task.id);
+    }
 }
 
 fn uuid_like() -> String {

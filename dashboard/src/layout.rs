@@ -80,6 +80,7 @@ pub(crate) fn page(state: &AppState, title: &str, live: bool, body: Markup) -> M
                     a href="/" { "Overview" }
                     a href="/failed" { "Failed" }
                     a href="/finished" { "Finished" }
+                    a href="/expired" { "Expired" }
                     a href="/delayed" { "Delayed" }
                     a href="/supervisors" { "Supervisors" }
                     a href="/schedule" { "Schedule" }

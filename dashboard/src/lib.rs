@@ -218,6 +218,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/queues/{name}/{verb}", post(actions::queue))
         .route("/failed", get(pages::failed))
         .route("/finished", get(pages::finished))
+        .route("/expired", get(pages::expired))
         .route("/tasks/{id}", get(pages::task))
         .route("/tasks/{id}/raw/{field}", get(pages::raw))
         .route("/tasks/{id}/requeue", post(actions::requeue))

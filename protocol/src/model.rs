@@ -15,8 +15,9 @@ use crate::retry::{Attempt, RetryPolicy};
 
 /// Where a task is in its life.
 ///
-/// `queued -> running -> finished | failed`, `queued -> canceled`, and
-/// `running -> queued` when a reentrant task is interrupted.
+/// `queued -> running -> finished | failed`, `queued -> canceled`,
+/// `queued | scheduled -> expired` (an expiry passed before it started),
+/// and `running -> queued` when a reentrant task is interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
@@ -34,6 +35,9 @@ pub enum TaskStatus {
     /// Waiting in the delayed set for its time (a delayed enqueue, or a
     /// retry after its backoff).
     Scheduled,
+    /// Its expiry (`EnqueueOptions::expires_at`) passed before it started
+    /// (or before its next attempt was due): it was never run (again).
+    Expired,
 }
 
 impl TaskStatus {
@@ -46,6 +50,7 @@ impl TaskStatus {
             TaskStatus::Failed => "failed",
             TaskStatus::Canceled => "canceled",
             TaskStatus::Scheduled => "scheduled",
+            TaskStatus::Expired => "expired",
         }
     }
 }
@@ -72,6 +77,7 @@ impl FromStr for TaskStatus {
             "failed" => TaskStatus::Failed,
             "canceled" => TaskStatus::Canceled,
             "scheduled" => TaskStatus::Scheduled,
+            "expired" => TaskStatus::Expired,
             other => return Err(UnknownStatus(other.to_owned())),
         })
     }
@@ -133,14 +139,19 @@ pub struct TaskRecord {
     /// The uniqueness key it was enqueued with (`EnqueueOptions::unique`).
     #[serde(default)]
     pub unique: Option<String>,
+    /// When the task expires (`EnqueueOptions::expires_at`): not started
+    /// by then, it is never run and ends `expired`.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
 }
 
 impl TaskRecord {
-    /// Whether the task has ended for good: finished, failed or canceled.
+    /// Whether the task has ended for good: finished, failed, canceled or
+    /// expired.
     pub fn has_ended(&self) -> bool {
         matches!(
             self.status,
-            TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Canceled
+            TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::Expired
         )
     }
 
@@ -268,6 +279,16 @@ pub enum FailureKind {
         /// Why it could not be applied.
         reason: String,
     },
+    /// The task's expiry passed before it started, or before its next
+    /// attempt was due: it was not run (again). Recorded with status
+    /// `expired`; never retried.
+    Expired {
+        /// The task's expiry.
+        at: Timestamp,
+        /// The error of its last attempt, when a retry would have come
+        /// after the expiry.
+        last_error: Option<String>,
+    },
 }
 
 /// The families of [`FailureKind`], the one grouping that the retry
@@ -289,6 +310,9 @@ pub enum FailureClass {
     Shutdown,
     /// A cancel request stopped it (status `canceled`).
     Canceled,
+    /// Its expiry passed before it (or its next attempt) started (status
+    /// `expired`): never retried.
+    Expired,
     /// The task could not be run as enqueued: the producer's fault.
     Invalid,
     /// Anything else final: a protocol violation, a middleware's verdict,
@@ -309,6 +333,7 @@ impl FailureKind {
             FailureKind::Timeout { .. } => FailureClass::Timeout,
             FailureKind::Shutdown => FailureClass::Shutdown,
             FailureKind::Canceled => FailureClass::Canceled,
+            FailureKind::Expired { .. } => FailureClass::Expired,
             FailureKind::Invalid(_) => FailureClass::Invalid,
             FailureKind::ProtocolViolation(_)
             | FailureKind::TooManyAbortedRuns { .. }
@@ -394,6 +419,17 @@ impl fmt::Display for FailureKind {
                 f,
                 "isolation not applied ({restriction}: {reason}); the task was not run"
             ),
+            FailureKind::Expired {
+                at,
+                last_error: None,
+            } => write!(f, "expired at {at} before it started; the task was not run"),
+            FailureKind::Expired {
+                at,
+                last_error: Some(last),
+            } => write!(
+                f,
+                "expired at {at} before its next attempt; not retried (last error: {last})"
+            ),
         }
     }
 }
@@ -456,6 +492,7 @@ impl Outcome {
         match self {
             Outcome::Success => TaskStatus::Finished,
             Outcome::Failure(f) if f.kind.class() == FailureClass::Canceled => TaskStatus::Canceled,
+            Outcome::Failure(f) if f.kind.class() == FailureClass::Expired => TaskStatus::Expired,
             Outcome::Failure(_) => TaskStatus::Failed,
         }
     }
@@ -556,6 +593,7 @@ mod tests {
             TaskStatus::Failed,
             TaskStatus::Canceled,
             TaskStatus::Scheduled,
+            TaskStatus::Expired,
         ] {
             assert_eq!(s.as_str().parse::<TaskStatus>(), Ok(s));
         }

@@ -72,6 +72,7 @@ impl RetryOn {
             FailureClass::Timeout => self.timeouts,
             FailureClass::Shutdown
             | FailureClass::Canceled
+            | FailureClass::Expired
             | FailureClass::Invalid
             | FailureClass::Final => false,
         }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::{ArgGroup, Args, Subcommand};
-use redis_tasks_store::Store;
+use redis_tasks_store::{RegistryKind, Store};
 use serde_json::json;
 
 use super::tasks::preview_json;
@@ -58,13 +58,25 @@ pub struct FailedRequeueArgs {
 
 pub(super) fn run(store: &Store, cmd: FailedCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd.action {
-        FailedAction::List(args) => list(store, &args, out),
+        FailedAction::List(args) => list(store, RegistryKind::Failed, &args, out),
         FailedAction::Requeue(args) => requeue(store, &args, out),
     }
 }
 
-fn list(store: &Store, args: &FailedListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let ids = store.failed().ids(args.offset, args.limit)?;
+/// `failed list` and `expired list`: the tasks of the registry of `kind`,
+/// oldest first.
+pub(super) fn list(
+    store: &Store,
+    kind: RegistryKind,
+    args: &FailedListArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let (registry, noun) = match kind {
+        RegistryKind::Failed => (store.failed(), "failed"),
+        RegistryKind::Expired => (store.expired(), "expired"),
+        RegistryKind::Finished => (store.finished(), "finished"),
+    };
+    let ids = registry.ids(args.offset, args.limit)?;
     let records = store.tasks_preview(&ids, LIST_FIELD_CAP)?;
     if args.json {
         let items: Vec<serde_json::Value> = ids
@@ -110,10 +122,10 @@ fn list(store: &Store, args: &FailedListArgs, out: &mut dyn Write) -> anyhow::Re
             Err(e) => writeln!(out, "{id}  (unreadable: {e})")?,
         }
     }
-    let total = store.failed().count()?;
+    let total = registry.count()?;
     writeln!(
         out,
-        "{} of {total} failed task{}",
+        "{} of {total} {noun} task{}",
         ids.len(),
         if total == 1 { "" } else { "s" }
     )?;

@@ -1,5 +1,5 @@
 //! `info`: an overview of queues (with a bar chart of their lengths),
-//! workers and the finished/failed registries, once or every few seconds.
+//! workers and the finished/failed/expired registries, once or every few seconds.
 
 use std::io::Write;
 use std::time::Duration;
@@ -50,6 +50,8 @@ struct Snapshot {
     scheduled: u64,
     /// Tasks canceled so far (they leave no registry behind).
     canceled: u64,
+    /// Tasks in the expired registry (never run).
+    expired: u64,
 }
 
 pub(super) fn run(store: &Store, args: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -100,6 +102,7 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
         failed: store.failed().count()?,
         scheduled: store.scheduled_count()?,
         canceled: store.canceled_count()?,
+        expired: store.expired().count()?,
     })
 }
 
@@ -124,6 +127,7 @@ fn to_json(s: &Snapshot) -> serde_json::Value {
         "failed": s.failed,
         "scheduled": s.scheduled,
         "canceled": s.canceled,
+        "expired": s.expired,
     })
 }
 
@@ -221,6 +225,7 @@ fn render(s: &Snapshot, by_queue: bool, style: Style, out: &mut dyn Write) -> an
         s.scheduled
     )?;
     writeln!(out, "canceled: {}", s.canceled)?;
+    writeln!(out, "expired: {}", s.expired)?;
     Ok(())
 }
 

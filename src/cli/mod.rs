@@ -29,6 +29,7 @@ pub mod completions;
 #[cfg(feature = "dashboard")]
 mod dashboard;
 mod enqueue_input;
+mod expired;
 mod failed;
 mod graph;
 mod info;
@@ -50,6 +51,7 @@ use redis_tasks_store::Store;
 pub use completions::{CompletionsArgs, write_completions};
 #[cfg(feature = "dashboard")]
 pub use dashboard::DashboardArgs;
+pub use expired::{ExpiredAction, ExpiredCommand};
 pub use failed::{FailedAction, FailedCommand, FailedListArgs, FailedRequeueArgs};
 pub use graph::{GraphAction, GraphCommand, GraphShowArgs, graph_json};
 pub use info::InfoArgs;
@@ -124,11 +126,13 @@ pub enum AdminCommand {
     /// List queues; pause, resume and limit them fleet-wide.
     Queue(QueueCommand),
     /// Enqueue a task; prints its id.
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Show one task, read its result, or cancel it.
     Task(TaskCommand),
     /// List or requeue failed tasks.
     Failed(FailedCommand),
+    /// List expired tasks (their expiry passed before they started).
+    Expired(ExpiredCommand),
     /// Check schedules before putting them in the settings file; pause,
     /// resume or run an entry of the running scheduler.
     Schedule(ScheduleCommand),
@@ -190,6 +194,7 @@ pub fn run_admin_to(
         AdminCommand::Enqueue(args) => tasks::enqueue(&store, &args, known_tasks, out),
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
+        AdminCommand::Expired(cmd) => expired::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
         AdminCommand::Supervisor(cmd) => supervisors::run(&store, cmd, out),
         // Handled above.

@@ -77,6 +77,13 @@ fn not_finished(record: &TaskRecord, wait: Option<Duration>) -> anyhow::Error {
             record.error.as_deref().unwrap_or("(no error text)")
         ),
         TaskStatus::Canceled => anyhow::anyhow!("task {id} was canceled: it has no result"),
+        TaskStatus::Expired => anyhow::anyhow!(
+            "task {id} expired: {}",
+            record
+                .error
+                .as_deref()
+                .unwrap_or("its expiry passed before it started; it has no result")
+        ),
         status => match wait {
             Some(wait) => anyhow::anyhow!(
                 "task {id} did not end within {} s (it is {status})",

@@ -53,6 +53,15 @@ pub struct EnqueueArgs {
     /// or running, nothing is enqueued and that task's id is printed.
     #[arg(long, value_name = "KEY")]
     pub unique: Option<String>,
+    /// Expire it this long from now (`90s`, `10m`, `1h`): not started by
+    /// then, it is never run and ends with status `expired`.
+    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+    pub expires_in: Option<String>,
+    /// Expire it at this instant (RFC 3339, such as
+    /// `2026-12-01T08:00:00Z`), as --expires-in; it must be in the future
+    /// and after --in/--at.
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
 }
 
 /// `task ...` subcommands.
@@ -189,7 +198,8 @@ pub(super) fn enqueue_checked(
     Ok(())
 }
 
-/// The options `--in`, `--at`, `--timeout` and `--retries` ask for.
+/// The options `--in`, `--at`, `--timeout`, `--retries`, `--expires-in`
+/// and `--expires-at` ask for.
 fn enqueue_options(args: &EnqueueArgs) -> anyhow::Result<EnqueueOptions> {
     let mut options = EnqueueOptions::new();
     if let Some(text) = &args.delay {
@@ -200,6 +210,17 @@ fn enqueue_options(args: &EnqueueArgs) -> anyhow::Result<EnqueueOptions> {
             format!("--at {text:?}: not an RFC 3339 time such as 2026-12-01T08:00:00Z")
         })?;
         options = options.at(at);
+    }
+    if let Some(text) = &args.expires_in {
+        let secs = parse_duration(text).context("--expires-in")?;
+        anyhow::ensure!(secs > 0, "--expires-in must be above zero");
+        options = options.expires_in(Duration::from_secs(secs));
+    }
+    if let Some(text) = &args.expires_at {
+        let at: jiff::Timestamp = text.parse().with_context(|| {
+            format!("--expires-at {text:?}: not an RFC 3339 time such as 2026-12-01T08:00:00Z")
+        })?;
+        options = options.expires_at(at);
     }
     if let Some(text) = &args.timeout {
         let secs = parse_duration(text).context("--timeout")?;
@@ -291,13 +312,13 @@ fn cancel(store: &Store, args: &TaskCancelArgs, out: &mut dyn Write) -> anyhow::
 fn is_ended(status: TaskStatus) -> bool {
     matches!(
         status,
-        TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Canceled
+        TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::Expired
     )
 }
 
 /// A task record as JSON: `id, task, args, status, queue, description,
 /// error, enqueued_at, started_at, ended_at, meta, aborted_runs, timeout,
-/// retry, run_at, attempts, result, unique`, times as RFC 3339 UTC and
+/// retry, run_at, attempts, result, unique, expires_at`, times as RFC 3339 UTC and
 /// absent values as `null`.
 pub fn task_json(rec: &TaskRecord) -> Value {
     let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string());
@@ -330,6 +351,7 @@ pub fn task_json(rec: &TaskRecord) -> Value {
         })).collect::<Vec<_>>(),
         "result": rec.result,
         "unique": rec.unique,
+        "expires_at": time(rec.expires_at),
     })
 }
 
@@ -397,6 +419,9 @@ fn show(preview: &TaskPreview, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     if let Some(at) = rec.run_at {
         writeln!(out, "due at:       {at}")?;
+    }
+    if let Some(at) = rec.expires_at {
+        writeln!(out, "expires at:   {at}")?;
     }
     if let Some(secs) = rec.timeout {
         writeln!(out, "timeout:      {secs} s")?;

@@ -56,6 +56,7 @@ impl Part {
         let key = match kind {
             RegistryKind::Finished => self.keys().finished(),
             RegistryKind::Failed => self.keys().failed(),
+            RegistryKind::Expired => self.keys().expired(),
         };
         let (min, max) = (score(from), format!("({}", score(to)));
         self.read(&[(&key, "zset")], |c, _| {

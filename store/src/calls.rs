@@ -71,6 +71,7 @@ pub(crate) fn plan_enqueue<A: Serialize + ?Sized>(
     let retry = options.retry_field()?;
     let now = Timestamp::now();
     let (run_at, run_score) = options.when_fields(now)?;
+    let expires_at = options.expiry_field(now)?;
     let mut inv = scripts::ENQUEUE_UNIQUE.prepare_invoke();
     inv.key(keys.queues())
         .key(keys.scheduled())
@@ -85,7 +86,8 @@ pub(crate) fn plan_enqueue<A: Serialize + ?Sized>(
         .arg(&run_at)
         .arg(&run_score)
         .arg(&timeout)
-        .arg(&retry);
+        .arg(&retry)
+        .arg(&expires_at);
     Ok(PlannedEnqueue {
         call: EnqueueCall::Unique(inv),
         ids: vec![t.id],
@@ -187,6 +189,7 @@ fn plan_with_options(
     }
     let now = Timestamp::now();
     let (run_at, run_score) = options.when_fields(now)?;
+    let expires_at = options.expiry_field(now)?;
     let enqueued_at = time_text(now);
     let mut pipe = redis::pipe();
     pipe.load_script(&scripts::ENQUEUE_WITH).ignore();
@@ -205,7 +208,8 @@ fn plan_with_options(
                 .arg(&run_at)
                 .arg(&run_score)
                 .arg(&timeout)
-                .arg(&retry);
+                .arg(&retry)
+                .arg(&expires_at);
         }
         pipe.invoke_script(&inv);
     }

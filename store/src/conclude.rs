@@ -32,6 +32,12 @@ pub enum Ending<'a> {
         /// Why, as recorded.
         error: &'a str,
     },
+    /// Expired: its expiry passed before its next attempt was due (the
+    /// expired registry), with the error text.
+    Expired {
+        /// Why, as recorded.
+        error: &'a str,
+    },
     /// Failed, with another attempt due at `at` (the delayed set).
     RetryAt {
         /// Why this attempt failed.
@@ -57,12 +63,13 @@ struct FinalEnd<'a> {
 }
 
 impl<'a> Ending<'a> {
-    /// What the finish script records for a finished or failed task, else
-    /// `None`.
+    /// What the finish script records for a finished, failed or expired
+    /// task, else `None`.
     fn final_end(&self) -> Option<FinalEnd<'a>> {
         let (status, error, result, children) = match *self {
             Ending::Finished { result, children } => (TaskStatus::Finished, None, result, children),
             Ending::Failed { error } => (TaskStatus::Failed, Some(error), None, &[][..]),
+            Ending::Expired { error } => (TaskStatus::Expired, Some(error), None, &[][..]),
             _ => return None,
         };
         Some(FinalEnd {
@@ -140,7 +147,7 @@ impl Part {
             Ending::Canceled { error } => self.finish_canceled(slot, id, error, now),
             Ending::RetryAt { error, at } => self.schedule_retry(slot, id, error, at, now),
             Ending::Requeue { reason } => self.requeue_interrupted(slot, id, reason, now),
-            Ending::Finished { .. } | Ending::Failed { .. } => Ok(false),
+            Ending::Finished { .. } | Ending::Failed { .. } | Ending::Expired { .. } => Ok(false),
         }
     }
 }

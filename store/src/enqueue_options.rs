@@ -6,7 +6,7 @@
 //! [`Queue::enqueue`](crate::Queue::enqueue) is the same call with the
 //! defaults (run now, the task function's timeout and retry policy).
 //! Each option is stored in the task's hash (`run_at` and the delayed set
-//! `P:scheduled`, `timeout`, `retry`), so a producer in another language
+//! `P:scheduled`, `timeout`, `retry`, `expires_at`), so a producer in another language
 //! can set them with plain commands (see `docs/redis-schema.md`).
 
 use std::time::Duration;
@@ -25,13 +25,27 @@ pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
 /// comes near the end of the calendar.
 pub const MAX_DELAY: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
-/// When a task may run.
+/// A time of an enqueue option: when a task may run, when it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum When {
     /// This long after the enqueue.
     In(Duration),
     /// At this instant.
     At(Timestamp),
+}
+
+impl When {
+    /// The instant, for an enqueue at `now` (the end of time when a
+    /// duration overflows it).
+    fn after(self, now: Timestamp) -> Timestamp {
+        match self {
+            When::In(span) => jiff::SignedDuration::try_from(span)
+                .ok()
+                .and_then(|span| now.checked_add(span).ok())
+                .unwrap_or(Timestamp::MAX),
+            When::At(at) => at,
+        }
+    }
 }
 
 /// Options of one enqueue call (builder style: each method takes `self`
@@ -54,6 +68,7 @@ pub struct EnqueueOptions {
     when: Option<When>,
     retry: Option<RetryPolicy>,
     unique: Option<String>,
+    expires: Option<When>,
 }
 
 impl EnqueueOptions {
@@ -91,24 +106,67 @@ impl EnqueueOptions {
         self
     }
 
+    /// The task expires `ttl` after the enqueue: not started by then, it
+    /// is never run and ends with status `expired` (Celery's `expires`,
+    /// RQ's `ttl`). Retries respect it: an attempt that would start later
+    /// is not made. A zero `ttl` is refused at enqueue.
+    pub fn expires_in(mut self, ttl: Duration) -> Self {
+        self.expires = Some(When::In(ttl));
+        self
+    }
+
+    /// The task expires at `at` (as [`expires_in`](Self::expires_in));
+    /// replaces it. A time that is not after the enqueue, or not after
+    /// the task's [`delay`](Self::delay) or [`at`](Self::at), is refused at
+    /// enqueue. Compared with Redis's clock when the task is fetched.
+    pub fn expires_at(mut self, at: Timestamp) -> Self {
+        self.expires = Some(When::At(at));
+        self
+    }
+
     /// Whether these are the defaults (the plain enqueue path).
     pub(crate) fn is_plain(&self) -> bool {
         self.timeout.is_none()
             && self.when.is_none()
             && self.retry.is_none()
             && self.unique.is_none()
+            && self.expires.is_none()
     }
 
     /// When the task is due, if that is after `now`.
     pub(crate) fn run_at(&self, now: Timestamp) -> Option<Timestamp> {
-        let at = match self.when? {
-            When::In(delay) => jiff::SignedDuration::try_from(delay)
-                .ok()
-                .and_then(|span| now.checked_add(span).ok())
-                .unwrap_or(Timestamp::MAX),
-            When::At(at) => at,
-        };
+        let at = self.when?.after(now);
         (at > now).then_some(at)
+    }
+
+    /// The `expires_at` field (empty without an expiry): an expiry that
+    /// is not after `now`, or not after the time the task is due, is
+    /// refused.
+    pub(crate) fn expiry_field(&self, now: Timestamp) -> Result<String, StoreError> {
+        let Some(expires) = self.expires else {
+            return Ok(String::new());
+        };
+        let at = expires.after(now);
+        let refuse = |reason: String| {
+            Err(StoreError::InvalidOption {
+                option: "expires",
+                reason,
+            })
+        };
+        if at <= now {
+            return match expires {
+                When::In(_) => refuse("the time to live is zero".to_owned()),
+                When::At(_) => refuse(format!("{at} is not in the future (now is {now})")),
+            };
+        }
+        if let Some(due) = self.run_at(now)
+            && at <= due
+        {
+            return refuse(format!(
+                "the task would expire at {at}, before it is due at {due}"
+            ));
+        }
+        Ok(time_text(at))
     }
 
     /// The `run_at` field and its score in the delayed set (both empty
@@ -173,7 +231,7 @@ impl EnqueueOptions {
     /// A uniqueness key: while a task enqueued with the same key is
     /// queued, scheduled or running, enqueueing again writes nothing and
     /// returns that task's id. The key is freed when that task ends for
-    /// good (finished, failed, canceled). Any text of 1 to 512 bytes
+    /// good (finished, failed, canceled, expired). Any text of 1 to 512 bytes
     /// without control characters, e.g. `import:42`.
     pub fn unique(mut self, key: impl Into<String>) -> Self {
         self.unique = Some(key.into());
@@ -287,6 +345,48 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_must_come_after_the_enqueue_and_the_delay() {
+        let now = Timestamp::now();
+        let secs = |n| jiff::SignedDuration::from_secs(n);
+        let field = |o: EnqueueOptions| o.expiry_field(now);
+        assert_eq!(field(EnqueueOptions::new()).ok(), Some(String::new()));
+        assert_eq!(
+            field(EnqueueOptions::new().expires_in(Duration::from_secs(60))).ok(),
+            Some(time_text(now + secs(60)))
+        );
+        for bad in [
+            EnqueueOptions::new().expires_in(Duration::ZERO),
+            EnqueueOptions::new().expires_at(now - secs(1)),
+            EnqueueOptions::new().expires_at(now),
+            EnqueueOptions::new()
+                .delay(Duration::from_secs(600))
+                .expires_in(Duration::from_secs(60)),
+            EnqueueOptions::new()
+                .at(now + secs(60))
+                .expires_at(now + secs(60)),
+        ] {
+            assert!(
+                matches!(
+                    field(bad.clone()),
+                    Err(StoreError::InvalidOption {
+                        option: "expires",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            field(
+                EnqueueOptions::new()
+                    .delay(Duration::from_secs(60))
+                    .expires_in(Duration::from_secs(120))
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn timeouts_are_whole_seconds_rounded_up_and_never_zero() {
         let t = |d| EnqueueOptions::new().timeout(d).timeout_field(3600);
         assert_eq!(t(Duration::from_secs(30)).ok(), Some("30".to_owned()));
@@ -305,6 +405,11 @@ mod tests {
             })
         ));
         assert!(EnqueueOptions::new().is_plain());
+        assert!(
+            !EnqueueOptions::new()
+                .expires_in(Duration::from_secs(1))
+                .is_plain()
+        );
         assert!(!EnqueueOptions::new().retry(RetryPolicy::new(1)).is_plain());
     }
 }

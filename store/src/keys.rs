@@ -106,6 +106,12 @@ impl Keys {
         format!("{}:failed", self.prefix)
     }
 
+    /// `P:expired`: ZSET of ids of tasks whose expiry passed before they
+    /// started, scored by when that was found.
+    pub fn expired(&self) -> String {
+        format!("{}:expired", self.prefix)
+    }
+
     /// `P:scheduled`: ZSET of ids of tasks waiting for their time (delayed
     /// enqueues and retries), scored by when they are due.
     pub fn scheduled(&self) -> String {

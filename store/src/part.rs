@@ -55,6 +55,9 @@ pub(crate) struct Part {
     conn: Mutex<Option<Connection>>,
     fetch_conn: Mutex<Option<Connection>>,
     pub(crate) opts: Options,
+    /// The tasks this partition's fetches ended as expired, until taken
+    /// ([`Store::take_expired`](crate::Store::take_expired)).
+    pub(crate) expired: crate::fetch::ExpiredNotes,
 }
 
 impl Part {
@@ -86,6 +89,7 @@ impl Part {
             conn: Mutex::new(None),
             fetch_conn: Mutex::new(None),
             opts,
+            expired: crate::fetch::ExpiredNotes::default(),
         }
     }
 

@@ -37,6 +37,7 @@ pub(crate) const KNOWN_FIELDS: &[&str] = &[
     "unique",
     "graph",
     "graph_node",
+    "expires_at",
 ];
 
 /// The fields of a task hash that are not part of the schema (a raw
@@ -216,6 +217,7 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         run_at: r.time("run_at")?,
         result,
         unique: r.optional("unique")?,
+        expires_at: r.time("expires_at")?,
     })
 }
 
@@ -307,6 +309,7 @@ mod tests {
             ("retry", "{\"factor\": -1}"),
             ("attempts", "{}"),
             ("run_at", "soon"),
+            ("expires_at", "tomorrow"),
         ] {
             let mut fields = minimal();
             fields.retain(|(k, _)| *k != field);

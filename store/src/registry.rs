@@ -1,5 +1,5 @@
-//! The finished and failed registries: sorted sets of task ids scored by the
-//! time the task ended, and requeueing failed tasks.
+//! The finished, failed and expired registries: sorted sets of task ids
+//! scored by the time the task ended, and requeueing failed tasks.
 
 use redis::Value;
 
@@ -17,9 +17,11 @@ pub enum RegistryKind {
     Finished,
     /// Tasks that ended with a failure.
     Failed,
+    /// Tasks whose expiry passed before they started.
+    Expired,
 }
 
-/// One of the two registries of ended tasks, newest last.
+/// One of the registries of ended tasks, newest last.
 #[derive(Debug, Clone, Copy)]
 pub struct Registry<'s> {
     store: &'s Store,
@@ -58,6 +60,15 @@ impl Store {
         Registry {
             store: self,
             kind: RegistryKind::Failed,
+        }
+    }
+
+    /// The registry of expired tasks (never run: their expiry passed
+    /// before they started, or before their next attempt was due).
+    pub fn expired(&self) -> Registry<'_> {
+        Registry {
+            store: self,
+            kind: RegistryKind::Expired,
         }
     }
 
@@ -154,6 +165,7 @@ fn registry_key(keys: &Keys, kind: RegistryKind) -> String {
     match kind {
         RegistryKind::Finished => keys.finished(),
         RegistryKind::Failed => keys.failed(),
+        RegistryKind::Expired => keys.expired(),
     }
 }
 

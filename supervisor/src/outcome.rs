@@ -94,6 +94,7 @@ pub fn conclude(
                 Timestamp::now(),
                 fastrand::f64(),
             );
+            let outcome = expire_retry(outcome, record.expires_at);
             match chain.process_outcome(record, outcome) {
                 Outcome::Failure(failure) if failure.next_attempt.is_some() => {
                     Conclusion::Retry { failure }
@@ -144,6 +145,38 @@ pub fn plan_retry(
         .unwrap_or(Timestamp::MAX);
     failure.next_attempt = Some(at);
     Outcome::Failure(failure)
+}
+
+/// A failure whose planned retry would come at or after the task's
+/// expiry `expires_at` becomes final: [`FailureKind::Expired`], naming
+/// the attempt's error (pure). Anything else is returned unchanged.
+pub fn expire_retry(outcome: Outcome, expires_at: Option<Timestamp>) -> Outcome {
+    match (outcome, expires_at) {
+        (Outcome::Failure(failure), Some(at))
+            if failure.next_attempt.is_some_and(|next| next >= at) =>
+        {
+            Outcome::failure(FailureKind::Expired {
+                at,
+                last_error: Some(failure.message()),
+            })
+        }
+        (outcome, _) => outcome,
+    }
+}
+
+/// Shows `record`, which a fetch ended as expired before it started, to
+/// `process_outcome` (as [`FailureKind::Expired`]). The task is recorded
+/// already: what the chain returns changes nothing.
+pub fn report_expired(record: &TaskRecord, chain: &MiddlewareChain) {
+    let at = record
+        .expires_at
+        .or(record.ended_at)
+        .unwrap_or_else(Timestamp::now);
+    let outcome = Outcome::failure(FailureKind::Expired {
+        at,
+        last_error: None,
+    });
+    let _ = chain.process_outcome(record, outcome);
 }
 
 impl Conclusion {
@@ -215,6 +248,11 @@ impl Conclusion {
             {
                 Ending::Canceled { error: text }
             }
+            Conclusion::Record(Outcome::Failure(failure))
+                if failure.kind.class() == FailureClass::Expired =>
+            {
+                Ending::Expired { error: text }
+            }
             Conclusion::Record(Outcome::Failure(_)) => Ending::Failed { error: text },
             Conclusion::Record(Outcome::Success) => Ending::Finished { result, children },
         }
@@ -228,6 +266,9 @@ impl Conclusion {
             Conclusion::Record(Outcome::Success) => Ended::Finished,
             Conclusion::Record(Outcome::Failure(f)) if f.kind.class() == FailureClass::Canceled => {
                 Ended::Canceled
+            }
+            Conclusion::Record(Outcome::Failure(f)) if f.kind.class() == FailureClass::Expired => {
+                Ended::Expired
             }
             Conclusion::Record(Outcome::Failure(_)) => Ended::Failed,
         }
@@ -354,6 +395,44 @@ mod tests {
             plan_retry(timeout.clone(), Some(&retry), 0, now, 0.5),
             timeout
         );
+    }
+
+    #[test]
+    fn a_retry_due_at_or_after_the_expiry_is_not_made_and_expiry_is_never_retried() {
+        let now: Timestamp = "2026-11-29T08:00:00Z".parse().expect("time");
+        let retry = RetryPolicy::new(5)
+            .base(std::time::Duration::from_secs(10))
+            .jitter(redis_tasks_protocol::Jitter::None);
+        let failed = Outcome::failure(FailureKind::Error("no".into()));
+        let planned = plan_retry(failed, Some(&retry), 0, now, 0.5);
+        let later = now + SignedDuration::from_secs(60);
+        assert_eq!(expire_retry(planned.clone(), Some(later)), planned);
+        assert_eq!(expire_retry(planned.clone(), None), planned);
+        let soon = now + SignedDuration::from_secs(5);
+        let expired = expire_retry(planned, Some(soon));
+        assert_eq!(
+            expired,
+            Outcome::failure(FailureKind::Expired {
+                at: soon,
+                last_error: Some("no".into())
+            })
+        );
+        assert_eq!(expired.status(), redis_tasks_protocol::TaskStatus::Expired);
+        assert_eq!(
+            plan_retry(expired.clone(), Some(&retry), 0, now, 0.5),
+            expired
+        );
+        let conclusion = Conclusion::Record(expired);
+        let text = conclusion.error_text();
+        assert!(text.contains("expired at") && text.contains("no"), "{text}");
+        assert!(matches!(
+            conclusion.ending(None, &[], &text, now),
+            Ending::Expired { error } if error == text
+        ));
+        assert_eq!(conclusion.ended(), Ended::Expired);
+        // A final failure stays as it is.
+        let last = Outcome::failure(FailureKind::Error("no".into()));
+        assert_eq!(expire_retry(last.clone(), Some(soon)), last);
     }
 
     /// A `process_outcome` that stops retries (`Stop`) or marks failures
@@ -520,6 +599,8 @@ mod properties {
             Just(FailureKind::WorkerDied),
             Just(FailureKind::Canceled),
             ".{0,20}".prop_map(FailureKind::StartFailed),
+            (timestamps(), proptest::option::of(".{0,20}"))
+                .prop_map(|(at, last_error)| FailureKind::Expired { at, last_error }),
         ]
     }
 
@@ -569,6 +650,9 @@ mod properties {
                 && let Some(at) = f.next_attempt {
                     prop_assert!(at >= now);
                 }
+            if matches!(ended, Outcome::Failure(ref f) if f.kind.class() == redis_tasks_protocol::FailureClass::Expired) {
+                prop_assert_eq!(&planned, &ended, "an expiry is never retried");
+            }
             let p = Policy { reentrant, max_aborted_runs, retry: policy };
             let _ = settle(ended, p, aborted);
         }
@@ -580,10 +664,12 @@ mod properties {
             attempts in 0usize..50,
             aborted in 0usize..50,
             timeout in any::<Option<u64>>(),
+            expires_at in proptest::option::of(timestamps()),
         ) {
             let mut record = super::tests::record_at("2026-11-29T08:00:00Z");
             record.retry = policy;
             record.timeout = timeout;
+            record.expires_at = expires_at;
             let at: Timestamp = "2026-11-29T08:00:00Z".parse().expect("time");
             record.attempts = (0..attempts)
                 .map(|_| Attempt {

@@ -94,7 +94,8 @@ fn enqueue_plain_with_options_in_batches_and_unique() {
         let options = EnqueueOptions::new()
             .delay(Duration::from_secs(600))
             .timeout(Duration::from_secs(7))
-            .retry(RetryPolicy::new(2));
+            .retry(RetryPolicy::new(2))
+            .expires_in(Duration::from_secs(900));
         let later = queue
             .enqueue_with("add", &json!({"a": 2}), &options)
             .await
@@ -104,6 +105,7 @@ fn enqueue_plain_with_options_in_batches_and_unique() {
         assert_eq!(rec.timeout, Some(7));
         assert_eq!(rec.retry, Some(RetryPolicy::new(2)));
         assert!(rec.run_at.is_some());
+        assert!(rec.expires_at.is_some_and(|at| Some(at) > rec.run_at));
         assert_eq!(
             sync.scheduled_ids(0, 10).expect("delayed"),
             std::slice::from_ref(&later)
@@ -161,6 +163,18 @@ fn enqueue_plain_with_options_in_batches_and_unique() {
         let bad = queue.enqueue_many_with(&calls[..2], &unique).await;
         assert!(
             matches!(bad, Err(StoreError::InvalidOption { .. })),
+            "{bad:?}"
+        );
+        let expired = EnqueueOptions::new().expires_in(Duration::ZERO);
+        let bad = queue.enqueue_with("add", &json!(null), &expired).await;
+        assert!(
+            matches!(
+                bad,
+                Err(StoreError::InvalidOption {
+                    option: "expires",
+                    ..
+                })
+            ),
             "{bad:?}"
         );
         let huge = "x".repeat(2 * 1024 * 1024);

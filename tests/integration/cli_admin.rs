@@ -71,6 +71,7 @@ fn enqueue_prints_the_id_alone_and_task_show_reads_it() {
         "attempts",
         "result",
         "unique",
+        "expires_at",
     ];
     expected.sort();
     assert_eq!(keys, expected);
@@ -226,6 +227,8 @@ fn info_json_has_the_documented_shape() {
             "failed": 0,
             "scheduled": 0,
             "canceled": 0,
+            // Added with task expiry (a key added, none changed).
+            "expired": 0,
         })
     );
     // Only some queues: workers listening elsewhere are left out.

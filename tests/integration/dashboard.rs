@@ -1263,3 +1263,42 @@ fn the_task_page_shows_the_tasks_own_output_escaped() {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(element(&page.body, "task-output-none").contains("None kept"));
 }
+
+#[test]
+fn expired_tasks_are_listed_and_counted() {
+    let demo = Demo::new();
+    let mut c = demo.redis.client();
+    let id = demo
+        .store
+        .queue("default")
+        .enqueue_with(
+            "noop",
+            &json!({"n": "stale-report"}),
+            &redis_tasks::EnqueueOptions::new().expires_in(std::time::Duration::from_secs(3600)),
+        )
+        .expect("enqueue");
+    // Its expiry passes before any supervisor fetches it.
+    let past = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)).to_string();
+    redis::cmd("HSET")
+        .arg(format!("redis_tasks:task:{id}"))
+        .arg("expires_at")
+        .arg(&past)
+        .query::<()>(&mut c)
+        .expect("hset");
+    demo.burst(&[]);
+    let rec = demo.task(&id);
+    assert_eq!(rec.status, redis_tasks::TaskStatus::Expired);
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let list = http(dashboard.port, "GET", "/expired", &[], "");
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("Expired tasks"), "{}", list.body);
+    assert!(list.body.contains(&id), "{}", list.body);
+    let overview = http(dashboard.port, "GET", "/", &[], "");
+    assert!(
+        overview.body.contains(r#"id="expired-count">1<"#),
+        "{}",
+        overview.body
+    );
+    let page = http(dashboard.port, "GET", &format!("/tasks/{id}"), &[], "");
+    assert!(page.body.contains("task-expires-at"), "{}", page.body);
+}

@@ -99,6 +99,7 @@ mod store_children;
 mod store_connection;
 mod store_dead_slots;
 mod store_delayed;
+mod store_expiry;
 mod store_fetch;
 mod store_finish_fetch;
 mod store_flow;

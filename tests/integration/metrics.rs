@@ -15,7 +15,7 @@ use crate::e2e::Demo;
 use crate::support::{free_port, wait_until};
 
 /// `GET path` on `port`: the status line and the body.
-fn get(port: u16, path: &str) -> Option<(String, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -33,7 +33,7 @@ fn get(port: u16, path: &str) -> Option<(String, String)> {
 }
 
 /// The value of the sample `series` (name and labels exactly as printed).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

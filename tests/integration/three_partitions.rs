@@ -30,6 +30,9 @@ mod store_dead_slots;
 #[path = "store_delayed.rs"]
 mod store_delayed;
 #[allow(clippy::duplicate_mod)]
+#[path = "store_expiry.rs"]
+mod store_expiry;
+#[allow(clippy::duplicate_mod)]
 #[path = "store_fetch.rs"]
 mod store_fetch;
 #[allow(clippy::duplicate_mod)]

@@ -167,6 +167,8 @@ struct Overview {
     canceled: u64,
     failed: u64,
     finished: u64,
+    /// Tasks in the expired registry.
+    expired: u64,
     /// (finished, failed) per bucket, oldest first.
     buckets: Vec<(u64, u64)>,
     workers: Vec<(WorkerInfo, Option<TaskRecord>, Option<Progress>)>,
@@ -207,6 +209,7 @@ fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> 
         canceled: store.canceled_count()?,
         failed: store.failed().count()?,
         finished: store.finished().count()?,
+        expired: store.expired().count()?,
         buckets,
         workers,
     })
@@ -247,6 +250,7 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
             div.card { a href="/failed" { div.n #failed-count { (o.failed) } } div.l { "in the failed registry" } }
             div.card { div.n #canceled-count { (o.canceled) } div.l { "canceled" } }
             div.card { a href="/finished" { div.n { (o.finished) } } div.l { "in the finished registry" } }
+            div.card { a href="/expired" { div.n #expired-count { (o.expired) } } div.l { "expired, never run" } }
         }
         h2 { "Finished and failed, last hour" }
         div.bars role="img" aria-label={ (hour_finished) " finished and " (hour_failed) " failed in the last hour" } {
@@ -477,6 +481,15 @@ pub(crate) async fn failed(
     registry_page(state, RegistryKind::Failed, msg, paging.page()).await
 }
 
+/// `/expired`: the newest expired tasks (never run).
+pub(crate) async fn expired(
+    State(state): State<Arc<AppState>>,
+    Query(msg): Query<Flash>,
+    Query(paging): Query<Paging>,
+) -> Response {
+    registry_page(state, RegistryKind::Expired, msg, paging.page()).await
+}
+
 /// `/finished`: the newest finished tasks.
 pub(crate) async fn finished(
     State(state): State<Arc<AppState>>,
@@ -497,6 +510,7 @@ async fn registry_page(
             let registry = match kind {
                 RegistryKind::Failed => store.failed(),
                 RegistryKind::Finished => store.finished(),
+                RegistryKind::Expired => store.expired(),
             };
             let total = registry.count()?;
             // Newest first: page 0 is the end of the registry.
@@ -518,9 +532,10 @@ async fn registry_page(
         Ok(read) => read,
         Err(e) => return store_error(&state, &e),
     };
-    let title = match kind {
-        RegistryKind::Failed => "Failed tasks",
-        RegistryKind::Finished => "Finished tasks",
+    let (title, path) = match kind {
+        RegistryKind::Failed => ("Failed tasks", "/failed"),
+        RegistryKind::Finished => ("Finished tasks", "/finished"),
+        RegistryKind::Expired => ("Expired tasks", "/expired"),
     };
     let now = Timestamp::now();
     let body = html! {
@@ -528,7 +543,7 @@ async fn registry_page(
         (flash(msg.text()))
         p.muted { (total) " in the registry, newest first." }
         (task_table(&state, &ids, &records, now, kind == RegistryKind::Failed))
-        (pager(if kind == RegistryKind::Failed { "/failed" } else { "/finished" }, page_no, total))
+        (pager(path, page_no, total))
     };
     page(&state, title, true, body).into_response()
 }

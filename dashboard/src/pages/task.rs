@@ -176,6 +176,9 @@ pub(crate) async fn task(
             @if let Some(at) = r.run_at {
                 dt { "due" } dd #task-run-at { (time(Some(at), now)) }
             }
+            @if let Some(at) = r.expires_at {
+                dt { "expires" } dd #task-expires-at { (time(Some(at), now)) }
+            }
             dt { "started" } dd { (time(r.started_at, now)) }
             dt { "ended" } dd { (time(r.ended_at, now)) }
             dt { "run time" } dd {
@@ -219,6 +222,7 @@ pub(crate) async fn task(
             (None, None) if r.status == TaskStatus::Finished => p.muted { "None: the task returned nothing." },
             (None, None) if r.status == TaskStatus::Failed => p.muted { "None: the task failed (see the error above)." },
             (None, None) if r.status == TaskStatus::Canceled => p.muted { "None: the task was canceled." },
+            (None, None) if r.status == TaskStatus::Expired => p.muted { "None: the task expired before it started." },
             (None, None) => p.muted { "None yet: the task has not ended." },
         }
         (output_section(&r.id, output.as_deref()))

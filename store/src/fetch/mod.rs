@@ -32,8 +32,11 @@ use super::record::{score, time_text};
 use super::{Store, StoreError, scripts};
 use redis_tasks_protocol::model::TaskStatus;
 
+mod expired;
 mod reply;
 
+pub(crate) use expired::ExpiredNotes;
+pub use expired::{ExpiredTask, MAX_EXPIRED_NOTES};
 use reply::Answer;
 pub use reply::{Fetched, Lease};
 
@@ -53,6 +56,9 @@ impl Store {
     ///
     /// An id whose record is missing is moved to the failed registry with a
     /// minimal record (error "task record missing") and the fetch goes on.
+    /// A task whose `expires_at` has passed (Redis's clock) is never
+    /// started: it ends `expired` in the expired registry, the fetch goes
+    /// on, and [`Store::take_expired`] hands it to the caller.
     /// An id whose record this code did not write (no `task` field: the
     /// Python original's, say) goes back to the head of its queue, its
     /// record untouched, and the fetch fails with
@@ -87,8 +93,9 @@ impl Store {
         fetch_in_order(&order, home, slot, queues, block)
     }
 
-    /// Records the end of a run: `status` ([`TaskStatus::Finished`] or
-    /// [`TaskStatus::Failed`]), `ended_at = now`, the error text, the
+    /// Records the end of a run: `status` ([`TaskStatus::Finished`],
+    /// [`TaskStatus::Failed`], or [`TaskStatus::Expired`] for a retry that
+    /// would come after the task's expiry), `ended_at = now`, the error text, the
     /// registry entry, and the slot back to idle.
     ///
     /// Fenced: only if `slot` still holds `id` in its private list; returns
@@ -272,6 +279,7 @@ impl Part {
             for (limit, _) in limits {
                 inv.arg(limit);
             }
+            inv.arg(self.registry_ttl());
             for q in queues {
                 inv.arg(q);
             }
@@ -351,6 +359,7 @@ impl Part {
             for (limit, _) in limits {
                 inv.arg(limit);
             }
+            inv.arg(self.registry_ttl());
             inv.invoke(c)
         })?;
         self.answer(slot, value, partition)
@@ -372,6 +381,7 @@ impl Part {
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
+            TaskStatus::Expired => self.keys().expired(),
             other => return Err(StoreError::NotFinal { status: other }),
         };
         let expected = self.finish_keys(slot, id, &registry);
@@ -414,6 +424,7 @@ impl Part {
         let registry = match status {
             TaskStatus::Finished => self.keys().finished(),
             TaskStatus::Failed => self.keys().failed(),
+            TaskStatus::Expired => self.keys().expired(),
             other => return Err(StoreError::NotFinal { status: other }),
         };
         let limits = self.record_limits();

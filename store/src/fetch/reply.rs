@@ -115,6 +115,23 @@ impl Part {
             None => return Ok(Answer::Nothing),
         };
         match kind.as_str() {
+            "expired" => {
+                if let Some(items) = it.next() {
+                    self.note_expired(items, partition);
+                }
+                // The script wraps its answer once: a nested wrapper is
+                // not one of its replies (and would recurse).
+                match it.next().unwrap_or(Value::Nil) {
+                    Value::Array(inner)
+                        if inner.first().is_some_and(
+                            |v| matches!(v, Value::BulkString(b) if b == b"expired"),
+                        ) =>
+                    {
+                        Err(missing("nested expired answer"))
+                    }
+                    rest => self.answer(slot, rest, partition),
+                }
+            }
             "missing" => Ok(Answer::Missing),
             "held" => {
                 let ms = next_number(&mut it)?;
@@ -277,7 +294,7 @@ mod tests {
             Just(Value::Nil),
             any::<i64>().prop_map(Value::Int),
             proptest::sample::select(vec![
-                "task", "oversize", "busy", "foreign", "missing", "x", "args", "q"
+                "task", "oversize", "busy", "foreign", "missing", "expired", "x", "args", "q"
             ])
             .prop_map(|s| Value::BulkString(s.as_bytes().to_vec())),
             proptest::collection::vec(any::<u8>(), 0..12).prop_map(Value::BulkString),

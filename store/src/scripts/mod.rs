@@ -31,6 +31,9 @@ macro_rules! schema_marker {
 /// list as running and returns its fields, the queue it came from, or why
 /// it is too large to load (`oversize`), and `ended(...)` does what every final end of a task
 /// does besides its status: free its uniqueness key, wake its waiters.
+/// `start` first ends a task whose `expires_at` has passed (Redis's
+/// clock) as `expired` instead (`expire_due`, noted in `EXPIRED` for the
+/// script's reply).
 macro_rules! prelude {
     () => {
         concat!(
@@ -114,6 +117,12 @@ local function oversize(tk, lim)
   if used and used > tonumber(lim[5]) then return {'(whole record)', used, 5} end
   return false
 end
+-- Tasks this script call ended as expired, {id, queue, fields} each, for
+-- its reply (`with_expired`); DONE_TTL: how long their done keys live
+-- (set by the scripts that start tasks). `expire_due` is defined after
+-- `ended`, which it calls.
+local EXPIRED, DONE_TTL = {}, 604800
+local expire_due
 -- Marks id, just moved into the slot's list, as running. `registered`:
 -- whether the slot's hash exists (read by the caller before any write, so
 -- a slot hash of the wrong type aborts with nothing changed). Key types
@@ -144,6 +153,8 @@ local function start_checked(list, hash, registered, slot, id, q, now, score, li
     end
     return false
   end
+  local expires = redis.call('HGET', tk, 'expires_at')
+  if expires and expire_due(list, tk, id, q, expires, now, score, nil) then return false end
   redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'worker', slot)
   redis.call('HDEL', tk, 'ended_at')
   if registered then
@@ -164,15 +175,19 @@ local function start(list, hash, registered, slot, id, q, now, score, lim)
   if used and used <= least(lim) then
     local f = redis.pcall('HGETALL', tk)
     if not f.err then
-      local out, ours, ended = {}, false, false
+      local out, ours, ended, expires = {}, false, false, false
       for i = 1, #f, 2 do
         local name = f[i]
         if name == 'task' then ours = true end
+        if name == 'expires_at' then expires = f[i + 1] end
         if name == 'ended_at' then ended = true
         elseif name ~= 'status' and name ~= 'started_at' and name ~= 'worker' then
           out[#out + 1] = name
           out[#out + 1] = f[i + 1]
         end
+      end
+      if ours and expires and expire_due(list, tk, id, q, expires, now, score, out) then
+        return false
       end
       if ours then
         redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'worker', slot)
@@ -213,6 +228,80 @@ local function ended(tk, id, st, ttl, u)
   if type(n) ~= 'number' then return end
   if n > 1 then redis.call('LTRIM', dk, -1, -1) end
   redis.call('EXPIRE', dk, ttl)
+end
+-- Seconds since the epoch of an RFC 3339 time (`Z` or a `+hh:mm` offset),
+-- or nil when the text is not one.
+local function epoch(text)
+  local y, mo, d, h, mi, sec, frac, zone = string.match(text,
+    '^%s*(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.-)%s*$')
+  if not y then return nil end
+  local off = 0
+  if zone ~= 'Z' and zone ~= 'z' then
+    local sign, oh, om = string.match(zone, '^([%+%-])(%d%d):?(%d%d)$')
+    if not sign then return nil end
+    off = tonumber(oh) * 3600 + tonumber(om) * 60
+    if sign == '-' then off = -off end
+  end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  -- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
+  if mo <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
+  local days = era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+  local f = tonumber('0' .. frac) or 0
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) + f - off
+end
+-- Redis's clock in seconds; the caller's (`score`) when the ACL user may
+-- not call TIME.
+local function clock_s(score)
+  local t = redis.pcall('TIME')
+  if type(t) ~= 'table' or t.err then return tonumber(score) end
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+-- Task id (record tk, just moved into the slot's list from queue q) with
+-- expiry `at`: when that has passed, the task leaves the slot's list and
+-- ends `expired` (the registry P:expired, its uniqueness key freed, its
+-- waiters woken), is noted in EXPIRED with its fields (`out`, as `start`
+-- read them, or the small ones read here: a note without `args` reads as
+-- unreadable), and true is returned. An expiry that does not
+-- read as a time is left to the record's reader to report.
+expire_due = function(list, tk, id, q, at, now, score, out)
+  local due = epoch(at)
+  if not due or clock_s(score) < due then return false end
+  local ek = k('expired')
+  local et = redis.call('TYPE', ek).ok
+  if et ~= 'none' and et ~= 'zset' then
+    redis.call('LREM', list, 0, id)
+    redis.call('LPUSH', k('queue', q), id)
+    error({err = 'RTWRONGTYPE ' .. ek .. ' ' .. et .. ' zset'})
+  end
+  redis.call('LREM', list, 0, id)
+  redis.call('HSET', tk, 'status', 'expired', 'ended_at', now)
+  redis.call('HDEL', tk, 'worker', 'started_at')
+  redis.call('ZADD', ek, score, id)
+  ended(tk, id, 'expired', DONE_TTL)
+  if not out then
+    -- A record over the size limits: its small fields only (never the
+    -- large ones, which the limits keep out of memory).
+    out = {}
+    local names = {'task', 'queue', 'enqueued_at', 'expires_at', 'unique', 'timeout',
+      'retry', 'run_at', 'error', 'attempts', 'aborted_runs'}
+    local f = redis.call('HMGET', tk, unpack(names))
+    for i, name in ipairs(names) do
+      if f[i] then out[#out + 1] = name; out[#out + 1] = f[i] end
+    end
+  end
+  out[#out + 1] = 'status'; out[#out + 1] = 'expired'
+  out[#out + 1] = 'ended_at'; out[#out + 1] = now
+  EXPIRED[#EXPIRED + 1] = {id, q, out}
+  return true
+end
+-- A script's reply `rec`, with the tasks it expired when there are any:
+-- {'expired', {{id, queue, fields}...}, rec}.
+local function with_expired(rec)
+  if #EXPIRED == 0 then return rec end
+  return {'expired', EXPIRED, rec}
 end
 "#
         )

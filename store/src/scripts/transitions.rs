@@ -306,19 +306,22 @@ end
 
 /// Take the head of the first non-empty queue into a slot and start it.
 /// KEYS: slot list, slot hash, queue keys. ARGV: prefix, slot, now, score,
-/// five size limits (args, description, meta, result, whole record), queue
-/// names. Returns nil, {'busy', ids}, {'task', id, fields, queue},
-/// {'oversize', id, queue, field, size, limit index} or {'held', ms,
-/// queues...} (nothing taken, those queues held back by flow control).
+/// five size limits (args, description, meta, result, whole record), ttl
+/// of the done key of a task that expired, queue names. Returns nil,
+/// {'busy', ids}, {'task', id, fields, queue}, {'oversize', id, queue,
+/// field, size, limit index} or {'held', ms, queues...} (nothing taken,
+/// those queues held back by flow control); when tasks met on the way had
+/// expired, that inside {'expired', {{id, queue, fields}...}, reply}.
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         graph_lua!(),
         task_path!(),
         r#"
-local qkeys, qnames = queues_of(3, 10)
-return take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
-  {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, qkeys, qnames)
+DONE_TTL = ARGV[10]
+local qkeys, qnames = queues_of(3, 11)
+return with_expired(take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
+  {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, qkeys, qnames))
 "#
     ))
 });
@@ -326,7 +329,8 @@ return take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
 /// Start a task a blocking move put into the slot's list (handed back to
 /// the front of its queue when flow settings that came meanwhile hold it).
 /// KEYS: slot list, slot hash. ARGV: prefix, slot, id, now, score, queue,
-/// five size limits (as FETCH). Returns what FETCH does for a task,
+/// five size limits, ttl of an expired task's done key (as FETCH). Returns
+/// what FETCH does for a task (an expired one wrapped as FETCH does),
 /// {'held', ms, queue}, {'missing'}, or nil when the id is not there.
 pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -347,6 +351,7 @@ if flow and controlled(flow, q) then
     return {'held', wait, q}
   end
 end
+DONE_TTL = ARGV[12]
 local fn, tl = task_limits(flow, ARGV[3])
 if fn then
   local free, wait = room(tl, ARGV[5])
@@ -364,7 +369,7 @@ if rec then
   if fn then take_permit(tl, ARGV[3], ARGV[5]) end
   return rec
 end
-return {'missing'}
+return with_expired({'missing'})
 "#
     ))
 });
@@ -393,8 +398,8 @@ return done
 /// [`FINISH`] and then, when the slot held the task, [`FETCH`] of its next
 /// one from the same partition, in one round trip. KEYS: slot list, slot
 /// hash, task, registry, queue keys. ARGV: prefix, id, status, now, score,
-/// error, result, ttl (as FINISH), slot, five size limits, children (as
-/// FINISH), queue names.
+/// error, result, ttl (as FINISH, also that of an expired task's done
+/// key), slot, five size limits, children (as FINISH), queue names.
 /// Returns {1 or 0, what FETCH returns (nil when nothing was taken)}.
 pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -406,13 +411,14 @@ local flow = flow_of()
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
   ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15])
 if done == 0 then return {0, false} end
+DONE_TTL = ARGV[8]
 local qkeys, qnames = queues_of(5, 16)
 local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
   {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
 if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
   redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')
 end
-return {1, rec}
+return {1, with_expired(rec)}
 "#
     ))
 });

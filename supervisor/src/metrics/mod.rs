@@ -114,6 +114,9 @@ pub(crate) enum Ended {
     Retried,
     /// Canceled while it ran (`task cancel`, the dashboard).
     Canceled,
+    /// Its expiry passed before it started (found by a fetch: it never
+    /// ran) or before its next attempt was due.
+    Expired,
 }
 
 impl Ended {
@@ -124,6 +127,7 @@ impl Ended {
             Ended::Requeued => "requeued",
             Ended::Retried => "retried",
             Ended::Canceled => "canceled",
+            Ended::Expired => "expired",
         }
     }
 }
@@ -177,7 +181,7 @@ impl Metrics {
         let tasks_ended = Family::<EndLabels, Counter>::default();
         registry.register(
             "tasks_ended",
-            "Task runs this supervisor ended, by queue, task and outcome (finished, failed, retried, canceled, requeued)",
+            "Task runs this supervisor ended, by queue, task and outcome (finished, failed, retried, canceled, requeued, expired: also the tasks a fetch found expired, which never ran)",
             tasks_ended.clone(),
         );
         let task_duration =
@@ -380,6 +384,20 @@ impl Metrics {
         self.task_duration
             .get_or_create(&TaskLabels { queue, task })
             .observe(duration.as_secs_f64());
+    }
+
+    /// A fetch of this supervisor found a task of `queue` expired and
+    /// ended it unstarted: counted under outcome `expired`, with no run
+    /// time.
+    pub(crate) fn task_expired(&self, queue: &str, task: Option<&str>) {
+        let (queue, task) = (self.bounds.queue(queue), self.bounds.task(task));
+        self.tasks_ended
+            .get_or_create(&EndLabels {
+                queue,
+                task,
+                outcome: Ended::Expired.label(),
+            })
+            .inc();
     }
 
     /// Counts what a run's ending says about the worker process: crashes,

@@ -8,7 +8,8 @@
 //! slot looks at the shared state: stopping, a retirement to claim, quiet.
 //!
 //! `hooks.rs` takes a running task's meta, progress and result;
-//! `record.rs` writes, counts and logs what became of the task.
+//! `record.rs` writes, counts and logs what became of the task;
+//! `expired.rs` reports the tasks a fetch ended unstarted, expired.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
@@ -31,6 +32,7 @@ use crate::outcome::{Conclusion, Policy, conclude};
 use crate::shared::{Current, Shared, SlotView};
 use crate::worker_process::{Spare, SpareKind, SpawnError, WorkerProcess};
 
+mod expired;
 mod hooks;
 mod record;
 
@@ -108,6 +110,9 @@ impl Slot {
                     self.last.as_ref(),
                 ),
             };
+            // Tasks this fetch, or the finish that took `next`, found
+            // expired (ended unstarted in Redis already).
+            self.report_expired(&current);
             match fetched {
                 Ok(Some(fetched)) => {
                     backoff.reset();
@@ -147,6 +152,8 @@ impl Slot {
                 }
             }
         }
+        // Those a last finish found expired while the slot was stopping.
+        self.report_expired(&self.shared.current());
         if let Some(process) = self.process.take() {
             self.shared.retire(process);
         }

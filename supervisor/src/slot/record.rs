@@ -140,6 +140,11 @@ impl Slot {
                 info!(task = %id, name, queue, slot, duration_s = secs, outcome = "canceled", "{description} canceled while running after {secs:.3} s");
             }
             (Some(true), Conclusion::Record(Outcome::Failure(failure)))
+                if failure.kind.class() == FailureClass::Expired =>
+            {
+                info!(task = %id, name, queue, slot, duration_s = secs, outcome = "expired", "{description} failed after {secs:.3} s and is not retried: {failure}");
+            }
+            (Some(true), Conclusion::Record(Outcome::Failure(failure)))
                 if failure.kind.class() == FailureClass::Invalid =>
             {
                 // Bad input (an unknown task, arguments of the wrong type)

@@ -48,6 +48,7 @@ mod async_tasks;
 mod chaos;
 mod children;
 mod dynamic_users;
+mod expiry;
 mod flow_control;
 mod hostile_identity;
 mod hostile_ipc;

@@ -101,6 +101,7 @@ fn record() -> TaskRecord {
         run_at: None,
         result: None,
         unique: None,
+        expires_at: None,
     }
 }
 
