@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use redis::Commands;
 use redis_tasks::store::{Limit, Rate};
 use redis_tasks::{StoreError, TaskStatus};
 
@@ -441,4 +442,76 @@ fn a_task_held_back_by_its_function_limit_can_be_canceled() {
         TaskStatus::Canceled
     );
     assert_eq!(store.task_flow("slow").expect("flow").held, 0);
+}
+
+/// A slot waiting because flow control held back its queue is woken by the
+/// step that lets a task through (a freed permit, an enqueue), not by a
+/// timer: it gets the task well before the one-second safety net.
+#[test]
+fn a_waiting_slot_is_poked_by_a_freed_permit_and_by_an_enqueue() {
+    let server = RedisServer::start();
+    let store = server.store();
+    store
+        .limit_queue("q", Limit::Concurrency(1))
+        .expect("limit");
+    let q = queues(&["q"]);
+    let first = store.queue("q").enqueue("t", &1).expect("enqueue");
+    let second = store.queue("q").enqueue("t", &2).expect("enqueue");
+    assert!(
+        store
+            .fetch("s1", &q, Duration::ZERO)
+            .expect("fetch")
+            .is_some()
+    );
+    let wait_in_thread = |slot: &'static str| {
+        let store = server.store();
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let got = store
+                .fetch(slot, &q, Duration::from_secs(30))
+                .expect("fetch");
+            (got.map(|f| f.id), t0.elapsed())
+        })
+    };
+    // Held: the permit is taken.
+    let waiter = wait_in_thread("s2");
+    wait_until("the slot to wait", Duration::from_secs(10), || {
+        server
+            .client()
+            .sismember::<_, _, bool>(server.names().home("q").flow_waiting(), "s2")
+            .unwrap_or(false)
+    });
+    let freed = Instant::now();
+    store
+        .finish("s1", &first, TaskStatus::Finished, None, Timestamp::now())
+        .expect("finish");
+    let (got, _) = waiter.join().expect("thread");
+    assert_eq!(got, Some(second.clone()));
+    assert!(
+        freed.elapsed() < Duration::from_millis(800),
+        "woken after {:?}: by the safety net, not by the freed permit",
+        freed.elapsed()
+    );
+    store
+        .finish("s2", &second, TaskStatus::Finished, None, Timestamp::now())
+        .expect("finish");
+
+    // Empty and limited: an enqueue pokes the waiting slot.
+    let waiter = wait_in_thread("s3");
+    wait_until("the slot to wait", Duration::from_secs(10), || {
+        server
+            .client()
+            .sismember::<_, _, bool>(server.names().home("q").flow_waiting(), "s3")
+            .unwrap_or(false)
+    });
+    let enqueued = Instant::now();
+    let third = store.queue("q").enqueue("t", &3).expect("enqueue");
+    let (got, _) = waiter.join().expect("thread");
+    assert_eq!(got, Some(third));
+    assert!(
+        enqueued.elapsed() < Duration::from_millis(800),
+        "woken after {:?}: by the safety net, not by the enqueue",
+        enqueued.elapsed()
+    );
 }

@@ -45,9 +45,12 @@ pub use reply::{Fetched, Lease};
 pub const PARTITIONED_BLOCK_CAP: Duration = Duration::from_secs(1);
 
 /// The longest an idle slot goes without looking again at a queue that
-/// flow control holds back (paused, every permit taken); a change of the
-/// flow settings wakes it sooner.
-pub const HELD_RECHECK: Duration = Duration::from_millis(50);
+/// flow control holds back (paused, every permit taken). It is woken
+/// sooner by every step that could let a task through (an enqueue, a
+/// promotion, a requeue, a freed permit, a change of the flow settings:
+/// the scripts' `poke`) and when a rate window opens; this bound is only a
+/// safety net (a wake token lost with a Redis restart, say).
+pub const HELD_RECHECK: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Takes the next task for `slot` from the first non-empty queue of
@@ -225,17 +228,18 @@ fn fetch_in_order(
             wait = wait.min(window);
         }
         if !held.is_empty() {
-            // A queue held back by flow control is looked at again when
-            // its rate window opens, when the flow settings change (a
-            // wake), and at least every HELD_RECHECK.
+            // A slot with a queue held back by flow control never blocks
+            // on a queue (a blocking move could take a task past a limit,
+            // and would not see a permit freed elsewhere): the fetch
+            // script put it in `P:flow:waiting`, and any step that could
+            // let a task through pokes it; a rate window that opens ends
+            // the wait too.
             wait = wait.min(HELD_RECHECK);
             if wait.is_zero() {
                 return Ok(None);
             }
-            if held.iter().any(|q| q == first) {
-                home.wait_for_flow(slot, wait)?;
-                continue;
-            }
+            home.wait_for_flow(slot, wait)?;
+            continue;
         }
         if wait.is_zero() {
             return Ok(None);
@@ -311,26 +315,19 @@ impl Part {
         })
     }
 
-    /// Waits up to `wait` for a change of the flow settings: `slot` is in
-    /// `P:flow:waiting` meanwhile, and a change pushes a token on its
-    /// `P:flow:wake:<slot>`.
+    /// Waits up to `wait` for a poke: the fetch script that held back
+    /// `slot`'s queues put it in `P:flow:waiting`, and a step that could
+    /// let a task through pushes a token on its `P:flow:wake:<slot>`.
     fn wait_for_flow(&self, slot: &str, wait: Duration) -> Result<(), StoreError> {
-        let waiting = self.keys().flow_waiting();
         let wake = self.keys().flow_wake(slot);
         let secs = wait.as_secs_f64().max(0.001);
-        self.run(&[(&waiting, "set")], |c, _| {
-            redis::cmd("SADD").arg(&waiting).arg(slot).query::<()>(c)
-        })?;
-        let woken = self.run_blocking(wait, &[(&wake, "list")], |c, _| {
+        self.run_blocking(wait, &[(&wake, "list")], |c, _| {
             redis::cmd("BLPOP")
                 .arg(&wake)
                 .arg(format!("{secs:.3}"))
                 .query::<Option<(String, String)>>(c)
-        });
-        self.run(&[(&waiting, "set")], |c, _| {
-            redis::cmd("SREM").arg(&waiting).arg(slot).query::<()>(c)
         })?;
-        woken.map(|_| ())
+        Ok(())
     }
 
     /// Marks the id a blocking move put into the slot's list as running.

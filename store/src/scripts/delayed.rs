@@ -79,6 +79,7 @@ for i = 2, #ARGV, 11 do
   redis.call('SADD', KEYS[1], q)
   n = n + 1
 end
+poke()
 return n
 "#
 );
@@ -126,6 +127,7 @@ for _, id in ipairs(ids) do
     moved = moved + 1
   end
 end
+if moved > 0 then poke() end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {moved, nxt[2] or ''}
 "#

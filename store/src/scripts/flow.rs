@@ -10,20 +10,14 @@ script!(
     "Change flow settings and wake every waiting slot. KEYS: flow hash, \
      waiting set. ARGV: prefix, n (fields to set), n field/value pairs, \
      fields to delete. Each slot in the waiting set gets a token on \
-     P:flow:wake:<slot> (kept 1 s).",
+     P:flow:wake:<slot> (kept 1 s) and leaves the set.",
     r#"
 need(KEYS[1], 'hash')
 need(KEYS[2], 'set')
 local n = tonumber(ARGV[2])
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n)) end
 if #ARGV > 2 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 3 + 2 * n)) end
-for _, slot in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local wk = k('flow', 'wake', slot)
-  if is(wk, 'list') or redis.call('EXISTS', wk) == 0 then
-    redis.call('RPUSH', wk, '1')
-    redis.call('PEXPIRE', wk, 1000)
-  end
-end
+poke()
 return 1
 "#
 );

@@ -229,6 +229,19 @@ local function ended(tk, id, st, ttl, u)
   if n > 1 then redis.call('LTRIM', dk, -1, -1) end
   redis.call('EXPIRE', dk, ttl)
 end
+-- Wakes the slots waiting because flow control held back their queues
+-- (docs/flow-control.md, "Waiting"): each slot in P:flow:waiting gets a
+-- token on P:flow:wake:<slot> (kept 1 s) and leaves the set (its next held
+-- fetch puts it back). Called by every step that puts a task in a queue or
+-- frees a permit; one SPOP of nothing when no slot waits.
+local function poke()
+  local slots = redis.pcall('SPOP', k('flow', 'waiting'), 1000)
+  if type(slots) ~= 'table' or slots.err then return end
+  for _, slot in ipairs(slots) do
+    local wk = k('flow', 'wake', slot)
+    if type(redis.pcall('RPUSH', wk, '1')) == 'number' then redis.call('PEXPIRE', wk, 1000) end
+  end
+end
 -- Seconds since the epoch of an RFC 3339 time (`Z` or a `+hh:mm` offset),
 -- or nil when the text is not one.
 local function epoch(text)
@@ -420,6 +433,7 @@ local function gapply(g, node, plan, result, qset, now)
     redis.call('HSET', g, 'state:' .. s, 'canceled', 'ended:' .. s, now)
   end
   for _, s in ipairs(plan.enq) do genq(g, s, qset, now) end
+  if #plan.enq > 0 then poke() end
   local open = redis.call('HINCRBY', g, 'open', -(1 + #plan.cancel))
   local status = 'running'
   if open <= 0 then

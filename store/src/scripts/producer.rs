@@ -25,6 +25,7 @@ for i = 2, #ARGV, 6 do
   redis.call('SADD', KEYS[1], q)
   n = n + 1
 end
+poke()
 return n
 "#
 );
@@ -121,6 +122,7 @@ for _, e in ipairs(plan) do
     out[#out + 1] = 'listed twice'
   end
 end
+poke()
 return out
 "#
 );

@@ -60,6 +60,7 @@ redis.call('HSET', k('task', id), 'task', ARGV[7], 'args', ARGV[8],
   'status', 'queued', 'queue', q, 'description', ARGV[10], 'enqueued_at', ARGV[11])
 redis.call('RPUSH', k('queue', q), id)
 redis.call('SADD', KEYS[3], q)
+poke()
 redis.call('HSET', entry, 'last_run', ARGV[4], 'last_run_score', ARGV[3], 'last_task', id)
 return {'enqueued', id}
 "#
@@ -161,6 +162,7 @@ redis.call('HSET', k('task', id), 'task', ARGV[4], 'args', ARGV[5],
   'status', 'queued', 'queue', q, 'description', ARGV[7], 'enqueued_at', ARGV[8])
 redis.call('RPUSH', k('queue', q), id)
 redis.call('SADD', KEYS[3], q)
+poke()
 redis.call('HSET', entry, 'last_task', id)
 return {'enqueued', id}
 "#

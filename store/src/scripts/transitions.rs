@@ -161,7 +161,9 @@ local function let_go(flow, fn, id)
   local q = redis.pcall('HGET', k('task', h), 'queue')
   if type(q) ~= 'string' or q == '' or type(redis.pcall('LPUSH', k('queue', q), h)) ~= 'number' then
     redis.call('LPUSH', k('task_held', fn), h)
+    return
   end
+  poke()
 end
 -- Moves the head of the first queue (in order) that has one and may start
 -- it into the slot's list, and starts it. An id whose task function is
@@ -207,6 +209,10 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
       end
     end
   end
+  if #held > 0 then
+    -- Waits for a poke (docs/flow-control.md, "Waiting").
+    redis.pcall('SADD', k('flow', 'waiting'), slot)
+  end
   if #held > 0 or soonest > 0 then return {'held', soonest, unpack(held)} end
   return false
 end
@@ -241,6 +247,7 @@ local function release(rows)
     end
     redis.call('SADD', k('queues'), c[4])
   end
+  if #rows > 0 then poke() end
 end
 -- Returns 1 (recorded) or 0 (the slot does not hold id: nothing changed),
 -- and whether the slot's hash exists. A task recorded finished releases
@@ -256,6 +263,7 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
   if redis.call('LREM', list, 0, id) == 0 then return 0, registered end
   if flow and f[6] and flow['concurrency:' .. f[6]] then
     redis.call('SREM', k('permits', f[6]), id)
+    poke()
   end
   let_go(flow, f[1], id)
   if f[1] or f[2] then
@@ -348,6 +356,7 @@ if flow and controlled(flow, q) then
   if not ok then
     redis.call('LREM', KEYS[1], 0, ARGV[3])
     redis.call('LPUSH', k('queue', q), ARGV[3])
+    redis.pcall('SADD', k('flow', 'waiting'), ARGV[2])
     return {'held', wait, q}
   end
 end
@@ -469,6 +478,7 @@ redis.call('HSET', tk, 'status', 'queued')
 redis.call('HDEL', tk, 'started_at', 'ended_at', 'worker', 'error')
 redis.call('LPUSH', k('queue', q), ARGV[2])
 redis.call('SADD', KEYS[4], q)
+poke()
 return 1
 "#
 );
@@ -510,6 +520,7 @@ end
 for _, e in ipairs(plan) do
   if not e[2] then running[#running + 1] = e[1] end
 end
+if #requeued > 0 then poke() end
 return {requeued, running}
 "#
 );

@@ -43,6 +43,7 @@ else
 end
 redis.call('SADD', KEYS[1], q)
 redis.call('SET', uk, id)
+poke()
 return {'new', id}
 "#
 );
