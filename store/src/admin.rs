@@ -29,6 +29,20 @@ impl Store {
         self.locate(id)?.delete_failed(id)
     }
 
+    /// Deletes failed tasks as [`delete_failed`](Store::delete_failed)
+    /// does, a batch per step; returns how many were deleted (ids not in
+    /// the failed registry are left alone).
+    pub fn delete_failed_many(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for batch in ids.chunks(crate::producer::EMPTY_BATCH) {
+            total += self
+                .each(|p| p.delete_failed_batch(batch))?
+                .into_iter()
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
     /// Every queue's name and length, with pipelined `LLEN`s (one round
     /// trip per thousand queues and partition, not one per queue): what a
     /// metrics scrape reads, whatever number of names producers put in the
@@ -65,15 +79,20 @@ impl Part {
     }
 
     pub(crate) fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.delete_failed_batch(&[id.to_owned()])? == 1)
+    }
+
+    /// Deletes those of `ids` that are in this partition's failed registry.
+    fn delete_failed_batch(&self, ids: &[String]) -> Result<u64, StoreError> {
         let failed = self.keys().failed();
-        let deleted: i64 = self.run(&[], |c, keys| {
-            scripts::DELETE_FAILED
-                .key(&failed)
-                .arg(keys.prefix())
-                .arg(id)
-                .invoke(c)
-        })?;
-        Ok(deleted == 1)
+        self.run(&[], |c, keys| {
+            let mut inv = scripts::DELETE_FAILED.prepare_invoke();
+            inv.key(&failed).arg(keys.prefix());
+            for id in ids {
+                inv.arg(id);
+            }
+            inv.invoke(c)
+        })
     }
 
     pub(crate) fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -85,6 +85,7 @@ mod delayed;
 mod enqueue_options;
 mod error;
 mod fetch;
+mod filter;
 mod flow;
 mod graph;
 mod keys;
@@ -128,6 +129,7 @@ pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
 pub use fetch::{ExpiredTask, Fetched, Lease, MAX_EXPIRED_NOTES};
+pub use filter::{FILTER_WINDOW, TaskFilter};
 pub use flow::{Limit, QueueFlow, QueueState, Rate, RateError, TaskFlow};
 pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,

@@ -161,7 +161,7 @@ impl Registry<'_> {
 }
 
 /// The key of the registry of `kind`.
-fn registry_key(keys: &Keys, kind: RegistryKind) -> String {
+pub(crate) fn registry_key(keys: &Keys, kind: RegistryKind) -> String {
     match kind {
         RegistryKind::Finished => keys.finished(),
         RegistryKind::Failed => keys.failed(),

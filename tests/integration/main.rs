@@ -81,6 +81,7 @@ mod async_producer;
 mod cli_admin;
 mod cli_enqueue;
 mod cli_errors;
+mod cli_failed;
 mod cli_schedule;
 mod completions;
 mod dashboard;

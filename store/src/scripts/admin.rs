@@ -7,16 +7,45 @@ use redis::Script;
 
 script!(
     DELETE_FAILED,
-    "Delete a failed task: its registry entry and its record, only while it \
-     is in the failed registry. KEYS: failed registry. ARGV: prefix, id. \
-     Returns 1 when deleted, 0 when the id was not in the registry.",
+    "Delete failed tasks: their registry entries and their records, each \
+     only while it is in the failed registry. KEYS: failed registry. ARGV: \
+     prefix, ids. Returns how many were deleted (ids not in the registry \
+     are left alone).",
     r#"
 need(KEYS[1], 'zset')
-if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then
-  return 0
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('DEL', k('task', ARGV[i]))
+    n = n + 1
+  end
 end
-redis.call('DEL', k('task', ARGV[2]))
-return 1
+return n
+"#
+);
+
+script!(
+    FILTER_REGISTRY,
+    "The ids among a window of a registry whose records match a filter. \
+     KEYS: registry. ARGV: prefix, first rank, window size, queue, task \
+     name, text the error contains (empty: any). Returns {entries looked \
+     at, matching ids...}. Reads only.",
+    r#"
+need(KEYS[1], 'zset')
+local from = tonumber(ARGV[2])
+local ids = redis.call('ZRANGE', KEYS[1], from, from + tonumber(ARGV[3]) - 1)
+local out = {#ids}
+for _, id in ipairs(ids) do
+  local f = redis.pcall('HMGET', k('task', id), 'queue', 'task', 'error')
+  if type(f) == 'table' and not f.err then
+    local ok = (ARGV[4] == '' or f[1] == ARGV[4]) and (ARGV[5] == '' or f[2] == ARGV[5])
+    if ok and ARGV[6] ~= '' then
+      ok = type(f[3]) == 'string' and string.find(f[3], ARGV[6], 1, true) ~= nil
+    end
+    if ok then out[#out + 1] = id end
+  end
+end
+return out
 "#
 );
 
