@@ -20,6 +20,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis_tasks::store::{Limit, Rate};
 use redis_tasks::{App, Settings, Store, TaskContext, TaskOptions, TaskStatus};
 
 #[path = "bench_delays.rs"]
@@ -315,6 +316,76 @@ fn end_to_end_of(
     Ok(Phase::between(n as f64 / span.max(1e-9), n, before, after))
 }
 
+/// Reused worker processes on a queue with a concurrency limit of `c`
+/// (as many as the slots, so it never holds a slot back): what a limit
+/// costs on the task path (docs/flow-control.md, "Cost").
+fn limited(url: &str, n: usize, c: usize, bytes: usize) -> Result<Phase, String> {
+    let prefix = "bench_limited";
+    let limit = u32::try_from(c).map_err(|e| e.to_string())?;
+    store(url, prefix)?
+        .limit_queue("default", Limit::Concurrency(limit))
+        .map_err(|e| e.to_string())?;
+    end_to_end(url, prefix, n, c, bytes, 1_000_000, None)
+}
+
+/// What a rate limit of [`RATE_MAX`] starts per second does to `n` tasks
+/// queued at once on `c` slots: the starts per second it lets through
+/// after the first window (whose starts come at once), and
+/// the lateness of each start held back by the window (its start minus
+/// the moment the window first allowed it: the start `RATE_MAX` earlier
+/// plus a second), p50 and p99 in milliseconds.
+fn rate_lateness(url: &str, n: usize, c: usize) -> Result<(f64, f64, f64), String> {
+    let prefix = "bench_rate";
+    let store = store(url, prefix)?;
+    let rate: Rate = format!("{RATE_MAX}/1s")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    store
+        .limit_queue("default", Limit::Rate(rate))
+        .map_err(|e| e.to_string())?;
+    fill(&store, "noop", n, 0)?;
+    // Not --burst: a burst run stops when the window is full.
+    let mut child = supervisor(url, prefix, c, 1_000_000, false, None)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.finished().count().map_err(|e| e.to_string())? < n as u64 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the rate-limited tasks did not finish within 120 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix_kill(child.id()).map_err(|e| e.to_string())?;
+    let _ = child.wait();
+    let mut starts: Vec<jiff::Timestamp> = store
+        .finished()
+        .tasks(0, n)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|t| t.ok().and_then(|t| t.started_at))
+        .collect();
+    starts.sort();
+    let (Some(first), Some(last)) = (starts.first(), starts.last()) else {
+        return Err("no starts recorded".to_owned());
+    };
+    let span = last.duration_since(*first).as_secs_f64();
+    // The first window's starts come at once; the rate is what follows.
+    let per_second = starts.len().saturating_sub(RATE_MAX) as f64 / span.max(1e-9);
+    let mut late: Vec<f64> = starts
+        .iter()
+        .skip(RATE_MAX)
+        .zip(&starts)
+        .map(|(start, earlier)| {
+            let allowed = *earlier + jiff::SignedDuration::from_secs(1);
+            start.duration_since(allowed).as_secs_f64() * 1000.0
+        })
+        .collect();
+    late.sort_by(f64::total_cmp);
+    Ok((per_second, percentile(&late, 0.5), percentile(&late, 0.99)))
+}
+
+/// The rate limit of [`rate_lateness`], per second.
+const RATE_MAX: usize = 500;
+
 /// The documented `strict` preset (docs/security.md) on the default
 /// queue, with `nobody` as its account: every task gets a worker process
 /// of its own, in a network namespace, under Landlock and seccomp. Needs
@@ -500,6 +571,8 @@ fn run(o: Options) -> Result<(), String> {
     let (single, batched) = enqueue_rates(&redis.url, n, bytes)?;
     let live = live(&redis.url, c)?;
     let fresh_idle = idle(&redis.url, "bench_fresh_idle", c, 1)?;
+    let limited = limited(&redis.url, n, c, bytes)?;
+    let (rate_per_s, late_p50, late_p99) = rate_lateness(&redis.url, (n / 5).max(3 * RATE_MAX), c)?;
     println!();
     print_rates(
         c,
@@ -512,8 +585,16 @@ fn run(o: Options) -> Result<(), String> {
     println!("| enqueue, one at a time | {single:.0} tasks/s | 15000 | |");
     println!("| enqueue, batches of 1000 | {batched:.0} tasks/s | 100000 | |");
     print_live(&live, &fresh_idle);
+    println!(
+        "| end to end, reused, queue concurrency limit {c} (C={c}) | {:.0} tasks/s | | {:.2} of reused |",
+        limited.rate,
+        limited.rate / reused.rate
+    );
+    println!(
+        "| rate limit {RATE_MAX}/1s: starts per second, lateness p50 / p99 | {rate_per_s:.0} /s, {late_p50:.1} ms / {late_p99:.1} ms | {RATE_MAX} /s | |"
+    );
     println!();
-    print_costs(&floor, &reused, &fresh, strict.as_ref());
+    print_costs(&floor, &reused, &fresh, strict.as_ref(), &limited);
     Ok(())
 }
 
@@ -597,7 +678,13 @@ fn print_live(live: &Live, fresh: &Idle) {
 /// (supervisor, fork server, worker processes: getrusage of the bench's
 /// reaped children). The floor's Redis work includes its enqueue; the
 /// others' does not (their tasks are enqueued before the counters are read).
-fn print_costs(floor: &Phase, reused: &Phase, fresh: &Phase, strict: Option<&Phase>) {
+fn print_costs(
+    floor: &Phase,
+    reused: &Phase,
+    fresh: &Phase,
+    strict: Option<&Phase>,
+    limited: &Phase,
+) {
     println!(
         "| per task | Redis commands | Redis µs | CPU µs (supervisor tree) | minor faults | voluntary / involuntary switches |"
     );
@@ -620,6 +707,7 @@ fn print_costs(floor: &Phase, reused: &Phase, fresh: &Phase, strict: Option<&Pha
     if let Some(strict) = strict {
         row("strict", strict);
     }
+    row("reused, queue concurrency limit", limited);
 }
 
 /// One measured phase.
