@@ -363,12 +363,32 @@ fn weights_let_a_light_queue_through_and_strict_priority_does_not() {
 
 #[test]
 fn supervisor_kills_and_redis_restarts_never_break_a_limit_nor_lose_a_task() {
+    chaos_under_a_limit(
+        |store| store.limit_queue("api", Limit::Concurrency(2)),
+        |demo| running_now(demo, "api"),
+    );
+}
+
+#[test]
+fn supervisor_kills_and_redis_restarts_never_break_a_task_function_limit() {
+    chaos_under_a_limit(
+        |store| store.limit_task("sleep", Limit::Concurrency(2)),
+        |demo| running_of_function(demo, "sleep"),
+    );
+}
+
+/// Two supervisors run 120 `sleep` tasks on `api` under the limit `set`
+/// sets, SIGKILLed and restarted and Redis restarted six times meanwhile:
+/// `running` (sampled atomically) never exceeds 2, reaches it, and every
+/// task ends.
+fn chaos_under_a_limit(
+    set: impl Fn(&redis_tasks::Store) -> Result<(), redis_tasks::StoreError>,
+    running: impl Fn(&Demo) -> usize,
+) {
     use nix::sys::signal::Signal;
 
     let mut demo = Demo::with_redis(crate::support::RedisServer::start_persistent());
-    demo.store
-        .limit_queue("api", Limit::Concurrency(2))
-        .expect("limit");
+    set(&demo.store).expect("limit");
     let batch: Vec<(&str, serde_json::Value)> =
         (0..120).map(|_| ("sleep", json!({"secs": 0.05}))).collect();
     let ids = demo
@@ -396,8 +416,7 @@ fn supervisor_kills_and_redis_restarts_never_break_a_limit_nor_lose_a_task() {
     };
     // Sampled while Redis may be down: a failed read samples nothing.
     let sample = |demo: &Demo| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| running_now(demo, "api")))
-            .unwrap_or(0)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| running(demo))).unwrap_or(0)
     };
     let (mut most, mut acts, mut next) = (0, 0, 15);
     let deadline = Instant::now() + Duration::from_secs(240);
