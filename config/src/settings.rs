@@ -132,6 +132,9 @@ pub struct Settings {
     /// Where a supervisor serves its Prometheus metrics (`/metrics`);
     /// `None`: nowhere (`worker --metrics-addr` wins at start-up).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where a supervisor built with the `sentry` feature reports failed
+    /// endings (a Sentry DSN); also read from `SENTRY_DSN`. `None`: nowhere.
+    pub sentry_dsn: Option<String>,
     /// Write a task's arguments (its call text) in the supervisor's end
     /// lines. Off: arguments may hold secrets, and logs go to places
     /// (journald, collectors) with wider readers than Redis.
@@ -176,6 +179,7 @@ impl Default for Settings {
             dynamic_user_base: 61_184,
             worker_cgroups: true,
             metrics_addr: None,
+            sentry_dsn: None,
             log_task_args: false,
             task_log_kib: DEFAULT_TASK_LOG_KIB,
             task_output_to_log: true,
@@ -355,6 +359,7 @@ impl fmt::Debug for Settings {
             .field("dynamic_user_base", &self.dynamic_user_base)
             .field("worker_cgroups", &self.worker_cgroups)
             .field("metrics_addr", &self.metrics_addr)
+            .field("sentry_dsn", &self.sentry_dsn.as_ref().map(|_| "(set)"))
             .field("log_task_args", &self.log_task_args)
             .field("task_log_kib", &self.task_log_kib)
             .field("task_output_to_log", &self.task_output_to_log)

@@ -62,6 +62,7 @@ mod cgroup;
 pub mod children;
 mod config;
 mod control;
+mod error_reports;
 mod execute;
 mod family;
 mod fork_server;

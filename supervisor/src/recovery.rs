@@ -18,6 +18,7 @@ use redis_tasks_protocol::{FailureKind, Outcome};
 use redis_tasks_store::{Store, StoreError};
 use tracing::{info, warn};
 
+use crate::error_reports::FailedEnding;
 use crate::outcome::{Conclusion, Policy, conclude};
 use crate::shared::Shared;
 
@@ -46,7 +47,7 @@ pub(crate) fn recover_slot(
         info!(slot = dead_slot, task = %id, "task of a dead slot put back at the front of its queue");
     }
     for id in &reclaimed.running {
-        let (description, conclusion) = match store.task(id) {
+        let (description, conclusion, coordinates) = match store.task(id) {
             Ok(record) => {
                 let policy = Policy::for_task(
                     &shared.registry,
@@ -55,22 +56,38 @@ pub(crate) fn recover_slot(
                 );
                 let ended = Outcome::failure(FailureKind::WorkerDied);
                 let conclusion = conclude(&record, ended, policy, &current.chain);
+                let coordinates = (
+                    record.task.clone(),
+                    record.queue.clone(),
+                    record.attempts.len() + 1,
+                );
                 // The call text carries the arguments: logged only when asked for.
                 let call = if current.config.settings.log_task_args {
                     record.description
                 } else {
                     record.task
                 };
-                (call, conclusion)
+                (call, conclusion, coordinates)
             }
             Err(e) => {
                 warn!(slot = dead_slot, task = %id, "task of a dead slot has no readable record: {e}");
                 let detail = format!("worker died; task record unreadable: {e}");
-                (id.clone(), Conclusion::unreadable(detail))
+                let unknown = ("(unreadable)".to_owned(), String::new(), 1);
+                (id.clone(), Conclusion::unreadable(detail), unknown)
             }
         };
         if conclusion.write(store, dead_slot, id, Timestamp::now())? {
             done.settled += 1;
+            if let Conclusion::Record(Outcome::Failure(failure)) = &conclusion {
+                let (task, queue, attempt) = &coordinates;
+                shared.reports.failed(FailedEnding {
+                    id,
+                    task,
+                    queue,
+                    attempt: *attempt,
+                    failure,
+                });
+            }
             info!(slot = dead_slot, task = %id, "{description} recovered from a dead slot");
         }
     }

@@ -5,6 +5,7 @@
 //! loop and between tasks. Everything here is either atomic or swapped
 //! whole behind a lock held only to clone an `Arc`.
 
+use crate::error_reports::ErrorReports;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -119,13 +120,17 @@ pub(crate) struct Shared {
     reported_fields: Mutex<BTreeSet<String>>,
     /// What `/metrics` serves (updated whether or not it is served).
     pub metrics: Metrics,
+    /// Where failed endings are reported (Sentry, feature `sentry`).
+    pub reports: ErrorReports,
 }
 
 impl Shared {
     /// Shared state starting with `current`.
     pub(crate) fn new(current: Current, registry: TaskRegistry, retire: RetireHandle) -> Self {
         let metrics = Metrics::new(current.config.queues.clone(), registry.names());
+        let reports = ErrorReports::from_settings(&current.config.settings);
         Shared {
+            reports,
             current: RwLock::new(Arc::new(current)),
             registry,
             mode: AtomicU8::new(Mode::Serving as u8),

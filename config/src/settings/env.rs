@@ -1,4 +1,4 @@
-//! Environment overrides: `REDIS_URL`, and `RT_<SETTING>` for every scalar
+//! Environment overrides: `REDIS_URL`, `SENTRY_DSN`, and `RT_<SETTING>` for every scalar
 //! setting (`RT_REDIS_PREFIX`, `RT_DEFAULT_TASK_TIMEOUT`, ...), plus
 //! `RT_MIDDLEWARE` and `RT_WORKER_QUEUES` as comma-separated lists.
 //!
@@ -66,9 +66,14 @@ pub(super) fn apply_env(
     draft: &mut Draft,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), SettingsError> {
-    // REDIS_URL first, so that RT_REDIS_URL (applied in the loop) wins.
-    let vars = std::iter::once(("REDIS_URL".to_owned(), "redis_url"))
-        .chain(SCALAR_KEYS.into_iter().map(|key| (var_for(key), key)));
+    // REDIS_URL and SENTRY_DSN first, so that RT_REDIS_URL and
+    // RT_SENTRY_DSN (applied in the loop) win.
+    let vars = [
+        ("REDIS_URL".to_owned(), "redis_url"),
+        ("SENTRY_DSN".to_owned(), "sentry_dsn"),
+    ]
+    .into_iter()
+    .chain(SCALAR_KEYS.into_iter().map(|key| (var_for(key), key)));
     for (var, key) in vars {
         let Some(value) = lookup(env, &var) else {
             continue;

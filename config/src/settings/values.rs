@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 39] = [
+pub(crate) const SCALAR_KEYS: [&str; 40] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -88,6 +88,7 @@ pub(crate) const SCALAR_KEYS: [&str; 39] = [
     "worker_cgroups",
     "max_result_bytes",
     "metrics_addr",
+    "sentry_dsn",
     "log_task_args",
     "task_log_kib",
     "task_output_to_log",
@@ -133,6 +134,7 @@ pub(super) fn apply_scalar(
         "worker_cgroups" => boolean(raw).map(|v| s.worker_cgroups = v),
         "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
         "metrics_addr" => socket_addr(raw).map(|v| s.metrics_addr = Some(v)),
+        "sentry_dsn" => sentry_dsn(raw).map(|v| s.sentry_dsn = Some(v)),
         "log_task_args" => boolean(raw).map(|v| s.log_task_args = v),
         "task_log_kib" => count(raw, 0, MAX_TASK_LOG_KIB, "KiB").map(|v| s.task_log_kib = v),
         "task_output_to_log" => boolean(raw).map(|v| s.task_output_to_log = v),
@@ -157,6 +159,26 @@ pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
         return Err(expected());
     };
     if text.is_empty() || text.chars().any(char::is_whitespace) {
+        return Err(expected());
+    }
+    Ok(text.to_owned())
+}
+
+/// A Sentry DSN: `http(s)://PUBLIC_KEY@HOST[:PORT]/PROJECT_ID`.
+fn sentry_dsn(raw: Raw<'_>) -> Result<String, String> {
+    let expected = || raw.expected("a Sentry DSN such as \"https://KEY@o1.ingest.sentry.io/42\"");
+    let text = raw.text().ok_or_else(expected)?;
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(expected)?;
+    let (key, host_path) = rest.split_once('@').ok_or_else(expected)?;
+    let (host, project) = host_path.split_once('/').ok_or_else(expected)?;
+    if key.is_empty()
+        || host.is_empty()
+        || project.is_empty()
+        || text.chars().any(char::is_whitespace)
+    {
         return Err(expected());
     }
     Ok(text.to_owned())

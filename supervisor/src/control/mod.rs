@@ -334,6 +334,8 @@ pub fn run(
         requeued: counters.counters.requeued.load(Ordering::Relaxed),
         canceled: counters.counters.canceled.load(Ordering::Relaxed),
     };
+    // Failed endings still on their way to Sentry go before the exit.
+    counters.reports.flush();
     drop(counters);
     drop(owned);
     info!(

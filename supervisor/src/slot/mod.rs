@@ -234,6 +234,7 @@ impl Slot {
                     known: None,
                     queue,
                     duration: Duration::ZERO,
+                    attempt: 1,
                 };
                 self.write(
                     &lease,
@@ -318,6 +319,7 @@ impl Slot {
             known,
             queue,
             duration: started.elapsed(),
+            attempt: record.attempts.len() + 1,
         };
         // The call text carries the arguments: logged only when asked for.
         let call = if current.config.settings.log_task_args {

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use super::Slot;
 use crate::backoff::Backoff;
+use crate::error_reports::FailedEnding;
 use crate::outcome::Conclusion;
 use crate::shared::Mode;
 
@@ -23,6 +24,8 @@ pub(super) struct RunInfo<'a> {
     /// The queue the task was fetched from.
     pub(super) queue: &'a str,
     pub(super) duration: std::time::Duration,
+    /// Which run of the task this was (1 for the first).
+    pub(super) attempt: usize,
 }
 
 impl Slot {
@@ -107,6 +110,21 @@ impl Slot {
             self.shared
                 .metrics
                 .task_ended(run.queue, run.known, conclusion.ended(), run.duration);
+        }
+        if let (Some(true), Conclusion::Record(Outcome::Failure(failure))) = (written, conclusion)
+            && failure.kind.class() != FailureClass::Canceled
+        {
+            self.shared.reports.failed(FailedEnding {
+                id,
+                task: if name.is_empty() {
+                    "(unreadable)"
+                } else {
+                    name
+                },
+                queue,
+                attempt: run.map_or(1, |r| r.attempt),
+                failure,
+            });
         }
         match (written, conclusion) {
             (Some(true), Conclusion::Requeue { reason }) => {

@@ -69,6 +69,7 @@ mod recovery;
 mod recovery_identity;
 mod results;
 mod retries_delays;
+mod sentry;
 mod setup_hook;
 mod shutdown;
 mod signals;

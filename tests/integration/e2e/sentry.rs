@@ -1,0 +1,140 @@
+//! Failed tasks reported to Sentry (issue 24, point 5): a local HTTP server
+//! stands in for the DSN's host, receives the envelopes and decodes them.
+//! Every failed ending, also those only the supervisor sees (a crash, a
+//! timeout), is reported once with its task, queue, id and attempt.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis_tasks::{EnqueueOptions, TaskStatus};
+use serde_json::{Value, json};
+
+use super::Demo;
+use crate::support::wait_until;
+
+/// A minimal HTTP server that keeps the body of every request.
+fn stand_in() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let kept = Arc::clone(&kept);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = line.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    kept.lock()
+                        .expect("bodies")
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+/// The events among the received envelopes (each envelope: a header
+/// line, then item headers each followed by their payload line).
+fn events(bodies: &Mutex<Vec<String>>) -> Vec<Value> {
+    bodies
+        .lock()
+        .expect("bodies")
+        .iter()
+        .flat_map(|body| {
+            body.lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|v| v.get("event_id").is_some() && v.get("tags").is_some())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn every_failed_ending_is_reported_once_with_its_coordinates() {
+    let demo = Demo::new();
+    let (port, bodies) = stand_in();
+    let dsn = format!("http://public@127.0.0.1:{port}/42");
+    let failed = demo.enqueue("fail", json!({"message": "no stock"}));
+    let crashed = demo.enqueue("segfault", json!(null));
+    let timed_out = demo
+        .store
+        .queue("default")
+        .enqueue_with(
+            "sleep",
+            &json!({"secs": 60}),
+            &EnqueueOptions::new().timeout(Duration::from_secs(1)),
+        )
+        .expect("enqueue");
+    let fine = demo.enqueue("noop", json!(null));
+    let mut sup = demo.start(&["--concurrency", "2"], &[("SENTRY_DSN", dsn.as_str())]);
+    for id in [&failed, &crashed, &timed_out, &fine] {
+        demo.wait_ended(id, Duration::from_secs(60));
+    }
+    wait_until("three events", Duration::from_secs(30), || {
+        events(&bodies).len() >= 3
+    });
+    sup.stop();
+    assert_eq!(demo.task(&fine).status, TaskStatus::Finished);
+    let got = events(&bodies);
+    assert_eq!(got.len(), 3, "each failed ending once: {got:#?}");
+    for (id, task, failure) in [
+        (&failed, "fail", "Error"),
+        (&crashed, "segfault", "Crash"),
+        (&timed_out, "sleep", "Timeout"),
+    ] {
+        let event = got
+            .iter()
+            .find(|e| e["tags"]["task_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no event for {task}: {got:#?}"));
+        assert_eq!(event["tags"]["task"], task);
+        assert_eq!(event["tags"]["queue"], "default");
+        assert_eq!(event["tags"]["attempt"], "1");
+        assert_eq!(event["tags"]["failure"], failure, "{event:#}");
+        assert_eq!(event["exception"]["values"][0]["type"], failure);
+    }
+    let text = serde_json::to_string(&got).expect("json");
+    assert!(text.contains("no stock"), "{text}");
+}
+
+#[test]
+fn a_bad_dsn_is_refused_at_start_with_the_setting_named() {
+    let demo = Demo::new();
+    let out = demo
+        .cmd()
+        .args(["worker", "--burst"])
+        .env("SENTRY_DSN", "not a dsn")
+        .fails();
+    assert!(out.stderr.contains("SENTRY_DSN"), "{}", out.stderr);
+}
