@@ -16,6 +16,7 @@ use redis::Value;
 use crate::part::Part;
 use crate::record::{score, text_of};
 use crate::registry::registry_key;
+use crate::unique::glob_escape;
 use crate::{RegistryKind, Store, StoreError, scripts};
 
 /// How many registry entries one filter script looks at.
@@ -35,7 +36,46 @@ pub struct TaskFilter {
     pub since: Option<Timestamp>,
 }
 
+/// How many entries one `ZSCAN` step of [`Store::ids_with_prefix`] asks
+/// for.
+const PREFIX_SCAN_COUNT: usize = 500;
+
+/// What [`Store::ids_with_prefix`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdSearch {
+    /// The ids found, each with its registry, in the order found.
+    pub found: Vec<(RegistryKind, String)>,
+    /// Whether every registry was looked at whole: `false` when a cap
+    /// stopped the search (there may be more).
+    pub complete: bool,
+}
+
 impl Store {
+    /// The ids of registries `kinds` that start with `prefix`, found with
+    /// `ZSCAN MATCH prefix*`: at most `max_found` ids, and about
+    /// `budget` entries looked at in each registry (of each partition), so
+    /// a search costs a few bounded steps however big the registries are.
+    pub fn ids_with_prefix(
+        &self,
+        kinds: &[RegistryKind],
+        prefix: &str,
+        max_found: usize,
+        budget: usize,
+    ) -> Result<IdSearch, StoreError> {
+        let mut search = IdSearch {
+            found: Vec::new(),
+            complete: true,
+        };
+        let pattern = format!("{}*", glob_escape(prefix));
+        self.each(|p| {
+            for &kind in kinds {
+                p.scan_prefix(kind, &pattern, max_found, budget, &mut search)?;
+            }
+            Ok(())
+        })?;
+        Ok(search)
+    }
+
     /// The ids of registry `kind` that match `filter`, oldest end first in
     /// each partition.
     pub fn matching(
@@ -48,6 +88,48 @@ impl Store {
 }
 
 impl Part {
+    fn scan_prefix(
+        &self,
+        kind: RegistryKind,
+        pattern: &str,
+        max_found: usize,
+        budget: usize,
+        search: &mut IdSearch,
+    ) -> Result<(), StoreError> {
+        let key = registry_key(self.keys(), kind);
+        let mut cursor: u64 = 0;
+        let mut looked = 0;
+        loop {
+            if search.found.len() >= max_found || looked >= budget {
+                search.complete = false;
+                return Ok(());
+            }
+            let (next, pairs): (u64, Vec<String>) = self.read(&[(&key, "zset")], |c, _| {
+                redis::cmd("ZSCAN")
+                    .arg(&key)
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(PREFIX_SCAN_COUNT)
+                    .query(c)
+            })?;
+            looked += PREFIX_SCAN_COUNT;
+            // Member, score, member, score...
+            for id in pairs.into_iter().step_by(2) {
+                if search.found.len() >= max_found {
+                    search.complete = false;
+                    return Ok(());
+                }
+                search.found.push((kind, id));
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     fn matching(&self, kind: RegistryKind, filter: &TaskFilter) -> Result<Vec<String>, StoreError> {
         let key = registry_key(self.keys(), kind);
         // The first entry that ended at or after `since`.
