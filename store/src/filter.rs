@@ -1,5 +1,6 @@
 //! Finding the tasks of a registry that match a filter (queue, task name,
-//! text in the error, ended since), for actions on many tasks at once
+//! text in the error, text in the error or the description, ended since),
+//! for actions on many tasks at once
 //! (`failed requeue --queue Q --error-contains TEXT`, the dashboard's
 //! "all matching").
 //!
@@ -32,6 +33,9 @@ pub struct TaskFilter {
     pub task: Option<String>,
     /// Its error text contains this (case-sensitive, plain text).
     pub error_contains: Option<String>,
+    /// Its error text or its description contains this (case-sensitive,
+    /// plain text): the dashboard's free-text filter.
+    pub text: Option<String>,
     /// Ended at or after this time.
     pub since: Option<Timestamp>,
 }
@@ -154,6 +158,7 @@ impl Part {
                     .arg(filter.queue.as_deref().unwrap_or(""))
                     .arg(filter.task.as_deref().unwrap_or(""))
                     .arg(filter.error_contains.as_deref().unwrap_or(""))
+                    .arg(filter.text.as_deref().unwrap_or(""))
                     .invoke(c)
             })?;
             let mut it = reply.into_iter();
