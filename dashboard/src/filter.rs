@@ -1,4 +1,4 @@
-//! The filter of a registry page (`?queue=&task=&error=&since=`): read
+//! The filter of a registry page (`?queue=&task=&error=&text=&since=`): read
 //! from a query string or a form, checked, turned into the store's
 //! [`TaskFilter`], written back into links and hidden fields, and said in
 //! words for a confirmation.
@@ -24,6 +24,9 @@ pub(crate) struct FilterForm {
     pub(crate) task: Option<String>,
     #[serde(default)]
     pub(crate) error: Option<String>,
+    /// Text in the error or the description.
+    #[serde(default)]
+    pub(crate) text: Option<String>,
     #[serde(default)]
     pub(crate) since: Option<String>,
 }
@@ -47,6 +50,7 @@ impl FilterForm {
             queue: get("queue"),
             task: get("task"),
             error: get("error"),
+            text: get("text"),
             since: get("since"),
         }
     }
@@ -56,11 +60,12 @@ impl FilterForm {
         self.fields().iter().any(|(_, v)| v.is_some())
     }
 
-    fn fields(&self) -> [(&'static str, Option<&str>); 4] {
+    fn fields(&self) -> [(&'static str, Option<&str>); 5] {
         [
             ("queue", set(&self.queue)),
             ("task", set(&self.task)),
             ("error", set(&self.error)),
+            ("text", set(&self.text)),
             ("since", set(&self.since)),
         ]
     }
@@ -88,6 +93,7 @@ impl FilterForm {
             queue: set(&self.queue).map(str::to_owned),
             task: set(&self.task).map(str::to_owned),
             error_contains: set(&self.error).map(str::to_owned),
+            text: set(&self.text).map(str::to_owned),
             since,
         })
     }
@@ -113,6 +119,9 @@ impl FilterForm {
         }
         if let Some(e) = set(&self.error) {
             parts.push(format!("error contains '{e}'"));
+        }
+        if let Some(t) = set(&self.text) {
+            parts.push(format!("error or description contains '{t}'"));
         }
         if let Some(s) = set(&self.since) {
             parts.push(format!("ended within {s}"));
@@ -143,6 +152,8 @@ impl FilterForm {
                 " "
                 label { "error contains " input type="text" name="error" size="14" maxlength=(FIELD_MAX) value=(value(&self.error)); }
                 " "
+                label { "error or description contains " input type="text" name="text" size="14" maxlength=(FIELD_MAX) value=(value(&self.text)); }
+                " "
                 label { "since " input type="text" name="since" size="5" maxlength="20" placeholder="2h" value=(value(&self.since)); }
                 " "
                 button type="submit" { "Filter" }
@@ -163,6 +174,7 @@ mod tests {
             queue: Some(queue.to_owned()),
             task: None,
             error: Some(error.to_owned()),
+            text: None,
             since: Some(since.to_owned()),
         }
     }

@@ -1406,6 +1406,8 @@ fn the_failed_page_filters_by_queue_and_error_and_pages_the_matches() {
     assert!(element(&finished.body, "matching").contains("0 matching"));
     let recent = http(port, "GET", "/failed?queue=reports&since=1h", &[], "");
     assert!(element(&recent.body, "matching").contains("20 matching"));
+    let text = http(port, "GET", "/failed?text=refused", &[], "");
+    assert!(element(&text.body, "matching").contains("20 matching"));
     let bad = http(port, "GET", "/failed?since=soon", &[], "");
     assert_eq!(bad.status, 400, "{}", bad.body);
 }
