@@ -1,14 +1,15 @@
-//! Bulk actions on the failed registry: requeue or delete the tasks
-//! selected on the Failed page, or every task matching its filter.
+//! Bulk actions: requeue or delete the tasks selected on the Failed page,
+//! or every task matching its filter; cancel the tasks selected on a
+//! queue's page.
 //!
 //! Three steps, each a plain HTML form:
 //!
-//! 1. `POST /failed/bulk` (the Failed page's buttons) shows a confirmation
-//!    that states the count and the filter; nothing changes yet;
-//! 2. `POST /failed/bulk/run` (the confirmation's button) acts, in batches
-//!    of [`BATCH`] ids, and redirects (303) to
-//! 3. `GET /failed/bulk/done?verb=&moved=&missed=`, which says how many
-//!    were moved and how many were not (gone meanwhile); reloading it does
+//! 1. `POST /bulk` (the page's buttons) shows a confirmation that states
+//!    the count and the filter; nothing changes yet;
+//! 2. `POST /bulk/run` (the confirmation's button) acts, in batches of
+//!    [`BATCH`] ids, and redirects (303) to
+//! 3. `GET /bulk/done?verb=&moved=&missed=`, which says how many were
+//!    moved and how many were not (gone meanwhile); reloading it does
 //!    nothing.
 //!
 //! Both POSTs are checked like every action (CSRF token of the session,
@@ -51,6 +52,8 @@ const MAX_ID: usize = 200;
 enum Verb {
     Requeue,
     Delete,
+    /// Selected tasks of a queue.
+    Cancel,
 }
 
 impl Verb {
@@ -58,6 +61,7 @@ impl Verb {
         match text {
             "requeue" => Some(Verb::Requeue),
             "delete" => Some(Verb::Delete),
+            "cancel" => Some(Verb::Cancel),
             _ => None,
         }
     }
@@ -66,6 +70,7 @@ impl Verb {
         match self {
             Verb::Requeue => "requeue",
             Verb::Delete => "delete",
+            Verb::Cancel => "cancel",
         }
     }
 
@@ -73,6 +78,7 @@ impl Verb {
         match self {
             Verb::Requeue => "Requeue",
             Verb::Delete => "Delete",
+            Verb::Cancel => "Cancel",
         }
     }
 
@@ -80,6 +86,17 @@ impl Verb {
         match self {
             Verb::Requeue => "Requeued",
             Verb::Delete => "Deleted",
+            Verb::Cancel => "Canceled",
+        }
+    }
+
+    /// What the tasks it acts on are called.
+    fn noun(self, n: usize) -> &'static str {
+        match (self, n) {
+            (Verb::Cancel, 1) => "task",
+            (Verb::Cancel, _) => "tasks",
+            (_, 1) => "failed task",
+            _ => "failed tasks",
         }
     }
 }
@@ -99,6 +116,8 @@ struct Request {
     scope: Scope,
     /// The Failed page's filter, to go back to.
     back: FilterForm,
+    /// The queue whose page the selection came from (cancel).
+    from_queue: Option<String>,
 }
 
 /// Reads a posted bulk form (`csrf`, `verb`, `scope`, `id`..., filter
@@ -112,8 +131,12 @@ fn parse(pairs: &[(String, String)]) -> Result<Request, String> {
     };
     let csrf = get("csrf").unwrap_or_default().to_owned();
     let verb = Verb::parse(get("verb").unwrap_or_default())
-        .ok_or("no such bulk action: choose requeue or delete")?;
+        .ok_or("no such bulk action: choose requeue, delete or cancel")?;
     let back = FilterForm::from_pairs(pairs);
+    let from_queue = get("from_queue").map(str::to_owned);
+    if verb == Verb::Cancel && (from_queue.is_none() || get("scope") == Some("matching")) {
+        return Err("cancel takes the tasks selected on a queue's page".to_owned());
+    }
     let scope = if get("scope") == Some("matching") {
         if !back.is_set() {
             return Err("\"all matching\" needs a filter; set one on the Failed page".to_owned());
@@ -143,6 +166,7 @@ fn parse(pairs: &[(String, String)]) -> Result<Request, String> {
         verb,
         scope,
         back,
+        from_queue,
     })
 }
 
@@ -169,7 +193,7 @@ pub(crate) fn forms(filter: &FilterForm, total: u64) -> Markup {
     };
     html! {
         div.actions #bulk-actions {
-            form.inline id=(FORM_ID) method="post" action="/failed/bulk" {
+            form.inline id=(FORM_ID) method="post" action="/bulk" {
                 input type="hidden" name="csrf" value=(csrf);
                 (filter.hidden())
                 button.primary type="submit" name="verb" value="requeue" { "Requeue selected" }
@@ -177,7 +201,7 @@ pub(crate) fn forms(filter: &FilterForm, total: u64) -> Markup {
                 button.danger type="submit" name="verb" value="delete" { "Delete selected" }
             }
             @if filter.is_set() && total > 0 {
-                form.inline #bulk-matching method="post" action="/failed/bulk" {
+                form.inline #bulk-matching method="post" action="/bulk" {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="scope" value="matching";
                     (filter.hidden())
@@ -187,6 +211,30 @@ pub(crate) fn forms(filter: &FilterForm, total: u64) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The form of a queue's page: cancel the tasks selected there.
+pub(crate) fn queue_form(queue: &str) -> Markup {
+    let Some(csrf) = crate::auth::csrf() else {
+        return html! {};
+    };
+    html! {
+        div.actions #bulk-actions {
+            form.inline id=(FORM_ID) method="post" action="/bulk" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="from_queue" value=(queue);
+                button.danger type="submit" name="verb" value="cancel" { "Cancel selected" }
+            }
+        }
+    }
+}
+
+/// Where to go back to after a bulk action.
+fn back_link(verb: Verb, back: &FilterForm, from_queue: Option<&str>) -> String {
+    match (verb, from_queue) {
+        (Verb::Cancel, Some(queue)) => format!("/queues/{}", seg(queue)),
+        _ => failed_link(back),
     }
 }
 
@@ -204,7 +252,7 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// `POST /failed/bulk`: the confirmation, with the count.
+/// `POST /bulk`: the confirmation, with the count.
 pub(crate) async fn confirm(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -236,15 +284,22 @@ pub(crate) async fn confirm(
     let n = ids.len();
     let verb = request.verb;
     let question = match &request.scope {
-        Scope::Selected(_) => format!("{} {n} selected failed task{}?", verb.label(), plural(n)),
+        Scope::Selected(_) => match &request.from_queue {
+            Some(queue) if verb == Verb::Cancel => format!(
+                "{} {n} selected {} of queue {queue}?",
+                verb.label(),
+                verb.noun(n)
+            ),
+            _ => format!("{} {n} selected {}?", verb.label(), verb.noun(n)),
+        },
         Scope::Matching(form) => format!(
-            "{} {n} failed task{} matching {}?",
+            "{} {n} {} matching {}?",
             verb.label(),
-            plural(n),
+            verb.noun(n),
             form.describe()
         ),
     };
-    let back = failed_link(&request.back);
+    let back = back_link(verb, &request.back, request.from_queue.as_deref());
     let body = html! {
         h1 { "Confirm" }
         @if n == 0 {
@@ -257,9 +312,12 @@ pub(crate) async fn confirm(
             @if let Scope::Selected(ids) = &request.scope {
                 ul.selected { @for id in ids { li { a href={ "/tasks/" (seg(id)) } { code { (id) } } } } }
             }
-            form method="post" action="/failed/bulk/run" {
+            form method="post" action="/bulk/run" {
                 input type="hidden" name="csrf" value=(request.csrf);
                 input type="hidden" name="verb" value=(verb.word());
+                @if let Some(queue) = &request.from_queue {
+                    input type="hidden" name="from_queue" value=(queue);
+                }
                 @match &request.scope {
                     Scope::Selected(ids) => {
                         @for id in ids { input type="hidden" name="id" value=(id); }
@@ -268,10 +326,10 @@ pub(crate) async fn confirm(
                 }
                 (request.back.hidden())
                 div.actions {
-                    button class=(if verb == Verb::Delete { "danger" } else { "primary" }) type="submit" {
+                    button class=(if verb == Verb::Requeue { "primary" } else { "danger" }) type="submit" {
                         (verb.label()) " " (n) " task" (plural(n))
                     }
-                    a href=(back) { "Cancel" }
+                    a href=(back) { "Back, do nothing" }
                 }
             }
         }
@@ -279,7 +337,7 @@ pub(crate) async fn confirm(
     page(&state, "Confirm", false, body).into_response()
 }
 
-/// `POST /failed/bulk/run`: acts, then redirects to the result.
+/// `POST /bulk/run`: acts, then redirects to the result.
 pub(crate) async fn run(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -311,6 +369,7 @@ pub(crate) async fn run(
                     Verb::Delete => {
                         usize::try_from(store.delete_failed_many(batch)?).unwrap_or(usize::MAX)
                     }
+                    Verb::Cancel => cancel_each(store, batch)?,
                 };
             }
             Ok::<_, StoreError>(Ok((moved, ids.len().saturating_sub(moved))))
@@ -321,31 +380,47 @@ pub(crate) async fn run(
         Ok(Err(why)) => return error_page(&state, StatusCode::BAD_REQUEST, &why),
         Err(e) => return store_error(&state, &e),
     };
-    info!(
-        moved,
-        missed,
-        "dashboard: bulk {} of failed tasks",
-        verb.word()
-    );
-    let query = request.back.query();
+    info!(moved, missed, "dashboard: bulk {}", verb.word());
+    let mut query = request.back.query();
+    if let (Verb::Cancel, Some(queue)) = (verb, &request.from_queue) {
+        query = format!("from_queue={}", seg(queue));
+    }
     let sep = if query.is_empty() { "" } else { "&" };
     Redirect::to(&format!(
-        "/failed/bulk/done?verb={}&moved={moved}&missed={missed}{sep}{query}",
+        "/bulk/done?verb={}&moved={moved}&missed={missed}{sep}{query}",
         verb.word()
     ))
     .into_response()
 }
 
-/// `?verb=&moved=&missed=` of the result page: numbers and one of two
-/// words, so a link cannot make the page say anything else.
+/// Cancels each of `ids` (`Store::cancel_task`); returns how many were
+/// canceled or asked to stop. One that cannot be canceled any more
+/// (started and ended, canceled already, gone) is passed over.
+fn cancel_each(store: &Store, ids: &[String]) -> Result<usize, StoreError> {
+    let mut canceled = 0;
+    for id in ids {
+        match store.cancel_task(id) {
+            Ok(_) => canceled += 1,
+            Err(e) if e.is_connection_error() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(canceled)
+}
+
+/// `?verb=&moved=&missed=` of the result page: numbers and one of three
+/// words, so a link cannot make the page say anything else (the queue
+/// name only goes into the link back, escaped).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Outcome {
     verb: String,
     moved: u64,
     missed: u64,
+    #[serde(default)]
+    from_queue: Option<String>,
 }
 
-/// `GET /failed/bulk/done`: what a bulk action did.
+/// `GET /bulk/done`: what a bulk action did.
 pub(crate) async fn done(
     State(state): State<Arc<AppState>>,
     Query(outcome): Query<Outcome>,
@@ -358,14 +433,19 @@ pub(crate) async fn done(
     let body = html! {
         h1 { (verb.done()) }
         div.flash #result role="status" {
-            (verb.done()) " " (moved) " failed task" (plural(usize::try_from(moved).unwrap_or(2)))
+            (verb.done()) " " (moved) " " (verb.noun(usize::try_from(moved).unwrap_or(2)))
             @if verb == Verb::Requeue { ": they are back at the end of their queues" }
             "."
             @if missed > 0 {
-                " " (missed) " " @if missed == 1 { "was" } @else { "were" } " not (no longer in the failed registry: requeued or deleted meanwhile)."
+                " " (missed) " " @if missed == 1 { "was" } @else { "were" } " not "
+                @if verb == Verb::Cancel {
+                    "(no longer waiting: started, ended or canceled meanwhile)."
+                } @else {
+                    "(no longer in the failed registry: requeued or deleted meanwhile)."
+                }
             }
         }
-        p { a href=(failed_link(&back)) { "Back to the failed tasks" } }
+        p { a href=(back_link(verb, &back, outcome.from_queue.as_deref())) { "Back" } }
     };
     page(&state, verb.done(), false, body).into_response()
 }
@@ -405,6 +485,15 @@ mod tests {
         assert!(parse(&pairs(&[("verb", "explode"), ("id", "a")])).is_err());
         assert!(parse(&pairs(&[("verb", "requeue")])).is_err());
         assert!(parse(&pairs(&[("verb", "requeue"), ("scope", "matching")])).is_err());
+        assert!(parse(&pairs(&[("verb", "cancel"), ("id", "a")])).is_err());
+        assert!(
+            parse(&pairs(&[
+                ("verb", "cancel"),
+                ("id", "a"),
+                ("from_queue", "q")
+            ]))
+            .is_ok()
+        );
         let many: Vec<(String, String)> = std::iter::once(("verb".to_owned(), "delete".to_owned()))
             .chain((0..=MAX_SELECTED).map(|i| ("id".to_owned(), i.to_string())))
             .collect();

@@ -13,7 +13,8 @@
 //!   `delayed.rs` the delayed set; `schedule_graph.rs` the schedule and
 //!   task graph pages; `supervisors.rs` the supervisors page.
 //! - `filter`: the registry filter form (queue, task, error text, since).
-//! - `bulk`: requeue or delete many failed tasks, through a confirmation.
+//! - `bulk`: requeue or delete many failed tasks, cancel many queued
+//!   ones, through a confirmation.
 //! - `actions`: the POST actions (requeue, cancel, delete; pause, resume
 //!   and run a schedule entry; quiet, stop and scale a supervisor; login),
 //!   each
@@ -222,9 +223,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/queues/{name}", get(pages::queue))
         .route("/queues/{name}/{verb}", post(actions::queue))
         .route("/failed", get(pages::failed))
-        .route("/failed/bulk", post(bulk::confirm))
-        .route("/failed/bulk/run", post(bulk::run))
-        .route("/failed/bulk/done", get(bulk::done))
+        .route("/bulk", post(bulk::confirm))
+        .route("/bulk/run", post(bulk::run))
+        .route("/bulk/done", get(bulk::done))
         .route("/search", get(pages::search))
         .route("/finished", get(pages::finished))
         .route("/expired", get(pages::expired))

@@ -1433,7 +1433,7 @@ fn bulk_requeue_of_all_matching_goes_through_a_confirmation() {
     let csrf = csrf_of(&http(port, "GET", "/failed?queue=mail&error=timeout", &[], "").body);
     let form = format!("csrf={csrf}&scope=matching&verb=requeue&queue=mail&error=timeout");
 
-    let confirm = http(port, "POST", "/failed/bulk", &[], &form);
+    let confirm = http(port, "POST", "/bulk", &[], &form);
     assert_eq!(confirm.status, 200, "{}", confirm.body);
     assert!(
         element(&confirm.body, "confirm")
@@ -1456,18 +1456,18 @@ fn bulk_requeue_of_all_matching_goes_through_a_confirmation() {
         (vec![], form.replace(&csrf, "0123")),
         (vec!["Origin: http://evil.example"], form.clone()),
     ] {
-        let answer = http(port, "POST", "/failed/bulk/run", &headers, &body);
+        let answer = http(port, "POST", "/bulk/run", &headers, &body);
         assert_eq!(answer.status, 403, "{headers:?} {body}: {}", answer.body);
         assert_eq!(demo.store.failed().count().expect("count"), 7);
     }
-    let bare = anonymous(port, "POST", "/failed/bulk/run", &[], &form);
+    let bare = anonymous(port, "POST", "/bulk/run", &[], &form);
     assert_eq!(location(&bare), "/login", "no session: sent to sign in");
     assert_eq!(demo.store.failed().count().expect("count"), 7);
 
-    let run = http(port, "POST", "/failed/bulk/run", &[], &form);
+    let run = http(port, "POST", "/bulk/run", &[], &form);
     assert_eq!(run.status, 303, "{}", run.body);
     let result = location(&run);
-    assert!(result.starts_with("/failed/bulk/done?"), "{result}");
+    assert!(result.starts_with("/bulk/done?"), "{result}");
     let mut queued = demo.store.queue("mail").ids(0, 10).expect("ids");
     queued.sort();
     assert_eq!(queued, ["m-to-0", "m-to-1", "m-to-2"]);
@@ -1516,14 +1516,14 @@ fn bulk_delete_of_selected_failed_tasks() {
     );
     let csrf = csrf_of(&page.body);
     let form = format!("csrf={csrf}&verb=delete&id=del-1&id=del-2");
-    let confirm = http(port, "POST", "/failed/bulk", &[], &form);
+    let confirm = http(port, "POST", "/bulk", &[], &form);
     assert!(
         element(&confirm.body, "confirm").contains("Delete 2 selected failed tasks?"),
         "{}",
         confirm.body
     );
     assert_eq!(demo.store.failed().count().expect("count"), 4);
-    let run = http(port, "POST", "/failed/bulk/run", &[], &form);
+    let run = http(port, "POST", "/bulk/run", &[], &form);
     assert_eq!(run.status, 303, "{}", run.body);
     let done = http(port, "GET", &location(&run), &[], "");
     assert!(
@@ -1536,7 +1536,7 @@ fn bulk_delete_of_selected_failed_tasks() {
         ["del-0", "del-3"]
     );
     assert!(demo.store.task("del-1").is_err(), "the record is gone");
-    let again = http(port, "POST", "/failed/bulk/run", &[], &form);
+    let again = http(port, "POST", "/bulk/run", &[], &form);
     let done = http(port, "GET", &location(&again), &[], "");
     assert!(
         element(&done.body, "result").contains("Deleted 0 failed tasks")
@@ -1616,5 +1616,54 @@ fn the_search_finds_tasks_by_id_and_prefix_and_refuses_the_rest() {
         script.body.contains("value=\"&lt;script&gt;\""),
         "{}",
         script.body
+    );
+}
+
+/// "Cancel selected" on a queue's page: confirmed, then the selected
+/// tasks leave the queue, canceled; the others wait on.
+#[test]
+fn cancel_selected_on_a_queue_page() {
+    let demo = Demo::new();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            demo.store
+                .queue("reports")
+                .enqueue("noop", &json!({ "n": i }))
+                .expect("enqueue")
+        })
+        .collect();
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", "/queues/reports", &[], "");
+    assert!(page.body.contains("Cancel selected"), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let form = format!(
+        "csrf={csrf}&verb=cancel&from_queue=reports&id={}&id={}",
+        ids[0], ids[2]
+    );
+    let confirm = http(port, "POST", "/bulk", &[], &form);
+    assert!(
+        element(&confirm.body, "confirm").contains("Cancel 2 selected tasks of queue reports?"),
+        "{}",
+        confirm.body
+    );
+    assert_eq!(demo.store.queue("reports").count().expect("count"), 3);
+    let forged = http(port, "POST", "/bulk/run", &[], &form.replace(&csrf, "nope"));
+    assert_eq!(forged.status, 403);
+    assert_eq!(demo.store.queue("reports").count().expect("count"), 3);
+    let run = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(run.status, 303, "{}", run.body);
+    let done = http(port, "GET", &location(&run), &[], "");
+    assert!(
+        element(&done.body, "result").contains("Canceled 2 tasks"),
+        "{}",
+        done.body
+    );
+    assert!(done.body.contains("href=\"/queues/reports\""));
+    assert_eq!(demo.task(&ids[0]).status, TaskStatus::Canceled);
+    assert_eq!(demo.task(&ids[2]).status, TaskStatus::Canceled);
+    assert_eq!(
+        demo.store.queue("reports").ids(0, 10).expect("ids"),
+        [ids[1].clone()]
     );
 }

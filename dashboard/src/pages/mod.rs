@@ -458,12 +458,16 @@ pub(crate) async fn queue(
         Err(e) => return store_error(&state, &e),
     };
     let now = Timestamp::now();
+    let select = !state.options.read_only && crate::auth::csrf().is_some();
     let body = html! {
         h1 { "Queue " (name) }
         (flash(msg.text()))
         (queue_flow(&state, &flow))
         p.muted { (total) " waiting; " (ids.len()) " from number " (page_no * LIST_LIMIT + 1) " in the order they will run." }
-        (task_table(&state, &ids, &records, now, true, None))
+        @if select && !ids.is_empty() {
+            (crate::bulk::queue_form(&name))
+        }
+        (task_table(&state, &ids, &records, now, true, select.then_some(crate::bulk::FORM_ID)))
         (pager(&format!("/queues/{}", seg(&name)), page_no, total))
     };
     page(&state, &format!("Queue {name}"), true, body).into_response()
