@@ -143,9 +143,12 @@ fn parse(pairs: &[(String, String)]) -> Result<Request, String> {
         }
         Scope::Matching(back.clone())
     } else {
+        // Each id once: a requeue given the same id twice in one call
+        // would push it twice.
+        let mut seen = std::collections::HashSet::new();
         let ids: Vec<String> = pairs
             .iter()
-            .filter(|(k, _)| k == "id")
+            .filter(|(k, v)| k == "id" && seen.insert(v.as_str()))
             .map(|(_, v)| v.clone())
             .collect();
         if ids.is_empty() {
@@ -467,6 +470,7 @@ mod tests {
             ("verb", "delete"),
             ("id", "a"),
             ("id", "b"),
+            ("id", "a"),
         ]))
         .expect("selection");
         assert_eq!(r.verb, Verb::Delete);
