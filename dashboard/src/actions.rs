@@ -32,6 +32,13 @@ pub(crate) struct ActionForm {
 
 /// Why an action is refused before it runs, if it is.
 fn refused(state: &AppState, headers: &HeaderMap, form: &ActionForm) -> Option<Response> {
+    refused_csrf(state, headers, &form.csrf)
+}
+
+/// Why an action whose form brought CSRF token `csrf` is refused before
+/// it runs, if it is: read-only mode, a token not the credential's, or a
+/// foreign `Origin`.
+pub(crate) fn refused_csrf(state: &AppState, headers: &HeaderMap, csrf: &str) -> Option<Response> {
     if state.options.read_only {
         return Some(error_page(
             state,
@@ -39,7 +46,7 @@ fn refused(state: &AppState, headers: &HeaderMap, form: &ActionForm) -> Option<R
             "This dashboard is read-only.",
         ));
     }
-    let bound = auth::csrf().is_some_and(|csrf| same_secret(&form.csrf, &csrf));
+    let bound = auth::csrf().is_some_and(|expected| same_secret(csrf, &expected));
     if !bound || !same_origin(headers) {
         return Some(error_page(
             state,

@@ -21,6 +21,8 @@ header strong { font-size:1.05rem; margin-right:.5rem; }
 header a { color:var(--fg); text-decoration:none; padding:.15rem 0; }
 header a:hover { text-decoration:underline; }
 header .ro { color:var(--warn); font-size:.85rem; }
+header form.search { margin-left:auto; } header form.search input { padding:.2rem .4rem; }
+form.filter { margin:.3rem 0 .8rem; } form.filter input[type=text] { padding:.25rem; }
 main { padding:1rem; max-width:72rem; margin:0 auto; }
 h1 { font-size:1.3rem; margin:.2rem 0 1rem; word-break:break-all; }
 h2 { font-size:1.05rem; margin:1.5rem 0 .5rem; }
@@ -85,6 +87,9 @@ pub(crate) fn page(state: &AppState, title: &str, live: bool, body: Markup) -> M
                     a href="/supervisors" { "Supervisors" }
                     a href="/schedule" { "Schedule" }
                     a href="/graphs" { "Graphs" }
+                    form.search method="get" action="/search" role="search" {
+                        input type="text" name="q" placeholder="task id or prefix" aria-label="task id or prefix" maxlength="128" size="16";
+                    }
                     @if state.options.read_only {
                         span.ro { "read-only" }
                     }

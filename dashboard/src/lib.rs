@@ -7,10 +7,14 @@
 //! - this file: [`DashboardOptions`], [`serve`], the router and the guard
 //!   every request passes (host check, credential, security headers).
 //! - `auth`: sessions, the CSRF token of each credential, the login token.
-//! - `pages/`: the GET pages: `mod.rs` the overview, queue, failed and
-//!   finished lists and login pages; `task.rs` the task page; `delayed.rs`
-//!   the delayed set; `schedule_graph.rs` the schedule and task graph pages;
-//!   `supervisors.rs` the supervisors page.
+//! - `pages/`: the GET pages: `mod.rs` the overview, queue and login
+//!   pages; `registries.rs` the failed, finished and expired lists and
+//!   their filter; `search.rs` the task id search; `task.rs` the task page;
+//!   `delayed.rs` the delayed set; `schedule_graph.rs` the schedule and
+//!   task graph pages; `supervisors.rs` the supervisors page.
+//! - `filter`: the registry filter form (queue, task, error text, since).
+//! - `bulk`: requeue or delete many failed tasks, cancel many queued
+//!   ones, through a confirmation.
 //! - `actions`: the POST actions (requeue, cancel, delete; pause, resume
 //!   and run a schedule entry; quiet, stop and scale a supervisor; login),
 //!   each
@@ -35,6 +39,8 @@
 
 mod actions;
 mod auth;
+mod bulk;
+mod filter;
 mod layout;
 mod pages;
 
@@ -217,6 +223,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/queues/{name}", get(pages::queue))
         .route("/queues/{name}/{verb}", post(actions::queue))
         .route("/failed", get(pages::failed))
+        .route("/bulk", post(bulk::confirm))
+        .route("/bulk/run", post(bulk::run))
+        .route("/bulk/done", get(bulk::done))
+        .route("/search", get(pages::search))
         .route("/finished", get(pages::finished))
         .route("/expired", get(pages::expired))
         .route("/tasks/{id}", get(pages::task))

@@ -103,6 +103,7 @@ impl FailedRequeueArgs {
             queue: self.queue.clone(),
             task: self.task.clone(),
             error_contains: self.error_contains.clone(),
+            text: None,
             since,
         };
         Ok((filter != TaskFilter::default()).then_some(filter))

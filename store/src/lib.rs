@@ -129,7 +129,7 @@ pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
 pub use fetch::{ExpiredTask, Fetched, Lease, MAX_EXPIRED_NOTES};
-pub use filter::{FILTER_WINDOW, TaskFilter};
+pub use filter::{FILTER_WINDOW, IdSearch, TaskFilter};
 pub use flow::{Limit, QueueFlow, QueueState, Rate, RateError, TaskFlow};
 pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,

@@ -1302,3 +1302,368 @@ fn expired_tasks_are_listed_and_counted() {
     let page = http(dashboard.port, "GET", &format!("/tasks/{id}"), &[], "");
     assert!(page.body.contains("task-expires-at"), "{}", page.body);
 }
+
+/// Puts failed tasks in the registry the way a raw writer would: `(id,
+/// queue, error)` each, ended a second apart in the given order.
+fn failed_raw(demo: &Demo, tasks: &[(String, &str, &str)]) {
+    let mut c = demo.redis.client();
+    let mut pipe = redis::pipe();
+    let now = Timestamp::now().as_second();
+    let count = i64::try_from(tasks.len()).expect("count");
+    for (i, (id, queue, error)) in (0_i64..).zip(tasks) {
+        pipe.cmd("HSET")
+            .arg(format!("redis_tasks:task:{id}"))
+            .arg(&[
+                ("task", "report"),
+                ("args", "null"),
+                ("status", "failed"),
+                ("queue", queue),
+                ("error", error),
+                ("enqueued_at", "2026-11-25T08:17:26Z"),
+            ])
+            .ignore()
+            .cmd("ZADD")
+            .arg("redis_tasks:failed")
+            .arg(now - count + i)
+            .arg(id)
+            .ignore();
+    }
+    pipe.exec(&mut c).expect("failed tasks");
+}
+
+/// The `Location` of a redirect.
+fn location(answer: &Answer) -> String {
+    answer
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or_else(|| panic!("no location: {} {}", answer.status, answer.body))
+        .to_owned()
+}
+
+/// The filter of the failed page: `queue` and text in the error, with the
+/// count, paged 100 a page with the filter kept in the links.
+#[test]
+fn the_failed_page_filters_by_queue_and_error_and_pages_the_matches() {
+    let demo = Demo::new();
+    let mut tasks = Vec::new();
+    for i in 0..130 {
+        tasks.push((
+            format!("mail-timeout-{i:03}"),
+            "mail",
+            "smtp timeout after 30 s",
+        ));
+    }
+    for i in 0..20 {
+        tasks.push((format!("mail-refused-{i:03}"), "mail", "connection refused"));
+    }
+    for i in 0..20 {
+        tasks.push((format!("report-timeout-{i:03}"), "reports", "timeout"));
+    }
+    failed_raw(&demo, &tasks);
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+
+    let first = http(port, "GET", "/failed?queue=mail&error=timeout", &[], "");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(
+        element(&first.body, "matching").contains("130 matching"),
+        "{}",
+        element(&first.body, "matching")
+    );
+    assert!(first.body.contains("mail-timeout-129"));
+    assert!(!first.body.contains("mail-timeout-029\""));
+    assert!(!first.body.contains("mail-refused-") && !first.body.contains("report-timeout-"));
+    assert!(first.body.contains("page 1 of 2"), "{}", first.body);
+    assert!(
+        first
+            .body
+            .contains("href=\"/failed?queue=mail&amp;error=timeout&amp;page=1\""),
+        "the next page keeps the filter: {}",
+        element(&first.body, "pager")
+    );
+    assert!(first.body.contains("Requeue all 130 matching"));
+    // The form shows the filter it applied.
+    assert!(
+        first
+            .body
+            .contains("name=\"queue\" size=\"10\" maxlength=\"200\" value=\"mail\"")
+    );
+
+    let second = http(
+        port,
+        "GET",
+        "/failed?queue=mail&error=timeout&page=1",
+        &[],
+        "",
+    );
+    assert!(element(&second.body, "matching").contains("130 matching"));
+    assert!(second.body.contains("mail-timeout-029") && second.body.contains("mail-timeout-000"));
+    assert!(!second.body.contains("mail-timeout-030\"") && !second.body.contains("mail-refused-"));
+
+    // Other registries take the same filter; a bad duration is refused.
+    let finished = http(port, "GET", "/finished?queue=mail", &[], "");
+    assert!(element(&finished.body, "matching").contains("0 matching"));
+    let recent = http(port, "GET", "/failed?queue=reports&since=1h", &[], "");
+    assert!(element(&recent.body, "matching").contains("20 matching"));
+    let text = http(port, "GET", "/failed?text=refused", &[], "");
+    assert!(element(&text.body, "matching").contains("20 matching"));
+    let bad = http(port, "GET", "/failed?since=soon", &[], "");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
+
+/// "Requeue all N matching": a confirmation stating the count first (and
+/// nothing moves until it is confirmed), then exactly the matching tasks
+/// go back to their queue; a POST without the session's CSRF token
+/// changes nothing; reloading the result does not act again.
+#[test]
+fn bulk_requeue_of_all_matching_goes_through_a_confirmation() {
+    let demo = Demo::new();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        tasks.push((format!("m-to-{i}"), "mail", "smtp timeout"));
+    }
+    for i in 0..2 {
+        tasks.push((format!("m-no-{i}"), "mail", "refused"));
+        tasks.push((format!("r-to-{i}"), "reports", "timeout"));
+    }
+    failed_raw(&demo, &tasks);
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let csrf = csrf_of(&http(port, "GET", "/failed?queue=mail&error=timeout", &[], "").body);
+    let form = format!("csrf={csrf}&scope=matching&verb=requeue&queue=mail&error=timeout");
+
+    let confirm = http(port, "POST", "/bulk", &[], &form);
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(
+        element(&confirm.body, "confirm")
+            .contains("Requeue 3 failed tasks matching queue=mail, error contains 'timeout'?"),
+        "{}",
+        confirm.body
+    );
+    assert_eq!(
+        demo.store.failed().count().expect("count"),
+        7,
+        "nothing moved yet"
+    );
+
+    // Forged: no token, another token, another site.
+    for (headers, body) in [
+        (
+            vec![],
+            "scope=matching&verb=requeue&queue=mail&error=timeout".to_owned(),
+        ),
+        (vec![], form.replace(&csrf, "0123")),
+        (vec!["Origin: http://evil.example"], form.clone()),
+    ] {
+        let answer = http(port, "POST", "/bulk/run", &headers, &body);
+        assert_eq!(answer.status, 403, "{headers:?} {body}: {}", answer.body);
+        assert_eq!(demo.store.failed().count().expect("count"), 7);
+    }
+    let bare = anonymous(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(location(&bare), "/login", "no session: sent to sign in");
+    assert_eq!(demo.store.failed().count().expect("count"), 7);
+
+    let run = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(run.status, 303, "{}", run.body);
+    let result = location(&run);
+    assert!(result.starts_with("/bulk/done?"), "{result}");
+    let mut queued = demo.store.queue("mail").ids(0, 10).expect("ids");
+    queued.sort();
+    assert_eq!(queued, ["m-to-0", "m-to-1", "m-to-2"]);
+    assert_eq!(demo.store.failed().count().expect("count"), 4);
+    assert!(
+        demo.store
+            .queue("reports")
+            .ids(0, 10)
+            .expect("ids")
+            .is_empty()
+    );
+    for _ in 0..2 {
+        let done = http(port, "GET", &result, &[], "");
+        assert_eq!(done.status, 200, "{}", done.body);
+        assert!(
+            element(&done.body, "result").contains("Requeued 3 failed tasks"),
+            "{}",
+            done.body
+        );
+        assert!(
+            done.body
+                .contains("href=\"/failed?queue=mail&amp;error=timeout\"")
+        );
+    }
+    assert_eq!(demo.store.queue("mail").ids(0, 10).expect("ids").len(), 3);
+    assert_eq!(demo.store.failed().count().expect("count"), 4);
+}
+
+/// Checkboxes: the selected failed tasks are deleted after confirmation;
+/// deleting them again moves none and says so.
+#[test]
+fn bulk_delete_of_selected_failed_tasks() {
+    let demo = Demo::new();
+    let tasks: Vec<(String, &str, &str)> = (0..4)
+        .map(|i| (format!("del-{i}"), "mail", "boom"))
+        .collect();
+    failed_raw(&demo, &tasks);
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", "/failed", &[], "");
+    assert!(
+        page.body
+            .contains("type=\"checkbox\" name=\"id\" value=\"del-3\" form=\"bulk\""),
+        "{}",
+        page.body
+    );
+    let csrf = csrf_of(&page.body);
+    let form = format!("csrf={csrf}&verb=delete&id=del-1&id=del-2");
+    let confirm = http(port, "POST", "/bulk", &[], &form);
+    assert!(
+        element(&confirm.body, "confirm").contains("Delete 2 selected failed tasks?"),
+        "{}",
+        confirm.body
+    );
+    assert_eq!(demo.store.failed().count().expect("count"), 4);
+    let run = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(run.status, 303, "{}", run.body);
+    let done = http(port, "GET", &location(&run), &[], "");
+    assert!(
+        element(&done.body, "result").contains("Deleted 2 failed tasks"),
+        "{}",
+        done.body
+    );
+    assert_eq!(
+        demo.store.failed().ids(0, 10).expect("ids"),
+        ["del-0", "del-3"]
+    );
+    assert!(demo.store.task("del-1").is_err(), "the record is gone");
+    let again = http(port, "POST", "/bulk/run", &[], &form);
+    let done = http(port, "GET", &location(&again), &[], "");
+    assert!(
+        element(&done.body, "result").contains("Deleted 0 failed tasks")
+            && element(&done.body, "result").contains("2 were not"),
+        "{}",
+        done.body
+    );
+    assert_eq!(demo.store.failed().count().expect("count"), 2);
+}
+
+/// The search box: an exact id opens its task, a prefix lists the ids
+/// that start with it (at most 100, and says it stopped), and anything
+/// that is not an id is refused, escaped.
+#[test]
+fn the_search_finds_tasks_by_id_and_prefix_and_refuses_the_rest() {
+    let demo = Demo::new();
+    let mut tasks: Vec<(String, &str, &str)> = (0..3)
+        .map(|i| (format!("abcd-{i}"), "mail", "boom"))
+        .collect();
+    tasks.extend((0..150).map(|i| (format!("many-{i:03}"), "mail", "boom")));
+    failed_raw(&demo, &tasks);
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    assert!(
+        http(port, "GET", "/", &[], "")
+            .body
+            .contains("<form class=\"search\" method=\"get\" action=\"/search\"")
+    );
+
+    let exact = http(port, "GET", "/search?q=abcd-1", &[], "");
+    assert_eq!(exact.status, 303, "{}", exact.body);
+    assert_eq!(location(&exact), "/tasks/abcd-1");
+
+    let prefix = http(port, "GET", "/search?q=abcd", &[], "");
+    assert_eq!(prefix.status, 200, "{}", prefix.body);
+    let results = prefix
+        .body
+        .split_once("id=\"search-results\"")
+        .map_or("", |(_, rest)| rest);
+    for i in 0..3 {
+        assert!(
+            results.contains(&format!("href=\"/tasks/abcd-{i}\"")),
+            "{results}"
+        );
+    }
+    assert!(!results.contains("many-"));
+    assert!(!prefix.body.contains("id=\"search-capped\""));
+
+    let capped = http(port, "GET", "/search?q=many", &[], "");
+    assert!(
+        element(&capped.body, "search-count").contains("100 task ids"),
+        "{}",
+        capped.body
+    );
+    assert!(
+        capped.body.contains("id=\"search-capped\""),
+        "{}",
+        capped.body
+    );
+
+    let none = http(port, "GET", "/search?q=zzzz", &[], "");
+    assert!(element(&none.body, "search-count").contains("0 task ids"));
+
+    for hostile in [
+        "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "abc",
+        "many*",
+        "a%22b%27cdef",
+    ] {
+        let answer = http(port, "GET", &format!("/search?q={hostile}"), &[], "");
+        assert_eq!(answer.status, 400, "{hostile}: {}", answer.body);
+        assert!(!answer.body.contains("<script>"), "{}", answer.body);
+        assert!(!answer.body.contains("search-results"));
+    }
+    let script = http(port, "GET", "/search?q=%3Cscript%3E", &[], "");
+    assert!(
+        script.body.contains("value=\"&lt;script&gt;\""),
+        "{}",
+        script.body
+    );
+}
+
+/// "Cancel selected" on a queue's page: confirmed, then the selected
+/// tasks leave the queue, canceled; the others wait on.
+#[test]
+fn cancel_selected_on_a_queue_page() {
+    let demo = Demo::new();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            demo.store
+                .queue("reports")
+                .enqueue("noop", &json!({ "n": i }))
+                .expect("enqueue")
+        })
+        .collect();
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let page = http(port, "GET", "/queues/reports", &[], "");
+    assert!(page.body.contains("Cancel selected"), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let form = format!(
+        "csrf={csrf}&verb=cancel&from_queue=reports&id={}&id={}",
+        ids[0], ids[2]
+    );
+    let confirm = http(port, "POST", "/bulk", &[], &form);
+    assert!(
+        element(&confirm.body, "confirm").contains("Cancel 2 selected tasks of queue reports?"),
+        "{}",
+        confirm.body
+    );
+    assert_eq!(demo.store.queue("reports").count().expect("count"), 3);
+    let forged = http(port, "POST", "/bulk/run", &[], &form.replace(&csrf, "nope"));
+    assert_eq!(forged.status, 403);
+    assert_eq!(demo.store.queue("reports").count().expect("count"), 3);
+    let run = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(run.status, 303, "{}", run.body);
+    let done = http(port, "GET", &location(&run), &[], "");
+    assert!(
+        element(&done.body, "result").contains("Canceled 2 tasks"),
+        "{}",
+        done.body
+    );
+    assert!(done.body.contains("href=\"/queues/reports\""));
+    assert_eq!(demo.task(&ids[0]).status, TaskStatus::Canceled);
+    assert_eq!(demo.task(&ids[2]).status, TaskStatus::Canceled);
+    assert_eq!(
+        demo.store.queue("reports").ids(0, 10).expect("ids"),
+        [ids[1].clone()]
+    );
+}

@@ -213,3 +213,65 @@ fn a_registry_key_of_the_wrong_type_is_named() {
     }
     assert_eq!(snapshot(&mut c), before);
 }
+
+/// `TaskFilter::text` matches the error or the description; the other
+/// fields still must match too.
+#[test]
+fn the_text_filter_matches_the_error_or_the_description() {
+    use redis_tasks::store::{RegistryKind, TaskFilter};
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store();
+    let mut c = server.client();
+    for (id, queue, description, error) in [
+        ("t-desc", "mail", "send invoice 42", "boom"),
+        ("t-err", "mail", "send receipt", "invoice template missing"),
+        ("t-none", "mail", "send receipt", "boom"),
+        ("t-other", "reports", "invoice report", "boom"),
+    ] {
+        redis::pipe()
+            .cmd("HSET")
+            .arg(n.task(queue, id))
+            .arg(&[
+                ("task", "job"),
+                ("args", "null"),
+                ("status", "failed"),
+                ("queue", queue),
+                ("description", description),
+                ("error", error),
+                ("enqueued_at", "2026-11-25T08:17:26Z"),
+            ])
+            .cmd("ZADD")
+            .arg(n.home(queue).failed())
+            .arg(1_764_000_000)
+            .arg(id)
+            .exec(&mut c)
+            .expect("failed task");
+    }
+    let text = |queue: Option<&str>, text: &str| {
+        let filter = TaskFilter {
+            queue: queue.map(str::to_owned),
+            text: Some(text.to_owned()),
+            ..TaskFilter::default()
+        };
+        let mut ids = store
+            .matching(RegistryKind::Failed, &filter)
+            .expect("matching");
+        ids.sort();
+        ids
+    };
+    assert_eq!(text(None, "invoice"), ["t-desc", "t-err", "t-other"]);
+    assert_eq!(text(Some("mail"), "invoice"), ["t-desc", "t-err"]);
+    assert_eq!(text(Some("mail"), "Invoice"), Vec::<String>::new());
+    // `error_contains` alone still looks at the error only.
+    let filter = TaskFilter {
+        error_contains: Some("invoice".to_owned()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        store
+            .matching(RegistryKind::Failed, &filter)
+            .expect("matching"),
+        ["t-err"]
+    );
+}

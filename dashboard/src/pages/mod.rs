@@ -13,12 +13,16 @@ use redis_tasks_store::{RegistryKind, Store, StoreError, WorkerInfo};
 use serde::Deserialize;
 
 mod delayed;
+mod registries;
 mod schedule_graph;
+mod search;
 mod supervisors;
 mod task;
 
 pub(crate) use delayed::delayed;
+pub(crate) use registries::{expired, failed, finished};
 pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
+pub(crate) use search::search;
 pub(crate) use supervisors::supervisors;
 pub(crate) use task::{raw, task};
 
@@ -90,6 +94,17 @@ pub(super) fn progress_of(store: &Store, id: &str) -> Option<Progress> {
 
 /// Links to the previous and next pages of a list of `total` rows.
 pub(super) fn pager(path: &str, page: usize, total: u64) -> Markup {
+    pager_with(path, "", page, total)
+}
+
+/// [`pager`] whose links carry `query` (`a=1&b=2`, encoded) too.
+pub(super) fn pager_with(path: &str, query: &str, page: usize, total: u64) -> Markup {
+    let path = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}&")
+    };
+    let sep = if query.is_empty() { "?" } else { "" };
     let pages = usize::try_from(total)
         .unwrap_or(usize::MAX)
         .div_ceil(LIST_LIMIT)
@@ -98,11 +113,11 @@ pub(super) fn pager(path: &str, page: usize, total: u64) -> Markup {
         @if pages > 1 {
             p.pager #pager {
                 @if page > 0 {
-                    a href={ (path) "?page=" (page - 1) } { "← previous" } " "
+                    a href={ (path) (sep) "page=" (page - 1) } { "← previous" } " "
                 }
                 "page " (page + 1) " of " (pages)
                 @if page + 1 < pages {
-                    " " a href={ (path) "?page=" (page + 1) } { "next →" }
+                    " " a href={ (path) (sep) "page=" (page + 1) } { "next →" }
                 }
             }
         }
@@ -361,21 +376,26 @@ fn graph_form() -> Markup {
     }
 }
 
-/// A table of task records (`ids` in display order).
+/// A table of task records (`ids` in display order); with `select`, each
+/// row has a checkbox of the form whose id that is (`name="id"`).
 fn task_table(
     state: &AppState,
     ids: &[String],
     records: &[Result<TaskRecord, StoreError>],
     now: Timestamp,
     actions: bool,
+    select: Option<&str>,
 ) -> Markup {
     html! {
         div.scroll { table.tasks {
-            thead { tr { th { "task" } th { "status" } th { "enqueued" } th { "ended" } th { "error" } @if actions && !state.options.read_only { th {} } } }
+            thead { tr { @if select.is_some() { th { "select" } } th { "task" } th { "status" } th { "enqueued" } th { "ended" } th { "error" } @if actions && !state.options.read_only { th {} } } }
             tbody {
                 @for (id, record) in ids.iter().zip(records) {
                     @match record {
                         Ok(r) => tr {
+                            @if let Some(form) = select {
+                                td { input type="checkbox" name="id" value=(id) form=(form) aria-label={ "select " (id) }; }
+                            }
                             td { a href={ "/tasks/" (seg(id)) } { (r.description) } }
                             td { (status(r.status)) }
                             td { (time(Some(r.enqueued_at), now)) }
@@ -386,6 +406,9 @@ fn task_table(
                             }
                         },
                         Err(e) => tr {
+                            @if let Some(form) = select {
+                                td { input type="checkbox" name="id" value=(id) form=(form) aria-label={ "select " (id) }; }
+                            }
                             td { code { (id) } }
                             td colspan="4" { "unreadable: " (e) }
                         },
@@ -435,12 +458,16 @@ pub(crate) async fn queue(
         Err(e) => return store_error(&state, &e),
     };
     let now = Timestamp::now();
+    let select = !state.options.read_only && crate::auth::csrf().is_some();
     let body = html! {
         h1 { "Queue " (name) }
         (flash(msg.text()))
         (queue_flow(&state, &flow))
         p.muted { (total) " waiting; " (ids.len()) " from number " (page_no * LIST_LIMIT + 1) " in the order they will run." }
-        (task_table(&state, &ids, &records, now, true))
+        @if select && !ids.is_empty() {
+            (crate::bulk::queue_form(&name))
+        }
+        (task_table(&state, &ids, &records, now, true, select.then_some(crate::bulk::FORM_ID)))
         (pager(&format!("/queues/{}", seg(&name)), page_no, total))
     };
     page(&state, &format!("Queue {name}"), true, body).into_response()
@@ -470,82 +497,6 @@ fn queue_flow(state: &AppState, q: &redis_tasks_store::QueueState) -> Markup {
             (action(state, &format!("{base}/pause"), "Pause", "danger"))
         }
     }
-}
-
-/// `/failed`: the newest failed tasks, with their actions.
-pub(crate) async fn failed(
-    State(state): State<Arc<AppState>>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-) -> Response {
-    registry_page(state, RegistryKind::Failed, msg, paging.page()).await
-}
-
-/// `/expired`: the newest expired tasks (never run).
-pub(crate) async fn expired(
-    State(state): State<Arc<AppState>>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-) -> Response {
-    registry_page(state, RegistryKind::Expired, msg, paging.page()).await
-}
-
-/// `/finished`: the newest finished tasks.
-pub(crate) async fn finished(
-    State(state): State<Arc<AppState>>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-) -> Response {
-    registry_page(state, RegistryKind::Finished, msg, paging.page()).await
-}
-
-async fn registry_page(
-    state: Arc<AppState>,
-    kind: RegistryKind,
-    msg: Flash,
-    page_no: usize,
-) -> Response {
-    let read = state
-        .blocking(move |store| {
-            let registry = match kind {
-                RegistryKind::Failed => store.failed(),
-                RegistryKind::Finished => store.finished(),
-                RegistryKind::Expired => store.expired(),
-            };
-            let total = registry.count()?;
-            // Newest first: page 0 is the end of the registry.
-            let end = usize::try_from(total)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(page_no * LIST_LIMIT);
-            let from = end.saturating_sub(LIST_LIMIT);
-            let mut ids = if end > 0 {
-                registry.ids(from, end - from)?
-            } else {
-                Vec::new()
-            };
-            ids.reverse();
-            let records = listed(store, &ids)?;
-            Ok::<_, StoreError>((total, ids, records))
-        })
-        .await;
-    let (total, ids, records) = match read {
-        Ok(read) => read,
-        Err(e) => return store_error(&state, &e),
-    };
-    let (title, path) = match kind {
-        RegistryKind::Failed => ("Failed tasks", "/failed"),
-        RegistryKind::Finished => ("Finished tasks", "/finished"),
-        RegistryKind::Expired => ("Expired tasks", "/expired"),
-    };
-    let now = Timestamp::now();
-    let body = html! {
-        h1 { (title) }
-        (flash(msg.text()))
-        p.muted { (total) " in the registry, newest first." }
-        (task_table(&state, &ids, &records, now, kind == RegistryKind::Failed))
-        (pager(path, page_no, total))
-    };
-    page(&state, title, true, body).into_response()
 }
 
 /// `?error=...` of the login page.

@@ -28,19 +28,26 @@ script!(
     FILTER_REGISTRY,
     "The ids among a window of a registry whose records match a filter. \
      KEYS: registry. ARGV: prefix, first rank, window size, queue, task \
-     name, text the error contains (empty: any). Returns {entries looked \
-     at, matching ids...}. Reads only.",
+     name, text the error contains, text the error or the description \
+     contains (empty: any). Returns {entries looked at, matching ids...}. \
+     Reads only.",
     r#"
 need(KEYS[1], 'zset')
 local from = tonumber(ARGV[2])
 local ids = redis.call('ZRANGE', KEYS[1], from, from + tonumber(ARGV[3]) - 1)
 local out = {#ids}
+local function has(v, text)
+  return type(v) == 'string' and string.find(v, text, 1, true) ~= nil
+end
 for _, id in ipairs(ids) do
-  local f = redis.pcall('HMGET', k('task', id), 'queue', 'task', 'error')
+  local f = redis.pcall('HMGET', k('task', id), 'queue', 'task', 'error', 'description')
   if type(f) == 'table' and not f.err then
     local ok = (ARGV[4] == '' or f[1] == ARGV[4]) and (ARGV[5] == '' or f[2] == ARGV[5])
     if ok and ARGV[6] ~= '' then
-      ok = type(f[3]) == 'string' and string.find(f[3], ARGV[6], 1, true) ~= nil
+      ok = has(f[3], ARGV[6])
+    end
+    if ok and (ARGV[7] or '') ~= '' then
+      ok = has(f[3], ARGV[7]) or has(f[4], ARGV[7])
     end
     if ok then out[#out + 1] = id end
   end
