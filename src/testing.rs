@@ -144,6 +144,7 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
                     task: record.task.clone(),
                     args_json: record.args.to_string(),
                     meta_json: Value::Object(record.meta.clone()).to_string(),
+                    traceparent: None,
                 };
                 let (ended, output) = run_one_with_result(
                     app.registry(),

@@ -135,6 +135,10 @@ pub struct Settings {
     /// Where a supervisor built with the `sentry` feature reports failed
     /// endings (a Sentry DSN); also read from `SENTRY_DSN`. `None`: nowhere.
     pub sentry_dsn: Option<String>,
+    /// Where a supervisor built with the `otlp` feature exports the spans
+    /// of traced tasks (an OTLP/HTTP base URL, `/v1/traces` is added);
+    /// also read from `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
     /// Write a task's arguments (its call text) in the supervisor's end
     /// lines. Off: arguments may hold secrets, and logs go to places
     /// (journald, collectors) with wider readers than Redis.
@@ -180,6 +184,7 @@ impl Default for Settings {
             worker_cgroups: true,
             metrics_addr: None,
             sentry_dsn: None,
+            otlp_endpoint: None,
             log_task_args: false,
             task_log_kib: DEFAULT_TASK_LOG_KIB,
             task_output_to_log: true,
@@ -360,6 +365,7 @@ impl fmt::Debug for Settings {
             .field("worker_cgroups", &self.worker_cgroups)
             .field("metrics_addr", &self.metrics_addr)
             .field("sentry_dsn", &self.sentry_dsn.as_ref().map(|_| "(set)"))
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .field("log_task_args", &self.log_task_args)
             .field("task_log_kib", &self.task_log_kib)
             .field("task_output_to_log", &self.task_output_to_log)

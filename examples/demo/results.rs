@@ -21,8 +21,9 @@ struct Len {
 }
 
 /// Registers `add` (returns `{"sum": a + b, "task": id}`), `text`
-/// (returns a string of `len` bytes, to try `max_result_bytes`) and
-/// `echo` (returns its arguments: what a graph node was given).
+/// (returns a string of `len` bytes, to try `max_result_bytes`), `echo`
+/// (returns its arguments: what a graph node was given) and `traceparent`
+/// (returns the trace context of its run, or null).
 pub fn register(app: App) -> App {
     app.task("add", |ctx: &TaskContext, p: Pair| {
         Ok::<_, String>(Sum {
@@ -35,5 +36,8 @@ pub fn register(app: App) -> App {
     })
     .task("echo", |_: &TaskContext, v: serde_json::Value| {
         Ok::<_, String>(v)
+    })
+    .task("traceparent", |ctx: &TaskContext, _: serde_json::Value| {
+        Ok::<_, String>(ctx.traceparent().map(str::to_owned))
     })
 }

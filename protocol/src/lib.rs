@@ -21,9 +21,11 @@ pub mod model;
 pub mod proc_tree;
 pub mod progress;
 pub mod retry;
+pub mod trace;
 
 pub use model::{
     AbortedRun, ExitReason, Failure, FailureClass, FailureKind, Outcome, TaskRecord, TaskStatus,
 };
 pub use progress::Progress;
 pub use retry::{Attempt, Jitter, RetryOn, RetryPolicy};
+pub use trace::TraceParent;

@@ -143,6 +143,9 @@ pub struct TaskRecord {
     /// by then, it is never run and ends `expired`.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    /// The W3C trace context the producer gave (`EnqueueOptions::traceparent`).
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl TaskRecord {

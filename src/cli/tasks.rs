@@ -62,6 +62,11 @@ pub struct EnqueueArgs {
     /// and after --in/--at.
     #[arg(long, value_name = "TIME")]
     pub expires_at: Option<String>,
+    /// The W3C trace context of the caller
+    /// (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`): the
+    /// supervisor's spans of the task's wait and run join that trace.
+    #[arg(long, value_name = "TRACEPARENT")]
+    pub traceparent: Option<String>,
 }
 
 /// `task ...` subcommands.
@@ -221,6 +226,9 @@ fn enqueue_options(args: &EnqueueArgs) -> anyhow::Result<EnqueueOptions> {
             format!("--expires-at {text:?}: not an RFC 3339 time such as 2026-12-01T08:00:00Z")
         })?;
         options = options.expires_at(at);
+    }
+    if let Some(traceparent) = &args.traceparent {
+        options = options.traceparent(traceparent.as_str());
     }
     if let Some(text) = &args.timeout {
         let secs = parse_duration(text).context("--timeout")?;

@@ -87,7 +87,8 @@ pub(crate) fn plan_enqueue<A: Serialize + ?Sized>(
         .arg(&run_score)
         .arg(&timeout)
         .arg(&retry)
-        .arg(&expires_at);
+        .arg(&expires_at)
+        .arg(options.traceparent_field());
     Ok(PlannedEnqueue {
         call: EnqueueCall::Unique(inv),
         ids: vec![t.id],
@@ -103,6 +104,7 @@ pub(crate) fn plan_enqueue_many<T: AsRef<str>, A: Serialize>(
     calls: &[(T, A)],
     options: &EnqueueOptions,
 ) -> Result<PlannedEnqueue, StoreError> {
+    options.check()?;
     if options.unique_key().is_some() {
         return Err(StoreError::InvalidOption {
             option: "unique",
@@ -209,7 +211,8 @@ fn plan_with_options(
                 .arg(&run_score)
                 .arg(&timeout)
                 .arg(&retry)
-                .arg(&expires_at);
+                .arg(&expires_at)
+                .arg(options.traceparent_field());
         }
         pipe.invoke_script(&inv);
     }

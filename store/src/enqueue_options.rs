@@ -69,6 +69,7 @@ pub struct EnqueueOptions {
     retry: Option<RetryPolicy>,
     unique: Option<String>,
     expires: Option<When>,
+    traceparent: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -124,6 +125,21 @@ impl EnqueueOptions {
         self
     }
 
+    /// The W3C trace context of the request that enqueues the task
+    /// (`00-<trace id>-<parent span id>-<flags>`): the supervisor's spans
+    /// of its wait and its run become children of it (feature `otlp`,
+    /// docs/tracing-and-errors.md), and the task sees its run span's
+    /// context. Checked at enqueue.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// The stored `traceparent` field (empty without one).
+    pub(crate) fn traceparent_field(&self) -> &str {
+        self.traceparent.as_deref().unwrap_or("")
+    }
+
     /// Whether these are the defaults (the plain enqueue path).
     pub(crate) fn is_plain(&self) -> bool {
         self.timeout.is_none()
@@ -131,6 +147,7 @@ impl EnqueueOptions {
             && self.retry.is_none()
             && self.unique.is_none()
             && self.expires.is_none()
+            && self.traceparent.is_none()
     }
 
     /// When the task is due, if that is after `now`.
@@ -245,6 +262,14 @@ impl EnqueueOptions {
 
     /// Refuses options the schema cannot hold.
     pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if let Some(text) = &self.traceparent {
+            redis_tasks_protocol::TraceParent::parse(text).map_err(|reason| {
+                StoreError::InvalidOption {
+                    option: "traceparent",
+                    reason,
+                }
+            })?;
+        }
         let Some(key) = &self.unique else {
             return Ok(());
         };

@@ -38,6 +38,7 @@ pub(crate) const KNOWN_FIELDS: &[&str] = &[
     "graph",
     "graph_node",
     "expires_at",
+    "traceparent",
 ];
 
 /// The fields of a task hash that are not part of the schema (a raw
@@ -218,6 +219,7 @@ pub(crate) fn parse_record(id: &str, hash: &RawHash) -> Result<TaskRecord, Store
         result,
         unique: r.optional("unique")?,
         expires_at: r.time("expires_at")?,
+        traceparent: r.optional("traceparent")?,
     })
 }
 

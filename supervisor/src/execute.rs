@@ -74,13 +74,21 @@ pub(crate) trait RunHooks {
 pub(crate) fn run_on(
     process: &mut WorkerProcess,
     record: &TaskRecord,
+    traceparent: Option<String>,
     timeout: Duration,
     commands: &Receiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
     max_meta_bytes: u64,
 ) -> (Outcome, bool) {
     let mut rates = Rates::new(max_meta_bytes);
-    let ended = watch(process, record, timeout, commands, hooks, &mut rates);
+    let run = RunTask {
+        task_id: record.id.clone(),
+        task: record.task.clone(),
+        args_json: record.args.to_string(),
+        meta_json: serde_json::Value::Object(record.meta.clone()).to_string(),
+        traceparent,
+    };
+    let ended = watch(process, record, run, timeout, commands, hooks, &mut rates);
     rates.flush(&record.id, hooks);
     ended
 }
@@ -88,17 +96,13 @@ pub(crate) fn run_on(
 fn watch(
     process: &mut WorkerProcess,
     record: &TaskRecord,
+    run: RunTask,
     timeout: Duration,
     commands: &Receiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
     rates: &mut Rates,
 ) -> (Outcome, bool) {
-    let run = ToWorker::Run(RunTask {
-        task_id: record.id.clone(),
-        task: record.task.clone(),
-        args_json: record.args.to_string(),
-        meta_json: serde_json::Value::Object(record.meta.clone()).to_string(),
-    });
+    let run = ToWorker::Run(run);
     if let Err(e) = process.send_task(&run) {
         let reason = process.reap_within(EXIT_GRACE);
         return (

@@ -81,6 +81,7 @@ pub mod signals;
 mod slot;
 mod sys;
 mod task_output;
+mod traces;
 mod worker_process;
 
 pub use config::{DEFAULT_MAX_TASKS_PER_CHILD, Reloader, SupervisorConfig};

@@ -6,6 +6,7 @@
 //! whole behind a lock held only to clone an `Arc`.
 
 use crate::error_reports::ErrorReports;
+use crate::traces::Tracer;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -122,6 +123,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// Where failed endings are reported (Sentry, feature `sentry`).
     pub reports: ErrorReports,
+    /// Where the spans of traced tasks go (OTLP, feature `otlp`).
+    pub tracer: Tracer,
 }
 
 impl Shared {
@@ -129,8 +132,10 @@ impl Shared {
     pub(crate) fn new(current: Current, registry: TaskRegistry, retire: RetireHandle) -> Self {
         let metrics = Metrics::new(current.config.queues.clone(), registry.names());
         let reports = ErrorReports::from_settings(&current.config.settings);
+        let tracer = Tracer::from_settings(&current.config.settings);
         Shared {
             reports,
+            tracer,
             current: RwLock::new(Arc::new(current)),
             registry,
             mode: AtomicU8::new(Mode::Serving as u8),

@@ -51,6 +51,8 @@ pub struct TaskContext {
     state: Option<SetupState>,
     /// When the last progress report was sent (rate limit).
     progress_sent: Mutex<Option<Instant>>,
+    /// The W3C trace context of the supervisor's span of this run.
+    traceparent: Option<String>,
 }
 
 impl fmt::Debug for TaskContext {
@@ -80,6 +82,7 @@ impl TaskContext {
             result: Mutex::new(None),
             state: None,
             progress_sent: Mutex::new(None),
+            traceparent: None,
         }
     }
 
@@ -170,6 +173,18 @@ impl TaskContext {
     /// to its end.
     pub fn postpone_shutdown(&self) -> PostponeShutdown {
         self.shutdown.postpone()
+    }
+
+    /// The W3C trace context (`traceparent`) of the supervisor's span of
+    /// this run, when the task was enqueued with one: pass it on to what
+    /// the task calls (an HTTP header, a message) to continue the trace.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+
+    /// Gives the context the trace context of its run.
+    pub(crate) fn set_traceparent(&mut self, traceparent: Option<String>) {
+        self.traceparent = traceparent;
     }
 
     /// Gives the context the process's setup state.

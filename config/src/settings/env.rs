@@ -71,6 +71,7 @@ pub(super) fn apply_env(
     let vars = [
         ("REDIS_URL".to_owned(), "redis_url"),
         ("SENTRY_DSN".to_owned(), "sentry_dsn"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), "otlp_endpoint"),
     ]
     .into_iter()
     .chain(SCALAR_KEYS.into_iter().map(|key| (var_for(key), key)));

@@ -50,7 +50,7 @@ impl Raw<'_> {
 
 /// The settings that take a single value, by their names in the file. Each
 /// can also be set by the environment variable `RT_<NAME IN CAPITALS>`.
-pub(crate) const SCALAR_KEYS: [&str; 40] = [
+pub(crate) const SCALAR_KEYS: [&str; 41] = [
     "redis_url",
     "redis_password_file",
     // Read by `super::redis` (RedisSettings).
@@ -89,6 +89,7 @@ pub(crate) const SCALAR_KEYS: [&str; 40] = [
     "max_result_bytes",
     "metrics_addr",
     "sentry_dsn",
+    "otlp_endpoint",
     "log_task_args",
     "task_log_kib",
     "task_output_to_log",
@@ -135,6 +136,7 @@ pub(super) fn apply_scalar(
         "max_result_bytes" => count(raw, 1, u64::MAX, "bytes").map(|v| s.max_result_bytes = v),
         "metrics_addr" => socket_addr(raw).map(|v| s.metrics_addr = Some(v)),
         "sentry_dsn" => sentry_dsn(raw).map(|v| s.sentry_dsn = Some(v)),
+        "otlp_endpoint" => http_url(raw).map(|v| s.otlp_endpoint = Some(v)),
         "log_task_args" => boolean(raw).map(|v| s.log_task_args = v),
         "task_log_kib" => count(raw, 0, MAX_TASK_LOG_KIB, "KiB").map(|v| s.task_log_kib = v),
         "task_output_to_log" => boolean(raw).map(|v| s.task_output_to_log = v),
@@ -159,6 +161,20 @@ pub(super) fn name(raw: Raw<'_>) -> Result<String, String> {
         return Err(expected());
     };
     if text.is_empty() || text.chars().any(char::is_whitespace) {
+        return Err(expected());
+    }
+    Ok(text.to_owned())
+}
+
+/// An `http://` or `https://` URL without whitespace.
+fn http_url(raw: Raw<'_>) -> Result<String, String> {
+    let expected = || raw.expected("an http(s) URL such as \"http://localhost:4318\"");
+    let text = raw.text().ok_or_else(expected)?;
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(expected)?;
+    if rest.is_empty() || text.chars().any(char::is_whitespace) {
         return Err(expected());
     }
     Ok(text.to_owned())

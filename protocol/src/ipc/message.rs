@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// One task to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub struct RunTask {
     pub args_json: String,
     /// The task's meta object as JSON text.
     pub meta_json: String,
+    /// The W3C trace context of the supervisor's span of this run, when
+    /// the task was enqueued with one (`TaskContext::traceparent`).
+    pub traceparent: Option<String>,
 }
 
 /// A task the running task asks its supervisor to enqueue
@@ -281,6 +284,7 @@ mod tests {
             task: "sleep".into(),
             args_json: r#"{"secs":1}"#.into(),
             meta_json: "{}".into(),
+            traceparent: None,
         })
     }
 
@@ -326,7 +330,7 @@ mod tests {
 
         #[test]
         fn any_run_message_round_trips(id in ".*", task in ".*", args in ".*") {
-            let msg = ToWorker::Run(RunTask { task_id: id, task, args_json: args, meta_json: "{}".into() });
+            let msg = ToWorker::Run(RunTask { task_id: id, task, args_json: args, meta_json: "{}".into(), traceparent: None });
             let mut buf = Vec::new();
             send(&mut buf, &msg).expect("encode");
             prop_assert_eq!(recv::<ToWorker>(&mut buf.as_slice()).expect("decode"), Some(msg));

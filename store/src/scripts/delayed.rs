@@ -51,17 +51,18 @@ delayed_script!(
     "Enqueue a batch with per-task options. KEYS: queues set, scheduled \
      zset. ARGV: prefix, then per task id, task, args, queue, description, \
      enqueued_at, run_at (empty: now), run_at score, timeout (empty: none), \
-     retry JSON (empty: none), expires_at (empty: none). Returns the count.",
+     retry JSON (empty: none), expires_at (empty: none), traceparent \
+     (empty: none). Returns the count.",
     r#"
 need(KEYS[1], 'set')
 need(KEYS[2], 'zset')
-for i = 2, #ARGV, 11 do
+for i = 2, #ARGV, 12 do
   need(k('task', ARGV[i]), 'hash')
   need(k('queue', ARGV[i + 3]), 'list')
 end
 claim(true)
 local n = 0
-for i = 2, #ARGV, 11 do
+for i = 2, #ARGV, 12 do
   local id, q = ARGV[i], ARGV[i + 3]
   local tk = k('task', id)
   redis.call('HSET', tk, 'task', ARGV[i + 1], 'args', ARGV[i + 2], 'queue', q,
@@ -69,6 +70,7 @@ for i = 2, #ARGV, 11 do
   if ARGV[i + 8] ~= '' then redis.call('HSET', tk, 'timeout', ARGV[i + 8]) end
   if ARGV[i + 9] ~= '' then redis.call('HSET', tk, 'retry', ARGV[i + 9]) end
   if ARGV[i + 10] ~= '' then redis.call('HSET', tk, 'expires_at', ARGV[i + 10]) end
+  if ARGV[i + 11] ~= '' then redis.call('HSET', tk, 'traceparent', ARGV[i + 11]) end
   if ARGV[i + 6] ~= '' then
     redis.call('HSET', tk, 'status', 'scheduled', 'run_at', ARGV[i + 6])
     redis.call('ZADD', KEYS[2], ARGV[i + 7], id)

@@ -10,7 +10,7 @@ script!(
      queues set, scheduled zset. ARGV: prefix, id, task, args, queue, \
      description, enqueued_at, uniqueness key, run_at (empty: now), run_at \
      score, timeout (empty: none), retry JSON (empty: none), expires_at \
-     (empty: none). Returns \
+     (empty: none), traceparent (empty: none). Returns \
      {'new', id} or {'dup', id of the live task}.",
     r#"
 local id, q, u = ARGV[2], ARGV[5], ARGV[8]
@@ -34,6 +34,7 @@ redis.call('HSET', tk, 'task', ARGV[3], 'args', ARGV[4],
 if ARGV[11] ~= '' then redis.call('HSET', tk, 'timeout', ARGV[11]) end
 if ARGV[12] ~= '' then redis.call('HSET', tk, 'retry', ARGV[12]) end
 if ARGV[13] ~= '' then redis.call('HSET', tk, 'expires_at', ARGV[13]) end
+if ARGV[14] ~= '' then redis.call('HSET', tk, 'traceparent', ARGV[14]) end
 if ARGV[9] ~= '' then
   redis.call('HSET', tk, 'status', 'scheduled', 'run_at', ARGV[9])
   redis.call('ZADD', KEYS[2], ARGV[10], id)

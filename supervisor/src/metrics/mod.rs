@@ -120,7 +120,7 @@ pub(crate) enum Ended {
 }
 
 impl Ended {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Ended::Finished => "finished",
             Ended::Failed => "failed",

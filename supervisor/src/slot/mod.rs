@@ -290,11 +290,18 @@ impl Slot {
         );
         // Arguments over max_args_bytes never get here: the fetch script
         // refuses the record before it is loaded.
+        // A task enqueued with a trace context gets the context of the
+        // supervisor's span of this run (docs/tracing-and-errors.md).
+        let run_span = crate::traces::RunSpan::of(&record);
+        let inputs = RunInputs {
+            children,
+            traceparent: run_span.as_ref().map(crate::traces::RunSpan::traceparent),
+        };
         let (ended, made) = if profile.is_unrestricted() {
-            self.execute(current, &lease, &record, timeout, children)
+            self.execute(current, &lease, &record, timeout, inputs)
         } else {
             let (ended, made, oom_killed) =
-                self.execute_isolated(current, &lease, &record, timeout, &profile, children);
+                self.execute_isolated(current, &lease, &record, timeout, &profile, inputs);
             (isolation::explain(ended, &profile, oom_killed), made)
         };
         let (ended, result) =
@@ -334,6 +341,20 @@ impl Slot {
             (result.as_deref(), &children),
             Some(&run),
         );
+        if let Some(span) = &run_span {
+            self.shared.tracer.ended(
+                span,
+                &crate::traces::RunEnd {
+                    record: &record,
+                    queue,
+                    attempt: run.attempt,
+                    outcome: conclusion.ended().label(),
+                    conclusion: &conclusion,
+                    started_at: record.started_at.unwrap_or(record.enqueued_at),
+                    ended_at: Timestamp::now(),
+                },
+            );
+        }
         self.shared.metrics.task_done();
         self.shared.metrics.slot_progress(self.index, None, false);
         self.update_view(|v| v.task = None);
@@ -369,7 +390,7 @@ impl Slot {
         lease: &Lease,
         record: &TaskRecord,
         timeout: Duration,
-        children: Children,
+        inputs: RunInputs,
     ) -> (Outcome, Made) {
         let ready = self.process.take().and_then(|mut process| {
             if let Err(not_alone) = process.still_alone() {
@@ -395,7 +416,7 @@ impl Slot {
                 Err(text) => {
                     return (
                         Outcome::failure(FailureKind::StartFailed(text)),
-                        Made::nothing(children),
+                        Made::nothing(inputs.children),
                     );
                 }
             },
@@ -410,7 +431,7 @@ impl Slot {
             );
         }
         let (end, reusable, made) =
-            self.run_leased(current, lease, record, timeout, &mut process, children);
+            self.run_leased(current, lease, record, timeout, &mut process, inputs);
         if reusable {
             self.process = Some(process);
         } else {
@@ -429,7 +450,7 @@ impl Slot {
         record: &TaskRecord,
         timeout: Duration,
         profile: &Isolation,
-        children: Children,
+        inputs: RunInputs,
     ) -> (Outcome, Made, Option<bool>) {
         let kind = SpareKind::Isolated(Box::new(profile.clone()));
         let spare = self.take_spare(&kind, current);
@@ -444,7 +465,7 @@ impl Slot {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
                 return (
                     Outcome::failure(not.failure()),
-                    Made::nothing(children),
+                    Made::nothing(inputs.children),
                     None,
                 );
             }
@@ -466,7 +487,7 @@ impl Slot {
                 warn!(task = %record.id, "isolation not applied ({not}); the task is not run");
                 return (
                     Outcome::failure(not.failure()),
-                    Made::nothing(children),
+                    Made::nothing(inputs.children),
                     None,
                 );
             }
@@ -474,7 +495,7 @@ impl Slot {
                 error!(slot = %self.id, "isolated worker process failed to start: {e}");
                 return (
                     Outcome::failure(FailureKind::StartFailed(e.to_string())),
-                    Made::nothing(children),
+                    Made::nothing(inputs.children),
                     None,
                 );
             }
@@ -484,7 +505,7 @@ impl Slot {
         let pid = process.pid();
         self.update_view(|v| v.pid = Some(pid));
         let (end, reusable, made) =
-            self.run_leased(current, lease, record, timeout, &mut process, children);
+            self.run_leased(current, lease, record, timeout, &mut process, inputs);
         let oom_killed = process.oom_killed();
         if reusable {
             self.shared.retire(process);
@@ -504,8 +525,12 @@ impl Slot {
         record: &TaskRecord,
         timeout: Duration,
         process: &mut WorkerProcess,
-        children: Children,
+        inputs: RunInputs,
     ) -> (Outcome, bool, Made) {
+        let RunInputs {
+            children,
+            traceparent,
+        } = inputs;
         let mut hooks = MetaToRedis {
             store: self.store.leased(lease),
             result: None,
@@ -524,6 +549,7 @@ impl Slot {
         let (end, reusable) = run_on(
             process,
             record,
+            traceparent,
             timeout,
             &self.commands,
             &mut hooks,
@@ -627,6 +653,13 @@ impl Slot {
             }
         }
     }
+}
+
+/// What a run is given besides its record: what it may enqueue, and the
+/// trace context of its span (when the task was enqueued with one).
+pub(super) struct RunInputs {
+    children: Children,
+    traceparent: Option<String>,
 }
 
 /// What a run made besides its outcome: the task's return value (JSON

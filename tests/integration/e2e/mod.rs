@@ -76,6 +76,7 @@ mod signals;
 mod startup;
 mod supervisor_control;
 mod task_output;
+mod traces;
 mod unanswered_redis;
 mod worker_cgroups;
 

@@ -3,9 +3,7 @@
 //! Every failed ending, also those only the supervisor sees (a crash, a
 //! timeout), is reported once with its task, queue, id and attempt.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis_tasks::{EnqueueOptions, TaskStatus};
@@ -13,57 +11,6 @@ use serde_json::{Value, json};
 
 use super::Demo;
 use crate::support::wait_until;
-
-/// A minimal HTTP server that keeps the body of every request.
-fn stand_in() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let kept = Arc::clone(&bodies);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let kept = Arc::clone(&kept);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut length = 0usize;
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let header = line.trim_end();
-                        if header.is_empty() {
-                            break;
-                        }
-                        if let Some((name, value)) = header.split_once(':')
-                            && name.eq_ignore_ascii_case("content-length")
-                        {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    kept.lock()
-                        .expect("bodies")
-                        .push(String::from_utf8_lossy(&body).into_owned());
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-                    if reader.get_mut().write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, bodies)
-}
 
 /// The events among the received envelopes (each envelope: a header
 /// line, then item headers each followed by their payload line).
@@ -84,7 +31,7 @@ fn events(bodies: &Mutex<Vec<String>>) -> Vec<Value> {
 #[test]
 fn every_failed_ending_is_reported_once_with_its_coordinates() {
     let demo = Demo::new();
-    let (port, bodies) = stand_in();
+    let (port, bodies) = crate::support::http_sink::start();
     let dsn = format!("http://public@127.0.0.1:{port}/42");
     let failed = demo.enqueue("fail", json!({"message": "no stock"}));
     let crashed = demo.enqueue("segfault", json!(null));

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 mod cmd;
+pub mod http_sink;
 mod names;
 mod server;
 pub mod topology;

@@ -102,6 +102,7 @@ fn record() -> TaskRecord {
         result: None,
         unique: None,
         expires_at: None,
+        traceparent: None,
     }
 }
 
