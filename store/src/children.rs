@@ -35,8 +35,9 @@ impl HeldChild {
 
     /// Its fields as the finish script writes them (its time fields from
     /// `now`, the end of the task that asked for it): id, task, args, queue,
-    /// description, enqueued_at, run_at, its score, timeout, retry.
-    fn fields(&self, now: Timestamp, max_timeout: u64) -> Result<[String; 10], StoreError> {
+    /// description, enqueued_at, run_at, its score, timeout, retry,
+    /// expires_at, traceparent.
+    fn fields(&self, now: Timestamp, max_timeout: u64) -> Result<[String; 12], StoreError> {
         let (run_at, run_score) = self.options.when_fields(now)?;
         Ok([
             self.id.clone(),
@@ -49,6 +50,8 @@ impl HeldChild {
             run_score,
             self.options.timeout_field(max_timeout)?,
             self.options.retry_field()?,
+            self.options.expiry_field(now)?,
+            self.options.traceparent_field().to_owned(),
         ])
     }
 }
@@ -80,6 +83,7 @@ impl Store {
         options.when_fields(Timestamp::now())?;
         options.timeout_field(opts.max_task_timeout)?;
         options.retry_field()?;
+        options.expiry_field(Timestamp::now())?;
         let t = new_task(opts.max_args_bytes, task, args)?;
         Ok(HeldChild {
             id: t.id,

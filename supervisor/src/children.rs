@@ -119,6 +119,9 @@ fn options_of(request: &ChildRequest) -> Result<EnqueueOptions, String> {
     if let Some(key) = &request.unique_key {
         options = options.unique(key.clone());
     }
+    if let Some(ms) = request.expires_in_ms {
+        options = options.expires_in(Duration::from_millis(ms));
+    }
     Ok(options)
 }
 

@@ -74,6 +74,13 @@ impl Child {
         self
     }
 
+    /// Expires `ttl` after it is written: not started by then, it never
+    /// runs and ends `expired`.
+    pub fn expires_in(mut self, ttl: Duration) -> Self {
+        self.request.expires_in_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
     /// A uniqueness key: while a task with this key is queued, scheduled or
     /// running, the call returns that task's id instead of writing another.
     /// Only for children written at once.

@@ -62,6 +62,9 @@ pub struct ChildRequest {
     pub retry_json: Option<String>,
     /// A uniqueness key (only with [`ChildMode::Now`]).
     pub unique_key: Option<String>,
+    /// Not started this many milliseconds after it is written, it never
+    /// runs and ends `expired`.
+    pub expires_in_ms: Option<u64>,
     /// When it is written.
     pub mode: ChildMode,
 }

@@ -238,6 +238,8 @@ local function release(rows)
       'description', c[5], 'enqueued_at', c[6])
     if c[9] ~= '' then redis.call('HSET', tk, 'timeout', c[9]) end
     if c[10] ~= '' then redis.call('HSET', tk, 'retry', c[10]) end
+    if c[11] and c[11] ~= '' then redis.call('HSET', tk, 'expires_at', c[11]) end
+    if c[12] and c[12] ~= '' then redis.call('HSET', tk, 'traceparent', c[12]) end
     if c[7] ~= '' then
       redis.call('HSET', tk, 'status', 'scheduled', 'run_at', c[7])
       redis.call('ZADD', k('scheduled'), c[8], c[1])
