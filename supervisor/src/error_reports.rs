@@ -4,7 +4,8 @@
 //! or a panic the worker process returned, and also what only the
 //! supervisor sees (a crash, a timeout, a dead worker found by recovery, a
 //! protocol violation). Each event carries the task name, queue, id and
-//! attempt as tags. Without the feature, or without a DSN (`sentry_dsn`,
+//! attempt as tags, and the trace id of a task enqueued with a
+//! `traceparent`. Without the feature, or without a DSN (`sentry_dsn`,
 //! `SENTRY_DSN`), reporting does nothing.
 
 use redis_tasks_config::Settings;
@@ -19,6 +20,8 @@ pub(crate) struct FailedEnding<'a> {
     /// 1 for the first run.
     pub(crate) attempt: usize,
     pub(crate) failure: &'a Failure,
+    /// The trace the task was enqueued in (its `traceparent`), if any.
+    pub(crate) trace_id: Option<&'a str>,
 }
 
 /// Where failed endings go.
@@ -106,6 +109,9 @@ fn event_of(ending: &FailedEnding<'_>) -> sentry::protocol::Event<'static> {
         logger: Some("redis-tasks".into()),
         ..Event::default()
     };
+    if let Some(trace_id) = ending.trace_id {
+        event.tags.insert("trace_id".into(), trace_id.to_owned());
+    }
     for (key, value) in [
         ("task", ending.task.to_owned()),
         ("queue", ending.queue.to_owned()),

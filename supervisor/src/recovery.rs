@@ -56,10 +56,16 @@ pub(crate) fn recover_slot(
                 );
                 let ended = Outcome::failure(FailureKind::WorkerDied);
                 let conclusion = conclude(&record, ended, policy, &current.chain);
+                let trace_id = record
+                    .traceparent
+                    .as_deref()
+                    .and_then(|t| redis_tasks_protocol::TraceParent::parse(t).ok())
+                    .map(|t| t.trace_id);
                 let coordinates = (
                     record.task.clone(),
                     record.queue.clone(),
                     record.attempts.len() + 1,
+                    trace_id,
                 );
                 // The call text carries the arguments: logged only when asked for.
                 let call = if current.config.settings.log_task_args {
@@ -72,20 +78,21 @@ pub(crate) fn recover_slot(
             Err(e) => {
                 warn!(slot = dead_slot, task = %id, "task of a dead slot has no readable record: {e}");
                 let detail = format!("worker died; task record unreadable: {e}");
-                let unknown = ("(unreadable)".to_owned(), String::new(), 1);
+                let unknown = ("(unreadable)".to_owned(), String::new(), 1, None);
                 (id.clone(), Conclusion::unreadable(detail), unknown)
             }
         };
         if conclusion.write(store, dead_slot, id, Timestamp::now())? {
             done.settled += 1;
             if let Conclusion::Record(Outcome::Failure(failure)) = &conclusion {
-                let (task, queue, attempt) = &coordinates;
+                let (task, queue, attempt, trace_id) = &coordinates;
                 shared.reports.failed(FailedEnding {
                     id,
                     task,
                     queue,
                     attempt: *attempt,
                     failure,
+                    trace_id: trace_id.as_deref(),
                 });
             }
             info!(slot = dead_slot, task = %id, "{description} recovered from a dead slot");

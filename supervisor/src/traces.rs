@@ -37,6 +37,11 @@ impl RunSpan {
         })
     }
 
+    /// The id of the trace the run belongs to.
+    pub(crate) fn trace_id(&self) -> &str {
+        &self.parent.trace_id
+    }
+
     /// The context the task is given: its run span's.
     pub(crate) fn traceparent(&self) -> String {
         self.parent.child_of(&self.span_id).to_string()

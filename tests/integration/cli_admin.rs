@@ -372,10 +372,16 @@ fn empty_empties_named_or_all_queues_and_can_delete_them() {
 }
 
 fn fail_one(server: &RedisServer, queue: &str, error: &str) -> String {
+    fail_task(server, queue, "job", error)
+}
+
+/// Fails a call of `task` on `queue` with `error` (through the store, as
+/// a slot would); returns its id.
+pub(crate) fn fail_task(server: &RedisServer, queue: &str, task: &str, error: &str) -> String {
     let store = server.store();
     let id = store
         .queue(queue)
-        .enqueue("job", &json!([1]))
+        .enqueue(task, &json!([1]))
         .expect("enqueue");
     store
         .fetch("s", &[queue.to_owned()], Duration::ZERO)

@@ -2,30 +2,9 @@
 //! `--queue`, `--task`, `--error-contains`, `--since`, in any combination,
 //! printing how many they moved.
 
-use std::time::Duration;
 
-use jiff::Timestamp;
-use redis_tasks::TaskStatus;
-use serde_json::json;
-
+use crate::cli_admin::fail_task;
 use crate::support::{Cmd, RedisServer};
-
-/// Fails a `task` on `queue` with `error`; returns its id.
-fn fail(server: &RedisServer, queue: &str, task: &str, error: &str) -> String {
-    let store = server.store();
-    let id = store
-        .queue(queue)
-        .enqueue(task, &json!([1]))
-        .expect("enqueue");
-    store
-        .fetch("s", &[queue.to_owned()], Duration::ZERO)
-        .expect("fetch")
-        .expect("task");
-    store
-        .finish("s", &id, TaskStatus::Failed, Some(error), Timestamp::now())
-        .expect("finish");
-    id
-}
 
 #[test]
 fn filters_pick_the_failed_tasks_to_requeue_or_delete() {
@@ -40,7 +19,7 @@ fn filters_pick_the_failed_tasks_to_requeue_or_delete() {
         } else {
             "bad input"
         };
-        let id = fail(&server, queue, task, error);
+        let id = fail_task(&server, queue, task, error);
         if queue == "a" && error.starts_with("timeout") {
             timeouts_on_a.push(id);
         }
@@ -98,7 +77,7 @@ fn bad_filter_input_is_refused_with_nothing_changed() {
     let server = RedisServer::start();
     let store = server.store();
     let url = server.url();
-    let id = fail(&server, "a", "x", "boom");
+    let id = fail_task(&server, "a", "x", "boom");
     for (args, says) in [
         (vec!["failed", "requeue"], "required"),
         (vec!["failed", "delete"], "required"),

@@ -123,6 +123,17 @@ end
 -- `ended`, which it calls.
 local EXPIRED, DONE_TTL = {}, 604800
 local expire_due
+-- Aborts when registry key rk holds another type than a zset, after
+-- handing id (just moved into the slot's list from queue q) back to the
+-- front of its queue: bad data changes nothing.
+local function registry_or_hand_back(rk, list, id, q)
+  local t = redis.call('TYPE', rk).ok
+  if t ~= 'none' and t ~= 'zset' then
+    redis.call('LREM', list, 0, id)
+    redis.call('LPUSH', k('queue', q), id)
+    error({err = 'RTWRONGTYPE ' .. rk .. ' ' .. t .. ' zset'})
+  end
+end
 -- Marks id, just moved into the slot's list, as running. `registered`:
 -- whether the slot's hash exists (read by the caller before any write, so
 -- a slot hash of the wrong type aborts with nothing changed). Key types
@@ -139,12 +150,7 @@ local function start_checked(list, hash, registered, slot, id, q, now, score, li
       return {'foreign', id, q}
     end
     local fk = k('failed')
-    local ft = redis.call('TYPE', fk).ok
-    if ft ~= 'none' and ft ~= 'zset' then
-      redis.call('LREM', list, 0, id)
-      redis.call('LPUSH', k('queue', q), id)
-      error({err = 'RTWRONGTYPE ' .. fk .. ' ' .. ft .. ' zset'})
-    end
+    registry_or_hand_back(fk, list, id, q)
     redis.call('LREM', list, 0, id)
     if t == 'none' then
       bury(id, q, now, score)
@@ -283,12 +289,7 @@ expire_due = function(list, tk, id, q, at, now, score, out)
   local due = epoch(at)
   if not due or clock_s(score) < due then return false end
   local ek = k('expired')
-  local et = redis.call('TYPE', ek).ok
-  if et ~= 'none' and et ~= 'zset' then
-    redis.call('LREM', list, 0, id)
-    redis.call('LPUSH', k('queue', q), id)
-    error({err = 'RTWRONGTYPE ' .. ek .. ' ' .. et .. ' zset'})
-  end
+  registry_or_hand_back(ek, list, id, q)
   redis.call('LREM', list, 0, id)
   redis.call('HSET', tk, 'status', 'expired', 'ended_at', now)
   redis.call('HDEL', tk, 'worker', 'started_at')

@@ -63,36 +63,36 @@ impl FlowGauges {
         self.paused.clear();
         self.limit.clear();
         self.running.clear();
-        let set = |family: &Family<QueueLabels, Gauge>, queue: &str, value: u64| {
-            family
-                .get_or_create(&QueueLabels {
-                    queue: queue.to_owned(),
-                })
-                .set(i64::try_from(value).unwrap_or(i64::MAX));
-        };
         for q in &states {
-            set(&self.paused, &q.name, u64::from(q.flow.paused));
-            set(&self.running, &q.name, q.running);
+            let labels = QueueLabels {
+                queue: q.name.clone(),
+            };
+            set(&self.paused, &labels, u64::from(q.flow.paused));
+            set(&self.running, &labels, q.running);
             if let Some(n) = q.flow.concurrency {
-                set(&self.limit, &q.name, u64::from(n));
+                set(&self.limit, &labels, u64::from(n));
             }
         }
         let functions = store.task_flows()?;
         self.task_limit.clear();
         self.task_held.clear();
-        let set = |family: &Family<FunctionLabels, Gauge>, task: &str, value: u64| {
-            family
-                .get_or_create(&FunctionLabels {
-                    task: task.to_owned(),
-                })
-                .set(i64::try_from(value).unwrap_or(i64::MAX));
-        };
         for (name, flow) in &functions {
-            set(&self.task_held, name, flow.held);
+            let labels = FunctionLabels { task: name.clone() };
+            set(&self.task_held, &labels, flow.held);
             if let Some(n) = flow.concurrency {
-                set(&self.task_limit, name, u64::from(n));
+                set(&self.task_limit, &labels, u64::from(n));
             }
         }
         Ok(())
     }
+}
+
+/// Sets the gauge of `labels` in `family` to `value`.
+fn set<L>(family: &Family<L, Gauge>, labels: &L, value: u64)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    family
+        .get_or_create(labels)
+        .set(i64::try_from(value).unwrap_or(i64::MAX));
 }

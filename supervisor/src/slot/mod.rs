@@ -235,6 +235,7 @@ impl Slot {
                     queue,
                     duration: Duration::ZERO,
                     attempt: 1,
+                    trace_id: None,
                 };
                 self.write(
                     &lease,
@@ -327,6 +328,7 @@ impl Slot {
             queue,
             duration: started.elapsed(),
             attempt: record.attempts.len() + 1,
+            trace_id: run_span.as_ref().map(crate::traces::RunSpan::trace_id),
         };
         // The call text carries the arguments: logged only when asked for.
         let call = if current.config.settings.log_task_args {

@@ -26,6 +26,8 @@ pub(super) struct RunInfo<'a> {
     pub(super) duration: std::time::Duration,
     /// Which run of the task this was (1 for the first).
     pub(super) attempt: usize,
+    /// The trace the task was enqueued in, if any.
+    pub(super) trace_id: Option<&'a str>,
 }
 
 impl Slot {
@@ -124,6 +126,7 @@ impl Slot {
                 queue,
                 attempt: run.map_or(1, |r| r.attempt),
                 failure,
+                trace_id: run.and_then(|r| r.trace_id),
             });
         }
         match (written, conclusion) {

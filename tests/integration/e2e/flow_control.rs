@@ -16,13 +16,19 @@ use crate::support::{Cmd, wait_until};
 /// every slot's list (a read spread over several commands could count a
 /// task that ended and its successor together).
 fn running_now(demo: &Demo, queue: &str) -> usize {
+    running_where(demo, "queue", queue)
+}
+
+/// How many running tasks whose record has `field` = `value` the slots'
+/// lists hold right now, in one atomic step.
+fn running_where(demo: &Demo, field: &str, value: &str) -> usize {
     let script = redis::Script::new(
         r"
 local n = 0
 for _, slot in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   for _, id in ipairs(redis.call('LRANGE', ARGV[1] .. ':worker:' .. slot .. ':task', 0, -1)) do
-    local f = redis.call('HMGET', ARGV[1] .. ':task:' .. id, 'status', 'queue')
-    if f[1] == 'running' and f[2] == ARGV[2] then n = n + 1 end
+    local f = redis.call('HMGET', ARGV[1] .. ':task:' .. id, 'status', ARGV[2])
+    if f[1] == 'running' and f[2] == ARGV[3] then n = n + 1 end
   end
 end
 return n
@@ -33,7 +39,8 @@ return n
     script
         .key(keys.workers())
         .arg(keys.prefix())
-        .arg(queue)
+        .arg(field)
+        .arg(value)
         .invoke::<usize>(&mut c)
         .expect("count running")
 }
@@ -42,25 +49,43 @@ fn supervisors(demo: &Demo, n: usize, args: &[&str]) -> Vec<Running> {
     (0..n).map(|_| demo.start(args, &[])).collect()
 }
 
+/// How many processes run `sleep <secs>` right now, from the process
+/// table: the children the `spawn` tasks of a test start (each task waits
+/// for its child, so this counts the tasks running).
+fn sleeping(secs: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| *cmdline == format!("sleep\0{secs}\0").into_bytes())
+        .count()
+}
+
 #[test]
 fn three_supervisors_never_run_more_than_the_concurrency_limit() {
     let demo = Demo::new();
     demo.store
         .limit_queue("api", Limit::Concurrency(3))
         .expect("limit");
+    // Each task runs a `sleep 0.37` child and waits for it: the process
+    // table shows the running tasks, next to Redis's count.
     let ids: Vec<String> = (0..24)
         .map(|_| {
             demo.store
                 .queue("api")
-                .enqueue("sleep", &json!({"secs": 0.2}))
+                .enqueue("spawn", &json!({"children": 1, "secs": 0.37}))
                 .expect("enqueue")
         })
         .collect();
     // Nine slots in all: without the limit, nine would run at once.
     let mut running = supervisors(&demo, 3, &["--concurrency", "3", "api"]);
-    let mut most = 0;
+    let (mut most, mut most_processes) = (0, 0);
     wait_until("every task to end", Duration::from_secs(120), || {
         most = most.max(running_now(&demo, "api"));
+        most_processes = most_processes.max(sleeping("0.37"));
         ids.iter().all(|id| {
             demo.store
                 .task(id)
@@ -68,10 +93,15 @@ fn three_supervisors_never_run_more_than_the_concurrency_limit() {
         })
     });
     assert!(most <= 3, "{most} ran at once under a limit of 3");
+    assert!(
+        most_processes <= 3,
+        "{most_processes} task processes at once under a limit of 3"
+    );
     assert_eq!(
         most, 3,
         "the limit was never reached: the test proves nothing"
     );
+    assert!(most_processes >= 2, "the process table never showed the tasks");
     for r in &mut running {
         r.stop();
     }
@@ -474,26 +504,7 @@ fn chaos_under_a_limit(
 /// How many tasks of function `task` run right now, over every slot, read
 /// in one atomic step (as `running_now`).
 fn running_of_function(demo: &Demo, task: &str) -> usize {
-    let script = redis::Script::new(
-        r"
-local n = 0
-for _, slot in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  for _, id in ipairs(redis.call('LRANGE', ARGV[1] .. ':worker:' .. slot .. ':task', 0, -1)) do
-    local f = redis.call('HMGET', ARGV[1] .. ':task:' .. id, 'status', 'task')
-    if f[1] == 'running' and f[2] == ARGV[2] then n = n + 1 end
-  end
-end
-return n
-",
-    );
-    let keys = demo.redis.names().first();
-    let mut c = demo.redis.client();
-    script
-        .key(keys.workers())
-        .arg(keys.prefix())
-        .arg(task)
-        .invoke::<usize>(&mut c)
-        .expect("count running")
+    running_where(demo, "task", task)
 }
 
 #[test]

@@ -33,7 +33,16 @@ fn every_failed_ending_is_reported_once_with_its_coordinates() {
     let demo = Demo::new();
     let (port, bodies) = crate::support::http_sink::start();
     let dsn = format!("http://public@127.0.0.1:{port}/42");
-    let failed = demo.enqueue("fail", json!({"message": "no stock"}));
+    let failed = demo
+        .store
+        .queue("default")
+        .enqueue_with(
+            "fail",
+            &json!({"message": "no stock"}),
+            &EnqueueOptions::new()
+                .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        )
+        .expect("enqueue");
     let crashed = demo.enqueue("segfault", json!(null));
     let timed_out = demo
         .store
@@ -71,6 +80,14 @@ fn every_failed_ending_is_reported_once_with_its_coordinates() {
         assert_eq!(event["tags"]["failure"], failure, "{event:#}");
         assert_eq!(event["exception"]["values"][0]["type"], failure);
     }
+    let traced = got
+        .iter()
+        .find(|e| e["tags"]["task_id"] == failed.as_str())
+        .expect("event");
+    assert_eq!(
+        traced["tags"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the trace id of a traced task is a tag"
+    );
     let text = serde_json::to_string(&got).expect("json");
     assert!(text.contains("no stock"), "{text}");
 }
