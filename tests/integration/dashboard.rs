@@ -1708,9 +1708,10 @@ fn listed_ids(tab: &Arc<Tab>) -> Vec<String> {
 /// What an operator does with a pile of failed tasks, in the browser: finds
 /// one by the first characters of its id, narrows the failed list with the
 /// filter form, ticks two rows and requeues them, then requeues the rest of
-/// what the filter matches, each time through the confirmation; then pauses
-/// and resumes a schedule entry. Redis is checked after each step. (Quiet
-/// with the supervisors page's button is in the test above.)
+/// what the filter matches, each time through the confirmation; then, with
+/// a real scheduler running, pauses a schedule entry (the scheduler hears of
+/// it), runs it now and resumes it. Redis is checked after each step.
+/// (Quiet with the supervisors page's button is in the test above.)
 #[test]
 fn a_browser_searches_filters_and_requeues_in_bulk_and_pauses_a_schedule_entry() {
     let demo = Demo::new();
@@ -1824,36 +1825,60 @@ fn a_browser_searches_filters_and_requeues_in_bulk_and_pauses_a_schedule_entry()
             .is_empty()
     );
 
-    // The schedule: pause an entry with its button, then resume it.
+    // The schedule: a supervisor with the scheduler in it (listening on a
+    // queue nothing is sent to) registers the entries in Redis; pause one
+    // with its button and the scheduler hears of it, run it now while
+    // paused, then resume it.
+    let mut scheduler = demo.start(
+        &["--scheduler", "--concurrency", "1", "idle"],
+        &[("RT_SETTINGS", &settings_env)],
+    );
+    wait_until(
+        "the scheduler to register its entries",
+        Duration::from_secs(60),
+        || {
+            demo.store
+                .schedule_entries()
+                .is_ok_and(|e| e == ["hourly-cleanup", "nightly-report"])
+        },
+    );
     open(&tab, &dashboard.url("/"));
     click_to(&tab, "header a[href='/schedule']", "/schedule");
     assert!(text(&tab, "#entry-nightly-report").contains("0 3 * * *"));
     screenshot(&tab, "dashboard-schedule", profile.path());
-    let paused = || {
-        demo.store
-            .schedule_control("nightly-report")
-            .expect("control")
-            .paused
-    };
-    assert!(!paused());
+    let paused = |entry: &str| demo.store.schedule_control(entry).expect("control").paused;
+    assert!(!paused("nightly-report"));
     click_to(
         &tab,
         "#entry-nightly-report form[action$='/pause'] button",
         "done=paused",
     );
-    assert!(paused(), "{}", dashboard.log());
+    assert!(paused("nightly-report"), "{}", dashboard.log());
+    assert!(!paused("hourly-cleanup"));
     assert!(text(&tab, "#entry-nightly-report").contains("paused"));
+    wait_until(
+        "the scheduler to see the pause",
+        Duration::from_secs(60),
+        || scheduler.log().contains("entry nightly-report is paused"),
+    );
+    click_to(
+        &tab,
+        "#entry-nightly-report form[action$='/run'] button",
+        "done=run",
+    );
+    wait_until("the run asked for", Duration::from_secs(60), || {
+        demo.store.queue("reports").count().unwrap_or(0) == 1
+    });
     assert!(
-        !demo
-            .store
-            .schedule_control("hourly-cleanup")
-            .expect("control")
-            .paused
+        paused("nightly-report"),
+        "running it now does not resume it"
     );
     click_to(
         &tab,
         "#entry-nightly-report form[action$='/resume'] button",
         "done=resumed",
     );
-    assert!(!paused(), "{}", dashboard.log());
+    assert!(!paused("nightly-report"), "{}", dashboard.log());
+    assert!(text(&tab, "#entry-nightly-report").contains("active"));
+    scheduler.stop();
 }
