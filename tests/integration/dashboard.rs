@@ -1667,3 +1667,218 @@ fn cancel_selected_on_a_queue_page() {
         [ids[1].clone()]
     );
 }
+
+/// Clicks `selector` and waits until the tab's address contains `to` and
+/// the page has loaded (a click starts the navigation, it does not wait
+/// for it).
+fn click_to(tab: &Arc<Tab>, selector: &str, to: &str) {
+    click(tab, selector);
+    wait_until(
+        &format!("{selector} to lead to {to}"),
+        Duration::from_secs(60),
+        || tab.get_url().contains(to),
+    );
+    tab.wait_until_navigated()
+        .unwrap_or_else(|e| panic!("{to} did not load: {e}"));
+}
+
+/// Types `value` into the text field `selector`, as a user would.
+fn type_in(tab: &Arc<Tab>, selector: &str, value: &str) {
+    tab.wait_for_element(selector)
+        .and_then(|e| e.click().and_then(|e| e.type_into(value)).map(|_| ()))
+        .unwrap_or_else(|e| panic!("cannot type into {selector} on {}: {e}", tab.get_url()));
+}
+
+/// The ids of the checkboxes of a task list (one a row).
+fn listed_ids(tab: &Arc<Tab>) -> Vec<String> {
+    let ids = tab
+        .evaluate(
+            "Array.from(document.querySelectorAll('table.tasks tbody tr')).map(r => \
+             (r.querySelector('input[type=checkbox]') || {}).value || '').join(' ')",
+            false,
+        )
+        .expect("the listed ids");
+    let ids = ids.value.and_then(|v| v.as_str().map(str::to_owned));
+    ids.unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What an operator does with a pile of failed tasks, in the browser: finds
+/// one by the first characters of its id, narrows the failed list with the
+/// filter form, ticks two rows and requeues them, then requeues the rest of
+/// what the filter matches, each time through the confirmation; then, with
+/// a real scheduler running, pauses a schedule entry (the scheduler hears of
+/// it), runs it now and resumes it. Redis is checked after each step.
+/// (Quiet with the supervisors page's button is in the test above.)
+#[test]
+fn a_browser_searches_filters_and_requeues_in_bulk_and_pauses_a_schedule_entry() {
+    let demo = Demo::new();
+    let timeouts = ["5e1d0a01", "5e1d0a02", "5e1d0a03", "5e1d0a04"];
+    let mut tasks: Vec<(String, &str, &str)> = timeouts
+        .iter()
+        .map(|id| ((*id).to_owned(), "mail", "smtp timeout after 30 s"))
+        .collect();
+    tasks.push(("7c4b9e01".to_owned(), "mail", "connection refused"));
+    tasks.push(("9a2f6d01".to_owned(), "reports", "timeout"));
+    failed_raw(&demo, &tasks);
+    let settings = demo.path("settings.toml");
+    fs::write(
+        &settings,
+        "[schedule.nightly-report]\ntask = \"noop\"\ncron = \"0 3 * * *\"\nqueue = \"reports\"\n\n\
+         [schedule.hourly-cleanup]\ntask = \"noop\"\ncron = \"15 * * * *\"\nqueue = \"default\"\n",
+    )
+    .expect("settings");
+    let settings_env = settings.to_string_lossy().into_owned();
+    let dashboard = Dashboard::start(
+        &demo,
+        &["--refresh", "0"],
+        &[("RT_SETTINGS", &settings_env)],
+    );
+    let profile = tempfile::tempdir().expect("profile dir");
+    let browser = browser(profile.path(), (1280, 900));
+    let tab = browser.new_tab().expect("tab");
+    tab.set_default_timeout(Duration::from_secs(60));
+    open(&tab, &dashboard.login_url());
+    open(&tab, &dashboard.url("/"));
+
+    // Search: the first characters of an id in the header's box list the
+    // ids that start with them; one click opens the task.
+    type_in(&tab, "header form.search input[name=q]", "5e1d");
+    tab.press_key("Enter").expect("submit the search");
+    wait_until("the search results", Duration::from_secs(60), || {
+        tab.get_url().contains("/search?q=5e1d")
+    });
+    tab.wait_until_navigated().expect("search page");
+    assert!(text(&tab, "#search-count").starts_with("4 task ids"));
+    let found = text(&tab, "#search-results");
+    assert!(timeouts.iter().all(|id| found.contains(id)), "{found}");
+    assert!(!found.contains("7c4b9e01"), "{found}");
+    screenshot(&tab, "dashboard-search", profile.path());
+    click_to(
+        &tab,
+        "#search-results a[href='/tasks/5e1d0a03']",
+        "/tasks/5e1d0a03",
+    );
+    assert_eq!(text(&tab, "#task-id"), "5e1d0a03");
+    assert_eq!(text(&tab, "#task-status"), "failed");
+
+    // Filter: queue and error text with the failed page's form.
+    open(&tab, &dashboard.url("/failed"));
+    assert_eq!(listed_ids(&tab).len(), 6);
+    type_in(&tab, "#filter input[name=queue]", "mail");
+    type_in(&tab, "#filter input[name=error]", "timeout");
+    click_to(&tab, "#filter button[type=submit]", "error=timeout");
+    assert!(text(&tab, "#matching").starts_with("4 matching"));
+    let mut listed = listed_ids(&tab);
+    listed.sort();
+    assert_eq!(listed, timeouts);
+
+    // Select two rows and requeue them: the confirmation states the count
+    // and nothing moves until it is confirmed.
+    click(&tab, "input[type=checkbox][value='5e1d0a01']");
+    click(&tab, "input[type=checkbox][value='5e1d0a02']");
+    screenshot(&tab, "dashboard-failed-filtered", profile.path());
+    click_to(&tab, "form#bulk button[value=requeue]", "/bulk");
+    assert!(
+        text(&tab, "#confirm").contains("Requeue 2 selected failed tasks?"),
+        "{}",
+        text(&tab, "#confirm")
+    );
+    assert_eq!(demo.store.failed().count().expect("count"), 6);
+    screenshot(&tab, "dashboard-bulk-confirm", profile.path());
+    click_to(&tab, "form[action='/bulk/run'] button", "/bulk/done");
+    assert!(text(&tab, "#result").contains("Requeued 2 failed tasks"));
+    let mut queued = demo.store.queue("mail").ids(0, 10).expect("ids");
+    queued.sort();
+    assert_eq!(queued, ["5e1d0a01", "5e1d0a02"], "{}", dashboard.log());
+    assert_eq!(demo.store.failed().count().expect("count"), 4);
+    assert_eq!(demo.task("5e1d0a01").status, TaskStatus::Queued);
+
+    // Back to the filtered list: the other two match; requeue all of them.
+    click_to(&tab, "#result ~ p a", "/failed?");
+    assert!(text(&tab, "#matching").starts_with("2 matching"));
+    click_to(&tab, "#bulk-matching button[value=requeue]", "/bulk");
+    assert!(
+        text(&tab, "#confirm")
+            .contains("Requeue 2 failed tasks matching queue=mail, error contains 'timeout'?"),
+        "{}",
+        text(&tab, "#confirm")
+    );
+    assert_eq!(demo.store.failed().count().expect("count"), 4);
+    click_to(&tab, "form[action='/bulk/run'] button", "/bulk/done");
+    assert!(text(&tab, "#result").contains("Requeued 2 failed tasks"));
+    let mut queued = demo.store.queue("mail").ids(0, 10).expect("ids");
+    queued.sort();
+    assert_eq!(queued, timeouts);
+    assert_eq!(
+        demo.store.failed().ids(0, 10).expect("ids").len(),
+        2,
+        "the refused mail and the reports timeout stay"
+    );
+    assert!(
+        demo.store
+            .queue("reports")
+            .ids(0, 10)
+            .expect("ids")
+            .is_empty()
+    );
+
+    // The schedule: a supervisor with the scheduler in it (listening on a
+    // queue nothing is sent to) registers the entries in Redis; pause one
+    // with its button and the scheduler hears of it, run it now while
+    // paused, then resume it.
+    let mut scheduler = demo.start(
+        &["--scheduler", "--concurrency", "1", "idle"],
+        &[("RT_SETTINGS", &settings_env)],
+    );
+    wait_until(
+        "the scheduler to register its entries",
+        Duration::from_secs(60),
+        || {
+            demo.store
+                .schedule_entries()
+                .is_ok_and(|e| e == ["hourly-cleanup", "nightly-report"])
+        },
+    );
+    open(&tab, &dashboard.url("/"));
+    click_to(&tab, "header a[href='/schedule']", "/schedule");
+    assert!(text(&tab, "#entry-nightly-report").contains("0 3 * * *"));
+    screenshot(&tab, "dashboard-schedule", profile.path());
+    let paused = |entry: &str| demo.store.schedule_control(entry).expect("control").paused;
+    assert!(!paused("nightly-report"));
+    click_to(
+        &tab,
+        "#entry-nightly-report form[action$='/pause'] button",
+        "done=paused",
+    );
+    assert!(paused("nightly-report"), "{}", dashboard.log());
+    assert!(!paused("hourly-cleanup"));
+    assert!(text(&tab, "#entry-nightly-report").contains("paused"));
+    wait_until(
+        "the scheduler to see the pause",
+        Duration::from_secs(60),
+        || scheduler.log().contains("entry nightly-report is paused"),
+    );
+    click_to(
+        &tab,
+        "#entry-nightly-report form[action$='/run'] button",
+        "done=run",
+    );
+    wait_until("the run asked for", Duration::from_secs(60), || {
+        demo.store.queue("reports").count().unwrap_or(0) == 1
+    });
+    assert!(
+        paused("nightly-report"),
+        "running it now does not resume it"
+    );
+    click_to(
+        &tab,
+        "#entry-nightly-report form[action$='/resume'] button",
+        "done=resumed",
+    );
+    assert!(!paused("nightly-report"), "{}", dashboard.log());
+    assert!(text(&tab, "#entry-nightly-report").contains("active"));
+    scheduler.stop();
+}
