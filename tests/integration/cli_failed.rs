@@ -2,7 +2,6 @@
 //! `--queue`, `--task`, `--error-contains`, `--since`, in any combination,
 //! printing how many they moved.
 
-
 use crate::cli_admin::fail_task;
 use crate::support::{Cmd, RedisServer};
 

@@ -80,7 +80,10 @@ fn children_are_written_with_the_finish_and_by_no_other_ending() {
     let delayed = store.task(later.id()).expect("written");
     assert_eq!(delayed.status, TaskStatus::Scheduled);
     assert_eq!(delayed.timeout, Some(5));
-    assert!(delayed.expires_at.is_some(), "the expiry travels with a held task");
+    assert!(
+        delayed.expires_at.is_some(),
+        "the expiry travels with a held task"
+    );
     assert!(store.queues().expect("queues").contains(&"kids".to_owned()));
 
     // The second task fails: a failure takes no children, and a finish

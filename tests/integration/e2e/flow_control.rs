@@ -58,7 +58,12 @@ fn sleeping(secs: &str) -> usize {
     };
     entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .filter(|cmdline| *cmdline == format!("sleep\0{secs}\0").into_bytes())
         .count()
@@ -101,7 +106,10 @@ fn three_supervisors_never_run_more_than_the_concurrency_limit() {
         most, 3,
         "the limit was never reached: the test proves nothing"
     );
-    assert!(most_processes >= 2, "the process table never showed the tasks");
+    assert!(
+        most_processes >= 2,
+        "the process table never showed the tasks"
+    );
     for r in &mut running {
         r.stop();
     }
