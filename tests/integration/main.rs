@@ -12,7 +12,12 @@
 //! - `store_unique`: unique enqueue: racing producers, freeing the key.
 //! - `store_tasks`: reading records (missing, corrupt, wrong key type),
 //!   cancel, meta.
-//! - `store_registry`: finished and failed registries, requeue, expiry.
+//! - `store_registry`: finished and failed registries, requeue, expiry,
+//!   the windowed filter of `Store::matching`.
+//! - `store_children`: tasks held for the end of the task that asked for
+//!   them: written with its finish, by no other ending.
+//! - `store_expiry`: task expiry decided by the fetch scripts.
+//! - `store_flow`: flow control per queue and per task function, pokes.
 //! - `store_slots`: slot registration, heartbeats, locks, dead slots,
 //!   reclaim.
 //! - `store_fetch`: reliable fetch, priority, blocking wait, fencing,
@@ -37,14 +42,19 @@
 //! - `cli_errors`: bad input to the admin binary: one-line errors, exit
 //!   codes, nothing changed.
 //! - `cli_schedule`: `schedule next`, which needs no Redis.
+//! - `cli_failed`: `failed requeue|delete` with `--queue`, `--task`,
+//!   `--error-contains`, `--since`.
 //! - `completions`: `completions bash|zsh|fish` of both kinds of binary;
 //!   bash's and fish's completion driven for real (`task <TAB>`).
 //! - `dashboard`: the web dashboard in a real headless Chromium (requeue
-//!   with a click, screenshots) and over plain HTTP (CSRF, host, token,
-//!   read-only).
+//!   with a click, quiet a supervisor; an operator's round: search,
+//!   filter, bulk requeue, pause/run/resume a schedule entry; screenshots)
+//!   and over plain HTTP (CSRF, host, token, read-only, filters, bulk
+//!   actions, search).
 //! - `e2e`: the demo binary as a real supervisor with real worker
 //!   processes: every abnormal ending, shutdown, recovery, isolation,
-//!   Redis outages (see `e2e/mod.rs`).
+//!   Redis outages, flow control, expiry, tasks enqueueing tasks, a task's
+//!   own output, traces over OTLP, errors to Sentry (see `e2e/mod.rs`).
 //! - `scheduler_store`: the scheduler's Redis side: exactly-once enqueue,
 //!   the lock fence, singleton skip.
 //! - `scheduler`: the scheduler process: two at once, takeover after
