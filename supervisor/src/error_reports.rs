@@ -13,6 +13,7 @@ use redis_tasks_protocol::Failure;
 
 /// One failed ending, as reported.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "sentry"), allow(dead_code))]
 pub(crate) struct FailedEnding<'a> {
     pub(crate) id: &'a str,
     pub(crate) task: &'a str,

@@ -56,6 +56,7 @@ fn span_id() -> String {
 
 /// How a traced run ended, for its span.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
 pub(crate) struct RunEnd<'a> {
     pub(crate) record: &'a TaskRecord,
     pub(crate) queue: &'a str,
