@@ -54,6 +54,10 @@ const POLL_MS: u16 = 250;
 /// One read's buffer.
 const CHUNK: usize = 64 * 1024;
 
+/// The buffer of the reads at a task's begin and end (usually of empty
+/// pipes).
+const DRAIN_CHUNK: usize = 4 * 1024;
+
 const STREAMS: [&str; 2] = ["stdout", "stderr"];
 
 /// The capture of one worker process's output.
@@ -212,8 +216,10 @@ impl Inner {
     }
 
     /// Reads what each open pipe holds, up to `max` bytes in all per pipe.
+    /// Called twice per task (its begin and its end), mostly on empty
+    /// pipes: a small buffer on the stack, not a zeroed 64 KiB one each time.
     fn read_open(&self, state: &mut State, max: usize, logged: &mut Vec<LogLine>) {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = [0u8; DRAIN_CHUNK];
         self.read_open_into(&mut buf, state, max, logged);
     }
 
