@@ -121,7 +121,17 @@ fn a_dead_supervisors_leftovers_are_killed_at_start() {
         .spawn()
         .expect("sleep");
     let left_pid = left.id() as i32;
-    fs::write(worker.join("cgroup.procs"), left_pid.to_string()).expect("move into the cgroup");
+    // A supervisor another test starts meanwhile may remove this empty
+    // stale cgroup first (the very cleanup under test): make it again.
+    let mut moved = Err(std::io::Error::other("not tried"));
+    for _ in 0..20 {
+        moved = fs::create_dir_all(&worker)
+            .and_then(|()| fs::write(worker.join("cgroup.procs"), left_pid.to_string()));
+        if moved.is_ok() {
+            break;
+        }
+    }
+    moved.expect("move into the cgroup");
 
     let demo = Demo::new();
     let mut running = demo.start(&["--concurrency", "1"], &[("RUST_LOG", "info")]);
