@@ -51,10 +51,10 @@ struct StoreMeta {
 
 impl StoreMeta {
     /// Starts a run of a task from `queue`: it may enqueue what the
-    /// default profile allows, up to `max` tasks.
-    fn begin(&self, queue: &str, max: u32) {
+    /// default profile allows, up to `max` tasks, in its trace.
+    fn begin(&self, queue: &str, max: u32, traceparent: Option<String>) {
         *self.children.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(Children::new(Isolation::default(), queue, max));
+            Some(Children::new(Isolation::default(), queue, max, traceparent));
     }
 
     /// The tasks the run held for its end.
@@ -138,13 +138,18 @@ pub fn run_queued(app: &App, store: &Store, queues: &[&str]) -> Result<TestRepor
         let (mut result, mut children) = (None, Vec::new());
         let conclusion = match &fetched.record {
             Ok(record) => {
-                meta.begin(&fetched.lease.queue, settings.max_children_per_task);
+                meta.begin(
+                    &fetched.lease.queue,
+                    settings.max_children_per_task,
+                    record.traceparent.clone(),
+                );
                 let run = RunTask {
                     task_id: record.id.clone(),
                     task: record.task.clone(),
                     args_json: record.args.to_string(),
                     meta_json: Value::Object(record.meta.clone()).to_string(),
-                    traceparent: None,
+                    // No supervisor span here: the task sees the producer's.
+                    traceparent: record.traceparent.clone(),
                 };
                 let (ended, output) = run_one_with_result(
                     app.registry(),

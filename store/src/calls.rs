@@ -61,6 +61,8 @@ pub(crate) fn plan_enqueue<A: Serialize + ?Sized>(
     args: &A,
     options: &EnqueueOptions,
 ) -> Result<PlannedEnqueue, StoreError> {
+    let options = options.or_current_trace();
+    let options = options.as_ref();
     options.check()?;
     let t = new_task(opts.max_args_bytes, task, args)?;
     let Some(unique) = options.unique_key() else {
@@ -104,6 +106,8 @@ pub(crate) fn plan_enqueue_many<T: AsRef<str>, A: Serialize>(
     calls: &[(T, A)],
     options: &EnqueueOptions,
 ) -> Result<PlannedEnqueue, StoreError> {
+    let options = options.or_current_trace();
+    let options = options.as_ref();
     options.check()?;
     if options.unique_key().is_some() {
         return Err(StoreError::InvalidOption {

@@ -135,6 +135,18 @@ impl EnqueueOptions {
         self
     }
 
+    /// These options, with the trace context of the calling code when
+    /// none was given (feature `opentelemetry`; without it, these).
+    pub(crate) fn or_current_trace(&self) -> std::borrow::Cow<'_, EnqueueOptions> {
+        #[cfg(feature = "opentelemetry")]
+        if self.traceparent.is_none()
+            && let Some(current) = crate::trace_context::current()
+        {
+            return std::borrow::Cow::Owned(self.clone().traceparent(current));
+        }
+        std::borrow::Cow::Borrowed(self)
+    }
+
     /// The stored `traceparent` field (empty without one).
     pub(crate) fn traceparent_field(&self) -> &str {
         self.traceparent.as_deref().unwrap_or("")

@@ -108,6 +108,8 @@ mod scripts;
 mod slots;
 mod supervisors;
 mod tasks;
+#[cfg(feature = "opentelemetry")]
+mod trace_context;
 mod unique;
 
 use std::fmt;

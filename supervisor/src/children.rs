@@ -27,6 +27,9 @@ pub struct Children {
     queue: String,
     /// `max_children_per_task`.
     max: u32,
+    /// The trace context of the asking run's span: the children's spans
+    /// join the asking task's trace.
+    traceparent: Option<String>,
     asked: u32,
     held_bytes: usize,
     held: Vec<HeldChild>,
@@ -34,11 +37,13 @@ pub struct Children {
 
 impl Children {
     /// For a run of a task from `queue` under `profile`.
-    pub fn new(profile: Isolation, queue: &str, max: u32) -> Self {
+    /// `traceparent` is the context of the run's span, if it is traced.
+    pub fn new(profile: Isolation, queue: &str, max: u32, traceparent: Option<String>) -> Self {
         Children {
             profile,
             queue: queue.to_owned(),
             max,
+            traceparent,
             asked: 0,
             held_bytes: 0,
             held: Vec::new(),
@@ -65,7 +70,10 @@ impl Children {
         }
         let args: serde_json::Value = serde_json::from_str(&request.args_json)
             .map_err(|e| format!("the arguments are not JSON: {e}"))?;
-        let options = options_of(&request)?;
+        let mut options = options_of(&request)?;
+        if let Some(traceparent) = &self.traceparent {
+            options = options.traceparent(traceparent.as_str());
+        }
         match request.mode {
             ChildMode::Now => {
                 match store.queue(queue.as_str()).enqueue_with_outcome(

@@ -125,3 +125,4 @@ mod store_unique;
 mod systemd;
 mod testing_helper;
 mod three_partitions;
+mod trace_context;

@@ -39,6 +39,8 @@ pub mod registry;
 pub mod setup;
 pub mod shutdown;
 mod sys;
+#[cfg(feature = "opentelemetry")]
+mod trace_context;
 
 pub use child::{Child, EnqueueError};
 pub use context::{MetaSink, TaskContext};

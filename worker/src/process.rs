@@ -333,13 +333,16 @@ fn run_inner(
     let mut ctx = TaskContext::new(&run.task_id, &run.task, meta, sink, shutdown);
     ctx.set_state(state);
     ctx.set_traceparent(run.traceparent.clone());
-    // The task's own `tracing` events carry its run's trace context.
-    let _span = tracing::info_span!(
+    // The task's own `tracing` events carry its run's trace context (and,
+    // with OpenTelemetry, are children of its run span).
+    let span = tracing::info_span!(
         "task",
         id = %run.task_id,
         traceparent = run.traceparent.as_deref().unwrap_or("")
-    )
-    .entered();
+    );
+    #[cfg(feature = "opentelemetry")]
+    crate::trace_context::adopt(&span, run.traceparent.as_deref());
+    let _span = span.entered();
     panic::clear_last();
     match catch_unwind(AssertUnwindSafe(|| chain.run_task(def, &ctx, args))) {
         Ok(Ok(())) => TaskResult::Success {

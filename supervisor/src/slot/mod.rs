@@ -284,19 +284,22 @@ impl Slot {
             queue,
             def.and_then(|d| d.options().isolation.as_deref()),
         );
+        // Arguments over max_args_bytes never get here: the fetch script
+        // refuses the record before it is loaded.
+        // A task enqueued with a trace context gets the context of the
+        // supervisor's span of this run (docs/tracing-and-errors.md), and
+        // so do the tasks it enqueues.
+        let run_span = crate::traces::RunSpan::of(&record);
+        let traceparent = run_span.as_ref().map(crate::traces::RunSpan::traceparent);
         let children = Children::new(
             profile.clone(),
             queue,
             current.config.settings.max_children_per_task,
+            traceparent.clone(),
         );
-        // Arguments over max_args_bytes never get here: the fetch script
-        // refuses the record before it is loaded.
-        // A task enqueued with a trace context gets the context of the
-        // supervisor's span of this run (docs/tracing-and-errors.md).
-        let run_span = crate::traces::RunSpan::of(&record);
         let inputs = RunInputs {
             children,
-            traceparent: run_span.as_ref().map(crate::traces::RunSpan::traceparent),
+            traceparent,
         };
         let (ended, made) = if profile.is_unrestricted() {
             self.execute(current, &lease, &record, timeout, inputs)

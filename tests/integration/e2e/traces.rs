@@ -135,3 +135,50 @@ fn a_bad_traceparent_is_refused_at_enqueue_with_nothing_written() {
     }
     assert_eq!(demo.store.queue("default").count().expect("count"), 0);
 }
+
+#[test]
+fn tasks_enqueued_by_a_traced_task_join_its_trace() {
+    let demo = Demo::new();
+    let (port, bodies) = crate::support::http_sink::start();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let traceparent = format!("00-{TRACE}-{PARENT}-01");
+    let url = demo.redis.url();
+    let mut parents = Vec::new();
+    for mode in ["now", "on_success"] {
+        let args = format!(r#"{{"n": 1, "queue": "kids", "mode": "{mode}", "then": "finish"}}"#);
+        parents.push(
+            Cmd::admin(&url)
+                .args(["enqueue", "fan_out", &args, "--traceparent", &traceparent])
+                .stdout(),
+        );
+    }
+    let mut sup = demo.start(
+        &["--concurrency", "2", "default"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    for id in &parents {
+        demo.wait_ended(id, Duration::from_secs(60));
+    }
+    wait_until("two run spans", Duration::from_secs(30), || {
+        spans(&bodies).iter().filter(|s| s["name"] == "run").count() >= 2
+    });
+    sup.stop();
+    let got = spans(&bodies);
+    for parent in &parents {
+        let record = demo.task(parent);
+        assert_eq!(record.status, TaskStatus::Finished);
+        let run = got
+            .iter()
+            .find(|s| s["name"] == "run" && attribute(s, "task.id") == Some(parent.as_str()))
+            .unwrap_or_else(|| panic!("no run span for {parent}: {got:#?}"));
+        let run_id = run["spanId"].as_str().expect("span id");
+        let kids = record.result.expect("the children's ids");
+        let kid = kids[0].as_str().expect("a child id");
+        // The child's wait and run will be children of the parent's run.
+        assert_eq!(
+            demo.task(kid).traceparent.as_deref(),
+            Some(format!("00-{TRACE}-{run_id}-01").as_str()),
+            "child {kid} of {parent}"
+        );
+    }
+}
