@@ -88,6 +88,7 @@ mod fetch;
 mod filter;
 mod flow;
 mod graph;
+mod history;
 mod keys;
 mod layout;
 mod maintenance;
@@ -135,6 +136,7 @@ pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,
     NodeStatus, PlannedNode,
 };
+pub use history::{BUCKETS, HISTORY_SPAN, Histogram, MinuteStats, bucket_middle};
 pub use maintenance::Reclaimed;
 pub use preview::{Clipped, MAX_FIELDS, TaskPreview};
 pub use producer::Queue;
