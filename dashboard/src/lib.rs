@@ -40,6 +40,7 @@
 mod actions;
 mod auth;
 mod bulk;
+mod charts;
 mod filter;
 mod layout;
 mod pages;
