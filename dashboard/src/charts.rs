@@ -78,7 +78,12 @@ fn x_labels(bars: &[Bar]) -> Markup {
 
 /// Stacked bars of the endings of each bar, `caption` naming the span.
 pub(crate) fn endings(bars: &[Bar], caption: &str) -> Markup {
-    let peak = bars.iter().map(|b| b.stats.total()).max().unwrap_or(0).max(1);
+    let peak = bars
+        .iter()
+        .map(|b| b.stats.total())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let plot = HEIGHT - BOTTOM - TOP;
     let w = slot_width(bars);
     let title = format!("Endings, {caption}: {}", totals(bars));
@@ -190,7 +195,12 @@ fn overall(bars: &[Bar]) -> String {
         all.merge(&b.stats);
     }
     let p = |h: &redis_tasks_store::Histogram, q| h.percentile(q).map(duration);
-    match (p(&all.run, 0.5), p(&all.run, 0.95), p(&all.wait, 0.5), p(&all.wait, 0.95)) {
+    match (
+        p(&all.run, 0.5),
+        p(&all.run, 0.95),
+        p(&all.wait, 0.5),
+        p(&all.wait, 0.95),
+    ) {
         (Some(r50), Some(r95), Some(w50), Some(w95)) => {
             format!("; overall run time p50 {r50}, p95 {r95}; queue wait p50 {w50}, p95 {w95}")
         }
@@ -268,7 +278,12 @@ mod tests {
 
     #[test]
     fn a_gap_breaks_the_lines() {
-        let bars = [bar("a", 1, 0, 10), bar("b", 0, 0, 0), bar("c", 1, 0, 20), bar("d", 1, 0, 21)];
+        let bars = [
+            bar("a", 1, 0, 10),
+            bar("b", 0, 0, 0),
+            bar("c", 1, 0, 20),
+            bar("d", 1, 0, 21),
+        ];
         let svg = times(&bars, "last hour").into_string();
         // Four lines, each a dot (bar a) and a polyline (bars c and d).
         assert_eq!(svg.matches("<circle").count(), 4, "{svg}");

@@ -79,7 +79,11 @@ impl History {
     /// The endings of the last `minutes` minutes (this one included).
     pub(crate) fn recent(&self, minutes: i64) -> MinuteStats {
         let mut sum = MinuteStats::default();
-        for m in self.minutes.iter().filter(|m| m.minute > self.now_minute - minutes) {
+        for m in self
+            .minutes
+            .iter()
+            .filter(|m| m.minute > self.now_minute - minutes)
+        {
             sum.merge(m);
         }
         sum
@@ -127,8 +131,7 @@ fn label(range: Range, start: i64, now_minute: i64) -> String {
         Range::Hour if ago.is_zero() => "now".to_owned(),
         Range::Hour => format!("{} min ago", ago.as_mins()),
         _ if ago.as_mins() < 60 => "this hour".to_owned(),
-        _ => format!("{:.1} h ago", ago.as_secs_f64() / 3600.0)
-            .replace(".0 h", " h"),
+        _ => format!("{:.1} h ago", ago.as_secs_f64() / 3600.0).replace(".0 h", " h"),
     }
 }
 
