@@ -29,9 +29,11 @@ pub(crate) struct Bar {
     pub(crate) stats: MinuteStats,
 }
 
-/// The kinds of ending, in stacking order (bottom first): their name,
-/// CSS class, and count in a bar.
-const KINDS: [(&str, &str, fn(&MinuteStats) -> u64); 4] = [
+/// A kind of ending: its name, CSS class, and count in a bar.
+type Kind = (&'static str, &'static str, fn(&MinuteStats) -> u64);
+
+/// The kinds of ending, in stacking order (bottom first).
+const KINDS: [Kind; 4] = [
     ("finished", "h-f", |s| s.finished),
     ("failed", "h-x", |s| s.failed),
     ("retried", "h-r", |s| s.retried),

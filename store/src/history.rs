@@ -26,9 +26,9 @@ pub const HISTORY_SPAN: Duration = Duration::from_secs(72 * 3600);
 pub const BUCKETS: usize = 64;
 
 /// Counts of durations in log-scale buckets: bucket 0 holds those under
-/// 1 ms, bucket `b` (1..=63) those in `[2^((b-1)/2), 2^(b/2))` ms, so a
-/// percentile read from it is within a factor of √2 of the truth (reported
-/// as the bucket's geometric middle: within about 19%).
+/// 1 ms, bucket `b` (1..=63) those in `[2^((b-1)/2), 2^(b/2))` ms. A
+/// percentile is reported as the geometric middle of the bucket holding
+/// its rank, so it is within a factor of 2^(1/4) (about 19%) of the truth.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histogram {
     counts: [u64; BUCKETS],
