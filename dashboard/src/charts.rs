@@ -16,11 +16,11 @@ use redis_tasks_store::MinuteStats;
 
 /// The drawing's size in SVG units (it scales to the page's width).
 const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 170.0;
+const HEIGHT: f64 = 240.0;
 /// Room for the y labels on the left and the x labels below.
-const LEFT: f64 = 58.0;
-const BOTTOM: f64 = 20.0;
-const TOP: f64 = 8.0;
+const LEFT: f64 = 70.0;
+const BOTTOM: f64 = 26.0;
+const TOP: f64 = 10.0;
 
 /// One bar of a chart: the endings of its minutes, merged.
 pub(crate) struct Bar {
@@ -72,7 +72,7 @@ fn x_labels(bars: &[Bar]) -> Markup {
             @if let Some(bar) = bars.get(*i) {
                 @let anchor = ["start", "middle", "end"][n];
                 @let x = match n { 0 => LEFT, 1 => LEFT + w * (*i as f64 + 0.5), _ => WIDTH };
-                text.axis x=(fmt(x)) y=(fmt(HEIGHT - 5.0)) text-anchor=(anchor) { (bar.label) }
+                text.axis x=(fmt(x)) y=(fmt(HEIGHT - 7.0)) text-anchor=(anchor) { (bar.label) }
             }
         }
     }
@@ -90,11 +90,11 @@ pub(crate) fn endings(bars: &[Bar], caption: &str) -> Markup {
     let w = slot_width(bars);
     let title = format!("Endings, {caption}: {}", totals(bars));
     html! {
-        svg.chart #endings-chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="endings-title" {
+        figure { svg.chart #endings-chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="endings-title" {
             title #endings-title { (title) }
             line.grid x1=(fmt(LEFT)) y1=(fmt(TOP)) x2=(fmt(WIDTH)) y2=(fmt(TOP)) {}
             line.grid x1=(fmt(LEFT)) y1=(fmt(TOP + plot)) x2=(fmt(WIDTH)) y2=(fmt(TOP + plot)) {}
-            text.axis x=(fmt(LEFT - 6.0)) y=(fmt(TOP + 4.0)) text-anchor="end" { (peak) }
+            text.axis x=(fmt(LEFT - 6.0)) y=(fmt(TOP + 10.0)) text-anchor="end" { (peak) }
             text.axis x=(fmt(LEFT - 6.0)) y=(fmt(TOP + plot)) text-anchor="end" { "0" }
             @for (i, bar) in bars.iter().enumerate() {
                 @if bar.stats.total() > 0 {
@@ -114,7 +114,7 @@ pub(crate) fn endings(bars: &[Bar], caption: &str) -> Markup {
                 span { svg.key viewBox="0 0 10 10" aria-hidden="true" { rect class=(class) width="10" height="10" {} } " " (name) }
                 " "
             }
-        }
+        } }
     }
 }
 
@@ -159,14 +159,14 @@ pub(crate) fn times(bars: &[Bar], caption: &str) -> Markup {
         overall(bars)
     );
     html! {
-        svg.chart #times-chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="times-title" {
+        figure { svg.chart #times-chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="times-title" {
             title #times-title { (title) }
             @for d in 0..=(decades as i32) {
                 @let v = 10f64.powi(d - 1);
                 @let y = y_of(v);
                 line.grid x1=(fmt(LEFT)) y1=(fmt(y)) x2=(fmt(WIDTH)) y2=(fmt(y)) {}
                 @if d > 0 {
-                    text.axis x=(fmt(LEFT - 6.0)) y=(fmt(y + 4.0)) text-anchor="end" { (duration(Duration::from_secs_f64(v / 1000.0))) }
+                    text.axis x=(fmt(LEFT - 6.0)) y=(fmt(y + 6.0)) text-anchor="end" { (duration(Duration::from_secs_f64(v / 1000.0))) }
                 }
             }
             @for (name, class, run, q) in &LINES {
@@ -186,7 +186,7 @@ pub(crate) fn times(bars: &[Bar], caption: &str) -> Markup {
                 span { svg.key viewBox="0 0 20 10" aria-hidden="true" { line class=(class) x1="0" y1="5" x2="20" y2="5" {} } " " (name) }
                 " "
             }
-        }
+        } }
     }
 }
 

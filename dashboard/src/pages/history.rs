@@ -153,8 +153,10 @@ pub(crate) fn section(path: &str, h: &History) -> Markup {
                 }
             }
             p #history-totals { (charts::totals(&h.bars)) " (" (caption) ")." }
-            (charts::endings(&h.bars, caption))
-            (charts::times(&h.bars, caption))
+            div.charts {
+                (charts::endings(&h.bars, caption))
+                (charts::times(&h.bars, caption))
+            }
             details {
                 summary { "The numbers" }
                 (table(&h.bars))
