@@ -252,7 +252,7 @@ fn hostile_record_fields_and_keys_break_neither_an_ending_nor_the_read() {
     let q = store.queue("bad");
     let s = slot(&store, "s1", "bad");
     let mut conn = server.client();
-    for _ in 0..2 {
+    for _ in 0..3 {
         q.enqueue("send", &json!([])).expect("enqueue");
     }
     let id = take(&store, &s);
@@ -287,6 +287,32 @@ fn hostile_record_fields_and_keys_break_neither_an_ending_nor_the_read() {
         Some(redis_tasks::store::bucket_middle(0))
     );
 
+    // Long hostile times and attempts cost linear time, not quadratic (a
+    // pattern that backtracks over 20 KB of spaces holds Redis for seconds).
+    let id = take(&store, &s);
+    let long_time = format!("2026-01-01T00:00:00{}x", " ".repeat(20_000));
+    let many_dues = format!("[{}]", r#"{"next_attempt_at":"#.repeat(10_000));
+    let _: () = redis::cmd("HSET")
+        .arg(n.task("bad", &id))
+        .arg("enqueued_at")
+        .arg(&long_time)
+        .arg("attempts")
+        .arg(&many_dues)
+        .query(&mut conn)
+        .expect("hset");
+    let began = std::time::Instant::now();
+    assert!(
+        store
+            .finish(&s.id, &id, TaskStatus::Finished, None, end)
+            .expect("finish")
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(total(&store, Some("bad")).finished, 2);
+
     // Garbage in the hour's key: a count is lost, the ending is not.
     let key = n
         .home("bad")
@@ -305,8 +331,8 @@ fn hostile_record_fields_and_keys_break_neither_an_ending_nor_the_read() {
             .finish(&s.id, &id, TaskStatus::Finished, None, end)
             .expect("finish")
     );
-    // The two endings counted, the foreign fields skipped.
-    assert_eq!(total(&store, Some("bad")).total(), 2);
+    // The three endings counted, the foreign fields skipped.
+    assert_eq!(total(&store, Some("bad")).total(), 3);
     // A key of another type: the ending still goes through.
     let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).expect("del");
     let _: () = redis::cmd("SET")

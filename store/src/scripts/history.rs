@@ -21,13 +21,25 @@ local function hbucket(s)
   return math.min(63, math.floor(2 * math.log(s * 1000) / math.log(2)) + 1)
 end
 -- When a run's wait began: the due time of its retry (the last
--- `next_attempt_at` in `attempts`), else `enqueued`.
+-- `next_attempt_at` in `attempts`, as `attempt` encodes it), else
+-- `enqueued`. Plain finds only: a hostile field costs linear time.
 local function wait_from(enqueued, attempts)
-  if type(attempts) == 'string' then
-    local due = string.match(attempts, '.*"next_attempt_at"%s*:%s*"([^"]*)"')
-    if due then return due end
+  if type(attempts) ~= 'string' then return enqueued end
+  local key, at, from = '"next_attempt_at":"', nil, 1
+  while true do
+    local i = string.find(attempts, key, from, true)
+    if not i then break end
+    at, from = i + #key, i + 1
   end
-  return enqueued
+  local due = at and string.match(string.sub(attempts, at, at + 40), '^([^"]*)"')
+  return due or enqueued
+end
+-- The seconds of an RFC 3339 time of a record, or nil; a text longer than
+-- any such time is not parsed at all (`epoch` backtracks over long runs of
+-- spaces: 20 KB of them hold Redis for seconds).
+local function hepoch(text)
+  if type(text) == 'string' and #text <= 64 then return epoch(text) end
+  return nil
 end
 local function tally(q, status, now_s, started, since)
   local kind, t = HISTORY_KINDS[status], tonumber(now_s)
@@ -36,8 +48,7 @@ local function tally(q, status, now_s, started, since)
   end
   local run, wait = '-', '-'
   if type(started) == 'string' then
-    local s = epoch(started)
-    local w = type(since) == 'string' and epoch(since)
+    local s, w = hepoch(started), hepoch(since)
     run, wait = 0, 0
     if s then run = hbucket(t - s) end
     if s and w then wait = hbucket(s - w) end
