@@ -37,6 +37,8 @@
 //! - Admin views: `registry`: the finished and failed registries. `admin`:
 //!   counts, queue lengths, deleting a failed task. `preview`: clipped
 //!   records. `layout`: partition and key names for programs reading Redis.
+//!   `history`: the per-minute counts of endings the ending scripts keep,
+//!   with run time and queue wait percentiles.
 //! - `schedule`: the scheduler's last run per entry and its fenced,
 //!   exactly-once enqueue; pausing, resuming and "run now" of an entry.
 //!   `supervisors`: what running supervisors report about themselves,
