@@ -2,7 +2,7 @@
 //! endings of the last hour, day or three days (`?range=1h|24h|72h`, plain
 //! links) in bars, drawn by `charts`, with the numbers in a table.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use maud::{Markup, html};
 use redis_tasks_store::{MinuteStats, Store, StoreError};
 use serde::Deserialize;
@@ -106,7 +106,7 @@ pub(crate) fn read(
     let minutes = store.history(queue, since, now)?;
     let mut bars: Vec<Bar> = (0..count)
         .map(|i| Bar {
-            label: label(range, first_start + i * per, now_minute),
+            label: label(first_start + i * per, now_minute),
             stats: MinuteStats::default(),
         })
         .collect();
@@ -124,14 +124,15 @@ pub(crate) fn read(
     })
 }
 
-/// A bar's label: how long before now it starts.
-fn label(range: Range, start: i64, now_minute: i64) -> String {
-    let ago = SignedDuration::from_mins(now_minute - start);
-    match range {
-        Range::Hour if ago.is_zero() => "now".to_owned(),
-        Range::Hour => format!("{} min ago", ago.as_mins()),
-        _ if ago.as_mins() < 60 => "this hour".to_owned(),
-        _ => format!("{:.1} h ago", ago.as_secs_f64() / 3600.0).replace(".0 h", " h"),
+/// A bar's label: how long before now it starts ("now", "45 min ago",
+/// "2 h 15 min ago").
+fn label(start: i64, now_minute: i64) -> String {
+    let ago = (now_minute - start).max(0);
+    match (ago / 60, ago % 60) {
+        (0, 0) => "now".to_owned(),
+        (0, m) => format!("{m} min ago"),
+        (h, 0) => format!("{h} h ago"),
+        (h, m) => format!("{h} h {m} min ago"),
     }
 }
 
@@ -193,4 +194,31 @@ fn table(bars: &[Bar]) -> Markup {
 /// The path of queue `name`'s page.
 pub(crate) fn queue_path(name: &str) -> String {
     format!("/queues/{}", seg(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_say_how_long_ago_a_bar_starts() {
+        assert_eq!(label(100, 100), "now");
+        assert_eq!(label(55, 100), "45 min ago");
+        assert_eq!(label(0, 120), "2 h ago");
+        assert_eq!(label(0, 135), "2 h 15 min ago");
+    }
+
+    #[test]
+    fn unknown_ranges_are_the_last_hour() {
+        let of = |r: Option<&str>| {
+            RangeQuery {
+                range: r.map(str::to_owned),
+            }
+            .range()
+        };
+        assert_eq!(of(Some("24h")), Range::Day);
+        assert_eq!(of(Some("72h")), Range::ThreeDays);
+        assert_eq!(of(Some("<script>")), Range::Hour);
+        assert_eq!(of(None), Range::Hour);
+    }
 }
