@@ -53,9 +53,13 @@ button.danger { border-color:var(--bad); color:var(--bad); }
 .actions { display:flex; flex-wrap:wrap; gap:.5rem; margin:.8rem 0; }
 dl { display:grid; grid-template-columns:max-content 1fr; gap:.3rem 1rem; margin:0; }
 dt { color:var(--muted); } dd { margin:0; word-break:break-word; }
-.bars { display:flex; align-items:flex-end; gap:3px; height:5rem; background:var(--card); border:1px solid var(--line); padding:.4rem; border-radius:6px; }
-.bar { flex:1; display:flex; flex-direction:column; justify-content:flex-end; height:100%; }
-.bar .f { background:var(--ok); } .bar .x { background:var(--bad); }
+.charts { display:grid; grid-template-columns:repeat(auto-fit, minmax(20rem, 1fr)); gap:0 1rem; } figure { margin:0; }
+svg.chart { display:block; width:100%; height:auto; background:var(--card); border:1px solid var(--line); border-radius:6px; margin-top:.4rem; }
+svg.chart .grid { stroke:var(--line); } svg.chart .axis { fill:var(--muted); font-size:17px; }
+.h-f { fill:var(--ok); } .h-x { fill:var(--bad); } .h-r { fill:var(--warn); } .h-c { fill:var(--muted); }
+.l-run, .l-wait { fill:none; stroke-width:1.6; } .l-run { stroke:var(--run); } .l-wait { stroke:var(--warn); }
+circle.l-run { fill:var(--run); } circle.l-wait { fill:var(--warn); } .p95 { stroke-dasharray:4 3; }
+p.legend { margin:.2rem 0 .6rem; font-size:.85rem; color:var(--muted); } svg.key { width:1.4em; height:.8em; vertical-align:middle; }
 input[type=text], input[type=password] { font:inherit; padding:.35rem; border:1px solid var(--line); border-radius:6px; background:var(--card); color:var(--fg); max-width:100%; }
 @media (max-width: 40rem) { main { padding:.6rem; } th, td { padding:.3rem .4rem; } }
 "#;

@@ -11,7 +11,10 @@
 //!   pages; `registries.rs` the failed, finished and expired lists and
 //!   their filter; `search.rs` the task id search; `task.rs` the task page;
 //!   `delayed.rs` the delayed set; `schedule_graph.rs` the schedule and
-//!   task graph pages; `supervisors.rs` the supervisors page.
+//!   task graph pages; `supervisors.rs` the supervisors page;
+//!   `history.rs` the history section (range links, charts, table) of the
+//!   overview and queue pages.
+//! - `charts`: the history charts as SVG written by hand.
 //! - `filter`: the registry filter form (queue, task, error text, since).
 //! - `bulk`: requeue or delete many failed tasks, cancel many queued
 //!   ones, through a confirmation.
@@ -40,6 +43,7 @@
 mod actions;
 mod auth;
 mod bulk;
+mod charts;
 mod filter;
 mod layout;
 mod pages;

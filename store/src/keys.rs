@@ -91,6 +91,14 @@ impl Keys {
         format!("{}:task_held:{task}", self.prefix)
     }
 
+    /// `P:history:<q>:<hour>`: HASH of the counts of queue `q`'s endings
+    /// in one hour (hours since the unix epoch), field
+    /// `<minute>:<kind>:<run bucket>:<wait bucket>`; expires 76 hours
+    /// after the hour began.
+    pub fn history(&self, queue: &str, hour: i64) -> String {
+        format!("{}:history:{queue}:{hour}", self.prefix)
+    }
+
     /// `P:queues`: the SET of queue names in use.
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)

@@ -37,6 +37,8 @@
 //! - Admin views: `registry`: the finished and failed registries. `admin`:
 //!   counts, queue lengths, deleting a failed task. `preview`: clipped
 //!   records. `layout`: partition and key names for programs reading Redis.
+//!   `history`: the per-minute counts of endings the ending scripts keep,
+//!   with run time and queue wait percentiles.
 //! - `schedule`: the scheduler's last run per entry and its fenced,
 //!   exactly-once enqueue; pausing, resuming and "run now" of an entry.
 //!   `supervisors`: what running supervisors report about themselves,
@@ -88,6 +90,7 @@ mod fetch;
 mod filter;
 mod flow;
 mod graph;
+mod history;
 mod keys;
 mod layout;
 mod maintenance;
@@ -137,6 +140,7 @@ pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,
     NodeStatus, PlannedNode,
 };
+pub use history::{BUCKETS, HISTORY_SPAN, Histogram, MinuteStats, bucket_middle};
 pub use maintenance::Reclaimed;
 pub use preview::{Clipped, MAX_FIELDS, TaskPreview};
 pub use producer::Queue;

@@ -1882,3 +1882,77 @@ fn a_browser_searches_filters_and_requeues_in_bulk_and_pauses_a_schedule_entry()
     assert!(text(&tab, "#entry-nightly-report").contains("active"));
     scheduler.stop();
 }
+
+#[test]
+fn the_overview_and_queue_pages_chart_the_history_of_endings() {
+    let (demo, _) = demo_with_a_failed_task();
+    let queued = demo.store.queue("reports").ids(0, 1).expect("ids");
+    demo.store.cancel_task(&queued[0]).expect("cancel");
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+
+    let page = http(port, "GET", "/", &[], "");
+    assert_eq!(page.status, 200);
+    let totals = "1 finished, 1 failed, 0 retried, 1 canceled";
+    assert!(
+        element(&page.body, "history-totals").contains(totals),
+        "{}",
+        page.body
+    );
+    assert!(
+        element(&page.body, "endings-title")
+            .contains(&format!("Endings, last hour, per minute: {totals}")),
+        "{}",
+        page.body
+    );
+    assert!(
+        element(&page.body, "times-title").contains("overall run time p50"),
+        "{}",
+        page.body
+    );
+    // Two bars' worth of rectangles at most (one minute, or two when the
+    // endings straddled one), one per kind present.
+    let finished_rects = page.body.matches(r#"<rect class="h-f""#).count();
+    assert!((1..=2).contains(&finished_rects), "{}", page.body);
+    assert!(page.body.contains(r#"<table id="history-table""#));
+    assert_eq!(
+        element(&page.body, "recent-finished"),
+        r#"id="recent-finished">1"#
+    );
+    // The range links, and no outside asset.
+    assert!(page.body.contains(r#"href="/?range=72h""#), "{}", page.body);
+    assert!(!page.body.contains("src="), "{}", page.body);
+    let three_days = http(port, "GET", "/?range=72h", &[], "");
+    assert!(
+        element(&three_days.body, "history-totals").contains("last 72 hours, per hour"),
+        "{}",
+        three_days.body
+    );
+    assert!(element(&three_days.body, "history-totals").contains(totals));
+    assert_eq!(
+        three_days.body.matches(r#"<rect class="h-x""#).count(),
+        1 + 1
+    );
+
+    // Per queue: the default queue's runs, the reports queue's cancel.
+    let default = http(port, "GET", "/queues/default?range=24h", &[], "");
+    assert!(
+        element(&default.body, "history-totals")
+            .contains("1 finished, 1 failed, 0 retried, 0 canceled (last 24 hours"),
+        "{}",
+        default.body
+    );
+    assert!(default.body.contains(r#"href="/queues/default?range=1h""#));
+    let reports = http(port, "GET", "/queues/reports", &[], "");
+    assert!(
+        element(&reports.body, "history-totals")
+            .contains("0 finished, 0 failed, 0 retried, 1 canceled"),
+        "{}",
+        reports.body
+    );
+    assert!(
+        element(&reports.body, "times-title").contains("no run in this span"),
+        "{}",
+        reports.body
+    );
+}

@@ -18,6 +18,8 @@
 //!   them: written with its finish, by no other ending.
 //! - `store_expiry`: task expiry decided by the fetch scripts.
 //! - `store_flow`: flow control per queue and per task function, pokes.
+//! - `store_history`: the per-minute history of endings: counts by kind,
+//!   run time and wait percentiles, expiry, hostile fields and keys.
 //! - `store_slots`: slot registration, heartbeats, locks, dead slots,
 //!   reclaim.
 //! - `store_fetch`: reliable fetch, priority, blocking wait, fencing,
@@ -114,6 +116,7 @@ mod store_expiry;
 mod store_fetch;
 mod store_finish_fetch;
 mod store_flow;
+mod store_history;
 mod store_partitions;
 mod store_producer;
 mod store_registry;

@@ -42,6 +42,9 @@ mod store_finish_fetch;
 #[path = "store_flow.rs"]
 mod store_flow;
 #[allow(clippy::duplicate_mod)]
+#[path = "store_history.rs"]
+mod store_history;
+#[allow(clippy::duplicate_mod)]
 #[path = "store_producer.rs"]
 mod store_producer;
 #[allow(clippy::duplicate_mod)]

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use maud::{Markup, html};
 use redis_tasks_protocol::{Progress, TaskRecord, TaskStatus};
-use redis_tasks_store::{RegistryKind, Store, StoreError, WorkerInfo};
+use redis_tasks_store::{Store, StoreError, WorkerInfo};
 use serde::Deserialize;
 
 mod delayed;
+mod history;
 mod registries;
 mod schedule_graph;
 mod search;
@@ -124,9 +125,8 @@ pub(super) fn pager_with(path: &str, query: &str, page: usize, total: u64) -> Ma
     }
 }
 
-/// Minutes per bar of the overview's chart, and how many bars.
-const BUCKET_MINUTES: i64 = 5;
-const BUCKETS: i64 = 12;
+/// The span of the overview's "last minutes" counts.
+const RECENT_MINUTES: i64 = 5;
 
 /// `?done=...` after an action: one of a few fixed words, so that a link
 /// cannot make the dashboard say what someone else wrote.
@@ -184,26 +184,22 @@ struct Overview {
     finished: u64,
     /// Tasks in the expired registry.
     expired: u64,
-    /// (finished, failed) per bucket, oldest first.
-    buckets: Vec<(u64, u64)>,
+    /// The endings of the chosen range, every queue.
+    history: history::History,
     workers: Vec<(WorkerInfo, Option<TaskRecord>, Option<Progress>)>,
 }
 
-fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> {
+fn read_overview(
+    store: &Store,
+    range: history::Range,
+    now: Timestamp,
+) -> Result<Overview, StoreError> {
     let mut queues = Vec::new();
     for name in store.queues()? {
         let len = store.queue(name.as_str()).count()?;
         queues.push((name, len));
     }
-    let mut buckets = Vec::new();
-    for i in (0..BUCKETS).rev() {
-        let to = now - SignedDuration::from_mins(i * BUCKET_MINUTES);
-        let from = to - SignedDuration::from_mins(BUCKET_MINUTES);
-        buckets.push((
-            store.count_ended_between(RegistryKind::Finished, from, to)?,
-            store.count_ended_between(RegistryKind::Failed, from, to)?,
-        ));
-    }
+    let history = history::read(store, None, range, now)?;
     let infos = store.worker_infos()?;
     let current: Vec<String> = infos
         .iter()
@@ -225,29 +221,26 @@ fn read_overview(store: &Store, now: Timestamp) -> Result<Overview, StoreError> 
         failed: store.failed().count()?,
         finished: store.finished().count()?,
         expired: store.expired().count()?,
-        buckets,
+        history,
         workers,
     })
 }
 
 /// `/`: queues, throughput, workers.
-pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn overview(
+    State(state): State<Arc<AppState>>,
+    Query(rq): Query<history::RangeQuery>,
+) -> Response {
     let now = Timestamp::now();
-    let read = state.blocking(move |store| read_overview(store, now)).await;
+    let range = rq.range();
+    let read = state
+        .blocking(move |store| read_overview(store, range, now))
+        .await;
     let o = match read {
         Ok(o) => o,
         Err(e) => return store_error(&state, &e),
     };
-    let (last_finished, last_failed) = o.buckets.last().copied().unwrap_or_default();
-    let hour_finished: u64 = o.buckets.iter().map(|b| b.0).sum();
-    let hour_failed: u64 = o.buckets.iter().map(|b| b.1).sum();
-    let peak = o
-        .buckets
-        .iter()
-        .map(|b| b.0 + b.1)
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let recent = o.history.recent(RECENT_MINUTES);
     let waiting: u64 = o.queues.iter().map(|q| q.1).sum();
     let busy = o
         .workers
@@ -260,23 +253,14 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
             div.card { div.n #waiting { (waiting) } div.l { "waiting in queues" } }
             div.card { a href="/delayed" { div.n #scheduled-count { (o.scheduled) } } div.l { "scheduled for later" } }
             div.card { div.n { (busy) " / " (o.workers.len()) } div.l { "slots busy" } }
-            div.card { div.n { (last_finished) } div.l { "finished, last " (BUCKET_MINUTES) " min" } }
-            div.card { div.n { (last_failed) } div.l { "failed, last " (BUCKET_MINUTES) " min" } }
+            div.card { div.n #recent-finished { (recent.finished) } div.l { "finished, last " (RECENT_MINUTES) " min" } }
+            div.card { div.n #recent-failed { (recent.failed) } div.l { "failed, last " (RECENT_MINUTES) " min" } }
             div.card { a href="/failed" { div.n #failed-count { (o.failed) } } div.l { "in the failed registry" } }
             div.card { div.n #canceled-count { (o.canceled) } div.l { "canceled" } }
             div.card { a href="/finished" { div.n { (o.finished) } } div.l { "in the finished registry" } }
             div.card { a href="/expired" { div.n #expired-count { (o.expired) } } div.l { "expired, never run" } }
         }
-        h2 { "Finished and failed, last hour" }
-        div.bars role="img" aria-label={ (hour_finished) " finished and " (hour_failed) " failed in the last hour" } {
-            @for (finished, failed) in &o.buckets {
-                div.bar title={ (finished) " finished, " (failed) " failed" } {
-                    div.x style={ "height:" (failed * 100 / peak) "%" } {}
-                    div.f style={ "height:" (finished * 100 / peak) "%" } {}
-                }
-            }
-        }
-        p.muted { (hour_finished) " finished and " (hour_failed) " failed in the last hour, in bars of " (BUCKET_MINUTES) " minutes (newest on the right)." }
+        (history::section("/", &o.history))
         h2 { "Queues" }
         @if o.queues.is_empty() {
             p.muted { "No queue in use." }
@@ -337,8 +321,7 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
     page(&state, "Overview", true, body).into_response()
 }
 
-/// How many slots listen on `queue` (throughput is per fleet, in the
-/// chart above: the registries do not keep counts per queue).
+/// How many slots listen on `queue` (its throughput is on its page).
 fn listeners(
     workers: &[(WorkerInfo, Option<TaskRecord>, Option<Progress>)],
     queue: &str,
@@ -440,9 +423,11 @@ pub(crate) async fn queue(
     Path(name): Path<String>,
     Query(msg): Query<Flash>,
     Query(paging): Query<Paging>,
+    Query(rq): Query<history::RangeQuery>,
 ) -> Response {
     let queue_name = name.clone();
     let page_no = paging.page();
+    let range = rq.range();
     let read = state
         .blocking(move |store| {
             let queue = store.queue(queue_name.as_str());
@@ -450,10 +435,11 @@ pub(crate) async fn queue(
             let ids = queue.ids(page_no * LIST_LIMIT, LIST_LIMIT)?;
             let records = listed(store, &ids)?;
             let flow = store.queue_state(&queue_name)?;
-            Ok::<_, StoreError>((total, ids, records, flow))
+            let history = history::read(store, Some(&queue_name), range, Timestamp::now())?;
+            Ok::<_, StoreError>((total, ids, records, flow, history))
         })
         .await;
-    let (total, ids, records, flow) = match read {
+    let (total, ids, records, flow, history) = match read {
         Ok(read) => read,
         Err(e) => return store_error(&state, &e),
     };
@@ -469,6 +455,7 @@ pub(crate) async fn queue(
         }
         (task_table(&state, &ids, &records, now, true, select.then_some(crate::bulk::FORM_ID)))
         (pager(&format!("/queues/{}", seg(&name)), page_no, total))
+        (history::section(&history::queue_path(&name), &history))
     };
     page(&state, &format!("Queue {name}"), true, body).into_response()
 }

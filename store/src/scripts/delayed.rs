@@ -144,6 +144,7 @@ need(KEYS[1], 'hash')
 need(KEYS[2], 'zset')
 if redis.call('HGET', KEYS[1], 'status') ~= 'scheduled' then return 0 end
 if redis.call('ZREM', KEYS[2], ARGV[2]) == 0 then return 0 end
+tally_of(KEYS[1], 'canceled', epoch(ARGV[3]))
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'run_at')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -222,6 +223,7 @@ if redis.call('EXISTS', hash) == 1 then
   redis.call('HSET', hash, 'state', 'idle', 'current_task', '')
 end
 if redis.call('EXISTS', tk) == 0 then return 1 end
+tally_of(tk, 'retried', epoch(ARGV[3]))
 append(tk, 'attempts', attempt(tk, ARGV[3], 'failed', ARGV[4], ARGV[5]))
 redis.call('HSET', tk, 'status', 'scheduled', 'error', ARGV[4], 'run_at', ARGV[5])
 -- The next attempt starts with no progress report.
@@ -254,6 +256,7 @@ if redis.call('EXISTS', tk) == 0 then return 1 end
 if redis.call('HEXISTS', tk, 'attempts') == 1 then
   append(tk, 'attempts', attempt(tk, ARGV[3], 'canceled', ARGV[4], ''))
 end
+tally_of(tk, 'canceled', epoch(ARGV[3]))
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3], 'error', ARGV[4])
 redis.call('HDEL', tk, 'worker')
 redis.call('EXPIRE', tk, ARGV[5])

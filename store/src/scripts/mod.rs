@@ -17,6 +17,9 @@
 //! redis-rs sends each script by its SHA1 (`EVALSHA`) and loads it on the
 //! first `NOSCRIPT`.
 
+#[macro_use]
+mod history;
+
 /// The value of the schema marker `P:schema`: the format's name and version.
 macro_rules! schema_marker {
     () => {
@@ -30,7 +33,8 @@ macro_rules! schema_marker {
 /// ours), `start(...)` marks a task that was just moved into a slot's
 /// list as running and returns its fields, the queue it came from, or why
 /// it is too large to load (`oversize`), and `ended(...)` does what every final end of a task
-/// does besides its status: free its uniqueness key, wake its waiters.
+/// does besides its status: free its uniqueness key, wake its waiters;
+/// `tally(...)` counts an ending in the history (see `history`).
 /// `start` first ends a task whose `expires_at` has passed (Redis's
 /// clock) as `expired` instead (`expire_due`, noted in `EXPIRED` for the
 /// script's reply).
@@ -317,7 +321,8 @@ local function with_expired(rec)
   if #EXPIRED == 0 then return rec end
   return {'expired', EXPIRED, rec}
 end
-"#
+"#,
+            history_lua!()
         )
     };
 }

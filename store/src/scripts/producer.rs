@@ -57,6 +57,7 @@ end
 local gf = redis.call('HMGET', tk, 'graph', 'graph_node')
 local gp = gplan_of(gf[1], gf[2], ARGV[2], 'canceled')
 redis.call('LREM', qk, 0, ARGV[2])
+tally_of(tk, 'canceled', epoch(ARGV[3]))
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('EXPIRE', tk, ARGV[4])
 ended(tk, ARGV[2], 'canceled', ARGV[4])

@@ -256,7 +256,7 @@ end
 -- its children (`kids`, see children_of) in the same step.
 local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids)
   local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue',
-    'graph', 'graph_node')
+    'graph', 'graph_node', 'enqueued_at')
   local registered = redis.call('HLEN', hash) > 0
   local rows = st == 'finished' and children_of(kids)
   -- A graph node moves its graph on in this same step (read and
@@ -296,6 +296,7 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     redis.call('HSET', tk, unpack(set))
     redis.call('HDEL', tk, unpack(del))
     ended(tk, id, st, ttl, f[5] or '')
+    tally(f[6], st, score, f[4], wait_from(f[9], f[3]))
     if rows then release(rows) end
     gapply_of(gp, now)
   end

@@ -4,6 +4,8 @@
 //! - `async_tasks`: async task functions end exactly like synchronous ones.
 //! - `flow_control`: concurrency and rate limits shared by supervisors,
 //!   pause and resume, the `queue` admin verbs, limits seeded by settings.
+//! - `history`: the per-minute history of endings, written by a real
+//!   supervisor's endings.
 //! - `outcomes`: every abnormal ending a task can cause itself (docs/architecture.md).
 //! - `shutdown`: graceful and immediate shutdown, the postpone guard.
 //! - `recovery`: kill -9 of a supervisor, recovery by restart and by
@@ -50,6 +52,7 @@ mod children;
 mod dynamic_users;
 mod expiry;
 mod flow_control;
+mod history;
 mod hostile_identity;
 mod hostile_ipc;
 mod hostile_namespaces;
