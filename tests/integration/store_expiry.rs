@@ -364,3 +364,44 @@ fn an_expiry_written_with_an_offset_is_read_on_the_same_clock() {
         TaskStatus::Expired
     );
 }
+
+/// A hostile producer's expiry (a valid time followed by 20 KB of spaces
+/// and a letter) once held Redis for seconds in the fetch script (the
+/// time pattern backtracked over the spaces); now it is refused on sight.
+/// Redis's own slow log is the witness, with a threshold a thousand times
+/// above a fetch's cost.
+#[test]
+fn a_padded_expiry_does_not_hold_redis() {
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store();
+    let mut c = server.client();
+    store.register_slot(&slot("s1")).expect("register");
+    let id = store
+        .queue("q")
+        .enqueue_with("t", &1, &an_hour())
+        .expect("enqueue");
+    let padded = format!("{}{}x", a_minute_ago(), " ".repeat(20_000));
+    hset(&mut c, &n.task_of(&id), "expires_at", &padded);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(1_000_000)
+        .query::<()>(&mut c)
+        .expect("slowlog threshold");
+    redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query::<()>(&mut c)
+        .expect("slowlog reset");
+    let fetched = store.fetch("s1", &queues(&["q"]), Duration::ZERO);
+    let slow: usize = redis::cmd("SLOWLOG")
+        .arg("LEN")
+        .query(&mut c)
+        .expect("slowlog len");
+    assert_eq!(slow, 0, "a call took over a second");
+    // Not a time: the task is fetched and its record reported unreadable
+    // by the reader, not expired by a guess.
+    let f = fetched.expect("fetch").expect("the task");
+    assert_eq!(f.id, id);
+    assert!(f.record.is_err(), "{:?}", f.record);
+}

@@ -34,13 +34,6 @@ local function wait_from(enqueued, attempts)
   local due = at and string.match(string.sub(attempts, at, at + 40), '^([^"]*)"')
   return due or enqueued
 end
--- The seconds of an RFC 3339 time of a record, or nil; a text longer than
--- any such time is not parsed at all (`epoch` backtracks over long runs of
--- spaces: 20 KB of them hold Redis for seconds).
-local function hepoch(text)
-  if type(text) == 'string' and #text <= 64 then return epoch(text) end
-  return nil
-end
 local function tally(q, status, now_s, started, since)
   local kind, t = HISTORY_KINDS[status], tonumber(now_s)
   if not kind or not t or not (t > 0 and t < 1e11) or type(q) ~= 'string' or q == '' then
@@ -48,7 +41,7 @@ local function tally(q, status, now_s, started, since)
   end
   local run, wait = '-', '-'
   if type(started) == 'string' then
-    local s, w = hepoch(started), hepoch(since)
+    local s, w = epoch(started), epoch(since)
     run, wait = 0, 0
     if s then run = hbucket(t - s) end
     if s and w then wait = hbucket(s - w) end

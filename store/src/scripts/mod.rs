@@ -255,6 +255,9 @@ end
 -- Seconds since the epoch of an RFC 3339 time (`Z` or a `+hh:mm` offset),
 -- or nil when the text is not one.
 local function epoch(text)
+  -- No time is longer; and the pattern backtracks over long runs of
+  -- spaces (20 KB of them held Redis for seconds).
+  if type(text) ~= 'string' or #text > 64 then return nil end
   local y, mo, d, h, mi, sec, frac, zone = string.match(text,
     '^%s*(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.-)%s*$')
   if not y then return nil end
