@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use redis_tasks::store::Ending;
 use redis_tasks::{StoreError, TaskStatus};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{RedisServer, snapshot, wait_until};
 
@@ -388,4 +389,79 @@ fn wrong_key_types_on_the_fetch_path_are_named_and_nothing_changes() {
         );
         assert_eq!(snapshot(&mut c), before);
     }
+}
+
+/// Lists of past runs padded by a hostile producer (`[`, 20 KB of spaces,
+/// `]`) once held Redis for seconds where the end scripts trimmed them (a
+/// lazy pattern before `%s*$` backtracks over every space); Redis's slow
+/// log, with a threshold a thousand times above a script's cost, stays
+/// empty now, and the runs are still appended.
+#[test]
+fn padded_lists_of_runs_do_not_hold_redis() {
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store();
+    let mut c = server.client();
+    let q = store.queue("default");
+    let ended = q.enqueue("t", &1).expect("ended");
+    let requeued = q.enqueue("t", &2).expect("requeued");
+    let padded = format!("[{}]", " ".repeat(20_000));
+    for (id, field) in [(&ended, "attempts"), (&requeued, "aborted_runs")] {
+        redis::cmd("HSET")
+            .arg(n.task_of(id))
+            .arg(field)
+            .arg(&padded)
+            .query::<()>(&mut c)
+            .expect("hset");
+    }
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(1_000_000)
+        .query::<()>(&mut c)
+        .expect("slowlog threshold");
+    redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query::<()>(&mut c)
+        .expect("slowlog reset");
+    let names = queues(&["default"]);
+    let first = store
+        .fetch("s1", &names, Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(first.id, ended);
+    let failed = Ending::Failed { error: "no" };
+    assert!(
+        store
+            .conclude(&first.lease, failed, Timestamp::now())
+            .expect("conclude")
+    );
+    let second = store
+        .fetch("s1", &names, Duration::ZERO)
+        .expect("fetch")
+        .expect("task");
+    assert_eq!(second.id, requeued);
+    assert!(
+        store
+            .requeue_interrupted("s1", &requeued, "worker died", Timestamp::now())
+            .expect("requeue")
+    );
+    let slow: usize = redis::cmd("SLOWLOG")
+        .arg("LEN")
+        .query(&mut c)
+        .expect("slowlog len");
+    assert_eq!(slow, 0, "a call took over a second");
+    let mut runs = |id: &str, f: &str| -> Value {
+        let text: String = redis::cmd("HGET")
+            .arg(n.task_of(id))
+            .arg(f)
+            .query(&mut c)
+            .expect("hget");
+        serde_json::from_str(&text).expect("a JSON list")
+    };
+    assert_eq!(runs(&ended, "attempts").as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        runs(&requeued, "aborted_runs").as_array().map(Vec::len),
+        Some(1)
+    );
 }

@@ -15,15 +15,7 @@ macro_rules! attempt_helpers {
     () => {
         r#"
 local function append(tk, field, item)
-  local old = redis.call('HGET', tk, field)
-  local list = '[' .. item .. ']'
-  if old then
-    old = string.match(old, '^%s*(.-)%s*$')
-    if string.match(old, '^%[.*%]$') and not string.match(old, '^%[%s*%]$') then
-      list = string.sub(old, 1, -2) .. ',' .. item .. ']'
-    end
-  end
-  redis.call('HSET', tk, field, list)
+  redis.call('HSET', tk, field, (appended(redis.call('HGET', tk, field), item)))
 end
 local function attempt(tk, now, status, err, nxt)
   local started = redis.call('HGET', tk, 'started_at')

@@ -55,6 +55,20 @@ local function need(key, want)
 end
 local function is(key, want) return redis.call('TYPE', key).ok == want end
 local function ours(tk) return redis.call('HEXISTS', tk, 'task') == 1 end
+-- The JSON array text `old` (a record's field: maybe missing, maybe
+-- anything) with the JSON text `item` appended, and whether `old` was an
+-- array; anything else starts a new one. Linear in #old: no pattern
+-- backtracks over runs of spaces a producer may pad a field with.
+local function appended(old, item)
+  if type(old) ~= 'string' then return '[' .. item .. ']', false end
+  local i, j = string.find(old, '%S'), #old
+  while j > 0 and string.find(' \t\n\r\v\f', string.sub(old, j, j), 1, true) do j = j - 1 end
+  if not i or i == j or string.byte(old, i) ~= 91 or string.byte(old, j) ~= 93 then
+    return '[' .. item .. ']', false
+  end
+  if string.find(old, '%S', i + 1) == j then return '[' .. item .. ']', true end
+  return string.sub(old, i, j - 1) .. ',' .. item .. ']', true
+end
 -- Evidence that the prefix holds data of the Python original (or another
 -- program using its layout): a key only that layout has, or a record in a
 -- shared-name key in its shape. Returns the key at fault, or false.

@@ -276,18 +276,15 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     end
     local set, del = {'status', st, 'ended_at', now}, {'worker'}
     -- A task that was retried keeps every attempt: add the last one.
-    local past = f[3]
-    if past and string.match(past, '^%s*%[.*%]%s*$') then
+    if f[3] then
       local started = f[4]
       if not started or started == '' then started = cjson.null end
       local e = cjson.null
       if err ~= '' then e = err end
       local item = cjson.encode({started_at = started, ended_at = now, status = st,
         error = e, next_attempt_at = cjson.null})
-      past = string.match(past, '^%s*(.-)%s*$')
-      if string.match(past, '^%[%s*%]$') then past = '[' .. item .. ']'
-      else past = string.sub(past, 1, -2) .. ',' .. item .. ']' end
-      set[#set + 1] = 'attempts'; set[#set + 1] = past
+      local past, was_list = appended(f[3], item)
+      if was_list then set[#set + 1] = 'attempts'; set[#set + 1] = past end
     end
     if err ~= '' then set[#set + 1] = 'error'; set[#set + 1] = err
     else del[#del + 1] = 'error' end
@@ -460,14 +457,7 @@ if ARGV[4] ~= '' then
   local started = redis.call('HGET', tk, 'started_at')
   if not started or started == '' then started = cjson.null end
   local run = cjson.encode({started_at = started, ended_at = ARGV[3], reason = ARGV[4]})
-  local old = redis.call('HGET', tk, 'aborted_runs')
-  runs = '[' .. run .. ']'
-  if old then
-    old = string.match(old, '^%s*(.-)%s*$')
-    if string.match(old, '^%[.*%]$') and not string.match(old, '^%[%s*%]$') then
-      runs = string.sub(old, 1, -2) .. ',' .. run .. ']'
-    end
-  end
+  runs = appended(redis.call('HGET', tk, 'aborted_runs'), run)
 end
 if runs then redis.call('HSET', tk, 'aborted_runs', runs) end
 if not q or q == '' then
