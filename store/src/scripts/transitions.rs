@@ -256,7 +256,7 @@ end
 -- its children (`kids`, see children_of) in the same step.
 local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids)
   local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue',
-    'graph', 'graph_node', 'enqueued_at')
+    'graph', 'graph_node', 'enqueued_at', 'error', 'result')
   local registered = redis.call('HLEN', hash) > 0
   local rows = st == 'finished' and children_of(kids)
   -- A graph node moves its graph on in this same step (read and
@@ -274,7 +274,8 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
       redis.call('RPUSH', list, id)
       error({err = 'RTWRONGTYPE ' .. reg .. ' ' .. redis.call('TYPE', reg).ok .. ' zset'})
     end
-    local set, del = {'status', st, 'ended_at', now}, {'worker'}
+    -- `worker` stays: the slot that ran it (docs/redis-schema.md).
+    local set, del = {'status', st, 'ended_at', now}, {}
     -- A task that was retried keeps every attempt: add the last one.
     if f[3] then
       local started = f[4]
@@ -287,11 +288,12 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
       if was_list then set[#set + 1] = 'attempts'; set[#set + 1] = past end
     end
     if err ~= '' then set[#set + 1] = 'error'; set[#set + 1] = err
-    else del[#del + 1] = 'error' end
+    elseif f[10] then del[#del + 1] = 'error' end
     if res ~= '' then set[#set + 1] = 'result'; set[#set + 1] = res
-    else del[#del + 1] = 'result' end
+    elseif f[11] then del[#del + 1] = 'result' end
     redis.call('HSET', tk, unpack(set))
-    redis.call('HDEL', tk, unpack(del))
+    -- Only a retried run can leave an earlier run's error or result.
+    if #del > 0 then redis.call('HDEL', tk, unpack(del)) end
     ended(tk, id, st, ttl, f[5] or '')
     tally(f[6], st, score, f[4], wait_from(f[9], f[3]))
     if rows then release(rows) end
