@@ -124,6 +124,8 @@ pub(crate) struct AppState {
     pub(crate) sessions: auth::Sessions,
     /// The CSRF token of requests that come with the bearer token.
     pub(crate) bearer_csrf: String,
+    /// Bulk actions on "all matching" running or done, by job id.
+    pub(crate) jobs: bulk::Jobs,
 }
 
 impl AppState {
@@ -183,6 +185,7 @@ pub fn serve(
         token,
         sessions: auth::Sessions::default(),
         bearer_csrf: auth::random_token(),
+        jobs: bulk::Jobs::default(),
     });
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
@@ -226,6 +229,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/bulk", post(bulk::confirm))
         .route("/bulk/run", post(bulk::run))
         .route("/bulk/done", get(bulk::done))
+        .route("/bulk/jobs/{id}", get(bulk::progress))
         .route("/search", get(pages::search))
         .route("/finished", get(pages::finished))
         .route("/expired", get(pages::expired))
