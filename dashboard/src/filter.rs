@@ -120,9 +120,8 @@ impl FilterForm {
         let ago = |name: &str, field: &Option<String>| match set(field) {
             None => Ok(None),
             Some(text) => {
-                let secs = parse_duration(text).map_err(|e| {
-                    format!("{name}: {e} (give a duration such as 30m, 2h or 1d)")
-                })?;
+                let secs = parse_duration(text)
+                    .map_err(|e| format!("{name}: {e} (give a duration such as 30m, 2h or 1d)"))?;
                 let span = SignedDuration::from_secs(i64::try_from(secs).unwrap_or(i64::MAX));
                 Ok::<_, String>(Some(if times == Times::Due {
                     now.checked_add(span).unwrap_or(Timestamp::MAX)
@@ -271,8 +270,16 @@ mod tests {
 
     #[test]
     fn bad_fields_are_refused() {
-        assert!(form("", "", "soon").to_filter(Timestamp::now(), Times::Ended).is_err());
+        assert!(
+            form("", "", "soon")
+                .to_filter(Timestamp::now(), Times::Ended)
+                .is_err()
+        );
         let long = "x".repeat(FIELD_MAX + 1);
-        assert!(form(&long, "", "").to_filter(Timestamp::now(), Times::Ended).is_err());
+        assert!(
+            form(&long, "", "")
+                .to_filter(Timestamp::now(), Times::Ended)
+                .is_err()
+        );
     }
 }

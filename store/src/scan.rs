@@ -177,12 +177,7 @@ impl Store {
             max_found: usize::MAX,
             budget: None,
         };
-        let scan = self.scan(
-            &Listing::Registry(kind),
-            filter,
-            ScanCursor::START,
-            limits,
-        )?;
+        let scan = self.scan(&Listing::Registry(kind), filter, ScanCursor::START, limits)?;
         Ok(scan.found.into_iter().rev().map(|(id, _)| id).collect())
     }
 }
@@ -204,7 +199,11 @@ impl Part {
         }
         let below = |bound: String| {
             self.read(&[(key, kt)], |c, _| {
-                redis::cmd("ZCOUNT").arg(key).arg("-inf").arg(bound).query::<u64>(c)
+                redis::cmd("ZCOUNT")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(bound)
+                    .query::<u64>(c)
             })
         };
         let floor = match filter.since {
@@ -259,7 +258,8 @@ impl Part {
                 return Ok(false);
             }
             let most = limits.max_found - scan.found.len();
-            let (looked, matches) = self.filter_window(&key, listing, filter, lo, hi, down, most)?;
+            let (looked, matches) =
+                self.filter_window(&key, listing, filter, lo, hi, down, most)?;
             scan.looked += looked;
             for (id, rank) in matches {
                 let after = if down { rank } else { rank + 1 };

@@ -129,9 +129,7 @@ impl Job {
     /// Finds the matches, then acts on them; progress as it goes.
     fn work(&self, store: &Store) -> Result<(), String> {
         let spec = &self.spec;
-        let filter = spec
-            .form
-            .to_filter(Timestamp::now(), spec.source.times())?;
+        let filter = spec.form.to_filter(Timestamp::now(), spec.source.times())?;
         let listing = spec.source.listing();
         let mut ids = Vec::new();
         let mut cursor = ScanCursor::START;
@@ -155,7 +153,8 @@ impl Job {
         }
         self.update(|p| p.acting = true);
         for batch in ids.chunks(BATCH) {
-            let moved = act_batch(store, spec.verb, batch).map_err(|e: StoreError| e.to_string())?;
+            let moved =
+                act_batch(store, spec.verb, batch).map_err(|e: StoreError| e.to_string())?;
             self.update(|p| {
                 p.done += batch.len() as u64;
                 p.moved += moved as u64;
@@ -183,7 +182,9 @@ pub(super) async fn start(state: &Arc<AppState>, id: String, spec: Spec) -> Resp
                 .await;
             let p = worker.progress();
             match &ended {
-                Ok(()) => info!(job = %log_id, moved = p.moved, missed = p.done - p.moved, "dashboard: bulk job done"),
+                Ok(()) => {
+                    info!(job = %log_id, moved = p.moved, missed = p.done - p.moved, "dashboard: bulk job done")
+                }
                 Err(why) => warn!(job = %log_id, "dashboard: bulk job stopped: {why}"),
             }
             worker.update(|p| p.ended = Some(ended));
