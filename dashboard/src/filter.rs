@@ -45,6 +45,8 @@ pub(crate) enum Times {
     Enqueued,
     /// The delayed set: when a task is due, in the future.
     Due,
+    /// Running tasks: when they started.
+    Started,
 }
 
 impl Times {
@@ -53,6 +55,7 @@ impl Times {
             Times::Ended => "ended within",
             Times::Enqueued => "enqueued within",
             Times::Due => "due within",
+            Times::Started => "started within",
         }
     }
 
@@ -61,6 +64,7 @@ impl Times {
             Times::Ended => "ended over",
             Times::Enqueued => "enqueued over",
             Times::Due => "due after",
+            Times::Started => "started over",
         }
     }
 }

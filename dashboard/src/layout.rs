@@ -85,6 +85,7 @@ pub(crate) fn page_refreshed(state: &AppState, title: &str, refresh: u32, body: 
                 header {
                     strong { "redis-tasks" }
                     a href="/" { "Overview" }
+                    a href="/running" { "Running" }
                     a href="/failed" { "Failed" }
                     a href="/finished" { "Finished" }
                     a href="/expired" { "Expired" }

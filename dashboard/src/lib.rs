@@ -239,6 +239,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{id}/cancel", post(actions::cancel))
         .route("/tasks/{id}/delete", post(actions::delete))
         .route("/delayed", get(pages::delayed))
+        .route("/running", get(pages::running))
         .route("/supervisors", get(pages::supervisors))
         .route("/supervisors/{id}/{verb}", post(actions::supervisor))
         .route("/schedule", get(pages::schedule))

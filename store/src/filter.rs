@@ -9,6 +9,7 @@
 //! on from, is `scan.rs`.
 
 use jiff::Timestamp;
+use redis_tasks_protocol::model::TaskRecord;
 
 use crate::part::Part;
 use crate::registry::registry_key;
@@ -33,6 +34,26 @@ pub struct TaskFilter {
     pub since: Option<Timestamp>,
     /// At or before this time (the same time as `since`).
     pub until: Option<Timestamp>,
+}
+
+impl TaskFilter {
+    /// Whether `record` matches, `time` being its time in the listing
+    /// (for the time range): the same rules as the filter script, for
+    /// tasks already read (the running ones).
+    pub fn matches(&self, record: &TaskRecord, time: Option<Timestamp>) -> bool {
+        let has = |v: Option<&str>, text: &str| v.is_some_and(|v| v.contains(text));
+        self.queue.as_ref().is_none_or(|q| *q == record.queue)
+            && self.task.as_ref().is_none_or(|t| *t == record.task)
+            && self
+                .error_contains
+                .as_ref()
+                .is_none_or(|e| has(record.error.as_deref(), e))
+            && self.text.as_ref().is_none_or(|t| {
+                has(record.error.as_deref(), t) || record.description.contains(t.as_str())
+            })
+            && self.since.is_none_or(|s| time.is_some_and(|t| t >= s))
+            && self.until.is_none_or(|u| time.is_some_and(|t| t <= u))
+    }
 }
 
 /// How many entries one `ZSCAN` step of [`Store::ids_with_prefix`] asks
@@ -117,5 +138,58 @@ impl Part {
             }
             cursor = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{RawHash, parse_record};
+
+    fn record(fields: &[(&str, &str)]) -> TaskRecord {
+        let hash: RawHash = [("task", "render"), ("args", "null"), ("status", "running")]
+            .iter()
+            .chain(fields)
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        parse_record("t1", &hash).expect("record")
+    }
+
+    #[test]
+    fn a_read_record_is_matched_like_the_script_does() {
+        let r = record(&[
+            ("queue", "mail"),
+            ("description", "render(pdf)"),
+            ("enqueued_at", "2026-11-25T08:17:26Z"),
+        ]);
+        let t: Timestamp = "2026-11-25T08:00:00Z".parse().expect("time");
+        let f = |filter: TaskFilter| filter.matches(&r, Some(t));
+        assert!(f(TaskFilter::default()));
+        assert!(f(TaskFilter {
+            queue: Some("mail".to_owned()),
+            text: Some("pdf".to_owned()),
+            since: Some(t),
+            until: Some(t),
+            ..TaskFilter::default()
+        }));
+        assert!(!f(TaskFilter {
+            queue: Some("mai".to_owned()),
+            ..TaskFilter::default()
+        }));
+        assert!(!f(TaskFilter {
+            error_contains: Some("pdf".to_owned()),
+            ..TaskFilter::default()
+        }));
+        assert!(!f(TaskFilter {
+            since: Some(t + jiff::SignedDuration::from_secs(1)),
+            ..TaskFilter::default()
+        }));
+        assert!(
+            !TaskFilter {
+                until: Some(t),
+                ..TaskFilter::default()
+            }
+            .matches(&r, None)
+        );
     }
 }

@@ -1030,6 +1030,17 @@ fn the_task_page_shows_attempts_and_result_and_cancels_a_running_task() {
     }
     assert!(element(&page.body, "task-retry").contains("up to 2 retries"));
 
+    // The running page lists it, and filters it in or out.
+    let list = http(port, "GET", "/running?task=sleep&since=1h", &[], "");
+    assert!(
+        element(&list.body, "matching").contains("1 matching"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains(&format!("href=\"/tasks/{running}\"")));
+    let none = http(port, "GET", "/running?task=sleep&before=1h", &[], "");
+    assert!(element(&none.body, "matching").contains("0 matching"));
+
     // Cancel a running task: the supervisor kills it.
     let page = http(port, "GET", &format!("/tasks/{running}"), &[], "");
     assert!(page.body.contains("id=\"cancel-note\""), "{}", page.body);

@@ -16,6 +16,7 @@ mod delayed;
 mod listing;
 mod queue;
 mod registries;
+mod running;
 mod schedule_graph;
 mod search;
 mod supervisors;
@@ -24,6 +25,7 @@ mod task;
 pub(crate) use delayed::delayed;
 pub(crate) use queue::queue;
 pub(crate) use registries::{expired, failed, finished};
+pub(crate) use running::running;
 pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
 pub(crate) use search::search;
 pub(crate) use supervisors::supervisors;
@@ -95,8 +97,14 @@ pub(super) fn progress_of(store: &Store, id: &str) -> Option<Progress> {
         .map(Progress::bounded)
 }
 
-/// Links to the previous and next pages of a list of `total` rows.
-pub(super) fn pager(path: &str, page: usize, total: u64) -> Markup {
+/// Links to the previous and next pages of a list of `total` rows at
+/// `path`, the links carrying `query` (`a=1&b=2`, encoded) too.
+pub(super) fn pager(path: &str, query: &str, page: usize, total: u64) -> Markup {
+    let path = if query.is_empty() {
+        format!("{path}?")
+    } else {
+        format!("{path}?{query}&")
+    };
     let pages = usize::try_from(total)
         .unwrap_or(usize::MAX)
         .div_ceil(LIST_LIMIT)
@@ -105,11 +113,11 @@ pub(super) fn pager(path: &str, page: usize, total: u64) -> Markup {
         @if pages > 1 {
             p.pager #pager {
                 @if page > 0 {
-                    a href={ (path) "?page=" (page - 1) } { "← previous" } " "
+                    a href={ (path) "page=" (page - 1) } { "← previous" } " "
                 }
                 "page " (page + 1) " of " (pages)
                 @if page + 1 < pages {
-                    " " a href={ (path) "?page=" (page + 1) } { "next →" }
+                    " " a href={ (path) "page=" (page + 1) } { "next →" }
                 }
             }
         }

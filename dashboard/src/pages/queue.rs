@@ -84,7 +84,7 @@ pub(crate) async fn queue(
         (task_table(&state, &ids, &records, now, true, select.then_some(crate::bulk::FORM_ID)))
         @match &found {
             Some(found) => (Found::pager(found, &path, &form.query(), first)),
-            None => (pager(&path, page_no, total)),
+            None => (pager(&path, "", page_no, total)),
         }
     };
     page(&state, &format!("Queue {name}"), !form.is_set(), body).into_response()

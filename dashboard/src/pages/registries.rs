@@ -152,7 +152,7 @@ async fn registry_page(
         (task_table(&state, &ids, &records, now, failed, bulk.then_some(crate::bulk::FORM_ID)))
         @match &rows {
             Rows::Found(found) => (found.pager(path, &form.query(), first)),
-            Rows::Paged { total, page_no } => (pager(path, *page_no, *total)),
+            Rows::Paged { total, page_no } => (pager(path, "", *page_no, *total)),
         }
     };
     // A filtered page runs the filter again on each load: no auto-reload.
