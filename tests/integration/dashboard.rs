@@ -1500,6 +1500,7 @@ fn bulk_requeue_of_all_matching_goes_through_a_confirmation() {
     assert_eq!(run.status, 303, "{}", run.body);
     let result = location(&run);
     assert!(result.starts_with("/bulk/jobs/"), "{result}");
+    assert!(job_result(port, &result).contains("Requeued 3 failed tasks"));
     let mut queued = demo.store.queue("mail").ids(0, 10).expect("ids");
     queued.sort();
     assert_eq!(queued, ["m-to-0", "m-to-1", "m-to-2"]);

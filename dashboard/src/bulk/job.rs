@@ -36,7 +36,7 @@ const KEPT: usize = 100;
 
 /// How long `POST /bulk/run` waits for a job to end before it shows the
 /// progress page (a small job's result then comes at once).
-const WAIT_FOR_END: Duration = Duration::from_secs(2);
+const WAIT_FOR_END: Duration = Duration::from_millis(300);
 
 /// How long one scan of the finding phase runs before the progress is
 /// updated.

@@ -61,7 +61,7 @@ const MAX_SELECTED: usize = 1000;
 const MAX_ID: usize = 200;
 
 /// Longest the confirmation of "all matching" counts.
-const COUNT_BUDGET: Duration = Duration::from_millis(400);
+const COUNT_BUDGET: Duration = Duration::from_millis(300);
 
 /// Which tasks: the ids selected, or all that match the filter.
 #[derive(Debug, Clone)]
