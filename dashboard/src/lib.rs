@@ -7,14 +7,18 @@
 //! - this file: [`DashboardOptions`], [`serve`], the router and the guard
 //!   every request passes (host check, credential, security headers).
 //! - `auth`: sessions, the CSRF token of each credential, the login token.
-//! - `pages/`: the GET pages: `mod.rs` the overview, queue and login
-//!   pages; `registries.rs` the failed, finished and expired lists and
-//!   their filter; `search.rs` the task id search; `task.rs` the task page;
-//!   `delayed.rs` the delayed set; `schedule_graph.rs` the schedule and
-//!   task graph pages; `supervisors.rs` the supervisors page.
-//! - `filter`: the registry filter form (queue, task, error text, since).
-//! - `bulk`: requeue or delete many failed tasks, cancel many queued
-//!   ones, through a confirmation.
+//! - `pages/`: the GET pages: `mod.rs` the overview and login pages;
+//!   `listing.rs` a filtered listing searched a bounded slice at a time,
+//!   with a cursor to go on; `registries.rs` the failed, finished and
+//!   expired lists; `queue.rs` a queue's tasks; `delayed.rs` the delayed
+//!   set; `running.rs` the running tasks; `search.rs` the task id search;
+//!   `task.rs` the task page; `schedule_graph.rs` the schedule and task
+//!   graph pages; `supervisors.rs` the supervisors page.
+//! - `filter`: the filter form of every listing (queue, task, texts, a
+//!   time range).
+//! - `bulk/`: requeue or delete many failed tasks, cancel many queued or
+//!   delayed ones, through a confirmation; "all matching" as a background
+//!   job with a progress page (`job.rs`).
 //! - `actions`: the POST actions (requeue, cancel, delete; pause, resume
 //!   and run a schedule entry; quiet, stop and scale a supervisor; login),
 //!   each

@@ -122,6 +122,8 @@ pub struct Scan {
     pub next: Option<ScanCursor>,
     /// How many entries it looked at.
     pub looked: u64,
+    /// How many windows (script calls) it took.
+    pub windows: u64,
 }
 
 /// How far a scan may go.
@@ -129,7 +131,8 @@ pub struct Scan {
 pub struct ScanLimits {
     /// Stop after this many matches.
     pub max_found: usize,
-    /// Stop at the end of the first window after this long.
+    /// Stop at the end of the first window after this long (a scan looks
+    /// at one window at least, so that a cursor always moves on).
     pub budget: Option<Duration>,
 }
 
@@ -252,15 +255,15 @@ impl Part {
                 }
                 (at, (at + window).min(ceiling) - 1)
             };
-            if scan.found.len() >= limits.max_found
-                || limits.budget.is_some_and(|b| started.elapsed() >= b)
-            {
+            let spent = limits.budget.is_some_and(|b| started.elapsed() >= b);
+            if scan.found.len() >= limits.max_found || (spent && scan.windows > 0) {
                 return Ok(false);
             }
             let most = limits.max_found - scan.found.len();
             let (looked, matches) =
                 self.filter_window(&key, listing, filter, lo, hi, down, most)?;
             scan.looked += looked;
+            scan.windows += 1;
             for (id, rank) in matches {
                 let after = if down { rank } else { rank + 1 };
                 scan.found.push((
