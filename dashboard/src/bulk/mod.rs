@@ -263,7 +263,7 @@ pub(crate) async fn confirm(
     let back = source.link(&request.back);
     let body = html! {
         h1 { "Confirm" }
-        @if n == 0 {
+        @if n == 0 && exact {
             div.flash.err #confirm role="alert" { "No task" (source.words()) " matches " (request.back.describe(times)) ": nothing to do." }
         } @else {
             p #confirm { strong { (question) } }

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use maud::html;
 use redis_tasks_store::{Listing, StoreError};
 
-use super::listing::{self, CursorQuery, Found};
+use super::listing::{self, CursorQuery};
 use super::{
     Flash, LIST_LIMIT, Paging, error_page, listed, pager, queue_flow, store_error, task_table,
 };
@@ -83,7 +83,7 @@ pub(crate) async fn queue(
         }
         (task_table(&state, &ids, &records, now, true, select.then_some(crate::bulk::FORM_ID)))
         @match &found {
-            Some(found) => (Found::pager(found, &path, &form.query(), first)),
+            Some(found) => (found.pager(&path, &form.query(), first)),
             None => (pager(&path, "", page_no, total)),
         }
     };

@@ -34,8 +34,8 @@ script!(
      the description contains, time source ('' none, 'score' the entry's \
      score, else a record field holding an RFC 3339 time), earliest and \
      latest time (numbers for a score, text cut to the second for a field; \
-     empty: open). Returns {entries looked at, id, rank, id, rank...}. \
-     Reads only.",
+     empty: open). An error or description over 1 MiB is not searched. \
+     Returns {entries looked at, id, rank, id, rank...}. Reads only.",
     r#"
 need(KEYS[1], ARGV[2])
 local lo, hi = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -53,6 +53,12 @@ else
 end
 local function has(v, text)
   return type(v) == 'string' and string.find(v, text, 1, true) ~= nil
+end
+-- A text field to search, unless it is too big to load (a raw writer's
+-- huge error is not searched rather than copied into the script).
+local function text_of(tk, field)
+  if redis.call('HSTRLEN', tk, field) > 1048576 then return nil end
+  return redis.call('HGET', tk, field)
 end
 local function in_time(i, f)
   if tsrc == '' then return true end
@@ -73,12 +79,15 @@ for i = first, last, step do
   if found >= most then break end
   looked = looked + 1
   local id = ids[i]
-  local f = redis.pcall('HMGET', k('task', id), 'queue', 'task', 'error', 'description', tfield)
+  local tk = k('task', id)
+  local f = redis.pcall('HMGET', tk, 'queue', 'task', tfield)
   if type(f) == 'table' and not f.err then
     local ok = (ARGV[7] == '' or f[1] == ARGV[7]) and (ARGV[8] == '' or f[2] == ARGV[8])
-    if ok and ARGV[9] ~= '' then ok = has(f[3], ARGV[9]) end
-    if ok and ARGV[10] ~= '' then ok = has(f[3], ARGV[10]) or has(f[4], ARGV[10]) end
-    if ok then ok = in_time(i, f[5]) end
+    if ok then ok = in_time(i, f[3]) end
+    if ok and ARGV[9] ~= '' then ok = has(text_of(tk, 'error'), ARGV[9]) end
+    if ok and ARGV[10] ~= '' then
+      ok = has(text_of(tk, 'error'), ARGV[10]) or has(text_of(tk, 'description'), ARGV[10])
+    end
     if ok then
       out[#out + 1] = id
       out[#out + 1] = lo + i - 1
