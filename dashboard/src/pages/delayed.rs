@@ -64,8 +64,9 @@ pub(crate) async fn delayed(
         @if filtered {
             (found.summary(&form, Times::Due, first))
         }
-        @if found.ids.is_empty() {
+        @if found.ids.is_empty() && !filtered {
             p.muted { "No task waits to be due." }
+        } @else if found.ids.is_empty() {
         } @else {
             @if select {
                 (crate::bulk::forms(&Source::Delayed, &form, all))
