@@ -67,14 +67,19 @@ input[type=text], input[type=password] { font:inherit; padding:.35rem; border:1p
 /// A whole page: the frame around `body`, reloaded every
 /// `refresh_secs` when `live`.
 pub(crate) fn page(state: &AppState, title: &str, live: bool, body: Markup) -> Markup {
-    let refresh = state.options.refresh_secs;
+    let refresh = if live { state.options.refresh_secs } else { 0 };
+    page_refreshed(state, title, refresh, body)
+}
+
+/// A whole page reloaded every `refresh` seconds (0: never).
+pub(crate) fn page_refreshed(state: &AppState, title: &str, refresh: u32, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                @if live && refresh > 0 {
+                @if refresh > 0 {
                     meta http-equiv="refresh" content=(refresh);
                 }
                 title { (title) " · redis-tasks" }
@@ -84,6 +89,7 @@ pub(crate) fn page(state: &AppState, title: &str, live: bool, body: Markup) -> M
                 header {
                     strong { "redis-tasks" }
                     a href="/" { "Overview" }
+                    a href="/running" { "Running" }
                     a href="/failed" { "Failed" }
                     a href="/finished" { "Finished" }
                     a href="/expired" { "Expired" }

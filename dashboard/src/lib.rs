@@ -7,17 +7,21 @@
 //! - this file: [`DashboardOptions`], [`serve`], the router and the guard
 //!   every request passes (host check, credential, security headers).
 //! - `auth`: sessions, the CSRF token of each credential, the login token.
-//! - `pages/`: the GET pages: `mod.rs` the overview, queue and login
-//!   pages; `registries.rs` the failed, finished and expired lists and
-//!   their filter; `search.rs` the task id search; `task.rs` the task page;
-//!   `delayed.rs` the delayed set; `schedule_graph.rs` the schedule and
-//!   task graph pages; `supervisors.rs` the supervisors page;
-//!   `history.rs` the history section (range links, charts, table) of the
-//!   overview and queue pages.
+//! - `pages/`: the GET pages: `mod.rs` the overview and login pages;
+//!   `listing.rs` a filtered listing searched a bounded slice at a time,
+//!   with a cursor to go on; `registries.rs` the failed, finished and
+//!   expired lists; `queue.rs` a queue's tasks; `delayed.rs` the delayed
+//!   set; `running.rs` the running tasks; `search.rs` the task id search;
+//!   `task.rs` the task page; `schedule_graph.rs` the schedule and task
+//!   graph pages; `supervisors.rs` the supervisors page; `history.rs` the
+//!   history section (range links, charts, table) of the overview and
+//!   queue pages.
 //! - `charts`: the history charts as SVG written by hand.
-//! - `filter`: the registry filter form (queue, task, error text, since).
-//! - `bulk`: requeue or delete many failed tasks, cancel many queued
-//!   ones, through a confirmation.
+//! - `filter`: the filter form of every listing (queue, task, texts, a
+//!   time range).
+//! - `bulk/`: requeue or delete many failed tasks, cancel many queued or
+//!   delayed ones, through a confirmation; "all matching" as a background
+//!   job with a progress page (`job.rs`).
 //! - `actions`: the POST actions (requeue, cancel, delete; pause, resume
 //!   and run a schedule entry; quiet, stop and scale a supervisor; login),
 //!   each
@@ -128,6 +132,8 @@ pub(crate) struct AppState {
     pub(crate) sessions: auth::Sessions,
     /// The CSRF token of requests that come with the bearer token.
     pub(crate) bearer_csrf: String,
+    /// Bulk actions on "all matching" running or done, by job id.
+    pub(crate) jobs: bulk::Jobs,
 }
 
 impl AppState {
@@ -187,6 +193,7 @@ pub fn serve(
         token,
         sessions: auth::Sessions::default(),
         bearer_csrf: auth::random_token(),
+        jobs: bulk::Jobs::default(),
     });
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
@@ -230,6 +237,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/bulk", post(bulk::confirm))
         .route("/bulk/run", post(bulk::run))
         .route("/bulk/done", get(bulk::done))
+        .route("/bulk/jobs/{id}", get(bulk::progress))
         .route("/search", get(pages::search))
         .route("/finished", get(pages::finished))
         .route("/expired", get(pages::expired))
@@ -239,6 +247,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{id}/cancel", post(actions::cancel))
         .route("/tasks/{id}/delete", post(actions::delete))
         .route("/delayed", get(pages::delayed))
+        .route("/running", get(pages::running))
         .route("/supervisors", get(pages::supervisors))
         .route("/supervisors/{id}/{verb}", post(actions::supervisor))
         .route("/schedule", get(pages::schedule))

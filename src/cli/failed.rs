@@ -100,6 +100,7 @@ impl FailedRequeueArgs {
             }
         };
         let filter = TaskFilter {
+            until: None,
             queue: self.queue.clone(),
             task: self.task.clone(),
             error_contains: self.error_contains.clone(),

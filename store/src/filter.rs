@@ -1,27 +1,20 @@
-//! Finding the tasks of a registry that match a filter (queue, task name,
-//! text in the error, text in the error or the description, ended since),
+//! Which tasks a listing is searched for (queue, task name, text in the
+//! error, text in the error or the description, a time range), and the
+//! search of registries by id prefix,
 //! for actions on many tasks at once
 //! (`failed requeue --queue Q --error-contains TEXT`, the dashboard's
 //! "all matching").
 //!
-//! Bounded on big registries: the registry is read in windows of
-//! [`FILTER_WINDOW`] entries by rank, each window one script that looks at
-//! its records inside Redis and returns only the matching ids, so no
-//! record crosses the network and no call holds Redis for long. A filter
-//! `since` starts at the first entry that ended then (a registry is
-//! scored by end time).
+//! The search itself, window by window inside Redis with a cursor to go
+//! on from, is `scan.rs`.
 
 use jiff::Timestamp;
-use redis::Value;
+use redis_tasks_protocol::model::TaskRecord;
 
 use crate::part::Part;
-use crate::record::{score, text_of};
 use crate::registry::registry_key;
 use crate::unique::glob_escape;
-use crate::{RegistryKind, Store, StoreError, scripts};
-
-/// How many registry entries one filter script looks at.
-pub const FILTER_WINDOW: usize = 1000;
+use crate::{RegistryKind, Store, StoreError};
 
 /// Which tasks of a registry an action is for; every field that is set
 /// must match (an empty filter matches every task).
@@ -36,8 +29,31 @@ pub struct TaskFilter {
     /// Its error text or its description contains this (case-sensitive,
     /// plain text): the dashboard's free-text filter.
     pub text: Option<String>,
-    /// Ended at or after this time.
+    /// At or after this time: the end time in a registry, the due time
+    /// in the delayed set, the enqueue time in a queue (to the second).
     pub since: Option<Timestamp>,
+    /// At or before this time (the same time as `since`).
+    pub until: Option<Timestamp>,
+}
+
+impl TaskFilter {
+    /// Whether `record` matches, `time` being its time in the listing
+    /// (for the time range): the same rules as the filter script, for
+    /// tasks already read (the running ones).
+    pub fn matches(&self, record: &TaskRecord, time: Option<Timestamp>) -> bool {
+        let has = |v: Option<&str>, text: &str| v.is_some_and(|v| v.contains(text));
+        self.queue.as_ref().is_none_or(|q| *q == record.queue)
+            && self.task.as_ref().is_none_or(|t| *t == record.task)
+            && self
+                .error_contains
+                .as_ref()
+                .is_none_or(|e| has(record.error.as_deref(), e))
+            && self.text.as_ref().is_none_or(|t| {
+                has(record.error.as_deref(), t) || record.description.contains(t.as_str())
+            })
+            && self.since.is_none_or(|s| time.is_some_and(|t| t >= s))
+            && self.until.is_none_or(|u| time.is_some_and(|t| t <= u))
+    }
 }
 
 /// How many entries one `ZSCAN` step of [`Store::ids_with_prefix`] asks
@@ -78,16 +94,6 @@ impl Store {
             Ok(())
         })?;
         Ok(search)
-    }
-
-    /// The ids of registry `kind` that match `filter`, oldest end first in
-    /// each partition.
-    pub fn matching(
-        &self,
-        kind: RegistryKind,
-        filter: &TaskFilter,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(self.each(|p| p.matching(kind, filter))?.concat())
     }
 }
 
@@ -133,51 +139,57 @@ impl Part {
             cursor = next;
         }
     }
+}
 
-    fn matching(&self, kind: RegistryKind, filter: &TaskFilter) -> Result<Vec<String>, StoreError> {
-        let key = registry_key(self.keys(), kind);
-        // The first entry that ended at or after `since`.
-        let mut rank: i64 = match filter.since {
-            None => 0,
-            Some(since) => self.read(&[(&key, "zset")], |c, _| {
-                redis::cmd("ZCOUNT")
-                    .arg(&key)
-                    .arg("-inf")
-                    .arg(format!("({}", score(since)))
-                    .query(c)
-            })?,
-        };
-        let mut ids = Vec::new();
-        loop {
-            let reply: Vec<Value> = self.read(&[(&key, "zset")], |c, keys| {
-                scripts::FILTER_REGISTRY
-                    .key(&key)
-                    .arg(keys.prefix())
-                    .arg(rank)
-                    .arg(FILTER_WINDOW)
-                    .arg(filter.queue.as_deref().unwrap_or(""))
-                    .arg(filter.task.as_deref().unwrap_or(""))
-                    .arg(filter.error_contains.as_deref().unwrap_or(""))
-                    .arg(filter.text.as_deref().unwrap_or(""))
-                    .invoke(c)
-            })?;
-            let mut it = reply.into_iter();
-            let seen: i64 = match it.next() {
-                Some(Value::Int(n)) => n,
-                other => {
-                    return Err(StoreError::UnexpectedReply {
-                        what: "filter registry",
-                        detail: format!("{other:?}"),
-                    });
-                }
-            };
-            for v in it {
-                ids.push(text_of("filter registry", v)?);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{RawHash, parse_record};
+
+    fn record(fields: &[(&str, &str)]) -> TaskRecord {
+        let hash: RawHash = [("task", "render"), ("args", "null"), ("status", "running")]
+            .iter()
+            .chain(fields)
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        parse_record("t1", &hash).expect("record")
+    }
+
+    #[test]
+    fn a_read_record_is_matched_like_the_script_does() {
+        let r = record(&[
+            ("queue", "mail"),
+            ("description", "render(pdf)"),
+            ("enqueued_at", "2026-11-25T08:17:26Z"),
+        ]);
+        let t: Timestamp = "2026-11-25T08:00:00Z".parse().expect("time");
+        let f = |filter: TaskFilter| filter.matches(&r, Some(t));
+        assert!(f(TaskFilter::default()));
+        assert!(f(TaskFilter {
+            queue: Some("mail".to_owned()),
+            text: Some("pdf".to_owned()),
+            since: Some(t),
+            until: Some(t),
+            ..TaskFilter::default()
+        }));
+        assert!(!f(TaskFilter {
+            queue: Some("mai".to_owned()),
+            ..TaskFilter::default()
+        }));
+        assert!(!f(TaskFilter {
+            error_contains: Some("pdf".to_owned()),
+            ..TaskFilter::default()
+        }));
+        assert!(!f(TaskFilter {
+            since: Some(t + jiff::SignedDuration::from_secs(1)),
+            ..TaskFilter::default()
+        }));
+        assert!(
+            !TaskFilter {
+                until: Some(t),
+                ..TaskFilter::default()
             }
-            if seen < FILTER_WINDOW as i64 {
-                return Ok(ids);
-            }
-            rank += seen;
-        }
+            .matches(&r, None)
+        );
     }
 }

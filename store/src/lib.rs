@@ -105,6 +105,7 @@ mod record;
 mod registry;
 mod results;
 mod route;
+mod scan;
 mod schedule;
 mod schema;
 mod scripts;
@@ -134,7 +135,7 @@ pub use delayed::{CancelResult, Promoted};
 pub use enqueue_options::{EnqueueOptions, Enqueued};
 pub use error::{StoreError, redact_url};
 pub use fetch::{ExpiredTask, Fetched, Lease, MAX_EXPIRED_NOTES};
-pub use filter::{FILTER_WINDOW, IdSearch, TaskFilter};
+pub use filter::{IdSearch, TaskFilter};
 pub use flow::{Limit, QueueFlow, QueueState, Rate, RateError, TaskFlow};
 pub use graph::{
     Advance, FailurePolicy, GRAPH_META_KEY, GraphError, GraphPlan, GraphState, NodeState,
@@ -145,6 +146,7 @@ pub use maintenance::Reclaimed;
 pub use preview::{Clipped, MAX_FIELDS, TaskPreview};
 pub use producer::Queue;
 pub use registry::{Registry, RegistryKind, Rejected, RequeueReport};
+pub use scan::{BadCursor, FILTER_WINDOW, Listing, Scan, ScanCursor, ScanLimits};
 pub use schedule::{RunResult, SCHEDULER_LOCK, ScheduleControl, ScheduledRun};
 pub use schema::SCHEMA_MARKER;
 pub use slots::{Incarnation, ProcessIdentity, SlotInfo, WorkerInfo};

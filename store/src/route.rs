@@ -47,6 +47,11 @@ impl Store {
         self.parts.iter().map(|p| &**p).map(f).collect()
     }
 
+    /// Every part, in order.
+    pub(crate) fn parts(&self) -> impl Iterator<Item = &Part> {
+        self.parts.iter().map(|p| &**p)
+    }
+
     /// The part holding the record of task `id`: the first whose task key
     /// exists, else partition 0 (where the caller's operation then finds
     /// nothing and says so). Asks nothing when there is one part.

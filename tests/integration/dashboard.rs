@@ -667,11 +667,25 @@ fn the_delayed_list_is_paged() {
     }
     let dashboard = Dashboard::start(&demo, &[], &[]);
     let first = http(dashboard.port, "GET", "/delayed", &[], "");
-    assert!(first.body.contains("page 1 of 2"), "{}", first.body);
     assert!(first.body.contains("later-000") && !first.body.contains("later-100"));
-    let second = http(dashboard.port, "GET", "/delayed?page=1", &[], "");
+    let second = http(dashboard.port, "GET", &next_link(&first.body), &[], "");
     assert!(second.body.contains("later-100") && second.body.contains("later-149"));
     assert!(!second.body.contains("later-099"), "{}", second.body);
+    assert!(
+        !second.body.contains("id=\"next\""),
+        "the end of the set: {}",
+        element(&second.body, "pager")
+    );
+}
+
+/// The link of a page's `#next` (next page or continue search), unescaped.
+fn next_link(page: &str) -> String {
+    let from = page
+        .find("id=\"next\" href=\"")
+        .unwrap_or_else(|| panic!("no next link: {page}"))
+        + "id=\"next\" href=\"".len();
+    let end = page[from..].find('"').expect("end of the link") + from;
+    page[from..end].replace("&amp;", "&")
 }
 
 #[test]
@@ -1015,6 +1029,17 @@ fn the_task_page_shows_attempts_and_result_and_cancels_a_running_task() {
         assert!(attempts.contains(expected), "{expected}:\n{attempts}");
     }
     assert!(element(&page.body, "task-retry").contains("up to 2 retries"));
+
+    // The running page lists it, and filters it in or out.
+    let list = http(port, "GET", "/running?task=sleep&since=1h", &[], "");
+    assert!(
+        element(&list.body, "matching").contains("1 matching"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains(&format!("href=\"/tasks/{running}\"")));
+    let none = http(port, "GET", "/running?task=sleep&before=1h", &[], "");
+    assert!(element(&none.body, "matching").contains("0 matching"));
 
     // Cancel a running task: the supervisor kills it.
     let page = http(port, "GET", &format!("/tasks/{running}"), &[], "");
@@ -1374,13 +1399,10 @@ fn the_failed_page_filters_by_queue_and_error_and_pages_the_matches() {
     assert!(first.body.contains("mail-timeout-129"));
     assert!(!first.body.contains("mail-timeout-029\""));
     assert!(!first.body.contains("mail-refused-") && !first.body.contains("report-timeout-"));
-    assert!(first.body.contains("page 1 of 2"), "{}", first.body);
+    let next = next_link(&first.body);
     assert!(
-        first
-            .body
-            .contains("href=\"/failed?queue=mail&amp;error=timeout&amp;page=1\""),
-        "the next page keeps the filter: {}",
-        element(&first.body, "pager")
+        next.starts_with("/failed?queue=mail&error=timeout&cursor="),
+        "the next page keeps the filter: {next}"
     );
     assert!(first.body.contains("Requeue all 130 matching"));
     // The form shows the filter it applied.
@@ -1390,14 +1412,14 @@ fn the_failed_page_filters_by_queue_and_error_and_pages_the_matches() {
             .contains("name=\"queue\" size=\"10\" maxlength=\"200\" value=\"mail\"")
     );
 
-    let second = http(
-        port,
-        "GET",
-        "/failed?queue=mail&error=timeout&page=1",
-        &[],
-        "",
+    let second = http(port, "GET", &next, &[], "");
+    assert!(
+        element(&second.body, "matching").contains("30 matching")
+            && second.body.contains("matching</strong> from this page on"),
+        "{}",
+        element(&second.body, "matching")
     );
-    assert!(element(&second.body, "matching").contains("130 matching"));
+    assert!(!second.body.contains("id=\"next\""), "the last page");
     assert!(second.body.contains("mail-timeout-029") && second.body.contains("mail-timeout-000"));
     assert!(!second.body.contains("mail-timeout-030\"") && !second.body.contains("mail-refused-"));
 
@@ -1410,6 +1432,12 @@ fn the_failed_page_filters_by_queue_and_error_and_pages_the_matches() {
     assert!(element(&text.body, "matching").contains("20 matching"));
     let bad = http(port, "GET", "/failed?since=soon", &[], "");
     assert_eq!(bad.status, 400, "{}", bad.body);
+    let bad = http(port, "GET", "/failed?queue=mail&cursor=x%3Cb%3E", &[], "");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(!bad.body.contains("<b>"));
+    // A cursor past the last partition is the end: nothing more.
+    let past = http(port, "GET", "/failed?queue=mail&cursor=7.5", &[], "");
+    assert!(element(&past.body, "matching").contains("0 matching"));
 }
 
 /// "Requeue all N matching": a confirmation stating the count first (and
@@ -1464,10 +1492,15 @@ fn bulk_requeue_of_all_matching_goes_through_a_confirmation() {
     assert_eq!(location(&bare), "/login", "no session: sent to sign in");
     assert_eq!(demo.store.failed().count().expect("count"), 7);
 
+    // The confirmation gives the job its id; without one, nothing runs.
+    let no_job = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(no_job.status, 400, "{}", no_job.body);
+    let form = format!("{form}&job={}", hidden_value(&confirm.body, "job"));
     let run = http(port, "POST", "/bulk/run", &[], &form);
     assert_eq!(run.status, 303, "{}", run.body);
     let result = location(&run);
-    assert!(result.starts_with("/bulk/done?"), "{result}");
+    assert!(result.starts_with("/bulk/jobs/"), "{result}");
+    assert!(job_result(port, &result).contains("Requeued 3 failed tasks"));
     let mut queued = demo.store.queue("mail").ids(0, 10).expect("ids");
     queued.sort();
     assert_eq!(queued, ["m-to-0", "m-to-1", "m-to-2"]);
@@ -1479,6 +1512,10 @@ fn bulk_requeue_of_all_matching_goes_through_a_confirmation() {
             .expect("ids")
             .is_empty()
     );
+    // Reloading the result, or posting the same confirmed form again,
+    // shows the same job and does nothing more.
+    let again = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(location(&again), result);
     for _ in 0..2 {
         let done = http(port, "GET", &result, &[], "");
         assert_eq!(done.status, 200, "{}", done.body);
@@ -1488,12 +1525,29 @@ fn bulk_requeue_of_all_matching_goes_through_a_confirmation() {
             done.body
         );
         assert!(
+            !done.body.contains("http-equiv=\"refresh\""),
+            "a done job stops reloading"
+        );
+        assert!(
             done.body
                 .contains("href=\"/failed?queue=mail&amp;error=timeout\"")
         );
     }
     assert_eq!(demo.store.queue("mail").ids(0, 10).expect("ids").len(), 3);
     assert_eq!(demo.store.failed().count().expect("count"), 4);
+    let unknown = http(port, "GET", "/bulk/jobs/nosuchjob", &[], "");
+    assert_eq!(unknown.status, 404);
+}
+
+/// The value of the hidden field `name` of a page.
+fn hidden_value(page: &str, name: &str) -> String {
+    let at = format!("name=\"{name}\" value=\"");
+    let from = page
+        .find(&at)
+        .unwrap_or_else(|| panic!("no field {name}: {page}"))
+        + at.len();
+    let end = page[from..].find('"').expect("end of the value") + from;
+    page[from..end].to_owned()
 }
 
 /// Checkboxes: the selected failed tasks are deleted after confirmation;
@@ -1807,7 +1861,7 @@ fn a_browser_searches_filters_and_requeues_in_bulk_and_pauses_a_schedule_entry()
         text(&tab, "#confirm")
     );
     assert_eq!(demo.store.failed().count().expect("count"), 4);
-    click_to(&tab, "form[action='/bulk/run'] button", "/bulk/done");
+    click_to(&tab, "form[action='/bulk/run'] button", "/bulk/jobs/");
     assert!(text(&tab, "#result").contains("Requeued 2 failed tasks"));
     let mut queued = demo.store.queue("mail").ids(0, 10).expect("ids");
     queued.sort();
@@ -1954,5 +2008,210 @@ fn the_overview_and_queue_pages_chart_the_history_of_endings() {
         element(&reports.body, "times-title").contains("no run in this span"),
         "{}",
         reports.body
+    );
+}
+
+/// Runs the bulk form `form` (posted to `/bulk` first, for the
+/// confirmation and its job id) and returns the confirmation's question
+/// and the job's page.
+fn confirm_and_run(port: u16, form: &str) -> (String, String) {
+    let confirm = http(port, "POST", "/bulk", &[], form);
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let question = element(&confirm.body, "confirm").to_owned();
+    let form = format!("{form}&job={}", hidden_value(&confirm.body, "job"));
+    let run = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(run.status, 303, "{}", run.body);
+    (question, location(&run))
+}
+
+/// The result of the bulk job at `page`, once it ended (each page seen
+/// before is a progress line that reloads itself).
+fn job_result(port: u16, page: &str) -> String {
+    let mut result = String::new();
+    wait_until("the bulk job ends", Duration::from_secs(60), || {
+        let answer = http(port, "GET", page, &[], "");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        if answer.body.contains("id=\"result\"") {
+            result = element(&answer.body, "result").to_owned();
+            return true;
+        }
+        assert!(answer.body.contains("id=\"progress\""), "{}", answer.body);
+        assert!(answer.body.contains("http-equiv=\"refresh\" content=\"1\""));
+        false
+    });
+    result
+}
+
+/// A queue's page filters by task name, text and enqueue time, pages to
+/// the end with a cursor, and cancels all matching after a confirmation
+/// that states the count; the delayed page the same with due times.
+#[test]
+fn the_queue_and_delayed_pages_filter_page_to_the_end_and_cancel_all_matching() {
+    let demo = Demo::new();
+    let queue = demo.store.queue("reports");
+    let calls: Vec<(&str, serde_json::Value)> = (0..130)
+        .map(|i| ("render", json!({ "kind": "pdf", "n": format!("r{i:03}") })))
+        .chain((0..20).map(|i| ("render", json!({ "kind": "csv", "n": format!("q{i:03}") }))))
+        .chain((0..10).map(|i| ("mail", json!({ "kind": "pdf", "n": format!("m{i:03}") }))))
+        .collect();
+    queue.enqueue_many(&calls).expect("enqueue");
+    let soon = Timestamp::now() + jiff::SignedDuration::from_mins(30);
+    let later = Timestamp::now() + jiff::SignedDuration::from_hours(72);
+    for (i, at) in (0..30)
+        .map(|i| (i, soon))
+        .chain((30..40).map(|i| (i, later)))
+    {
+        let options = redis_tasks::EnqueueOptions::new().at(at);
+        queue
+            .enqueue_with("render", &json!({ "n": format!("w{i:03}") }), &options)
+            .expect("delayed");
+    }
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+
+    let first = http(port, "GET", "/queues/reports?task=render&text=pdf", &[], "");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(
+        element(&first.body, "matching").contains("130 matching"),
+        "{}",
+        element(&first.body, "matching")
+    );
+    assert!(first.body.contains("r000") && first.body.contains("r099"));
+    assert!(
+        !first.body.contains("r100")
+            && !first.body.contains("q000")
+            && !first.body.contains("m000")
+    );
+    assert!(
+        first.body.contains("Cancel all 130 matching"),
+        "{}",
+        first.body
+    );
+    let next = next_link(&first.body);
+    assert!(
+        next.starts_with("/queues/reports?task=render&text=pdf&cursor="),
+        "{next}"
+    );
+    let second = http(port, "GET", &next, &[], "");
+    assert!(second.body.contains("r100") && second.body.contains("r129"));
+    assert!(!second.body.contains("r099") && !second.body.contains("id=\"next\""));
+    // Enqueued within the hour: all; over an hour ago: none.
+    let recent = http(port, "GET", "/queues/reports?task=mail&since=1h", &[], "");
+    assert!(element(&recent.body, "matching").contains("10 matching"));
+    let old = http(port, "GET", "/queues/reports?task=mail&before=1h", &[], "");
+    assert!(element(&old.body, "matching").contains("0 matching"));
+
+    // The delayed set: due within the hour, or after a day.
+    let due = http(port, "GET", "/delayed?since=1h", &[], "");
+    assert!(
+        element(&due.body, "matching").contains("30 matching"),
+        "{}",
+        due.body
+    );
+    assert!(due.body.contains("w000") && !due.body.contains("w030"));
+    let far = http(port, "GET", "/delayed?before=1d&task=render", &[], "");
+    assert!(element(&far.body, "matching").contains("10 matching"));
+    assert!(far.body.contains("w039") && !far.body.contains("w029"));
+
+    // Cancel all matching: forged posts change nothing; confirmed, exactly
+    // the matching tasks are canceled.
+    let csrf = csrf_of(&due.body);
+    let form = format!("csrf={csrf}&scope=matching&verb=cancel&from=delayed&since=1h");
+    let forged = http(port, "POST", "/bulk/run", &[], &form.replace(&csrf, "0123"));
+    assert_eq!(forged.status, 403);
+    let foreign = http(
+        port,
+        "POST",
+        "/bulk",
+        &["Origin: http://evil.example"],
+        &form,
+    );
+    assert_eq!(foreign.status, 403);
+    assert_eq!(demo.store.scheduled_count().expect("count"), 40);
+    let (question, page) = confirm_and_run(port, &form);
+    assert!(
+        question.contains("Cancel 30 tasks of the delayed set matching due within 1h?"),
+        "{question}"
+    );
+    assert!(job_result(port, &page).contains("Canceled 30 tasks"));
+    assert_eq!(demo.store.scheduled_count().expect("count"), 10);
+
+    let form =
+        format!("csrf={csrf}&scope=matching&verb=cancel&from_queue=reports&task=render&text=pdf");
+    let (question, page) = confirm_and_run(port, &form);
+    assert!(
+        question.contains("Cancel 130 tasks of queue reports matching task=render"),
+        "{question}"
+    );
+    assert!(job_result(port, &page).contains("Canceled 130 tasks"));
+    assert_eq!(
+        queue.count().expect("count"),
+        30,
+        "the csv renders and the mails wait on"
+    );
+    let left = http(port, "GET", "/queues/reports?task=render&text=pdf", &[], "");
+    assert!(element(&left.body, "matching").contains("0 matching"));
+}
+
+/// "All matching" over more than one batch runs as a job: while Redis is
+/// paused the page shows its progress line and reloads itself; then it
+/// ends with the counts, and posting the confirmed form again starts no
+/// second job.
+#[test]
+fn a_large_bulk_job_shows_its_progress_and_runs_once() {
+    let demo = Demo::new();
+    let tasks: Vec<(String, &str, &str)> = (0..1200)
+        .map(|i| (format!("big-{i:04}"), "mail", "timeout"))
+        .chain((0..300).map(|i| (format!("other-{i:03}"), "reports", "timeout")))
+        .collect();
+    failed_raw(&demo, &tasks);
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+    let csrf = csrf_of(&http(port, "GET", "/failed?queue=mail", &[], "").body);
+    let form = format!("csrf={csrf}&scope=matching&verb=requeue&queue=mail");
+    let confirm = http(port, "POST", "/bulk", &[], &form);
+    assert!(element(&confirm.body, "confirm").contains("Requeue 1200 failed tasks"));
+    let form = format!("{form}&job={}", hidden_value(&confirm.body, "job"));
+
+    // Redis holds every client for a while: the job cannot start its
+    // search, and the dashboard answers with the progress line.
+    let mut c = demo.redis.client();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .exec(&mut c)
+        .expect("pause");
+    let run = http(port, "POST", "/bulk/run", &[], &form);
+    let page = location(&run);
+    let progress = http(port, "GET", &page, &[], "");
+    assert!(
+        element(&progress.body, "progress").contains("Finding the matching tasks"),
+        "{}",
+        progress.body
+    );
+    assert!(
+        progress
+            .body
+            .contains("http-equiv=\"refresh\" content=\"1\"")
+    );
+    let again = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(location(&again), page, "the same job, not a second one");
+
+    let result = job_result(port, &page);
+    assert!(result.contains("Requeued 1200 failed tasks"), "{result}");
+    assert_eq!(demo.store.queue("mail").count().expect("count"), 1200);
+    assert_eq!(demo.store.failed().count().expect("count"), 300);
+    let reloaded = http(port, "POST", "/bulk/run", &[], &form);
+    assert_eq!(location(&reloaded), page);
+    assert!(job_result(port, &page).contains("Requeued 1200 failed tasks"));
+    assert_eq!(
+        demo.store.queue("mail").count().expect("count"),
+        1200,
+        "requeued once"
+    );
+    assert!(
+        dashboard.log().matches("bulk job done").count() == 1,
+        "{}",
+        dashboard.log()
     );
 }

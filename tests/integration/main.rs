@@ -13,7 +13,8 @@
 //! - `store_tasks`: reading records (missing, corrupt, wrong key type),
 //!   cancel, meta.
 //! - `store_registry`: finished and failed registries, requeue, expiry,
-//!   the windowed filter of `Store::matching`.
+//!   the windowed filter of `Store::matching` and `Store::scan` going on
+//!   from its cursor.
 //! - `store_children`: tasks held for the end of the task that asked for
 //!   them: written with its finish, by no other ending.
 //! - `store_expiry`: task expiry decided by the fetch scripts.

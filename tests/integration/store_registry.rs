@@ -275,3 +275,95 @@ fn the_text_filter_matches_the_error_or_the_description() {
         ["t-err"]
     );
 }
+
+/// `Store::scan` goes through a registry a slice at a time: a stopped
+/// scan's cursor goes on where it stopped, every match comes once, newest
+/// first; a budget of zero stops after one window; a time range is a
+/// range of ranks.
+#[test]
+fn a_scan_goes_on_from_its_cursor_to_the_end() {
+    use redis_tasks::store::{
+        FILTER_WINDOW, Listing, RegistryKind, ScanCursor, ScanLimits, TaskFilter,
+    };
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store();
+    let mut c = server.client();
+    let mut pipe = redis::pipe();
+    for i in 0..2600_i64 {
+        let (id, queue) = (
+            format!("s-{i:04}"),
+            if i % 2 == 0 { "mail" } else { "reports" },
+        );
+        pipe.cmd("HSET")
+            .arg(n.task(queue, &id))
+            .arg(&[
+                ("task", "job"),
+                ("args", "null"),
+                ("status", "failed"),
+                ("queue", queue),
+                ("error", "boom"),
+                ("enqueued_at", "2026-11-25T08:17:26Z"),
+            ])
+            .ignore()
+            .cmd("ZADD")
+            .arg(n.home(queue).failed())
+            .arg(1_764_000_000 + i)
+            .arg(&id)
+            .ignore();
+    }
+    pipe.exec(&mut c).expect("failed tasks");
+    let listing = Listing::Registry(RegistryKind::Failed);
+    let mail = TaskFilter {
+        queue: Some("mail".to_owned()),
+        ..TaskFilter::default()
+    };
+    let limits = ScanLimits {
+        max_found: 250,
+        budget: None,
+    };
+    let (mut found, mut cursor, mut scans) = (Vec::new(), ScanCursor::START, 0);
+    loop {
+        let scan = store.scan(&listing, &mail, cursor, limits).expect("scan");
+        assert!(scan.found.len() <= 250);
+        scans += 1;
+        found.extend(scan.found.into_iter().map(|(id, _)| id));
+        match scan.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..2600)
+        .rev()
+        .step_by(2)
+        .map(|i| format!("s-{:04}", i - 1))
+        .collect();
+    assert_eq!(found, expected, "each match once, newest first");
+    assert!(scans >= 6, "{scans} scans");
+
+    // A spent budget stops the scan after one window, with a cursor.
+    let zero = ScanLimits {
+        max_found: usize::MAX,
+        budget: Some(Duration::ZERO),
+    };
+    let scan = store
+        .scan(&listing, &TaskFilter::default(), ScanCursor::START, zero)
+        .expect("scan");
+    assert_eq!(scan.looked, FILTER_WINDOW as u64);
+    assert!(scan.next.is_some());
+
+    // Ended at or after the 2,400th second: the 200 newest, 100 on mail.
+    let recent = TaskFilter {
+        since: Some(Timestamp::from_second(1_764_002_400).expect("time")),
+        ..mail.clone()
+    };
+    let all = ScanLimits {
+        max_found: usize::MAX,
+        budget: None,
+    };
+    let scan = store
+        .scan(&listing, &recent, ScanCursor::START, all)
+        .expect("scan");
+    assert_eq!(scan.found.len(), 100);
+    assert!(scan.looked <= 200, "{} looked at", scan.looked);
+}

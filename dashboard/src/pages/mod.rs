@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -14,21 +14,26 @@ use serde::Deserialize;
 
 mod delayed;
 mod history;
+mod listing;
+mod queue;
 mod registries;
+mod running;
 mod schedule_graph;
 mod search;
 mod supervisors;
 mod task;
 
 pub(crate) use delayed::delayed;
+pub(crate) use queue::queue;
 pub(crate) use registries::{expired, failed, finished};
+pub(crate) use running::running;
 pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
 pub(crate) use search::search;
 pub(crate) use supervisors::supervisors;
 pub(crate) use task::{raw, task};
 
 use crate::AppState;
-use crate::layout::{action, flash, page, seg, short, status, time};
+use crate::layout::{action, page, seg, short, status, time};
 
 /// Most rows a list page shows.
 const LIST_LIMIT: usize = 100;
@@ -93,19 +98,14 @@ pub(super) fn progress_of(store: &Store, id: &str) -> Option<Progress> {
         .map(Progress::bounded)
 }
 
-/// Links to the previous and next pages of a list of `total` rows.
-pub(super) fn pager(path: &str, page: usize, total: u64) -> Markup {
-    pager_with(path, "", page, total)
-}
-
-/// [`pager`] whose links carry `query` (`a=1&b=2`, encoded) too.
-pub(super) fn pager_with(path: &str, query: &str, page: usize, total: u64) -> Markup {
+/// Links to the previous and next pages of a list of `total` rows at
+/// `path`, the links carrying `query` (`a=1&b=2`, encoded) too.
+pub(super) fn pager(path: &str, query: &str, page: usize, total: u64) -> Markup {
     let path = if query.is_empty() {
-        path.to_owned()
+        format!("{path}?")
     } else {
         format!("{path}?{query}&")
     };
-    let sep = if query.is_empty() { "?" } else { "" };
     let pages = usize::try_from(total)
         .unwrap_or(usize::MAX)
         .div_ceil(LIST_LIMIT)
@@ -114,11 +114,11 @@ pub(super) fn pager_with(path: &str, query: &str, page: usize, total: u64) -> Ma
         @if pages > 1 {
             p.pager #pager {
                 @if page > 0 {
-                    a href={ (path) (sep) "page=" (page - 1) } { "← previous" } " "
+                    a href={ (path) "page=" (page - 1) } { "← previous" } " "
                 }
                 "page " (page + 1) " of " (pages)
                 @if page + 1 < pages {
-                    " " a href={ (path) (sep) "page=" (page + 1) } { "next →" }
+                    " " a href={ (path) "page=" (page + 1) } { "next →" }
                 }
             }
         }
@@ -361,7 +361,7 @@ fn graph_form() -> Markup {
 
 /// A table of task records (`ids` in display order); with `select`, each
 /// row has a checkbox of the form whose id that is (`name="id"`).
-fn task_table(
+pub(super) fn task_table(
     state: &AppState,
     ids: &[String],
     records: &[Result<TaskRecord, StoreError>],
@@ -417,52 +417,9 @@ pub(super) fn task_actions(state: &AppState, r: &TaskRecord) -> Markup {
     }
 }
 
-/// `/queues/{name}`: the first tasks waiting in a queue.
-pub(crate) async fn queue(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-    Query(rq): Query<history::RangeQuery>,
-) -> Response {
-    let queue_name = name.clone();
-    let page_no = paging.page();
-    let range = rq.range();
-    let read = state
-        .blocking(move |store| {
-            let queue = store.queue(queue_name.as_str());
-            let total = queue.count()?;
-            let ids = queue.ids(page_no * LIST_LIMIT, LIST_LIMIT)?;
-            let records = listed(store, &ids)?;
-            let flow = store.queue_state(&queue_name)?;
-            let history = history::read(store, Some(&queue_name), range, Timestamp::now())?;
-            Ok::<_, StoreError>((total, ids, records, flow, history))
-        })
-        .await;
-    let (total, ids, records, flow, history) = match read {
-        Ok(read) => read,
-        Err(e) => return store_error(&state, &e),
-    };
-    let now = Timestamp::now();
-    let select = !state.options.read_only && crate::auth::csrf().is_some();
-    let body = html! {
-        h1 { "Queue " (name) }
-        (flash(msg.text()))
-        (queue_flow(&state, &flow))
-        p.muted { (total) " waiting; " (ids.len()) " from number " (page_no * LIST_LIMIT + 1) " in the order they will run." }
-        @if select && !ids.is_empty() {
-            (crate::bulk::queue_form(&name))
-        }
-        (task_table(&state, &ids, &records, now, true, select.then_some(crate::bulk::FORM_ID)))
-        (pager(&format!("/queues/{}", seg(&name)), page_no, total))
-        (history::section(&history::queue_path(&name), &history))
-    };
-    page(&state, &format!("Queue {name}"), true, body).into_response()
-}
-
 /// A queue's flow control (docs/flow-control.md): paused or not, its
 /// limits and the tasks running under them, with Pause or Resume.
-fn queue_flow(state: &AppState, q: &redis_tasks_store::QueueState) -> Markup {
+pub(super) fn queue_flow(state: &AppState, q: &redis_tasks_store::QueueState) -> Markup {
     let base = format!("/queues/{}", seg(&q.name));
     html! {
         dl.flow #flow {

@@ -1,6 +1,6 @@
 //! The Failed, Finished and Expired pages: a registry 100 rows a page,
 //! newest first, or, with a filter (`?queue=&task=&error=&since=`), the
-//! ids that match it (found inside Redis by `Store::matching`). The
+//! tasks that match it, a bounded search at a time (`listing`). The
 //! Failed page also carries the forms of the bulk actions (`crate::bulk`).
 
 use std::sync::Arc;
@@ -10,11 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use maud::html;
-use redis_tasks_store::{RegistryKind, StoreError};
+use redis_tasks_store::{Listing, RegistryKind, StoreError};
 
-use super::{Flash, LIST_LIMIT, Paging, error_page, listed, pager_with, store_error, task_table};
+use super::listing::{self, CursorQuery, Found};
+use super::{Flash, LIST_LIMIT, Paging, error_page, listed, pager, store_error, task_table};
 use crate::AppState;
-use crate::filter::FilterForm;
+use crate::filter::{FilterForm, Times};
 use crate::layout::{flash, page};
 
 /// `/failed`: the newest failed tasks, with their actions.
@@ -22,9 +23,10 @@ pub(crate) async fn failed(
     State(state): State<Arc<AppState>>,
     Query(msg): Query<Flash>,
     Query(paging): Query<Paging>,
+    Query(cursor): Query<CursorQuery>,
     Query(filter): Query<FilterForm>,
 ) -> Response {
-    registry_page(state, RegistryKind::Failed, msg, paging.page(), filter).await
+    registry_page(state, RegistryKind::Failed, msg, paging, cursor, filter).await
 }
 
 /// `/expired`: the newest expired tasks (never run).
@@ -32,9 +34,10 @@ pub(crate) async fn expired(
     State(state): State<Arc<AppState>>,
     Query(msg): Query<Flash>,
     Query(paging): Query<Paging>,
+    Query(cursor): Query<CursorQuery>,
     Query(filter): Query<FilterForm>,
 ) -> Response {
-    registry_page(state, RegistryKind::Expired, msg, paging.page(), filter).await
+    registry_page(state, RegistryKind::Expired, msg, paging, cursor, filter).await
 }
 
 /// `/finished`: the newest finished tasks.
@@ -42,30 +45,19 @@ pub(crate) async fn finished(
     State(state): State<Arc<AppState>>,
     Query(msg): Query<Flash>,
     Query(paging): Query<Paging>,
+    Query(cursor): Query<CursorQuery>,
     Query(filter): Query<FilterForm>,
 ) -> Response {
-    registry_page(state, RegistryKind::Finished, msg, paging.page(), filter).await
+    registry_page(state, RegistryKind::Finished, msg, paging, cursor, filter).await
 }
 
-/// The ids of page `page_no` of registry `kind` (all of it, or what
-/// matches `filter`), newest first, and how many there are in all.
+/// The ids of page `page_no` of registry `kind`, newest first, and how
+/// many there are in all.
 fn page_ids(
     store: &redis_tasks_store::Store,
     kind: RegistryKind,
-    filter: Option<&redis_tasks_store::TaskFilter>,
     page_no: usize,
 ) -> Result<(u64, Vec<String>), StoreError> {
-    if let Some(filter) = filter {
-        let mut ids = store.matching(kind, filter)?;
-        ids.reverse();
-        let total = ids.len() as u64;
-        let shown = ids
-            .into_iter()
-            .skip(page_no.saturating_mul(LIST_LIMIT))
-            .take(LIST_LIMIT)
-            .collect();
-        return Ok((total, shown));
-    }
     let registry = match kind {
         RegistryKind::Failed => store.failed(),
         RegistryKind::Finished => store.finished(),
@@ -86,26 +78,49 @@ fn page_ids(
     Ok((total, ids))
 }
 
+/// The rows of a registry page: a page by number, or a filtered search.
+enum Rows {
+    Paged { total: u64, page_no: usize },
+    Found(Found),
+}
+
 async fn registry_page(
     state: Arc<AppState>,
     kind: RegistryKind,
     msg: Flash,
-    page_no: usize,
+    paging: Paging,
+    cursor: CursorQuery,
     form: FilterForm,
 ) -> Response {
     let now = Timestamp::now();
-    let filter = match form.to_filter(now) {
+    let filter = match form.to_filter(now, Times::Ended) {
         Ok(filter) => form.is_set().then_some(filter),
         Err(why) => return error_page(&state, StatusCode::BAD_REQUEST, &why),
     };
+    let from = match cursor.cursor() {
+        Ok(from) => from,
+        Err(why) => return error_page(&state, StatusCode::BAD_REQUEST, &why),
+    };
+    let page_no = paging.page();
     let read = state
         .blocking(move |store| {
-            let (total, ids) = page_ids(store, kind, filter.as_ref(), page_no)?;
+            let (rows, ids) = match filter {
+                Some(filter) => {
+                    let found =
+                        listing::search(store, &Listing::Registry(kind), &filter, from, true)?;
+                    let ids = found.ids.clone();
+                    (Rows::Found(found), ids)
+                }
+                None => {
+                    let (total, ids) = page_ids(store, kind, page_no)?;
+                    (Rows::Paged { total, page_no }, ids)
+                }
+            };
             let records = listed(store, &ids)?;
-            Ok::<_, StoreError>((total, ids, records))
+            Ok::<_, StoreError>((rows, ids, records))
         })
         .await;
-    let (total, ids, records) = match read {
+    let (rows, ids, records) = match read {
         Ok(read) => read,
         Err(e) => return store_error(&state, &e),
     };
@@ -116,20 +131,29 @@ async fn registry_page(
     };
     let failed = kind == RegistryKind::Failed;
     let bulk = failed && !state.options.read_only && crate::auth::csrf().is_some();
+    let first = cursor.at_start();
+    // "All N matching" names N when this page counted them all.
+    let all = match &rows {
+        Rows::Found(found) => (found.complete && first).then_some(found.count as u64),
+        Rows::Paged { .. } => None,
+    };
+    let source = crate::bulk::Source::Failed;
     let body = html! {
         h1 { (title) }
         (flash(msg.text()))
-        (form.form(path))
-        @if form.is_set() {
-            p #matching { strong { (total) " matching" } " (" (form.describe()) "), newest first." }
-        } @else {
-            p.muted { (total) " in the registry, newest first." }
+        (form.form(path, Times::Ended))
+        @match &rows {
+            Rows::Found(found) => (found.summary(&form, Times::Ended, first)),
+            Rows::Paged { total, .. } => p.muted { (total) " in the registry, newest first." },
         }
         @if bulk && !ids.is_empty() {
-            (crate::bulk::forms(&form, total))
+            (crate::bulk::forms(&source, &form, all))
         }
         (task_table(&state, &ids, &records, now, failed, bulk.then_some(crate::bulk::FORM_ID)))
-        (pager_with(path, &form.query(), page_no, total))
+        @match &rows {
+            Rows::Found(found) => (found.pager(path, &form.query(), first)),
+            Rows::Paged { total, page_no } => (pager(path, "", *page_no, *total)),
+        }
     };
     // A filtered page runs the filter again on each load: no auto-reload.
     page(&state, title, !form.is_set(), body).into_response()

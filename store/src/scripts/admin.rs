@@ -25,33 +25,77 @@ return n
 );
 
 script!(
-    FILTER_REGISTRY,
-    "The ids among a window of a registry whose records match a filter. \
-     KEYS: registry. ARGV: prefix, first rank, window size, queue, task \
-     name, text the error contains, text the error or the description \
-     contains (empty: any). Returns {entries looked at, matching ids...}. \
-     Reads only.",
+    FILTER_LISTING,
+    "The ids among a window of a listing (a registry, the delayed set, a \
+     queue) whose records match a filter, looked at in a direction and up \
+     to a number of matches. KEYS: listing. ARGV: prefix, key type (zset \
+     or list), first rank, last rank, direction (asc or desc), most \
+     matches, queue, task name, text the error contains, text the error or \
+     the description contains, time source ('' none, 'score' the entry's \
+     score, else a record field holding an RFC 3339 time), earliest and \
+     latest time (numbers for a score, text cut to the second for a field; \
+     empty: open). An error or description over 1 MiB is not searched. \
+     Returns {entries looked at, id, rank, id, rank...}. Reads only.",
     r#"
-need(KEYS[1], 'zset')
-local from = tonumber(ARGV[2])
-local ids = redis.call('ZRANGE', KEYS[1], from, from + tonumber(ARGV[3]) - 1)
-local out = {#ids}
+need(KEYS[1], ARGV[2])
+local lo, hi = tonumber(ARGV[3]), tonumber(ARGV[4])
+local desc, most = ARGV[5] == 'desc', tonumber(ARGV[6])
+local tsrc, from, to = ARGV[11], ARGV[12], ARGV[13]
+local ids, scores = {}, {}
+if ARGV[2] == 'list' then
+  ids = redis.call('LRANGE', KEYS[1], lo, hi)
+else
+  local flat = redis.call('ZRANGE', KEYS[1], lo, hi, 'WITHSCORES')
+  for i = 1, #flat, 2 do
+    ids[#ids + 1] = flat[i]
+    scores[#scores + 1] = tonumber(flat[i + 1])
+  end
+end
 local function has(v, text)
   return type(v) == 'string' and string.find(v, text, 1, true) ~= nil
 end
-for _, id in ipairs(ids) do
-  local f = redis.pcall('HMGET', k('task', id), 'queue', 'task', 'error', 'description')
+-- A text field to search, unless it is too big to load (a raw writer's
+-- huge error is not searched rather than copied into the script).
+local function text_of(tk, field)
+  if redis.call('HSTRLEN', tk, field) > 1048576 then return nil end
+  return redis.call('HGET', tk, field)
+end
+local function in_time(i, f)
+  if tsrc == '' then return true end
+  if tsrc == 'score' then
+    local s = scores[i]
+    return s ~= nil and (from == '' or s >= tonumber(from)) and (to == '' or s <= tonumber(to))
+  end
+  if type(f) ~= 'string' then return false end
+  local v = string.sub(f, 1, 19)
+  return (from == '' or v >= from) and (to == '' or v <= to)
+end
+local tfield = (tsrc ~= '' and tsrc ~= 'score') and tsrc or 'queue'
+local out = {0}
+local looked, found = 0, 0
+local first, last, step = 1, #ids, 1
+if desc then first, last, step = #ids, 1, -1 end
+for i = first, last, step do
+  if found >= most then break end
+  looked = looked + 1
+  local id = ids[i]
+  local tk = k('task', id)
+  local f = redis.pcall('HMGET', tk, 'queue', 'task', tfield)
   if type(f) == 'table' and not f.err then
-    local ok = (ARGV[4] == '' or f[1] == ARGV[4]) and (ARGV[5] == '' or f[2] == ARGV[5])
-    if ok and ARGV[6] ~= '' then
-      ok = has(f[3], ARGV[6])
+    local ok = (ARGV[7] == '' or f[1] == ARGV[7]) and (ARGV[8] == '' or f[2] == ARGV[8])
+    if ok then ok = in_time(i, f[3]) end
+    if ok and ARGV[9] ~= '' then ok = has(text_of(tk, 'error'), ARGV[9]) end
+    if ok and ARGV[10] ~= '' then
+      ok = has(text_of(tk, 'error'), ARGV[10]) or has(text_of(tk, 'description'), ARGV[10])
     end
-    if ok and (ARGV[7] or '') ~= '' then
-      ok = has(f[3], ARGV[7]) or has(f[4], ARGV[7])
+    if ok then
+      out[#out + 1] = id
+      out[#out + 1] = lo + i - 1
+      found = found + 1
     end
-    if ok then out[#out + 1] = id end
   end
 end
+out[1] = looked
 return out
 "#
 );
