@@ -67,11 +67,7 @@ impl Part {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<u64, StoreError> {
-        let key = match kind {
-            RegistryKind::Finished => self.keys().finished(),
-            RegistryKind::Failed => self.keys().failed(),
-            RegistryKind::Expired => self.keys().expired(),
-        };
+        let key = crate::registry::registry_key(self.keys(), kind);
         let (min, max) = (score(from), format!("({}", score(to)));
         self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCOUNT").arg(&key).arg(&min).arg(&max).query(c)

@@ -1,5 +1,5 @@
-//! The finished, failed and expired registries: sorted sets of task ids
-//! scored by the time the task ended, and requeueing failed tasks.
+//! The finished, failed, expired and canceled registries: sorted sets of
+//! task ids scored by the time the task ended, and requeueing failed tasks.
 
 use redis::Value;
 
@@ -19,6 +19,8 @@ pub enum RegistryKind {
     Failed,
     /// Tasks whose expiry passed before they started.
     Expired,
+    /// Tasks canceled while queued, scheduled or running.
+    Canceled,
 }
 
 /// One of the registries of ended tasks, newest last.
@@ -69,6 +71,14 @@ impl Store {
         Registry {
             store: self,
             kind: RegistryKind::Expired,
+        }
+    }
+
+    /// The registry of canceled tasks (while queued, scheduled or running).
+    pub fn canceled(&self) -> Registry<'_> {
+        Registry {
+            store: self,
+            kind: RegistryKind::Canceled,
         }
     }
 
@@ -166,6 +176,7 @@ pub(crate) fn registry_key(keys: &Keys, kind: RegistryKind) -> String {
         RegistryKind::Finished => keys.finished(),
         RegistryKind::Failed => keys.failed(),
         RegistryKind::Expired => keys.expired(),
+        RegistryKind::Canceled => keys.canceled(),
     }
 }
 
