@@ -23,6 +23,26 @@ pub enum RegistryKind {
     Canceled,
 }
 
+impl RegistryKind {
+    /// Every registry, in the order pages and searches list them.
+    pub const ALL: [RegistryKind; 4] = [
+        RegistryKind::Failed,
+        RegistryKind::Finished,
+        RegistryKind::Expired,
+        RegistryKind::Canceled,
+    ];
+
+    /// Its name in lower case, as the key and the status say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RegistryKind::Finished => "finished",
+            RegistryKind::Failed => "failed",
+            RegistryKind::Expired => "expired",
+            RegistryKind::Canceled => "canceled",
+        }
+    }
+}
+
 /// One of the registries of ended tasks, newest last.
 #[derive(Debug, Clone, Copy)]
 pub struct Registry<'s> {
@@ -49,6 +69,11 @@ pub struct RequeueReport {
 }
 
 impl Store {
+    /// The registry of `kind`.
+    pub fn registry(&self, kind: RegistryKind) -> Registry<'_> {
+        Registry { store: self, kind }
+    }
+
     /// The registry of finished tasks.
     pub fn finished(&self) -> Registry<'_> {
         Registry {
