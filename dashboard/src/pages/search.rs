@@ -107,12 +107,7 @@ pub(crate) async fn search(
             Ok(_) => Ok(Found::Task),
             Err(e) if e.is_connection_error() => Err(e),
             Err(StoreError::NotFound { .. }) => store
-                .ids_with_prefix(
-                    &RegistryKind::ALL,
-                    &wanted,
-                    MAX_FOUND,
-                    SCAN_BUDGET,
-                )
+                .ids_with_prefix(&RegistryKind::ALL, &wanted, MAX_FOUND, SCAN_BUDGET)
                 .map(Found::Prefix),
             Err(_) => Ok(Found::Task),
         })
