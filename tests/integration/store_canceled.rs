@@ -209,7 +209,10 @@ fn maintenance_trims_old_entries_with_their_records() {
         1
     );
     assert!(matches!(store.task(&old), Err(StoreError::NotFound { .. })));
-    assert_eq!(store.canceled().ids(0, 10).expect("ids"), [recent.clone()]);
+    assert_eq!(
+        store.canceled().ids(0, 10).expect("ids"),
+        vec![recent.clone()]
+    );
     assert_eq!(
         store.task(&recent).expect("record").status,
         TaskStatus::Canceled
