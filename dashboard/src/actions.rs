@@ -14,7 +14,7 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use redis_tasks_store::{CancelResult, MAX_SLOTS, StoreError, SupervisorCommand};
+use redis_tasks_store::{CancelResult, MAX_SLOTS, RegistryKind, StoreError, SupervisorCommand};
 use serde::Deserialize;
 use tracing::info;
 
@@ -156,7 +156,8 @@ pub(crate) async fn cancel(
     }
 }
 
-/// `POST /tasks/{id}/delete`: a failed task and its record, gone.
+/// `POST /tasks/{id}/delete`: a failed or canceled task and its record,
+/// gone; back to the page of the registry that held it.
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -168,17 +169,26 @@ pub(crate) async fn delete(
     }
     let task_id = id.clone();
     match state
-        .blocking(move |store| store.delete_failed(&task_id))
+        .blocking(move |store| {
+            for kind in [RegistryKind::Failed, RegistryKind::Canceled] {
+                if store.delete_ended(kind, &task_id)? {
+                    return Ok(Some(kind));
+                }
+            }
+            Ok(None)
+        })
         .await
     {
-        Ok(true) => {
+        Ok(Some(kind)) => {
             info!(task = %id, "dashboard: deleted");
-            Redirect::to("/failed?done=deleted").into_response()
+            Redirect::to(&format!("/{}?done=deleted", kind.name())).into_response()
         }
-        Ok(false) => error_page(
+        Ok(None) => error_page(
             &state,
             StatusCode::CONFLICT,
-            &format!("task {id} is not in the failed registry (requeued or deleted meanwhile?)"),
+            &format!(
+                "task {id} is not in the failed or canceled registry (requeued or deleted meanwhile?)"
+            ),
         ),
         Err(e) => conflict(&state, &e),
     }

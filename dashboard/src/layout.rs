@@ -93,6 +93,7 @@ pub(crate) fn page_refreshed(state: &AppState, title: &str, refresh: u32, body: 
                     a href="/failed" { "Failed" }
                     a href="/finished" { "Finished" }
                     a href="/expired" { "Expired" }
+                    a href="/canceled" { "Canceled" }
                     a href="/delayed" { "Delayed" }
                     a href="/supervisors" { "Supervisors" }
                     a href="/schedule" { "Schedule" }

@@ -9,8 +9,8 @@
 //! - `auth`: sessions, the CSRF token of each credential, the login token.
 //! - `pages/`: the GET pages: `mod.rs` the overview and login pages;
 //!   `listing.rs` a filtered listing searched a bounded slice at a time,
-//!   with a cursor to go on; `registries.rs` the failed, finished and
-//!   expired lists; `queue.rs` a queue's tasks; `delayed.rs` the delayed
+//!   with a cursor to go on; `registries.rs` the failed, finished,
+//!   expired and canceled lists; `queue.rs` a queue's tasks; `delayed.rs` the delayed
 //!   set; `running.rs` the running tasks; `search.rs` the task id search;
 //!   `task.rs` the task page; `schedule_graph.rs` the schedule and task
 //!   graph pages; `supervisors.rs` the supervisors page; `history.rs` the
@@ -241,6 +241,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/search", get(pages::search))
         .route("/finished", get(pages::finished))
         .route("/expired", get(pages::expired))
+        .route("/canceled", get(pages::canceled))
         .route("/tasks/{id}", get(pages::task))
         .route("/tasks/{id}/raw/{field}", get(pages::raw))
         .route("/tasks/{id}/requeue", post(actions::requeue))

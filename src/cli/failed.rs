@@ -119,19 +119,15 @@ pub(super) fn run(store: &Store, cmd: FailedCommand, out: &mut dyn Write) -> any
     }
 }
 
-/// `failed list` and `expired list`: the tasks of the registry of `kind`,
-/// oldest first.
+/// `failed list`, `expired list` and `canceled list`: the tasks of the
+/// registry of `kind`, oldest first.
 pub(super) fn list(
     store: &Store,
     kind: RegistryKind,
     args: &FailedListArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let (registry, noun) = match kind {
-        RegistryKind::Failed => (store.failed(), "failed"),
-        RegistryKind::Expired => (store.expired(), "expired"),
-        RegistryKind::Finished => (store.finished(), "finished"),
-    };
+    let (registry, noun) = (store.registry(kind), kind.name());
     let ids = registry.ids(args.offset, args.limit)?;
     let records = store.tasks_preview(&ids, LIST_FIELD_CAP)?;
     if args.json {

@@ -48,8 +48,12 @@ struct Snapshot {
     failed: u64,
     /// Tasks waiting in the delayed set (delayed enqueues and retries).
     scheduled: u64,
-    /// Tasks canceled so far (they leave no registry behind).
+    /// Tasks canceled so far (a counter: it outlives the registry's
+    /// trimming).
     canceled: u64,
+    /// Tasks in the canceled registry (`--json` only: the text keeps its
+    /// lines).
+    canceled_registry: u64,
     /// Tasks in the expired registry (never run).
     expired: u64,
 }
@@ -102,6 +106,7 @@ fn collect(store: &Store, args: &InfoArgs) -> anyhow::Result<Snapshot> {
         failed: store.failed().count()?,
         scheduled: store.scheduled_count()?,
         canceled: store.canceled_count()?,
+        canceled_registry: store.canceled().count()?,
         expired: store.expired().count()?,
     })
 }
@@ -127,6 +132,7 @@ fn to_json(s: &Snapshot) -> serde_json::Value {
         "failed": s.failed,
         "scheduled": s.scheduled,
         "canceled": s.canceled,
+        "canceled_registry": s.canceled_registry,
         "expired": s.expired,
     })
 }

@@ -25,6 +25,7 @@
 //! - [`completions`]: `completions bash|zsh|fish` (handled by each binary,
 //!   which knows its whole command line).
 
+mod canceled;
 pub mod completions;
 #[cfg(feature = "dashboard")]
 mod dashboard;
@@ -48,6 +49,7 @@ use clap::{Args, Subcommand};
 use redis_tasks_config::Settings;
 use redis_tasks_store::Store;
 
+pub use canceled::{CanceledAction, CanceledCommand};
 pub use completions::{CompletionsArgs, write_completions};
 #[cfg(feature = "dashboard")]
 pub use dashboard::DashboardArgs;
@@ -133,6 +135,8 @@ pub enum AdminCommand {
     Failed(FailedCommand),
     /// List expired tasks (their expiry passed before they started).
     Expired(ExpiredCommand),
+    /// List canceled tasks (canceled while queued, scheduled or running).
+    Canceled(CanceledCommand),
     /// Check schedules before putting them in the settings file; pause,
     /// resume or run an entry of the running scheduler.
     Schedule(ScheduleCommand),
@@ -195,6 +199,7 @@ pub fn run_admin_to(
         AdminCommand::Task(cmd) => tasks::run(&store, cmd, out),
         AdminCommand::Failed(cmd) => failed::run(&store, cmd, out),
         AdminCommand::Expired(cmd) => expired::run(&store, cmd, out),
+        AdminCommand::Canceled(cmd) => canceled::run(&store, cmd, out),
         AdminCommand::Graph(cmd) => graph::run(&store, cmd, out),
         AdminCommand::Supervisor(cmd) => supervisors::run(&store, cmd, out),
         // Handled above.

@@ -6,6 +6,7 @@ use jiff::Timestamp;
 
 use crate::part::Part;
 use crate::record::score;
+use crate::registry::registry_key;
 use crate::{RegistryKind, Store, StoreError, scripts};
 
 impl Store {
@@ -26,7 +27,15 @@ impl Store {
     /// task is not in the failed registry (requeued or deleted meanwhile, or
     /// never failed).
     pub fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
-        self.locate(id)?.delete_failed(id)
+        self.delete_ended(RegistryKind::Failed, id)
+    }
+
+    /// Deletes a task of the registry of `kind` (its entry and its record)
+    /// in one step, as [`delete_failed`](Store::delete_failed) does for
+    /// the failed one; `false`, with nothing changed, when the registry
+    /// does not hold it.
+    pub fn delete_ended(&self, kind: RegistryKind, id: &str) -> Result<bool, StoreError> {
+        Ok(self.locate(id)?.delete_ended(kind, &[id.to_owned()])? == 1)
     }
 
     /// Deletes failed tasks as [`delete_failed`](Store::delete_failed)
@@ -36,7 +45,7 @@ impl Store {
         let mut total = 0;
         for batch in ids.chunks(crate::producer::EMPTY_BATCH) {
             total += self
-                .each(|p| p.delete_failed_batch(batch))?
+                .each(|p| p.delete_ended(RegistryKind::Failed, batch))?
                 .into_iter()
                 .sum::<u64>();
         }
@@ -67,27 +76,20 @@ impl Part {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<u64, StoreError> {
-        let key = match kind {
-            RegistryKind::Finished => self.keys().finished(),
-            RegistryKind::Failed => self.keys().failed(),
-            RegistryKind::Expired => self.keys().expired(),
-        };
+        let key = registry_key(self.keys(), kind);
         let (min, max) = (score(from), format!("({}", score(to)));
         self.read(&[(&key, "zset")], |c, _| {
             redis::cmd("ZCOUNT").arg(&key).arg(&min).arg(&max).query(c)
         })
     }
 
-    pub(crate) fn delete_failed(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.delete_failed_batch(&[id.to_owned()])? == 1)
-    }
-
-    /// Deletes those of `ids` that are in this partition's failed registry.
-    fn delete_failed_batch(&self, ids: &[String]) -> Result<u64, StoreError> {
-        let failed = self.keys().failed();
+    /// Deletes those of `ids` that are in this partition's registry of
+    /// `kind`.
+    fn delete_ended(&self, kind: RegistryKind, ids: &[String]) -> Result<u64, StoreError> {
+        let registry = registry_key(self.keys(), kind);
         self.run(&[], |c, keys| {
-            let mut inv = scripts::DELETE_FAILED.prepare_invoke();
-            inv.key(&failed).arg(keys.prefix());
+            let mut inv = scripts::DELETE_ENDED.prepare_invoke();
+            inv.key(&registry).arg(keys.prefix());
             for id in ids {
                 inv.arg(id);
             }

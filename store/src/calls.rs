@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::keys::Keys;
 use crate::part::Options;
 use crate::producer::{NewTask, check_name, new_task};
-use crate::record::{hash_from_value, parse_record, text_of, time_text};
+use crate::record::{hash_from_value, parse_record, score, text_of, time_text};
 use crate::{EnqueueOptions, Enqueued, StoreError, scripts};
 
 /// How many tasks one enqueue script writes (a batch is split into scripts
@@ -269,12 +269,14 @@ pub(crate) fn task_exists(keys: &Keys, id: &str) -> Cmd {
 
 /// The cancel script for a task waiting in its queue.
 pub(crate) fn cancel(keys: &Keys, id: &str, registry_ttl: u64) -> ScriptInvocation<'static> {
+    let now = Timestamp::now();
     let mut inv = scripts::CANCEL.prepare_invoke();
     inv.key(keys.task(id))
         .arg(keys.prefix())
         .arg(id)
-        .arg(time_text(Timestamp::now()))
-        .arg(registry_ttl);
+        .arg(time_text(now))
+        .arg(registry_ttl)
+        .arg(score(now));
     inv
 }
 
@@ -334,13 +336,15 @@ pub(crate) fn cancel_scheduled(
     id: &str,
     registry_ttl: u64,
 ) -> ScriptInvocation<'static> {
+    let now = Timestamp::now();
     let mut inv = scripts::CANCEL_SCHEDULED.prepare_invoke();
     inv.key(keys.task(id))
         .key(keys.scheduled())
         .arg(keys.prefix())
         .arg(id)
-        .arg(time_text(Timestamp::now()))
-        .arg(registry_ttl);
+        .arg(time_text(now))
+        .arg(registry_ttl)
+        .arg(score(now));
     inv
 }
 

@@ -27,7 +27,7 @@ pub enum Ending<'a> {
         /// Why.
         error: &'a str,
     },
-    /// Canceled while running (no registry, the record expires).
+    /// Canceled while running (the canceled registry; the record expires).
     Canceled {
         /// Why, as recorded.
         error: &'a str,

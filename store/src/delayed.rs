@@ -356,6 +356,7 @@ impl Part {
                 .arg(time_text(now))
                 .arg(error)
                 .arg(self.registry_ttl())
+                .arg(score(now))
                 .invoke(c)
         })?;
         Ok(done == 1)

@@ -120,6 +120,12 @@ impl Keys {
         format!("{}:expired", self.prefix)
     }
 
+    /// `P:canceled`: ZSET of ids of tasks canceled (queued, scheduled or
+    /// running), scored by when that was recorded.
+    pub fn canceled(&self) -> String {
+        format!("{}:canceled", self.prefix)
+    }
+
     /// `P:scheduled`: ZSET of ids of tasks waiting for their time (delayed
     /// enqueues and retries), scored by when they are due.
     pub fn scheduled(&self) -> String {
@@ -128,7 +134,7 @@ impl Keys {
 
     /// `P:stats:canceled`: STRING, how many tasks were canceled (queued,
     /// scheduled or running); written by every cancel, read by `info` and
-    /// the dashboard (a canceled task leaves no registry behind).
+    /// the dashboard (it outlives the canceled registry's trimming).
     pub fn canceled_count(&self) -> String {
         format!("{}:stats:canceled", self.prefix)
     }

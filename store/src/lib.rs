@@ -34,8 +34,9 @@
 //!   `fetch`: taking a task into a slot and recording its end. `conclude`:
 //!   one call for every ending of a fetched task ([`Ending`]), which picks
 //!   the script. `maintenance`: locks, dead slots, expiry.
-//! - Admin views: `registry`: the finished and failed registries. `admin`:
-//!   counts, queue lengths, deleting a failed task. `preview`: clipped
+//! - Admin views: `registry`: the finished, failed, expired and canceled
+//!   registries. `admin`: counts, queue lengths, deleting a failed or
+//!   canceled task. `preview`: clipped
 //!   records. `layout`: partition and key names for programs reading Redis.
 //!   `history`: the per-minute counts of endings the ending scripts keep,
 //!   with run time and queue wait percentiles.

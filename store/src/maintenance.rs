@@ -66,7 +66,7 @@ impl Store {
         Ok(all)
     }
 
-    /// Removes finished, failed and expired entries that ended more than `ttl`
+    /// Removes finished, failed, expired and canceled entries that ended more than `ttl`
     /// before `now`, with their task records (a batch per atomic step);
     /// returns how many.
     pub fn expire_registries(&self, now: Timestamp, ttl: Duration) -> Result<u64, StoreError> {
@@ -148,7 +148,8 @@ impl Part {
         let finished = self.trim_registry(&self.keys().finished(), &limit)?;
         let failed = self.trim_registry(&self.keys().failed(), &limit)?;
         let expired = self.trim_registry(&self.keys().expired(), &limit)?;
-        Ok(finished + failed + expired)
+        let canceled = self.trim_registry(&self.keys().canceled(), &limit)?;
+        Ok(finished + failed + expired + canceled)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The finished, failed and expired registries: sorted sets of task ids
-//! scored by the time the task ended, and requeueing failed tasks.
+//! The finished, failed, expired and canceled registries: sorted sets of
+//! task ids scored by the time the task ended, and requeueing failed tasks.
 
 use redis::Value;
 
@@ -19,6 +19,28 @@ pub enum RegistryKind {
     Failed,
     /// Tasks whose expiry passed before they started.
     Expired,
+    /// Tasks canceled while queued, scheduled or running.
+    Canceled,
+}
+
+impl RegistryKind {
+    /// Every registry, in the order pages and searches list them.
+    pub const ALL: [RegistryKind; 4] = [
+        RegistryKind::Failed,
+        RegistryKind::Finished,
+        RegistryKind::Expired,
+        RegistryKind::Canceled,
+    ];
+
+    /// Its name in lower case, as the key and the status say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RegistryKind::Finished => "finished",
+            RegistryKind::Failed => "failed",
+            RegistryKind::Expired => "expired",
+            RegistryKind::Canceled => "canceled",
+        }
+    }
 }
 
 /// One of the registries of ended tasks, newest last.
@@ -47,6 +69,11 @@ pub struct RequeueReport {
 }
 
 impl Store {
+    /// The registry of `kind`.
+    pub fn registry(&self, kind: RegistryKind) -> Registry<'_> {
+        Registry { store: self, kind }
+    }
+
     /// The registry of finished tasks.
     pub fn finished(&self) -> Registry<'_> {
         Registry {
@@ -69,6 +96,14 @@ impl Store {
         Registry {
             store: self,
             kind: RegistryKind::Expired,
+        }
+    }
+
+    /// The registry of canceled tasks (while queued, scheduled or running).
+    pub fn canceled(&self) -> Registry<'_> {
+        Registry {
+            store: self,
+            kind: RegistryKind::Canceled,
         }
     }
 
@@ -166,6 +201,7 @@ pub(crate) fn registry_key(keys: &Keys, kind: RegistryKind) -> String {
         RegistryKind::Finished => keys.finished(),
         RegistryKind::Failed => keys.failed(),
         RegistryKind::Expired => keys.expired(),
+        RegistryKind::Canceled => keys.canceled(),
     }
 }
 

@@ -229,6 +229,9 @@ fn info_json_has_the_documented_shape() {
             "canceled": 0,
             // Added with task expiry (a key added, none changed).
             "expired": 0,
+            // Added with the canceled registry (`canceled` stays the
+            // counter of every cancel).
+            "canceled_registry": 0,
         })
     );
     // Only some queues: workers listening elsewhere are left out.
@@ -267,7 +270,8 @@ fn info_human_output_has_bars_workers_and_no_colour_off_a_terminal() {
         lines.contains(&"finished: 0, failed: 0, scheduled: 0"),
         "{out}"
     );
-    // Canceled tasks leave no registry: they are counted.
+    // Canceled tasks are counted (the counter outlives the registry's
+    // trimming).
     assert!(lines.contains(&"canceled: 0"), "{out}");
     let queued = store.queue("default").ids(0, 1).expect("ids")[0].clone();
     store.cancel(&queued).expect("cancel");
@@ -391,6 +395,34 @@ pub(crate) fn fail_task(server: &RedisServer, queue: &str, task: &str, error: &s
         .finish("s", &id, TaskStatus::Failed, Some(error), Timestamp::now())
         .expect("finish");
     id
+}
+
+#[test]
+fn canceled_list_shows_the_canceled_registry() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let q = store.queue("q1");
+    let a = q.enqueue("job", &json!([1])).expect("enqueue");
+    let b = q.enqueue("job", &json!([2])).expect("enqueue");
+    let kept = q.enqueue("job", &json!([3])).expect("enqueue");
+    store.cancel(&a).expect("cancel");
+    store.cancel(&b).expect("cancel");
+    let listed = json_of(&admin(&server).args(["canceled", "list", "--json"]).stdout());
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, vec![a.as_str(), b.as_str()]);
+    assert_eq!(listed[0]["status"], json!("canceled"));
+    let human = admin(&server).args(["canceled", "list"]).stdout();
+    assert!(human.contains(&b) && !human.contains(&kept), "{human}");
+    let info = json_of(&admin(&server).args(["info", "--json"]).stdout());
+    assert_eq!(
+        (info["canceled"].clone(), info["canceled_registry"].clone()),
+        (json!(2), json!(2))
+    );
 }
 
 #[test]

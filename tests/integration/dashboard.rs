@@ -2215,3 +2215,85 @@ fn a_large_bulk_job_shows_its_progress_and_runs_once() {
         dashboard.log()
     );
 }
+
+/// `/canceled`: the canceled registry listed newest first, filtered by task
+/// name and paged with a cursor; a row's Delete takes the task away; the
+/// search box finds its ids.
+#[test]
+fn the_canceled_page_lists_filters_pages_and_deletes() {
+    let demo = Demo::new();
+    let q = demo.store.queue("mail");
+    let mut reports = Vec::new();
+    for i in 0..130 {
+        let id = q.enqueue("report", &json!([i])).expect("enqueue");
+        demo.store.cancel_task(&id).expect("cancel");
+        reports.push(id);
+    }
+    let other = q.enqueue("other", &json!([])).expect("enqueue");
+    demo.store.cancel_task(&other).expect("cancel");
+    let dashboard = Dashboard::start(&demo, &[], &[]);
+    let port = dashboard.port;
+
+    let all = http(port, "GET", "/canceled", &[], "");
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert!(all.body.contains("Canceled tasks"), "{}", all.body);
+    assert!(all.body.contains("href=\"/canceled\""), "a header link");
+    assert!(all.body.contains("131 in the registry"), "{}", all.body);
+    assert!(
+        all.body.contains(&format!("/tasks/{other}/delete")),
+        "{}",
+        all.body
+    );
+
+    let first = http(port, "GET", "/canceled?task=report", &[], "");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(
+        element(&first.body, "matching").contains("130 matching"),
+        "{}",
+        element(&first.body, "matching")
+    );
+    assert!(!first.body.contains(&format!("/tasks/{other}\"")));
+    // Newest first: the last canceled is on the first page, the first not.
+    assert!(first.body.contains(&format!("/tasks/{}\"", reports[129])));
+    assert!(!first.body.contains(&format!("/tasks/{}\"", reports[0])));
+    let next = next_link(&first.body);
+    assert!(
+        next.starts_with("/canceled?task=report&cursor="),
+        "the next page keeps the filter: {next}"
+    );
+    let second = http(port, "GET", &next, &[], "");
+    assert!(
+        element(&second.body, "matching").contains("30 matching"),
+        "{}",
+        element(&second.body, "matching")
+    );
+    assert!(second.body.contains(&format!("/tasks/{}\"", reports[0])));
+    assert!(!second.body.contains("id=\"next\""), "the last page");
+
+    let prefix = &other[..12];
+    let found = http(port, "GET", &format!("/search?q={prefix}"), &[], "");
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert!(
+        found.body.contains(&format!("href=\"/tasks/{other}\"")),
+        "{}",
+        found.body
+    );
+    assert!(
+        found.body.contains("href=\"/canceled\">canceled<"),
+        "{}",
+        found.body
+    );
+
+    let csrf = csrf_of(&all.body);
+    let answer = http(
+        port,
+        "POST",
+        &format!("/tasks/{other}/delete"),
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(location(&answer), "/canceled?done=deleted");
+    assert!(demo.store.task(&other).is_err(), "the record is gone");
+    assert_eq!(demo.store.canceled().count().expect("count"), 130);
+}

@@ -15,6 +15,8 @@
 //! - `store_registry`: finished and failed registries, requeue, expiry,
 //!   the windowed filter of `Store::matching` and `Store::scan` going on
 //!   from its cursor.
+//! - `store_canceled`: the canceled registry: each cancel path enters it,
+//!   a wrong-typed key stops a cancel untouched, trimming, the filter.
 //! - `store_children`: tasks held for the end of the task that asked for
 //!   them: written with its finish, by no other ending.
 //! - `store_expiry`: task expiry decided by the fetch scripts.
@@ -109,6 +111,7 @@ mod progress;
 mod scheduler;
 mod scheduler_store;
 mod secrets;
+mod store_canceled;
 mod store_children;
 mod store_connection;
 mod store_dead_slots;

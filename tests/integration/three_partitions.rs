@@ -18,6 +18,9 @@ mod async_producer;
 #[path = "scheduler_store.rs"]
 mod scheduler_store;
 #[allow(clippy::duplicate_mod)]
+#[path = "store_canceled.rs"]
+mod store_canceled;
+#[allow(clippy::duplicate_mod)]
 #[path = "store_children.rs"]
 mod store_children;
 #[allow(clippy::duplicate_mod)]

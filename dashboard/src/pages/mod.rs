@@ -25,7 +25,7 @@ mod task;
 
 pub(crate) use delayed::delayed;
 pub(crate) use queue::queue;
-pub(crate) use registries::{expired, failed, finished};
+pub(crate) use registries::{canceled, expired, failed, finished};
 pub(crate) use running::running;
 pub(crate) use schedule_graph::{graph, graph_lookup, schedule};
 pub(crate) use search::search;
@@ -178,7 +178,7 @@ struct Overview {
     queues: Vec<(String, u64)>,
     /// Tasks in the delayed set.
     scheduled: u64,
-    /// Tasks canceled so far (no registry keeps them).
+    /// Tasks canceled so far (a counter: it outlives the registry's trimming).
     canceled: u64,
     failed: u64,
     finished: u64,
@@ -256,7 +256,7 @@ pub(crate) async fn overview(
             div.card { div.n #recent-finished { (recent.finished) } div.l { "finished, last " (RECENT_MINUTES) " min" } }
             div.card { div.n #recent-failed { (recent.failed) } div.l { "failed, last " (RECENT_MINUTES) " min" } }
             div.card { a href="/failed" { div.n #failed-count { (o.failed) } } div.l { "in the failed registry" } }
-            div.card { div.n #canceled-count { (o.canceled) } div.l { "canceled" } }
+            div.card { a href="/canceled" { div.n #canceled-count { (o.canceled) } } div.l { "canceled" } }
             div.card { a href="/finished" { div.n { (o.finished) } } div.l { "in the finished registry" } }
             div.card { a href="/expired" { div.n #expired-count { (o.expired) } } div.l { "expired, never run" } }
         }
@@ -409,6 +409,9 @@ pub(super) fn task_actions(state: &AppState, r: &TaskRecord) -> Markup {
         @if r.status == TaskStatus::Failed {
             (action(state, &format!("{base}/requeue"), "Requeue", "primary"))
             " "
+            (action(state, &format!("{base}/delete"), "Delete", "danger"))
+        }
+        @if r.status == TaskStatus::Canceled {
             (action(state, &format!("{base}/delete"), "Delete", "danger"))
         }
         @if matches!(r.status, TaskStatus::Queued | TaskStatus::Scheduled | TaskStatus::Running) {

@@ -1,4 +1,4 @@
-//! The Failed, Finished and Expired pages: a registry 100 rows a page,
+//! The Failed, Finished, Expired and Canceled pages: a registry 100 rows a page,
 //! newest first, or, with a filter (`?queue=&task=&error=&since=`), the
 //! tasks that match it, a bounded search at a time (`listing`). The
 //! Failed page also carries the forms of the bulk actions (`crate::bulk`).
@@ -40,6 +40,18 @@ pub(crate) async fn expired(
     registry_page(state, RegistryKind::Expired, msg, paging, cursor, filter).await
 }
 
+/// `/canceled`: the newest canceled tasks, each with Delete (a canceled
+/// task is not requeued: enqueue it again instead).
+pub(crate) async fn canceled(
+    State(state): State<Arc<AppState>>,
+    Query(msg): Query<Flash>,
+    Query(paging): Query<Paging>,
+    Query(cursor): Query<CursorQuery>,
+    Query(filter): Query<FilterForm>,
+) -> Response {
+    registry_page(state, RegistryKind::Canceled, msg, paging, cursor, filter).await
+}
+
 /// `/finished`: the newest finished tasks.
 pub(crate) async fn finished(
     State(state): State<Arc<AppState>>,
@@ -58,11 +70,7 @@ fn page_ids(
     kind: RegistryKind,
     page_no: usize,
 ) -> Result<(u64, Vec<String>), StoreError> {
-    let registry = match kind {
-        RegistryKind::Failed => store.failed(),
-        RegistryKind::Finished => store.finished(),
-        RegistryKind::Expired => store.expired(),
-    };
+    let registry = store.registry(kind);
     let total = registry.count()?;
     // Newest first: page 0 is the end of the registry.
     let end = usize::try_from(total)
@@ -128,8 +136,10 @@ async fn registry_page(
         RegistryKind::Failed => ("Failed tasks", "/failed"),
         RegistryKind::Finished => ("Finished tasks", "/finished"),
         RegistryKind::Expired => ("Expired tasks", "/expired"),
+        RegistryKind::Canceled => ("Canceled tasks", "/canceled"),
     };
     let failed = kind == RegistryKind::Failed;
+    let actions = failed || kind == RegistryKind::Canceled;
     let bulk = failed && !state.options.read_only && crate::auth::csrf().is_some();
     let first = cursor.at_start();
     // "All N matching" names N when this page counted them all.
@@ -149,7 +159,7 @@ async fn registry_page(
         @if bulk && !ids.is_empty() {
             (crate::bulk::forms(&source, &form, all))
         }
-        (task_table(&state, &ids, &records, now, failed, bulk.then_some(crate::bulk::FORM_ID)))
+        (task_table(&state, &ids, &records, now, actions, bulk.then_some(crate::bulk::FORM_ID)))
         @match &rows {
             Rows::Found(found) => (found.pager(path, &form.query(), first)),
             Rows::Paged { total, page_no } => (pager(path, "", *page_no, *total)),

@@ -1,5 +1,5 @@
-//! `/search?q=`: a task by its id, or the ids of the failed, finished and
-//! expired registries that start with a prefix.
+//! `/search?q=`: a task by its id, or the ids of the failed, finished,
+//! expired and canceled registries that start with a prefix.
 //!
 //! Bounded: the prefix search walks each registry with `ZSCAN MATCH
 //! prefix*` and stops at [`MAX_FOUND`] ids or about [`SCAN_BUDGET`]
@@ -59,14 +59,6 @@ fn invalid(q: &str) -> Option<String> {
     None
 }
 
-fn registry_name(kind: RegistryKind) -> &'static str {
-    match kind {
-        RegistryKind::Failed => "failed",
-        RegistryKind::Finished => "finished",
-        RegistryKind::Expired => "expired",
-    }
-}
-
 /// What a search found.
 enum Found {
     /// A task with exactly that id.
@@ -96,7 +88,7 @@ pub(crate) async fn search(
         let body = html! {
             h1 { "Search" }
             (form)
-            p.muted { "A task id, or at least " (MIN_PREFIX) " of its first characters (failed, finished and expired tasks)." }
+            p.muted { "A task id, or at least " (MIN_PREFIX) " of its first characters (failed, finished, expired and canceled tasks)." }
         };
         return page(&state, "Search", false, body).into_response();
     }
@@ -115,16 +107,7 @@ pub(crate) async fn search(
             Ok(_) => Ok(Found::Task),
             Err(e) if e.is_connection_error() => Err(e),
             Err(StoreError::NotFound { .. }) => store
-                .ids_with_prefix(
-                    &[
-                        RegistryKind::Failed,
-                        RegistryKind::Finished,
-                        RegistryKind::Expired,
-                    ],
-                    &wanted,
-                    MAX_FOUND,
-                    SCAN_BUDGET,
-                )
+                .ids_with_prefix(&RegistryKind::ALL, &wanted, MAX_FOUND, SCAN_BUDGET)
                 .map(Found::Prefix),
             Err(_) => Ok(Found::Task),
         })
@@ -138,7 +121,7 @@ pub(crate) async fn search(
         h1 { "Search" }
         (form)
         p #search-count {
-            (search.found.len()) " task id" @if search.found.len() != 1 { "s" } " starting with " code { (q) } " in the failed, finished and expired registries."
+            (search.found.len()) " task id" @if search.found.len() != 1 { "s" } " starting with " code { (q) } " in the failed, finished, expired and canceled registries."
         }
         @if !search.complete {
             div.flash.err #search-capped role="status" {
@@ -153,7 +136,7 @@ pub(crate) async fn search(
                     @for (kind, id) in &search.found {
                         tr {
                             td { a href={ "/tasks/" (seg(id)) } { code { (id) } } }
-                            td { a href={ "/" (registry_name(*kind)) } { (registry_name(*kind)) } }
+                            td { a href={ "/" (kind.name()) } { (kind.name()) } }
                         }
                     }
                 }

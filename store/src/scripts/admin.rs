@@ -6,9 +6,9 @@ use std::sync::LazyLock;
 use redis::Script;
 
 script!(
-    DELETE_FAILED,
-    "Delete failed tasks: their registry entries and their records, each \
-     only while it is in the failed registry. KEYS: failed registry. ARGV: \
+    DELETE_ENDED,
+    "Delete ended tasks: their registry entries and their records, each \
+     only while it is in the registry (failed, canceled...). KEYS: registry. ARGV: \
      prefix, ids. Returns how many were deleted (ids not in the registry \
      are left alone).",
     r#"

@@ -129,17 +129,20 @@ return {moved, nxt[2] or ''}
 
 delayed_script!(
     CANCEL_SCHEDULED,
-    "Cancel a scheduled task. KEYS: task, scheduled zset. ARGV: prefix, id, \
-     ended_at, ttl. Returns 1, or 0 when it is not scheduled (any more).",
+    "Cancel a scheduled task and enter it in the canceled registry. KEYS: \
+     task, scheduled zset. ARGV: prefix, id, ended_at, ttl, ended_at as a \
+     score. Returns 1, or 0 when it is not scheduled (any more).",
     r#"
 need(KEYS[1], 'hash')
 need(KEYS[2], 'zset')
+need(k('canceled'), 'zset')
 if redis.call('HGET', KEYS[1], 'status') ~= 'scheduled' then return 0 end
 if redis.call('ZREM', KEYS[2], ARGV[2]) == 0 then return 0 end
 tally_of(KEYS[1], 'canceled', epoch(ARGV[3]))
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'run_at')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', k('canceled'), ARGV[5], ARGV[2])
 ended(KEYS[1], ARGV[2], 'canceled', ARGV[4])
 return 1
 "#
@@ -227,15 +230,17 @@ return 1
 
 delayed_script!(
     FINISH_CANCELED,
-    "Record that a running task was canceled, fenced on the slot's list. \
-     KEYS: slot list, slot hash, task, cancel requests hash. ARGV: prefix, \
-     id, now, error, ttl. Returns 1, or 0 when the slot does not hold the id.",
+    "Record that a running task was canceled, fenced on the slot's list, \
+     and enter it in the canceled registry. KEYS: slot list, slot hash, \
+     task, cancel requests hash. ARGV: prefix, id, now, error, ttl, now as \
+     a score. Returns 1, or 0 when the slot does not hold the id.",
     r#"
 local list, hash, tk = KEYS[1], KEYS[2], KEYS[3]
 need(list, 'list')
 need(hash, 'hash')
 need(tk, 'hash')
 need(KEYS[4], 'hash')
+need(k('canceled'), 'zset')
 if not redis.call('LPOS', list, ARGV[2]) then return 0 end
 local gf = redis.call('HMGET', tk, 'graph', 'graph_node')
 local gp = gplan_of(gf[1], gf[2], ARGV[2], 'canceled')
@@ -252,6 +257,7 @@ tally_of(tk, 'canceled', epoch(ARGV[3]))
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3], 'error', ARGV[4])
 redis.call('HDEL', tk, 'worker')
 redis.call('EXPIRE', tk, ARGV[5])
+redis.call('ZADD', k('canceled'), ARGV[6], ARGV[2])
 ended(tk, ARGV[2], 'canceled', ARGV[5])
 gapply_of(gp, ARGV[3])
 return 1

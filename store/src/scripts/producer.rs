@@ -33,12 +33,13 @@ return n
 graph_script!(
     CANCEL,
     "Cancel a queued task still in its queue (or held back by its function's \
-     limit). KEYS: task. ARGV: prefix, id, \
-     ended_at, ttl. Returns {'ok'}, {'missing'}, {'status', s}, {'noqueue'} \
-     or {'taken'}.",
+     limit), and enter it in the canceled registry. KEYS: task. ARGV: \
+     prefix, id, ended_at, ttl, ended_at as a score. Returns {'ok'}, \
+     {'missing'}, {'status', s}, {'noqueue'} or {'taken'}.",
     r#"
 local tk = KEYS[1]
 need(tk, 'hash')
+need(k('canceled'), 'zset')
 local st = redis.call('HGET', tk, 'status')
 if redis.call('EXISTS', tk) == 0 then return {'missing'} end
 if not st then return {'status', ''} end
@@ -60,6 +61,7 @@ redis.call('LREM', qk, 0, ARGV[2])
 tally_of(tk, 'canceled', epoch(ARGV[3]))
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('EXPIRE', tk, ARGV[4])
+redis.call('ZADD', k('canceled'), ARGV[5], ARGV[2])
 ended(tk, ARGV[2], 'canceled', ARGV[4])
 gapply_of(gp, ARGV[3])
 return {'ok'}

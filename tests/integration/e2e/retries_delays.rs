@@ -200,6 +200,11 @@ fn cancel_of_a_running_task_kills_it_and_everything_it_started() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["status"], "canceled");
     assert_eq!(demo.store.failed().count().expect("count"), 0);
+    // The supervisor's record of the end enters the canceled registry.
+    assert_eq!(
+        demo.store.canceled().ids(0, 10).expect("ids"),
+        vec![id.clone()]
+    );
     // Again: it has ended, which is said, and nothing changes.
     let again = demo.cmd().args(["task", "cancel", &id]).fails();
     assert!(
