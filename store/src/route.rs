@@ -208,6 +208,7 @@ mod tests {
             id: "i".to_owned(),
             queue: "q".to_owned(),
             partition,
+            times: None,
         }
     }
 

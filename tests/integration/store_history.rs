@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use redis_tasks::protocol::TaskStatus;
-use redis_tasks::store::{MinuteStats, SlotInfo};
+use redis_tasks::store::{Ending, MinuteStats, SlotInfo};
 use redis_tasks::{CancelResult, Store};
 use serde_json::json;
 
@@ -378,4 +378,73 @@ fn the_overview_adds_up_every_queue() {
         assert_eq!(total(&store, Some(name)).failed, i as u64 + 1);
     }
     assert_eq!(total(&store, None).failed, 6);
+}
+
+/// A busy slot's finish and fetch counts from the times its lease carries
+/// (read from the record at the fetch, no time parsed in Lua): the same
+/// buckets as the plain finish, a retried run's wait from its due time.
+#[test]
+fn a_busy_slots_finish_and_fetch_counts_from_its_lease() {
+    let server = RedisServer::start();
+    let n = server.names();
+    let store = server.store();
+    let q = store.queue("busy");
+    let s = slot(&store, "s1", "busy");
+    let mut conn = server.client();
+    let mut enqueued_ago = |id: &str, secs: i64| {
+        let _: () = redis::cmd("HSET")
+            .arg(n.task("busy", id))
+            .arg("enqueued_at")
+            .arg((Timestamp::now() - SignedDuration::from_secs(secs)).to_string())
+            .query(&mut conn)
+            .expect("hset");
+    };
+    let retried = q.enqueue("send", &json!([1])).expect("enqueue");
+    assert_eq!(take(&store, &s), retried);
+    let due = Timestamp::now() + SignedDuration::from_millis(100);
+    assert!(
+        store
+            .schedule_retry(&s.id, &retried, "boom", due, Timestamp::now())
+            .expect("retry")
+    );
+    enqueued_ago(&retried, 5 * 3600);
+    let waited = q.enqueue("send", &json!([2])).expect("enqueue");
+    enqueued_ago(&waited, 60);
+    let promote_at = due + SignedDuration::from_millis(1);
+    assert_eq!(store.promote_due(promote_at, 10).expect("promote").moved, 1);
+
+    let finished = || Ending::Finished {
+        result: None,
+        children: &[],
+    };
+    let first = store
+        .fetch(&s.id, &s.queues, Duration::ZERO)
+        .expect("fetch")
+        .expect("a task");
+    assert_eq!(first.id, waited);
+    let end = Timestamp::now() + SignedDuration::from_secs(3);
+    let (done, next) = store
+        .conclude_and_fetch(&first.lease, finished(), &s.queues, end)
+        .expect("finish and fetch");
+    assert!(done);
+    let next = next.expect("the retried task, in the same call");
+    assert_eq!(next.id, retried);
+    let end = Timestamp::now() + SignedDuration::from_secs(3);
+    let (done, none) = store
+        .conclude_and_fetch(&next.lease, finished(), &s.queues, end)
+        .expect("finish and fetch");
+    assert!(done && none.is_none());
+
+    let sum = total(&store, Some("busy"));
+    assert_eq!((sum.finished, sum.retried), (2, 1));
+    let root2 = 2f64.sqrt();
+    let within = |got: f64, want: f64| got > want / root2 && got < want * root2;
+    // The first run took 3 s; the second started at the first's end (the
+    // same call stamped it) and took milliseconds.
+    let run = secs(sum.run.percentile(1.0));
+    assert!(within(run, 3.0), "run {run}");
+    // The longest wait is the first task's minute, not the retried
+    // task's five hours since its enqueue.
+    let wait = secs(sum.wait.percentile(1.0));
+    assert!(within(wait, 60.0), "wait {wait}");
 }

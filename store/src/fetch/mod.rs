@@ -451,6 +451,10 @@ impl Part {
                 inv.arg(limit);
             }
             inv.arg(children);
+            match lease.times {
+                Some(t) => inv.arg(score(t.started)).arg(score(t.waited_from)),
+                None => inv.arg("").arg(""),
+            };
             for q in queues {
                 inv.arg(q);
             }

@@ -4,6 +4,7 @@
 //! list it was taken from). Also the size limits the script checks a
 //! record against before loading it.
 
+use jiff::Timestamp;
 use redis::Value;
 
 use crate::StoreError;
@@ -35,6 +36,35 @@ pub struct Lease {
     pub queue: String,
     /// The partition the task was fetched from (0 for unpartitioned data).
     pub partition: usize,
+    /// When the run started and its wait began, from the record read at
+    /// the fetch (none when it could not be read).
+    pub(crate) times: Option<RunTimes>,
+}
+
+/// The two times of a run the history counts (docs/redis-schema.md,
+/// "History"), handed to the end script as numbers so that Lua does not
+/// parse them from the record's texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunTimes {
+    /// The record's `started_at`.
+    pub(crate) started: Timestamp,
+    /// The due time of its retry (the last attempt's `next_attempt_at`),
+    /// else `enqueued_at`.
+    pub(crate) waited_from: Timestamp,
+}
+
+impl RunTimes {
+    fn of(record: &TaskRecord) -> Option<RunTimes> {
+        Some(RunTimes {
+            started: record.started_at?,
+            waited_from: record
+                .attempts
+                .iter()
+                .rev()
+                .find_map(|a| a.next_attempt_at)
+                .unwrap_or(record.enqueued_at),
+        })
+    }
 }
 
 /// A task a slot took and marked running.
@@ -227,6 +257,7 @@ impl Part {
             id: id.clone(),
             queue,
             partition,
+            times: record.as_ref().ok().and_then(RunTimes::of),
         };
         Answer::Task(Box::new(Fetched {
             id,

@@ -253,8 +253,10 @@ local function release(rows)
 end
 -- Returns 1 (recorded) or 0 (the slot does not hold id: nothing changed),
 -- and whether the slot's hash exists. A task recorded finished releases
--- its children (`kids`, see children_of) in the same step.
-local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids)
+-- its children (`kids`, see children_of) in the same step. `times`: the
+-- run's start and the beginning of its wait in seconds, as texts, from
+-- the caller's lease (nil or empty: read from the record).
+local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids, times)
   local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue',
     'graph', 'graph_node', 'enqueued_at', 'error', 'result')
   local registered = redis.call('HLEN', hash) > 0
@@ -295,7 +297,11 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     -- Only a retried run can leave an earlier run's error or result.
     if #del > 0 then redis.call('HDEL', tk, unpack(del)) end
     ended(tk, id, st, ttl, f[5] or '')
-    tally(f[6], st, score, f[4], wait_from(f[9], f[3]))
+    if times and times[1] ~= '' then
+      tally_at(f[6], st, score, true, tonumber(times[1]), tonumber(times[2]))
+    else
+      tally(f[6], st, score, f[4], wait_from(f[9], f[3]))
+    end
     if rows then release(rows) end
     gapply_of(gp, now)
   end
@@ -410,7 +416,9 @@ return done
 /// one from the same partition, in one round trip. KEYS: slot list, slot
 /// hash, task, registry, queue keys. ARGV: prefix, id, status, now, score,
 /// error, result, ttl (as FINISH, also that of an expired task's done
-/// key), slot, five size limits, children (as FINISH), queue names.
+/// key), slot, five size limits, children (as FINISH), the run's start and
+/// the beginning of its wait (seconds, from the lease; empty: read from
+/// the record), queue names.
 /// Returns {1 or 0, what FETCH returns (nil when nothing was taken)}.
 pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -420,10 +428,10 @@ pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local flow = flow_of()
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15])
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15], {ARGV[16], ARGV[17]})
 if done == 0 then return {0, false} end
 DONE_TTL = ARGV[8]
-local qkeys, qnames = queues_of(5, 16)
+local qkeys, qnames = queues_of(5, 18)
 local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
   {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
 if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
