@@ -335,6 +335,16 @@ fn a_browser_opens_a_failed_task_and_requeues_it() {
     assert_eq!(text(&tab, "#scheduled-count"), "1");
     screenshot(&tab, "dashboard-overview", profile.path());
 
+    // The running tasks of the fleet, and a queue's page with its history.
+    click(&tab, "header a[href='/running']");
+    tab.wait_until_navigated().expect("running list");
+    assert!(text(&tab, "#matching").contains("1 running"));
+    assert!(text(&tab, "table.tasks").contains("sleep(secs=120)"));
+    screenshot(&tab, "dashboard-running", profile.path());
+    open(&tab, &dashboard.url("/queues/reports"));
+    assert!(text(&tab, "h1").contains("Queue reports"));
+    screenshot(&tab, "dashboard-queue", profile.path());
+
     // Overview -> the delayed page, by clicking.
     click(&tab, "header a[href='/delayed']");
     tab.wait_until_navigated().expect("delayed list");
