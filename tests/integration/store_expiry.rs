@@ -383,22 +383,13 @@ fn a_padded_expiry_does_not_hold_redis() {
         .expect("enqueue");
     let padded = format!("{}{}x", a_minute_ago(), " ".repeat(20_000));
     hset(&mut c, &n.task_of(&id), "expires_at", &padded);
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-log-slower-than")
-        .arg(1_000_000)
-        .query::<()>(&mut c)
-        .expect("slowlog threshold");
-    redis::cmd("SLOWLOG")
-        .arg("RESET")
-        .query::<()>(&mut c)
-        .expect("slowlog reset");
+    crate::support::watch_slow_calls(&mut c);
     let fetched = store.fetch("s1", &queues(&["q"]), Duration::ZERO);
-    let slow: usize = redis::cmd("SLOWLOG")
-        .arg("LEN")
-        .query(&mut c)
-        .expect("slowlog len");
-    assert_eq!(slow, 0, "a call took over a second");
+    assert_eq!(
+        crate::support::slow_calls(&mut c),
+        0,
+        "a call took over a second"
+    );
     // Not a time: the task is fetched and its record reported unreadable
     // by the reader, not expired by a guess.
     let f = fetched.expect("fetch").expect("the task");

@@ -418,16 +418,7 @@ fn padded_lists_of_runs_do_not_hold_redis() {
             .query::<()>(&mut c)
             .expect("hset");
     }
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-log-slower-than")
-        .arg(1_000_000)
-        .query::<()>(&mut c)
-        .expect("slowlog threshold");
-    redis::cmd("SLOWLOG")
-        .arg("RESET")
-        .query::<()>(&mut c)
-        .expect("slowlog reset");
+    crate::support::watch_slow_calls(&mut c);
     let names = queues(&["default"]);
     let first = store
         .fetch("s1", &names, Duration::ZERO)
@@ -450,11 +441,11 @@ fn padded_lists_of_runs_do_not_hold_redis() {
             .requeue_interrupted("s1", &requeued, "worker died", Timestamp::now())
             .expect("requeue")
     );
-    let slow: usize = redis::cmd("SLOWLOG")
-        .arg("LEN")
-        .query(&mut c)
-        .expect("slowlog len");
-    assert_eq!(slow, 0, "a call took over a second");
+    assert_eq!(
+        crate::support::slow_calls(&mut c),
+        0,
+        "a call took over a second"
+    );
     let mut runs = |id: &str, f: &str| -> Value {
         let text: String = redis::cmd("HGET")
             .arg(n.task_of(id))

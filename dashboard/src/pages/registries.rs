@@ -18,50 +18,46 @@ use crate::AppState;
 use crate::filter::{FilterForm, Times};
 use crate::layout::{flash, page};
 
-/// `/failed`: the newest failed tasks, with their actions.
-pub(crate) async fn failed(
-    State(state): State<Arc<AppState>>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-    Query(cursor): Query<CursorQuery>,
-    Query(filter): Query<FilterForm>,
-) -> Response {
-    registry_page(state, RegistryKind::Failed, msg, paging, cursor, filter).await
+/// A registry page's handler: the same for each, but for the registry.
+macro_rules! registry_handler {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        pub(crate) async fn $name(
+            State(state): State<Arc<AppState>>,
+            Query(msg): Query<Flash>,
+            Query(paging): Query<Paging>,
+            Query(cursor): Query<CursorQuery>,
+            Query(filter): Query<FilterForm>,
+        ) -> Response {
+            registry_page(state, $kind, msg, paging, cursor, filter).await
+        }
+    };
 }
 
-/// `/expired`: the newest expired tasks (never run).
-pub(crate) async fn expired(
-    State(state): State<Arc<AppState>>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-    Query(cursor): Query<CursorQuery>,
-    Query(filter): Query<FilterForm>,
-) -> Response {
-    registry_page(state, RegistryKind::Expired, msg, paging, cursor, filter).await
-}
+registry_handler!(
+    /// `/failed`: the newest failed tasks, with their actions.
+    failed,
+    RegistryKind::Failed
+);
 
-/// `/canceled`: the newest canceled tasks, each with Delete (a canceled
-/// task is not requeued: enqueue it again instead).
-pub(crate) async fn canceled(
-    State(state): State<Arc<AppState>>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-    Query(cursor): Query<CursorQuery>,
-    Query(filter): Query<FilterForm>,
-) -> Response {
-    registry_page(state, RegistryKind::Canceled, msg, paging, cursor, filter).await
-}
+registry_handler!(
+    /// `/expired`: the newest expired tasks (never run).
+    expired,
+    RegistryKind::Expired
+);
 
-/// `/finished`: the newest finished tasks.
-pub(crate) async fn finished(
-    State(state): State<Arc<AppState>>,
-    Query(msg): Query<Flash>,
-    Query(paging): Query<Paging>,
-    Query(cursor): Query<CursorQuery>,
-    Query(filter): Query<FilterForm>,
-) -> Response {
-    registry_page(state, RegistryKind::Finished, msg, paging, cursor, filter).await
-}
+registry_handler!(
+    /// `/canceled`: the newest canceled tasks, each with Delete (a canceled
+    /// task is not requeued: enqueue it again instead).
+    canceled,
+    RegistryKind::Canceled
+);
+
+registry_handler!(
+    /// `/finished`: the newest finished tasks.
+    finished,
+    RegistryKind::Finished
+);
 
 /// The ids of page `page_no` of registry `kind`, newest first, and how
 /// many there are in all.

@@ -29,6 +29,30 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Empties Redis's slow log and makes it keep only calls over a second,
+/// so that [`slow_calls`] after a step witnesses whether hostile data held
+/// the server (a thousand times a script's usual cost: not a timing test).
+pub fn watch_slow_calls(conn: &mut ::redis::Connection) {
+    ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(1_000_000)
+        .query::<()>(conn)
+        .expect("slowlog threshold");
+    ::redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query::<()>(conn)
+        .expect("slowlog reset");
+}
+
+/// How many calls took over a second since [`watch_slow_calls`].
+pub fn slow_calls(conn: &mut ::redis::Connection) -> usize {
+    ::redis::cmd("SLOWLOG")
+        .arg("LEN")
+        .query(conn)
+        .expect("slowlog len")
+}
+
 /// Every key in the server with its type and a dump of its content, sorted:
 /// compare two snapshots to prove an operation changed nothing.
 ///
