@@ -138,7 +138,7 @@ need(KEYS[2], 'zset')
 need(k('canceled'), 'zset')
 if redis.call('HGET', KEYS[1], 'status') ~= 'scheduled' then return 0 end
 if redis.call('ZREM', KEYS[2], ARGV[2]) == 0 then return 0 end
-tally_of(KEYS[1], 'canceled', epoch(ARGV[3]))
+tally_of(KEYS[1], 'canceled', ARGV[5])
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'run_at')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -253,7 +253,7 @@ if redis.call('EXISTS', tk) == 0 then return 1 end
 if redis.call('HEXISTS', tk, 'attempts') == 1 then
   append(tk, 'attempts', attempt(tk, ARGV[3], 'canceled', ARGV[4], ''))
 end
-tally_of(tk, 'canceled', epoch(ARGV[3]))
+tally_of(tk, 'canceled', ARGV[6])
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3], 'error', ARGV[4])
 redis.call('HDEL', tk, 'worker')
 redis.call('EXPIRE', tk, ARGV[5])

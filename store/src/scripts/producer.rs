@@ -58,7 +58,7 @@ end
 local gf = redis.call('HMGET', tk, 'graph', 'graph_node')
 local gp = gplan_of(gf[1], gf[2], ARGV[2], 'canceled')
 redis.call('LREM', qk, 0, ARGV[2])
-tally_of(tk, 'canceled', epoch(ARGV[3]))
+tally_of(tk, 'canceled', ARGV[5])
 redis.call('HSET', tk, 'status', 'canceled', 'ended_at', ARGV[3])
 redis.call('EXPIRE', tk, ARGV[4])
 redis.call('ZADD', k('canceled'), ARGV[5], ARGV[2])
