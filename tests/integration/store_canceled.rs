@@ -15,17 +15,7 @@ use serde_json::json;
 use crate::support::{RedisServer, snapshot};
 
 fn slot(server: &RedisServer) -> SlotInfo {
-    let info = SlotInfo {
-        id: "sup-0".to_owned(),
-        description: "test".to_owned(),
-        queues: vec!["default".to_owned()],
-        supervisor: "sup".to_owned(),
-        host: "localhost".to_owned(),
-        pid: std::process::id(),
-        started_at: Timestamp::now(),
-    };
-    server.store().register_slot(&info).expect("register");
-    info
+    crate::support::registered_slot(&server.store(), "sup-0", &["default"])
 }
 
 /// Makes `P:canceled` a string in every partition.

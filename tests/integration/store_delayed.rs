@@ -20,17 +20,7 @@ fn later(secs: i64) -> Timestamp {
 }
 
 fn slot(server: &RedisServer, name: &str) -> SlotInfo {
-    let info = SlotInfo {
-        id: name.to_owned(),
-        description: "test".to_owned(),
-        queues: vec!["default".to_owned()],
-        supervisor: "sup".to_owned(),
-        host: "localhost".to_owned(),
-        pid: std::process::id(),
-        started_at: Timestamp::now(),
-    };
-    server.store().register_slot(&info).expect("register");
-    info
+    crate::support::registered_slot(&server.store(), name, &["default"])
 }
 
 #[test]

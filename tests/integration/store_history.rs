@@ -15,17 +15,7 @@ use serde_json::json;
 use crate::support::RedisServer;
 
 fn slot(store: &Store, name: &str, queue: &str) -> SlotInfo {
-    let info = SlotInfo {
-        id: name.to_owned(),
-        description: "test".to_owned(),
-        queues: vec![queue.to_owned()],
-        supervisor: "sup".to_owned(),
-        host: "localhost".to_owned(),
-        pid: std::process::id(),
-        started_at: Timestamp::now(),
-    };
-    store.register_slot(&info).expect("register");
-    info
+    crate::support::registered_slot(store, name, &[queue])
 }
 
 /// Every minute of `queue` (all queues for `None`) within an hour of now,

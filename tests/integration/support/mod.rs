@@ -29,6 +29,26 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Registers slot `id` (supervisor `sup`, this process) listening on
+/// `queues` in `store`, as a supervisor would, and returns it.
+pub fn registered_slot(
+    store: &redis_tasks::Store,
+    id: &str,
+    queues: &[&str],
+) -> redis_tasks::store::SlotInfo {
+    let info = redis_tasks::store::SlotInfo {
+        id: id.to_owned(),
+        description: "test".to_owned(),
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        supervisor: "sup".to_owned(),
+        host: "localhost".to_owned(),
+        pid: std::process::id(),
+        started_at: jiff::Timestamp::now(),
+    };
+    store.register_slot(&info).expect("register");
+    info
+}
+
 /// Empties Redis's slow log and makes it keep only calls over a second,
 /// so that [`slow_calls`] after a step witnesses whether hostile data held
 /// the server (a thousand times a script's usual cost: not a timing test).
