@@ -3,7 +3,8 @@
 //! with the spread of their run times and queue waits.
 //!
 //! The ending scripts write it (`scripts/history.rs`: one `HINCRBY` per
-//! ending into `P:history:<queue>:<hour>`); this module reads it back,
+//! ending into `P:history:<queue>:<hour>`), the busy slot's finish with
+//! the field worked out here ([`Tally`]); this module reads it back,
 //! merged over every partition, and computes percentiles from the
 //! log-scale buckets. Fields that do not parse (the keys may hold anything)
 //! are skipped. See docs/redis-schema.md, "History".
@@ -14,6 +15,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use redis::Value;
 
+use redis_tasks_protocol::model::TaskStatus;
+
+use crate::keys::Keys;
 use crate::part::Part;
 use crate::record::hash_from_value;
 use crate::{Store, StoreError};
@@ -78,6 +82,68 @@ impl Histogram {
             }
         }
         Some(bucket_middle(BUCKETS - 1))
+    }
+}
+
+/// How long a history hash lives past the start of its hour, in hours (the
+/// scripts' `tally` writes the same figure).
+const KEEP_HOURS: i64 = 76;
+
+/// The bucket of a duration of `secs` seconds: 0 under 1 ms (or not a
+/// number), else `floor(2 log2(ms)) + 1`, at most 63 (the scripts'
+/// `hbucket`).
+fn bucket(secs: f64) -> usize {
+    if secs.is_nan() || secs < 0.001 {
+        return 0;
+    }
+    // In 1..=63 here, so the cast neither wraps nor truncates.
+    ((2.0 * (secs * 1000.0).ln() / 2f64.ln()).floor() + 1.0).clamp(1.0, 63.0) as usize
+}
+
+/// One ending's count, worked out by the caller so that the ending script
+/// only adds it (parsing and bucketing in Lua cost several microseconds
+/// of Redis time per task): `HINCRBY key field 1`, and `EXPIREAT key
+/// expire_at` when that made the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) key: String,
+    pub(crate) field: String,
+    pub(crate) expire_at: i64,
+}
+
+impl Tally {
+    /// The count of a run of queue `queue` that ended `status` at `now`,
+    /// having started at `started` after waiting since `waited_from`; none
+    /// for an ending the history does not count (only finished and failed
+    /// runs end through a slot's finish).
+    pub(crate) fn of_run(
+        keys: &Keys,
+        queue: &str,
+        status: TaskStatus,
+        now: Timestamp,
+        started: Timestamp,
+        waited_from: Timestamp,
+    ) -> Option<Tally> {
+        let kind = match status {
+            TaskStatus::Finished => "f",
+            TaskStatus::Failed => "x",
+            _ => return None,
+        };
+        if queue.is_empty() {
+            return None;
+        }
+        let secs = |from: Timestamp, to: Timestamp| {
+            (to.as_microsecond() - from.as_microsecond()) as f64 / 1e6
+        };
+        let run = bucket(secs(started, now));
+        let wait = bucket(secs(waited_from, started));
+        let t = now.as_second();
+        let hour = t.div_euclid(3600);
+        Some(Tally {
+            key: keys.history(queue, hour),
+            field: format!("{}:{kind}:{run}:{wait}", t.div_euclid(60).rem_euclid(60)),
+            expire_at: (hour + KEEP_HOURS) * 3600,
+        })
     }
 }
 
@@ -274,6 +340,34 @@ mod tests {
             let low = 2f64.powf((b as f64 - 1.0) / 2.0);
             assert!(ms >= low && ms < low * 2f64.sqrt(), "bucket {b}: {ms}");
         }
+    }
+
+    #[test]
+    fn a_duration_lands_in_the_bucket_whose_middle_it_is() {
+        for b in 0..BUCKETS {
+            assert_eq!(bucket(bucket_middle(b).as_secs_f64()), b, "bucket {b}");
+        }
+        assert_eq!(bucket(f64::NAN), 0);
+        assert_eq!(bucket(-1.0), 0);
+        assert_eq!(bucket(0.001), 1);
+        assert_eq!(bucket(0.0015), 2);
+        assert_eq!(bucket(1e12), 63);
+    }
+
+    #[test]
+    fn a_tally_names_the_hour_key_and_the_minute_field() {
+        let keys = Keys::new("rt");
+        let now: Timestamp = "2026-12-07T22:33:10Z".parse().expect("time");
+        let started = now - jiff::SignedDuration::from_secs(3);
+        let waited = started - jiff::SignedDuration::from_secs(60);
+        let t = Tally::of_run(&keys, "mail", TaskStatus::Failed, now, started, waited)
+            .expect("a failed run counts");
+        let hour = now.as_second() / 3600;
+        assert_eq!(t.key, keys.history("mail", hour));
+        assert_eq!(t.field, format!("33:x:{}:{}", bucket(3.0), bucket(60.0)));
+        assert_eq!(t.expire_at, (hour + 76) * 3600);
+        let expired = Tally::of_run(&keys, "mail", TaskStatus::Expired, now, started, waited);
+        assert_eq!(expired, None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use redis::Value;
 
+use super::history::Tally;
 use super::part::Part;
 use super::record::{score, time_text};
 use super::{Store, StoreError, scripts};
@@ -429,6 +430,16 @@ impl Part {
         expected.extend(queues.iter().map(|q| (self.keys().queue(q), "list")));
         let expected: Vec<(&str, &'static str)> =
             expected.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let tally = lease.times.and_then(|t| {
+            Tally::of_run(
+                self.keys(),
+                &lease.queue,
+                status,
+                now,
+                t.started,
+                t.waited_from,
+            )
+        });
         let (done, next): (i64, Value) = self.run(&expected, |c, keys| {
             let mut inv = scripts::FINISH_FETCH.prepare_invoke();
             inv.key(keys.worker_task(slot))
@@ -451,9 +462,9 @@ impl Part {
                 inv.arg(limit);
             }
             inv.arg(children);
-            match lease.times {
-                Some(t) => inv.arg(score(t.started)).arg(score(t.waited_from)),
-                None => inv.arg("").arg(""),
+            match &tally {
+                Some(t) => inv.arg(&t.key).arg(&t.field).arg(t.expire_at),
+                None => inv.arg("").arg("").arg(""),
             };
             for q in queues {
                 inv.arg(q);

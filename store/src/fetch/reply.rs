@@ -42,8 +42,9 @@ pub struct Lease {
 }
 
 /// The two times of a run the history counts (docs/redis-schema.md,
-/// "History"), handed to the end script as numbers so that Lua does not
-/// parse them from the record's texts.
+/// "History"), kept from the fetch so that the finish works out the
+/// history's field itself (`history::Tally`) instead of Lua parsing them
+/// from the record's texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RunTimes {
     /// The record's `started_at`.

@@ -24,8 +24,9 @@ for i = 4, #ARGV, 2 do
   local name = string.match(ARGV[i], '^left:(.*)$')
   if name and ARGV[i + 1] == '0' then roots[#roots + 1] = name end
 end
-for _, name in ipairs(roots) do gneed(g, name) end
-for _, name in ipairs(roots) do genq(g, name, KEYS[2], ARGV[2]) end
+local G = graph()
+for _, name in ipairs(roots) do G.gneed(g, name) end
+for _, name in ipairs(roots) do G.genq(g, name, KEYS[2], ARGV[2]) end
 redis.call('EXPIRE', g, ARGV[3])
 return {'ok', unpack(roots)}
 "#
@@ -43,12 +44,13 @@ graph_script!(
      state} or {'advanced', status, enqueued..., '', canceled...}.",
     r#"
 need(KEYS[2], 'set')
-local plan, why = gplan(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
+local G = graph()
+local plan, why = G.gplan(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
 if not plan then
   if why == 'gone' or why == 'stale' then return {why} end
   return {'done', why}
 end
-local status = gapply(KEYS[1], ARGV[2], plan, ARGV[4], KEYS[2], ARGV[5])
+local status = G.gapply(KEYS[1], ARGV[2], plan, ARGV[4], KEYS[2], ARGV[5])
 local out = {'advanced', status}
 for _, s in ipairs(plan.enq) do out[#out + 1] = s end
 out[#out + 1] = ''

@@ -19,6 +19,8 @@
 
 #[macro_use]
 mod history;
+#[macro_use]
+mod start;
 
 /// The value of the schema marker `P:schema`: the format's name and version.
 macro_rules! schema_marker {
@@ -30,14 +32,11 @@ macro_rules! schema_marker {
 /// Helpers shared by every script: `k(...)` builds a key under the prefix,
 /// `need(key, type)` aborts when a key holds another type, `claim(write)`
 /// aborts unless the prefix holds our format (and, with `write`, marks it
-/// ours), `start(...)` marks a task that was just moved into a slot's
-/// list as running and returns its fields, the queue it came from, or why
-/// it is too large to load (`oversize`), and `ended(...)` does what every final end of a task
-/// does besides its status: free its uniqueness key, wake its waiters;
-/// `tally(...)` counts an ending in the history (see `history`).
-/// `start` first ends a task whose `expires_at` has passed (Redis's
-/// clock) as `expired` instead (`expire_due`, noted in `EXPIRED` for the
-/// script's reply).
+/// ours), `ended(...)` does what every final end of a task does besides
+/// its status: free its uniqueness key, wake its waiters; `poke()` wakes
+/// the slots flow control holds back; `tally(...)` counts an ending in the
+/// history (see `history`). Starting a task is in `start`, only in the
+/// scripts of a task's path.
 macro_rules! prelude {
     () => {
         concat!(
@@ -46,7 +45,15 @@ macro_rules! prelude {
             "'\n",
             r#"
 local P = ARGV[1]
-local function k(...) return P .. ':' .. table.concat({...}, ':') end
+-- Joined by hand up to four parts: a table for `table.concat` cost more
+-- Redis time than the rest of a key's making.
+local function k(a, b, c, d, ...)
+  if ... then return P .. ':' .. table.concat({a, b, c, d, ...}, ':') end
+  if d then return P .. ':' .. a .. ':' .. b .. ':' .. c .. ':' .. d end
+  if c then return P .. ':' .. a .. ':' .. b .. ':' .. c end
+  if b then return P .. ':' .. a .. ':' .. b end
+  return P .. ':' .. a
+end
 local function need(key, want)
   local found = redis.call('TYPE', key).ok
   if found ~= 'none' and found ~= want then
@@ -69,164 +76,45 @@ local function appended(old, item)
   if string.find(old, '%S', i + 1) == j then return '[' .. item .. ']', true end
   return string.sub(old, i, j - 1) .. ',' .. item .. ']', true
 end
--- Evidence that the prefix holds data of the Python original (or another
--- program using its layout): a key only that layout has, or a record in a
--- shared-name key in its shape. Returns the key at fault, or false.
-local function foreign()
-  for _, name in ipairs({'finished_tasks', 'failed_tasks'}) do
-    if redis.call('EXISTS', k(name)) == 1 then return k(name) end
-  end
-  if is(k('queues'), 'set') then
-    for _, q in ipairs(redis.call('SMEMBERS', k('queues'))) do
-      if redis.call('EXISTS', k('unblock_queue', q)) == 1 then return k('unblock_queue', q) end
-      if is(k('queue', q), 'list') then
-        local ids = redis.call('LRANGE', k('queue', q), 0, 4)
-        for _, id in ipairs(redis.call('LRANGE', k('queue', q), -5, -1)) do ids[#ids + 1] = id end
-        for _, id in ipairs(ids) do
-          local tk = k('task', id)
-          if is(tk, 'hash') and not ours(tk) then return tk end
-        end
-      end
-    end
-  end
-  if is(k('workers'), 'zset') then
-    for _, w in ipairs(redis.call('ZRANGE', k('workers'), 0, 99)) do
-      if redis.call('EXISTS', k('worker_task', w)) == 1 then return k('worker_task', w) end
-      local wk = k('worker', w)
-      if is(wk, 'hash') and redis.call('HEXISTS', wk, 'supervisor') == 0 then return wk end
-    end
-  end
-  return false
-end
 local function claim(write)
   local sk = k('schema')
   need(sk, 'string')
   local m = redis.call('GET', sk)
   if m == SCHEMA then return end
   if m then error({err = 'RTSCHEMA ' .. sk .. ' ' .. m}) end
-  local f = foreign()
-  if f then error({err = 'RTFOREIGN ' .. f}) end
-  if write then redis.call('SET', sk, SCHEMA) end
-end
-local function bury(id, q, now, score)
-  redis.call('HSET', k('task', id), 'task', '(missing)', 'args', 'null',
-    'status', 'failed', 'queue', q, 'description', '(task record missing)',
-    'enqueued_at', now, 'ended_at', now, 'error', 'task record missing')
-  redis.call('ZADD', k('failed'), score, id)
-end
--- The first of a record's large fields over its limit (lim: limits of
--- args, description, meta, result, and of the whole record, in bytes), as
--- {field, size, limit index}, or false. A record that takes less memory
--- than the smallest limit costs one command; the sizes are read without
--- loading any value.
-local SIZED = {'args', 'description', 'meta', 'result'}
-local function least(lim)
-  local n = tonumber(lim[1])
-  for i = 2, 5 do n = math.min(n, tonumber(lim[i])) end
-  return n
-end
-local function oversize(tk, lim)
-  local used = redis.call('MEMORY', 'USAGE', tk, 'SAMPLES', 0)
-  if not used or used <= least(lim) then return false end
-  for i, f in ipairs(SIZED) do
-    local n = redis.call('HSTRLEN', tk, f)
-    if n > tonumber(lim[i]) then return {f, n, i} end
-  end
-  if used and used > tonumber(lim[5]) then return {'(whole record)', used, 5} end
-  return false
-end
--- Tasks this script call ended as expired, {id, queue, fields} each, for
--- its reply (`with_expired`); DONE_TTL: how long their done keys live
--- (set by the scripts that start tasks). `expire_due` is defined after
--- `ended`, which it calls.
-local EXPIRED, DONE_TTL = {}, 604800
-local expire_due
--- Aborts when registry key rk holds another type than a zset, after
--- handing id (just moved into the slot's list from queue q) back to the
--- front of its queue: bad data changes nothing.
-local function registry_or_hand_back(rk, list, id, q)
-  local t = redis.call('TYPE', rk).ok
-  if t ~= 'none' and t ~= 'zset' then
-    redis.call('LREM', list, 0, id)
-    redis.call('LPUSH', k('queue', q), id)
-    error({err = 'RTWRONGTYPE ' .. rk .. ' ' .. t .. ' zset'})
-  end
-end
--- Marks id, just moved into the slot's list, as running. `registered`:
--- whether the slot's hash exists (read by the caller before any write, so
--- a slot hash of the wrong type aborts with nothing changed). Key types
--- are checked where a command can meet them, not up front: HEXISTS tells
--- a record of ours in one command, and the failed registry is checked on
--- the rare path that writes it (the id then goes back to its queue).
-local function start_checked(list, hash, registered, slot, id, q, now, score, lim)
-  local tk = k('task', id)
-  if redis.pcall('HEXISTS', tk, 'task') ~= 1 then
-    local t = redis.call('TYPE', tk).ok
-    if t == 'hash' then
-      redis.call('LREM', list, 0, id)
-      redis.call('LPUSH', k('queue', q), id)
-      return {'foreign', id, q}
+  -- Defined here, so that only an unmarked prefix pays for it.
+  -- Evidence that the prefix holds data of the Python original (or another
+  -- program using its layout): a key only that layout has, or a record in a
+  -- shared-name key in its shape. Returns the key at fault, or false.
+  local function foreign()
+    for _, name in ipairs({'finished_tasks', 'failed_tasks'}) do
+      if redis.call('EXISTS', k(name)) == 1 then return k(name) end
     end
-    local fk = k('failed')
-    registry_or_hand_back(fk, list, id, q)
-    redis.call('LREM', list, 0, id)
-    if t == 'none' then
-      bury(id, q, now, score)
-    else
-      redis.call('ZADD', fk, score, id)
+    if is(k('queues'), 'set') then
+      for _, q in ipairs(redis.call('SMEMBERS', k('queues'))) do
+        if redis.call('EXISTS', k('unblock_queue', q)) == 1 then return k('unblock_queue', q) end
+        if is(k('queue', q), 'list') then
+          local ids = redis.call('LRANGE', k('queue', q), 0, 4)
+          for _, id in ipairs(redis.call('LRANGE', k('queue', q), -5, -1)) do ids[#ids + 1] = id end
+          for _, id in ipairs(ids) do
+            local tk = k('task', id)
+            if is(tk, 'hash') and not ours(tk) then return tk end
+          end
+        end
+      end
+    end
+    if is(k('workers'), 'zset') then
+      for _, w in ipairs(redis.call('ZRANGE', k('workers'), 0, 99)) do
+        if redis.call('EXISTS', k('worker_task', w)) == 1 then return k('worker_task', w) end
+        local wk = k('worker', w)
+        if is(wk, 'hash') and redis.call('HEXISTS', wk, 'supervisor') == 0 then return wk end
+      end
     end
     return false
   end
-  local expires = redis.call('HGET', tk, 'expires_at')
-  if expires and expire_due(list, tk, id, q, expires, now, score, nil) then return false end
-  redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'worker', slot)
-  redis.call('HDEL', tk, 'ended_at')
-  if registered then
-    redis.call('HSET', hash, 'state', 'busy', 'current_task', id)
-  end
-  local big = oversize(tk, lim)
-  if big then return {'oversize', id, q, big[1], big[2], big[3]} end
-  return {'task', id, redis.call('HGETALL', tk), q}
-end
--- Marks id as running, as start_checked does.
--- The common case (a record of ours smaller than every limit) costs four
--- commands: its size, its fields, the writes of the record and the slot's
--- hash; anything else (missing, foreign, of another type, large) takes
--- `start_checked`, which looks at each case in turn.
-local function start(list, hash, registered, slot, id, q, now, score, lim)
-  local tk = k('task', id)
-  local used = redis.call('MEMORY', 'USAGE', tk, 'SAMPLES', 0)
-  if used and used <= least(lim) then
-    local f = redis.pcall('HGETALL', tk)
-    if not f.err then
-      local out, ours, ended, expires = {}, false, false, false
-      for i = 1, #f, 2 do
-        local name = f[i]
-        if name == 'task' then ours = true end
-        if name == 'expires_at' then expires = f[i + 1] end
-        if name == 'ended_at' then ended = true
-        elseif name ~= 'status' and name ~= 'started_at' and name ~= 'worker' then
-          out[#out + 1] = name
-          out[#out + 1] = f[i + 1]
-        end
-      end
-      if ours and expires and expire_due(list, tk, id, q, expires, now, score, out) then
-        return false
-      end
-      if ours then
-        redis.call('HSET', tk, 'status', 'running', 'started_at', now, 'worker', slot)
-        if ended then redis.call('HDEL', tk, 'ended_at') end
-        if registered then
-          redis.call('HSET', hash, 'state', 'busy', 'current_task', id)
-        end
-        out[#out + 1] = 'status'; out[#out + 1] = 'running'
-        out[#out + 1] = 'started_at'; out[#out + 1] = now
-        out[#out + 1] = 'worker'; out[#out + 1] = slot
-        return {'task', id, out, q}
-      end
-    end
-  end
-  return start_checked(list, hash, registered, slot, id, q, now, score, lim)
+  local f = foreign()
+  if f then error({err = 'RTFOREIGN ' .. f}) end
+  if write then redis.call('SET', sk, SCHEMA) end
 end
 -- The uniqueness key of task hash tk, freed if it still names id.
 local function free_unique(tk, id)
@@ -292,52 +180,6 @@ local function epoch(text)
   local f = tonumber('0' .. frac) or 0
   return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) + f - off
 end
--- Redis's clock in seconds; the caller's (`score`) when the ACL user may
--- not call TIME.
-local function clock_s(score)
-  local t = redis.pcall('TIME')
-  if type(t) ~= 'table' or t.err then return tonumber(score) end
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
--- Task id (record tk, just moved into the slot's list from queue q) with
--- expiry `at`: when that has passed, the task leaves the slot's list and
--- ends `expired` (the registry P:expired, its uniqueness key freed, its
--- waiters woken), is noted in EXPIRED with its fields (`out`, as `start`
--- read them, or the small ones read here: a note without `args` reads as
--- unreadable), and true is returned. An expiry that does not
--- read as a time is left to the record's reader to report.
-expire_due = function(list, tk, id, q, at, now, score, out)
-  local due = epoch(at)
-  if not due or clock_s(score) < due then return false end
-  local ek = k('expired')
-  registry_or_hand_back(ek, list, id, q)
-  redis.call('LREM', list, 0, id)
-  redis.call('HSET', tk, 'status', 'expired', 'ended_at', now)
-  redis.call('HDEL', tk, 'worker', 'started_at')
-  redis.call('ZADD', ek, score, id)
-  ended(tk, id, 'expired', DONE_TTL)
-  if not out then
-    -- A record over the size limits: its small fields only (never the
-    -- large ones, which the limits keep out of memory).
-    out = {}
-    local names = {'task', 'queue', 'enqueued_at', 'expires_at', 'unique', 'timeout',
-      'retry', 'run_at', 'error', 'attempts', 'aborted_runs'}
-    local f = redis.call('HMGET', tk, unpack(names))
-    for i, name in ipairs(names) do
-      if f[i] then out[#out + 1] = name; out[#out + 1] = f[i] end
-    end
-  end
-  out[#out + 1] = 'status'; out[#out + 1] = 'expired'
-  out[#out + 1] = 'ended_at'; out[#out + 1] = now
-  EXPIRED[#EXPIRED + 1] = {id, q, out}
-  return true
-end
--- A script's reply `rec`, with the tasks it expired when there are any:
--- {'expired', {{id, queue, fields}...}, rec}.
-local function with_expired(rec)
-  if #EXPIRED == 0 then return rec end
-  return {'expired', EXPIRED, rec}
-end
 "#,
             history_lua!()
         )
@@ -346,127 +188,138 @@ end
 
 /// Task graphs (docs/graphs.md), shared by the graph scripts and by every
 /// script that records a final end, so that a node's end moves its graph
-/// on in the same atomic step as its own outcome: `gspec` reads a node's
-/// stored spec, `genq` enqueues a node (with its parents' outcomes in its
-/// arguments when it asked for them), `gplan` reads what a node's end
-/// changes and checks every key it will write (nothing written yet), and
-/// `gapply` writes it. A task record names its node in the fields `graph`
-/// and `graph_node`.
+/// on in the same atomic step as its own outcome. `graph()` builds the
+/// helpers on first use (every `local function` costs Redis time on every
+/// call of a script, and most endings are not a graph's): `gneed` checks
+/// the keys of a node to enqueue, `genq` enqueues a node (with its
+/// parents' outcomes in its arguments when it asked for them), `gplan`
+/// reads what a node's end changes and checks every key it will write
+/// (nothing written yet), and `gapply` writes it. `gplan_of` and
+/// `gapply_of` do the same for a task record's end. A task record names
+/// its node in the fields `graph` and `graph_node`.
 macro_rules! graph_lua {
     () => {
         r#"
-local function gspec(g, name)
-  return cjson.decode(redis.call('HGET', g, 'node:' .. name))
-end
--- {"<parent>": {"status": ..., "result": ..., "error": ...}, ...}: the
--- results are JSON text already and are spliced in as they are.
-local function gparents(g, spec)
-  local parts = {}
-  for _, p in ipairs(spec.after or {}) do
-    local pid = redis.call('HGET', g, 'id:' .. p) or ''
-    local st = redis.call('HGET', g, 'state:' .. p) or 'waiting'
-    local f = redis.call('HMGET', k('task', pid), 'result', 'error')
-    local res = f[1]
-    if not res or res == '' then res = 'null' end
-    local err = 'null'
-    if f[2] and f[2] ~= '' then err = cjson.encode(f[2]) end
-    parts[#parts + 1] = cjson.encode(p) .. ':{"status":' .. cjson.encode(st) ..
-      ',"result":' .. res .. ',"error":' .. err .. '}'
+local GRAPH
+-- The graph helpers, built once per script call by the first step that
+-- meets a graph (a task outside any graph never builds them).
+local function graph()
+  if GRAPH then return GRAPH end
+  local function gspec(g, name)
+    return cjson.decode(redis.call('HGET', g, 'node:' .. name))
   end
-  return '{' .. table.concat(parts, ',') .. '}'
-end
-local function genq(g, name, qset, now)
-  local spec = gspec(g, name)
-  local id = redis.call('HGET', g, 'id:' .. name)
-  local args = spec.args
-  if spec.inputs then
-    -- An object without a `parents` key (checked at enqueue).
-    local ps = gparents(g, spec)
-    if string.match(args, '^{%s*}$') then args = '{"parents":' .. ps .. '}'
-    else args = '{"parents":' .. ps .. ',' .. string.sub(args, 2) end
+  -- {"<parent>": {"status": ..., "result": ..., "error": ...}, ...}: the
+  -- results are JSON text already and are spliced in as they are.
+  local function gparents(g, spec)
+    local parts = {}
+    for _, p in ipairs(spec.after or {}) do
+      local pid = redis.call('HGET', g, 'id:' .. p) or ''
+      local st = redis.call('HGET', g, 'state:' .. p) or 'waiting'
+      local f = redis.call('HMGET', k('task', pid), 'result', 'error')
+      local res = f[1]
+      if not res or res == '' then res = 'null' end
+      local err = 'null'
+      if f[2] and f[2] ~= '' then err = cjson.encode(f[2]) end
+      parts[#parts + 1] = cjson.encode(p) .. ':{"status":' .. cjson.encode(st) ..
+        ',"result":' .. res .. ',"error":' .. err .. '}'
+    end
+    return '{' .. table.concat(parts, ',') .. '}'
   end
-  local tk = k('task', id)
-  redis.call('HSET', tk, 'task', spec.task, 'args', args,
-    'status', 'queued', 'queue', spec.queue, 'description', spec.description,
-    'enqueued_at', now, 'meta', spec.meta)
-  if spec.graph then redis.call('HSET', tk, 'graph', spec.graph, 'graph_node', name) end
-  redis.call('RPUSH', k('queue', spec.queue), id)
-  redis.call('SADD', qset, spec.queue)
-  redis.call('HSET', g, 'state:' .. name, 'queued')
-end
-local function gneed(g, name)
-  local spec = gspec(g, name)
-  need(k('task', redis.call('HGET', g, 'id:' .. name)), 'hash')
-  need(k('queue', spec.queue), 'list')
-end
--- What the end of `node` (task id, `result`: finished, failed or
--- canceled) changes in graph hash g: false and why ('gone', 'stale', or
--- the state it had ended with) when nothing; else the plan for `gapply`.
--- A finished node (or any, under the `run` policy) counts down its
--- dependents; under `cancel` a failed node cancels its waiting
--- descendants, except fan-in nodes, which count the ended parent instead
--- and run once all their parents ended.
-local function gplan(g, node, id, result)
-  need(g, 'hash')
-  if redis.call('EXISTS', g) == 0 then return false, 'gone' end
-  if redis.call('HGET', g, 'id:' .. node) ~= id then return false, 'stale' end
-  local st = redis.call('HGET', g, 'state:' .. node)
-  if st ~= 'queued' then return false, st or '' end
-  local spec = gspec(g, node)
-  local plan = {order = {}, dec = {}, left = {}, enq = {}, cancel = {}}
-  local function ended_before(s)
-    if not plan.dec[s] then plan.order[#plan.order + 1] = s; plan.dec[s] = 0 end
-    plan.dec[s] = plan.dec[s] + 1
+  local function genq(g, name, qset, now)
+    local spec = gspec(g, name)
+    local id = redis.call('HGET', g, 'id:' .. name)
+    local args = spec.args
+    if spec.inputs then
+      -- An object without a `parents` key (checked at enqueue).
+      local ps = gparents(g, spec)
+      if string.match(args, '^{%s*}$') then args = '{"parents":' .. ps .. '}'
+      else args = '{"parents":' .. ps .. ',' .. string.sub(args, 2) end
+    end
+    local tk = k('task', id)
+    redis.call('HSET', tk, 'task', spec.task, 'args', args,
+      'status', 'queued', 'queue', spec.queue, 'description', spec.description,
+      'enqueued_at', now, 'meta', spec.meta)
+    if spec.graph then redis.call('HSET', tk, 'graph', spec.graph, 'graph_node', name) end
+    redis.call('RPUSH', k('queue', spec.queue), id)
+    redis.call('SADD', qset, spec.queue)
+    redis.call('HSET', g, 'state:' .. name, 'queued')
   end
-  if result == 'finished' or redis.call('HGET', g, 'on_failure') == 'run' then
-    for _, s in ipairs(spec.before) do ended_before(s) end
-  else
-    local stack, seen = {}, {}
-    for _, s in ipairs(spec.before) do stack[#stack + 1] = s end
-    while #stack > 0 do
-      local s = table.remove(stack)
-      local sp = gspec(g, s)
-      if sp.fan_in then
-        ended_before(s)
-      elseif not seen[s] then
-        seen[s] = true
-        if redis.call('HGET', g, 'state:' .. s) == 'waiting' then
-          plan.cancel[#plan.cancel + 1] = s
-          for _, d in ipairs(sp.before) do stack[#stack + 1] = d end
+  local function gneed(g, name)
+    local spec = gspec(g, name)
+    need(k('task', redis.call('HGET', g, 'id:' .. name)), 'hash')
+    need(k('queue', spec.queue), 'list')
+  end
+  -- What the end of `node` (task id, `result`: finished, failed or
+  -- canceled) changes in graph hash g: false and why ('gone', 'stale', or
+  -- the state it had ended with) when nothing; else the plan for `gapply`.
+  -- A finished node (or any, under the `run` policy) counts down its
+  -- dependents; under `cancel` a failed node cancels its waiting
+  -- descendants, except fan-in nodes, which count the ended parent instead
+  -- and run once all their parents ended.
+  local function gplan(g, node, id, result)
+    need(g, 'hash')
+    if redis.call('EXISTS', g) == 0 then return false, 'gone' end
+    if redis.call('HGET', g, 'id:' .. node) ~= id then return false, 'stale' end
+    local st = redis.call('HGET', g, 'state:' .. node)
+    if st ~= 'queued' then return false, st or '' end
+    local spec = gspec(g, node)
+    local plan = {order = {}, dec = {}, left = {}, enq = {}, cancel = {}}
+    local function ended_before(s)
+      if not plan.dec[s] then plan.order[#plan.order + 1] = s; plan.dec[s] = 0 end
+      plan.dec[s] = plan.dec[s] + 1
+    end
+    if result == 'finished' or redis.call('HGET', g, 'on_failure') == 'run' then
+      for _, s in ipairs(spec.before) do ended_before(s) end
+    else
+      local stack, seen = {}, {}
+      for _, s in ipairs(spec.before) do stack[#stack + 1] = s end
+      while #stack > 0 do
+        local s = table.remove(stack)
+        local sp = gspec(g, s)
+        if sp.fan_in then
+          ended_before(s)
+        elseif not seen[s] then
+          seen[s] = true
+          if redis.call('HGET', g, 'state:' .. s) == 'waiting' then
+            plan.cancel[#plan.cancel + 1] = s
+            for _, d in ipairs(sp.before) do stack[#stack + 1] = d end
+          end
         end
       end
     end
-  end
-  for _, s in ipairs(plan.order) do
-    local l = tonumber(redis.call('HGET', g, 'left:' .. s)) - plan.dec[s]
-    plan.left[#plan.left + 1] = {s, l}
-    if l <= 0 and redis.call('HGET', g, 'state:' .. s) == 'waiting' then
-      plan.enq[#plan.enq + 1] = s
+    for _, s in ipairs(plan.order) do
+      local l = tonumber(redis.call('HGET', g, 'left:' .. s)) - plan.dec[s]
+      plan.left[#plan.left + 1] = {s, l}
+      if l <= 0 and redis.call('HGET', g, 'state:' .. s) == 'waiting' then
+        plan.enq[#plan.enq + 1] = s
+      end
     end
+    for _, s in ipairs(plan.enq) do gneed(g, s) end
+    return plan
   end
-  for _, s in ipairs(plan.enq) do gneed(g, s) end
-  return plan
-end
--- Writes a plan of `gplan`; returns the graph's status after it.
-local function gapply(g, node, plan, result, qset, now)
-  redis.call('HSET', g, 'state:' .. node, result, 'ended:' .. node, now)
-  if result ~= 'finished' then redis.call('HINCRBY', g, 'failed', 1) end
-  for _, e in ipairs(plan.left) do redis.call('HSET', g, 'left:' .. e[1], e[2]) end
-  for _, s in ipairs(plan.cancel) do
-    redis.call('HSET', g, 'state:' .. s, 'canceled', 'ended:' .. s, now)
+  -- Writes a plan of `gplan`; returns the graph's status after it.
+  local function gapply(g, node, plan, result, qset, now)
+    redis.call('HSET', g, 'state:' .. node, result, 'ended:' .. node, now)
+    if result ~= 'finished' then redis.call('HINCRBY', g, 'failed', 1) end
+    for _, e in ipairs(plan.left) do redis.call('HSET', g, 'left:' .. e[1], e[2]) end
+    for _, s in ipairs(plan.cancel) do
+      redis.call('HSET', g, 'state:' .. s, 'canceled', 'ended:' .. s, now)
+    end
+    for _, s in ipairs(plan.enq) do genq(g, s, qset, now) end
+    if #plan.enq > 0 then poke() end
+    local open = redis.call('HINCRBY', g, 'open', -(1 + #plan.cancel))
+    local status = 'running'
+    if open <= 0 then
+      status = 'finished'
+      if tonumber(redis.call('HGET', g, 'failed') or '0') > 0 then status = 'failed' end
+      redis.call('HSET', g, 'status', status, 'ended_at', now)
+    end
+    local ttl = tonumber(redis.call('HGET', g, 'ttl') or '0')
+    if ttl and ttl > 0 then redis.call('EXPIRE', g, ttl) end
+    return status
   end
-  for _, s in ipairs(plan.enq) do genq(g, s, qset, now) end
-  if #plan.enq > 0 then poke() end
-  local open = redis.call('HINCRBY', g, 'open', -(1 + #plan.cancel))
-  local status = 'running'
-  if open <= 0 then
-    status = 'finished'
-    if tonumber(redis.call('HGET', g, 'failed') or '0') > 0 then status = 'failed' end
-    redis.call('HSET', g, 'status', status, 'ended_at', now)
-  end
-  local ttl = tonumber(redis.call('HGET', g, 'ttl') or '0')
-  if ttl and ttl > 0 then redis.call('EXPIRE', g, ttl) end
-  return status
+  GRAPH = {gneed = gneed, genq = genq, gplan = gplan, gapply = gapply}
+  return GRAPH
 end
 -- The graph plan of a task record's end (fields graph and graph_node
 -- already read by the caller): the graph key and the plan, or false.
@@ -474,12 +327,12 @@ local function gplan_of(gid, node, id, result)
   if not gid or gid == '' or not node then return false end
   local g = k('graph', gid)
   need(k('queues'), 'set')
-  local plan = gplan(g, node, id, result)
+  local plan = graph().gplan(g, node, id, result)
   if not plan then return false end
   return {g = g, node = node, plan = plan, result = result}
 end
 local function gapply_of(p, now)
-  if p then gapply(p.g, p.node, p.plan, p.result, k('queues'), now) end
+  if p then graph().gapply(p.g, p.node, p.plan, p.result, k('queues'), now) end
 end
 "#
     };
@@ -504,6 +357,7 @@ macro_rules! script {
 
 mod admin;
 mod delayed;
+#[macro_use]
 mod flow;
 mod graph;
 mod producer;

@@ -18,153 +18,6 @@ use redis::Script;
 macro_rules! task_path {
     () => {
         r#"
--- Flow control (docs/flow-control.md): the hash P:flow holds, per queue,
--- 'paused:<q>', 'concurrency:<q>' (N) and 'rate:<q>' (N/period in ms), per
--- task function 'task_concurrency:<f>' and 'task_rate:<f>', and exists
--- only while something has one, so a fleet without any pays one HGETALL
--- of nothing. Read before any write (a P:flow of another type aborts with
--- nothing changed). `fns` lists the task functions with limits.
-local function flow_of()
-  local f = redis.call('HGETALL', k('flow'))
-  if #f == 0 then return false end
-  local t, seen = {fns = {}}, {}
-  for i = 1, #f, 2 do
-    t[f[i]] = f[i + 1]
-    local fn = string.match(f[i], '^task_[a-z]+:(.*)$')
-    if fn and not seen[fn] then seen[fn] = true; t.fns[#t.fns + 1] = fn end
-  end
-  return t
-end
--- The permits of a concurrency limit are the ids in set pk. Every ending
--- moves a task out of `running` and out of its slot's list, so an id that
--- is not both holds nothing and is let go here (at most once a second per
--- limit, marker `pruned`, so that slots looking at a full limit do not
--- read every record each time); a dead slot's task keeps its permit until
--- recovery requeues it.
-local function in_use(pk, limit, pruned)
-  local n = redis.call('SCARD', pk)
-  if n < limit then return n end
-  if not redis.call('SET', pruned, '1', 'NX', 'PX', 1000) then return n end
-  for _, id in ipairs(redis.call('SMEMBERS', pk)) do
-    -- Live: running, and in the list of the slot it names (a record left
-    -- `running` by a lost write holds nothing).
-    local f = redis.pcall('HMGET', k('task', id), 'status', 'worker')
-    local live = type(f) == 'table' and not f.err and f[1] == 'running' and f[2]
-    if live then
-      local at = redis.pcall('LPOS', k('worker', f[2], 'task'), id)
-      live = type(at) == 'number'
-    end
-    if not live then redis.call('SREM', pk, id); n = n - 1 end
-  end
-  return n
-end
--- Redis's clock in ms: one clock for every supervisor. An ACL without
--- TIME (docs/redis.md before flow control) gets `fallback`, the caller's
--- clock (the score of `now`, in seconds).
-local function clock_ms(fallback)
-  local t = redis.pcall('TIME')
-  if t.err then return math.floor(tonumber(fallback) * 1000) end
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- One limited thing (a queue or a task function): its concurrency limit
--- n (or nil), its rate text, and its keys.
-local function limits_of(flow, kind, name)
-  local pre = ''
-  if kind == 'task' then pre = 'task_' end
-  local n = tonumber(flow[pre .. 'concurrency:' .. name] or '')
-  local max, per = string.match(flow[pre .. 'rate:' .. name] or '', '^(%d+)/(%d+)$')
-  return {n = n, max = tonumber(max), per = tonumber(per),
-    pk = k(pre .. 'permits', name), pruned = k(pre .. 'permits_pruned', name),
-    sk = k(pre .. 'starts', name)}
-end
--- How many more may start now under limits l (a large number when
--- unlimited), and the milliseconds until the rate window lets one more
--- through when it is full (0: not known, a permit).
-local function room(l, score)
-  local free, wait = 1000000, 0
-  if l.n then free = l.n - in_use(l.pk, l.n, l.pruned) end
-  if l.max then
-    local t = clock_ms(score)
-    redis.call('ZREMRANGEBYSCORE', l.sk, '-inf', '(' .. (t - l.per))
-    local left = l.max - redis.call('ZCARD', l.sk)
-    if left <= 0 then
-      local first = redis.call('ZRANGE', l.sk, 0, 0, 'WITHSCORES')
-      wait = math.max(1, tonumber(first[2]) + l.per - t + 1)
-    end
-    if left < free then free = left end
-  end
-  return free, wait
-end
--- Whether queue q may start a task now: not paused, within its limits.
--- Else false and the milliseconds until the window lets one through.
-local function admit(flow, q, score)
-  if flow['paused:' .. q] then return false, 0 end
-  local free, wait = room(limits_of(flow, 'queue', q), score)
-  if free <= 0 then return false, wait end
-  return true, 0
-end
--- Whether queue q has any flow setting (a slot never blocks on such a
--- queue: the blocking move would take an id past the limits).
-local function controlled(flow, q)
-  return flow['paused:' .. q] or flow['concurrency:' .. q] or flow['rate:' .. q]
-end
--- Task id started under limits l: it takes a permit and a place in the
--- window.
-local function take_permit(l, id, score)
-  if l.n then redis.call('SADD', l.pk, id) end
-  if l.max then
-    local t = clock_ms(score)
-    redis.call('ZADD', l.sk, t, id .. '@' .. t)
-    redis.call('PEXPIRE', l.sk, l.per + 1000)
-  end
-end
-local function admitted(flow, q, id, score)
-  if controlled(flow, q) then take_permit(limits_of(flow, 'queue', q), id, score) end
-end
--- The limits of the function of task id (moved into a slot's list), if
--- it has any: its name and limits, else nil.
-local function task_limits(flow, id)
-  if not flow or #flow.fns == 0 then return nil end
-  local fn = redis.pcall('HGET', k('task', id), 'task')
-  if type(fn) ~= 'string' then return nil end
-  if not (flow['task_concurrency:' .. fn] or flow['task_rate:' .. fn]) then return nil end
-  return fn, limits_of(flow, 'task', fn)
-end
--- Ids held back by their function's limits wait, in order, in
--- P:task_held:<f>; as many as may start now go back to the front of
--- their queue (read at each fetch, so a freed permit or an opened window
--- lets them through).
-local function release_held(flow, score)
-  if not flow then return end
-  for _, fn in ipairs(flow.fns) do
-    local hk = k('task_held', fn)
-    if redis.call('LLEN', hk) > 0 then
-      local free = room(limits_of(flow, 'task', fn), score)
-      if free > 0 then
-        local ids = redis.call('LPOP', hk, math.min(free, 1000))
-        for i = #ids, 1, -1 do
-          local q = redis.call('HGET', k('task', ids[i]), 'queue')
-          if q and q ~= '' then redis.call('LPUSH', k('queue', q), ids[i]) end
-        end
-      end
-    end
-  end
-end
--- After task id of function fn ended: its permit goes, and one id held
--- back by that function's limit goes back to its queue (waking a slot
--- that blocks on it). Errors are left to the next fetch (pcall).
-local function let_go(flow, fn, id)
-  if not flow or not fn or not flow['task_concurrency:' .. fn] then return end
-  redis.call('SREM', k('task_permits', fn), id)
-  local h = redis.call('LPOP', k('task_held', fn))
-  if not h then return end
-  local q = redis.pcall('HGET', k('task', h), 'queue')
-  if type(q) ~= 'string' or q == '' or type(redis.pcall('LPUSH', k('queue', q), h)) ~= 'number' then
-    redis.call('LPUSH', k('task_held', fn), h)
-    return
-  end
-  poke()
-end
 -- Moves the head of the first queue (in order) that has one and may start
 -- it into the slot's list, and starts it. An id whose task function is
 -- at its limit goes to that function's held list instead, and the next one
@@ -176,24 +29,25 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
   if #busy > 0 then return {'busy', busy} end
   if registered == nil then registered = redis.call('HLEN', hash) > 0 end
   if flow == nil then flow = flow_of() end
-  release_held(flow, score)
+  local fl = flow and flow_lib()
+  if fl then fl.release_held(flow, score) end
   local held, soonest, skipped = {}, 0, 0
   local function sooner(wait)
     if wait > 0 and (soonest == 0 or wait < soonest) then soonest = wait end
   end
   for i, qk in ipairs(qkeys) do
     local q, ok, wait = qnames[i], true, 0
-    if flow and controlled(flow, q) then
-      ok, wait = admit(flow, q, score)
+    if fl and fl.controlled(flow, q) then
+      ok, wait = fl.admit(flow, q, score)
       held[#held + 1] = q
       sooner(wait)
     end
     while ok and skipped < 100 do
       local id = redis.call('LMOVE', qk, list, 'LEFT', 'RIGHT')
       if not id then break end
-      local fn, tl = task_limits(flow, id)
-      local free, twait = 1, 0
-      if fn then free, twait = room(tl, score) end
+      local fn, tl, free, twait = nil, nil, 1, 0
+      if fl then fn, tl = fl.task_limits(flow, id) end
+      if fn then free, twait = fl.room(tl, score) end
       if free <= 0 then
         redis.call('LREM', list, 0, id)
         redis.call('RPUSH', k('task_held', fn), id)
@@ -202,8 +56,8 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
       else
         local rec = start(list, hash, registered, slot, id, q, now, score, lim)
         if rec then
-          if flow then admitted(flow, q, id, score) end
-          if fn then take_permit(tl, id, score) end
+          if fl then fl.admitted(flow, q, id, score) end
+          if fn then fl.take_permit(tl, id, score) end
           return rec
         end
       end
@@ -253,10 +107,11 @@ local function release(rows)
 end
 -- Returns 1 (recorded) or 0 (the slot does not hold id: nothing changed),
 -- and whether the slot's hash exists. A task recorded finished releases
--- its children (`kids`, see children_of) in the same step. `times`: the
--- run's start and the beginning of its wait in seconds, as texts, from
--- the caller's lease (nil or empty: read from the record).
-local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids, times)
+-- its children (`kids`, see children_of) in the same step. `hist`: the
+-- history count of this ending worked out by the caller ({key, field,
+-- expiry}, see history.rs's `Tally`), or nil or {''}: counted from the
+-- record.
+local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, flow, kids, hist)
   local f = redis.call('HMGET', tk, 'task', 'status', 'attempts', 'started_at', 'unique', 'queue',
     'graph', 'graph_node', 'enqueued_at', 'error', 'result')
   local registered = redis.call('HLEN', hash) > 0
@@ -269,7 +124,7 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     redis.call('SREM', k('permits', f[6]), id)
     poke()
   end
-  let_go(flow, f[1], id)
+  if flow then flow_lib().let_go(flow, f[1], id) end
   if f[1] or f[2] then
     local added = redis.pcall('ZADD', reg, score, id)
     if type(added) == 'table' then
@@ -297,8 +152,8 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     -- Only a retried run can leave an earlier run's error or result.
     if #del > 0 then redis.call('HDEL', tk, unpack(del)) end
     ended(tk, id, st, ttl, f[5] or '')
-    if times and times[1] ~= '' then
-      tally_at(f[6], st, score, true, tonumber(times[1]), tonumber(times[2]))
+    if hist and hist[1] ~= '' then
+      count(hist[1], hist[2], hist[3])
     else
       tally(f[6], st, score, f[4], wait_from(f[9], f[3]))
     end
@@ -320,47 +175,59 @@ end
     };
 }
 
-/// Take the head of the first non-empty queue into a slot and start it.
-/// KEYS: slot list, slot hash, queue keys. ARGV: prefix, slot, now, score,
-/// five size limits (args, description, meta, result, whole record), ttl
-/// of the done key of a task that expired, queue names. Returns nil,
-/// {'busy', ids}, {'task', id, fields, queue}, {'oversize', id, queue,
-/// field, size, limit index} or {'held', ms, queues...} (nothing taken,
-/// those queues held back by flow control); when tasks met on the way had
-/// expired, that inside {'expired', {{id, queue, fields}...}, reply}.
-pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        graph_lua!(),
-        task_path!(),
-        r#"
+/// A script of a task's path: the prelude, the graph helpers (an ending
+/// may move a graph on), starting a task, flow control and `task_path!`.
+macro_rules! task_path_script {
+    ($(#[$doc:meta])* $name:ident, $body:literal) => {
+        $(#[$doc])*
+        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(
+                prelude!(),
+                graph_lua!(),
+                start_lua!(),
+                flow_lua!(),
+                task_path!(),
+                $body
+            ))
+        });
+    };
+}
+
+task_path_script!(
+    /// Take the head of the first non-empty queue into a slot and start it.
+    /// KEYS: slot list, slot hash, queue keys. ARGV: prefix, slot, now, score,
+    /// five size limits (args, description, meta, result, whole record), ttl
+    /// of the done key of a task that expired, queue names. Returns nil,
+    /// {'busy', ids}, {'task', id, fields, queue}, {'oversize', id, queue,
+    /// field, size, limit index} or {'held', ms, queues...} (nothing taken,
+    /// those queues held back by flow control); when tasks met on the way had
+    /// expired, that inside {'expired', {{id, queue, fields}...}, reply}.
+    FETCH,
+    r#"
 DONE_TTL = ARGV[10]
 local qkeys, qnames = queues_of(3, 11)
 return with_expired(take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
   {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, qkeys, qnames))
 "#
-    ))
-});
+);
 
-/// Start a task a blocking move put into the slot's list (handed back to
-/// the front of its queue when flow settings that came meanwhile hold it).
-/// KEYS: slot list, slot hash. ARGV: prefix, slot, id, now, score, queue,
-/// five size limits, ttl of an expired task's done key (as FETCH). Returns
-/// what FETCH does for a task (an expired one wrapped as FETCH does),
-/// {'held', ms, queue}, {'missing'}, or nil when the id is not there.
-pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        graph_lua!(),
-        task_path!(),
-        r#"
+task_path_script!(
+    /// Start a task a blocking move put into the slot's list (handed back to
+    /// the front of its queue when flow settings that came meanwhile hold it).
+    /// KEYS: slot list, slot hash. ARGV: prefix, slot, id, now, score, queue,
+    /// five size limits, ttl of an expired task's done key (as FETCH). Returns
+    /// what FETCH does for a task (an expired one wrapped as FETCH does),
+    /// {'held', ms, queue}, {'missing'}, or nil when the id is not there.
+    START,
+    r#"
 local registered = redis.call('HLEN', KEYS[2]) > 0
 local flow = flow_of()
+local fl = flow and flow_lib()
 if not redis.call('LPOS', KEYS[1], ARGV[3]) then return false end
 local q = ARGV[6]
-if flow and controlled(flow, q) then
+if fl and fl.controlled(flow, q) then
   -- Settings that came while the slot blocked on the queue: obey them.
-  local ok, wait = admit(flow, q, ARGV[5])
+  local ok, wait = fl.admit(flow, q, ARGV[5])
   if not ok then
     redis.call('LREM', KEYS[1], 0, ARGV[3])
     redis.call('LPUSH', k('queue', q), ARGV[3])
@@ -369,9 +236,10 @@ if flow and controlled(flow, q) then
   end
 end
 DONE_TTL = ARGV[12]
-local fn, tl = task_limits(flow, ARGV[3])
+local fn, tl
+if fl then fn, tl = fl.task_limits(flow, ARGV[3]) end
 if fn then
-  local free, wait = room(tl, ARGV[5])
+  local free, wait = fl.room(tl, ARGV[5])
   if free <= 0 then
     -- Its function is at its limit: held back until a permit frees.
     redis.call('LREM', KEYS[1], 0, ARGV[3])
@@ -382,26 +250,22 @@ end
 local rec = start(KEYS[1], KEYS[2], registered, ARGV[2], ARGV[3], q, ARGV[4], ARGV[5],
   {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
 if rec then
-  if flow then admitted(flow, q, ARGV[3], ARGV[5]) end
-  if fn then take_permit(tl, ARGV[3], ARGV[5]) end
+  if fl then fl.admitted(flow, q, ARGV[3], ARGV[5]) end
+  if fn then fl.take_permit(tl, ARGV[3], ARGV[5]) end
   return rec
 end
 return with_expired({'missing'})
 "#
-    ))
-});
+);
 
-/// Record the end of a run, fenced on the slot's list. KEYS: slot list,
-/// slot hash, task, registry. ARGV: prefix, id, status, now, score, error,
-/// result (JSON text, empty for none), ttl of the done key, children to
-/// release when finished (JSON rows, empty for none). Returns 1, or 0 when
-/// the slot does not hold the id.
-pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        graph_lua!(),
-        task_path!(),
-        r#"
+task_path_script!(
+    /// Record the end of a run, fenced on the slot's list. KEYS: slot list,
+    /// slot hash, task, registry. ARGV: prefix, id, status, now, score, error,
+    /// result (JSON text, empty for none), ttl of the done key, children to
+    /// release when finished (JSON rows, empty for none). Returns 1, or 0 when
+    /// the slot does not hold the id.
+    FINISH,
+    r#"
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
   ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow_of(), ARGV[9])
 if done == 1 and registered then
@@ -409,29 +273,25 @@ if done == 1 and registered then
 end
 return done
 "#
-    ))
-});
+);
 
-/// [`FINISH`] and then, when the slot held the task, [`FETCH`] of its next
-/// one from the same partition, in one round trip. KEYS: slot list, slot
-/// hash, task, registry, queue keys. ARGV: prefix, id, status, now, score,
-/// error, result, ttl (as FINISH, also that of an expired task's done
-/// key), slot, five size limits, children (as FINISH), the run's start and
-/// the beginning of its wait (seconds, from the lease; empty: read from
-/// the record), queue names.
-/// Returns {1 or 0, what FETCH returns (nil when nothing was taken)}.
-pub(crate) static FINISH_FETCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        graph_lua!(),
-        task_path!(),
-        r#"
+task_path_script!(
+    /// [`FINISH`] and then, when the slot held the task, [`FETCH`] of its next
+    /// one from the same partition, in one round trip. KEYS: slot list, slot
+    /// hash, task, registry, queue keys. ARGV: prefix, id, status, now, score,
+    /// error, result, ttl (as FINISH, also that of an expired task's done
+    /// key), slot, five size limits, children (as FINISH), the history
+    /// count of this ending: key, field and expiry (history.rs's `Tally`;
+    /// empty: counted from the record), queue names.
+    /// Returns {1 or 0, what FETCH returns (nil when nothing was taken)}.
+    FINISH_FETCH,
+    r#"
 local flow = flow_of()
 local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15], {ARGV[16], ARGV[17]})
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15], {ARGV[16], ARGV[17], ARGV[18]})
 if done == 0 then return {0, false} end
 DONE_TTL = ARGV[8]
-local qkeys, qnames = queues_of(5, 18)
+local qkeys, qnames = queues_of(5, 19)
 local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
   {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
 if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
@@ -439,8 +299,7 @@ if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize')
 end
 return {1, with_expired(rec)}
 "#
-    ))
-});
+);
 
 script!(
     REQUEUE_INTERRUPTED,
