@@ -91,7 +91,7 @@ const KEEP_HOURS: i64 = 76;
 
 /// The bucket of a duration of `secs` seconds: 0 under 1 ms (or not a
 /// number), else `floor(2 log2(ms)) + 1`, at most 63 (the scripts'
-/// `hbucket`).
+/// `bucket` of `history_lib`).
 fn bucket(secs: f64) -> usize {
     if secs.is_nan() || secs < 0.001 {
         return 0;

@@ -162,9 +162,14 @@ local function flow_lib()
     end
     poke()
   end
-  FLOW_LIB = {room = room, admit = admit, controlled = controlled, take_permit = take_permit,
-    admitted = admitted, task_limits = task_limits, release_held = release_held,
-    let_go = let_go}
+  -- The sooner of two waits in ms (0: none).
+  local function sooner(soonest, wait)
+    if wait > 0 and (soonest == 0 or wait < soonest) then return wait end
+    return soonest
+  end
+  FLOW_LIB = {sooner = sooner, room = room, admit = admit, controlled = controlled,
+    take_permit = take_permit, admitted = admitted, task_limits = task_limits,
+    release_held = release_held, let_go = let_go}
   return FLOW_LIB
 end
 "#

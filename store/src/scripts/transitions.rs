@@ -31,16 +31,16 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
   if flow == nil then flow = flow_of() end
   local fl = flow and flow_lib()
   if fl then fl.release_held(flow, score) end
-  local held, soonest, skipped = {}, 0, 0
-  local function sooner(wait)
-    if wait > 0 and (soonest == 0 or wait < soonest) then soonest = wait end
-  end
+  -- Queues held back (made on the first), the soonest a rate window
+  -- opens, ids set aside for their function's limits.
+  local held, soonest, skipped = nil, 0, 0
   for i, qk in ipairs(qkeys) do
     local q, ok, wait = qnames[i], true, 0
     if fl and fl.controlled(flow, q) then
       ok, wait = fl.admit(flow, q, score)
+      held = held or {}
       held[#held + 1] = q
-      sooner(wait)
+      soonest = fl.sooner(soonest, wait)
     end
     while ok and skipped < 100 do
       local id = redis.call('LMOVE', qk, list, 'LEFT', 'RIGHT')
@@ -52,7 +52,7 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
         redis.call('LREM', list, 0, id)
         redis.call('RPUSH', k('task_held', fn), id)
         skipped = skipped + 1
-        sooner(twait)
+        soonest = fl.sooner(soonest, twait)
       else
         local rec = start(list, hash, registered, slot, id, q, now, score, lim)
         if rec then
@@ -63,11 +63,11 @@ local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames
       end
     end
   end
-  if #held > 0 then
+  if held then
     -- Waits for a poke (docs/flow-control.md, "Waiting").
     redis.pcall('SADD', k('flow', 'waiting'), slot)
   end
-  if #held > 0 or soonest > 0 then return {'held', soonest, unpack(held)} end
+  if held or soonest > 0 then return {'held', soonest, unpack(held or {})} end
   return false
 end
 -- The tasks a finishing task releases (`kids`: the JSON array of rows of
@@ -155,7 +155,7 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
     if hist and hist[1] ~= '' then
       count(hist[1], hist[2], hist[3])
     else
-      tally(f[6], st, score, f[4], wait_from(f[9], f[3]))
+      tally(f[6], st, score, f[4], f[9], f[3])
     end
     if rows then release(rows) end
     gapply_of(gp, now)
