@@ -34,6 +34,10 @@ use crate::pages::error_page;
 /// beyond this.
 const KEPT: usize = 100;
 
+/// Jobs that may run at once; a new one past this is refused (each holds a
+/// blocking thread and a Redis connection while it runs).
+const RUNNING_MAX: usize = 4;
+
 /// How long `POST /bulk/run` waits for a job to end before it shows the
 /// progress page (a small job's result then comes at once).
 const WAIT_FOR_END: Duration = Duration::from_millis(300);
@@ -83,11 +87,19 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
-    /// The job `id`, and whether it was made now (from `spec`).
-    fn get_or_add(&self, id: &str, spec: Spec) -> (Arc<Job>, bool) {
+    /// The job `id`, and whether it was made now (from `spec`); none when
+    /// it is new and [`RUNNING_MAX`] jobs are running.
+    fn get_or_add(&self, id: &str, spec: Spec) -> Option<(Arc<Job>, bool)> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = jobs.get(id) {
-            return (Arc::clone(job), false);
+            return Some((Arc::clone(job), false));
+        }
+        let running = jobs
+            .values()
+            .filter(|j| j.progress().ended.is_none())
+            .count();
+        if running >= RUNNING_MAX {
+            return None;
         }
         if jobs.len() >= KEPT {
             let oldest = jobs
@@ -105,7 +117,7 @@ impl Jobs {
             progress: Mutex::new(Progress::default()),
         });
         jobs.insert(id.to_owned(), Arc::clone(&job));
-        (job, true)
+        Some((job, true))
     }
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -167,7 +179,16 @@ impl Job {
 /// Starts job `id` (unless it exists) and redirects to its page, after
 /// waiting a moment for it to end.
 pub(super) async fn start(state: &Arc<AppState>, id: String, spec: Spec) -> Response {
-    let (job, new) = state.jobs.get_or_add(&id, spec);
+    let Some((job, new)) = state.jobs.get_or_add(&id, spec) else {
+        warn!(job = %id, "dashboard: bulk job refused, {RUNNING_MAX} are running");
+        return error_page(
+            state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "{RUNNING_MAX} bulk jobs are running already: start this one again once one of them has ended"
+            ),
+        );
+    };
     if new {
         let worker = Arc::clone(&job);
         info!(job = %id, "dashboard: bulk {} of all matching started", job.spec.verb.word());
@@ -242,4 +263,42 @@ pub(crate) async fn progress(
     };
     let refresh = if p.ended.is_none() { 1 } else { 0 };
     page_refreshed(&state, title, refresh, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            verb: Verb::Requeue,
+            source: Source::Failed,
+            form: FilterForm::default(),
+            counted: None,
+        }
+    }
+
+    /// A signed-in user reposting confirmations cannot start jobs without
+    /// end: past the cap a new job is refused until one ends, while the
+    /// page of a job that exists still opens.
+    #[test]
+    fn jobs_past_the_running_cap_are_refused_until_one_ends() {
+        let jobs = Jobs::default();
+        let started: Vec<Arc<Job>> = (0..RUNNING_MAX)
+            .map(|i| {
+                let (job, new) = jobs
+                    .get_or_add(&format!("j{i}"), spec())
+                    .expect("under the cap");
+                assert!(new);
+                job
+            })
+            .collect();
+        assert!(jobs.get_or_add("one-more", spec()).is_none());
+        let (_, new) = jobs.get_or_add("j0", spec()).expect("an existing job");
+        assert!(!new);
+        started[1].update(|p| p.ended = Some(Ok(())));
+        let (_, new) = jobs.get_or_add("one-more", spec()).expect("a slot freed");
+        assert!(new);
+        assert!(jobs.get_or_add("and-another", spec()).is_none());
+    }
 }
