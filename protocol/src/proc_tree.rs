@@ -56,6 +56,11 @@ fn signal(pid: u32, sig: Signal) {
 /// returns how many there were. Cheap when there are none: one directory
 /// listing and one small read per thread of `root`.
 pub fn kill_descendants(root: u32) -> usize {
+    kill_descendants_listed(root).len()
+}
+
+/// [`kill_descendants`], returning the pids it killed.
+pub fn kill_descendants_listed(root: u32) -> BTreeSet<u32> {
     let mut found: BTreeSet<u32> = BTreeSet::new();
     // Every member found is stopped at once, so the tree can only shrink
     // behind the walk; it ends when a whole pass (over root and every
@@ -78,7 +83,7 @@ pub fn kill_descendants(root: u32) -> usize {
     for &pid in &found {
         signal(pid, Signal::SIGKILL);
     }
-    found.len()
+    found
 }
 
 /// Freezes and kills `pid` and all its descendants.

@@ -68,6 +68,11 @@ pub(crate) struct WorkerProcess {
     unkillable: bool,
     /// What it writes to its stdout and stderr, read by the supervisor.
     output: Output,
+    /// The children it had when it said Ready: for an isolated one, its
+    /// PID namespace's init and the worker inside it (the process started
+    /// is their monitor). They die with the task's leftovers but are not
+    /// counted as the task's.
+    pub(super) own_children: Vec<u32>,
 }
 
 impl WorkerProcess {
@@ -95,6 +100,7 @@ impl WorkerProcess {
             spawned_by: family::thread_id(),
             unkillable: false,
             output,
+            own_children: Vec::new(),
         }
     }
 
@@ -191,16 +197,20 @@ impl WorkerProcess {
     }
 
     /// Kills what the last task left running under a process that stays
-    /// (started by `exec`: our unreaped child, so its pid is its own). A
-    /// forked process is retired after each task; the fork server kills
-    /// what it leaves.
+    /// (started by `exec`: our unreaped child, so its pid is its own), and
+    /// returns how many of those the task started (not counting the
+    /// process's [own children](Self::own_children)). A forked process is
+    /// retired after each task; the fork server kills what it leaves.
     pub(crate) fn kill_descendants(&self) -> usize {
         match &self.proc {
             // What the walk cannot see (a hidden /proc) or does not reach
             // (a clone(CLONE_PARENT)) is killed through its cgroup by
             // `make_alone`, which follows.
             Proc::Direct { child, .. } if self.reaped.is_none() => {
-                proc_tree::kill_descendants(child.id())
+                proc_tree::kill_descendants_listed(child.id())
+                    .iter()
+                    .filter(|pid| !self.own_children.contains(pid))
+                    .count()
             }
             _ => 0,
         }

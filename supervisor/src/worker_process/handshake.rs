@@ -114,8 +114,11 @@ impl WorkerProcess {
         self.proc_hidden = !matches!(self.proc, Proc::Forked { .. })
             && std::fs::read(format!("/proc/{}/stat", self.pid())).is_err();
         self.idle_threads = self.threads();
-        if self.idle_threads.is_none() && !matches!(self.proc, Proc::Forked { .. }) {
-            warn_threads_hidden(self.pid());
+        if !matches!(self.proc, Proc::Forked { .. }) {
+            if self.idle_threads.is_none() {
+                warn_threads_hidden(self.pid());
+            }
+            self.own_children = redis_tasks_protocol::proc_tree::children(self.pid());
         }
         Ok(())
     }

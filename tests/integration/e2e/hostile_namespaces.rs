@@ -177,6 +177,37 @@ fn a_sysv_segment_is_private_to_its_task_and_dies_with_it() {
     sup.stop();
 }
 
+/// An isolated task runs under a monitor, with its PID namespace's init
+/// and the worker process inside: those die at the task's end as well,
+/// but they are not what the task left running. So a task that leaves
+/// nothing is not said to have left anything (it was said of every
+/// isolated task), and one that leaves a child still is.
+#[test]
+fn only_what_an_isolated_task_left_is_said_to_be_left_running() {
+    if !root_or_skip("a root supervisor") {
+        return;
+    }
+    let demo = Demo::new();
+    let mut sup = start(&demo, "memory_limit = \"1G\"\n", false);
+    let clean = demo.enqueue("sleep", json!({ "secs": 0.01 }));
+    let clean = demo.wait_ended(&clean, Duration::from_secs(60));
+    let leaver = demo.enqueue("print_late", json!({ "text": "late", "secs": 30 }));
+    let leaver = demo.wait_ended(&leaver, Duration::from_secs(60));
+    if no_namespaces(&sup) {
+        return;
+    }
+    sup.stop();
+    let log = sup.log();
+    assert_eq!(clean.status, TaskStatus::Finished, "{log}");
+    assert_eq!(leaver.status, TaskStatus::Finished, "{log}");
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the task left running"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(said[0].contains(&leaver.id), "{log}");
+}
+
 fn wait_for_meta(demo: &Demo, id: &str, key: &str) {
     crate::support::wait_until(
         &format!("task {id} to set {key}"),
