@@ -58,6 +58,9 @@ pub(crate) struct Part {
     /// The tasks this partition's fetches ended as expired, until taken
     /// ([`Store::take_expired`](crate::Store::take_expired)).
     pub(crate) expired: crate::fetch::ExpiredNotes,
+    /// Whether this partition's server runs the task path's function
+    /// library, or only scripts.
+    pub(crate) functions: crate::fetch::Functions,
 }
 
 impl Part {
@@ -90,6 +93,7 @@ impl Part {
             fetch_conn: Mutex::new(None),
             opts,
             expired: crate::fetch::ExpiredNotes::default(),
+            functions: crate::fetch::Functions::default(),
         }
     }
 

@@ -460,3 +460,86 @@ fn padded_lists_of_runs_do_not_hold_redis() {
         Some(1)
     );
 }
+
+/// Libraries of ours the server holds (`FUNCTION LIST`).
+fn our_libraries(c: &mut redis::Connection) -> usize {
+    let libs: Vec<redis::Value> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .arg("LIBRARYNAME")
+        .arg("redis_tasks_*")
+        .query(c)
+        .expect("function list");
+    libs.len()
+}
+
+/// A busy slot's finish-and-fetch runs as the task path's Redis function:
+/// loaded by the first call, loaded again when the server lost it (a
+/// restart without persistence), and where the server will not run
+/// functions for us (here an ACL user without `FCALL`), the same Lua runs
+/// as a script.
+#[test]
+fn a_busy_slots_finish_and_fetch_runs_as_a_function_loaded_when_missing() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    let slot = crate::support::registered_slot(&store, "s1", &["q"]);
+    let q = store.queue("q");
+    let ids: Vec<String> = (0..6)
+        .map(|i| q.enqueue("t", &json!([i])).expect("enqueue"))
+        .collect();
+    let step = |store: &redis_tasks::Store, cur: &redis_tasks::store::Fetched| {
+        let finished = Ending::Finished {
+            result: Some("7"),
+            children: &[],
+        };
+        let (done, next) = store
+            .conclude_and_fetch(&cur.lease, finished, &slot.queues, Timestamp::now())
+            .expect("finish and fetch");
+        assert!(done);
+        next.expect("the next task")
+    };
+    let mut cur = store
+        .fetch(&slot.id, &slot.queues, Duration::ZERO)
+        .expect("fetch")
+        .expect("a task");
+    assert_eq!(our_libraries(&mut c), 0);
+    cur = step(&store, &cur);
+    assert_eq!(our_libraries(&mut c), 1, "the first call loads the library");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("function flush");
+    cur = step(&store, &cur);
+    assert_eq!(our_libraries(&mut c), 1, "loaded again once lost");
+
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("no_functions")
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-fcall")
+        .arg("-function")
+        .query(&mut c)
+        .expect("acl setuser");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("function flush");
+    let url = server.url().replace("redis://", "redis://no_functions:pw@");
+    let config = redis_tasks::store::RedisConfig::from_url(&url, None)
+        .expect("url")
+        .with_partitions(crate::support::test_partitions());
+    let limited = redis_tasks::Store::with_config(config, "redis_tasks").expect("store");
+    cur = step(&limited, &cur);
+    cur = step(&limited, &cur);
+    assert_eq!(our_libraries(&mut c), 0, "ran as a script");
+    assert_eq!(cur.id, ids[4]);
+    for id in &ids[..4] {
+        let record = store.task(id).expect("record");
+        assert_eq!(record.status, TaskStatus::Finished, "{id}");
+        assert_eq!(record.result, Some(json!(7)), "{id}");
+    }
+}

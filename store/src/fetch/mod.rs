@@ -34,10 +34,12 @@ use super::{Store, StoreError, scripts};
 use redis_tasks_protocol::model::TaskStatus;
 
 mod expired;
+mod function;
 mod reply;
 
 pub(crate) use expired::ExpiredNotes;
 pub use expired::{ExpiredTask, MAX_EXPIRED_NOTES};
+pub(crate) use function::Functions;
 use reply::Answer;
 pub use reply::{Fetched, Lease};
 
@@ -441,35 +443,42 @@ impl Part {
             )
         });
         let (done, next): (i64, Value) = self.run(&expected, |c, keys| {
-            let mut inv = scripts::FINISH_FETCH.prepare_invoke();
-            inv.key(keys.worker_task(slot))
-                .key(keys.worker(slot))
-                .key(keys.task(id))
-                .key(&registry);
-            for q in queues {
-                inv.key(keys.queue(q));
-            }
-            inv.arg(keys.prefix())
-                .arg(id)
-                .arg(status.as_str())
-                .arg(time_text(now))
-                .arg(score(now))
-                .arg(error.unwrap_or(""))
-                .arg(result.unwrap_or(""))
-                .arg(self.registry_ttl())
-                .arg(slot);
-            for (limit, _) in limits {
-                inv.arg(limit);
-            }
-            inv.arg(children);
+            let mut key_list = vec![
+                keys.worker_task(slot),
+                keys.worker(slot),
+                keys.task(id),
+                registry.clone(),
+            ];
+            key_list.extend(queues.iter().map(|q| keys.queue(q)));
+            let mut args: Vec<String> = [
+                keys.prefix(),
+                id,
+                status.as_str(),
+                &time_text(now),
+                &score(now),
+                error.unwrap_or(""),
+                result.unwrap_or(""),
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+            args.push(self.registry_ttl().to_string());
+            args.push(slot.to_owned());
+            args.extend(limits.iter().map(|(limit, _)| limit.to_string()));
+            args.push(children.to_owned());
             match &tally {
-                Some(t) => inv.arg(&t.key).arg(&t.field).arg(t.expire_at),
-                None => inv.arg("").arg("").arg(""),
-            };
-            for q in queues {
-                inv.arg(q);
+                Some(t) => args.extend([t.key.clone(), t.field.clone(), t.expire_at.to_string()]),
+                None => args.extend([String::new(), String::new(), String::new()]),
             }
-            inv.invoke(c)
+            args.extend(queues.iter().cloned());
+            let reply = self.functions.call(
+                c,
+                &scripts::TASK_PATH,
+                &scripts::FINISH_FETCH,
+                &key_list,
+                &args,
+            )?;
+            redis::from_redis_value(reply).map_err(redis::RedisError::from)
         })?;
         let next = match self.answer(slot, next, lease.partition) {
             Ok(Answer::Task(f)) => Some(*f),

@@ -39,12 +39,19 @@ macro_rules! schema_marker {
 /// scripts of a task's path.
 macro_rules! prelude {
     () => {
+        concat!("local P = ARGV[1]\n", helpers_lua!())
+    };
+}
+
+/// [`prelude!`] without setting the prefix `P` (declared, not set): the
+/// helpers as a function library defines them once (see `library`).
+macro_rules! helpers_lua {
+    () => {
         concat!(
             "local SCHEMA = '",
             schema_marker!(),
             "'\n",
             r#"
-local P = ARGV[1]
 -- Joined by hand up to four parts: a table for `table.concat` cost more
 -- Redis time than the rest of a key's making.
 local function k(a, b, c, d, ...)
@@ -364,13 +371,16 @@ mod producer;
 mod schedule;
 mod schema;
 mod slots;
+#[macro_use]
 mod transitions;
+mod library;
 mod unique;
 
 pub(crate) use admin::*;
 pub(crate) use delayed::*;
 pub(crate) use flow::*;
 pub(crate) use graph::*;
+pub(crate) use library::{Library, TASK_PATH};
 pub(crate) use producer::*;
 pub(crate) use schedule::*;
 pub(crate) use schema::*;

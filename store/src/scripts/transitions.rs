@@ -162,12 +162,12 @@ local function finish(list, hash, tk, reg, id, st, now, score, err, res, ttl, fl
   end
   return 1, registered
 end
--- The queue keys (KEYS[from..]) and names (ARGV[at..]) of a fetch.
-local function queues_of(from, at)
+-- The queue keys (keys[from..]) and names (args[at..]) of a fetch.
+local function queues_of(keys, args, from, at)
   local qkeys, qnames = {}, {}
-  for i = from, #KEYS do
-    qkeys[#qkeys + 1] = KEYS[i]
-    qnames[#qnames + 1] = ARGV[at + i - from]
+  for i = from, #keys do
+    qkeys[#qkeys + 1] = keys[i]
+    qnames[#qnames + 1] = args[at + i - from]
   end
   return qkeys, qnames
 end
@@ -175,10 +175,31 @@ end
     };
 }
 
+/// The body of [`FINISH_FETCH`], also the function of the task path's
+/// library (`library.rs`): it reads only its `KEYS` and `ARGV`.
+macro_rules! finish_fetch_lua {
+    () => {
+        r#"
+local flow = flow_of()
+local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15], {ARGV[16], ARGV[17], ARGV[18]})
+if done == 0 then return {0, false} end
+DONE_TTL = ARGV[8]
+local qkeys, qnames = queues_of(KEYS, ARGV, 5, 19)
+local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
+  {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
+if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
+  redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')
+end
+return {1, with_expired(rec)}
+"#
+    };
+}
+
 /// A script of a task's path: the prelude, the graph helpers (an ending
 /// may move a graph on), starting a task, flow control and `task_path!`.
 macro_rules! task_path_script {
-    ($(#[$doc:meta])* $name:ident, $body:literal) => {
+    ($(#[$doc:meta])* $name:ident, $body:expr) => {
         $(#[$doc])*
         pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
             Script::new(concat!(
@@ -205,7 +226,7 @@ task_path_script!(
     FETCH,
     r#"
 DONE_TTL = ARGV[10]
-local qkeys, qnames = queues_of(3, 11)
+local qkeys, qnames = queues_of(KEYS, ARGV, 3, 11)
 return with_expired(take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
   {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, qkeys, qnames))
 "#
@@ -285,20 +306,7 @@ task_path_script!(
     /// empty: counted from the record), queue names.
     /// Returns {1 or 0, what FETCH returns (nil when nothing was taken)}.
     FINISH_FETCH,
-    r#"
-local flow = flow_of()
-local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15], {ARGV[16], ARGV[17], ARGV[18]})
-if done == 0 then return {0, false} end
-DONE_TTL = ARGV[8]
-local qkeys, qnames = queues_of(5, 19)
-local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
-  {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
-if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
-  redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')
-end
-return {1, with_expired(rec)}
-"#
+    finish_fetch_lua!()
 );
 
 script!(
