@@ -397,6 +397,16 @@ pub(crate) fn fail_task(server: &RedisServer, queue: &str, task: &str, error: &s
     id
 }
 
+/// The ids of a `list --json` output, in its order.
+fn ids_of(listed: &Value) -> Vec<&str> {
+    listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id"))
+        .collect()
+}
+
 #[test]
 fn canceled_list_shows_the_canceled_registry() {
     let server = RedisServer::start();
@@ -408,12 +418,7 @@ fn canceled_list_shows_the_canceled_registry() {
     store.cancel(&a).expect("cancel");
     store.cancel(&b).expect("cancel");
     let listed = json_of(&admin(&server).args(["canceled", "list", "--json"]).stdout());
-    let ids: Vec<&str> = listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|t| t["id"].as_str().expect("id"))
-        .collect();
+    let ids = ids_of(&listed);
     assert_eq!(ids, vec![a.as_str(), b.as_str()]);
     assert_eq!(listed[0]["status"], json!("canceled"));
     let human = admin(&server).args(["canceled", "list"]).stdout();
@@ -434,12 +439,7 @@ fn failed_list_and_requeue() {
     let c = fail_one(&server, "q2", "crash");
 
     let listed = json_of(&admin(&server).args(["failed", "list", "--json"]).stdout());
-    let ids: Vec<&str> = listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|t| t["id"].as_str().expect("id"))
-        .collect();
+    let ids = ids_of(&listed);
     assert_eq!(ids, vec![a.as_str(), b.as_str(), c.as_str()]);
     assert_eq!(listed[0]["error"], json!("boom\nwith a trace"));
     assert_eq!(listed[1]["status"], json!("failed"));

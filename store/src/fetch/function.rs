@@ -34,30 +34,10 @@ impl Functions {
         keys: &[String],
         args: &[String],
     ) -> RedisResult<Value> {
-        if !self.off.load(Ordering::Relaxed) {
-            match fcall(c, library, keys, args) {
-                Ok(v) => return Ok(v),
-                Err(e) if missing(&e) => match load(c, library) {
-                    Ok(()) => match fcall(c, library, keys, args) {
-                        Ok(v) => return Ok(v),
-                        Err(e) if refused(&e) => self.turn_off(&e),
-                        Err(e) => return Err(e),
-                    },
-                    Err(e) if e.is_io_error() || e.is_connection_dropped() => return Err(e),
-                    Err(e) => {
-                        if !refused(&e) {
-                            // Not a server without functions: a library
-                            // this server cannot load is a bug to report.
-                            tracing::warn!(
-                                "cannot load the task path's Redis function library: {e}"
-                            );
-                        }
-                        self.turn_off(&e);
-                    }
-                },
-                Err(e) if refused(&e) => self.turn_off(&e),
-                Err(e) => return Err(e),
-            }
+        if !self.off.load(Ordering::Relaxed)
+            && let Some(reply) = self.try_function(c, library, keys, args)?
+        {
+            return Ok(reply);
         }
         let mut inv = script.prepare_invoke();
         for key in keys {
@@ -67,6 +47,44 @@ impl Functions {
             inv.arg(arg);
         }
         inv.invoke(c)
+    }
+
+    /// The function's reply, loading the library first when the server
+    /// lacks it; `None` (and functions off from now on) when the server
+    /// refuses them.
+    fn try_function(
+        &self,
+        c: &mut Connection,
+        library: &Library,
+        keys: &[String],
+        args: &[String],
+    ) -> RedisResult<Option<Value>> {
+        let reply = match fcall(c, library, keys, args) {
+            Err(e) if missing(&e) => {
+                if let Err(e) = load(c, library) {
+                    if e.is_io_error() || e.is_connection_dropped() {
+                        return Err(e);
+                    }
+                    if !refused(&e) {
+                        // Not a server without functions: a library this
+                        // server cannot load is a bug to report.
+                        tracing::warn!("cannot load the task path's Redis function library: {e}");
+                    }
+                    self.turn_off(&e);
+                    return Ok(None);
+                }
+                fcall(c, library, keys, args)
+            }
+            other => other,
+        };
+        match reply {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if refused(&e) => {
+                self.turn_off(&e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn turn_off(&self, why: &RedisError) {

@@ -18,14 +18,7 @@ pub(crate) struct Library {
 /// The task path's library. Its names carry a digest of its code, so that
 /// supervisors of two versions on one server each call their own.
 pub(crate) static TASK_PATH: LazyLock<Library> = LazyLock::new(|| {
-    let helpers = concat!(
-        "local P\n",
-        helpers_lua!(),
-        graph_lua!(),
-        start_lua!(),
-        flow_lua!(),
-        task_path!()
-    );
+    let helpers = concat!("local P\n", task_path_lua!());
     // What a script sets up at its top, per call: the prefix, and the
     // expired tasks of this call (the helpers' caches may stay).
     let entry = concat!(

@@ -196,20 +196,28 @@ return {1, with_expired(rec)}
     };
 }
 
-/// A script of a task's path: the prelude, the graph helpers (an ending
-/// may move a graph on), starting a task, flow control and `task_path!`.
+/// Everything a script of a task's path defines before its body, but for
+/// setting the prefix `P`: the shared helpers, the graph helpers (an
+/// ending may move a graph on), starting a task, flow control and
+/// `task_path!`. Also the body of the task path's function library.
+macro_rules! task_path_lua {
+    () => {
+        concat!(
+            helpers_lua!(),
+            graph_lua!(),
+            start_lua!(),
+            flow_lua!(),
+            task_path!()
+        )
+    };
+}
+
+/// A script of a task's path: `task_path_lua!` with the prefix set.
 macro_rules! task_path_script {
     ($(#[$doc:meta])* $name:ident, $body:expr) => {
         $(#[$doc])*
         pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
-            Script::new(concat!(
-                prelude!(),
-                graph_lua!(),
-                start_lua!(),
-                flow_lua!(),
-                task_path!(),
-                $body
-            ))
+            Script::new(concat!("local P = ARGV[1]\n", task_path_lua!(), $body))
         });
     };
 }
