@@ -543,3 +543,96 @@ fn a_busy_slots_finish_and_fetch_runs_as_a_function_loaded_when_missing() {
         assert_eq!(record.result, Some(json!(7)), "{id}");
     }
 }
+
+/// The attack: another user of the same Redis (one who may `FUNCTION
+/// LOAD`, which `+@write` grants) puts its own code under the name of the
+/// task path's function. A user that may call `FCALL` runs it (the trust
+/// docs/redis.md states); a user without `FCALL`, as the documented ACL,
+/// never does: its finish runs the script, called by its own SHA1.
+#[test]
+fn a_planted_function_runs_only_for_a_user_that_may_call_fcall() {
+    let server = RedisServer::start();
+    let store = server.store();
+    let mut c = server.client();
+    let slot = crate::support::registered_slot(&store, "s1", &["q"]);
+    let q = store.queue("q");
+    for i in 0..3 {
+        q.enqueue("t", &json!([i])).expect("enqueue");
+    }
+    let finish = |store: &redis_tasks::Store, cur: &redis_tasks::store::Fetched| {
+        let finished = Ending::Finished {
+            result: None,
+            children: &[],
+        };
+        store
+            .conclude_and_fetch(&cur.lease, finished, &slot.queues, Timestamp::now())
+            .expect("finish and fetch")
+    };
+    let first = store
+        .fetch(&slot.id, &slot.queues, Duration::ZERO)
+        .expect("fetch")
+        .expect("a task");
+    let (done, second) = finish(&store, &first);
+    assert!(done);
+    let second = second.expect("the next task");
+    // The names of our library and function, as anyone may list them.
+    let libs: Vec<Vec<redis::Value>> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .arg("LIBRARYNAME")
+        .arg("redis_tasks_*")
+        .query(&mut c)
+        .expect("function list");
+    let library = libs
+        .into_iter()
+        .flatten()
+        .filter_map(|v| redis::from_redis_value::<String>(v).ok())
+        .find(|s| s.starts_with("redis_tasks_"))
+        .expect("our library");
+    let function = format!(
+        "redis_tasks_finish_fetch_{}",
+        &library["redis_tasks_".len()..]
+    );
+    let planted = format!(
+        "#!lua name={library}\nredis.register_function('{function}', function(keys, args) \
+         redis.call('INCR', 'planted') return {{0, false}} end)"
+    );
+    let _: redis::Value = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(&planted)
+        .query(&mut c)
+        .expect("plant");
+
+    // Without FCALL: the script runs, the planted code does not.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("no_fcall")
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-fcall")
+        .query(&mut c)
+        .expect("acl setuser");
+    let url = server.url().replace("redis://", "redis://no_fcall:pw@");
+    let config = redis_tasks::store::RedisConfig::from_url(&url, None)
+        .expect("url")
+        .with_partitions(crate::support::test_partitions());
+    let limited = redis_tasks::Store::with_config(config, "redis_tasks").expect("store");
+    let (done, third) = finish(&limited, &second);
+    assert!(done, "the script recorded the end");
+    let planted_runs: Option<i64> = redis::cmd("GET").arg("planted").query(&mut c).expect("get");
+    assert_eq!(planted_runs, None);
+    assert_eq!(
+        store.task(&second.id).expect("record").status,
+        TaskStatus::Finished
+    );
+
+    // With FCALL the planted code runs instead of ours.
+    let third = third.expect("the third task");
+    let (done, _) = finish(&store, &third);
+    assert!(!done, "the planted function answered");
+    let planted_runs: Option<i64> = redis::cmd("GET").arg("planted").query(&mut c).expect("get");
+    assert_eq!(planted_runs, Some(1));
+}
