@@ -100,11 +100,34 @@ use crate::support::{Cmd, Output, RedisServer, wait_until};
 /// on itself, so cargo sets `CARGO_BIN_EXE_redis-tasks-demo`.
 /// `REDIS_TASKS_DEMO_BIN` names another build of it (several checkouts
 /// sharing one target directory overwrite each other's link there).
+/// Isolated worker processes run it as other users: in a checkout they
+/// cannot reach (a `mktemp -d` directory is 0700) the tests run
+/// [`demo_bin_for_everyone`]'s copy instead.
 pub fn demo_bin() -> PathBuf {
+    let built = built_demo_bin();
+    if reachable_by_everyone(&built) {
+        built
+    } else {
+        demo_bin_for_everyone()
+    }
+}
+
+/// The demo binary as built (or as `REDIS_TASKS_DEMO_BIN` names it).
+fn built_demo_bin() -> PathBuf {
     std::env::var_os("REDIS_TASKS_DEMO_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_redis-tasks-demo")),
         PathBuf::from,
     )
+}
+
+/// Whether every user may run `bin`: it and each directory above it allow
+/// others to execute (search) them.
+fn reachable_by_everyone(bin: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    bin.ancestors().all(|p| {
+        p.as_os_str().is_empty()
+            || fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    })
 }
 
 /// Where tests keep files that worker processes must see: `/var/tmp`, not
@@ -143,7 +166,7 @@ pub fn demo_bin_for_everyone() -> PathBuf {
         fs::create_dir_all(&dir).expect("make the demo copy's directory");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
         let bin = dir.join("redis-tasks-demo");
-        fs::copy(demo_bin(), &bin).expect("copy the demo binary");
+        fs::copy(built_demo_bin(), &bin).expect("copy the demo binary");
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
         bin
     })
