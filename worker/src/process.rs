@@ -4,8 +4,9 @@
 //! with [`WORKER_FD_ARG`](redis_tasks_protocol::ipc::WORKER_FD_ARG) naming
 //! the inherited socket. It says hello, then runs one task at a time: read
 //! [`ToWorker::Run`], run the middleware chain around the task inside
-//! `catch_unwind`, reply [`FromWorker::Finished`]. A reader thread watches the
-//! socket while the task runs, so a shutdown request is seen at once. The
+//! `catch_unwind`, reply [`FromWorker::Finished`]. Its two threads take
+//! turns at the socket ([`Turns`]): while one runs a task the other reads,
+//! so a shutdown request is seen at once. The
 //! process never opens a Redis connection: meta updates go to the
 //! supervisor, which writes them.
 
@@ -13,6 +14,7 @@ use std::io;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -77,7 +79,8 @@ impl From<io::Error> for WorkerProcessError {
 }
 
 /// Sends meta updates and enqueue requests to the supervisor over the
-/// socket; the reader thread hands back the answers to enqueue requests.
+/// socket; the thread reading the socket hands back the answers to
+/// enqueue requests.
 struct IpcMeta {
     writer: Arc<Mutex<UnixStream>>,
     answers: Mutex<mpsc::Receiver<Result<String, String>>>,
@@ -200,55 +203,113 @@ pub fn serve(
             });
         }
     });
-    let (runs, incoming) = mpsc::channel::<RunTask>();
     let (answer, answers) = mpsc::channel::<Result<String, String>>();
-    let watcher = Arc::clone(&shutdown);
-    thread::Builder::new()
-        .name("ipc-reader".into())
-        .spawn(move || {
-            loop {
-                match recv::<ToWorker>(&mut reader) {
-                    Ok(Some(ToWorker::Run(run))) => {
-                        if runs.send(run).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Some(ToWorker::Shutdown)) => watcher.request(),
-                    Ok(Some(ToWorker::Enqueued(reply))) => {
-                        let _ = answer.send(reply);
-                    }
-                    Ok(Some(ToWorker::Exit)) => return,
-                    Ok(Some(ToWorker::Setup { .. })) => {
-                        crate::stderr_line("redis-tasks worker process: a second Setup");
-                        std::process::exit(EXIT_PROTOCOL)
-                    }
-                    Ok(None) => std::process::exit(EXIT_CHANNEL_CLOSED),
-                    Err(e) => {
-                        crate::stderr_line(&format!("redis-tasks worker process: {e}"));
-                        std::process::exit(EXIT_PROTOCOL)
-                    }
-                }
-            }
-        })?;
-
-    // Every thread of an idle worker process exists now; the supervisor
-    // counts them, and a task that leaves one more behind costs the process.
-    send(
-        &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
-        &FromWorker::Ready,
-    )?;
     let sink: Arc<dyn MetaSink> = Arc::new(IpcMeta {
         writer: Arc::clone(&writer),
         answers: Mutex::new(answers),
     });
-    for run in incoming {
+    let turns = Turns {
+        reader: Mutex::new(reader),
+        stop: AtomicBool::new(false),
+        writer,
+        answer,
+        registry,
+        chain: &chain,
+        sink,
+        shutdown,
+        state,
+    };
+    thread::scope(|scope| {
+        let other = thread::Builder::new()
+            .name("worker-turns".into())
+            .stack_size(TASK_STACK_BYTES)
+            .spawn_scoped(scope, || turns.take())?;
+        // Every thread of an idle worker process exists now; the supervisor
+        // counts them, and a task that leaves one more behind costs the
+        // process.
+        send(&mut *turns.writer(), &FromWorker::Ready)?;
+        let mine = turns.take();
+        let theirs = other.join().unwrap_or(Ok(()));
+        mine.and(theirs)
+    })
+}
+
+/// The stack of the worker process's second thread, which runs every other
+/// task: the size of a main thread's stack under the usual `ulimit -s`, so
+/// that a task does not depend on the thread it lands on.
+const TASK_STACK_BYTES: usize = 8 << 20;
+
+/// The worker process's two threads take turns at the socket. Whichever
+/// holds the read half reads the next frame; on a `Run` it lets go of the
+/// socket and runs the task itself, while the other thread takes up the
+/// reading (a shutdown request or an enqueue's answer is seen at once).
+/// So a task starts on the thread the kernel woke with its frame, with no
+/// hand-over between threads on the way (docs/performance.md).
+struct Turns<'a> {
+    reader: Mutex<UnixStream>,
+    /// Set by the thread that ends the loop (the supervisor said `Exit`, or
+    /// a reply could not be sent): the other one stops at its next turn.
+    stop: AtomicBool,
+    writer: Arc<Mutex<UnixStream>>,
+    answer: mpsc::Sender<Result<String, String>>,
+    registry: &'a TaskRegistry,
+    chain: &'a MiddlewareChain,
+    sink: Arc<dyn MetaSink>,
+    shutdown: Arc<ShutdownState>,
+    state: Option<SetupState>,
+}
+
+impl Turns<'_> {
+    fn writer(&self) -> std::sync::MutexGuard<'_, UnixStream> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One thread's loop: read a frame when it is this thread's turn, act
+    /// on it; returns when the supervisor says `Exit` or a reply fails.
+    fn take(&self) -> Result<(), WorkerProcessError> {
+        let ended = self.serve_frames();
+        self.stop.store(true, Ordering::SeqCst);
+        ended
+    }
+
+    fn serve_frames(&self) -> Result<(), WorkerProcessError> {
+        loop {
+            let frame = {
+                let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+                if self.stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                recv::<ToWorker>(&mut *reader)
+            };
+            match frame {
+                Ok(Some(ToWorker::Run(run))) => self.run(run)?,
+                Ok(Some(ToWorker::Shutdown)) => self.shutdown.request(),
+                Ok(Some(ToWorker::Enqueued(reply))) => {
+                    let _ = self.answer.send(reply);
+                }
+                Ok(Some(ToWorker::Exit)) => return Ok(()),
+                Ok(Some(ToWorker::Setup { .. })) => {
+                    crate::stderr_line("redis-tasks worker process: a second Setup");
+                    std::process::exit(EXIT_PROTOCOL)
+                }
+                Ok(None) => std::process::exit(EXIT_CHANNEL_CLOSED),
+                Err(e) => {
+                    crate::stderr_line(&format!("redis-tasks worker process: {e}"));
+                    std::process::exit(EXIT_PROTOCOL)
+                }
+            }
+        }
+    }
+
+    /// Runs one task and reports its end.
+    fn run(&self, run: RunTask) -> Result<(), WorkerProcessError> {
         let result = run_one_with_result(
-            registry,
-            &chain,
+            self.registry,
+            self.chain,
             &run,
-            Arc::clone(&sink),
-            Arc::clone(&shutdown),
-            state.clone(),
+            Arc::clone(&self.sink),
+            Arc::clone(&self.shutdown),
+            self.state.clone(),
         );
         // What the task printed without a line end is still in this
         // process's buffer: written now, it is in the pipe before the
@@ -258,12 +319,9 @@ pub fn serve(
             task_id: run.task_id,
             result,
         };
-        send(
-            &mut *writer.lock().unwrap_or_else(PoisonError::into_inner),
-            &msg,
-        )?;
+        send(&mut *self.writer(), &msg)?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// The largest result (JSON bytes) a worker process hands over: it must
