@@ -21,11 +21,20 @@ use nix::unistd::Pid;
 /// The direct children of `pid` (every thread's), from
 /// `/proc/<pid>/task/<tid>/children`; empty if the process is gone.
 pub fn children(pid: u32) -> Vec<u32> {
+    children_and_threads(pid).0
+}
+
+/// [`children`], and how many threads `pid` has (its entries in
+/// `/proc/<pid>/task`, which the listing reads anyway), `None` when that
+/// directory cannot be read.
+fn children_and_threads(pid: u32) -> (Vec<u32>, Option<u32>) {
     let mut out = Vec::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
+        return (out, None);
     };
+    let mut threads = 0;
     for task in tasks.flatten() {
+        threads += 1;
         if let Ok(text) = fs::read_to_string(task.path().join("children")) {
             out.extend(
                 text.split_whitespace()
@@ -33,7 +42,14 @@ pub fn children(pid: u32) -> Vec<u32> {
             );
         }
     }
-    out
+    (out, Some(threads))
+}
+
+/// How many threads `pid` has, counted in `/proc/<pid>/task` as
+/// [`kill_descendants_walk`] counts them; `None` when that cannot be read.
+pub fn threads(pid: u32) -> Option<u32> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    u32::try_from(tasks.flatten().count()).ok()
 }
 
 /// Whether `pid` has exited and waits to be reaped (false if it is gone).
@@ -61,29 +77,58 @@ pub fn kill_descendants(root: u32) -> usize {
 
 /// [`kill_descendants`], returning the pids it killed.
 pub fn kill_descendants_listed(root: u32) -> BTreeSet<u32> {
+    kill_descendants_walk(root).killed
+}
+
+/// What [`kill_descendants_walk`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk {
+    /// The descendants it froze and killed.
+    pub killed: BTreeSet<u32>,
+    /// How many threads `root` had at the walk's last pass (as
+    /// [`threads`] counts them), `None` when its `/proc` entry cannot be
+    /// read: the walk lists them anyway, so a caller that also wants the
+    /// count reads nothing more.
+    pub root_threads: Option<u32>,
+}
+
+/// [`kill_descendants`], returning the pids it killed and `root`'s
+/// thread count.
+pub fn kill_descendants_walk(root: u32) -> Walk {
     let mut found: BTreeSet<u32> = BTreeSet::new();
     // Every member found is stopped at once, so the tree can only shrink
     // behind the walk; it ends when a whole pass (over root and every
     // member, in case one forked just before it stopped) finds nothing new.
     loop {
-        let members: Vec<u32> = std::iter::once(root).chain(found.iter().copied()).collect();
-        let mut grew = false;
+        let (of_root, root_threads) = children_and_threads(root);
+        let mut grew = stop_new(of_root, &mut found);
+        let members: Vec<u32> = found.iter().copied().collect();
         for pid in members {
-            for child in children(pid) {
-                if found.insert(child) {
-                    signal(child, Signal::SIGSTOP);
-                    grew = true;
-                }
-            }
+            grew |= stop_new(children(pid), &mut found);
         }
         if !grew {
-            break;
+            for &pid in &found {
+                signal(pid, Signal::SIGKILL);
+            }
+            return Walk {
+                killed: found,
+                root_threads,
+            };
         }
     }
-    for &pid in &found {
-        signal(pid, Signal::SIGKILL);
+}
+
+/// Freezes each of `pids` not in `found` yet and adds it; returns whether
+/// there was any.
+fn stop_new(pids: Vec<u32>, found: &mut BTreeSet<u32>) -> bool {
+    let mut grew = false;
+    for child in pids {
+        if found.insert(child) {
+            signal(child, Signal::SIGSTOP);
+            grew = true;
+        }
     }
-    found
+    grew
 }
 
 /// Freezes and kills `pid` and all its descendants.

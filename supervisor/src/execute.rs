@@ -130,8 +130,8 @@ fn watch(
                     // Nothing the task started outlives it, even on a
                     // process that is used again.
                     let left = process.kill_descendants();
-                    if left > 0 {
-                        warn!(task = %record.id, pid, "killed {left} process(es) the task left running");
+                    if left.processes > 0 {
+                        warn!(task = %record.id, pid, "killed {} process(es) the task left running", left.processes);
                     }
                     if let Err(not_alone) = process.make_alone() {
                         // Something outside its tree may hold its socket,
@@ -141,7 +141,7 @@ fn watch(
                         process.kill_and_reap();
                         return (result, false);
                     }
-                    if process.left_threads() {
+                    if process.left_threads(&left) {
                         // A thread of this task could forge frames or touch
                         // the next task's memory: only a fresh process runs it.
                         warn!(task = %record.id, pid, "the task left threads running; its worker process is not used again");

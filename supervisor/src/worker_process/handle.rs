@@ -75,6 +75,18 @@ pub(crate) struct WorkerProcess {
     pub(super) own_children: Vec<u32>,
 }
 
+/// What a task left behind in a worker process that stays, seen by
+/// [`WorkerProcess::kill_descendants`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leftovers {
+    /// Processes the task started (not those the process itself started
+    /// before its first task), killed now.
+    pub processes: usize,
+    /// The process's threads when they were counted, `None` when they
+    /// could not be.
+    pub threads: Option<u32>,
+}
+
 impl WorkerProcess {
     pub(super) fn new(
         proc: Proc,
@@ -115,32 +127,29 @@ impl WorkerProcess {
         if matches!(self.proc, Proc::Forked { .. }) {
             return None;
         }
-        // `stat` (field 20, num_threads) is cheaper for the kernel to write
-        // than `status`; the command name ends at the last ')'.
-        let from_proc = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|stat| {
-                let (_, after_name) = stat.rsplit_once(')')?;
-                after_name.split_whitespace().nth(17)?.parse().ok()
-            });
-        // Hidden (ProtectProc=invisible hides a non-dumpable worker process
-        // from a non-root supervisor): its cgroup lists its threads, and
-        // holds nothing else when this is asked (at Ready, and after the
-        // others were killed).
+        self.threads_or_cgroup(proc_tree::threads(self.pid()))
+    }
+
+    /// `from_proc`, or where the process's `/proc` entry is hidden
+    /// (ProtectProc=invisible hides a non-dumpable worker process from a
+    /// non-root supervisor) the count its cgroup lists, which holds nothing
+    /// else when this is asked (at Ready, and after the others were killed).
+    fn threads_or_cgroup(&self, from_proc: Option<u32>) -> Option<u32> {
         from_proc.or_else(|| self.cgroup.as_ref().and_then(TaskCgroup::threads))
     }
 
     /// Whether the task that just ended left threads running in the
     /// process: they could write frames or touch the next task's memory,
-    /// so such a process is not used again. A count that cannot be read is
-    /// taken as a yes.
-    pub(crate) fn left_threads(&self) -> bool {
+    /// so such a process is not used again. `left` is what
+    /// [`kill_descendants`](Self::kill_descendants) found, whose walk
+    /// counted the threads. A count that cannot be read is taken as a yes.
+    pub(crate) fn left_threads(&self, left: &Leftovers) -> bool {
         if matches!(self.proc, Proc::Forked { .. }) {
             // Forked processes run one task each (and their pid may belong
             // to the fork server's PID namespace, not to /proc here).
             return false;
         }
-        match (self.idle_threads, self.threads()) {
+        match (self.idle_threads, self.threads_or_cgroup(left.threads)) {
             (Some(idle), Some(now)) => now > idle,
             // Readable when it was ready, not now: assume the worst.
             (Some(_), None) => true,
@@ -198,21 +207,25 @@ impl WorkerProcess {
 
     /// Kills what the last task left running under a process that stays
     /// (started by `exec`: our unreaped child, so its pid is its own), and
-    /// returns how many of those the task started (not counting the
-    /// process's [own children](Self::own_children)). A forked process is
-    /// retired after each task; the fork server kills what it leaves.
-    pub(crate) fn kill_descendants(&self) -> usize {
+    /// counts its threads on the way. A forked process is retired after
+    /// each task; the fork server kills what it leaves.
+    pub(crate) fn kill_descendants(&self) -> Leftovers {
         match &self.proc {
             // What the walk cannot see (a hidden /proc) or does not reach
             // (a clone(CLONE_PARENT)) is killed through its cgroup by
             // `make_alone`, which follows.
             Proc::Direct { child, .. } if self.reaped.is_none() => {
-                proc_tree::kill_descendants_listed(child.id())
-                    .iter()
-                    .filter(|pid| !self.own_children.contains(pid))
-                    .count()
+                let walk = proc_tree::kill_descendants_walk(child.id());
+                Leftovers {
+                    processes: walk
+                        .killed
+                        .iter()
+                        .filter(|pid| !self.own_children.contains(pid))
+                        .count(),
+                    threads: walk.root_threads,
+                }
             }
-            _ => 0,
+            _ => Leftovers::default(),
         }
     }
 
