@@ -14,6 +14,8 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -35,14 +37,33 @@ fn children_and_threads(pid: u32) -> (Vec<u32>, Option<u32>) {
     let mut threads = 0;
     for task in tasks.flatten() {
         threads += 1;
-        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
+        out.extend(listed_children(task.path().join("children")));
     }
     (out, Some(threads))
+}
+
+/// The pids in a `/proc/<pid>/task/<tid>/children` file; empty when it
+/// cannot be read. Read with plain `read`s into a small buffer: the file
+/// is most often empty, and a `read_to_string` would ask for its size
+/// (which `/proc` does not know) and start with a tiny buffer.
+pub fn listed_children(path: impl AsRef<Path>) -> Vec<u32> {
+    let Ok(mut file) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Vec::new(),
+        }
+    }
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .collect()
 }
 
 /// How many threads `pid` has, counted in `/proc/<pid>/task` as

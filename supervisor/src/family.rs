@@ -214,12 +214,9 @@ fn own_children(tid: Option<u32>) -> Vec<u32> {
     };
     let mut out = Vec::new();
     for thread in [tid, me] {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{thread}/children")) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
+        out.extend(proc_tree::listed_children(format!(
+            "/proc/{me}/task/{thread}/children"
+        )));
         if tid == me {
             break;
         }
@@ -313,12 +310,7 @@ fn sweep_once(tid: Option<u32>, killed: &mut HashSet<u32>) -> bool {
     // until it does, and are not counted twice.
     // The anchor is single-threaded: its main thread's list is all.
     let adopted: Vec<u32> = anchor()
-        .and_then(|a| std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", a.pid)).ok())
-        .map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok())
-                .collect::<Vec<_>>()
-        })
+        .map(|a| proc_tree::listed_children(format!("/proc/{0}/task/{0}/children", a.pid)))
         .unwrap_or_default()
         .into_iter()
         .filter(|&pid| !proc_tree::is_zombie(pid))

@@ -231,9 +231,10 @@ impl Inner {
         max: usize,
         logged: &mut Vec<LogLine>,
     ) {
+        let ready = self.ready_now(state.open);
         for (i, fd) in self.fds.iter().enumerate() {
             let mut read = 0;
-            while state.open[i] && read < max {
+            while ready[i] && state.open[i] && read < max {
                 match read_now(fd, buf) {
                     Read::Bytes(n) => {
                         read += n;
@@ -243,6 +244,20 @@ impl Inner {
                     Read::Closed => state.open[i] = false,
                 }
             }
+        }
+    }
+
+    /// Which of the `open` pipes have something to read (or were closed)
+    /// right now: one `poll` for both, instead of a `read` of each that
+    /// most often finds nothing. If the poll fails, both are read.
+    fn ready_now(&self, open: [bool; 2]) -> [bool; 2] {
+        let mut fds = [
+            PollFd::new(self.fds[0].as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.fds[1].as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => [0, 1].map(|i| open[i] && fds[i].any().unwrap_or(true)),
+            Err(_) => open,
         }
     }
 
