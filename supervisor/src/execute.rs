@@ -1,17 +1,20 @@
 //! Running one task on a worker process and watching it end.
 //!
-//! The slot waits on four things at once: the worker process's frames, its
-//! exit (watched directly, not through the socket), its own commands from
-//! the control loop (shutdown, kill), and the task's deadline. Whatever comes first decides how the run ends; a run always
+//! The slot waits on four things at once, with one `poll` on its own
+//! thread: the worker process's frames (read from its socket right there),
+//! its exit (watched directly, not through the socket), its own commands
+//! from the control loop (shutdown, kill, cancel), and the task's
+//! deadline. Whatever comes first decides how the run ends; a run always
 //! ends, and the worker process is always reaped when it does not survive.
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, never, select};
+use crossbeam_channel::TryRecvError;
 use redis_tasks_protocol::ipc::{ChildRequest, FromWorker, RunTask, TaskResult, ToWorker};
-use redis_tasks_protocol::{FailureKind, Outcome, Progress, TaskRecord};
+use redis_tasks_protocol::{ExitReason, FailureKind, Outcome, Progress, TaskRecord};
 use tracing::{debug, error, info, warn};
 
+use crate::bell::RingingReceiver;
 use crate::rates::Rates;
 use crate::worker_process::{WorkerEvent, WorkerProcess};
 
@@ -76,7 +79,7 @@ pub(crate) fn run_on(
     record: &TaskRecord,
     traceparent: Option<String>,
     timeout: Duration,
-    commands: &Receiver<SlotCommand>,
+    commands: &RingingReceiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
     max_meta_bytes: u64,
 ) -> (Outcome, bool) {
@@ -98,7 +101,7 @@ fn watch(
     record: &TaskRecord,
     run: RunTask,
     timeout: Duration,
-    commands: &Receiver<SlotCommand>,
+    commands: &RingingReceiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
     rates: &mut Rates,
 ) -> (Outcome, bool) {
@@ -117,98 +120,29 @@ fn watch(
     // No deadline at all rather than an overflow, should a timeout ever
     // reach past the end of `Instant` (it is capped at max_task_timeout).
     let deadline = Instant::now().checked_add(timeout);
-    let events = process.events().clone();
-    let mut exits = process.exits();
+    let exits = process.exits();
+    let mut exits_open = true;
     let mut shutdown_sent = false;
     loop {
-        let timer = deadline.map_or_else(never, crossbeam_channel::at);
-        let due = rates.due().map_or_else(never, crossbeam_channel::at);
-        select! {
-            recv(events) -> event => match event {
-                Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == record.id => {
-                    let result = ended(result, hooks);
-                    // Nothing the task started outlives it, even on a
-                    // process that is used again.
-                    let left = process.kill_descendants();
-                    if left.processes > 0 {
-                        warn!(task = %record.id, pid, "killed {} process(es) the task left running", left.processes);
-                    }
-                    if let Err(not_alone) = process.make_alone() {
-                        // Something outside its tree may hold its socket,
-                        // or have stopped it: only a fresh process runs the
-                        // next task.
-                        warn!(task = %record.id, pid, "{not_alone}; its worker process is not used again");
-                        process.kill_and_reap();
-                        return (result, false);
-                    }
-                    if process.left_threads(&left) {
-                        // A thread of this task could forge frames or touch
-                        // the next task's memory: only a fresh process runs it.
-                        warn!(task = %record.id, pid, "the task left threads running; its worker process is not used again");
-                        process.kill_and_reap();
-                        return (result, false);
-                    }
-                    return (result, true);
-                }
-                Ok(WorkerEvent::Message(FromWorker::Meta { task_id, meta_json })) if task_id == record.id => {
-                    rates.meta(&task_id, meta_json, Instant::now(), hooks);
-                }
-                Ok(WorkerEvent::Message(FromWorker::Progress { task_id, progress })) if task_id == record.id => {
-                    rates.progress(&task_id, progress.bounded(), Instant::now(), hooks);
-                }
-                Ok(WorkerEvent::Message(FromWorker::Enqueue { task_id, request })) if task_id == record.id => {
-                    // Answered even when the process is going away: a
-                    // failed send shows as its exit or a closed channel.
-                    let answer = hooks.enqueue(&task_id, request);
-                    let _ = process.send(&ToWorker::Enqueued(answer));
-                }
-                Ok(WorkerEvent::Message(other)) => {
-                    let reason = process.kill_and_reap();
-                    error!(task = %record.id, pid, %reason, "worker process sent an unexpected message: {other:?}");
-                    return (Outcome::failure(FailureKind::ProtocolViolation(format!("unexpected message {}", message_name(&other)))), false);
-                }
-                Ok(WorkerEvent::Violation(detail)) => {
-                    process.kill_and_reap();
-                    error!(task = %record.id, pid, "worker process broke the protocol: {detail}");
-                    return (Outcome::failure(FailureKind::ProtocolViolation(detail)), false);
-                }
-                Ok(WorkerEvent::Closed) | Err(_) => {
-                    let reason = process.reap_within(EXIT_GRACE);
-                    if shutdown_sent {
-                        info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
-                        return (Outcome::failure(FailureKind::Shutdown), false);
-                    }
-                    if process.killed_by_us() {
-                        let secs = EXIT_GRACE.as_secs();
-                        error!(task = %record.id, pid, %reason, "worker process closed its channel without an outcome and did not exit; killed");
-                        let why = format!("it closed its channel without a result and did not exit within {secs} s");
-                        return (Outcome::failure(FailureKind::KilledBySupervisor(why)), false);
-                    }
-                    error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
-                    return (Outcome::failure(FailureKind::Crashed(reason)), false);
-                }
-            },
-            recv(exits) -> exit => {
-                let Ok(exit) = exit else {
-                    exits = never();
-                    continue;
-                };
-                // The process is gone, whoever still holds its socket: kill
-                // what is left of its tree and reap it now, then read what
-                // it wrote before (its result may be there).
-                process.note_exit(exit);
-                let reason = process.kill_and_reap();
-                if let Some(result) = drain_result(&events, &record.id, hooks) {
-                    return (result, false);
-                }
-                if shutdown_sent {
-                    info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
-                    return (Outcome::failure(FailureKind::Shutdown), false);
-                }
-                error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
-                return (Outcome::failure(FailureKind::Crashed(reason)), false);
-            },
-            recv(commands) -> command => match command {
+        // One turn looks at everything, a frame first: a result that is
+        // here wins over an exit seen at the same time, and a process that
+        // floods frames still meets its deadline and its commands.
+        let event = process.next_event_now();
+        let had_event = event.is_some();
+        if let Some(event) = event
+            && let Some(ended) = on_event(process, record, event, shutdown_sent, hooks, rates)
+        {
+            return ended;
+        }
+        if exits_open {
+            match exits.try_recv() {
+                Ok(exit) => return on_exit(process, record, exit, shutdown_sent, hooks),
+                Err(TryRecvError::Disconnected) => exits_open = false,
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+        loop {
+            match commands.rx.try_recv() {
                 Ok(SlotCommand::Shutdown) => {
                     if !shutdown_sent {
                         shutdown_sent = process.send(&ToWorker::Shutdown).is_ok();
@@ -222,39 +156,175 @@ fn watch(
                         return (Outcome::failure(FailureKind::Canceled), false);
                     }
                 }
-                Ok(SlotCommand::Kill) | Err(_) => {
+                Ok(SlotCommand::Kill) | Err(TryRecvError::Disconnected) => {
                     process.kill_and_reap();
                     info!(task = %record.id, pid, "task killed by immediate shutdown");
                     return (Outcome::failure(FailureKind::Shutdown), false);
                 }
-            },
-            recv(due) -> _ => rates.write_due(&record.id, Instant::now(), hooks),
-            recv(timer) -> _ => {
-                process.kill_and_reap();
-                let secs = timeout.as_secs();
-                warn!(task = %record.id, pid, "timeout ({secs} s) reached, process group killed");
-                return (Outcome::failure(FailureKind::Timeout { secs }), false);
+                Err(TryRecvError::Empty) => break,
             }
         }
+        let now = Instant::now();
+        if rates.due().is_some_and(|due| due <= now) {
+            rates.write_due(&record.id, now, hooks);
+        }
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            process.kill_and_reap();
+            let secs = timeout.as_secs();
+            warn!(task = %record.id, pid, "timeout ({secs} s) reached, process group killed");
+            return (Outcome::failure(FailureKind::Timeout { secs }), false);
+        }
+        if had_event {
+            // More frames may be waiting: look again before sleeping.
+            continue;
+        }
+        let until = [deadline, rates.due()].into_iter().flatten().min();
+        let woken = process.wait(&commands.bell, until);
+        if woken.bells[1] {
+            // Drained before the commands are looked at, at the top: one
+            // sent after that look rings again.
+            commands.bell.drain();
+        }
     }
+}
+
+/// What a frame (or the end of the stream) does to the run: its end, or
+/// `None` to go on watching.
+fn on_event(
+    process: &mut WorkerProcess,
+    record: &TaskRecord,
+    event: WorkerEvent,
+    shutdown_sent: bool,
+    hooks: &mut dyn RunHooks,
+    rates: &mut Rates,
+) -> Option<(Outcome, bool)> {
+    let pid = process.pid();
+    match event {
+        WorkerEvent::Message(FromWorker::Finished { task_id, result }) if task_id == record.id => {
+            let result = ended(result, hooks);
+            // Nothing the task started outlives it, even on a process that
+            // is used again.
+            let left = process.kill_descendants();
+            if left.processes > 0 {
+                warn!(task = %record.id, pid, "killed {} process(es) the task left running", left.processes);
+            }
+            if let Err(not_alone) = process.make_alone() {
+                // Something outside its tree may hold its socket, or have
+                // stopped it: only a fresh process runs the next task.
+                warn!(task = %record.id, pid, "{not_alone}; its worker process is not used again");
+                process.kill_and_reap();
+                return Some((result, false));
+            }
+            if process.left_threads(&left) {
+                // A thread of this task could forge frames or touch the
+                // next task's memory: only a fresh process runs it.
+                warn!(task = %record.id, pid, "the task left threads running; its worker process is not used again");
+                process.kill_and_reap();
+                return Some((result, false));
+            }
+            Some((result, true))
+        }
+        WorkerEvent::Message(FromWorker::Meta { task_id, meta_json }) if task_id == record.id => {
+            rates.meta(&task_id, meta_json, Instant::now(), hooks);
+            None
+        }
+        WorkerEvent::Message(FromWorker::Progress { task_id, progress })
+            if task_id == record.id =>
+        {
+            rates.progress(&task_id, progress.bounded(), Instant::now(), hooks);
+            None
+        }
+        WorkerEvent::Message(FromWorker::Enqueue { task_id, request }) if task_id == record.id => {
+            // Answered even when the process is going away: a failed send
+            // shows as its exit or a closed stream.
+            let answer = hooks.enqueue(&task_id, request);
+            let _ = process.send(&ToWorker::Enqueued(answer));
+            None
+        }
+        WorkerEvent::Message(other) => {
+            let reason = process.kill_and_reap();
+            error!(task = %record.id, pid, %reason, "worker process sent an unexpected message: {other:?}");
+            Some((
+                Outcome::failure(FailureKind::ProtocolViolation(format!(
+                    "unexpected message {}",
+                    message_name(&other)
+                ))),
+                false,
+            ))
+        }
+        WorkerEvent::Violation(detail) => {
+            process.kill_and_reap();
+            error!(task = %record.id, pid, "worker process broke the protocol: {detail}");
+            Some((
+                Outcome::failure(FailureKind::ProtocolViolation(detail)),
+                false,
+            ))
+        }
+        WorkerEvent::Closed => {
+            let reason = process.reap_within(EXIT_GRACE);
+            if shutdown_sent {
+                info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
+                return Some((Outcome::failure(FailureKind::Shutdown), false));
+            }
+            if process.killed_by_us() {
+                let secs = EXIT_GRACE.as_secs();
+                error!(task = %record.id, pid, %reason, "worker process closed its channel without an outcome and did not exit; killed");
+                let why = format!(
+                    "it closed its channel without a result and did not exit within {secs} s"
+                );
+                return Some((
+                    Outcome::failure(FailureKind::KilledBySupervisor(why)),
+                    false,
+                ));
+            }
+            error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
+            Some((Outcome::failure(FailureKind::Crashed(reason)), false))
+        }
+    }
+}
+
+/// The process is gone, whoever still holds its socket: kill what is left
+/// of its tree and reap it now, then read what it wrote before (its
+/// result may be there).
+fn on_exit(
+    process: &mut WorkerProcess,
+    record: &TaskRecord,
+    exit: ExitReason,
+    shutdown_sent: bool,
+    hooks: &mut dyn RunHooks,
+) -> (Outcome, bool) {
+    let pid = process.pid();
+    process.note_exit(exit);
+    let reason = process.kill_and_reap();
+    if let Some(result) = drain_result(process, &record.id, hooks) {
+        return (result, false);
+    }
+    if shutdown_sent {
+        info!(task = %record.id, pid, %reason, "task interrupted by shutdown");
+        return (Outcome::failure(FailureKind::Shutdown), false);
+    }
+    error!(task = %record.id, pid, %reason, "worker process ended without an outcome");
+    (Outcome::failure(FailureKind::Crashed(reason)), false)
 }
 
 /// The result of task `id` among the frames a worker process that has
 /// exited wrote before (meta updates after its end are dropped), read until
 /// the stream ends or [`DRAIN_AFTER_EXIT`] passes.
 fn drain_result(
-    events: &Receiver<WorkerEvent>,
+    process: &mut WorkerProcess,
     id: &str,
     hooks: &mut dyn RunHooks,
 ) -> Option<Outcome> {
     let deadline = Instant::now() + DRAIN_AFTER_EXIT;
     loop {
-        match events.recv_deadline(deadline) {
-            Ok(WorkerEvent::Message(FromWorker::Finished { task_id, result })) if task_id == id => {
+        match process.next_event_until(Some(deadline)) {
+            Some(WorkerEvent::Message(FromWorker::Finished { task_id, result }))
+                if task_id == id =>
+            {
                 return Some(ended(result, hooks));
             }
-            Ok(WorkerEvent::Message(_)) => {}
-            Ok(WorkerEvent::Closed | WorkerEvent::Violation(_)) | Err(_) => return None,
+            Some(WorkerEvent::Message(_)) => {}
+            Some(WorkerEvent::Closed | WorkerEvent::Violation(_)) | None => return None,
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Sender, bounded};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use redis_tasks_protocol::ExitReason;
 use redis_tasks_protocol::ipc::WORKER_FD;
@@ -32,6 +32,7 @@ use redis_tasks_protocol::ipc::fork_server::{
 use std::os::unix::process::CommandExt;
 use tracing::warn;
 
+use crate::bell::{self, RingingReceiver, RingingSender};
 use crate::sys;
 use crate::task_output::ChildEnds;
 
@@ -43,7 +44,7 @@ struct Routes {
     /// Answers awaited, by request token.
     pending: HashMap<u64, Sender<Result<u32, String>>>,
     /// Exit reports awaited, by pid.
-    waiting: HashMap<u32, Sender<ExitReason>>,
+    waiting: HashMap<u32, RingingSender<ExitReason>>,
     /// Exit reports that came before anyone waited for them.
     early: HashMap<u32, ExitReason>,
     /// The fork server is gone.
@@ -106,7 +107,9 @@ impl ForkServer {
         &self,
         socket: OwnedFd,
         output: ChildEnds,
-    ) -> Result<(u32, Receiver<ExitReason>), String> {
+    ) -> Result<(u32, RingingReceiver<ExitReason>), String> {
+        let (etx, erx) =
+            bell::channel(Some(1)).map_err(|e| format!("cannot watch a fork's exit: {e}"))?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         {
@@ -134,7 +137,6 @@ impl ForkServer {
                 return Err("the fork server did not answer".to_owned());
             }
         };
-        let (etx, erx) = bounded(1);
         let mut routes = lock(&self.routes);
         match routes.early.remove(&pid) {
             Some(reason) => {

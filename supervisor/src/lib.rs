@@ -58,6 +58,7 @@
 #![warn(unreachable_pub)]
 
 mod backoff;
+mod bell;
 mod cgroup;
 pub mod children;
 mod config;

@@ -16,8 +16,8 @@ pub mod message;
 
 pub use frame::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
 pub use message::{
-    ChildMode, ChildRequest, FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, recv,
-    send,
+    ChildMode, ChildRequest, FromWorker, PROTOCOL_VERSION, RunTask, TaskResult, ToWorker, decode,
+    recv, send,
 };
 
 /// The first argument a supervisor gives a binary it starts as a worker

@@ -12,13 +12,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::Sender;
 use jiff::Timestamp;
 use redis_tasks_store::SlotInfo;
 use redis_tasks_store::Store;
 use tracing::{info, warn};
 
 use super::ControlEvent;
+use crate::bell::{self, RingingSender};
 use crate::execute::SlotCommand;
 use crate::shared::{Shared, SlotView};
 use crate::slot::Slot;
@@ -29,8 +30,9 @@ use crate::worker_process::WorkerProcess;
 pub(super) struct SlotHandle {
     /// What is registered in Redis for it.
     pub info: SlotInfo,
-    /// Its command channel.
-    pub commands: Sender<SlotCommand>,
+    /// Its command channel (rings the slot awake while it waits on a
+    /// task's worker process).
+    pub commands: RingingSender<SlotCommand>,
     /// What it is doing.
     pub view: Arc<Mutex<SlotView>>,
     thread: Option<JoinHandle<()>>,
@@ -97,8 +99,12 @@ impl SlotSet {
             pid: std::process::id(),
             started_at: Timestamp::now(),
         };
+        let (commands, receiver) =
+            bell::channel(None).map_err(|e| redis_tasks_store::StoreError::UnexpectedReply {
+                what: "create a slot's command channel",
+                detail: e.to_string(),
+            })?;
         store.register_slot(&info)?;
-        let (commands, receiver) = unbounded();
         let view = Arc::new(Mutex::new(SlotView {
             pid: process.as_ref().map(WorkerProcess::pid),
             ..SlotView::default()

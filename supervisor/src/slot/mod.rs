@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use jiff::Timestamp;
 use redis_tasks_config::settings::Isolation;
 use redis_tasks_protocol::{FailureKind, Outcome, TaskRecord};
@@ -24,6 +24,7 @@ use redis_tasks_store::{Fetched, Lease, Store, StoreError};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::bell::RingingReceiver;
 use crate::children::Children;
 use crate::control::ControlEvent;
 use crate::execute::{SlotCommand, run_on};
@@ -56,7 +57,7 @@ pub(crate) struct Slot {
     pub index: usize,
     pub shared: Arc<Shared>,
     pub store: Store,
-    pub commands: Receiver<SlotCommand>,
+    pub commands: RingingReceiver<SlotCommand>,
     pub events: Sender<ControlEvent>,
     pub process: Option<WorkerProcess>,
     /// The next worker process, prepared while a task runs on one that
@@ -93,7 +94,7 @@ impl Slot {
             self.replace_outdated_process(&current);
             if !mode.fetches() {
                 self.release_next();
-                let _ = self.commands.recv_timeout(FETCH_BLOCK);
+                let _ = self.commands.rx.recv_timeout(FETCH_BLOCK);
                 continue;
             }
             let block = if current.config.burst {
@@ -133,14 +134,14 @@ impl Slot {
                     // fetches only when idle, so none of them started:
                     // they go back to the front of their queue.
                     if !self.release_lost_fetches(&ids) {
-                        let _ = self.commands.recv_timeout(backoff.next_wait());
+                        let _ = self.commands.rx.recv_timeout(backoff.next_wait());
                     }
                 }
                 Err(e @ (StoreError::ForeignTask { .. } | StoreError::ForeignSchema { .. })) => {
                     // Data of another format under our prefix: never touch
                     // it, and do not spin on it either.
                     let _ = self.events.send(ControlEvent::Fatal(e.to_string()));
-                    let _ = self.commands.recv_timeout(FETCH_BLOCK);
+                    let _ = self.commands.rx.recv_timeout(FETCH_BLOCK);
                 }
                 Err(e) => {
                     let wait = backoff.next_wait();
@@ -148,7 +149,7 @@ impl Slot {
                     warn!(slot = %self.id, "cannot fetch from Redis ({e}); retrying in {wait:?}");
                     // Waits, but wakes for a command; the loop head then
                     // looks at the shared state.
-                    let _ = self.commands.recv_timeout(wait);
+                    let _ = self.commands.rx.recv_timeout(wait);
                 }
             }
         }

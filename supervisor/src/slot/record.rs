@@ -229,7 +229,7 @@ impl Slot {
                         error!(slot = %self.id, "cannot {what} ({e}); retrying in {wait:?} (mend the data, or stop the supervisor: recovery takes over at the next start)");
                     }
                     // Waits, but wakes for a command (a shutdown).
-                    let _ = self.commands.recv_timeout(wait);
+                    let _ = self.commands.rx.recv_timeout(wait);
                 }
             }
         }

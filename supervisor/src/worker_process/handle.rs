@@ -11,9 +11,12 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use redis_tasks_protocol::ipc::{FrameError, ToWorker, send};
 use redis_tasks_protocol::{ExitReason, proc_tree};
-use std::time::Duration;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
+use super::frames::{Frames, Woken};
 use super::{SpawnError, WorkerEvent, exit_reason};
+use crate::bell::Bell;
 use crate::cgroup::{self, TaskCgroup};
 use crate::family;
 use crate::fork_server::ForkServer;
@@ -41,7 +44,10 @@ pub(super) enum Proc {
 pub(crate) struct WorkerProcess {
     pub(super) proc: Proc,
     stream: UnixStream,
-    pub(super) events: Receiver<WorkerEvent>,
+    /// What was read of its frames (by whoever waits for them).
+    frames: Frames,
+    /// Rung when its exit is reported (or the report can no longer come).
+    exit_bell: Arc<Bell>,
     reaped: Option<ExitReason>,
     /// Its exit, as reported on the exit channel (not yet reaped).
     exited: Option<ExitReason>,
@@ -92,14 +98,15 @@ impl WorkerProcess {
         proc: Proc,
         cgroup: Option<TaskCgroup>,
         stream: UnixStream,
-        events: Receiver<WorkerEvent>,
+        exit_bell: Arc<Bell>,
         output: Output,
         generation: u64,
     ) -> Self {
         WorkerProcess {
             proc,
             stream,
-            events,
+            frames: Frames::new(),
+            exit_bell,
             reaped: None,
             exited: None,
             killed: false,
@@ -197,12 +204,37 @@ impl WorkerProcess {
     /// tasks, a frame is a stray (a thread of the last task, or a forger).
     pub(crate) fn has_stray_input(&self) -> bool {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
-        if !self.events.is_empty() {
+        if self.frames.has_partial() {
             return true;
         }
         let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// The next frame (or the end of the stream) it sent, if one is here
+    /// now; reads the socket without waiting.
+    pub(crate) fn next_event_now(&mut self) -> Option<WorkerEvent> {
+        self.frames.next_now(self.stream.as_fd())
+    }
+
+    /// The next frame (or the end of the stream), waiting until `until`
+    /// for one (for ever with `None`).
+    pub(crate) fn next_event_until(&mut self, until: Option<Instant>) -> Option<WorkerEvent> {
+        self.frames.next_until(self.stream.as_fd(), until)
+    }
+
+    /// Waits until it sends something, its exit is reported, `bell` rings,
+    /// or `until` passes; says which (the exit bell drained already).
+    pub(crate) fn wait(&mut self, bell: &Bell, until: Option<Instant>) -> Woken {
+        let woken = self.frames.wait(
+            self.stream.as_fd(),
+            &[self.exit_bell.fd(), bell.fd()],
+            until,
+        );
+        if woken.bells[0] {
+            self.exit_bell.drain();
+        }
+        woken
     }
 
     /// Kills what the last task left running under a process that stays
@@ -241,11 +273,6 @@ impl WorkerProcess {
         self.send(run)?;
         self.tasks_run += 1;
         Ok(())
-    }
-
-    /// The channel of events from the reader thread.
-    pub(crate) fn events(&self) -> &Receiver<WorkerEvent> {
-        &self.events
     }
 
     /// Whether the process has not exited.

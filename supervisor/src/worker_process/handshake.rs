@@ -7,9 +7,8 @@
 //! time) fails the start the same way at every stage, the process killed
 //! and reaped and the failure worded with the stage's name.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
 use redis_tasks_protocol::ipc::{FromWorker, PROTOCOL_VERSION, ToWorker};
 
 use super::{Proc, SETUP_TIMEOUT, SpawnError, SpawnSpec, WorkerEvent, WorkerProcess};
@@ -130,8 +129,9 @@ impl WorkerProcess {
         accept: impl FnOnce(FromWorker) -> Answer<T>,
     ) -> Result<T, SpawnError> {
         let awaited = stage.awaited;
-        let wrong = match self.events.recv_timeout(stage.within) {
-            Ok(WorkerEvent::Message(msg)) => match accept(msg) {
+        let until = Instant::now().checked_add(stage.within);
+        let wrong = match self.next_event_until(until) {
+            Some(WorkerEvent::Message(msg)) => match accept(msg) {
                 Answer::Done(value) => return Ok(value),
                 Answer::Refused(error) => {
                     self.reap_within(EXIT_GRACE);
@@ -140,14 +140,14 @@ impl WorkerProcess {
                 Answer::Wrong(what) => what,
                 Answer::Other(other) => format!("sent {other:?} instead of {awaited}"),
             },
-            Ok(WorkerEvent::Violation(detail)) => {
+            Some(WorkerEvent::Violation(detail)) => {
                 format!("sent a malformed frame instead of {awaited}: {detail}")
             }
-            Ok(WorkerEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+            Some(WorkerEvent::Closed) => {
                 let reason = self.reap_within(EXIT_GRACE);
                 return Err(SpawnError::Handshake(format!("{reason} {}", stage.ended)));
             }
-            Err(RecvTimeoutError::Timeout) => {
+            None => {
                 format!("sent no {awaited} within {:?}", stage.within)
             }
         };
@@ -163,7 +163,7 @@ fn warn_threads_hidden(pid: u32) {
     SAID.call_once(|| {
         tracing::warn!(
             pid,
-            "cannot read /proc/<pid>/stat of worker processes (ProtectProc=invisible with a \
+            "cannot read /proc/<pid>/task of worker processes (ProtectProc=invisible with a \
              non-root supervisor hides them): a thread a task leaves running is not detected, \
              and such a process is used again; see docs/security.md"
         );

@@ -4,19 +4,21 @@
 //! [`WORKER_FD_ARG`] (re-exec: both sides know the same tasks and
 //! middleware). It gets a scrubbed environment, its own process group, a
 //! parent-death signal and one socket; see `sys` for what happens between
-//! fork and exec. A reader thread turns its frames into [`WorkerEvent`]s on
-//! a channel, so the slot can wait on the worker, its own commands and a
-//! deadline at once. The [`WorkerProcess`] handle is the only owner and the
-//! only reaper of its child; dropping it kills and reaps.
+//! fork and exec. Its frames are read as [`WorkerEvent`]s by whoever waits
+//! for them (`frames`), so the slot waits on the worker, its own commands
+//! and a deadline at once, on its own thread. The [`WorkerProcess`] handle
+//! is the only owner and the only reaper of its child; dropping it kills
+//! and reaps.
 //!
-//! Layout: `spawn` starts a process (exec or fork server) and its reader
-//! thread, `handshake` takes it to `Ready`, `handle` is the running
-//! process (frames, exit, kills, reaping), `alone` makes sure a reused
+//! Layout: `spawn` starts a process (exec or fork server), `handshake`
+//! takes it to `Ready`, `frames` reads what it sends, `handle` is the
+//! running process (frames, exit, kills, reaping), `alone` makes sure a reused
 //! process is alone with its socket before its next task, `retire`
 //! ends processes off the slots' path, and `spare` prepares a slot's next
 //! process while its current task runs.
 
 mod alone;
+mod frames;
 mod handle;
 mod handshake;
 mod retire;
@@ -42,11 +44,6 @@ use redis_tasks_protocol::ipc::WORKER_FD_ARG;
 
 use crate::fork_server::ForkServer;
 use crate::isolation::NotApplied;
-
-/// How many events the reader thread may queue before it stops reading:
-/// a worker process that floods frames then blocks on its own writes
-/// instead of growing the supervisor's memory.
-pub(crate) const EVENT_QUEUE: usize = 64;
 
 /// How a worker process is started.
 #[derive(Debug, Clone)]
@@ -115,7 +112,7 @@ fn worker_binary() -> PathBuf {
     }
 }
 
-/// What the reader thread saw.
+/// What a worker process sent, as [`frames`] reads it.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
     /// A well-formed message.

@@ -66,7 +66,7 @@ impl Retirer {
 
 /// What woke the retirer.
 enum Event {
-    HandedOver(WorkerProcess),
+    HandedOver(Box<WorkerProcess>),
     /// The end mark, or every handle is gone.
     End,
     /// The process at this index exited (or its exit channel closed).
@@ -93,7 +93,7 @@ fn next_event(rx: &Receiver<Option<WorkerProcess>>, open: bool, retiring: &[Reti
     };
     match op.index() {
         i if Some(i) == handed => match op.recv(rx) {
-            Ok(Some(process)) => Event::HandedOver(process),
+            Ok(Some(process)) => Event::HandedOver(Box::new(process)),
             Ok(None) | Err(_) => Event::End,
         },
         // A closed channel: no report will come; end it now.
@@ -129,7 +129,7 @@ fn retire_loop(rx: &Receiver<Option<WorkerProcess>>) {
                 let _ = process.send(&ToWorker::Exit);
                 retiring.push(Retiring {
                     exit: process.exits(),
-                    process,
+                    process: *process,
                     deadline: Instant::now() + RETIRE_GRACE,
                 });
             }

@@ -1,7 +1,6 @@
 //! Starting a worker process: by `exec` (with an isolation plan applied
 //! between fork and exec, and a cgroup of its own where the host allows
-//! one), or forked by the fork server; then the reader thread and the
-//! handshake.
+//! one), or forked by the fork server; then the handshake.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -11,13 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use redis_tasks_protocol::ExitReason;
-use redis_tasks_protocol::ipc::{FrameError, FromWorker, WORKER_FD, WORKER_FD_ARG, recv};
+use redis_tasks_protocol::ipc::{WORKER_FD, WORKER_FD_ARG};
 
-use super::{EVENT_QUEUE, Proc, SpawnError, SpawnSpec, WorkerEvent, WorkerProcess};
+use super::{Proc, SpawnError, SpawnSpec, WorkerProcess};
+use crate::bell::{self, RingingReceiver};
 use crate::cgroup::{self, TaskCgroup};
 use crate::family;
 use crate::fork_server::ForkServer;
@@ -94,9 +93,13 @@ impl WorkerProcess {
             }
         };
         let exit = watch_exit(child.id()).map_err(&spawn_err)?;
-        let proc = Proc::Direct { child, exit };
-        let mut process =
-            WorkerProcess::connect(proc, cgroup, ours, read_ends, spec, generation, plan)?;
+        let proc = Proc::Direct {
+            child,
+            exit: exit.rx,
+        };
+        let mut process = WorkerProcess::connect(
+            proc, exit.bell, cgroup, ours, read_ends, spec, generation, plan,
+        )?;
         if plan.is_some_and(|p| p.child.ids.is_some()) {
             process.ensure_killable()?;
         }
@@ -122,15 +125,19 @@ impl WorkerProcess {
         let proc = Proc::Forked {
             pid,
             server: Arc::clone(server),
-            exit,
+            exit: exit.rx,
         };
-        WorkerProcess::connect(proc, None, ours, read_ends, spec, generation, None)
+        WorkerProcess::connect(
+            proc, exit.bell, None, ours, read_ends, spec, generation, None,
+        )
     }
 
-    /// Wraps a started process: the reader threads of its frames and of its
-    /// output, handshake.
+    /// Wraps a started process (the capture of its output started), and
+    /// takes it through the handshake.
+    #[allow(clippy::too_many_arguments)]
     fn connect(
         proc: Proc,
+        exit_bell: Arc<crate::bell::Bell>,
         cgroup: Option<TaskCgroup>,
         ours: UnixStream,
         read_ends: task_output::ReadEnds,
@@ -138,18 +145,12 @@ impl WorkerProcess {
         generation: u64,
         plan: Option<&Plan>,
     ) -> Result<Self, SpawnError> {
-        let reader = ours.try_clone().map_err(spawn_error(spec))?;
-        let (tx, events) = bounded(EVENT_QUEUE);
         let pid = match &proc {
             Proc::Direct { child, .. } => child.id(),
             Proc::Forked { pid, .. } => *pid,
         };
         let output = Output::start(read_ends, pid).map_err(spawn_error(spec))?;
-        let mut process = WorkerProcess::new(proc, cgroup, ours, events, output, generation);
-        thread::Builder::new()
-            .name(format!("ipc-{}", process.pid()))
-            .spawn(move || read_loop(reader, &tx))
-            .map_err(spawn_error(spec))?;
+        let mut process = WorkerProcess::new(proc, cgroup, ours, exit_bell, output, generation);
         process.handshake(spec, plan)?;
         Ok(process)
     }
@@ -197,8 +198,8 @@ fn spawn_error(spec: &SpawnSpec) -> impl Fn(io::Error) -> SpawnError + '_ {
 /// Starts a thread that reports when `pid` (our child) exits, without
 /// reaping it (`waitid` with `WNOWAIT`): the handle stays its one reaper.
 /// The thread ends with the process.
-fn watch_exit(pid: u32) -> io::Result<Receiver<ExitReason>> {
-    let (tx, rx) = bounded(1);
+fn watch_exit(pid: u32) -> io::Result<RingingReceiver<ExitReason>> {
+    let (tx, rx) = bell::channel(Some(1))?;
     let raw = Pid::from_raw(i32::try_from(pid).map_err(io::Error::other)?);
     thread::Builder::new()
         .name(format!("exit-{pid}"))
@@ -216,29 +217,4 @@ fn watch_exit(pid: u32) -> io::Result<Receiver<ExitReason>> {
             let _ = tx.send(reason);
         })?;
     Ok(rx)
-}
-
-/// The reader thread: frames to [`WorkerEvent`]s until the stream ends.
-fn read_loop(mut stream: UnixStream, tx: &Sender<WorkerEvent>) {
-    loop {
-        let event = match recv::<FromWorker>(&mut stream) {
-            Ok(Some(msg)) => WorkerEvent::Message(msg),
-            Ok(None) => WorkerEvent::Closed,
-            // A worker process that died with our last message unread
-            // resets the connection: that is its end, not a bad frame.
-            Err(FrameError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                ) =>
-            {
-                WorkerEvent::Closed
-            }
-            Err(e) => WorkerEvent::Violation(e.to_string()),
-        };
-        let last = !matches!(event, WorkerEvent::Message(_));
-        if tx.send(event).is_err() || last {
-            return;
-        }
-    }
 }
