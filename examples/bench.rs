@@ -7,7 +7,8 @@
 //!
 //! With the `async` feature, a phase runs async no-op tasks
 //! (`App::task_async`) on reused worker processes next to the sync ones;
-//! `--reused-only` runs just those two phases.
+//! `--reused-only` runs just those two phases, `--fresh-only` just N tasks
+//! in a fresh process each (to profile that path).
 //!
 //! Redis: `REDIS_URL` if set, else a private `redis-server` started on a
 //! free port in a temporary directory. Each phase uses its own key prefix.
@@ -59,6 +60,7 @@ struct Options {
     concurrency: usize,
     payload: usize,
     reused_only: bool,
+    fresh_only: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -67,6 +69,7 @@ fn parse_options() -> Result<Options, String> {
         concurrency: 2,
         payload: 0,
         reused_only: false,
+        fresh_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -81,9 +84,10 @@ fn parse_options() -> Result<Options, String> {
             "--concurrency" => o.concurrency = value()?,
             "--payload" => o.payload = value()?,
             "--reused-only" => o.reused_only = true,
+            "--fresh-only" => o.fresh_only = true,
             "--help" | "-h" => {
                 return Err(
-                    "usage: bench [--tasks N (20000)] [--concurrency C (2)] [--payload BYTES (0)] [--reused-only]"
+                    "usage: bench [--tasks N (20000)] [--concurrency C (2)] [--payload BYTES (0)] [--reused-only | --fresh-only]"
                         .into(),
                 );
             }
@@ -561,6 +565,15 @@ fn run(o: Options) -> Result<(), String> {
     );
     if o.reused_only {
         return reused_sync_and_async(&redis.url, n, c, bytes);
+    }
+    if o.fresh_only {
+        // N tasks, each in a fresh process (for profiling that path).
+        let fresh = end_to_end(&redis.url, "bench_fresh_only", n, c, bytes, 1, None)?;
+        println!(
+            "| end to end, fresh process per task (C={c}) | {:.0} tasks/s |",
+            fresh.rate
+        );
+        return Ok(());
     }
     let floor = floor(&redis.url, n, c, bytes)?;
     let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000, None)?;

@@ -117,10 +117,26 @@ pub fn send_packet_fds<M: Serialize>(
 pub fn recv_packet<M: DeserializeOwned>(
     socket: BorrowedFd<'_>,
 ) -> Result<Option<(M, Vec<RawFd>)>, FrameError> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // One zeroed buffer per thread, kept: a fresh 64 KiB one per packet
+    // cost a memset of it for every fork and every exit report.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        if buf.len() < MAX_MESSAGE {
+            buf.resize(MAX_MESSAGE, 0);
+        }
+        recv_packet_into(socket, buf)
+    })
+}
+
+fn recv_packet_into<M: DeserializeOwned>(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<Option<(M, Vec<RawFd>)>, FrameError> {
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let (len, fds, truncated) = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut iov = [IoSliceMut::new(buf)];
         let msg = recvmsg::<()>(
             socket.as_raw_fd(),
             &mut iov,
