@@ -1,7 +1,8 @@
-//! A task that writes raw `Progress` and `Meta` frames on its IPC socket
-//! as fast as it can, past the rate limit its `TaskContext` would keep. The
-//! supervisor must hold Redis to the documented rate whatever a worker
-//! process sends (`tests/integration/e2e/hostile_ipc.rs`).
+//! Tasks that write raw frames on their IPC socket: `Progress` and `Meta`
+//! as fast as they can, past the rate limit a `TaskContext` would keep, and
+//! enqueue requests whose answers they never read. The supervisor must
+//! hold Redis to the documented rate, and keep its slot's deadline,
+//! whatever a worker process sends (`tests/integration/e2e/hostile_ipc.rs`).
 
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
@@ -9,8 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use redis_tasks::protocol::Progress;
-use redis_tasks::protocol::ipc::{FromWorker, WORKER_FD, send};
-use redis_tasks::{App, TaskContext};
+use redis_tasks::protocol::ipc::{ChildMode, ChildRequest, FromWorker, WORKER_FD, send};
+use redis_tasks::{App, TaskContext, TaskOptions};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -29,10 +30,76 @@ struct MetaGrowth {
     pause_ms: u64,
 }
 
+#[derive(Deserialize)]
+struct AnswerJam {
+    /// How many enqueue requests to send.
+    frames: u32,
+}
+
 /// Registers the tasks on `app`.
 pub fn register(app: App) -> App {
     app.task("progress_flood", progress_flood)
         .task("meta_growth", meta_growth)
+        .task_with(
+            "answer_jam",
+            TaskOptions::new().timeout(Duration::from_secs(1)),
+            answer_jam,
+        )
+}
+
+/// Stops its own worker process (SIGSTOP: every thread, the one that
+/// reads the answers too) from a child that then sends `frames` raw
+/// enqueue requests on the process's socket: the supervisor's answers pile
+/// up in a socket nobody reads, until its writes would wait for ever. The
+/// task's 1 s timeout must still end it.
+fn answer_jam(ctx: &TaskContext, a: AnswerJam) -> Result<(), String> {
+    let request = FromWorker::Enqueue {
+        task_id: ctx.id().to_owned(),
+        request: ChildRequest {
+            task: "pid".to_owned(),
+            args_json: "{}".to_owned(),
+            queue: None,
+            delay_ms: None,
+            timeout_secs: None,
+            retry_json: None,
+            unique_key: None,
+            expires_in_ms: None,
+            mode: ChildMode::OnSuccess,
+        },
+    };
+    let mut frame = Vec::new();
+    send(&mut frame, &request).map_err(|e| e.to_string())?;
+    // Made before the fork: the child only stops its parent, writes and
+    // exits.
+    let batch = frame.repeat(a.frames as usize);
+    // SAFETY: getpid and fork have no preconditions; the child calls only
+    // kill, write and _exit (all async-signal-safe) on memory made before
+    // the fork.
+    let (worker, child) = unsafe { (libc::getpid(), libc::fork()) };
+    if child < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    if child == 0 {
+        let mut sent = 0;
+        // SAFETY: stops our own worker process; WORKER_FD is its IPC
+        // socket, inherited by this child, and `batch[sent..]` is valid
+        // for reads of its length; _exit ends the child without running
+        // the parent's exit handlers.
+        unsafe {
+            libc::kill(worker, libc::SIGSTOP);
+            while sent < batch.len() {
+                let n = libc::write(WORKER_FD, batch[sent..].as_ptr().cast(), batch.len() - sent);
+                match usize::try_from(n) {
+                    Ok(n) if n > 0 => sent += n,
+                    _ => break,
+                }
+            }
+            libc::_exit(0)
+        }
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
 }
 
 /// Sends raw meta frames that each hold one new key (not the whole meta

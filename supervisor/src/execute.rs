@@ -7,16 +7,19 @@
 //! deadline. Whatever comes first decides how the run ends; a run always
 //! ends, and the worker process is always reaped when it does not survive.
 
+use std::io;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::TryRecvError;
-use redis_tasks_protocol::ipc::{ChildRequest, FromWorker, RunTask, TaskResult, ToWorker};
+use redis_tasks_protocol::ipc::{
+    ChildRequest, FrameError, FromWorker, RunTask, TaskResult, ToWorker,
+};
 use redis_tasks_protocol::{ExitReason, FailureKind, Outcome, Progress, TaskRecord};
 use tracing::{debug, error, info, warn};
 
 use crate::bell::RingingReceiver;
 use crate::rates::Rates;
-use crate::worker_process::{WorkerEvent, WorkerProcess};
+use crate::worker_process::{SEND_TIMEOUT, WorkerEvent, WorkerProcess};
 
 /// What the control loop can ask of a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,11 +238,23 @@ fn on_event(
             None
         }
         WorkerEvent::Message(FromWorker::Enqueue { task_id, request }) if task_id == record.id => {
-            // Answered even when the process is going away: a failed send
-            // shows as its exit or a closed stream.
             let answer = hooks.enqueue(&task_id, request);
-            let _ = process.send(&ToWorker::Enqueued(answer));
-            None
+            match process.send(&ToWorker::Enqueued(answer)) {
+                Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // It has not read its answers for SEND_TIMEOUT.
+                    process.kill_and_reap();
+                    let secs = SEND_TIMEOUT.as_secs();
+                    let detail = format!("did not read the supervisor's answers for {secs} s");
+                    error!(task = %record.id, pid, "worker process {detail}; killed");
+                    Some((
+                        Outcome::failure(FailureKind::ProtocolViolation(detail)),
+                        false,
+                    ))
+                }
+                // Answered even when the process is going away: any other
+                // failed send shows as its exit or a closed stream.
+                _ => None,
+            }
         }
         WorkerEvent::Message(other) => {
             let reason = process.kill_and_reap();

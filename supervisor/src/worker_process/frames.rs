@@ -65,6 +65,12 @@ impl Frames {
         }
     }
 
+    /// Reads nothing more until [`wait`](Self::wait) says the socket is
+    /// readable (a stray that raced in is seen by that `poll`).
+    pub(crate) fn await_poll(&mut self) {
+        self.unread = false;
+    }
+
     /// Whether bytes of a frame were read and not handed out yet.
     pub(crate) fn has_partial(&self) -> bool {
         !self.buf.is_empty()

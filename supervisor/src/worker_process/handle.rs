@@ -272,6 +272,9 @@ impl WorkerProcess {
         self.swept_at_run = family::swept();
         self.send(run)?;
         self.tasks_run += 1;
+        // Its answer takes a while: the slot's first look is a `poll`, not
+        // a read that would find nothing.
+        self.frames.await_poll();
         Ok(())
     }
 

@@ -64,6 +64,13 @@ pub(crate) struct SpawnSpec {
     pub setup_hook: bool,
 }
 
+/// How long a write to a worker process may wait for room in its socket.
+/// A process reads whatever it is sent at once (one of its threads reads
+/// while the other runs the task); one that has not made room in this time
+/// (stopped, or hostile) would otherwise hold its slot in that write, past
+/// its task's deadline and deaf to cancels.
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a worker process's setup hook may take before the process
 /// counts as failed to start.
 pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(60);

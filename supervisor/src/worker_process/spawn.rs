@@ -149,6 +149,8 @@ impl WorkerProcess {
             Proc::Direct { child, .. } => child.id(),
             Proc::Forked { pid, .. } => *pid,
         };
+        ours.set_write_timeout(Some(super::SEND_TIMEOUT))
+            .map_err(spawn_error(spec))?;
         let output = Output::start(read_ends, pid).map_err(spawn_error(spec))?;
         let mut process = WorkerProcess::new(proc, cgroup, ours, exit_bell, output, generation);
         process.handshake(spec, plan)?;

@@ -33,6 +33,26 @@ fn a_meta_flood_cannot_grow_the_supervisor() {
 }
 
 #[test]
+fn a_process_that_reads_no_answers_cannot_hold_its_slot() {
+    let demo = Demo::new();
+    let mut running = demo.start(&["--concurrency", "1"], &[]);
+    // Far more answers than a socket's buffer holds, then the whole
+    // process stops: the supervisor's answers have nowhere to go.
+    let id = demo.enqueue("answer_jam", json!({"frames": 20000}));
+    let t = demo.wait_ended(&id, Duration::from_secs(90));
+    assert!(
+        error_of(&t).contains("did not read the supervisor's answers for 5 s"),
+        "{t:#?}\n{}",
+        running.log()
+    );
+    // And the slot goes on with the next task.
+    let next = demo.enqueue("pid", json!({}));
+    let t = demo.wait_ended(&next, Duration::from_secs(30));
+    assert_eq!(t.status, TaskStatus::Finished, "{t:#?}");
+    running.stop();
+}
+
+#[test]
 fn a_stray_frame_after_the_end_retires_only_its_own_worker_process() {
     let demo = Demo::new();
     let mut running = demo.start(&["--concurrency", "1"], &[]);
