@@ -177,6 +177,10 @@ impl Frames {
             }
         };
         self.buf.drain(..whole);
+        if self.buf.is_empty() && self.buf.capacity() > LARGE_READ {
+            // A large frame's room is not kept for the life of the process.
+            self.buf = Vec::new();
+        }
         Some(event)
     }
 

@@ -239,8 +239,10 @@ impl WorkerProcess {
 
     /// Kills what the last task left running under a process that stays
     /// (started by `exec`: our unreaped child, so its pid is its own), and
-    /// counts its threads on the way. A forked process is retired after
-    /// each task; the fork server kills what it leaves.
+    /// counts its threads on the way. A forked process runs one task: its
+    /// whole group, itself included, is killed now by the fork server, so
+    /// nothing the task started outlives the task's end while the process
+    /// waits for its retirement (which reaps it).
     pub(crate) fn kill_descendants(&self) -> Leftovers {
         match &self.proc {
             // What the walk cannot see (a hidden /proc) or does not reach
@@ -256,6 +258,10 @@ impl WorkerProcess {
                         .count(),
                     threads: walk.root_threads,
                 }
+            }
+            Proc::Forked { pid, server, .. } if self.reaped.is_none() => {
+                server.kill(*pid);
+                Leftovers::default()
             }
             _ => Leftovers::default(),
         }
