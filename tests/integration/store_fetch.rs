@@ -472,6 +472,35 @@ fn our_libraries(c: &mut redis::Connection) -> usize {
     libs.len()
 }
 
+/// A store of `server` as a new ACL user `user` with every command but
+/// `denied` (as the documented ACL leaves out `FCALL`).
+fn store_as_user(
+    server: &RedisServer,
+    c: &mut redis::Connection,
+    user: &str,
+    denied: &[&str],
+) -> redis_tasks::Store {
+    let mut acl = redis::cmd("ACL");
+    acl.arg("SETUSER")
+        .arg(user)
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all");
+    for command in denied {
+        acl.arg(format!("-{command}"));
+    }
+    let _: () = acl.query(c).expect("acl setuser");
+    let url = server
+        .url()
+        .replace("redis://", &format!("redis://{user}:pw@"));
+    let config = redis_tasks::store::RedisConfig::from_url(&url, None)
+        .expect("url")
+        .with_partitions(crate::support::test_partitions());
+    redis_tasks::Store::with_config(config, "redis_tasks").expect("store")
+}
+
 /// A busy slot's finish-and-fetch runs as the task path's Redis function:
 /// loaded by the first call, loaded again when the server lost it (a
 /// restart without persistence), and where the server will not run
@@ -512,27 +541,11 @@ fn a_busy_slots_finish_and_fetch_runs_as_a_function_loaded_when_missing() {
     cur = step(&store, &cur);
     assert_eq!(our_libraries(&mut c), 1, "loaded again once lost");
 
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("no_functions")
-        .arg("on")
-        .arg(">pw")
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .arg("-fcall")
-        .arg("-function")
-        .query(&mut c)
-        .expect("acl setuser");
+    let limited = store_as_user(&server, &mut c, "no_functions", &["fcall", "function"]);
     let _: () = redis::cmd("FUNCTION")
         .arg("FLUSH")
         .query(&mut c)
         .expect("function flush");
-    let url = server.url().replace("redis://", "redis://no_functions:pw@");
-    let config = redis_tasks::store::RedisConfig::from_url(&url, None)
-        .expect("url")
-        .with_partitions(crate::support::test_partitions());
-    let limited = redis_tasks::Store::with_config(config, "redis_tasks").expect("store");
     cur = step(&limited, &cur);
     cur = step(&limited, &cur);
     assert_eq!(our_libraries(&mut c), 0, "ran as a script");
@@ -604,22 +617,7 @@ fn a_planted_function_runs_only_for_a_user_that_may_call_fcall() {
         .expect("plant");
 
     // Without FCALL: the script runs, the planted code does not.
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("no_fcall")
-        .arg("on")
-        .arg(">pw")
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .arg("-fcall")
-        .query(&mut c)
-        .expect("acl setuser");
-    let url = server.url().replace("redis://", "redis://no_fcall:pw@");
-    let config = redis_tasks::store::RedisConfig::from_url(&url, None)
-        .expect("url")
-        .with_partitions(crate::support::test_partitions());
-    let limited = redis_tasks::Store::with_config(config, "redis_tasks").expect("store");
+    let limited = store_as_user(&server, &mut c, "no_fcall", &["fcall"]);
     let (done, third) = finish(&limited, &second);
     assert!(done, "the script recorded the end");
     let planted_runs: Option<i64> = redis::cmd("GET").arg("planted").query(&mut c).expect("get");
