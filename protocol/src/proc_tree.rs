@@ -28,8 +28,8 @@ pub fn children(pid: u32) -> Vec<u32> {
 
 /// [`children`], and how many threads `pid` has (its entries in
 /// `/proc/<pid>/task`, which the listing reads anyway), `None` when that
-/// directory cannot be read.
-fn children_and_threads(pid: u32) -> (Vec<u32>, Option<u32>) {
+/// directory cannot be read (the process is gone, or its entry hidden).
+pub fn children_and_threads(pid: u32) -> (Vec<u32>, Option<u32>) {
     let mut out = Vec::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return (out, None);
@@ -66,13 +66,6 @@ pub fn listed_children(path: impl AsRef<Path>) -> Vec<u32> {
         .collect()
 }
 
-/// How many threads `pid` has, counted in `/proc/<pid>/task` as
-/// [`kill_descendants_walk`] counts them; `None` when that cannot be read.
-pub fn threads(pid: u32) -> Option<u32> {
-    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    u32::try_from(tasks.flatten().count()).ok()
-}
-
 /// Whether `pid` has exited and waits to be reaped (false if it is gone).
 pub fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -107,7 +100,7 @@ pub struct Walk {
     /// The descendants it froze and killed.
     pub killed: BTreeSet<u32>,
     /// How many threads `root` had at the walk's last pass (as
-    /// [`threads`] counts them), `None` when its `/proc` entry cannot be
+    /// [`children_and_threads`] counts them), `None` when its `/proc` entry cannot be
     /// read: the walk lists them anyway, so a caller that also wants the
     /// count reads nothing more.
     pub root_threads: Option<u32>,

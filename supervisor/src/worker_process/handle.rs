@@ -128,20 +128,11 @@ impl WorkerProcess {
         &self.output
     }
 
-    /// How many threads the process runs now, read from `/proc` (outside
-    /// the task's reach); `None` when that cannot be read.
-    pub(super) fn threads(&self) -> Option<u32> {
-        if matches!(self.proc, Proc::Forked { .. }) {
-            return None;
-        }
-        self.threads_or_cgroup(proc_tree::threads(self.pid()))
-    }
-
     /// `from_proc`, or where the process's `/proc` entry is hidden
     /// (ProtectProc=invisible hides a non-dumpable worker process from a
     /// non-root supervisor) the count its cgroup lists, which holds nothing
     /// else when this is asked (at Ready, and after the others were killed).
-    fn threads_or_cgroup(&self, from_proc: Option<u32>) -> Option<u32> {
+    pub(super) fn threads_or_cgroup(&self, from_proc: Option<u32>) -> Option<u32> {
         from_proc.or_else(|| self.cgroup.as_ref().and_then(TaskCgroup::threads))
     }
 

@@ -108,17 +108,22 @@ impl WorkerProcess {
             FromWorker::Ready => Answer::Done(()),
             other => Answer::Other(other),
         })?;
-        // No task code has run in it yet: its thread count now is the
-        // count of an idle worker process.
-        self.proc_hidden = !matches!(self.proc, Proc::Forked { .. })
-            && std::fs::read(format!("/proc/{}/stat", self.pid())).is_err();
-        self.idle_threads = self.threads();
-        if !matches!(self.proc, Proc::Forked { .. }) {
-            if self.idle_threads.is_none() {
-                warn_threads_hidden(self.pid());
-            }
-            self.own_children = redis_tasks_protocol::proc_tree::children(self.pid());
+        if matches!(self.proc, Proc::Forked { .. }) {
+            // Runs one task: its threads and children are not checked.
+            return Ok(());
         }
+        // No task code has run in it yet: its thread count now is the
+        // count of an idle worker process. One listing of its /proc entry
+        // gives that and its own children; none at all means the entry is
+        // hidden from us.
+        let (children, from_proc) =
+            redis_tasks_protocol::proc_tree::children_and_threads(self.pid());
+        self.proc_hidden = from_proc.is_none();
+        self.idle_threads = self.threads_or_cgroup(from_proc);
+        if self.idle_threads.is_none() {
+            warn_threads_hidden(self.pid());
+        }
+        self.own_children = children;
         Ok(())
     }
 
