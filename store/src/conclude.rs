@@ -105,13 +105,28 @@ impl Store {
         queues: &[String],
         now: Timestamp,
     ) -> Result<(bool, Option<Fetched>), StoreError> {
+        self.conclude_and_fetch_beside(lease, ending, queues, "", now)
+    }
+
+    /// [`conclude_and_fetch`](Store::conclude_and_fetch) for a slot that
+    /// already runs its next task, `running` (taken ahead, see
+    /// [`Store::fetch_ahead`]): the task taken here is read ahead too, and
+    /// waits for `running` to end. An empty `running`: none.
+    pub fn conclude_and_fetch_beside(
+        &self,
+        lease: &Lease,
+        ending: Ending<'_>,
+        queues: &[String],
+        running: &str,
+        now: Timestamp,
+    ) -> Result<(bool, Option<Fetched>), StoreError> {
         let Some(end) = ending.final_end() else {
             return Ok((self.conclude(lease, ending, now)?, None));
         };
         let part = self.by_lease(lease);
         let children = children::encode(end.children, now, part.opts.max_task_timeout)?;
         part.finish_and_fetch(
-            lease, end.status, end.error, end.result, &children, queues, now,
+            lease, end.status, end.error, end.result, &children, queues, running, now,
         )
     }
 

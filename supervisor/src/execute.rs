@@ -64,10 +64,51 @@ pub(crate) trait RunHooks {
         let _ = (task_id, request);
         Err("this supervisor does not enqueue tasks for tasks".to_owned())
     }
+
+    /// When the task read ahead, waiting for this run to end, is to be
+    /// handed back to its queue (`None`: no task waits).
+    fn waiting_until(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Hands the waiting task back to the front of its queue (its
+    /// [`waiting_until`](RunHooks::waiting_until) came).
+    fn hand_back_waiting(&mut self) {}
+
+    /// A cancel request for task `id`, not the one running: it ends the
+    /// waiting task, unstarted, if that is the one.
+    fn cancel_waiting(&mut self, id: &str) {
+        let _ = id;
+    }
 }
 
-/// Runs `record` on `process` until it ends. On return the process is
-/// either still usable (`true`) or has been killed and reaped (`false`).
+/// Sends `record` to `process` to run, with the trace context
+/// `traceparent`; on a failed send, the run's end (the process is reaped).
+pub(crate) fn send_run(
+    process: &mut WorkerProcess,
+    record: &TaskRecord,
+    traceparent: Option<String>,
+) -> Result<(), Outcome> {
+    let run = ToWorker::Run(RunTask {
+        task_id: record.id.clone(),
+        task: record.task.clone(),
+        args_json: record.args.to_string(),
+        meta_json: serde_json::Value::Object(record.meta.clone()).to_string(),
+        traceparent,
+    });
+    if let Err(e) = process.send_task(&run) {
+        let reason = process.reap_within(EXIT_GRACE);
+        return Err(Outcome::failure(FailureKind::StartFailed(format!(
+            "worker process {reason} before taking the task ({e})"
+        ))));
+    }
+    debug!(task = %record.id, pid = process.pid(), "task started");
+    Ok(())
+}
+
+/// Watches the run of `record` that [`send_run`] began on `process` until
+/// it ends. On return the process is either still usable (`true`) or has
+/// been killed and reaped (`false`).
 ///
 /// A shutdown reaches the run only as a [`SlotCommand`]: one sent before
 /// the run began waits in the channel and is seen at once, and with a drain
@@ -80,21 +121,13 @@ pub(crate) trait RunHooks {
 pub(crate) fn run_on(
     process: &mut WorkerProcess,
     record: &TaskRecord,
-    traceparent: Option<String>,
     timeout: Duration,
     commands: &RingingReceiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
     max_meta_bytes: u64,
 ) -> (Outcome, bool) {
     let mut rates = Rates::new(max_meta_bytes);
-    let run = RunTask {
-        task_id: record.id.clone(),
-        task: record.task.clone(),
-        args_json: record.args.to_string(),
-        meta_json: serde_json::Value::Object(record.meta.clone()).to_string(),
-        traceparent,
-    };
-    let ended = watch(process, record, run, timeout, commands, hooks, &mut rates);
+    let ended = watch(process, record, timeout, commands, hooks, &mut rates);
     rates.flush(&record.id, hooks);
     ended
 }
@@ -102,24 +135,12 @@ pub(crate) fn run_on(
 fn watch(
     process: &mut WorkerProcess,
     record: &TaskRecord,
-    run: RunTask,
     timeout: Duration,
     commands: &RingingReceiver<SlotCommand>,
     hooks: &mut dyn RunHooks,
     rates: &mut Rates,
 ) -> (Outcome, bool) {
-    let run = ToWorker::Run(run);
-    if let Err(e) = process.send_task(&run) {
-        let reason = process.reap_within(EXIT_GRACE);
-        return (
-            Outcome::failure(FailureKind::StartFailed(format!(
-                "worker process {reason} before taking the task ({e})"
-            ))),
-            false,
-        );
-    }
     let pid = process.pid();
-    debug!(task = %record.id, pid, "task started");
     // No deadline at all rather than an overflow, should a timeout ever
     // reach past the end of `Instant` (it is capped at max_task_timeout).
     let deadline = Instant::now().checked_add(timeout);
@@ -158,6 +179,7 @@ fn watch(
                         info!(task = %record.id, pid, "task canceled: worker process and its descendants killed");
                         return (Outcome::failure(FailureKind::Canceled), false);
                     }
+                    hooks.cancel_waiting(&id);
                 }
                 Ok(SlotCommand::Kill) | Err(TryRecvError::Disconnected) => {
                     process.kill_and_reap();
@@ -171,6 +193,9 @@ fn watch(
         if rates.due().is_some_and(|due| due <= now) {
             rates.write_due(&record.id, now, hooks);
         }
+        if hooks.waiting_until().is_some_and(|due| due <= now) {
+            hooks.hand_back_waiting();
+        }
         if deadline.is_some_and(|deadline| deadline <= now) {
             process.kill_and_reap();
             let secs = timeout.as_secs();
@@ -181,7 +206,10 @@ fn watch(
             // More frames may be waiting: look again before sleeping.
             continue;
         }
-        let until = [deadline, rates.due()].into_iter().flatten().min();
+        let until = [deadline, rates.due(), hooks.waiting_until()]
+            .into_iter()
+            .flatten()
+            .min();
         let woken = process.wait(&commands.bell, until);
         if woken.bells[1] {
             // Drained before the commands are looked at, at the top: one

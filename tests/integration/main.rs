@@ -123,6 +123,7 @@ mod store_flow;
 mod store_history;
 mod store_partitions;
 mod store_producer;
+mod store_read_ahead;
 mod store_registry;
 mod store_results;
 mod store_schema;

@@ -51,6 +51,9 @@ mod store_history;
 #[path = "store_producer.rs"]
 mod store_producer;
 #[allow(clippy::duplicate_mod)]
+#[path = "store_read_ahead.rs"]
+mod store_read_ahead;
+#[allow(clippy::duplicate_mod)]
 #[path = "store_registry.rs"]
 mod store_registry;
 #[allow(clippy::duplicate_mod)]

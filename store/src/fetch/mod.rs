@@ -151,7 +151,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<(bool, Option<Fetched>), StoreError> {
         self.by_lease(lease)
-            .finish_and_fetch(lease, status, error, result, "", queues, now)
+            .finish_and_fetch(lease, status, error, result, "", queues, "", now)
     }
 
     /// Puts an interrupted task back at the FRONT of its origin queue:
@@ -174,14 +174,42 @@ impl Store {
     /// of its queue, as if it had never been fetched (no aborted run is
     /// noted). Fenced like [`Store::finish`]; returns whether the slot held
     /// the task. A supervisor uses it when a shutdown or a pause begins
-    /// while a fetch was already under way.
+    /// while a fetch was already under way, and for a task read ahead
+    /// that waited too long ([`Store::fetch_ahead`]).
+    ///
+    /// A task whose cancel was asked while the slot held it (it read as
+    /// running) does not go back: it ends canceled, unstarted.
     pub fn release_unstarted(
         &self,
         slot: &str,
         id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.requeue_interrupted(slot, id, "", now)
+        self.fenced(|p| p.release_unstarted(slot, id, now))
+    }
+
+    /// Takes `running`'s slot's next task from `queues` while that task
+    /// runs (a read-ahead), in `running`'s partition, without blocking:
+    /// the slot's list may hold `running` and the task taken, nothing
+    /// else. The task taken is marked running, like any fetched one, and
+    /// waits in the supervisor for `running` to end; the slot hands it
+    /// back ([`Store::release_unstarted`]) if that takes long. Nothing is
+    /// read ahead from a partition with flow settings (a waiting task
+    /// would hold a permit).
+    pub fn fetch_ahead(
+        &self,
+        running: &Lease,
+        queues: &[String],
+    ) -> Result<Option<Fetched>, StoreError> {
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let part = self.by_lease(running);
+        match part.try_fetch(&running.slot, queues, &running.id, running.partition)? {
+            Answer::Foreign(e) => Err(e),
+            Answer::Task(f) => Ok(Some(*f)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -211,7 +239,7 @@ fn fetch_in_order(
         let mut held: Vec<String> = Vec::new();
         let mut window: Option<Duration> = None;
         for part in order {
-            match part.try_fetch(slot, queues, part.index)? {
+            match part.try_fetch(slot, queues, "", part.index)? {
                 Answer::Foreign(e) => return Err(e),
                 Answer::Task(f) => return Ok(Some(*f)),
                 Answer::Held { queues, wait } => {
@@ -261,11 +289,13 @@ fn fetch_in_order(
 
 impl Part {
     /// One non-blocking attempt over all queues; `partition` is this
-    /// part's index among the partitions (0 when unpartitioned).
+    /// part's index among the partitions (0 when unpartitioned); `keep`:
+    /// the task the slot runs meanwhile (a read-ahead), or empty.
     fn try_fetch(
         &self,
         slot: &str,
         queues: &[String],
+        keep: &str,
         partition: usize,
     ) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
@@ -286,7 +316,7 @@ impl Part {
             for (limit, _) in limits {
                 inv.arg(limit);
             }
-            inv.arg(self.registry_ttl());
+            inv.arg(self.registry_ttl()).arg(keep);
             for q in queues {
                 inv.arg(q);
             }
@@ -408,7 +438,9 @@ impl Part {
     }
 
     /// [`Store::finish_and_fetch`] in this partition, releasing
-    /// `children` as [`Part::finish_with_result`] does.
+    /// `children` as [`Part::finish_with_result`] does; `keep`: the task
+    /// the slot runs meanwhile, the next one taken is read ahead (see
+    /// [`Store::fetch_ahead`]), or empty.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_and_fetch(
         &self,
@@ -418,6 +450,7 @@ impl Part {
         result: Option<&str>,
         children: &str,
         queues: &[String],
+        keep: &str,
         now: Timestamp,
     ) -> Result<(bool, Option<Fetched>), StoreError> {
         let (slot, id) = (lease.slot.as_str(), lease.id.as_str());
@@ -470,6 +503,7 @@ impl Part {
                 Some(t) => args.extend([t.key.clone(), t.field.clone(), t.expire_at.to_string()]),
                 None => args.extend([String::new(), String::new(), String::new()]),
             }
+            args.push(keep.to_owned());
             args.extend(queues.iter().cloned());
             let reply = self.functions.call(
                 c,
@@ -520,19 +554,45 @@ impl Part {
         reason: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let done: i64 = self.run(&[], |c, keys| {
+        Ok(self.requeue_script(slot, id, reason, now)? == 1)
+    }
+
+    /// [`Store::release_unstarted`] in this partition: a task whose cancel
+    /// was asked meanwhile ends canceled instead.
+    pub(crate) fn release_unstarted(
+        &self,
+        slot: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        match self.requeue_script(slot, id, "", now)? {
+            2 => self.finish_canceled(slot, id, "canceled before it started", now),
+            done => Ok(done == 1),
+        }
+    }
+
+    /// The requeue script's answer: 1 done, 0 not held, 2 a cancel asked
+    /// for a task handed back unstarted (nothing changed).
+    fn requeue_script(
+        &self,
+        slot: &str,
+        id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<i64, StoreError> {
+        self.run(&[], |c, keys| {
             scripts::REQUEUE_INTERRUPTED
                 .key(keys.worker_task(slot))
                 .key(keys.worker(slot))
                 .key(keys.task(id))
                 .key(keys.queues())
+                .key(keys.cancel_requests())
                 .arg(keys.prefix())
                 .arg(id)
                 .arg(time_text(now))
                 .arg(reason)
                 .arg(score(now))
                 .invoke(c)
-        })?;
-        Ok(done == 1)
+        })
     }
 }

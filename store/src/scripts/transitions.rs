@@ -24,11 +24,22 @@ macro_rules! task_path {
 -- is looked at. With flow settings and nothing taken: {'held', ms until a
 -- rate window opens (0: unknown), the queues with settings...}, so the
 -- caller does not block on those.
-local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames, flow)
+-- `keep` (a read-ahead, '' or nil for none): the id of the task the slot
+-- is running, the only one its list may hold; the task taken waits for
+-- it, so the slot's hash goes on naming `keep`, and nothing is read ahead
+-- under flow settings (a waiting task would hold a permit).
+local function take(list, hash, registered, slot, now, score, lim, qkeys, qnames, flow, keep)
   local busy = redis.call('LRANGE', list, 0, -1)
-  if #busy > 0 then return {'busy', busy} end
+  local ahead = keep ~= nil and keep ~= ''
+  if #busy > 0 and not (ahead and #busy == 1 and busy[1] == keep) then
+    return {'busy', busy}
+  end
   if registered == nil then registered = redis.call('HLEN', hash) > 0 end
   if flow == nil then flow = flow_of() end
+  if ahead then
+    if flow then return false end
+    registered = false
+  end
   local fl = flow and flow_lib()
   if fl then fl.release_held(flow, score) end
   -- Queues held back (made on the first), the soonest a rate window
@@ -185,10 +196,13 @@ local done, registered = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARG
   ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], flow, ARGV[15], {ARGV[16], ARGV[17], ARGV[18]})
 if done == 0 then return {0, false} end
 DONE_TTL = ARGV[8]
-local qkeys, qnames = queues_of(KEYS, ARGV, 5, 19)
+local qkeys, qnames = queues_of(KEYS, ARGV, 5, 20)
+local keep = ARGV[19]
 local rec = take(KEYS[1], KEYS[2], registered, ARGV[9], ARGV[4], ARGV[5],
-  {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow)
-if registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
+  {ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, qkeys, qnames, flow, keep)
+if registered and keep ~= '' then
+  redis.call('HSET', KEYS[2], 'state', 'busy', 'current_task', keep)
+elseif registered and not (rec and rec[1] == 'task' or rec and rec[1] == 'oversize') then
   redis.call('HSET', KEYS[2], 'state', 'idle', 'current_task', '')
 end
 return {1, with_expired(rec)}
@@ -226,7 +240,9 @@ task_path_script!(
     /// Take the head of the first non-empty queue into a slot and start it.
     /// KEYS: slot list, slot hash, queue keys. ARGV: prefix, slot, now, score,
     /// five size limits (args, description, meta, result, whole record), ttl
-    /// of the done key of a task that expired, queue names. Returns nil,
+    /// of the done key of a task that expired, the id of the task the
+    /// slot runs meanwhile (a read-ahead, see `take`; empty for none),
+    /// queue names. Returns nil,
     /// {'busy', ids}, {'task', id, fields, queue}, {'oversize', id, queue,
     /// field, size, limit index} or {'held', ms, queues...} (nothing taken,
     /// those queues held back by flow control); when tasks met on the way had
@@ -234,9 +250,9 @@ task_path_script!(
     FETCH,
     r#"
 DONE_TTL = ARGV[10]
-local qkeys, qnames = queues_of(KEYS, ARGV, 3, 11)
+local qkeys, qnames = queues_of(KEYS, ARGV, 3, 12)
 return with_expired(take(KEYS[1], KEYS[2], nil, ARGV[2], ARGV[3], ARGV[4],
-  {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, qkeys, qnames))
+  {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, qkeys, qnames, nil, ARGV[11]))
 "#
 );
 
@@ -311,7 +327,8 @@ task_path_script!(
     /// error, result, ttl (as FINISH, also that of an expired task's done
     /// key), slot, five size limits, children (as FINISH), the history
     /// count of this ending: key, field and expiry (history.rs's `Tally`;
-    /// empty: counted from the record), queue names.
+    /// empty: counted from the record), the id of the task the slot runs
+    /// meanwhile (a read-ahead, as FETCH; empty for none), queue names.
     /// Returns {1 or 0, what FETCH returns (nil when nothing was taken)}.
     FINISH_FETCH,
     finish_fetch_lua!()
@@ -320,20 +337,28 @@ task_path_script!(
 script!(
     REQUEUE_INTERRUPTED,
     "Put an interrupted task back at the front of its queue, fenced on the \
-     slot's list. KEYS: slot list, slot hash, task, queues set. ARGV: prefix, \
-     id, now, reason (empty: a task handed back before it started, no aborted \
-     run is noted), score. Returns 1, or 0 when the slot does not hold the id.",
+     slot's list. KEYS: slot list, slot hash, task, queues set, cancel \
+     requests. ARGV: prefix, id, now, reason (empty: a task handed back \
+     before it started, no aborted run is noted), score. Returns 1, 0 when \
+     the slot does not hold the id, or 2 (nothing changed) for a task handed \
+     back whose cancel was asked meanwhile: the caller ends it canceled.",
     r#"
 local list, hash, tk = KEYS[1], KEYS[2], KEYS[3]
 need(list, 'list')
 need(hash, 'hash')
 need(tk, 'hash')
 need(KEYS[4], 'set')
+need(KEYS[5], 'hash')
 need(k('failed'), 'zset')
 local q = redis.call('HGET', tk, 'queue')
 if q and q ~= '' then need(k('queue', q), 'list') end
+if ARGV[4] == '' and redis.call('LPOS', list, ARGV[2])
+  and redis.call('HEXISTS', KEYS[5], ARGV[2]) == 1 then
+  return 2
+end
 if redis.call('LREM', list, 0, ARGV[2]) == 0 then return 0 end
-if redis.call('EXISTS', hash) == 1 then
+-- A task read ahead goes back while the one its slot runs stays.
+if redis.call('EXISTS', hash) == 1 and redis.call('LLEN', list) == 0 then
   redis.call('HSET', hash, 'state', 'idle', 'current_task', '')
 end
 if redis.call('EXISTS', tk) == 0 then return 1 end

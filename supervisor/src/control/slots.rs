@@ -121,6 +121,8 @@ impl SlotSet {
             view: Arc::clone(&view),
             next: None,
             last: None,
+            pending: None,
+            reading_ahead: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("slot-{index}"))

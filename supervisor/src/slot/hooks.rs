@@ -1,12 +1,18 @@
 //! The slot's side of a run's hooks: the task's meta updates and
 //! progress reports go to its record (through the lease's store), its
 //! return value is kept for the outcome, the tasks it asks for are
-//! enqueued or held (`children.rs`).
+//! enqueued or held (`children.rs`). The task read ahead waits beside
+//! the run: handed back to its queue if the run goes on too long, ended
+//! unstarted if its cancel comes meanwhile.
 
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
 use redis_tasks_protocol::Progress;
 use redis_tasks_protocol::ipc::ChildRequest;
-use redis_tasks_store::Store;
-use tracing::{debug, warn};
+use redis_tasks_store::{Fetched, Store};
+use tracing::{debug, info, warn};
 
 use crate::children::Children;
 use crate::execute::RunHooks;
@@ -25,6 +31,33 @@ pub(super) struct MetaToRedis<'a> {
     pub(super) producer: &'a Store,
     /// What it may enqueue, and what it holds for its end.
     pub(super) children: Children,
+    /// The slot's id (the fence of the waiting task's writes).
+    pub(super) slot_id: &'a str,
+    /// The slot's next task, read ahead, waiting for this run to end.
+    pub(super) waiting: Option<Fetched>,
+    /// When the waiting task goes back to its queue if this run still
+    /// goes on (`None` once tried).
+    pub(super) hand_back_at: Option<Instant>,
+}
+
+/// How long a task read ahead waits for the run before it: past that it
+/// goes back to the front of its queue, for any slot to take (a slow task
+/// must not hold up the one behind it while another slot is idle). Short
+/// tasks, where reading ahead pays, end well within it.
+const READ_AHEAD_WAIT: Duration = Duration::from_millis(5);
+
+/// How long a task read ahead waits: [`READ_AHEAD_WAIT`]; in debug builds
+/// `REDIS_TASKS_TEST_READ_AHEAD_WAIT_MS` sets it, so the tests can cancel a
+/// task while it waits.
+pub(super) fn read_ahead_wait() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("REDIS_TASKS_TEST_READ_AHEAD_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    READ_AHEAD_WAIT
 }
 
 impl RunHooks for MetaToRedis<'_> {
@@ -58,6 +91,57 @@ impl RunHooks for MetaToRedis<'_> {
             Err(why) => warn!(task = task_id, name = %task, ?mode, "enqueue refused: {why}"),
         }
         answer
+    }
+
+    fn waiting_until(&self) -> Option<Instant> {
+        self.waiting.as_ref().and(self.hand_back_at)
+    }
+
+    fn hand_back_waiting(&mut self) {
+        self.hand_back_at = None;
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        let lease = &waiting.lease;
+        let store = self.producer.leased(lease);
+        match store.release_unstarted(self.slot_id, &lease.id, Timestamp::now()) {
+            Ok(_) => {
+                debug!(task = %lease.id, "task read ahead handed back to the front of {:?}: the run before it goes on", lease.queue);
+            }
+            Err(e) => {
+                // It runs after this run, then.
+                warn!(task = %lease.id, "cannot hand back a task read ahead ({e}); it runs after the current task");
+                self.waiting = Some(waiting);
+            }
+        }
+    }
+
+    fn cancel_waiting(&mut self, id: &str) {
+        let Some(lease) = self.waiting.as_ref().map(|w| &w.lease) else {
+            return;
+        };
+        if lease.id != id {
+            return;
+        }
+        let store = self.producer.leased(lease);
+        match store.finish_canceled(
+            self.slot_id,
+            id,
+            "canceled before it started",
+            Timestamp::now(),
+        ) {
+            Ok(_) => {
+                info!(task = id, queue = %lease.queue, outcome = "canceled", "task read ahead canceled before it started");
+                self.shared
+                    .counters
+                    .canceled
+                    .fetch_add(1, Ordering::Relaxed);
+                self.waiting = None;
+            }
+            // Still waiting: the request is asked again, and met by its
+            // own run if it starts.
+            Err(e) => warn!(task = id, "cannot cancel a task read ahead ({e})"),
+        }
     }
 
     fn update_progress(&mut self, task_id: &str, progress: Progress) {

@@ -38,6 +38,7 @@ mod hooks;
 mod record;
 
 use hooks::MetaToRedis;
+use record::PendingEnd;
 use record::RunInfo;
 
 /// How long an idle slot blocks on Redis before it looks at the shared
@@ -70,6 +71,11 @@ pub(crate) struct Slot {
     /// The lease of the slot's last task: where its next fetch looks
     /// first for an id a lost reply left behind (`Store::fetch_after`).
     pub last: Option<Lease>,
+    /// The last task's end, written once the next task (`next`) runs.
+    pub pending: Option<PendingEnd>,
+    /// Whether the task running came from `next` (the slot is busy): its
+    /// run is when the slot takes the one after ahead.
+    pub reading_ahead: bool,
 }
 
 impl Slot {
@@ -80,6 +86,7 @@ impl Slot {
         self.shared.metrics.slot_started();
         loop {
             let mode = self.shared.mode();
+            self.reading_ahead = false;
             if mode.stopping() {
                 self.release_next();
                 break;
@@ -103,13 +110,19 @@ impl Slot {
                 FETCH_BLOCK
             };
             let fetched = match self.next.take() {
-                Some(next) => Ok(Some(next)),
-                None => self.store.fetch_after(
-                    &self.id,
-                    &current.config.fetch_order(random),
-                    block,
-                    self.last.as_ref(),
-                ),
+                Some(next) => {
+                    self.reading_ahead = true;
+                    Ok(Some(next))
+                }
+                None => {
+                    self.write_pending();
+                    self.store.fetch_after(
+                        &self.id,
+                        &current.config.fetch_order(random),
+                        block,
+                        self.last.as_ref(),
+                    )
+                }
             };
             // Tasks this fetch, or the finish that took `next`, found
             // expired (ended unstarted in Redis already).
@@ -153,6 +166,7 @@ impl Slot {
                 }
             }
         }
+        self.write_pending();
         // Those a last finish found expired while the slot was stopping.
         self.report_expired(&self.shared.current());
         if let Some(process) = self.process.take() {
@@ -169,6 +183,7 @@ impl Slot {
     /// Hands the task taken with the last end (if any) back to the front
     /// of its queue, unstarted, when the slot is not going to run it.
     fn release_next(&mut self) {
+        self.write_pending();
         let Some(next) = self.next.take() else {
             return;
         };
@@ -231,9 +246,9 @@ impl Slot {
                 // once, by the write, as a warning naming the producer.
                 let conclusion = Conclusion::unreadable(text);
                 let run = RunInfo {
-                    name: "",
-                    known: None,
-                    queue,
+                    name: String::new(),
+                    known: false,
+                    queue: queue.to_owned(),
                     duration: Duration::ZERO,
                     attempt: 1,
                     trace_id: None,
@@ -251,6 +266,7 @@ impl Slot {
         if !self.shared.mode().fetches() {
             // Fetched while a shutdown or a pause began: give it back as if
             // it had never been taken.
+            self.write_pending();
             let released = self.with_redis("hand back an unstarted task", |store, now| {
                 store
                     .leased(&lease)
@@ -327,12 +343,12 @@ impl Slot {
         );
         let conclusion = conclude(&record, ended, policy, &current.chain);
         let run = RunInfo {
-            name: &record.task,
-            known,
-            queue,
+            name: record.task.clone(),
+            known: registered,
+            queue: queue.to_owned(),
             duration: started.elapsed(),
             attempt: record.attempts.len() + 1,
-            trace_id: run_span.as_ref().map(crate::traces::RunSpan::trace_id),
+            trace_id: run_span.as_ref().map(|span| span.trace_id().to_owned()),
         };
         // The call text carries the arguments: logged only when asked for.
         let call = if current.config.settings.log_task_args {
@@ -340,13 +356,6 @@ impl Slot {
         } else {
             &record.task
         };
-        self.write(
-            &lease,
-            call,
-            &conclusion,
-            (result.as_deref(), &children),
-            Some(&run),
-        );
         if let Some(span) = &run_span {
             self.shared.tracer.ended(
                 span,
@@ -359,6 +368,26 @@ impl Slot {
                     started_at: record.started_at.unwrap_or(record.enqueued_at),
                     ended_at: Timestamp::now(),
                 },
+            );
+        }
+        if self.next.is_some() && self.shared.mode().fetches() {
+            // The next task was read ahead: it starts first, and this end
+            // is written while it runs (`overlap`).
+            self.pending = Some(PendingEnd {
+                lease,
+                description: call.clone(),
+                conclusion,
+                result,
+                children,
+                run: Some(run),
+            });
+        } else {
+            self.write(
+                &lease,
+                call,
+                &conclusion,
+                (result.as_deref(), &children),
+                Some(&run),
             );
         }
         self.shared.metrics.task_done();
@@ -524,8 +553,11 @@ impl Slot {
     /// partition, held to the supervisor's rates; the tasks it asks for
     /// are answered by `children`. Returns how the run ended, whether the
     /// process may take another task, and what the run made.
+    ///
+    /// Once the task is sent, and before its run is watched, the slot
+    /// does its Redis work for what comes next (`overlap`).
     fn run_leased(
-        &self,
+        &mut self,
         current: &Current,
         lease: &Lease,
         record: &TaskRecord,
@@ -537,6 +569,17 @@ impl Slot {
             children,
             traceparent,
         } = inputs;
+        let settings = &current.config.settings;
+        let keep =
+            usize::try_from(settings.task_log_kib.saturating_mul(1024)).unwrap_or(usize::MAX);
+        process
+            .output()
+            .begin(&record.id, keep, settings.task_output_to_log);
+        if let Err(end) = crate::execute::send_run(process, record, traceparent) {
+            self.save_output(lease, &process.output().finish());
+            return (end, false, Made::nothing(children));
+        }
+        self.overlap(current, lease);
         let mut hooks = MetaToRedis {
             store: self.store.leased(lease),
             result: None,
@@ -544,29 +587,50 @@ impl Slot {
             slot: self.index,
             producer: &self.store,
             children,
+            slot_id: &self.id,
+            hand_back_at: self
+                .next
+                .is_some()
+                .then(|| Instant::now() + hooks::read_ahead_wait()),
+            waiting: self.next.take(),
         };
-        let settings = &current.config.settings;
-        let keep =
-            usize::try_from(settings.task_log_kib.saturating_mul(1024)).unwrap_or(usize::MAX);
-        process
-            .output()
-            .begin(&record.id, keep, settings.task_output_to_log);
-        let max_meta = settings.max_args_bytes;
         let (end, reusable) = run_on(
             process,
             record,
-            traceparent,
             timeout,
             &self.commands,
             &mut hooks,
-            max_meta,
+            settings.max_args_bytes,
         );
+        let MetaToRedis {
+            result,
+            children,
+            waiting,
+            ..
+        } = hooks;
+        self.next = waiting;
         self.save_output(lease, &process.output().finish());
-        let made = Made {
-            result: hooks.result,
-            children: hooks.children,
-        };
-        (end, reusable, made)
+        (end, reusable, Made { result, children })
+    }
+
+    /// The slot's Redis work while the task of `running` starts: the end
+    /// of the task before it, left pending, is written, and takes the
+    /// task after this one ahead in the same round trip; without one, a
+    /// busy slot (this task was read ahead too) takes it alone. Both are
+    /// tried once: an error leaves the end pending, or nothing read ahead.
+    fn overlap(&mut self, current: &Current, running: &Lease) {
+        if self.pending.is_some() {
+            self.write_pending_beside(&running.id);
+            return;
+        }
+        if !self.reading_ahead || self.next.is_some() || !self.shared.mode().fetches() {
+            return;
+        }
+        let queues = current.config.fetch_order(random);
+        match self.store.fetch_ahead(running, &queues) {
+            Ok(next) => self.next = next,
+            Err(e) => debug!(slot = %self.id, "nothing read ahead ({e})"),
+        }
     }
 
     /// Stores what the task of `lease` wrote, before its ending is

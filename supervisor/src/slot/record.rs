@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use jiff::Timestamp;
 use redis_tasks_protocol::{FailureClass, FailureKind, Outcome};
 use redis_tasks_store::{HeldChild, Lease, Store, StoreError};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Slot;
 use crate::backoff::Backoff;
@@ -17,17 +17,40 @@ use crate::outcome::Conclusion;
 use crate::shared::Mode;
 
 /// What the end-of-task log line says about the run.
-pub(super) struct RunInfo<'a> {
-    pub(super) name: &'a str,
-    /// The name, when this binary registers it (for metric labels).
-    pub(super) known: Option<&'a str>,
+pub(super) struct RunInfo {
+    pub(super) name: String,
+    /// Whether this binary registers the name (for metric labels).
+    pub(super) known: bool,
     /// The queue the task was fetched from.
-    pub(super) queue: &'a str,
+    pub(super) queue: String,
     pub(super) duration: std::time::Duration,
     /// Which run of the task this was (1 for the first).
     pub(super) attempt: usize,
     /// The trace the task was enqueued in, if any.
-    pub(super) trace_id: Option<&'a str>,
+    pub(super) trace_id: Option<String>,
+}
+
+/// A task's end that its slot writes once the next task runs: the next
+/// one was read ahead, so its run starts first and this write (which also
+/// reads the one after ahead) overlaps it (`Slot::overlap`).
+pub(crate) struct PendingEnd {
+    pub(super) lease: Lease,
+    pub(super) description: String,
+    pub(super) conclusion: Conclusion,
+    pub(super) result: Option<String>,
+    pub(super) children: Vec<HeldChild>,
+    pub(super) run: Option<RunInfo>,
+}
+
+/// What a write of an end also does.
+#[derive(Clone, Copy)]
+enum Then<'a> {
+    /// Nothing: the end alone.
+    Nothing,
+    /// Takes the slot's next task when the slot goes on fetching.
+    Fetch,
+    /// Takes the next task ahead, beside this task that runs meanwhile.
+    FetchBeside(&'a str),
 }
 
 impl Slot {
@@ -69,7 +92,7 @@ impl Slot {
     /// Writes a conclusion (retrying while Redis fails) with the task's
     /// result and the children it releases if it finished, counts it and
     /// logs it (at info, with the run's duration, see
-    /// docs/observability.md).
+    /// docs/observability.md). An end still pending is written first.
     ///
     /// One store call for every ending ([`Store::conclude`]); a finished
     /// or failed task of a slot that goes on fetching also takes the
@@ -84,34 +107,129 @@ impl Slot {
         (result, children): (Option<&str>, &[HeldChild]),
         run: Option<&RunInfo>,
     ) {
-        let id = lease.id.as_str();
-        let queues = self
-            .shared
-            .mode()
-            .fetches()
-            .then(|| self.shared.current().config.fetch_order(super::random))
-            .filter(|q| !q.is_empty());
+        self.write_pending();
+        let written = self.store_end(lease, conclusion, (result, children), Then::Fetch, true);
+        self.report_end(written, lease, description, conclusion, run);
+    }
+
+    /// Writes the end left pending, if any, alone (retrying while Redis
+    /// fails): before anything else the slot records or hands back.
+    pub(super) fn write_pending(&mut self) {
+        if let Some(end) = self.pending.take() {
+            let both = (end.result.as_deref(), end.children.as_slice());
+            let written = self.store_end(&end.lease, &end.conclusion, both, Then::Nothing, true);
+            self.report_end(
+                written,
+                &end.lease,
+                &end.description,
+                &end.conclusion,
+                end.run.as_ref(),
+            );
+        }
+    }
+
+    /// Tries once to write the end left pending while `running` (the task
+    /// read ahead) runs, taking the task after it ahead in the same
+    /// round trip; on an error the end stays pending (written, with
+    /// retries, before the slot's next write).
+    pub(super) fn write_pending_beside(&mut self, running: &str) {
+        let Some(end) = self.pending.take() else {
+            return;
+        };
+        let both = (end.result.as_deref(), end.children.as_slice());
+        let then = Then::FetchBeside(running);
+        match self.store_end(&end.lease, &end.conclusion, both, then, false) {
+            Some(written) => self.report_end(
+                Some(written),
+                &end.lease,
+                &end.description,
+                &end.conclusion,
+                end.run.as_ref(),
+            ),
+            None => self.pending = Some(end),
+        }
+    }
+
+    /// The store call of an end: `Some(whether the slot held the task)`,
+    /// or `None` when Redis failed (after one try unless `retry`; with
+    /// `retry`, only when giving up during a stop). Sets `self.next` to
+    /// the task taken with it.
+    fn store_end(
+        &mut self,
+        lease: &Lease,
+        conclusion: &Conclusion,
+        (result, children): (Option<&str>, &[HeldChild]),
+        then: Then,
+        retry: bool,
+    ) -> Option<bool> {
+        let queues = match then {
+            Then::Nothing => None,
+            Then::Fetch | Then::FetchBeside(_) => self
+                .shared
+                .mode()
+                .fetches()
+                .then(|| self.shared.current().config.fetch_order(super::random))
+                .filter(|q| !q.is_empty()),
+        };
+        let running = match then {
+            Then::FetchBeside(id) => id,
+            Then::Nothing | Then::Fetch => "",
+        };
         let mut next = None;
         let text = conclusion.error_text();
-        let written = self.with_redis("record an outcome", |store, now| {
+        let mut op = |store: &Store, now: Timestamp| {
             let ending = conclusion.ending(result, children, &text, now);
             match &queues {
                 Some(queues) => {
-                    let (done, fetched) = store.conclude_and_fetch(lease, ending, queues, now)?;
+                    let (done, fetched) =
+                        store.conclude_and_fetch_beside(lease, ending, queues, running, now)?;
                     next = fetched;
                     Ok(done)
                 }
                 None => store.conclude(lease, ending, now),
             }
-        });
-        self.next = next;
-        let (name, secs) = run.map_or(("", 0.0), |r| (r.name, r.duration.as_secs_f64()));
+        };
+        let written = if retry {
+            self.with_redis("record an outcome", op)
+        } else {
+            match op(&self.store, Timestamp::now()) {
+                Ok(done) => {
+                    self.shared.note_redis_ok();
+                    Some(done)
+                }
+                Err(e) => {
+                    if e.is_connection_error() {
+                        self.shared.note_redis_error(&e);
+                    }
+                    debug!(slot = %self.id, task = %lease.id, "cannot record an outcome beside the next run ({e}); it is written after that run");
+                    None
+                }
+            }
+        };
+        if next.is_some() {
+            self.next = next;
+        }
+        written
+    }
+
+    /// Counts and logs an end once its write came back.
+    fn report_end(
+        &mut self,
+        written: Option<bool>,
+        lease: &Lease,
+        description: &str,
+        conclusion: &Conclusion,
+        run: Option<&RunInfo>,
+    ) {
+        let id = lease.id.as_str();
+        let (name, secs) = run.map_or(("", 0.0), |r| (r.name.as_str(), r.duration.as_secs_f64()));
         let queue = lease.queue.as_str();
         let slot = self.id.as_str();
         if let (Some(run), Some(true)) = (run, written) {
+            let known = run.known.then_some(run.name.as_str());
             self.shared
                 .metrics
-                .task_ended(run.queue, run.known, conclusion.ended(), run.duration);
+                .task_ended(&run.queue, known, conclusion.ended(), run.duration);
         }
         if let (Some(true), Conclusion::Record(Outcome::Failure(failure))) = (written, conclusion)
             && failure.kind.class() != FailureClass::Canceled
@@ -126,7 +244,7 @@ impl Slot {
                 queue,
                 attempt: run.map_or(1, |r| r.attempt),
                 failure,
-                trace_id: run.and_then(|r| r.trace_id),
+                trace_id: run.and_then(|r| r.trace_id.as_deref()),
             });
         }
         match (written, conclusion) {

@@ -68,6 +68,7 @@ mod isolation_limits;
 mod mended_data;
 mod outage;
 mod outcomes;
+mod read_ahead;
 mod recovery;
 mod recovery_identity;
 mod results;
