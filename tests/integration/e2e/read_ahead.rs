@@ -1,14 +1,16 @@
 //! A busy slot reads its next task ahead while the current one runs
 //! (docs/performance.md): a task read ahead behind a slow one goes back to
-//! its queue, and one canceled while it waits never runs.
+//! its queue, one canceled while it waits never runs, and one its
+//! supervisor dies with is recovered like the running one.
 
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use redis_tasks::TaskStatus;
 use redis_tasks::store::CancelResult;
 use serde_json::json;
 
-use super::Demo;
+use super::{Demo, error_of};
 use crate::support::wait_until;
 
 /// Enqueues a quick task, one that runs until `gate` exists, and `then`:
@@ -84,4 +86,37 @@ fn a_task_canceled_while_read_ahead_never_runs() {
     assert!(!marker.exists(), "the canceled task ran\n{}", running.log());
     assert_eq!(demo.task(&victim).status, TaskStatus::Canceled);
     running.stop();
+}
+
+#[test]
+fn a_supervisor_killed_while_a_task_waits_read_ahead_loses_neither() {
+    let demo = Demo::new();
+    let marks = demo.path("marks");
+    let (slow, waiting) = quick_slow_then(
+        &demo,
+        "gate",
+        ("reentrant_mark", json!({"path": marks, "secs": 0})),
+    );
+    let env = [
+        ("REDIS_TASKS_TEST_READ_AHEAD_WAIT_MS", "600000"),
+        ("RT_WORKER_HEARTBEAT_TIMEOUT", "3600"),
+    ];
+    let mut first = demo.start(&["--concurrency", "1", "--instance", "box1"], &env);
+    demo.wait_status(&slow, TaskStatus::Running, Duration::from_secs(30));
+    demo.wait_status(&waiting, TaskStatus::Running, Duration::from_secs(30));
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(60));
+
+    // The restart recovers both: the slow task (plain) as an interrupted
+    // run, and the one read ahead (reentrant) back at the front of its
+    // queue, run once, for good.
+    std::fs::write(demo.path("gate"), "").expect("open the gate");
+    let mut second = demo.start(&["--concurrency", "1", "--instance", "box1"], &[]);
+    let t = demo.wait_ended(&slow, Duration::from_secs(30));
+    assert_eq!(error_of(&t), "worker died", "{t:#?}");
+    let t = demo.wait_ended(&waiting, Duration::from_secs(30));
+    assert_eq!(t.status, TaskStatus::Finished, "{t:#?}\n{}", second.log());
+    let ran = std::fs::read_to_string(&marks).unwrap_or_default();
+    assert_eq!(ran.lines().count(), 1, "{ran:?}");
+    second.stop();
 }
