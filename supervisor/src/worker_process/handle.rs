@@ -79,6 +79,9 @@ pub(crate) struct WorkerProcess {
     /// is their monitor). They die with the task's leftovers but are not
     /// counted as the task's.
     pub(super) own_children: Vec<u32>,
+    /// Its `/proc` entry, held open from Ready on for the walk after each
+    /// task (`None` when hidden from us, or a forked process).
+    pub(super) proc_entry: Option<proc_tree::ProcEntry>,
 }
 
 /// What a task left behind in a worker process that stays, seen by
@@ -120,6 +123,7 @@ impl WorkerProcess {
             unkillable: false,
             output,
             own_children: Vec::new(),
+            proc_entry: None,
         }
     }
 
@@ -234,13 +238,16 @@ impl WorkerProcess {
     /// whole group, itself included, is killed now by the fork server, so
     /// nothing the task started outlives the task's end while the process
     /// waits for its retirement (which reaps it).
-    pub(crate) fn kill_descendants(&self) -> Leftovers {
+    pub(crate) fn kill_descendants(&mut self) -> Leftovers {
         match &self.proc {
             // What the walk cannot see (a hidden /proc) or does not reach
             // (a clone(CLONE_PARENT)) is killed through its cgroup by
             // `make_alone`, which follows.
             Proc::Direct { child, .. } if self.reaped.is_none() => {
-                let walk = proc_tree::kill_descendants_walk(child.id());
+                let walk = match &mut self.proc_entry {
+                    Some(entry) => proc_tree::kill_descendants_through(entry),
+                    None => proc_tree::kill_descendants_walk(child.id()),
+                };
                 Leftovers {
                     processes: walk
                         .killed

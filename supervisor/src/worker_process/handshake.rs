@@ -116,8 +116,11 @@ impl WorkerProcess {
         // count of an idle worker process. One listing of its /proc entry
         // gives that and its own children; none at all means the entry is
         // hidden from us.
-        let (children, from_proc) =
-            redis_tasks_protocol::proc_tree::children_and_threads(self.pid());
+        self.proc_entry = redis_tasks_protocol::proc_tree::ProcEntry::open(self.pid());
+        let (children, from_proc) = match &mut self.proc_entry {
+            Some(entry) => entry.children_and_threads(),
+            None => (Vec::new(), None),
+        };
         self.proc_hidden = from_proc.is_none();
         self.idle_threads = self.threads_or_cgroup(from_proc);
         if self.idle_threads.is_none() {
