@@ -61,6 +61,8 @@ struct Options {
     payload: usize,
     reused_only: bool,
     fresh_only: bool,
+    /// Turns of floor and reused (see [`floor_and_reused`]).
+    rounds: usize,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -70,6 +72,7 @@ fn parse_options() -> Result<Options, String> {
         payload: 0,
         reused_only: false,
         fresh_only: false,
+        rounds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -85,9 +88,10 @@ fn parse_options() -> Result<Options, String> {
             "--payload" => o.payload = value()?,
             "--reused-only" => o.reused_only = true,
             "--fresh-only" => o.fresh_only = true,
+            "--rounds" => o.rounds = value()?.max(1),
             "--help" | "-h" => {
                 return Err(
-                    "usage: bench [--tasks N (20000)] [--concurrency C (2)] [--payload BYTES (0)] [--reused-only | --fresh-only]"
+                    "usage: bench [--tasks N (20000)] [--concurrency C (2)] [--payload BYTES (0)] [--rounds R (3)] [--reused-only | --fresh-only]"
                         .into(),
                 );
             }
@@ -575,8 +579,7 @@ fn run(o: Options) -> Result<(), String> {
         );
         return Ok(());
     }
-    let floor = floor(&redis.url, n, c, bytes)?;
-    let reused = end_to_end(&redis.url, "bench_reused", n, c, bytes, 1_000_000, None)?;
+    let (floor, reused, ratios) = floor_and_reused(&redis.url, n, c, bytes, o.rounds)?;
     let fresh_n = (n / 4).max(500);
     let fresh = end_to_end(&redis.url, "bench_fresh", fresh_n, c, bytes, 1, None)?;
     let strict_n = (n / 50).max(100);
@@ -595,6 +598,12 @@ fn run(o: Options) -> Result<(), String> {
         strict.as_ref(),
         (fresh_n, strict_n),
     );
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "| reused, ratio to the floor of each round ({} rounds; the median's round is shown above) | {} | | |",
+        ratios.len(),
+        each.join(" / ")
+    );
     println!("| enqueue, one at a time | {single:.0} tasks/s | 15000 | |");
     println!("| enqueue, batches of 1000 | {batched:.0} tasks/s | 100000 | |");
     print_live(&live, &fresh_idle);
@@ -609,6 +618,32 @@ fn run(o: Options) -> Result<(), String> {
     println!();
     print_costs(&floor, &reused, &fresh, strict.as_ref(), &limited);
     Ok(())
+}
+
+/// The floor and reused worker processes, measured in turns: `rounds` of
+/// each, every floor right before its reused run. On a shared machine the
+/// host's speed drifts by a fifth or more within a minute, and a ratio of
+/// two figures taken seconds apart drifts with it; the median of the
+/// rounds' ratios does much less. Returns the phases of the round whose
+/// ratio is that median, and every round's ratio, in order.
+fn floor_and_reused(
+    url: &str,
+    n: usize,
+    c: usize,
+    bytes: usize,
+    rounds: usize,
+) -> Result<(Phase, Phase, Vec<f64>), String> {
+    let mut measured = Vec::new();
+    for round in 0..rounds {
+        let floor = floor(url, n, c, bytes)?;
+        let prefix = format!("bench_reused_{round}");
+        let reused = end_to_end(url, &prefix, n, c, bytes, 1_000_000, None)?;
+        measured.push((reused.rate / floor.rate, floor, reused));
+    }
+    let ratios: Vec<f64> = measured.iter().map(|(r, _, _)| *r).collect();
+    measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (_, floor, reused) = measured.swap_remove(measured.len() / 2);
+    Ok((floor, reused, ratios))
 }
 
 /// The throughput rows: each phase and its ratio to the floor.
