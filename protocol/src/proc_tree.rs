@@ -125,6 +125,13 @@ pub fn listed_children(path: impl AsRef<Path>) -> Vec<u32> {
     fs::File::open(path).map_or_else(|_| Vec::new(), |file| read_pids_at_start(&file))
 }
 
+/// The pids listed in an open `children` file, read again from its start
+/// (for files kept open across reads); empty when it cannot be read, or
+/// when its thread has ended (the kernel then lists nothing).
+pub fn listed_children_in(file: &fs::File) -> Vec<u32> {
+    read_pids_at_start(file)
+}
+
 /// The pids listed in `file` (a `children` file), read from offset 0 with
 /// plain reads into a small buffer (`/proc` regenerates the list for a
 /// read at 0): the file is most often empty, and a `read_to_string` would

@@ -214,14 +214,58 @@ fn own_children(tid: Option<u32>) -> Vec<u32> {
     };
     let mut out = Vec::new();
     for thread in [tid, me] {
-        out.extend(proc_tree::listed_children(format!(
-            "/proc/{me}/task/{thread}/children"
-        )));
+        out.extend(children_of_thread(me, thread));
         if tid == me {
             break;
         }
     }
     out
+}
+
+/// The children of this process's thread `tid`. The `children` files of
+/// the main thread and of the calling thread are opened once (a slot
+/// sweeps after every task) and read again from their start: both
+/// threads are alive while they are read, so the open file is theirs.
+/// Any other thread's is opened by path: it may have ended, and its id
+/// gone to a new thread, which an open file would not follow.
+fn children_of_thread(me: u32, tid: u32) -> Vec<u32> {
+    thread_local! {
+        static OWN: Option<std::fs::File> = open_children(std::process::id(), thread_id());
+    }
+    static MAIN: LazyLock<Option<std::fs::File>> =
+        LazyLock::new(|| open_children(std::process::id(), std::process::id()));
+    let cached = |file: Option<&std::fs::File>| file.map(proc_tree::listed_children_in);
+    let listed = if tid == me {
+        cached(MAIN.as_ref())
+    } else if tid == thread_id() {
+        OWN.with(|own| cached(own.as_ref()))
+    } else {
+        None
+    };
+    listed.unwrap_or_else(|| proc_tree::listed_children(format!("/proc/{me}/task/{tid}/children")))
+}
+
+fn open_children(me: u32, tid: u32) -> Option<std::fs::File> {
+    std::fs::File::open(format!("/proc/{me}/task/{tid}/children")).ok()
+}
+
+/// The anchor's children (it is single-threaded: its main thread's list
+/// is all), through its `children` file opened once per anchor.
+fn anchor_children(anchor: &Arc<Anchor>) -> Vec<u32> {
+    /// The anchor whose file is kept (held weakly: the anchor's end is not
+    /// put off, and no later anchor can take its place in memory).
+    static KEPT: Mutex<Option<(std::sync::Weak<Anchor>, std::fs::File)>> = Mutex::new(None);
+    let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    let same = kept
+        .as_ref()
+        .is_some_and(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(anchor)));
+    if !same {
+        *kept = open_children(anchor.pid, anchor.pid).map(|file| (Arc::downgrade(anchor), file));
+    }
+    match kept.as_ref() {
+        Some((_, file)) => proc_tree::listed_children_in(file),
+        None => proc_tree::listed_children(format!("/proc/{0}/task/{0}/children", anchor.pid)),
+    }
 }
 
 /// The id of the calling thread (a spawning thread's children are listed
@@ -310,7 +354,7 @@ fn sweep_once(tid: Option<u32>, killed: &mut HashSet<u32>) -> bool {
     // until it does, and are not counted twice.
     // The anchor is single-threaded: its main thread's list is all.
     let adopted: Vec<u32> = anchor()
-        .map(|a| proc_tree::listed_children(format!("/proc/{0}/task/{0}/children", a.pid)))
+        .map(|a| anchor_children(&a))
         .unwrap_or_default()
         .into_iter()
         .filter(|&pid| !proc_tree::is_zombie(pid))
