@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::children::Children;
 use crate::execute::RunHooks;
+use crate::metrics::Ended;
 use crate::shared::Shared;
 
 /// Hooks that write a running task's updates to Redis.
@@ -105,6 +106,8 @@ impl RunHooks for MetaToRedis<'_> {
         let lease = &waiting.lease;
         let store = self.producer.leased(lease);
         match store.release_unstarted(self.slot_id, &lease.id, Timestamp::now()) {
+            // Handed back, canceled meanwhile, or (false) no longer this
+            // slot's: in every case not to be run here.
             Ok(_) => {
                 debug!(task = %lease.id, "task read ahead handed back to the front of {:?}: the run before it goes on", lease.queue);
             }
@@ -117,30 +120,40 @@ impl RunHooks for MetaToRedis<'_> {
     }
 
     fn cancel_waiting(&mut self, id: &str) {
-        let Some(lease) = self.waiting.as_ref().map(|w| &w.lease) else {
+        let Some(waiting) = self.waiting.take_if(|w| w.lease.id == id) else {
             return;
         };
-        if lease.id != id {
-            return;
-        }
+        let lease = &waiting.lease;
         let store = self.producer.leased(lease);
-        match store.finish_canceled(
-            self.slot_id,
-            id,
-            "canceled before it started",
-            Timestamp::now(),
-        ) {
-            Ok(_) => {
-                info!(task = id, queue = %lease.queue, outcome = "canceled", "task read ahead canceled before it started");
+        let why = "canceled before it started";
+        match store.finish_canceled(self.slot_id, id, why, Timestamp::now()) {
+            Ok(true) => {
+                info!(task = id, queue = %lease.queue, outcome = "canceled", "task read ahead {why}");
                 self.shared
                     .counters
                     .canceled
                     .fetch_add(1, Ordering::Relaxed);
-                self.waiting = None;
+                let known = waiting
+                    .record
+                    .as_ref()
+                    .ok()
+                    .map(|r| r.task.as_str())
+                    .filter(|name| self.shared.registry.get(name).is_some());
+                self.shared.metrics.task_ended(
+                    &lease.queue,
+                    known,
+                    Ended::Canceled,
+                    Duration::ZERO,
+                );
             }
+            // Recovered elsewhere: not this slot's to run.
+            Ok(false) => debug!(task = id, "task read ahead is no longer this slot's"),
             // Still waiting: the request is asked again, and met by its
             // own run if it starts.
-            Err(e) => warn!(task = id, "cannot cancel a task read ahead ({e})"),
+            Err(e) => {
+                warn!(task = id, "cannot cancel a task read ahead ({e})");
+                self.waiting = Some(waiting);
+            }
         }
     }
 
