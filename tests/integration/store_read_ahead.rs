@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis_tasks::store::{CancelResult, Ending, Limit, SlotInfo};
+use redis_tasks::store::{CancelResult, Ending, Fetched, Limit, SlotInfo};
 use redis_tasks::{StoreError, TaskStatus};
 
 use crate::support::RedisServer;
@@ -44,22 +44,29 @@ fn finished() -> Ending<'static> {
     }
 }
 
+/// Slot `s1`, registered, with `n` tasks enqueued on `q` and the first
+/// of them fetched: the ids in order, and the running one.
+fn running_slot(store: &redis_tasks::Store, n: usize) -> (Vec<String>, Fetched) {
+    store.register_slot(&slot("s1")).expect("register");
+    let ids: Vec<String> = (0..n)
+        .map(|i| store.queue("q").enqueue("t", &i).expect("enqueue"))
+        .collect();
+    let first = store
+        .fetch("s1", &queues(), Duration::ZERO)
+        .expect("fetch")
+        .expect("the first task");
+    assert_eq!(first.id, ids[0]);
+    (ids, first)
+}
+
 #[test]
 fn a_running_slot_takes_its_next_task_ahead_and_the_one_after_with_the_end() {
     let server = RedisServer::start();
     let n = server.names();
     let store = server.store();
     let mut c = server.client();
-    store.register_slot(&slot("s1")).expect("register");
     let q = queues();
-    let ids: Vec<String> = (0..4)
-        .map(|i| store.queue("q").enqueue("t", &i).expect("enqueue"))
-        .collect();
-    let a = store
-        .fetch("s1", &q, Duration::ZERO)
-        .expect("fetch")
-        .expect("a");
-    assert_eq!(a.id, ids[0]);
+    let (ids, a) = running_slot(&store, 4);
 
     let b = store
         .fetch_ahead(&a.lease, &q)
@@ -127,15 +134,8 @@ fn a_task_read_ahead_goes_back_unstarted_or_ends_canceled_if_asked() {
     let n = server.names();
     let store = server.store();
     let mut c = server.client();
-    store.register_slot(&slot("s1")).expect("register");
     let q = queues();
-    let ids: Vec<String> = (0..3)
-        .map(|i| store.queue("q").enqueue("t", &i).expect("enqueue"))
-        .collect();
-    let a = store
-        .fetch("s1", &q, Duration::ZERO)
-        .expect("fetch")
-        .expect("a");
+    let (ids, a) = running_slot(&store, 3);
     let b = store.fetch_ahead(&a.lease, &q).expect("ahead").expect("b");
 
     // Handed back: at the front of its queue, queued, no aborted run;
