@@ -279,7 +279,14 @@ impl Turns<'_> {
                 if self.stop.load(Ordering::SeqCst) {
                     return Ok(());
                 }
-                recv::<ToWorker>(&mut *reader)
+                let frame = recv::<ToWorker>(&mut *reader);
+                if matches!(frame, Ok(Some(ToWorker::Exit))) {
+                    // Said before the socket is let go: the other thread,
+                    // waiting for its turn, must not go on to read a frame
+                    // that never comes (the process would never exit).
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+                frame
             };
             match frame {
                 Ok(Some(ToWorker::Run(run))) => self.run(run)?,
