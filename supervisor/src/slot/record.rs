@@ -116,15 +116,7 @@ impl Slot {
     /// fails): before anything else the slot records or hands back.
     pub(super) fn write_pending(&mut self) {
         if let Some(end) = self.pending.take() {
-            let both = (end.result.as_deref(), end.children.as_slice());
-            let written = self.store_end(&end.lease, &end.conclusion, both, Then::Nothing, true);
-            self.report_end(
-                written,
-                &end.lease,
-                &end.description,
-                &end.conclusion,
-                end.run.as_ref(),
-            );
+            self.write_end(end, Then::Nothing, true);
         }
     }
 
@@ -133,21 +125,27 @@ impl Slot {
     /// round trip; on an error the end stays pending (written, with
     /// retries, before the slot's next write).
     pub(super) fn write_pending_beside(&mut self, running: &str) {
-        let Some(end) = self.pending.take() else {
-            return;
-        };
-        let both = (end.result.as_deref(), end.children.as_slice());
-        let then = Then::FetchBeside(running);
-        match self.store_end(&end.lease, &end.conclusion, both, then, false) {
-            Some(written) => self.report_end(
-                Some(written),
-                &end.lease,
-                &end.description,
-                &end.conclusion,
-                end.run.as_ref(),
-            ),
-            None => self.pending = Some(end),
+        if let Some(end) = self.pending.take() {
+            self.pending = self.write_end(end, Then::FetchBeside(running), false);
         }
+    }
+
+    /// Writes `end` ([`Self::store_end`]) and reports it; an end that one
+    /// try (no `retry`) could not write comes back, to stay pending.
+    fn write_end(&mut self, end: PendingEnd, then: Then, retry: bool) -> Option<PendingEnd> {
+        let both = (end.result.as_deref(), end.children.as_slice());
+        let written = self.store_end(&end.lease, &end.conclusion, both, then, retry);
+        if written.is_none() && !retry {
+            return Some(end);
+        }
+        self.report_end(
+            written,
+            &end.lease,
+            &end.description,
+            &end.conclusion,
+            end.run.as_ref(),
+        );
+        None
     }
 
     /// The store call of an end: `Some(whether the slot held the task)`,
