@@ -32,16 +32,7 @@ pub fn children(pid: u32) -> Vec<u32> {
 /// `/proc/<pid>/task`, which the listing reads anyway), `None` when that
 /// directory cannot be read (the process is gone, or its entry hidden).
 pub fn children_and_threads(pid: u32) -> (Vec<u32>, Option<u32>) {
-    let mut out = Vec::new();
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (out, None);
-    };
-    let mut threads = 0;
-    for task in tasks.flatten() {
-        threads += 1;
-        out.extend(listed_children(task.path().join("children")));
-    }
-    (out, Some(threads))
+    ProcEntry::open(pid).map_or((Vec::new(), None), |mut entry| entry.children_and_threads())
 }
 
 /// A process's `/proc/<pid>/task`, opened once for the walks repeated over
